@@ -1,0 +1,3 @@
+module github.com/splicefleet/splicefleet
+
+go 1.26.8
