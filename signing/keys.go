@@ -1,0 +1,379 @@
+package signing
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+)
+
+// Size limits for what this package reads. Callers apply them when reading
+// files too, so nothing unbounded reaches a parser.
+const (
+	MaxKeyringSize   = 1 << 20 // a keyring of a few hundred keys
+	MaxSecretKeySize = 64 << 10
+	MaxSignatureSize = 8 << 10 // an RSA-4096 signature is about 0.6 KiB
+	MinRSABits       = 2048
+)
+
+// Key is a trusted public key (an OpenPGP certificate with its subkeys).
+type Key struct {
+	entity *openpgp.Entity
+}
+
+// Fingerprint is the primary key's fingerprint in upper-case hex.
+func (k *Key) Fingerprint() string { return fingerprint(k.entity.PrimaryKey) }
+
+// KeyID is the primary key's 64-bit id in upper-case hex.
+func (k *Key) KeyID() string { return strings.ToUpper(k.entity.PrimaryKey.KeyIdString()) }
+
+// Identity is the primary user id, such as "Release Team <rel@example.com>".
+func (k *Key) Identity() string {
+	if id := k.entity.PrimaryIdentity(); id != nil {
+		return id.Name
+	}
+	return ""
+}
+
+// Algorithm names the primary key's algorithm, such as "ed25519" or "rsa4096".
+func (k *Key) Algorithm() string { return algorithmName(k.entity.PrimaryKey) }
+
+// String is "FINGERPRINT (identity)".
+func (k *Key) String() string {
+	if id := k.Identity(); id != "" {
+		return k.Fingerprint() + " (" + id + ")"
+	}
+	return k.Fingerprint()
+}
+
+// Armored returns the public key, armored as gpg --export --armor would.
+func (k *Key) Armored() ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.entity.Serialize(w); err != nil {
+		return nil, fmt.Errorf("serialize public key: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Keyring is a set of trusted public keys.
+type Keyring struct {
+	entities openpgp.EntityList
+}
+
+// ReadKeyring parses an armored or binary OpenPGP keyring (one or more
+// concatenated armored blocks are fine). It refuses weak keys rather than
+// skipping them, so a typo in a keyring file is noticed.
+func ReadKeyring(data []byte) (*Keyring, error) {
+	if len(data) > MaxKeyringSize {
+		return nil, fmt.Errorf("read keyring: %d bytes exceeds the %d byte limit", len(data), MaxKeyringSize)
+	}
+	entities, err := readEntities(data)
+	if err != nil {
+		return nil, fmt.Errorf("read keyring: %w", err)
+	}
+	if len(entities) == 0 {
+		return nil, errors.New("read keyring: no keys found")
+	}
+	seen := map[string]bool{}
+	kr := &Keyring{}
+	for _, e := range entities {
+		if err := checkStrength(e); err != nil {
+			return nil, fmt.Errorf("read keyring: %w", err)
+		}
+		fpr := fingerprint(e.PrimaryKey)
+		if seen[fpr] {
+			continue
+		}
+		seen[fpr] = true
+		// Trust only public material, even when handed a secret key file.
+		e.PrivateKey = nil
+		for i := range e.Subkeys {
+			e.Subkeys[i].PrivateKey = nil
+		}
+		kr.entities = append(kr.entities, e)
+	}
+	return kr, nil
+}
+
+// NewKeyring makes a keyring from keys already parsed.
+func NewKeyring(keys ...*Key) *Keyring {
+	kr := &Keyring{}
+	for _, k := range keys {
+		kr.entities = append(kr.entities, k.entity)
+	}
+	return kr
+}
+
+// Keys lists the keyring's keys in fingerprint order.
+func (kr *Keyring) Keys() []*Key {
+	keys := make([]*Key, 0, len(kr.entities))
+	for _, e := range kr.entities {
+		keys = append(keys, &Key{entity: e})
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Fingerprint() < keys[j].Fingerprint() })
+	return keys
+}
+
+// Len is the number of distinct primary keys.
+func (kr *Keyring) Len() int { return len(kr.entities) }
+
+// Lookup finds a key by fingerprint.
+func (kr *Keyring) Lookup(fpr string) (*Key, bool) {
+	for _, e := range kr.entities {
+		if fingerprint(e.PrimaryKey) == strings.ToUpper(fpr) {
+			return &Key{entity: e}, true
+		}
+	}
+	return nil, false
+}
+
+// Signer is a secret key that signs manifests.
+type Signer struct {
+	entity *openpgp.Entity
+	key    openpgp.Key
+}
+
+// GenerateSigner makes a new Ed25519 signing key (v4, EdDSA algorithm 22,
+// which GnuPG 2.2 reads) for the user id "Name <email>" or "Name". The key
+// is created at now and does not expire.
+func GenerateSigner(uid string, now time.Time) (*Signer, error) {
+	name, email, err := splitUID(uid)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &packet.Config{
+		Algorithm:   packet.PubKeyAlgoEdDSA,
+		DefaultHash: crypto.SHA256,
+		Time:        func() time.Time { return now },
+	}
+	e, err := openpgp.NewEntity(name, "", email, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return signerFor(e, now)
+}
+
+// ReadSigner parses an armored or binary secret key, decrypting it with
+// passphrase when it is protected. now selects the signing key (the newest
+// valid signing subkey, else the primary key).
+func ReadSigner(data, passphrase []byte, now time.Time) (*Signer, error) {
+	if len(data) > MaxSecretKeySize {
+		return nil, fmt.Errorf("read secret key: %d bytes exceeds the %d byte limit", len(data), MaxSecretKeySize)
+	}
+	entities, err := readEntities(data)
+	if err != nil {
+		return nil, fmt.Errorf("read secret key: %w", err)
+	}
+	if len(entities) != 1 {
+		return nil, fmt.Errorf("read secret key: want exactly one key, found %d", len(entities))
+	}
+	e := entities[0]
+	if e.PrivateKey == nil {
+		return nil, errors.New("read secret key: this is a public key, not a secret key")
+	}
+	if err := checkStrength(e); err != nil {
+		return nil, fmt.Errorf("read secret key: %w", err)
+	}
+	encrypted := e.PrivateKey.Encrypted
+	for _, sk := range e.Subkeys {
+		encrypted = encrypted || (sk.PrivateKey != nil && sk.PrivateKey.Encrypted)
+	}
+	if encrypted {
+		if len(passphrase) == 0 {
+			return nil, errors.New("read secret key: the key is protected by a passphrase and none was given")
+		}
+		if err := e.DecryptPrivateKeys(passphrase); err != nil {
+			return nil, fmt.Errorf("read secret key: wrong passphrase or damaged key: %w", err)
+		}
+	}
+	return signerFor(e, now)
+}
+
+func signerFor(e *openpgp.Entity, now time.Time) (*Signer, error) {
+	k, ok := e.SigningKey(now)
+	if !ok {
+		return nil, fmt.Errorf("key %s has no valid signing key at %s (expired or revoked?)",
+			fingerprint(e.PrimaryKey), now.UTC().Format(time.RFC3339))
+	}
+	if k.PrivateKey == nil || k.PrivateKey.Dummy() {
+		return nil, fmt.Errorf("key %s: the secret part of its signing key is missing", fingerprint(e.PrimaryKey))
+	}
+	return &Signer{entity: e, key: k}, nil
+}
+
+// Public returns the signer's public key.
+func (s *Signer) Public() *Key { return &Key{entity: s.entity} }
+
+// Sign makes a binary detached signature over message, dated now, with
+// SHA-256.
+func (s *Signer) Sign(message []byte, now time.Time) ([]byte, error) {
+	return s.sign(message, &packet.Config{
+		DefaultHash: crypto.SHA256,
+		Time:        func() time.Time { return now },
+	})
+}
+
+func (s *Signer) sign(message []byte, cfg *packet.Config) ([]byte, error) {
+	cfg.SigningKeyId = s.key.PublicKey.KeyId
+	var buf bytes.Buffer
+	if err := openpgp.DetachSign(&buf, s.entity, bytes.NewReader(message), cfg); err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// ArmoredSecret serializes the secret key, protected by passphrase when it
+// is not empty.
+func (s *Signer) ArmoredSecret(passphrase []byte) ([]byte, error) {
+	e := s.entity
+	if len(passphrase) > 0 {
+		// Encrypt a copy so the signer stays usable.
+		var raw bytes.Buffer
+		if err := e.SerializePrivateWithoutSigning(&raw, nil); err != nil {
+			return nil, fmt.Errorf("serialize secret key: %w", err)
+		}
+		c, err := openpgp.ReadEntity(packet.NewReader(&raw))
+		if err != nil {
+			return nil, fmt.Errorf("copy secret key: %w", err)
+		}
+		if err := c.EncryptPrivateKeys(passphrase, nil); err != nil {
+			return nil, fmt.Errorf("protect secret key: %w", err)
+		}
+		e = c
+	}
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PrivateKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.SerializePrivateWithoutSigning(w, nil); err != nil {
+		return nil, fmt.Errorf("serialize secret key: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// readEntities reads armored (one or more blocks) or binary keys.
+func readEntities(data []byte) (openpgp.EntityList, error) {
+	trimmed := bytes.TrimSpace(data)
+	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN PGP")) {
+		return openpgp.ReadKeyRing(bytes.NewReader(data))
+	}
+	var all openpgp.EntityList
+	r := bytes.NewReader(trimmed)
+	for {
+		block, err := armor.Decode(r)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if len(all) > 0 {
+				break // trailing text after the last block
+			}
+			return nil, fmt.Errorf("armor: %w", err)
+		}
+		if block.Type != openpgp.PublicKeyType && block.Type != openpgp.PrivateKeyType {
+			return nil, fmt.Errorf("armor block %q is not a key", block.Type)
+		}
+		el, err := openpgp.ReadKeyRing(block.Body)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, el...)
+	}
+	return all, nil
+}
+
+// checkStrength refuses key algorithms and sizes too weak to trust.
+func checkStrength(e *openpgp.Entity) error {
+	check := func(pk *packet.PublicKey) error {
+		switch pk.PubKeyAlgo {
+		case packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoEd25519, packet.PubKeyAlgoEd448,
+			packet.PubKeyAlgoECDSA, packet.PubKeyAlgoECDH, packet.PubKeyAlgoX25519, packet.PubKeyAlgoX448:
+			return nil
+		case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSASignOnly, packet.PubKeyAlgoRSAEncryptOnly:
+			bits, err := pk.BitLength()
+			if err != nil {
+				return err
+			}
+			if bits < MinRSABits {
+				return fmt.Errorf("key %s: RSA key of %d bits is too weak (need at least %d)", fingerprint(pk), bits, MinRSABits)
+			}
+			return nil
+		case packet.PubKeyAlgoElGamal:
+			if pk.IsSubkey {
+				return nil // an encryption subkey never signs
+			}
+		}
+		return fmt.Errorf("key %s: algorithm %d is not accepted for signing", fingerprint(pk), pk.PubKeyAlgo)
+	}
+	if err := check(e.PrimaryKey); err != nil {
+		return err
+	}
+	for _, sk := range e.Subkeys {
+		if sk.Sig != nil && sk.Sig.FlagsValid && !sk.Sig.FlagSign {
+			continue // not a signing subkey: it can never count
+		}
+		if err := check(sk.PublicKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fingerprint(pk *packet.PublicKey) string {
+	return strings.ToUpper(hex.EncodeToString(pk.Fingerprint))
+}
+
+func algorithmName(pk *packet.PublicKey) string {
+	switch pk.PubKeyAlgo {
+	case packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoEd25519:
+		return "ed25519"
+	case packet.PubKeyAlgoEd448:
+		return "ed448"
+	case packet.PubKeyAlgoECDSA:
+		return "ecdsa"
+	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSASignOnly:
+		bits, _ := pk.BitLength()
+		return fmt.Sprintf("rsa%d", bits)
+	}
+	return fmt.Sprintf("algorithm-%d", pk.PubKeyAlgo)
+}
+
+// splitUID turns "Name <email>" into its parts.
+func splitUID(uid string) (name, email string, err error) {
+	uid = strings.TrimSpace(uid)
+	if uid == "" {
+		return "", "", errors.New("user id is empty: give one like \"Release Team <release@example.com>\"")
+	}
+	if i := strings.IndexByte(uid, '<'); i >= 0 {
+		if !strings.HasSuffix(uid, ">") {
+			return "", "", fmt.Errorf("user id %q: email must end with '>'", uid)
+		}
+		name, email = strings.TrimSpace(uid[:i]), uid[i+1:len(uid)-1]
+	} else {
+		name = uid
+	}
+	if strings.ContainsAny(name, "()<>\x00") || strings.ContainsAny(email, "()<>\x00 ") {
+		return "", "", fmt.Errorf("user id %q: name and email must not contain ()<> or NUL", uid)
+	}
+	return name, email, nil
+}

@@ -1,0 +1,388 @@
+package signing
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+)
+
+// DefaultMaxClockSkew is how far in the future a signature's creation time
+// may lie before it is refused: hosts' clocks disagree by seconds, not
+// minutes, when they run NTP.
+const DefaultMaxClockSkew = 5 * time.Minute
+
+// MaxSignatures bounds how many signatures one message may carry.
+const MaxSignatures = 32
+
+// Policy decides whether signatures over a message satisfy the trust
+// policy: Threshold distinct keys of Keyring.
+type Policy struct {
+	keyring      *Keyring
+	threshold    int
+	now          func() time.Time
+	maxClockSkew time.Duration
+}
+
+// PolicyOption adjusts a Policy.
+type PolicyOption func(*Policy)
+
+// WithClock sets the clock the policy judges time by (expiry, signatures
+// from the future). The default is time.Now.
+func WithClock(now func() time.Time) PolicyOption { return func(p *Policy) { p.now = now } }
+
+// WithMaxClockSkew sets how far in the future a signature may be dated.
+func WithMaxClockSkew(d time.Duration) PolicyOption { return func(p *Policy) { p.maxClockSkew = d } }
+
+// NewPolicy makes a policy requiring threshold distinct keys of kr.
+func NewPolicy(kr *Keyring, threshold int, opts ...PolicyOption) (*Policy, error) {
+	if kr == nil || kr.Len() == 0 {
+		return nil, errors.New("trust policy: the keyring is empty")
+	}
+	if threshold < 1 {
+		return nil, fmt.Errorf("trust policy: threshold %d must be at least 1", threshold)
+	}
+	if threshold > kr.Len() {
+		return nil, fmt.Errorf("trust policy: threshold %d cannot be met by %d trusted keys", threshold, kr.Len())
+	}
+	p := &Policy{keyring: kr, threshold: threshold, now: time.Now, maxClockSkew: DefaultMaxClockSkew}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.maxClockSkew < 0 {
+		return nil, errors.New("trust policy: negative clock skew")
+	}
+	return p, nil
+}
+
+// Threshold is the number of distinct keys the policy requires.
+func (p *Policy) Threshold() int { return p.threshold }
+
+// Keyring is the set of trusted keys.
+func (p *Policy) Keyring() *Keyring { return p.keyring }
+
+// Verify checks detached signatures over message and returns the
+// fingerprints of the distinct trusted primary keys that signed it, sorted,
+// when there are at least Threshold of them. Otherwise it returns a
+// *VerificationError that says why each signature did not count.
+func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
+	now := p.now()
+	verr := &VerificationError{Required: p.threshold}
+	if len(signatures) > MaxSignatures {
+		verr.Rejections = append(verr.Rejections, Rejection{Index: MaxSignatures + 1,
+			Err: fmt.Errorf("%w: %d signatures, at most %d allowed", ErrMalformedSignature, len(signatures), MaxSignatures)})
+		return nil, verr
+	}
+	counted := map[string]bool{}
+	for i, raw := range signatures {
+		fpr, issuer, err := p.check(message, raw, now)
+		if err == nil && counted[fpr] {
+			err = fmt.Errorf("%w: a second signature by one key counts once", ErrDuplicateSigner)
+		}
+		if err != nil {
+			verr.Rejections = append(verr.Rejections, Rejection{Index: i + 1, Issuer: issuer, Err: err})
+			continue
+		}
+		counted[fpr] = true
+	}
+	verr.Valid = len(counted)
+	if verr.Valid < p.threshold {
+		return nil, verr
+	}
+	signers := make([]string, 0, len(counted))
+	for fpr := range counted {
+		signers = append(signers, fpr)
+	}
+	sort.Strings(signers)
+	return signers, nil
+}
+
+// check runs the ordered checks of the package doc on one signature and
+// returns the primary fingerprint it counts for.
+func (p *Policy) check(message, raw []byte, now time.Time) (fpr, issuer string, err error) {
+	sig, err := ParseSignature(raw)
+	if err != nil {
+		return "", "", err
+	}
+	issuer = issuerOf(sig)
+	if !strongHash(sig.Hash) {
+		return "", issuer, fmt.Errorf("%w: %s", ErrWeakHash, hashName(sig.Hash))
+	}
+	keys := p.candidates(sig)
+	if len(keys) == 0 {
+		return "", issuer, ErrUnknownSigner
+	}
+	var key *openpgp.Key
+	for i := range keys {
+		h, err := sig.PrepareVerify()
+		if err != nil {
+			return "", issuer, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+		}
+		h.Write(message)
+		if keys[i].PublicKey.VerifySignature(h, sig) == nil {
+			key = &keys[i]
+			break
+		}
+	}
+	if key == nil {
+		return "", issuer, ErrBadSignature
+	}
+	primary := key.Entity.PrimaryKey
+	issuer = fingerprint(primary)
+	if id := key.Entity.PrimaryIdentity(); id != nil {
+		issuer += " (" + id.Name + ")"
+	}
+	if sig.CreationTime.After(now.Add(p.maxClockSkew)) {
+		return "", issuer, fmt.Errorf("%w: dated %s, now is %s", ErrFutureSignature,
+			sig.CreationTime.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if sig.CreationTime.Before(key.PublicKey.CreationTime) {
+		return "", issuer, fmt.Errorf("%w: signature predates its key", ErrBadSignature)
+	}
+	if sigExpired(sig, now) {
+		return "", issuer, fmt.Errorf("%w: at %s", ErrExpiredSignature, expiry(sig).UTC().Format(time.RFC3339))
+	}
+	selfSig, identity := key.Entity.PrimarySelfSignature()
+	bySubkey := key.PublicKey != primary
+	if key.Entity.Revoked(now) || (bySubkey && key.Revoked(now)) || (identity != nil && identity.Revoked(now)) {
+		return "", issuer, ErrRevokedKey
+	}
+	if selfSig == nil || keyExpired(primary, selfSig, now) || sigExpired(selfSig, now) {
+		return "", issuer, ErrExpiredKey
+	}
+	if bySubkey && (key.SelfSignature == nil || keyExpired(key.PublicKey, key.SelfSignature, now) || sigExpired(key.SelfSignature, now)) {
+		return "", issuer, fmt.Errorf("%w: signing subkey %s", ErrExpiredKey, fingerprint(key.PublicKey))
+	}
+	return fingerprint(primary), issuer, nil
+}
+
+// candidates finds the trusted signing keys a signature names.
+func (p *Policy) candidates(sig *packet.Signature) []openpgp.Key {
+	var id uint64
+	switch {
+	case sig.IssuerKeyId != nil:
+		id = *sig.IssuerKeyId
+	case len(sig.IssuerFingerprint) >= 8:
+		fp := sig.IssuerFingerprint
+		// v4 key ids are the low 64 bits of the fingerprint, v6 the high.
+		if sig.IssuerKeyVersion == 6 {
+			fp = fp[:8]
+		} else {
+			fp = fp[len(fp)-8:]
+		}
+		for _, b := range fp {
+			id = id<<8 | uint64(b)
+		}
+	default:
+		return nil
+	}
+	keys := p.keyring.entities.KeysByIdUsage(id, packet.KeyFlagSign)
+	if len(sig.IssuerFingerprint) == 0 {
+		return keys
+	}
+	var match []openpgp.Key
+	for _, k := range keys {
+		if bytes.Equal(k.PublicKey.Fingerprint, sig.IssuerFingerprint) {
+			match = append(match, k)
+		}
+	}
+	return match
+}
+
+// SignatureInfo describes a signature without judging it.
+type SignatureInfo struct {
+	Issuer    string    `json:"issuer"` // fingerprint, or key id when only that is given
+	Algorithm string    `json:"algorithm"`
+	Hash      string    `json:"hash"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires,omitzero"`
+}
+
+// Describe reads a signature's metadata.
+func Describe(raw []byte) (SignatureInfo, error) {
+	sig, err := ParseSignature(raw)
+	if err != nil {
+		return SignatureInfo{}, err
+	}
+	info := SignatureInfo{
+		Issuer:    issuerOf(sig),
+		Algorithm: algorithmFor(sig.PubKeyAlgo),
+		Hash:      hashName(sig.Hash),
+		Created:   sig.CreationTime.UTC(),
+	}
+	if e := expiry(sig); !e.IsZero() {
+		info.Expires = e.UTC()
+	}
+	return info, nil
+}
+
+// ParseSignature parses exactly one binary-document signature packet in
+// binary form, refusing anything else (trailing data included).
+func ParseSignature(raw []byte) (*packet.Signature, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrMalformedSignature)
+	}
+	if len(raw) > MaxSignatureSize {
+		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit", ErrMalformedSignature, len(raw), MaxSignatureSize)
+	}
+	r := bytes.NewReader(raw)
+	p, err := packet.Read(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+	}
+	sig, ok := p.(*packet.Signature)
+	if !ok {
+		return nil, fmt.Errorf("%w: packet is a %T, not a signature", ErrMalformedSignature, p)
+	}
+	if r.Len() != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the signature packet", ErrMalformedSignature, r.Len())
+	}
+	if sig.SigType != packet.SigTypeBinary {
+		return nil, fmt.Errorf("%w: type 0x%02x is not a signature over a binary document", ErrMalformedSignature, uint8(sig.SigType))
+	}
+	return sig, nil
+}
+
+// SplitSignatures takes detached signatures as gpg writes them (armored or
+// binary; one packet per signer, possibly several in one file) and returns
+// each signature packet on its own, in binary form, checked with
+// ParseSignature.
+func SplitSignatures(data []byte) ([][]byte, error) {
+	if len(data) > MaxSignatures*MaxSignatureSize*2 {
+		return nil, fmt.Errorf("%w: %d bytes is too large for a signature file", ErrMalformedSignature, len(data))
+	}
+	body := io.Reader(bytes.NewReader(data))
+	if trimmed := bytes.TrimSpace(data); bytes.HasPrefix(trimmed, []byte("-----BEGIN PGP")) {
+		block, err := armor.Decode(bytes.NewReader(trimmed))
+		if err != nil {
+			return nil, fmt.Errorf("%w: armor: %v", ErrMalformedSignature, err)
+		}
+		if block.Type != openpgp.SignatureType {
+			return nil, fmt.Errorf("%w: armor block %q is not a signature", ErrMalformedSignature, block.Type)
+		}
+		body = block.Body
+	}
+	raw, err := io.ReadAll(io.LimitReader(body, MaxSignatures*MaxSignatureSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+	}
+	var out [][]byte
+	r := bytes.NewReader(raw)
+	for r.Len() > 0 {
+		start := len(raw) - r.Len()
+		if _, err := packet.Read(r); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+		}
+		one := raw[start : len(raw)-r.Len()]
+		if _, err := ParseSignature(one); err != nil {
+			return nil, err
+		}
+		out = append(out, append([]byte(nil), one...))
+		if len(out) > MaxSignatures {
+			return nil, fmt.Errorf("%w: more than %d signatures", ErrMalformedSignature, MaxSignatures)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no signature packets", ErrMalformedSignature)
+	}
+	return out, nil
+}
+
+// Armor wraps a binary signature as gpg --armor would write it.
+func Armor(sig []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.SignatureType, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(sig); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+func issuerOf(sig *packet.Signature) string {
+	if len(sig.IssuerFingerprint) > 0 {
+		return strings.ToUpper(fmt.Sprintf("%x", sig.IssuerFingerprint))
+	}
+	if sig.IssuerKeyId != nil {
+		return fmt.Sprintf("%016X", *sig.IssuerKeyId)
+	}
+	return ""
+}
+
+func expiry(sig *packet.Signature) time.Time {
+	if sig.SigLifetimeSecs == nil || *sig.SigLifetimeSecs == 0 {
+		return time.Time{}
+	}
+	return sig.CreationTime.Add(time.Duration(*sig.SigLifetimeSecs) * time.Second)
+}
+
+// sigExpired and keyExpired judge lifetimes only. The library's versions
+// also call anything created after now expired, which would turn clock skew
+// into a misleading "expired"; creation times are checked against the skew
+// allowance separately.
+func sigExpired(sig *packet.Signature, now time.Time) bool {
+	e := expiry(sig)
+	return !e.IsZero() && now.After(e)
+}
+
+func keyExpired(pk *packet.PublicKey, selfSig *packet.Signature, now time.Time) bool {
+	if selfSig.KeyLifetimeSecs == nil || *selfSig.KeyLifetimeSecs == 0 {
+		return false
+	}
+	return now.After(pk.CreationTime.Add(time.Duration(*selfSig.KeyLifetimeSecs) * time.Second))
+}
+
+func strongHash(h crypto.Hash) bool {
+	switch h {
+	case crypto.SHA256, crypto.SHA384, crypto.SHA512, crypto.SHA3_256, crypto.SHA3_512:
+		return true
+	}
+	return false
+}
+
+func hashName(h crypto.Hash) string {
+	switch h {
+	case crypto.MD5:
+		return "MD5"
+	case crypto.SHA1:
+		return "SHA-1"
+	case crypto.RIPEMD160:
+		return "RIPEMD-160"
+	case crypto.SHA224:
+		return "SHA-224"
+	}
+	if h.Available() {
+		return h.String()
+	}
+	return fmt.Sprintf("hash-%d", h)
+}
+
+func algorithmFor(a packet.PublicKeyAlgorithm) string {
+	switch a {
+	case packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoEd25519:
+		return "ed25519"
+	case packet.PubKeyAlgoEd448:
+		return "ed448"
+	case packet.PubKeyAlgoECDSA:
+		return "ecdsa"
+	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSASignOnly:
+		return "rsa"
+	case packet.PubKeyAlgoDSA:
+		return "dsa"
+	}
+	return fmt.Sprintf("algorithm-%d", a)
+}
