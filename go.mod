@@ -2,7 +2,10 @@ module github.com/splicefleet/splicefleet
 
 go 1.26.8
 
-require github.com/ProtonMail/go-crypto v1.5.2
+require (
+	github.com/ProtonMail/go-crypto v1.5.2
+	github.com/google/go-cmp v0.7.0
+)
 
 require (
 	github.com/cloudflare/circl v1.6.3 // indirect

@@ -1,0 +1,143 @@
+package splice_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// TestVerifyRefuses is one case per attack on a whole bundle. Each asserts
+// the reason and that the bundle given to Verify was not changed.
+func TestVerifyRefuses(t *testing.T) {
+	f := newFixture(t, 3)
+	a, b := f.signers[0], f.signers[1]
+	stranger := newFixture(t, 1).signers[0]
+
+	expiring := testManifest()
+	exp := now.Add(-time.Minute)
+	expiring.Expires = &exp
+
+	cases := []struct {
+		name      string
+		threshold int
+		make      func() *splice.Bundle
+		want      []error
+	}{
+		{"unsigned", 1, func() *splice.Bundle { return f.bundle(t, testManifest()) }, []error{splice.ErrSignature, signing.ErrNoSignatures}},
+		{"tampered module", 1, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest(), a)
+			bb.Module[len(bb.Module)/2] ^= 0x40
+			return bb
+		}, []error{splice.ErrModuleDigest}},
+		{"module swapped for another of the same size", 1, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest(), a)
+			bb.Module = bytes.Repeat([]byte{0}, len(bb.Module))
+			return bb
+		}, []error{splice.ErrModuleDigest}},
+		{"module truncated", 1, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest(), a)
+			bb.Module = bb.Module[:len(bb.Module)-1]
+			return bb
+		}, []error{splice.ErrModuleDigest}},
+		{"tampered manifest", 1, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest(), a)
+			bb.Manifest = bytes.Replace(bb.Manifest, []byte(`"version": 3`), []byte(`"version": 9`), 1)
+			return bb
+		}, []error{splice.ErrSignature, signing.ErrBadSignature}},
+		{"untrusted signer", 1, func() *splice.Bundle { return f.bundle(t, testManifest(), stranger) }, []error{splice.ErrSignature, signing.ErrUnknownSigner}},
+		{"below threshold", 2, func() *splice.Bundle { return f.bundle(t, testManifest(), a) }, []error{splice.ErrSignature, signing.ErrBelowThreshold}},
+		{"same key twice", 2, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest(), a)
+			sig, _ := a.Sign(bb.Manifest, now.Add(-2*time.Minute))
+			bb.AddSignature(sig)
+			return bb
+		}, []error{splice.ErrSignature, signing.ErrDuplicateSigner}},
+		{"expired bundle", 1, func() *splice.Bundle { return f.bundle(t, expiring, a) }, []error{splice.ErrExpired}},
+		{"signed manifest with an unknown field", 1, func() *splice.Bundle {
+			bb := f.bundle(t, testManifest())
+			bb.Manifest = bytes.Replace(bb.Manifest, []byte(`"replace": false,`), []byte(`"replace": false, "force": true,`), 1)
+			sig, _ := a.Sign(bb.Manifest, now)
+			bb.AddSignature(sig)
+			return bb
+		}, []error{splice.ErrManifest}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bb := tc.make()
+			before := encode(t, bb)
+			v, err := splice.Verify(bb, f.policy(t, tc.threshold), now)
+			if err == nil {
+				t.Fatalf("accepted: %+v", v.Manifest)
+			}
+			if !splice.IsReject(err) {
+				t.Fatalf("%v is not a rejection", err)
+			}
+			for _, w := range tc.want {
+				if !errors.Is(err, w) {
+					t.Errorf("error %q does not wrap %q", err, w)
+				}
+			}
+			if after := encode(t, bb); !bytes.Equal(before, after) {
+				t.Error("Verify changed the bundle")
+			}
+		})
+	}
+	_ = b
+}
+
+func TestReasonLabels(t *testing.T) {
+	f := newFixture(t, 1)
+	bb := f.bundle(t, testManifest())
+	_, err := splice.Verify(bb, f.policy(t, 1), now)
+	if got := splice.Reason(err); got != "signature" {
+		t.Fatalf("Reason = %q", got)
+	}
+	if got := splice.Reason(errors.New("disk on fire")); got != "" {
+		t.Fatalf("Reason of an I/O error = %q", got)
+	}
+}
+
+func TestManifestValidation(t *testing.T) {
+	cases := map[string]func(m *splice.Manifest){
+		"empty id":           func(m *splice.Manifest) { m.ID = "" },
+		"id with slash":      func(m *splice.Manifest) { m.ID = "../etc" },
+		"version zero":       func(m *splice.Manifest) { m.Version = 0 },
+		"bad cve":            func(m *splice.Manifest) { m.CVEs = []string{"CVE-24-1"} },
+		"duplicate cve":      func(m *splice.Manifest) { m.CVEs = []string{"CVE-2024-1086", "CVE-2024-1086"} },
+		"no release":         func(m *splice.Manifest) { m.Target.Release = "" },
+		"release with space": func(m *splice.Manifest) { m.Target.Release = "6.1 evil" },
+		"bad build id":       func(m *splice.Manifest) { m.Target.BuildID = "XYZ" },
+		"no arch":            func(m *splice.Manifest) { m.Target.Arch = "" },
+		"bad module name":    func(m *splice.Manifest) { m.Module.Name = "a/b" },
+		"no functions":       func(m *splice.Manifest) { m.Functions = nil },
+		"bad function":       func(m *splice.Manifest) { m.Functions = []string{"rm -rf"} },
+		"duplicate function": func(m *splice.Manifest) { m.Functions = []string{"f", "f"} },
+		"no created":         func(m *splice.Manifest) { m.Created = time.Time{} },
+		"expires before created": func(m *splice.Manifest) {
+			e := m.Created.Add(-time.Second)
+			m.Expires = &e
+		},
+	}
+	module := []byte("module")
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := testManifest()
+			mutate(&m)
+			if _, err := splice.New(m, module); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	if _, err := splice.New(testManifest(), nil); err == nil {
+		t.Fatal("empty module accepted")
+	}
+	for _, bad := range []string{"", "{", "[]", `{"id":"x"}`, `{} {}`, `{"unknown": 1}`} {
+		if _, err := splice.ParseManifest([]byte(bad)); !errors.Is(err, splice.ErrManifest) {
+			t.Errorf("ParseManifest(%q) = %v", bad, err)
+		}
+	}
+}
