@@ -1,0 +1,155 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+type createOptions struct {
+	module      string
+	id          string
+	version     uint64
+	kernel      string
+	buildID     string
+	cves        []string
+	description string
+	functions   []string
+	replace     bool
+	expires     string
+	out         string
+	force       bool
+}
+
+func newCreateCmd(e *env) *cobra.Command {
+	var o createOptions
+	cmd := &cobra.Command{
+		Use:   "create --module FILE.ko --id ID --version N -o OUT.splice",
+		Short: "Wrap a livepatch module into an unsigned update bundle",
+		Long: `Wrap a livepatch kernel module into an update bundle. The module must be a
+livepatch module (MODULE_INFO(livepatch, "Y")). The target kernel defaults to
+the release in the module's vermagic, and the replaced functions to those the
+module names in its klp_func tables; --function names them when the module
+does not. Sign the result with "splicefleet sign".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return create(e, &o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.module, "module", "", "livepatch kernel module (.ko)")
+	f.StringVar(&o.id, "id", "", "patch id, stable across versions (a-z 0-9 . _ -)")
+	f.Uint64Var(&o.version, "version", 0, "patch version; must grow for every new bundle of one id")
+	f.StringVar(&o.kernel, "kernel", "", "target kernel release (default: from the module's vermagic)")
+	f.StringVar(&o.buildID, "build-id", "", "target kernel's GNU build id (hex), to pin one exact build")
+	f.StringArrayVar(&o.cves, "cve", nil, "CVE id the patch fixes (repeatable)")
+	f.StringVar(&o.description, "description", "", "what the patch fixes")
+	f.StringArrayVar(&o.functions, "function", nil, "function the module replaces (repeatable; default: read from the module)")
+	f.BoolVar(&o.replace, "replace", false, "livepatch atomic replace: this patch replaces all earlier ones on a host")
+	f.StringVar(&o.expires, "expires", "", "refuse the bundle after this time (RFC 3339) or duration from now (e.g. 720h)")
+	f.StringVarP(&o.out, "output", "o", "", "bundle file to write")
+	f.BoolVar(&o.force, "force", false, "overwrite the output file")
+	for _, name := range []string{"module", "id", "version", "output"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func create(e *env, o *createOptions) error {
+	if !o.force {
+		if _, err := os.Stat(o.out); err == nil {
+			return fmt.Errorf("%s exists; refusing to overwrite (use --force)", o.out)
+		}
+	}
+	module, err := readFile(o.module, splice.MaxModuleSize)
+	if err != nil {
+		return err
+	}
+	info, err := kmod.ReadModInfo(module)
+	if err != nil {
+		return &refusal{fmt.Errorf("%s: %w", o.module, err)}
+	}
+	if err := info.RequireLivepatch(); err != nil {
+		return &refusal{fmt.Errorf("%s: %w", o.module, err)}
+	}
+	now := e.now()
+	m := splice.Manifest{
+		ID:          o.id,
+		Version:     o.version,
+		Description: o.description,
+		CVEs:        upper(o.cves),
+		Target:      splice.Target{Release: info.Release, BuildID: strings.ToLower(o.buildID), Arch: info.Arch},
+		Module:      splice.ModuleRef{Name: info.Name},
+		Replace:     o.replace,
+		Functions:   info.Functions,
+		Created:     now,
+	}
+	if o.kernel != "" {
+		if info.Release != "" && o.kernel != info.Release {
+			return &refusal{fmt.Errorf("--kernel %s, but the module was built for %s (vermagic %q)", o.kernel, info.Release, info.Vermagic)}
+		}
+		m.Target.Release = o.kernel
+	}
+	if m.Target.Release == "" {
+		return errors.New("the module's vermagic names no kernel release; give --kernel")
+	}
+	if len(o.functions) > 0 {
+		given := slices.Sorted(slices.Values(o.functions))
+		if len(info.Functions) > 0 && !slices.Equal(given, info.Functions) {
+			return &refusal{fmt.Errorf("--function says %s, but the module replaces %s",
+				strings.Join(given, ", "), strings.Join(info.Functions, ", "))}
+		}
+		m.Functions = given
+	}
+	if len(m.Functions) == 0 {
+		return fmt.Errorf("%s does not name the functions it replaces; give them with --function", o.module)
+	}
+	if o.expires != "" {
+		t, err := parseExpiry(o.expires, now)
+		if err != nil {
+			return err
+		}
+		m.Expires = &t
+	}
+	b, err := splice.New(m, module)
+	if err != nil {
+		return err
+	}
+	if err := writeBundle(o.out, b); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "created %s: %s version %d for %s/%s, module %s (%d bytes, sha256 %s), replaces %s; unsigned: sign it with \"splicefleet sign\"\n",
+		o.out, m.ID, m.Version, m.Target.Release, m.Target.Arch, info.Name, len(module), splice.Digest(module)[:16], strings.Join(m.Functions, ", "))
+	return nil
+}
+
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d <= 0 {
+			return time.Time{}, fmt.Errorf("--expires %s must be in the future", s)
+		}
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--expires %q: want an RFC 3339 time or a duration such as 720h", s)
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("--expires %s is in the past", s)
+	}
+	return t, nil
+}
+
+func upper(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = strings.ToUpper(strings.TrimSpace(s))
+	}
+	return out
+}

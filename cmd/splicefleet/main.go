@@ -1,0 +1,125 @@
+// Command splicefleet is the one binary of splicefleet: the publisher's
+// verbs (key, create, sign, manifest, verify, inspect) and, in time, the
+// fleet agent and the host verbs (apply, undo, view).
+//
+// Only this package parses flags and reads files: the packages it wires
+// take bytes and documented options. Exit codes are a contract for
+// scripts: 0 success, 1 the input was refused (a bundle failed
+// verification or is not acceptable), 2 usage, configuration or I/O
+// errors.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRefused = 1
+	exitError   = 2
+)
+
+// Build information, set with -ldflags "-X main.version=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv))
+}
+
+// env is what commands read from the outside world besides files, so tests
+// can run the CLI in-process.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	now    func() time.Time
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	root := newRootCmd(e)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "splicefleet: %v\n", err)
+	if refused(err) {
+		return exitRefused
+	}
+	return exitError
+}
+
+// refused reports whether err means the input was judged and refused, as
+// opposed to the command failing to run.
+func refused(err error) bool {
+	var r *refusal
+	return splice.IsReject(err) || signing.IsVerificationError(err) || errors.As(err, &r)
+}
+
+// refusal marks an error as a refusal of the input (exit 1).
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "splicefleet",
+		Short: "Rebootless kernel updates for whole fleets",
+		Long: `splicefleet moves signed livepatch bundles through a fleet of Linux hosts.
+
+Publishers build a bundle from a livepatch module (create), sign it with one
+or more OpenPGP keys (sign), and anyone can check (verify) and show (inspect)
+it. Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetVersionTemplate(versionLine() + "\n")
+	root.AddCommand(
+		newKeyCmd(e),
+		newCreateCmd(e),
+		newSignCmd(e),
+		newManifestCmd(e),
+		newVerifyCmd(e),
+		newInspectCmd(e),
+		newVersionCmd(e),
+	)
+	return root
+}
+
+func versionLine() string {
+	return fmt.Sprintf("splicefleet %s (commit %s, built %s), bundle format %d.%d",
+		version, commit, date, splice.FormatMajor, splice.FormatMinor)
+}
+
+func newVersionCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit, build date and formats spoken",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(e.stdout, versionLine())
+			return err
+		},
+	}
+}

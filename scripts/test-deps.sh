@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs on a Debian machine, or says what to install.
+set -euo pipefail
+
+missing=()
+command -v gpg >/dev/null || missing+=(gnupg)
+command -v gpgconf >/dev/null || missing+=(gnupg)
+command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo
+command -v make >/dev/null || missing+=(make)
+command -v git >/dev/null || missing+=(git)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	exit 0
+fi
+echo "the tests need: ${missing[*]}" >&2
+echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+exit 1
