@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"time"
@@ -68,6 +67,7 @@ func (k *Key) Armored() ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
+	buf.WriteByte('\n') // so that `cat a.asc b.asc` makes a valid keyring
 	return buf.Bytes(), nil
 }
 
@@ -268,26 +268,21 @@ func (s *Signer) ArmoredSecret(passphrase []byte) ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
+	buf.WriteByte('\n') // so that `cat a.asc b.asc` makes a valid keyring
 	return buf.Bytes(), nil
 }
 
-// readEntities reads armored (one or more blocks) or binary keys.
+// readEntities reads armored (one or more blocks, as `cat a.asc b.asc`
+// makes) or binary keys.
 func readEntities(data []byte) (openpgp.EntityList, error) {
-	trimmed := bytes.TrimSpace(data)
-	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN PGP")) {
+	blocks := armoredBlocks(data)
+	if blocks == nil {
 		return openpgp.ReadKeyRing(bytes.NewReader(data))
 	}
 	var all openpgp.EntityList
-	r := bytes.NewReader(trimmed)
-	for {
-		block, err := armor.Decode(r)
-		if err == io.EOF {
-			break
-		}
+	for _, raw := range blocks {
+		block, err := armor.Decode(bytes.NewReader(raw))
 		if err != nil {
-			if len(all) > 0 {
-				break // trailing text after the last block
-			}
 			return nil, fmt.Errorf("armor: %w", err)
 		}
 		if block.Type != openpgp.PublicKeyType && block.Type != openpgp.PrivateKeyType {
@@ -300,6 +295,26 @@ func readEntities(data []byte) (openpgp.EntityList, error) {
 		all = append(all, el...)
 	}
 	return all, nil
+}
+
+// armoredBlocks splits text into its armored blocks, or returns nil when
+// it holds none (binary input).
+func armoredBlocks(data []byte) [][]byte {
+	const begin = "-----BEGIN PGP "
+	var blocks [][]byte
+	for {
+		i := bytes.Index(data, []byte(begin))
+		if i < 0 {
+			return blocks
+		}
+		data = data[i:]
+		next := bytes.Index(data[len(begin):], []byte(begin))
+		if next < 0 {
+			return append(blocks, data)
+		}
+		blocks = append(blocks, data[:len(begin)+next])
+		data = data[len(begin)+next:]
+	}
 }
 
 // checkStrength refuses key algorithms and sizes too weak to trust.

@@ -260,8 +260,11 @@ func SplitSignatures(data []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("%w: %d bytes is too large for a signature file", ErrMalformedSignature, len(data))
 	}
 	body := io.Reader(bytes.NewReader(data))
-	if trimmed := bytes.TrimSpace(data); bytes.HasPrefix(trimmed, []byte("-----BEGIN PGP")) {
-		block, err := armor.Decode(bytes.NewReader(trimmed))
+	if blocks := armoredBlocks(data); blocks != nil {
+		if len(blocks) != 1 {
+			return nil, fmt.Errorf("%w: %d armored blocks; give one signature file at a time", ErrMalformedSignature, len(blocks))
+		}
+		block, err := armor.Decode(bytes.NewReader(blocks[0]))
 		if err != nil {
 			return nil, fmt.Errorf("%w: armor: %v", ErrMalformedSignature, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -133,8 +134,8 @@ func TestCreateSignVerifyInspect(t *testing.T) {
 		t.Fatalf("inspect: %+v", in)
 	}
 	text := c.ok("inspect", bundle)
-	for _, want := range []string{"cve-2026-0001", "cmdline_proc_show", "matches the manifest", "livepatch", "signatures  2"} {
-		if !strings.Contains(text, want) {
+	for _, want := range []string{`id\s+cve-2026-0001`, `functions\s+cmdline_proc_show`, `, matches the manifest`, `livepatch\s+true`, `signatures\s+2\n`} {
+		if !regexp.MustCompile(want).MatchString(text) {
 			t.Errorf("inspect lacks %q:\n%s", want, text)
 		}
 	}
