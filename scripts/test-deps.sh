@@ -6,6 +6,7 @@ missing=()
 command -v gpg >/dev/null || missing+=(gnupg)
 command -v gpgconf >/dev/null || missing+=(gnupg)
 command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo
+command -v readelf >/dev/null || missing+=(binutils)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
 

@@ -140,8 +140,8 @@ func TestManifestIsIndentedJSON(t *testing.T) {
 func container(major uint16, sections ...[]byte) []byte {
 	var buf bytes.Buffer
 	buf.Write([]byte{0x89, 'S', 'P', 'L', 'I', 'C', 'E', '\n'})
-	binary.Write(&buf, binary.BigEndian, major)
-	binary.Write(&buf, binary.BigEndian, uint16(0))
+	buf.Write(binary.BigEndian.AppendUint16(nil, major))
+	buf.Write([]byte{0, 0})
 	for _, s := range sections {
 		buf.Write(s)
 	}

@@ -53,7 +53,9 @@ func TestVerifyRefuses(t *testing.T) {
 		{"same key twice", 2, func() *splice.Bundle {
 			bb := f.bundle(t, testManifest(), a)
 			sig, _ := a.Sign(bb.Manifest, now.Add(-2*time.Minute))
-			bb.AddSignature(sig)
+			if _, err := bb.AddSignature(sig); err != nil {
+				t.Fatal(err)
+			}
 			return bb
 		}, []error{splice.ErrSignature, signing.ErrDuplicateSigner}},
 		{"expired bundle", 1, func() *splice.Bundle { return f.bundle(t, expiring, a) }, []error{splice.ErrExpired}},
@@ -61,7 +63,9 @@ func TestVerifyRefuses(t *testing.T) {
 			bb := f.bundle(t, testManifest())
 			bb.Manifest = bytes.Replace(bb.Manifest, []byte(`"replace": false,`), []byte(`"replace": false, "force": true,`), 1)
 			sig, _ := a.Sign(bb.Manifest, now)
-			bb.AddSignature(sig)
+			if _, err := bb.AddSignature(sig); err != nil {
+				t.Fatal(err)
+			}
 			return bb
 		}, []error{splice.ErrManifest}},
 	}

@@ -236,7 +236,9 @@ func TestCLIRefuses(t *testing.T) {
 			c.t.Fatal(err)
 		}
 		sig, _ := s.Sign(nb.Manifest, time.Now())
-		nb.AddSignature(sig)
+		if _, err := nb.AddSignature(sig); err != nil {
+			c.t.Fatal(err)
+		}
 		out, _ := nb.Bytes()
 		return c.write("resigned.splice", out)
 	}

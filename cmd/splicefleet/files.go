@@ -54,7 +54,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = os.Remove(tmp.Name())
 		}
 	}()
 	if _, err = tmp.Write(data); err != nil {
@@ -72,8 +72,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
+	// Make the rename itself durable; a folder that cannot be synced
+	// (some network file systems) still holds a complete file.
 	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
+		_ = d.Sync()
 		d.Close()
 	}
 	return nil

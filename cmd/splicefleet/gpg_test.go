@@ -31,7 +31,7 @@ func newGPG(t *testing.T) *gpg {
 		cmd := exec.Command("gpgconf", "--kill", "all")
 		cmd.Env = append(os.Environ(), "GNUPGHOME="+home)
 		_ = cmd.Run()
-		os.RemoveAll(home)
+		_ = os.RemoveAll(home)
 	})
 	return g
 }
