@@ -29,16 +29,16 @@ var (
 // livepatch, license, srcversion, depends) the first occurrence wins, as in
 // the kernel's own lookup; Fields keeps every occurrence.
 type ModInfo struct {
-	Name       string              // "name" key (falls back to struct module's name)
-	Vermagic   string              // "vermagic"
-	Release    string              // kernel release: first field of vermagic, e.g. "6.1.0-56-cloud-amd64"
-	Livepatch  bool                // "livepatch" == "Y"
-	License    string              // "license"
-	Depends    []string            // "depends", comma separated, empty entries dropped; nil if none
-	SrcVersion string              // "srcversion"
-	Fields     map[string][]string // every key -> values in order (keys may repeat, e.g. alias)
-	Functions  []string            // functions the livepatch replaces (klp_func old_name); sorted, unique; nil if none found
-	Arch       string              // from the ELF header: "x86_64", "aarch64", ...
+	Name       string              `json:"name"`                 // "name" key (falls back to struct module's name)
+	Vermagic   string              `json:"vermagic"`             // "vermagic"
+	Release    string              `json:"release"`              // kernel release: first field of vermagic, e.g. "6.1.0-56-cloud-amd64"
+	Livepatch  bool                `json:"livepatch"`            // "livepatch" == "Y"
+	License    string              `json:"license"`              // "license"
+	Depends    []string            `json:"depends,omitempty"`    // "depends", comma separated, empty entries dropped; nil if none
+	SrcVersion string              `json:"srcversion,omitempty"` // "srcversion"
+	Fields     map[string][]string `json:"fields"`               // every key -> values in order (keys may repeat, e.g. alias)
+	Functions  []string            `json:"functions,omitempty"`  // functions the livepatch replaces (klp_func old_name); sorted, unique; nil if none found
+	Arch       string              `json:"arch"`                 // from the ELF header: "x86_64", "aarch64", ...
 }
 
 // RequireLivepatch returns an error wrapping ErrNotLivepatch unless the
