@@ -29,8 +29,9 @@ step $sf inspect "$dir/cmdline.splice"
 
 echo; echo "# a copy whose module was changed after signing is refused:"
 cp "$dir/cmdline.splice" "$dir/tampered.splice"
-size=$(stat -c %s "$dir/tampered.splice")
-printf '\x00' | dd of="$dir/tampered.splice" bs=1 seek=$((size / 2)) conv=notrunc status=none
+# Rewrite the module's vermagic ("SMP preempt" becomes "SMP PREEMPT").
+at=$(grep -obUa 'SMP preempt' "$dir/tampered.splice" | head -n1 | cut -d: -f1)
+printf 'SMP PREEMPT' | dd of="$dir/tampered.splice" bs=1 seek="$at" conv=notrunc status=none
 step $sf verify --keyring "$dir/trusted.asc" --threshold 2 "$dir/tampered.splice" || true
 
 if command -v gpg >/dev/null; then

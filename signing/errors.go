@@ -41,6 +41,7 @@ func (r Rejection) String() string {
 type VerificationError struct {
 	Required   int         // the policy's threshold
 	Valid      int         // distinct trusted keys that signed validly
+	Total      int         // signatures examined
 	Rejections []Rejection // signatures that did not count
 }
 
@@ -52,6 +53,9 @@ func (e *VerificationError) Error() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "%d of %d required signatures valid", e.Valid, e.Required)
+	if len(e.Rejections) == 0 {
+		fmt.Fprintf(&b, " (the bundle has %d signature(s); each key counts once)", e.Total)
+	}
 	for _, r := range e.Rejections {
 		b.WriteString("; ")
 		b.WriteString(r.String())

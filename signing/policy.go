@@ -75,7 +75,7 @@ func (p *Policy) Keyring() *Keyring { return p.keyring }
 // *VerificationError that says why each signature did not count.
 func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 	now := p.now()
-	verr := &VerificationError{Required: p.threshold}
+	verr := &VerificationError{Required: p.threshold, Total: len(signatures)}
 	if len(signatures) > MaxSignatures {
 		verr.Rejections = append(verr.Rejections, Rejection{Index: MaxSignatures + 1,
 			Err: fmt.Errorf("%w: %d signatures, at most %d allowed", ErrMalformedSignature, len(signatures), MaxSignatures)})
