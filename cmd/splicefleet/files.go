@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -42,43 +42,10 @@ func readBundle(path string) (*splice.Bundle, error) {
 	return b, nil
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder, synced and renamed into place, so readers see the old file or the
-// new one, never a part. On failure nothing is left behind.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = tmp.Chmod(perm); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Make the rename itself durable; a folder that cannot be synced
-	// (some network file systems) still holds a complete file.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+// writeFileAtomic writes data to path so that readers see the old file or
+// the new one, never a part; on failure nothing is left behind.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // writeBundle encodes b and writes it to path atomically.
