@@ -53,6 +53,7 @@ type Identity struct {
 	Release   string `json:"release"`  // uname -r
 	Arch      string `json:"arch"`     // uname -m
 	BuildID   string `json:"build_id"` // GNU build id of vmlinux, hex; "" when unknown
+	BootID    string `json:"boot_id"`  // /proc/sys/kernel/random/boot_id: changes at every boot
 	Livepatch bool   `json:"livepatch"`
 	// Simulated is true for the test double. Anything that prints kernel
 	// state says so when it is set.

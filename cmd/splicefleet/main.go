@@ -48,10 +48,17 @@ type env struct {
 	stderr io.Writer
 	getenv func(string) string
 	now    func() time.Time
+	// stepHook, when set (by tests only), runs after each journaled step
+	// of apply and undo.
+	stepHook func(step string)
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	return runEnv(&env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}, args)
+}
+
+func runEnv(e *env, args []string) int {
+	stdin, stdout, stderr := e.stdin, e.stdout, e.stderr
 	root := newRootCmd(e)
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -102,6 +109,10 @@ it. Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newManifestCmd(e),
 		newVerifyCmd(e),
 		newInspectCmd(e),
+		newApplyCmd(e),
+		newUndoCmd(e),
+		newViewCmd(e),
+		newBootCmd(e),
 		newVersionCmd(e),
 	)
 	return root

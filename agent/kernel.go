@@ -1,0 +1,129 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// DefaultStateDir is where a host keeps its journal and stored bundles.
+const DefaultStateDir = "/var/lib/splicefleet"
+
+// Kernel adapts a kmod.Kernel to splice.Kernel.
+type Kernel struct {
+	k         kmod.Kernel
+	simulated bool
+	// Timeouts bound livepatch transitions.
+	Timeouts kmod.Timeouts
+}
+
+var _ splice.Kernel = (*Kernel)(nil)
+
+// OpenKernel opens the kernel named by spec: "linux" for this machine's
+// kernel, or "sim:DIR" for a simulated kernel whose state lives in DIR (a
+// test double for tests and demos; everything that prints its state says
+// so).
+func OpenKernel(spec string) (*Kernel, error) {
+	switch {
+	case spec == "linux":
+		k, err := kmod.NewLinux("/")
+		if err != nil {
+			return nil, err
+		}
+		return &Kernel{k: k, Timeouts: kmod.DefaultTimeouts}, nil
+	case strings.HasPrefix(spec, "sim:") && len(spec) > len("sim:"):
+		k, err := sim.Open(strings.TrimPrefix(spec, "sim:"))
+		if err != nil {
+			return nil, fmt.Errorf("open simulated kernel: %w", err)
+		}
+		return &Kernel{k: k, simulated: true, Timeouts: kmod.DefaultTimeouts}, nil
+	}
+	return nil, fmt.Errorf("--kernel %q: want \"linux\" or \"sim:DIR\"", spec)
+}
+
+// NewKernel wraps a kmod.Kernel.
+func NewKernel(k kmod.Kernel) *Kernel {
+	return &Kernel{k: k, Timeouts: kmod.DefaultTimeouts}
+}
+
+// Backend returns the kmod kernel behind the adapter.
+func (a *Kernel) Backend() kmod.Kernel { return a.k }
+
+// Note is appended to messages about kernel actions: it says when the
+// kernel is the simulated one.
+func (a *Kernel) Note() string {
+	if a.simulated {
+		return " [SIMULATED kernel]"
+	}
+	return ""
+}
+
+// Info implements splice.Kernel.
+func (a *Kernel) Info() (splice.KernelInfo, error) {
+	id, err := a.k.Identity()
+	if err != nil {
+		return splice.KernelInfo{}, err
+	}
+	return splice.KernelInfo{Release: id.Release, Arch: id.Arch, BuildID: id.BuildID, BootID: id.BootID,
+		Livepatch: id.Livepatch, Simulated: id.Simulated}, nil
+}
+
+// Patches implements splice.Kernel.
+func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
+	lps, err := a.k.Livepatches()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]splice.KernelPatch, 0, len(lps))
+	for _, lp := range lps {
+		out = append(out, splice.KernelPatch{Name: lp.Name, Enabled: lp.Enabled, Transition: lp.Transition})
+	}
+	return out, nil
+}
+
+// Modules implements splice.Kernel.
+func (a *Kernel) Modules() ([]string, error) {
+	mods, err := a.k.Modules()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(mods))
+	for _, m := range mods {
+		names = append(names, m.Name)
+	}
+	return names, nil
+}
+
+// Load implements splice.Kernel.
+func (a *Kernel) Load(ctx context.Context, f *os.File, name string, replace bool) error {
+	return a.k.Load(ctx, f, kmod.LoadSpec{Name: name, Replace: replace})
+}
+
+// WaitTransition implements splice.Kernel.
+func (a *Kernel) WaitTransition(ctx context.Context, name string) error {
+	return a.k.WaitTransition(ctx, name, a.Timeouts)
+}
+
+// Disable implements splice.Kernel.
+func (a *Kernel) Disable(ctx context.Context, name string) error { return a.k.Disable(ctx, name) }
+
+// Unload implements splice.Kernel.
+func (a *Kernel) Unload(ctx context.Context, name string) error { return a.k.Unload(ctx, name) }
+
+// InspectModule reads the facts splice checks from a verified module.
+func InspectModule(module []byte) (splice.ModuleFacts, error) {
+	info, err := kmod.ReadModInfo(module)
+	if err != nil {
+		return splice.ModuleFacts{}, err
+	}
+	return splice.ModuleFacts{Name: info.Name, Release: info.Release, Arch: info.Arch, Livepatch: info.Livepatch, Depends: info.Depends}, nil
+}

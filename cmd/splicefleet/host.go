@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// hostFlags are the flags every host verb shares.
+type hostFlags struct {
+	stateDir     string
+	kernel       string
+	verbose      bool
+	healthWindow time.Duration
+}
+
+func (f *hostFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", agent.DefaultStateDir, "the host's state directory (journal, lock, stored bundles)")
+	cmd.Flags().StringVar(&f.kernel, "kernel", "linux", `kernel to act on: "linux" (this machine's kernel) or "sim:DIR" (a simulated kernel kept in DIR, for tests and demos)`)
+	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log every step")
+}
+
+// open opens the host, holding its state directory until close.
+func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kernel, error) {
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	k, err := agent.OpenKernel(f.kernel)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := splice.OpenHost(ctx, splice.HostConfig{
+		StateDir:     f.stateDir,
+		Kernel:       k,
+		Inspect:      agent.InspectModule,
+		Now:          e.now,
+		Logger:       logger,
+		HealthWindow: f.healthWindow,
+		StepHook:     e.stepHook,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, k, nil
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM, so an interrupted
+// command stops between steps with its journal consistent.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newApplyCmd(e *env) *cobra.Command {
+	var hf hostFlags
+	var keyring string
+	var threshold int
+	cmd := &cobra.Command{
+		Use:   "apply --keyring KEYS.asc [--threshold K] BUNDLE",
+		Short: "Verify a bundle and apply its livepatch to this host's kernel",
+		Long: `Verify a bundle (signatures under the trust policy, manifest, module digest),
+check that it targets this kernel (release, build id, arch, vermagic), that
+it is newer than the version of its id this host runs, and that its module's
+dependencies are loaded; then store it, load the module from the stored,
+verified file, and wait for the livepatch transition. Every check happens
+before the kernel is touched; a refusal changes nothing.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := loadPolicy(e, keyring, threshold)
+			if err != nil {
+				return err
+			}
+			b, err := readBundle(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			h, k, err := hf.open(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			patch, err := h.Apply(ctx, b, p)
+			if errors.Is(err, splice.ErrAlreadyApplied) {
+				fmt.Fprintf(e.stdout, "%s version %d is already applied%s\n", patch0(b), version0(b), k.Note())
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "applied %s version %d (module %s) to %s%s\n", patch.ID, patch.Version, patch.Module, patch.Kernel.Release, k.Note())
+			return nil
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().StringVar(&keyring, "keyring", "", "trusted public keys")
+	cmd.Flags().IntVar(&threshold, "threshold", 1, "distinct trusted keys that must have signed")
+	cmd.Flags().DurationVar(&hf.healthWindow, "health-window", 0, "keep the crash-loop guard armed this long after the apply")
+	return cmd
+}
+
+// patch0 and version0 name a bundle from its unverified manifest, for
+// messages only.
+func patch0(b *splice.Bundle) string {
+	if m, err := splice.ParseManifest(b.Manifest); err == nil {
+		return m.ID
+	}
+	return "the bundle"
+}
+
+func version0(b *splice.Bundle) uint64 {
+	if m, err := splice.ParseManifest(b.Manifest); err == nil {
+		return m.Version
+	}
+	return 0
+}
+
+func newUndoCmd(e *env) *cobra.Command {
+	var hf hostFlags
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "undo (ID | --all)",
+		Short: "Take a patch off this host's kernel (the top of the stack, or all)",
+		Long: `Disable a livepatch, wait for the kernel's transition, and unload its module.
+Like Ksplice, only the patch on top of the stack can be undone; --all
+unwinds the whole stack, newest first.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) == 1) || len(args) > 1 {
+				return errors.New("give one patch id, or --all")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			h, k, err := hf.open(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if all {
+				done, err := h.UndoAll(ctx)
+				for _, p := range done {
+					fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+				}
+				if err == nil && len(done) == 0 {
+					fmt.Fprintln(e.stdout, "nothing to undo")
+				}
+				return err
+			}
+			p, err := h.Undo(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+			return nil
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().BoolVar(&all, "all", false, "undo every patch, newest first")
+	return cmd
+}
+
+func newViewCmd(e *env) *cobra.Command {
+	var hf hostFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "view [--json]",
+		Short: "Show this host's patches and what the kernel says of each",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			h, _, err := hf.open(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			v, err := h.View()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			printView(e, v)
+			return nil
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printView(e *env, v *splice.HostView) {
+	k := v.Kernel
+	kind := "kernel"
+	if k.Simulated {
+		kind = "SIMULATED kernel (a test double, not a real kernel)"
+	}
+	lp := "livepatch supported"
+	if !k.Livepatch {
+		lp = "NO livepatch support"
+	}
+	fmt.Fprintf(e.stdout, "%s %s %s build %s, %s\n", kind, k.Release, k.Arch, orDash(k.BuildID), lp)
+	if len(v.Patches) == 0 {
+		fmt.Fprintln(e.stdout, "no patches")
+	} else {
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "STACK\tID\tVERSION\tSTATE\tMODULE\tKERNEL\tAPPLIED\tFUNCTIONS")
+		for _, p := range v.Patches {
+			stack := "-"
+			if p.Live() {
+				stack = fmt.Sprint(p.Stack)
+			}
+			applied := "-"
+			if !p.AppliedAt.IsZero() {
+				applied = p.AppliedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", stack, p.ID, p.Version, p.State, p.Module, kernelState(p), applied, strings.Join(p.Functions, ","))
+		}
+		w.Flush()
+		for _, p := range v.Patches {
+			if p.Reason != "" {
+				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", p.ID, p.Version, p.Reason)
+			}
+		}
+	}
+	for _, f := range v.Foreign {
+		fmt.Fprintf(e.stdout, "livepatch %s is loaded but not managed by splicefleet (enabled %v, in transition %v)\n", f.Name, f.Enabled, f.Transition)
+	}
+}
+
+func kernelState(p splice.PatchView) string {
+	switch {
+	case !p.InKernel:
+		return "not loaded"
+	case p.KernelTransition:
+		return "in transition"
+	case p.KernelEnabled:
+		return "enabled"
+	}
+	return "disabled"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newBootCmd(e *env) *cobra.Command {
+	var hf hostFlags
+	cmd := &cobra.Command{
+		Use:   "boot",
+		Short: "Re-apply this host's patches after a reboot (run early at boot by systemd)",
+		Long: `Reconcile the journal with the freshly booted kernel and re-apply, in stack
+order, the patches that were applied before the reboot, when the kernel is
+the same build. Patches for another build are marked not applicable; a patch
+that was being applied when the host went down is not retried (the
+crash-loop guard) and is reported as failed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			h, k, err := hf.open(ctx, e)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			done, err := h.Boot(ctx)
+			for _, p := range done {
+				fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+			}
+			if err == nil && len(done) == 0 {
+				fmt.Fprintln(e.stdout, "nothing to re-apply")
+			}
+			return err
+		},
+	}
+	hf.register(cmd)
+	cmd.Flags().DurationVar(&hf.healthWindow, "health-window", 0, "keep the crash-loop guard armed this long after each re-apply")
+	return cmd
+}

@@ -1,0 +1,503 @@
+package splice
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
+)
+
+// Errors of the host lifecycle that callers branch on.
+var (
+	ErrDowngrade      = errors.New("not newer than the version applied")
+	ErrStack          = errors.New("refused by the patch stack")
+	ErrAlreadyApplied = errors.New("already applied")
+	ErrNotApplied     = errors.New("not applied on this host")
+	ErrNoLivepatch    = errors.New("this kernel has no livepatch support (no /sys/kernel/livepatch; it needs CONFIG_LIVEPATCH)")
+	ErrStore          = errors.New("the host's bundle store is damaged")
+)
+
+// HostConfig configures a Host.
+type HostConfig struct {
+	// StateDir holds the journal, the lock and the store of bundles and
+	// modules. It is created with mode 0700 when missing.
+	StateDir string
+	// Kernel is the kernel to act on.
+	Kernel Kernel
+	// Inspect reads a verified module's metadata.
+	Inspect Inspector
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives the lifecycle's structured logs (default: discard).
+	Logger *slog.Logger
+	// LockWait is how long to wait for another process to release the
+	// state directory (default 10 s).
+	LockWait time.Duration
+	// HealthWindow is how long after an apply the crash-loop guard's
+	// marker stays: a host that goes down within it does not re-apply the
+	// patch by itself.
+	HealthWindow time.Duration
+	// StepHook, when set, is called with the name of each step of apply
+	// and undo, right after the step's journal write. Crash tests use it to
+	// kill the process at every step.
+	StepHook func(step string)
+}
+
+// Host is one machine's patch lifecycle: apply, undo, view and boot
+// re-apply, journaled so that it survives crashes and reboots. A Host holds
+// the state directory's lock from Open to Close.
+type Host struct {
+	cfg     HostConfig
+	lock    *dirLock
+	journal *journal
+	log     *slog.Logger
+	paths   struct{ journal, pending, bundles, modules string }
+}
+
+// OpenHost locks the state directory, loads the journal and reconciles it
+// with the kernel, which is the truth.
+func OpenHost(ctx context.Context, cfg HostConfig) (*Host, error) {
+	if cfg.Kernel == nil || cfg.Inspect == nil || cfg.StateDir == "" {
+		return nil, errors.New("open host: StateDir, Kernel and Inspect are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LockWait == 0 {
+		cfg.LockWait = 10 * time.Second
+	}
+	h := &Host{cfg: cfg, log: cfg.Logger}
+	var lockPath string
+	h.paths.journal, h.paths.pending, lockPath = statePaths(cfg.StateDir)
+	h.paths.bundles = filepath.Join(cfg.StateDir, "bundles")
+	h.paths.modules = filepath.Join(cfg.StateDir, "modules")
+	for _, d := range []string{cfg.StateDir, h.paths.bundles, h.paths.modules} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("open host: %w", err)
+		}
+	}
+	lock, err := lockDir(lockPath, cfg.LockWait)
+	if err != nil {
+		return nil, fmt.Errorf("open host: %w", err)
+	}
+	h.lock = lock
+	j := &journal{Format: journalFormat, NextStack: 1}
+	if _, err := loadJSON(h.paths.journal, j, 16<<20); err != nil {
+		lock.unlock()
+		return nil, fmt.Errorf("open host: %w", err)
+	}
+	if j.Format != journalFormat {
+		lock.unlock()
+		return nil, fmt.Errorf("open host: journal format %d; this splicefleet reads %d", j.Format, journalFormat)
+	}
+	h.journal = j
+	if err := h.reconcile(ctx); err != nil {
+		lock.unlock()
+		return nil, fmt.Errorf("open host: reconcile with the kernel: %w", err)
+	}
+	return h, nil
+}
+
+// Close releases the state directory.
+func (h *Host) Close() { h.lock.unlock() }
+
+func (h *Host) step(name string) {
+	if h.cfg.StepHook != nil {
+		h.cfg.StepHook(name)
+	}
+}
+
+// save writes the journal atomically, with the kernel it was judged by.
+func (h *Host) save(info KernelInfo) error {
+	h.journal.Kernel = info
+	if err := saveJSON(h.paths.journal, h.journal); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	return nil
+}
+
+// transition is the one place a patch changes state.
+func (h *Host) transition(p *Patch, to State, reason string) error {
+	if !canTransition(p.State, to) && p.State != to {
+		return fmt.Errorf("internal error: %s version %d cannot go from %q to %q", p.ID, p.Version, p.State, to)
+	}
+	h.log.Info("patch state", "patch", p.ID, "version", p.Version, "from", string(p.State), "to", string(to), "reason", reason)
+	p.State, p.Reason, p.Updated = to, reason, h.cfg.Now().UTC()
+	return nil
+}
+
+// Apply verifies a bundle, checks it against this host and its stack,
+// stores it, and applies it to the kernel. Every refusal happens before
+// any state or kernel change.
+func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error) {
+	verified, err := Verify(b, v, h.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel identity: %w", err)
+	}
+	upgrades, err := h.check(verified, info)
+	if err != nil {
+		return nil, err
+	}
+	m := verified.Manifest
+	if err := h.store(verified); err != nil {
+		return nil, err
+	}
+	p := h.journal.find(m.ID, m.Version)
+	if p == nil {
+		p = &Patch{ID: m.ID, Version: m.Version}
+		h.journal.Patches = append(h.journal.Patches, p)
+	}
+	p.Module, p.ManifestDigest, p.ModuleDigest = m.Module.Name, verified.ManifestDigest, m.Module.SHA256
+	p.Replace, p.Functions, p.CVEs, p.Description, p.Signers = m.Replace, m.Functions, m.CVEs, m.Description, verified.Signers
+	if err := h.load(ctx, p, info); err != nil {
+		return p, err
+	}
+	if err := h.retire(ctx, p, upgrades, info); err != nil {
+		return p, err
+	}
+	return p, h.healthWindow(ctx)
+}
+
+// check runs every check that needs no kernel change, in order. It returns
+// the live patches a successful apply supersedes.
+func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err error) {
+	m := v.Manifest
+	if !info.Livepatch {
+		return nil, ErrNoLivepatch
+	}
+	facts, err := h.cfg.Inspect(v.Module)
+	if err != nil {
+		return nil, &RejectError{Reason: ErrNotLivepatch, Err: err}
+	}
+	switch {
+	case !facts.Livepatch:
+		return nil, reject(ErrNotLivepatch, "module %q is not a livepatch module", facts.Name)
+	case facts.Name != m.Module.Name:
+		return nil, reject(ErrManifest, "module is named %q, manifest says %q", facts.Name, m.Module.Name)
+	case m.Target.Release != info.Release:
+		return nil, reject(ErrTargetMismatch, "%s version %d is for kernel %s; this host runs %s", m.ID, m.Version, m.Target.Release, info.Release)
+	case m.Target.Arch != info.Arch:
+		return nil, reject(ErrTargetMismatch, "%s version %d is for %s; this host is %s", m.ID, m.Version, m.Target.Arch, info.Arch)
+	case m.Target.BuildID != "" && m.Target.BuildID != info.BuildID:
+		return nil, reject(ErrTargetMismatch, "%s version %d is for kernel build %s; this host runs build %s", m.ID, m.Version, m.Target.BuildID, orUnknown(info.BuildID))
+	case facts.Release != "" && facts.Release != info.Release:
+		return nil, reject(ErrTargetMismatch, "module vermagic is for kernel %s; this host runs %s", facts.Release, info.Release)
+	case facts.Arch != "" && facts.Arch != info.Arch:
+		return nil, reject(ErrTargetMismatch, "module is built for %s; this host is %s", facts.Arch, info.Arch)
+	}
+	if len(facts.Depends) > 0 {
+		loaded, err := h.cfg.Kernel.Modules()
+		if err != nil {
+			return nil, fmt.Errorf("list kernel modules: %w", err)
+		}
+		for _, d := range facts.Depends {
+			if !slices.Contains(loaded, d) {
+				return nil, reject(ErrTargetMismatch, "module %s depends on module %s, which is not loaded", facts.Name, d)
+			}
+		}
+	}
+	for _, p := range h.journal.stack() {
+		switch {
+		case p.ID == m.ID && p.Version == m.Version:
+			return nil, fmt.Errorf("%s version %d: %w", m.ID, m.Version, ErrAlreadyApplied)
+		case p.ID == m.ID && p.Version > m.Version:
+			return nil, &RejectError{Reason: ErrDowngrade, Err: fmt.Errorf("%s version %d is applied; version %d is older (undo version %d first to go back)", m.ID, p.Version, m.Version, p.Version)}
+		case p.ID == m.ID:
+			if !m.Replace && !covers(m.Functions, p.Functions) {
+				return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d replaces %s but not %s, which version %d replaces; undo version %d first or publish an atomic-replace bundle",
+					m.ID, m.Version, strings.Join(m.Functions, ", "), strings.Join(missing(m.Functions, p.Functions), ", "), p.Version, p.Version)}
+			}
+			supersedes = append(supersedes, p)
+		case p.Module == m.Module.Name:
+			return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("module name %s is in use by %s version %d", p.Module, p.ID, p.Version)}
+		}
+	}
+	if m.Replace {
+		supersedes = nil
+		for _, p := range h.journal.stack() {
+			if p.State == StateApplied {
+				supersedes = append(supersedes, p)
+			}
+		}
+	}
+	return supersedes, nil
+}
+
+// store keeps the verified bundle and module, content-addressed, so boot
+// can re-apply them and the kernel loads exactly the verified bytes.
+func (h *Host) store(v *Verified) error {
+	bpath := filepath.Join(h.paths.bundles, v.ManifestDigest+".splice")
+	mpath := filepath.Join(h.paths.modules, v.Manifest.Module.SHA256+".ko")
+	if _, err := os.Stat(bpath); err != nil {
+		raw, err := v.Bundle.Bytes()
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(bpath, raw, 0o600); err != nil {
+			return fmt.Errorf("store bundle: %w", err)
+		}
+	}
+	if _, err := os.Stat(mpath); err != nil {
+		if err := atomicfile.WriteFile(mpath, v.Module, 0o600); err != nil {
+			return fmt.Errorf("store module: %w", err)
+		}
+	}
+	return nil
+}
+
+// openModule opens a stored module and checks its digest through the same
+// file descriptor the kernel will load from.
+func (h *Host) openModule(p *Patch) (*os.File, error) {
+	f, err := os.Open(filepath.Join(h.paths.modules, p.ModuleDigest+".ko"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	hash := sha256.New()
+	if _, err := io.Copy(hash, io.LimitReader(f, MaxModuleSize+1)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: read module: %v", ErrStore, err)
+	}
+	if got := hex.EncodeToString(hash.Sum(nil)); got != p.ModuleDigest {
+		f.Close()
+		return nil, fmt.Errorf("%w: stored module %s has sha256 %s", ErrStore, p.ModuleDigest, got)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// load journals, marks and loads one patch, and waits for its transition.
+func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
+	if err := h.transition(p, StateApplying, ""); err != nil {
+		return err
+	}
+	p.Stack = h.journal.NextStack
+	h.journal.NextStack++
+	p.Kernel = info
+	if err := h.save(info); err != nil {
+		return err
+	}
+	if err := saveJSON(h.paths.pending, pending{ID: p.ID, Version: p.Version, Module: p.Module, BootID: info.BootID, Started: h.cfg.Now().UTC()}); err != nil {
+		return h.fail(p, info, fmt.Errorf("write crash-loop marker: %w", err))
+	}
+	h.step("apply:journaled")
+	f, err := h.openModule(p)
+	if err != nil {
+		return h.fail(p, info, err)
+	}
+	err = h.cfg.Kernel.Load(ctx, f, p.Module, p.Replace)
+	f.Close()
+	if err != nil {
+		return h.fail(p, info, fmt.Errorf("load %s: %w", p.Module, err))
+	}
+	h.step("apply:loaded")
+	if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
+		return h.fail(p, info, fmt.Errorf("enable %s: %w", p.Module, err))
+	}
+	h.step("apply:transitioned")
+	if err := h.transition(p, StateApplied, ""); err != nil {
+		return err
+	}
+	p.AppliedAt = h.cfg.Now().UTC()
+	if err := h.save(info); err != nil {
+		return err
+	}
+	h.step("apply:applied")
+	return nil
+}
+
+// fail records a failed apply and clears the crash-loop marker: the
+// failure is known, not a crash.
+func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
+	if err := h.transition(p, StateFailed, cause.Error()); err != nil {
+		return err
+	}
+	if err := h.save(info); err != nil {
+		return errors.Join(cause, err)
+	}
+	_ = os.Remove(h.paths.pending)
+	return cause
+}
+
+// retire disables and unloads the patches a new one supersedes: with
+// atomic replace the kernel has already disabled them; an upgrade of the
+// same id is taken off the stack here.
+func (h *Host) retire(ctx context.Context, by *Patch, old []*Patch, info KernelInfo) error {
+	for _, p := range old {
+		reason := fmt.Sprintf("replaced by %s version %d", by.ID, by.Version)
+		if !by.Replace {
+			if err := h.cfg.Kernel.Disable(ctx, p.Module); err != nil {
+				h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
+				continue
+			}
+			if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
+				h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
+				continue
+			}
+		}
+		if err := h.cfg.Kernel.Unload(ctx, p.Module); err != nil {
+			h.log.Warn("unload replaced module", "module", p.Module, "err", err)
+		}
+		if err := h.transition(p, StateReplaced, reason); err != nil {
+			return err
+		}
+	}
+	if len(old) > 0 {
+		if err := h.save(info); err != nil {
+			return err
+		}
+		h.step("apply:retired")
+	}
+	return nil
+}
+
+// healthWindow keeps the crash-loop marker for the health window, then
+// removes it.
+func (h *Host) healthWindow(ctx context.Context) error {
+	if h.cfg.HealthWindow > 0 {
+		t := time.NewTimer(h.cfg.HealthWindow)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	if err := os.Remove(h.paths.pending); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clear crash-loop marker: %w", err)
+	}
+	_ = atomicfile.SyncDir(h.cfg.StateDir)
+	h.step("apply:done")
+	return nil
+}
+
+// Undo takes the patch with this id off the kernel. Only the top of the
+// stack may be undone, like Ksplice; a replaced patch is cleaned up.
+func (h *Host) Undo(ctx context.Context, id string) (*Patch, error) {
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel identity: %w", err)
+	}
+	stack := h.journal.stack()
+	var p *Patch
+	for _, q := range stack {
+		if q.ID == id {
+			p = q
+		}
+	}
+	if p == nil {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotApplied)
+	}
+	if top := stack[len(stack)-1]; top != p {
+		var above []string
+		for _, q := range stack[slices.Index(stack, p)+1:] {
+			above = append(above, fmt.Sprintf("%s version %d", q.ID, q.Version))
+		}
+		return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)", id, strings.Join(above, ", "))}
+	}
+	return p, h.undo(ctx, p, info)
+}
+
+// UndoAll unwinds the whole stack, newest first.
+func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel identity: %w", err)
+	}
+	stack := h.journal.stack()
+	var done []*Patch
+	for i := len(stack) - 1; i >= 0; i-- {
+		if err := h.undo(ctx, stack[i], info); err != nil {
+			return done, err
+		}
+		done = append(done, stack[i])
+	}
+	return done, nil
+}
+
+func (h *Host) undo(ctx context.Context, p *Patch, info KernelInfo) error {
+	if err := h.transition(p, StateReverting, ""); err != nil {
+		return err
+	}
+	if err := h.save(info); err != nil {
+		return err
+	}
+	h.step("undo:journaled")
+	if err := h.cfg.Kernel.Disable(ctx, p.Module); err != nil {
+		return h.undoFailed(p, info, fmt.Errorf("disable %s: %w", p.Module, err))
+	}
+	h.step("undo:disabling")
+	if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
+		return h.undoFailed(p, info, fmt.Errorf("disable %s: %w", p.Module, err))
+	}
+	h.step("undo:disabled")
+	unloadErr := h.cfg.Kernel.Unload(ctx, p.Module)
+	if unloadErr != nil {
+		unloadErr = fmt.Errorf("unload %s: %w (the patch is disabled; the module stays loaded)", p.Module, unloadErr)
+	}
+	h.step("undo:unloaded")
+	reason := ""
+	if unloadErr != nil {
+		reason = unloadErr.Error()
+	}
+	if err := h.transition(p, StateReverted, reason); err != nil {
+		return err
+	}
+	if err := h.save(info); err != nil {
+		return err
+	}
+	h.step("undo:reverted")
+	return unloadErr
+}
+
+// undoFailed puts a patch whose undo did not happen back to applied: the
+// kernel still runs it.
+func (h *Host) undoFailed(p *Patch, info KernelInfo, cause error) error {
+	if err := h.transition(p, StateApplied, "undo failed: "+cause.Error()); err != nil {
+		return err
+	}
+	if err := h.save(info); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+func covers(have, want []string) bool {
+	return len(missing(have, want)) == 0
+}
+
+func missing(have, want []string) []string {
+	var out []string
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

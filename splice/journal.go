@@ -1,0 +1,179 @@
+package splice
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
+)
+
+// State is where one patch is on one host.
+type State string
+
+// The states of a patch on a host. Only Host.transition moves a patch
+// between them, along the edges in allowedTransitions.
+const (
+	StateApplying      State = "applying"       // journaled before the kernel is asked to load it
+	StateApplied       State = "applied"        // the kernel has it enabled
+	StateReverting     State = "reverting"      // journaled before the kernel is asked to disable it
+	StateReverted      State = "reverted"       // undone: disabled and unloaded
+	StateReplaced      State = "replaced"       // superseded by an atomic-replace patch or a newer version
+	StateFailed        State = "failed"         // refused by the kernel, stalled, or stopped by the crash-loop guard
+	StateNotApplicable State = "not_applicable" // the host now runs another kernel build
+)
+
+// allowedTransitions is the lifecycle's state machine.
+var allowedTransitions = map[State][]State{
+	"":                 {StateApplying},
+	StateApplying:      {StateApplied, StateFailed},
+	StateApplied:       {StateReverting, StateReplaced, StateNotApplicable, StateApplying, StateReverted},
+	StateReverting:     {StateReverted, StateApplied, StateFailed},
+	StateReverted:      {StateApplying},
+	StateReplaced:      {StateApplying, StateReverted},
+	StateFailed:        {StateApplying, StateReverted},
+	StateNotApplicable: {StateApplying, StateApplied},
+}
+
+func canTransition(from, to State) bool {
+	return slices.Contains(allowedTransitions[from], to)
+}
+
+// Patch is the journal's record of one bundle on this host.
+type Patch struct {
+	ID             string    `json:"id"`
+	Version        uint64    `json:"version"`
+	Module         string    `json:"module"`
+	ManifestDigest string    `json:"manifest_digest"`
+	ModuleDigest   string    `json:"module_sha256"`
+	Replace        bool      `json:"replace"`
+	Functions      []string  `json:"functions"`
+	CVEs           []string  `json:"cves,omitempty"`
+	Description    string    `json:"description,omitempty"`
+	Signers        []string  `json:"signers,omitempty"`
+	State          State     `json:"state"`
+	Reason         string    `json:"reason,omitempty"` // why it failed, was replaced or is not applicable
+	Stack          int       `json:"stack"`            // position in this host's stack, 1 is the oldest
+	AppliedAt      time.Time `json:"applied_at,omitzero"`
+	Updated        time.Time `json:"updated"`
+	// Kernel is the build the patch was applied to.
+	Kernel KernelInfo `json:"kernel"`
+}
+
+// Live reports whether the patch is meant to be in the kernel.
+func (p *Patch) Live() bool { return p.State == StateApplied || p.State == StateApplying || p.State == StateReverting }
+
+// journal is the host's persistent state.
+type journal struct {
+	Format  int        `json:"format"`
+	Kernel  KernelInfo `json:"kernel"` // the kernel at the last write
+	Patches []*Patch   `json:"patches"`
+	// NextStack is the next stack position to hand out.
+	NextStack int `json:"next_stack"`
+}
+
+const journalFormat = 1
+
+// pending is the crash-loop guard's marker: written before a load, removed
+// after the health window. Found at start-up on a new boot, it means the
+// host went down while the patch was being applied.
+type pending struct {
+	ID      string    `json:"id"`
+	Version uint64    `json:"version"`
+	Module  string    `json:"module"`
+	BootID  string    `json:"boot_id"`
+	Started time.Time `json:"started"`
+}
+
+func loadJSON(path string, v any, limit int64) (bool, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if st.Size() > limit {
+		return false, fmt.Errorf("%s is %d bytes, more than the %d byte limit", path, st.Size(), limit)
+	}
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return true, nil
+}
+
+func saveJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(data, '\n'), 0o600)
+}
+
+func (j *journal) find(id string, version uint64) *Patch {
+	for _, p := range j.Patches {
+		if p.ID == id && p.Version == version {
+			return p
+		}
+	}
+	return nil
+}
+
+// stack returns the live patches, oldest first.
+func (j *journal) stack() []*Patch {
+	var live []*Patch
+	for _, p := range j.Patches {
+		if p.Live() {
+			live = append(live, p)
+		}
+	}
+	slices.SortFunc(live, func(a, b *Patch) int { return a.Stack - b.Stack })
+	return live
+}
+
+func (j *journal) byModule(name string) *Patch {
+	var found *Patch
+	for _, p := range j.Patches {
+		if p.Module == name && (found == nil || p.Updated.After(found.Updated)) {
+			found = p
+		}
+	}
+	return found
+}
+
+func statePaths(dir string) (journalPath, pendingPath, lockPath string) {
+	return filepath.Join(dir, "journal.json"), filepath.Join(dir, "pending.json"), filepath.Join(dir, "lock")
+}
+
+// sortViews orders live patches by stack position, then the rest by id and
+// version.
+func sortViews(v []PatchView) {
+	slices.SortStableFunc(v, func(a, b PatchView) int {
+		if a.Live() != b.Live() {
+			if a.Live() {
+				return -1
+			}
+			return 1
+		}
+		if a.Live() {
+			return a.Stack - b.Stack
+		}
+		if a.ID != b.ID {
+			return strings.Compare(a.ID, b.ID)
+		}
+		return int(a.Version) - int(b.Version)
+	})
+}

@@ -1,0 +1,259 @@
+package splice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// reconcile makes the journal agree with the kernel, which is the truth. It
+// runs whenever a Host is opened, before any action. It changes the kernel
+// only to finish what the journal shows half-done: waiting for a
+// transition in progress, and unloading the module of a patch the kernel
+// already disabled.
+func (h *Host) reconcile(ctx context.Context) error {
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return fmt.Errorf("read kernel identity: %w", err)
+	}
+	kp, err := h.kernelPatches(ctx)
+	if err != nil {
+		return err
+	}
+	prev := h.journal.Kernel
+	rebooted := prev.BootID != "" && info.BootID != "" && prev.BootID != info.BootID
+	sameBuild := prev.Release == info.Release && prev.Arch == info.Arch && prev.BuildID == info.BuildID
+
+	var pend pending
+	hasPending, err := loadJSON(h.paths.pending, &pend, 4096)
+	if err != nil {
+		return err
+	}
+	if hasPending && pend.BootID != info.BootID {
+		// The host went down while the patch was being applied or
+		// watched: do not try it again by ourselves.
+		if p := h.journal.find(pend.ID, pend.Version); p != nil && p.State != StateFailed {
+			reason := fmt.Sprintf("crash-loop guard: the host restarted while %s version %d was being applied or in its health window; it is not re-applied automatically (apply it again by hand once the cause is known)", p.ID, p.Version)
+			if err := h.forceState(p, StateFailed, reason); err != nil {
+				return err
+			}
+		}
+	}
+
+	for _, p := range h.journal.Patches {
+		k, inKernel := kp[p.Module]
+		switch p.State {
+		case StateApplying:
+			switch {
+			case inKernel && k.Enabled:
+				err = h.transition(p, StateApplied, "")
+				if p.AppliedAt.IsZero() {
+					p.AppliedAt = h.cfg.Now().UTC()
+				}
+			case inKernel:
+				h.unloadQuietly(ctx, p.Module)
+				err = h.transition(p, StateFailed, "interrupted: the kernel disabled the patch")
+			default:
+				err = h.transition(p, StateFailed, "interrupted before the kernel loaded it")
+			}
+		case StateApplied:
+			switch {
+			case inKernel && k.Enabled:
+			case inKernel:
+				h.unloadQuietly(ctx, p.Module)
+				err = h.transition(p, StateReverted, "disabled outside splicefleet")
+			case rebooted && !sameBuild:
+				err = h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
+					info.Release, orUnknown(info.BuildID), p.Kernel.Release, orUnknown(p.Kernel.BuildID)))
+			case rebooted:
+				// Same build: boot re-applies it.
+			default:
+				err = h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer has it")
+			}
+		case StateReverting:
+			switch {
+			case inKernel && k.Enabled:
+				err = h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
+			case inKernel:
+				h.unloadQuietly(ctx, p.Module)
+				err = h.transition(p, StateReverted, "")
+			default:
+				err = h.transition(p, StateReverted, "")
+			}
+		case StateNotApplicable:
+			if info.Release == p.Kernel.Release && info.BuildID == p.Kernel.BuildID && info.Arch == p.Kernel.Arch && rebooted {
+				// Back on the build it was made for: boot may re-apply it.
+				err = h.transition(p, StateApplied, "")
+			}
+		default:
+			if inKernel && !k.Enabled {
+				h.unloadQuietly(ctx, p.Module)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if hasPending {
+		if err := os.Remove(h.paths.pending); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return h.save(info)
+}
+
+// forceState records a state the guard imposes, whatever the state was.
+func (h *Host) forceState(p *Patch, to State, reason string) error {
+	p.State, p.Reason, p.Updated = to, reason, h.cfg.Now().UTC()
+	h.log.Warn("patch state", "patch", p.ID, "version", p.Version, "to", string(to), "reason", reason)
+	return nil
+}
+
+// kernelPatches reads the kernel's patches by name, first waiting out any
+// transition in progress so that what follows sees a settled kernel.
+func (h *Host) kernelPatches(ctx context.Context) (map[string]KernelPatch, error) {
+	list, err := h.cfg.Kernel.Patches()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel livepatches: %w", err)
+	}
+	waited := false
+	for _, k := range list {
+		if k.Transition {
+			waited = true
+			if err := h.cfg.Kernel.WaitTransition(ctx, k.Name); err != nil {
+				h.log.Warn("transition in progress at start-up did not complete", "patch", k.Name, "err", err)
+			}
+		}
+	}
+	if waited {
+		if list, err = h.cfg.Kernel.Patches(); err != nil {
+			return nil, fmt.Errorf("read kernel livepatches: %w", err)
+		}
+	}
+	m := make(map[string]KernelPatch, len(list))
+	for _, k := range list {
+		m[k.Name] = k
+	}
+	return m, nil
+}
+
+func (h *Host) unloadQuietly(ctx context.Context, module string) {
+	if err := h.cfg.Kernel.Unload(ctx, module); err != nil {
+		h.log.Warn("unload disabled module", "module", module, "err", err)
+	}
+}
+
+// Boot re-applies, in stack order, the patches that were applied before
+// the host restarted on the same kernel build. Patches stopped by the
+// crash-loop guard stay failed. It returns the patches it applied.
+func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel identity: %w", err)
+	}
+	if !info.Livepatch {
+		return nil, ErrNoLivepatch
+	}
+	kp, err := h.kernelPatches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var done []*Patch
+	var errs []error
+	for _, p := range h.journal.stack() {
+		if p.State != StateApplied {
+			continue
+		}
+		if _, ok := kp[p.Module]; ok {
+			continue
+		}
+		if err := h.checkStored(p); err != nil {
+			errs = append(errs, h.fail(p, info, err))
+			continue
+		}
+		if err := h.load(ctx, p, info); err != nil {
+			errs = append(errs, fmt.Errorf("%s version %d: %w", p.ID, p.Version, err))
+			continue
+		}
+		if err := h.healthWindow(ctx); err != nil {
+			return done, err
+		}
+		done = append(done, p)
+	}
+	return done, errors.Join(errs...)
+}
+
+// checkStored re-reads a stored bundle and checks that it is the one the
+// journal recorded and that the stored module is the one it pins.
+func (h *Host) checkStored(p *Patch) error {
+	f, err := os.Open(filepath.Join(h.paths.bundles, p.ManifestDigest+".splice"))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	defer f.Close()
+	b, err := Decode(f)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	if Digest(b.Manifest) != p.ManifestDigest {
+		return fmt.Errorf("%w: stored bundle does not match the journal", ErrStore)
+	}
+	m, err := ParseManifest(b.Manifest)
+	if err != nil || m.Module.SHA256 != p.ModuleDigest {
+		return fmt.Errorf("%w: stored manifest does not pin the recorded module", ErrStore)
+	}
+	mod, err := h.openModule(p)
+	if err != nil {
+		return err
+	}
+	return mod.Close()
+}
+
+// HostView is what `splicefleet view` shows.
+type HostView struct {
+	Kernel  KernelInfo    `json:"kernel"`
+	Patches []PatchView   `json:"patches"`
+	Foreign []KernelPatch `json:"foreign,omitempty"` // livepatches splicefleet did not load
+}
+
+// PatchView is a journal entry beside what the kernel says of it.
+type PatchView struct {
+	Patch
+	InKernel         bool `json:"in_kernel"`
+	KernelEnabled    bool `json:"kernel_enabled"`
+	KernelTransition bool `json:"kernel_transition"`
+}
+
+// View reports every patch this host knows, newest stack position last,
+// with the kernel's own view of each.
+func (h *Host) View() (*HostView, error) {
+	info, err := h.cfg.Kernel.Info()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel identity: %w", err)
+	}
+	list, err := h.cfg.Kernel.Patches()
+	if err != nil {
+		return nil, fmt.Errorf("read kernel livepatches: %w", err)
+	}
+	v := &HostView{Kernel: info, Patches: []PatchView{}}
+	known := map[string]bool{}
+	for _, p := range h.journal.Patches {
+		pv := PatchView{Patch: *p}
+		for _, k := range list {
+			if k.Name == p.Module {
+				pv.InKernel, pv.KernelEnabled, pv.KernelTransition = true, k.Enabled, k.Transition
+			}
+		}
+		known[p.Module] = true
+		v.Patches = append(v.Patches, pv)
+	}
+	sortViews(v.Patches)
+	for _, k := range list {
+		if !known[k.Name] {
+			v.Foreign = append(v.Foreign, k)
+		}
+	}
+	return v, nil
+}
