@@ -1,16 +1,35 @@
-// Package kmod reads and (later) loads Linux kernel modules, in particular
-// Ksplice-style livepatch modules.
+// Package kmod reads Linux kernel modules and drives the kernel's
+// livepatch machinery: it is the only package that touches the kernel.
 //
-// The package is built around three rules:
+// The package is built around four rules:
 //
-//   - Kernel state is read through a root. Code that looks at /sys/module,
-//     /proc/modules and friends takes a root directory instead of hard-coded
-//     absolute paths, so tests can lay out a fake tree. (Planned; this
-//     package does not read kernel state yet.)
-//   - System calls such as finit_module and delete_module sit behind one
-//     seam, a single small interface, so everything above it can be tested
-//     without privileges and without a kernel. (Planned; no system calls
-//     are made yet.)
+//   - Kernel state is read through a root. [FS] reads procfs and sysfs
+//     (identity, /sys/kernel/livepatch, /proc/modules, the taint mask, the
+//     tasks blocking a transition) below a root folder, "/" on a running
+//     system and a fixture tree (testdata/debian-6.1-cloud) or a
+//     t.TempDir() tree in tests. Files are read with a size limit and
+//     without trusting Stat (sysfs reports made-up sizes), values are
+//     trimmed, and every error names the file. Each text source has an
+//     exported reader and an unexported parser (parseModules, parseTaint,
+//     parseBuildID, parseKmsgRecord) tested on literals.
+//   - System calls sit behind one seam. finit_module, delete_module and
+//     the non-blocking /dev/kmsg reader live in sys_linux.go (raw
+//     read(2): Go's os package blocks forever at the end of /dev/kmsg);
+//     other systems get errors wrapping [ErrNotSupported]. Errnos become
+//     sentinels ([ErrAlreadyLoaded], [ErrWrongKernel], [ErrKeyRejected],
+//     [ErrNotPermitted], [ErrBusy], [ErrNoSyscall], [ErrNotLoaded]) with
+//     the errno kept in the chain. Only this package imports
+//     golang.org/x/sys/unix.
+//   - [Linux] is the [Kernel] of a running system: reads through an [FS],
+//     system calls through the seam (tests substitute a fake that plays
+//     the kernel on a temporary tree). Load checks that the module
+//     registered the livepatch it was verified to be and backs it out
+//     otherwise ([ErrSpecMismatch]). WaitTransition polls the patch's
+//     transition file, signals blocking tasks after a stall, and if that
+//     does not help reverses the transition and returns a
+//     [*TransitionError] naming the blockers; it never writes the force
+//     file. sysfs attributes are written only if they exist, never
+//     created.
 //   - Module bytes are untrusted input. [ReadModInfo] parses a module's ELF
 //     metadata only after the caller has checked the bytes against a known
 //     digest, and even then it treats them as hostile: it takes a byte slice,
@@ -18,11 +37,11 @@
 //     section read by the size of the input, and runs all ELF parsing under
 //     recover so a malformed file yields an error instead of a panic.
 //
-// What exists today is module info: [ReadModInfo] returns the .modinfo
-// key/value pairs of a relocatable kernel module (name, vermagic, license,
-// depends, livepatch flag, ...), the target architecture from the ELF
-// header, and, for livepatch modules, a best-effort list of the kernel
-// functions the module replaces, found by matching the relocations of its
-// struct klp_func tables. Callers test failures with errors.Is against
-// [ErrNotModule], [ErrNotLivepatch] and [ErrTooLarge].
+// [ReadModInfo] returns the .modinfo key/value pairs of a relocatable
+// kernel module (name, vermagic, license, depends, livepatch flag, ...),
+// the target architecture from the ELF header, and, for livepatch modules,
+// a best-effort list of the kernel functions the module replaces, found by
+// matching the relocations of its struct klp_func tables. Callers test
+// failures with errors.Is against [ErrNotModule], [ErrNotLivepatch] and
+// [ErrTooLarge].
 package kmod

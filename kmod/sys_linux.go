@@ -1,0 +1,90 @@
+//go:build linux
+
+package kmod
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// deleteNonBlock makes delete_module fail with EBUSY instead of waiting
+// for the module's users to go away.
+const deleteNonBlock = unix.O_NONBLOCK
+
+// maxKmsgRecords bounds one read of the kernel log buffer.
+const maxKmsgRecords = 1 << 16
+
+// finitModule loads the module open at fd (finit_module(2)).
+func finitModule(fd int, params string, flags int) error {
+	return mapErrno(opFinit, unix.FinitModule(fd, params, flags))
+}
+
+// deleteModule removes the named module (delete_module(2)).
+func deleteModule(name string, flags int) error {
+	return mapErrno(opDelete, unix.DeleteModule(name, flags))
+}
+
+// errnoSentinels maps the errnos module system calls return to the
+// package's sentinels. ENOENT is mapped only for delete_module.
+var errnoSentinels = map[unix.Errno]error{
+	unix.EEXIST:       ErrAlreadyLoaded,
+	unix.ENOEXEC:      ErrWrongKernel,
+	unix.EKEYREJECTED: ErrKeyRejected,
+	unix.EPERM:        ErrNotPermitted,
+	unix.EBUSY:        ErrBusy,
+	unix.ENOSYS:       ErrNoSyscall,
+}
+
+// mapErrno turns the error of system call op into one that wraps both the
+// matching sentinel (when there is one) and the errno, so callers can test
+// either with errors.Is. A nil err stays nil.
+func mapErrno(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	sentinel := errnoSentinels[errno]
+	if errno == unix.ENOENT && op == opDelete {
+		sentinel = ErrNotLoaded
+	}
+	if sentinel == nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+}
+
+// readKmsg reads every record in the kernel log buffer from path (a
+// /dev/kmsg device). It uses raw system calls on purpose: through Go's os
+// package a non-blocking read of /dev/kmsg parks in the runtime poller and
+// never returns at the end of the buffer, whereas read(2) returns EAGAIN.
+// Each read returns exactly one record. EPIPE means records were
+// overwritten while reading; the next read continues with the oldest one
+// left.
+func readKmsg(path string) ([][]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, mapErrno("open "+path, err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	buf := make([]byte, 16<<10) // a record is at most 8 KiB with its dictionary
+	var recs [][]byte
+	for len(recs) < maxKmsgRecords {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case err == unix.EAGAIN || err == nil && n <= 0:
+			return recs, nil
+		case err == unix.EINTR || err == unix.EPIPE:
+			continue
+		case err != nil:
+			return recs, mapErrno("read "+path, err)
+		}
+		recs = append(recs, bytes.Clone(buf[:n]))
+	}
+	return recs, nil
+}
