@@ -12,7 +12,8 @@ import (
 // Identity says which kernel the tree describes: its release and
 // architecture (proc/sys/kernel/osrelease and arch), the GNU build id of
 // its vmlinux (sys/kernel/notes; "" when the kernel has none) and whether
-// it supports livepatching (sys/kernel/livepatch exists).
+// it supports livepatching (sys/kernel/livepatch exists), and the boot id
+// (proc/sys/kernel/random/boot_id), which tells one boot from the next.
 //
 // Kernels before 6.1 have no proc/sys/kernel/arch; for the running kernel
 // (root "/") the architecture then comes from the Go runtime, elsewhere
@@ -29,6 +30,11 @@ func (k FS) Identity() (Identity, error) {
 	if id.BuildID, err = k.buildID(); err != nil {
 		return Identity{}, err
 	}
+	bootID, err := readFile(k.path("proc", "sys", "kernel", "random", "boot_id"), maxValueFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Identity{}, err
+	}
+	id.BootID = bootID
 	id.Livepatch = exists(k.livepatchDir())
 	return id, nil
 }
