@@ -77,7 +77,8 @@ func (a *Kernel) Info() (splice.KernelInfo, error) {
 // Patches implements splice.Kernel.
 func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
 	lps, err := a.k.Livepatches()
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, kmod.ErrNoLivepatch) || errors.Is(err, os.ErrNotExist) {
+		// No livepatch support: no patches. Apply says why it refuses.
 		return nil, nil
 	}
 	if err != nil {

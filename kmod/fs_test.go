@@ -61,7 +61,7 @@ func TestFSFixture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Identity{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64", BuildID: fixtureBuildID, Livepatch: true}
+		want := Identity{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64", BuildID: fixtureBuildID, BootID: "5c0a7e43-3f52-4e0b-9a57-0d7f1e6b2c11", Livepatch: true}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("Identity (-want +got):\n%s", d)
 		}

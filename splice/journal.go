@@ -67,7 +67,9 @@ type Patch struct {
 }
 
 // Live reports whether the patch is meant to be in the kernel.
-func (p *Patch) Live() bool { return p.State == StateApplied || p.State == StateApplying || p.State == StateReverting }
+func (p *Patch) Live() bool {
+	return p.State == StateApplied || p.State == StateApplying || p.State == StateReverting
+}
 
 // journal is the host's persistent state.
 type journal struct {
@@ -142,16 +144,6 @@ func (j *journal) stack() []*Patch {
 	}
 	slices.SortFunc(live, func(a, b *Patch) int { return a.Stack - b.Stack })
 	return live
-}
-
-func (j *journal) byModule(name string) *Patch {
-	var found *Patch
-	for _, p := range j.Patches {
-		if p.Module == name && (found == nil || p.Updated.After(found.Updated)) {
-			found = p
-		}
-	}
-	return found
 }
 
 func statePaths(dir string) (journalPath, pendingPath, lockPath string) {

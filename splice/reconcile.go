@@ -42,54 +42,58 @@ func (h *Host) reconcile(ctx context.Context) error {
 		}
 	}
 
+	// The kernel lists a patch while it is enabled or in a transition;
+	// a disabled or replaced patch vanishes from the list while its module
+	// may stay loaded.
+	modules, err := h.cfg.Kernel.Modules()
+	if err != nil {
+		return fmt.Errorf("list kernel modules: %w", err)
+	}
+	loaded := map[string]bool{}
+	for _, m := range modules {
+		loaded[m] = true
+	}
 	for _, p := range h.journal.Patches {
-		k, inKernel := kp[p.Module]
+		k, listed := kp[p.Module]
+		enabled := listed && k.Enabled
+		if !enabled && loaded[p.Module] {
+			// A module whose patch the kernel disabled: finish the unload.
+			h.unloadQuietly(ctx, p.Module)
+		}
 		switch p.State {
 		case StateApplying:
 			switch {
-			case inKernel && k.Enabled:
+			case enabled:
 				err = h.transition(p, StateApplied, "")
 				if p.AppliedAt.IsZero() {
 					p.AppliedAt = h.cfg.Now().UTC()
 				}
-			case inKernel:
-				h.unloadQuietly(ctx, p.Module)
+			case loaded[p.Module]:
 				err = h.transition(p, StateFailed, "interrupted: the kernel disabled the patch")
 			default:
 				err = h.transition(p, StateFailed, "interrupted before the kernel loaded it")
 			}
 		case StateApplied:
 			switch {
-			case inKernel && k.Enabled:
-			case inKernel:
-				h.unloadQuietly(ctx, p.Module)
-				err = h.transition(p, StateReverted, "disabled outside splicefleet")
+			case enabled:
 			case rebooted && !sameBuild:
 				err = h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
 					info.Release, orUnknown(info.BuildID), p.Kernel.Release, orUnknown(p.Kernel.BuildID)))
 			case rebooted:
 				// Same build: boot re-applies it.
 			default:
-				err = h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer has it")
+				err = h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer runs it")
 			}
 		case StateReverting:
-			switch {
-			case inKernel && k.Enabled:
+			if enabled {
 				err = h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
-			case inKernel:
-				h.unloadQuietly(ctx, p.Module)
-				err = h.transition(p, StateReverted, "")
-			default:
+			} else {
 				err = h.transition(p, StateReverted, "")
 			}
 		case StateNotApplicable:
-			if info.Release == p.Kernel.Release && info.BuildID == p.Kernel.BuildID && info.Arch == p.Kernel.Arch && rebooted {
+			if rebooted && info.Release == p.Kernel.Release && info.BuildID == p.Kernel.BuildID && info.Arch == p.Kernel.Arch {
 				// Back on the build it was made for: boot may re-apply it.
 				err = h.transition(p, StateApplied, "")
-			}
-		default:
-			if inKernel && !k.Enabled {
-				h.unloadQuietly(ctx, p.Module)
 			}
 		}
 		if err != nil {

@@ -236,7 +236,7 @@ func printView(e *env, v *splice.HostView) {
 			}
 			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", stack, p.ID, p.Version, p.State, p.Module, kernelState(p), applied, strings.Join(p.Functions, ","))
 		}
-		w.Flush()
+		_ = w.Flush()
 		for _, p := range v.Patches {
 			if p.Reason != "" {
 				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", p.ID, p.Version, p.Reason)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -169,7 +170,10 @@ func TestInitIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := kmod.Identity{Release: "6.12.0-1-cloud-amd64", Arch: "aarch64", BuildID: "abcd", Livepatch: true, Simulated: true}
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`).MatchString(id.BootID) {
+		t.Errorf("boot id %q is not in the kernel's format", id.BootID)
+	}
+	want := kmod.Identity{Release: "6.12.0-1-cloud-amd64", Arch: "aarch64", BuildID: "abcd", BootID: id.BootID, Livepatch: true, Simulated: true}
 	if diff := cmp.Diff(want, id); diff != "" {
 		t.Errorf("Identity() (-want +got):\n%s", diff)
 	}
@@ -828,6 +832,9 @@ func TestReboot(t *testing.T) {
 	id, err := k.Identity()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if id.BootID == before.BootID || id.BootID == "" {
+		t.Errorf("boot id %q did not change across a reboot (was %q)", id.BootID, before.BootID)
 	}
 	if id.BuildID != "0123456789abcdef" || id.Release != before.Release {
 		t.Errorf("Identity() after reboot = %+v, want build id 0123456789abcdef, release %s", id, before.Release)

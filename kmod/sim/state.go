@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,6 +120,7 @@ func newState(id kmod.Identity, now time.Time) *state {
 func (s *state) boot(now time.Time) {
 	s.Boot = now
 	s.Boots++
+	s.Identity.BootID = newBootID()
 	s.Taint = 0
 	s.NextAddr = 0xffffffffc0a00000
 	s.Modules = nil
@@ -131,6 +133,13 @@ func (s *state) boot(now time.Time) {
 	s.logf(now, prioNotice, "Linux version %s (SIMULATED kernel, %s, build id %s) boot #%d",
 		s.Identity.Release, lp, s.Identity.BuildID, s.Boots)
 	s.dirty = true
+}
+
+// newBootID makes a random boot id in the kernel's format.
+func newBootID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // logf appends a log record stamped at (wall-clock time) at.

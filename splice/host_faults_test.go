@@ -1,0 +1,235 @@
+package splice_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+func (e *hostEnv) faults(f sim.Faults) {
+	e.t.Helper()
+	if err := sim.SetFaults(e.simDir, f); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestKernelRefusesLoad(t *testing.T) {
+	for errno, want := range map[string]error{
+		"ENOEXEC":      kmod.ErrWrongKernel,
+		"EKEYREJECTED": kmod.ErrKeyRejected,
+		"EPERM":        kmod.ErrNotPermitted,
+	} {
+		t.Run(errno, func(t *testing.T) {
+			e := newHostEnv(t)
+			h := e.mustOpen()
+			e.faults(sim.Faults{sim.AnyModule: {LoadErrno: errno}})
+			p, err := h.Apply(context.Background(), e.bundle("k", 1, []string{"f"}), e.policy)
+			if !errors.Is(err, want) {
+				t.Fatalf("error %v, want %v", err, want)
+			}
+			if p == nil || p.State != splice.StateFailed || !strings.Contains(p.Reason, "load livepatch_k_1") {
+				t.Fatalf("patch %+v", p)
+			}
+			if got := e.kernelState(); got != " | modules " {
+				t.Fatalf("kernel: %q", got)
+			}
+			// Once the kernel accepts it, applying again works.
+			e.faults(nil)
+			e.apply(h, e.bundle("k", 1, []string{"f"}))
+		})
+	}
+}
+
+func TestStalledTransitionIsReversed(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.faults(sim.Faults{sim.AnyModule: {Never: true}})
+	p, err := h.Apply(context.Background(), e.bundle("s", 1, []string{"f"}), e.policy)
+	var te *kmod.TransitionError
+	if !errors.As(err, &te) || !te.Enabling || !te.Reverted || len(te.Blockers) == 0 {
+		t.Fatalf("error %v (%T)", err, err)
+	}
+	if p.State != splice.StateFailed || !strings.Contains(p.Reason, "transition did not complete") || !strings.Contains(p.Reason, "blocked by") {
+		t.Fatalf("patch %+v", p)
+	}
+	if got := e.kernelState(); got != " | modules " {
+		t.Fatalf("kernel after a reversed transition: %q", got)
+	}
+}
+
+func TestTimedTransitionsComplete(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.faults(sim.Faults{sim.AnyModule: {TransitionMillis: 20}})
+	e.apply(h, e.bundle("a", 1, []string{"f"}))
+	if _, err := h.Undo(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := states(t, h); got != "a@1=reverted" {
+		t.Fatalf("states %s", got)
+	}
+}
+
+func TestBootReappliesOnTheSameBuild(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.apply(h, e.bundle("a", 1, []string{"fa"}))
+	e.apply(h, e.bundle("b", 1, []string{"fb"}))
+	h.Close()
+	if err := sim.Reboot(e.simDir, ""); err != nil {
+		t.Fatal(err)
+	}
+	h = e.mustOpen()
+	v, _ := h.View()
+	for _, p := range v.Patches {
+		if p.State != splice.StateApplied || p.InKernel {
+			t.Fatalf("after reboot, before boot: %+v", p)
+		}
+	}
+	done, err := h.Boot(context.Background())
+	if err != nil || len(done) != 2 || done[0].ID != "a" || done[1].ID != "b" {
+		t.Fatalf("boot: %v %v", done, err)
+	}
+	if got := e.kernelState(); got != "livepatch_a_1:on livepatch_b_1:on | modules livepatch_a_1 livepatch_b_1" {
+		t.Fatalf("kernel after boot: %s", got)
+	}
+	// A second boot run has nothing to do.
+	if done, err := h.Boot(context.Background()); err != nil || len(done) != 0 {
+		t.Fatalf("second boot: %v %v", done, err)
+	}
+}
+
+func TestRebootOnAnotherBuildIsNotApplicable(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.apply(h, e.bundle("a", 1, []string{"fa"}))
+	h.Close()
+	if err := sim.Reboot(e.simDir, "0123456789abcdef0123"); err != nil {
+		t.Fatal(err)
+	}
+	h = e.mustOpen()
+	done, err := h.Boot(context.Background())
+	if err != nil || len(done) != 0 {
+		t.Fatalf("boot: %v %v", done, err)
+	}
+	if got := states(t, h); got != "a@1=not_applicable" {
+		t.Fatalf("states %s", got)
+	}
+	if got := e.kernelState(); got != " | modules " {
+		t.Fatalf("kernel: %q", got)
+	}
+}
+
+// TestCrashLoopGuard: a host that goes down during an apply's health window
+// does not re-apply that patch at boot; the others come back.
+func TestCrashLoopGuard(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.apply(h, e.bundle("good", 1, []string{"fg"}))
+	h.Close()
+
+	// The host dies while "bad" is in its health window: the step hook
+	// stops the apply there, as a crash would.
+	func() {
+		h2, err := e.open(func(c *splice.HostConfig) {
+			c.HealthWindow = time.Hour
+			c.StepHook = func(step string) {
+				if step == "apply:applied" {
+					panic("host went down")
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h2.Close()
+		defer func() { _ = recover() }()
+		_, _ = h2.Apply(context.Background(), e.bundle("bad", 1, []string{"fb"}), e.policy)
+		t.Fatal("apply did not stop at the hook")
+	}()
+	if err := sim.Reboot(e.simDir, ""); err != nil {
+		t.Fatal(err)
+	}
+	h = e.mustOpen()
+	done, err := h.Boot(context.Background())
+	if err != nil || len(done) != 1 || done[0].ID != "good" {
+		t.Fatalf("boot: %v %v", done, err)
+	}
+	v, _ := h.View()
+	var bad *splice.PatchView
+	for i := range v.Patches {
+		if v.Patches[i].ID == "bad" {
+			bad = &v.Patches[i]
+		}
+	}
+	if bad == nil || bad.State != splice.StateFailed || !strings.Contains(bad.Reason, "crash-loop guard") || bad.InKernel {
+		t.Fatalf("bad patch: %+v", bad)
+	}
+	if got := e.kernelState(); got != "livepatch_good_1:on | modules livepatch_good_1" {
+		t.Fatalf("kernel: %s", got)
+	}
+	// The operator can apply it again by hand.
+	e.apply(h, e.bundle("bad", 1, []string{"fb"}))
+}
+
+// A process killed mid-apply (the kernel did not restart) is reconciled
+// from the kernel: what the kernel runs is applied.
+func TestReconcileAfterProcessCrash(t *testing.T) {
+	e := newHostEnv(t)
+	func() {
+		h, err := e.open(func(c *splice.HostConfig) {
+			c.StepHook = func(step string) {
+				if step == "apply:loaded" {
+					panic("killed")
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		defer func() { _ = recover() }()
+		_, _ = h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy)
+	}()
+	h := e.mustOpen()
+	if got := states(t, h); got != "a@1=applied" {
+		t.Fatalf("states %s", got)
+	}
+	if _, err := h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy); !errors.Is(err, splice.ErrAlreadyApplied) {
+		t.Fatalf("re-apply after crash: %v", err)
+	}
+}
+
+func TestStateDirectoryLock(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	_, err := e.open()
+	if !errors.Is(err, splice.ErrLocked) || !strings.Contains(err.Error(), "pid") {
+		t.Fatalf("second open: %v", err)
+	}
+	h.Close()
+	h2 := e.mustOpen()
+	h2.Close()
+}
+
+func TestKernelWithoutLivepatch(t *testing.T) {
+	e := newHostEnv(t)
+	if err := sim.Init(e.simDir, sim.Config{NoLivepatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	_, err = h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy)
+	if !errors.Is(err, splice.ErrNoLivepatch) {
+		t.Fatalf("apply: %v", err)
+	}
+}
