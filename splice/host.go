@@ -61,7 +61,7 @@ type Host struct {
 	lock    *dirLock
 	journal *journal
 	log     *slog.Logger
-	paths   struct{ journal, pending, bundles, modules string }
+	paths   struct{ journal, bundles, modules string }
 }
 
 // OpenHost locks the state directory, loads the journal and reconciles it
@@ -81,7 +81,7 @@ func OpenHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger}
 	var lockPath string
-	h.paths.journal, h.paths.pending, lockPath = statePaths(cfg.StateDir)
+	h.paths.journal, lockPath = statePaths(cfg.StateDir)
 	h.paths.bundles = filepath.Join(cfg.StateDir, "bundles")
 	h.paths.modules = filepath.Join(cfg.StateDir, "modules")
 	for _, d := range []string{cfg.StateDir, h.paths.bundles, h.paths.modules} {
@@ -172,7 +172,7 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	if err := h.retire(ctx, p, upgrades, info); err != nil {
 		return p, err
 	}
-	return p, h.healthWindow(ctx)
+	return p, h.healthWindow(ctx, info)
 }
 
 // check runs every check that needs no kernel change, in order. It returns
@@ -293,11 +293,9 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 	p.Stack = h.journal.NextStack
 	h.journal.NextStack++
 	p.Kernel = info
+	h.journal.Pending = &pending{ID: p.ID, Version: p.Version, Module: p.Module, BootID: info.BootID, Started: h.cfg.Now().UTC()}
 	if err := h.save(info); err != nil {
 		return err
-	}
-	if err := saveJSON(h.paths.pending, pending{ID: p.ID, Version: p.Version, Module: p.Module, BootID: info.BootID, Started: h.cfg.Now().UTC()}); err != nil {
-		return h.fail(p, info, fmt.Errorf("write crash-loop marker: %w", err))
 	}
 	h.step("apply:journaled")
 	f, err := h.openModule(p)
@@ -318,6 +316,9 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 		return err
 	}
 	p.AppliedAt = h.cfg.Now().UTC()
+	if h.cfg.HealthWindow <= 0 {
+		h.journal.Pending = nil // no window to watch: the guard's job is done
+	}
 	if err := h.save(info); err != nil {
 		return err
 	}
@@ -331,10 +332,10 @@ func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 	if err := h.transition(p, StateFailed, cause.Error()); err != nil {
 		return err
 	}
+	h.journal.Pending = nil
 	if err := h.save(info); err != nil {
 		return errors.Join(cause, err)
 	}
-	_ = os.Remove(h.paths.pending)
 	return cause
 }
 
@@ -371,21 +372,23 @@ func (h *Host) retire(ctx context.Context, by *Patch, old []*Patch, info KernelI
 }
 
 // healthWindow keeps the crash-loop marker for the health window, then
-// removes it.
-func (h *Host) healthWindow(ctx context.Context) error {
-	if h.cfg.HealthWindow > 0 {
-		t := time.NewTimer(h.cfg.HealthWindow)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+// clears it.
+func (h *Host) healthWindow(ctx context.Context, info KernelInfo) error {
+	if h.journal.Pending == nil {
+		h.step("apply:done")
+		return nil
 	}
-	if err := os.Remove(h.paths.pending); err != nil && !errors.Is(err, os.ErrNotExist) {
+	t := time.NewTimer(h.cfg.HealthWindow)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	h.journal.Pending = nil
+	if err := h.save(info); err != nil {
 		return fmt.Errorf("clear crash-loop marker: %w", err)
 	}
-	_ = atomicfile.SyncDir(h.cfg.StateDir)
 	h.step("apply:done")
 	return nil
 }

@@ -78,13 +78,16 @@ type journal struct {
 	Patches []*Patch   `json:"patches"`
 	// NextStack is the next stack position to hand out.
 	NextStack int `json:"next_stack"`
+	// Pending is the crash-loop guard's marker, set in the same write that
+	// journals an apply and cleared after its health window.
+	Pending *pending `json:"pending,omitempty"`
 }
 
 const journalFormat = 1
 
-// pending is the crash-loop guard's marker: written before a load, removed
-// after the health window. Found at start-up on a new boot, it means the
-// host went down while the patch was being applied.
+// pending is the crash-loop guard's marker: journaled before a load,
+// cleared after the health window. Found at start-up on a new boot, it
+// means the host went down while the patch was being applied or watched.
 type pending struct {
 	ID      string    `json:"id"`
 	Version uint64    `json:"version"`
@@ -146,8 +149,8 @@ func (j *journal) stack() []*Patch {
 	return live
 }
 
-func statePaths(dir string) (journalPath, pendingPath, lockPath string) {
-	return filepath.Join(dir, "journal.json"), filepath.Join(dir, "pending.json"), filepath.Join(dir, "lock")
+func statePaths(dir string) (journalPath, lockPath string) {
+	return filepath.Join(dir, "journal.json"), filepath.Join(dir, "lock")
 }
 
 // sortViews orders live patches by stack position, then the rest by id and

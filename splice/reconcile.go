@@ -26,12 +26,8 @@ func (h *Host) reconcile(ctx context.Context) error {
 	rebooted := prev.BootID != "" && info.BootID != "" && prev.BootID != info.BootID
 	sameBuild := prev.Release == info.Release && prev.Arch == info.Arch && prev.BuildID == info.BuildID
 
-	var pend pending
-	hasPending, err := loadJSON(h.paths.pending, &pend, 4096)
-	if err != nil {
-		return err
-	}
-	if hasPending && pend.BootID != info.BootID {
+	pend := h.journal.Pending
+	if pend != nil && pend.BootID != info.BootID {
 		// The host went down while the patch was being applied or
 		// watched: do not try it again by ourselves.
 		if p := h.journal.find(pend.ID, pend.Version); p != nil && p.State != StateFailed {
@@ -100,11 +96,8 @@ func (h *Host) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	if hasPending {
-		if err := os.Remove(h.paths.pending); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
+	// Whatever the marker guarded has been judged above.
+	h.journal.Pending = nil
 	return h.save(info)
 }
 
@@ -181,7 +174,7 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 			errs = append(errs, fmt.Errorf("%s version %d: %w", p.ID, p.Version, err))
 			continue
 		}
-		if err := h.healthWindow(ctx); err != nil {
+		if err := h.healthWindow(ctx, info); err != nil {
 			return done, err
 		}
 		done = append(done, p)
