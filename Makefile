@@ -44,6 +44,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s; \
 	done
 
+.PHONY: soak
+soak: ## crash tests: SIGKILL the host lifecycle at random moments, 500 rounds
+	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
+
 .PHONY: bench
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	@command -v benchstat >/dev/null || $(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)

@@ -2,6 +2,7 @@ package splice
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,10 +23,10 @@ func (h *Host) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	prev := h.journal.Kernel
-	rebooted := prev.BootID != "" && info.BootID != "" && prev.BootID != info.BootID
-	sameBuild := prev.Release == info.Release && prev.Arch == info.Arch && prev.BuildID == info.BuildID
-
+	before, err := json.Marshal(h.journal)
+	if err != nil {
+		return err
+	}
 	pend := h.journal.Pending
 	if pend != nil && pend.BootID != info.BootID {
 		// The host went down while the patch was being applied or
@@ -52,6 +53,10 @@ func (h *Host) reconcile(ctx context.Context) error {
 	for _, p := range h.journal.Patches {
 		k, listed := kp[p.Module]
 		enabled := listed && k.Enabled
+		// Whether the host restarted since this patch was loaded, and
+		// whether it came back on the build the patch was applied to.
+		rebooted := p.Kernel.BootID != "" && info.BootID != "" && p.Kernel.BootID != info.BootID
+		sameBuild := p.Kernel.Release == info.Release && p.Kernel.Arch == info.Arch && p.Kernel.BuildID == info.BuildID
 		if !enabled && loaded[p.Module] {
 			// A module whose patch the kernel disabled: finish the unload.
 			h.unloadQuietly(ctx, p.Module)
@@ -87,7 +92,7 @@ func (h *Host) reconcile(ctx context.Context) error {
 				err = h.transition(p, StateReverted, "")
 			}
 		case StateNotApplicable:
-			if rebooted && info.Release == p.Kernel.Release && info.BuildID == p.Kernel.BuildID && info.Arch == p.Kernel.Arch {
+			if sameBuild {
 				// Back on the build it was made for: boot may re-apply it.
 				err = h.transition(p, StateApplied, "")
 			}
@@ -98,6 +103,13 @@ func (h *Host) reconcile(ctx context.Context) error {
 	}
 	// Whatever the marker guarded has been judged above.
 	h.journal.Pending = nil
+	after, err := json.Marshal(h.journal)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(h.paths.journal); err == nil && string(before) == string(after) {
+		return nil // nothing to record: a read-only command leaves the journal alone
+	}
 	return h.save(info)
 }
 

@@ -93,7 +93,12 @@ func sameFiles(a, b map[string]string) bool {
 	return true
 }
 
-var livepatchModule = testmod.Build(testmod.Options{Name: "livepatch_fix", Livepatch: true, Functions: []string{"cmdline_proc_show"}})
+var livepatchModule = testModule("livepatch_fix", "cmdline_proc_show")
+
+// testModule builds a livepatch module for the default simulated kernel.
+func testModule(name string, functions ...string) []byte {
+	return testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: functions})
+}
 
 // publish generates keys, creates a bundle and signs it with the first
 // nsign of them; it returns the bundle path.

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// hostCLI is a cli with a simulated kernel and a state directory.
+type hostCLI struct {
+	*cli
+	simDir, stateDir string
+}
+
+func newHostCLI(t *testing.T) *hostCLI {
+	c := newCLI(t)
+	h := &hostCLI{cli: c, simDir: c.path("kernel"), stateDir: c.path("state")}
+	if err := sim.Init(h.simDir, sim.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *hostCLI) host(args ...string) []string {
+	return append(args, "--state-dir", h.stateDir, "--kernel", "sim:"+h.simDir)
+}
+
+func (h *hostCLI) view() *splice.HostView {
+	h.t.Helper()
+	var v splice.HostView
+	if err := json.Unmarshal([]byte(h.ok(h.host("view", "--json")...)), &v); err != nil {
+		h.t.Fatal(err)
+	}
+	return &v
+}
+
+func TestApplyViewUndoBoot(t *testing.T) {
+	h := newHostCLI(t)
+	bundle := h.publish(1, 1)
+	out := h.ok(h.host("apply", "--keyring", h.path("trusted.asc"), bundle)...)
+	if !strings.Contains(out, "applied cve-2026-0001 version 2 (module livepatch_fix) to 6.1.0-56-cloud-amd64 [SIMULATED kernel]") {
+		t.Fatalf("apply: %s", out)
+	}
+	out = h.ok(h.host("apply", "--keyring", h.path("trusted.asc"), bundle)...)
+	if !strings.Contains(out, "already applied") {
+		t.Fatalf("apply twice: %s", out)
+	}
+	text := h.ok(h.host("view")...)
+	for _, want := range []string{`^SIMULATED kernel \(a test double, not a real kernel\) 6\.1\.0-56-cloud-amd64 x86_64`, `(?m)^1\s+cve-2026-0001\s+2\s+applied\s+livepatch_fix\s+enabled\s+\S+\s+cmdline_proc_show$`} {
+		if !regexp.MustCompile(want).MatchString(text) {
+			t.Errorf("view lacks %s:\n%s", want, text)
+		}
+	}
+	v := h.view()
+	if len(v.Patches) != 1 || v.Patches[0].State != splice.StateApplied || !v.Patches[0].KernelEnabled || !v.Kernel.Simulated {
+		t.Fatalf("view --json: %+v", v)
+	}
+
+	// Reboot the simulated host: boot re-applies.
+	if err := sim.Reboot(h.simDir, ""); err != nil {
+		t.Fatal(err)
+	}
+	if v := h.view(); v.Patches[0].InKernel {
+		t.Fatal("patch still in the kernel after a reboot")
+	}
+	out = h.ok(h.host("boot")...)
+	if !strings.Contains(out, "re-applied cve-2026-0001 version 2") {
+		t.Fatalf("boot: %s", out)
+	}
+	if v := h.view(); !v.Patches[0].KernelEnabled {
+		t.Fatal("boot did not re-apply")
+	}
+
+	out = h.ok(h.host("undo", "cve-2026-0001")...)
+	if !strings.Contains(out, "undone cve-2026-0001 version 2") {
+		t.Fatalf("undo: %s", out)
+	}
+	if v := h.view(); v.Patches[0].State != splice.StateReverted || v.Patches[0].InKernel {
+		t.Fatalf("after undo: %+v", v.Patches[0])
+	}
+	if code, _, errs := h.run(h.host("undo", "cve-2026-0001")...); code != exitError || !strings.Contains(errs, "not applied on this host") {
+		t.Fatalf("undo twice: %d %s", code, errs)
+	}
+	if code, _, errs := h.run(h.host("undo")...); code != exitError || !strings.Contains(errs, "give one patch id, or --all") {
+		t.Fatalf("undo without id: %d %s", code, errs)
+	}
+	if out := h.ok(h.host("undo", "--all")...); !strings.Contains(out, "nothing to undo") {
+		t.Fatalf("undo --all: %s", out)
+	}
+}
+
+// TestApplyRefusalChangesNothing: refused bundles exit 1 with one line and
+// leave the state directory and the kernel as they were.
+func TestApplyRefusalChangesNothing(t *testing.T) {
+	h := newHostCLI(t)
+	bundle := h.publish(1, 1)
+	h.ok(h.host("view")...) // create the state directory
+	raw := h.read("fix.splice")
+	b, err := splice.Decode(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(raw), string(b.Module)) + len(b.Module)/2
+	raw[i] ^= 1
+	h.write("tampered.splice", raw)
+	if err := sim.Init(h.c2("other"), sim.Config{Release: "6.1.0-57-cloud-amd64"}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"tampered", h.host("apply", "--keyring", h.path("trusted.asc"), h.path("tampered.splice")), "module does not match the manifest"},
+		{"untrusted", h.host("apply", "--keyring", h.path("keya.pub.asc"), "--threshold", "2", bundle), "trust policy: threshold 2 cannot be met by 1 trusted keys"},
+		{"wrong kernel", []string{"apply", "--keyring", h.path("trusted.asc"), bundle, "--state-dir", h.stateDir, "--kernel", "sim:" + h.c2("other")},
+			"bundle does not target this kernel: cve-2026-0001 version 2 is for kernel 6.1.0-56-cloud-amd64; this host runs 6.1.0-57-cloud-amd64"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.snapshot()
+			code, _, errs := h.run(tc.args...)
+			if code == 0 || !strings.Contains(errs, tc.want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+				t.Fatalf("exit %d, stderr %q, want %q", code, errs, tc.want)
+			}
+			after := h.snapshot()
+			for k, v := range before {
+				if filepath.Base(k) != "lock" && after[k] != v {
+					t.Errorf("%s changed", k)
+				}
+			}
+		})
+	}
+}
+
+func (h *hostCLI) c2(name string) string { return h.path(name) }
+
+func TestNoLivepatchKernel(t *testing.T) {
+	h := newHostCLI(t)
+	bundle := h.publish(1, 1)
+	if err := sim.Init(h.simDir, sim.Config{NoLivepatch: true}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := h.run(h.host("apply", "--keyring", h.path("trusted.asc"), bundle)...)
+	if code != exitError || errs != "splicefleet: this kernel has no livepatch support (no /sys/kernel/livepatch; it needs CONFIG_LIVEPATCH)\n" {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	if _, err := os.Stat(h.stateDir); err != nil {
+		t.Fatal(err)
+	}
+}
