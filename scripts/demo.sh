@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A walk through the publisher's side of splicefleet with a real livepatch
-# module: two signing keys, a bundle, a 2-of-2 trust policy, and a tampered
-# copy that is refused. Run by `make demo`; writes into demo/ (or $DEMO_DIR).
+# A walk through splicefleet with a real livepatch module: two signing keys,
+# a bundle, a 2-of-2 trust policy, a tampered copy that is refused, then
+# apply, view and undo on a simulated kernel (the real kernel comes with the
+# QEMU lab). Run by `make demo`; writes into demo/ (or $DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +44,12 @@ if command -v gpg >/dev/null; then
 	step gpg --batch --verify "$dir/cmdline.sig.asc" "$dir/cmdline.manifest"
 	gpgconf --kill gpg-agent 2>/dev/null || true
 fi
+echo; echo "# the host side, on a SIMULATED kernel (a test double kept in $dir/kernel):"
+host=(--state-dir "$dir/state" --kernel "sim:$dir/kernel")
+step $sf apply "${host[@]}" --keyring "$dir/trusted.asc" --threshold 2 "$dir/cmdline.splice"
+step $sf view "${host[@]}"
+echo; echo "# the tampered copy never reaches the kernel:"
+step $sf apply "${host[@]}" --keyring "$dir/trusted.asc" --threshold 2 "$dir/tampered.splice" || true
+step $sf undo "${host[@]}" cmdline-demo
+step $sf view "${host[@]}"
 echo; echo "demo files are in $dir/"

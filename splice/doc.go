@@ -1,8 +1,23 @@
 // Package splice is splicefleet's update model: the update bundle, its
-// manifest, and (in time) the per-host lifecycle that applies and undoes
-// bundles. It declares the small interfaces it needs from the outside world
-// ([Verifier] here; a kernel later) and imports neither the gossip layer
-// nor the kernel package, so everything in it runs in plain unit tests.
+// manifest, and the per-host lifecycle that applies and undoes bundles. It
+// declares the small interfaces it needs from the outside world ([Verifier],
+// [Kernel], [Inspector]) and imports neither the gossip layer nor the
+// kernel package, so everything in it runs in plain unit tests.
+//
+// # The host lifecycle
+//
+// A [Host] owns one machine's state directory (under an exclusive lock)
+// with a journal of every patch it knows. One method moves a patch between
+// states (applying, applied, reverting, reverted, replaced, failed,
+// not_applicable) along fixed edges, and the journal is written atomically
+// before and after every kernel action. Opening a Host reconciles the
+// journal with the kernel, which is the truth. Apply runs every check
+// (verification, target kernel, stack and version rules) before any state
+// or kernel change, stores the verified bytes content-addressed, and loads
+// the module from that stored file after re-hashing it through the same
+// descriptor. Undo follows Ksplice's stack discipline. A crash-loop marker
+// journaled before each load keeps a patch that took the host down from
+// being re-applied by Boot. docs/host.md tells the whole story.
 //
 // # The bundle file (.splice), format 1.0
 //

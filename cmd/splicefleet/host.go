@@ -100,6 +100,9 @@ before the kernel is touched; a refusal changes nothing.`,
 				fmt.Fprintf(e.stdout, "%s version %d is already applied%s\n", patch0(b), version0(b), k.Note())
 				return nil
 			}
+			if splice.IsReject(err) {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
 			if err != nil {
 				return err
 			}
