@@ -7,6 +7,7 @@ command -v gpg >/dev/null || missing+=(gnupg)
 command -v gpgconf >/dev/null || missing+=(gnupg)
 command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo
 command -v readelf >/dev/null || missing+=(binutils)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
 
