@@ -59,10 +59,18 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 	return h, k, nil
 }
 
-// signalContext is cancelled by SIGINT or SIGTERM, so an interrupted
-// command stops between steps with its journal consistent.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+// withHost runs fn with the host open and its state directory locked.
+// SIGINT and SIGTERM cancel fn's context, so an interrupted command stops
+// between steps with its journal consistent.
+func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host, k *agent.Kernel) error) error {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	h, k, err := f.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return fn(ctx, h, k)
 }
 
 func newApplyCmd(e *env) *cobra.Command {
@@ -88,26 +96,21 @@ before the kernel is touched; a refusal changes nothing.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
-			h, k, err := hf.open(ctx, e)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			patch, err := h.Apply(ctx, b, p)
-			if errors.Is(err, splice.ErrAlreadyApplied) {
-				fmt.Fprintf(e.stdout, "%s version %d is already applied%s\n", patch0(b), version0(b), k.Note())
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+				patch, err := h.Apply(ctx, b, p)
+				if errors.Is(err, splice.ErrAlreadyApplied) {
+					fmt.Fprintf(e.stdout, "%v: nothing to do%s\n", err, k.Note())
+					return nil
+				}
+				if splice.IsReject(err) {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "applied %s version %d (module %s) to %s%s\n", patch.ID, patch.Version, patch.Module, patch.Kernel.Release, k.Note())
 				return nil
-			}
-			if splice.IsReject(err) {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "applied %s version %d (module %s) to %s%s\n", patch.ID, patch.Version, patch.Module, patch.Kernel.Release, k.Note())
-			return nil
+			})
 		},
 	}
 	hf.register(cmd)
@@ -115,22 +118,6 @@ before the kernel is touched; a refusal changes nothing.`,
 	cmd.Flags().IntVar(&threshold, "threshold", 1, "distinct trusted keys that must have signed")
 	cmd.Flags().DurationVar(&hf.healthWindow, "health-window", 0, "keep the crash-loop guard armed this long after the apply")
 	return cmd
-}
-
-// patch0 and version0 name a bundle from its unverified manifest, for
-// messages only.
-func patch0(b *splice.Bundle) string {
-	if m, err := splice.ParseManifest(b.Manifest); err == nil {
-		return m.ID
-	}
-	return "the bundle"
-}
-
-func version0(b *splice.Bundle) uint64 {
-	if m, err := splice.ParseManifest(b.Manifest); err == nil {
-		return m.Version
-	}
-	return 0
 }
 
 func newUndoCmd(e *env) *cobra.Command {
@@ -149,29 +136,24 @@ unwinds the whole stack, newest first.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			h, k, err := hf.open(ctx, e)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			if all {
-				done, err := h.UndoAll(ctx)
-				for _, p := range done {
-					fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+				if all {
+					done, err := h.UndoAll(ctx)
+					for _, p := range done {
+						fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+					}
+					if err == nil && len(done) == 0 {
+						fmt.Fprintln(e.stdout, "nothing to undo")
+					}
+					return err
 				}
-				if err == nil && len(done) == 0 {
-					fmt.Fprintln(e.stdout, "nothing to undo")
+				p, err := h.Undo(ctx, args[0])
+				if err != nil {
+					return err
 				}
-				return err
-			}
-			p, err := h.Undo(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
-			return nil
+				fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+				return nil
+			})
 		},
 	}
 	hf.register(cmd)
@@ -187,24 +169,19 @@ func newViewCmd(e *env) *cobra.Command {
 		Short: "Show this host's patches and what the kernel says of each",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			h, _, err := hf.open(ctx, e)
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			v, err := h.View()
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(e.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
-			}
-			printView(e, v)
-			return nil
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, _ *agent.Kernel) error {
+				v, err := h.View()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(e.stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(v)
+				}
+				printView(e, v)
+				return nil
+			})
 		},
 	}
 	hf.register(cmd)
@@ -282,21 +259,16 @@ that was being applied when the host went down is not retried (the
 crash-loop guard) and is reported as failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			h, k, err := hf.open(ctx, e)
-			if err != nil {
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+				done, err := h.Boot(ctx)
+				for _, p := range done {
+					fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+				}
+				if err == nil && len(done) == 0 {
+					fmt.Fprintln(e.stdout, "nothing to re-apply")
+				}
 				return err
-			}
-			defer h.Close()
-			done, err := h.Boot(ctx)
-			for _, p := range done {
-				fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
-			}
-			if err == nil && len(done) == 0 {
-				fmt.Fprintln(e.stdout, "nothing to re-apply")
-			}
-			return err
+			})
 		},
 	}
 	hf.register(cmd)
