@@ -94,6 +94,11 @@ func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
 // Modules implements splice.Kernel.
 func (a *Kernel) Modules() ([]string, error) {
 	mods, err := a.k.Modules()
+	if errors.Is(err, os.ErrNotExist) {
+		// A kernel built without module support has no /proc/modules (and
+		// no livepatch either; apply says so).
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}

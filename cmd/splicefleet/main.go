@@ -96,7 +96,10 @@ func newRootCmd(e *env) *cobra.Command {
 
 Publishers build a bundle from a livepatch module (create), sign it with one
 or more OpenPGP keys (sign), and anyone can check (verify) and show (inspect)
-it. Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
+it. On a host, apply verifies a bundle and loads it through the kernel's
+livepatch interface; undo, view and boot manage what is applied.
+
+Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
