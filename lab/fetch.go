@@ -552,9 +552,14 @@ func RepoRoot() (string, error) {
 // run runs a program and returns its stdout; the error carries the
 // command and the tail of its stderr.
 func run(ctx context.Context, dir, name string, args ...string) ([]byte, error) {
+	return runEnv(ctx, dir, nil, name, args...)
+}
+
+// runEnv is run with extra environment variables.
+func runEnv(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	cmd.Env = append(append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
