@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -232,4 +233,51 @@ func containsInt(s []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// TestBootDiskAndAppend attaches a raw disk as virtio-blk and adds to
+// the kernel command line.
+func TestBootDiskAndAppend(t *testing.T) {
+	note := scenario(t)
+	k := fetchKernel(t)
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	img := make([]byte, 1<<20)
+	copy(img, "splicefleet-lab-disk")
+	if err := os.WriteFile(disk, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Boot(context.Background(), Guest{
+		Name: "disk", Kernel: k, Log: guestLog(t),
+		Disk: disk, Append: "splicefleet.lab=1", CPUs: 2, Memory: 384,
+		Initramfs: Initramfs{
+			Modules: DiskModules,
+			Script: `mark disk "$(head -c 20 /dev/vda)"
+mark cmdline "$(cat /proc/cmdline)"
+mark cpus "$(grep -c ^processor /proc/cpuinfo)"
+printf written > /dev/vda
+`,
+		},
+	})
+	if res != nil {
+		*note = bootTimes(res)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := res.Marks.Get("disk"); got != "splicefleet-lab-disk" {
+		t.Errorf("disk reads %q", got)
+	}
+	if got, _ := res.Marks.Get("cmdline"); !strings.Contains(got, "splicefleet.lab=1") || !strings.Contains(got, "console=ttyS0") {
+		t.Errorf("cmdline = %q", got)
+	}
+	if got, _ := res.Marks.Get("cpus"); got != "2" {
+		t.Errorf("cpus = %q, want 2", got)
+	}
+	b, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte("written")) {
+		t.Errorf("the guest's write did not reach the image: %q", b[:20])
+	}
 }

@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,5 +61,101 @@ func TestFetch(t *testing.T) {
 	}
 	if diff := cmp.Diff(k, again); diff != "" {
 		t.Errorf("warm Fetch differs (-cold +warm):\n%s", diff)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestFetchRedoesInterruptedUnpack works in a second cache that shares
+// the downloaded packages (hard links): the first Fetch unpacks without
+// downloading; after an "interruption" (no ready marker, a file
+// missing) two concurrent Fetches redo the unpack exactly once; a last
+// Fetch reuses the tree.
+func TestFetchRedoesInterruptedUnpack(t *testing.T) {
+	k := fetchKernel(t)
+	main, err := cacheDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp(main, "test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+	debs, err := filepath.Glob(filepath.Join(main, "debs", "*.deb"))
+	if err != nil || len(debs) < 4 {
+		t.Fatalf("cached debs: %v %v", debs, err)
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "debs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range debs {
+		if err := os.Link(d, filepath.Join(tmp, "debs", filepath.Base(d))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	var log syncBuffer
+	got, err := Fetch(ctx, FetchOptions{CacheDir: tmp, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log.String(), "apt-get download") || !strings.Contains(log.String(), "dpkg -x") {
+		t.Errorf("first Fetch into a cache with the packages:\n%s", log.String())
+	}
+	if got.Root != filepath.Join(tmp, k.ABI, "root") || got.Release != k.Release {
+		t.Errorf("kernel = %+v", got)
+	}
+
+	// Interrupted: the marker is written last, so it is missing.
+	if err := os.Remove(filepath.Join(tmp, k.ABI, "ready")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(got.Vmlinuz); err != nil {
+		t.Fatal(err)
+	}
+	log = syncBuffer{}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = Fetch(ctx, FetchOptions{CacheDir: tmp, Log: &log})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "dpkg -x "+k.ImagePackage); n != 1 {
+		t.Errorf("two concurrent Fetches unpacked the image %d times:\n%s", n, log.String())
+	}
+	if _, err := os.Stat(got.Vmlinuz); err != nil {
+		t.Errorf("not redone: %v", err)
+	}
+
+	log = syncBuffer{}
+	if _, err := Fetch(ctx, FetchOptions{CacheDir: tmp, Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	if log.String() != "" {
+		t.Errorf("a ready cache was not reused:\n%s", log.String())
 	}
 }

@@ -230,7 +230,9 @@ fail() { echo "lab-init: $2"; echo "@@LAB-EXIT $1"; poweroff -f; }
 	}
 	b.WriteString(`cd /lab
 sh -c '. /lab/lib.sh; . /lab/run.sh'
-echo "@@LAB-EXIT $?"
+code=$?
+sync
+echo "@@LAB-EXIT $code"
 poweroff -f
 `)
 	return b.String()

@@ -97,7 +97,7 @@ func TestInitramfsContents(t *testing.T) {
 		"mount -t tmpfs tmpfs /tmp",
 		"--install -s",
 		"ip addr add 10.0.0.1/24 dev eth0",
-		`echo "@@LAB-EXIT $?"`,
+		`echo "@@LAB-EXIT $code"`,
 		"poweroff -f",
 	} {
 		if !strings.Contains(string(init.data), want) {
