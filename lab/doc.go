@@ -14,7 +14,7 @@
 //     is keyed by what was resolved, written under an flock, and marked
 //     ready last, so an interrupted fetch is redone and a second run does
 //     not download anything.
-//   - Initramfs writes a newc cpio archive (gzip, fixed mtimes, so the
+//   - WriteInitramfs writes a newc cpio archive (gzip, fixed mtimes, so the
 //     same inputs give the same bytes) with busybox as the userland, an
 //     /init shell script, /dev/console, the static splicefleet binary
 //     (BuildSplicefleet), kernel modules taken from the fetched kernel, and
