@@ -36,6 +36,10 @@ test: test-deps ## run every test: unit, adversarial, GnuPG interop, race detect
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
+.PHONY: lab
+lab: ## boot real Debian kernels under QEMU with splicefleet inside (installs QEMU as root), print a summary
+	$(GO) test ./lab -v -count=1 -timeout 20m
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 	@set -e; for t in $(FUZZ_TARGETS); do \
