@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,10 @@ import (
 
 type createOptions struct {
 	module      string
+	source      string
+	kernelBuild string
+	moduleName  string
+	strip       bool
 	id          string
 	version     uint64
 	kernel      string
@@ -32,18 +37,35 @@ type createOptions struct {
 func newCreateCmd(e *env) *cobra.Command {
 	var o createOptions
 	cmd := &cobra.Command{
-		Use:   "create --module FILE.ko --id ID --version N -o OUT.splice",
+		Use:   "create (--module FILE.ko | --source DIR --kernel-build DIR) --id ID --version N -o OUT.splice",
 		Short: "Wrap a livepatch module into an unsigned update bundle",
 		Long: `Wrap a livepatch kernel module into an update bundle. The module must be a
 livepatch module (MODULE_INFO(livepatch, "Y")). The target kernel defaults to
 the release in the module's vermagic, and the replaced functions to those the
 module names in its klp_func tables; --function names them when the module
-does not. Sign the result with "splicefleet sign".`,
+does not. Sign the result with "splicefleet sign".
+
+With --source, create builds the module first: it copies DIR (C sources with
+a Kbuild or Makefile for an out-of-tree module) into a temporary folder, runs
+"make -C KERNEL-BUILD M=<copy> -j2 modules" there with make's output on
+stderr, strips the module's debug info (--strip=false keeps it) and wraps
+the one .ko it built (--module-name picks one when it builds several).
+KERNEL-BUILD is the target kernel's build folder, e.g.
+/lib/modules/RELEASE/build or an unpacked linux-headers package. Nothing is
+written into DIR. A failed build exits 2.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return create(e, &o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			return create(ctx, e, &o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.module, "module", "", "livepatch kernel module (.ko)")
+	f.StringVar(&o.source, "source", "", "build the module from this folder of C sources (with a Kbuild or Makefile)")
+	f.StringVar(&o.kernelBuild, "kernel-build", "", "with --source: the target kernel's build folder (what make -C takes)")
+	f.StringVar(&o.moduleName, "module-name", "", "with --source: the module to wrap when the build makes several")
+	f.BoolVar(&o.strip, "strip", true, "with --source: strip debug info from the built module (strip --strip-debug)")
 	f.StringVar(&o.id, "id", "", "patch id, stable across versions (a-z 0-9 . _ -)")
 	f.Uint64Var(&o.version, "version", 0, "patch version; must grow for every new bundle of one id")
 	f.StringVar(&o.kernel, "kernel", "", "target kernel release (default: from the module's vermagic)")
@@ -55,28 +77,55 @@ does not. Sign the result with "splicefleet sign".`,
 	f.StringVar(&o.expires, "expires", "", "refuse the bundle after this time (RFC 3339) or duration from now (e.g. 720h)")
 	f.StringVarP(&o.out, "output", "o", "", "bundle file to write")
 	f.BoolVar(&o.force, "force", false, "overwrite the output file")
-	for _, name := range []string{"module", "id", "version", "output"} {
+	for _, name := range []string{"id", "version", "output"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
+	cmd.MarkFlagsOneRequired("module", "source")
+	cmd.MarkFlagsMutuallyExclusive("module", "source")
+	cmd.MarkFlagsRequiredTogether("source", "kernel-build")
 	return cmd
 }
 
-func create(e *env, o *createOptions) error {
+// create wraps the module given with --module, or builds one from --source
+// first; both paths end in wrapModule.
+func create(ctx context.Context, e *env, o *createOptions) error {
+	if o.source == "" && o.moduleName != "" {
+		return errors.New("--module-name only applies with --source")
+	}
 	if !o.force {
 		if _, err := os.Stat(o.out); err == nil {
 			return fmt.Errorf("%s exists; refusing to overwrite (use --force)", o.out)
 		}
 	}
-	module, err := readFile(o.module, splice.MaxModuleSize)
+	if o.source == "" {
+		module, err := readFile(o.module, splice.MaxModuleSize)
+		if err != nil {
+			return err
+		}
+		return wrapModule(e, o, o.module, module)
+	}
+	built, err := buildModule(ctx, e, buildOptions{
+		source:      o.source,
+		kernelBuild: o.kernelBuild,
+		moduleName:  o.moduleName,
+		strip:       o.strip,
+	})
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(e.stdout, built.summary())
+	return wrapModule(e, o, fmt.Sprintf("%s (built from %s)", built.file, o.source), built.module)
+}
+
+// wrapModule checks a module and writes the bundle for it; label names the
+// module in messages.
+func wrapModule(e *env, o *createOptions, label string, module []byte) error {
 	info, err := kmod.ReadModInfo(module)
 	if err != nil {
-		return &refusal{fmt.Errorf("%s: %w", o.module, err)}
+		return &refusal{fmt.Errorf("%s: %w", label, err)}
 	}
 	if err := info.RequireLivepatch(); err != nil {
-		return &refusal{fmt.Errorf("%s: %w", o.module, err)}
+		return &refusal{fmt.Errorf("%s: %w", label, err)}
 	}
 	now := e.now()
 	m := splice.Manifest{
@@ -108,7 +157,7 @@ func create(e *env, o *createOptions) error {
 		m.Functions = given
 	}
 	if len(m.Functions) == 0 {
-		return fmt.Errorf("%s does not name the functions it replaces; give them with --function", o.module)
+		return fmt.Errorf("%s does not name the functions it replaces; give them with --function", label)
 	}
 	if o.expires != "" {
 		t, err := parseExpiry(o.expires, now)
