@@ -59,11 +59,16 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 	return h, k, nil
 }
 
+// signalContext is cancelled by SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
 // withHost runs fn with the host open and its state directory locked.
 // SIGINT and SIGTERM cancel fn's context, so an interrupted command stops
 // between steps with its journal consistent.
 func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host, k *agent.Kernel) error) error {
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signalContext()
 	defer cancel()
 	h, k, err := f.open(ctx, e)
 	if err != nil {
