@@ -62,6 +62,9 @@ type Host struct {
 	journal *journal
 	log     *slog.Logger
 	paths   struct{ journal, bundles, modules string }
+	// timing of the last load, for the log line that reports the agent's
+	// own overhead beside the kernel's work.
+	timing struct{ load, transition time.Duration }
 }
 
 // OpenHost locks the state directory, loads the journal and reconciles it
@@ -143,6 +146,7 @@ func (h *Host) transition(p *Patch, to State, reason string) error {
 // stores it, and applies it to the kernel. Every refusal happens before
 // any state or kernel change.
 func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error) {
+	start := time.Now()
 	verified, err := Verify(b, v, h.cfg.Now())
 	if err != nil {
 		return nil, err
@@ -172,6 +176,10 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	if err := h.retire(ctx, p, upgrades, info); err != nil {
 		return p, err
 	}
+	total := time.Since(start)
+	h.log.Info("applied", "patch", p.ID, "version", p.Version, "module", p.Module,
+		"total_ms", ms(total), "finit_module_ms", ms(h.timing.load), "transition_ms", ms(h.timing.transition),
+		"agent_ms", ms(total-h.timing.load-h.timing.transition))
 	return p, h.healthWindow(ctx, info)
 }
 
@@ -302,15 +310,18 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 	if err != nil {
 		return h.fail(p, info, err)
 	}
+	t0 := time.Now()
 	err = h.cfg.Kernel.Load(ctx, f, p.Module, p.Replace)
 	f.Close()
 	if err != nil {
 		return h.fail(p, info, fmt.Errorf("load %s: %w", p.Module, err))
 	}
 	h.step("apply:loaded")
+	t1 := time.Now()
 	if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
 		return h.fail(p, info, fmt.Errorf("enable %s: %w", p.Module, err))
 	}
+	h.timing.load, h.timing.transition = t1.Sub(t0), time.Since(t1)
 	h.step("apply:transitioned")
 	if err := h.transition(p, StateApplied, ""); err != nil {
 		return err
@@ -497,6 +508,9 @@ func missing(have, want []string) []string {
 	}
 	return out
 }
+
+// ms is a duration in milliseconds, for log fields.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func orUnknown(s string) string {
 	if s == "" {

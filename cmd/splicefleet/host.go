@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -25,12 +26,16 @@ type hostFlags struct {
 	kernel       string
 	verbose      bool
 	healthWindow time.Duration
+	stall        time.Duration
+	afterSignal  time.Duration
 }
 
 func (f *hostFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", agent.DefaultStateDir, "the host's state directory (journal, lock, stored bundles)")
 	cmd.Flags().StringVar(&f.kernel, "kernel", "linux", `kernel to act on: "linux" (this machine's kernel) or "sim:DIR" (a simulated kernel kept in DIR, for tests and demos)`)
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log every step")
+	cmd.Flags().DurationVar(&f.stall, "transition-timeout", kmod.DefaultTimeouts.Stall, "how long a livepatch transition may run before the tasks blocking it are signalled")
+	cmd.Flags().DurationVar(&f.afterSignal, "signal-timeout", kmod.DefaultTimeouts.AfterSignal, "how long to wait after signalling before the transition is reversed")
 }
 
 // open opens the host, holding its state directory until close.
@@ -44,6 +49,10 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 	if err != nil {
 		return nil, nil, err
 	}
+	if f.stall <= 0 || f.afterSignal <= 0 {
+		return nil, nil, errors.New("--transition-timeout and --signal-timeout must be positive")
+	}
+	k.Timeouts.Stall, k.Timeouts.AfterSignal = f.stall, f.afterSignal
 	h, err := splice.OpenHost(ctx, splice.HostConfig{
 		StateDir:     f.stateDir,
 		Kernel:       k,
