@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -28,11 +29,14 @@ var _ splice.Kernel = (*Kernel)(nil)
 // OpenKernel opens the kernel named by spec: "linux" for this machine's
 // kernel, or "sim:DIR" for a simulated kernel whose state lives in DIR (a
 // test double for tests and demos; everything that prints its state says
-// so).
-func OpenKernel(spec string) (*Kernel, error) {
+// so). The backend logs to logger (nil: nowhere).
+func OpenKernel(spec string, logger *slog.Logger) (*Kernel, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	switch {
 	case spec == "linux":
-		k, err := kmod.NewLinux("/")
+		k, err := kmod.NewLinux("/", kmod.WithLogger(logger))
 		if err != nil {
 			return nil, err
 		}

@@ -70,11 +70,11 @@ func TestAdapterOnKernelWithoutModules(t *testing.T) {
 
 func TestOpenKernel(t *testing.T) {
 	for _, bad := range []string{"", "sim:", "windows", "sim"} {
-		if _, err := OpenKernel(bad); err == nil || !strings.Contains(err.Error(), `want "linux" or "sim:DIR"`) {
+		if _, err := OpenKernel(bad, nil); err == nil || !strings.Contains(err.Error(), `want "linux" or "sim:DIR"`) {
 			t.Errorf("OpenKernel(%q) = %v", bad, err)
 		}
 	}
-	k, err := OpenKernel("sim:" + t.TempDir())
+	k, err := OpenKernel("sim:"+t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

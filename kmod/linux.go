@@ -255,6 +255,10 @@ func (k *Linux) settle(ctx context.Context, name string, t Timeouts) (bool, erro
 		if err := k.write(signal, "1"); err != nil {
 			return false, fmt.Errorf("wait for %s: %w", name, err)
 		}
+	} else {
+		// Linux 5.1 and later have no signal file: the kernel sends the
+		// fake signals itself, every 15 s of a stalled transition.
+		k.log.Warn("transition stalled; the kernel signals blocking tasks itself", "patch", name, "after", t.Stall)
 	}
 	return k.poll(ctx, name, t.AfterSignal, t.Poll)
 }

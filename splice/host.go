@@ -295,11 +295,14 @@ func (h *Host) openModule(p *Patch) (*os.File, error) {
 
 // load journals, marks and loads one patch, and waits for its transition.
 func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
+	if p.State != StateApplied || p.Stack == 0 {
+		// A new place on top of the stack; a re-apply at boot keeps its own.
+		p.Stack = h.journal.NextStack
+		h.journal.NextStack++
+	}
 	if err := h.transition(p, StateApplying, ""); err != nil {
 		return err
 	}
-	p.Stack = h.journal.NextStack
-	h.journal.NextStack++
 	p.Kernel = info
 	h.journal.Pending = &pending{ID: p.ID, Version: p.Version, Module: p.Module, BootID: info.BootID, Started: h.cfg.Now().UTC()}
 	if err := h.save(info); err != nil {

@@ -41,7 +41,7 @@ func newHostEnv(t *testing.T) *hostEnv {
 
 func (e *hostEnv) kernel() *agent.Kernel {
 	e.t.Helper()
-	k, err := agent.OpenKernel("sim:" + e.simDir)
+	k, err := agent.OpenKernel("sim:"+e.simDir, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	k, err := agent.OpenKernel(f.kernel)
+	k, err := agent.OpenKernel(f.kernel, logger)
 	if err != nil {
 		return nil, nil, err
 	}
