@@ -24,7 +24,7 @@ build: ## build bin/splicefleet (static, with version information)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/splicefleet ./cmd/splicefleet
 
 .PHONY: check
-check: ## fast unit tests for the edit loop
+check: ## fast unit tests for the edit loop (no QEMU lab, no kernel header downloads)
 	$(GO) test -short ./...
 
 .PHONY: test-deps
@@ -32,7 +32,7 @@ test-deps: ## install what the tests need (gnupg, a C compiler for -race)
 	@scripts/test-deps.sh
 
 .PHONY: test
-test: test-deps ## run every test: unit, adversarial, GnuPG interop, race detector, short fuzzing
+test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, short fuzzing
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 

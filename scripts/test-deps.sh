@@ -8,6 +8,12 @@ command -v gpgconf >/dev/null || missing+=(gnupg)
 command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo
 command -v readelf >/dev/null || missing+=(binutils)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The QEMU lab: real kernels under emulation, busybox for their initramfs,
+# and kbuild's needs for building livepatch modules.
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v strip >/dev/null || missing+=(binutils)
+[ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
 
