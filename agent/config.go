@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the agent's configuration. A file sets it (strictly: an
+// unknown key is an error), flags override the file, and every field has a
+// documented default (DefaultConfig).
+type Config struct {
+	// NodeName names this host in the cluster (default: the hostname).
+	NodeName string `yaml:"node_name"`
+	// Bind is the gossip address and port (default 0.0.0.0:7946).
+	Bind string `yaml:"bind"`
+	// Advertise is the address peers reach this node at, when it differs
+	// from Bind (NAT, 0.0.0.0 binds).
+	Advertise string `yaml:"advertise"`
+	// Join lists peers to join at start; joining is retried with backoff.
+	Join []string `yaml:"join"`
+	// GossipKeyFile holds the gossip encryption keys, base64, one per
+	// line, the first being the primary (mode 0600). Required unless
+	// UnsafeNoGossipEncryption is set.
+	GossipKeyFile string `yaml:"gossip_key_file"`
+	// UnsafeNoGossipEncryption runs the cluster unencrypted: anyone who can
+	// reach the gossip port can join and forge announcements (bundles are
+	// still verified). For tests only.
+	UnsafeNoGossipEncryption bool `yaml:"unsafe_no_gossip_encryption"`
+	// Keyring is the trusted publishers' public keys (armored or binary).
+	Keyring string `yaml:"keyring"`
+	// Threshold is how many distinct trusted keys must sign (default 1).
+	Threshold int `yaml:"threshold"`
+	// StateDir holds the journal, the store and the lock (default
+	// /var/lib/splicefleet).
+	StateDir string `yaml:"state_dir"`
+	// Kernel is "linux" or "sim:DIR" (default linux).
+	Kernel string `yaml:"kernel"`
+	// ControlSocket is the unix socket of the local control API, mode 0600
+	// (default /run/splicefleet/control.sock).
+	ControlSocket string `yaml:"control_socket"`
+	// HTTP is the TCP address of /healthz, /metrics and the blob service
+	// peers fetch from (default 0.0.0.0:7947).
+	HTTP string `yaml:"http"`
+	// Tags are user tags gossiped with this node (role, ring, ...).
+	Tags map[string]string `yaml:"tags"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `yaml:"log_level"`
+	// AntiEntropy is how often the agent asks a random peer for the
+	// bundles it holds (default 30s).
+	AntiEntropy time.Duration `yaml:"anti_entropy"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:      host,
+		Bind:          "0.0.0.0:7946",
+		Threshold:     1,
+		StateDir:      DefaultStateDir,
+		Kernel:        "linux",
+		ControlSocket: "/run/splicefleet/control.sock",
+		HTTP:          "0.0.0.0:7947",
+		LogLevel:      "info",
+		AntiEntropy:   30 * time.Second,
+	}
+}
+
+// maxConfigSize bounds a configuration file.
+const maxConfigSize = 1 << 20
+
+// LoadConfig reads a YAML configuration over the defaults. Unknown keys,
+// duplicate documents and invalid values are errors that name the key.
+func LoadConfig(r io.Reader) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
+	if err != nil {
+		return cfg, err
+	}
+	if len(data) > maxConfigSize {
+		return cfg, fmt.Errorf("configuration is larger than %d bytes", maxConfigSize)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("configuration: %w", err)
+		}
+		var extra any
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return cfg, errors.New("configuration: more than one YAML document")
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks every field.
+func (c *Config) Validate() error {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if c.NodeName == "" || len(c.NodeName) > 128 || strings.ContainsAny(c.NodeName, " \t\n/") {
+		bad("node_name %q: give a name without spaces or slashes, at most 128 bytes", c.NodeName)
+	}
+	for _, a := range append([]string{c.Bind, c.HTTP}, c.Join...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("address %q: want host:port", a)
+		}
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			bad("advertise %q: want host:port", c.Advertise)
+		}
+	}
+	if c.GossipKeyFile == "" && !c.UnsafeNoGossipEncryption {
+		bad("gossip_key_file is required (generate keys with `splicefleet keys generate`)")
+	}
+	if c.Keyring == "" {
+		bad("keyring is required: the trusted publishers' public keys")
+	}
+	if c.Threshold < 1 {
+		bad("threshold %d must be at least 1", c.Threshold)
+	}
+	if c.StateDir == "" {
+		bad("state_dir is required")
+	}
+	if c.Kernel != "linux" && !(strings.HasPrefix(c.Kernel, "sim:") && len(c.Kernel) > 4) {
+		bad("kernel %q: want linux or sim:DIR", c.Kernel)
+	}
+	if c.ControlSocket == "" {
+		bad("control_socket is required")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.AntiEntropy < time.Second {
+		bad("anti_entropy %s: at least 1s", c.AntiEntropy)
+	}
+	for k := range c.Tags {
+		if strings.HasPrefix(k, "sf.") {
+			bad("tag %q: the sf. prefix is reserved for splicefleet's own tags", k)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// ReadGossipKeys reads base64 AES keys (16, 24 or 32 bytes), one per line;
+// the first is the primary. The file must not be readable by others.
+func ReadGossipKeys(path string) ([][]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for i, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s line %d: not base64: %w", path, i+1, err)
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("%s line %d: a key of %d bytes; want 16, 24 or 32", path, i+1, n)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no keys", path)
+	}
+	return keys, nil
+}

@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cfg, err := LoadConfig(strings.NewReader(`
+node_name: web-1
+bind: 127.0.0.1:7946
+join: [10.0.0.2:7946, 10.0.0.3:7946]
+gossip_key_file: /etc/splicefleet/gossip.keys
+keyring: /etc/splicefleet/trusted.asc
+threshold: 2
+kernel: sim:/tmp/k
+tags: {role: web, ring: canary}
+anti_entropy: 10s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeName != "web-1" || cfg.Threshold != 2 || len(cfg.Join) != 2 || cfg.Tags["ring"] != "canary" ||
+		cfg.AntiEntropy != 10*time.Second || cfg.HTTP != "0.0.0.0:7947" || cfg.StateDir != DefaultStateDir {
+		t.Fatalf("config %+v", cfg)
+	}
+}
+
+func TestLoadConfigRefuses(t *testing.T) {
+	base := "node_name: a\ngossip_key_file: k\nkeyring: r\n"
+	cases := map[string]string{
+		"unknown key":        base + "thresold: 2\n",
+		"bad address":        base + "bind: nowhere\n",
+		"no keyring":         "node_name: a\ngossip_key_file: k\n",
+		"no gossip key":      "node_name: a\nkeyring: r\n",
+		"zero threshold":     base + "threshold: 0\n",
+		"bad kernel":         base + "kernel: windows\n",
+		"bad level":          base + "log_level: loud\n",
+		"reserved tag":       base + "tags: {sf.state: x}\n",
+		"two documents":      base + "---\nnode_name: b\n",
+		"wrong type":         base + "threshold: many\n",
+		"short anti-entropy": base + "anti_entropy: 1ms\n",
+	}
+	for name, text := range cases {
+		if _, err := LoadConfig(strings.NewReader(text)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := LoadConfig(strings.NewReader(base + "thresold: 2\n")); err == nil || !strings.Contains(err.Error(), "thresold") {
+		t.Errorf("unknown key error does not name it: %v", err)
+	}
+}
+
+func TestReadGossipKeys(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "keys")
+	write := func(s string, mode os.FileMode) {
+		if err := os.WriteFile(p, []byte(s), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# primary\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\nAAECAwQFBgcICQoLDA0ODw==\n", 0o600)
+	keys, err := ReadGossipKeys(p)
+	if err != nil || len(keys) != 2 || len(keys[0]) != 32 || len(keys[1]) != 16 {
+		t.Fatalf("keys %v %v", keys, err)
+	}
+	write("AAECAwQFBgcICQoLDA0ODw==\n", 0o644)
+	if _, err := ReadGossipKeys(p); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("world-readable keys: %v", err)
+	}
+	for _, bad := range []string{"", "not base64!\n", "AAEC\n"} {
+		write(bad, 0o600)
+		if _, err := ReadGossipKeys(p); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
