@@ -132,7 +132,7 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		bad("state_dir is required")
 	}
-	if c.Kernel != "linux" && !(strings.HasPrefix(c.Kernel, "sim:") && len(c.Kernel) > 4) {
+	if c.Kernel != "linux" && (!strings.HasPrefix(c.Kernel, "sim:") || len(c.Kernel) == 4) {
 		bad("kernel %q: want linux or sim:DIR", c.Kernel)
 	}
 	if c.ControlSocket == "" {
