@@ -208,7 +208,10 @@ func bootScenario(t *testing.T, note *string, g Guest, script string, extra ...F
 	g.Initramfs.Files = b.guestFiles(extra...)
 	res, err := Boot(context.Background(), g)
 	if res != nil {
-		*note = bootTimes(res)
+		if *note != "" {
+			*note += "; "
+		}
+		*note += bootTimes(res)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +442,6 @@ mark saved "$?"
 	want(t, first, "apply-exit", "0")
 	want(t, first, "applied-cmdline", "splicefleet: cmdline patched")
 	want(t, first, "saved", "0")
-	firstNote := *note
 	second := bootScenario(t, note, Guest{Name: "reboot-2", Disk: disk, Initramfs: Initramfs{Modules: DiskModules}}, `
 tar -xf /dev/vda -C /var/lib
 mark restored "$?"
@@ -448,7 +450,6 @@ try boot sfv boot -v
 state reapplied
 try view sfv view
 `)
-	*note = firstNote + "; " + *note
 	want(t, second, "restored", "0")
 	wantMatch(t, second, "booted-cmdline", stockCmdline.String())
 	want(t, second, "boot-exit", "0")
