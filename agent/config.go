@@ -78,9 +78,20 @@ func DefaultConfig() Config {
 // maxConfigSize bounds a configuration file.
 const maxConfigSize = 1 << 20
 
-// LoadConfig reads a YAML configuration over the defaults. Unknown keys,
-// duplicate documents and invalid values are errors that name the key.
+// LoadConfig reads a YAML configuration over the defaults and validates
+// it. Unknown keys, several documents and invalid values are errors that
+// name the key.
 func LoadConfig(r io.Reader) (Config, error) {
+	cfg, err := DecodeConfig(r)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// DecodeConfig reads a YAML configuration over the defaults without
+// validating it, for callers that apply flags before Validate.
+func DecodeConfig(r io.Reader) (Config, error) {
 	cfg := DefaultConfig()
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
 	if err != nil {
@@ -100,7 +111,7 @@ func LoadConfig(r io.Reader) (Config, error) {
 			return cfg, errors.New("configuration: more than one YAML document")
 		}
 	}
-	return cfg, cfg.Validate()
+	return cfg, nil
 }
 
 // Validate checks every field.
