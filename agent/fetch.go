@@ -41,6 +41,7 @@ const (
 	DefaultNegativeTTL  = 10 * time.Minute
 	maxFetchBackoff     = 30 * time.Second
 	maxErrorBody        = 4 << 10
+	maxNegativeEntries  = 4096 // refused digests remembered at once
 )
 
 // FetcherOptions configures NewFetcher.
@@ -108,7 +109,7 @@ type FetcherStats struct {
 // size the signed manifest states, into a "*.unverified" file renamed once
 // its digest matches. A bundle refused on verification is remembered for
 // NegativeTTL and refused again without any request. Fetches of one digest
-// at once share one download.
+// at once share one download (and its outcome, cancellation included).
 type Fetcher struct {
 	store    *Store
 	verifier splice.Verifier
@@ -225,7 +226,11 @@ func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin s
 	f.inflight[digest] = c
 	f.mu.Unlock()
 
-	c.v, c.err = f.fetch(ctx, digest, peers, origin)
+	if f.store.Has(digest) { // stored by a fetch that just finished
+		c.v, c.err = f.fromStore(digest)
+	} else {
+		c.v, c.err = f.fetch(ctx, digest, peers, origin)
+	}
 	f.mu.Lock()
 	delete(f.inflight, digest)
 	f.mu.Unlock()
@@ -257,9 +262,19 @@ func (f *Fetcher) refuse(digest string, err error) error {
 	f.mu.Lock()
 	f.failures[reason]++
 	f.negative[digest] = negativeEntry{until: now.Add(f.ttl), err: err}
-	for d, e := range f.negative { // keep the cache from growing without bound
-		if !now.Before(e.until) {
-			delete(f.negative, d)
+	if len(f.negative) > maxNegativeEntries {
+		// Bogus announcements must not grow the cache without bound:
+		// drop what has expired, then what expires soonest.
+		soonest := ""
+		for d, e := range f.negative {
+			if !now.Before(e.until) {
+				delete(f.negative, d)
+			} else if soonest == "" || e.until.Before(f.negative[soonest].until) {
+				soonest = d
+			}
+		}
+		if len(f.negative) > maxNegativeEntries {
+			delete(f.negative, soonest)
 		}
 	}
 	f.mu.Unlock()
@@ -293,12 +308,19 @@ func sourceFor(addr string, origin bool) source {
 	return source{base: strings.TrimSuffix(base, "/"), origin: origin}
 }
 
-func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
-	log := f.log.With("digest", digest)
+// sources orders the places to fetch from: the peers shuffled, without
+// duplicates, then the origin (also when it is listed among the peers).
+func (f *Fetcher) sources(peers []string, origin string) []source {
 	order := append([]string(nil), peers...)
 	f.shuffle(order)
 	var sources []source
 	seen := map[string]bool{}
+	var last []source
+	if origin != "" {
+		o := sourceFor(origin, true)
+		seen[o.base] = true
+		last = append(last, o)
+	}
 	for _, p := range order {
 		s := sourceFor(p, false)
 		if p != "" && !seen[s.base] {
@@ -306,12 +328,12 @@ func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, orig
 			sources = append(sources, s)
 		}
 	}
-	if origin != "" {
-		s := sourceFor(origin, true)
-		if !seen[s.base] {
-			sources = append(sources, s)
-		}
-	}
+	return append(sources, last...)
+}
+
+func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
+	log := f.log.With("digest", digest)
+	sources := f.sources(peers, origin)
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("fetch %s: %w: no peers and no origin", digest, ErrUnavailable)
 	}

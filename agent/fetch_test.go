@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -497,4 +499,32 @@ func TestFetchRefusesMalformedWants(t *testing.T) {
 		t.Fatalf("nobody has it: %v", err)
 	}
 	assertNothingStored(t, store)
+}
+
+func TestFetchSourceOrder(t *testing.T) {
+	f := newDistFixture(t)
+	fe, _ := newTestFetcher(t, f, nil)
+	got := fe.sources([]string{"10.0.0.1:7946", "origin:80", "", "http://10.0.0.2:7946/", "10.0.0.1:7946"}, "origin:80")
+	want := []source{{base: "http://10.0.0.1:7946"}, {base: "http://10.0.0.2:7946"}, {base: "http://origin:80", origin: true}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sources %+v, want %+v", got, want)
+	}
+}
+
+func TestFetchNegativeCacheIsBounded(t *testing.T) {
+	f := newDistFixture(t)
+	fe, _ := newTestFetcher(t, f, nil)
+	rej := &splice.RejectError{Reason: splice.ErrSignature, Err: signing.ErrNoSignatures}
+	for i := range maxNegativeEntries + 10 {
+		_ = fe.refuse(fmt.Sprintf("%064x", i), rej)
+	}
+	fe.mu.Lock()
+	n := len(fe.negative)
+	fe.mu.Unlock()
+	if n > maxNegativeEntries {
+		t.Fatalf("%d remembered refusals, limit %d", n, maxNegativeEntries)
+	}
+	if got := fe.Stats().VerificationFailures["signature"]; got != maxNegativeEntries+10 {
+		t.Fatalf("counted %d refusals", got)
+	}
 }
