@@ -58,6 +58,7 @@ func TestBlobServerServesAndCounts(t *testing.T) {
 		t.Fatalf("module: %s, Content-Length %d, %d bytes, want %d", resp.Status, resp.ContentLength, len(body), len(module))
 	}
 
+	srv.Close() // waits for the handlers, which count after writing
 	want := BlobServerStats{HeadsServed: 1, ModulesServed: 1, BytesServed: uint64(headLen + len(module)), ModuleBytesServed: uint64(len(module))}
 	if got := blobs.Stats(); got != want {
 		t.Fatalf("stats %+v, want %+v", got, want)
@@ -100,6 +101,7 @@ func TestBlobServerRefusals(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %s", resp.Status)
 	}
+	srv.Close()
 	st := blobs.Stats()
 	if st.NotFound != 3 || st.BadRequests != 5 || st.BytesServed != 0 || st.HeadsServed != 0 {
 		t.Errorf("stats %+v", st)
@@ -179,6 +181,7 @@ func TestBlobServerBoundsConcurrentUploads(t *testing.T) {
 	if resp, _ := get(t, srv.URL+"/v1/heads/"+digest); resp.StatusCode != http.StatusOK {
 		t.Fatalf("after release: %s", resp.Status)
 	}
+	srv.Close()
 	st := blobs.Stats()
 	if st.Busy != 2 || st.ModulesServed != 2 || st.ModuleBytesServed != uint64(2*len(module)) {
 		t.Fatalf("stats %+v", st)

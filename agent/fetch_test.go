@@ -154,13 +154,14 @@ func TestFetchFromOrigin(t *testing.T) {
 	if !store.Has(v.ManifestDigest) {
 		t.Fatal("not stored")
 	}
+	origin.srv.Close() // waits for its handlers, which count after writing
 	st := fe.Stats()
 	if st.HeadsFetched != 1 || st.ModulesFetched != 1 || st.BytesFetchedFromPeers != 0 ||
 		st.BytesFetchedFromOrigin != origin.blobs.Stats().BytesServed || st.BadPeerResponses != 0 {
 		t.Fatalf("stats %+v, origin %+v", st, origin.blobs.Stats())
 	}
 
-	// Held now: no more requests.
+	// Held now: no more requests (the origin is gone, too).
 	before := origin.requests()
 	if _, err := fe.Fetch(t.Context(), want(v), nil, origin.addr); err != nil {
 		t.Fatal(err)
@@ -182,6 +183,9 @@ func TestFetchPrefersPeersAndSpreadsOverThem(t *testing.T) {
 
 	if _, err := fe.Fetch(t.Context(), want(v), []string{empty.addr, holderA.addr, holderB.addr}, origin.addr); err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []*testPeer{empty, holderA, holderB, origin} {
+		p.srv.Close() // waits for the handlers, which count after writing
 	}
 	if origin.requests() != 0 || origin.blobs.Stats().ModuleBytesServed != 0 {
 		t.Fatalf("origin served %d requests, %+v", origin.requests(), origin.blobs.Stats())
