@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// storedBundle returns a store holding one verified bundle.
+func storedBundle(t testing.TB, f *distFixture, padding int) (*Store, *Head, []byte, string, string) {
+	t.Helper()
+	b := f.bundle(t, "cve-2024-1086", 3, padding, f.trusted)
+	v := f.verified(t, b)
+	s := newTestStore(t)
+	if err := s.Put(v); err != nil {
+		t.Fatal(err)
+	}
+	return s, &Head{Manifest: b.Manifest, Signatures: b.Signatures}, b.Module, v.ManifestDigest, v.Manifest.Module.SHA256
+}
+
+func get(t testing.TB, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+func TestBlobServerServesAndCounts(t *testing.T) {
+	f := newDistFixture(t)
+	store, head, module, digest, sha := storedBundle(t, f, 3000)
+	blobs := NewBlobServer(store, BlobServerOptions{Logger: testLogger(t)})
+	srv := httptest.NewServer(blobs)
+	defer srv.Close()
+
+	resp, body := get(t, srv.URL+"/v1/heads/"+digest)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("head: %s %v", resp.Status, resp.Header)
+	}
+	h, err := DecodeHead(body)
+	if err != nil || !bytes.Equal(h.Manifest, head.Manifest) || len(h.Signatures) != 1 || !bytes.Equal(h.Signatures[0], head.Signatures[0]) {
+		t.Fatalf("head %+v, %v", h, err)
+	}
+	headLen := len(body)
+
+	resp, body = get(t, srv.URL+"/v1/modules/"+sha)
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(module)) || !bytes.Equal(body, module) {
+		t.Fatalf("module: %s, Content-Length %d, %d bytes, want %d", resp.Status, resp.ContentLength, len(body), len(module))
+	}
+
+	srv.Close() // waits for the handlers, which count after writing
+	want := BlobServerStats{HeadsServed: 1, ModulesServed: 1, BytesServed: uint64(headLen + len(module)), ModuleBytesServed: uint64(len(module))}
+	if got := blobs.Stats(); got != want {
+		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+}
+
+func TestBlobServerRefusals(t *testing.T) {
+	f := newDistFixture(t)
+	store, _, _, digest, _ := storedBundle(t, f, 0)
+	blobs := NewBlobServer(store, BlobServerOptions{Logger: testLogger(t)})
+	srv := httptest.NewServer(blobs)
+	defer srv.Close()
+
+	cases := []struct {
+		path string
+		code int
+	}{
+		{"/v1/heads/" + strings.Repeat("0", 64), http.StatusNotFound},
+		{"/v1/modules/" + strings.Repeat("0", 64), http.StatusNotFound},
+		{"/v1/modules/" + digest, http.StatusNotFound}, // a manifest digest is not a module
+		{"/v1/heads/" + strings.ToUpper(digest), http.StatusBadRequest},
+		{"/v1/heads/" + digest[:63], http.StatusBadRequest},
+		{"/v1/heads/" + digest + "0", http.StatusBadRequest},
+		{"/v1/modules/" + strings.Repeat("z", 64), http.StatusBadRequest},
+		{"/v1/modules/..%2f..%2fheads%2f" + digest + ".json", http.StatusBadRequest},
+		{"/v1/heads/", http.StatusNotFound},
+		{"/v1/bundles/" + digest, http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		resp, body := get(t, srv.URL+tc.path)
+		if resp.StatusCode != tc.code {
+			t.Errorf("GET %s: %s (%q), want %d", tc.path, resp.Status, body, tc.code)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/v1/heads/"+digest, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %s", resp.Status)
+	}
+	srv.Close()
+	st := blobs.Stats()
+	if st.NotFound != 3 || st.BadRequests != 5 || st.BytesServed != 0 || st.HeadsServed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// blockingReader holds an upload open: it signals its first Read, then
+// waits for release.
+type blockingReader struct {
+	r       io.Reader
+	started chan struct{}
+	release chan struct{}
+	once    bool
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	if !b.once {
+		b.once = true
+		close(b.started)
+		<-b.release
+	}
+	return b.r.Read(p)
+}
+
+func TestBlobServerBoundsConcurrentUploads(t *testing.T) {
+	f := newDistFixture(t)
+	store, _, module, digest, sha := storedBundle(t, f, 0)
+	blobs := NewBlobServer(store, BlobServerOptions{MaxConcurrentUploads: 2, Logger: testLogger(t)})
+	var readers []*blockingReader
+	started := make(chan *blockingReader, 2)
+	blobs.wrapRd = func(r io.Reader) io.Reader {
+		br := &blockingReader{r: r, started: make(chan struct{}), release: make(chan struct{})}
+		started <- br
+		return br
+	}
+	srv := httptest.NewServer(blobs)
+	defer srv.Close()
+
+	done := make(chan []byte, 2)
+	for range 2 {
+		go func() {
+			resp, err := http.Get(srv.URL + "/v1/modules/" + sha)
+			if err != nil {
+				done <- nil
+				return
+			}
+			defer func() { _ = resp.Body.Close() }()
+			body, _ := io.ReadAll(resp.Body)
+			done <- body
+		}()
+	}
+	for range 2 {
+		br := <-started
+		<-br.started
+		readers = append(readers, br)
+	}
+
+	for _, path := range []string{"/v1/modules/" + sha, "/v1/heads/" + digest} {
+		resp, _ := get(t, srv.URL+path)
+		if resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("GET %s with every slot busy: %s", path, resp.Status)
+		}
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+			t.Errorf("Retry-After %q", resp.Header.Get("Retry-After"))
+		}
+	}
+
+	for _, br := range readers {
+		close(br.release)
+	}
+	for range 2 {
+		if body := <-done; !bytes.Equal(body, module) {
+			t.Fatalf("held upload delivered %d bytes, want %d", len(body), len(module))
+		}
+	}
+	blobs.wrapRd = nil
+	if resp, _ := get(t, srv.URL+"/v1/heads/"+digest); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after release: %s", resp.Status)
+	}
+	srv.Close()
+	st := blobs.Stats()
+	if st.Busy != 2 || st.ModulesServed != 2 || st.ModuleBytesServed != uint64(2*len(module)) {
+		t.Fatalf("stats %+v", st)
+	}
+}

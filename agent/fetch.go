@@ -1,0 +1,627 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// Errors of a fetch that are not refusals of the bundle itself.
+var (
+	// ErrUnavailable: no source served good bytes within the retries.
+	ErrUnavailable = errors.New("bundle unavailable")
+	// ErrBadPeer: a source served bytes that are not what was asked for
+	// (wrong digest, too large, malformed). It is skipped for the rest of
+	// the fetch and counted.
+	ErrBadPeer = errors.New("bad peer response")
+)
+
+// Defaults for FetcherOptions.
+const (
+	DefaultFetchRetries = 2
+	DefaultFetchBackoff = 250 * time.Millisecond
+	DefaultNegativeTTL  = 10 * time.Minute
+	maxFetchBackoff     = 30 * time.Second
+	maxErrorBody        = 4 << 10
+	maxNegativeEntries  = 4096 // refused digests remembered at once
+)
+
+// FetcherOptions configures NewFetcher.
+type FetcherOptions struct {
+	Store    *Store          // required: where verified bundles go
+	Verifier splice.Verifier // required: the trust policy
+	// Now is the clock for manifest expiry and the negative cache.
+	// Default time.Now.
+	Now func() time.Time
+	// Client makes the requests. Default: DefaultFetchClient().
+	Client *http.Client
+	// Retries is how many more rounds over all sources follow a first
+	// round that found nothing; negative means none. Default
+	// DefaultFetchRetries.
+	Retries int
+	// Backoff is the pause before the second round; it doubles each round
+	// (at most 30s). Default DefaultFetchBackoff.
+	Backoff time.Duration
+	// NegativeTTL is how long a bundle refused on verification is
+	// remembered and refused again without any network I/O. Default
+	// DefaultNegativeTTL.
+	NegativeTTL time.Duration
+	Logger      *slog.Logger // default: none
+}
+
+// DefaultFetchClient is the HTTP client a Fetcher uses by default: bounded
+// connection and header waits, and an overall bound on one request.
+func DefaultFetchClient() *http.Client {
+	return &http.Client{
+		Timeout: 2 * time.Minute,
+		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Want names the bundle to fetch, as an announcement gives it.
+type Want struct {
+	ManifestDigest string
+	// Size is the announced total size, a hint only: the signed manifest
+	// decides how many module bytes are read.
+	Size int64
+}
+
+// FetcherStats counts what a Fetcher did.
+type FetcherStats struct {
+	HeadsFetched           uint64
+	ModulesFetched         uint64
+	BytesFetchedFromPeers  uint64
+	BytesFetchedFromOrigin uint64
+	BadPeerResponses       uint64
+	NegativeCacheHits      uint64
+	// VerificationFailures by splice.Reason label ("signature", ...).
+	VerificationFailures map[string]uint64
+}
+
+// Fetcher downloads bundles from peers and an origin, verifying as it goes:
+// the head (manifest and signatures) first, checked against the wanted
+// digest and the trust policy; only then the module, read at most to the
+// size the signed manifest states, into a "*.unverified" file renamed once
+// its digest matches. A bundle refused on verification is remembered for
+// NegativeTTL and refused again without any request. Fetches of one digest
+// at once share one download (and its outcome, cancellation included).
+type Fetcher struct {
+	store    *Store
+	verifier splice.Verifier
+	now      func() time.Time
+	client   *http.Client
+	retries  int
+	backoff  time.Duration
+	ttl      time.Duration
+	log      *slog.Logger
+	shuffle  func([]string) // tests fix the order
+
+	mu       sync.Mutex
+	negative map[string]negativeEntry
+	inflight map[string]*fetchCall
+	failures map[string]uint64
+
+	stats struct {
+		heads, modules, peerBytes, originBytes, badPeer, negHits atomic.Uint64
+	}
+}
+
+type negativeEntry struct {
+	until time.Time
+	err   error // the *splice.RejectError
+}
+
+type fetchCall struct {
+	done chan struct{}
+	v    *splice.Verified
+	err  error
+}
+
+// NewFetcher makes a Fetcher. Store and Verifier are required.
+func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
+	if opts.Store == nil || opts.Verifier == nil {
+		return nil, errors.New("new fetcher: a store and a verifier are required")
+	}
+	f := &Fetcher{
+		store: opts.Store, verifier: opts.Verifier, now: opts.Now, client: opts.Client,
+		retries: opts.Retries, backoff: opts.Backoff, ttl: opts.NegativeTTL, log: opts.Logger,
+		shuffle:  func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
+		negative: map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if f.client == nil {
+		f.client = DefaultFetchClient()
+	}
+	switch {
+	case f.retries == 0:
+		f.retries = DefaultFetchRetries
+	case f.retries < 0:
+		f.retries = 0
+	}
+	if f.backoff <= 0 {
+		f.backoff = DefaultFetchBackoff
+	}
+	if f.ttl <= 0 {
+		f.ttl = DefaultNegativeTTL
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	return f, nil
+}
+
+// Stats returns the counters so far.
+func (f *Fetcher) Stats() FetcherStats {
+	f.mu.Lock()
+	failures := maps.Clone(f.failures)
+	f.mu.Unlock()
+	return FetcherStats{
+		HeadsFetched:           f.stats.heads.Load(),
+		ModulesFetched:         f.stats.modules.Load(),
+		BytesFetchedFromPeers:  f.stats.peerBytes.Load(),
+		BytesFetchedFromOrigin: f.stats.originBytes.Load(),
+		BadPeerResponses:       f.stats.badPeer.Load(),
+		NegativeCacheHits:      f.stats.negHits.Load(),
+		VerificationFailures:   failures,
+	}
+}
+
+// Fetch returns the verified bundle want names: from the store when held,
+// otherwise downloaded from peers ("host:port" or a base URL), in random
+// order, with origin last, and stored. A refusal of the bundle is an error
+// wrapping a *splice.RejectError; no source having it is ErrUnavailable.
+func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
+	digest := want.ManifestDigest
+	if err := checkDigest(digest); err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	if want.Size < 0 || want.Size > splice.MaxBundleSize {
+		return nil, fmt.Errorf("fetch %s: announced size %d is out of range", digest, want.Size)
+	}
+	if err := f.remembered(digest); err != nil {
+		return nil, err
+	}
+	if f.store.Has(digest) {
+		return f.fromStore(digest)
+	}
+
+	f.mu.Lock()
+	if c, ok := f.inflight[digest]; ok {
+		f.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.v, c.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("fetch %s: %w", digest, ctx.Err())
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	f.inflight[digest] = c
+	f.mu.Unlock()
+
+	if f.store.Has(digest) { // stored by a fetch that just finished
+		c.v, c.err = f.fromStore(digest)
+	} else {
+		c.v, c.err = f.fetch(ctx, digest, peers, origin)
+	}
+	f.mu.Lock()
+	delete(f.inflight, digest)
+	f.mu.Unlock()
+	close(c.done)
+	return c.v, c.err
+}
+
+// remembered returns the remembered refusal of digest, if still current.
+func (f *Fetcher) remembered(digest string) error {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.negative[digest]
+	if !ok {
+		return nil
+	}
+	if !now.Before(e.until) {
+		delete(f.negative, digest)
+		return nil
+	}
+	f.stats.negHits.Add(1)
+	return fmt.Errorf("fetch %s: refused earlier, not retried until %s: %w", digest, e.until.UTC().Format(time.RFC3339), e.err)
+}
+
+// refuse counts and remembers a verification failure.
+func (f *Fetcher) refuse(digest string, err error) error {
+	reason := splice.Reason(err)
+	now := f.now()
+	f.mu.Lock()
+	f.failures[reason]++
+	f.negative[digest] = negativeEntry{until: now.Add(f.ttl), err: err}
+	if len(f.negative) > maxNegativeEntries {
+		// Bogus announcements must not grow the cache without bound:
+		// drop what has expired, then what expires soonest.
+		soonest := ""
+		for d, e := range f.negative {
+			if !now.Before(e.until) {
+				delete(f.negative, d)
+			} else if soonest == "" || e.until.Before(f.negative[soonest].until) {
+				soonest = d
+			}
+		}
+		if len(f.negative) > maxNegativeEntries {
+			delete(f.negative, soonest)
+		}
+	}
+	f.mu.Unlock()
+	f.log.Warn("bundle refused", "digest", digest, "reason", reason, "err", err)
+	return fmt.Errorf("fetch %s: %w", digest, err)
+}
+
+func (f *Fetcher) fromStore(digest string) (*splice.Verified, error) {
+	b, err := f.store.Bundle(digest)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", digest, err)
+	}
+	v, err := splice.Verify(b, f.verifier, f.now())
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: stored bundle: %w", digest, err)
+	}
+	return v, nil
+}
+
+// source is one place to fetch from.
+type source struct {
+	base   string // URL without trailing slash
+	origin bool
+}
+
+func sourceFor(addr string, origin bool) source {
+	base := addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return source{base: strings.TrimSuffix(base, "/"), origin: origin}
+}
+
+// sources orders the places to fetch from: the peers shuffled, without
+// duplicates, then the origin (also when it is listed among the peers).
+func (f *Fetcher) sources(peers []string, origin string) []source {
+	order := append([]string(nil), peers...)
+	f.shuffle(order)
+	var sources []source
+	seen := map[string]bool{}
+	var last []source
+	if origin != "" {
+		o := sourceFor(origin, true)
+		seen[o.base] = true
+		last = append(last, o)
+	}
+	for _, p := range order {
+		s := sourceFor(p, false)
+		if p != "" && !seen[s.base] {
+			seen[s.base] = true
+			sources = append(sources, s)
+		}
+	}
+	return append(sources, last...)
+}
+
+func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
+	log := f.log.With("digest", digest)
+	sources := f.sources(peers, origin)
+	if len(sources) == 0 {
+		return nil, fmt.Errorf("fetch %s: %w: no peers and no origin", digest, ErrUnavailable)
+	}
+	bad := map[string]bool{}
+
+	// 1. The head: manifest and signatures, checked against the digest.
+	var head *Head
+	var headFrom source
+	err := f.rounds(ctx, sources, bad, log, "head", func(ctx context.Context, s source) error {
+		h, err := f.getHead(ctx, s, digest)
+		if err == nil {
+			head, headFrom = h, s
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: head: %w", digest, err)
+	}
+	f.stats.heads.Add(1)
+
+	// 2. Verify it before anything else is downloaded.
+	m, err := f.verifyHead(head)
+	if err != nil {
+		return nil, f.refuse(digest, err)
+	}
+	log = log.With("id", m.ID, "version", m.Version)
+
+	// 3. The module, preferably from sources other than the head's.
+	module, err := f.storedModule(m)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", digest, err)
+	}
+	if module == nil {
+		// Peers other than the head's first, then the head's, the origin last.
+		rank := func(s source) int {
+			switch {
+			case s.origin:
+				return 2
+			case s == headFrom:
+				return 1
+			}
+			return 0
+		}
+		spread := slices.Clone(sources)
+		slices.SortStableFunc(spread, func(a, b source) int { return rank(a) - rank(b) })
+		err = f.rounds(ctx, spread, bad, log, "module", func(ctx context.Context, s source) error {
+			b, err := f.getModule(ctx, s, m.Module.SHA256, m.Module.Size)
+			if err == nil {
+				module = b
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("fetch %s: module: %w", digest, err)
+		}
+		f.stats.modules.Add(1)
+	}
+
+	// 4. The whole bundle once more, then store it.
+	b := &splice.Bundle{Major: splice.FormatMajor, Minor: splice.FormatMinor,
+		Manifest: head.Manifest, Module: module, Signatures: head.Signatures}
+	v, err := splice.Verify(b, f.verifier, f.now())
+	if err != nil {
+		return nil, f.refuse(digest, err)
+	}
+	if err := f.store.Put(v); err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", digest, err)
+	}
+	log.Info("bundle fetched and verified", "module_bytes", len(module))
+	return v, nil
+}
+
+// verifyHead runs the checks of the bundle's reading order that need no
+// module: signatures over the raw manifest, then the manifest, its expiry.
+func (f *Fetcher) verifyHead(h *Head) (*splice.Manifest, error) {
+	if _, err := f.verifier.Verify(h.Manifest, h.Signatures); err != nil {
+		return nil, &splice.RejectError{Reason: splice.ErrSignature, Err: err}
+	}
+	m, err := splice.ParseManifest(h.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if now := f.now(); m.Expires != nil && now.After(*m.Expires) {
+		return nil, &splice.RejectError{Reason: splice.ErrExpired,
+			Err: fmt.Errorf("%s version %d expired at %s", m.ID, m.Version, m.Expires.UTC().Format(time.RFC3339))}
+	}
+	return m, nil
+}
+
+// storedModule returns the module when the store already holds it (another
+// bundle with the same module, or a fetch interrupted after the rename).
+func (f *Fetcher) storedModule(m *splice.Manifest) ([]byte, error) {
+	file, size, err := f.store.OpenModule(m.Module.SHA256)
+	if errors.Is(err, ErrNotStored) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	if size != m.Module.Size {
+		return nil, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(file, size+1))
+	if err != nil || int64(len(data)) != size || splice.Digest(data) != m.Module.SHA256 {
+		return nil, nil // fetch it again; the download replaces the file
+	}
+	return data, nil
+}
+
+// rounds tries each source in order until one succeeds, for 1+retries
+// rounds with exponential backoff between them. A source that served bad
+// bytes is marked in bad and skipped from then on.
+func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]bool, log *slog.Logger, what string, try func(context.Context, source) error) error {
+	last := map[string]error{} // each source's latest failure
+	for round := 0; round <= f.retries; round++ {
+		if round > 0 {
+			wait := min(f.backoff<<(round-1), maxFetchBackoff)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		tried := 0
+		for _, s := range sources {
+			if bad[s.base] {
+				continue
+			}
+			tried++
+			err := try(ctx, s)
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			last[s.base] = err
+			if errors.Is(err, ErrBadPeer) {
+				bad[s.base] = true
+				f.stats.badPeer.Add(1)
+				log.Warn("skipping a source that served bad bytes", "what", what, "source", s.base, "err", err)
+			} else {
+				log.Debug("source did not serve", "what", what, "source", s.base, "err", err)
+			}
+		}
+		if tried == 0 {
+			break
+		}
+	}
+	var errs []error
+	for _, s := range sources {
+		if err := last[s.base]; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("%w: no source left to try", ErrUnavailable)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+// get issues one GET and returns the response when its status is 200.
+func (f *Fetcher) get(ctx context.Context, s source, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadPeer, err)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		f.count(s, n)
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("%s: %s", s.base, resp.Status)
+	}
+	return resp, nil
+}
+
+func (f *Fetcher) count(s source, n int64) {
+	if n <= 0 {
+		return
+	}
+	if s.origin {
+		f.stats.originBytes.Add(uint64(n))
+	} else {
+		f.stats.peerBytes.Add(uint64(n))
+	}
+}
+
+func (f *Fetcher) getHead(ctx context.Context, s source, digest string) (*Head, error) {
+	resp, err := f.get(ctx, s, headsPath+digest)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.ContentLength > MaxHeadSize {
+		return nil, fmt.Errorf("%w: %s: head of %d bytes, limit %d", ErrBadPeer, s.base, resp.ContentLength, MaxHeadSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxHeadSize+1))
+	f.count(s, int64(len(data)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: read head: %w", s.base, err)
+	}
+	if len(data) > MaxHeadSize {
+		return nil, fmt.Errorf("%w: %s: head longer than %d bytes", ErrBadPeer, s.base, MaxHeadSize)
+	}
+	h, err := DecodeHead(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadPeer, s.base, err)
+	}
+	if got := splice.Digest(h.Manifest); got != digest {
+		return nil, fmt.Errorf("%w: %s: manifest sha256 %s, asked for %s", ErrBadPeer, s.base, got, digest)
+	}
+	return h, nil
+}
+
+// getModule downloads a module of exactly size bytes into a
+// "*.unverified" file while hashing it, and renames it into the store
+// once the digest matches. It returns the bytes.
+func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int64) ([]byte, error) {
+	resp, err := f.get(ctx, s, modulesPath+sha)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.ContentLength >= 0 && resp.ContentLength != size {
+		return nil, fmt.Errorf("%w: %s: module of %d bytes, manifest says %d", ErrBadPeer, s.base, resp.ContentLength, size)
+	}
+	tmp, err := f.store.createUnverified(sha)
+	if err != nil {
+		return nil, fmt.Errorf("create download file: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	hash := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, hash, buf), io.LimitReader(resp.Body, size+1))
+	f.count(s, n)
+	switch {
+	case n > size:
+		return nil, fmt.Errorf("%w: %s: module longer than the %d bytes the manifest says", ErrBadPeer, s.base, size)
+	case err != nil:
+		return nil, fmt.Errorf("%s: read module: %w", s.base, err)
+	case n < size:
+		return nil, fmt.Errorf("%w: %s: module of %d bytes, manifest says %d", ErrBadPeer, s.base, n, size)
+	}
+	if got := hex.EncodeToString(hash.Sum(nil)); got != sha {
+		return nil, fmt.Errorf("%w: %s: module sha256 %s, manifest says %s", ErrBadPeer, s.base, got, sha)
+	}
+	keep = true
+	if err := f.store.commitModule(tmp, sha); err != nil {
+		return nil, fmt.Errorf("store module %s: %w", sha, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// createUnverified opens a new "*.unverified" file for a module download.
+func (s *Store) createUnverified(sha string) (*os.File, error) {
+	return os.CreateTemp(s.modules, sha+".*"+unverifiedSuffix)
+}
+
+// commitModule syncs and closes a downloaded module file whose digest has
+// matched sha and renames it into place. On failure the file is removed.
+func (s *Store) commitModule(f *os.File, sha string) (err error) {
+	defer func() {
+		if err != nil {
+			f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), s.modulePath(sha)); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(s.modules)
+}
