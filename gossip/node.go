@@ -210,6 +210,13 @@ func (n *Node) Addr() string {
 	return net.JoinHostPort(n.ml.BindAddr, strconv.Itoa(n.ml.BindPort))
 }
 
+// AdvertisedAddr returns the host:port other members dial to reach this
+// node: Config.AdvertiseAddr/Port, or the bound address, or, when bound to
+// 0.0.0.0, the address memberlist chose to advertise.
+func (n *Node) AdvertisedAddr() string {
+	return n.serf.Memberlist().LocalNode().Address()
+}
+
 // Join contacts the given members (host:port) until at least one answers,
 // retrying with exponential backoff and jitter until ctx ends. It returns
 // how many were contacted. Recent user events the peers still buffer are

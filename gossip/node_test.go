@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,7 +22,10 @@ func TestClusterJoinAnnounceLeave(t *testing.T) {
 		return cfg
 	})
 
-	for _, n := range nodes {
+	for i, n := range nodes {
+		if n.AdvertisedAddr() != n.Addr() || nodes[0].Members()[i].Addr != n.Addr() {
+			t.Errorf("%s: bound %s, advertised %s, listed at %s", n.LocalName(), n.Addr(), n.AdvertisedAddr(), nodes[0].Members()[i].Addr)
+		}
 		ms := n.Members()
 		if len(ms) != 5 {
 			t.Fatalf("%s lists %d members, want 5", n.LocalName(), len(ms))
@@ -88,18 +92,23 @@ func TestOutsiderCannotJoin(t *testing.T) {
 	// Holding the right key as a secondary does not help: outgoing gossip
 	// uses the primary.
 	secondary := testConfig(t, "secondary", testKey(t), key)
-	for _, cfg := range []Config{wrongKey, noKey, secondary} {
-		out, _ := startNode(t, cfg)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		n, err := out.Join(ctx, []string{nodes[0].Addr(), nodes[1].Addr()})
-		cancel()
-		if err == nil || !errors.Is(err, context.DeadlineExceeded) || n != 0 {
-			t.Errorf("%s joined %d nodes, err %v; want 0 and a deadline error", cfg.NodeName, n, err)
+	t.Run("outsiders", func(t *testing.T) {
+		for _, cfg := range []Config{wrongKey, noKey, secondary} {
+			t.Run(cfg.NodeName, func(t *testing.T) {
+				t.Parallel()
+				out, _ := startNode(t, cfg)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				n, err := out.Join(ctx, []string{nodes[0].Addr(), nodes[1].Addr()})
+				if err == nil || !errors.Is(err, context.DeadlineExceeded) || n != 0 {
+					t.Errorf("%s joined %d nodes, err %v; want 0 and a deadline error", cfg.NodeName, n, err)
+				}
+				if got := len(out.Members()); got != 1 {
+					t.Errorf("%s lists %d members, want only itself", cfg.NodeName, got)
+				}
+			})
 		}
-		if got := len(out.Members()); got != 1 {
-			t.Errorf("%s lists %d members, want only itself", cfg.NodeName, got)
-		}
-	}
+	})
 	for _, n := range nodes {
 		for _, m := range n.Members() {
 			if !strings.HasPrefix(m.Name, "enc-") {
@@ -214,6 +223,9 @@ func TestBadAnnouncementsCountedNotDelivered(t *testing.T) {
 			st := n.Stats()
 			if st.BadAnnouncements != 2 || st.UnknownProtocol != 2 || st.AnnouncementsReceived != 1 || st.OtherUserEvents != 1 {
 				return fmt.Errorf("%s stats %+v", n.LocalName(), st)
+			}
+			if len(recs[i].announcements()) == 0 {
+				return fmt.Errorf("%s: the good announcement is counted but not yet read", n.LocalName())
 			}
 			return nil
 		})
@@ -356,7 +368,24 @@ func TestSnapshotRejoin(t *testing.T) {
 	if err := first.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
+	_, port, err := net.SplitHostPort(first.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BindPort, _ = strconv.Atoi(port)
 	cfg.Logger = testLogger(t)
 	restarted, _ := startNode(t, cfg) // no Join: serf rejoins from the snapshot
 	waitMembers(t, append(nodes, restarted), 3)
+	eventually(t, "peers see the restarted node", func() error {
+		for _, n := range nodes {
+			got := n.Members()[2]
+			if got.Name != "snap-r" || got.Addr != restarted.Addr() || got.Status != "alive" {
+				return fmt.Errorf("%s sees %+v", n.LocalName(), got)
+			}
+		}
+		return nil
+	})
+	if len(restarted.Members()) != 3 {
+		t.Errorf("restarted node lists %v", restarted.Members())
+	}
 }
