@@ -58,7 +58,9 @@ type Config struct {
 	EventBuffer int
 	// SnapshotPath, if set, is where serf keeps its snapshot of members
 	// and clocks, so a restarted node rejoins its peers on its own and
-	// does not replay events it has already delivered.
+	// does not replay events it has already delivered. After a graceful
+	// Leave the snapshot records it and the node does not rejoin on its
+	// own at the next start; Join it explicitly.
 	SnapshotPath string
 	// Logger receives serf's and memberlist's logs; nil discards them.
 	Logger *slog.Logger

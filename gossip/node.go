@@ -303,7 +303,8 @@ func (n *Node) SetTags(tags map[string]string) error {
 
 // Announce gossips a as a user event. Delivery is best effort: serf
 // retransmits a bounded number of times and buffers a bounded number of
-// recent events, so callers need anti-entropy for what must arrive.
+// recent events, so callers need anti-entropy for what must arrive. The
+// announcing node receives its own announcement on Events as well.
 func (n *Node) Announce(a Announcement) error {
 	payload, err := EncodeAnnouncement(a)
 	if err != nil {
@@ -446,9 +447,10 @@ func runHandler(h func([]byte) ([]byte, error), payload []byte) (resp []byte, er
 }
 
 // Query asks every member (this node included) and collects answers until
-// timeout (Config.QueryTimeout when timeout is 0) or until ctx ends, in
-// which case it returns the answers so far with ctx's error. Answers are
-// sorted by member name.
+// timeout (Config.QueryTimeout when timeout is 0) has passed, even when
+// everyone answered earlier, since serf does not know how many answers to
+// expect. If ctx ends first, it returns the answers so far with ctx's
+// error. Answers are sorted by member name.
 func (n *Node) Query(ctx context.Context, name string, payload []byte, timeout time.Duration) ([]QueryResponse, error) {
 	if strings.HasPrefix(name, serf.InternalQueryPrefix) {
 		return nil, fmt.Errorf("query %s: names starting with %q are serf's", name, serf.InternalQueryPrefix)
