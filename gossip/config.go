@@ -1,0 +1,189 @@
+package gossip
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/memberlist"
+)
+
+// Defaults applied by Start to zero fields of Config.
+const (
+	DefaultBindAddr     = "0.0.0.0"
+	DefaultBindPort     = 7946
+	DefaultQueryTimeout = 2 * time.Second
+	DefaultEventBuffer  = 1024
+	// MaxTagsSize is serf's limit on a node's encoded tags (memberlist's
+	// node metadata limit).
+	MaxTagsSize = memberlist.MetaMaxSize
+)
+
+// ErrTagsTooLarge reports tags whose encoding exceeds MaxTagsSize.
+var ErrTagsTooLarge = errors.New("tags too large")
+
+// Config configures a Node. Only NodeName and either Keys or
+// UnsafeNoEncryption are required; Start fills the rest with defaults.
+type Config struct {
+	// NodeName must be unique in the cluster.
+	NodeName string
+	// BindAddr and BindPort are where gossip listens (TCP and UDP).
+	// Defaults 0.0.0.0:7946; port 0 picks a free port (see Node.Addr).
+	BindAddr string
+	BindPort int
+	// AdvertiseAddr and AdvertisePort are what other members dial; empty
+	// and zero mean the bound address.
+	AdvertiseAddr string
+	AdvertisePort int
+	// Keys are the gossip encryption keys (AES, 16, 24 or 32 bytes);
+	// Keys[0] is the primary key that encrypts outgoing traffic, all
+	// keys decrypt. A node without a matching key cannot join.
+	Keys [][]byte
+	// UnsafeNoEncryption allows an empty Keys: gossip then travels in
+	// clear text and anyone who can reach the port can join.
+	UnsafeNoEncryption bool
+	// Tags are the node's metadata, at most MaxTagsSize bytes encoded.
+	Tags map[string]string
+	// Tuning sets the gossip and failure-detection timers; the zero
+	// value means DefaultTuning().
+	Tuning Tuning
+	// QueryTimeout is how long queries, including keyring operations,
+	// stay open; default DefaultQueryTimeout.
+	QueryTimeout time.Duration
+	// EventBuffer bounds the channel returned by Node.Events; events
+	// that do not fit are dropped and counted. Default DefaultEventBuffer.
+	EventBuffer int
+	// SnapshotPath, if set, is where serf keeps its snapshot of members
+	// and clocks, so a restarted node rejoins its peers on its own and
+	// does not replay events it has already delivered. After a graceful
+	// Leave the snapshot records it and the node does not rejoin on its
+	// own at the next start; Join it explicitly.
+	SnapshotPath string
+	// Logger receives serf's and memberlist's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Tuning holds the timers of the gossip layer.
+type Tuning struct {
+	GossipInterval      time.Duration
+	GossipNodes         int
+	ProbeInterval       time.Duration
+	ProbeTimeout        time.Duration
+	PushPullInterval    time.Duration
+	SuspicionMult       int
+	RetransmitMult      int
+	TCPTimeout          time.Duration
+	ReapInterval        time.Duration
+	ReconnectInterval   time.Duration
+	LeavePropagateDelay time.Duration
+	BroadcastTimeout    time.Duration
+}
+
+// DefaultTuning returns memberlist's LAN timers, suited to a data centre.
+func DefaultTuning() Tuning {
+	lan := memberlist.DefaultLANConfig()
+	return Tuning{
+		GossipInterval:      lan.GossipInterval,
+		GossipNodes:         lan.GossipNodes,
+		ProbeInterval:       lan.ProbeInterval,
+		ProbeTimeout:        lan.ProbeTimeout,
+		PushPullInterval:    lan.PushPullInterval,
+		SuspicionMult:       lan.SuspicionMult,
+		RetransmitMult:      lan.RetransmitMult,
+		TCPTimeout:          lan.TCPTimeout,
+		ReapInterval:        15 * time.Second,
+		ReconnectInterval:   30 * time.Second,
+		LeavePropagateDelay: time.Second,
+		BroadcastTimeout:    5 * time.Second,
+	}
+}
+
+// FastTuning returns shrunken timers for clusters on loopback in tests:
+// gossip every 30 ms, probes every 200 ms, full state sync every second.
+func FastTuning() Tuning {
+	return Tuning{
+		GossipInterval:      30 * time.Millisecond,
+		GossipNodes:         4,
+		ProbeInterval:       200 * time.Millisecond,
+		ProbeTimeout:        100 * time.Millisecond,
+		PushPullInterval:    time.Second,
+		SuspicionMult:       3,
+		RetransmitMult:      4,
+		TCPTimeout:          time.Second,
+		ReapInterval:        time.Second,
+		ReconnectInterval:   time.Second,
+		LeavePropagateDelay: 100 * time.Millisecond,
+		BroadcastTimeout:    2 * time.Second,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.BindPort == 0 && c.BindAddr == DefaultBindAddr {
+		c.BindPort = DefaultBindPort
+	}
+	if c.Tuning == (Tuning{}) {
+		c.Tuning = DefaultTuning()
+	}
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = DefaultQueryTimeout
+	}
+	if c.EventBuffer == 0 {
+		c.EventBuffer = DefaultEventBuffer
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.NodeName == "" {
+		return errors.New("node name is empty")
+	}
+	if len(c.Keys) == 0 && !c.UnsafeNoEncryption {
+		return errors.New("no gossip encryption keys (set UnsafeNoEncryption to run without)")
+	}
+	for i, k := range c.Keys {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return fmt.Errorf("key %d: %w", i, err)
+		}
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 || c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
+		return errors.New("port out of range")
+	}
+	if c.QueryTimeout < 0 || c.EventBuffer < 0 {
+		return errors.New("negative query timeout or event buffer")
+	}
+	t := c.Tuning
+	if t.GossipInterval <= 0 || t.ProbeInterval <= 0 || t.ProbeTimeout <= 0 || t.PushPullInterval <= 0 ||
+		t.TCPTimeout <= 0 || t.GossipNodes <= 0 || t.SuspicionMult <= 0 || t.RetransmitMult <= 0 {
+		return errors.New("tuning: every timer and multiplier must be positive")
+	}
+	return CheckTags(c.Tags)
+}
+
+// TagsSize returns the size of tags as serf encodes them (a magic byte and
+// a msgpack map).
+func TagsSize(tags map[string]string) int {
+	var buf bytes.Buffer
+	buf.WriteByte(0)
+	if err := codec.NewEncoder(&buf, &codec.MsgpackHandle{}).Encode(tags); err != nil {
+		return 1 << 30 // a map of strings always encodes; treat failure as too large
+	}
+	return buf.Len()
+}
+
+// CheckTags returns an error wrapping ErrTagsTooLarge, naming the size, if
+// tags do not fit serf's MaxTagsSize.
+func CheckTags(tags map[string]string) error {
+	if n := TagsSize(tags); n > MaxTagsSize {
+		return fmt.Errorf("tags encode to %d bytes, serf's limit is %d: %w", n, MaxTagsSize, ErrTagsTooLarge)
+	}
+	return nil
+}

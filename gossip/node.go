@@ -1,0 +1,503 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+)
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// Event kinds. Serf's reap events (a failed or left member forgotten) are
+// not forwarded.
+const (
+	MemberJoin EventKind = iota + 1
+	MemberLeave
+	MemberFailed
+	MemberUpdate
+	Announce
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case MemberJoin:
+		return "member-join"
+	case MemberLeave:
+		return "member-leave"
+	case MemberFailed:
+		return "member-failed"
+	case MemberUpdate:
+		return "member-update"
+	case Announce:
+		return "announce"
+	}
+	return "event-kind-" + strconv.Itoa(int(k))
+}
+
+// Event is one thing the gossip layer observed. Member is set for member
+// kinds, Announcement for Announce. From names the member a member event
+// is about; serf user events do not carry their sender, so From is empty
+// for announcements.
+type Event struct {
+	Kind         EventKind
+	Member       *Member
+	Announcement *Announcement
+	From         string
+}
+
+// Member is a snapshot of one cluster member.
+type Member struct {
+	Name string
+	// Addr is the member's gossip address, host:port.
+	Addr string
+	// Status is "alive", "leaving", "left" or "failed".
+	Status string
+	Tags   map[string]string
+}
+
+// QueryResponse is one member's answer to a query.
+type QueryResponse struct {
+	From    string
+	Payload []byte
+}
+
+// Stats are the node's counters since Start.
+type Stats struct {
+	// EventsReceived counts events serf handed to the node.
+	EventsReceived uint64
+	// AnnouncementsReceived counts valid announcements delivered or dropped.
+	AnnouncementsReceived uint64
+	// BadAnnouncements counts announcements that failed to decode.
+	BadAnnouncements uint64
+	// UnknownProtocol counts announcements of a protocol version this
+	// build does not speak.
+	UnknownProtocol uint64
+	// OtherUserEvents counts user events with a name other than
+	// AnnounceEvent; they are ignored.
+	OtherUserEvents uint64
+	// EventsDropped counts events lost because the Events channel was full.
+	EventsDropped uint64
+	// QueriesAnswered, QueryErrors and QueriesDropped count incoming
+	// queries answered, refused by their handler (or failing to send),
+	// and dropped because too many handlers were running.
+	QueriesAnswered uint64
+	QueryErrors     uint64
+	QueriesDropped  uint64
+	// QueueDepth is the number of events waiting in the Events channel.
+	QueueDepth int
+	// Members counts the known members by status.
+	Members map[string]int
+}
+
+// maxQueryHandlers bounds concurrently running query handlers.
+const maxQueryHandlers = 16
+
+// Node is one member of the gossip cluster.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	serf *serf.Serf
+	ml   *memberlist.Config
+
+	serfCh   chan serf.Event
+	out      chan Event
+	pumpDone chan struct{}
+	querySem chan struct{}
+
+	mu       sync.RWMutex
+	handlers map[string]func([]byte) ([]byte, error)
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+
+	eventsReceived, announcements, badAnnouncements, unknownProtocol atomic.Uint64
+	otherUserEvents, eventsDropped                                   atomic.Uint64
+	queriesAnswered, queryErrors, queriesDropped                     atomic.Uint64
+}
+
+// Start creates the node, binds its ports and starts gossiping. It does not
+// contact anyone; call Join (or rely on SnapshotPath to rejoin).
+func Start(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("gossip config: %w", err)
+	}
+	n := &Node{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", cfg.NodeName),
+		serfCh:   make(chan serf.Event, 256),
+		out:      make(chan Event, cfg.EventBuffer),
+		pumpDone: make(chan struct{}),
+		querySem: make(chan struct{}, maxQueryHandlers),
+		handlers: map[string]func([]byte) ([]byte, error){},
+	}
+
+	t := cfg.Tuning
+	ml := memberlist.DefaultLANConfig()
+	ml.BindAddr, ml.BindPort = cfg.BindAddr, cfg.BindPort
+	ml.AdvertiseAddr, ml.AdvertisePort = cfg.AdvertiseAddr, cfg.AdvertisePort
+	ml.GossipInterval, ml.GossipNodes = t.GossipInterval, t.GossipNodes
+	ml.ProbeInterval, ml.ProbeTimeout = t.ProbeInterval, t.ProbeTimeout
+	ml.PushPullInterval, ml.TCPTimeout = t.PushPullInterval, t.TCPTimeout
+	ml.SuspicionMult, ml.RetransmitMult = t.SuspicionMult, t.RetransmitMult
+	ml.GossipToTheDeadTime = t.PushPullInterval
+	ml.Logger = newStdLogger(n.log, "memberlist")
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		ml.Keyring = kr
+		ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
+	}
+
+	sc := serf.DefaultConfig()
+	sc.NodeName = cfg.NodeName
+	sc.Tags = maps.Clone(cfg.Tags)
+	sc.EventCh = n.serfCh
+	sc.MemberlistConfig = ml
+	sc.LogOutput = nil
+	sc.Logger = newStdLogger(n.log, "serf")
+	sc.SnapshotPath = cfg.SnapshotPath
+	if t.ReapInterval > 0 {
+		sc.ReapInterval = t.ReapInterval
+	}
+	if t.ReconnectInterval > 0 {
+		sc.ReconnectInterval = t.ReconnectInterval
+	}
+	if t.LeavePropagateDelay > 0 {
+		sc.LeavePropagateDelay = t.LeavePropagateDelay
+	}
+	if t.BroadcastTimeout > 0 {
+		sc.BroadcastTimeout = t.BroadcastTimeout
+	}
+	// Serf's own queries (the keyring operations) take their timeout from
+	// GossipInterval * QueryTimeoutMult * ceil(log10(N+1)), which shrinks
+	// to nothing with fast gossip. Pick the multiplier so that it equals
+	// QueryTimeout in clusters of up to nine nodes (twice that up to 99).
+	sc.QueryTimeoutMult = max(1, int((cfg.QueryTimeout+t.GossipInterval-1)/t.GossipInterval))
+
+	s, err := serf.Create(sc)
+	if err != nil {
+		return nil, fmt.Errorf("start serf: %w", err)
+	}
+	n.serf, n.ml = s, ml
+	go n.pump()
+	n.log.Info("gossip started", "addr", n.Addr(), "encrypted", s.EncryptionEnabled())
+	return n, nil
+}
+
+// LocalName returns the node's name.
+func (n *Node) LocalName() string { return n.cfg.NodeName }
+
+// Addr returns the host:port the node's gossip listeners are bound to,
+// with the port memberlist picked when Config.BindPort was 0.
+func (n *Node) Addr() string {
+	return net.JoinHostPort(n.ml.BindAddr, strconv.Itoa(n.ml.BindPort))
+}
+
+// AdvertisedAddr returns the host:port other members dial to reach this
+// node: Config.AdvertiseAddr/Port, or the bound address, or, when bound to
+// 0.0.0.0, the address memberlist chose to advertise.
+func (n *Node) AdvertisedAddr() string {
+	return n.serf.Memberlist().LocalNode().Address()
+}
+
+// Join contacts the given members (host:port) until at least one answers,
+// retrying with exponential backoff and jitter until ctx ends. It returns
+// how many were contacted. Recent user events the peers still buffer are
+// delivered to the joiner; announcements are idempotent, so this only
+// helps a late joiner catch up.
+func (n *Node) Join(ctx context.Context, addrs []string) (int, error) {
+	if len(addrs) == 0 {
+		return 0, errors.New("join: no addresses")
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		joined, err := n.serf.Join(addrs, false)
+		if joined > 0 {
+			if err != nil {
+				n.log.Debug("join: some peers failed", "joined", joined, "err", err)
+			}
+			return joined, nil
+		}
+		n.log.Debug("join attempt failed", "attempt", attempt, "err", err)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("join %s after %d attempts: %w (last error: %v)", strings.Join(addrs, ","), attempt, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Leave tells the cluster the node is leaving and waits for the message to
+// spread (Tuning.LeavePropagateDelay). Call Shutdown afterwards.
+func (n *Node) Leave() error {
+	if err := n.serf.Leave(); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the node without telling the cluster (peers will mark it
+// failed unless Leave ran first) and closes the Events channel. It is safe
+// to call more than once.
+func (n *Node) Shutdown() error {
+	n.shutdownOnce.Do(func() {
+		if err := n.serf.Shutdown(); err != nil {
+			n.shutdownErr = fmt.Errorf("shutdown: %w", err)
+		}
+		<-n.pumpDone
+	})
+	return n.shutdownErr
+}
+
+// Members returns the members this node knows, sorted by name, including
+// itself and those that failed or left and are not yet reaped.
+func (n *Node) Members() []Member {
+	sm := n.serf.Members()
+	out := make([]Member, 0, len(sm))
+	for _, m := range sm {
+		out = append(out, toMember(m))
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func toMember(m serf.Member) Member {
+	return Member{
+		Name:   m.Name,
+		Addr:   net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+		Status: m.Status.String(),
+		Tags:   maps.Clone(m.Tags),
+	}
+}
+
+// SetTags replaces the node's tags and gossips them. Tags over
+// MaxTagsSize are refused with an error wrapping ErrTagsTooLarge.
+func (n *Node) SetTags(tags map[string]string) error {
+	if err := CheckTags(tags); err != nil {
+		return fmt.Errorf("set tags: %w", err)
+	}
+	if err := n.serf.SetTags(maps.Clone(tags)); err != nil {
+		return fmt.Errorf("set tags: %w", err)
+	}
+	return nil
+}
+
+// Announce gossips a as a user event. Delivery is best effort: serf
+// retransmits a bounded number of times and buffers a bounded number of
+// recent events, so callers need anti-entropy for what must arrive. The
+// announcing node receives its own announcement on Events as well.
+func (n *Node) Announce(a Announcement) error {
+	payload, err := EncodeAnnouncement(a)
+	if err != nil {
+		return err
+	}
+	return n.userEvent(AnnounceEvent, payload)
+}
+
+func (n *Node) userEvent(name string, payload []byte) error {
+	if err := n.serf.UserEvent(name, payload, false); err != nil {
+		return fmt.Errorf("user event %s: %w", name, err)
+	}
+	return nil
+}
+
+// Events returns the channel of member events and announcements. It is
+// buffered (Config.EventBuffer); when it is full, new events are dropped
+// and counted in Stats.EventsDropped, so a slow reader never stalls serf.
+// It is closed by Shutdown.
+func (n *Node) Events() <-chan Event { return n.out }
+
+// pump turns serf events into the package's own and never blocks on the
+// consumer.
+func (n *Node) pump() {
+	defer close(n.pumpDone)
+	defer close(n.out)
+	for {
+		select {
+		case e := <-n.serfCh:
+			n.handle(e)
+		case <-n.serf.ShutdownCh():
+			return
+		}
+	}
+}
+
+func (n *Node) handle(e serf.Event) {
+	n.eventsReceived.Add(1)
+	switch e := e.(type) {
+	case serf.MemberEvent:
+		var kind EventKind
+		switch e.Type {
+		case serf.EventMemberJoin:
+			kind = MemberJoin
+		case serf.EventMemberLeave:
+			kind = MemberLeave
+		case serf.EventMemberFailed:
+			kind = MemberFailed
+		case serf.EventMemberUpdate:
+			kind = MemberUpdate
+		default:
+			return
+		}
+		for _, sm := range e.Members {
+			m := toMember(sm)
+			n.emit(Event{Kind: kind, Member: &m, From: m.Name})
+		}
+	case serf.UserEvent:
+		if e.Name != AnnounceEvent {
+			n.otherUserEvents.Add(1)
+			return
+		}
+		a, err := DecodeAnnouncement(e.Payload)
+		switch {
+		case errors.Is(err, ErrUnknownProtocol):
+			n.unknownProtocol.Add(1)
+			n.log.Debug("ignored announcement", "err", err)
+			return
+		case err != nil:
+			n.badAnnouncements.Add(1)
+			n.log.Warn("bad announcement", "err", err)
+			return
+		}
+		n.announcements.Add(1)
+		n.emit(Event{Kind: Announce, Announcement: &a})
+	case *serf.Query:
+		n.dispatchQuery(e)
+	}
+}
+
+func (n *Node) emit(ev Event) {
+	select {
+	case n.out <- ev:
+	default:
+		n.eventsDropped.Add(1)
+	}
+}
+
+// HandleQuery registers h to answer queries called name; a nil h removes
+// the handler. A handler runs in its own goroutine (at most 16 at once;
+// queries beyond that are dropped and counted) and gets a copy of the
+// payload. An error means "no answer". An answer must fit serf's response
+// limit (1024 bytes, encoding included) or it is not sent.
+func (n *Node) HandleQuery(name string, h func(payload []byte) ([]byte, error)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h == nil {
+		delete(n.handlers, name)
+		return
+	}
+	n.handlers[name] = h
+}
+
+func (n *Node) dispatchQuery(q *serf.Query) {
+	n.mu.RLock()
+	h := n.handlers[q.Name]
+	n.mu.RUnlock()
+	if h == nil {
+		return
+	}
+	select {
+	case n.querySem <- struct{}{}:
+	default:
+		n.queriesDropped.Add(1)
+		return
+	}
+	payload := slices.Clone(q.Payload)
+	go func() {
+		defer func() { <-n.querySem }()
+		resp, err := runHandler(h, payload)
+		if err == nil {
+			err = q.Respond(resp)
+		}
+		if err != nil {
+			n.queryErrors.Add(1)
+			n.log.Debug("query not answered", "query", q.Name, "from", q.SourceNode(), "err", err)
+			return
+		}
+		n.queriesAnswered.Add(1)
+	}()
+}
+
+func runHandler(h func([]byte) ([]byte, error), payload []byte) (resp []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("query handler panicked: %v", r)
+		}
+	}()
+	return h(payload)
+}
+
+// Query asks every member (this node included) and collects answers until
+// timeout (Config.QueryTimeout when timeout is 0) has passed, even when
+// everyone answered earlier, since serf does not know how many answers to
+// expect. If ctx ends first, it returns the answers so far with ctx's
+// error. Answers are sorted by member name.
+func (n *Node) Query(ctx context.Context, name string, payload []byte, timeout time.Duration) ([]QueryResponse, error) {
+	if strings.HasPrefix(name, serf.InternalQueryPrefix) {
+		return nil, fmt.Errorf("query %s: names starting with %q are serf's", name, serf.InternalQueryPrefix)
+	}
+	if timeout <= 0 {
+		timeout = n.cfg.QueryTimeout
+	}
+	qr, err := n.serf.Query(name, payload, &serf.QueryParam{Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", name, err)
+	}
+	var out []QueryResponse
+	sorted := func() []QueryResponse {
+		slices.SortFunc(out, func(a, b QueryResponse) int { return strings.Compare(a.From, b.From) })
+		return out
+	}
+	for {
+		select {
+		case r, ok := <-qr.ResponseCh():
+			if !ok {
+				return sorted(), nil
+			}
+			out = append(out, QueryResponse{From: r.From, Payload: r.Payload})
+		case <-ctx.Done():
+			qr.Close()
+			return sorted(), fmt.Errorf("query %s: %w", name, ctx.Err())
+		}
+	}
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	st := Stats{
+		EventsReceived:        n.eventsReceived.Load(),
+		AnnouncementsReceived: n.announcements.Load(),
+		BadAnnouncements:      n.badAnnouncements.Load(),
+		UnknownProtocol:       n.unknownProtocol.Load(),
+		OtherUserEvents:       n.otherUserEvents.Load(),
+		EventsDropped:         n.eventsDropped.Load(),
+		QueriesAnswered:       n.queriesAnswered.Load(),
+		QueryErrors:           n.queryErrors.Load(),
+		QueriesDropped:        n.queriesDropped.Load(),
+		QueueDepth:            len(n.out),
+		Members:               map[string]int{},
+	}
+	for _, m := range n.serf.Members() {
+		st.Members[m.Status.String()]++
+	}
+	return st
+}
