@@ -116,6 +116,11 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newUndoCmd(e),
 		newViewCmd(e),
 		newBootCmd(e),
+		newAgentCmd(e),
+		newPublishCmd(e),
+		newMembersCmd(e),
+		newFleetCmd(e),
+		newKeysCmd(e),
 		newVersionCmd(e),
 	)
 	return root

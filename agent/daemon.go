@@ -1,0 +1,475 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// Tags the agent sets on its gossip member, beside the user's tags. They
+// are short because serf allows 512 bytes of tags in all.
+const (
+	TagKernel  = "sf.kr"   // kernel release
+	TagBuildID = "sf.bid"  // first 16 hex digits of the kernel build id
+	TagArch    = "sf.arch" // uname -m
+	TagVersion = "sf.v"    // agent version
+	TagHTTP    = "sf.http" // host:port of the blob service and index
+	TagHeld    = "sf.held" // bundles held, verified
+)
+
+// Options are what New needs beyond the Config.
+type Options struct {
+	Config Config
+	// Version is the agent's version, gossiped in its tags.
+	Version string
+	Logger  *slog.Logger
+	// Tuning sets gossip timers (zero: serf's LAN defaults); tests shrink
+	// them.
+	Tuning gossip.Tuning
+	// GossipKeys overrides Config.GossipKeyFile.
+	GossipKeys [][]byte
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Agent is splicefleet's daemon on one host: a gossip member that hears
+// announcements, fetches bundles from its peers, verifies and stores them,
+// serves them on, and answers the local control API.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	version string
+	now     func() time.Time
+	level   *slog.LevelVar
+
+	policy  atomic.Pointer[signing.Policy]
+	kernel  *Kernel
+	store   *Store
+	fetcher *Fetcher
+	blobs   *BlobServer
+	node    *gossip.Node
+
+	httpLn, ctlLn net.Listener
+	httpSrv       *http.Server
+	ctlSrv        *http.Server
+
+	mu       sync.Mutex
+	userTags map[string]string
+	inflight map[string]bool
+	sem      chan struct{}
+	wg       sync.WaitGroup
+
+	stats struct {
+		announcementsSeen, fetched, fetchFailed, published, antiEntropyRuns atomic.Uint64
+	}
+}
+
+// policyVerifier lets a reload swap the trust policy under the fetcher.
+type policyVerifier struct{ a *Agent }
+
+func (p policyVerifier) Verify(message []byte, signatures [][]byte) ([]string, error) {
+	return p.a.policy.Load().Verify(message, signatures)
+}
+
+// New sets the agent up: trust policy, kernel, store, listeners and the
+// gossip member (not yet joined). Run starts it.
+func New(opts Options) (*Agent, error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
+		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.version == "" {
+		a.version = "dev"
+	}
+	a.log = opts.Logger
+	if a.log == nil {
+		a.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: a.level}))
+	}
+	a.log = a.log.With("node", cfg.NodeName)
+	_ = a.level.UnmarshalText([]byte(cfg.LogLevel))
+	p, err := loadPolicy(cfg, a.now)
+	if err != nil {
+		return nil, err
+	}
+	a.policy.Store(p)
+	if a.kernel, err = OpenKernel(cfg.Kernel, a.log); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+		return nil, err
+	}
+	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log}); err != nil {
+		return nil, err
+	}
+	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log})
+
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
+	}
+	if a.ctlLn, err = listenControl(cfg.ControlSocket); err != nil {
+		a.httpLn.Close()
+		return nil, err
+	}
+	keys := opts.GossipKeys
+	if keys == nil && !cfg.UnsafeNoGossipEncryption {
+		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
+			a.closeListeners()
+			return nil, err
+		}
+	}
+	host, port, _ := net.SplitHostPort(cfg.Bind)
+	portN, _ := strconv.Atoi(port)
+	gcfg := gossip.Config{NodeName: cfg.NodeName, BindAddr: host, BindPort: portN, Keys: keys,
+		UnsafeNoEncryption: cfg.UnsafeNoGossipEncryption, Tuning: opts.Tuning, Logger: a.log.With("component", "gossip"),
+		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot")}
+	if cfg.Advertise != "" {
+		ah, ap, _ := net.SplitHostPort(cfg.Advertise)
+		gcfg.AdvertiseAddr = ah
+		gcfg.AdvertisePort, _ = strconv.Atoi(ap)
+	}
+	tags, err := a.tags()
+	if err != nil {
+		a.closeListeners()
+		return nil, err
+	}
+	gcfg.Tags = tags
+	if a.node, err = gossip.Start(gcfg); err != nil {
+		a.closeListeners()
+		return nil, err
+	}
+	return a, nil
+}
+
+func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
+	raw, err := readLimited(cfg.Keyring, signing.MaxKeyringSize)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	kr, err := signing.ReadKeyring(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Keyring, err)
+	}
+	return signing.NewPolicy(kr, cfg.Threshold, signing.WithClock(now))
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
+// listenControl opens the control socket: root-only, in a folder only
+// its owner can enter.
+func listenControl(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(path) // a socket left by a process that died
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func (a *Agent) closeListeners() {
+	if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+	if a.ctlLn != nil {
+		a.ctlLn.Close()
+	}
+}
+
+// HTTPAddr is where the blob service, index and health check listen.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// GossipAddr is where the gossip member listens.
+func (a *Agent) GossipAddr() string { return a.node.Addr() }
+
+// Name is the node's name.
+func (a *Agent) Name() string { return a.cfg.NodeName }
+
+// tags builds the node's gossip tags: the user's, then splicefleet's.
+func (a *Agent) tags() (map[string]string, error) {
+	t := map[string]string{}
+	a.mu.Lock()
+	for k, v := range a.userTags {
+		t[k] = v
+	}
+	a.mu.Unlock()
+	if info, err := a.kernel.Info(); err == nil {
+		t[TagKernel], t[TagArch] = info.Release, info.Arch
+		t[TagBuildID] = info.BuildID[:min(16, len(info.BuildID))]
+	}
+	t[TagVersion] = a.version
+	t[TagHTTP] = a.advertisedHTTP()
+	entries, _ := a.store.List()
+	t[TagHeld] = strconv.Itoa(len(entries))
+	return t, gossip.CheckTags(t)
+}
+
+// advertisedHTTP is the blob service address peers should dial.
+func (a *Agent) advertisedHTTP() string {
+	host, port, _ := net.SplitHostPort(a.httpLn.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if a.cfg.Advertise != "" {
+			host, _, _ = net.SplitHostPort(a.cfg.Advertise)
+		} else if h, _, err := net.SplitHostPort(a.cfg.Bind); err == nil && h != "0.0.0.0" && h != "" {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (a *Agent) refreshTags() {
+	t, err := a.tags()
+	if err == nil {
+		err = a.node.SetTags(t)
+	}
+	if err != nil {
+		a.log.Warn("update gossip tags", "err", err)
+	}
+}
+
+// Run serves, joins the cluster and handles events until ctx ends, then
+// leaves the cluster gracefully.
+func (a *Agent) Run(ctx context.Context) error {
+	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = a.httpSrv.Serve(a.httpLn) }()
+	go func() { _ = a.ctlSrv.Serve(a.ctlLn) }()
+	if len(a.cfg.Join) > 0 {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			n, err := a.node.Join(ctx, a.cfg.Join)
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("join", "err", err)
+			} else if err == nil {
+				a.log.Info("joined", "contacted", n)
+			}
+		}()
+	}
+	tick := time.NewTicker(a.cfg.AntiEntropy)
+	defer tick.Stop()
+	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
+	for {
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case ev, ok := <-a.node.Events():
+			if !ok {
+				return a.shutdown()
+			}
+			if ev.Kind == gossip.Announce && ev.Announcement != nil {
+				a.stats.announcementsSeen.Add(1)
+				a.fetchAsync(ctx, *ev.Announcement)
+			}
+		case <-tick.C:
+			a.antiEntropy(ctx)
+		}
+	}
+}
+
+func (a *Agent) shutdown() error {
+	a.log.Info("leaving the cluster")
+	err := a.node.Leave()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.httpSrv.Shutdown(sctx)
+	_ = a.ctlSrv.Shutdown(sctx)
+	a.wg.Wait()
+	return errors.Join(err, a.node.Shutdown())
+}
+
+// peers lists the blob services of the other alive members, shuffled.
+func (a *Agent) peers() []string {
+	var out []string
+	for _, m := range a.node.Members() {
+		if m.Name == a.cfg.NodeName || m.Status != "alive" || m.Tags[TagHTTP] == "" {
+			continue
+		}
+		out = append(out, m.Tags[TagHTTP])
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// fetchAsync fetches an announced bundle unless it is held or already
+// being fetched; at most a few fetches run at once.
+func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
+	if a.store.Has(ann.ManifestDigest) {
+		return
+	}
+	a.mu.Lock()
+	if a.inflight[ann.ManifestDigest] {
+		a.mu.Unlock()
+		return
+	}
+	a.inflight[ann.ManifestDigest] = true
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.inflight, ann.ManifestDigest)
+			a.mu.Unlock()
+		}()
+		select {
+		case a.sem <- struct{}{}:
+			defer func() { <-a.sem }()
+		case <-ctx.Done():
+			return
+		}
+		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == ann.Origin })
+		v, err := a.fetcher.Fetch(ctx, Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}, peers, ann.Origin)
+		if err != nil {
+			a.stats.fetchFailed.Add(1)
+			a.log.Warn("fetch bundle", "id", ann.ID, "version", ann.Version, "digest", ann.ManifestDigest[:12], "err", err)
+			return
+		}
+		a.stats.fetched.Add(1)
+		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers))
+		a.refreshTags()
+	}()
+}
+
+// IndexEntry is one bundle in a peer's index, as anti-entropy reads it.
+type IndexEntry struct {
+	ID             string `json:"id"`
+	Version        uint64 `json:"version"`
+	ManifestDigest string `json:"manifest_digest"`
+	Size           int64  `json:"size"`
+}
+
+const maxIndexEntries = 4096
+
+// antiEntropy asks one random peer what it holds and fetches what is
+// missing here: serf does not guarantee delivery, so a late joiner, a
+// restarted agent or a healed partition learns every bundle this way.
+func (a *Agent) antiEntropy(ctx context.Context) {
+	peers := a.peers()
+	if len(peers) == 0 {
+		return
+	}
+	a.stats.antiEntropyRuns.Add(1)
+	peer := peers[0]
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+peer+"/v1/index", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.log.Debug("anti-entropy", "peer", peer, "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return
+	}
+	var idx []IndexEntry
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&idx); err != nil || len(idx) > maxIndexEntries {
+		a.log.Warn("anti-entropy: bad index", "peer", peer, "err", err)
+		return
+	}
+	for _, e := range idx {
+		if !ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
+			continue
+		}
+		a.fetchAsync(ctx, gossip.Announcement{ID: e.ID, Version: e.Version, ManifestDigest: e.ManifestDigest, Size: e.Size, Origin: peer})
+	}
+}
+
+// Publish verifies a bundle, stores it and announces it to the cluster.
+func (a *Agent) Publish(raw []byte) (*splice.Verified, error) {
+	b, err := splice.Decode(strings.NewReader(string(raw)))
+	if err != nil {
+		return nil, err
+	}
+	v, err := splice.Verify(b, a.policy.Load(), a.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.store.Put(v); err != nil {
+		return nil, err
+	}
+	a.stats.published.Add(1)
+	ann := gossip.Announcement{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest,
+		Size: int64(len(raw)), Origin: a.advertisedHTTP()}
+	if err := a.node.Announce(ann); err != nil {
+		return v, fmt.Errorf("announce: %w", err)
+	}
+	a.refreshTags()
+	a.log.Info("published", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12])
+	return v, nil
+}
+
+// Reload applies what may change while running: log level, user tags and
+// the trust policy.
+func (a *Agent) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	p, err := loadPolicy(cfg, a.now)
+	if err != nil {
+		return err
+	}
+	a.policy.Store(p)
+	_ = a.level.UnmarshalText([]byte(cfg.LogLevel))
+	a.mu.Lock()
+	a.userTags = cfg.Tags
+	a.mu.Unlock()
+	a.refreshTags()
+	a.log.Info("reloaded", "threshold", cfg.Threshold, "keys", p.Keyring().Len())
+	return nil
+}
+
+// Holdings lists the verified bundles this agent holds.
+func (a *Agent) Holdings() ([]Entry, error) { return a.store.List() }
+
+// Members lists the cluster as this agent sees it.
+func (a *Agent) Members() []gossip.Member { return a.node.Members() }

@@ -1,0 +1,206 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// httpHandler serves the TCP listener: the health check, the index and
+// the read-only, content-addressed blob service peers fetch from.
+func (a *Agent) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /v1/index", func(w http.ResponseWriter, r *http.Request) {
+		entries, err := a.store.List()
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusInternalServerError)
+			return
+		}
+		idx := make([]IndexEntry, 0, len(entries))
+		for _, e := range entries {
+			idx = append(idx, IndexEntry{ID: e.ID, Version: e.Version, ManifestDigest: e.Digest, Size: e.Size})
+		}
+		writeJSON(w, http.StatusOK, idx)
+	})
+	mux.Handle("/v1/heads/", a.blobs)
+	mux.Handle("/v1/modules/", a.blobs)
+	return mux
+}
+
+// PublishResult is the control API's answer to a publish.
+type PublishResult struct {
+	ID             string `json:"id"`
+	Version        uint64 `json:"version"`
+	ManifestDigest string `json:"manifest_digest"`
+}
+
+// APIError is the control API's error body.
+type APIError struct {
+	Error  string `json:"error"`
+	Reason string `json:"reason,omitempty"` // set when the bundle was refused
+}
+
+// MemberStatus is one host in the fleet view.
+type MemberStatus struct {
+	Name    string            `json:"name"`
+	Addr    string            `json:"addr"`
+	Status  string            `json:"status"`
+	Kernel  string            `json:"kernel,omitempty"`
+	Arch    string            `json:"arch,omitempty"`
+	BuildID string            `json:"build_id,omitempty"`
+	Version string            `json:"agent_version,omitempty"`
+	Held    string            `json:"held,omitempty"`
+	Tags    map[string]string `json:"tags,omitempty"` // the user's tags
+}
+
+// FleetStatus lists every member with what its gossip tags say.
+func (a *Agent) FleetStatus() []MemberStatus {
+	var out []MemberStatus
+	for _, m := range a.node.Members() {
+		s := MemberStatus{Name: m.Name, Addr: m.Addr, Status: m.Status, Kernel: m.Tags[TagKernel], Arch: m.Tags[TagArch],
+			BuildID: m.Tags[TagBuildID], Version: m.Tags[TagVersion], Held: m.Tags[TagHeld]}
+		for k, v := range m.Tags {
+			if !strings.HasPrefix(k, "sf.") {
+				if s.Tags == nil {
+					s.Tags = map[string]string{}
+				}
+				s.Tags[k] = v
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// controlHandler serves the local control API on the unix socket, for
+// everything that changes state.
+func (a *Agent) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/publish", func(w http.ResponseWriter, r *http.Request) {
+		raw, err := io.ReadAll(io.LimitReader(r.Body, splice.MaxBundleSize+1))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
+			return
+		}
+		if len(raw) > splice.MaxBundleSize {
+			writeJSON(w, http.StatusRequestEntityTooLarge, APIError{Error: "bundle larger than the format allows", Reason: "too_large"})
+			return
+		}
+		v, err := a.Publish(raw)
+		if err != nil {
+			status := http.StatusInternalServerError
+			if splice.IsReject(err) {
+				status = http.StatusUnprocessableEntity
+			}
+			writeJSON(w, status, APIError{Error: err.Error(), Reason: splice.Reason(err)})
+			return
+		}
+		writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
+	})
+	mux.HandleFunc("GET /v1/bundles", func(w http.ResponseWriter, r *http.Request) {
+		entries, err := a.store.List()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, entries)
+	})
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.node.Members())
+	})
+	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.FleetStatus())
+	})
+	mux.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) {
+		keys, err := a.node.ListKeys(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, keys)
+	})
+	for op, f := range map[string]func(*http.Request, string) error{
+		"install": func(r *http.Request, k string) error { return a.node.InstallKey(r.Context(), k) },
+		"use":     func(r *http.Request, k string) error { return a.node.UseKey(r.Context(), k) },
+		"remove":  func(r *http.Request, k string) error { return a.node.RemoveKey(r.Context(), k) },
+	} {
+		mux.HandleFunc("POST /v1/keys/"+op, func(w http.ResponseWriter, r *http.Request) {
+			raw, err := io.ReadAll(io.LimitReader(r.Body, 256))
+			if err == nil {
+				err = f(r, strings.TrimSpace(string(raw)))
+			}
+			if err != nil {
+				writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"done": op})
+		})
+	}
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ControlClient talks to an agent's control socket.
+type ControlClient struct {
+	c *http.Client
+}
+
+// NewControlClient dials the agent's unix socket.
+func NewControlClient(socket string) *ControlClient {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &ControlClient{c: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+}
+
+// Do sends a request to the control API and decodes the answer into out;
+// an error answer becomes an error carrying the agent's message.
+func (c *ControlClient) Do(method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequest(method, "http://agent"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.c.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent control socket: %w (is the agent running?)", err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e APIError
+		if err := dec.Decode(&e); err != nil || e.Error == "" {
+			return fmt.Errorf("agent answered %s", resp.Status)
+		}
+		if e.Reason != "" {
+			return &RefusedError{Reason: e.Reason, Message: e.Error}
+		}
+		return errors.New(e.Error)
+	}
+	if out == nil {
+		return nil
+	}
+	return dec.Decode(out)
+}
+
+// RefusedError is an agent's refusal of a bundle, seen from the client.
+type RefusedError struct{ Reason, Message string }
+
+func (e *RefusedError) Error() string { return e.Message }

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// agentFlags are the flags that override the configuration file.
+type agentFlags struct {
+	config    string
+	nodeName  string
+	bind      string
+	advertise string
+	join      []string
+	keyFile   string
+	keyring   string
+	threshold int
+	stateDir  string
+	kernel    string
+	http      string
+	socket    string
+	tags      []string
+	logLevel  string
+}
+
+// load reads the configuration file (if any) and applies the flags given.
+func (f *agentFlags) load(cmd *cobra.Command) (agent.Config, error) {
+	cfg := agent.DefaultConfig()
+	if f.config != "" {
+		file, err := os.Open(f.config)
+		if err != nil {
+			return cfg, err
+		}
+		defer file.Close()
+		if cfg, err = agent.DecodeConfig(file); err != nil {
+			return cfg, fmt.Errorf("%s: %w", f.config, err)
+		}
+	}
+	set := func(name string, apply func()) {
+		if cmd.Flags().Changed(name) {
+			apply()
+		}
+	}
+	set("node-name", func() { cfg.NodeName = f.nodeName })
+	set("bind", func() { cfg.Bind = f.bind })
+	set("advertise", func() { cfg.Advertise = f.advertise })
+	set("join", func() { cfg.Join = f.join })
+	set("gossip-key-file", func() { cfg.GossipKeyFile = f.keyFile })
+	set("keyring", func() { cfg.Keyring = f.keyring })
+	set("threshold", func() { cfg.Threshold = f.threshold })
+	set("state-dir", func() { cfg.StateDir = f.stateDir })
+	set("kernel", func() { cfg.Kernel = f.kernel })
+	set("http", func() { cfg.HTTP = f.http })
+	set("control-socket", func() { cfg.ControlSocket = f.socket })
+	set("log-level", func() { cfg.LogLevel = f.logLevel })
+	if cmd.Flags().Changed("tag") {
+		if cfg.Tags == nil {
+			cfg.Tags = map[string]string{}
+		}
+		for _, t := range f.tags {
+			k, v, ok := strings.Cut(t, "=")
+			if !ok || k == "" {
+				return cfg, fmt.Errorf("--tag %q: want KEY=VALUE", t)
+			}
+			cfg.Tags[k] = v
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+func newAgentCmd(e *env) *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "agent [--config FILE] [flags]",
+		Short: "Run the fleet agent: gossip, peer-to-peer bundle distribution, control API",
+		Long: `Run splicefleet's agent on this host. Agents form an encrypted serf cluster
+with no central server; a bundle published at any agent is announced by
+gossip, fetched from peers (manifest and signatures first, verified against
+the trust policy, then the module), and stored verified everywhere.
+
+The configuration file is YAML (unknown keys are errors); flags override it.
+SIGTERM or SIGINT leave the cluster gracefully; SIGHUP reloads the log
+level, the tags and the trust policy from the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load(cmd)
+			if err != nil {
+				return err
+			}
+			level := new(slog.LevelVar)
+			_ = level.UnmarshalText([]byte(cfg.LogLevel))
+			logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			a, err := agent.New(agent.Options{Config: cfg, Version: version, Logger: logger})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer cancel()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					next, err := f.load(cmd)
+					if err == nil {
+						err = a.Reload(next)
+					}
+					if err == nil {
+						_ = level.UnmarshalText([]byte(next.LogLevel))
+					} else {
+						logger.Error("reload refused; keeping the running configuration", "err", err)
+					}
+				}
+			}()
+			return a.Run(ctx)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.config, "config", "", "configuration file (YAML)")
+	fl.StringVar(&f.nodeName, "node-name", "", "this host's name in the cluster (default: hostname)")
+	fl.StringVar(&f.bind, "bind", "", "gossip address (default 0.0.0.0:7946)")
+	fl.StringVar(&f.advertise, "advertise", "", "address peers reach this node at")
+	fl.StringArrayVar(&f.join, "join", nil, "peer to join (repeatable; retried with backoff)")
+	fl.StringVar(&f.keyFile, "gossip-key-file", "", "gossip encryption keys, base64, one per line, first is primary")
+	fl.StringVar(&f.keyring, "keyring", "", "trusted publishers' public keys")
+	fl.IntVar(&f.threshold, "threshold", 1, "distinct trusted keys that must have signed")
+	fl.StringVar(&f.stateDir, "state-dir", "", "state directory (default "+agent.DefaultStateDir+")")
+	fl.StringVar(&f.kernel, "kernel", "", `"linux" or "sim:DIR"`)
+	fl.StringVar(&f.http, "http", "", "address of /healthz and the blob service (default 0.0.0.0:7947)")
+	fl.StringVar(&f.socket, "control-socket", "", "control API unix socket (default /run/splicefleet/control.sock)")
+	fl.StringArrayVar(&f.tags, "tag", nil, "user tag KEY=VALUE (repeatable)")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	return cmd
+}
+
+func socketFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVar(p, "control-socket", agent.DefaultConfig().ControlSocket, "the agent's control socket")
+}
+
+func newPublishCmd(e *env) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "publish BUNDLE",
+		Short: "Hand a bundle to the local agent, which verifies, stores and announces it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := readFile(args[0], splice.MaxBundleSize)
+			if err != nil {
+				return err
+			}
+			var res agent.PublishResult
+			if err := agent.NewControlClient(socket).Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
+				var r *agent.RefusedError
+				if errors.As(err, &r) {
+					return &refusal{fmt.Errorf("%s: %w", args[0], err)}
+				}
+				return err
+			}
+			fmt.Fprintf(e.stdout, "published %s version %d (manifest %s)\n", res.ID, res.Version, res.ManifestDigest)
+			return nil
+		},
+	}
+	socketFlag(cmd, &socket)
+	return cmd
+}
+
+func newMembersCmd(e *env) *cobra.Command {
+	var socket string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "members [--json]",
+		Short: "List the cluster's members as the local agent sees them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ms []gossip.Member
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/members", nil, &ms); err != nil {
+				return err
+			}
+			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(ms)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS")
+			for _, m := range ms {
+				fmt.Fprintf(w, "%s\t%s\t%s\n", m.Name, m.Addr, m.Status)
+			}
+			return w.Flush()
+		},
+	}
+	socketFlag(cmd, &socket)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newFleetCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide views"}
+	var socket string
+	var asJSON bool
+	status := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Every host: its kernel, what it holds, its state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st []agent.MemberStatus
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/fleet", nil, &st); err != nil {
+				return err
+			}
+			sort.Slice(st, func(i, j int) bool { return st[i].Name < st[j].Name })
+			if asJSON {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tBUNDLES")
+			for _, s := range st {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, orDash(s.Kernel), orDash(s.Arch), orDash(s.Version), orDash(s.Held))
+			}
+			return w.Flush()
+		},
+	}
+	socketFlag(status, &socket)
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func newKeysCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Gossip encryption keys: generate, and rotate across the cluster"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "generate",
+		Short: "Print a new gossip encryption key (base64)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := gossip.GenerateKey()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, k)
+			return err
+		},
+	})
+	var socket string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the keys installed across the cluster, with how many members hold each",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var keys map[string]int
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/keys", nil, &keys); err != nil {
+				return err
+			}
+			names := make([]string, 0, len(keys))
+			for k := range keys {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				fmt.Fprintf(e.stdout, "%s  %d members\n", k, keys[k])
+			}
+			return nil
+		},
+	}
+	socketFlag(list, &socket)
+	cmd.AddCommand(list)
+	for _, op := range []struct{ name, short string }{
+		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)"},
+		{"use", "Make an installed key the primary (encrypting) key everywhere"},
+		{"remove", "Remove a key that is no longer primary from every member"},
+	} {
+		op := op
+		var socket string
+		c := &cobra.Command{
+			Use:   op.name + " KEY",
+			Short: op.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := agent.NewControlClient(socket).Do("POST", "/v1/keys/"+op.name, strings.NewReader(args[0]), nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s: done across the cluster\n", op.name)
+				return nil
+			},
+		}
+		socketFlag(c, &socket)
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
