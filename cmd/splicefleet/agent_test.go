@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/agent"
+)
+
+// agentProc is `splicefleet agent` running as a child process (the test
+// binary acting as the command, see TestMain).
+type agentProc struct {
+	name, dir, socket, config string
+	cmd                       *exec.Cmd
+	out                       *bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startAgents starts n agents that form one cluster, the first being the
+// seed the others join.
+func startAgents(t *testing.T, c *cli, n int) []*agentProc {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := c.path("gossip.keys")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var procs []*agentProc
+	seed := ""
+	for i := range n {
+		p := &agentProc{name: fmt.Sprintf("host-%d", i), dir: c.path(fmt.Sprintf("host-%d", i)), out: &bytes.Buffer{}}
+		p.socket = filepath.Join(p.dir, "ctl.sock")
+		bind := freeAddr(t)
+		join := ""
+		if seed != "" {
+			join = "join: [" + seed + "]\n"
+		} else {
+			seed = bind
+		}
+		p.config = filepath.Join(c.dir, p.name+".yaml")
+		conf := fmt.Sprintf(`node_name: %s
+bind: %s
+http: %s
+%sgossip_key_file: %s
+keyring: %s
+state_dir: %s
+kernel: sim:%s
+control_socket: %s
+anti_entropy: 1s
+log_level: info
+tags: {role: web}
+`, p.name, bind, freeAddr(t), join, keyFile, c.path("trusted.asc"), filepath.Join(p.dir, "state"), filepath.Join(p.dir, "kernel"), p.socket)
+		if err := os.WriteFile(p.config, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd = exec.Command(os.Args[0], "agent", "--config", p.config)
+		p.cmd.Env = append(os.Environ(), "SPLICEFLEET_TEST_AS_CLI=1")
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		t.Cleanup(func() {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		})
+	}
+	return procs
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *cli) fleetStatus(socket string) ([]agent.MemberStatus, error) {
+	code, out, errs := c.run("fleet", "status", "--json", "--control-socket", socket)
+	if code != 0 {
+		return nil, fmt.Errorf("fleet status: %s", errs)
+	}
+	var st []agent.MemberStatus
+	return st, json.Unmarshal([]byte(out), &st)
+}
+
+// TestAgentsAsProcesses runs three agents as separate processes: publish
+// at one reaches all; fleet status and members show the cluster; SIGHUP
+// reloads tags; SIGTERM leaves gracefully.
+func TestAgentsAsProcesses(t *testing.T) {
+	c := newCLI(t)
+	bundle := c.publish(1, 1)
+	procs := startAgents(t, c, 3)
+	waitFor(t, 60*time.Second, "three members", func() error {
+		code, out, errs := c.run("members", "--control-socket", procs[2].socket)
+		if code != 0 {
+			return fmt.Errorf("%s", errs)
+		}
+		if n := strings.Count(out, " alive"); n != 3 {
+			return fmt.Errorf("%d alive:\n%s", n, out)
+		}
+		return nil
+	})
+	out := c.ok("publish", "--control-socket", procs[0].socket, bundle)
+	if !strings.Contains(out, "published cve-2026-0001 version 2 (manifest ") {
+		t.Fatalf("publish: %s", out)
+	}
+	waitFor(t, 60*time.Second, "every host holds the bundle", func() error {
+		st, err := c.fleetStatus(procs[2].socket)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Held != "1" || s.Status != "alive" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Tags["role"] != "web" {
+				return fmt.Errorf("%+v", s)
+			}
+		}
+		if len(st) != 3 {
+			return fmt.Errorf("%d hosts", len(st))
+		}
+		return nil
+	})
+	text := c.ok("fleet", "status", "--control-socket", procs[1].socket)
+	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 {
+		t.Fatalf("fleet status:\n%s", text)
+	}
+
+	// A tampered bundle is refused by the agent, exit 1, nothing announced.
+	raw := c.read("fix.splice")
+	raw[len(raw)/2] ^= 1
+	code, _, errs := c.run("publish", "--control-socket", procs[0].socket, c.write("bad.splice", raw))
+	if code != exitRefused || !strings.Contains(errs, "bad.splice: ") {
+		t.Fatalf("publish tampered: exit %d %s", code, errs)
+	}
+
+	// SIGHUP reloads tags from the file.
+	conf, _ := os.ReadFile(procs[1].config)
+	if err := os.WriteFile(procs[1].config, bytes.Replace(conf, []byte("role: web"), []byte("role: db"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := procs[1].cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "reloaded tags gossiped", func() error {
+		st, err := c.fleetStatus(procs[0].socket)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Name == procs[1].name && s.Tags["role"] == "db" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%+v", st)
+	})
+
+	// SIGTERM: a graceful leave, seen by the others as "left".
+	if err := procs[2].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := procs[2].cmd.Wait(); err != nil {
+		t.Fatalf("agent exit after SIGTERM: %v\n%s", err, procs[2].out)
+	}
+	waitFor(t, 60*time.Second, "leave seen", func() error {
+		st, err := c.fleetStatus(procs[0].socket)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Name == procs[2].name && s.Status == "left" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%+v", st)
+	})
+}
