@@ -58,6 +58,10 @@ bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	$(GO) test ./splice -run '^$$' -bench . -benchmem -count 10 | tee bench.out
 	PATH="$(GOBIN):$$PATH" benchstat bench.out
 
+.PHONY: bench-fleet
+bench-fleet: ## 50 agents on loopback: raw serf event vs publish-to-all-verified of a 1 MiB bundle, origin copies
+	$(GO) test ./agent -run '^$$' -bench BenchmarkFleet50 -benchtime 5x -count 1
+
 .PHONY: lint
 lint: ## golangci-lint (gofmt, govet, staticcheck, errcheck, depguard rules)
 	@command -v golangci-lint >/dev/null || test -x $(GOBIN)/golangci-lint || \

@@ -21,7 +21,7 @@ import (
 // testFleet runs agents in this process on loopback, each with its own
 // state directory and simulated kernel, with shrunken gossip timers.
 type testFleet struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	keyFile  string
 	keyring  string
@@ -32,7 +32,7 @@ type testFleet struct {
 	seedAddr string
 }
 
-func newTestFleet(t *testing.T) *testFleet {
+func newTestFleet(t testing.TB) *testFleet {
 	t.Helper()
 	f := &testFleet{t: t, dir: t.TempDir(), agents: map[string]*Agent{}, stops: map[string]func(){}}
 	t.Cleanup(f.stopAll)
@@ -330,6 +330,6 @@ func TestUntrustedAnnouncementIsNeverDownloaded(t *testing.T) {
 }
 
 // warnLogger sends an agent's warnings and errors to t.Log.
-func warnLogger(t *testing.T) *slog.Logger {
+func warnLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

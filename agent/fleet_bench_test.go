@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/gossip"
+)
+
+// BenchmarkFleet50 runs 50 agents in this process on loopback with one
+// gossip configuration and measures, per iteration:
+//
+//   - serf-ms: raw propagation of a user event (an announcement that names
+//     a bundle nobody holds) until all 50 delivered it, the baseline;
+//   - verified-ms: from publishing a bundle with a 1 MiB module until all
+//     50 hold it verified;
+//   - origin-copies: full module copies the publishing agent uploaded.
+func BenchmarkFleet50(b *testing.B) {
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		f := newBenchFleet(b)
+		agents := f.startN(50)
+		waitMembersB(b, agents, 50)
+
+		// Baseline: a raw user event to all 50.
+		marker := gossip.Announcement{ID: fmt.Sprintf("marker-%d", i), Version: 1,
+			ManifestDigest: fmt.Sprintf("%064x", i+1), Size: 1, Origin: "127.0.0.1:1"}
+		before := make([]uint64, len(agents))
+		for j, a := range agents {
+			before[j] = a.node.Stats().AnnouncementsReceived
+		}
+		start := time.Now()
+		if err := agents[0].node.Announce(marker); err != nil {
+			b.Fatal(err)
+		}
+		waitB(b, 60*time.Second, func() bool {
+			for j, a := range agents {
+				if a.node.Stats().AnnouncementsReceived == before[j] {
+					return false
+				}
+			}
+			return true
+		})
+		serf := time.Since(start)
+
+		raw := f.bundle(fmt.Sprintf("bench-%d", i), 1, f.signer, 1<<20)
+		b.StartTimer()
+		start = time.Now()
+		v, err := agents[0].Publish(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitB(b, 60*time.Second, func() bool { return holdAll(agents, v.ManifestDigest) == nil })
+		verified := time.Since(start)
+		b.StopTimer()
+		copies := float64(agents[0].blobs.Stats().ModuleBytesServed) / float64(len(v.Module))
+		b.ReportMetric(float64(serf.Microseconds())/1000, "serf-ms")
+		b.ReportMetric(float64(verified.Microseconds())/1000, "verified-ms")
+		b.ReportMetric(copies, "origin-copies")
+		f.stopAll()
+		b.StartTimer()
+	}
+}
+
+func newBenchFleet(b *testing.B) *testFleet { return newTestFleet(b) }
+
+func waitMembersB(b *testing.B, agents []*Agent, n int) {
+	waitB(b, 120*time.Second, func() bool {
+		for _, a := range agents {
+			alive := 0
+			for _, m := range a.Members() {
+				if m.Status == "alive" {
+					alive++
+				}
+			}
+			if alive != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitB(b *testing.B, within time.Duration, ok func() bool) {
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			b.Fatalf("not within %s", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
