@@ -178,6 +178,9 @@ func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
 	return signing.NewPolicy(kr, cfg.Threshold, signing.WithClock(now))
 }
 
+var errFileTooLarge = errors.New("file too large")
+
+// readLimited reads a whole file of at most limit bytes.
 func readLimited(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -189,7 +192,7 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", errFileTooLarge, path, limit)
 	}
 	return data, nil
 }

@@ -381,19 +381,12 @@ func (s *Store) List() ([]Entry, error) {
 	return out, nil
 }
 
-// readBounded reads a whole file of at most limit bytes.
+// readBounded reads a whole stored file of at most limit bytes; a larger
+// one means the store is damaged.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
+	data, err := readLimited(path, limit)
+	if errors.Is(err, errFileTooLarge) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorruptStore, filepath.Base(path), limit)
 	}
-	return data, nil
+	return data, err
 }
