@@ -163,6 +163,7 @@ func New(opts Options) (*Agent, error) {
 		a.closeListeners()
 		return nil, err
 	}
+	a.node.HandleQuery(statusQuery, a.answerStatus)
 	return a, nil
 }
 

@@ -242,8 +242,15 @@ func TestTwentyAgents(t *testing.T) {
 	eventually(t, 90*time.Second, "all 20 hold the bundle", func() error { return holdAll(agents, v.ManifestDigest) })
 	t.Logf("all 20 hold it verified %s after publishing", time.Since(start).Round(time.Millisecond))
 	eventually(t, 60*time.Second, "fleet status shows it", func() error {
-		for _, s := range agents[0].FleetStatus() {
-			if s.Held != "1" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Status != "alive" {
+		st, err := agents[0].FleetStatusQuery(context.Background(), 2*time.Second)
+		if err != nil {
+			return err
+		}
+		if len(st) != 20 {
+			return fmt.Errorf("%d hosts in the fleet status", len(st))
+		}
+		for _, s := range st {
+			if !s.Answered || s.Held != "1" || len(s.Bundles) != 1 || s.Bundles[0] != "cve-fleet@1" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Status != "alive" {
 				return fmt.Errorf("%s: %+v", s.Name, s)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +64,11 @@ type MemberStatus struct {
 	Version string            `json:"agent_version,omitempty"`
 	Held    string            `json:"held,omitempty"`
 	Tags    map[string]string `json:"tags,omitempty"` // the user's tags
+	// Bundles are what the host answered it holds ("id@version"), when
+	// the view was taken with a query; Answered says whether it answered
+	// within the timeout.
+	Bundles  []string `json:"bundles,omitempty"`
+	Answered bool     `json:"answered"`
 }
 
 // FleetStatus lists every member with what its gossip tags say.
@@ -82,6 +88,61 @@ func (a *Agent) FleetStatus() []MemberStatus {
 		out = append(out, s)
 	}
 	return out
+}
+
+// statusQuery is the gossip query every agent answers with what it holds.
+const statusQuery = "sf-status"
+
+// statusAnswer is an agent's answer to statusQuery; it must fit serf's
+// 1024-byte answer limit, so the bundle list is cut when it would not.
+type statusAnswer struct {
+	Held    int      `json:"held"`
+	Bundles []string `json:"bundles,omitempty"`
+	More    bool     `json:"more,omitempty"`
+}
+
+func (a *Agent) answerStatus([]byte) ([]byte, error) {
+	entries, err := a.store.List()
+	if err != nil {
+		return nil, err
+	}
+	ans := statusAnswer{Held: len(entries)}
+	for _, e := range entries {
+		ans.Bundles = append(ans.Bundles, fmt.Sprintf("%s@%d", e.ID, e.Version))
+	}
+	for {
+		out, err := json.Marshal(ans)
+		if err != nil || len(out) <= 900 || len(ans.Bundles) == 0 {
+			return out, err
+		}
+		ans.Bundles, ans.More = ans.Bundles[:len(ans.Bundles)/2], true
+	}
+}
+
+// FleetStatusQuery asks every member, over gossip, what it holds, and
+// waits exactly timeout for the answers; members that did not answer are
+// listed with Answered false.
+func (a *Agent) FleetStatusQuery(ctx context.Context, timeout time.Duration) ([]MemberStatus, error) {
+	answers, err := a.node.Query(ctx, statusQuery, nil, timeout)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]statusAnswer{}
+	for _, r := range answers {
+		var ans statusAnswer
+		if json.Unmarshal(r.Payload, &ans) == nil {
+			byName[r.From] = ans
+		}
+	}
+	out := a.FleetStatus()
+	for i := range out {
+		if ans, ok := byName[out[i].Name]; ok {
+			out[i].Answered = true
+			out[i].Held = strconv.Itoa(ans.Held)
+			out[i].Bundles = ans.Bundles
+		}
+	}
+	return out, nil
 }
 
 // controlHandler serves the local control API on the unix socket, for
@@ -121,7 +182,21 @@ func (a *Agent) controlHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.node.Members())
 	})
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.FleetStatus())
+		timeout := 2 * time.Second
+		if s := r.URL.Query().Get("timeout"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 || d > time.Minute {
+				writeJSON(w, http.StatusBadRequest, APIError{Error: "timeout: want a duration up to 1m"})
+				return
+			}
+			timeout = d
+		}
+		st, err := a.FleetStatusQuery(r.Context(), timeout)
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) {
 		keys, err := a.node.ListKeys(r.Context())

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -213,13 +214,17 @@ func newFleetCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide views"}
 	var socket string
 	var asJSON bool
+	var timeout time.Duration
 	status := &cobra.Command{
-		Use:   "status [--json]",
+		Use:   "status [--json] [--timeout D]",
 		Short: "Every host: its kernel, what it holds, its state",
-		Args:  cobra.NoArgs,
+		Long: `Ask every host, over gossip, what it holds, and show it beside what its
+gossip tags say (kernel, arch, agent version). The query waits exactly
+--timeout for answers; a host that did not answer in time is marked so.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st []agent.MemberStatus
-			if err := agent.NewControlClient(socket).Do("GET", "/v1/fleet", nil, &st); err != nil {
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/fleet?timeout="+timeout.String(), nil, &st); err != nil {
 				return err
 			}
 			sort.Slice(st, func(i, j int) bool { return st[i].Name < st[j].Name })
@@ -229,15 +234,20 @@ func newFleetCmd(e *env) *cobra.Command {
 				return enc.Encode(st)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tBUNDLES")
+			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tHELD\tBUNDLES")
 			for _, s := range st {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, orDash(s.Kernel), orDash(s.Arch), orDash(s.Version), orDash(s.Held))
+				bundles := strings.Join(s.Bundles, ",")
+				if !s.Answered {
+					bundles = "(no answer within " + timeout.String() + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, orDash(s.Kernel), orDash(s.Arch), orDash(s.Version), orDash(s.Held), orDash(bundles))
 			}
 			return w.Flush()
 		},
 	}
 	socketFlag(status, &socket)
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	status.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for every host's answer")
 	cmd.AddCommand(status)
 	return cmd
 }

@@ -107,7 +107,7 @@ func waitFor(t *testing.T, within time.Duration, what string, check func() error
 }
 
 func (c *cli) fleetStatus(socket string) ([]agent.MemberStatus, error) {
-	code, out, errs := c.run("fleet", "status", "--json", "--control-socket", socket)
+	code, out, errs := c.run("fleet", "status", "--json", "--timeout", "1s", "--control-socket", socket)
 	if code != 0 {
 		return nil, fmt.Errorf("fleet status: %s", errs)
 	}
@@ -142,7 +142,8 @@ func TestAgentsAsProcesses(t *testing.T) {
 			return err
 		}
 		for _, s := range st {
-			if s.Held != "1" || s.Status != "alive" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Tags["role"] != "web" {
+			if s.Held != "1" || s.Status != "alive" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Tags["role"] != "web" ||
+				!s.Answered || len(s.Bundles) != 1 || s.Bundles[0] != "cve-2026-0001@2" {
 				return fmt.Errorf("%+v", s)
 			}
 		}
@@ -151,8 +152,8 @@ func TestAgentsAsProcesses(t *testing.T) {
 		}
 		return nil
 	})
-	text := c.ok("fleet", "status", "--control-socket", procs[1].socket)
-	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 {
+	text := c.ok("fleet", "status", "--timeout", "1s", "--control-socket", procs[1].socket)
+	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 || strings.Count(text, "cve-2026-0001@2") != 3 {
 		t.Fatalf("fleet status:\n%s", text)
 	}
 
