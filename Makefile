@@ -59,8 +59,9 @@ bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	PATH="$(GOBIN):$$PATH" benchstat bench.out
 
 .PHONY: bench-fleet
-bench-fleet: ## 50 agents on loopback: raw serf event vs publish-to-all-verified of a 1 MiB bundle, origin copies
+bench-fleet: ## 50 agents on loopback: raw serf event vs publish-to-all-verified of 1 MiB, origin copies, idle RSS and CPU
 	$(GO) test ./agent -run '^$$' -bench BenchmarkFleet50 -benchtime 5x -count 1
+	$(GO) test ./cmd/splicefleet -run '^$$' -bench BenchmarkIdleAgent -benchtime 1x -count 1
 
 .PHONY: lint
 lint: ## golangci-lint (gofmt, govet, staticcheck, errcheck, depguard rules)
