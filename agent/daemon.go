@@ -33,6 +33,7 @@ const (
 	TagVersion = "sf.v"    // agent version
 	TagHTTP    = "sf.http" // host:port of the blob service and index
 	TagHeld    = "sf.held" // bundles held, verified
+	TagSim     = "sf.sim"  // "1" when the kernel is the simulated test double
 )
 
 // Options are what New needs beyond the Config.
@@ -245,6 +246,9 @@ func (a *Agent) tags() (map[string]string, error) {
 	if info, err := a.kernel.Info(); err == nil {
 		t[TagKernel], t[TagArch] = info.Release, info.Arch
 		t[TagBuildID] = info.BuildID[:min(16, len(info.BuildID))]
+		if info.Simulated {
+			t[TagSim] = "1"
+		}
 	}
 	t[TagVersion] = a.version
 	t[TagHTTP] = a.advertisedHTTP()

@@ -55,15 +55,17 @@ type APIError struct {
 
 // MemberStatus is one host in the fleet view.
 type MemberStatus struct {
-	Name    string            `json:"name"`
-	Addr    string            `json:"addr"`
-	Status  string            `json:"status"`
-	Kernel  string            `json:"kernel,omitempty"`
-	Arch    string            `json:"arch,omitempty"`
-	BuildID string            `json:"build_id,omitempty"`
-	Version string            `json:"agent_version,omitempty"`
-	Held    string            `json:"held,omitempty"`
-	Tags    map[string]string `json:"tags,omitempty"` // the user's tags
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`
+	Status  string `json:"status"`
+	Kernel  string `json:"kernel,omitempty"`
+	Arch    string `json:"arch,omitempty"`
+	BuildID string `json:"build_id,omitempty"`
+	Version string `json:"agent_version,omitempty"`
+	Held    string `json:"held,omitempty"`
+	// Simulated says the host runs the simulated kernel, a test double.
+	Simulated bool              `json:"simulated,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"` // the user's tags
 	// Bundles are what the host answered it holds ("id@version"), when
 	// the view was taken with a query; Answered says whether it answered
 	// within the timeout.
@@ -76,7 +78,7 @@ func (a *Agent) FleetStatus() []MemberStatus {
 	var out []MemberStatus
 	for _, m := range a.node.Members() {
 		s := MemberStatus{Name: m.Name, Addr: m.Addr, Status: m.Status, Kernel: m.Tags[TagKernel], Arch: m.Tags[TagArch],
-			BuildID: m.Tags[TagBuildID], Version: m.Tags[TagVersion], Held: m.Tags[TagHeld]}
+			BuildID: m.Tags[TagBuildID], Version: m.Tags[TagVersion], Held: m.Tags[TagHeld], Simulated: m.Tags[TagSim] == "1"}
 		for k, v := range m.Tags {
 			if !strings.HasPrefix(k, "sf.") {
 				if s.Tags == nil {

@@ -2,7 +2,8 @@
 # A walk through splicefleet with a real livepatch module: two signing keys,
 # a bundle, a 2-of-2 trust policy, a tampered copy that is refused, then
 # apply, view and undo on a simulated kernel (the real kernel comes with the
-# QEMU lab). Run by `make demo`; writes into demo/ (or $DEMO_DIR).
+# QEMU lab), then a local fleet of three agents that gossip the bundle to
+# each other. Run by `make demo`; writes into demo/ (or $DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,4 +53,32 @@ echo; echo "# the tampered copy never reaches the kernel:"
 step $sf apply "${host[@]}" --keyring "$dir/trusted.asc" --threshold 2 "$dir/tampered.splice" || true
 step $sf undo "${host[@]}" cmdline-demo
 step $sf view "${host[@]}"
+echo; echo "# a local fleet: three agents on loopback, each with its own SIMULATED kernel"
+$sf keys generate > "$dir/gossip.keys" && chmod 600 "$dir/gossip.keys"
+pids=()
+mkdir -p "$dir/fleet"
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
+for i in 1 2 3; do
+	join=""
+	[ "$i" -gt 1 ] && join="--join 127.0.0.1:17941"
+	$sf agent --node-name "demo-$i" --bind "127.0.0.1:1794$i" --http "127.0.0.1:1795$i" $join \
+		--gossip-key-file "$dir/gossip.keys" --keyring "$dir/trusted.asc" --threshold 2 \
+		--state-dir "$dir/fleet/demo-$i" --kernel "sim:$dir/fleet/demo-$i/kernel" \
+		--control-socket "$dir/fleet/demo-$i.sock" --tag "ring=$([ "$i" = 1 ] && echo canary || echo main)" \
+		--log-level warn 2>"$dir/fleet/demo-$i.log" &
+	pids+=($!)
+done
+for _ in $(seq 50); do
+	[ "$($sf members --control-socket "$dir/fleet/demo-3.sock" 2>/dev/null | grep -c ' alive')" = 3 ] && break
+	sleep 0.2
+done
+step $sf members --control-socket "$dir/fleet/demo-3.sock"
+step $sf publish --control-socket "$dir/fleet/demo-1.sock" "$dir/cmdline.splice"
+for _ in $(seq 50); do
+	[ "$($sf fleet status --timeout 500ms --control-socket "$dir/fleet/demo-3.sock" | grep -c 'cmdline-demo@1')" = 3 ] && break
+	sleep 0.2
+done
+step $sf fleet status --control-socket "$dir/fleet/demo-3.sock"
+echo; echo "# the tampered copy is refused at the door:"
+step $sf publish --control-socket "$dir/fleet/demo-2.sock" "$dir/tampered.splice" || true
 echo; echo "demo files are in $dir/"

@@ -240,7 +240,11 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 				if !s.Answered {
 					bundles = "(no answer within " + timeout.String() + ")"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, orDash(s.Kernel), orDash(s.Arch), orDash(s.Version), orDash(s.Held), orDash(bundles))
+				kernel := orDash(s.Kernel)
+				if s.Simulated {
+					kernel += " (SIMULATED)"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, kernel, orDash(s.Arch), orDash(s.Version), orDash(s.Held), orDash(bundles))
 			}
 			return w.Flush()
 		},

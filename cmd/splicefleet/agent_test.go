@@ -143,7 +143,7 @@ func TestAgentsAsProcesses(t *testing.T) {
 		}
 		for _, s := range st {
 			if s.Held != "1" || s.Status != "alive" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Tags["role"] != "web" ||
-				!s.Answered || len(s.Bundles) != 1 || s.Bundles[0] != "cve-2026-0001@2" {
+				!s.Answered || len(s.Bundles) != 1 || s.Bundles[0] != "cve-2026-0001@2" || !s.Simulated {
 				return fmt.Errorf("%+v", s)
 			}
 		}
@@ -153,7 +153,7 @@ func TestAgentsAsProcesses(t *testing.T) {
 		return nil
 	})
 	text := c.ok("fleet", "status", "--timeout", "1s", "--control-socket", procs[1].socket)
-	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 || strings.Count(text, "cve-2026-0001@2") != 3 {
+	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 || strings.Count(text, "cve-2026-0001@2") != 3 || strings.Count(text, "(SIMULATED)") != 3 {
 		t.Fatalf("fleet status:\n%s", text)
 	}
 
