@@ -4,9 +4,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The blob service is read-only and content-addressed; peers fetch from it:
@@ -22,9 +27,22 @@ import (
 // written the answer is 429 with Retry-After, and the fetcher tries
 // another peer. Nothing served is trusted by the receiver: it checks the
 // manifest's digest, the signatures and the module's digest itself.
+//
+// Seeding: a fetcher names its own blob service in the HolderHeader of a
+// module request. Once the server has uploaded SeedCopies copies of a
+// module it is seeding (one published here, see Seed) within SeedWindow,
+// it answers further requests for it with 429 and the PeersHeader listing
+// the fetchers it served, which by then hold the module too; so the origin
+// of a new bundle uploads only a few copies however large the fleet, and
+// the fleet serves itself. A server that knows no such peer never refuses
+// for this reason. Every server names the peers it served when it is busy.
 const (
 	headsPath   = "/v1/heads/"
 	modulesPath = "/v1/modules/"
+
+	HolderHeader = "X-Splicefleet-Holder" // host:port of the fetcher's own blob service
+	PeersHeader  = "X-Splicefleet-Peers"  // comma-separated host:port of peers that fetched the module here
+	maxHints     = 16
 )
 
 // DefaultMaxConcurrentUploads bounds the responses a blob server writes at
@@ -36,6 +54,12 @@ type BlobServerOptions struct {
 	// MaxConcurrentUploads bounds the responses written at once; more
 	// requests get 429. Default DefaultMaxConcurrentUploads.
 	MaxConcurrentUploads int
+	// SeedCopies, when positive, is how many copies of one module the
+	// server uploads within SeedWindow before it points fetchers at the
+	// peers it served instead (see the package's seeding note).
+	SeedCopies int
+	// SeedWindow is the period SeedCopies counts over (default 10 s).
+	SeedWindow time.Duration
 	// Logger receives one debug line per refused request. Default: none.
 	Logger *slog.Logger
 }
@@ -55,6 +79,10 @@ type BlobServerStats struct {
 type BlobServer struct {
 	store  *Store
 	log    *slog.Logger
+	seed   BlobServerOptions
+	seedMu sync.Mutex
+	seeds  map[string]*seedState
+	origin map[string]bool // modules published here
 	slots  chan struct{}
 	mux    *http.ServeMux
 	stats  struct{ heads, modules, bytes, moduleBytes, busy, notFound, bad atomic.Uint64 }
@@ -69,7 +97,11 @@ func NewBlobServer(store *Store, opts BlobServerOptions) *BlobServer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &BlobServer{store: store, log: opts.Logger, slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
+	if opts.SeedWindow <= 0 {
+		opts.SeedWindow = 10 * time.Second
+	}
+	s := &BlobServer{store: store, log: opts.Logger, seed: opts, seeds: map[string]*seedState{}, origin: map[string]bool{},
+		slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET "+headsPath+"{digest}", s.serveHead)
 	s.mux.HandleFunc("GET "+modulesPath+"{digest}", s.serveModule)
 	return s
@@ -91,16 +123,105 @@ func (s *BlobServer) Stats() BlobServerStats {
 	}
 }
 
+// seedState is what a server knows of one module it uploads.
+type seedState struct {
+	since   time.Time
+	copies  int
+	holders []string // fetchers served, newest last, at most maxHints
+}
+
+// hints returns the peers that fetched sha here, for a PeersHeader.
+func (s *BlobServer) hints(sha string) string {
+	s.seedMu.Lock()
+	defer s.seedMu.Unlock()
+	if st := s.seeds[sha]; st != nil {
+		return strings.Join(st.holders, ",")
+	}
+	return ""
+}
+
+// Seed marks a module as published here: its uploads are capped at
+// SeedCopies per SeedWindow once peers that hold it are known.
+func (s *BlobServer) Seed(sha string) {
+	s.seedMu.Lock()
+	defer s.seedMu.Unlock()
+	if len(s.origin) >= 1024 {
+		clear(s.origin)
+	}
+	s.origin[sha] = true
+}
+
+// seeded reports whether the server has uploaded its share of a module it
+// seeds and knows peers that hold it.
+func (s *BlobServer) seeded(sha string) bool {
+	if s.seed.SeedCopies <= 0 {
+		return false
+	}
+	s.seedMu.Lock()
+	defer s.seedMu.Unlock()
+	if !s.origin[sha] {
+		return false
+	}
+	st := s.seeds[sha]
+	return st != nil && time.Since(st.since) < s.seed.SeedWindow && st.copies >= s.seed.SeedCopies && len(st.holders) > 0
+}
+
+// uploaded records a complete upload of sha to the fetcher r names.
+func (s *BlobServer) uploaded(sha string, r *http.Request) {
+	s.seedMu.Lock()
+	defer s.seedMu.Unlock()
+	st := s.seeds[sha]
+	if st == nil || time.Since(st.since) >= s.seed.SeedWindow {
+		if len(s.seeds) >= 1024 {
+			clear(s.seeds) // bounded: old modules' records go
+		}
+		st = &seedState{since: time.Now(), holders: st.holdersOrNil()}
+		s.seeds[sha] = st
+	}
+	st.copies++
+	if h := r.Header.Get(HolderHeader); validHostPort(h) && !slices.Contains(st.holders, h) {
+		st.holders = append(st.holders, h)
+		if len(st.holders) > maxHints {
+			st.holders = st.holders[len(st.holders)-maxHints:]
+		}
+	}
+}
+
+func (st *seedState) holdersOrNil() []string {
+	if st == nil {
+		return nil
+	}
+	return st.holders
+}
+
+func validHostPort(s string) bool {
+	if s == "" || len(s) > 255 || strings.ContainsAny(s, ", \t\r\n") {
+		return false
+	}
+	_, port, err := net.SplitHostPort(s)
+	return err == nil && port != "" && port != "0"
+}
+
+// refuse answers 429, pointing at peers that hold sha when it knows some.
+func (s *BlobServer) refuse(w http.ResponseWriter, r *http.Request, sha, why string) {
+	s.stats.busy.Add(1)
+	s.log.Debug("blob service refers the fetcher elsewhere", "why", why, "path", r.URL.Path, "remote", r.RemoteAddr)
+	if sha != "" {
+		if peers := s.hints(sha); peers != "" {
+			w.Header().Set(PeersHeader, peers)
+		}
+	}
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, why, http.StatusTooManyRequests)
+}
+
 // acquire takes an upload slot, or answers 429 and returns false.
-func (s *BlobServer) acquire(w http.ResponseWriter, r *http.Request) bool {
+func (s *BlobServer) acquire(w http.ResponseWriter, r *http.Request, sha string) bool {
 	select {
 	case s.slots <- struct{}{}:
 		return true
 	default:
-		s.stats.busy.Add(1)
-		s.log.Debug("blob service busy", "path", r.URL.Path, "remote", r.RemoteAddr)
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "too many concurrent uploads", http.StatusTooManyRequests)
+		s.refuse(w, r, sha, "too many concurrent uploads")
 		return false
 	}
 }
@@ -130,7 +251,7 @@ func (s *BlobServer) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *BlobServer) serveHead(w http.ResponseWriter, r *http.Request) {
 	digest, ok := s.digest(w, r)
-	if !ok || !s.acquire(w, r) {
+	if !ok || !s.acquire(w, r, "") {
 		return
 	}
 	defer s.release()
@@ -155,7 +276,14 @@ func (s *BlobServer) serveHead(w http.ResponseWriter, r *http.Request) {
 
 func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	sha, ok := s.digest(w, r)
-	if !ok || !s.acquire(w, r) {
+	if !ok {
+		return
+	}
+	if s.seeded(sha) {
+		s.refuse(w, r, sha, "this module has spread: fetch it from the peers listed")
+		return
+	}
+	if !s.acquire(w, r, sha) {
 		return
 	}
 	defer s.release()
@@ -176,5 +304,6 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	s.stats.moduleBytes.Add(uint64(n))
 	if err == nil && n == size {
 		s.stats.modules.Add(1)
+		s.uploaded(sha, r)
 	}
 }

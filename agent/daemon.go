@@ -36,6 +36,10 @@ const (
 	TagSim     = "sf.sim"  // "1" when the kernel is the simulated test double
 )
 
+// seedCopies is how many copies of a module an agent uploads within the
+// seeding window before it refers fetchers to the peers it served.
+const seedCopies = 3
+
 // Options are what New needs beyond the Config.
 type Options struct {
 	Config Config
@@ -125,14 +129,18 @@ func New(opts Options) (*Agent, error) {
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
 		return nil, err
 	}
-	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log}); err != nil {
-		return nil, err
-	}
-	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log})
-
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 	}
+	// Fetches retry quickly: a refusal usually names peers that have the
+	// bundle by the next try. Each agent uploads a module SeedCopies times
+	// before it points fetchers at the peers it served.
+	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
+		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}); err != nil {
+		a.httpLn.Close()
+		return nil, err
+	}
+	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies})
 	if a.ctlLn, err = listenControl(cfg.ControlSocket); err != nil {
 		a.httpLn.Close()
 		return nil, err
@@ -445,6 +453,7 @@ func (a *Agent) Publish(raw []byte) (*splice.Verified, error) {
 	if err := a.store.Put(v); err != nil {
 		return nil, err
 	}
+	a.blobs.Seed(v.Manifest.Module.SHA256)
 	a.stats.published.Add(1)
 	ann := gossip.Announcement{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest,
 		Size: int64(len(raw)), Origin: a.advertisedHTTP()}

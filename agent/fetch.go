@@ -64,7 +64,12 @@ type FetcherOptions struct {
 	// remembered and refused again without any network I/O. Default
 	// DefaultNegativeTTL.
 	NegativeTTL time.Duration
-	Logger      *slog.Logger // default: none
+	// MaxBackoff caps the wait between rounds (default 30 s).
+	MaxBackoff time.Duration
+	// Self is this agent's own blob service (host:port), sent with module
+	// requests so that a seeding server can point later fetchers here.
+	Self   string
+	Logger *slog.Logger // default: none
 }
 
 // DefaultFetchClient is the HTTP client a Fetcher uses by default: bounded
@@ -118,6 +123,8 @@ type Fetcher struct {
 	retries  int
 	backoff  time.Duration
 	ttl      time.Duration
+	maxWait  time.Duration
+	self     string
 	log      *slog.Logger
 	shuffle  func([]string) // tests fix the order
 
@@ -149,7 +156,7 @@ func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
 	}
 	f := &Fetcher{
 		store: opts.Store, verifier: opts.Verifier, now: opts.Now, client: opts.Client,
-		retries: opts.Retries, backoff: opts.Backoff, ttl: opts.NegativeTTL, log: opts.Logger,
+		retries: opts.Retries, backoff: opts.Backoff, ttl: opts.NegativeTTL, log: opts.Logger, self: opts.Self, maxWait: opts.MaxBackoff,
 		shuffle:  func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
 		negative: map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
 	}
@@ -173,6 +180,9 @@ func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
+	}
+	if f.maxWait <= 0 {
+		f.maxWait = maxFetchBackoff
 	}
 	return f, nil
 }
@@ -331,6 +341,25 @@ func (f *Fetcher) sources(peers []string, origin string) []source {
 	return append(sources, last...)
 }
 
+// modulePeersTried is how many peers, picked at random, a module fetch
+// asks before the head's source and the origin.
+const modulePeersTried = 3
+
+// originFirst moves the origin to the front of sources.
+func originFirst(sources []source) []source {
+	out := slices.Clone(sources)
+	slices.SortStableFunc(out, func(a, b source) int {
+		switch {
+		case a.origin == b.origin:
+			return 0
+		case a.origin:
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
 func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
 	log := f.log.With("digest", digest)
 	sources := f.sources(peers, origin)
@@ -340,9 +369,11 @@ func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, orig
 	bad := map[string]bool{}
 
 	// 1. The head: manifest and signatures, checked against the digest.
+	// Heads are small, so the origin, which surely has it, goes first:
+	// asking peers that may not have it yet costs more than it saves.
 	var head *Head
 	var headFrom source
-	err := f.rounds(ctx, sources, bad, log, "head", func(ctx context.Context, s source) error {
+	err := f.rounds(ctx, originFirst(sources), bad, log, "head", func(ctx context.Context, s source) error {
 		h, err := f.getHead(ctx, s, digest)
 		if err == nil {
 			head, headFrom = h, s
@@ -367,18 +398,24 @@ func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, orig
 		return nil, fmt.Errorf("fetch %s: %w", digest, err)
 	}
 	if module == nil {
-		// Peers other than the head's first, then the head's, the origin last.
-		rank := func(s source) int {
-			switch {
-			case s.origin:
-				return 2
-			case s == headFrom:
-				return 1
+		// A few peers other than the head's first (asking every peer
+		// that may not have it yet costs more than it saves), then the
+		// head's, the origin last. A seeding server that refuses names
+		// the peers it served, and those are tried next.
+		spread := make([]source, 0, modulePeersTried+2)
+		for _, s := range sources {
+			if !s.origin && s != headFrom && len(spread) < modulePeersTried {
+				spread = append(spread, s)
 			}
-			return 0
 		}
-		spread := slices.Clone(sources)
-		slices.SortStableFunc(spread, func(a, b source) int { return rank(a) - rank(b) })
+		if !headFrom.origin {
+			spread = append(spread, headFrom)
+		}
+		for _, s := range sources {
+			if s.origin {
+				spread = append(spread, s)
+			}
+		}
 		err = f.rounds(ctx, spread, bad, log, "module", func(ctx context.Context, s source) error {
 			b, err := f.getModule(ctx, s, m.Module.SHA256, m.Module.Size)
 			if err == nil {
@@ -451,7 +488,7 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 	last := map[string]error{} // each source's latest failure
 	for round := 0; round <= f.retries; round++ {
 		if round > 0 {
-			wait := min(f.backoff<<(round-1), maxFetchBackoff)
+			wait := min(f.backoff<<min(round-1, 20), f.maxWait)
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -461,7 +498,8 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 			}
 		}
 		tried := 0
-		for _, s := range sources {
+		for i := 0; i < len(sources); i++ {
+			s := sources[i]
 			if bad[s.base] {
 				continue
 			}
@@ -472,6 +510,11 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			// A seeding server names peers that hold it: try them next.
+			var busy *referralError
+			if errors.As(err, &busy) {
+				sources = f.withHints(sources, i+1, busy.peers)
 			}
 			last[s.base] = err
 			if errors.Is(err, ErrBadPeer) {
@@ -498,11 +541,48 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 	return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 }
 
+// referralError is a 429 that names peers holding what was asked for.
+type referralError struct {
+	source string
+	peers  []string
+}
+
+func (e *referralError) Error() string {
+	return fmt.Sprintf("%s: busy, referred to %d peers", e.source, len(e.peers))
+}
+
+// withHints inserts the hinted peers not already listed into sources at
+// position at, so they are tried next.
+func (f *Fetcher) withHints(sources []source, at int, peers []string) []source {
+	known := map[string]bool{}
+	for _, s := range sources {
+		known[s.base] = true
+	}
+	var add []source
+	for _, p := range peers {
+		if p == f.self || !validHostPort(p) {
+			continue
+		}
+		s := sourceFor(p, false)
+		if !known[s.base] {
+			known[s.base] = true
+			add = append(add, s)
+		}
+	}
+	if len(add) == 0 {
+		return sources
+	}
+	return slices.Insert(sources, min(at, len(sources)), add...)
+}
+
 // get issues one GET and returns the response when its status is 200.
 func (f *Fetcher) get(ctx context.Context, s source, path string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPeer, err)
+	}
+	if f.self != "" {
+		req.Header.Set(HolderHeader, f.self)
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
@@ -512,6 +592,10 @@ func (f *Fetcher) get(ctx context.Context, s source, path string) (*http.Respons
 		n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 		f.count(s, n)
 		_ = resp.Body.Close()
+		if hint := resp.Header.Get(PeersHeader); resp.StatusCode == http.StatusTooManyRequests && hint != "" {
+			peers := strings.Split(hint, ",")
+			return nil, &referralError{source: s.base, peers: peers[:min(len(peers), maxHints)]}
+		}
 		return nil, fmt.Errorf("%s: %s", s.base, resp.Status)
 	}
 	return resp, nil

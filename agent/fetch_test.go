@@ -174,6 +174,8 @@ func TestFetchFromOrigin(t *testing.T) {
 	}
 }
 
+// The head (small) comes from the origin, which surely has it; the module
+// (large) from peers, the origin only as the last resort.
 func TestFetchPrefersPeersAndSpreadsOverThem(t *testing.T) {
 	f := newDistFixture(t)
 	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
@@ -187,15 +189,15 @@ func TestFetchPrefersPeersAndSpreadsOverThem(t *testing.T) {
 	for _, p := range []*testPeer{empty, holderA, holderB, origin} {
 		p.srv.Close() // waits for the handlers, which count after writing
 	}
-	if origin.requests() != 0 || origin.blobs.Stats().ModuleBytesServed != 0 {
-		t.Fatalf("origin served %d requests, %+v", origin.requests(), origin.blobs.Stats())
+	if o := origin.blobs.Stats(); origin.requests() != 1 || o.HeadsServed != 1 || o.ModuleBytesServed != 0 {
+		t.Fatalf("origin served %d requests, %+v", origin.requests(), o)
 	}
-	// The head came from the first holder, the module from the other.
-	if a, b := holderA.blobs.Stats(), holderB.blobs.Stats(); a.HeadsServed != 1 || a.ModulesServed != 0 || b.ModulesServed != 1 {
+	// The module came from one of the holders.
+	if a, b := holderA.blobs.Stats(), holderB.blobs.Stats(); a.ModulesServed+b.ModulesServed != 1 {
 		t.Fatalf("holder A %+v, holder B %+v", a, b)
 	}
 	st := fe.Stats()
-	if st.BytesFetchedFromOrigin != 0 || st.BytesFetchedFromPeers < uint64(len(v.Module)) {
+	if st.BytesFetchedFromPeers < uint64(len(v.Module)) || st.BytesFetchedFromOrigin >= uint64(len(v.Module)) {
 		t.Fatalf("stats %+v", st)
 	}
 }
