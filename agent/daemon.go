@@ -82,6 +82,8 @@ type Agent struct {
 	sem      chan struct{}
 	wg       sync.WaitGroup
 
+	tagsPending atomic.Bool
+
 	stats struct {
 		announcementsSeen, fetched, fetchFailed, published, antiEntropyRuns atomic.Uint64
 	}
@@ -278,6 +280,22 @@ func (a *Agent) advertisedHTTP() string {
 	return net.JoinHostPort(host, port)
 }
 
+// tagDelay batches tag updates: while a bundle spreads, every agent's
+// holdings change at once, and one gossiped update per agent is enough.
+const tagDelay = time.Second
+
+// refreshTagsSoon updates the tags after tagDelay, once however many
+// times it is called in between.
+func (a *Agent) refreshTagsSoon() {
+	if !a.tagsPending.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(tagDelay, func() {
+		a.tagsPending.Store(false)
+		a.refreshTags()
+	})
+}
+
 func (a *Agent) refreshTags() {
 	t, err := a.tags()
 	if err == nil {
@@ -388,7 +406,7 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
 		}
 		a.stats.fetched.Add(1)
 		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers))
-		a.refreshTags()
+		a.refreshTagsSoon()
 	}()
 }
 

@@ -30,11 +30,15 @@ type testFleet struct {
 	agents   map[string]*Agent
 	stops    map[string]func()
 	seedAddr string
+	tuning   gossip.Tuning // fleetTuning unless a benchmark sets another
+	// antiEntropy is the agents' pull interval (1 s in tests).
+	antiEntropy time.Duration
 }
 
 func newTestFleet(t testing.TB) *testFleet {
 	t.Helper()
 	f := &testFleet{t: t, dir: t.TempDir(), agents: map[string]*Agent{}, stops: map[string]func(){}}
+	f.tuning, f.antiEntropy = fleetTuning(), time.Second
 	t.Cleanup(f.stopAll)
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -69,7 +73,7 @@ func (f *testFleet) config(name string) Config {
 	cfg.Keyring = f.keyring
 	cfg.StateDir = filepath.Join(d, "state")
 	cfg.Kernel = "sim:" + filepath.Join(d, "kernel")
-	cfg.AntiEntropy = time.Second
+	cfg.AntiEntropy = f.antiEntropy
 	cfg.LogLevel = "warn"
 	if f.seedAddr != "" {
 		cfg.Join = []string{f.seedAddr}
@@ -79,7 +83,7 @@ func (f *testFleet) config(name string) Config {
 
 func (f *testFleet) start(cfg Config) *Agent {
 	f.t.Helper()
-	a, err := New(Options{Config: cfg, Version: "test", Tuning: fleetTuning(), Logger: warnLogger(f.t)})
+	a, err := New(Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(f.t)})
 	if err != nil {
 		f.t.Fatalf("start %s: %v", cfg.NodeName, err)
 	}
