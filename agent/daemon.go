@@ -34,6 +34,7 @@ const (
 	TagHTTP    = "sf.http" // host:port of the blob service and index
 	TagHeld    = "sf.held" // bundles held, verified
 	TagSim     = "sf.sim"  // "1" when the kernel is the simulated test double
+	TagApplied = "sf.ap"   // the host's applied patch stack, "id@version,..." (cut to fit, "+N" more)
 )
 
 // seedCopies is how many copies of a module an agent uploads within the
@@ -264,6 +265,20 @@ func (a *Agent) tags() (map[string]string, error) {
 	t[TagHTTP] = a.advertisedHTTP()
 	entries, _ := a.store.List()
 	t[TagHeld] = strconv.Itoa(len(entries))
+	if live, err := splice.LiveSummary(a.cfg.StateDir); err == nil && len(live) > 0 {
+		// The stack in compact form, cut from the oldest end to fit
+		// serf's 512 bytes of tags.
+		for cut := 0; cut <= len(live); cut++ {
+			v := strings.Join(live[cut:], ",")
+			if cut > 0 {
+				v = "+" + strconv.Itoa(cut) + "," + v
+			}
+			t[TagApplied] = v
+			if gossip.CheckTags(t) == nil {
+				break
+			}
+		}
+	}
 	return t, gossip.CheckTags(t)
 }
 

@@ -63,6 +63,8 @@ type MemberStatus struct {
 	BuildID string `json:"build_id,omitempty"`
 	Version string `json:"agent_version,omitempty"`
 	Held    string `json:"held,omitempty"`
+	// Applied is the host's applied patch stack, oldest first.
+	Applied string `json:"applied,omitempty"`
 	// Simulated says the host runs the simulated kernel, a test double.
 	Simulated bool              `json:"simulated,omitempty"`
 	Tags      map[string]string `json:"tags,omitempty"` // the user's tags
@@ -78,7 +80,7 @@ func (a *Agent) FleetStatus() []MemberStatus {
 	var out []MemberStatus
 	for _, m := range a.node.Members() {
 		s := MemberStatus{Name: m.Name, Addr: m.Addr, Status: m.Status, Kernel: m.Tags[TagKernel], Arch: m.Tags[TagArch],
-			BuildID: m.Tags[TagBuildID], Version: m.Tags[TagVersion], Held: m.Tags[TagHeld], Simulated: m.Tags[TagSim] == "1"}
+			BuildID: m.Tags[TagBuildID], Version: m.Tags[TagVersion], Held: m.Tags[TagHeld], Applied: m.Tags[TagApplied], Simulated: m.Tags[TagSim] == "1"}
 		for k, v := range m.Tags {
 			if !strings.HasPrefix(k, "sf.") {
 				if s.Tags == nil {

@@ -233,3 +233,21 @@ func TestKernelWithoutLivepatch(t *testing.T) {
 		t.Fatalf("apply: %v", err)
 	}
 }
+
+func TestLiveSummary(t *testing.T) {
+	e := newHostEnv(t)
+	if got, err := splice.LiveSummary(e.stateDir); err != nil || got != nil {
+		t.Fatalf("no journal: %v %v", got, err)
+	}
+	h := e.mustOpen()
+	e.apply(h, e.bundle("a", 1, []string{"fa"}))
+	e.apply(h, e.bundle("b", 2, []string{"fb"}))
+	if _, err := h.Undo(context.Background(), "b"); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(h, e.bundle("c", 1, []string{"fc"}))
+	got, err := splice.LiveSummary(e.stateDir)
+	if err != nil || strings.Join(got, ",") != "a@1,c@1" {
+		t.Fatalf("summary %v %v", got, err)
+	}
+}

@@ -266,3 +266,20 @@ func (h *Host) View() (*HostView, error) {
 	}
 	return v, nil
 }
+
+// LiveSummary reads the journal in stateDir without taking its lock (the
+// journal is replaced atomically, so a reader sees a whole one) and
+// returns the patches meant to be in the kernel, oldest first, as
+// "id@version". A state directory without a journal has none.
+func LiveSummary(stateDir string) ([]string, error) {
+	journalPath, _ := statePaths(stateDir)
+	j := &journal{}
+	if _, err := loadJSON(journalPath, j, 16<<20); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range j.stack() {
+		out = append(out, fmt.Sprintf("%s@%d", p.ID, p.Version))
+	}
+	return out, nil
+}

@@ -234,7 +234,7 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 				return enc.Encode(st)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tHELD\tBUNDLES")
+			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tAPPLIED\tHELD\tBUNDLES")
 			for _, s := range st {
 				bundles := strings.Join(s.Bundles, ",")
 				if !s.Answered {
@@ -244,7 +244,7 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 				if s.Simulated {
 					kernel += " (SIMULATED)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, kernel, orDash(s.Arch), orDash(s.Version), orDash(s.Held), orDash(bundles))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, kernel, orDash(s.Arch), orDash(s.Version), orDash(s.Applied), orDash(s.Held), orDash(bundles))
 			}
 			return w.Flush()
 		},

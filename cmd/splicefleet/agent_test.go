@@ -165,6 +165,11 @@ func TestAgentsAsProcesses(t *testing.T) {
 		t.Fatalf("publish tampered: exit %d %s", code, errs)
 	}
 
+	// The host's applied stack shows in its tags once they are refreshed
+	// (here by the reload below).
+	c.ok("apply", "--keyring", c.path("trusted.asc"), "--state-dir", filepath.Join(procs[1].dir, "state"),
+		"--kernel", "sim:"+filepath.Join(procs[1].dir, "kernel"), bundle)
+
 	// SIGHUP reloads tags from the file.
 	conf, _ := os.ReadFile(procs[1].config)
 	if err := os.WriteFile(procs[1].config, bytes.Replace(conf, []byte("role: web"), []byte("role: db"), 1), 0o644); err != nil {
@@ -179,7 +184,7 @@ func TestAgentsAsProcesses(t *testing.T) {
 			return err
 		}
 		for _, s := range st {
-			if s.Name == procs[1].name && s.Tags["role"] == "db" {
+			if s.Name == procs[1].name && s.Tags["role"] == "db" && s.Applied == "cve-2026-0001@2" {
 				return nil
 			}
 		}
