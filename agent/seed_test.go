@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"io"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // seedPeer serves a store holding v, seeding its module with at most
@@ -19,8 +21,12 @@ func seedPeer(t *testing.T, f *distFixture, copies int) (*testPeer, string) {
 	return newTestPeer(t, bs), v.Manifest.Module.SHA256
 }
 
+// getModuleAs downloads a module naming holder as the fetcher's blob
+// service; after a 200 it waits until the server has recorded the upload
+// (the handler counts after the client has the whole body).
 func getModuleAs(t *testing.T, p *testPeer, sha, holder string) *http.Response {
 	t.Helper()
+	before := p.blobs.Stats().ModulesServed
 	req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+modulesPath+sha, nil)
 	if holder != "" {
 		req.Header.Set(HolderHeader, holder)
@@ -29,7 +35,17 @@ func getModuleAs(t *testing.T, p *testPeer, sha, holder string) *http.Response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		deadline := time.Now().Add(10 * time.Second)
+		for p.blobs.Stats().ModulesServed == before {
+			if time.Now().After(deadline) {
+				t.Fatal("the server never recorded the upload")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	return resp
 }
 
