@@ -84,10 +84,6 @@ type Agent struct {
 	wg       sync.WaitGroup
 
 	tagsPending atomic.Bool
-
-	stats struct {
-		announcementsSeen, fetched, fetchFailed, published, antiEntropyRuns atomic.Uint64
-	}
 }
 
 // policyVerifier lets a reload swap the trust policy under the fetcher.
@@ -352,7 +348,6 @@ func (a *Agent) Run(ctx context.Context) error {
 				return a.shutdown()
 			}
 			if ev.Kind == gossip.Announce && ev.Announcement != nil {
-				a.stats.announcementsSeen.Add(1)
 				a.fetchAsync(ctx, *ev.Announcement)
 			}
 		case <-tick.C:
@@ -415,11 +410,9 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
 		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == ann.Origin })
 		v, err := a.fetcher.Fetch(ctx, Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}, peers, ann.Origin)
 		if err != nil {
-			a.stats.fetchFailed.Add(1)
 			a.log.Warn("fetch bundle", "id", ann.ID, "version", ann.Version, "digest", ann.ManifestDigest[:12], "err", err)
 			return
 		}
-		a.stats.fetched.Add(1)
 		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers))
 		a.refreshTagsSoon()
 	}()
@@ -443,7 +436,6 @@ func (a *Agent) antiEntropy(ctx context.Context) {
 	if len(peers) == 0 {
 		return
 	}
-	a.stats.antiEntropyRuns.Add(1)
 	peer := peers[0]
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -487,7 +479,6 @@ func (a *Agent) Publish(raw []byte) (*splice.Verified, error) {
 		return nil, err
 	}
 	a.blobs.Seed(v.Manifest.Module.SHA256)
-	a.stats.published.Add(1)
 	ann := gossip.Announcement{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest,
 		Size: int64(len(raw)), Origin: a.advertisedHTTP()}
 	if err := a.node.Announce(ann); err != nil {
@@ -517,9 +508,6 @@ func (a *Agent) Reload(cfg Config) error {
 	a.log.Info("reloaded", "threshold", cfg.Threshold, "keys", p.Keyring().Len())
 	return nil
 }
-
-// Holdings lists the verified bundles this agent holds.
-func (a *Agent) Holdings() ([]Entry, error) { return a.store.List() }
 
 // Members lists the cluster as this agent sees it.
 func (a *Agent) Members() []gossip.Member { return a.node.Members() }

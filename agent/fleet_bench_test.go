@@ -36,7 +36,7 @@ func BenchmarkFleet50(b *testing.B) {
 	}()
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		f := newBenchFleet(b)
+		f := newTestFleet(b)
 		// What hosts run: LAN timers, and anti-entropy at its default, so
 		// that announcements alone carry the bundle.
 		f.tuning, f.antiEntropy = gossip.DefaultTuning(), DefaultConfig().AntiEntropy
@@ -98,8 +98,6 @@ func BenchmarkFleet50(b *testing.B) {
 		b.StartTimer()
 	}
 }
-
-func newBenchFleet(b *testing.B) *testFleet { return newTestFleet(b) }
 
 func waitMembersB(b *testing.B, agents []*Agent, n int) {
 	waitB(b, 120*time.Second, func() bool {

@@ -42,19 +42,13 @@ func readBundle(path string) (*splice.Bundle, error) {
 	return b, nil
 }
 
-// writeFileAtomic writes data to path so that readers see the old file or
-// the new one, never a part; on failure nothing is left behind.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return atomicfile.WriteFile(path, data, perm)
-}
-
 // writeBundle encodes b and writes it to path atomically.
 func writeBundle(path string, b *splice.Bundle) error {
 	raw, err := b.Bytes()
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, raw, 0o644)
+	return atomicfile.WriteFile(path, raw, 0o644)
 }
 
 // passphrase reads a secret key's passphrase from a file or from the

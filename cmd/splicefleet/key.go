@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/signing"
 )
 
@@ -53,10 +54,10 @@ Distribute PREFIX.pub.asc to hosts as part of their trusted keyring.`,
 			if err != nil {
 				return err
 			}
-			if err := writeFileAtomic(secPath, sec, 0o600); err != nil {
+			if err := atomicfile.WriteFile(secPath, sec, 0o600); err != nil {
 				return err
 			}
-			if err := writeFileAtomic(pubPath, pub, 0o644); err != nil {
+			if err := atomicfile.WriteFile(pubPath, pub, 0o644); err != nil {
 				return err
 			}
 			protected := "not protected by a passphrase"
