@@ -17,7 +17,7 @@
 //     read(2): Go's os package blocks forever at the end of /dev/kmsg);
 //     other systems get errors wrapping [ErrNotSupported]. Errnos become
 //     sentinels ([ErrAlreadyLoaded], [ErrWrongKernel], [ErrKeyRejected],
-//     [ErrNotPermitted], [ErrBusy], [ErrNoSyscall], [ErrNotLoaded]) with
+//     [ErrNotPermitted], [ErrBusy], [ErrInUse], [ErrNoSyscall], [ErrNotLoaded]) with
 //     the errno kept in the chain. Only this package imports
 //     golang.org/x/sys/unix.
 //   - [Linux] is the [Kernel] of a running system: reads through an [FS],

@@ -40,7 +40,7 @@ type Kernel interface {
 	WaitTransition(ctx context.Context, name string, t Timeouts) error
 	// Disable starts disabling the patch (writes 0 to its enabled file).
 	Disable(ctx context.Context, name string) error
-	// Unload removes the module (delete_module), retrying EBUSY a bounded
+	// Unload removes the module (delete_module), retrying EBUSY and EAGAIN a bounded
 	// number of times.
 	Unload(ctx context.Context, name string) error
 	// Log returns kernel log records after cursor (0: from the start of
@@ -161,6 +161,7 @@ var (
 	ErrKeyRejected     = errors.New("the kernel requires signed modules and refused this one (EKEYREJECTED: module.sig_enforce or lockdown)")
 	ErrNotPermitted    = errors.New("not permitted (EPERM: needs root with CAP_SYS_MODULE, or the kernel is locked down)")
 	ErrBusy            = errors.New("module is busy (EBUSY)")
+	ErrInUse           = errors.New("module is in use (EAGAIN: a reference is still held, as a disabled livepatch holds one until the kernel frees it)")
 	ErrNoSyscall       = errors.New("the kernel does not provide module loading (ENOSYS)")
 	ErrNotLoaded       = errors.New("module is not loaded")
 	ErrNoSuchPatch     = errors.New("no such livepatch")

@@ -22,7 +22,7 @@ type Linux struct {
 	// cleanup bounds the transitions Load waits for when it backs out a
 	// module that is not what was verified.
 	cleanup Timeouts
-	// busyTries and busyBackoff bound Unload's retries of EBUSY.
+	// busyTries and busyBackoff bound Unload's retries of EBUSY and EAGAIN.
 	busyTries   int
 	busyBackoff time.Duration
 }
@@ -174,8 +174,10 @@ func (k *Linux) Disable(ctx context.Context, name string) error {
 }
 
 // Unload implements [Kernel]: delete_module without waiting for users,
-// retrying EBUSY (which the kernel returns for a while after a patch was
-// disabled) a bounded number of times with a growing pause.
+// retrying EBUSY and EAGAIN a bounded number of times with a growing
+// pause. Both are expected for a moment after a patch was disabled: the
+// kernel drops the patch's reference to its module from a work queue once
+// the transition has finished, so the first delete_module can race it.
 func (k *Linux) Unload(ctx context.Context, name string) error {
 	pause := k.busyBackoff
 	var err error
@@ -185,7 +187,8 @@ func (k *Linux) Unload(ctx context.Context, name string) error {
 			k.log.Info("unloaded module", "module", name, "tries", try)
 			return nil
 		}
-		if !errors.Is(err, ErrBusy) || try >= k.busyTries {
+		retryable := errors.Is(err, ErrBusy) || errors.Is(err, ErrInUse)
+		if !retryable || try >= k.busyTries {
 			break
 		}
 		if !sleep(ctx, pause) {

@@ -27,8 +27,10 @@ type fakeKernel struct {
 	load      string
 	loadFiles map[string]string
 	finitErr  error
-	// busy is how many delete_module calls fail with EBUSY first.
-	busy int
+	// busy is how many delete_module calls fail with EBUSY first, and
+	// inUse how many then fail with EAGAIN.
+	busy  int
+	inUse int
 	// stuck keeps every transition running until it is reversed.
 	stuck bool
 	// signalEnds makes a write to signal end the transition.
@@ -113,6 +115,10 @@ func (f *fakeKernel) deleteModule(name string, flags int) error {
 	if f.busy > 0 {
 		f.busy--
 		return fmt.Errorf("%s: %w", opDelete, ErrBusy)
+	}
+	if f.inUse > 0 {
+		f.inUse--
+		return fmt.Errorf("%s: %w", opDelete, ErrInUse)
 	}
 	if !f.loaded[name] {
 		return fmt.Errorf("%s: %w", opDelete, ErrNotLoaded)
@@ -390,6 +396,21 @@ func TestUnload(t *testing.T) {
 		}
 		if n := len(f.calls); n != 6 {
 			t.Errorf("delete_module called %d times, want 6", n)
+		}
+	})
+	// The kernel drops a disabled patch's module reference from a work
+	// queue, so delete_module right after a disable can see EAGAIN.
+	t.Run("retries EAGAIN", func(t *testing.T) {
+		f, k := newFakeKernel(t, nil)
+		f.loaded["lp"], f.busy, f.inUse = true, 1, 3
+		if err := k.Unload(context.Background(), "lp"); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(f.calls); n != 5 {
+			t.Errorf("delete_module called %d times, want 5", n)
+		}
+		if f.loaded["lp"] {
+			t.Error("module still loaded")
 		}
 	})
 	t.Run("gives up after bounded tries", func(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// deleteNonBlock makes delete_module fail with EBUSY instead of waiting
-// for the module's users to go away.
+// deleteNonBlock makes delete_module fail with EAGAIN (EWOULDBLOCK)
+// instead of waiting for the module's users to go away.
 const deleteNonBlock = unix.O_NONBLOCK
 
 // maxKmsgRecords bounds one read of the kernel log buffer.
@@ -28,7 +28,8 @@ func deleteModule(name string, flags int) error {
 }
 
 // errnoSentinels maps the errnos module system calls return to the
-// package's sentinels. ENOENT is mapped only for delete_module.
+// package's sentinels. ENOENT and EAGAIN are mapped only for
+// delete_module.
 var errnoSentinels = map[unix.Errno]error{
 	unix.EEXIST:       ErrAlreadyLoaded,
 	unix.ENOEXEC:      ErrWrongKernel,
@@ -50,8 +51,13 @@ func mapErrno(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	sentinel := errnoSentinels[errno]
-	if errno == unix.ENOENT && op == opDelete {
-		sentinel = ErrNotLoaded
+	if op == opDelete {
+		switch errno {
+		case unix.ENOENT:
+			sentinel = ErrNotLoaded
+		case unix.EAGAIN: // EWOULDBLOCK: the reference count is not zero
+			sentinel = ErrInUse
+		}
 	}
 	if sentinel == nil {
 		return fmt.Errorf("%s: %w", op, err)

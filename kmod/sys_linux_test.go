@@ -23,12 +23,14 @@ func TestMapErrno(t *testing.T) {
 		{opFinit, unix.EPERM, ErrNotPermitted},
 		{opDelete, unix.EPERM, ErrNotPermitted},
 		{opDelete, unix.EBUSY, ErrBusy},
+		{opDelete, unix.EAGAIN, ErrInUse},
+		{opFinit, unix.EAGAIN, nil},
 		{opFinit, unix.ENOSYS, ErrNoSyscall},
 		{opDelete, unix.ENOENT, ErrNotLoaded},
 		{opFinit, unix.ENOENT, nil},
 		{opFinit, unix.EINVAL, nil},
 	}
-	sentinels := []error{ErrAlreadyLoaded, ErrWrongKernel, ErrKeyRejected, ErrNotPermitted, ErrBusy, ErrNoSyscall, ErrNotLoaded}
+	sentinels := []error{ErrAlreadyLoaded, ErrWrongKernel, ErrKeyRejected, ErrNotPermitted, ErrBusy, ErrInUse, ErrNoSyscall, ErrNotLoaded}
 	for _, tt := range tests {
 		t.Run(tt.op+" "+unix.ErrnoName(tt.errno), func(t *testing.T) {
 			err := mapErrno(tt.op, tt.errno)
