@@ -1,0 +1,115 @@
+package rollout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Actions of operator commands.
+const (
+	ActionPromote = "promote" // open the next stage now
+	ActionPause   = "pause"   // no new applies, no stage opens
+	ActionResume  = "resume"  // undo a pause
+	ActionHalt    = "halt"    // stop for good, keep what is applied
+	ActionRevoke  = "revoke"  // stop for good and roll back everywhere
+)
+
+// Actions lists every action.
+var Actions = []string{ActionPromote, ActionPause, ActionResume, ActionHalt, ActionRevoke}
+
+// Command is a signed operator command for one rollout.
+type Command struct {
+	// Plan is the digest of the plan it steers.
+	Plan string `json:"plan"`
+	// Seq only grows for one rollout; each number is used once.
+	Seq uint64 `json:"seq"`
+	// Action is one of Actions.
+	Action string `json:"action"`
+	// Stage is the stage a promote opens (0-based index).
+	Stage int `json:"stage,omitempty"`
+	// Reason is for people.
+	Reason string `json:"reason,omitempty"`
+	// Issued is when the command was made.
+	Issued time.Time `json:"issued"`
+}
+
+// Errors of commands.
+var (
+	ErrInvalidCommand = errors.New("invalid operator command")
+	// ErrReplayed reports a command whose sequence number was used.
+	ErrReplayed = errors.New("sequence number already used")
+)
+
+// EncodeCommand returns the bytes to sign.
+func EncodeCommand(c Command) ([]byte, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(c)
+}
+
+// DecodeCommand parses a command strictly.
+func DecodeCommand(data []byte) (*Command, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Command
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", ErrInvalidCommand)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c Command) validate() error {
+	switch {
+	case !digestPattern.MatchString(c.Plan):
+		return fmt.Errorf("%w: plan %q is not a plan digest", ErrInvalidCommand, c.Plan)
+	case c.Seq == 0:
+		return fmt.Errorf("%w: seq must be positive", ErrInvalidCommand)
+	case !slices.Contains(Actions, c.Action):
+		return fmt.Errorf("%w: action %q (want one of %v)", ErrInvalidCommand, c.Action, Actions)
+	case c.Action == ActionPromote && (c.Stage < 1 || c.Stage >= maxStages):
+		return fmt.Errorf("%w: promote needs the stage it opens (1..%d)", ErrInvalidCommand, maxStages-1)
+	case c.Action != ActionPromote && c.Stage != 0:
+		return fmt.Errorf("%w: only promote names a stage", ErrInvalidCommand)
+	case len(c.Reason) > 256:
+		return fmt.Errorf("%w: reason longer than 256 bytes", ErrInvalidCommand)
+	case c.Issued.IsZero():
+		return fmt.Errorf("%w: issued time missing", ErrInvalidCommand)
+	}
+	return nil
+}
+
+// VerifiedCommand is a command whose signatures satisfied the trust
+// policy.
+type VerifiedCommand struct {
+	Command
+	Digest  string
+	Signers []string
+	Doc     *Document
+}
+
+// VerifyCommand checks a command document's signatures, then parses it.
+func VerifyCommand(d *Document, v Verifier) (*VerifiedCommand, error) {
+	if d.Kind != KindCommand {
+		return nil, fmt.Errorf("%w: a %s, not a command", ErrInvalidDocument, d.Kind)
+	}
+	signers, err := v.Verify(d.Body, d.Signatures)
+	if err != nil {
+		return nil, fmt.Errorf("command signatures: %w", err)
+	}
+	c, err := DecodeCommand(d.Body)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifiedCommand{Command: *c, Digest: d.Digest(), Signers: signers, Doc: d}, nil
+}

@@ -1,0 +1,255 @@
+package rollout
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxPlanSize bounds a plan document.
+const MaxPlanSize = 16 << 10
+
+// Limits of a plan.
+const (
+	maxStages  = 32
+	maxTargets = 64
+	// Buckets is how many buckets hosts are hashed into; a stage's share
+	// is a number of buckets, so percentages have two decimals.
+	Buckets = 10000
+)
+
+// RingTag is the user tag that places a host in a ring stage.
+const RingTag = "ring"
+
+// What a halt does.
+const (
+	OnHaltRollback = "rollback" // undo the patch wherever the rollout applied it
+	OnHaltStop     = "halt"     // stop applying, keep what is applied
+)
+
+// Plan is a signed rollout plan. Its YAML schema is documented in
+// docs/rollouts.md; decoding is strict (an unknown key is an error).
+type Plan struct {
+	// ID names the rollout and seeds the hosts' buckets:
+	// ^[a-z0-9][a-z0-9._-]{0,63}$.
+	ID string `yaml:"id"`
+	// Bundle is the manifest digest (hex SHA-256) of the bundle to roll
+	// out.
+	Bundle string `yaml:"bundle"`
+	// Description is for people.
+	Description string `yaml:"description,omitempty"`
+	// Target narrows the hosts beyond the bundle's own kernel target.
+	Target Target `yaml:"target,omitempty"`
+	// Stages in order: ring stages first, then increasing percentages.
+	Stages []Stage `yaml:"stages"`
+	// Gates decide when a stage passed and when the rollout halts.
+	Gates Gates `yaml:"gates,omitempty"`
+	// OnHalt is "rollback" (default) or "halt".
+	OnHalt string `yaml:"on_halt,omitempty"`
+	// Expires, when set, ends the rollout: no host applies it afterwards.
+	Expires *time.Time `yaml:"expires,omitempty"`
+}
+
+// Target selects hosts. Empty fields select every host.
+type Target struct {
+	// Kernels are kernel releases (uname -r); a host must run one of them.
+	Kernels []string `yaml:"kernels,omitempty"`
+	// Tags must all match the host's user tags.
+	Tags map[string]string `yaml:"tags,omitempty"`
+}
+
+// Stage is one step of a rollout: a ring, or a percentage of the targeted
+// hosts.
+type Stage struct {
+	// Ring names a value of the hosts' "ring" tag (for example canary).
+	Ring string `yaml:"ring,omitempty"`
+	// Percent of the targeted hosts, 0 < percent <= 100, two decimals.
+	Percent float64 `yaml:"percent,omitempty"`
+	// Soak is how long the stage must stay healthy before the next opens.
+	Soak time.Duration `yaml:"soak,omitempty"`
+}
+
+// Share is the stage's number of buckets (percent stages only).
+func (s Stage) Share() int { return int(math.Round(s.Percent * 100)) }
+
+// Name is how the stage is shown: "ring canary" or "10%".
+func (s Stage) Name() string {
+	if s.Ring != "" {
+		return "ring " + s.Ring
+	}
+	return fmt.Sprintf("%g%%", s.Percent)
+}
+
+// Gates are the rollout's health gates.
+type Gates struct {
+	// MaxFailures halts the rollout when this many hosts failed (default
+	// 1; 0 keeps the default, -1 disables the count and leaves only the
+	// ratio).
+	MaxFailures int `yaml:"max_failures,omitempty"`
+	// MaxFailureRatio halts the rollout when the failed share of the
+	// opened stages' hosts is above it (0 disables it).
+	MaxFailureRatio float64 `yaml:"max_failure_ratio,omitempty"`
+	// MinHealthy is the share of a stage's hosts that must report healthy
+	// before the next stage opens (default 1: all of them).
+	MinHealthy float64 `yaml:"min_healthy,omitempty"`
+	// HealthWindow is how long a host watches itself after applying
+	// before it reports healthy (default 1m).
+	HealthWindow time.Duration `yaml:"health_window,omitempty"`
+}
+
+// Defaults of a plan's gates.
+const (
+	DefaultMaxFailures  = 1
+	DefaultMinHealthy   = 1.0
+	DefaultHealthWindow = time.Minute
+)
+
+var (
+	// ErrInvalidPlan reports a plan that does not decode or validate.
+	ErrInvalidPlan = errors.New("invalid rollout plan")
+	idPattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	digestPattern  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	tagPattern     = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+)
+
+// DecodePlan parses and validates a plan, strictly, and fills the
+// defaults. It reads at most MaxPlanSize bytes.
+func DecodePlan(data []byte) (*Plan, error) {
+	if len(data) > MaxPlanSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidPlan, len(data), MaxPlanSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var p Plan
+	if err := dec.Decode(&p); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: empty", ErrInvalidPlan)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more than one YAML document", ErrInvalidPlan)
+	}
+	p.defaults()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (p *Plan) defaults() {
+	if p.OnHalt == "" {
+		p.OnHalt = OnHaltRollback
+	}
+	if p.Gates.MaxFailures == 0 {
+		p.Gates.MaxFailures = DefaultMaxFailures
+	}
+	if p.Gates.MinHealthy == 0 {
+		p.Gates.MinHealthy = DefaultMinHealthy
+	}
+	if p.Gates.HealthWindow == 0 {
+		p.Gates.HealthWindow = DefaultHealthWindow
+	}
+}
+
+// Validate checks every field and says what is wrong with all of them.
+func (p *Plan) Validate() error {
+	var bad []string
+	if !idPattern.MatchString(p.ID) {
+		bad = append(bad, fmt.Sprintf("id %q must match %s", p.ID, idPattern))
+	}
+	if !digestPattern.MatchString(p.Bundle) {
+		bad = append(bad, fmt.Sprintf("bundle %q must be a manifest digest (64 lowercase hex digits; splicefleet inspect shows it)", p.Bundle))
+	}
+	if len(p.Target.Kernels) > maxTargets || len(p.Target.Tags) > maxTargets {
+		bad = append(bad, fmt.Sprintf("target: at most %d kernels and %d tags", maxTargets, maxTargets))
+	}
+	for _, k := range p.Target.Kernels {
+		if k == "" || len(k) > 128 || strings.ContainsAny(k, " \t\n,") {
+			bad = append(bad, fmt.Sprintf("target kernel %q is not a kernel release", k))
+		}
+	}
+	for k, v := range p.Target.Tags {
+		if !tagPattern.MatchString(k) || len(v) > 128 {
+			bad = append(bad, fmt.Sprintf("target tag %q=%q is not a valid tag", k, v))
+		}
+	}
+	bad = append(bad, p.validateStages()...)
+	g := p.Gates
+	if g.MaxFailures < -1 {
+		bad = append(bad, "gates.max_failures must be -1 (off) or positive")
+	}
+	if g.MaxFailureRatio < 0 || g.MaxFailureRatio >= 1 {
+		bad = append(bad, "gates.max_failure_ratio must be in [0, 1)")
+	}
+	if g.MaxFailures == -1 && g.MaxFailureRatio == 0 {
+		bad = append(bad, "gates: with max_failures -1, set max_failure_ratio (a rollout must be able to halt)")
+	}
+	if g.MinHealthy <= 0 || g.MinHealthy > 1 {
+		bad = append(bad, "gates.min_healthy must be in (0, 1]")
+	}
+	if g.HealthWindow < 0 || g.HealthWindow > 24*time.Hour {
+		bad = append(bad, "gates.health_window must be between 0 and 24h")
+	}
+	if p.OnHalt != OnHaltRollback && p.OnHalt != OnHaltStop {
+		bad = append(bad, fmt.Sprintf("on_halt %q must be %q or %q", p.OnHalt, OnHaltRollback, OnHaltStop))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidPlan, strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+func (p *Plan) validateStages() []string {
+	var bad []string
+	if len(p.Stages) == 0 {
+		return []string{"a plan needs stages (for example: [{ring: canary}, {percent: 10, soak: 10m}, {percent: 100}])"}
+	}
+	if len(p.Stages) > maxStages {
+		bad = append(bad, fmt.Sprintf("at most %d stages", maxStages))
+	}
+	rings := map[string]bool{}
+	lastShare, sawPercent := 0, false
+	for i, s := range p.Stages {
+		where := fmt.Sprintf("stage %d", i+1)
+		switch {
+		case s.Ring != "" && s.Percent != 0:
+			bad = append(bad, where+": a stage is a ring or a percentage, not both")
+		case s.Ring != "":
+			if sawPercent {
+				bad = append(bad, where+": ring stages come before percentage stages")
+			}
+			if !tagPattern.MatchString(s.Ring) {
+				bad = append(bad, fmt.Sprintf("%s: ring %q is not a valid tag value", where, s.Ring))
+			}
+			if rings[s.Ring] {
+				bad = append(bad, fmt.Sprintf("%s: ring %q appears twice", where, s.Ring))
+			}
+			rings[s.Ring] = true
+		default:
+			sawPercent = true
+			share := s.Share()
+			if s.Percent <= 0 || s.Percent > 100 || share < 1 {
+				bad = append(bad, fmt.Sprintf("%s: percent %g must be in (0, 100] (at least 0.01)", where, s.Percent))
+			} else if share <= lastShare {
+				bad = append(bad, fmt.Sprintf("%s: percent %g must be above the stage before", where, s.Percent))
+			}
+			lastShare = max(lastShare, share)
+		}
+		if s.Soak < 0 || s.Soak > 30*24*time.Hour {
+			bad = append(bad, where+": soak must be between 0 and 720h")
+		}
+	}
+	return bad
+}
+
+// Encode returns the plan as YAML.
+func (p *Plan) Encode() ([]byte, error) { return yaml.Marshal(p) }

@@ -1,0 +1,491 @@
+package rollout
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Rollout states.
+const (
+	Running = "running"
+	Paused  = "paused"
+	Halted  = "halted"
+	Done    = "done"
+	Expired = "expired"
+)
+
+// KernelTarget is the kernel the rolled-out bundle was built for.
+type KernelTarget struct {
+	Release string
+	Arch    string
+	// BuildID, when set, must start with the host's gossiped build-id
+	// prefix.
+	BuildID string
+}
+
+// Member is a cluster member as an evaluation sees it.
+type Member struct {
+	Name string
+	// Status is alive, failed, leaving or left. Left and leaving members
+	// are outside every cohort; failed (unreachable) ones stay in theirs
+	// and count as not reported.
+	Status  string
+	Kernel  string
+	Arch    string
+	BuildID string // the gossiped prefix
+	// Tags are the user tags.
+	Tags map[string]string
+	// Reports are the host's reported states by report key.
+	Reports map[string]HostState
+}
+
+// View is the gossip state an evaluation reads.
+type View struct {
+	Self    string
+	Members []Member
+	// Failures are failure reports heard for this rollout: node → reason.
+	Failures map[string]string
+}
+
+// Rollout is one plan as this agent follows it. Its fields are what the
+// agent persists; Evaluate updates the observations (stages opened and
+// passed, a halt) and everything else is derived.
+type Rollout struct {
+	Plan     *Plan        `json:"plan"`
+	Digest   string       `json:"digest"`
+	Kernel   KernelTarget `json:"kernel"`
+	Accepted time.Time    `json:"accepted"`
+	// Commands are the accepted operator commands in sequence order.
+	Commands []Command `json:"commands,omitempty"`
+	// Opened[k] is when this agent saw stage k open.
+	Opened []time.Time `json:"opened"`
+	// Passed[k] is when this agent first saw stage k pass its gate.
+	Passed []time.Time `json:"passed"`
+	// HaltReason, once set, halts the rollout for good.
+	HaltReason string    `json:"halt_reason,omitempty"`
+	HaltedAt   time.Time `json:"halted_at,omitzero"`
+	// Rollback says whether the halt rolls the patch back.
+	Rollback bool `json:"rollback,omitempty"`
+}
+
+// New starts following a verified plan for a bundle built for kernel k.
+func New(vp *VerifiedPlan, k KernelTarget, now time.Time) *Rollout {
+	n := len(vp.Plan.Stages)
+	return &Rollout{Plan: vp.Plan, Digest: vp.Digest, Kernel: k, Accepted: now,
+		Opened: make([]time.Time, n), Passed: make([]time.Time, n)}
+}
+
+// Key is the plan's key in the reports tag.
+func (r *Rollout) Key() string { return ReportKey(r.Digest) }
+
+// AddCommand accepts a verified command for this rollout. A sequence
+// number already used is refused with ErrReplayed; halt and revoke are
+// final, so nothing after them changes the state.
+func (r *Rollout) AddCommand(c Command) error {
+	if c.Plan != r.Digest {
+		return fmt.Errorf("%w: command for plan %s, not %s", ErrInvalidCommand, short(c.Plan), short(r.Digest))
+	}
+	if c.Action == ActionPromote && c.Stage >= len(r.Plan.Stages) {
+		return fmt.Errorf("%w: promote to stage %d, the plan has %d", ErrInvalidCommand, c.Stage+1, len(r.Plan.Stages))
+	}
+	i, found := slices.BinarySearchFunc(r.Commands, c.Seq, func(x Command, seq uint64) int {
+		return cmpU64(x.Seq, seq)
+	})
+	if found {
+		return fmt.Errorf("%w: seq %d of rollout %s was used by %s", ErrReplayed, c.Seq, r.Plan.ID, r.Commands[i].Action)
+	}
+	r.Commands = slices.Insert(r.Commands, i, c)
+	return nil
+}
+
+// LastSeq is the highest sequence number accepted.
+func (r *Rollout) LastSeq() uint64 {
+	if len(r.Commands) == 0 {
+		return 0
+	}
+	return r.Commands[len(r.Commands)-1].Seq
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// steering folds the commands in sequence order.
+type steering struct {
+	paused     bool
+	pausedBy   uint64
+	promotedTo int
+	halt       *Command
+}
+
+func (r *Rollout) steering() steering {
+	var s steering
+	for _, c := range r.Commands {
+		if s.halt != nil {
+			break
+		}
+		switch c.Action {
+		case ActionPause:
+			s.paused, s.pausedBy = true, c.Seq
+		case ActionResume:
+			s.paused = false
+		case ActionPromote:
+			s.promotedTo = max(s.promotedTo, c.Stage)
+		case ActionHalt, ActionRevoke:
+			s.halt = &c
+		}
+	}
+	return s
+}
+
+// Status is the rollout as this agent sees it.
+type Status struct {
+	ID      string `json:"id"`
+	Digest  string `json:"digest"`
+	Bundle  string `json:"bundle"`
+	State   string `json:"state"`
+	OnHalt  string `json:"on_halt"`
+	Open    int    `json:"open"` // highest open stage, 0-based
+	Stages  []StageStatus `json:"stages"`
+	Failed  []string      `json:"failed,omitempty"` // "node: reason"
+	Why     string        `json:"why"`
+	LastSeq uint64        `json:"last_seq"`
+	// Self is what this host should do.
+	Self SelfStatus `json:"self"`
+}
+
+// StageStatus counts one stage's cohort: the hosts in it or an earlier
+// stage.
+type StageStatus struct {
+	Name    string    `json:"name"`
+	Open    bool      `json:"open"`
+	Cohort  int       `json:"cohort"`
+	Applied int       `json:"applied"` // applying or healthy
+	Healthy int       `json:"healthy"`
+	Failed  int       `json:"failed"`
+	Waiting int       `json:"waiting"` // not reported, or inside the health window
+	Passed  bool      `json:"passed"`
+	OpensAt time.Time `json:"opens_at,omitzero"`
+	// WaitingFor names some of the hosts the stage waits for.
+	WaitingFor []string `json:"waiting_for,omitempty"`
+}
+
+// SelfStatus is this host's part.
+type SelfStatus struct {
+	Targeted bool      `json:"targeted"`
+	Stage    int       `json:"stage"` // first stage it is in, -1 none
+	Bucket   int       `json:"bucket"`
+	State    HostState `json:"state"`
+	// Apply: this host should apply the bundle now.
+	Apply bool `json:"apply"`
+	// RollBack: this host should undo the patch now.
+	RollBack bool `json:"roll_back"`
+}
+
+// host is a targeted member with its stage and state.
+type host struct {
+	Member
+	stage  int
+	state  HostState
+	reason string
+}
+
+// Targets reports whether m is a host the rollout targets.
+func (r *Rollout) Targets(m Member) bool {
+	if m.Status == "left" || m.Status == "leaving" {
+		return false
+	}
+	k := r.Kernel
+	if m.Kernel != k.Release || (k.Arch != "" && m.Arch != k.Arch) {
+		return false
+	}
+	if k.BuildID != "" && (m.BuildID == "" || !strings.HasPrefix(k.BuildID, m.BuildID)) {
+		return false
+	}
+	t := r.Plan.Target
+	if len(t.Kernels) > 0 && !slices.Contains(t.Kernels, m.Kernel) {
+		return false
+	}
+	for key, v := range t.Tags {
+		if m.Tags[key] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// StageOf is the first stage a member is in, or -1.
+func (r *Rollout) StageOf(m Member) int {
+	ring := m.Tags[RingTag]
+	b := -1
+	for i, s := range r.Plan.Stages {
+		if s.Ring != "" {
+			if ring == s.Ring {
+				return i
+			}
+			continue
+		}
+		if b < 0 {
+			b = Bucket(r.Plan.ID, m.Name)
+		}
+		if b < s.Share() {
+			return i
+		}
+	}
+	return -1
+}
+
+// Evaluate judges the rollout from the view at time now, records what it
+// observed (stages opened and passed, a halt) and says what this host
+// should do. Every agent evaluating the same view reaches the same
+// judgement.
+func (r *Rollout) Evaluate(v View, now time.Time) Status {
+	plan := r.Plan
+	key := r.Key()
+	st := Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
+		Self: SelfStatus{Stage: -1, Bucket: Bucket(plan.ID, v.Self)}}
+	var hosts []host
+	for _, m := range v.Members {
+		if !r.Targets(m) {
+			continue
+		}
+		h := host{Member: m, stage: r.StageOf(m), state: m.Reports[key]}
+		if reason, ok := v.Failures[m.Name]; ok && h.state != StateFailed {
+			h.state, h.reason = StateFailed, reason
+		}
+		if h.state == StateFailed && h.reason == "" {
+			h.reason = "reported failed"
+		}
+		hosts = append(hosts, h)
+		if m.Name == v.Self {
+			st.Self.Targeted, st.Self.Stage, st.Self.State = true, h.stage, h.state
+		}
+	}
+	slices.SortFunc(hosts, func(a, b host) int { return strings.Compare(a.Name, b.Name) })
+
+	steer := r.steering()
+	var failed []host
+	for _, h := range hosts {
+		if h.state == StateFailed {
+			failed = append(failed, h)
+			st.Failed = append(st.Failed, h.Name+": "+h.reason)
+		}
+	}
+	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
+		r.ensure()
+		r.Opened[0] = now
+	}
+	open := r.open()
+	st.Stages = make([]StageStatus, len(plan.Stages))
+	for k, s := range plan.Stages {
+		st.Stages[k] = r.count(k, s, hosts)
+	}
+
+	// Halts: operator commands, then the failure gates. Sticky.
+	if r.HaltReason == "" {
+		switch {
+		case steer.halt != nil:
+			r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
+				steer.halt.Action == ActionRevoke)
+		case r.tripped(len(failed), st.Stages[open].Cohort):
+			names := make([]string, 0, len(failed))
+			for _, h := range failed[:min(3, len(failed))] {
+				names = append(names, h.Name+": "+h.reason)
+			}
+			more := ""
+			if len(failed) > 3 {
+				more = fmt.Sprintf(" and %d more", len(failed)-3)
+			}
+			r.halt(now, fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more),
+				plan.OnHalt == OnHaltRollback)
+		}
+	}
+
+	expired := plan.Expires != nil && !now.Before(*plan.Expires)
+	switch {
+	case r.HaltReason != "":
+		st.State = Halted
+		st.Why = "halted: " + r.HaltReason
+		if r.Rollback {
+			st.Why += "; rolling back"
+		}
+	case expired:
+		st.State = Expired
+		st.Why = "expired at " + plan.Expires.UTC().Format(time.RFC3339) + "; no host applies it any more"
+	case steer.paused:
+		st.State = Paused
+		st.Why = fmt.Sprintf("paused by operator (seq %d)", steer.pausedBy)
+	default:
+		st.State = Running
+		open = r.advance(now, st.Stages, steer.promotedTo)
+		st.Why = r.why(open, st.Stages, now)
+		last := len(plan.Stages) - 1
+		if open == last && st.Stages[last].Passed {
+			st.State = Done
+		}
+	}
+	st.Open = open
+	for k := range st.Stages {
+		st.Stages[k].Open = k <= open
+	}
+	// This host's part.
+	self := &st.Self
+	switch {
+	case r.HaltReason != "":
+		self.RollBack = r.Rollback && (self.State == StateApplying || self.State == StateHealthy)
+	case st.State == Running || st.State == Done:
+		self.Apply = self.Targeted && self.Stage >= 0 && self.Stage <= open && self.State == StateNone
+	}
+	return st
+}
+
+func reasonSuffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func (r *Rollout) ensure() {
+	n := len(r.Plan.Stages)
+	if len(r.Opened) != n {
+		r.Opened = append(r.Opened, make([]time.Time, max(0, n-len(r.Opened)))...)[:n]
+	}
+	if len(r.Passed) != n {
+		r.Passed = append(r.Passed, make([]time.Time, max(0, n-len(r.Passed)))...)[:n]
+	}
+}
+
+// open is the highest stage this agent saw open.
+func (r *Rollout) open() int {
+	o := 0
+	for k, t := range r.Opened {
+		if !t.IsZero() {
+			o = k
+		}
+	}
+	return o
+}
+
+func (r *Rollout) halt(now time.Time, reason string, rollback bool) {
+	r.HaltReason, r.HaltedAt, r.Rollback = reason, now, rollback
+}
+
+// tripped applies the failure gates to failures among the hosts of the
+// open stages (cohort).
+func (r *Rollout) tripped(failures, cohort int) bool {
+	g := r.Plan.Gates
+	if failures == 0 {
+		return false
+	}
+	if g.MaxFailures > 0 && failures >= g.MaxFailures {
+		return true
+	}
+	return g.MaxFailureRatio > 0 && float64(failures) > g.MaxFailureRatio*float64(max(cohort, 1))
+}
+
+// count tallies stage k's cohort: every targeted host in stage k or an
+// earlier one.
+func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
+	ss := StageStatus{Name: s.Name()}
+	for _, h := range hosts {
+		if h.stage < 0 || h.stage > k {
+			continue
+		}
+		ss.Cohort++
+		switch h.state {
+		case StateHealthy:
+			ss.Applied++
+			ss.Healthy++
+		case StateApplying:
+			ss.Applied++
+			ss.Waiting++
+		case StateFailed:
+			ss.Failed++
+		default:
+			ss.Waiting++
+		}
+		if h.state != StateHealthy && h.state != StateFailed && len(ss.WaitingFor) < 5 {
+			what := h.state.String()
+			switch {
+			case h.Status == "failed":
+				what = "unreachable"
+			case h.state == StateNone:
+				what = "no report yet"
+			}
+			ss.WaitingFor = append(ss.WaitingFor, h.Name+" ("+what+")")
+		}
+	}
+	need := int(math.Ceil(r.Plan.Gates.MinHealthy*float64(ss.Cohort) - 1e-9))
+	ss.Passed = ss.Failed == 0 && ss.Healthy >= need
+	return ss
+}
+
+// advance opens stages whose predecessor passed and soaked, or that a
+// promote opened, and returns the highest open stage.
+func (r *Rollout) advance(now time.Time, stages []StageStatus, promotedTo int) int {
+	open := r.open()
+	for k := 0; k < len(stages); k++ {
+		if k > open {
+			break
+		}
+		if stages[k].Passed && r.Passed[k].IsZero() {
+			r.Passed[k] = now
+		}
+		if k+1 >= len(stages) || !r.Opened[k+1].IsZero() {
+			continue
+		}
+		soaked := !r.Passed[k].IsZero() && !now.Before(r.Passed[k].Add(r.Plan.Stages[k].Soak))
+		if soaked || promotedTo >= k+1 {
+			r.Opened[k+1] = now
+			open = k + 1
+		}
+	}
+	for k := range stages {
+		if k+1 < len(stages) && !r.Passed[k].IsZero() && r.Opened[k+1].IsZero() {
+			stages[k+1].OpensAt = r.Passed[k].Add(r.Plan.Stages[k].Soak)
+		}
+	}
+	return open
+}
+
+func (r *Rollout) why(open int, stages []StageStatus, now time.Time) string {
+	s := stages[open]
+	name := fmt.Sprintf("stage %d (%s)", open+1, s.Name)
+	last := open == len(stages)-1
+	switch {
+	case s.Passed && last:
+		return fmt.Sprintf("done: %s passed, %d of %d hosts healthy", name, s.Healthy, s.Cohort)
+	case s.Passed:
+		next := stages[open+1]
+		return fmt.Sprintf("%s passed, %d of %d hosts healthy; stage %d (%s) opens in %s", name, s.Healthy, s.Cohort,
+			open+2, next.Name, max(0, next.OpensAt.Sub(now)).Round(time.Second))
+	}
+	why := fmt.Sprintf("%s open: %d of %d hosts healthy, need %d", name, s.Healthy, s.Cohort,
+		int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort)-1e-9)))
+	if len(s.WaitingFor) > 0 {
+		why += "; waiting for " + strings.Join(s.WaitingFor, ", ")
+		if s.Waiting > len(s.WaitingFor) {
+			why += fmt.Sprintf(" and %d more", s.Waiting-len(s.WaitingFor))
+		}
+	}
+	return why
+}
+
+func short(d string) string { return d[:min(12, len(d))] }

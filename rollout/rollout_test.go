@@ -1,0 +1,357 @@
+package rollout
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+const digest = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+type fleet struct {
+	r       *Rollout
+	members []Member
+	fails   map[string]string
+}
+
+func newFleet(t *testing.T, plan string, n int, rings map[int]string) *fleet {
+	t.Helper()
+	p, err := DecodePlan([]byte(plan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fleet{r: New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0), fails: map[string]string{}}
+	for i := range n {
+		m := Member{Name: fmt.Sprintf("host-%02d", i), Status: "alive", Kernel: "6.1.0-56", Arch: "x86_64",
+			Tags: map[string]string{}, Reports: map[string]HostState{}}
+		if ring, ok := rings[i]; ok {
+			m.Tags[RingTag] = ring
+		}
+		f.members = append(f.members, m)
+	}
+	return f
+}
+
+func (f *fleet) eval(self string, now time.Time) Status {
+	return f.r.Evaluate(View{Self: self, Members: f.members, Failures: f.fails}, now)
+}
+
+// step lets every host that should apply report state, and returns who
+// applied.
+func (f *fleet) step(now time.Time, state HostState) []string {
+	var did []string
+	for i := range f.members {
+		st := f.eval(f.members[i].Name, now)
+		if st.Self.Apply {
+			f.members[i].Reports[f.r.Key()] = state
+			did = append(did, f.members[i].Name)
+		}
+	}
+	return did
+}
+
+func (f *fleet) set(state HostState) {
+	for i := range f.members {
+		if f.members[i].Reports[f.r.Key()] != StateNone {
+			f.members[i].Reports[f.r.Key()] = state
+		}
+	}
+}
+
+const stagedPlan = `
+id: staged
+bundle: ` + digest + `
+stages:
+  - ring: canary
+    soak: 1m
+  - percent: 50
+    soak: 5m
+  - percent: 100
+`
+
+func TestStagedRolloutCompletes(t *testing.T) {
+	f := newFleet(t, stagedPlan, 20, map[int]string{3: "canary"})
+	did := f.step(t0, StateApplying)
+	if strings.Join(did, ",") != "host-03" {
+		t.Fatalf("first stage applied on %v, want only the canary host-03", did)
+	}
+	st := f.eval("host-00", t0)
+	if st.Open != 0 || !strings.Contains(st.Why, "host-03 (applying)") {
+		t.Errorf("while the canary is in its health window: open %d, why %q", st.Open, st.Why)
+	}
+	f.set(StateHealthy)
+	st = f.eval("host-00", t0.Add(time.Second))
+	if st.Open != 0 || !st.Stages[0].Passed || !strings.Contains(st.Why, "opens in 1m0s") {
+		t.Fatalf("canary healthy: open %d passed %t why %q", st.Open, st.Stages[0].Passed, st.Why)
+	}
+	// Soak not over: nobody else applies.
+	if did := f.step(t0.Add(59*time.Second), StateApplying); len(did) != 0 {
+		t.Fatalf("applied during the canary's soak: %v", did)
+	}
+	did = f.step(t0.Add(62*time.Second), StateHealthy)
+	if len(did) < 4 || len(did) > 16 {
+		t.Fatalf("50%% stage applied on %d of 19 hosts: %v", len(did), did)
+	}
+	for _, n := range did {
+		if b := Bucket("staged", n); b >= 5000 {
+			t.Errorf("%s (bucket %d) applied in the 50%% stage", n, b)
+		}
+	}
+	st = f.eval("host-00", t0.Add(63*time.Second))
+	if st.Open != 1 || !st.Stages[1].Passed || st.Stages[1].Cohort != len(did)+1 {
+		t.Fatalf("50%% stage: %+v", st.Stages[1])
+	}
+	did = f.step(t0.Add(63*time.Second+5*time.Minute), StateHealthy)
+	st = f.eval("host-00", t0.Add(64*time.Second+5*time.Minute))
+	if st.State != Done || st.Stages[2].Healthy != 20 {
+		t.Fatalf("after the last stage: state %s, %+v, why %q", st.State, st.Stages[2], st.Why)
+	}
+}
+
+func TestMissingReportsWait(t *testing.T) {
+	f := newFleet(t, stagedPlan, 5, map[int]string{0: "canary", 1: "canary"})
+	f.members[0].Reports[f.r.Key()] = StateHealthy
+	f.members[1].Status = "failed" // unreachable, never reported
+	st := f.eval("host-04", t0.Add(time.Hour))
+	if st.Open != 0 || st.Stages[0].Passed || st.Self.Apply {
+		t.Fatalf("a stage with an unreported host opened: %+v", st)
+	}
+	if !strings.Contains(st.Why, "host-01 (unreachable)") {
+		t.Errorf("why = %q, want it to name the unreachable host", st.Why)
+	}
+	// A host that left the cluster is no longer in the cohort.
+	f.members[1].Status = "left"
+	st = f.eval("host-04", t0.Add(time.Hour))
+	if !st.Stages[0].Passed {
+		t.Errorf("after the host left: %+v", st.Stages[0])
+	}
+}
+
+func TestFailureHaltsAndRollsBack(t *testing.T) {
+	f := newFleet(t, stagedPlan, 10, map[int]string{3: "canary", 4: "canary"})
+	f.step(t0, StateApplying)
+	f.members[4].Reports[f.r.Key()] = StateHealthy
+	f.fails["host-03"] = "health check: Oops in kernel log"
+	st := f.eval("host-04", t0.Add(time.Second))
+	if st.State != Halted || !st.Self.RollBack || st.Self.Apply {
+		t.Fatalf("after a canary failure: state %s self %+v", st.State, st.Self)
+	}
+	if !strings.Contains(st.Why, "host-03: health check: Oops") {
+		t.Errorf("why = %q, want the failing host and reason", st.Why)
+	}
+	// Sticky: even if the report disappears, it stays halted, and nobody
+	// outside the canary applies, ever.
+	delete(f.fails, "host-03")
+	for _, d := range []time.Duration{time.Minute, time.Hour} {
+		if did := f.step(t0.Add(d), StateApplying); len(did) != 0 {
+			t.Fatalf("applied after the halt: %v", did)
+		}
+	}
+	if st := f.eval("host-00", t0.Add(2*time.Hour)); st.State != Halted {
+		t.Errorf("halt did not stick: %s", st.State)
+	}
+}
+
+func TestHaltWithoutRollback(t *testing.T) {
+	f := newFleet(t, stagedPlan+"on_halt: halt\n", 4, map[int]string{0: "canary", 1: "canary"})
+	f.step(t0, StateHealthy)
+	f.members[1].Reports[f.r.Key()] = StateFailed
+	st := f.eval("host-00", t0)
+	if st.State != Halted || st.Self.RollBack {
+		t.Errorf("on_halt: halt: state %s, roll back %t", st.State, st.Self.RollBack)
+	}
+}
+
+func TestFailureRatioGate(t *testing.T) {
+	plan := "id: ratio\nbundle: " + digest + "\nstages: [{percent: 100}]\ngates: {max_failures: -1, max_failure_ratio: 0.2}\n"
+	f := newFleet(t, plan, 10, nil)
+	f.step(t0, StateHealthy)
+	f.members[0].Reports[f.r.Key()] = StateFailed
+	f.members[1].Reports[f.r.Key()] = StateFailed
+	if st := f.eval("host-05", t0); st.State == Halted {
+		t.Fatalf("2 of 10 failed (not above 0.2) halted: %s", st.Why)
+	}
+	f.members[2].Reports[f.r.Key()] = StateFailed
+	if st := f.eval("host-05", t0); st.State != Halted {
+		t.Fatalf("3 of 10 failed did not halt: %s", st.Why)
+	}
+}
+
+func TestUntargetedHostsStayOut(t *testing.T) {
+	plan := "id: t\nbundle: " + digest + "\ntarget: {tags: {role: web}}\nstages: [{percent: 100}]\n"
+	f := newFleet(t, plan, 4, nil)
+	f.members[0].Tags["role"] = "web"
+	f.members[1].Tags["role"] = "db"
+	f.members[2].Kernel = "6.1.0-55"
+	f.members[3].Tags["role"] = "web"
+	f.members[3].Arch = "aarch64"
+	did := f.step(t0, StateApplying)
+	if strings.Join(did, ",") != "host-00" {
+		t.Errorf("applied on %v, want only host-00 (web, right kernel and arch)", did)
+	}
+}
+
+func cmd(seq uint64, action string, stage int) Command {
+	return Command{Plan: digest, Seq: seq, Action: action, Stage: stage, Issued: t0}
+}
+
+func TestCommands(t *testing.T) {
+	t.Run("promote opens the next stage", func(t *testing.T) {
+		f := newFleet(t, stagedPlan, 10, map[int]string{0: "canary"})
+		if err := f.r.AddCommand(cmd(1, ActionPromote, 1)); err != nil {
+			t.Fatal(err)
+		}
+		st := f.eval("host-09", t0)
+		if st.Open != 1 {
+			t.Errorf("after promote: open %d, want 1", st.Open)
+		}
+	})
+	t.Run("pause and resume", func(t *testing.T) {
+		f := newFleet(t, stagedPlan, 10, map[int]string{0: "canary"})
+		_ = f.r.AddCommand(cmd(1, ActionPause, 0))
+		if did := f.step(t0, StateApplying); len(did) != 0 {
+			t.Fatalf("applied while paused: %v", did)
+		}
+		if st := f.eval("host-00", t0); st.State != Paused || !strings.Contains(st.Why, "seq 1") {
+			t.Errorf("paused: %s %q", st.State, st.Why)
+		}
+		_ = f.r.AddCommand(cmd(2, ActionResume, 0))
+		if did := f.step(t0, StateApplying); len(did) != 1 {
+			t.Errorf("after resume applied on %v, want the canary", did)
+		}
+	})
+	t.Run("replayed", func(t *testing.T) {
+		f := newFleet(t, stagedPlan, 2, nil)
+		_ = f.r.AddCommand(cmd(1, ActionPause, 0))
+		if err := f.r.AddCommand(cmd(1, ActionPause, 0)); !errors.Is(err, ErrReplayed) {
+			t.Errorf("replay: err = %v, want ErrReplayed", err)
+		}
+		if err := f.r.AddCommand(cmd(1, ActionResume, 0)); !errors.Is(err, ErrReplayed) {
+			t.Errorf("another command with a used seq: err = %v, want ErrReplayed", err)
+		}
+		if st := f.eval("host-00", t0); st.State != Paused {
+			t.Errorf("state %s after refused commands, want paused", st.State)
+		}
+	})
+	t.Run("out of order ends as in order", func(t *testing.T) {
+		in := newFleet(t, stagedPlan, 2, nil)
+		out := newFleet(t, stagedPlan, 2, nil)
+		seq := []Command{cmd(1, ActionPause, 0), cmd(2, ActionResume, 0), cmd(3, ActionPause, 0)}
+		for _, c := range seq {
+			_ = in.r.AddCommand(c)
+		}
+		for _, i := range []int{2, 0, 1} {
+			if err := out.r.AddCommand(seq[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, b := in.eval("host-00", t0), out.eval("host-00", t0)
+		if a.State != Paused || b.State != a.State || b.Why != a.Why {
+			t.Errorf("in order: %s %q; out of order: %s %q", a.State, a.Why, b.State, b.Why)
+		}
+	})
+	t.Run("halt is final", func(t *testing.T) {
+		f := newFleet(t, stagedPlan, 2, map[int]string{0: "canary"})
+		f.step(t0, StateHealthy)
+		_ = f.r.AddCommand(cmd(5, ActionHalt, 0))
+		_ = f.r.AddCommand(cmd(6, ActionResume, 0))
+		st := f.eval("host-00", t0)
+		if st.State != Halted || st.Self.RollBack {
+			t.Errorf("halt then resume: state %s rollback %t", st.State, st.Self.RollBack)
+		}
+	})
+	t.Run("revoke rolls back", func(t *testing.T) {
+		f := newFleet(t, stagedPlan+"on_halt: halt\n", 2, map[int]string{0: "canary"})
+		f.step(t0, StateHealthy)
+		_ = f.r.AddCommand(cmd(1, ActionRevoke, 0))
+		if st := f.eval("host-00", t0); st.State != Halted || !st.Self.RollBack {
+			t.Errorf("revoke: state %s rollback %t", st.State, st.Self.RollBack)
+		}
+	})
+	t.Run("wrong plan or stage", func(t *testing.T) {
+		f := newFleet(t, stagedPlan, 2, nil)
+		c := cmd(1, ActionHalt, 0)
+		c.Plan = strings.Repeat("f", 64)
+		if err := f.r.AddCommand(c); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("command for another plan: %v", err)
+		}
+		if err := f.r.AddCommand(cmd(2, ActionPromote, 7)); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("promote past the last stage: %v", err)
+		}
+	})
+}
+
+func TestPlanValidation(t *testing.T) {
+	for _, tt := range []struct {
+		name, yaml, want string
+	}{
+		{"no stages", "id: a\nbundle: " + digest + "\n", "needs stages"},
+		{"empty stages", "id: a\nbundle: " + digest + "\nstages: []\n", "needs stages"},
+		{"unknown key", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}]\nstagez: 1\n", "stagez"},
+		{"bad digest", "id: a\nbundle: abc\nstages: [{percent: 10}]\n", "manifest digest"},
+		{"decreasing", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}, {percent: 5}]\n", "above the stage before"},
+		{"ring after percent", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}, {ring: canary}]\n", "ring stages come before"},
+		{"over 100", "id: a\nbundle: " + digest + "\nstages: [{percent: 101}]\n", "(0, 100]"},
+		{"both", "id: a\nbundle: " + digest + "\nstages: [{percent: 10, ring: x}]\n", "not both"},
+		{"on_halt", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}]\non_halt: panic\n", "on_halt"},
+		{"bad id", "id: A B\nbundle: " + digest + "\nstages: [{percent: 10}]\n", "id"},
+		{"two documents", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}]\n---\nid: b\n", "more than one"},
+		{"cannot halt", "id: a\nbundle: " + digest + "\nstages: [{percent: 10}]\ngates: {max_failures: -1}\n", "must be able to halt"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodePlan([]byte(tt.yaml))
+			if !errors.Is(err, ErrInvalidPlan) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want ErrInvalidPlan mentioning %q", err, tt.want)
+			}
+		})
+	}
+	p, err := DecodePlan([]byte(stagedPlan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.OnHalt != OnHaltRollback || p.Gates.MaxFailures != 1 || p.Gates.MinHealthy != 1 || p.Gates.HealthWindow != time.Minute {
+		t.Errorf("defaults not filled: %+v %s", p.Gates, p.OnHalt)
+	}
+}
+
+func TestEventCodecs(t *testing.T) {
+	f := FailureReport{Plan: digest, Node: "host-1", Reason: strings.Repeat("x", 300)}
+	b, err := EncodeFailure(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b)+len(FailureEvent) > 512 {
+		t.Errorf("failure report of %d bytes does not fit a serf user event", len(b))
+	}
+	got, err := DecodeFailure(b)
+	if err != nil || got.Node != "host-1" || got.Plan != digest || len(got.Reason) != 200 {
+		t.Errorf("round trip: %+v %v", got, err)
+	}
+	for i := range b {
+		if _, err := DecodeFailure(b[:i]); err == nil {
+			t.Fatalf("a report truncated to %d bytes decoded", i)
+		}
+	}
+	a := DocAnnouncement{Kind: KindCommand, Digest: digest, Origin: "10.0.0.1:7947"}
+	ab, err := EncodeDocAnnouncement(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeDocAnnouncement(ab); err != nil || got != a {
+		t.Errorf("round trip: %+v %v", got, err)
+	}
+	if _, err := DecodeDocAnnouncement(append(ab, 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+	tag := EncodeReports([]Report{{Plan: digest, State: StateHealthy}, {Plan: strings.Repeat("a", 64), State: StateFailed}})
+	if tag != "0123456789=h,aaaaaaaaaa=f" {
+		t.Errorf("reports tag = %q", tag)
+	}
+	if m := DecodeReports(tag + ",junk,bbbbbbbbbb=z"); len(m) != 2 || m["0123456789"] != StateHealthy {
+		t.Errorf("decoded %v", m)
+	}
+}
