@@ -212,4 +212,3 @@ func DecodeReports(tag string) map[string]HostState {
 
 // ReportKey is how the reports tag names a plan.
 func ReportKey(planDigest string) string { return planDigest[:min(reportKeyLen, len(planDigest))] }
-

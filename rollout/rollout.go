@@ -149,12 +149,12 @@ func (r *Rollout) steering() steering {
 
 // Status is the rollout as this agent sees it.
 type Status struct {
-	ID      string `json:"id"`
-	Digest  string `json:"digest"`
-	Bundle  string `json:"bundle"`
-	State   string `json:"state"`
-	OnHalt  string `json:"on_halt"`
-	Open    int    `json:"open"` // highest open stage, 0-based
+	ID      string        `json:"id"`
+	Digest  string        `json:"digest"`
+	Bundle  string        `json:"bundle"`
+	State   string        `json:"state"`
+	OnHalt  string        `json:"on_halt"`
+	Open    int           `json:"open"` // highest open stage, 0-based
 	Stages  []StageStatus `json:"stages"`
 	Failed  []string      `json:"failed,omitempty"` // "node: reason"
 	Why     string        `json:"why"`

@@ -105,7 +105,7 @@ func TestStagedRolloutCompletes(t *testing.T) {
 	if st.Open != 1 || !st.Stages[1].Passed || st.Stages[1].Cohort != len(did)+1 {
 		t.Fatalf("50%% stage: %+v", st.Stages[1])
 	}
-	did = f.step(t0.Add(63*time.Second+5*time.Minute), StateHealthy)
+	f.step(t0.Add(63*time.Second+5*time.Minute), StateHealthy)
 	st = f.eval("host-00", t0.Add(64*time.Second+5*time.Minute))
 	if st.State != Done || st.Stages[2].Healthy != 20 {
 		t.Fatalf("after the last stage: state %s, %+v, why %q", st.State, st.Stages[2], st.Why)
