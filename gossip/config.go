@@ -56,6 +56,10 @@ type Config struct {
 	// EventBuffer bounds the channel returned by Node.Events; events
 	// that do not fit are dropped and counted. Default DefaultEventBuffer.
 	EventBuffer int
+	// UserEvents names the user events, beside announcements, that the
+	// node delivers on Events as kind UserEvent; others are counted in
+	// Stats.OtherUserEvents and dropped.
+	UserEvents []string
 	// SnapshotPath, if set, is where serf keeps its snapshot of members
 	// and clocks, so a restarted node rejoins its peers on its own and
 	// does not replay events it has already delivered. After a graceful

@@ -30,6 +30,7 @@ const (
 	MemberFailed
 	MemberUpdate
 	Announce
+	UserEvent
 )
 
 func (k EventKind) String() string {
@@ -44,18 +45,22 @@ func (k EventKind) String() string {
 		return "member-update"
 	case Announce:
 		return "announce"
+	case UserEvent:
+		return "user-event"
 	}
 	return "event-kind-" + strconv.Itoa(int(k))
 }
 
 // Event is one thing the gossip layer observed. Member is set for member
-// kinds, Announcement for Announce. From names the member a member event
-// is about; serf user events do not carry their sender, so From is empty
-// for announcements.
+// kinds, Announcement for Announce, Name and Payload for UserEvent. From
+// names the member a member event is about; serf user events do not carry
+// their sender, so From is empty for them.
 type Event struct {
 	Kind         EventKind
 	Member       *Member
 	Announcement *Announcement
+	Name         string
+	Payload      []byte
 	From         string
 }
 
@@ -313,6 +318,15 @@ func (n *Node) Announce(a Announcement) error {
 	return n.userEvent(AnnounceEvent, payload)
 }
 
+// Broadcast gossips a user event named in Config.UserEvents, best
+// effort like Announce; the sender receives it too.
+func (n *Node) Broadcast(name string, payload []byte) error {
+	if !slices.Contains(n.cfg.UserEvents, name) {
+		return fmt.Errorf("user event %s: not in Config.UserEvents", name)
+	}
+	return n.userEvent(name, payload)
+}
+
 func (n *Node) userEvent(name string, payload []byte) error {
 	if err := n.serf.UserEvent(name, payload, false); err != nil {
 		return fmt.Errorf("user event %s: %w", name, err)
@@ -364,7 +378,11 @@ func (n *Node) handle(e serf.Event) {
 		}
 	case serf.UserEvent:
 		if e.Name != AnnounceEvent {
-			n.otherUserEvents.Add(1)
+			if !slices.Contains(n.cfg.UserEvents, e.Name) {
+				n.otherUserEvents.Add(1)
+				return
+			}
+			n.emit(Event{Kind: UserEvent, Name: e.Name, Payload: e.Payload})
 			return
 		}
 		a, err := DecodeAnnouncement(e.Payload)

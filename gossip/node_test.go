@@ -389,3 +389,38 @@ func TestSnapshotRejoin(t *testing.T) {
 		t.Errorf("restarted node lists %v", restarted.Members())
 	}
 }
+
+func TestBroadcastDeliversOnlyNamedUserEvents(t *testing.T) {
+	t.Parallel()
+	key := testKey(t)
+	nodes, recs := cluster(t, "user", 2, func(name string) Config {
+		cfg := testConfig(t, name, key)
+		cfg.UserEvents = []string{"sf-test"}
+		return cfg
+	})
+	if err := nodes[0].Broadcast("not-registered", []byte("x")); err == nil {
+		t.Error("Broadcast of an unregistered event name succeeded")
+	}
+	if err := nodes[0].userEvent("someone-elses-event", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Broadcast("sf-test", []byte("payload")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		eventually(t, "delivered", func() error {
+			recs[i].mu.Lock()
+			defer recs[i].mu.Unlock()
+			var got []string
+			for _, ev := range recs[i].evs {
+				if ev.Kind == UserEvent {
+					got = append(got, ev.Name+"="+string(ev.Payload))
+				}
+			}
+			if len(got) != 1 || got[0] != "sf-test=payload" || n.Stats().OtherUserEvents != 1 {
+				return fmt.Errorf("%s: user events %v, other %d", n.LocalName(), got, n.Stats().OtherUserEvents)
+			}
+			return nil
+		})
+	}
+}
