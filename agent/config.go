@@ -55,8 +55,14 @@ type Config struct {
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
 	// AntiEntropy is how often the agent asks a random peer for the
-	// bundles it holds (default 30s).
+	// bundles, plans and commands it holds (default 30s).
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
+	// HealthCommand, when set, runs during a rollout's health window after
+	// every apply (argv, no shell); a non-zero exit or a timeout fails
+	// the host, which undoes the patch and reports the failure.
+	HealthCommand []string `yaml:"health_command"`
+	// HealthTimeout bounds one run of HealthCommand (default 30s).
+	HealthTimeout time.Duration `yaml:"health_timeout"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -72,6 +78,7 @@ func DefaultConfig() Config {
 		HTTP:          "0.0.0.0:7947",
 		LogLevel:      "info",
 		AntiEntropy:   30 * time.Second,
+		HealthTimeout: 30 * time.Second,
 	}
 }
 
@@ -156,6 +163,12 @@ func (c *Config) Validate() error {
 	}
 	if c.AntiEntropy < time.Second {
 		bad("anti_entropy %s: at least 1s", c.AntiEntropy)
+	}
+	if c.HealthTimeout <= 0 || c.HealthTimeout > time.Hour {
+		bad("health_timeout %s: between 1ns and 1h", c.HealthTimeout)
+	}
+	if len(c.HealthCommand) > 0 && c.HealthCommand[0] == "" {
+		bad("health_command: the program name is empty")
 	}
 	for k := range c.Tags {
 		if strings.HasPrefix(k, "sf.") {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -54,6 +55,16 @@ type Options struct {
 	GossipKeys [][]byte
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// RunHealth runs the configured health command (argv) until ctx ends;
+	// cmd supplies it, because only cmd runs programs. Nil: the health
+	// command is not run.
+	RunHealth func(ctx context.Context, argv []string) error
+	// RolloutTick is how often rollouts are judged beside the gossip
+	// events that trigger a judgement (default 1s); tests shrink it.
+	RolloutTick time.Duration
+	// OnRollout, when set, hears every change of a rollout's state or
+	// open stage, as this agent judges it.
+	OnRollout func(rollout.Status)
 }
 
 // Agent is splicefleet's daemon on one host: a gossip member that hears
@@ -84,6 +95,12 @@ type Agent struct {
 	wg       sync.WaitGroup
 
 	tagsPending atomic.Bool
+
+	ro        *rollouts
+	watches   map[string]bool
+	runHealth func(context.Context, []string) error
+	tick      time.Duration
+	onRollout func(rollout.Status)
 }
 
 // policyVerifier lets a reload swap the trust policy under the fetcher.
@@ -101,7 +118,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
-		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags}
+		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags,
+		watches: map[string]bool{}, runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
+	if a.tick <= 0 {
+		a.tick = time.Second
+	}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -126,6 +147,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+		return nil, err
+	}
+	if a.ro, err = openRollouts(a); err != nil {
 		return nil, err
 	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
@@ -155,6 +179,7 @@ func New(opts Options) (*Agent, error) {
 	portN, _ := strconv.Atoi(port)
 	gcfg := gossip.Config{NodeName: cfg.NodeName, BindAddr: host, BindPort: portN, Keys: keys,
 		UnsafeNoEncryption: cfg.UnsafeNoGossipEncryption, Tuning: opts.Tuning, Logger: a.log.With("component", "gossip"),
+		UserEvents:   []string{rollout.FailureEvent, rollout.DocEvent},
 		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot")}
 	if cfg.Advertise != "" {
 		ah, ap, _ := net.SplitHostPort(cfg.Advertise)
@@ -261,6 +286,9 @@ func (a *Agent) tags() (map[string]string, error) {
 	t[TagHTTP] = a.advertisedHTTP()
 	entries, _ := a.store.List()
 	t[TagHeld] = strconv.Itoa(len(entries))
+	if rep := a.ro.reports(); rep != "" {
+		t[rollout.ReportsTag] = rep
+	}
 	if live, err := splice.LiveSummary(a.cfg.StateDir); err == nil && len(live) > 0 {
 		// The stack in compact form, cut from the oldest end to fit
 		// serf's 512 bytes of tags.
@@ -338,6 +366,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(a.cfg.AntiEntropy)
 	defer tick.Stop()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.ro.loop(ctx, a.tick)
+	}()
 	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
 	for {
 		select {
@@ -347,11 +380,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			if !ok {
 				return a.shutdown()
 			}
-			if ev.Kind == gossip.Announce && ev.Announcement != nil {
-				a.fetchAsync(ctx, *ev.Announcement)
-			}
+			a.handleEvent(ctx, ev)
 		case <-tick.C:
 			a.antiEntropy(ctx)
+			a.docAntiEntropy(ctx)
 		}
 	}
 }

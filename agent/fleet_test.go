@@ -33,6 +33,8 @@ type testFleet struct {
 	tuning   gossip.Tuning // fleetTuning unless a benchmark sets another
 	// antiEntropy is the agents' pull interval (1 s in tests).
 	antiEntropy time.Duration
+	// options, when set, adjusts every agent's Options.
+	options func(*Options)
 }
 
 func newTestFleet(t testing.TB) *testFleet {
@@ -83,7 +85,11 @@ func (f *testFleet) config(name string) Config {
 
 func (f *testFleet) start(cfg Config) *Agent {
 	f.t.Helper()
-	a, err := New(Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(f.t)})
+	opts := Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(f.t), RolloutTick: 100 * time.Millisecond}
+	if f.options != nil {
+		f.options(&opts)
+	}
+	a, err := New(opts)
 	if err != nil {
 		f.t.Fatalf("start %s: %v", cfg.NodeName, err)
 	}

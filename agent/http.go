@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -34,6 +36,18 @@ func (a *Agent) httpHandler() http.Handler {
 			idx = append(idx, IndexEntry{ID: e.ID, Version: e.Version, ManifestDigest: e.Digest, Size: e.Size})
 		}
 		writeJSON(w, http.StatusOK, idx)
+	})
+	mux.HandleFunc("GET /v1/docs", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.ro.docIndex())
+	})
+	mux.HandleFunc("GET /v1/docs/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		data, err := a.ro.Doc(r.PathValue("digest"))
+		if err != nil {
+			http.Error(w, "no such document", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(data)
 	})
 	mux.Handle("/v1/heads/", a.blobs)
 	mux.Handle("/v1/modules/", a.blobs)
@@ -174,6 +188,19 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
 	})
+	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
+	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
+	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Rollouts())
+	})
+	mux.HandleFunc("GET /v1/rollouts/{key}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := a.Rollout(r.PathValue("key"))
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	mux.HandleFunc("GET /v1/bundles", func(w http.ResponseWriter, r *http.Request) {
 		entries, err := a.store.List()
 		if err != nil {
@@ -228,6 +255,50 @@ func (a *Agent) controlHandler() http.Handler {
 		})
 	}
 	return mux
+}
+
+// docHandler serves a POST of a signed plan or command document.
+func (a *Agent) docHandler(accept func(*rollout.Document) (rollout.Status, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, err := io.ReadAll(io.LimitReader(r.Body, rollout.MaxDocumentSize+1))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
+			return
+		}
+		d, err := rollout.DecodeDocument(raw)
+		if err == nil {
+			var st rollout.Status
+			if st, err = accept(d); err == nil {
+				writeJSON(w, http.StatusOK, st)
+				return
+			}
+		}
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrRolloutRefused), errors.Is(err, rollout.ErrInvalidDocument):
+			status = http.StatusUnprocessableEntity
+		case errors.Is(err, ErrNoRollout):
+			status = http.StatusNotFound
+		}
+		writeJSON(w, status, APIError{Error: err.Error(), Reason: refusalReason(err)})
+	}
+}
+
+// refusalReason labels a refused plan or command.
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, rollout.ErrReplayed):
+		return "replayed"
+	case errors.Is(err, rollout.ErrExpired):
+		return "expired"
+	case signing.IsVerificationError(err):
+		return "signature"
+	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand):
+		return "invalid"
+	case errors.Is(err, ErrRolloutRefused):
+		return "refused"
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -35,6 +35,9 @@ type Command struct {
 	Reason string `json:"reason,omitempty"`
 	// Issued is when the command was made.
 	Issued time.Time `json:"issued"`
+	// Digest is the signed document's digest, filled in by whoever
+	// verified it; never part of the signed body.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Errors of commands.
@@ -49,6 +52,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.Digest = ""
 	return json.Marshal(c)
 }
 
@@ -62,6 +66,9 @@ func DecodeCommand(data []byte) (*Command, error) {
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("%w: trailing data", ErrInvalidCommand)
+	}
+	if c.Digest != "" {
+		return nil, fmt.Errorf("%w: a signed command carries no digest", ErrInvalidCommand)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -93,13 +100,15 @@ func (c Command) validate() error {
 // policy.
 type VerifiedCommand struct {
 	Command
-	Digest  string
 	Signers []string
 	Doc     *Document
 }
 
 // VerifyCommand checks a command document's signatures, then parses it.
 func VerifyCommand(d *Document, v Verifier) (*VerifiedCommand, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
 	if d.Kind != KindCommand {
 		return nil, fmt.Errorf("%w: a %s, not a command", ErrInvalidDocument, d.Kind)
 	}
@@ -111,5 +120,6 @@ func VerifyCommand(d *Document, v Verifier) (*VerifiedCommand, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &VerifiedCommand{Command: *c, Digest: d.Digest(), Signers: signers, Doc: d}, nil
+	c.Digest = d.Digest()
+	return &VerifiedCommand{Command: *c, Signers: signers, Doc: d}, nil
 }

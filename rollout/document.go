@@ -105,6 +105,9 @@ type VerifiedPlan struct {
 // VerifyPlan checks a plan document's signatures, then parses the plan,
 // and refuses it when it expired.
 func VerifyPlan(d *Document, v Verifier, now time.Time) (*VerifiedPlan, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
 	if d.Kind != KindPlan {
 		return nil, fmt.Errorf("%w: a %s, not a plan", ErrInvalidDocument, d.Kind)
 	}

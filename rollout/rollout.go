@@ -65,8 +65,11 @@ type Rollout struct {
 	// Passed[k] is when this agent first saw stage k pass its gate.
 	Passed []time.Time `json:"passed"`
 	// HaltReason, once set, halts the rollout for good.
-	HaltReason string    `json:"halt_reason,omitempty"`
-	HaltedAt   time.Time `json:"halted_at,omitzero"`
+	HaltReason string `json:"halt_reason,omitempty"`
+	// HaltedByGate says the failure gates halted it; the reason then
+	// follows what is known about the failures.
+	HaltedByGate bool      `json:"halted_by_gate,omitempty"`
+	HaltedAt     time.Time `json:"halted_at,omitzero"`
 	// Rollback says whether the halt rolls the patch back.
 	Rollback bool `json:"rollback,omitempty"`
 }
@@ -259,7 +262,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			continue
 		}
 		h := host{Member: m, stage: r.StageOf(m), state: m.Reports[key]}
-		if reason, ok := v.Failures[m.Name]; ok && h.state != StateFailed {
+		if reason, ok := v.Failures[m.Name]; ok {
 			h.state, h.reason = StateFailed, reason
 		}
 		if h.state == StateFailed && h.reason == "" {
@@ -290,24 +293,30 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		st.Stages[k] = r.count(k, s, hosts)
 	}
 
-	// Halts: operator commands, then the failure gates. Sticky.
-	if r.HaltReason == "" {
-		switch {
-		case steer.halt != nil:
-			r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
-				steer.halt.Action == ActionRevoke)
-		case r.tripped(len(failed), st.Stages[open].Cohort):
-			names := make([]string, 0, len(failed))
-			for _, h := range failed[:min(3, len(failed))] {
-				names = append(names, h.Name+": "+h.reason)
-			}
-			more := ""
-			if len(failed) > 3 {
-				more = fmt.Sprintf(" and %d more", len(failed)-3)
-			}
-			r.halt(now, fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more),
-				plan.OnHalt == OnHaltRollback)
+	// Halts: operator commands, then the failure gates. Sticky; the
+	// reason of a gate halt follows what is known of the failures.
+	failures := func() string {
+		names := make([]string, 0, len(failed))
+		for _, h := range failed[:min(3, len(failed))] {
+			names = append(names, h.Name+": "+h.reason)
 		}
+		more := ""
+		if len(failed) > 3 {
+			more = fmt.Sprintf(" and %d more", len(failed)-3)
+		}
+		return fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more)
+	}
+	switch {
+	case r.HaltReason != "":
+		if r.HaltedByGate && len(failed) > 0 {
+			r.HaltReason = failures()
+		}
+	case steer.halt != nil:
+		r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
+			steer.halt.Action == ActionRevoke)
+	case r.tripped(len(failed), st.Stages[open].Cohort):
+		r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
+		r.HaltedByGate = true
 	}
 
 	expired := plan.Expires != nil && !now.Before(*plan.Expires)

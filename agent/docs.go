@@ -1,0 +1,223 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// handleEvent dispatches one gossip event.
+func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
+	switch ev.Kind {
+	case gossip.Announce:
+		if ev.Announcement != nil {
+			a.fetchAsync(ctx, *ev.Announcement)
+		}
+	case gossip.MemberJoin, gossip.MemberLeave, gossip.MemberFailed, gossip.MemberUpdate:
+		a.ro.Kick()
+	case gossip.UserEvent:
+		switch ev.Name {
+		case rollout.FailureEvent:
+			f, err := rollout.DecodeFailure(ev.Payload)
+			if err != nil {
+				a.log.Warn("bad failure report", "err", err)
+				a.metricBadEvent(ev.Name)
+				return
+			}
+			a.log.Info("failure report", "plan", f.Plan[:12], "node", f.Node, "reason", f.Reason)
+			a.ro.Failure(f)
+		case rollout.DocEvent:
+			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
+			if err != nil {
+				a.log.Warn("bad document announcement", "err", err)
+				a.metricBadEvent(ev.Name)
+				return
+			}
+			a.fetchDocAsync(ctx, d.Kind, d.Digest, []string{d.Origin})
+		}
+	}
+}
+
+// fetchDocAsync fetches, verifies and accepts a signed plan or command
+// unless it is held or already being fetched. A plan's bundle is fetched
+// first when it is missing.
+func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources []string) {
+	if a.ro.has(digest) {
+		return
+	}
+	a.ro.mu.Lock()
+	if a.ro.pending[digest] {
+		a.ro.mu.Unlock()
+		return
+	}
+	a.ro.pending[digest] = true
+	a.ro.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.ro.mu.Lock()
+			delete(a.ro.pending, digest)
+			a.ro.mu.Unlock()
+		}()
+		if err := a.fetchDoc(ctx, kind, digest, sources); err != nil && ctx.Err() == nil {
+			a.log.Warn("fetch "+kind, "digest", digest[:12], "err", err)
+		}
+	}()
+}
+
+func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []string) error {
+	peers := a.peers()
+	sources = append(slices.Clone(sources), peers[:min(3, len(peers))]...)
+	var errs []error
+	for _, src := range sources {
+		d, err := a.getDoc(ctx, src, digest)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if d.Kind != kind {
+			return fmt.Errorf("%s announced as a %s is a %s", digest[:12], kind, d.Kind)
+		}
+		switch kind {
+		case rollout.KindPlan:
+			return a.acceptFetchedPlan(ctx, d, src)
+		default:
+			_, err := a.ro.AcceptCommand(d)
+			if errors.Is(err, ErrNoRollout) {
+				return nil // kept until the plan arrives
+			}
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acceptFetchedPlan verifies a plan heard over gossip; when its bundle is
+// not held yet, it fetches the bundle from the plan's source and peers
+// first, verified as any bundle.
+func (a *Agent) acceptFetchedPlan(ctx context.Context, d *rollout.Document, src string) error {
+	vp, err := rollout.VerifyPlan(d, a.policy.Load(), a.now())
+	if err != nil {
+		a.metricRefused("plan", err)
+		return err
+	}
+	if !a.store.Has(vp.Plan.Bundle) {
+		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == src })
+		if _, err := a.fetcher.Fetch(ctx, Want{ManifestDigest: vp.Plan.Bundle}, peers, src); err != nil {
+			return fmt.Errorf("plan %s: its bundle: %w", vp.Plan.ID, err)
+		}
+		a.refreshTagsSoon()
+	}
+	_, err = a.ro.AcceptPlan(d)
+	return err
+}
+
+// getDoc fetches one document and checks it is the one asked for.
+func (a *Agent) getDoc(ctx context.Context, src, digest string) (*rollout.Document, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+src+"/v1/docs/"+digest, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.fetcher.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", src, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, rollout.MaxDocumentSize+1))
+	if err != nil {
+		return nil, err
+	}
+	d, err := rollout.DecodeDocument(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	if d.Digest() != digest {
+		return nil, fmt.Errorf("%s served a document whose digest is %s, not %s", src, d.Digest()[:12], digest[:12])
+	}
+	return d, nil
+}
+
+// docAntiEntropy asks one random peer for its plans and commands and
+// fetches what is missing: a late joiner or a healed partition learns
+// every rollout and every operator command this way.
+func (a *Agent) docAntiEntropy(ctx context.Context) {
+	peers := a.peers()
+	if len(peers) == 0 {
+		return
+	}
+	peer := peers[0]
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+peer+"/v1/docs", nil)
+	if err != nil {
+		return
+	}
+	resp, err := a.fetcher.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var idx []DocIndexEntry
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&idx) != nil || len(idx) > maxIndexEntries {
+		return
+	}
+	for _, e := range idx {
+		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand) {
+			a.fetchDocAsync(ctx, e.Kind, e.Digest, []string{peer})
+		}
+	}
+}
+
+// announceDoc gossips where a stored document can be fetched.
+func (a *Agent) announceDoc(d *rollout.Document) error {
+	payload, err := rollout.EncodeDocAnnouncement(rollout.DocAnnouncement{Kind: d.Kind, Digest: d.Digest(), Origin: a.advertisedHTTP()})
+	if err != nil {
+		return err
+	}
+	return a.node.Broadcast(rollout.DocEvent, payload)
+}
+
+// StartRollout accepts a signed plan for a bundle this agent holds and
+// gossips it to the fleet.
+func (a *Agent) StartRollout(d *rollout.Document) (rollout.Status, error) {
+	st, err := a.ro.AcceptPlan(d)
+	if err != nil {
+		return st, err
+	}
+	return st, a.announceDoc(d)
+}
+
+// Command accepts a signed operator command and gossips it to the fleet.
+func (a *Agent) Command(d *rollout.Document) (rollout.Status, error) {
+	st, err := a.ro.AcceptCommand(d)
+	if err != nil {
+		return st, err
+	}
+	return st, a.announceDoc(d)
+}
+
+// Rollouts lists the rollouts as this agent judges them.
+func (a *Agent) Rollouts() []rollout.Status { return a.ro.Statuses() }
+
+// Rollout is one rollout, by plan ID or plan digest prefix.
+func (a *Agent) Rollout(key string) (rollout.Status, error) { return a.ro.Status(key) }
+
+// metricRefused counts a refused plan or command.
+func (a *Agent) metricRefused(kind string, err error) {
+	a.log.Warn("refused "+kind, "err", err)
+}
+
+// metricBadEvent counts a rollout event that did not decode.
+func (a *Agent) metricBadEvent(string) {}

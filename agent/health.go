@@ -1,0 +1,308 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// expectedTaint is what loading a livepatch module may add to the taint
+// flags: livepatch (K), out-of-tree (O) and unsigned module (E).
+const expectedTaint = kmod.TaintLivepatch | 1<<12 | 1<<13
+
+// healthProbe watches a host after an apply: the patch's transition
+// completed and it stays enabled, no taint beyond what livepatch modules
+// cause, no Oops, BUG or WARN in the kernel log, and the operator's health
+// command (when configured) succeeds.
+type healthProbe struct {
+	a      *Agent
+	module string
+	taint  kmod.Taint // before the apply
+	cursor uint64     // kernel log position before the apply
+}
+
+// newHealthProbe records the baseline before an apply.
+func (a *Agent) newHealthProbe(module string) (*healthProbe, error) {
+	k := a.kernel.Backend()
+	t, err := k.Taint()
+	if err != nil {
+		return nil, fmt.Errorf("read taint: %w", err)
+	}
+	_, cursor, err := k.Log(0)
+	if err != nil {
+		return nil, fmt.Errorf("read kernel log: %w", err)
+	}
+	return &healthProbe{a: a, module: module, taint: t, cursor: cursor}, nil
+}
+
+// errUnhealthy wraps every health check failure.
+var errUnhealthy = errors.New("health check")
+
+// check runs every check once.
+func (p *healthProbe) check(ctx context.Context, applied bool) error {
+	k := p.a.kernel.Backend()
+	recs, next, err := k.Log(p.cursor)
+	if err != nil {
+		return fmt.Errorf("%w: read kernel log: %w", errUnhealthy, err)
+	}
+	p.cursor = next
+	for _, r := range recs {
+		if prob := r.Problem(); prob != "" && prob != "livepatch" {
+			return fmt.Errorf("%w: %s in the kernel log: %q", errUnhealthy, prob, r.Message)
+		}
+	}
+	t, err := k.Taint()
+	if err != nil {
+		return fmt.Errorf("%w: read taint: %w", errUnhealthy, err)
+	}
+	if gained := t &^ p.taint &^ expectedTaint; gained != 0 {
+		return fmt.Errorf("%w: the kernel gained taint %s", errUnhealthy, strings.Join(gained.Names(), ","))
+	}
+	if applied {
+		lps, err := k.Livepatches()
+		if err != nil {
+			return fmt.Errorf("%w: read livepatches: %w", errUnhealthy, err)
+		}
+		found := false
+		for _, lp := range lps {
+			if lp.Name == p.module {
+				found = true
+				if !lp.Enabled || lp.Transition {
+					return fmt.Errorf("%w: livepatch %s is not settled (enabled %t, in transition %t)", errUnhealthy, lp.Name, lp.Enabled, lp.Transition)
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: livepatch %s is no longer in /sys/kernel/livepatch", errUnhealthy, p.module)
+		}
+	}
+	// The simulated kernel's injected health fault stands in for a
+	// failing operator health command in tests and the demo.
+	if s, ok := k.(interface{ HealthFault() bool }); ok && s.HealthFault() {
+		return fmt.Errorf("%w: the health command failed (injected fault of the SIMULATED kernel)", errUnhealthy)
+	}
+	if len(p.a.cfg.HealthCommand) > 0 && p.a.runHealth != nil {
+		cctx, cancel := context.WithTimeout(ctx, p.a.cfg.HealthTimeout)
+		defer cancel()
+		if err := p.a.runHealth(cctx, p.a.cfg.HealthCommand); err != nil {
+			return fmt.Errorf("%w: health command %s: %w", errUnhealthy, p.a.cfg.HealthCommand[0], err)
+		}
+	}
+	return nil
+}
+
+// watch checks the host every interval until ctx ends; it returns the
+// first failure, or nil when ctx ended (the window is over).
+func (p *healthProbe) watch(ctx context.Context, window time.Duration, applied func() bool) error {
+	every := min(time.Second, max(window/5, 10*time.Millisecond))
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := p.check(ctx, applied()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// openHost opens this host's lifecycle; the caller closes it. step, when
+// set, hears the lifecycle's steps.
+func (a *Agent) openHost(ctx context.Context, window time.Duration, step func(string)) (*splice.Host, error) {
+	return splice.OpenHost(ctx, splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: a.kernel, Inspect: InspectModule,
+		Now: a.now, Logger: a.log.With("component", "host"), HealthWindow: window, StepHook: step})
+}
+
+// watching reports whether a health watch runs for the plan.
+func (a *Agent) watching(plan string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.watches[plan]
+}
+
+func (a *Agent) setWatching(plan string, on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if on {
+		a.watches[plan] = true
+	} else {
+		delete(a.watches, plan)
+	}
+}
+
+// apply takes this host into a rollout: it applies the bundle, watches the
+// host for the plan's health window, and reports healthy, or undoes the
+// patch and reports the failure to the fleet.
+func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
+	defer r.done(rec)
+	a := r.a
+	r.hostMu.Lock()
+	defer r.hostMu.Unlock()
+	ro := rec.Rollout
+	log := a.log.With("rollout", ro.Plan.ID, "patch", rec.Patch, "version", rec.Version)
+	b, err := a.store.Bundle(ro.Plan.Bundle)
+	if err != nil {
+		r.fail(ctx, rec, nil, fmt.Errorf("read the bundle: %w", err))
+		return
+	}
+	m, err := splice.ParseManifest(b.Manifest)
+	if err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	}
+	probe, err := a.newHealthProbe(m.Module.Name)
+	if err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	}
+	window := ro.Plan.Gates.HealthWindow
+	// The patch itself is checked once the apply made it live.
+	var applied atomic.Bool
+	h, err := a.openHost(ctx, window, func(step string) {
+		if step == "apply:applied" {
+			applied.Store(true)
+		}
+	})
+	if err != nil {
+		r.fail(ctx, rec, nil, fmt.Errorf("open the host state: %w", err))
+		return
+	}
+	defer h.Close()
+	r.set(rec, rollout.StateApplying, "")
+	a.setWatching(ro.Digest, true)
+	defer a.setWatching(ro.Digest, false)
+
+	// The host's Apply keeps the crash-loop guard armed for the window;
+	// the probe watches alongside and cuts the window short on a failure.
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	probeDone := make(chan error, 1)
+	go func() { probeDone <- probe.watch(wctx, window, applied.Load) }()
+	start := a.now()
+	p, err := h.Apply(wctx, b, a.policy.Load())
+	cancel(nil)
+	perr := <-probeDone
+	switch {
+	case perr != nil:
+		r.fail(ctx, rec, h, perr)
+	case ctx.Err() != nil:
+		log.Info("stopped inside the health window; the watch resumes at the next start")
+	case errors.Is(err, splice.ErrAlreadyApplied) || errors.Is(err, splice.ErrDowngrade):
+		r.set(rec, rollout.StateHealthy, "already applied: "+err.Error())
+	case err != nil:
+		r.fail(ctx, rec, h, err)
+	default:
+		// A last look at the end of the window.
+		if err := probe.check(ctx, true); err != nil {
+			r.fail(ctx, rec, h, err)
+			return
+		}
+		log.Info("healthy after the health window", "window", window, "took", a.now().Sub(start).Round(time.Millisecond), "patch_state", p.State)
+		r.set(rec, rollout.StateHealthy, "")
+	}
+}
+
+// rewatch finishes the health window of an apply interrupted by a
+// restart: the patch is live, watch it for a whole window again.
+func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
+	defer r.done(rec)
+	a := r.a
+	ro := rec.Rollout
+	b, err := a.store.Bundle(ro.Plan.Bundle)
+	if err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	}
+	m, err := splice.ParseManifest(b.Manifest)
+	if err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	}
+	probe, err := a.newHealthProbe(m.Module.Name)
+	if err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	}
+	a.setWatching(ro.Digest, true)
+	defer a.setWatching(ro.Digest, false)
+	window := ro.Plan.Gates.HealthWindow
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	err = probe.check(ctx, true)
+	if err == nil {
+		err = probe.watch(wctx, window, func() bool { return true })
+	}
+	if err == nil && ctx.Err() == nil {
+		err = probe.check(ctx, true)
+	}
+	switch {
+	case err != nil:
+		r.hostMu.Lock()
+		defer r.hostMu.Unlock()
+		h, herr := a.openHost(ctx, 0, nil)
+		if herr != nil {
+			r.fail(ctx, rec, nil, errors.Join(err, herr))
+			return
+		}
+		defer h.Close()
+		r.fail(ctx, rec, h, err)
+	case ctx.Err() == nil:
+		r.set(rec, rollout.StateHealthy, "")
+	}
+}
+
+// fail undoes the rollout's patch when it is live, marks this host failed
+// and tells the fleet at once.
+func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host, cause error) {
+	a := r.a
+	reason := cause.Error()
+	if h != nil {
+		if _, err := h.Undo(context.WithoutCancel(ctx), rec.Patch); err != nil && !errors.Is(err, splice.ErrNotApplied) {
+			reason += "; undo failed: " + err.Error()
+		}
+	}
+	a.log.Warn("rollout failed on this host", "rollout", rec.Rollout.Plan.ID, "reason", reason)
+	// The report first (fast, with the reason), then the state in the
+	// tags (lasting).
+	report := rollout.FailureReport{Plan: rec.Rollout.Digest, Node: a.cfg.NodeName, Reason: reason}
+	rep, err := rollout.EncodeFailure(report)
+	if err == nil {
+		err = a.node.Broadcast(rollout.FailureEvent, rep)
+	}
+	if err != nil {
+		a.log.Warn("gossip failure report", "err", err)
+	}
+	r.Failure(report)
+	r.set(rec, rollout.StateFailed, reason)
+}
+
+// rollBack undoes the rollout's patch on this host after a halt.
+func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.Status) {
+	defer r.done(rec)
+	a := r.a
+	r.hostMu.Lock()
+	defer r.hostMu.Unlock()
+	h, err := a.openHost(ctx, 0, nil)
+	if err != nil {
+		a.log.Warn("roll back: open the host state", "err", err)
+		return
+	}
+	defer h.Close()
+	_, err = h.Undo(ctx, rec.Patch)
+	switch {
+	case err == nil || errors.Is(err, splice.ErrNotApplied):
+		r.set(rec, rollout.StateRolledBack, st.Why)
+	default:
+		a.log.Warn("roll back", "rollout", rec.Rollout.Plan.ID, "patch", rec.Patch, "err", err)
+	}
+}

@@ -1,0 +1,478 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// Errors of rollouts at the control API.
+var (
+	// ErrRolloutRefused wraps every refusal of a plan or command.
+	ErrRolloutRefused = errors.New("refused")
+	// ErrNoRollout reports an unknown rollout.
+	ErrNoRollout = errors.New("no such rollout")
+)
+
+// rolloutRecord is what the agent keeps on disk per rollout: the shared
+// judgement's observations and this host's part.
+type rolloutRecord struct {
+	Rollout *rollout.Rollout `json:"rollout"`
+	// Patch is the bundle's patch ID and version, for undo.
+	Patch   string `json:"patch"`
+	Version uint64 `json:"version"`
+	Local   local  `json:"local"`
+}
+
+// local is this host's state in one rollout.
+type local struct {
+	State   rollout.HostState `json:"state"`
+	Reason  string            `json:"reason,omitempty"`
+	Updated time.Time         `json:"updated,omitzero"`
+}
+
+// rollouts follows every accepted plan on this host.
+type rollouts struct {
+	a    *Agent
+	dir  string // one JSON file per rollout
+	docs string // signed plans and commands, served to peers
+
+	mu       sync.Mutex
+	recs     map[string]*rolloutRecord // by plan digest
+	order    []string                  // acceptance order
+	failures map[string]map[string]string
+	status   map[string]rollout.Status
+	acting   map[string]bool // host actions running, by plan digest
+	pending  map[string]bool // documents being fetched, by digest
+
+	hostMu sync.Mutex // one host action at a time
+	kick   chan struct{}
+}
+
+func openRollouts(a *Agent) (*rollouts, error) {
+	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
+		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
+		acting: map[string]bool{}, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+	for _, d := range []string{r.dir, r.docs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".json") || !ValidDigest(strings.TrimSuffix(name, ".json")) {
+			continue
+		}
+		data, err := readLimited(filepath.Join(r.dir, name), 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("rollout state: %w", err)
+		}
+		var rec rolloutRecord
+		if err := json.Unmarshal(data, &rec); err != nil || rec.Rollout == nil || rec.Rollout.Plan == nil {
+			return nil, fmt.Errorf("rollout state %s is damaged: %v", name, err)
+		}
+		r.recs[rec.Rollout.Digest] = &rec
+		r.order = append(r.order, rec.Rollout.Digest)
+	}
+	slices.SortFunc(r.order, func(x, y string) int { return r.recs[x].Rollout.Accepted.Compare(r.recs[y].Rollout.Accepted) })
+	return r, nil
+}
+
+// save writes one rollout's record; the caller holds r.mu.
+func (r *rollouts) save(rec *rolloutRecord) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.dir, rec.Rollout.Digest+".json"), data, 0o600)
+}
+
+// Kick asks for an evaluation soon.
+func (r *rollouts) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// storeDoc keeps a verified document to serve to peers.
+func (r *rollouts) storeDoc(d *rollout.Document) error {
+	wire, err := d.Encode()
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(r.docs, d.Digest()+".json"), wire, 0o600)
+}
+
+// Doc reads a stored document's wire form.
+func (r *rollouts) Doc(digest string) ([]byte, error) {
+	if !ValidDigest(digest) {
+		return nil, fs.ErrNotExist
+	}
+	return readLimited(filepath.Join(r.docs, digest+".json"), rollout.MaxDocumentSize)
+}
+
+// DocIndexEntry names one stored document for anti-entropy.
+type DocIndexEntry struct {
+	Kind   string `json:"kind"`
+	Digest string `json:"digest"`
+}
+
+// docIndex lists the stored documents, plans first, then commands in
+// sequence order.
+func (r *rollouts) docIndex() []DocIndexEntry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []DocIndexEntry
+	for _, d := range r.order {
+		out = append(out, DocIndexEntry{Kind: rollout.KindPlan, Digest: d})
+	}
+	for _, d := range r.order {
+		for _, c := range r.recs[d].Rollout.Commands {
+			out = append(out, DocIndexEntry{Kind: rollout.KindCommand, Digest: c.Digest})
+		}
+	}
+	return out
+}
+
+func (r *rollouts) has(digest string) bool {
+	_, err := os.Stat(filepath.Join(r.docs, digest+".json"))
+	return err == nil
+}
+
+// AcceptPlan verifies a plan document and starts following it. The
+// plan's bundle must be stored here already (verified): fetch it first.
+// It returns the rollout's status.
+func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
+	a := r.a
+	vp, err := rollout.VerifyPlan(d, a.policy.Load(), a.now())
+	if err != nil {
+		a.metricRefused("plan", err)
+		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
+	}
+	head, err := a.store.Head(vp.Plan.Bundle)
+	if err != nil {
+		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent does not hold verified (publish the bundle first): %w",
+			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], err)
+	}
+	m, err := splice.ParseManifest(head.Manifest)
+	if err != nil {
+		return rollout.Status{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.recs[vp.Digest]; ok {
+		return r.status[rec.Rollout.Digest], nil // already following it
+	}
+	for _, rec := range r.recs {
+		if rec.Rollout.Plan.ID == vp.Plan.ID {
+			return rollout.Status{}, fmt.Errorf("%w: rollout id %s is taken by plan %s; a new plan needs a new id",
+				ErrRolloutRefused, vp.Plan.ID, rec.Rollout.Digest[:12])
+		}
+	}
+	if err := r.storeDoc(d); err != nil {
+		return rollout.Status{}, err
+	}
+	ro := rollout.New(vp, rollout.KernelTarget{Release: m.Target.Release, Arch: m.Target.Arch, BuildID: m.Target.BuildID}, a.now())
+	rec := &rolloutRecord{Rollout: ro, Patch: m.ID, Version: m.Version}
+	// Commands that arrived before the plan.
+	for _, c := range r.storedCommands(vp.Digest) {
+		_ = ro.AddCommand(c)
+	}
+	if err := r.save(rec); err != nil {
+		return rollout.Status{}, err
+	}
+	r.recs[vp.Digest] = rec
+	r.order = append(r.order, vp.Digest)
+	st := r.evaluateLocked(rec)
+	a.log.Info("rollout accepted", "rollout", vp.Plan.ID, "plan", vp.Digest[:12], "bundle", m.ID, "version", m.Version,
+		"stages", len(vp.Plan.Stages), "signers", len(vp.Signers))
+	r.Kick()
+	return st, nil
+}
+
+// storedCommands reads the verified commands kept for a plan that was
+// not yet known when they arrived. The caller holds r.mu.
+func (r *rollouts) storedCommands(plan string) []rollout.Command {
+	entries, _ := os.ReadDir(r.docs)
+	var out []rollout.Command
+	for _, e := range entries {
+		data, err := readLimited(filepath.Join(r.docs, e.Name()), rollout.MaxDocumentSize)
+		if err != nil {
+			continue
+		}
+		d, err := rollout.DecodeDocument(data)
+		if err != nil || d.Kind != rollout.KindCommand {
+			continue
+		}
+		vc, err := rollout.VerifyCommand(d, r.a.policy.Load())
+		if err == nil && vc.Plan == plan {
+			out = append(out, vc.Command)
+		}
+	}
+	return out
+}
+
+// AcceptCommand verifies an operator command and applies it to its
+// rollout. A command for a plan not yet known is kept until the plan
+// arrives.
+func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
+	a := r.a
+	vc, err := rollout.VerifyCommand(d, a.policy.Load())
+	if err != nil {
+		a.metricRefused("command", err)
+		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
+	}
+	c := vc.Command
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.recs[c.Plan]
+	if !ok {
+		if err := r.storeDoc(d); err != nil {
+			return rollout.Status{}, err
+		}
+		return rollout.Status{}, fmt.Errorf("%w: plan %s (the command is kept until the plan arrives)", ErrNoRollout, c.Plan[:12])
+	}
+	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Digest == c.Digest }); i >= 0 {
+		return r.status[c.Plan], fmt.Errorf("%w: %w: this command (seq %d) was already accepted", ErrRolloutRefused, rollout.ErrReplayed, c.Seq)
+	}
+	if err := rec.Rollout.AddCommand(c); err != nil {
+		a.metricRefused("command", err)
+		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
+	}
+	if err := r.storeDoc(d); err != nil {
+		return rollout.Status{}, err
+	}
+	if err := r.save(rec); err != nil {
+		return rollout.Status{}, err
+	}
+	a.log.Info("operator command accepted", "rollout", rec.Rollout.Plan.ID, "action", c.Action, "seq", c.Seq, "reason", c.Reason)
+	st := r.evaluateLocked(rec)
+	r.Kick()
+	return st, nil
+}
+
+// Failure records a failure report heard over gossip. Unsigned, it can
+// only make the rollout more careful: it may halt it.
+func (r *rollouts) Failure(f rollout.FailureReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.failures[f.Plan]
+	if m == nil {
+		if len(r.failures) > 64 {
+			return // bounded: reports for plans nobody follows
+		}
+		m = map[string]string{}
+		r.failures[f.Plan] = m
+	}
+	if _, seen := m[f.Node]; seen || len(m) >= 4096 {
+		return
+	}
+	m[f.Node] = f.Reason
+	if rec, ok := r.recs[f.Plan]; ok {
+		r.evaluateLocked(rec)
+	}
+	r.Kick()
+}
+
+// view builds the gossip view of the cluster; this host's own report
+// comes from its local state, which is ahead of its gossiped tags.
+func (r *rollouts) view(rec *rolloutRecord) rollout.View {
+	self := r.a.cfg.NodeName
+	v := rollout.View{Self: self, Failures: r.failures[rec.Rollout.Digest]}
+	// Serf lists the local member too.
+	for _, m := range r.a.node.Members() {
+		rm := memberFor(m)
+		if m.Name == self {
+			rm.Reports = map[string]rollout.HostState{rec.Rollout.Key(): rec.Local.State}
+			rm.Status = "alive"
+		}
+		v.Members = append(v.Members, rm)
+	}
+	return v
+}
+
+func memberFor(m gossip.Member) rollout.Member {
+	user := map[string]string{}
+	for k, v := range m.Tags {
+		if !strings.HasPrefix(k, "sf.") {
+			user[k] = v
+		}
+	}
+	return rollout.Member{Name: m.Name, Status: m.Status, Kernel: m.Tags[TagKernel], Arch: m.Tags[TagArch],
+		BuildID: m.Tags[TagBuildID], Tags: user, Reports: rollout.DecodeReports(m.Tags[rollout.ReportsTag])}
+}
+
+// evaluateLocked judges one rollout and persists what changed. The
+// caller holds r.mu.
+func (r *rollouts) evaluateLocked(rec *rolloutRecord) rollout.Status {
+	before, _ := json.Marshal(rec.Rollout)
+	st := r.a.evaluate(rec.Rollout, r.view(rec))
+	if after, _ := json.Marshal(rec.Rollout); string(after) != string(before) {
+		if err := r.save(rec); err != nil {
+			r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
+		}
+	}
+	prev, seen := r.status[rec.Rollout.Digest]
+	r.status[rec.Rollout.Digest] = st
+	if !seen || prev.State != st.State || prev.Open != st.Open {
+		// OnRollout runs under r.mu: it must not call back into the agent.
+		r.a.log.Info("rollout", "rollout", st.ID, "state", st.State, "stage", st.Open+1, "why", st.Why)
+		if r.a.onRollout != nil {
+			r.a.onRollout(st)
+		}
+	}
+	return st
+}
+
+// evaluate is the rollout judgement at the agent's clock.
+func (a *Agent) evaluate(ro *rollout.Rollout, v rollout.View) rollout.Status {
+	return ro.Evaluate(v, a.now())
+}
+
+// loop evaluates every rollout when kicked and every tick, and starts the
+// host actions the judgement asks for.
+func (r *rollouts) loop(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-t.C:
+		}
+		r.step(ctx)
+	}
+}
+
+// step evaluates every rollout once and acts.
+func (r *rollouts) step(ctx context.Context) {
+	r.mu.Lock()
+	var todo []func()
+	for _, d := range r.order {
+		rec := r.recs[d]
+		st := r.evaluateLocked(rec)
+		if r.acting[d] {
+			continue
+		}
+		switch {
+		case st.Self.Apply && rec.Local.State == rollout.StateNone:
+			r.acting[d] = true
+			todo = append(todo, func() { r.apply(ctx, rec) })
+		case st.Self.RollBack:
+			r.acting[d] = true
+			todo = append(todo, func() { r.rollBack(ctx, rec, st) })
+		case st.State == rollout.Halted && rec.Local.State == rollout.StateNone && st.Self.Targeted:
+			r.setLocked(rec, rollout.StateHalted, "the rollout halted before this host's stage")
+		case rec.Local.State == rollout.StateApplying && !r.a.watching(d):
+			// Restarted inside the health window: watch again.
+			r.acting[d] = true
+			todo = append(todo, func() { r.rewatch(ctx, rec) })
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range todo {
+		r.a.wg.Add(1)
+		go func() {
+			defer r.a.wg.Done()
+			f()
+		}()
+	}
+}
+
+// setLocked changes this host's state in a rollout, persists it and
+// gossips it at once. The caller holds r.mu.
+func (r *rollouts) setLocked(rec *rolloutRecord, s rollout.HostState, reason string) {
+	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC()}
+	if err := r.save(rec); err != nil {
+		r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
+	}
+	r.a.log.Info("host state in rollout", "rollout", rec.Rollout.Plan.ID, "state", s.String(), "reason", reason)
+	go r.a.refreshTags()
+}
+
+func (r *rollouts) set(rec *rolloutRecord, s rollout.HostState, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.setLocked(rec, s, reason)
+}
+
+func (r *rollouts) done(rec *rolloutRecord) {
+	r.mu.Lock()
+	delete(r.acting, rec.Rollout.Digest)
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// reports is this host's reports tag.
+func (r *rollouts) reports() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var rs []rollout.Report
+	for _, d := range r.order {
+		if s := r.recs[d].Local.State; s != rollout.StateNone {
+			rs = append(rs, rollout.Report{Plan: d, State: s})
+		}
+	}
+	return rollout.EncodeReports(rs)
+}
+
+// Statuses lists the rollouts as this agent judges them, newest last.
+func (r *rollouts) Statuses() []rollout.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]rollout.Status, 0, len(r.order))
+	for _, d := range r.order {
+		out = append(out, r.evaluateLocked(r.recs[d]))
+	}
+	return out
+}
+
+// find resolves a rollout by plan ID or digest prefix (8+ digits).
+func (r *rollouts) find(key string) (*rolloutRecord, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var found []*rolloutRecord
+	for _, d := range r.order {
+		rec := r.recs[d]
+		if rec.Rollout.Plan.ID == key || (len(key) >= 8 && strings.HasPrefix(d, key)) {
+			found = append(found, rec)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: %s", ErrNoRollout, key)
+	case 1:
+		return found[0], nil
+	}
+	return nil, fmt.Errorf("%q names %d rollouts; use more digits of the plan digest", key, len(found))
+}
+
+// Status is one rollout as this agent judges it.
+func (r *rollouts) Status(key string) (rollout.Status, error) {
+	rec, err := r.find(key)
+	if err != nil {
+		return rollout.Status{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.evaluateLocked(rec), nil
+}
