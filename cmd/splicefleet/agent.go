@@ -107,7 +107,7 @@ level, the tags and the trust policy from the file.`,
 			level := new(slog.LevelVar)
 			_ = level.UnmarshalText([]byte(cfg.LogLevel))
 			logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			a, err := agent.New(agent.Options{Config: cfg, Version: version, Logger: logger})
+			a, err := agent.New(agent.Options{Config: cfg, Version: version, Logger: logger, RunHealth: runHealthCommand})
 			if err != nil {
 				return err
 			}
@@ -155,11 +155,22 @@ func socketFlag(cmd *cobra.Command, p *string) {
 }
 
 func newPublishCmd(e *env) *cobra.Command {
-	var socket string
+	var socket, plan, passFile string
+	var keys, sigFiles []string
 	cmd := &cobra.Command{
-		Use:   "publish BUNDLE",
-		Short: "Hand a bundle to the local agent, which verifies, stores and announces it",
-		Args:  cobra.ExactArgs(1),
+		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)]",
+		Short: "Hand a bundle to the local agent, which verifies, stores and announces it; with --plan, roll it out",
+		Long: `Hand a bundle to the local agent, which verifies it, stores it and
+announces it to the fleet; every agent fetches it from its peers and
+verifies it again.
+
+With --plan, the bundle is also rolled out: the plan (YAML, see
+docs/rollouts.md) is signed with --key (repeat for a threshold) or carries
+detached signatures made elsewhere (--signature, e.g. gpg --armor
+--detach-sign PLAN.yaml), and every agent takes its host in when its
+stage opens. A plan without stages, for another bundle, or that the trust
+policy refuses is refused.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := readFile(args[0], splice.MaxBundleSize)
 			if err != nil {
@@ -174,10 +185,17 @@ func newPublishCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "published %s version %d (manifest %s)\n", res.ID, res.Version, res.ManifestDigest)
-			return nil
+			if plan == "" {
+				return nil
+			}
+			return publishPlan(e, socket, plan, res.ManifestDigest, keys, sigFiles, passFile)
 		},
 	}
 	socketFlag(cmd, &socket)
+	cmd.Flags().StringVar(&plan, "plan", "", "roll the bundle out with this plan (YAML)")
+	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign the plan with (repeat for a threshold)")
+	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the plan made elsewhere")
+	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
 	return cmd
 }
 

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/signing"
+)
+
+// runHealthCommand runs the operator's health command (no shell) until
+// ctx ends; its output is kept short in the error.
+func runHealthCommand(ctx context.Context, argv []string) error {
+	c := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	if ctx.Err() != nil {
+		return fmt.Errorf("timed out: %w", ctx.Err())
+	}
+	if err != nil {
+		msg := strings.TrimSpace(out.String())
+		if len(msg) > 160 {
+			msg = msg[:160] + "..."
+		}
+		if msg != "" {
+			return fmt.Errorf("%w: %s", err, msg)
+		}
+	}
+	return err
+}
+
+// signers reads the secret keys given with --key.
+func signers(e *env, keys []string, passFile string) ([]*signing.Signer, error) {
+	var out []*signing.Signer
+	for _, k := range keys {
+		pass, err := passphrase(e, passFile)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := readFile(k, signing.MaxSecretKeySize)
+		if err != nil {
+			return nil, err
+		}
+		s, err := signing.ReadSigner(raw, pass, e.now())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// signDoc signs body with every key and adds the detached signatures read
+// from files (armored or binary, several per file allowed).
+func signDoc(e *env, body []byte, keys, sigFiles []string, passFile string) ([][]byte, error) {
+	ss, err := signers(e, keys, passFile)
+	if err != nil {
+		return nil, err
+	}
+	var sigs [][]byte
+	for _, s := range ss {
+		sig, err := s.Sign(body, e.now())
+		if err != nil {
+			return nil, err
+		}
+		sigs = append(sigs, sig)
+	}
+	for _, f := range sigFiles {
+		raw, err := readFile(f, signing.MaxSignatures*signing.MaxSignatureSize*2)
+		if err != nil {
+			return nil, err
+		}
+		more, err := signing.SplitSignatures(raw)
+		if err != nil {
+			return nil, &refusal{fmt.Errorf("%s: %w", f, err)}
+		}
+		sigs = append(sigs, more...)
+	}
+	if len(sigs) == 0 {
+		return nil, errors.New("sign it: give --key SECRET.asc, or --signature SIG.asc made with gpg --detach-sign")
+	}
+	return sigs, nil
+}
+
+// postDoc sends a signed document to the agent; a refusal exits 1.
+func postDoc(socket, path string, d *rollout.Document) (rollout.Status, error) {
+	var st rollout.Status
+	wire, err := d.Encode()
+	if err != nil {
+		return st, &refusal{err}
+	}
+	if err := agent.NewControlClient(socket).Do("POST", path, bytes.NewReader(wire), &st); err != nil {
+		var r *agent.RefusedError
+		if errors.As(err, &r) {
+			return st, &refusal{err}
+		}
+		return st, err
+	}
+	return st, nil
+}
+
+// publishPlan signs and starts a rollout plan at the local agent.
+func publishPlan(e *env, socket, planPath, bundle string, keys, sigFiles []string, passFile string) error {
+	body, err := readFile(planPath, rollout.MaxPlanSize)
+	if err != nil {
+		return err
+	}
+	p, err := rollout.DecodePlan(body)
+	if err != nil {
+		return &refusal{fmt.Errorf("%s: %w", planPath, err)}
+	}
+	if p.Bundle != bundle {
+		return &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
+	}
+	sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+	if err != nil {
+		return err
+	}
+	st, err := postDoc(socket, "/v1/rollouts", rollout.SignPlan(body, sigs))
+	if err != nil {
+		return fmt.Errorf("%s: %w", planPath, err)
+	}
+	fmt.Fprintf(e.stdout, "rollout %s started (plan %s): %s\n", st.ID, st.Digest, st.Why)
+	return nil
+}
+
+func newRolloutCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Canary rollouts: list, status, and signed operator commands",
+		Long: `A rollout takes a bundle through the fleet in the stages of a signed plan
+(publish --plan). Every agent judges the stages by itself from the same
+gossip state. Operator commands are signed like plans and carry a sequence
+number that is used once: promote opens the next stage now, pause and
+resume stop and restart new applies, halt stops for good, revoke stops and
+rolls the patch back everywhere.`,
+	}
+	var socket string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the rollouts as the local agent judges them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var sts []rollout.Status
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts", nil, &sts); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, sts)
+			}
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ROLLOUT\tPLAN\tSTATE\tSTAGE\tHEALTHY\tFAILED\tWHY")
+			for _, st := range sts {
+				s := st.Stages[st.Open]
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d %s\t%d/%d\t%d\t%s\n", st.ID, st.Digest[:12], st.State, st.Open+1, len(st.Stages), s.Name,
+					s.Healthy, s.Cohort, len(st.Failed), st.Why)
+			}
+			return w.Flush()
+		},
+	}
+	socketFlag(list, &socket)
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var statusSocket string
+	var statusJSON bool
+	status := &cobra.Command{
+		Use:   "status ROLLOUT [--json]",
+		Short: "Each stage of a rollout with its cohort, applied, healthy, failed and waiting hosts, and why it is where it is",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st rollout.Status
+			if err := agent.NewControlClient(statusSocket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
+				return err
+			}
+			if statusJSON {
+				return printJSON(e.stdout, st)
+			}
+			printStatus(e.stdout, st)
+			return nil
+		},
+	}
+	socketFlag(status, &statusSocket)
+	status.Flags().BoolVar(&statusJSON, "json", false, "print JSON")
+	cmd.AddCommand(list, status)
+	for _, action := range rollout.Actions {
+		cmd.AddCommand(newCommandCmd(e, action))
+	}
+	return cmd
+}
+
+var actionHelp = map[string]string{
+	rollout.ActionPromote: "Open the next stage now (or --stage N), without waiting for its soak",
+	rollout.ActionPause:   "Stop new applies and stage openings until resume",
+	rollout.ActionResume:  "Undo a pause",
+	rollout.ActionHalt:    "Stop the rollout for good; hosts keep what they applied",
+	rollout.ActionRevoke:  "Stop the rollout for good and roll the patch back on every host",
+}
+
+func newCommandCmd(e *env, action string) *cobra.Command {
+	var socket, passFile, reason string
+	var keys, sigFiles []string
+	var seq uint64
+	var stage int
+	cmd := &cobra.Command{
+		Use:   action + " ROLLOUT --key SECRET.asc",
+		Short: actionHelp[action],
+		Long: actionHelp[action] + `.
+
+The command is signed (--key, several for a threshold) and sent to the
+local agent, which verifies it and gossips it to the fleet. Its sequence
+number is the rollout's last one plus one unless --seq says otherwise; a
+number already used is refused.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st rollout.Status
+			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
+				return err
+			}
+			c := rollout.Command{Plan: st.Digest, Seq: seq, Action: action, Reason: reason, Issued: e.now().UTC()}
+			if c.Seq == 0 {
+				c.Seq = st.LastSeq + 1
+			}
+			if action == rollout.ActionPromote {
+				c.Stage = st.Open + 1
+				if stage > 0 {
+					c.Stage = stage - 1
+				}
+				if c.Stage >= len(st.Stages) {
+					return &refusal{fmt.Errorf("rollout %s is at its last stage; nothing to promote", st.ID)}
+				}
+			}
+			body, err := rollout.EncodeCommand(c)
+			if err != nil {
+				return &refusal{err}
+			}
+			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+			if err != nil {
+				return err
+			}
+			st, err = postDoc(socket, "/v1/commands", &rollout.Document{Kind: rollout.KindCommand, Body: body, Signatures: sigs})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s %s (seq %d): %s\n", action, st.ID, c.Seq, st.Why)
+			return nil
+		},
+	}
+	socketFlag(cmd, &socket)
+	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign with (repeat for a threshold)")
+	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the command made elsewhere")
+	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the status")
+	cmd.Flags().Uint64Var(&seq, "seq", 0, "sequence number (default: the last one plus one)")
+	if action == rollout.ActionPromote {
+		cmd.Flags().IntVar(&stage, "stage", 0, "the stage to open, 1-based (default: the next one)")
+	}
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printStatus renders one rollout for people.
+func printStatus(out io.Writer, st rollout.Status) {
+	fmt.Fprintf(out, "rollout %s (plan %s, bundle %s)\n", st.ID, st.Digest[:12], st.Bundle[:12])
+	fmt.Fprintf(out, "state:   %s (on halt: %s)\n", st.State, st.OnHalt)
+	fmt.Fprintf(out, "why:     %s\n", st.Why)
+	if st.Self.Targeted {
+		fmt.Fprintf(out, "this host: stage %d, bucket %d, %s\n", st.Self.Stage+1, st.Self.Bucket, st.Self.State)
+	} else {
+		fmt.Fprintln(out, "this host: not targeted")
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nSTAGE\tOPEN\tCOHORT\tAPPLIED\tHEALTHY\tFAILED\tWAITING\tNOTE")
+	for i, s := range st.Stages {
+		note := strings.Join(s.WaitingFor, ", ")
+		if !s.OpensAt.IsZero() && !s.Open {
+			note = "opens at " + s.OpensAt.UTC().Format("15:04:05")
+		}
+		open := "no"
+		if s.Open {
+			open = "yes"
+		}
+		fmt.Fprintf(w, "%d %s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", i+1, s.Name, open, s.Cohort, s.Applied, s.Healthy, s.Failed, s.Waiting, note)
+	}
+	_ = w.Flush()
+	for _, f := range st.Failed {
+		fmt.Fprintf(out, "failed: %s\n", f)
+	}
+}

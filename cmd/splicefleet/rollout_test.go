@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// rolloutStatus reads a rollout's status through the CLI.
+func (c *cli) rolloutStatus(socket, id string) (rollout.Status, error) {
+	var st rollout.Status
+	code, out, errs := c.run("rollout", "status", id, "--json", "--control-socket", socket)
+	if code != 0 {
+		return st, fmt.Errorf("rollout status: exit %d: %s", code, errs)
+	}
+	return st, json.Unmarshal([]byte(out), &st)
+}
+
+// simPatched says whether an agent process's simulated kernel runs the
+// module.
+func simPatched(t *testing.T, p *agentProc, module string) bool {
+	t.Helper()
+	k, err := sim.Open(filepath.Join(p.dir, "kernel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lps, err := k.Livepatches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lp := range lps {
+		if lp.Name == module && lp.Enabled {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRolloutAsProcesses drives a rollout with the CLI against three agent
+// processes: publish --plan, rollout list and status, a refused plan and
+// refused commands, then revoke, which rolls the patch back everywhere.
+func TestRolloutAsProcesses(t *testing.T) {
+	c := newCLI(t)
+	bundle := c.publish(1, 1)
+	procs := startAgents(t, c, 3)
+	waitFor(t, 60*time.Second, "three members", func() error {
+		_, out, _ := c.run("members", "--control-socket", procs[2].socket)
+		if n := strings.Count(out, " alive"); n != 3 {
+			return fmt.Errorf("%d alive", n)
+		}
+		return nil
+	})
+	var in inspection
+	if err := json.Unmarshal([]byte(c.ok("inspect", "--json", bundle)), &in); err != nil {
+		t.Fatal(err)
+	}
+	key := c.path("keya.sec.asc")
+
+	// Refused: no stages; no signature; a plan for another bundle.
+	noStages := c.write("nostages.yaml", []byte("id: fix\nbundle: "+in.ManifestDigest+"\n"))
+	code, _, errs := c.run("publish", "--control-socket", procs[0].socket, "--plan", noStages, "--key", key, bundle)
+	if code != 1 || !strings.Contains(errs, "needs stages") {
+		t.Errorf("plan without stages: exit %d: %s", code, errs)
+	}
+	plan := c.write("plan.yaml", []byte(`id: fix
+bundle: `+in.ManifestDigest+`
+stages:
+  - percent: 34
+    soak: 200ms
+  - percent: 100
+gates:
+  health_window: 200ms
+`))
+	code, _, errs = c.run("publish", "--control-socket", procs[0].socket, "--plan", plan, bundle)
+	if code != 2 || !strings.Contains(errs, "--key") {
+		t.Errorf("unsigned plan: exit %d: %s", code, errs)
+	}
+	other := c.write("other.yaml", []byte(strings.Replace(string(c.read("plan.yaml")), in.ManifestDigest, strings.Repeat("ab", 32), 1)))
+	code, _, errs = c.run("publish", "--control-socket", procs[0].socket, "--plan", other, "--key", key, bundle)
+	if code != 1 || !strings.Contains(errs, "names bundle abab") {
+		t.Errorf("plan for another bundle: exit %d: %s", code, errs)
+	}
+
+	out := c.ok("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", key, bundle)
+	if !strings.Contains(out, "rollout fix started") {
+		t.Fatalf("publish --plan: %s", out)
+	}
+	waitFor(t, 60*time.Second, "every host patched, rollout done", func() error {
+		for _, p := range procs {
+			st, err := c.rolloutStatus(p.socket, "fix")
+			if err != nil {
+				return err
+			}
+			if st.State != rollout.Done {
+				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
+			}
+			if !simPatched(t, p, "livepatch_fix") {
+				return fmt.Errorf("%s is not patched", p.name)
+			}
+		}
+		return nil
+	})
+	out = c.ok("rollout", "status", "fix", "--control-socket", procs[1].socket)
+	for _, want := range []string{"rollout fix (plan ", "state:   done", "2 100%  yes   3       3        3        0       0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rollout status lacks %q:\n%s", want, out)
+		}
+	}
+	if out := c.ok("rollout", "list", "--control-socket", procs[2].socket); !strings.Contains(out, "fix") || !strings.Contains(out, "done") {
+		t.Errorf("rollout list:\n%s", out)
+	}
+
+	// A command signed by a key nobody trusts is refused (exit 1).
+	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
+	code, _, errs = c.run("rollout", "halt", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "not a trusted key") {
+		t.Errorf("untrusted halt: exit %d: %s", code, errs)
+	}
+	out = c.ok("rollout", "revoke", "fix", "--key", key, "--reason", "regression", "--control-socket", procs[1].socket)
+	if !strings.Contains(out, "revoke fix (seq 1)") {
+		t.Errorf("revoke: %s", out)
+	}
+	// The same sequence number again is refused.
+	code, _, errs = c.run("rollout", "pause", "fix", "--seq", "1", "--key", key, "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "sequence number already used") {
+		t.Errorf("replayed seq: exit %d: %s", code, errs)
+	}
+	waitFor(t, 60*time.Second, "every host rolled back", func() error {
+		for _, p := range procs {
+			st, err := c.rolloutStatus(p.socket, "fix")
+			if err != nil {
+				return err
+			}
+			if st.State != rollout.Halted || !strings.Contains(st.Why, "revoke by operator (seq 1): regression") {
+				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
+			}
+			if simPatched(t, p, "livepatch_fix") {
+				return fmt.Errorf("%s still runs the patch", p.name)
+			}
+		}
+		return nil
+	})
+}
