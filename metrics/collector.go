@@ -2,9 +2,14 @@ package metrics
 
 import (
 	"cmp"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +83,17 @@ type stateCollector struct {
 	version string
 	src     Sources
 	log     *slog.Logger
+
+	// The kernel's identity cannot change while the agent runs, and the
+	// journal only changes by an atomic rename: both are read again only
+	// when they may have changed, which keeps a scrape cheap.
+	mu      sync.Mutex
+	kinfo   *splice.KernelInfo
+	kinfoAt time.Time
+	journal struct {
+		file    fs.FileInfo
+		patches []splice.Patch
+	}
 
 	agentInfo, sourceOK, omitted                                         *prometheus.Desc
 	kernelInfo, taint, lpEnabled, lpTransition                           *prometheus.Desc
@@ -158,8 +174,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	var kernel *splice.KernelInfo
+	c.mu.Lock() // one scrape at a time reads the sources
+	defer c.mu.Unlock()
 	if k := c.src.Kernel; k != nil {
-		info, err := k.Info()
+		info, err := c.kernelIdentity(k)
 		lps, err2 := k.Patches()
 		flags, err3 := k.TaintFlags()
 		if err == nil {
@@ -182,7 +200,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 
 	var live map[string]uint64 // patch id -> highest live version
 	if c.src.StateDir != "" {
-		patches, err := splice.ReadPatches(c.src.StateDir)
+		patches, err := c.patches()
 		if ok("journal", err) {
 			live = c.collectPatches(gauge, patches)
 		}
@@ -251,6 +269,44 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.ver, byLabel[l], l)
 		}
 	}
+}
+
+// kernelIdentityTTL is how long the kernel's identity is remembered.
+const kernelIdentityTTL = time.Minute
+
+func (c *stateCollector) kernelIdentity(k Kernel) (splice.KernelInfo, error) {
+	if c.kinfo != nil && time.Since(c.kinfoAt) < kernelIdentityTTL {
+		return *c.kinfo, nil
+	}
+	info, err := k.Info()
+	if err != nil {
+		c.kinfo = nil
+		return info, err
+	}
+	c.kinfo, c.kinfoAt = &info, time.Now()
+	return info, nil
+}
+
+// patches reads the journal's patches, again only when the journal file
+// changed: it is replaced by a rename, so a new one is another file.
+func (c *stateCollector) patches() ([]splice.Patch, error) {
+	st, err := os.Stat(filepath.Join(c.src.StateDir, splice.JournalFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		c.journal.file, c.journal.patches = nil, nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if old := c.journal.file; old != nil && os.SameFile(old, st) && st.ModTime().Equal(old.ModTime()) && st.Size() == old.Size() {
+		return slices.Clone(c.journal.patches), nil
+	}
+	patches, err := splice.ReadPatches(c.src.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	c.journal.file, c.journal.patches = st, patches
+	return slices.Clone(patches), nil
 }
 
 // collectPatches exports the journal's patches, live ones first, at most

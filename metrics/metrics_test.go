@@ -184,6 +184,25 @@ func TestStateFollowsTheJournal(t *testing.T) {
 			t.Errorf("with the journal: no %s", want)
 		}
 	}
+	// The journal is replaced by a rename, as the host lifecycle writes
+	// it: the next scrape reads the new one.
+	changed := strings.Replace(string(raw), `"state": "applied"`, `"state": "reverted"`, 1)
+	tmp := filepath.Join(dir, "journal.json.tmp")
+	if err := os.WriteFile(tmp, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "journal.json")); err != nil {
+		t.Fatal(err)
+	}
+	again := string(exposition(t, m.Gatherer()))
+	for _, want := range []string{
+		`splicefleet_patch_state{module="lp_nft_verdict_2",patch="cve-2024-1086",state="reverted",version="2"} 1`,
+		`splicefleet_bundle_outstanding{patch="cve-2024-1086",version="2"} 1`,
+	} {
+		if !strings.Contains(again, want+"\n") {
+			t.Errorf("after the journal changed: no %s", want)
+		}
+	}
 }
 
 // TestUnreadableSourceKeepsTheScrape: a damaged journal and a failing

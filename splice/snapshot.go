@@ -1,5 +1,8 @@
 package splice
 
+// JournalFile is the journal's name in a state directory.
+const JournalFile = "journal.json"
+
 // ReadPatches reads the journal in stateDir without taking its lock, as
 // LiveSummary does (the journal is replaced atomically, so a reader sees a
 // whole one), and returns a copy of every patch it records, in journal
