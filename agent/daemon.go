@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -83,6 +84,7 @@ type Agent struct {
 	fetcher *Fetcher
 	blobs   *BlobServer
 	node    *gossip.Node
+	metrics *metrics.Metrics
 
 	httpLn, ctlLn net.Listener
 	httpSrv       *http.Server
@@ -159,7 +161,8 @@ func New(opts Options) (*Agent, error) {
 	// bundle by the next try. Each agent uploads a module SeedCopies times
 	// before it points fetchers at the peers it served.
 	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
-		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}); err != nil {
+		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		OnFetch: a.fetchObserved}); err != nil {
 		a.httpLn.Close()
 		return nil, err
 	}
@@ -197,6 +200,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.node.HandleQuery(statusQuery, a.answerStatus)
+	a.metrics = a.newMetrics()
 	return a, nil
 }
 

@@ -24,7 +24,8 @@
 // Only cmd parses flags and files; the agent takes a [Config] (strict YAML,
 // documented defaults) and Options. Everything that changes state goes
 // through the control API on a root-only unix socket; the TCP listener
-// serves only /healthz, the index and the blob service.
+// serves only /healthz, /metrics (package metrics), the index and the blob
+// service.
 //
 // Dependencies point inward: cmd uses agent; agent uses gossip, splice,
 // signing and kmod; none of those import agent.

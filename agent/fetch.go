@@ -70,6 +70,9 @@ type FetcherOptions struct {
 	// requests so that a seeding server can point later fetchers here.
 	Self   string
 	Logger *slog.Logger // default: none
+	// OnFetch, when set, hears of every download this Fetcher made (not
+	// of bundles found in the store): how long it took and its error.
+	OnFetch func(d time.Duration, err error)
 }
 
 // DefaultFetchClient is the HTTP client a Fetcher uses by default: bounded
@@ -127,6 +130,7 @@ type Fetcher struct {
 	self     string
 	log      *slog.Logger
 	shuffle  func([]string) // tests fix the order
+	onFetch  func(time.Duration, error)
 
 	mu       sync.Mutex
 	negative map[string]negativeEntry
@@ -157,6 +161,7 @@ func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
 	f := &Fetcher{
 		store: opts.Store, verifier: opts.Verifier, now: opts.Now, client: opts.Client,
 		retries: opts.Retries, backoff: opts.Backoff, ttl: opts.NegativeTTL, log: opts.Logger, self: opts.Self, maxWait: opts.MaxBackoff,
+		onFetch:  opts.OnFetch,
 		shuffle:  func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
 		negative: map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
 	}
@@ -239,7 +244,11 @@ func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin s
 	if f.store.Has(digest) { // stored by a fetch that just finished
 		c.v, c.err = f.fromStore(digest)
 	} else {
+		start := time.Now()
 		c.v, c.err = f.fetch(ctx, digest, peers, origin)
+		if f.onFetch != nil {
+			f.onFetch(time.Since(start), c.err)
+		}
 	}
 	f.mu.Lock()
 	delete(f.inflight, digest)

@@ -17,8 +17,8 @@ import (
 	"github.com/splicefleet/splicefleet/splice"
 )
 
-// httpHandler serves the TCP listener: the health check, the index and
-// the read-only, content-addressed blob service peers fetch from.
+// httpHandler serves the TCP listener: the health check, the metrics, the
+// index and the read-only, content-addressed blob service peers fetch from.
 func (a *Agent) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +49,7 @@ func (a *Agent) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(data)
 	})
+	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.Handle("/v1/heads/", a.blobs)
 	mux.Handle("/v1/modules/", a.blobs)
 	return mux

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
@@ -22,6 +23,9 @@ type Kernel struct {
 	simulated bool
 	// Timeouts bound livepatch transitions.
 	Timeouts kmod.Timeouts
+	// OnTransition, when set, hears of every transition waited for: how
+	// long it took, and its error (a *kmod.TransitionError when it stalled).
+	OnTransition func(d time.Duration, err error)
 }
 
 var _ splice.Kernel = (*Kernel)(nil)
@@ -120,7 +124,12 @@ func (a *Kernel) Load(ctx context.Context, f *os.File, name string, replace bool
 
 // WaitTransition implements splice.Kernel.
 func (a *Kernel) WaitTransition(ctx context.Context, name string) error {
-	return a.k.WaitTransition(ctx, name, a.Timeouts)
+	start := time.Now()
+	err := a.k.WaitTransition(ctx, name, a.Timeouts)
+	if a.OnTransition != nil {
+		a.OnTransition(time.Since(start), err)
+	}
+	return err
 }
 
 // Disable implements splice.Kernel.

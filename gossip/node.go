@@ -104,6 +104,12 @@ type Stats struct {
 	QueriesDropped  uint64
 	// QueueDepth is the number of events waiting in the Events channel.
 	QueueDepth int
+	// IntentQueue, EventQueue and QueryQueue are serf's broadcast queues:
+	// membership intents, user events and queries waiting to be gossiped.
+	IntentQueue, EventQueue, QueryQueue int
+	// HealthScore is memberlist's awareness of its own health: 0 is
+	// healthy, higher means probes of this node are going unanswered.
+	HealthScore int
 	// Members counts the known members by status.
 	Members map[string]int
 }
@@ -516,6 +522,11 @@ func (n *Node) Stats() Stats {
 	}
 	for _, m := range n.serf.Members() {
 		st.Members[m.Status.String()]++
+	}
+	ss := n.serf.Stats()
+	for key, v := range map[string]*int{"intent_queue": &st.IntentQueue, "event_queue": &st.EventQueue,
+		"query_queue": &st.QueryQueue, "health_score": &st.HealthScore} {
+		*v, _ = strconv.Atoi(ss[key])
 	}
 	return st
 }

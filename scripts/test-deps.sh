@@ -16,6 +16,10 @@ command -v strip >/dev/null || missing+=(binutils)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
+# Metrics, dashboards and alert rules: promtool lints the exposition and
+# unit-tests the rules; a real Prometheus runs every dashboard query.
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -76,3 +76,13 @@ func Reason(err error) string {
 	}
 	return "other"
 }
+
+// ReasonLabels lists every label [Reason] returns for a refusal, "other"
+// last: the closed set metrics use for verification failures.
+func ReasonLabels() []string {
+	out := make([]string, 0, len(reasons)+1)
+	for _, x := range reasons {
+		out = append(out, x.label)
+	}
+	return append(out, "other")
+}

@@ -150,7 +150,7 @@ func (j *journal) stack() []*Patch {
 }
 
 func statePaths(dir string) (journalPath, lockPath string) {
-	return filepath.Join(dir, "journal.json"), filepath.Join(dir, "lock")
+	return filepath.Join(dir, JournalFile), filepath.Join(dir, "lock")
 }
 
 // sortViews orders live patches by stack position, then the rest by id and

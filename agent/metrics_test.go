@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// goldenExposition is the metrics package's golden exposition: every
+// splicefleet_ metric an agent exports, with fixed values.
+const goldenExposition = "../metrics/testdata/exposition.golden"
+
+// scrape reads an agent's /metrics on its TCP listener.
+func scrape(t testing.TB, a *Agent) string {
+	t.Helper()
+	resp, err := http.Get("http://" + a.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s %v", resp.Status, err)
+	}
+	return string(body)
+}
+
+// families lists the metric families named in an exposition's TYPE lines
+// that start with prefix.
+func families(text, prefix string) []string {
+	var out []string
+	for line := range strings.Lines(text) {
+		if f := strings.Fields(line); len(f) == 4 && f[1] == "TYPE" && strings.HasPrefix(f[2], prefix) {
+			out = append(out, f[2])
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// cliApply applies a bundle to an agent's host the way `splicefleet
+// apply` does: in a Host of its own, with a kernel of its own.
+func cliApply(t *testing.T, f *testFleet, a *Agent, raw []byte) {
+	t.Helper()
+	k, err := OpenKernel(a.cfg.Kernel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applyWith(t, f, a, k, raw); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}
+
+func applyWith(t *testing.T, f *testFleet, a *Agent, k *Kernel, raw []byte) (*splice.Patch, error) {
+	t.Helper()
+	h, err := splice.OpenHost(context.Background(), splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: k, Inspect: InspectModule, Logger: warnLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	b, err := splice.Decode(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Apply(context.Background(), b, f.policy(t))
+}
+
+// policy is the fleet's trust policy, as the command line loads it.
+func (f *testFleet) policy(t *testing.T) splice.Verifier {
+	t.Helper()
+	p, err := loadPolicy(Config{Keyring: f.keyring, Threshold: 1}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestMetricsEndpoint: the agent serves every metric of the golden
+// exposition on its TCP listener, promtool accepts the whole scrape, and
+// the host's state follows the journal (a patch applied by the command
+// line shows), the kernel, the store and the distribution counters.
+func TestMetricsEndpoint(t *testing.T) {
+	f := newTestFleet(t)
+	agents := f.startN(2)
+	waitMembers(t, agents, 2)
+	raw := f.bundleFixing(t, "cve-metrics", 1, "CVE-2024-1086")
+	v, err := agents[0].Publish(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "both hold it", func() error { return holdAll(agents, v.ManifestDigest) })
+	a := agents[1]
+	eventually(t, 10*time.Second, "outstanding before the apply", func() error {
+		return contains(scrape(t, a), `splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 1`)
+	})
+	cliApply(t, f, a, raw)
+
+	text := scrape(t, a)
+	golden, err := os.ReadFile(goldenExposition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := families(text, "splicefleet_"), families(string(golden), "splicefleet_"); !slices.Equal(got, want) {
+		t.Errorf("families served:\n%v\nin the golden exposition:\n%v", got, want)
+	}
+	for _, want := range []string{
+		`splicefleet_agent_info{version="test"} 1`,
+		`splicefleet_kernel_info{arch="x86_64",build_id="` + kernelBuildID(t, a) + `",livepatch="true",release="6.1.0-56-cloud-amd64",simulated="true"} 1`,
+		`splicefleet_patch_state{module="lp_cve-metrics",patch="cve-metrics",state="applied",version="1"} 1`,
+		`splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 0`,
+		`splicefleet_patch_cve_info{cve="CVE-2024-1086",patch="cve-metrics",version="1"} 1`,
+		`splicefleet_livepatch_enabled{livepatch="lp_cve-metrics"} 1`,
+		`splicefleet_livepatch_transition{livepatch="lp_cve-metrics"} 0`,
+		`splicefleet_kernel_taint{flag="livepatch"} 1`,
+		`splicefleet_kernel_taint{flag="die"} 0`,
+		`splicefleet_gossip_members{status="alive"} 2`,
+		`splicefleet_fetch_downloads_total{kind="module"} 1`,
+		`splicefleet_bundle_fetch_duration_seconds_count 1`,
+		`splicefleet_scrape_source_success{source="journal"} 1`,
+		`splicefleet_scrape_source_success{source="kernel"} 1`,
+		`splicefleet_scrape_source_success{source="bundles"} 1`,
+	} {
+		if err := contains(text, want); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := contains(scrape(t, agents[0]), `splicefleet_blob_uploads_total{kind="module"} 1`); err != nil {
+		t.Error(err)
+	}
+	promtoolCheckMetrics(t, []byte(text))
+}
+
+// TestStalledTransitionCountsARollback: a patch applied through the
+// agent's own kernel (as the rollout engine will) whose transition stalls
+// is reversed, and the agent counts the transition and a rollback by
+// transition_timeout.
+func TestStalledTransitionCountsARollback(t *testing.T) {
+	f := newTestFleet(t)
+	a := f.startN(1)[0]
+	a.kernel.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: 5 * time.Millisecond}
+	if err := sim.SetFaults(strings.TrimPrefix(a.cfg.Kernel, "sim:"), sim.Faults{sim.AnyModule: {Never: true}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := applyWith(t, f, a, a.kernel, f.bundle("stuck", 1, f.signer, 0))
+	if !errors.Is(err, kmod.ErrTransitionStuck) {
+		t.Fatalf("apply: %v", err)
+	}
+	text := scrape(t, a)
+	for _, want := range []string{
+		`splicefleet_rollbacks_total{reason="transition_timeout"} 1`,
+		`splicefleet_transition_duration_seconds_count 1`,
+		`splicefleet_patch_state{module="lp_stuck",patch="stuck",state="failed",version="1"} 1`,
+	} {
+		if err := contains(text, want); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// bundleFixing makes a signed bundle for the simulated kernel that names
+// the CVEs it fixes.
+func (f *testFleet) bundleFixing(t testing.TB, id string, version uint64, cves ...string) []byte {
+	t.Helper()
+	name := "lp_" + id
+	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"f"}})
+	b, err := splice.New(splice.Manifest{ID: id, Version: version, CVEs: cves, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
+		Module: splice.ModuleRef{Name: name}, Functions: []string{"f"}, Created: time.Now().Add(-time.Minute)}, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := f.signer.Sign(b.Manifest, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddSignature(sig); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func kernelBuildID(t *testing.T, a *Agent) string {
+	t.Helper()
+	info, err := a.kernel.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.BuildID
+}
+
+func contains(text, line string) error {
+	if !strings.Contains(text, line+"\n") {
+		return fmt.Errorf("no line %s", line)
+	}
+	return nil
+}
+
+// promtoolCheckMetrics fails t unless `promtool check metrics` accepts
+// the exposition without a complaint.
+func promtoolCheckMetrics(t *testing.T, text []byte) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is missing (Debian package prometheus): run make test-deps")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(text)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,307 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/dashboards"
+	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/metrics"
+	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// TestDashboardQueriesAgainstPrometheus starts a real Prometheus on
+// loopback scraping four agents, makes happen what the panels show (a
+// patch applied from the command line, one applied and undone by the
+// agent, a stalled transition reversed, a transition hanging, bundles a
+// host still lacks, a bundle from an untrusted signer refused), and
+// requires every panel query of every dashboard to return data. It also
+// loads the alert rules into that Prometheus.
+func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is missing (Debian package prometheus): run make test-deps")
+	}
+	f := newTestFleet(t)
+	agents := f.startN(3)
+
+	// A rogue agent trusts a key the others do not, and publishes with it.
+	stranger, err := signing.GenerateSigner("Stranger <x@example.com>", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.config("rogue")
+	pub, _ := stranger.Public().Armored()
+	cfg.Keyring = filepath.Join(f.dir, "rogue.asc")
+	if err := os.WriteFile(cfg.Keyring, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rogue := f.start(cfg)
+	all := append(agents[:3:3], rogue)
+	waitMembers(t, all, 4)
+
+	// A published patch reaches every trusting agent.
+	raw := f.bundleFixing(t, "cve-e2e", 1, "CVE-2024-1086")
+	v, err := agents[0].Publish(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rogue.Publish(f.bundle("rogue", 1, stranger, 0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the trusting agents hold the patch", func() error { return holdAll(agents, v.ManifestDigest) })
+	eventually(t, 60*time.Second, "the untrusted bundle is refused", func() error {
+		if agents[1].fetcher.Stats().VerificationFailures["signature"] == 0 {
+			return fmt.Errorf("not refused yet")
+		}
+		return nil
+	})
+
+	// node-01: applied from the command line.
+	cliApply(t, f, agents[1], raw)
+
+	// node-00: the agent applies and undoes a patch, as the rollout
+	// engine will, then a patch hangs in its transition.
+	a0 := agents[0]
+	tmp := f.bundleFixing(t, "tmp", 1)
+	start := time.Now()
+	_, err = applyWith(t, f, a0, a0.kernel, tmp)
+	a0.Metrics().ObserveApply(metrics.ResultOf(err), time.Since(start))
+	if err != nil {
+		t.Fatalf("agent apply: %v", err)
+	}
+	undoWith(t, a0, "tmp")
+	hang(t, a0, "lp_hang")
+
+	// node-02: the agent's apply stalls and is reversed.
+	a2 := agents[2]
+	a2.kernel.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: 5 * time.Millisecond}
+	setFaults(t, a2, sim.Faults{sim.AnyModule: {Never: true}})
+	start = time.Now()
+	_, err = applyWith(t, f, a2, a2.kernel, f.bundleFixing(t, "stalls", 1))
+	a2.Metrics().ObserveApply(metrics.ResultOf(err), time.Since(start))
+	if err == nil {
+		t.Fatal("the stalled apply succeeded")
+	}
+	setFaults(t, a2, nil)
+
+	prom := startPrometheus(t, promBin, all)
+	prom.waitScrapes(t, len(all), 4)
+
+	queries, err := dashboards.Queries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every panel query returns data; retried while scrapes come in.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, q := range queries {
+		expr := dashboards.Expand(q.Expr, "splicefleet", ".*", "1m")
+		for {
+			n, err := prom.query(expr)
+			if err == nil && n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s, panel %q, query %s: %d series, %v\n%s", q.Dashboard, q.Panel, q.RefID, n, err, expr)
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if rules := prom.alertRules(t); rules != 5 {
+		t.Errorf("Prometheus loaded %d alert rules, want 5", rules)
+	}
+}
+
+// undoWith undoes a patch through the agent's kernel and reports it.
+func undoWith(t *testing.T, a *Agent, id string) {
+	t.Helper()
+	h, err := splice.OpenHost(context.Background(), splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: a.kernel, Inspect: InspectModule, Logger: warnLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	start := time.Now()
+	_, err = h.Undo(context.Background(), id)
+	a.Metrics().ObserveUndo(metrics.ResultOf(err), time.Since(start))
+	if err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+}
+
+// hang loads a livepatch module straight into the agent's simulated
+// kernel with transitions that never finish, and does not wait.
+func hang(t *testing.T, a *Agent, name string) {
+	t.Helper()
+	setFaults(t, a, sim.Faults{name: {Never: true}})
+	path := filepath.Join(t.TempDir(), name+".ko")
+	if err := os.WriteFile(path, testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"g"}}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if err := a.kernel.Load(context.Background(), file, name, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func setFaults(t *testing.T, a *Agent, faults sim.Faults) {
+	t.Helper()
+	if err := sim.SetFaults(strings.TrimPrefix(a.cfg.Kernel, "sim:"), faults); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testPrometheus is a Prometheus server this test started.
+type testPrometheus struct {
+	base string
+}
+
+// startPrometheus runs Prometheus on a free loopback port, scraping the
+// agents every second as job "splicefleet", with the shipped alert rules.
+func startPrometheus(t *testing.T, bin string, agents []*Agent) *testPrometheus {
+	t.Helper()
+	dir := t.TempDir()
+	rules, err := filepath.Abs("../dashboards/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []string
+	for _, a := range agents {
+		targets = append(targets, fmt.Sprintf("%q", a.HTTPAddr()))
+	}
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [%q]
+scrape_configs:
+  - job_name: splicefleet
+    static_configs:
+      - targets: [%s]
+`, rules, strings.Join(targets, ", "))
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logFile.Close()
+		if t.Failed() {
+			out, _ := os.ReadFile(logFile.Name())
+			t.Logf("prometheus log:\n%s", out)
+		}
+	})
+	p := &testPrometheus{base: "http://" + addr}
+	eventually(t, 30*time.Second, "prometheus ready", func() error {
+		resp, err := http.Get(p.base + "/-/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("ready: %s", resp.Status)
+		}
+		return nil
+	})
+	return p
+}
+
+// waitScrapes waits until every one of n targets is up and has been
+// scraped at least samples times, so that rate() has points to work with.
+func (p *testPrometheus) waitScrapes(t *testing.T, n, samples int) {
+	t.Helper()
+	eventually(t, 45*time.Second, "prometheus scraped every agent", func() error {
+		got, err := p.query(fmt.Sprintf(`count_over_time(up{job="splicefleet"}[1m]) >= %d and up{job="splicefleet"} == 1`, samples))
+		if err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("%d of %d targets up with %d scrapes", got, n, samples)
+		}
+		return nil
+	})
+}
+
+// query runs an instant query and returns how many series it returned.
+func (p *testPrometheus) query(expr string) (int, error) {
+	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(expr))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, err
+	}
+	if r.Status != "success" {
+		return 0, fmt.Errorf("query failed: %s", r.Error)
+	}
+	var series []json.RawMessage
+	if err := json.Unmarshal(r.Data.Result, &series); err != nil {
+		return 0, fmt.Errorf("result is not a vector: %s", r.Data.Result)
+	}
+	return len(series), nil
+}
+
+// alertRules counts the alerting rules Prometheus loaded.
+func (p *testPrometheus) alertRules(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get(p.base + "/api/v1/rules?type=alert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Groups []struct {
+				Rules []json.RawMessage `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range r.Data.Groups {
+		n += len(g.Rules)
+	}
+	return n
+}

@@ -1,0 +1,165 @@
+// The SDK marks its classic dashboard model deprecated in favour of the
+// v2 schema; the classic JSON is what Grafana's file provisioning reads in
+// every current release, so the dashboards keep it.
+//
+//nolint:staticcheck // the classic dashboard model, see above
+package dashboards_test
+
+import (
+	"github.com/grafana/grafana-foundation-sdk/go/bargauge"
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
+
+// The dashboards, defined in Go with the Grafana Foundation SDK. The
+// committed JSON in grafana/ is what these make (TestDashboardsAreCurrent;
+// go test ./dashboards -update rewrites it).
+
+// sel filters by the dashboards' job and instance variables.
+const sel = `job=~"$job",instance=~"$instance"`
+
+var datasource = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${datasource}")}
+
+func query(expr, legend string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().Expr(expr).LegendFormat(legend).Datasource(datasource)
+}
+
+func instant(expr string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().Expr(expr).Instant().Format(prometheus.PromQueryFormatTable).Datasource(datasource)
+}
+
+func timeSeries(title, description, unit string, queries ...*prometheus.DataqueryBuilder) *timeseries.PanelBuilder {
+	p := timeseries.NewPanelBuilder().Title(title).Description(description).Unit(unit).Datasource(datasource).
+		Height(8).Span(12).FillOpacity(10)
+	for i, q := range queries {
+		p.WithTarget(q.RefId(string(rune('A' + i))))
+	}
+	return p
+}
+
+func statPanel(title, description, expr string) *stat.PanelBuilder {
+	return stat.NewPanelBuilder().Title(title).Description(description).Datasource(datasource).Height(4).Span(6).
+		WithTarget(query(expr, "").RefId("A"))
+}
+
+func barGauge(title, description, expr, legend string) *bargauge.PanelBuilder {
+	return bargauge.NewPanelBuilder().Title(title).Description(description).Datasource(datasource).Height(8).Span(12).
+		Orientation(common.VizOrientationHorizontal).WithTarget(instant(expr).LegendFormat(legend).RefId("A"))
+}
+
+func tablePanel(title, description, expr string) *table.PanelBuilder {
+	return table.NewPanelBuilder().Title(title).Description(description).Datasource(datasource).Height(8).Span(24).
+		Footer(common.NewTableFooterOptionsBuilder().Reducer([]string{"sum"})).WithTarget(instant(expr).RefId("A"))
+}
+
+func quantiles(metric string) []*prometheus.DataqueryBuilder {
+	return []*prometheus.DataqueryBuilder{
+		query(`histogram_quantile(0.5, sum by (le) (rate(`+metric+`_bucket{`+sel+`}[$__rate_interval])))`, "p50"),
+		query(`histogram_quantile(0.95, sum by (le) (rate(`+metric+`_bucket{`+sel+`}[$__rate_interval])))`, "p95"),
+	}
+}
+
+// variables are every dashboard's filters: the Prometheus datasource, the
+// scrape job and the instances.
+func variables(b *dashboard.DashboardBuilder, multiInstance bool) *dashboard.DashboardBuilder {
+	return b.WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Prometheus").Type("prometheus")).
+		WithVariable(dashboard.NewQueryVariableBuilder("job").Label("Job").Datasource(datasource).
+			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(splicefleet_agent_info, job)")}).
+			Refresh(dashboard.VariableRefreshOnDashboardLoad).Sort(dashboard.VariableSortAlphabeticalAsc).Multi(true).IncludeAll(true)).
+		WithVariable(dashboard.NewQueryVariableBuilder("instance").Label("Host").Datasource(datasource).
+			Query(dashboard.StringOrMap{String: cog.ToPtr(`label_values(splicefleet_agent_info{job=~"$job"}, instance)`)}).
+			Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc).
+			Multi(multiInstance).IncludeAll(multiInstance))
+}
+
+func fleetOverview() *dashboard.DashboardBuilder {
+	b := dashboard.NewDashboardBuilder("splicefleet: fleet overview").
+		Uid("splicefleet-fleet").
+		Description("Hot kernel patches across the fleet: who runs what, what failed, and how bundles spread.").
+		Tags([]string{"splicefleet"}).Refresh("30s").Time("now-6h", "now").Tooltip(dashboard.DashboardCursorSyncCrosshair)
+	b = variables(b, true)
+	return b.
+		WithRow(dashboard.NewRowBuilder("Patches")).
+		WithPanel(statPanel("Agents reporting", "Agents whose metrics Prometheus scraped.",
+			`count(splicefleet_agent_info{`+sel+`})`)).
+		WithPanel(statPanel("Hosts in a livepatch transition", "Hosts whose kernel has a livepatch in transition now; one that stays here is stuck.",
+			`sum(max by (job, instance) (splicefleet_livepatch_transition{`+sel+`}))`)).
+		WithPanel(statPanel("Hosts lacking a patch they hold", "Hosts that hold a verified bundle for their kernel and do not run it or a newer version.",
+			`count(max by (job, instance) (splicefleet_bundle_outstanding{`+sel+`}) == 1)`)).
+		WithPanel(statPanel("Patches failed", "Patches in the failed state across the fleet.",
+			`count(splicefleet_patch_state{`+sel+`,state="failed"})`)).
+		WithPanel(barGauge("Hosts patched, per patch", "Hosts whose journal has the patch applied.",
+			`count by (patch, version) (splicefleet_patch_state{`+sel+`,state="applied"})`, "{{patch}} v{{version}}")).
+		WithPanel(barGauge("Hosts patched, per CVE", "Hosts that run a patch fixing the CVE.",
+			`count by (cve) (count by (job, instance, cve) (splicefleet_patch_cve_info{`+sel+`} and on (job, instance, patch, version) splicefleet_patch_state{state="applied"}))`, "{{cve}}")).
+		WithPanel(timeSeries("Hosts by patch state", "Hosts with at least one patch in each state.", "short",
+			query(`count by (state) (count by (job, instance, state) (splicefleet_patch_state{`+sel+`}))`, "{{state}}"))).
+		WithPanel(timeSeries("Hosts lacking a published patch", "Hosts that hold a bundle for their kernel and do not run it, per patch.", "short",
+			query(`count by (patch, version) (splicefleet_bundle_outstanding{`+sel+`} == 1)`, "{{patch}} v{{version}}"))).
+		WithRow(dashboard.NewRowBuilder("Failures")).
+		WithPanel(timeSeries("Applies and undos by result", "Applies and undos the agents made, per second.", "ops",
+			query(`sum by (result) (rate(splicefleet_applies_total{`+sel+`}[$__rate_interval]))`, "apply {{result}}"),
+			query(`sum by (result) (rate(splicefleet_undos_total{`+sel+`}[$__rate_interval]))`, "undo {{result}}"))).
+		WithPanel(timeSeries("Rollbacks by reason", "Patches taken back off hosts.", "short",
+			query(`sum by (reason) (increase(splicefleet_rollbacks_total{`+sel+`}[$__rate_interval]))`, "{{reason}}"))).
+		WithPanel(timeSeries("Verification failures (possible attacks)", "Bundles from the fleet refused on verification, by reason: forged, tampered or replayed bundles show here.", "short",
+			query(`sum by (reason) (increase(splicefleet_verification_failures_total{`+sel+`}[$__rate_interval]))`, "{{reason}}"))).
+		WithPanel(timeSeries("Fetch failures and bad announcements", "Bundle downloads that failed, and gossip announcements refused.", "short",
+			query(`sum by (reason) (increase(splicefleet_fetch_failures_total{`+sel+`}[$__rate_interval]))`, "fetch {{reason}}"),
+			query(`sum by (reason) (increase(splicefleet_gossip_bad_announcements_total{`+sel+`}[$__rate_interval]))`, "announcement {{reason}}"))).
+		WithRow(dashboard.NewRowBuilder("Durations")).
+		WithPanel(timeSeries("Apply duration", "From the start of an apply until the patch is applied or refused.", "s",
+			quantiles("splicefleet_apply_duration_seconds")...)).
+		WithPanel(timeSeries("Transition duration", "Livepatch transitions, completed or reversed.", "s",
+			quantiles("splicefleet_transition_duration_seconds")...)).
+		WithPanel(timeSeries("Undo duration", "Undos, transition and unload included.", "s",
+			quantiles("splicefleet_undo_duration_seconds")...)).
+		WithPanel(timeSeries("Bundle fetch duration", "Bundle downloads from peers and the origin, verification included.", "s",
+			quantiles("splicefleet_bundle_fetch_duration_seconds")...)).
+		WithRow(dashboard.NewRowBuilder("Gossip and distribution")).
+		WithPanel(timeSeries("Members by status", "Cluster members by status, as the agent that knows most sees them.", "short",
+			query(`max by (status) (splicefleet_gossip_members{`+sel+`})`, "{{status}}"))).
+		WithPanel(timeSeries("Gossip events and queues", "Events received per second, and the deepest gossip queues.", "short",
+			query(`sum(rate(splicefleet_gossip_events_received_total{`+sel+`}[$__rate_interval]))`, "events received/s"),
+			query(`max by (queue) (splicefleet_gossip_queue_depth{`+sel+`})`, "queue {{queue}}"))).
+		WithPanel(timeSeries("Bundle bytes served and fetched", "What the blob services sent to peers, and what agents fetched from peers and from origins.", "Bps",
+			query(`sum(rate(splicefleet_blob_served_bytes_total{`+sel+`}[$__rate_interval]))`, "served to peers"),
+			query(`sum by (source) (rate(splicefleet_fetched_bytes_total{`+sel+`}[$__rate_interval]))`, "fetched from {{source}}"))).
+		WithRow(dashboard.NewRowBuilder("Rollouts").Collapsed(true))
+}
+
+func hostDetail() *dashboard.DashboardBuilder {
+	b := dashboard.NewDashboardBuilder("splicefleet: host").
+		Uid("splicefleet-host").
+		Description("One host: its kernel, its patches, their transitions, taint and apply times.").
+		Tags([]string{"splicefleet"}).Refresh("30s").Time("now-6h", "now").Tooltip(dashboard.DashboardCursorSyncCrosshair)
+	b = variables(b, false)
+	return b.
+		WithRow(dashboard.NewRowBuilder("Kernel and patches")).
+		WithPanel(tablePanel("Kernel", "The running kernel (simulated=true is the test double).",
+			`splicefleet_kernel_info{`+sel+`}`)).
+		WithPanel(tablePanel("Patches", "Every patch in the host's journal and its state.",
+			`splicefleet_patch_state{`+sel+`}`)).
+		WithPanel(tablePanel("Bundles held", "Verified bundles the agent holds; outstanding 1 means the host should run it and does not.",
+			`splicefleet_bundle_outstanding{`+sel+`}`)).
+		WithPanel(timeSeries("Livepatches enabled", "The kernel's own view: 1 enabled, 0 disabled, per livepatch.", "short",
+			query(`splicefleet_livepatch_enabled{`+sel+`}`, "{{livepatch}}"))).
+		WithPanel(timeSeries("Livepatch transitions", "1 while a livepatch is in transition.", "short",
+			query(`splicefleet_livepatch_transition{`+sel+`}`, "{{livepatch}}"))).
+		WithPanel(timeSeries("Taint flags set", "The kernel's taint flags that are set (livepatch is expected once a patch is loaded).", "short",
+			query(`splicefleet_kernel_taint{`+sel+`} == 1`, "{{flag}}"))).
+		WithPanel(timeSeries("Applies, undos and rollbacks", "What the agent did on this host.", "short",
+			query(`sum by (result) (increase(splicefleet_applies_total{`+sel+`}[$__rate_interval]))`, "apply {{result}}"),
+			query(`sum by (result) (increase(splicefleet_undos_total{`+sel+`}[$__rate_interval]))`, "undo {{result}}"),
+			query(`sum by (reason) (increase(splicefleet_rollbacks_total{`+sel+`}[$__rate_interval]))`, "rollback {{reason}}"))).
+		WithRow(dashboard.NewRowBuilder("Durations")).
+		WithPanel(timeSeries("Apply duration", "From the start of an apply until the patch is applied or refused.", "s",
+			quantiles("splicefleet_apply_duration_seconds")...)).
+		WithPanel(timeSeries("Transition duration", "Livepatch transitions, completed or reversed.", "s",
+			quantiles("splicefleet_transition_duration_seconds")...))
+}

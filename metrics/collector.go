@@ -1,0 +1,361 @@
+package metrics
+
+import (
+	"cmp"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/splice"
+)
+
+// Bounds on the series one scrape exports per patch and bundle.
+const (
+	MaxPatches = 200 // journal patches: live ones first, then the most recently changed
+	MaxBundles = 200 // held bundles, newest first
+)
+
+// Sources are what the collector reads at every scrape. A zero field
+// leaves its metrics out.
+type Sources struct {
+	// StateDir is the host's state directory, whose journal lists every
+	// patch (read with splice.ReadPatches, without the lock).
+	StateDir string
+	// Kernel is the running kernel.
+	Kernel Kernel
+	// Bundles lists the verified bundles the agent holds.
+	Bundles func() ([]Bundle, error)
+	// Gossip returns the gossip member's counters.
+	Gossip func() gossip.Stats
+	// Distribution returns the blob server's and the fetcher's counters.
+	Distribution func() Distribution
+}
+
+// Kernel is what the collector reads of the running kernel.
+type Kernel interface {
+	Info() (splice.KernelInfo, error)
+	// Patches lists the kernel's livepatches with their flags.
+	Patches() ([]splice.KernelPatch, error)
+	// TaintFlags returns every taint flag the kernel names, set or not,
+	// and any set bit without a name ("bitN").
+	TaintFlags() (map[string]bool, error)
+}
+
+// Bundle is a verified bundle the agent holds.
+type Bundle struct {
+	ID      string
+	Version uint64
+	Target  splice.Target
+	Stored  time.Time
+}
+
+// Distribution is what the agent's blob server and fetcher counted since
+// the agent started.
+type Distribution struct {
+	HeadsServed, ModulesServed         uint64
+	HeadBytesServed, ModuleBytesServed uint64
+	Busy, NotFound, BadRequests        uint64
+	HeadsFetched, ModulesFetched       uint64
+	BytesFromPeers, BytesFromOrigin    uint64
+	BadPeerResponses                   uint64
+	NegativeCacheHits                  uint64
+	// VerificationFailures by splice.Reason label.
+	VerificationFailures map[string]uint64
+}
+
+// The states of a patch, in exposition order.
+var patchStates = []splice.State{splice.StateApplying, splice.StateApplied, splice.StateReverting, splice.StateReverted,
+	splice.StateReplaced, splice.StateFailed, splice.StateNotApplicable}
+
+// serf's member statuses.
+var memberStatuses = []string{"alive", "leaving", "left", "failed"}
+
+type stateCollector struct {
+	version string
+	src     Sources
+	log     *slog.Logger
+
+	// The kernel's identity cannot change while the agent runs, and the
+	// journal only changes by an atomic rename: both are read again only
+	// when they may have changed, which keeps a scrape cheap.
+	mu      sync.Mutex
+	kinfo   *splice.KernelInfo
+	kinfoAt time.Time
+	journal struct {
+		file    fs.FileInfo
+		patches []splice.Patch
+	}
+
+	agentInfo, sourceOK, omitted                                         *prometheus.Desc
+	kernelInfo, taint, lpEnabled, lpTransition                           *prometheus.Desc
+	patchState, patchCVE, patchApplied                                   *prometheus.Desc
+	bundleStored, bundleOutstanding                                      *prometheus.Desc
+	members, events, dropped, announcements, badAnn, queries, queue, hs  *prometheus.Desc
+	served, uploads, refused, fetched, downloads, badPeers, negHits, ver *prometheus.Desc
+}
+
+func newStateCollector(version string, src Sources, log *slog.Logger) *stateCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(Namespace+"_"+name, help, labels, nil)
+	}
+	return &stateCollector{version: version, src: src, log: log,
+		agentInfo: d("agent_info", "The agent's version; always 1.", "version"),
+		sourceOK:  d("scrape_source_success", "Whether the last scrape could read a source of state: journal, kernel, bundles (1 yes, 0 no).", "source"),
+		omitted:   d("scrape_items_omitted", "Patches or bundles left out of this scrape to bound its size.", "kind"),
+
+		kernelInfo:   d("kernel_info", "The running kernel; always 1. simulated is true for the test double.", "release", "arch", "build_id", "livepatch", "simulated"),
+		taint:        d("kernel_taint", "The kernel's taint flags by name (1 set, 0 not).", "flag"),
+		lpEnabled:    d("livepatch_enabled", "Whether the kernel has the livepatch enabled (1) or not (0), for every livepatch it lists.", "livepatch"),
+		lpTransition: d("livepatch_transition", "Whether the livepatch is in a transition (1) or settled (0).", "livepatch"),
+
+		patchState:   d("patch_state", "Every patch in this host's journal with its state; always 1.", "patch", "version", "module", "state"),
+		patchCVE:     d("patch_cve_info", "The CVEs each live patch fixes; always 1.", "patch", "version", "cve"),
+		patchApplied: d("patch_applied_timestamp_seconds", "When each live patch was applied, in seconds since the epoch.", "patch", "version"),
+
+		bundleStored:      d("bundle_stored_timestamp_seconds", "When the agent stored each verified bundle it holds, in seconds since the epoch.", "patch", "version"),
+		bundleOutstanding: d("bundle_outstanding", "1 when a held bundle targets this host's kernel and the host runs neither it nor a newer version of its patch; else 0.", "patch", "version"),
+
+		members:       d("gossip_members", "Cluster members this agent knows, by status.", "status"),
+		events:        d("gossip_events_received_total", "Events serf handed to the agent's gossip member."),
+		dropped:       d("gossip_events_dropped_total", "Events dropped because the agent did not keep up."),
+		announcements: d("gossip_announcements_received_total", "Valid bundle announcements received."),
+		badAnn:        d("gossip_bad_announcements_total", "Announcements refused: malformed, or of a protocol version this agent does not speak.", "reason"),
+		queries:       d("gossip_queries_total", "Gossip queries this agent was asked, by result: answered, error, dropped.", "result"),
+		queue:         d("gossip_queue_depth", "Items waiting in a gossip queue: events (to the agent), serf_intents, serf_events and serf_queries (to be gossiped).", "queue"),
+		hs:            d("gossip_health_score", "memberlist's awareness of its own health: 0 is healthy, higher is worse."),
+
+		served:    d("blob_served_bytes_total", "Bytes the blob service sent to peers, by kind: head, module.", "kind"),
+		uploads:   d("blob_uploads_total", "Complete responses of the blob service, by kind: head, module.", "kind"),
+		refused:   d("blob_refused_total", "Requests the blob service refused, by reason: busy, not_found, bad_request.", "reason"),
+		fetched:   d("fetched_bytes_total", "Bundle bytes downloaded, by source: peer, origin.", "source"),
+		downloads: d("fetch_downloads_total", "Heads and modules downloaded and checked against their digest, by kind.", "kind"),
+		badPeers:  d("fetch_bad_peer_responses_total", "Responses from peers or the origin that were not what was asked for (wrong digest, too large, malformed)."),
+		negHits:   d("fetch_negative_cache_hits_total", "Announcements of a bundle refused earlier, refused again without a download."),
+		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
+		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
+		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.queries, c.queue, c.hs,
+		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.ver} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: it reads every source.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.agentInfo, 1, c.version)
+	ok := func(source string, err error) bool {
+		if err != nil {
+			c.log.Warn("metrics: cannot read "+source, "err", err)
+			gauge(c.sourceOK, 0, source)
+			return false
+		}
+		gauge(c.sourceOK, 1, source)
+		return true
+	}
+
+	var kernel *splice.KernelInfo
+	c.mu.Lock() // one scrape at a time reads the sources
+	defer c.mu.Unlock()
+	if k := c.src.Kernel; k != nil {
+		info, err := c.kernelIdentity(k)
+		lps, err2 := k.Patches()
+		flags, err3 := k.TaintFlags()
+		if err == nil {
+			kernel = &info
+			gauge(c.kernelInfo, 1, info.Release, info.Arch, info.BuildID, strconv.FormatBool(info.Livepatch), strconv.FormatBool(info.Simulated))
+		}
+		if err2 == nil {
+			for _, lp := range lps {
+				gauge(c.lpEnabled, b2f(lp.Enabled), lp.Name)
+				gauge(c.lpTransition, b2f(lp.Transition), lp.Name)
+			}
+		}
+		if err3 == nil {
+			for name, set := range flags {
+				gauge(c.taint, b2f(set), name)
+			}
+		}
+		ok("kernel", cmp.Or(err, err2, err3))
+	}
+
+	var live map[string]uint64 // patch id -> highest live version
+	if c.src.StateDir != "" {
+		patches, err := c.patches()
+		if ok("journal", err) {
+			live = c.collectPatches(gauge, patches)
+		}
+	}
+
+	if c.src.Bundles != nil {
+		bundles, err := c.src.Bundles()
+		if ok("bundles", err) {
+			slices.SortFunc(bundles, func(a, b Bundle) int { return b.Stored.Compare(a.Stored) })
+			gauge(c.omitted, float64(max(0, len(bundles)-MaxBundles)), "bundle")
+			for _, b := range bundles[:min(len(bundles), MaxBundles)] {
+				v := strconv.FormatUint(b.Version, 10)
+				gauge(c.bundleStored, float64(b.Stored.UnixMilli())/1000, b.ID, v)
+				if kernel != nil && live != nil {
+					out := targets(b.Target, *kernel) && live[b.ID] < b.Version
+					gauge(c.bundleOutstanding, b2f(out), b.ID, v)
+				}
+			}
+		}
+	}
+
+	if c.src.Gossip != nil {
+		st := c.src.Gossip()
+		for _, s := range memberStatuses {
+			gauge(c.members, float64(st.Members[s]), s)
+		}
+		counter(c.events, st.EventsReceived)
+		counter(c.dropped, st.EventsDropped)
+		counter(c.announcements, st.AnnouncementsReceived)
+		counter(c.badAnn, st.BadAnnouncements, "malformed")
+		counter(c.badAnn, st.UnknownProtocol, "unknown_protocol")
+		counter(c.queries, st.QueriesAnswered, "answered")
+		counter(c.queries, st.QueryErrors, "error")
+		counter(c.queries, st.QueriesDropped, "dropped")
+		gauge(c.queue, float64(st.QueueDepth), "events")
+		gauge(c.queue, float64(st.IntentQueue), "serf_intents")
+		gauge(c.queue, float64(st.EventQueue), "serf_events")
+		gauge(c.queue, float64(st.QueryQueue), "serf_queries")
+		gauge(c.hs, float64(st.HealthScore))
+	}
+
+	if c.src.Distribution != nil {
+		d := c.src.Distribution()
+		counter(c.served, d.HeadBytesServed, "head")
+		counter(c.served, d.ModuleBytesServed, "module")
+		counter(c.uploads, d.HeadsServed, "head")
+		counter(c.uploads, d.ModulesServed, "module")
+		counter(c.refused, d.Busy, "busy")
+		counter(c.refused, d.NotFound, "not_found")
+		counter(c.refused, d.BadRequests, "bad_request")
+		counter(c.fetched, d.BytesFromPeers, "peer")
+		counter(c.fetched, d.BytesFromOrigin, "origin")
+		counter(c.downloads, d.HeadsFetched, "head")
+		counter(c.downloads, d.ModulesFetched, "module")
+		counter(c.badPeers, d.BadPeerResponses)
+		counter(c.negHits, d.NegativeCacheHits)
+		labels := splice.ReasonLabels()
+		byLabel := make(map[string]uint64, len(labels))
+		for reason, n := range d.VerificationFailures {
+			if !slices.Contains(labels, reason) {
+				reason = "other"
+			}
+			byLabel[reason] += n
+		}
+		for _, l := range labels {
+			counter(c.ver, byLabel[l], l)
+		}
+	}
+}
+
+// kernelIdentityTTL is how long the kernel's identity is remembered.
+const kernelIdentityTTL = time.Minute
+
+func (c *stateCollector) kernelIdentity(k Kernel) (splice.KernelInfo, error) {
+	if c.kinfo != nil && time.Since(c.kinfoAt) < kernelIdentityTTL {
+		return *c.kinfo, nil
+	}
+	info, err := k.Info()
+	if err != nil {
+		c.kinfo = nil
+		return info, err
+	}
+	c.kinfo, c.kinfoAt = &info, time.Now()
+	return info, nil
+}
+
+// patches reads the journal's patches, again only when the journal file
+// changed: it is replaced by a rename, so a new one is another file.
+func (c *stateCollector) patches() ([]splice.Patch, error) {
+	st, err := os.Stat(filepath.Join(c.src.StateDir, splice.JournalFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		c.journal.file, c.journal.patches = nil, nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if old := c.journal.file; old != nil && os.SameFile(old, st) && st.ModTime().Equal(old.ModTime()) && st.Size() == old.Size() {
+		return slices.Clone(c.journal.patches), nil
+	}
+	patches, err := splice.ReadPatches(c.src.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	c.journal.file, c.journal.patches = st, patches
+	return slices.Clone(patches), nil
+}
+
+// collectPatches exports the journal's patches, live ones first, at most
+// MaxPatches, and returns the highest live version of each patch id.
+func (c *stateCollector) collectPatches(gauge func(*prometheus.Desc, float64, ...string), patches []splice.Patch) map[string]uint64 {
+	live := map[string]uint64{}
+	slices.SortStableFunc(patches, func(a, b splice.Patch) int {
+		if a.Live() != b.Live() {
+			if a.Live() {
+				return -1
+			}
+			return 1
+		}
+		return b.Updated.Compare(a.Updated)
+	})
+	for _, p := range patches {
+		if p.Live() {
+			live[p.ID] = max(live[p.ID], p.Version)
+		}
+	}
+	gauge(c.omitted, float64(max(0, len(patches)-MaxPatches)), "patch")
+	for _, p := range patches[:min(len(patches), MaxPatches)] {
+		v := strconv.FormatUint(p.Version, 10)
+		state := p.State
+		if !slices.Contains(patchStates, state) {
+			state = "unknown" // a journal from a newer splicefleet
+		}
+		gauge(c.patchState, 1, p.ID, v, p.Module, string(state))
+		if !p.Live() {
+			continue
+		}
+		for _, cve := range p.CVEs {
+			gauge(c.patchCVE, 1, p.ID, v, cve)
+		}
+		if !p.AppliedAt.IsZero() {
+			gauge(c.patchApplied, float64(p.AppliedAt.UnixMilli())/1000, p.ID, v)
+		}
+	}
+	return live
+}
+
+// targets reports whether a bundle's target is the running kernel.
+func targets(t splice.Target, k splice.KernelInfo) bool {
+	return t.Release == k.Release && t.Arch == k.Arch && (t.BuildID == "" || t.BuildID == k.BuildID)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
