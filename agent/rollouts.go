@@ -323,9 +323,8 @@ func memberFor(m gossip.Member) rollout.Member {
 // evaluateLocked judges one rollout and persists what changed. The
 // caller holds r.mu.
 func (r *rollouts) evaluateLocked(rec *rolloutRecord) rollout.Status {
-	before, _ := json.Marshal(rec.Rollout)
 	st := r.a.evaluate(rec.Rollout, r.view(rec))
-	if after, _ := json.Marshal(rec.Rollout); string(after) != string(before) {
+	if rec.Rollout.Changed() {
 		if err := r.save(rec); err != nil {
 			r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 		}

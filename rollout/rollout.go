@@ -72,6 +72,32 @@ type Rollout struct {
 	HaltedAt     time.Time `json:"halted_at,omitzero"`
 	// Rollback says whether the halt rolls the patch back.
 	Rollback bool `json:"rollback,omitempty"`
+
+	// changed says an evaluation recorded something worth persisting.
+	changed bool
+	// buckets caches Bucket by node name.
+	buckets map[string]int
+}
+
+// Changed reports whether evaluations recorded new observations since
+// the last call, and resets it: the caller persists the rollout then.
+func (r *Rollout) Changed() bool {
+	c := r.changed
+	r.changed = false
+	return c
+}
+
+// bucket is Bucket for this plan, cached.
+func (r *Rollout) bucket(node string) int {
+	if b, ok := r.buckets[node]; ok {
+		return b
+	}
+	if r.buckets == nil || len(r.buckets) > 1<<16 {
+		r.buckets = map[string]int{}
+	}
+	b := Bucket(r.Plan.ID, node)
+	r.buckets[node] = b
+	return b
 }
 
 // New starts following a verified plan for a bundle built for kernel k.
@@ -238,7 +264,7 @@ func (r *Rollout) StageOf(m Member) int {
 			continue
 		}
 		if b < 0 {
-			b = Bucket(r.Plan.ID, m.Name)
+			b = r.bucket(m.Name)
 		}
 		if b < s.Share() {
 			return i
@@ -255,7 +281,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	plan := r.Plan
 	key := r.Key()
 	st := Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
-		Self: SelfStatus{Stage: -1, Bucket: Bucket(plan.ID, v.Self)}}
+		Self: SelfStatus{Stage: -1, Bucket: r.bucket(v.Self)}}
 	var hosts []host
 	for _, m := range v.Members {
 		if !r.Targets(m) {
@@ -285,7 +311,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	}
 	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
 		r.ensure()
-		r.Opened[0] = now
+		r.Opened[0], r.changed = now, true
 	}
 	open := r.open()
 	st.Stages = make([]StageStatus, len(plan.Stages))
@@ -309,7 +335,9 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	switch {
 	case r.HaltReason != "":
 		if r.HaltedByGate && len(failed) > 0 {
-			r.HaltReason = failures()
+			if why := failures(); why != r.HaltReason {
+				r.HaltReason, r.changed = why, true
+			}
 		}
 	case steer.halt != nil:
 		r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
@@ -393,7 +421,7 @@ func (r *Rollout) open() int {
 }
 
 func (r *Rollout) halt(now time.Time, reason string, rollback bool) {
-	r.HaltReason, r.HaltedAt, r.Rollback = reason, now, rollback
+	r.HaltReason, r.HaltedAt, r.Rollback, r.changed = reason, now, rollback, true
 }
 
 // tripped applies the failure gates to failures among the hosts of the
@@ -455,14 +483,14 @@ func (r *Rollout) advance(now time.Time, stages []StageStatus, promotedTo int) i
 			break
 		}
 		if stages[k].Passed && r.Passed[k].IsZero() {
-			r.Passed[k] = now
+			r.Passed[k], r.changed = now, true
 		}
 		if k+1 >= len(stages) || !r.Opened[k+1].IsZero() {
 			continue
 		}
 		soaked := !r.Passed[k].IsZero() && !now.Before(r.Passed[k].Add(r.Plan.Stages[k].Soak))
 		if soaked || promotedTo >= k+1 {
-			r.Opened[k+1] = now
+			r.Opened[k+1], r.changed = now, true
 			open = k + 1
 		}
 	}
