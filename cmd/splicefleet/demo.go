@@ -110,6 +110,9 @@ func runDemo(ctx context.Context, e *env, f demoFlags) error {
 	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "agents.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
+		if temporary {
+			_ = os.RemoveAll(dir)
+		}
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))

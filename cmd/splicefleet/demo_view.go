@@ -30,7 +30,7 @@ func (d *demo) watch(ctx context.Context, spec watchSpec) (rollout.Status, error
 	v := &view{d: d, spec: spec, start: time.Now(), opened: make([]bool, len(spec.plan.Stages)),
 		passed: make([]bool, len(spec.plan.Stages)), failed: map[string]bool{}, running: map[string]bool{}}
 	if d.live {
-		fmt.Fprint(d.out, "\033[?25l\033[?7l") // hide the cursor; clip long lines instead of wrapping
+		fmt.Fprint(d.out, "\033[?25l") // hide the cursor while redrawing
 		defer fmt.Fprint(d.out, "\033[?7h\033[?25h")
 	}
 	deadline := time.NewTimer(actTimeout)
@@ -89,8 +89,16 @@ func (v *view) frame(st rollout.Status, running map[string]bool) {
 		if v.drawn > 0 {
 			fmt.Fprintf(&b, "\033[%dF\033[J", v.drawn) // back to the block's first line, clear below
 		}
+		// What happened stays on screen whole (wrapped); the block below
+		// is clipped to the terminal's width, so that it takes exactly
+		// one line per line when it is redrawn.
+		b.WriteString("\033[?7h")
+		for _, l := range events {
+			b.WriteString(l + "\n")
+		}
+		b.WriteString("\033[?7l")
 		block := v.block(st, len(running))
-		for _, l := range append(events, block...) {
+		for _, l := range block {
 			b.WriteString(l + "\n")
 		}
 		fmt.Fprint(d.out, b.String())
