@@ -77,8 +77,15 @@ lint: ## golangci-lint (gofmt, govet, staticcheck, errcheck, depguard rules)
 tidy: ## fail when go.mod or go.sum would change
 	$(GO) mod tidy -diff
 
+# Flags for make demo, e.g. DEMO_FLAGS="--agents 40 --hold".
+DEMO_FLAGS ?=
+
 .PHONY: demo
-demo: build ## walk a bundle through key generation, create, sign, verify and inspect
+demo: build ## 20 agents on simulated kernels: a staged canary rollout, then a bad patch halted and rolled back
+	bin/splicefleet demo $(DEMO_FLAGS)
+
+.PHONY: demo-host
+demo-host: build ## one bundle from keys to apply/undo on a simulated kernel, with GnuPG and a three-agent fleet
 	@scripts/demo.sh
 
 .PHONY: clean

@@ -168,9 +168,10 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	window := ro.Plan.Gates.HealthWindow
 	// The patch itself is checked once the apply made it live.
 	var applied atomic.Bool
+	live := make(chan struct{}) // closed once the patch is applied
 	h, err := a.openHost(ctx, window, func(step string) {
-		if step == "apply:applied" {
-			applied.Store(true)
+		if step == "apply:applied" && !applied.Swap(true) {
+			close(live)
 		}
 	})
 	if err != nil {
@@ -183,11 +184,22 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	defer a.setWatching(ro.Digest, false)
 
 	// The host's Apply keeps the crash-loop guard armed for the window;
-	// the probe watches alongside and cuts the window short on a failure.
+	// the probe watches alongside and cuts the window short on a failure,
+	// once the patch is live (the load itself is never interrupted).
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	probeDone := make(chan error, 1)
-	go func() { probeDone <- probe.watch(wctx, window, applied.Load) }()
+	go func() {
+		err := probe.watch(wctx, window, applied.Load)
+		if err != nil {
+			select {
+			case <-live:
+				cancel(err)
+			case <-wctx.Done():
+			}
+		}
+		probeDone <- err
+	}()
 	start := a.now()
 	p, err := h.Apply(wctx, b, a.policy.Load())
 	cancel(nil)

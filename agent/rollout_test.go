@@ -308,3 +308,40 @@ gates:
 		t.Errorf("restarted host runs %v", got)
 	}
 }
+
+// TestFailingHealthCheckCutsTheWindowShort: a canary whose health check
+// fails undoes the patch and halts the fleet at once, not at the end of
+// its health window.
+func TestFailingHealthCheckCutsTheWindowShort(t *testing.T) {
+	f := newTestFleet(t)
+	var agents []*Agent
+	for i := range 3 {
+		cfg := f.config(fmt.Sprintf("node-%02d", i))
+		if i == 1 {
+			cfg.Tags = map[string]string{"ring": "canary"}
+			dir := strings.TrimPrefix(cfg.Kernel, "sim:")
+			if err := sim.Init(dir, sim.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := sim.SetFaults(dir, sim.Faults{"lp_slowbad": {HealthFail: true}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		agents = append(agents, f.start(cfg))
+	}
+	waitMembers(t, agents, 3)
+	start := time.Now()
+	_, st := f.publishWithPlan(agents[0], "slowbad", 1, `id: ID
+bundle: BUNDLE
+stages:
+  - ring: canary
+  - percent: 100
+gates:
+  health_window: 1m
+`)
+	waitRollout(t, agents, st.Digest, rollout.Halted, 20*time.Second)
+	if got := kernelState(t, agents[1]); len(got) != 0 {
+		t.Errorf("the canary runs %v after the halt", got)
+	}
+	t.Logf("halted %s after publishing, with a health window of 1m", time.Since(start).Round(time.Millisecond))
+}

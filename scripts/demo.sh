@@ -3,7 +3,8 @@
 # a bundle, a 2-of-2 trust policy, a tampered copy that is refused, then
 # apply, view and undo on a simulated kernel (the real kernel comes with the
 # QEMU lab), then a local fleet of three agents that gossip the bundle to
-# each other. Run by `make demo`; writes into demo/ (or $DEMO_DIR).
+# each other. Run by `make demo-host`; writes into demo/ (or $DEMO_DIR).
+# (`make demo` runs `splicefleet demo`, the fleet and its rollouts.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

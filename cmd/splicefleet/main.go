@@ -122,6 +122,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newMembersCmd(e),
 		newFleetCmd(e),
 		newKeysCmd(e),
+		newDemoCmd(e),
 		newVersionCmd(e),
 	)
 	return root
