@@ -97,6 +97,7 @@ type Agent struct {
 	wg       sync.WaitGroup
 
 	tagsPending atomic.Bool
+	tagKick     chan struct{}
 
 	ro        *rollouts
 	watches   map[string]bool
@@ -121,7 +122,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
 		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags,
-		watches: map[string]bool{}, runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
+		watches: map[string]bool{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
 	if a.tick <= 0 {
 		a.tick = time.Second
 	}
@@ -339,13 +340,36 @@ func (a *Agent) refreshTagsSoon() {
 	})
 }
 
+// refreshTags asks the tag updater to gossip the current tags. Updates
+// are coalesced: however many are asked for while one is being gossiped,
+// one more follows, computed fresh, so a stale set never overwrites a
+// newer one.
 func (a *Agent) refreshTags() {
-	t, err := a.tags()
-	if err == nil {
-		err = a.node.SetTags(t)
+	select {
+	case a.tagKick <- struct{}{}:
+	default:
 	}
-	if err != nil {
-		a.log.Warn("update gossip tags", "err", err)
+}
+
+// updateTags is the tag updater; it runs until ctx ends.
+func (a *Agent) updateTags(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.tagKick:
+		}
+		t, err := a.tags()
+		if err == nil {
+			err = a.node.SetTags(t)
+		}
+		switch {
+		case err != nil && strings.Contains(err.Error(), "timeout waiting for update broadcast"):
+			// The tags are set; gossip carries them on its next rounds.
+			a.log.Debug("update gossip tags: broadcast still queued", "err", err)
+		case err != nil:
+			a.log.Warn("update gossip tags", "err", err)
+		}
 	}
 }
 
@@ -370,10 +394,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(a.cfg.AntiEntropy)
 	defer tick.Stop()
-	a.wg.Add(1)
+	// The background loops end with Run, however it ends.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		a.ro.loop(ctx, a.tick)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.updateTags(ctx)
 	}()
 	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
 	for {
@@ -382,6 +413,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return a.shutdown()
 		case ev, ok := <-a.node.Events():
 			if !ok {
+				cancel()
 				return a.shutdown()
 			}
 			a.handleEvent(ctx, ev)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -169,8 +170,10 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	// The patch itself is checked once the apply made it live.
 	var applied atomic.Bool
 	live := make(chan struct{}) // closed once the patch is applied
+	var appliedAt time.Time     // written before live closes
 	h, err := a.openHost(ctx, window, func(step string) {
 		if step == "apply:applied" && !applied.Swap(true) {
+			appliedAt = time.Now()
 			close(live)
 		}
 	})
@@ -200,10 +203,16 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 		}
 		probeDone <- err
 	}()
-	start := a.now()
+	start := time.Now()
 	p, err := h.Apply(wctx, b, a.policy.Load())
 	cancel(nil)
 	perr := <-probeDone
+	// The apply's own time, without the health window.
+	if applied.Load() {
+		a.metrics.ObserveApply(metrics.ResultOf(nil), appliedAt.Sub(start))
+	} else {
+		a.metrics.ObserveApply(metrics.ResultOf(err), time.Since(start))
+	}
 	switch {
 	case perr != nil:
 		r.fail(ctx, rec, h, perr)
@@ -219,7 +228,7 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 			r.fail(ctx, rec, h, err)
 			return
 		}
-		log.Info("healthy after the health window", "window", window, "took", a.now().Sub(start).Round(time.Millisecond), "patch_state", p.State)
+		log.Info("healthy after the health window", "window", window, "took", time.Since(start).Round(time.Millisecond), "patch_state", p.State)
 		r.set(rec, rollout.StateHealthy, "")
 	}
 }
@@ -279,7 +288,15 @@ func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host,
 	a := r.a
 	reason := cause.Error()
 	if h != nil {
-		if _, err := h.Undo(context.WithoutCancel(ctx), rec.Patch); err != nil && !errors.Is(err, splice.ErrNotApplied) {
+		start := time.Now()
+		_, err := h.Undo(context.WithoutCancel(ctx), rec.Patch)
+		if !errors.Is(err, splice.ErrNotApplied) {
+			a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
+			if err == nil && errors.Is(cause, errUnhealthy) {
+				a.metrics.Rollback(metrics.RollbackHealthCheck)
+			}
+		}
+		if err != nil && !errors.Is(err, splice.ErrNotApplied) {
 			reason += "; undo failed: " + err.Error()
 		}
 	}
@@ -310,7 +327,18 @@ func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.
 		return
 	}
 	defer h.Close()
+	start := time.Now()
 	_, err = h.Undo(ctx, rec.Patch)
+	if !errors.Is(err, splice.ErrNotApplied) {
+		a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
+		if err == nil {
+			reason := metrics.RollbackOperator
+			if rec.Rollout.HaltedByGate {
+				reason = metrics.RollbackCanaryHalt
+			}
+			a.metrics.Rollback(reason)
+		}
+	}
 	switch {
 	case err == nil || errors.Is(err, splice.ErrNotApplied):
 		r.set(rec, rollout.StateRolledBack, st.Why)

@@ -37,6 +37,14 @@ func (a *Agent) httpHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, idx)
 	})
+	mux.HandleFunc("GET /v1/reports/{plan}", func(w http.ResponseWriter, r *http.Request) {
+		rep, ok := a.ro.report(r.PathValue("plan"))
+		if !ok {
+			http.Error(w, "no such rollout", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
 	mux.HandleFunc("GET /v1/docs", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.ro.docIndex())
 	})

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,6 +59,7 @@ type rollouts struct {
 	status   map[string]rollout.Status
 	acting   map[string]bool // host actions running, by plan digest
 	pending  map[string]bool // documents being fetched, by digest
+	asked    map[string]bool // failure reasons asked for, by plan digest and node
 
 	hostMu sync.Mutex // one host action at a time
 	kick   chan struct{}
@@ -65,7 +68,7 @@ type rollouts struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, kick: make(chan struct{}, 1)}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -292,6 +295,62 @@ func (r *rollouts) Failure(f rollout.FailureReport) {
 	r.Kick()
 }
 
+// askReason fetches, once, why a member whose tags say it failed a
+// rollout failed, when its failure report was not heard (gossip events
+// are best effort). The caller holds r.mu.
+func (r *rollouts) askReason(plan, node, addr string) {
+	key := plan + "/" + node
+	if r.asked[key] || len(r.asked) > 1<<14 {
+		return
+	}
+	r.asked[key] = true
+	a := r.a
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/reports/"+plan, nil)
+		if err != nil {
+			return
+		}
+		resp, err := a.fetcher.client.Do(req)
+		if err != nil {
+			a.log.Debug("ask failure reason", "node", node, "err", err)
+			return
+		}
+		defer resp.Body.Close()
+		var rep Report
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&rep) != nil ||
+			rep.State != rollout.StateFailed.String() || rep.Reason == "" {
+			return
+		}
+		r.Failure(rollout.FailureReport{Plan: plan, Node: node, Reason: rep.Reason})
+	}()
+}
+
+// Report is a host's own account of its part in a rollout, served to
+// peers.
+type Report struct {
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// report is this host's Report for a plan.
+func (r *rollouts) report(plan string) (Report, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.recs[plan]
+	if !ok {
+		return Report{}, false
+	}
+	reason := rec.Local.Reason
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	return Report{State: rec.Local.State.String(), Reason: reason}, true
+}
+
 // view builds the gossip view of the cluster; this host's own report
 // comes from its local state, which is ahead of its gossiped tags.
 func (r *rollouts) view(rec *rolloutRecord) rollout.View {
@@ -305,6 +364,9 @@ func (r *rollouts) view(rec *rolloutRecord) rollout.View {
 			rm.Status = "alive"
 		}
 		v.Members = append(v.Members, rm)
+		if rm.Reports[rec.Rollout.Key()] == rollout.StateFailed && v.Failures[m.Name] == "" && m.Tags[TagHTTP] != "" {
+			r.askReason(rec.Rollout.Digest, m.Name, m.Tags[TagHTTP])
+		}
 	}
 	return v
 }
@@ -405,7 +467,7 @@ func (r *rollouts) setLocked(rec *rolloutRecord, s rollout.HostState, reason str
 		r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 	}
 	r.a.log.Info("host state in rollout", "rollout", rec.Rollout.Plan.ID, "state", s.String(), "reason", reason)
-	go r.a.refreshTags()
+	r.a.refreshTags()
 }
 
 func (r *rollouts) set(rec *rolloutRecord, s rollout.HostState, reason string) {
