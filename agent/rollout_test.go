@@ -172,16 +172,21 @@ func TestCanaryFailureHaltsFleetAndRollsBack(t *testing.T) {
 	waitMembers(t, agents, 5)
 	_, st := f.publishWithPlan(agents[3], "bad", 1, canaryPlan)
 	waitRollout(t, agents, st.Digest, rollout.Halted, 60*time.Second)
-	for _, a := range agents {
-		s, _ := a.Rollout(st.Digest)
-		if !strings.Contains(s.Why, "node-01") || !strings.Contains(s.Why, "health") {
-			t.Errorf("%s: why = %q, want the canary and the health check named", a.Name(), s.Why)
+	eventually(t, 30*time.Second, "every agent knows why, and the others marked halted", func() error {
+		for _, a := range agents {
+			s, _ := a.Rollout(st.Digest)
+			if !strings.Contains(s.Why, "node-01") || !strings.Contains(s.Why, "health") {
+				return fmt.Errorf("%s: why = %q, want the canary and the health check named", a.Name(), s.Why)
+			}
+			if a.Name() != "node-01" && localState(a, st.Digest) != rollout.StateHalted {
+				return fmt.Errorf("%s: local state %s, want halted without applying", a.Name(), localState(a, st.Digest))
+			}
 		}
+		return nil
+	})
+	for _, a := range agents {
 		if got := kernelState(t, a); len(got) != 0 {
 			t.Errorf("%s kernel runs %v after the halt", a.Name(), got)
-		}
-		if a.Name() != "node-01" && localState(a, st.Digest) != rollout.StateHalted {
-			t.Errorf("%s: local state %s, want halted without applying", a.Name(), localState(a, st.Digest))
 		}
 	}
 	if s := localState(agents[1], st.Digest); s != rollout.StateFailed {

@@ -351,21 +351,43 @@ func (r *rollouts) report(plan string) (Report, bool) {
 	return Report{State: rec.Local.State.String(), Reason: reason}, true
 }
 
-// view builds the gossip view of the cluster; this host's own report
-// comes from its local state, which is ahead of its gossiped tags.
-func (r *rollouts) view(rec *rolloutRecord) rollout.View {
-	self := r.a.cfg.NodeName
-	v := rollout.View{Self: self, Failures: r.failures[rec.Rollout.Digest]}
-	// Serf lists the local member too.
-	for _, m := range r.a.node.Members() {
-		rm := memberFor(m)
-		if m.Name == self {
-			rm.Reports = map[string]rollout.HostState{rec.Rollout.Key(): rec.Local.State}
-			rm.Status = "alive"
+// cluster is the gossip view of the members, converted once per
+// judgement round and shared by every rollout's view.
+type cluster struct {
+	members []rollout.Member
+	http    []string // each member's blob service address
+	self    int      // index of this host, -1 when serf does not list it
+}
+
+func (r *rollouts) cluster() cluster {
+	ms := r.a.node.Members()
+	c := cluster{members: make([]rollout.Member, 0, len(ms)), http: make([]string, 0, len(ms)), self: -1}
+	for _, m := range ms {
+		if m.Name == r.a.cfg.NodeName {
+			c.self = len(c.members)
 		}
-		v.Members = append(v.Members, rm)
-		if rm.Reports[rec.Rollout.Key()] == rollout.StateFailed && v.Failures[m.Name] == "" && m.Tags[TagHTTP] != "" {
-			r.askReason(rec.Rollout.Digest, m.Name, m.Tags[TagHTTP])
+		c.members = append(c.members, memberFor(m))
+		c.http = append(c.http, m.Tags[TagHTTP])
+	}
+	return c
+}
+
+// view is one rollout's view of the cluster; this host's own report
+// comes from its local state, which is ahead of its gossiped tags. The
+// caller holds r.mu.
+func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
+	v := rollout.View{Self: r.a.cfg.NodeName, Failures: r.failures[rec.Rollout.Digest], Members: c.members}
+	key := rec.Rollout.Key()
+	if c.self >= 0 {
+		v.Members = slices.Clone(c.members)
+		me := v.Members[c.self]
+		me.Reports = map[string]rollout.HostState{key: rec.Local.State}
+		me.Status = "alive"
+		v.Members[c.self] = me
+	}
+	for i, m := range c.members {
+		if i != c.self && m.Reports[key] == rollout.StateFailed && v.Failures[m.Name] == "" && c.http[i] != "" {
+			r.askReason(rec.Rollout.Digest, m.Name, c.http[i])
 		}
 	}
 	return v
@@ -385,7 +407,12 @@ func memberFor(m gossip.Member) rollout.Member {
 // evaluateLocked judges one rollout and persists what changed. The
 // caller holds r.mu.
 func (r *rollouts) evaluateLocked(rec *rolloutRecord) rollout.Status {
-	st := r.a.evaluate(rec.Rollout, r.view(rec))
+	return r.evaluateIn(rec, r.cluster())
+}
+
+// evaluateIn is evaluateLocked with the cluster view already taken.
+func (r *rollouts) evaluateIn(rec *rolloutRecord, c cluster) rollout.Status {
+	st := r.a.evaluate(rec.Rollout, r.view(rec, c))
 	if rec.Rollout.Changed() {
 		if err := r.save(rec); err != nil {
 			r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
@@ -413,6 +440,9 @@ func (a *Agent) evaluate(ro *rollout.Rollout, v rollout.View) rollout.Status {
 func (r *rollouts) loop(ctx context.Context, tick time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// Member updates arrive in bursts while a rollout moves; one round
+	// per gap is enough (failure reports are judged at once, not here).
+	gap := min(tick, 50*time.Millisecond)
 	for {
 		select {
 		case <-ctx.Done():
@@ -421,16 +451,39 @@ func (r *rollouts) loop(ctx context.Context, tick time.Duration) {
 		case <-t.C:
 		}
 		r.step(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(gap):
+		}
 	}
+}
+
+// settled says a rollout needs nothing from this host until something
+// judges it again (a command, a failure report, a status request): it
+// halted or expired and this host's part is over, or it is done and this
+// host applied it or is not in it.
+func settled(st rollout.Status, l local) bool {
+	switch st.State {
+	case rollout.Halted, rollout.Expired:
+		return !st.Self.RollBack && (l.State != rollout.StateNone || !st.Self.Targeted) && l.State != rollout.StateApplying
+	case rollout.Done:
+		return (l.State == rollout.StateHealthy || !st.Self.Targeted) && l.State != rollout.StateApplying
+	}
+	return false
 }
 
 // step evaluates every rollout once and acts.
 func (r *rollouts) step(ctx context.Context) {
 	r.mu.Lock()
 	var todo []func()
+	c := r.cluster()
 	for _, d := range r.order {
 		rec := r.recs[d]
-		st := r.evaluateLocked(rec)
+		if prev, ok := r.status[d]; ok && !r.acting[d] && settled(prev, rec.Local) {
+			continue
+		}
+		st := r.evaluateIn(rec, c)
 		if r.acting[d] {
 			continue
 		}
@@ -501,8 +554,9 @@ func (r *rollouts) Statuses() []rollout.Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]rollout.Status, 0, len(r.order))
+	c := r.cluster()
 	for _, d := range r.order {
-		out = append(out, r.evaluateLocked(r.recs[d]))
+		out = append(out, r.evaluateIn(r.recs[d], c))
 	}
 	return out
 }
