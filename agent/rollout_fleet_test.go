@@ -102,10 +102,15 @@ gates:
 		publisher := agents[rng.IntN(n)]
 		_, st := f.publishWithPlan(publisher, id, 1, plan(id, first))
 		waitRollout(t, agents, st.Digest, rollout.Halted, 120*time.Second)
-		s, _ := publisher.Rollout(st.Digest)
-		if !strings.Contains(s.Why, bad.Name()) || !strings.Contains(s.Why, fault.want) {
-			t.Errorf("run %d (%s on %s): why = %q", run, fault.name, bad.Name(), s.Why)
-		}
+		// The halt may come from the failed host's tags before its report
+		// arrives; the reason follows (the report, or asking the host).
+		eventually(t, 30*time.Second, "the publisher knows why", func() error {
+			s, _ := publisher.Rollout(st.Digest)
+			if !strings.Contains(s.Why, bad.Name()) || !strings.Contains(s.Why, fault.want) {
+				return fmt.Errorf("run %d (%s on %s): why = %q", run, fault.name, bad.Name(), s.Why)
+			}
+			return nil
+		})
 		inFirst := map[string]bool{}
 		for _, c := range cohort {
 			inFirst[c] = true
