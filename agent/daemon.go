@@ -395,16 +395,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	tick := time.NewTicker(a.cfg.AntiEntropy)
 	defer tick.Stop()
 	// The background loops end with Run, however it ends.
-	ctx, cancel := context.WithCancel(ctx)
+	loops, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
-		a.ro.loop(ctx, a.tick)
+		a.ro.loop(loops, a.tick)
 	}()
 	go func() {
 		defer a.wg.Done()
-		a.updateTags(ctx)
+		a.updateTags(loops)
 	}()
 	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
 	for {
