@@ -117,7 +117,7 @@ func (m *Metrics) RolloutBadEvent(event string) {
 // zero.
 func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_documents_refused_total",
-		Help: "Signed rollout plans and operator commands this agent refused, by kind (plan, command) and reason (signature, expired, replayed, invalid, refused)."},
+		Help: "Refusals of signed rollout plans and operator commands, by kind (plan, command) and reason (signature, expired, replayed, invalid, refused); a document offered again is refused and counted again."},
 		[]string{"kind", "reason"})
 	for _, k := range documentKinds {
 		for _, r := range RefusalReasons {
