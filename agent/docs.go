@@ -214,10 +214,18 @@ func (a *Agent) Rollouts() []rollout.Status { return a.ro.Statuses() }
 // Rollout is one rollout, by plan ID or plan digest prefix.
 func (a *Agent) Rollout(key string) (rollout.Status, error) { return a.ro.Status(key) }
 
-// metricRefused counts a refused plan or command.
+// metricRefused logs and counts a refused plan or command, by the reason
+// the control API reports (refusalReason).
 func (a *Agent) metricRefused(kind string, err error) {
 	a.log.Warn("refused "+kind, "err", err)
+	if a.metrics != nil {
+		a.metrics.RolloutRefused(kind, refusalReason(err))
+	}
 }
 
 // metricBadEvent counts a rollout event that did not decode.
-func (a *Agent) metricBadEvent(string) {}
+func (a *Agent) metricBadEvent(name string) {
+	if a.metrics != nil {
+		a.metrics.RolloutBadEvent(name)
+	}
+}

@@ -14,13 +14,15 @@ import (
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/metrics"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
 // newMetrics wires the agent's parts to its metrics: the journal in the
 // state directory, the kernel, the store, gossip and distribution counters
-// are read at scrape time; transitions and fetches are observed as they
-// end. The Go runtime's and the process's own metrics come along.
+// and the rollout engine's last judgements are read at scrape time;
+// transitions and fetches are observed as they end. The Go runtime's and
+// the process's own metrics come along.
 func (a *Agent) newMetrics() *metrics.Metrics {
 	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}}
 	m := metrics.New(metrics.Options{
@@ -32,6 +34,7 @@ func (a *Agent) newMetrics() *metrics.Metrics {
 			Bundles:      held.list,
 			Gossip:       func() gossip.Stats { return a.node.Stats() },
 			Distribution: a.distribution,
+			Rollouts:     a.ro.judged,
 		},
 	})
 	if err := m.Register(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
@@ -78,6 +81,25 @@ func fetchFailure(err error) metrics.FetchFailure {
 		return metrics.FetchUnavailable
 	}
 	return metrics.FetchError
+}
+
+// judged lists the rollouts as the engine last judged them, in acceptance
+// order, with this host's current state in each: what a scrape exports.
+// It does not judge them again; a rollout not judged since the agent
+// started is left out until its first evaluation (a tick away).
+func (r *rollouts) judged() []rollout.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]rollout.Status, 0, len(r.order))
+	for _, d := range r.order {
+		st, ok := r.status[d]
+		if !ok {
+			continue
+		}
+		st.Self.State = r.recs[d].Local.State
+		out = append(out, st)
+	}
+	return out
 }
 
 // distribution copies the blob server's and the fetcher's counters.

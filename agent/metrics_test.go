@@ -17,6 +17,8 @@ import (
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
+	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -92,7 +94,9 @@ func (f *testFleet) policy(t *testing.T) splice.Verifier {
 // TestMetricsEndpoint: the agent serves every metric of the golden
 // exposition on its TCP listener, promtool accepts the whole scrape, and
 // the host's state follows the journal (a patch applied by the command
-// line shows), the kernel, the store and the distribution counters.
+// line shows), the kernel, the store, the distribution counters and the
+// rollouts it follows; refused operator commands and malformed rollout
+// events are counted.
 func TestMetricsEndpoint(t *testing.T) {
 	f := newTestFleet(t)
 	agents := f.startN(2)
@@ -108,6 +112,37 @@ func TestMetricsEndpoint(t *testing.T) {
 		return contains(scrape(t, a), `splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 1`)
 	})
 	cliApply(t, f, a, raw)
+
+	// A rollout whose first stage (0.01%) holds neither host, soaking for
+	// an hour: it runs in stage 1 of 2, and neither host applies.
+	st, err := agents[0].StartRollout(f.signedPlan(v.ManifestDigest, `id: cve-metrics
+bundle: BUNDLE
+stages:
+  - percent: 0.01
+    soak: 1h
+  - percent: 100
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the rollout reaches the other host", func() error {
+		return contains(scrape(t, a), `splicefleet_rollout_state{rollout="cve-metrics",state="running"} 1`)
+	})
+	// An operator command from a key the agent does not trust, and a
+	// failure report that does not decode.
+	stranger, err := signing.GenerateSigner("Stranger <x@example.com>", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Command(f.command(stranger, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionHalt})); err == nil {
+		t.Fatal("a command from an untrusted key was accepted")
+	}
+	if err := agents[0].node.Broadcast(rollout.FailureEvent, []byte{0xff}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the bad failure report is counted", func() error {
+		return contains(scrape(t, a), `splicefleet_rollout_bad_events_total{event="sf-fail"} 1`)
+	})
 
 	text := scrape(t, a)
 	golden, err := os.ReadFile(goldenExposition)
@@ -133,6 +168,13 @@ func TestMetricsEndpoint(t *testing.T) {
 		`splicefleet_scrape_source_success{source="journal"} 1`,
 		`splicefleet_scrape_source_success{source="kernel"} 1`,
 		`splicefleet_scrape_source_success{source="bundles"} 1`,
+		`splicefleet_rollout_stage{rollout="cve-metrics"} 1`,
+		`splicefleet_rollout_stages{rollout="cve-metrics"} 2`,
+		`splicefleet_rollout_hosts{rollout="cve-metrics",status="waiting"} 0`,
+		`splicefleet_rollout_host_state{rollout="cve-metrics",state="none"} 1`,
+		`splicefleet_rollout_state{rollout="cve-metrics",state="halted"} 0`,
+		`splicefleet_rollout_documents_refused_total{kind="command",reason="signature"} 1`,
+		`splicefleet_scrape_items_omitted{kind="rollout"} 0`,
 	} {
 		if err := contains(text, want); err != nil {
 			t.Error(err)

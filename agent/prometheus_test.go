@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,17 +21,19 @@ import (
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/metrics"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
 // TestDashboardQueriesAgainstPrometheus starts a real Prometheus on
-// loopback scraping four agents, makes happen what the panels show (a
+// loopback scraping five agents, makes happen what the panels show (a
 // patch applied from the command line, one applied and undone by the
 // agent, a stalled transition reversed, a transition hanging, bundles a
-// host still lacks, a bundle from an untrusted signer refused), and
-// requires every panel query of every dashboard to return data. It also
-// loads the alert rules into that Prometheus.
+// host still lacks, a bundle and a rollout plan from an untrusted signer
+// refused, a rollout halted by its failing canary), and requires every
+// panel query of every dashboard to return data. It loads the alert rules
+// into that Prometheus, and the halted rollout's alert fires.
 func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -38,20 +42,37 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	f := newTestFleet(t)
 	agents := f.startN(3)
 
-	// A rogue agent trusts a key the others do not, and publishes with it.
+	// The canary: the patch "bad" fails its health check there.
+	cfg := f.config("node-03")
+	cfg.Tags = map[string]string{"ring": "canary"}
+	kernel := strings.TrimPrefix(cfg.Kernel, "sim:")
+	if err := sim.Init(kernel, sim.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.SetFaults(kernel, sim.Faults{"lp_bad": {HealthFail: true}}); err != nil {
+		t.Fatal(err)
+	}
+	canary := f.start(cfg)
+	trusting := append(agents[:3:3], canary)
+
+	// A rogue agent trusts a key the others do not, and publishes with it;
+	// it refuses the fleet's rollout plan.
 	stranger, err := signing.GenerateSigner("Stranger <x@example.com>", time.Now().Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := f.config("rogue")
+	cfg = f.config("rogue")
 	pub, _ := stranger.Public().Armored()
 	cfg.Keyring = filepath.Join(f.dir, "rogue.asc")
 	if err := os.WriteFile(cfg.Keyring, pub, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	rogue := f.start(cfg)
-	all := append(agents[:3:3], rogue)
-	waitMembers(t, all, 4)
+	all := append(trusting[:4:4], rogue)
+	waitMembers(t, all, 5)
+
+	// A rollout of "bad": its canary fails, and the rollout halts.
+	_, bad := f.publishWithPlan(agents[0], "bad", 1, canaryPlan)
 
 	// A published patch reaches every trusting agent.
 	raw := f.bundleFixing(t, "cve-e2e", 1, "CVE-2024-1086")
@@ -62,7 +83,7 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	if _, err := rogue.Publish(f.bundle("rogue", 1, stranger, 0)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "the trusting agents hold the patch", func() error { return holdAll(agents, v.ManifestDigest) })
+	eventually(t, 60*time.Second, "the trusting agents hold the patch", func() error { return holdAll(trusting, v.ManifestDigest) })
 	eventually(t, 60*time.Second, "the untrusted bundle is refused", func() error {
 		if agents[1].fetcher.Stats().VerificationFailures["signature"] == 0 {
 			return fmt.Errorf("not refused yet")
@@ -98,6 +119,12 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	}
 	setFaults(t, a2, nil)
 
+	waitRollout(t, trusting, bad.Digest, rollout.Halted, 60*time.Second)
+	// It refuses the plan again whenever a peer offers it.
+	eventually(t, 30*time.Second, "the rogue refuses the plan", func() error {
+		return atLeast(scrape(t, rogue), `splicefleet_rollout_documents_refused_total{kind="plan",reason="signature"}`, 1)
+	})
+
 	prom := startPrometheus(t, promBin, all)
 	prom.waitScrapes(t, len(all), 4)
 
@@ -121,9 +148,19 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	if rules := prom.alertRules(t); rules != 5 {
-		t.Errorf("Prometheus loaded %d alert rules, want 5", rules)
+	if rules := prom.alertRules(t); rules != 6 {
+		t.Errorf("Prometheus loaded %d alert rules, want 6", rules)
 	}
+	eventually(t, 20*time.Second, "the halted rollout's alert fires", func() error {
+		firing, err := prom.firing("SplicefleetRolloutHalted")
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(firing, []string{"bad"}) {
+			return fmt.Errorf("firing for rollouts %v", firing)
+		}
+		return nil
+	})
 }
 
 // undoWith undoes a patch through the agent's kernel and reports it.
@@ -304,4 +341,51 @@ func (p *testPrometheus) alertRules(t *testing.T) int {
 		n += len(g.Rules)
 	}
 	return n
+}
+
+// firing lists the rollout label of the alerts named alertname that
+// Prometheus says are firing, sorted.
+func (p *testPrometheus) firing(alertname string) ([]string, error) {
+	resp, err := http.Get(p.base + "/api/v1/alerts")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Alerts []struct {
+				Labels map[string]string `json:"labels"`
+				State  string            `json:"state"`
+			} `json:"alerts"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range r.Data.Alerts {
+		if a.Labels["alertname"] == alertname && a.State == "firing" {
+			out = append(out, a.Labels["rollout"])
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// atLeast checks that an exposition has the series with a value of at
+// least min.
+func atLeast(text, series string, minimum float64) error {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %w", series, err)
+			}
+			if f < minimum {
+				return fmt.Errorf("%s is %s, want at least %g", series, v, minimum)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no series %s", series)
 }

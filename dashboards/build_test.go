@@ -101,6 +101,17 @@ func fleetOverview() *dashboard.DashboardBuilder {
 			query(`count by (state) (count by (job, instance, state) (splicefleet_patch_state{`+sel+`}))`, "{{state}}"))).
 		WithPanel(timeSeries("Hosts lacking a published patch", "Hosts that hold a bundle for their kernel and do not run it, per patch.", "short",
 			query(`count by (patch, version) (splicefleet_bundle_outstanding{`+sel+`} == 1)`, "{{patch}} v{{version}}"))).
+		WithRow(dashboard.NewRowBuilder("Rollouts")).
+		WithPanel(rolloutsTable()).
+		WithPanel(timeSeries("Cohort of the open stage", "The hosts of each rollout's open stage and the earlier ones, by status, as the agent that knows most sees them; they add up to the cohort.", "short",
+			query(`max by (rollout, status) (splicefleet_rollout_hosts{`+sel+`})`, "{{rollout}} {{status}}"))).
+		WithPanel(timeSeries("Hosts by their own state", "Hosts by the state each reports for itself in each rollout: applying, healthy, failed, rolled-back, halted (hosts not yet in it are left out).", "short",
+			query(`count by (rollout, state) (splicefleet_rollout_host_state{`+sel+`,state!="none"} == 1)`, "{{rollout}} {{state}}"))).
+		WithPanel(timeSeries("Halted rollouts", "1 from the moment a host saw the rollout halt; a halt is final. splicefleet rollout status ROLLOUT says why.", "short",
+			query(`max by (rollout) (splicefleet_rollout_state{`+sel+`,state="halted"}) == 1`, "{{rollout}}"))).
+		WithPanel(timeSeries("Refused plans and commands, bad rollout events", "Signed plans and operator commands the agents refused, by kind and reason, and rollout gossip events that did not decode.", "short",
+			query(`sum by (kind, reason) (increase(splicefleet_rollout_documents_refused_total{`+sel+`}[$__rate_interval]))`, "{{kind}} {{reason}}"),
+			query(`sum by (event) (increase(splicefleet_rollout_bad_events_total{`+sel+`}[$__rate_interval]))`, "bad event {{event}}"))).
 		WithRow(dashboard.NewRowBuilder("Failures")).
 		WithPanel(timeSeries("Applies and undos by result", "Applies and undos the agents made, per second.", "ops",
 			query(`sum by (result) (rate(splicefleet_applies_total{`+sel+`}[$__rate_interval]))`, "apply {{result}}"),
@@ -129,8 +140,34 @@ func fleetOverview() *dashboard.DashboardBuilder {
 			query(`max by (queue) (splicefleet_gossip_queue_depth{`+sel+`})`, "queue {{queue}}"))).
 		WithPanel(timeSeries("Bundle bytes served and fetched", "What the blob services sent to peers, and what agents fetched from peers and from origins.", "Bps",
 			query(`sum(rate(splicefleet_blob_served_bytes_total{`+sel+`}[$__rate_interval]))`, "served to peers"),
-			query(`sum by (source) (rate(splicefleet_fetched_bytes_total{`+sel+`}[$__rate_interval]))`, "fetched from {{source}}"))).
-		WithRow(dashboard.NewRowBuilder("Rollouts").Collapsed(true))
+			query(`sum by (source) (rate(splicefleet_fetched_bytes_total{`+sel+`}[$__rate_interval]))`, "fetched from {{source}}")))
+}
+
+// rolloutsTable lists every rollout with its state and stage, as the
+// hosts see it (a rollout that hosts see in different states has a row
+// per state), and its open stage's cohort, healthy and failed hosts.
+func rolloutsTable() *table.PanelBuilder {
+	p := table.NewPanelBuilder().Title("Rollouts").
+		Description("Every rollout the agents follow: its state and open stage as the hosts see it, the number of stages, and the hosts of the open stage's cohort, healthy and failed. splicefleet rollout status ROLLOUT tells more.").
+		Datasource(datasource).Height(8).Span(24).
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
+	for i, expr := range []string{
+		`max by (rollout, state) (splicefleet_rollout_state{` + sel + `} == 1) * on (rollout) group_left () max by (rollout) (splicefleet_rollout_stage{` + sel + `})`,
+		`max by (rollout) (splicefleet_rollout_stages{` + sel + `})`,
+		`max by (rollout) (sum by (job, instance, rollout) (splicefleet_rollout_hosts{` + sel + `}))`,
+		`max by (rollout) (splicefleet_rollout_hosts{` + sel + `,status="healthy"})`,
+		`max by (rollout) (splicefleet_rollout_hosts{` + sel + `,status="failed"})`,
+	} {
+		p.WithTarget(instant(expr).RefId(string(rune('A' + i))))
+	}
+	return p.
+		WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
+		WithTransformation(dashboard.DataTransformerConfig{Id: "organize", Options: map[string]any{
+			"excludeByName": map[string]bool{"Time": true},
+			"indexByName":   map[string]int{"rollout": 0, "state": 1, "Value #A": 2, "Value #B": 3, "Value #C": 4, "Value #D": 5, "Value #E": 6},
+			"renameByName": map[string]string{"Value #A": "stage", "Value #B": "of stages", "Value #C": "cohort",
+				"Value #D": "healthy", "Value #E": "failed"},
+		}})
 }
 
 func hostDetail() *dashboard.DashboardBuilder {

@@ -285,8 +285,8 @@ func expressions(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(alerts) != 5 {
-		t.Fatalf("%d alerts, want 5", len(alerts))
+	if len(alerts) != 6 {
+		t.Fatalf("%d alerts, want 6", len(alerts))
 	}
 	for name, expr := range alerts {
 		out["alert "+name] = expr

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -38,6 +39,10 @@ type Sources struct {
 	Gossip func() gossip.Stats
 	// Distribution returns the blob server's and the fetcher's counters.
 	Distribution func() Distribution
+	// Rollouts returns the rollouts the agent follows as it last judged
+	// them, in the order it accepted them (oldest first). It is called at
+	// every scrape and must not evaluate them again.
+	Rollouts func() []rollout.Status
 }
 
 // Kernel is what the collector reads of the running kernel.
@@ -101,6 +106,7 @@ type stateCollector struct {
 	bundleStored, bundleOutstanding                                      *prometheus.Desc
 	members, events, dropped, announcements, badAnn, queries, queue, hs  *prometheus.Desc
 	served, uploads, refused, fetched, downloads, badPeers, negHits, ver *prometheus.Desc
+	ro                                                                   rolloutDescs
 }
 
 func newStateCollector(version string, src Sources, log *slog.Logger) *stateCollector {
@@ -110,7 +116,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 	return &stateCollector{version: version, src: src, log: log,
 		agentInfo: d("agent_info", "The agent's version; always 1.", "version"),
 		sourceOK:  d("scrape_source_success", "Whether the last scrape could read a source of state: journal, kernel, bundles (1 yes, 0 no).", "source"),
-		omitted:   d("scrape_items_omitted", "Patches or bundles left out of this scrape to bound its size.", "kind"),
+		omitted:   d("scrape_items_omitted", "Patches, bundles or rollouts left out of this scrape to bound its size.", "kind"),
 
 		kernelInfo:   d("kernel_info", "The running kernel; always 1. simulated is true for the test double.", "release", "arch", "build_id", "livepatch", "simulated"),
 		taint:        d("kernel_taint", "The kernel's taint flags by name (1 set, 0 not).", "flag"),
@@ -141,6 +147,8 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		badPeers:  d("fetch_bad_peer_responses_total", "Responses from peers or the origin that were not what was asked for (wrong digest, too large, malformed)."),
 		negHits:   d("fetch_negative_cache_hits_total", "Announcements of a bundle refused earlier, refused again without a download."),
 		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
+
+		ro: newRolloutDescs(d),
 	}
 }
 
@@ -150,6 +158,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
 		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.queries, c.queue, c.hs,
 		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.ver} {
+		ch <- d
+	}
+	for _, d := range c.ro.all() {
 		ch <- d
 	}
 }
@@ -268,6 +279,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, l := range labels {
 			counter(c.ver, byLabel[l], l)
 		}
+	}
+
+	if c.src.Rollouts != nil {
+		c.collectRollouts(gauge, c.src.Rollouts())
 	}
 }
 

@@ -17,11 +17,19 @@
 //   - the verified bundles the agent holds, and whether this host still
 //     lacks one that targets its kernel;
 //   - counters other packages already keep (gossip.Stats, the fetcher's
-//     and the blob server's), copied into const metrics at each scrape.
+//     and the blob server's), copied into const metrics at each scrape;
+//   - the rollouts the agent follows, as the rollout engine last judged
+//     them ([Sources.Rollouts], a list of [rollout.Status]; the scrape
+//     does not judge them again): each one's state, open stage and
+//     number of stages, the open stage's cohort by status, and this
+//     host's own state in it.
 //
 // What happens is counted as it happens, through methods the agent calls:
 // [Metrics.ObserveApply], [Metrics.ObserveUndo], [Metrics.ObserveTransition],
-// [Metrics.ObserveFetch] and [Metrics.Rollback]. Counters with labels are
+// [Metrics.ObserveFetch], [Metrics.Rollback], and for rollouts
+// [Metrics.RolloutRefused] (a signed plan or command refused) and
+// [Metrics.RolloutBadEvent] (a rollout gossip event that did not
+// decode). Counters with labels are
 // created with every label value of their closed set at zero, so rate()
 // and alerts see a series before the first event.
 //
@@ -33,14 +41,17 @@
 //
 //   - closed sets fixed here: result ([Result]), reason ([RollbackReason],
 //     splice.ReasonLabels for verification failures, fetch failures),
-//     state (splice's patch states), status (serf's member statuses),
-//     queue, kind, source, flag (the kernel's taint flag names, plus
-//     "bitN" for the few bits without a name);
-//   - values from signed manifests, which splice validates: patch (at most
-//     64 characters of a-z 0-9 . _ -), version, module, cve. Their number
-//     is bounded per scrape: at most [MaxPatches] journal patches (live
-//     ones first, then the most recently changed) and [MaxBundles] held
-//     bundles (newest first); what is left out is counted in
+//     state (splice's patch states, the rollout states, the host states
+//     of a rollout), status (serf's member statuses, a cohort's
+//     statuses), queue, kind, source, event, flag (the kernel's taint flag
+//     names, plus "bitN" for the few bits without a name);
+//   - values from signed manifests and plans, which splice and rollout
+//     validate: patch (at most 64 characters of a-z 0-9 . _ -), version,
+//     module, cve, rollout (the plan ID, the same characters). Their
+//     number is bounded per scrape: at most [MaxPatches] journal patches
+//     (live ones first, then the most recently changed), [MaxBundles]
+//     held bundles (newest first) and [MaxRollouts] rollouts (the most
+//     recently accepted); what is left out is counted in
 //     splicefleet_scrape_items_omitted;
 //   - the kernel's livepatch names (module names, at most 55 characters),
 //     as many as the kernel has loaded.
@@ -57,15 +68,16 @@
 //
 // # Adding metrics
 //
-// Parts of the agent that keep their own state (the rollout engine, for
-// one) add metrics with [Metrics.Register]: they pass a
-// prometheus.Collector, usually one that reads their state at scrape time
-// the way this package's collector reads the journal. Names follow the
-// same rules, under their own prefix (splicefleet_rollout_... for
-// rollouts: the stage, the state, the hosts in each cohort), with label
-// values from closed sets or from signed input; the golden exposition in
-// testdata then records them (go test ./metrics -update), and the
-// dashboards test checks every panel against it. Events that mean a patch
-// was taken back off a host are counted with [Metrics.Rollback] and one
-// of the reasons of [RollbackReason], never a new label value.
+// State another part of the agent holds is best read by this package's
+// collector through a new field of [Sources], as the rollouts are: the
+// series then share splicefleet_scrape_items_omitted and the scrape's
+// one pass over the sources. Other parts may add metrics of their own
+// with [Metrics.Register]: they pass a prometheus.Collector, usually one
+// that reads their state at scrape time the way this package's collector
+// reads the journal. Names follow the same rules, under their own prefix,
+// with label values from closed sets or from signed input; the golden
+// exposition in testdata then records them (go test ./metrics -update),
+// and the dashboards test checks every panel against it. Events that mean
+// a patch was taken back off a host are counted with [Metrics.Rollback]
+// and one of the reasons of [RollbackReason], never a new label value.
 package metrics

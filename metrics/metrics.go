@@ -109,6 +109,7 @@ type Metrics struct {
 	log *slog.Logger
 
 	applies, undos, rollbacks, fetchFailures   *prometheus.CounterVec
+	refusedDocs, badEvents                     *prometheus.CounterVec
 	applyDur, undoDur, transitionDur, fetchDur prometheus.Histogram
 }
 
@@ -152,7 +153,9 @@ func New(opts Options) *Metrics {
 	m.undoDur = histogram("undo_duration_seconds", "Time an undo took, transition and unload included.")
 	m.transitionDur = histogram("transition_duration_seconds", "Time a livepatch transition took to complete or to be reversed.")
 	m.fetchDur = histogram("bundle_fetch_duration_seconds", "Time a bundle download from peers or the origin took, verification included.")
-	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur)
+	m.refusedDocs, m.badEvents = newRolloutCounters()
+	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
+		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))
 	return m
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/metrics"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -73,7 +74,32 @@ func fakeSources(stateDir string) metrics.Sources {
 				BytesFromOrigin: 2048, BadPeerResponses: 1, NegativeCacheHits: 5,
 				VerificationFailures: map[string]uint64{"signature": 2, "module_digest": 1, "something-new": 1}}
 		},
+		Rollouts: func() []rollout.Status { return fakeRollouts },
 	}
+}
+
+// fakeRollouts are three rollouts in acceptance order: one done, one
+// halted by its canary (this host's own apply failed), one running in its
+// second stage.
+var fakeRollouts = []rollout.Status{
+	{ID: "cmdline-fix", State: rollout.Done, Open: 1, Self: rollout.SelfStatus{State: rollout.StateHealthy},
+		Stages: []rollout.StageStatus{
+			{Name: "canary", Cohort: 1, Applied: 1, Healthy: 1, Passed: true},
+			{Name: "100%", Cohort: 5, Applied: 5, Healthy: 5, Passed: true},
+		}},
+	{ID: "nft-verdict", State: rollout.Halted, Open: 0, Self: rollout.SelfStatus{State: rollout.StateFailed},
+		Stages: []rollout.StageStatus{
+			{Name: "canary", Cohort: 2, Applied: 1, Healthy: 1, Failed: 1},
+			{Name: "10%", Cohort: 6},
+			{Name: "100%", Cohort: 40},
+		}},
+	{ID: "cve-2024-1086.wave-2", State: rollout.Running, Open: 1, Self: rollout.SelfStatus{State: rollout.StateApplying},
+		Stages: []rollout.StageStatus{
+			{Name: "canary", Cohort: 2, Applied: 2, Healthy: 2, Passed: true},
+			// 4 healthy, 2 applying, 4 without a report
+			{Name: "25%", Cohort: 10, Applied: 6, Healthy: 4, Waiting: 6},
+			{Name: "100%", Cohort: 40, Applied: 6, Healthy: 4, Waiting: 36},
+		}},
 }
 
 // goldenMetrics is an agent's metrics over fixed sources, after a fixed
@@ -88,6 +114,10 @@ func goldenMetrics(t *testing.T) *metrics.Metrics {
 	m.ObserveFetch(120*time.Millisecond, metrics.FetchOK)
 	m.ObserveFetch(2*time.Second, metrics.FetchUnavailable)
 	m.Rollback(metrics.RollbackTransitionTimeout)
+	m.RolloutRefused("plan", "signature")
+	m.RolloutRefused("command", "replayed")
+	m.RolloutRefused("command", "replayed")
+	m.RolloutBadEvent("sf-fail")
 	return m
 }
 
@@ -280,15 +310,53 @@ func TestPatchSeriesAreBounded(t *testing.T) {
 	}
 }
 
-// TestLabelSetsStayClosed: an unknown rollback reason or result does not
-// add a label value.
+// TestRolloutSeriesAreBounded: an agent following more rollouts than
+// MaxRollouts exports the most recently accepted ones and counts the
+// rest; a rollout's cohort statuses add up to its open stage's cohort.
+func TestRolloutSeriesAreBounded(t *testing.T) {
+	var statuses []rollout.Status
+	extra := 5
+	for i := range metrics.MaxRollouts + extra {
+		statuses = append(statuses, rollout.Status{ID: fmt.Sprintf("r%02d", i), State: rollout.Running,
+			Stages: []rollout.StageStatus{{Name: "canary", Cohort: 3, Applied: 2, Healthy: 1, Waiting: 2}}})
+	}
+	m := metrics.New(metrics.Options{Sources: metrics.Sources{Rollouts: func() []rollout.Status { return statuses }}, Logger: testLogger(t)})
+	text := string(exposition(t, m.Gatherer()))
+	if n := strings.Count(text, "splicefleet_rollout_stage{"); n != metrics.MaxRollouts {
+		t.Errorf("%d rollouts exported, want %d", n, metrics.MaxRollouts)
+	}
+	last := metrics.MaxRollouts + extra - 1
+	for _, want := range []string{
+		fmt.Sprintf(`splicefleet_scrape_items_omitted{kind="rollout"} %d`, extra),
+		fmt.Sprintf(`splicefleet_rollout_state{rollout="r%02d",state="running"} 1`, extra),
+		fmt.Sprintf(`splicefleet_rollout_stage{rollout="r%02d"} 1`, last),
+		fmt.Sprintf(`splicefleet_rollout_hosts{rollout="r%02d",status="healthy"} 1`, last),
+		fmt.Sprintf(`splicefleet_rollout_hosts{rollout="r%02d",status="applying"} 1`, last),
+		fmt.Sprintf(`splicefleet_rollout_hosts{rollout="r%02d",status="waiting"} 1`, last),
+		fmt.Sprintf(`splicefleet_rollout_host_state{rollout="r%02d",state="none"} 1`, last),
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("no %s", want)
+		}
+	}
+	if strings.Contains(text, fmt.Sprintf(`rollout="r%02d"`, extra-1)) {
+		t.Error("an older rollout is exported")
+	}
+}
+
+// TestLabelSetsStayClosed: an unknown rollback reason, result, refusal
+// reason, document kind or event name does not add a label value.
 func TestLabelSetsStayClosed(t *testing.T) {
 	m := metrics.New(metrics.Options{Logger: testLogger(t)})
 	m.Rollback("because")
 	m.ObserveApply("weird", time.Second)
 	m.ObserveFetch(time.Second, "strange")
+	m.RolloutRefused("plan", "odd")
+	m.RolloutRefused("plan", "")
+	m.RolloutRefused("memo", "signature")
+	m.RolloutBadEvent("sf-other")
 	text := string(exposition(t, m.Gatherer()))
-	for _, bad := range []string{"because", "weird", "strange"} {
+	for _, bad := range []string{"because", "weird", "strange", "odd", "memo", "sf-other"} {
 		if strings.Contains(text, bad) {
 			t.Errorf("label value %q exported", bad)
 		}
@@ -297,6 +365,9 @@ func TestLabelSetsStayClosed(t *testing.T) {
 		`splicefleet_applies_total{result="failed"} 1`,
 		`splicefleet_fetch_failures_total{reason="error"} 1`,
 		`splicefleet_rollbacks_total{reason="operator"} 0`,
+		`splicefleet_rollout_documents_refused_total{kind="plan",reason="refused"} 2`,
+		`splicefleet_rollout_documents_refused_total{kind="command",reason="signature"} 0`,
+		`splicefleet_rollout_bad_events_total{event="sf-doc"} 0`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("no %s", want)
@@ -326,17 +397,21 @@ func TestResultOf(t *testing.T) {
 // clash is refused.
 func TestRegisterExtends(t *testing.T) {
 	m := metrics.New(metrics.Options{Logger: testLogger(t)})
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "splicefleet_rollout_stage", Help: "The stage."})
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "splicefleet_extension_stage", Help: "The stage."})
 	g.Set(2)
 	if err := m.Register(g); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(exposition(t, m.Gatherer())), "splicefleet_rollout_stage 2\n") {
+	if !strings.Contains(string(exposition(t, m.Gatherer())), "splicefleet_extension_stage 2\n") {
 		t.Fatal("registered gauge not exported")
 	}
-	clash := prometheus.NewCounter(prometheus.CounterOpts{Name: "splicefleet_applies_total", Help: "Again."})
-	if err := m.Register(clash); err == nil {
-		t.Fatal("a clashing collector was registered")
+	for _, clash := range []prometheus.Collector{
+		prometheus.NewCounter(prometheus.CounterOpts{Name: "splicefleet_applies_total", Help: "Again."}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "splicefleet_rollout_stage", Help: "Again."}),
+	} {
+		if err := m.Register(clash); err == nil {
+			t.Fatal("a clashing collector was registered")
+		}
 	}
 }
 
