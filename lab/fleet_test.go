@@ -27,14 +27,17 @@ const (
 	fleetGuests   = 3
 	fleetDeadline = 300 // guest uptime, seconds
 	fleetTimeout  = 7 * time.Minute
-	fleetSoak     = 4 * time.Second
-	fleetWindow   = 2 * time.Second
+	// The canary's soak keeps the others' applies several seconds after
+	// the canary's, more than the guests' boot offsets, so their uptimes
+	// order them.
+	fleetSoak   = 6 * time.Second
+	fleetWindow = 2 * time.Second
 )
 
 // fleetScript is every guest's /lab/run.sh after scriptPrelude, with
 // PUBLISHER (yes on the canary, which publishes) and DEADLINE set before
-// it. Every wait is bounded; the results are
-// marks, so the script always ends with 0 and powers off.
+// it. Every wait is bounded; the results are marks, so the script always
+// ends with 0 and powers off.
 const fleetScript = `
 sock=/run/splicefleet/control.sock
 sfc() { splicefleet "$@" --control-socket $sock; }
