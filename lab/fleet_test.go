@@ -97,9 +97,15 @@ failing() {
 	halted() { sfc rollout status $id --json 2>/dev/null | grep -q '"state": "halted"'; }
 	at $what-halted-at 150 halted
 	# This host's own state in the halted rollout: failed on the canary,
-	# halted (never applied) everywhere else.
-	settled() { sfc rollout status $id --json 2>/dev/null | grep -Eq '"state": (102|120)'; }
-	at $what-settled-at 30 settled
+	# halted (never applied) everywhere else; and the canary's reason,
+	# which the gossiped failure report carries and may bring a little
+	# after the canary's failed state (until then the status says
+	# "reported failed").
+	settled() {
+		sfc rollout status $id --json > /tmp/status 2>/dev/null &&
+			grep -Eq '"state": (102|120)' /tmp/status && ! grep -q 'reported failed' /tmp/status
+	}
+	at $what-settled-at 60 settled
 	mark $what-status "$(sfc rollout status $id --json | oneline)"
 	kill $watcher
 	mark $what-seen "$(cat /tmp/seen 2>/dev/null || echo no)"
