@@ -46,6 +46,11 @@ func (a *Agent) newHealthProbe(module string) (*healthProbe, error) {
 // errUnhealthy wraps every health check failure.
 var errUnhealthy = errors.New("health check")
 
+// errCheckInterrupted means a check was cut short because its context
+// ended (the health window closed, the apply failed, or the agent stops)
+// while the health command ran: no verdict, never a failure.
+var errCheckInterrupted = errors.New("health check interrupted")
+
 // check runs every check once.
 func (p *healthProbe) check(ctx context.Context, applied bool) error {
 	k := p.a.kernel.Backend()
@@ -93,6 +98,9 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 		cctx, cancel := context.WithTimeout(ctx, p.a.cfg.HealthTimeout)
 		defer cancel()
 		if err := p.a.runHealth(cctx, p.a.cfg.HealthCommand); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: health command %s: %w", errCheckInterrupted, p.a.cfg.HealthCommand[0], err)
+			}
 			return fmt.Errorf("%w: health command %s: %w", errUnhealthy, p.a.cfg.HealthCommand[0], err)
 		}
 	}
@@ -100,7 +108,8 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 }
 
 // watch checks the host every interval until ctx ends; it returns the
-// first failure, or nil when ctx ended (the window is over).
+// first failure, or nil when ctx ended (the window is over), also when
+// ctx ended while a check ran.
 func (p *healthProbe) watch(ctx context.Context, window time.Duration, applied func() bool) error {
 	every := min(time.Second, max(window/5, 10*time.Millisecond))
 	t := time.NewTicker(every)
@@ -111,6 +120,9 @@ func (p *healthProbe) watch(ctx context.Context, window time.Duration, applied f
 			return nil
 		case <-t.C:
 			if err := p.check(ctx, applied()); err != nil {
+				if errors.Is(err, errCheckInterrupted) {
+					return nil
+				}
 				return err
 			}
 		}
@@ -224,7 +236,10 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 		r.fail(ctx, rec, h, err)
 	default:
 		// A last look at the end of the window.
-		if err := probe.check(ctx, true); err != nil {
+		if err := probe.check(ctx, true); errors.Is(err, errCheckInterrupted) {
+			log.Info("stopped inside the health window; the watch resumes at the next start")
+			return
+		} else if err != nil {
 			r.fail(ctx, rec, h, err)
 			return
 		}
@@ -267,6 +282,8 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 		err = probe.check(ctx, true)
 	}
 	switch {
+	case errors.Is(err, errCheckInterrupted):
+		// The agent stops; the watch resumes at the next start.
 	case err != nil:
 		r.hostMu.Lock()
 		defer r.hostMu.Unlock()
