@@ -117,7 +117,7 @@ func (a *Agent) acceptFetchedPlan(ctx context.Context, d *rollout.Document, src 
 		}
 		a.refreshTagsSoon()
 	}
-	_, err = a.ro.AcceptPlan(d)
+	_, err = a.ro.acceptVerified(vp)
 	return err
 }
 

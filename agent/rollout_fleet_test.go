@@ -34,6 +34,9 @@ func journalMentions(t testing.TB, a *Agent, id string) bool {
 // no host outside the first stage may ever apply the patch, and the
 // rollback must leave every kernel clean.
 func TestFiftyAgentRollouts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fifty agents take a minute; make test runs them")
+	}
 	const n = 50
 	runs := 20
 	f := newTestFleet(t)

@@ -60,6 +60,7 @@ type rollouts struct {
 	acting   map[string]bool // host actions running, by plan digest
 	pending  map[string]bool // documents being fetched, by digest
 	asked    map[string]bool // failure reasons asked for, by plan digest and node
+	orphans  map[string][]rollout.Command // verified commands for plans not yet known
 
 	hostMu sync.Mutex // one host action at a time
 	kick   chan struct{}
@@ -68,7 +69,7 @@ type rollouts struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, kick: make(chan struct{}, 1)}
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, kick: make(chan struct{}, 1)}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -95,6 +96,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		r.order = append(r.order, rec.Rollout.Digest)
 	}
 	slices.SortFunc(r.order, func(x, y string) int { return r.recs[x].Rollout.Accepted.Compare(r.recs[y].Rollout.Accepted) })
+	r.loadOrphans()
 	return r, nil
 }
 
@@ -170,6 +172,12 @@ func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
 		a.metricRefused("plan", err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
+	return r.acceptVerified(vp)
+}
+
+// acceptVerified starts following a plan whose signatures were checked.
+func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, error) {
+	a, d := r.a, vp.Doc
 	head, err := a.store.Head(vp.Plan.Bundle)
 	if err != nil {
 		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent does not hold verified (publish the bundle first): %w",
@@ -196,9 +204,10 @@ func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
 	ro := rollout.New(vp, rollout.KernelTarget{Release: m.Target.Release, Arch: m.Target.Arch, BuildID: m.Target.BuildID}, a.now())
 	rec := &rolloutRecord{Rollout: ro, Patch: m.ID, Version: m.Version}
 	// Commands that arrived before the plan.
-	for _, c := range r.storedCommands(vp.Digest) {
+	for _, c := range r.orphans[vp.Digest] {
 		_ = ro.AddCommand(c)
 	}
+	delete(r.orphans, vp.Digest)
 	if err := r.save(rec); err != nil {
 		return rollout.Status{}, err
 	}
@@ -211,11 +220,10 @@ func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
 	return st, nil
 }
 
-// storedCommands reads the verified commands kept for a plan that was
-// not yet known when they arrived. The caller holds r.mu.
-func (r *rollouts) storedCommands(plan string) []rollout.Command {
+// loadOrphans finds the stored commands whose plan is not followed yet
+// (they arrived before it), verified again, at start.
+func (r *rollouts) loadOrphans() {
 	entries, _ := os.ReadDir(r.docs)
-	var out []rollout.Command
 	for _, e := range entries {
 		data, err := readLimited(filepath.Join(r.docs, e.Name()), rollout.MaxDocumentSize)
 		if err != nil {
@@ -226,12 +234,14 @@ func (r *rollouts) storedCommands(plan string) []rollout.Command {
 			continue
 		}
 		vc, err := rollout.VerifyCommand(d, r.a.policy.Load())
-		if err == nil && vc.Plan == plan {
-			out = append(out, vc.Command)
+		if err == nil && r.recs[vc.Plan] == nil && len(r.orphans[vc.Plan]) < maxOrphans {
+			r.orphans[vc.Plan] = append(r.orphans[vc.Plan], vc.Command)
 		}
 	}
-	return out
 }
+
+// maxOrphans bounds the commands kept for one plan not yet known.
+const maxOrphans = 64
 
 // AcceptCommand verifies an operator command and applies it to its
 // rollout. A command for a plan not yet known is kept until the plan
@@ -248,9 +258,13 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	defer r.mu.Unlock()
 	rec, ok := r.recs[c.Plan]
 	if !ok {
+		if len(r.orphans[c.Plan]) >= maxOrphans || len(r.orphans) >= maxOrphans {
+			return rollout.Status{}, fmt.Errorf("%w: plan %s, and too many commands wait for plans already", ErrNoRollout, c.Plan[:12])
+		}
 		if err := r.storeDoc(d); err != nil {
 			return rollout.Status{}, err
 		}
+		r.orphans[c.Plan] = append(r.orphans[c.Plan], c)
 		return rollout.Status{}, fmt.Errorf("%w: plan %s (the command is kept until the plan arrives)", ErrNoRollout, c.Plan[:12])
 	}
 	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Digest == c.Digest }); i >= 0 {
@@ -441,8 +455,8 @@ func (r *rollouts) loop(ctx context.Context, tick time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	// Member updates arrive in bursts while a rollout moves; one round
-	// per gap is enough (failure reports are judged at once, not here).
-	gap := min(tick, 50*time.Millisecond)
+	// per tick is enough (failure reports are judged at once, not here).
+	gap := tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -477,13 +491,17 @@ func settled(st rollout.Status, l local) bool {
 func (r *rollouts) step(ctx context.Context) {
 	r.mu.Lock()
 	var todo []func()
-	c := r.cluster()
+	var c *cluster // taken once, when a rollout needs judging
 	for _, d := range r.order {
 		rec := r.recs[d]
 		if prev, ok := r.status[d]; ok && !r.acting[d] && settled(prev, rec.Local) {
 			continue
 		}
-		st := r.evaluateIn(rec, c)
+		if c == nil {
+			cl := r.cluster()
+			c = &cl
+		}
+		st := r.evaluateIn(rec, *c)
 		if r.acting[d] {
 			continue
 		}
