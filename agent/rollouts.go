@@ -57,9 +57,9 @@ type rollouts struct {
 	order    []string                  // acceptance order
 	failures map[string]map[string]string
 	status   map[string]rollout.Status
-	acting   map[string]bool // host actions running, by plan digest
-	pending  map[string]bool // documents being fetched, by digest
-	asked    map[string]bool // failure reasons asked for, by plan digest and node
+	acting   map[string]bool              // host actions running, by plan digest
+	pending  map[string]bool              // documents being fetched, by digest
+	asked    map[string]bool              // failure reasons asked for, by plan digest and node
 	orphans  map[string][]rollout.Command // verified commands for plans not yet known
 
 	hostMu sync.Mutex // one host action at a time
