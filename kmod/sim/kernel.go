@@ -9,6 +9,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/splicefleet/splicefleet/kmod"
@@ -77,11 +79,17 @@ func checkBuildID(id string) error {
 }
 
 // Kernel is a simulated kernel whose state lives in a folder. It holds no
-// state of its own: any number of Kernel values, in any number of
-// processes, opened on one folder are one kernel. Its methods are safe
-// for concurrent use.
+// state of its own beyond a cache of the last state it decoded, used only
+// while the file is the very one it decoded: any number of Kernel values,
+// in any number of processes, opened on one folder are one kernel. Its
+// methods are safe for concurrent use.
 type Kernel struct {
-	dir string
+	dir   string
+	mu    sync.Mutex
+	cache struct {
+		fi os.FileInfo
+		s  *state // never changed once cached
+	}
 }
 
 var _ kmod.Kernel = (*Kernel)(nil)
@@ -181,6 +189,61 @@ func (k *Kernel) do(op string, fn func(s *state, now time.Time) error) error {
 	return nil
 }
 
+// read runs a read-only operation. Reads are most of what the agent and
+// its metrics do, and decoding the state is most of their cost, so a read
+// reuses the state decoded last time when kernel.json is the same file
+// (every write replaces it with a new one) and no transition is running
+// (time may complete one: that is a write). fn must not change s.
+func (k *Kernel) read(op string, fn func(s *state) error) error {
+	s, err := k.cached()
+	if err != nil {
+		return fmt.Errorf("sim: %s: %w", op, err)
+	}
+	if s == nil {
+		// A transition is running; time may have completed it, which is
+		// a write: judge it as writes do.
+		return k.do(op, func(s *state, _ time.Time) error { return fn(s) })
+	}
+	if err := fn(s); err != nil {
+		return fmt.Errorf("sim: %s: %w", op, err)
+	}
+	return nil
+}
+
+// cached returns the current state for reading, decoded again only when
+// kernel.json changed, or nil when a transition is running.
+func (k *Kernel) cached() (*state, error) {
+	unlock, err := lockDir(k.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	fi, err := os.Stat(filepath.Join(k.dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cache.s != nil && sameFile(k.cache.fi, fi) {
+		return k.cache.s, nil
+	}
+	s, err := readState(k.dir)
+	if err != nil {
+		return nil, err
+	}
+	if s.inTransition() != nil {
+		return nil, nil
+	}
+	k.cache.fi, k.cache.s = fi, s
+	return s, nil
+}
+
+// sameFile says two stats are of one version of a file: the same inode,
+// size and modification time.
+func sameFile(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+}
+
 // faults reads the current faults; the caller holds the lock.
 func (k *Kernel) faults() (Faults, error) {
 	return readFaults(k.dir)
@@ -189,7 +252,7 @@ func (k *Kernel) faults() (Faults, error) {
 // Identity says which kernel this is; Simulated is always true.
 func (k *Kernel) Identity() (kmod.Identity, error) {
 	var id kmod.Identity
-	err := k.do("identity", func(s *state, _ time.Time) error {
+	err := k.read("identity", func(s *state) error {
 		id = s.Identity
 		return nil
 	})
@@ -201,17 +264,18 @@ func (k *Kernel) Identity() (kmod.Identity, error) {
 // oldest first.
 func (k *Kernel) Livepatches() ([]kmod.Livepatch, error) {
 	var out []kmod.Livepatch
-	err := k.do("list livepatches", func(s *state, _ time.Time) error {
+	err := k.read("list livepatches", func(s *state) error {
 		if !s.Identity.Livepatch {
 			return kmod.ErrNoLivepatch
 		}
 		out = make([]kmod.Livepatch, 0, len(s.Patches))
 		for i, p := range s.Patches {
+			replace := p.Replace
 			out = append(out, kmod.Livepatch{
 				Name:       p.Name,
 				Enabled:    p.Enabled,
 				Transition: p.Transition != nil,
-				Replace:    &p.Replace,
+				Replace:    &replace,
 				StackOrder: i + 1,
 				Objects:    []kmod.LivepatchObject{{Name: "vmlinux", Patched: p.Patched}},
 			})
@@ -225,7 +289,7 @@ func (k *Kernel) Livepatches() ([]kmod.Livepatch, error) {
 // held (Refs 1) while its patch is listed.
 func (k *Kernel) Modules() ([]kmod.Module, error) {
 	var out []kmod.Module
-	err := k.do("list modules", func(s *state, _ time.Time) error {
+	err := k.read("list modules", func(s *state) error {
 		out = make([]kmod.Module, 0, len(s.Modules))
 		for _, m := range s.Modules {
 			refs := 0
@@ -249,7 +313,7 @@ func (k *Kernel) Modules() ([]kmod.Module, error) {
 // Taint returns the kernel's taint flags.
 func (k *Kernel) Taint() (kmod.Taint, error) {
 	var t kmod.Taint
-	err := k.do("read taint", func(s *state, _ time.Time) error {
+	err := k.read("read taint", func(s *state) error {
 		t = s.Taint
 		return nil
 	})
@@ -260,7 +324,7 @@ func (k *Kernel) Taint() (kmod.Taint, error) {
 func (k *Kernel) Log(cursor uint64) ([]kmod.LogRecord, uint64, error) {
 	var out []kmod.LogRecord
 	next := cursor
-	err := k.do("read log", func(s *state, _ time.Time) error {
+	err := k.read("read log", func(s *state) error {
 		for _, r := range s.Log {
 			if r.Seq > cursor {
 				out = append(out, r)
