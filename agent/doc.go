@@ -21,12 +21,27 @@
 // Agents publish their kernel, agent version and holdings in their gossip
 // tags, which the fleet views read.
 //
+// Rollouts (package rollout decides, this package acts): a signed plan
+// published at one agent is announced in a small gossip event, fetched and
+// verified by every agent (its bundle first), and judged by each on its
+// own from the members' tags, which carry every host's state in its last
+// rollouts. When the judgement puts this host in an open stage, the agent
+// applies the bundle through the host lifecycle (package splice) and
+// watches the host for the plan's health window (transition, taint,
+// kernel log, the operator's health command). A failure undoes the patch,
+// is gossiped at once as a failure report and lasts in the tags; a halt
+// rolls the patch back where the plan says so. Operator commands travel
+// like plans. Judgement rounds run on gossip events and a tick, at most
+// one per tick; failure reports are judged the moment they arrive. Each
+// rollout's state is kept in the state directory, so a restart resumes
+// it.
+//
 // Only cmd parses flags and files; the agent takes a [Config] (strict YAML,
 // documented defaults) and Options. Everything that changes state goes
 // through the control API on a root-only unix socket; the TCP listener
 // serves only /healthz, /metrics (package metrics), the index and the blob
 // service.
 //
-// Dependencies point inward: cmd uses agent; agent uses gossip, splice,
-// signing and kmod; none of those import agent.
+// Dependencies point inward: cmd uses agent; agent uses gossip, rollout,
+// metrics, splice, signing and kmod; none of those import agent.
 package agent
