@@ -73,6 +73,11 @@ bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 bench-fleet: ## 50 agents on loopback: raw serf event vs publish-to-all-verified of 1 MiB, origin copies, idle RSS and CPU
 	$(GO) test ./agent -run '^$$' -bench BenchmarkFleet50 -benchtime 5x -count 1
 	$(GO) test ./cmd/splicefleet -run '^$$' -bench BenchmarkIdleAgent -benchtime 1x -count 1
+	$(GO) test ./agent -run '^$$' -bench BenchmarkHalt100 -benchtime 7x -count 1 -timeout 30m
+
+.PHONY: bench-scale
+bench-scale: ## 500 agents in one process (SPLICEFLEET_SCALE_AGENTS): a staged rollout to all and a halt, time and memory
+	$(GO) test ./agent -run '^$$' -bench BenchmarkScaleRollout -benchtime 1x -count 1 -timeout 60m -v
 
 .PHONY: lint
 lint: ## golangci-lint (gofmt, govet, staticcheck, errcheck, depguard rules)

@@ -101,6 +101,7 @@ type Agent struct {
 
 	ro        *rollouts
 	watches   map[string]bool
+	pulled    map[string]time.Time // members asked for their plans, when
 	runHealth func(context.Context, []string) error
 	tick      time.Duration
 	onRollout func(rollout.Status)
@@ -122,7 +123,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
 		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags,
-		watches: map[string]bool{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
+		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
 	if a.tick <= 0 {
 		a.tick = time.Second
 	}
@@ -568,6 +569,9 @@ func (a *Agent) Reload(cfg Config) error {
 		return err
 	}
 	a.policy.Store(p)
+	a.ro.mu.Lock()
+	clear(a.ro.refused) // judged under the old policy
+	a.ro.mu.Unlock()
 	_ = a.level.UnmarshalText([]byte(cfg.LogLevel))
 	a.mu.Lock()
 	a.userTags = cfg.Tags

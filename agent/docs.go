@@ -23,6 +23,9 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 		}
 	case gossip.MemberJoin, gossip.MemberLeave, gossip.MemberFailed, gossip.MemberUpdate:
 		a.ro.Kick()
+		if ev.Member != nil && (ev.Kind == gossip.MemberJoin || ev.Kind == gossip.MemberUpdate) {
+			a.pullUnknownRollouts(ctx, *ev.Member)
+		}
 	case gossip.UserEvent:
 		switch ev.Name {
 		case rollout.FailureEvent:
@@ -54,7 +57,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources 
 		return
 	}
 	a.ro.mu.Lock()
-	if a.ro.pending[digest] {
+	if a.ro.pending[digest] || time.Since(a.ro.refused[digest]) < refusedFor {
 		a.ro.mu.Unlock()
 		return
 	}
@@ -70,6 +73,16 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources 
 		}()
 		if err := a.fetchDoc(ctx, kind, digest, sources); err != nil && ctx.Err() == nil {
 			a.log.Warn("fetch "+kind, "digest", digest[:12], "err", err)
+			if refusalReason(err) != "" {
+				// Refused, not missing: do not fetch it again for a while
+				// (a reload of the trust policy forgets this).
+				a.ro.mu.Lock()
+				if len(a.ro.refused) > 4096 {
+					clear(a.ro.refused)
+				}
+				a.ro.refused[digest] = time.Now()
+				a.ro.mu.Unlock()
+			}
 		}
 	}()
 }
@@ -157,7 +170,12 @@ func (a *Agent) docAntiEntropy(ctx context.Context) {
 	if len(peers) == 0 {
 		return
 	}
-	peer := peers[0]
+	a.pullDocs(ctx, peers[0])
+}
+
+// pullDocs asks one peer for its plans and commands and fetches what is
+// missing here.
+func (a *Agent) pullDocs(ctx context.Context, peer string) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+peer+"/v1/docs", nil)
@@ -179,6 +197,50 @@ func (a *Agent) docAntiEntropy(ctx context.Context) {
 		}
 	}
 }
+
+// pullUnknownRollouts asks a member for its plans when its tags report a
+// rollout this agent does not follow: the plan's announcement was missed
+// (gossip events are best effort), and waiting for anti-entropy to pick
+// that member could take many rounds. At most once per member per
+// pullEvery.
+func (a *Agent) pullUnknownRollouts(ctx context.Context, m gossip.Member) {
+	addr := m.Tags[TagHTTP]
+	if addr == "" || m.Name == a.cfg.NodeName {
+		return
+	}
+	unknown := false
+	for key := range rollout.DecodeReports(m.Tags[rollout.ReportsTag]) {
+		if !a.ro.knowsKey(key) {
+			unknown = true
+			break
+		}
+	}
+	if !unknown {
+		return
+	}
+	a.mu.Lock()
+	last := a.pulled[m.Name]
+	if time.Since(last) < pullEvery {
+		a.mu.Unlock()
+		return
+	}
+	if len(a.pulled) > 1<<14 {
+		clear(a.pulled)
+	}
+	a.pulled[m.Name] = time.Now()
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.pullDocs(ctx, addr)
+	}()
+}
+
+// refusedFor is how long a refused plan or command is not fetched again.
+const refusedFor = 10 * time.Minute
+
+// pullEvery bounds how often one member is asked for its plans.
+const pullEvery = 5 * time.Second
 
 // announceDoc gossips where a stored document can be fetched.
 func (a *Agent) announceDoc(d *rollout.Document) error {

@@ -61,6 +61,7 @@ type rollouts struct {
 	pending  map[string]bool              // documents being fetched, by digest
 	asked    map[string]bool              // failure reasons asked for, by plan digest and node
 	orphans  map[string][]rollout.Command // verified commands for plans not yet known
+	refused  map[string]time.Time         // documents refused, by digest, when
 
 	hostMu sync.Mutex // one host action at a time
 	kick   chan struct{}
@@ -69,7 +70,7 @@ type rollouts struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, kick: make(chan struct{}, 1)}
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1)}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -107,6 +108,29 @@ func (r *rollouts) save(rec *rolloutRecord) error {
 		return err
 	}
 	return atomicfile.WriteFile(filepath.Join(r.dir, rec.Rollout.Digest+".json"), data, 0o600)
+}
+
+// knowsKey reports whether a plan this agent follows has this key in the
+// reports tag (or is being fetched: the pull would be for nothing).
+func (r *rollouts) knowsKey(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range r.order {
+		if rollout.ReportKey(d) == key {
+			return true
+		}
+	}
+	for d := range r.pending {
+		if rollout.ReportKey(d) == key {
+			return true
+		}
+	}
+	for d, at := range r.refused {
+		if rollout.ReportKey(d) == key && time.Since(at) < refusedFor {
+			return true
+		}
+	}
+	return false
 }
 
 // Kick asks for an evaluation soon.
