@@ -282,7 +282,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	key := r.Key()
 	st := Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
 		Self: SelfStatus{Stage: -1, Bucket: r.bucket(v.Self)}}
-	var hosts []host
+	hosts := make([]host, 0, len(v.Members))
 	for _, m := range v.Members {
 		if !r.Targets(m) {
 			continue
@@ -299,15 +299,18 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			st.Self.Targeted, st.Self.Stage, st.Self.State = true, h.stage, h.state
 		}
 	}
-	slices.SortFunc(hosts, func(a, b host) int { return strings.Compare(a.Name, b.Name) })
-
 	steer := r.steering()
 	var failed []host
 	for _, h := range hosts {
 		if h.state == StateFailed {
 			failed = append(failed, h)
-			st.Failed = append(st.Failed, h.Name+": "+h.reason)
 		}
+	}
+	// Hosts are judged in any order; what is shown is sorted by name, so
+	// every agent shows the same.
+	slices.SortFunc(failed, func(a, b host) int { return strings.Compare(a.Name, b.Name) })
+	for _, h := range failed {
+		st.Failed = append(st.Failed, h.Name+": "+h.reason)
 	}
 	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
 		r.ensure()
@@ -441,6 +444,7 @@ func (r *Rollout) tripped(failures, cohort int) bool {
 // earlier one.
 func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 	ss := StageStatus{Name: s.Name()}
+	var waiting []host // the first few by name
 	for _, h := range hosts {
 		if h.stage < 0 || h.stage > k {
 			continue
@@ -458,20 +462,36 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 		default:
 			ss.Waiting++
 		}
-		if h.state != StateHealthy && h.state != StateFailed && len(ss.WaitingFor) < 5 {
-			what := h.state.String()
-			switch {
-			case h.Status == "failed":
-				what = "unreachable"
-			case h.state == StateNone:
-				what = "no report yet"
-			}
-			ss.WaitingFor = append(ss.WaitingFor, h.Name+" ("+what+")")
+		if h.state != StateHealthy && h.state != StateFailed {
+			waiting = firstByName(waiting, h, maxWaitingShown)
 		}
+	}
+	for _, h := range waiting {
+		what := h.state.String()
+		switch {
+		case h.Status == "failed":
+			what = "unreachable"
+		case h.state == StateNone:
+			what = "no report yet"
+		}
+		ss.WaitingFor = append(ss.WaitingFor, h.Name+" ("+what+")")
 	}
 	need := int(math.Ceil(r.Plan.Gates.MinHealthy*float64(ss.Cohort) - 1e-9))
 	ss.Passed = ss.Failed == 0 && ss.Healthy >= need
 	return ss
+}
+
+// maxWaitingShown is how many waiting hosts a stage names.
+const maxWaitingShown = 5
+
+// firstByName keeps the n hosts with the smallest names, sorted.
+func firstByName(list []host, h host, n int) []host {
+	i, _ := slices.BinarySearchFunc(list, h.Name, func(x host, name string) int { return strings.Compare(x.Name, name) })
+	if i >= n {
+		return list
+	}
+	list = slices.Insert(list, i, h)
+	return list[:min(len(list), n)]
 }
 
 // advance opens stages whose predecessor passed and soaked, or that a
