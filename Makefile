@@ -41,10 +41,16 @@ test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, 
 # pass without it; the race detector covers the same code in the smaller
 # fleet tests.
 FLEET_TESTS := ^TestFiftyAgentRollouts$$
+# AGENT_CRASH_TESTS SIGKILL agent processes during rollouts, round after
+# round (SPLICEFLEET_AGENT_CRASH_ROUNDS, 20 here, more in make soak); five
+# race-instrumented agents per round would stretch each round's gossip and
+# health windows, so they run in the second pass too.
+AGENT_CRASH_TESTS := ^TestAgentCrashesDuringRollouts$$
 
 test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, fleets, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)' ./...
+	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)' ./...
 	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
+	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: lab
@@ -60,8 +66,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)
 	done
 
 .PHONY: soak
-soak: ## crash tests: SIGKILL the host lifecycle at random moments, 500 rounds
+soak: ## crash tests: SIGKILL the host lifecycle at random moments, 500 rounds; SIGKILL agents during 100 rollouts
 	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
+	SPLICEFLEET_AGENT_CRASH_ROUNDS=100 $(GO) test ./cmd/splicefleet -run '$(AGENT_CRASH_TESTS)' -count=1 -timeout 60m -v
 
 .PHONY: bench
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat

@@ -294,15 +294,20 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Digest == c.Digest }); i >= 0 {
 		return r.status[c.Plan], fmt.Errorf("%w: %w: this command (seq %d) was already accepted", ErrRolloutRefused, rollout.ErrReplayed, c.Seq)
 	}
+	// A command that cannot be written is not accepted: the rollout
+	// stays as it was, in memory as on disk.
+	prev := slices.Clone(rec.Rollout.Commands)
 	if err := rec.Rollout.AddCommand(c); err != nil {
 		a.metricRefused("command", err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	if err := r.storeDoc(d); err != nil {
-		return rollout.Status{}, err
+		rec.Rollout.Commands = prev
+		return rollout.Status{}, fmt.Errorf("keep the command: %w", err)
 	}
 	if err := r.save(rec); err != nil {
-		return rollout.Status{}, err
+		rec.Rollout.Commands = prev
+		return rollout.Status{}, fmt.Errorf("save the rollout state: %w", err)
 	}
 	a.log.Info("operator command accepted", "rollout", rec.Rollout.Plan.ID, "action", c.Action, "seq", c.Seq, "reason", c.Reason)
 	st := r.evaluateLocked(rec)

@@ -355,6 +355,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	case r.HaltReason != "":
 		st.State = Halted
 		st.Why = "halted: " + r.HaltReason
+		open = r.openedElsewhere(now, hosts, open)
 		if r.Rollback {
 			st.Why += "; rolling back"
 		}
@@ -421,6 +422,25 @@ func (r *Rollout) open() int {
 		}
 	}
 	return o
+}
+
+// openedElsewhere records, once the rollout halted, the stages other
+// agents opened before the halt where this one had not (it was slower to
+// see a stage pass, or restarted): a host that applied, failed or rolled
+// back shows its stage was open. Every agent then ends with the same
+// open stages. It returns the highest open stage.
+func (r *Rollout) openedElsewhere(now time.Time, hosts []host, open int) int {
+	r.ensure()
+	for _, h := range hosts {
+		switch h.state {
+		case StateApplying, StateHealthy, StateFailed, StateRolledBack:
+			if h.stage > open && r.Opened[h.stage].IsZero() {
+				r.Opened[h.stage], r.changed = now, true
+				open = h.stage
+			}
+		}
+	}
+	return max(open, r.open())
 }
 
 func (r *Rollout) halt(now time.Time, reason string, rollback bool) {

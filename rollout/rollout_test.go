@@ -355,3 +355,36 @@ func TestEventCodecs(t *testing.T) {
 		t.Errorf("decoded %v", m)
 	}
 }
+
+// TestHaltRecordsStagesOpenedElsewhere: an agent that had not yet seen
+// the canary's soak end when a host of the next stage failed still ends
+// with that stage open, like the agents that opened it, and keeps it.
+func TestHaltRecordsStagesOpenedElsewhere(t *testing.T) {
+	f := newFleet(t, stagedPlan, 10, map[int]string{3: "canary"})
+	f.step(t0, StateHealthy)
+	var second []int
+	for i, m := range f.members {
+		if i != 3 && Bucket("staged", m.Name) < 5000 {
+			second = append(second, i)
+		}
+	}
+	if len(second) < 2 {
+		t.Fatalf("50%% stage has %d hosts", len(second))
+	}
+	// Elsewhere the soak ended: one host of stage 2 applied, another failed.
+	f.members[second[0]].Reports[f.r.Key()] = StateHealthy
+	f.fails[f.members[second[1]].Name] = "health check failed"
+	st := f.eval("host-03", t0.Add(time.Second))
+	if st.State != Halted || st.Open != 1 || !st.Stages[1].Open {
+		t.Fatalf("halted with a stage 2 host applied: state %s open %d", st.State, st.Open+1)
+	}
+	if !f.r.Changed() || f.r.Opened[1].IsZero() {
+		t.Errorf("the opened stage is not recorded: %v", f.r.Opened)
+	}
+	// Kept when the reports are gone (older than the tags hold).
+	f.members[second[0]].Reports = map[string]HostState{}
+	delete(f.fails, f.members[second[1]].Name)
+	if st := f.eval("host-03", t0.Add(time.Minute)); st.Open != 1 || st.State != Halted {
+		t.Errorf("later: state %s open %d", st.State, st.Open+1)
+	}
+}

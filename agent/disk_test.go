@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes at dir (root only), unmounted
+// at the end of the test.
+func mountTmpfs(t *testing.T, dir string, size int) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		t.Fatalf("mount a tmpfs for the state directory (the test needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// readOnlyBind mounts dir read-only over itself (a read-only bind mount:
+// files the agent holds open stay as they are, every new write through
+// the path is refused) and returns the undo.
+func readOnlyBind(t *testing.T, dir string) func() {
+	t.Helper()
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount %s: %v", dir, err)
+	}
+	undo := func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount the read-only bind mount %s: %v", dir, err)
+		}
+	}
+	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
+		undo()
+		t.Fatalf("remount %s read-only: %v", dir, err)
+	}
+	return undo
+}
+
+// fill writes a file until the file system is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// stateFiles reads every file under dir.
+func stateFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Type()&os.ModeSocket != 0 || strings.HasSuffix(p, "serf.snapshot") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestStateDirFullOrReadOnly puts an agent's state directory on a small
+// tmpfs. With a rollout done (journal, store and rollout state written),
+// the file system is filled, then remounted read-only: publishing a
+// bundle, starting a rollout and an operator command are refused with
+// the cause (no space left, read-only file system), and nothing already
+// written changes; once space is freed or the mount is writable again,
+// everything reads back and the same requests succeed.
+func TestStateDirFullOrReadOnly(t *testing.T) {
+	f := newTestFleet(t)
+	cfg := f.config("node-00")
+	mountTmpfs(t, cfg.StateDir, 4<<20)
+	a := f.start(cfg)
+	_, st := f.publishWithPlan(a, "first", 1, "id: ID\nbundle: BUNDLE\nstages:\n  - percent: 100\ngates:\n  health_window: 100ms\n")
+	waitRollout(t, []*Agent{a}, st.Digest, rollout.Done, 30*time.Second)
+	eventually(t, 10*time.Second, "healthy", func() error {
+		if s := localState(a, st.Digest); s != rollout.StateHealthy {
+			return fmt.Errorf("local state %s", s)
+		}
+		return nil
+	})
+
+	second := f.bundle("second", 1, f.signer, 256<<10)
+	try := func(cause string) {
+		t.Helper()
+		before := stateFiles(t, cfg.StateDir)
+		if _, err := a.Publish(second); err == nil || !strings.Contains(err.Error(), cause) {
+			t.Errorf("publish: %v, want %q", err, cause)
+		}
+		plan := f.signedPlan(strings.Repeat("0", 64), "id: other\nbundle: BUNDLE\nstages:\n  - percent: 100\n")
+		if _, err := a.StartRollout(plan); err == nil {
+			t.Errorf("a plan was accepted on a %s state directory", cause)
+		}
+		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionHalt, Reason: "test"})
+		if _, err := a.Command(cmd); err == nil || !strings.Contains(err.Error(), cause) {
+			t.Errorf("halt: %v, want %q", err, cause)
+		}
+		after := stateFiles(t, cfg.StateDir)
+		for p, b := range before {
+			if strings.HasSuffix(p, "filler") {
+				continue
+			}
+			if after[p] != b {
+				t.Errorf("%s changed", p)
+			}
+		}
+	}
+
+	// Full.
+	filler := filepath.Join(cfg.StateDir, "filler")
+	fill(t, filler)
+	try("no space left on device")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	// Read-only.
+	undo := readOnlyBind(t, cfg.StateDir)
+	try("read-only file system")
+	undo()
+
+	// What was written reads back; the rollout and the patch are intact.
+	if s, err := a.Rollout("first"); err != nil || s.State != rollout.Done || s.LastSeq != 0 {
+		t.Errorf("after the disk came back: %+v %v", s, err)
+	}
+	if got := kernelState(t, a); !slices.Equal(got, []string{"lp_first"}) {
+		t.Errorf("kernel runs %v", got)
+	}
+	f.stop("node-00")
+	a = f.start(cfg)
+	if s, err := a.Rollout("first"); err != nil || s.State != rollout.Done {
+		t.Errorf("after a restart: %+v %v", s, err)
+	}
+	if _, err := a.Publish(second); err != nil {
+		t.Errorf("publish once the disk is back: %v", err)
+	}
+}
