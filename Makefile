@@ -41,10 +41,14 @@ test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, 
 # pass without it; the race detector covers the same code in the smaller
 # fleet tests.
 FLEET_TESTS := ^TestFiftyAgentRollouts$$
+# FAULT_TESTS run agents as processes in network namespaces (root) and
+# time partitions and packet loss; they run beside FLEET_TESTS.
+FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss)$$
 
 test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, fleets, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)' ./...
+	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(FAULT_TESTS)' ./...
 	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
+	$(GO) test -count=1 -run '$(FAULT_TESTS)' ./cmd/splicefleet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: lab
@@ -60,8 +64,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)
 	done
 
 .PHONY: soak
-soak: ## crash tests: SIGKILL the host lifecycle at random moments, 500 rounds
+soak: ## crash tests (500 rounds of SIGKILL), 3 partition cycles of 10 agents, packet loss on 12 agents
 	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
+	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 \
+		$(GO) test ./cmd/splicefleet -run '$(FAULT_TESTS)' -count=1 -v -timeout 30m
 
 .PHONY: bench
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
