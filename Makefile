@@ -46,11 +46,15 @@ FLEET_TESTS := ^TestFiftyAgentRollouts$$
 # race-instrumented agents per round would stretch each round's gossip and
 # health windows, so they run in the second pass too.
 AGENT_CRASH_TESTS := ^TestAgentCrashesDuringRollouts$$
+# FAULT_TESTS run agents as processes in network namespaces (root) and
+# time partitions and packet loss; they run beside FLEET_TESTS.
+FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss)$$
 
-test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, fleets, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)' ./...
+test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, fleets, faults, short fuzzing
+	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)' ./...
 	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
+	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' ./cmd/splicefleet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: lab
@@ -66,9 +70,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)
 	done
 
 .PHONY: soak
-soak: ## crash tests: SIGKILL the host lifecycle at random moments, 500 rounds; SIGKILL agents during 100 rollouts
+soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss on 12 agents
 	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=100 $(GO) test ./cmd/splicefleet -run '$(AGENT_CRASH_TESTS)' -count=1 -timeout 60m -v
+	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 \
+		$(GO) test ./cmd/splicefleet -run '$(FAULT_TESTS)' -count=1 -v -timeout 30m
 
 .PHONY: bench
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat

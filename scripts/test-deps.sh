@@ -16,6 +16,10 @@ command -v strip >/dev/null || missing+=(binutils)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
+# Fault tests: network namespaces, veth links and bridges (ip), random
+# packet loss (nft; the kernel needs nf_tables, not sch_netem).
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
 # Metrics, dashboards and alert rules: promtool lints the exposition and
 # unit-tests the rules; a real Prometheus runs every dashboard query.
 command -v promtool >/dev/null || missing+=(prometheus)
