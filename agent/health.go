@@ -350,7 +350,7 @@ func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.
 		a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 		if err == nil {
 			reason := metrics.RollbackOperator
-			if rec.Rollout.HaltedByGate {
+			if rec.Rollout.HaltedByGate || rec.Rollout.HaltedByPeers {
 				reason = metrics.RollbackCanaryHalt
 			}
 			a.metrics.Rollback(reason)

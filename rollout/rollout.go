@@ -66,6 +66,9 @@ type Rollout struct {
 	Passed []time.Time `json:"passed"`
 	// HaltReason, once set, halts the rollout for good.
 	HaltReason string `json:"halt_reason,omitempty"`
+	// HaltedByPeers says it halted because other hosts report it halted,
+	// before its cause reached this agent.
+	HaltedByPeers bool `json:"halted_by_peers,omitempty"`
 	// HaltedByGate says the failure gates halted it; the reason then
 	// follows what is known about the failures.
 	HaltedByGate bool      `json:"halted_by_gate,omitempty"`
@@ -335,7 +338,28 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		}
 		return fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more)
 	}
+	// Hosts that report the rollout halted (or rolled back) carry the halt
+	// in their tags: an agent that missed the failure report or the
+	// command follows them. Unsigned, this can only halt.
+	var peersHalted []string
+	peerRolledBack := false
+	for _, h := range hosts {
+		if h.Name != v.Self && (h.state == StateHalted || h.state == StateRolledBack) {
+			peersHalted = append(peersHalted, h.Name)
+			peerRolledBack = peerRolledBack || h.state == StateRolledBack
+		}
+	}
+	tripped := r.tripped(len(failed), st.Stages[open].Cohort)
 	switch {
+	case r.HaltReason != "" && r.HaltedByPeers && (steer.halt != nil || tripped):
+		// The cause arrived after the fleet's word: say it.
+		r.HaltedByPeers = false
+		if steer.halt != nil {
+			r.HaltReason = fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason))
+		} else {
+			r.HaltReason, r.HaltedByGate = failures(), true
+		}
+		r.changed = true
 	case r.HaltReason != "":
 		if r.HaltedByGate && len(failed) > 0 {
 			if why := failures(); why != r.HaltReason {
@@ -345,11 +369,29 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	case steer.halt != nil:
 		r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
 			steer.halt.Action == ActionRevoke)
-	case r.tripped(len(failed), st.Stages[open].Cohort):
+	case tripped:
 		r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
 		r.HaltedByGate = true
+	case len(peersHalted) > 0:
+		slices.Sort(peersHalted)
+		who := strings.Join(peersHalted[:min(3, len(peersHalted))], ", ")
+		switch {
+		case len(peersHalted) > 3:
+			who += fmt.Sprintf(" and %d more report", len(peersHalted)-3)
+		case len(peersHalted) == 1:
+			who += " reports"
+		default:
+			who += " report"
+		}
+		r.halt(now, who+" it halted (its cause has not reached this host yet)", peerRolledBack)
+		r.HaltedByPeers = true
 	}
-
+	// Rolling back is the careful side: once any sign says the halt rolls
+	// back, it does, whatever arrived first.
+	if r.HaltReason != "" && !r.Rollback &&
+		(peerRolledBack || (steer.halt != nil && steer.halt.Action == ActionRevoke) || (tripped && plan.OnHalt == OnHaltRollback)) {
+		r.Rollback, r.changed = true, true
+	}
 	expired := plan.Expires != nil && !now.Before(*plan.Expires)
 	switch {
 	case r.HaltReason != "":

@@ -388,3 +388,24 @@ func TestHaltRecordsStagesOpenedElsewhere(t *testing.T) {
 		t.Errorf("later: state %s open %d", st.State, st.Open+1)
 	}
 }
+
+// An agent that missed the failure report and the failed host's tags
+// follows the hosts that report the rollout halted: it halts, rolls back
+// only when they rolled back, and names the cause once it arrives.
+func TestHaltFollowsPeers(t *testing.T) {
+	f := newFleet(t, stagedPlan, 6, map[int]string{0: "canary", 1: "canary"})
+	f.step(t0, StateHealthy)
+	f.members[4].Reports[f.r.Key()] = StateHalted
+	st := f.eval("host-00", t0)
+	if st.State != Halted || st.Self.RollBack || !strings.Contains(st.Why, "host-04 reports it halted") {
+		t.Fatalf("after a peer's halt: state %s, roll back %t, why %q", st.State, st.Self.RollBack, st.Why)
+	}
+	f.members[1].Reports[f.r.Key()] = StateRolledBack
+	if st := f.eval("host-00", t0); !st.Self.RollBack {
+		t.Errorf("a peer rolled back, this canary keeps the patch: %+v", st.Self)
+	}
+	f.fails["host-05"] = "health check: Oops"
+	if st := f.eval("host-00", t0); !strings.Contains(st.Why, "host-05: health check: Oops") {
+		t.Errorf("the cause arrived, why = %q", st.Why)
+	}
+}
