@@ -11,12 +11,14 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -741,6 +743,110 @@ func TestAttackForgedFailureReports(t *testing.T) {
 		t.Errorf("store changed: %v, was %v", after.Stored, before.Stored)
 	}
 	t.Logf("after forged reports the rollout is %s: %s", s.State, s.Why)
+}
+
+// TestAttackEventFlood: a rogue member floods the cluster with thousands
+// of user events that do not decode, failure reports for made-up plans,
+// and announcements of bundles and documents nobody holds. The agent
+// stays responsive, its queues and memory stay bounded, and the
+// counters count.
+func TestAttackEventFlood(t *testing.T) {
+	f := newTestFleet(t)
+	h := f.start(f.config("host"))
+	r := f.joinRogue("rogue")
+	waitMembers(t, []*Agent{h}, 2)
+	before := stateOf(t, h)
+	runtime.GC()
+	var m0 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	g0 := runtime.NumGoroutine()
+
+	const n = 2000
+	done := make(chan struct{})
+	var maxGoroutines, maxInflight, maxDocs atomic.Int64
+	go func() {
+		defer close(done)
+		junk := make([]byte, 64)
+		for i := range n {
+			_, _ = rand.Read(junk)
+			_ = r.node.Broadcast(rollout.FailureEvent, junk)
+			_ = r.node.Broadcast(rollout.DocEvent, junk[:i%40])
+			_ = r.node.Broadcast("sf-junk", junk)
+			plan := splice.Digest(junk)
+			if p, err := rollout.EncodeFailure(rollout.FailureReport{Plan: plan, Node: "n" + strconv.Itoa(i), Reason: "x"}); err == nil {
+				_ = r.node.Broadcast(rollout.FailureEvent, p)
+			}
+			if p, err := rollout.EncodeDocAnnouncement(rollout.DocAnnouncement{Kind: rollout.KindPlan, Digest: plan, Origin: r.addr()}); err == nil {
+				_ = r.node.Broadcast(rollout.DocEvent, p)
+			}
+			_ = r.node.Announce(gossip.Announcement{ID: "flood", Version: uint64(i + 1), ManifestDigest: plan, Size: 1, Origin: r.addr()})
+			if i%20 == 0 {
+				// Paced so that gossip carries most of it: a burst
+				// is mostly pruned from the sender's own queue.
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
+	client := &http.Client{Timeout: 2 * time.Second}
+	ctl := NewControlClient(h.cfg.ControlSocket)
+	for flooding := true; flooding; {
+		select {
+		case <-done:
+			flooding = false
+		case <-time.After(200 * time.Millisecond):
+		}
+		maxGoroutines.Store(max(maxGoroutines.Load(), int64(runtime.NumGoroutine())))
+		h.mu.Lock()
+		maxInflight.Store(max(maxInflight.Load(), int64(len(h.inflight))))
+		h.mu.Unlock()
+		h.ro.mu.Lock()
+		maxDocs.Store(max(maxDocs.Load(), int64(len(h.ro.pending))))
+		h.ro.mu.Unlock()
+		start := time.Now()
+		resp, err := client.Get("http://" + h.HTTPAddr() + "/healthz")
+		if err != nil {
+			t.Fatalf("healthz during the flood: %v", err)
+		}
+		resp.Body.Close()
+		var sts []rollout.Status
+		if err := ctl.Do(http.MethodGet, "/v1/rollouts", nil, &sts); err != nil {
+			t.Fatalf("control API during the flood: %v", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("the agent took %s to answer during the flood", d)
+		}
+	}
+	waitMetric(t, h, 50, "splicefleet_rollout_bad_events_total", "event", rollout.FailureEvent)
+	waitMetric(t, h, 50, "splicefleet_rollout_bad_events_total", "event", rollout.DocEvent)
+	waitMetric(t, h, 50, "splicefleet_gossip_events_received_total")
+	st := h.node.Stats()
+	t.Logf("gossip: %d events received, %d announcements, %d other user events, %d dropped; at most %d goroutines (%d before), %d bundle and %d document fetches in flight",
+		st.EventsReceived, st.AnnouncementsReceived, st.OtherUserEvents, st.EventsDropped, maxGoroutines.Load(), g0, maxInflight.Load(), maxDocs.Load())
+	if st.OtherUserEvents == 0 {
+		t.Errorf("unknown user events not counted: %+v", st)
+	}
+	h.ro.mu.Lock()
+	plans := len(h.ro.failures)
+	h.ro.mu.Unlock()
+	if plans > 65 {
+		t.Errorf("failure reports kept for %d plans", plans)
+	}
+	if got := maxInflight.Load(); got > maxFetchesQueued {
+		t.Errorf("%d bundle fetches queued at once, bound %d", got, maxFetchesQueued)
+	}
+	if got := maxDocs.Load(); got > maxFetchesQueued {
+		t.Errorf("%d document fetches queued at once, bound %d", got, maxFetchesQueued)
+	}
+	if got := maxGoroutines.Load(); got > int64(g0)+2*maxFetchesQueued+200 {
+		t.Errorf("%d goroutines during the flood, %d before", got, g0)
+	}
+	runtime.GC()
+	var m1 runtime.MemStats
+	runtime.ReadMemStats(&m1)
+	if grown := int64(m1.HeapAlloc) - int64(m0.HeapAlloc); grown > 256<<20 {
+		t.Errorf("heap grew by %d MiB", grown>>20)
+	}
+	assertUnchanged(t, h, before)
 }
 
 // TestAttackMemberWithoutSigningKey: a member with the gossip key and a

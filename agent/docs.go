@@ -54,7 +54,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources 
 		return
 	}
 	a.ro.mu.Lock()
-	if a.ro.pending[digest] {
+	if a.ro.pending[digest] || len(a.ro.pending) >= maxFetchesQueued {
 		a.ro.mu.Unlock()
 		return
 	}
