@@ -462,6 +462,44 @@ func TestAttackRollbackToOlderBundle(t *testing.T) {
 	}
 }
 
+// TestAttackReplayedPlan: a rogue member replays another signed plan
+// under the id of a rollout the host follows (an earlier draft, say). The
+// host refuses it, counts it, and keeps following the plan it had.
+func TestAttackReplayedPlan(t *testing.T) {
+	f := newTestFleet(t)
+	logs := f.captureLogs()
+	h := f.start(f.config("host"))
+	v, _ := heldOutOfStageOne(t, f, h, "replay")
+	before := stateOf(t, h)
+	r := f.joinRogue("rogue")
+	waitMembers(t, []*Agent{h}, 2)
+
+	// The same id, every host at once.
+	other := f.signedPlan(v.ManifestDigest, "id: replay\nbundle: BUNDLE\nstages:\n  - percent: 100\n")
+	r.offerSigned(other)
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "plan", "reason", "refused")
+	waitLog(t, logs, "rollout id replay is taken by plan")
+	// The plan the host follows, replayed as is: nothing to do.
+	d, err := h.ro.Doc(before.rolloutDigest(t, h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.offerDoc(rollout.KindPlan, before.rolloutDigest(t, h), d)
+	time.Sleep(time.Second)
+	assertUnchanged(t, h, before)
+}
+
+// rolloutDigest is the digest of the one rollout an agent follows.
+func (s agentState) rolloutDigest(t testing.TB, a *Agent) string {
+	t.Helper()
+	a.ro.mu.Lock()
+	defer a.ro.mu.Unlock()
+	if len(a.ro.order) != 1 {
+		t.Fatalf("%d rollouts followed", len(a.ro.order))
+	}
+	return a.ro.order[0]
+}
+
 // TestAttackExpired: a rogue member offers a signed plan past its expiry
 // and a signed bundle past its expiry (freeze attacks): both refused,
 // counted, nothing followed or stored.
