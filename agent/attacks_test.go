@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -728,6 +729,44 @@ func TestAttackForgedAnnouncements(t *testing.T) {
 		}
 		return nil
 	})
+	assertUnchanged(t, h, before)
+}
+
+// TestAttackForgedCommands: a rogue member offers operator commands for a
+// rollout the host follows: signed by an untrusted key, unsigned, and
+// announced in payloads that do not decode. Each is refused and counted;
+// the rollout does not move.
+func TestAttackForgedCommands(t *testing.T) {
+	f := newTestFleet(t)
+	logs := f.captureLogs()
+	h := f.start(f.config("host"))
+	_, st := heldOutOfStageOne(t, f, h, "forged")
+	r := f.joinRogue("rogue")
+	waitMembers(t, []*Agent{h}, 2)
+	before := stateOf(t, h)
+	stranger := newSigner(t, "Stranger")
+
+	promote := rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionPromote, Stage: 1}
+	r.offerSigned(f.command(stranger, promote))
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "command", "reason", "signature")
+	waitLog(t, logs, "signer is not a trusted key")
+
+	// Unsigned: the body of a promote and no signatures.
+	body, err := rollout.EncodeCommand(rollout.Command{Plan: st.Digest, Seq: 2, Action: rollout.ActionPromote, Stage: 1, Issued: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := json.Marshal(map[string]any{"kind": rollout.KindCommand, "body": body, "signatures": [][]byte{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.offerDoc(rollout.KindCommand, (&rollout.Document{Body: body}).Digest(), unsigned)
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "command", "reason", "invalid")
+	waitLog(t, logs, "unsigned")
+
+	r.broadcast(rollout.DocEvent, []byte{1, 7, 0})
+	waitMetric(t, h, 1, "splicefleet_rollout_bad_events_total", "event", rollout.DocEvent)
+	time.Sleep(time.Second)
 	assertUnchanged(t, h, before)
 }
 

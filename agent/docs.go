@@ -81,6 +81,9 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []str
 	for _, src := range sources {
 		d, err := a.getDoc(ctx, src, digest)
 		if err != nil {
+			if errors.Is(err, rollout.ErrInvalidDocument) {
+				a.metricRefused(kind, err) // unsigned, oversized or malformed
+			}
 			errs = append(errs, err)
 			continue
 		}
