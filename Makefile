@@ -17,7 +17,11 @@ BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
 # runs may still pass a duration: make fuzz FUZZTIME=5m.
 FUZZTIME ?= 20000x
 # Fuzz targets as package:Target.
-FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement
+FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
+	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeFailure \
+	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./agent:FuzzDecodeHead
+# How long make fuzz-soak runs each target.
+FUZZSOAK ?= 60s
 
 .PHONY: help
 help: ## list the targets
@@ -68,6 +72,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1000x; \
 	done
+
+.PHONY: fuzz-soak
+fuzz-soak: ## run every fuzz target for FUZZSOAK each (default 60s); findings land in testdata/fuzz
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZSOAK)
 
 .PHONY: soak
 soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss on 12 agents

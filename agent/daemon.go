@@ -449,6 +449,12 @@ func (a *Agent) peers() []string {
 	return out
 }
 
+// maxFetchesQueued bounds the bundle fetches, and apart the document
+// fetches, queued or running at once: announcements beyond it are dropped
+// (anti-entropy brings what is real), so a member flooding announcements
+// cannot pile up goroutines.
+const maxFetchesQueued = 128
+
 // fetchAsync fetches an announced bundle unless it is held or already
 // being fetched; at most a few fetches run at once.
 func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
@@ -458,6 +464,11 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
 	a.mu.Lock()
 	if a.inflight[ann.ManifestDigest] {
 		a.mu.Unlock()
+		return
+	}
+	if len(a.inflight) >= maxFetchesQueued {
+		a.mu.Unlock()
+		a.log.Debug("too many bundle fetches queued; anti-entropy brings it later", "digest", ann.ManifestDigest[:12])
 		return
 	}
 	a.inflight[ann.ManifestDigest] = true

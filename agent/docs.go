@@ -57,7 +57,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources 
 		return
 	}
 	a.ro.mu.Lock()
-	if a.ro.pending[digest] || time.Since(a.ro.refused[digest]) < refusedFor {
+	if a.ro.pending[digest] || len(a.ro.pending) >= maxFetchesQueued || time.Since(a.ro.refused[digest]) < refusedFor {
 		a.ro.mu.Unlock()
 		return
 	}
@@ -94,6 +94,9 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []str
 	for _, src := range sources {
 		d, err := a.getDoc(ctx, src, digest)
 		if err != nil {
+			if errors.Is(err, rollout.ErrInvalidDocument) {
+				a.metricRefused(kind, err) // unsigned, oversized or malformed
+			}
 			errs = append(errs, err)
 			continue
 		}

@@ -218,8 +218,10 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	}
 	for _, rec := range r.recs {
 		if rec.Rollout.Plan.ID == vp.Plan.ID {
-			return rollout.Status{}, fmt.Errorf("%w: rollout id %s is taken by plan %s; a new plan needs a new id",
+			err := fmt.Errorf("%w: rollout id %s is taken by plan %s; a new plan needs a new id",
 				ErrRolloutRefused, vp.Plan.ID, rec.Rollout.Digest[:12])
+			a.metricRefused("plan", err)
+			return rollout.Status{}, err
 		}
 	}
 	if err := r.storeDoc(d); err != nil {

@@ -23,6 +23,12 @@ var ErrMalformedEvent = errors.New("malformed rollout event")
 
 const eventProtocol = 1
 
+// Bounds of a failure report's node name and reason.
+const (
+	maxNode   = 128
+	maxReason = 200
+)
+
 // FailureReport says a host failed a rollout.
 type FailureReport struct {
 	Plan   string // plan digest, hex
@@ -37,12 +43,12 @@ func EncodeFailure(r FailureReport) ([]byte, error) {
 	if err != nil || len(d) != 32 {
 		return nil, fmt.Errorf("%w: plan digest %q", ErrMalformedEvent, r.Plan)
 	}
-	if r.Node == "" || len(r.Node) > 128 {
+	if r.Node == "" || len(r.Node) > maxNode {
 		return nil, fmt.Errorf("%w: node name of %d bytes", ErrMalformedEvent, len(r.Node))
 	}
 	reason := r.Reason
-	if len(reason) > 200 {
-		reason = reason[:200]
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
 	}
 	b := append([]byte{eventProtocol}, d...)
 	b = append(b, byte(len(r.Node)))
@@ -61,7 +67,8 @@ func DecodeFailure(b []byte) (FailureReport, error) {
 	f.Plan = hex.EncodeToString(r.bytes(32))
 	f.Node = string(r.bytes(int(r.u8())))
 	f.Reason = string(r.bytes(int(r.u8())))
-	if r.bad || len(r.b) != 0 || f.Node == "" {
+	// The bounds of EncodeFailure: what decodes re-encodes.
+	if r.bad || len(r.b) != 0 || f.Node == "" || len(f.Node) > maxNode || len(f.Reason) > maxReason {
 		return FailureReport{}, fmt.Errorf("%w: failure report", ErrMalformedEvent)
 	}
 	return f, nil
