@@ -30,7 +30,7 @@ type testFleet struct {
 	agents   map[string]*Agent
 	stops    map[string]func()
 	seedAddr string
-	tuning   gossip.Tuning // fleetTuning unless a benchmark sets another
+	tuning   gossip.Tuning // gossip.LocalFleetTuning unless a benchmark sets another
 	// antiEntropy is the agents' pull interval (1 s in tests).
 	antiEntropy time.Duration
 	// options, when set, adjusts every agent's Options.
@@ -40,7 +40,7 @@ type testFleet struct {
 func newTestFleet(t testing.TB) *testFleet {
 	t.Helper()
 	f := &testFleet{t: t, dir: t.TempDir(), agents: map[string]*Agent{}, stops: map[string]func(){}}
-	f.tuning, f.antiEntropy = fleetTuning(), time.Second
+	f.tuning, f.antiEntropy = gossip.LocalFleetTuning(), time.Second
 	t.Cleanup(f.stopAll)
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -172,20 +172,6 @@ func (f *testFleet) bundle(id string, version uint64, signer *signing.Signer, pa
 		f.t.Fatal(err)
 	}
 	return raw
-}
-
-// fleetTuning shrinks gossip timers for tests, but less than the gossip
-// package's own tests do: twenty agents in one process, under the race
-// detector and beside other test binaries, must not starve each other.
-func fleetTuning() gossip.Tuning {
-	t := gossip.FastTuning()
-	t.GossipInterval = 100 * time.Millisecond
-	t.ProbeInterval = time.Second
-	t.ProbeTimeout = 500 * time.Millisecond
-	t.PushPullInterval = 2 * time.Second
-	t.SuspicionMult = 5
-	t.TCPTimeout = 2 * time.Second
-	return t
 }
 
 // eventually retries check until it passes or the deadline passes.

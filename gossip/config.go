@@ -105,6 +105,21 @@ func DefaultTuning() Tuning {
 	}
 }
 
+// LocalFleetTuning returns timers for tens of agents sharing one process
+// on loopback (tests, the demo): faster than serf's LAN defaults, slower
+// than FastTuning so that the agents, beside other work on a small
+// machine, do not starve each other and suspect their peers.
+func LocalFleetTuning() Tuning {
+	t := FastTuning()
+	t.GossipInterval = 100 * time.Millisecond
+	t.ProbeInterval = time.Second
+	t.ProbeTimeout = 500 * time.Millisecond
+	t.PushPullInterval = 2 * time.Second
+	t.SuspicionMult = 5
+	t.TCPTimeout = 2 * time.Second
+	return t
+}
+
 // FastTuning returns shrunken timers for clusters on loopback in tests:
 // gossip every 30 ms, probes every 200 ms, full state sync every second.
 func FastTuning() Tuning {

@@ -54,28 +54,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is the agents' version string.
 	Version string
-	// Tuning sets the gossip timers (zero: Tuning()).
+	// Tuning sets the gossip timers (zero: gossip.LocalFleetTuning()).
 	Tuning gossip.Tuning
 	// RolloutTick is how often each agent judges its rollouts (default
 	// 200ms).
 	RolloutTick time.Duration
 	// AntiEntropy is each agent's pull interval (default 2s).
 	AntiEntropy time.Duration
-}
-
-// Tuning is the gossip timers of a local fleet: faster than serf's LAN
-// defaults, so that changes spread in a fraction of a second, but not so
-// fast that tens of agents in one process starve each other on a small
-// machine.
-func Tuning() gossip.Tuning {
-	t := gossip.FastTuning()
-	t.GossipInterval = 100 * time.Millisecond
-	t.ProbeInterval = time.Second
-	t.ProbeTimeout = 500 * time.Millisecond
-	t.PushPullInterval = 2 * time.Second
-	t.SuspicionMult = 5
-	t.TCPTimeout = 2 * time.Second
-	return t
 }
 
 // Files of a fleet's folder.
@@ -128,7 +113,7 @@ func Start(o Options) (*Fleet, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Tuning == (gossip.Tuning{}) {
-		o.Tuning = Tuning()
+		o.Tuning = gossip.LocalFleetTuning()
 	}
 	if o.RolloutTick <= 0 {
 		o.RolloutTick = 200 * time.Millisecond
