@@ -766,6 +766,15 @@ func TestAttackForgedCommands(t *testing.T) {
 
 	r.broadcast(rollout.DocEvent, []byte{1, 7, 0})
 	waitMetric(t, h, 1, "splicefleet_rollout_bad_events_total", "event", rollout.DocEvent)
+	// An announcement whose origin is not host:port is refused before
+	// anything is fetched from it.
+	bad, err := rollout.EncodeDocAnnouncement(rollout.DocAnnouncement{Kind: rollout.KindCommand, Digest: st.Digest, Origin: "not an address"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.broadcast(rollout.DocEvent, bad)
+	waitMetric(t, h, 2, "splicefleet_rollout_bad_events_total", "event", rollout.DocEvent)
+	waitLog(t, logs, "is not host:port")
 	time.Sleep(time.Second)
 	assertUnchanged(t, h, before)
 }

@@ -39,6 +39,9 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 			a.ro.Failure(f)
 		case rollout.DocEvent:
 			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
+			if err == nil && !validHostPort(d.Origin) {
+				err = fmt.Errorf("%w: origin %q is not host:port", rollout.ErrMalformedEvent, d.Origin)
+			}
 			if err != nil {
 				a.log.Warn("bad document announcement", "err", err)
 				a.metricBadEvent(ev.Name)
