@@ -468,13 +468,16 @@ func (r *Rollout) open() int {
 
 // openedElsewhere records, once the rollout halted, the stages other
 // agents opened before the halt where this one had not (it was slower to
-// see a stage pass, or restarted): a host that applied, failed or rolled
-// back shows its stage was open. Every agent then ends with the same
-// open stages. It returns the highest open stage.
+// see a stage pass, or restarted): a host whose own report says it
+// applied, failed or rolled back shows its stage was open. Failure
+// reports heard about a host do not count: anyone can send one. Every
+// agent then ends with the same open stages. It returns the highest open
+// stage.
 func (r *Rollout) openedElsewhere(now time.Time, hosts []host, open int) int {
 	r.ensure()
+	key := r.Key()
 	for _, h := range hosts {
-		switch h.state {
+		switch h.Reports[key] {
 		case StateApplying, StateHealthy, StateFailed, StateRolledBack:
 			if h.stage > open && r.Opened[h.stage].IsZero() {
 				r.Opened[h.stage], r.changed = now, true
