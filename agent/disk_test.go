@@ -110,15 +110,16 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	})
 
 	second := f.bundle("second", 1, f.signer, 256<<10)
+	// Another rollout of the bundle the host holds.
+	other := f.signedPlan(st.Bundle, "id: other\nbundle: BUNDLE\nstages:\n  - ring: nobody\n  - percent: 100\n")
 	try := func(cause string) {
 		t.Helper()
 		before := stateFiles(t, cfg.StateDir)
 		if _, err := a.Publish(second); err == nil || !strings.Contains(err.Error(), cause) {
 			t.Errorf("publish: %v, want %q", err, cause)
 		}
-		plan := f.signedPlan(strings.Repeat("0", 64), "id: other\nbundle: BUNDLE\nstages:\n  - percent: 100\n")
-		if _, err := a.StartRollout(plan); err == nil {
-			t.Errorf("a plan was accepted on a %s state directory", cause)
+		if _, err := a.StartRollout(other); err == nil || !strings.Contains(err.Error(), cause) {
+			t.Errorf("a plan on a %s state directory: %v", cause, err)
 		}
 		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionHalt, Reason: "test"})
 		if _, err := a.Command(cmd); err == nil || !strings.Contains(err.Error(), cause) {
@@ -161,5 +162,8 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	}
 	if _, err := a.Publish(second); err != nil {
 		t.Errorf("publish once the disk is back: %v", err)
+	}
+	if _, err := a.StartRollout(other); err != nil {
+		t.Errorf("the plan refused on the full disk, once the disk is back: %v", err)
 	}
 }

@@ -235,7 +235,10 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	}
 	delete(r.orphans, vp.Digest)
 	if err := r.save(rec); err != nil {
-		return rollout.Status{}, err
+		// Not followed, so not held either: a later offer is fetched and
+		// accepted again.
+		_ = os.Remove(filepath.Join(r.docs, vp.Digest+".json"))
+		return rollout.Status{}, fmt.Errorf("save the rollout state: %w", err)
 	}
 	r.recs[vp.Digest] = rec
 	r.order = append(r.order, vp.Digest)
@@ -309,6 +312,7 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	}
 	if err := r.save(rec); err != nil {
 		rec.Rollout.Commands = prev
+		_ = os.Remove(filepath.Join(r.docs, c.Digest+".json"))
 		return rollout.Status{}, fmt.Errorf("save the rollout state: %w", err)
 	}
 	a.log.Info("operator command accepted", "rollout", rec.Rollout.Plan.ID, "action", c.Action, "seq", c.Seq, "reason", c.Reason)
