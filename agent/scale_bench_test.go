@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -71,9 +72,15 @@ func BenchmarkScaleRollout(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			if len(agents) > 0 {
+				// Join a random member already in, not all the seed: a
+				// fleet joins over time, and one seed answering 500
+				// push/pulls at once drops them.
+				cfg.Join = []string{agents[rand.IntN(len(agents))].GossipAddr()}
+			}
 			agents = append(agents, f.start(cfg))
 		}
-		waitMembersB(b, agents, n)
+		waitB(b, 15*time.Minute, func() bool { return allAlive(agents, n) })
 		form := time.Since(start)
 		var ms runtime.MemStats
 		runtime.GC()
@@ -130,6 +137,22 @@ gates:
 		f.stopAll()
 		b.StartTimer()
 	}
+}
+
+// allAlive reports whether every agent sees n members alive.
+func allAlive(agents []*Agent, n int) bool {
+	for _, a := range agents {
+		alive := 0
+		for _, m := range a.Members() {
+			if m.Status == "alive" {
+				alive++
+			}
+		}
+		if alive != n {
+			return false
+		}
+	}
+	return true
 }
 
 // allJudged reports whether every agent's last judgement of the rollout
