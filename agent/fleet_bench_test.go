@@ -100,20 +100,7 @@ func BenchmarkFleet50(b *testing.B) {
 }
 
 func waitMembersB(b *testing.B, agents []*Agent, n int) {
-	waitB(b, 120*time.Second, func() bool {
-		for _, a := range agents {
-			alive := 0
-			for _, m := range a.Members() {
-				if m.Status == "alive" {
-					alive++
-				}
-			}
-			if alive != n {
-				return false
-			}
-		}
-		return true
-	})
+	waitB(b, 120*time.Second, func() bool { return allAlive(agents, n) })
 }
 
 func waitB(b *testing.B, within time.Duration, ok func() bool) {

@@ -129,6 +129,24 @@ func (p *healthProbe) watch(ctx context.Context, window time.Duration, applied f
 	}
 }
 
+// bundleAndProbe reads a rollout's stored bundle and records the health
+// baseline for its module, before an apply or a renewed watch.
+func (a *Agent) bundleAndProbe(ro *rollout.Rollout) (*splice.Bundle, *healthProbe, error) {
+	b, err := a.store.Bundle(ro.Plan.Bundle)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the bundle: %w", err)
+	}
+	m, err := splice.ParseManifest(b.Manifest)
+	if err != nil {
+		return nil, nil, err
+	}
+	probe, err := a.newHealthProbe(m.Module.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, probe, nil
+}
+
 // openHost opens this host's lifecycle; the caller closes it. step, when
 // set, hears the lifecycle's steps.
 func (a *Agent) openHost(ctx context.Context, window time.Duration, step func(string)) (*splice.Host, error) {
@@ -163,17 +181,7 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	defer r.hostMu.Unlock()
 	ro := rec.Rollout
 	log := a.log.With("rollout", ro.Plan.ID, "patch", rec.Patch, "version", rec.Version)
-	b, err := a.store.Bundle(ro.Plan.Bundle)
-	if err != nil {
-		r.fail(ctx, rec, nil, fmt.Errorf("read the bundle: %w", err))
-		return
-	}
-	m, err := splice.ParseManifest(b.Manifest)
-	if err != nil {
-		r.fail(ctx, rec, nil, err)
-		return
-	}
-	probe, err := a.newHealthProbe(m.Module.Name)
+	b, probe, err := a.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
 		return
@@ -254,17 +262,7 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 	defer r.done(rec)
 	a := r.a
 	ro := rec.Rollout
-	b, err := a.store.Bundle(ro.Plan.Bundle)
-	if err != nil {
-		r.fail(ctx, rec, nil, err)
-		return
-	}
-	m, err := splice.ParseManifest(b.Manifest)
-	if err != nil {
-		r.fail(ctx, rec, nil, err)
-		return
-	}
-	probe, err := a.newHealthProbe(m.Module.Name)
+	_, probe, err := a.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
 		return
