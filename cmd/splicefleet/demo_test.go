@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,10 +113,18 @@ func stoppedEverything(t *testing.T, out string, goroutines int) {
 	if len(addrs) == 0 {
 		t.Fatal("the output names no agent address")
 	}
+	// Dialing the address would not tell: other test processes on the
+	// machine may bind the freed port, and a dial to a port nobody holds
+	// can connect to itself. The kernel's socket table, matched against
+	// this process's own descriptors, does tell.
+	held, err := listeningPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range addrs {
-		if conn, err := net.DialTimeout("tcp", m[1], time.Second); err == nil {
-			_ = conn.Close()
-			t.Errorf("%s still accepts connections", m[1])
+		_, port, _ := net.SplitHostPort(m[1])
+		if held[port] {
+			t.Errorf("%s: this process still listens there", m[1])
 		}
 	}
 	for _, m := range regexp.MustCompile(`--control-socket (\S+)`).FindAllStringSubmatch(out, -1) {
@@ -130,6 +139,42 @@ func stoppedEverything(t *testing.T, out string, goroutines int) {
 	if left := goroutineStacks(); len(left) > goroutines {
 		t.Errorf("%d goroutines left running, %d before the demo:\n%s", len(left), goroutines, strings.Join(left, "\n\n"))
 	}
+}
+
+// listeningPorts returns the TCP ports this process listens on, read from
+// the kernel's socket tables and this process's file descriptors.
+func listeningPorts() (map[string]bool, error) {
+	mine := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil, err
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(link, "socket:[") {
+			mine[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	ports := map[string]bool{}
+	for _, table := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			if len(f) < 10 || f[3] != "0A" || !mine[f[9]] {
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q: %w", table, line, err)
+			}
+			ports[strconv.FormatUint(p, 10)] = true
+		}
+	}
+	return ports, nil
 }
 
 // goroutineStacks lists the running goroutines' stacks, but for the one
@@ -223,5 +268,22 @@ func TestDemoRefusesBadFlags(t *testing.T) {
 	c.write("full/file", []byte("x"))
 	if code, _, errs := c.run("demo", "--dir", full); code != exitError || !strings.Contains(errs, "is not empty") {
 		t.Errorf("a non-empty --dir: exit %d: %s", code, errs)
+	}
+}
+
+// TestListeningPorts keeps the check above honest: a listener this process
+// opens is seen, and gone once closed.
+func TestListeningPorts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if held, err := listeningPorts(); err != nil || !held[port] {
+		t.Fatalf("listening on %s, not seen: %v %v", port, held, err)
+	}
+	_ = ln.Close()
+	if held, err := listeningPorts(); err != nil || held[port] {
+		t.Fatalf("closed %s, still seen: %v %v", port, held, err)
 	}
 }
