@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/splicefleet/splicefleet/gossip"
 )
 
 // Config is the agent's configuration. A file sets it (strictly: an
@@ -63,6 +65,12 @@ type Config struct {
 	HealthCommand []string `yaml:"health_command"`
 	// HealthTimeout bounds one run of HealthCommand (default 30s).
 	HealthTimeout time.Duration `yaml:"health_timeout"`
+	// Protocol is the newest protocol version the agent speaks (default:
+	// the newest this build speaks; `splicefleet version` lists them).
+	// While a fleet upgrades, set it to the oldest version on the new
+	// builds, and remove it once every host runs them. Agents announce
+	// in the newest version every alive member decodes in any case.
+	Protocol int `yaml:"protocol"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -79,6 +87,7 @@ func DefaultConfig() Config {
 		LogLevel:      "info",
 		AntiEntropy:   30 * time.Second,
 		HealthTimeout: 30 * time.Second,
+		Protocol:      gossip.ProtocolMax,
 	}
 }
 
@@ -166,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HealthTimeout <= 0 || c.HealthTimeout > time.Hour {
 		bad("health_timeout %s: between 1ns and 1h", c.HealthTimeout)
+	}
+	if c.Protocol < gossip.ProtocolMin || c.Protocol > gossip.ProtocolMax {
+		bad("protocol %d: this build speaks %d to %d", c.Protocol, gossip.ProtocolMin, gossip.ProtocolMax)
 	}
 	if len(c.HealthCommand) > 0 && c.HealthCommand[0] == "" {
 		bad("health_command: the program name is empty")

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,6 +67,9 @@ type Options struct {
 	// OnRollout, when set, hears every change of a rollout's state or
 	// open stage, as this agent judges it.
 	OnRollout func(rollout.Status)
+	// decodes, when set (by tests only), makes the agent stand in for an
+	// older build that decodes protocol versions up to it.
+	decodes uint8
 }
 
 // Agent is splicefleet's daemon on one host: a gossip member that hears
@@ -75,6 +79,7 @@ type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	version string
+	decodes uint8
 	now     func() time.Time
 	level   *slog.LevelVar
 
@@ -123,7 +128,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
 		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags,
-		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout}
+		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
 	if a.tick <= 0 {
 		a.tick = time.Second
 	}
@@ -184,7 +189,8 @@ func New(opts Options) (*Agent, error) {
 	portN, _ := strconv.Atoi(port)
 	gcfg := gossip.Config{NodeName: cfg.NodeName, BindAddr: host, BindPort: portN, Keys: keys,
 		UnsafeNoEncryption: cfg.UnsafeNoGossipEncryption, Tuning: opts.Tuning, Logger: a.log.With("component", "gossip"),
-		UserEvents:   []string{rollout.FailureEvent, rollout.DocEvent},
+		UserEvents: []string{rollout.FailureEvent, rollout.DocEvent},
+		Protocol:   min(uint8(cfg.Protocol), cmp.Or(opts.decodes, gossip.ProtocolMax)), Decodes: opts.decodes,
 		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot")}
 	if cfg.Advertise != "" {
 		ah, ap, _ := net.SplitHostPort(cfg.Advertise)
@@ -289,6 +295,9 @@ func (a *Agent) tags() (map[string]string, error) {
 		}
 	}
 	t[TagVersion] = a.version
+	// The gossip member adds this tag itself; set here, it counts when
+	// the applied stack is cut to fit.
+	t[gossip.TagProtocol] = gossip.ProtocolRange(a.decodes)
 	t[TagHTTP] = a.advertisedHTTP()
 	entries, _ := a.store.List()
 	t[TagHeld] = strconv.Itoa(len(entries))
@@ -561,6 +570,9 @@ func (a *Agent) Publish(raw []byte) (*splice.Verified, error) {
 	a.blobs.Seed(v.Manifest.Module.SHA256)
 	ann := gossip.Announcement{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest,
 		Size: int64(len(raw)), Origin: a.advertisedHTTP()}
+	if v.Manifest.Expires != nil {
+		ann.Expires = *v.Manifest.Expires
+	}
 	if err := a.node.Announce(ann); err != nil {
 		return v, fmt.Errorf("announce: %w", err)
 	}

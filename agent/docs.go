@@ -18,8 +18,14 @@ import (
 func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 	switch ev.Kind {
 	case gossip.Announce:
-		if ev.Announcement != nil {
-			a.fetchAsync(ctx, *ev.Announcement)
+		if ann := ev.Announcement; ann != nil {
+			// The expiry is a hint from the announcer; skipping the fetch
+			// is all it decides. The signed manifest rules on the bundle.
+			if !ann.Expires.IsZero() && !a.now().Before(ann.Expires) {
+				a.log.Debug("skipped an announcement of an expired bundle", "id", ann.ID, "digest", ann.ManifestDigest[:12], "expires", ann.Expires)
+				return
+			}
+			a.fetchAsync(ctx, *ann)
 		}
 	case gossip.MemberJoin, gossip.MemberLeave, gossip.MemberFailed, gossip.MemberUpdate:
 		a.ro.Kick()

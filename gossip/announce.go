@@ -8,16 +8,32 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// ProtocolMin and ProtocolMax bound the announcement protocol versions this
-// build decodes. A build announces with ProtocolMax. An announcement whose
-// version lies outside the range is ignored and counted, never guessed at,
-// so a fleet can run two builds side by side while it upgrades.
+// ProtocolMin and ProtocolMax bound the protocol versions this build
+// speaks. A node speaks Config.Protocol (default ProtocolMax) and decodes
+// every version in the range; an announcement whose version lies outside
+// it is ignored and counted, never guessed at. Nodes advertise their range
+// in the TagProtocol tag and announce in the newest version every alive
+// member decodes, so a fleet can run two builds side by side while it
+// upgrades (see Config.Protocol).
+//
+// Version 1: the bundle's id, version, manifest digest, size and origin.
+// Version 2: version 1 and the bundle's expiry, so receivers skip fetching
+// what has expired; serf's protocol 5 underneath instead of 4.
 const (
 	ProtocolMin = 1
-	ProtocolMax = 1
+	ProtocolMax = 2
 )
+
+// serfProtocol maps a splicefleet protocol version to the serf protocol
+// version spoken under it.
+var serfProtocol = map[uint8]uint8{1: 4, 2: 5}
+
+// SerfProtocol returns the serf protocol version spoken under splicefleet
+// protocol version v (0 when v is not one this build speaks).
+func SerfProtocol(v uint8) uint8 { return serfProtocol[v] }
 
 // AnnounceEvent is the serf user event name that carries announcements.
 const AnnounceEvent = "sf-announce"
@@ -57,12 +73,18 @@ type Announcement struct {
 	Size int64
 	// Origin is the host:port of a blob service that holds the bundle.
 	Origin string
+	// Expires is the bundle's signed expiry, zero for none; version 2
+	// only (version 1 drops it). A hint like the rest: it lets a
+	// receiver skip fetching an expired bundle, and the signed manifest
+	// decides.
+	Expires time.Time
 }
 
-// Version-1 wire layout, all integers big-endian:
+// Wire layout, all integers big-endian:
 //
-//	protocol u8 | len(id) u8 | id | version u64 | digest [32]byte |
-//	size u64 | len(origin) u8 | origin
+//	version 1: protocol u8 | len(id) u8 | id | version u64 |
+//	           digest [32]byte | size u64 | len(origin) u8 | origin
+//	version 2: version 1 | expires u64 (Unix seconds, 0 for none)
 //
 // Fixed-width integers and a raw digest make the encoding canonical: every
 // accepted payload re-encodes to the same bytes.
@@ -73,14 +95,17 @@ func EncodeAnnouncement(a Announcement) ([]byte, error) {
 	if a.Protocol == 0 {
 		a.Protocol = ProtocolMax
 	}
-	if a.Protocol != 1 {
+	if a.Protocol < ProtocolMin || a.Protocol > ProtocolMax {
 		return nil, fmt.Errorf("encode announcement: protocol %d: %w", a.Protocol, ErrUnknownProtocol)
 	}
 	if err := a.validate(); err != nil {
 		return nil, fmt.Errorf("encode announcement: %w", err)
 	}
+	if a.Protocol >= 2 && !a.Expires.IsZero() && (a.Expires.Unix() <= 0 || a.Expires.Unix() > maxExpires) {
+		return nil, fmt.Errorf("encode announcement: %w: expiry %s outside 1970 to 9999", ErrMalformed, a.Expires)
+	}
 	digest, _ := hex.DecodeString(a.ManifestDigest) // validated above
-	b := make([]byte, 0, v1FixedLen+len(a.ID)+len(a.Origin))
+	b := make([]byte, 0, v1FixedLen+8+len(a.ID)+len(a.Origin))
 	b = append(b, a.Protocol, byte(len(a.ID)))
 	b = append(b, a.ID...)
 	b = binary.BigEndian.AppendUint64(b, a.Version)
@@ -88,6 +113,13 @@ func EncodeAnnouncement(a Announcement) ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, uint64(a.Size))
 	b = append(b, byte(len(a.Origin)))
 	b = append(b, a.Origin...)
+	if a.Protocol >= 2 {
+		var exp uint64
+		if !a.Expires.IsZero() {
+			exp = uint64(a.Expires.Unix())
+		}
+		b = binary.BigEndian.AppendUint64(b, exp)
+	}
 	return b, nil
 }
 
@@ -96,14 +128,20 @@ func EncodeAnnouncement(a Announcement) ([]byte, error) {
 // ProtocolMax] yields ErrUnknownProtocol before anything else is parsed;
 // every other defect yields ErrMalformed.
 func DecodeAnnouncement(b []byte) (Announcement, error) {
+	return decodeAnnouncement(b, ProtocolMax)
+}
+
+// decodeAnnouncement is DecodeAnnouncement for a node that decodes
+// versions up to newest.
+func decodeAnnouncement(b []byte, newest uint8) (Announcement, error) {
 	if len(b) == 0 {
 		return Announcement{}, fmt.Errorf("%w: empty", ErrMalformed)
 	}
 	if len(b) > MaxAnnouncementSize {
 		return Announcement{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(b), MaxAnnouncementSize)
 	}
-	if b[0] < ProtocolMin || b[0] > ProtocolMax {
-		return Announcement{}, fmt.Errorf("protocol %d (this build speaks %d-%d): %w", b[0], ProtocolMin, ProtocolMax, ErrUnknownProtocol)
+	if b[0] < ProtocolMin || b[0] > newest {
+		return Announcement{}, fmt.Errorf("protocol %d (this node decodes %d-%d): %w", b[0], ProtocolMin, newest, ErrUnknownProtocol)
 	}
 	r := reader{b: b[1:]}
 	a := Announcement{Protocol: b[0]}
@@ -112,6 +150,10 @@ func DecodeAnnouncement(b []byte) (Announcement, error) {
 	a.ManifestDigest = hex.EncodeToString(r.bytes(32))
 	size := r.u64()
 	a.Origin = string(r.bytes(int(r.u8())))
+	var exp uint64
+	if a.Protocol >= 2 {
+		exp = r.u64()
+	}
 	if r.short {
 		return Announcement{}, fmt.Errorf("%w: truncated", ErrMalformed)
 	}
@@ -122,11 +164,20 @@ func DecodeAnnouncement(b []byte) (Announcement, error) {
 		return Announcement{}, fmt.Errorf("%w: size overflows int64", ErrMalformed)
 	}
 	a.Size = int64(size)
+	if exp > maxExpires {
+		return Announcement{}, fmt.Errorf("%w: expiry %d is past the year 9999", ErrMalformed, exp)
+	}
+	if exp != 0 {
+		a.Expires = time.Unix(int64(exp), 0).UTC()
+	}
 	if err := a.validate(); err != nil {
 		return Announcement{}, err
 	}
 	return a, nil
 }
+
+// maxExpires is the last second of the year 9999, the end of RFC 3339.
+const maxExpires = 253402300799
 
 // reader consumes a byte slice; a short read sets short and yields zeros.
 type reader struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func maximal() Announcement {
@@ -14,6 +15,47 @@ func maximal() Announcement {
 		ManifestDigest: strings.Repeat("f", 64),
 		Size:           1<<63 - 1,
 		Origin:         strings.Repeat(strings.Repeat("h", 63)+".", 3) + strings.Repeat("h", maxOriginLen-3*64-6) + ":65535",
+		Expires:        time.Unix(maxExpires, 0).UTC(),
+	}
+}
+
+// TestAnnouncementVersions: version 2 carries the expiry, version 1 drops
+// it and is 8 bytes shorter, and a node that decodes only version 1
+// refuses version 2 as an unknown protocol, not as garbage.
+func TestAnnouncementVersions(t *testing.T) {
+	t.Parallel()
+	a := testAnnouncement("kpatch-1")
+	a.Expires = time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	a.Protocol = 1
+	v1, err := EncodeAnnouncement(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Protocol = 2
+	v2, err := EncodeAnnouncement(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v2) != len(v1)+8 || v1[0] != 1 || v2[0] != 2 {
+		t.Fatalf("v1 %d bytes (protocol %d), v2 %d bytes (protocol %d)", len(v1), v1[0], len(v2), v2[0])
+	}
+	got1, err := DecodeAnnouncement(v1)
+	if err != nil || got1.Protocol != 1 || !got1.Expires.IsZero() {
+		t.Errorf("v1 decodes to %+v, %v; want protocol 1 and no expiry", got1, err)
+	}
+	got2, err := DecodeAnnouncement(v2)
+	if err != nil || got2.Protocol != 2 || !got2.Expires.Equal(a.Expires) {
+		t.Errorf("v2 decodes to %+v, %v; want protocol 2 expiring %s", got2, err, a.Expires)
+	}
+	if _, err := decodeAnnouncement(v2, 1); !errors.Is(err, ErrUnknownProtocol) {
+		t.Errorf("a version-1 node decoding v2: %v, want ErrUnknownProtocol", err)
+	}
+	if _, err := decodeAnnouncement(v1, 1); err != nil {
+		t.Errorf("a version-1 node decoding v1: %v", err)
+	}
+	a.Expires = time.Unix(-1, 0)
+	if _, err := EncodeAnnouncement(a); !errors.Is(err, ErrMalformed) {
+		t.Errorf("expiry before 1970: %v, want ErrMalformed", err)
 	}
 }
 
@@ -34,6 +76,9 @@ func TestAnnouncementRoundTrip(t *testing.T) {
 			t.Fatalf("decode %+v: %v", a, err)
 		}
 		a.Protocol = ProtocolMax
+		if got.Expires.Equal(a.Expires) {
+			got.Expires = a.Expires
+		}
 		if got != a {
 			t.Errorf("round trip: got %+v, want %+v", got, a)
 		}
@@ -109,8 +154,10 @@ func TestDecodeRejects(t *testing.T) {
 		return b
 	}
 	// Offsets in good: 0 protocol, 1 id length, 2..9 id, 10..17 version,
-	// 18..49 digest, 50..57 size, 58 origin length, 59.. origin.
+	// 18..49 digest, 50..57 size, 58 origin length, 59.. origin, the last
+	// 8 bytes the expiry.
 	sizeAt := 2 + len("kpatch-1") + 8 + 32
+	expiresAt := len(good) - 8
 	for name, c := range map[string]struct {
 		b    []byte
 		want error
@@ -126,7 +173,8 @@ func TestDecodeRejects(t *testing.T) {
 		"id length zero":    {with(1, 0), ErrMalformed},
 		"bad id byte":       {with(2, 'K'), ErrMalformed},
 		"size overflows":    {with(sizeAt, 0x80), ErrMalformed},
-		"bad origin byte":   {with(len(good)-1, '/'), ErrMalformed},
+		"bad origin byte":   {with(expiresAt-1, '/'), ErrMalformed},
+		"expiry past 9999":  {with(expiresAt, 0x80), ErrMalformed},
 		"too large":         {make([]byte, MaxAnnouncementSize+1), ErrMalformed},
 	} {
 		_, err := DecodeAnnouncement(c.b)

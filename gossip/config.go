@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -68,7 +71,23 @@ type Config struct {
 	SnapshotPath string
 	// Logger receives serf's and memberlist's logs; nil discards them.
 	Logger *slog.Logger
+	// Protocol is the newest protocol version the node speaks, between
+	// ProtocolMin and ProtocolMax; zero means ProtocolMax. While a fleet
+	// upgrades, new builds set it to the old builds' version; once every
+	// node runs the new build, they drop it. Whatever it says, a node
+	// announces in the newest version every alive member decodes (by
+	// their TagProtocol tags).
+	Protocol uint8
+	// Decodes is the newest protocol version the node decodes and
+	// advertises; zero means ProtocolMax. Set it lower only to stand in
+	// for an older build in upgrade tests.
+	Decodes uint8
 }
+
+// TagProtocol is the tag in which a node advertises the protocol versions
+// it decodes, "MIN-MAX". The node sets it itself; a member without it is
+// a build from before version 2 and decodes version 1 only.
+const TagProtocol = "sf.pv"
 
 // Tuning holds the timers of the gossip layer.
 type Tuning struct {
@@ -158,6 +177,12 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Decodes == 0 {
+		c.Decodes = ProtocolMax
+	}
+	if c.Protocol == 0 {
+		c.Protocol = c.Decodes
+	}
 	return c
 }
 
@@ -179,12 +204,51 @@ func (c Config) validate() error {
 	if c.QueryTimeout < 0 || c.EventBuffer < 0 {
 		return errors.New("negative query timeout or event buffer")
 	}
+	if c.Decodes < ProtocolMin || c.Decodes > ProtocolMax {
+		return fmt.Errorf("decodes protocol %d: this build speaks %d to %d", c.Decodes, ProtocolMin, ProtocolMax)
+	}
+	if c.Protocol < ProtocolMin || c.Protocol > c.Decodes {
+		return fmt.Errorf("protocol %d: this build speaks %d to %d", c.Protocol, ProtocolMin, c.Decodes)
+	}
 	t := c.Tuning
 	if t.GossipInterval <= 0 || t.ProbeInterval <= 0 || t.ProbeTimeout <= 0 || t.PushPullInterval <= 0 ||
 		t.TCPTimeout <= 0 || t.GossipNodes <= 0 || t.SuspicionMult <= 0 || t.RetransmitMult <= 0 {
 		return errors.New("tuning: every timer and multiplier must be positive")
 	}
-	return CheckTags(c.Tags)
+	return CheckTags(c.withProtocolTag(c.Tags))
+}
+
+// withProtocolTag returns a copy of tags with TagProtocol set.
+func (c Config) withProtocolTag(tags map[string]string) map[string]string {
+	t := maps.Clone(tags)
+	if t == nil {
+		t = map[string]string{}
+	}
+	t[TagProtocol] = ProtocolRange(c.Decodes)
+	return t
+}
+
+// ProtocolRange is the TagProtocol value of a node that decodes versions
+// up to decodes (zero: ProtocolMax).
+func ProtocolRange(decodes uint8) string {
+	if decodes == 0 {
+		decodes = ProtocolMax
+	}
+	return fmt.Sprintf("%d-%d", ProtocolMin, decodes)
+}
+
+// decodesUpTo reads a member's TagProtocol: the newest version it decodes,
+// 1 when the tag is missing or unreadable (a build from before the tag).
+func decodesUpTo(tags map[string]string) uint8 {
+	_, hi, ok := strings.Cut(tags[TagProtocol], "-")
+	if !ok {
+		return 1
+	}
+	v, err := strconv.ParseUint(hi, 10, 8)
+	if err != nil || v < 1 {
+		return 1
+	}
+	return uint8(v)
 }
 
 // TagsSize returns the size of tags as serf encodes them (a magic byte and

@@ -14,7 +14,11 @@
 // EncodeAnnouncement) that stays well under serf's 512-byte user event
 // limit. Their first byte is a protocol version; this build decodes
 // versions ProtocolMin to ProtocolMax and ignores, counting them, any
-// others, so a fleet can run two builds while it upgrades. Gossip is not
+// others. Every node advertises the versions it decodes in a tag
+// (TagProtocol) and announces in the newest version that it speaks
+// (Config.Protocol) and that every alive member decodes, and each
+// splicefleet version runs over a fixed serf protocol version, so a fleet
+// can run two builds side by side while it upgrades. Gossip is not
 // reliable: serf retransmits a bounded number of times and buffers a
 // bounded number of recent events, so the agent pairs announcements with
 // anti-entropy (queries and SnapshotPath). Gossip encryption keeps

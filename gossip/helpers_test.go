@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -192,4 +193,12 @@ func waitAnnounced(t testing.TB, recs []*recorder, a Announcement) {
 		}
 		return nil
 	})
+}
+
+// withProtocolTag is tags as members see them: with the node's own
+// TagProtocol of this build.
+func withProtocolTag(tags map[string]string) map[string]string {
+	t := maps.Clone(tags)
+	t[TagProtocol] = fmt.Sprintf("%d-%d", ProtocolMin, ProtocolMax)
+	return t
 }

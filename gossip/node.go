@@ -112,6 +112,8 @@ type Stats struct {
 	HealthScore int
 	// Members counts the known members by status.
 	Members map[string]int
+	// Protocol is the version the node announces in now (Speaks).
+	Protocol uint8
 }
 
 // maxQueryHandlers bounds concurrently running query handlers.
@@ -178,7 +180,8 @@ func Start(cfg Config) (*Node, error) {
 
 	sc := serf.DefaultConfig()
 	sc.NodeName = cfg.NodeName
-	sc.Tags = maps.Clone(cfg.Tags)
+	sc.Tags = cfg.withProtocolTag(cfg.Tags)
+	sc.ProtocolVersion = serfProtocol[cfg.Protocol]
 	sc.EventCh = n.serfCh
 	sc.MemberlistConfig = ml
 	sc.LogOutput = nil
@@ -303,10 +306,11 @@ func toMember(m serf.Member) Member {
 // SetTags replaces the node's tags and gossips them. Tags over
 // MaxTagsSize are refused with an error wrapping ErrTagsTooLarge.
 func (n *Node) SetTags(tags map[string]string) error {
+	tags = n.cfg.withProtocolTag(tags)
 	if err := CheckTags(tags); err != nil {
 		return fmt.Errorf("set tags: %w", err)
 	}
-	if err := n.serf.SetTags(maps.Clone(tags)); err != nil {
+	if err := n.serf.SetTags(tags); err != nil {
 		return fmt.Errorf("set tags: %w", err)
 	}
 	return nil
@@ -316,12 +320,28 @@ func (n *Node) SetTags(tags map[string]string) error {
 // retransmits a bounded number of times and buffers a bounded number of
 // recent events, so callers need anti-entropy for what must arrive. The
 // announcing node receives its own announcement on Events as well.
+//
+// The announcement goes out in the newest protocol version that this node
+// speaks and every alive member decodes (a.Protocol is ignored).
 func (n *Node) Announce(a Announcement) error {
+	a.Protocol = n.Speaks()
 	payload, err := EncodeAnnouncement(a)
 	if err != nil {
 		return err
 	}
 	return n.userEvent(AnnounceEvent, payload)
+}
+
+// Speaks returns the protocol version the node announces in now:
+// Config.Protocol, or older while an alive member decodes only older.
+func (n *Node) Speaks() uint8 {
+	v := n.cfg.Protocol
+	for _, m := range n.serf.Members() {
+		if m.Status == serf.StatusAlive {
+			v = min(v, decodesUpTo(m.Tags))
+		}
+	}
+	return max(v, ProtocolMin)
 }
 
 // Broadcast gossips a user event named in Config.UserEvents, best
@@ -391,7 +411,7 @@ func (n *Node) handle(e serf.Event) {
 			n.emit(Event{Kind: UserEvent, Name: e.Name, Payload: e.Payload})
 			return
 		}
-		a, err := DecodeAnnouncement(e.Payload)
+		a, err := decodeAnnouncement(e.Payload, n.cfg.Decodes)
 		switch {
 		case errors.Is(err, ErrUnknownProtocol):
 			n.unknownProtocol.Add(1)
@@ -520,8 +540,12 @@ func (n *Node) Stats() Stats {
 		QueueDepth:            len(n.out),
 		Members:               map[string]int{},
 	}
+	st.Protocol = n.cfg.Protocol
 	for _, m := range n.serf.Members() {
 		st.Members[m.Status.String()]++
+		if m.Status == serf.StatusAlive {
+			st.Protocol = min(st.Protocol, decodesUpTo(m.Tags))
+		}
 	}
 	ss := n.serf.Stats()
 	for key, v := range map[string]*int{"intent_queue": &st.IntentQueue, "event_queue": &st.EventQueue,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,7 +32,7 @@ func TestClusterJoinAnnounceLeave(t *testing.T) {
 			t.Fatalf("%s lists %d members, want 5", n.LocalName(), len(ms))
 		}
 		for i, m := range ms {
-			if want := "c5-" + strconv.Itoa(i); m.Name != want || m.Status != "alive" || !maps.Equal(m.Tags, tags(want)) {
+			if want := "c5-" + strconv.Itoa(i); m.Name != want || m.Status != "alive" || !maps.Equal(m.Tags, withProtocolTag(tags(want))) {
 				t.Errorf("%s member %d = %+v, want %s alive with tags %v", n.LocalName(), i, m, want, tags(want))
 			}
 			if !strings.HasPrefix(m.Addr, "127.0.0.1:") {
@@ -292,12 +293,13 @@ func TestTagsLimit(t *testing.T) {
 	t.Parallel()
 	// Find the tag that encodes to exactly serf's limit: serf must accept
 	// it, and one more byte must be refused with the size named.
+	// The node adds its TagProtocol to what it is given, and that counts.
 	fill := 0
-	for TagsSize(map[string]string{"k": strings.Repeat("x", fill)}) < MaxTagsSize {
+	for TagsSize(withProtocolTag(map[string]string{"k": strings.Repeat("x", fill)})) < MaxTagsSize {
 		fill++
 	}
 	exact := map[string]string{"k": strings.Repeat("x", fill)}
-	if TagsSize(exact) != MaxTagsSize {
+	if TagsSize(withProtocolTag(exact)) != MaxTagsSize {
 		t.Fatalf("no fill gives exactly %d bytes", MaxTagsSize)
 	}
 	over := map[string]string{"k": strings.Repeat("x", fill+1)}
@@ -314,14 +316,14 @@ func TestTagsLimit(t *testing.T) {
 	if err := n.SetTags(over); !errors.Is(err, ErrTagsTooLarge) {
 		t.Fatalf("SetTags over the limit: %v", err)
 	}
-	if got := n.Members()[0].Tags; !maps.Equal(got, exact) {
+	if got := n.Members()[0].Tags; !maps.Equal(got, withProtocolTag(exact)) {
 		t.Error("refused SetTags changed the tags")
 	}
 	small := map[string]string{"role": "db"}
 	if err := n.SetTags(small); err != nil {
 		t.Fatal(err)
 	}
-	if got := n.Members()[0].Tags; !maps.Equal(got, small) {
+	if got := n.Members()[0].Tags; !maps.Equal(got, withProtocolTag(small)) {
 		t.Errorf("tags %v after SetTags, want %v", got, small)
 	}
 }
@@ -424,5 +426,105 @@ func TestBroadcastDeliversOnlyNamedUserEvents(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestMixedProtocolCluster runs a fleet in the middle of an upgrade: a
+// node of the newest build, one of the newest build told to speak the
+// oldest version (Config.Protocol), and one standing in for an old build
+// that decodes only version 1. They form one cluster under different serf
+// protocol versions; while the old build is alive, the newest node
+// announces in version 1 and every node hears it; once it has left, the
+// newest node announces in version 2, expiry included.
+func TestMixedProtocolCluster(t *testing.T) {
+	t.Parallel()
+	key := testKey(t)
+	nodes, recs := cluster(t, "mix", 3, func(name string) Config {
+		cfg := testConfig(t, name, key)
+		switch name {
+		case "mix-1":
+			cfg.Protocol = ProtocolMin
+		case "mix-2":
+			cfg.Decodes = ProtocolMin
+		}
+		return cfg
+	})
+	newest, oldest, old := nodes[0], nodes[1], nodes[2]
+	if got := old.Members()[0].Tags[TagProtocol]; got != fmt.Sprintf("%d-%d", ProtocolMin, ProtocolMax) {
+		t.Errorf("the old build sees the newest advertise %q", got)
+	}
+	if v := newest.serf.ProtocolVersion(); v != serfProtocol[ProtocolMax] {
+		t.Errorf("the newest node speaks serf protocol %d, want %d", v, serfProtocol[ProtocolMax])
+	}
+	if v := old.serf.ProtocolVersion(); v != serfProtocol[ProtocolMin] {
+		t.Errorf("the old build speaks serf protocol %d, want %d", v, serfProtocol[ProtocolMin])
+	}
+	if v := oldest.Speaks(); v != ProtocolMin {
+		t.Errorf("told to speak the oldest version, the node speaks %d", v)
+	}
+
+	expires := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	a := testAnnouncement("during-upgrade")
+	a.Expires = expires
+	if v := newest.Speaks(); v != ProtocolMin {
+		t.Fatalf("with an old build alive the newest node speaks %d, want %d", v, ProtocolMin)
+	}
+	if err := newest.Announce(a); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every node hears the announcement made for the old build", func() error {
+		for _, r := range recs {
+			if !slices.ContainsFunc(r.announcements(), func(got Announcement) bool { return got.ID == "during-upgrade" }) {
+				return fmt.Errorf("%s has not heard it", r.node.LocalName())
+			}
+		}
+		return nil
+	})
+	if st := old.Stats(); st.UnknownProtocol != 0 {
+		t.Errorf("the old build dropped %d announcements of an unknown protocol", st.UnknownProtocol)
+	}
+	for _, got := range recs[2].announcements() {
+		if got.Protocol != ProtocolMin || !got.Expires.IsZero() {
+			t.Errorf("the old build received %+v, want version %d without expiry", got, ProtocolMin)
+		}
+	}
+
+	// The old build leaves: the newest node speaks its newest version.
+	if err := old.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the newest node speaks its newest version", func() error {
+		if v := newest.Speaks(); v != ProtocolMax {
+			return fmt.Errorf("speaks %d", v)
+		}
+		return nil
+	})
+	a.ID = "after-upgrade"
+	if err := newest.Announce(a); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[:2] {
+		eventually(t, "version 2 reaches "+r.node.LocalName(), func() error {
+			for _, got := range r.announcements() {
+				if got.ID == "after-upgrade" {
+					if got.Protocol != ProtocolMax || !got.Expires.Equal(expires) {
+						return fmt.Errorf("got %+v, want version %d expiring %s", got, ProtocolMax, expires)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("%s has not heard it", r.node.LocalName())
+		})
+	}
+}
+
+func TestProtocolConfig(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ protocol, decodes uint8 }{{ProtocolMax + 1, 0}, {0, ProtocolMax + 1}, {2, 1}} {
+		cfg := testConfig(t, "p", testKey(t))
+		cfg.Protocol, cfg.Decodes = c.protocol, c.decodes
+		if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "this build speaks") {
+			t.Errorf("protocol %d decoding up to %d: %v", c.protocol, c.decodes, err)
+		}
 	}
 }

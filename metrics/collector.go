@@ -100,13 +100,13 @@ type stateCollector struct {
 		patches []splice.Patch
 	}
 
-	agentInfo, sourceOK, omitted                                         *prometheus.Desc
-	kernelInfo, taint, lpEnabled, lpTransition                           *prometheus.Desc
-	patchState, patchCVE, patchApplied                                   *prometheus.Desc
-	bundleStored, bundleOutstanding                                      *prometheus.Desc
-	members, events, dropped, announcements, badAnn, queries, queue, hs  *prometheus.Desc
-	served, uploads, refused, fetched, downloads, badPeers, negHits, ver *prometheus.Desc
-	ro                                                                   rolloutDescs
+	agentInfo, sourceOK, omitted                                               *prometheus.Desc
+	kernelInfo, taint, lpEnabled, lpTransition                                 *prometheus.Desc
+	patchState, patchCVE, patchApplied                                         *prometheus.Desc
+	bundleStored, bundleOutstanding                                            *prometheus.Desc
+	members, events, dropped, announcements, badAnn, queries, queue, hs, proto *prometheus.Desc
+	served, uploads, refused, fetched, downloads, badPeers, negHits, ver       *prometheus.Desc
+	ro                                                                         rolloutDescs
 }
 
 func newStateCollector(version string, src Sources, log *slog.Logger) *stateCollector {
@@ -138,6 +138,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		queries:       d("gossip_queries_total", "Gossip queries this agent was asked, by result: answered, error, dropped.", "result"),
 		queue:         d("gossip_queue_depth", "Items waiting in a gossip queue: events (to the agent), serf_intents, serf_events and serf_queries (to be gossiped).", "queue"),
 		hs:            d("gossip_health_score", "memberlist's awareness of its own health: 0 is healthy, higher is worse."),
+		proto:         d("gossip_protocol_version", "The protocol version this agent announces in: below its newest while it is told to speak older or a member decodes only older."),
 
 		served:    d("blob_served_bytes_total", "Bytes the blob service sent to peers, by kind: head, module.", "kind"),
 		uploads:   d("blob_uploads_total", "Complete responses of the blob service, by kind: head, module.", "kind"),
@@ -156,7 +157,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
-		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.queries, c.queue, c.hs,
+		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.queries, c.queue, c.hs, c.proto,
 		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.ver} {
 		ch <- d
 	}
@@ -251,6 +252,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.queue, float64(st.EventQueue), "serf_events")
 		gauge(c.queue, float64(st.QueryQueue), "serf_queries")
 		gauge(c.hs, float64(st.HealthScore))
+		gauge(c.proto, float64(st.Protocol))
 	}
 
 	if c.src.Distribution != nil {

@@ -38,6 +38,7 @@ type agentFlags struct {
 	socket    string
 	tags      []string
 	logLevel  string
+	protocol  int
 }
 
 // load reads the configuration file (if any) and applies the flags given.
@@ -70,6 +71,7 @@ func (f *agentFlags) load(cmd *cobra.Command) (agent.Config, error) {
 	set("http", func() { cfg.HTTP = f.http })
 	set("control-socket", func() { cfg.ControlSocket = f.socket })
 	set("log-level", func() { cfg.LogLevel = f.logLevel })
+	set("protocol", func() { cfg.Protocol = f.protocol })
 	if cmd.Flags().Changed("tag") {
 		if cfg.Tags == nil {
 			cfg.Tags = map[string]string{}
@@ -147,6 +149,7 @@ level, the tags and the trust policy from the file.`,
 	fl.StringVar(&f.socket, "control-socket", "", "control API unix socket (default /run/splicefleet/control.sock)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "user tag KEY=VALUE (repeatable)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	fl.IntVar(&f.protocol, "protocol", 0, fmt.Sprintf("newest protocol version to speak, %d to %d (default %d); set the oldest while a fleet upgrades", gossip.ProtocolMin, gossip.ProtocolMax, gossip.ProtocolMax))
 	return cmd
 }
 

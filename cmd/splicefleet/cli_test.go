@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -350,7 +352,20 @@ func TestCLIRefuses(t *testing.T) {
 func TestVersion(t *testing.T) {
 	c := newCLI(t)
 	out := c.ok("version")
-	if !strings.HasPrefix(out, "splicefleet ") || !strings.Contains(out, "bundle format 1.0") {
-		t.Fatalf("version: %q", out)
+	for _, want := range []string{
+		`(?m)^splicefleet \S+ \(commit \S+, built \S+\)$`,
+		fmt.Sprintf(`(?m)^protocol %d to %d \(serf %d to %d\)`, gossip.ProtocolMin, gossip.ProtocolMax, gossip.SerfProtocol(gossip.ProtocolMin), gossip.SerfProtocol(gossip.ProtocolMax)),
+		`(?m)^bundle format 1\.0 \(reads 1\.x\)$`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("version lacks a line matching %s:\n%s", want, out)
+		}
+	}
+	var b buildInfo
+	if err := json.Unmarshal([]byte(c.ok("version", "--json")), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.ProtocolMin != gossip.ProtocolMin || b.ProtocolMax != gossip.ProtocolMax || b.SerfMax != 5 || b.BundleFormat != "1.0" || b.Version == "" {
+		t.Errorf("version --json: %+v", b)
 	}
 }

@@ -14,10 +14,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -129,18 +132,64 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 }
 
 func versionLine() string {
-	return fmt.Sprintf("splicefleet %s (commit %s, built %s), bundle format %d.%d",
-		version, commit, date, splice.FormatMajor, splice.FormatMinor)
+	b := currentBuild()
+	return fmt.Sprintf("splicefleet %s (commit %s, built %s)", b.Version, b.Commit, b.Date)
+}
+
+// buildInfo is what `splicefleet version` reports.
+type buildInfo struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Date    string `json:"date"`
+	// ProtocolMin and ProtocolMax bound the gossip protocol versions this
+	// build speaks (the agent's protocol setting), SerfMin and SerfMax
+	// the serf protocol versions under them.
+	ProtocolMin int `json:"protocol_min"`
+	ProtocolMax int `json:"protocol_max"`
+	SerfMin     int `json:"serf_protocol_min"`
+	SerfMax     int `json:"serf_protocol_max"`
+	// BundleFormat is the bundle format version it writes; it reads any
+	// minor version of the same major.
+	BundleFormat string `json:"bundle_format"`
+	GoVersion    string `json:"go"`
+}
+
+func currentBuild() buildInfo {
+	commit, date := commit, date
+	// Built without make's -ldflags (go build, go install): the Go
+	// toolchain's own record of the commit, when it made one.
+	if bi, ok := debug.ReadBuildInfo(); ok && commit == "unknown" {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value[:min(12, len(s.Value))]
+			case "vcs.time":
+				date = s.Value
+			}
+		}
+	}
+	return buildInfo{Version: version, Commit: commit, Date: date,
+		ProtocolMin: gossip.ProtocolMin, ProtocolMax: gossip.ProtocolMax,
+		SerfMin: int(gossip.SerfProtocol(gossip.ProtocolMin)), SerfMax: int(gossip.SerfProtocol(gossip.ProtocolMax)),
+		BundleFormat: fmt.Sprintf("%d.%d", splice.FormatMajor, splice.FormatMinor), GoVersion: runtime.Version()}
 }
 
 func newVersionCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version, commit, build date and formats spoken",
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version [--json]",
+		Short: "Print the version, commit, build date and the protocol versions spoken",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(e.stdout, versionLine())
+			b := currentBuild()
+			if asJSON {
+				return printJSON(e.stdout, b)
+			}
+			_, err := fmt.Fprintf(e.stdout, "%s\nprotocol %d to %d (serf %d to %d), newest by default; an agent speaks an older one with --protocol\nbundle format %s (reads %d.x)\n%s\n",
+				versionLine(), b.ProtocolMin, b.ProtocolMax, b.SerfMin, b.SerfMax, b.BundleFormat, splice.FormatMajor, b.GoVersion)
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
