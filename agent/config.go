@@ -30,14 +30,16 @@ type Config struct {
 	// Join lists peers to join at start; joining is retried with backoff.
 	Join []string `yaml:"join"`
 	// GossipKeyFile holds the gossip encryption keys, base64, one per
-	// line, the first being the primary (mode 0600). Required unless
+	// line, the first being the primary (mode 0600; default
+	// /etc/splicefleet/gossip.keys). Required unless
 	// UnsafeNoGossipEncryption is set.
 	GossipKeyFile string `yaml:"gossip_key_file"`
 	// UnsafeNoGossipEncryption runs the cluster unencrypted: anyone who can
 	// reach the gossip port can join and forge announcements (bundles are
 	// still verified). For tests only.
 	UnsafeNoGossipEncryption bool `yaml:"unsafe_no_gossip_encryption"`
-	// Keyring is the trusted publishers' public keys (armored or binary).
+	// Keyring is the trusted publishers' public keys, armored or binary
+	// (default /etc/splicefleet/trusted.asc).
 	Keyring string `yaml:"keyring"`
 	// Threshold is how many distinct trusted keys must sign (default 1).
 	Threshold int `yaml:"threshold"`
@@ -73,12 +75,20 @@ type Config struct {
 	Protocol int `yaml:"protocol"`
 }
 
+// Where the Debian package and the defaults expect the agent's keys.
+const (
+	DefaultGossipKeyFile = "/etc/splicefleet/gossip.keys"
+	DefaultKeyring       = "/etc/splicefleet/trusted.asc"
+)
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		NodeName:      host,
 		Bind:          "0.0.0.0:7946",
+		GossipKeyFile: DefaultGossipKeyFile,
+		Keyring:       DefaultKeyring,
 		Threshold:     1,
 		StateDir:      DefaultStateDir,
 		Kernel:        "linux",

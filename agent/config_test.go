@@ -34,8 +34,9 @@ func TestLoadConfigRefuses(t *testing.T) {
 	cases := map[string]string{
 		"unknown key":        base + "thresold: 2\n",
 		"bad address":        base + "bind: nowhere\n",
-		"no keyring":         "node_name: a\ngossip_key_file: k\n",
-		"no gossip key":      "node_name: a\nkeyring: r\n",
+		"empty keyring":      "node_name: a\ngossip_key_file: k\nkeyring: ''\n",
+		"empty gossip key":   "node_name: a\nkeyring: r\ngossip_key_file: ''\n",
+		"protocol too new":   base + "protocol: 99\n",
 		"zero threshold":     base + "threshold: 0\n",
 		"bad kernel":         base + "kernel: windows\n",
 		"bad level":          base + "log_level: loud\n",
