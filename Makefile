@@ -10,6 +10,11 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
 GOLANGCI_LINT_VERSION := v2.15.0
+NFPM_VERSION          := v2.45.2
+# The package version: the tag without its v, or, before any tag, one that
+# sorts by commit time below 0.1.0 (0.1.0~git202611271342.b043543).
+DEB_VERSION ?= $(or $(shell git describe --tags 2>/dev/null | sed 's/^v//; s/-/~/g'),0.1.0~git$(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M 2>/dev/null).$(COMMIT))
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
 BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
 # A count, not a duration: go1.26's fuzz coordinator can fail a run with a
 # spurious "context deadline exceeded" when a duration runs out (Go issue
@@ -60,6 +65,15 @@ test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the 
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' ./cmd/splicefleet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+.PHONY: deb
+deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units, default configuration, man pages, completions
+	rm -rf dist/out && mkdir -p dist/out/staging
+	bin/splicefleet gendocs --man dist/out/staging/man --completions dist/out/staging/completions
+	gzip -9n dist/out/staging/man/*.1
+	@command -v nfpm >/dev/null || test -x $(GOBIN)/nfpm || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' PATH="$(GOBIN):$$PATH" nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
+	@ls dist/out/*.deb
 
 .PHONY: lab
 lab: ## boot real Debian kernels under QEMU with splicefleet inside (installs QEMU as root), print a summary
@@ -123,4 +137,4 @@ demo-host: build ## one bundle from keys to apply/undo on a simulated kernel, wi
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf bin bench.out
+	rm -rf bin bench.out dist/out

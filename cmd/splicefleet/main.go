@@ -127,6 +127,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newKeysCmd(e),
 		newDemoCmd(e),
 		newVersionCmd(e),
+		newGenDocsCmd(e),
 	)
 	return root
 }
