@@ -48,7 +48,8 @@ type Options struct {
 	Placeholders map[string]string
 	// Problems are the validation errors of the defaults, each starting
 	// with the key it is about ("keyring is required"); such keys are
-	// marked required. A problem that names no key is an error.
+	// marked required, but for placeholders, whose defaults depend on the
+	// machine. A problem that names no key is an error.
 	Problems []string
 }
 
@@ -116,6 +117,9 @@ func Describe(src []byte, typeName string, defaults any, opts Options) ([]Key, e
 		i := problemKey(keys, p)
 		if i < 0 {
 			return nil, fmt.Errorf("the defaults fail validation with %q, which names no key", p)
+		}
+		if keys[i].Placeholder {
+			continue // the default depends on the machine, and so does its validity
 		}
 		keys[i].Required = p
 	}

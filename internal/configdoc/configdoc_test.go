@@ -270,7 +270,7 @@ func TestNewFieldsNeedNoChanges(t *testing.T) {
 		Peers: []string{"a:1", "yes"}, Limits: map[string]int{"b": 2, "a": 1}, Mode: "fast", hidden: "x"}
 	keys, err := Describe([]byte(sampleSource), "sample", def, Options{
 		Placeholders: map[string]string{"name": "(the host)"},
-		Problems:     []string{`ratio 0.5 must be 1`},
+		Problems:     []string{`ratio 0.5 must be 1`, `name "h": this machine's name is not valid`},
 	})
 	if err != nil {
 		t.Fatal(err)
