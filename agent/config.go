@@ -67,9 +67,9 @@ type Config struct {
 	HealthCommand []string `yaml:"health_command"`
 	// HealthTimeout bounds one run of HealthCommand (default 30s).
 	HealthTimeout time.Duration `yaml:"health_timeout"`
-	// Protocol is the newest protocol version the agent speaks (default:
-	// the newest this build speaks; `splicefleet version` lists them).
-	// While a fleet upgrades, set it to the oldest version on the new
+	// Protocol is the newest protocol version the agent speaks (default
+	// 2), between the oldest and the newest this build speaks, which
+	// `splicefleet version` lists. While a fleet upgrades, set it to the oldest version on the new
 	// builds, and remove it once every host runs them. Agents announce
 	// in the newest version every alive member decodes in any case.
 	Protocol int `yaml:"protocol"`
@@ -129,7 +129,10 @@ func DecodeConfig(r io.Reader) (Config, error) {
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil {
+		if err := dec.Decode(&cfg); errors.Is(err, io.EOF) {
+			// Only comments: the defaults, like an empty file.
+			return cfg, nil
+		} else if err != nil {
 			return cfg, fmt.Errorf("configuration: %w", err)
 		}
 		var extra any

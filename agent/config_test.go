@@ -82,3 +82,15 @@ func TestReadGossipKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestCommentOnlyConfig: a file of nothing but comments (the shipped
+// agent.yaml before an operator edits it) means the defaults.
+func TestCommentOnlyConfig(t *testing.T) {
+	cfg, err := DecodeConfig(strings.NewReader("# node_name: a\n#   and nothing else\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := DefaultConfig(); cfg.NodeName != want.NodeName || cfg.Bind != want.Bind || cfg.Protocol != want.Protocol {
+		t.Errorf("comment-only file decodes to %+v", cfg)
+	}
+}
