@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"text/tabwriter"
@@ -209,7 +210,7 @@ var actionHelp = map[string]string{
 }
 
 func newCommandCmd(e *env, action string) *cobra.Command {
-	var socket, passFile, reason string
+	var socket, passFile, reason, bodyIn, bodyOut string
 	var keys, sigFiles []string
 	var seq uint64
 	var stage int
@@ -221,7 +222,12 @@ func newCommandCmd(e *env, action string) *cobra.Command {
 The command is signed (--key, several for a threshold) and sent to the
 local agent, which verifies it and gossips it to the fleet. Its sequence
 number is the rollout's last one plus one unless --seq says otherwise; a
-number already used is refused.`,
+number already used is refused.
+
+To sign elsewhere (GnuPG, another signer's machine): --body-out FILE writes
+the command's exact bytes and sends nothing; sign FILE with a detached
+signature, then send it with --body FILE --signature FILE.asc (and more
+--signature or --key for a threshold).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st rollout.Status
@@ -245,6 +251,27 @@ number already used is refused.`,
 			if err != nil {
 				return &refusal{err}
 			}
+			if bodyOut != "" {
+				if err := os.WriteFile(bodyOut, body, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "wrote %s %s (seq %d) to %s; sign it (gpg --armor --detach-sign %s), then send it:\n  splicefleet rollout %s %s --body %s --signature %s.asc\n",
+					action, st.ID, c.Seq, bodyOut, bodyOut, action, args[0], bodyOut, bodyOut)
+				return nil
+			}
+			if bodyIn != "" {
+				if body, err = readFile(bodyIn, 64<<10); err != nil {
+					return err
+				}
+				given, err := rollout.DecodeCommand(body)
+				if err != nil {
+					return &refusal{fmt.Errorf("%s: %w", bodyIn, err)}
+				}
+				if given.Plan != st.Digest || given.Action != action {
+					return &refusal{fmt.Errorf("%s is a %s of plan %.12s, not a %s of rollout %s (plan %.12s)", bodyIn, given.Action, given.Plan, action, st.ID, st.Digest)}
+				}
+				c = *given
+			}
 			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
 			if err != nil {
 				return err
@@ -262,6 +289,9 @@ number already used is refused.`,
 	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the command made elsewhere")
 	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the status")
+	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the command's bytes to FILE for signing elsewhere, and send nothing")
+	cmd.Flags().StringVar(&bodyIn, "body", "", "send the command in FILE (made by --body-out) with its --signature(s)")
+	cmd.MarkFlagsMutuallyExclusive("body", "body-out")
 	cmd.Flags().Uint64Var(&seq, "seq", 0, "sequence number (default: the last one plus one)")
 	if action == rollout.ActionPromote {
 		cmd.Flags().IntVar(&stage, "stage", 0, "the stage to open, 1-based (default: the next one)")

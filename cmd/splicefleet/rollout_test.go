@@ -122,8 +122,38 @@ gates:
 	if code != 1 || !strings.Contains(errs, "not a trusted key") {
 		t.Errorf("untrusted halt: exit %d: %s", code, errs)
 	}
+	// A command signed elsewhere: its bytes written out, signed by GnuPG
+	// with the trusted key, sent with the detached signature.
+	g := newGPG(t)
+	g.must("--import", key)
+	cmdFile := c.path("pause.cmd")
+	out = c.ok("rollout", "pause", "fix", "--reason", "look first", "--body-out", cmdFile, "--control-socket", procs[1].socket)
+	if !strings.Contains(out, "wrote pause fix (seq 1)") {
+		t.Errorf("--body-out: %s", out)
+	}
+	g.must("--armor", "--detach-sign", "-o", cmdFile+".asc", cmdFile)
+	code, _, errs = c.run("rollout", "resume", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "is a pause of plan") {
+		t.Errorf("a pause sent as resume: exit %d: %s", code, errs)
+	}
+	out = c.ok("rollout", "pause", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
+	if !strings.Contains(out, "pause fix (seq 1)") {
+		t.Errorf("pause signed by GnuPG: %s", out)
+	}
+	waitFor(t, 30*time.Second, "the pause reaches every host", func() error {
+		for _, p := range procs {
+			st, err := c.rolloutStatus(p.socket, "fix")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(st.Why, "paused by operator (seq 1)") {
+				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
+			}
+		}
+		return nil
+	})
 	out = c.ok("rollout", "revoke", "fix", "--key", key, "--reason", "regression", "--control-socket", procs[1].socket)
-	if !strings.Contains(out, "revoke fix (seq 1)") {
+	if !strings.Contains(out, "revoke fix (seq 2)") {
 		t.Errorf("revoke: %s", out)
 	}
 	// The same sequence number again is refused.
@@ -137,7 +167,7 @@ gates:
 			if err != nil {
 				return err
 			}
-			if st.State != rollout.Halted || !strings.Contains(st.Why, "revoke by operator (seq 1): regression") {
+			if st.State != rollout.Halted || !strings.Contains(st.Why, "revoke by operator (seq 2): regression") {
 				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
 			}
 			if simPatched(t, p, "livepatch_fix") {
