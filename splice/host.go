@@ -227,6 +227,9 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 			return nil, fmt.Errorf("%s version %d: %w", m.ID, m.Version, ErrAlreadyApplied)
 		case p.ID == m.ID && p.Version > m.Version:
 			return nil, &RejectError{Reason: ErrDowngrade, Err: fmt.Errorf("%s version %d is applied; version %d is older (undo version %d first to go back)", m.ID, p.Version, m.Version, p.Version)}
+		case p.ID == m.ID && p.Module == m.Module.Name:
+			return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d uses module name %s, as version %d does, which is loaded; the kernel cannot load two modules of one name: build each version with its own module name (for example %s_v%d)",
+				m.ID, m.Version, m.Module.Name, p.Version, strings.TrimSuffix(m.Module.Name, fmt.Sprintf("_v%d", p.Version)), m.Version)}
 		case p.ID == m.ID:
 			if !m.Replace && !covers(m.Functions, p.Functions) {
 				return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d replaces %s but not %s, which version %d replaces; undo version %d first or publish an atomic-replace bundle",

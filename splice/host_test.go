@@ -74,7 +74,12 @@ type bundleOpt func(m *splice.Manifest)
 // livepatch_<id>_<version>.
 func (e *hostEnv) bundle(id string, version uint64, functions []string, opts ...bundleOpt) *splice.Bundle {
 	e.t.Helper()
-	name := strings.ReplaceAll("livepatch_"+id, "-", "_") + "_" + string(rune('0'+version))
+	return e.bundleNamed(strings.ReplaceAll("livepatch_"+id, "-", "_")+"_"+string(rune('0'+version)), id, version, functions, opts...)
+}
+
+// bundleNamed is bundle with the module named name.
+func (e *hostEnv) bundleNamed(name, id string, version uint64, functions []string, opts ...bundleOpt) *splice.Bundle {
+	e.t.Helper()
 	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: functions})
 	m := splice.Manifest{ID: id, Version: version, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: name}, Functions: functions, Created: now.Add(-time.Hour)}
@@ -263,6 +268,15 @@ func TestVersionRules(t *testing.T) {
 	_, err = h.Apply(context.Background(), e.bundle("x", 3, []string{"f"}), e.policy)
 	if !errors.Is(err, splice.ErrStack) || !strings.Contains(err.Error(), "but not g") {
 		t.Fatalf("upgrade that drops a function: %v", err)
+	}
+	if !sameMap(before, e.snapshot()) || e.kernelState() != kernel {
+		t.Fatal("a refused apply changed state or kernel")
+	}
+	// An upgrade whose module has the applied version's name would fail
+	// in the kernel (EEXIST): refused before it is touched.
+	_, err = h.Apply(context.Background(), e.bundleNamed("livepatch_x_2", "x", 3, []string{"f", "g", "h"}), e.policy)
+	if !errors.Is(err, splice.ErrStack) || !strings.Contains(err.Error(), "x version 3 uses module name livepatch_x_2, as version 2 does, which is loaded") {
+		t.Fatalf("upgrade reusing the module name: %v", err)
 	}
 	if !sameMap(before, e.snapshot()) || e.kernelState() != kernel {
 		t.Fatal("a refused apply changed state or kernel")
