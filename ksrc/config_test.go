@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -201,5 +202,38 @@ func TestPrepareRefusals(t *testing.T) {
 	})
 	if entries, _ := os.ReadDir(src); len(entries) != 2 {
 		t.Errorf("Prepare wrote into the source tree: %v", entries)
+	}
+}
+
+// TestTreeLockSerialises checks that a second holder of an object
+// folder's lock (another Prepare or Compile, here or in another process)
+// waits for the first.
+func TestTreeLockSerialises(t *testing.T) {
+	tree := &Tree{ObjDir: filepath.Join(t.TempDir(), "obj-x")}
+	unlock, err := tree.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		unlock2, err := tree.lock()
+		if err == nil {
+			unlock2()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("second lock taken while the first is held (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	unlock()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second lock not taken after the first was released")
 	}
 }
