@@ -41,7 +41,7 @@ check: ## fast unit tests for the edit loop (no QEMU lab, no kernel header downl
 	$(GO) test -short ./...
 
 .PHONY: test-deps
-test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, prometheus and promtool)
+test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, prometheus and promtool, kernel build tools)
 	@scripts/test-deps.sh
 
 .PHONY: test

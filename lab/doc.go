@@ -14,6 +14,10 @@
 //     is keyed by what was resolved, written under an flock, and marked
 //     ready last, so an interrupted fetch is redone and a second run does
 //     not download anything.
+//   - FetchSource downloads Debian's linux-source-X.Y package at exactly
+//     the fetched kernel's package version, unpacks it with `dpkg -x` and
+//     extracts its tarball into the cache, once (same lock, ready stamp
+//     written last), for building livepatches from source (package ksrc).
 //   - WriteInitramfs writes a newc cpio archive (gzip, fixed mtimes, so the
 //     same inputs give the same bytes) with busybox as the userland, an
 //     /init shell script, /dev/console, the static splicefleet binary

@@ -16,6 +16,17 @@ command -v strip >/dev/null || missing+=(binutils)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
+# Building kernel units from source (package ksrc): kbuild's prepare step
+# and the compiler the Debian 12 kernel was built with; linux-source
+# tarballs are xz.
+command -v gcc-12 >/dev/null || missing+=(gcc-12)
+command -v flex >/dev/null || missing+=(flex)
+command -v bison >/dev/null || missing+=(bison)
+command -v bc >/dev/null || missing+=(bc)
+command -v pahole >/dev/null || missing+=(dwarves)
+command -v xz >/dev/null || missing+=(xz-utils)
+[ -e /usr/include/gelf.h ] || missing+=(libelf-dev)
+[ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 # Fault tests: network namespaces, veth links and bridges (ip), random
 # packet loss (nft; the kernel needs nf_tables, not sch_netem).
 command -v ip >/dev/null || missing+=(iproute2)

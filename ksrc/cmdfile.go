@@ -1,0 +1,182 @@
+package ksrc
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// maxCmdFileSize bounds a kbuild .cmd file: the command plus the list of
+// every header the unit includes (tens of KB).
+const maxCmdFileSize = 4 << 20
+
+// recorded is what kbuild wrote into O/dir/.file.o.cmd about a unit.
+type recorded struct {
+	argv   []string // the compiler command, split into words
+	after  string   // the shell text kbuild runs after it (objtool), verbatim
+	source string   // the input file as the command names it
+}
+
+// parseCmdFile finds the command kbuild recorded for target (the object's
+// path relative to the output folder, "fs/proc/cmdline.o") in a .cmd
+// file: "cmd_<target> := ..." (savedcmd_ since Linux 6.3) and
+// "source_<target> := ...".
+func parseCmdFile(b []byte, target string) (recorded, error) {
+	var r recorded
+	var cmdline string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), maxCmdFileSize)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " := ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "cmd_" + target, "savedcmd_" + target:
+			cmdline = v
+		case "source_" + target:
+			r.source = strings.TrimSpace(v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return r, err
+	}
+	if cmdline == "" || r.source == "" {
+		return r, fmt.Errorf("no cmd_%s and source_%s lines", target, target)
+	}
+	// The file is a Makefile fragment: kbuild wrote "$" as "$$" and "#"
+	// as "$(pound)".
+	cmdline = strings.ReplaceAll(cmdline, "$(pound)", "#")
+	if strings.Contains(strings.ReplaceAll(cmdline, "$$", ""), "$") {
+		return r, fmt.Errorf("the command uses make variables: %q", clip(cmdline, 200))
+	}
+	cmdline = strings.ReplaceAll(cmdline, "$$", "$")
+	argv, rest, err := shellSplit(cmdline)
+	if err != nil {
+		return r, fmt.Errorf("the recorded command: %w", err)
+	}
+	if len(argv) == 0 {
+		return r, errors.New("the recorded command is empty")
+	}
+	r.argv, r.after = argv, rest
+	return r, nil
+}
+
+// shellSplit splits the first simple command of a POSIX shell line into
+// words, handling quotes and backslashes, and returns the text after the
+// first unquoted ";", "&" or "|" (the commands kbuild chains after the
+// compiler). Expansions, redirections and globs in the first command are
+// errors: a command that needs a shell to mean what it says cannot be
+// rerun word by word.
+func shellSplit(s string) (words []string, rest string, err error) {
+	var cur strings.Builder
+	inWord := false
+	end := func() {
+		if inWord {
+			words = append(words, cur.String())
+			cur.Reset()
+			inWord = false
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t':
+			end()
+		case c == '\n' || c == ';' || c == '&' || c == '|':
+			end()
+			return words, strings.TrimSpace(s[i:]), nil
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, "", errors.New("unterminated single quote")
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			inWord = true
+			i += j + 1
+		case c == '"':
+			inWord = true
+			for i++; ; i++ {
+				if i >= len(s) {
+					return nil, "", errors.New("unterminated double quote")
+				}
+				d := s[i]
+				if d == '"' {
+					break
+				}
+				if d == '$' || d == '`' {
+					return nil, "", fmt.Errorf("expansion %q inside double quotes", s[i:min(i+20, len(s))])
+				}
+				if d == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`\n", s[i+1]) >= 0 {
+					i++
+					d = s[i]
+				}
+				cur.WriteByte(d)
+			}
+		case c == '\\':
+			if i+1 >= len(s) {
+				return nil, "", errors.New("trailing backslash")
+			}
+			i++
+			if s[i] != '\n' {
+				cur.WriteByte(s[i])
+				inWord = true
+			}
+		case strings.IndexByte("$`<>()*?[]{}", c) >= 0 || (c == '#' || c == '~') && !inWord:
+			// "#" and "~" mean something to the shell only at a word's start.
+			return nil, "", fmt.Errorf("shell syntax %q is not supported in the compiler command", s[i:min(i+20, len(s))])
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	end()
+	return words, "", nil
+}
+
+// unitCommand turns the recorded compiler command into one that compiles
+// src into obj: the input and output swapped, the dependency file dropped
+// (it would land in the shared output folder), the original folder added
+// to the quote include path so #include "local.h" still resolves, and
+// __FILE__ and debug info mapped back to the original path so that the
+// copy's location leaves no trace in the object.
+func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string) ([]string, error) {
+	var argv []string
+	inputs, outputs := 0, 0
+	for i := 0; i < len(r.argv); i++ {
+		a := r.argv[i]
+		switch {
+		case strings.HasPrefix(a, "-Wp,-MMD,") || strings.HasPrefix(a, "-Wp,-MD,"):
+			continue
+		case a == "-o" && i+1 < len(r.argv):
+			argv = append(argv, "-o", obj)
+			i++
+			outputs++
+			continue
+		case a == r.source:
+			argv = append(argv, src)
+			inputs++
+			continue
+		}
+		argv = append(argv, a)
+	}
+	if inputs != 1 || outputs != 1 {
+		return nil, fmt.Errorf("the recorded command names the source %s %d times and -o %d times, want once each", r.source, inputs, outputs)
+	}
+	hasC := false
+	for _, a := range argv {
+		hasC = hasC || a == "-c"
+	}
+	if !hasC {
+		return nil, errors.New("the recorded command does not compile with -c")
+	}
+	extra := []string{
+		"-iquote", origDir,
+		"-fmacro-prefix-map=" + srcRoot + "/=",
+		"-fdebug-prefix-map=" + srcRoot + "/=" + origRoot + "/",
+	}
+	out := append([]string{argv[0]}, extra...)
+	return append(out, argv[1:]...), nil
+}

@@ -1,0 +1,251 @@
+package ksrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Units are the objects Compile built, in a temporary folder that
+// Cleanup removes.
+type Units struct {
+	// List has one Unit per .c file of the patch, in patch order.
+	List []Unit
+	dir  string
+}
+
+// Unit is one compilation unit built before and after the patch.
+type Unit struct {
+	// Path is the source file inside the tree, e.g. "fs/proc/cmdline.c".
+	Path string
+	// Pre and Post are the relocatable objects built from the pristine
+	// and the patched file, with one section per function and data
+	// object (.text.NAME, .data.NAME, ...).
+	Pre, Post string
+	// Command is the compiler command that built Post, run in Dir;
+	// PreCommand built Pre and differs only in the file names.
+	Command, PreCommand []string
+	// Dir is the folder the commands run in: the tree's ObjDir.
+	Dir string
+	// Module is the module the unit is linked into, or "" when it is
+	// built into vmlinux.
+	Module string
+	// After is what kbuild runs after the compiler for this unit (objtool),
+	// verbatim from the .cmd file. Compile does not run it: Pre and Post
+	// are the compiler's output.
+	After string
+}
+
+// Cleanup removes the folder holding the objects.
+func (u *Units) Cleanup() error {
+	if u == nil || u.dir == "" {
+		return nil
+	}
+	return os.RemoveAll(u.dir)
+}
+
+// Compile builds every compilation unit the patch touches twice, before
+// and after the patch, exactly as the target kernel's build compiles it
+// plus -ffunction-sections -fdata-sections. kbuild builds the pristine
+// unit once in the object folder, which records its compiler command in
+// O/dir/.file.o.cmd; both objects are then compiled with that command
+// from copies in a temporary folder (the pristine file, and the patched
+// one), so the source tree is never written and Pre and Post differ only
+// by the patch. The original folder is on the quote include path, and
+// __FILE__ and debug info name the original file. Progress lines and the
+// compiler's messages go to log (nil means the Tree's log), with the
+// copies named a/PATH and b/PATH as in the patch.
+//
+// Only .c files are supported: a header change may change every unit
+// that includes it. The patch must apply exactly (see Apply) before
+// anything is built.
+func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units, error) {
+	if log == nil {
+		log = t.log
+	}
+	if log == nil {
+		log = io.Discard
+	}
+	if patch == nil || len(patch.files) == 0 {
+		return nil, errors.New("compile: no patch")
+	}
+	if err := checkUnits(patch.Files()); err != nil {
+		return nil, err
+	}
+	type unitSource struct {
+		path          string
+		before, after []byte
+	}
+	var sources []unitSource
+	for _, fp := range patch.files {
+		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
+		fi, err := os.Lstat(name)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %s is not in the kernel source: %w", fp.Path, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("compile: %s in the kernel source is not a regular file", fp.Path)
+		}
+		before, err := readBounded(name, MaxSourceSize)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		after, err := Apply(before, fp)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		sources = append(sources, unitSource{fp.Path, before, after})
+	}
+
+	work, err := os.MkdirTemp("", "splicefleet-units-")
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	units := &Units{dir: work}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = units.Cleanup()
+		}
+	}()
+
+	unlock, err := t.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	// One make for every unit: each make rechecks `prepare` first.
+	var targets []string
+	for _, s := range sources {
+		targets = append(targets, objectOf(s.path))
+	}
+	start := time.Now()
+	fmt.Fprintf(log, "ksrc: building %s through kbuild to learn the compiler commands…\n", strings.Join(targets, " "))
+	if err := t.make(ctx, log, targets...); err != nil {
+		return nil, fmt.Errorf("compile: make %s: %w (a file the target's configuration does not build, "+
+			"or one that other files #include, cannot be a unit)", strings.Join(targets, " "), err)
+	}
+	fmt.Fprintf(log, "ksrc: kbuild done in %.1fs\n", time.Since(start).Seconds())
+
+	for _, s := range sources {
+		u, err := t.compileUnit(ctx, log, work, s.path, s.before, s.after)
+		if err != nil {
+			return nil, err
+		}
+		units.List = append(units.List, u)
+	}
+	ok = true
+	return units, nil
+}
+
+// checkUnits refuses files that are not C compilation units, naming them
+// all in one error.
+func checkUnits(files []string) error {
+	var headers, other []string
+	for _, f := range files {
+		top, _, _ := strings.Cut(f, "/")
+		switch {
+		case strings.HasSuffix(f, ".h"):
+			headers = append(headers, f)
+		case !strings.HasSuffix(f, ".c"):
+			other = append(other, f)
+		case top == "tools" || top == "scripts" || top == "Documentation":
+			other = append(other, f+" (not kernel code)")
+		}
+	}
+	var msgs []string
+	if len(headers) > 0 {
+		msgs = append(msgs, fmt.Sprintf("%s: a header change means every file that includes it may change, "+
+			"which is not supported yet; move the change into the .c files that need it", strings.Join(headers, ", ")))
+	}
+	if len(other) > 0 {
+		msgs = append(msgs, fmt.Sprintf("%s: only C files of the kernel (.c) can be compiled into units", strings.Join(other, ", ")))
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("compile: %w: %s", ErrUnsupportedFile, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// objectOf returns the object kbuild makes from a .c file.
+func objectOf(src string) string {
+	return strings.TrimSuffix(src, ".c") + ".o"
+}
+
+// compileUnit compiles one unit before and after from copies under work.
+func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string, before, after []byte) (Unit, error) {
+	u := Unit{Path: rel, Dir: t.ObjDir}
+	obj := objectOf(rel)
+	cmdFile := filepath.Join(t.ObjDir, filepath.FromSlash(path.Dir(obj)), "."+path.Base(obj)+".cmd")
+	b, err := readBounded(cmdFile, maxCmdFileSize)
+	if err != nil {
+		return u, fmt.Errorf("compile %s: kbuild's record of the command: %w", rel, err)
+	}
+	rec, err := parseCmdFile(b, obj)
+	if err != nil {
+		return u, fmt.Errorf("compile %s: %s: %w", rel, cmdFile, err)
+	}
+	for _, flag := range strings.Fields(kcflags) {
+		if !slices.Contains(rec.argv, flag) {
+			return u, fmt.Errorf("compile %s: the recorded command lacks %s: kbuild did not take KCFLAGS", rel, flag)
+		}
+	}
+	if slices.Contains(rec.argv, "-DMODULE") {
+		u.Module = "unknown"
+		for _, a := range rec.argv {
+			if name, ok := strings.CutPrefix(a, "-DKBUILD_MODNAME="); ok {
+				u.Module = strings.Trim(name, `"`)
+			}
+		}
+	}
+	u.After = rec.after
+	origDir := filepath.Join(t.Source, filepath.FromSlash(path.Dir(rel)))
+
+	for _, side := range []struct {
+		name, dir, label string
+		text             []byte
+		obj              *string
+		argv             *[]string
+	}{
+		{"before", "a", "pre", before, &u.Pre, &u.PreCommand},
+		{"after", "b", "post", after, &u.Post, &u.Command},
+	} {
+		srcRoot := filepath.Join(work, side.dir)
+		src := filepath.Join(srcRoot, filepath.FromSlash(rel))
+		out := filepath.Join(work, side.label, filepath.FromSlash(obj))
+		for _, d := range []string{filepath.Dir(src), filepath.Dir(out)} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return u, fmt.Errorf("compile %s: %w", rel, err)
+			}
+		}
+		if err := os.WriteFile(src, side.text, 0o644); err != nil {
+			return u, fmt.Errorf("compile %s: %w", rel, err)
+		}
+		argv, err := unitCommand(rec, src, out, srcRoot, origDir, t.Source)
+		if err != nil {
+			return u, fmt.Errorf("compile %s: %s: %w", rel, cmdFile, err)
+		}
+		start := time.Now()
+		fmt.Fprintf(log, "ksrc: compiling %s (%s)…\n", rel, side.name)
+		rewrite := []string{srcRoot + "/", side.dir + "/"}
+		if err := run(ctx, t.ObjDir, log, rewrite, argv[0], argv[1:]...); err != nil {
+			what := "the pristine file"
+			if side.name == "after" {
+				what = "the patched file"
+			}
+			return u, fmt.Errorf("compile %s (%s the patch): %w; the messages name %s as %s/%s",
+				rel, side.name, err, what, side.dir, rel)
+		}
+		fmt.Fprintf(log, "ksrc: compiled %s (%s) in %.1fs\n", rel, side.name, time.Since(start).Seconds())
+		*side.obj, *side.argv = out, argv
+	}
+	return u, nil
+}

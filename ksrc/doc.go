@@ -1,0 +1,55 @@
+// Package ksrc is the kernel source side of building a livepatch from a
+// source patch (ksplice-create or kpatch-build style): it compiles exactly
+// the compilation units a patch touches, before and after the patch, as
+// the target kernel's own build compiled them plus -ffunction-sections
+// -fdata-sections, so that an object differ can compare them function by
+// function.
+//
+// Three steps, each usable on its own:
+//
+//   - ParsePatch reads a unified diff (git's or diff -u's, -p1 paths) in
+//     pure Go, bounded in size and file count, and refuses what a source
+//     livepatch cannot be built from: renames and copies, mode changes,
+//     new and deleted files, binary patches, and paths that are absolute
+//     or contain "..". Apply applies one file's hunks with exact context
+//     and patch(1)'s offset search, without fuzz, and names the file and
+//     hunk that does not apply. No patch program is run.
+//   - Prepare readies an out-of-tree kbuild object folder
+//     (make -C SOURCE O=CACHE/obj-KEY) for the target's configuration:
+//     the .config from the target's headers, its compiler (the first word
+//     of CONFIG_CC_VERSION_TEXT, e.g. gcc-12), its release (Debian's
+//     .kernelvariables, else include/config/kernel.release) as
+//     KERNELRELEASE, then `olddefconfig` and `modules_prepare`, which is
+//     enough for kbuild to build single objects. The source tree is never
+//     written and may be read-only. The key hashes the source tree's path
+//     and version, the .config, the compiler's version and the release,
+//     so a second call, or another process, reuses the folder: it is
+//     prepared under an flock and stamped ready last. Prepare refuses a
+//     source whose VERSION.PATCHLEVEL.SUBLEVEL differs from the headers'
+//     (naming both), a configuration kbuild changes here beyond toolchain
+//     version numbers (the host's tools differ from the kernel's), and a
+//     host without the build tools, listing the Debian packages.
+//   - Compile lets kbuild build each touched unit once in the object
+//     folder, which records the exact compiler command in
+//     O/dir/.file.o.cmd, and then compiles the pristine file and the
+//     patched file, both copied into a temporary folder, with that
+//     command: input and output swapped, the dependency file dropped, the
+//     original folder on the quote include path, and __FILE__ and debug
+//     info mapped back to the original path. Building both sides the same
+//     way, rather than taking kbuild's object as "before", means they
+//     differ only by the patch; the steps kbuild runs after the compiler
+//     (objtool) are recorded in Unit.After but not run. Only .c files are
+//     accepted: a header change may change every unit that includes it.
+//
+// Known limits: kbuild builds any single object it is asked for, even
+// one the target's configuration leaves out, so a unit's functions must
+// still be found in the running kernel by a later step; a .c file that
+// is only #included by another cannot be a unit; gcc-built kernels only,
+// no cross-building.
+//
+// Package ksrc runs make and the compiler, which the lint rules otherwise
+// allow only in cmd, the lab and tests: running them is its purpose. Every
+// run is in its own process group, killed as a whole when the context
+// ends, with an environment cleaned of variables that would change the
+// build (KCFLAGS, ARCH, CROSS_COMPILE, a parent make's MAKEFLAGS, ...).
+package ksrc

@@ -1,0 +1,205 @@
+package ksrc
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/lab"
+)
+
+// cmdlineFix changes what /proc/cmdline prints, and includes a header of
+// the unit's own folder with quotes, which must resolve from the copy.
+const cmdlineFix = `diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c
+--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -3,12 +3,13 @@
+ #include <linux/init.h>
+ #include <linux/proc_fs.h>
+ #include <linux/seq_file.h>
++#include "internal.h"
+ 
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
+ 	seq_puts(m, saved_command_line);
+-	seq_putc(m, '\n');
++	seq_puts(m, " livepatched\n");
+ 	return 0;
+ }
+ 
+ static int __init proc_cmdline_init(void)
+ {
+`
+
+// logWriter sends lines to t.Log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestLabKernelUnits prepares the Debian source of the lab kernel against
+// its headers and compiles a patch to fs/proc/cmdline.c before and after.
+// The first run prepares the object folder (minutes); later runs reuse it.
+func TestLabKernelUnits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches a kernel source package and builds part of the kernel; go test without -short runs it")
+	}
+	ctx := context.Background()
+	log := logWriter{t}
+	testStart := time.Now()
+	k, err := lab.Fetch(ctx, lab.FetchOptions{Log: log})
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	src, err := lab.FetchSource(ctx, lab.FetchOptions{Log: log}, k)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Source: src, KernelBuild: k.HeadersDir, CacheDir: filepath.Join(root, ".cache", "ksrc"), Log: log}
+
+	start := time.Now()
+	tree, err := Prepare(ctx, opts)
+	if err != nil {
+		var te *ToolsError
+		if errors.As(err, &te) {
+			t.Fatalf("%v (scripts/test-deps.sh installs them)", err)
+		}
+		t.Fatal(err)
+	}
+	first := time.Since(start)
+	start = time.Now()
+	again, err := Prepare(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := time.Since(start)
+	t.Logf("Prepare: first %.1fs (reused: %v), second %.1fs (reused: %v)", first.Seconds(), tree.Reused, second.Seconds(), again.Reused)
+	if !again.Reused || again.ObjDir != tree.ObjDir {
+		t.Errorf("second Prepare did not reuse %s: %+v", tree.ObjDir, again)
+	}
+	if second > 30*time.Second {
+		t.Errorf("second Prepare took %v", second)
+	}
+	if tree.Release != k.Release || tree.Version == "" || tree.CC == "" {
+		t.Errorf("tree = %+v, want release %s", tree, k.Release)
+	}
+
+	patch, err := ParsePatch([]byte(cmdlineFix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	units, err := tree.Compile(ctx, patch, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Compile of 1 unit: %.1fs", time.Since(start).Seconds())
+	defer func() {
+		if err := units.Cleanup(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if len(units.List) != 1 {
+		t.Fatalf("units = %+v", units.List)
+	}
+	u := units.List[0]
+	t.Logf("unit: %s pre=%s post=%s module=%q after=%q", u.Path, u.Pre, u.Post, u.Module, u.After)
+	t.Logf("command: %s", strings.Join(u.Command, " "))
+	if u.Path != "fs/proc/cmdline.c" || u.Module != "" || u.Dir != tree.ObjDir {
+		t.Errorf("unit = %+v", u)
+	}
+	if !strings.Contains(u.After, "objtool") {
+		t.Errorf("unit.After = %q, want the objtool step kbuild records", u.After)
+	}
+	pre := textSection(t, u.Pre, ".text.cmdline_proc_show")
+	post := textSection(t, u.Post, ".text.cmdline_proc_show")
+	if bytes.Equal(pre, post) {
+		t.Errorf(".text.cmdline_proc_show is the same before and after the patch")
+	}
+	// The recorded command rebuilds what kbuild built: same code.
+	kb := textSection(t, filepath.Join(tree.ObjDir, "fs/proc/cmdline.o"), ".text.cmdline_proc_show")
+	if !bytes.Equal(pre, kb) {
+		t.Errorf(".text.cmdline_proc_show of Pre differs from kbuild's object")
+	}
+	for _, s := range []string{"livepatched"} {
+		if b, err := os.ReadFile(u.Post); err != nil || !bytes.Contains(b, []byte(s)) {
+			t.Errorf("Post lacks the string %q", s)
+		}
+	}
+	work := strings.TrimSuffix(u.Post, "/post/fs/proc/cmdline.o")
+	for _, o := range []string{u.Pre, u.Post} {
+		if b, err := os.ReadFile(o); err != nil || bytes.Contains(b, []byte(work)) {
+			t.Errorf("%s names the temporary folder %s", o, work)
+		}
+	}
+
+	// Nothing was written into the source tree.
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi, err := d.Info(); err == nil && fi.ModTime().After(testStart) {
+			t.Errorf("the source tree changed: %s", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := units.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(u.Pre); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Cleanup left %s: %v", u.Pre, err)
+	}
+
+	// A patch that does not compile: the compiler's messages name the
+	// patched file as b/PATH, and the error says which side failed.
+	broken := strings.Replace(cmdlineFix, `+	seq_puts(m, " livepatched\n");`, `+	seq_puts(m, undeclared_thing);`, 1)
+	var out strings.Builder
+	_, err = tree.Compile(ctx, mustParse(t, broken), io.MultiWriter(&out, log))
+	if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "after the patch") {
+		t.Errorf("Compile of a broken patch = %v, want a build failure after the patch", err)
+	}
+	if !strings.Contains(out.String(), "b/fs/proc/cmdline.c:11:") || !strings.Contains(out.String(), "undeclared_thing") {
+		t.Errorf("the log lacks the compiler's error about b/fs/proc/cmdline.c line 11")
+	}
+}
+
+// textSection checks that name is a relocatable x86-64 ELF object and
+// returns the bytes of the named section.
+func textSection(t *testing.T, name, section string) []byte {
+	t.Helper()
+	f, err := elf.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_REL {
+		t.Errorf("%s is %v %v %v, want a relocatable x86-64 object", name, f.Class, f.Machine, f.Type)
+	}
+	s := f.Section(section)
+	if s == nil {
+		t.Fatalf("%s has no %s section: did -ffunction-sections take?", name, section)
+	}
+	b, err := s.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
