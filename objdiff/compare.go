@@ -211,28 +211,20 @@ func (c *comparison) specialSections() {
 
 // loose returns the code of a section outside any function symbol,
 // leaving out alignment padding: runs without relocations, shorter than
-// the section's alignment (at least 16), that end at a function or the
-// end of the section.
+// the section's alignment (at least 16).
 func (o *Object) loose(s *section) []image {
-	var fns []*entity
-	for _, e := range o.funcs {
-		if e.sec == s {
-			fns = append(fns, e)
-		}
-	}
-	slices.SortFunc(fns, func(a, b *entity) int { return cmpUint(a.start, b.start) })
 	var out []image
 	piece := func(start, end uint64) {
 		if start >= end {
 			return
 		}
-		if len(s.relocsIn(start, end)) == 0 && end-start < max(16, s.align) {
+		if len(s.relocsIn(start, end)) == 0 && (end-start < max(16, s.align)) {
 			return
 		}
 		out = append(out, o.image(s, start, end, storedTarget))
 	}
 	at := uint64(0)
-	for _, e := range fns {
+	for _, e := range s.funcs {
 		piece(at, e.start)
 		at = max(at, e.end)
 	}
@@ -287,16 +279,7 @@ func baseName(name string) string {
 }
 
 // symbolsOf returns the function symbols of o whose source name is name.
-func symbolsOf(o *Object, name string) []string {
-	var out []string
-	for n, e := range o.funcs {
-		if baseName(e.sym.name) == name {
-			out = append(out, n)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
+func symbolsOf(o *Object, name string) []string { return o.byBase[name] }
 
 // inlines finds functions whose code is inlined into changed functions
 // and differs there, and functions that became or stopped being inlined.

@@ -17,7 +17,7 @@ var cflags = []string{"-c", "-O2", "-ffunction-sections", "-fdata-sections", "-f
 
 // compile builds C source into an object with gcc, with debug info
 // unless noDebug. The test fails, and does not skip, without gcc.
-func compile(t testing.TB, name, src string, noDebug bool) []byte {
+func compile(t testing.TB, name, src string, noDebug bool, extra ...string) []byte {
 	t.Helper()
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -35,6 +35,7 @@ func compile(t testing.TB, name, src string, noDebug bool) []byte {
 	if !noDebug {
 		args = append(args, "-g")
 	}
+	args = append(args, extra...)
 	out, err := exec.Command(gcc, append(args, c, "-o", o)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("gcc %s: %v\n%s", name, err, out)
@@ -46,9 +47,9 @@ func compile(t testing.TB, name, src string, noDebug bool) []byte {
 	return obj
 }
 
-func diff(t *testing.T, pre, post string, noDebug bool) *Result {
+func diff(t *testing.T, pre, post string, noDebug bool, extra ...string) *Result {
 	t.Helper()
-	res, err := Diff("pre.o", compile(t, "pre", pre, noDebug), "post.o", compile(t, "post", post, noDebug))
+	res, err := Diff("pre.o", compile(t, "pre", pre, noDebug, extra...), "post.o", compile(t, "post", post, noDebug, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -95,6 +96,9 @@ func (o *Object) readDebug() error {
 		entries: d.Reader(),
 	}
 	if err := w.walk(); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return fmt.Errorf("read debug info: %w", err)
+		}
 		return malformed("read debug info: %v", err)
 	}
 	o.debug = w.info
@@ -168,18 +172,20 @@ type rangeKey struct {
 
 // walker reads the DIE tree once, in order.
 type walker struct {
-	o       *Object
-	d       *dwarf.Data
-	raw     map[string][]byte
-	units   []unitVersion
-	budget  int
-	steps   int
-	sigs    map[dwarf.Offset]string
-	names   map[dwarf.Offset]string
-	types   map[dwarf.Offset]string
-	ranges  map[rangeKey][]span
-	info    *debugInfo
-	entries *dwarf.Reader
+	o      *Object
+	d      *dwarf.Data
+	raw    map[string][]byte
+	units  []unitVersion
+	budget int
+	steps  int
+	// copyBytes is the code of all inlined copies, which Compare reads.
+	copyBytes uint64
+	sigs      map[dwarf.Offset]string
+	names     map[dwarf.Offset]string
+	types     map[dwarf.Offset]string
+	ranges    map[rangeKey][]span
+	info      *debugInfo
+	entries   *dwarf.Reader
 	// The compilation unit being read.
 	version  uint16
 	base     uint64
@@ -249,6 +255,12 @@ func (w *walker) walk() error {
 				w.info.inlined[name] = m
 			}
 			m[caller] = append(m[caller], spans...)
+			for _, sp := range spans {
+				w.copyBytes += sp.end - sp.start
+			}
+			if w.copyBytes > 4*overlapFactor*w.o.size+overlapSlack {
+				return tooLarge("inlined copies in debug info cover %d bytes of a %d-byte object", w.copyBytes, w.o.size)
+			}
 		}
 		if e.Children {
 			callers = append(callers, caller)

@@ -63,6 +63,8 @@ type Object struct {
 	funcs    map[string]*entity
 	data     map[string]*entity
 	funcAt   map[location]string // function entities by start
+	byBase   map[string][]string // function entities by source name (helper for helper.isra.0), sorted
+	size     uint64              // of the input
 	referrer map[string][]string // entity name -> entities that refer to it, sorted
 	debug    *debugInfo          // nil without usable DWARF
 	notes    []string
@@ -92,6 +94,8 @@ type section struct {
 	bounds []uint64
 	// strStarts are the starts of the strings of a string pool.
 	strStarts []uint64
+	// funcs are the functions defined here, sorted by start.
+	funcs []*entity
 }
 
 type symbol struct {
@@ -256,7 +260,7 @@ func parse(name string, data []byte) (*Object, error) {
 	if err != nil {
 		return nil, malformed("%v", err)
 	}
-	o := &Object{name: name}
+	o := &Object{name: name, size: uint64(len(data))}
 	if err := o.readSections(f, data); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -125,6 +126,29 @@ func TestDiffUnsupportedObjects(t *testing.T) {
 		if _, err := Open("x.o", data); !errors.Is(err, ErrUnsupported) {
 			t.Errorf("%s: %v, want ErrUnsupported", name, err)
 		}
+	}
+}
+
+// Aliases make symbols overlap, and comparing reads each symbol's bytes:
+// overlap beyond a small multiple of the object is refused, so the work
+// stays bounded by the input.
+func TestDiffOverlappingSymbols(t *testing.T) {
+	src := "void big(void) { asm volatile(\".fill 65536, 1, 0x90\"); }\n"
+	for i := range 12 {
+		src += fmt.Sprintf("void alias%d(void) __attribute__((alias(\"big\")));\n", i)
+	}
+	obj := compile(t, "aliases", src, true)
+	if o, err := Open("aliases.o", obj); o != nil || !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "symbols overlap") {
+		t.Fatalf("Open = %v, %v; want ErrTooLarge (symbols overlap)", o, err)
+	}
+	// Four aliases are within the bound, and each is compared.
+	src = strings.Join(strings.SplitAfter(src, "\n")[:5], "")
+	res, err := Diff("pre.o", compile(t, "pre", src, true), "post.o", compile(t, "post", strings.Replace(src, "0x90", "0xcc", 1), true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(res.Changed); !slices.Equal(got, []string{"alias0", "alias1", "alias2", "alias3", "big"}) {
+		t.Errorf("changed %q", got)
 	}
 }
 

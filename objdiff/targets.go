@@ -70,6 +70,7 @@ func (o *Object) findEntities() error {
 	o.funcs = map[string]*entity{}
 	o.data = map[string]*entity{}
 	o.funcAt = map[location]string{}
+	o.byBase = map[string][]string{}
 	for i := 1; i < len(o.syms); i++ {
 		s := &o.syms[i]
 		var e *entity
@@ -110,10 +111,46 @@ func (o *Object) findEntities() error {
 			if l := (location{e.sec.idx, e.start}); o.funcAt[l] == "" {
 				o.funcAt[l] = e.name
 			}
+			e.sec.funcs = append(e.sec.funcs, e)
+			base := baseName(s.name)
+			o.byBase[base] = append(o.byBase[base], e.name)
 		}
+	}
+	for _, names := range o.byBase {
+		slices.Sort(names)
+	}
+	// Comparing costs the bytes and relocations each entity covers.
+	// Symbols may overlap (aliases), but not so much that the cost is no
+	// longer bounded by the input.
+	var bytes, relocs, allRelocs uint64
+	for _, m := range []map[string]*entity{o.funcs, o.data} {
+		for _, e := range m {
+			if e.sec == nil {
+				continue
+			}
+			if e.sec.data != nil {
+				bytes += e.end - e.start
+			}
+			relocs += uint64(len(e.sec.relocsIn(e.start, e.end)))
+		}
+	}
+	for _, s := range o.sections {
+		allRelocs += uint64(len(s.relocs))
+		slices.SortFunc(s.funcs, func(a, b *entity) int { return cmpUint(a.start, b.start) })
+	}
+	if bytes > overlapFactor*o.size+overlapSlack || relocs > overlapFactor*allRelocs+overlapSlack {
+		return tooLarge("symbols overlap: they cover %d bytes and %d relocations of a %d-byte object", bytes, relocs, o.size)
 	}
 	return nil
 }
+
+// How much symbols, and inlined copies in debug info, may overlap: the
+// bytes and relocations they cover, summed, may be this many times those
+// of the object, plus the slack.
+const (
+	overlapFactor = 4
+	overlapSlack  = 1 << 16
+)
 
 // resolveTargets describes the target of every relocation in a compared
 // section, and records who refers to whom.
