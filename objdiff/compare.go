@@ -210,15 +210,17 @@ func (c *comparison) specialSections() {
 }
 
 // loose returns the code of a section outside any function symbol,
-// leaving out alignment padding: runs without relocations, shorter than
-// the section's alignment (at least 16).
+// leaving out padding: runs without relocations that are shorter than the
+// section's alignment (at least 16; alignment padding, which may be
+// multi-byte NOPs) or are all single-byte NOP, int3 or zero fill (such as
+// the NOPs -fpatchable-function-entry puts before each function).
 func (o *Object) loose(s *section) []image {
 	var out []image
 	piece := func(start, end uint64) {
 		if start >= end {
 			return
 		}
-		if len(s.relocsIn(start, end)) == 0 && (end-start < max(16, s.align)) {
+		if len(s.relocsIn(start, end)) == 0 && (end-start < max(16, s.align) || isFill(s.data[start:end])) {
 			return
 		}
 		out = append(out, o.image(s, start, end, storedTarget))
@@ -230,6 +232,15 @@ func (o *Object) loose(s *section) []image {
 	}
 	piece(at, s.size)
 	return out
+}
+
+func isFill(b []byte) bool {
+	for _, c := range b {
+		if c != 0x90 && c != 0xcc && c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *comparison) looseCode() {

@@ -152,6 +152,20 @@ int user(int x) { return helper(x) + 1; }
 	}
 }
 
+// The kernel's own flags add ftrace call sites (__mcount_loc), return
+// thunks and 16 NOPs of padding before every function
+// (-fpatchable-function-entry, CALL_PADDING): none of that is a change.
+func TestDiffNewHelperKernelFlags(t *testing.T) {
+	res := diff(t, `
+int user(int x) { return (x ^ 0x55) + 1; }
+`, `
+static __attribute__((noinline)) int helper(int x) { return x ^ 0x55; }
+int user(int x) { return helper(x) + 1; }
+`, false, "-mcmodel=kernel", "-fno-PIE", "-pg", "-mfentry", "-mrecord-mcount",
+		"-mfunction-return=thunk-extern", "-fpatchable-function-entry=16,16")
+	check(t, res, want{changed: []string{"user"}, added: []string{"helper"}})
+}
+
 func TestDiffChangedStaticVariable(t *testing.T) {
 	res := diff(t, `
 static int limit = 5;
