@@ -21,8 +21,9 @@
 //     looking the target up.
 //   - Every section has a class (sections.go). Code sections (.text*,
 //     .init.text, ...) are compared one function symbol at a time, plus
-//     any code outside a function symbol that is more than alignment
-//     padding. Data sections (.data*, .bss*, .rodata*, ...) are compared
+//     any code outside a function symbol that is not padding (short
+//     alignment runs, or NOP fill such as -fpatchable-function-entry puts
+//     before each function). Data sections (.data*, .bss*, .rodata*, ...) are compared
 //     one object symbol at a time; literal pools and compiler-made tables
 //     (CSWTCH.*, __func__.*) only through the references to them. Sections
 //     never loaded (debug info, notes, comments) and tables generated from
