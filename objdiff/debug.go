@@ -220,7 +220,7 @@ func (w *walker) walk() error {
 		case dwarf.TagSubprogram:
 			if inl, ok := e.Val(dwarf.AttrInline).(int64); ok && (inl == dwInlInlined || inl == dwInlDeclaredInlined) {
 				if name, ok := e.Val(dwarf.AttrName).(string); ok {
-					w.info.abstract[name] = true
+					w.info.abstract[printable(name)] = true
 				}
 			}
 			spans, err := w.spans(e)
@@ -595,6 +595,7 @@ func (w *walker) originName(e *dwarf.Entry) (string, error) {
 	if len(name) > maxName {
 		name = name[:maxName]
 	}
+	name = printable(name)
 	w.names[first] = name
 	return name, nil
 }
@@ -693,6 +694,7 @@ func (w *walker) spellType(off dwarf.Offset, depth int) string {
 	if len(name) > maxName {
 		name = name[:maxName]
 	}
+	name = printable(name)
 	inner := func() string {
 		if t, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
 			return w.typeName(t, depth+1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -289,7 +290,7 @@ func (o *Object) readSections(f *elf.File, data []byte) error {
 			return malformed("section %d name is %d bytes long", i, len(s.Name))
 		}
 		sec := &section{
-			idx: i, name: s.Name, typ: s.Type, flags: s.Flags,
+			idx: i, name: printable(s.Name), typ: s.Type, flags: s.Flags,
 			size: s.Size, entsize: s.Entsize, align: s.Addralign,
 			link: s.Link, info: s.Info,
 		}
@@ -309,6 +310,19 @@ func (o *Object) readSections(f *elf.File, data []byte) error {
 		o.sections[i] = sec
 	}
 	return nil
+}
+
+// printable returns name if it is printable ASCII, as
+// compilers make names, and a quoted Go string otherwise, so a crafted
+// name cannot smuggle control characters into a terminal. Both objects
+// are treated alike, so names still match.
+func printable(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] < ' ' || name[i] > '~' {
+			return strconv.QuoteToASCII(name)
+		}
+	}
+	return name
 }
 
 // isPoolName reports whether a local read-only object is a table the
@@ -345,7 +359,7 @@ func (o *Object) readSymbols(f *elf.File) error {
 			return malformed("symbol %d name is %d bytes long", i+1, len(s.Name))
 		}
 		sym := symbol{
-			name: s.Name, typ: elf.ST_TYPE(s.Info), bind: elf.ST_BIND(s.Info),
+			name: printable(s.Name), typ: elf.ST_TYPE(s.Info), bind: elf.ST_BIND(s.Info),
 			shndx: s.Section, value: s.Value, size: s.Size,
 		}
 		switch {

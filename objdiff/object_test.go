@@ -172,3 +172,17 @@ func TestDiffLimits(t *testing.T) {
 		t.Errorf("object over MaxObjectSize: %v", err)
 	}
 }
+
+func TestDiffNamesArePrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"helper.isra.0":   "helper.isra.0",
+		"long int":        "long int",
+		"evil\x1b[2Jname": `"evil\x1b[2Jname"`,
+		"line\nbreak":     `"line\nbreak"`,
+		"caf\u00e9":       `"caf\u00e9"`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
