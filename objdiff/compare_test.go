@@ -166,6 +166,30 @@ int user(int x) { return helper(x) + 1; }
 	check(t, res, want{changed: []string{"user"}, added: []string{"helper"}})
 }
 
+// Literals without symbols: a switch's jump table (anonymous data that
+// points back into the function) and a merged floating-point constant.
+// A changed constant changes its function; the jump table of a function
+// that did not change stays the same although the code around it moved.
+func TestDiffAnonymousData(t *testing.T) {
+	const pre = `
+extern int f1(int), f2(int), f3(int), f4(int), f5(int), f6(int);
+int grow(int x) { return x + 1; }
+int pick(int x) {
+	switch (x) {
+	case 0: return f1(x); case 1: return f2(x); case 2: return f3(x); case 3: return f4(x);
+	case 4: return f5(x); case 5: return f6(x); case 6: return f1(x + 1); default: return 0;
+	}
+}
+double scale(double d) { return d * 1.2345; }
+`
+	post := strings.NewReplacer("x + 1;", "x * 3 + 12345;", "1.2345", "1.5").Replace(pre)
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"grow", "scale"}})
+	if r := res.Changed[1].Reason; !strings.Contains(r, "const 8d976e1283c0f33f-4 -> const 000000000000f83f-4") {
+		t.Errorf("scale: reason %q", r)
+	}
+}
+
 func TestDiffChangedStaticVariable(t *testing.T) {
 	res := diff(t, `
 static int limit = 5;

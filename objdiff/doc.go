@@ -24,8 +24,9 @@
 //     any code outside a function symbol that is not padding (short
 //     alignment runs, or NOP fill such as -fpatchable-function-entry puts
 //     before each function). Data sections (.data*, .bss*, .rodata*, ...) are compared
-//     one object symbol at a time; literal pools and compiler-made tables
-//     (CSWTCH.*, __func__.*) only through the references to them. Sections
+//     one object symbol at a time; literal pools, the local labels the
+//     assembler keeps for them (.LC0) and compiler-made tables (CSWTCH.*,
+//     __func__.*) only through the references to them. Sections
 //     never loaded (debug info, notes, comments) and tables generated from
 //     the code (.eh_frame, __mcount_loc, ORC, call-site lists) are
 //     ignored. Every other section (alternatives, __jump_table,

@@ -325,11 +325,24 @@ func printable(name string) string {
 	return name
 }
 
-// isPoolName reports whether a local read-only object is a table the
-// compiler made for literals rather than a variable of the program.
-func isPoolName(name string) bool {
+// isPoolSymbol reports whether a symbol names a literal rather than a
+// variable or function of the program, so references to it compare by
+// what it holds, not by its name: a local label (.LC0, which the
+// assembler keeps for references into merged sections), a local symbol in
+// a literal pool, or a table the compiler made for literals (a switch's
+// CSWTCH.12, __func__.3), whose numbers shift from build to build.
+func isPoolSymbol(s *symbol, sec *section) bool {
+	if s.bind != elf.STB_LOCAL || s.typ != elf.STT_NOTYPE && s.typ != elf.STT_OBJECT {
+		return false
+	}
+	if strings.HasPrefix(s.name, ".L") || sec.class == classPool {
+		return true
+	}
+	if s.typ != elf.STT_OBJECT || sec.flags&elf.SHF_WRITE != 0 {
+		return false
+	}
 	for _, p := range []string{"CSWTCH.", "__func__.", "__FUNCTION__.", "__PRETTY_FUNCTION__."} {
-		if strings.HasPrefix(name, p) {
+		if strings.HasPrefix(s.name, p) {
 			return true
 		}
 	}
@@ -374,8 +387,7 @@ func (o *Object) readSymbols(f *elf.File) error {
 				(sym.value > sec.size || sym.size > sec.size-sym.value) {
 				return malformed("symbol %q (value %d, size %d) exceeds section %s (size %d)", s.Name, sym.value, sym.size, sec.name, sec.size)
 			}
-			sym.pool = sym.typ == elf.STT_OBJECT && sym.bind == elf.STB_LOCAL &&
-				sec.flags&elf.SHF_WRITE == 0 && isPoolName(sym.name)
+			sym.pool = isPoolSymbol(&sym, sec)
 		}
 		o.syms = append(o.syms, sym)
 	}

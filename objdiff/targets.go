@@ -172,11 +172,14 @@ func (o *Object) resolveTargets() {
 				continue
 			}
 			t := o.sections[s.shndx]
-			at, probe := o.offsets(src, r)
-			for _, p := range []int64{at, probe} {
-				if p >= 0 && uint64(p) <= t.size {
-					t.bounds = append(t.bounds, uint64(p))
-				}
+			// The byte referenced starts an item; literal falls back to
+			// at when probe lies outside the section, and so does this.
+			at, p := o.offsets(src, r)
+			if p < 0 || uint64(p) >= t.size {
+				p = at
+			}
+			if p >= 0 && uint64(p) <= t.size {
+				t.bounds = append(t.bounds, uint64(p))
 			}
 		}
 	}
