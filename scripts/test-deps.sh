@@ -5,7 +5,7 @@ set -euo pipefail
 missing=()
 command -v gpg >/dev/null || missing+=(gnupg)
 command -v gpgconf >/dev/null || missing+=(gnupg)
-command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo
+command -v gcc >/dev/null || missing+=(gcc)   # the race detector needs cgo; diff tests compile C
 command -v readelf >/dev/null || missing+=(binutils)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 # The QEMU lab: real kernels under emulation, busybox for their initramfs,

@@ -1,5 +1,5 @@
 // Command splicefleet is the one binary of splicefleet: the publisher's
-// verbs (key, create, sign, manifest, verify, inspect) and, in time, the
+// verbs (key, create, sign, manifest, verify, inspect, diff) and, in time, the
 // fleet agent and the host verbs (apply, undo, view).
 //
 // Only this package parses flags and reads files: the packages it wires
@@ -97,9 +97,10 @@ func newRootCmd(e *env) *cobra.Command {
 		Short: "Rebootless kernel updates for whole fleets",
 		Long: `splicefleet moves signed livepatch bundles through a fleet of Linux hosts.
 
-Publishers build a bundle from a livepatch module (create), sign it with one
-or more OpenPGP keys (sign), and anyone can check (verify) and show (inspect)
-it. On a host, apply verifies a bundle and loads it through the kernel's
+Publishers check that a fix can be livepatched by comparing the object files
+built before and after it (diff), build a bundle from a livepatch module
+(create), sign it with one or more OpenPGP keys (sign), and anyone can check
+(verify) and show (inspect) it. On a host, apply verifies a bundle and loads it through the kernel's
 livepatch interface; undo, view and boot manage what is applied.
 
 Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
@@ -115,6 +116,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newManifestCmd(e),
 		newVerifyCmd(e),
 		newInspectCmd(e),
+		newDiffCmd(e),
 		newApplyCmd(e),
 		newUndoCmd(e),
 		newViewCmd(e),

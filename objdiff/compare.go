@@ -1,0 +1,460 @@
+package objdiff
+
+import (
+	"cmp"
+	"debug/elf"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Diff opens two objects under [DefaultLimits] and compares them.
+func Diff(preName string, pre []byte, postName string, post []byte) (*Result, error) {
+	a, err := Open(preName, pre)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Open(postName, post)
+	if err != nil {
+		return nil, err
+	}
+	return Compare(a, b), nil
+}
+
+// Compare reports how post differs from pre: the functions changed, added
+// and removed, and the differences a livepatch cannot carry.
+func Compare(pre, post *Object) *Result {
+	c := &comparison{
+		pre: pre, post: post,
+		changed: map[string]bool{},
+		res: &Result{
+			Pre: pre.name, Post: post.name,
+			DebugInfo: pre.debug != nil && post.debug != nil,
+			Changed:   []Function{}, Added: []Function{}, Removed: []Function{},
+			Unsafe: []Problem{},
+		},
+	}
+	c.functions()
+	c.variables()
+	c.specialSections()
+	c.looseCode()
+	if c.res.DebugInfo {
+		c.signatures()
+		c.inlines()
+	} else {
+		c.vanished()
+		c.res.Notes = append(c.res.Notes, pre.notes...)
+		c.res.Notes = append(c.res.Notes, post.notes...)
+		c.res.Notes = append(c.res.Notes, "without debug info (-g) in both objects, an inlined function is found only when its symbol disappears, and prototypes are not compared")
+	}
+	r := c.res
+	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(r.Changed, byName)
+	slices.SortFunc(r.Added, byName)
+	slices.SortFunc(r.Removed, byName)
+	slices.SortFunc(r.Unsafe, func(a, b Problem) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(string(a.Kind), string(b.Kind)))
+	})
+	return r
+}
+
+type comparison struct {
+	pre, post *Object
+	changed   map[string]bool
+	res       *Result
+}
+
+func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p) }
+
+func sortedKeys[V any](ms ...map[string]V) []string {
+	set := map[string]bool{}
+	for _, m := range ms {
+		for k := range m {
+			set[k] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+func binding(b elf.SymBind) string {
+	return strings.ToLower(strings.TrimPrefix(b.String(), "STB_"))
+}
+
+func function(e *entity, reason string) Function {
+	return Function{Name: e.name, Section: e.sec.name, Binding: binding(e.sym.bind), Size: e.end - e.start, Reason: reason}
+}
+
+func (c *comparison) functions() {
+	for _, name := range sortedKeys(c.pre.funcs, c.post.funcs) {
+		a, b := c.pre.funcs[name], c.post.funcs[name]
+		switch {
+		case a == nil:
+			f := function(b, "")
+			f.Callers = c.post.referrer[b.sym.name]
+			c.res.Added = append(c.res.Added, f)
+			if isInit(b.sec.name) {
+				c.problem(Problem{Kind: KindInit, Name: name, Section: b.sec.name,
+					Reason: "new init code: init code runs once at boot or module load, so a livepatch never runs it"})
+			}
+		case b == nil:
+			c.res.Removed = append(c.res.Removed, function(a, ""))
+		default:
+			why := diffImages(c.pre.entityImage(a), c.post.entityImage(b), "code")
+			if why == "" && isInit(a.sec.name) != isInit(b.sec.name) {
+				why = fmt.Sprintf("moved from %s to %s", a.sec.name, b.sec.name)
+			}
+			if why == "" {
+				continue
+			}
+			c.changed[name] = true
+			c.res.Changed = append(c.res.Changed, function(b, why))
+			if isInit(a.sec.name) || isInit(b.sec.name) {
+				c.problem(Problem{Kind: KindInit, Name: name, Section: b.sec.name,
+					Reason: "init code changed (" + why + "): it ran at boot or module load and was freed, so patching it changes nothing"})
+			}
+		}
+	}
+}
+
+func sectionName(e *entity) string {
+	if e.sec == nil {
+		return "COMMON"
+	}
+	return e.sec.name
+}
+
+func writable(e *entity) bool { return e.sec == nil || e.sec.flags&elf.SHF_WRITE != 0 }
+
+func (c *comparison) variables() {
+	for _, name := range sortedKeys(c.pre.data, c.post.data) {
+		a, b := c.pre.data[name], c.post.data[name]
+		if b == nil {
+			// Removed: the kernel keeps it, and no new code uses it.
+			continue
+		}
+		kind := KindData
+		if isInit(sectionName(b)) || a != nil && isInit(sectionName(a)) {
+			kind = KindInit
+		}
+		p := Problem{Kind: kind, Name: name, Section: sectionName(b)}
+		if a == nil {
+			p.Reason = fmt.Sprintf("new variable (%d bytes): a livepatch cannot add data to the kernel; a copy in the patch module would not be shared with code that is not patched", b.end-b.start)
+			c.problem(p)
+			continue
+		}
+		why := diffImages(c.pre.entityImage(a), c.post.entityImage(b), "initial value")
+		switch {
+		case why != "":
+		case writable(a) && !writable(b):
+			why = "now read-only"
+		case !writable(a) && writable(b):
+			why = "now writable"
+		case a.sym.typ != b.sym.typ:
+			why = fmt.Sprintf("type %v -> %v", a.sym.typ, b.sym.typ)
+		default:
+			continue
+		}
+		switch {
+		case kind == KindInit:
+			p.Reason = why + ": init data was used at boot or module load and freed"
+		case writable(b):
+			p.Reason = why + ": the kernel keeps the variable it has, with its current value, so the new initial value never takes effect"
+		default:
+			p.Reason = why + ": functions that are not patched keep reading the kernel's copy"
+		}
+		c.problem(p)
+	}
+}
+
+func groupSections(o *Object, cl class) map[string][]*section {
+	m := map[string][]*section{}
+	for _, s := range o.sections {
+		if s.class == cl {
+			m[s.name] = append(m[s.name], s)
+		}
+	}
+	return m
+}
+
+func (c *comparison) specialSections() {
+	as, bs := groupSections(c.pre, classSpecial), groupSections(c.post, classSpecial)
+	for _, name := range sortedKeys(as, bs) {
+		a, b := as[name], bs[name]
+		var why string
+		switch {
+		case len(a) == 0:
+			why = "section added"
+		case len(b) == 0:
+			why = "section removed"
+		case len(a) != len(b):
+			why = fmt.Sprintf("%d sections of this name, now %d", len(a), len(b))
+		default:
+			for i := range a {
+				ia := c.pre.image(a[i], 0, a[i].size, storedTarget)
+				ib := c.post.image(b[i], 0, b[i].size, storedTarget)
+				if why = diffImages(ia, ib, "contents"); why != "" {
+					break
+				}
+			}
+		}
+		if why == "" {
+			continue
+		}
+		s := a
+		if len(b) > 0 {
+			s = b
+		}
+		c.problem(Problem{Kind: KindSection, Name: name, Reason: why + ": " + specialReason(s[0])})
+	}
+}
+
+// loose returns the code of a section outside any function symbol,
+// leaving out padding: runs without relocations that are shorter than the
+// section's alignment (at least 16; alignment padding, which may be
+// multi-byte NOPs) or are all single-byte NOP, int3 or zero fill (such as
+// the NOPs -fpatchable-function-entry puts before each function).
+func (o *Object) loose(s *section) []image {
+	var out []image
+	piece := func(start, end uint64) {
+		if start >= end {
+			return
+		}
+		if len(s.relocsIn(start, end)) == 0 && (end-start < max(16, s.align) || isFill(s.data[start:end])) {
+			return
+		}
+		out = append(out, o.image(s, start, end, storedTarget))
+	}
+	at := uint64(0)
+	for _, e := range s.funcs {
+		piece(at, e.start)
+		at = max(at, e.end)
+	}
+	piece(at, s.size)
+	return out
+}
+
+func isFill(b []byte) bool {
+	for _, c := range b {
+		if c != 0x90 && c != 0xcc && c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *comparison) looseCode() {
+	as, bs := groupSections(c.pre, classCode), groupSections(c.post, classCode)
+	for _, name := range sortedKeys(as, bs) {
+		var la, lb []image
+		for _, s := range as[name] {
+			la = append(la, c.pre.loose(s)...)
+		}
+		for _, s := range bs[name] {
+			lb = append(lb, c.post.loose(s)...)
+		}
+		why := ""
+		if len(la) != len(lb) {
+			why = fmt.Sprintf("%d runs of code outside any function, now %d", len(la), len(lb))
+		} else {
+			for i := range la {
+				if why = diffImages(la[i], lb[i], "code"); why != "" {
+					break
+				}
+			}
+		}
+		if why != "" {
+			c.problem(Problem{Kind: KindSection, Name: name,
+				Reason: why + ": code outside any function symbol changed, and objdiff cannot tell which function it belongs to"})
+		}
+	}
+}
+
+func (c *comparison) signatures() {
+	for _, f := range c.res.Changed {
+		a, b := c.pre.debug.sigs[f.Name], c.post.debug.sigs[f.Name]
+		if a != "" && b != "" && a != b {
+			c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
+				Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result", a, b)})
+		}
+	}
+}
+
+// baseName strips the suffix GCC gives clones and parts of a function
+// (helper.isra.0, helper.cold), which DWARF names by the source name.
+func baseName(name string) string {
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// symbolsOf returns the function symbols of o whose source name is name.
+func symbolsOf(o *Object, name string) []string { return o.byBase[name] }
+
+// inlines finds functions whose code is inlined into changed functions
+// and differs there, and functions that became or stopped being inlined.
+func (c *comparison) inlines() {
+	pre, post := c.pre.debug, c.post.debug
+	names := map[string]bool{}
+	for n := range pre.inlined {
+		names[n] = true
+	}
+	for n := range post.inlined {
+		names[n] = true
+	}
+	for _, f := range c.res.Removed {
+		names[baseName(f.Name)] = true
+	}
+	for _, f := range c.res.Added {
+		names[baseName(f.Name)] = true
+	}
+	for _, x := range slices.Sorted(maps.Keys(names)) {
+		callers := map[string]bool{}
+		differs := false
+		for _, caller := range sortedKeys(pre.inlined[x], post.inlined[x]) {
+			if !c.changed[caller] {
+				continue
+			}
+			callers[caller] = true
+			if !c.sameCopies(pre.inlined[x][caller], post.inlined[x][caller]) {
+				differs = true
+			}
+		}
+		symPre, symPost := symbolsOf(c.pre, x), symbolsOf(c.post, x)
+		// A function with a symbol on one side only and inlined copies on
+		// the other: its callers there stand in for it.
+		if len(symPre) > 0 && len(symPost) == 0 && (len(post.inlined[x]) > 0 || post.abstract[x]) {
+			differs = true
+			c.addChangedReferrers(callers, c.pre, symPre)
+		}
+		if len(symPre) == 0 && len(symPost) > 0 && (len(pre.inlined[x]) > 0 || pre.abstract[x]) {
+			differs = true
+			c.addChangedReferrers(callers, c.post, symPost)
+		}
+		if !differs || len(callers) == 0 {
+			continue
+		}
+		list := slices.Sorted(maps.Keys(callers))
+		in := strings.Join(list, ", ")
+		var why string
+		switch {
+		case len(symPre) > 0 && len(symPost) > 0:
+			why = fmt.Sprintf("also inlined into %s, where its copies changed: calls to %s reach the patched function, but the inlined copies change only if those callers are patched too", in, x)
+		case len(symPre) > 0:
+			why = fmt.Sprintf("no longer a function of its own: it was inlined into %s, which must all be patched together", in)
+		case len(symPost) > 0:
+			why = fmt.Sprintf("was inlined into %s and is now a function of its own: those callers must all be patched together", in)
+		default:
+			why = fmt.Sprintf("inline function changed: its code lives only in its callers %s, which must all be patched together", in)
+		}
+		c.problem(Problem{Kind: KindInlined, Name: x, Callers: list,
+			Reason: why + "; copies inlined into other objects (from a header) are not in this diff"})
+	}
+}
+
+func (c *comparison) addChangedReferrers(set map[string]bool, o *Object, syms []string) {
+	for _, s := range syms {
+		for _, r := range o.referrer[o.funcs[s].sym.name] {
+			if c.changed[r] {
+				set[r] = true
+			}
+		}
+	}
+}
+
+// sameCopies compares the code of an inline function's copies in one
+// caller.
+func (c *comparison) sameCopies(a, b []span) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		ia := c.pre.image(a[i].sec, a[i].start, a[i].end, storedTarget)
+		ib := c.post.image(b[i].sec, b[i].start, b[i].end, storedTarget)
+		if diffImages(ia, ib, "code") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// vanished is the check left without debug info: a function gone from
+// Post whose callers changed may have been inlined into them.
+func (c *comparison) vanished() {
+	for _, f := range c.res.Removed {
+		a := c.pre.funcs[f.Name]
+		var callers []string
+		for _, r := range c.pre.referrer[a.sym.name] {
+			if c.changed[r] {
+				callers = append(callers, r)
+			}
+		}
+		if len(callers) == 0 {
+			continue
+		}
+		c.problem(Problem{Kind: KindInlined, Name: f.Name, Section: f.Section, Callers: callers,
+			Reason: fmt.Sprintf("gone from %s while its callers %s changed: it was removed or inlined into them, and without debug info (-g) objdiff cannot tell which; an inlined copy must be patched in every caller, in every object", c.post.name, strings.Join(callers, ", "))})
+	}
+}
+
+// diffImages describes the first difference between two images, or
+// returns "" if they are the same. noun names the bytes ("code").
+func diffImages(a, b image, noun string) string {
+	// First differing relocation.
+	relAt, relWhy := ^uint64(0), ""
+	for i := 0; i < max(len(a.relocs), len(b.relocs)); i++ {
+		switch {
+		case i >= len(a.relocs):
+			relAt, relWhy = b.relocs[i].off, fmt.Sprintf("new reference at +%#x to %s", b.relocs[i].off, b.relocs[i].target)
+		case i >= len(b.relocs):
+			relAt, relWhy = a.relocs[i].off, fmt.Sprintf("reference at +%#x to %s dropped", a.relocs[i].off, a.relocs[i].target)
+		case a.relocs[i] != b.relocs[i]:
+			ra, rb := a.relocs[i], b.relocs[i]
+			relAt = min(ra.off, rb.off)
+			if ra.off == rb.off {
+				relWhy = fmt.Sprintf("reference at +%#x: %s -> %s", ra.off, ra.target, rb.target)
+			} else {
+				relWhy = fmt.Sprintf("references at +%#x (%s) and +%#x (%s) differ", ra.off, ra.target, rb.off, rb.target)
+			}
+		default:
+			continue
+		}
+		break
+	}
+	// First differing byte; nil bytes are zeros.
+	byteAt := ^uint64(0)
+	n := min(a.size, b.size)
+	at := func(img image, i uint64) byte {
+		if img.bytes == nil {
+			return 0
+		}
+		return img.bytes[i]
+	}
+	if a.bytes != nil || b.bytes != nil {
+		for i := range n {
+			if at(a, i) != at(b, i) {
+				byteAt = i
+				break
+			}
+		}
+	}
+	if relAt == ^uint64(0) && byteAt == ^uint64(0) && a.size == b.size {
+		return ""
+	}
+	var why string
+	switch {
+	case relAt <= byteAt && relAt != ^uint64(0):
+		why = relWhy
+	case byteAt != ^uint64(0):
+		why = fmt.Sprintf("%s differs at +%#x", noun, byteAt)
+	}
+	if a.size != b.size {
+		size := fmt.Sprintf("size %d -> %d bytes", a.size, b.size)
+		if why == "" {
+			return size
+		}
+		return size + ", " + why
+	}
+	return why
+}

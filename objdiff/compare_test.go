@@ -1,0 +1,352 @@
+package objdiff
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// cflags build objects the way the kernel does for livepatch diffs: one
+// section per function and per variable.
+var cflags = []string{"-c", "-O2", "-ffunction-sections", "-fdata-sections", "-fno-asynchronous-unwind-tables", "-fno-pic"}
+
+// compile builds C source into an object with gcc, with debug info
+// unless noDebug. The test fails, and does not skip, without gcc.
+func compile(t testing.TB, name, src string, noDebug bool, extra ...string) []byte {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatalf("gcc is not installed: run `make test-deps` (or apt-get install gcc); the diff tests compile C: %v", err)
+	}
+	dir := t.TempDir()
+	c := filepath.Join(dir, name+".c")
+	o := filepath.Join(dir, name+".o")
+	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The folder is mapped away so the same source always makes the
+	// same bytes.
+	args := append(slices.Clone(cflags), "-fdebug-prefix-map="+dir+"=.")
+	if !noDebug {
+		args = append(args, "-g")
+	}
+	args = append(args, extra...)
+	out, err := exec.Command(gcc, append(args, c, "-o", o)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gcc %s: %v\n%s", name, err, out)
+	}
+	obj, err := os.ReadFile(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+func diff(t *testing.T, pre, post string, noDebug bool, extra ...string) *Result {
+	t.Helper()
+	res, err := Diff("pre.o", compile(t, "pre", pre, noDebug, extra...), "post.o", compile(t, "post", post, noDebug, extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// want is the exact outcome of a diff: function names, and problems as
+// "kind name".
+type want struct {
+	changed, added, removed, unsafe []string
+}
+
+func names(fs []Function) []string {
+	out := []string{}
+	for _, f := range fs {
+		out = append(out, f.Name)
+	}
+	return out
+}
+
+func problems(ps []Problem) []string {
+	out := []string{}
+	for _, p := range ps {
+		out = append(out, string(p.Kind)+" "+p.Name)
+	}
+	return out
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func check(t *testing.T, res *Result, w want) {
+	t.Helper()
+	got := want{names(res.Changed), names(res.Added), names(res.Removed), problems(res.Unsafe)}
+	for _, c := range []struct {
+		what      string
+		got, want []string
+	}{
+		{"changed", got.changed, orEmpty(w.changed)},
+		{"added", got.added, orEmpty(w.added)},
+		{"removed", got.removed, orEmpty(w.removed)},
+		{"unsafe", got.unsafe, orEmpty(w.unsafe)},
+	} {
+		if !slices.Equal(c.got, c.want) {
+			js, _ := json.MarshalIndent(res, "", "  ")
+			t.Errorf("%s = %q, want %q\nresult: %s", c.what, c.got, c.want, js)
+		}
+	}
+	if (len(res.Unsafe) == 0) != (res.Err() == nil) {
+		t.Errorf("Err() = %v with %d problems", res.Err(), len(res.Unsafe))
+	}
+}
+
+func TestDiffChangedConstant(t *testing.T) {
+	res := diff(t, `
+int compute(int x) { return x * 3 + 1; }
+int other(int x) { return x - 2; }
+`, `
+int compute(int x) { return x * 7 + 1; }
+int other(int x) { return x - 2; }
+`, false)
+	check(t, res, want{changed: []string{"compute"}})
+	if f := res.Changed[0]; !strings.Contains(f.Reason, "code differs at") || f.Section != ".text.compute" || f.Binding != "global" {
+		t.Errorf("changed function: %+v", f)
+	}
+}
+
+func TestDiffChangedStringLiteral(t *testing.T) {
+	// Same length, so the code bytes are identical: only the literal the
+	// relocation points at differs.
+	res := diff(t, `
+extern int puts(const char *);
+void greet(void) { puts("hello, world"); }
+void other(void) { puts("unchanged"); }
+`, `
+extern int puts(const char *);
+void greet(void) { puts("hello, fleet"); }
+void other(void) { puts("unchanged"); }
+`, false)
+	check(t, res, want{changed: []string{"greet"}})
+	if r := res.Changed[0].Reason; !strings.Contains(r, `"hello, world" -> "hello, fleet"`) {
+		t.Errorf("reason %q does not name the literals", r)
+	}
+}
+
+func TestDiffNewHelper(t *testing.T) {
+	res := diff(t, `
+int user(int x) { return (x ^ 0x55) + 1; }
+`, `
+static __attribute__((noinline)) int helper(int x) { return x ^ 0x55; }
+int user(int x) { return helper(x) + 1; }
+`, false)
+	check(t, res, want{changed: []string{"user"}, added: []string{"helper"}})
+	if h := res.Added[0]; !slices.Equal(h.Callers, []string{"user"}) || h.Binding != "local" {
+		t.Errorf("added helper: %+v", h)
+	}
+}
+
+// The kernel's own flags add ftrace call sites (__mcount_loc), return
+// thunks and 16 NOPs of padding before every function
+// (-fpatchable-function-entry, CALL_PADDING): none of that is a change.
+func TestDiffNewHelperKernelFlags(t *testing.T) {
+	res := diff(t, `
+int user(int x) { return (x ^ 0x55) + 1; }
+`, `
+static __attribute__((noinline)) int helper(int x) { return x ^ 0x55; }
+int user(int x) { return helper(x) + 1; }
+`, false, "-mcmodel=kernel", "-fno-PIE", "-pg", "-mfentry", "-mrecord-mcount",
+		"-mfunction-return=thunk-extern", "-fpatchable-function-entry=16,16")
+	check(t, res, want{changed: []string{"user"}, added: []string{"helper"}})
+}
+
+// Literals without symbols: a switch's jump table (anonymous data that
+// points back into the function) and a merged floating-point constant.
+// A changed constant changes its function; the jump table of a function
+// that did not change stays the same although the code around it moved.
+func TestDiffAnonymousData(t *testing.T) {
+	const pre = `
+extern int f1(int), f2(int), f3(int), f4(int), f5(int), f6(int);
+int grow(int x) { return x + 1; }
+int pick(int x) {
+	switch (x) {
+	case 0: return f1(x); case 1: return f2(x); case 2: return f3(x); case 3: return f4(x);
+	case 4: return f5(x); case 5: return f6(x); case 6: return f1(x + 1); default: return 0;
+	}
+}
+double scale(double d) { return d * 1.2345; }
+`
+	post := strings.NewReplacer("x + 1;", "x * 3 + 12345;", "1.2345", "1.5").Replace(pre)
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"grow", "scale"}})
+	if r := res.Changed[1].Reason; !strings.Contains(r, "const 8d976e1283c0f33f-4 -> const 000000000000f83f-4") {
+		t.Errorf("scale: reason %q", r)
+	}
+}
+
+func TestDiffChangedStaticVariable(t *testing.T) {
+	res := diff(t, `
+static int limit = 5;
+void set_limit(int v) { limit = v; }
+int get_limit(void) { return limit; }
+`, `
+static int limit = 7;
+void set_limit(int v) { limit = v; }
+int get_limit(void) { return limit; }
+`, false)
+	check(t, res, want{unsafe: []string{"data limit"}})
+	p := res.Unsafe[0]
+	if p.Section != ".data.limit" || !strings.Contains(p.Reason, "initial value differs") {
+		t.Errorf("problem: %+v", p)
+	}
+	var ue *UnsafeError
+	if err := res.Err(); !errors.As(err, &ue) || !errors.Is(err, ErrUnsafe) || len(ue.Problems) != 1 || !strings.Contains(err.Error(), "data limit") {
+		t.Errorf("Err() = %v", err)
+	}
+}
+
+func TestDiffNewVariable(t *testing.T) {
+	res := diff(t, `
+int count(int x) { return x + 1; }
+`, `
+int calls;
+int count(int x) { calls++; return x + 1; }
+`, false)
+	check(t, res, want{changed: []string{"count"}, unsafe: []string{"data calls"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "new variable (4 bytes)") {
+		t.Errorf("reason %q", r)
+	}
+}
+
+const inlinePre = `
+extern int consume(int);
+static inline int scale(int x) { return (x << 3) ^ (x >> 2); }
+int area(int w, int h) { return consume(scale(w) * h); }
+int perimeter(int w) { return consume(scale(w)) + 1; }
+int unrelated(int w) { return consume(w - 1); }
+`
+
+func TestDiffChangedInline(t *testing.T) {
+	res := diff(t, inlinePre, strings.Replace(inlinePre, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"area", "perimeter"}, unsafe: []string{"inlined scale"}})
+	p := res.Unsafe[0]
+	if !slices.Equal(p.Callers, []string{"area", "perimeter"}) || !strings.Contains(p.Reason, "must all be patched together") {
+		t.Errorf("problem: %+v", p)
+	}
+	if !res.DebugInfo {
+		t.Error("DebugInfo false for objects built with -g")
+	}
+}
+
+const helperPre = `
+static __attribute__((noinline)) int helper(int x) { return x ^ 0x55; }
+int user(int x) { return helper(x) + 1; }
+int user2(int x) { return helper(x) * 3; }
+`
+
+// A function that stops being a function of its own, inlined into its
+// callers.
+func TestDiffFunctionInlinedAway(t *testing.T) {
+	post := strings.Replace(helperPre, "__attribute__((noinline)) ", "", 1)
+	for _, noDebug := range []bool{false, true} {
+		res := diff(t, helperPre, post, noDebug)
+		check(t, res, want{changed: []string{"user", "user2"}, removed: []string{"helper"}, unsafe: []string{"inlined helper"}})
+		if p := res.Unsafe[0]; !slices.Equal(p.Callers, []string{"user", "user2"}) {
+			t.Errorf("noDebug=%v: problem %+v", noDebug, p)
+		}
+		if noDebug && (res.DebugInfo || len(res.Notes) == 0) {
+			t.Errorf("without -g: DebugInfo %v, notes %q", res.DebugInfo, res.Notes)
+		}
+	}
+}
+
+// A removed function whose callers changed is just removed when debug
+// info shows it was not inlined anywhere.
+func TestDiffFunctionRemoved(t *testing.T) {
+	res := diff(t, helperPre, `
+int user(int x) { return x + 1; }
+int user2(int x) { return x * 3; }
+`, false)
+	check(t, res, want{changed: []string{"user", "user2"}, removed: []string{"helper"}})
+}
+
+func TestDiffIdentical(t *testing.T) {
+	res := diff(t, inlinePre, inlinePre, false)
+	check(t, res, want{})
+	if !res.Safe() || res.Err() != nil {
+		t.Errorf("identical objects unsafe: %v", res.Err())
+	}
+}
+
+func TestDiffInitCode(t *testing.T) {
+	const pre = `
+__attribute__((section(".init.text"), noinline)) int setup(int x) { return x + 1; }
+int run(int x) { return x * 2; }
+`
+	res := diff(t, pre, strings.Replace(pre, "x + 1", "x + 9", 1), false)
+	check(t, res, want{changed: []string{"setup"}, unsafe: []string{"init setup"}})
+	if p := res.Unsafe[0]; p.Section != ".init.text" {
+		t.Errorf("problem %+v", p)
+	}
+}
+
+func TestDiffSignature(t *testing.T) {
+	res := diff(t, `
+int twice(int a) { return a * 2; }
+`, `
+long twice(long a) { return a * 2; }
+`, false)
+	check(t, res, want{changed: []string{"twice"}, unsafe: []string{"signature twice"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "int (int) -> long int (long int)") {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestDiffUnsupportedSection(t *testing.T) {
+	// An exception table entry, the way the kernel's _ASM_EXTABLE makes
+	// them; the patch adds a second one.
+	const pre = `
+int load(int *p) {
+	int v;
+	asm volatile("1: movl (%1), %0\n"
+		".pushsection __ex_table, \"a\"\n"
+		".long 1b - .\n"
+		".popsection\n" : "=r"(v) : "r"(p));
+	return v;
+}
+`
+	post := strings.Replace(pre, `".long 1b - .\n"`, `".long 1b - .\n" ".long 1b - . + 2\n"`, 1)
+	res := diff(t, pre, post, false)
+	check(t, res, want{unsafe: []string{"section __ex_table"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "exception table") {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestDiffJSONOrder(t *testing.T) {
+	res := diff(t, `
+int b(int x) { return x + 1; }
+int a(int x) { return x + 2; }
+int c(int x) { return x + 3; }
+`, `
+int c(int x) { return x + 30; }
+int a(int x) { return x + 20; }
+int b(int x) { return x + 10; }
+`, false)
+	check(t, res, want{changed: []string{"a", "b", "c"}})
+	js, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"changed":[`, `"added":[]`, `"removed":[]`, `"unsafe":[]`} {
+		if !strings.Contains(string(js), key) {
+			t.Errorf("JSON lacks %s: %s", key, js)
+		}
+	}
+}

@@ -1,0 +1,81 @@
+// Package objdiff compares two relocatable x86-64 ELF objects, built from
+// the same source before and after a fix (PRE.o and POST.o), and says
+// which functions changed and whether a livepatch can carry the change.
+//
+// Objects are expected to be built with -ffunction-sections and
+// -fdata-sections, so every function and variable has a section of its
+// own, and with -g for the checks that need DWARF. The package is built
+// around four ideas:
+//
+//   - Compare what code refers to, not where it happens to be. A function
+//     is the bytes of its symbol with every relocated field zeroed, plus,
+//     for each relocation, its offset, type and target. The target is
+//     described independently of layout: a symbol name and addend; for a
+//     section symbol, the symbol that covers the place it points at; for
+//     a string literal pool (SHF_STRINGS), the string itself, so a
+//     function whose only change is a literal's text is changed; for a
+//     merged constant, its bytes; for any other anonymous data (jump
+//     tables), a digest of the item, split at every offset something
+//     points at. PC-relative references in code point 4 bytes past their
+//     addend (lea .LC0(%rip) has addend -4), which is added back before
+//     looking the target up.
+//   - Every section has a class (sections.go). Code sections (.text*,
+//     .init.text, ...) are compared one function symbol at a time, plus
+//     any code outside a function symbol that is not padding (short
+//     alignment runs, or NOP fill such as -fpatchable-function-entry puts
+//     before each function). Data sections (.data*, .bss*, .rodata*, ...) are compared
+//     one object symbol at a time; literal pools, the local labels the
+//     assembler keeps for them (.LC0) and compiler-made tables (CSWTCH.*,
+//     __func__.*) only through the references to them. Sections
+//     never loaded (debug info, notes, comments) and tables generated from
+//     the code (.eh_frame, __mcount_loc, ORC, call-site lists) are
+//     ignored. Every other section (alternatives, __jump_table,
+//     __ex_table, __bug_table, ...) is compared whole, and any difference
+//     is refused with a reason, rather than ignored.
+//   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
+//     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed or
+//     new data ([KindData]; the kernel keeps its variables and their
+//     current values), changed or new init code or data ([KindInit]; it
+//     ran once and was freed), changed prototypes ([KindSignature];
+//     callers that are not patched pass the old arguments), functions
+//     whose code is inlined into callers that must be patched with them
+//     ([KindInlined]), and changes in sections objdiff does not
+//     understand ([KindSection]). Added functions are not refused: only
+//     changed code can refer to them, since unchanged code has unchanged
+//     references. Removed variables are not reported: the kernel keeps
+//     them and no new code uses them.
+//   - Inputs are untrusted. [Limits.Open] takes bytes, never a path; it
+//     checks the ELF and section headers by hand against [Limits] (size,
+//     sections, symbols, relocations) before debug/elf parses anything,
+//     checks every symbol and relocation against its section, and runs
+//     all parsing, ELF and DWARF, under recover, so a malformed object is
+//     an error wrapping [ErrMalformed] that names the file. DWARF work is
+//     bounded by the size of .debug_info (debug/dwarf can return null
+//     entries forever on a truncated LEB128) and range list decoding by a
+//     budget. All relocation targets are resolved in Open, so an [Object]
+//     is immutable and [Compare] is a pure function of two of them.
+//
+// Inlining and prototypes come from DWARF. Relocations in the debug
+// sections are applied here, turning an address at offset x of section i
+// into (i+1)<<32 | x, so DWARF code addresses name their section and map
+// to function symbols. An inlined copy (DW_TAG_inlined_subroutine) is
+// compared by the code of its ranges in its caller; a copy that changed
+// in a changed caller reports the inline function with every changed
+// caller. A function that has a symbol on one side and is inlined
+// (DW_AT_inline) on the other is reported with the changed callers that
+// refer to it. GCC drops the DWARF entry of a copy folded entirely into
+// its caller's code; such a copy is not seen, though the caller is still
+// reported changed. Prototypes are compared by type names (return type
+// and parameter types, names of parameters ignored); a changed struct
+// layout behind an unchanged name is not detected. Without debug info in
+// both objects, prototypes are not compared, and the only inlining found
+// is a function gone from POST while its callers changed, refused because
+// objdiff cannot tell inlining from removal; [Result.Notes] says so.
+//
+// Functions and variables are matched by symbol name. GCC numbers static
+// locals (count.0) and clones (helper.isra.0, helper.cold); if the
+// numbering shifts, the variable shows as new and is refused. Without
+// -ffunction-sections, calls between functions of one section are
+// resolved by the assembler without relocations, so a function shows as
+// changed when a neighbour moves.
+package objdiff

@@ -1,0 +1,128 @@
+package objdiff
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrMalformed means an input is not a well-formed ELF object: bad
+	// headers, a section or symbol outside the file, a relocation outside
+	// its section, or a panic inside the ELF or DWARF parser.
+	ErrMalformed = errors.New("malformed object")
+	// ErrTooLarge means an input exceeds a [Limits] bound: its size, or
+	// its number of sections, symbols or relocations.
+	ErrTooLarge = errors.New("object exceeds a limit")
+	// ErrUnsupported means a well-formed ELF file that objdiff does not
+	// compare: not a 64-bit little-endian x86-64 relocatable object, or one
+	// that uses SHT_REL relocations or compressed code or data sections.
+	ErrUnsupported = errors.New("unsupported object")
+	// ErrUnsafe is what an [*UnsafeError] wraps: the difference between
+	// the two objects cannot be carried by a livepatch safely.
+	ErrUnsafe = errors.New("cannot be livepatched safely")
+)
+
+// Kind names the class of a [Problem].
+type Kind string
+
+// Problem kinds.
+const (
+	// KindData is changed or new static or global data. A livepatch
+	// replaces functions, not data: the kernel keeps its copy of every
+	// variable, with the values it has now.
+	KindData Kind = "data"
+	// KindInit is changed or new code or data in an init section. Init
+	// code ran at boot (or module load) and was freed; patching it changes
+	// nothing, and whatever it should have set up is missing.
+	KindInit Kind = "init"
+	// KindInlined is a function whose code is also inlined into its
+	// callers: its change reaches the kernel only if every caller, in
+	// every object, is patched too.
+	KindInlined Kind = "inlined"
+	// KindSignature is a changed function whose prototype changed:
+	// callers that are not patched would pass the old arguments.
+	KindSignature Kind = "signature"
+	// KindSection is a change in a section objdiff does not understand or
+	// cannot carry (alternatives, jump labels, exception tables, ...).
+	KindSection Kind = "section"
+)
+
+// Result is the difference between two objects. Every list is sorted by
+// name and never nil, so it prints as JSON arrays.
+type Result struct {
+	// Pre and Post are the names the objects were opened with.
+	Pre  string `json:"pre"`
+	Post string `json:"post"`
+	// DebugInfo reports whether both objects carried DWARF debug info,
+	// which the inline and signature checks need.
+	DebugInfo bool `json:"debug_info"`
+	// Changed are functions in both objects whose code or references
+	// differ; Added only in Post; Removed only in Pre.
+	Changed []Function `json:"changed"`
+	Added   []Function `json:"added"`
+	Removed []Function `json:"removed"`
+	// Unsafe are the differences a livepatch cannot carry safely.
+	Unsafe []Problem `json:"unsafe"`
+	// Notes say what could not be checked.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Function is one function symbol.
+type Function struct {
+	Name    string `json:"name"`
+	Section string `json:"section"`
+	Binding string `json:"binding"` // "local", "global" or "weak"
+	Size    uint64 `json:"size"`
+	// Reason is, for a changed function, its first difference.
+	Reason string `json:"reason,omitempty"`
+	// Callers are, for an added function, the functions and data that
+	// refer to it in Post.
+	Callers []string `json:"callers,omitempty"`
+}
+
+// Problem is one difference a livepatch cannot carry safely.
+type Problem struct {
+	Kind    Kind   `json:"kind"`
+	Name    string `json:"name"`              // symbol or section name
+	Section string `json:"section,omitempty"` // where Name lives, if a symbol
+	Reason  string `json:"reason"`
+	// Callers are the changed functions that must be patched together
+	// with an inlined function.
+	Callers []string `json:"callers,omitempty"`
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s %s: %s", p.Kind, p.Name, p.Reason)
+}
+
+// Safe reports whether a livepatch can carry the difference.
+func (r *Result) Safe() bool { return len(r.Unsafe) == 0 }
+
+// Err returns nil when the difference is safe to livepatch and an
+// [*UnsafeError] listing every problem otherwise.
+func (r *Result) Err() error {
+	if r.Safe() {
+		return nil
+	}
+	return &UnsafeError{Pre: r.Pre, Post: r.Post, Problems: append([]Problem(nil), r.Unsafe...)}
+}
+
+// UnsafeError refuses a difference that a livepatch cannot carry. It is a
+// verdict on the input, not a transient failure: rebuilding will not
+// change it. It wraps [ErrUnsafe].
+type UnsafeError struct {
+	Pre, Post string
+	Problems  []Problem
+}
+
+func (e *UnsafeError) Error() string {
+	reasons := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		reasons[i] = p.String()
+	}
+	return fmt.Sprintf("objdiff: %s -> %s %v: %s", e.Pre, e.Post, ErrUnsafe, strings.Join(reasons, "; "))
+}
+
+func (e *UnsafeError) Unwrap() error { return ErrUnsafe }
