@@ -24,7 +24,8 @@ FUZZTIME ?= 20000x
 # Fuzz targets as package:Target.
 FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
 	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeFailure \
-	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./agent:FuzzDecodeHead
+	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./agent:FuzzDecodeHead \
+	./klpgen:FuzzFinalize
 # How long make fuzz-soak runs each target.
 FUZZSOAK ?= 60s
 

@@ -39,7 +39,7 @@ int target(int a)
 
 var kernelUnitMap = []string{"target", "helper", "counter", "unexported_global", "table"}
 
-func generateUnit(t *testing.T, src string, changed, added []string, syms *Symbols, extra ...string) (*Output, []byte) {
+func generateUnit(t testing.TB, src string, changed, added []string, syms *Symbols, extra ...string) (*Output, []byte) {
 	t.Helper()
 	post := compileC(t, src, extra...)
 	out, err := Generate(post, changed, added, syms, Options{ModuleName: "lp_test", Description: "klpgen test"})

@@ -21,7 +21,7 @@ var kernelCFlags = []string{
 }
 
 // compileC compiles a C unit with gcc and returns the object.
-func compileC(t *testing.T, src string, extra ...string) []byte {
+func compileC(t testing.TB, src string, extra ...string) []byte {
 	t.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Fatal("gcc not found: the tests compile small C units (apt-get install gcc)")
@@ -46,7 +46,7 @@ func compileC(t *testing.T, src string, extra ...string) []byte {
 // symbolsFor builds Symbols from exported names (with an optional
 // namespace after a colon, "name:NS") and System.map names, each listed
 // as often as it should appear.
-func symbolsFor(t *testing.T, exports []string, mapNames ...string) *Symbols {
+func symbolsFor(t testing.TB, exports []string, mapNames ...string) *Symbols {
 	t.Helper()
 	var symvers, sysmap strings.Builder
 	exports = append([]string{"filler_export"}, exports...)
@@ -74,7 +74,7 @@ func exportNames(exports []string) []string {
 	return names
 }
 
-func parseELF(t *testing.T, b []byte) *elf.File {
+func parseELF(t testing.TB, b []byte) *elf.File {
 	t.Helper()
 	f, err := elf.NewFile(bytes.NewReader(b))
 	if err != nil {
