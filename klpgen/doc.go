@@ -1,0 +1,117 @@
+// Package klpgen generates a Linux livepatch module that replaces
+// exactly the functions a source patch changed, as kpatch-build does:
+// from the patched compilation unit, compiled before and after the patch
+// with -ffunction-sections -fdata-sections, it takes the changed
+// functions' code as the compiler emitted it and wraps it in a module the
+// kernel's livepatch core (CONFIG_LIVEPATCH, x86-64) applies. Finding
+// what changed is package objdiff's work; building the units is ksrc's.
+//
+// # Three steps
+//
+// LoadSymbols reads what the target kernel offers: Module.symvers (the
+// exported symbols) and System.map or the target's /proc/kallsyms (every
+// vmlinux symbol, in kallsyms order, to count how many carry each name).
+// Debian's image package ships a placeholder System.map; the real one is
+// in the -dbg package.
+//
+// Generate writes the module source folder (Output.Files): patch.o, a
+// relocatable object with the new code, stub.c, the klp_patch whose
+// klp_funcs point at it, and a Kbuild file linking both into
+// <ModuleName>.ko. kbuild builds it as any out-of-tree module, with one
+// extra variable: make -C <build> M=<folder> KBUILD_MODPOST_WARN=1
+// modules (Output.MakeArgs), because patch.o refers to placeholder
+// symbols modpost cannot resolve.
+//
+// Finalize rewrites the linked .ko into the livepatch ELF format
+// (Documentation/livepatch/module-elf-format.rst): placeholders become
+// livepatch symbols, and the relocations against them move into
+// livepatch relocation sections, which the kernel applies after looking
+// the symbols up in kallsyms. Strip debug information before Finalize,
+// sign after it.
+//
+// # What patch.o holds
+//
+// For each changed function F: its section .text.F and, when gcc split
+// one off, its cold part F.cold in .text.unlikely.F, byte for byte, under
+// the global symbol __klp_new_F that the stub names as klp_func.new_func.
+// Added functions (new helpers the changed ones call) are copied the same
+// way under local symbols __klp_add_F. Read-only data the new code uses
+// without a name in the kernel (string literals, .rodata.cst*, jump
+// tables, and constant objects new in the patch) is copied whole: it is
+// private to the new code, so a copy cannot be told from the original.
+//
+// Every relocation of the copied sections is re-targeted:
+//
+//   - to another copied function: the copy, so new code calls new code;
+//   - to a symbol vmlinux exports: an undefined symbol of that name, which
+//     the module loader resolves as for any module (this covers
+//     __fentry__, __x86_return_thunk and the retpoline thunks; the stub
+//     imports the namespaces of namespaced exports);
+//   - to anything else in vmlinux (static functions and variables of the
+//     unit, unexported globals): a placeholder for a livepatch symbol, an
+//     undefined symbol named "__klp_sym__vmlinux__NAME__POS" that ld and
+//     modpost carry through and Finalize renames ".klp.sym.vmlinux.NAME,POS"
+//     (see KLPSymbol). Variables, writable or not, are always the
+//     originals in the running kernel, never copies: the new code must
+//     share the old code's state. POS is the kallsyms position, 0 when
+//     the name is unique in System.map; a name carried by several
+//     symbols is refused with *AmbiguousSymbolError for now, and one
+//     carried by none with *MissingSymbolError.
+//
+// gas writes a relocation against a local symbol as one against its
+// section plus an offset (.bss.counter-5). With -fdata-sections a
+// section holds one object, so the section names it; when it holds
+// several, the offset decides, allowing for the 4 to 8 bytes between an
+// x86-64 PC-relative field and the end of its instruction, and anything
+// that cannot be attributed to exactly one symbol is refused.
+//
+// # What is dropped, and what is refused
+//
+// Sections that describe the copied code are handled by kind (classify):
+//
+//   - ORC unwind entries (.orc_unwind, .orc_unwind_ip) are copied for the
+//     new code, so the unwinder, and livepatch's reliable stack check on
+//     tasks sleeping in the new code, work as they do for the old code.
+//   - Dropped, because the new code works without them: __mcount_loc and
+//     __patchable_function_entries (the new function is reached through
+//     the livepatch ftrace handler on the old one, not patched by ftrace
+//     itself; its own call to __fentry__ stays a call to a function that
+//     returns at once); .retpoline_sites, .return_sites and .call_sites
+//     (they only let the kernel rewrite thunk calls, which work
+//     unrewritten); .ibt_endbr_seal (IBT is off in Debian's 6.1 kernel
+//     and an unsealed ENDBR is harmless); .smp_locks (keeping a LOCK
+//     prefix is always correct); .discard.* (objtool annotations) and
+//     debugging information.
+//   - Refused with *UnsupportedError naming the function and the section,
+//     because the new code would need them and silently dropping them
+//     would crash the kernel: __bug_table (WARN, BUG), __ex_table (user
+//     access fixups), .altinstructions (alternatives), __jump_table
+//     (static keys, tracepoints), .static_call_sites, .parainstructions,
+//     and any section not understood.
+//
+// Replaced functions must be traceable: when the unit calls __fentry__
+// at all, each replaced function must call it at its entry, or it is
+// notrace or noinstr and livepatch could not redirect it.
+//
+// # What the kernel requires (Linux 6.1)
+//
+// kernel/livepatch/core.c scans livepatch symbol names with
+// ".klp.sym.%55[^.].%511[^,],%lu" and requires every symbol a livepatch
+// relocation section refers to be marked SHN_LIVEPATCH (0xff20); it
+// scans section names with ".klp.rela.%55[^.]". kernel/module/main.c
+// applies a section marked SHF_RELA_LIVEPATCH (0x00100000) through
+// livepatch, and only when the section it applies to (sh_info) is
+// allocated; module-elf-format.rst asks for SHF_ALLOC on the relocation
+// section itself so it is kept in memory for objects patched later. The
+// loader keeps a livepatch module's whole symbol table in its original
+// order, which is why Finalize keeps every index and why nothing may
+// rewrite the symbol table afterwards. The x86-64 loader refuses to
+// apply a relocation over non-zero bytes, which Generate checks.
+//
+// # Input handling
+//
+// Objects and modules are untrusted input: each is bounded
+// (MaxObjectSize, symbol lists 64 MiB), debug/elf only parses the headers
+// and runs under a recover, and every section, symbol and relocation
+// read is bounds-checked against the file. The package runs no programs.
+package klpgen

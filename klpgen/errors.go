@@ -1,0 +1,92 @@
+package klpgen
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrMalformed means an input (an object file, a module, a
+	// Module.symvers or a System.map) is not what it claims to be, or is
+	// damaged.
+	ErrMalformed = errors.New("malformed input")
+	// ErrTooLarge means an input is larger than this package reads.
+	ErrTooLarge = errors.New("input too large")
+	// ErrInvalidArgument means the caller asked for something impossible:
+	// a function the object does not define, a bad module name.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrSigned means Finalize was given a signed module. Finalize
+	// rewrites bytes the signature covers: finalize first, then sign.
+	ErrSigned = errors.New("module is signed")
+)
+
+// UnsupportedError means the new code needs something the generator does
+// not support yet (a WARN/BUG entry, an exception-table fixup, an
+// alternative, a static key or call, new writable data). Generating a
+// module anyway would crash or silently misbehave the kernel, so the
+// generator refuses; the fix is in the patch or in the generator, never
+// in a retry.
+type UnsupportedError struct {
+	// Function is the changed or added function concerned ("" if none).
+	Function string
+	// Section is the section concerned, e.g. "__bug_table".
+	Section string
+	// Reason says what is not supported.
+	Reason string
+}
+
+func (e *UnsupportedError) Error() string {
+	s := "not supported"
+	if e.Function != "" {
+		s += ": function " + e.Function
+	}
+	if e.Section != "" {
+		s += ": section " + e.Section
+	}
+	return s + ": " + e.Reason
+}
+
+// AmbiguousSymbolError means a symbol the module must find in the
+// running kernel appears more than once in System.map, so its kallsyms
+// position would have to be chosen. Choosing positions is not supported
+// yet.
+type AmbiguousSymbolError struct {
+	// Name is the symbol, e.g. "count.0".
+	Name string
+	// Count is how many vmlinux symbols carry the name.
+	Count int
+	// Function is the changed or added function that refers to it, or
+	// the replaced function itself.
+	Function string
+}
+
+func (e *AmbiguousSymbolError) Error() string {
+	return fmt.Sprintf("function %s: symbol %q is ambiguous: %d vmlinux symbols carry the name "+
+		"(choosing a kallsyms position is not supported yet)", e.Function, e.Name, e.Count)
+}
+
+// MissingSymbolError means a symbol the new code refers to is neither
+// exported (Module.symvers) nor present in System.map: the module could
+// not be linked against the running kernel. A new function should be
+// listed as added; new global state is not supported.
+type MissingSymbolError struct {
+	// Name is the symbol.
+	Name string
+	// Function is the changed or added function that refers to it, or
+	// the replaced function itself.
+	Function string
+}
+
+func (e *MissingSymbolError) Error() string {
+	return fmt.Sprintf("function %s: symbol %q is neither exported by vmlinux nor in System.map "+
+		"(a new function must be listed as added; new variables are not supported)", e.Function, e.Name)
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
+}

@@ -1,0 +1,594 @@
+package klpgen
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// kernelUnit is shaped like a kernel compilation unit: target calls an
+// exported function, an unchanged static helper and reads a static
+// variable, a global unexported variable, a static table and a string.
+const kernelUnit = `
+extern int printk_like(const char *fmt, ...);
+extern int unexported_global;
+static int counter;
+static int table[4] = {1, 2, 3, 4};
+
+static int __attribute__((noinline)) helper(int x)
+{
+	return x * 3 + counter;
+}
+
+int target(int a)
+{
+	counter++;
+	printk_like("target %d\n", a);
+	return helper(a) + unexported_global + table[a & 3];
+}
+`
+
+var kernelUnitMap = []string{"target", "helper", "counter", "unexported_global", "table"}
+
+func generateUnit(t testing.TB, src string, changed, added []string, syms *Symbols, extra ...string) (*Output, []byte) {
+	t.Helper()
+	post := compileC(t, src, extra...)
+	out, err := Generate(post, changed, added, syms, Options{ModuleName: "lp_test", Description: "klpgen test"})
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	return out, post
+}
+
+func TestGenerateKernelShapedUnit(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, kernelUnitMap...)
+	out, post := generateUnit(t, kernelUnit, []string{"target"}, nil, syms)
+	pf := parseELF(t, post)
+	f := parseELF(t, out.Object)
+
+	// The function's code, byte for byte, under __klp_new_target.
+	if got, want := sectionData(t, f, ".text.target"), sectionData(t, pf, ".text.target"); !bytes.Equal(got, want) {
+		t.Errorf(".text.target differs from the patched object's")
+	}
+	sym := symbolNamed(t, f, "__klp_new_target")
+	if elf.ST_BIND(sym.Info) != elf.STB_GLOBAL || elf.ST_TYPE(sym.Info) != elf.STT_FUNC ||
+		f.Sections[sym.Section].Name != ".text.target" || sym.Size != symbolNamed(t, pf, "target").Size {
+		t.Errorf("__klp_new_target = %+v in %s", sym, f.Sections[sym.Section].Name)
+	}
+
+	// The string literal's section is copied whole.
+	var strSec string
+	for _, s := range pf.Sections {
+		if strings.HasPrefix(s.Name, ".rodata") && s.Flags&elf.SHF_STRINGS != 0 {
+			strSec = s.Name
+		}
+	}
+	if strSec == "" {
+		t.Fatal("the compiler put the string nowhere expected")
+	}
+	if got, want := sectionData(t, f, strSec), sectionData(t, pf, strSec); !bytes.Equal(got, want) {
+		t.Errorf("%s: got %q, want %q", strSec, got, want)
+	}
+
+	// Writable data is never copied: the originals are used.
+	for _, s := range f.Sections {
+		if strings.HasPrefix(s.Name, ".bss") || strings.HasPrefix(s.Name, ".data") || s.Flags&elf.SHF_WRITE != 0 {
+			t.Errorf("patch.o has writable section %s", s.Name)
+		}
+	}
+
+	// Every relocation, re-targeted.
+	got := map[string]elf.SectionIndex{}
+	for _, r := range relocsOf(t, f, ".rela.text.target") {
+		got[r.Sym] = r.Shndx
+		if r.Sym == "__klp_sym__vmlinux__counter__0" && r.Type == elf.R_X86_64_PC32 && r.Addend != -4 && r.Addend != -5 {
+			t.Errorf("counter relocation %v: addend not carried over", r)
+		}
+	}
+	want := map[string]elf.SectionIndex{
+		strSec:                           elf.SectionIndex(sectionIndex(f, strSec)), // a copy
+		"printk_like":                    elf.SHN_UNDEF,                             // exported: a plain undefined symbol
+		"__klp_sym__vmlinux__counter__0": elf.SHN_UNDEF,                             // .bss.counter: the original
+		"__klp_sym__vmlinux__helper__0":  elf.SHN_UNDEF,                             // static helper, unchanged
+		"__klp_sym__vmlinux__unexported_global__0": elf.SHN_UNDEF,
+		"__klp_sym__vmlinux__table__0":             elf.SHN_UNDEF, // .data.table: the original
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("relocation targets (-want +got):\n%s", d)
+	}
+
+	wantKLP := []KLPSymbol{
+		{"vmlinux", "counter", 0}, {"vmlinux", "helper", 0}, {"vmlinux", "table", 0}, {"vmlinux", "unexported_global", 0},
+	}
+	if d := cmp.Diff(wantKLP, out.KLPSymbols); d != "" {
+		t.Errorf("KLPSymbols (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"printk_like"}, out.Exports); d != "" {
+		t.Errorf("Exports (-want +got):\n%s", d)
+	}
+	wantFuncs := []Function{{Name: "target", Symbol: "__klp_new_target", Size: symbolNamed(t, pf, "target").Size,
+		Sections: []string{".text.target"}}}
+	if d := cmp.Diff(wantFuncs, out.Functions); d != "" {
+		t.Errorf("Functions (-want +got):\n%s", d)
+	}
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "__fentry__") {
+		t.Errorf("Warnings = %q, want one about the missing ftrace calls", out.Warnings)
+	}
+
+	for _, s := range []string{
+		`void __klp_new_target(void);`,
+		`.old_name = "target",`,
+		`.new_func = __klp_new_target,`,
+		`.old_sympos = 0,`,
+		`.name = NULL, /* vmlinux */`,
+		`.mod = THIS_MODULE,`,
+		`return klp_enable_patch(&splicefleet_patch);`,
+		`MODULE_LICENSE("GPL");`,
+		`MODULE_INFO(livepatch, "Y");`,
+		`MODULE_DESCRIPTION("klpgen test");`,
+	} {
+		if !strings.Contains(string(out.Stub), s) {
+			t.Errorf("stub lacks %q:\n%s", s, out.Stub)
+		}
+	}
+	if string(out.Kbuild) != "# Generated by splicefleet (klpgen). Build with\n"+
+		"#   make -C <kernel build folder> M=$PWD KBUILD_MODPOST_WARN=1 modules\n"+
+		"obj-m := lp_test.o\nlp_test-y := stub.o patch.o\n" {
+		t.Errorf("Kbuild:\n%s", out.Kbuild)
+	}
+	if d := cmp.Diff([]string{"KBUILD_MODPOST_WARN=1"}, out.MakeArgs); d != "" {
+		t.Errorf("MakeArgs (-want +got):\n%s", d)
+	}
+	files := out.Files()
+	if len(files) != 4 || files[ObjectCmdFile] == nil || !bytes.Equal(files[ObjectFile], out.Object) {
+		t.Errorf("Files() = %d files", len(files))
+	}
+
+	readelfClean(t, out.Object, "-a", "-W")
+}
+
+func sectionIndex(f *elf.File, name string) int {
+	for i, s := range f.Sections {
+		if s.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestGenerateIsDeterministic: the same inputs give the same bytes.
+func TestGenerateIsDeterministic(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, kernelUnitMap...)
+	post := compileC(t, kernelUnit)
+	opts := Options{ModuleName: "lp_test"}
+	a, err := Generate(post, []string{"target"}, nil, syms, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		b, err := Generate(post, []string{"target"}, nil, syms, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.Object, b.Object) || !bytes.Equal(a.Stub, b.Stub) {
+			t.Fatal("two runs differ")
+		}
+	}
+}
+
+func TestGenerateRefusesAmbiguousSymbol(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, append(kernelUnitMap, "counter")...)
+	_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+	var amb *AmbiguousSymbolError
+	if !errors.As(err, &amb) {
+		t.Fatalf("err = %v, want *AmbiguousSymbolError", err)
+	}
+	if d := cmp.Diff(&AmbiguousSymbolError{Name: "counter", Count: 2, Function: "target"}, amb); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if !strings.Contains(err.Error(), `"counter"`) || !strings.Contains(err.Error(), "2 vmlinux symbols") {
+		t.Errorf("message %q does not name the symbol and the count", err)
+	}
+}
+
+func TestGenerateRefusesAmbiguousReplacedFunction(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, append(kernelUnitMap, "target", "target")...)
+	_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+	var amb *AmbiguousSymbolError
+	if !errors.As(err, &amb) || amb.Name != "target" || amb.Count != 3 {
+		t.Fatalf("err = %v, want *AmbiguousSymbolError for target, 3", err)
+	}
+}
+
+func TestGenerateRefusesMissingSymbol(t *testing.T) {
+	for _, missing := range []string{"unexported_global", "target"} {
+		t.Run(missing, func(t *testing.T) {
+			var names []string
+			for _, n := range kernelUnitMap {
+				if n != missing {
+					names = append(names, n)
+				}
+			}
+			syms := symbolsFor(t, []string{"printk_like"}, names...)
+			_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+			var m *MissingSymbolError
+			if !errors.As(err, &m) || m.Name != missing || m.Function != "target" {
+				t.Fatalf("err = %v, want *MissingSymbolError for %s", err, missing)
+			}
+		})
+	}
+}
+
+// TestGenerateRefusesSpecialSections: an entry of __bug_table (WARN,
+// BUG), __ex_table, .altinstructions, __jump_table or .static_call_sites
+// pointing into a replaced function is refused, naming both; so is a
+// section nobody taught the generator.
+func TestGenerateRefusesSpecialSections(t *testing.T) {
+	for _, sec := range []string{"__bug_table", "__ex_table", ".altinstructions", "__jump_table", ".static_call_sites", ".parainstructions", ".mystery"} {
+		t.Run(sec, func(t *testing.T) {
+			src := `
+extern void exported(void);
+void with_entry(int a)
+{
+	exported();
+	if (a)
+		asm volatile("1: ud2\n .pushsection ` + sec + `,\"a\"\n .long 1b - .\n .popsection");
+}
+`
+			syms := symbolsFor(t, []string{"exported"}, "with_entry")
+			_, err := Generate(compileC(t, src), []string{"with_entry"}, nil, syms, Options{ModuleName: "lp_test"})
+			var u *UnsupportedError
+			if !errors.As(err, &u) {
+				t.Fatalf("err = %v, want *UnsupportedError", err)
+			}
+			if u.Function != "with_entry" || u.Section != sec {
+				t.Errorf("UnsupportedError names %s in %s, want with_entry in %s", u.Function, u.Section, sec)
+			}
+			if !strings.Contains(err.Error(), "with_entry") || !strings.Contains(err.Error(), sec) {
+				t.Errorf("message %q does not name the function and the section", err)
+			}
+		})
+	}
+}
+
+// TestGenerateDropsMetadata: entries in sections the new code can go
+// without are left out, and the generation succeeds.
+func TestGenerateDropsMetadata(t *testing.T) {
+	var asm strings.Builder
+	for _, sec := range []string{".discard.reachable", ".return_sites", ".retpoline_sites", "__mcount_loc", ".smp_locks", ".call_sites", ".ibt_endbr_seal"} {
+		asm.WriteString(` .pushsection ` + sec + `,\"a\"\n .long 1b - .\n .popsection\n`)
+	}
+	src := `
+extern void exported(void);
+void annotated(void)
+{
+	asm volatile("1: nop\n` + asm.String() + `");
+	exported();
+}
+`
+	syms := symbolsFor(t, []string{"exported"}, "annotated")
+	out, _ := generateUnit(t, src, []string{"annotated"}, nil, syms)
+	f := parseELF(t, out.Object)
+	if d := cmp.Diff([]string{"", ".text.annotated", ".rela.text.annotated", ".note.GNU-stack", ".symtab", ".strtab", ".shstrtab"}, sectionNames(f)); d != "" {
+		t.Errorf("sections (-want +got):\n%s", d)
+	}
+}
+
+// TestGenerateColdPart: gcc's NAME.cold part comes along, and the jumps
+// between the two parts go to the copies.
+func TestGenerateColdPart(t *testing.T) {
+	src := `
+extern void rare(const char *) __attribute__((cold));
+extern void sink(int);
+void split(int a)
+{
+	if (a > 5) {
+		rare("rare path");
+		rare("rare path 2");
+		sink(a * 7);
+	}
+	sink(a);
+}
+`
+	syms := symbolsFor(t, []string{"rare", "sink"}, "split", "split.cold")
+	out, post := generateUnit(t, src, []string{"split"}, nil, syms)
+	if symbolNamed(t, parseELF(t, post), "split.cold").Name == "" {
+		t.Fatal("gcc made no cold part")
+	}
+	f := parseELF(t, out.Object)
+	cold := symbolNamed(t, f, "__klp_new_split.cold")
+	if f.Sections[cold.Section].Name != ".text.unlikely.split" || elf.ST_BIND(cold.Info) != elf.STB_LOCAL {
+		t.Errorf("cold part symbol %+v", cold)
+	}
+	for _, sec := range []string{".rela.text.split", ".rela.text.unlikely.split"} {
+		for _, r := range relocsOf(t, f, sec) {
+			if strings.HasPrefix(r.Sym, PlaceholderPrefix) {
+				t.Errorf("%s: %v goes to the kernel, want the copy", sec, r)
+			}
+		}
+	}
+	hasJump := func(sec, to string) bool {
+		for _, r := range relocsOf(t, f, sec) {
+			if r.Sym == to {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasJump(".rela.text.split", ".text.unlikely.split") || !hasJump(".rela.text.unlikely.split", ".text.split") {
+		t.Errorf("the parts do not refer to each other's copies")
+	}
+	if d := cmp.Diff([]string{".text.split", ".text.unlikely.split"}, out.Functions[0].Sections); d != "" {
+		t.Errorf("Sections (-want +got):\n%s", d)
+	}
+}
+
+// TestGenerateChangedCallsChangedAndAdded: a replaced function calls
+// another replaced one and a new helper directly, in the module.
+func TestGenerateChangedCallsChangedAndAdded(t *testing.T) {
+	src := `
+extern void sink(int);
+static int __attribute__((noinline)) fresh(int x) { sink(x); return x + 41; }
+int __attribute__((noinline)) second(int x) { sink(x); return x * 2; }
+int first(int x) { return second(x) + fresh(x); }
+`
+	syms := symbolsFor(t, []string{"sink"}, "first", "second") // fresh is new: not in System.map
+	out, _ := generateUnit(t, src, []string{"first", "second"}, []string{"fresh"}, syms)
+	f := parseELF(t, out.Object)
+	got := map[string]bool{}
+	for _, r := range relocsOf(t, f, ".rela.text.first") {
+		got[r.Sym] = true
+	}
+	if !got["__klp_new_second"] || !got[".text.fresh"] && !got["__klp_add_fresh"] {
+		t.Errorf("first calls %v, want __klp_new_second and the copy of fresh", got)
+	}
+	add := symbolNamed(t, f, "__klp_add_fresh")
+	if elf.ST_BIND(add.Info) != elf.STB_LOCAL {
+		t.Errorf("__klp_add_fresh is %v, want local", elf.ST_BIND(add.Info))
+	}
+	if strings.Contains(string(out.Stub), "fresh") {
+		t.Errorf("the stub replaces the added function:\n%s", out.Stub)
+	}
+	if d := cmp.Diff([]bool{false, false, true}, []bool{out.Functions[0].Added, out.Functions[1].Added, out.Functions[2].Added}); d != "" {
+		t.Errorf("Added (-want +got):\n%s", d)
+	}
+}
+
+// TestGenerateSectionWithSeveralObjects: a relocation against a section
+// holding several variables (gas writes ".data.shared-5" for a static
+// one) goes to the variable the instruction really addresses, whatever
+// immediate follows the displacement. objdump's instruction boundaries
+// are the oracle.
+func TestGenerateSectionWithSeveralObjects(t *testing.T) {
+	src := `
+static int first_var __attribute__((section(".data.shared"), used)) = 1;
+static int second_var __attribute__((section(".data.shared"), used)) = 2;
+static int third_var __attribute__((section(".data.shared"), used)) = 3;
+static short fourth_var __attribute__((section(".data.shared"), used)) = 4;
+int reader(void)
+{
+	second_var += 5;      /* imm8 after the displacement */
+	third_var = 0x12345;  /* imm32 */
+	fourth_var = 0x1234;  /* imm16 */
+	if (first_var & 0x40) /* test imm8 or imm32 */
+		return 1;
+	return first_var + third_var + fourth_var;
+}
+`
+	syms := symbolsFor(t, nil, "reader", "first_var", "second_var", "third_var", "fourth_var")
+	out, post := generateUnit(t, src, []string{"reader"}, nil, syms)
+	pf := parseELF(t, post)
+
+	bounds := objdumpBoundaries(t, post, ".text.reader")
+	vars := map[string]elf.Symbol{}
+	for _, n := range []string{"first_var", "second_var", "third_var", "fourth_var"} {
+		vars[n] = symbolNamed(t, pf, n)
+	}
+	in := relocsOf(t, pf, ".rela.text.reader")
+	got := relocsOf(t, parseELF(t, out.Object), ".rela.text.reader")
+	if len(in) != len(got) {
+		t.Fatalf("%d relocations became %d", len(in), len(got))
+	}
+	seen := map[string]bool{}
+	for i, r := range in {
+		end := uint64(0)
+		for _, b := range bounds {
+			if b > r.Off {
+				end = b
+				break
+			}
+		}
+		target := uint64(r.Addend + int64(end-r.Off))
+		want := ""
+		for n, v := range vars {
+			if target >= v.Value && target < v.Value+v.Size {
+				want = n
+			}
+		}
+		wantSym := "__klp_sym__vmlinux__" + want + "__0"
+		if got[i].Sym != wantSym || got[i].Addend != r.Addend-int64(vars[want].Value) {
+			t.Errorf("%v became %v, want %s%+d", r, got[i], wantSym, r.Addend-int64(vars[want].Value))
+		}
+		seen[want] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("the unit addressed %v; want all four variables", seen)
+	}
+}
+
+// objdumpBoundaries lists the instruction starts of a section, and its
+// end, as objdump decodes them.
+func objdumpBoundaries(t *testing.T, obj []byte, section string) []uint64 {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "unit.o")
+	if err := os.WriteFile(path, obj, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("objdump", "-d", "--insn-width=16", "-j", section, path).Output()
+	if err != nil {
+		t.Fatalf("objdump (apt-get install binutils): %v", err)
+	}
+	var bounds []uint64
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		addr, _, ok := strings.Cut(strings.TrimLeft(sc.Text(), " "), ":\t")
+		if a, err := strconv.ParseUint(addr, 16, 64); ok && err == nil {
+			bounds = append(bounds, a)
+		}
+	}
+	return append(bounds, parseELF(t, obj).Section(section).Size)
+}
+
+// TestGenerateNewConstantIsCopied: read-only data the kernel does not
+// have (new in the patch) is copied; new writable data is refused.
+func TestGenerateNewConstantIsCopied(t *testing.T) {
+	src := `
+static const int fresh_table[4] = {7, 11, 13, 17};
+int lookup(int i) { return fresh_table[i & 3]; }
+`
+	syms := symbolsFor(t, nil, "lookup")
+	out, post := generateUnit(t, src, []string{"lookup"}, nil, syms)
+	f := parseELF(t, out.Object)
+	if !bytes.Equal(sectionData(t, f, ".rodata.fresh_table"), sectionData(t, parseELF(t, post), ".rodata.fresh_table")) {
+		t.Error(".rodata.fresh_table not copied")
+	}
+	if len(out.KLPSymbols) != 0 {
+		t.Errorf("KLPSymbols = %v", out.KLPSymbols)
+	}
+
+	src = `
+static int fresh_state;
+int bump(void) { return ++fresh_state; }
+`
+	syms = symbolsFor(t, nil, "bump")
+	_, err := Generate(compileC(t, src), []string{"bump"}, nil, syms, Options{ModuleName: "lp_test"})
+	var m *MissingSymbolError
+	if !errors.As(err, &m) || m.Name != "fresh_state" {
+		t.Fatalf("err = %v, want *MissingSymbolError for fresh_state", err)
+	}
+}
+
+// TestGenerateRefusesAnonymousWritableData: writable data without a
+// symbol cannot be found in the kernel and must not be copied.
+func TestGenerateRefusesAnonymousWritableData(t *testing.T) {
+	src := `
+int *anon(void)
+{
+	int *p;
+	asm volatile(".pushsection .data.anon,\"aw\"\n2: .long 0\n .popsection\n movq $2b, %0" : "=r"(p));
+	return p;
+}
+`
+	syms := symbolsFor(t, nil, "anon")
+	_, err := Generate(compileC(t, src), []string{"anon"}, nil, syms, Options{ModuleName: "lp_test"})
+	var u *UnsupportedError
+	if !errors.As(err, &u) || u.Section != ".data.anon" || !strings.Contains(u.Reason, "writable") {
+		t.Fatalf("err = %v, want *UnsupportedError for .data.anon", err)
+	}
+}
+
+// TestGenerateTraceability: with ftrace flags, a notrace function cannot
+// be replaced; traced ones can, and no warning is given.
+func TestGenerateTraceability(t *testing.T) {
+	src := `
+extern void sink(int);
+void traced(int a) { sink(a); }
+__attribute__((no_instrument_function)) void untraced(int a) { sink(a + 1); }
+`
+	syms := symbolsFor(t, []string{"sink", "__fentry__"}, "traced", "untraced")
+	out, _ := generateUnit(t, src, []string{"traced"}, nil, syms, "-pg", "-mfentry")
+	if len(out.Warnings) != 0 {
+		t.Errorf("Warnings = %q", out.Warnings)
+	}
+	_, err := Generate(compileC(t, src, "-pg", "-mfentry"), []string{"untraced"}, nil, syms, Options{ModuleName: "lp_test"})
+	var u *UnsupportedError
+	if !errors.As(err, &u) || u.Function != "untraced" || !strings.Contains(u.Reason, "__fentry__") {
+		t.Fatalf("err = %v, want *UnsupportedError for untraced", err)
+	}
+}
+
+func TestGenerateNamespacedExport(t *testing.T) {
+	src := `
+extern void cxl_thing(int);
+void user(int a) { cxl_thing(a); }
+`
+	syms := symbolsFor(t, []string{"cxl_thing:CXL"}, "user")
+	out, _ := generateUnit(t, src, []string{"user"}, nil, syms)
+	if d := cmp.Diff([]string{"CXL"}, out.Namespaces); d != "" {
+		t.Errorf("Namespaces (-want +got):\n%s", d)
+	}
+	if !strings.Contains(string(out.Stub), "MODULE_IMPORT_NS(CXL);") {
+		t.Errorf("stub does not import CXL:\n%s", out.Stub)
+	}
+}
+
+func TestGenerateRefusesUnsplitSections(t *testing.T) {
+	src := `
+extern void sink(int);
+void one(int a) { sink(a); }
+void two(int a) { sink(a + 2); }
+`
+	syms := symbolsFor(t, []string{"sink"}, "one", "two")
+	post := compileC(t, src, "-fno-function-sections")
+	_, err := Generate(post, []string{"one"}, nil, syms, Options{ModuleName: "lp_test"})
+	var u *UnsupportedError
+	if !errors.As(err, &u) || !strings.Contains(u.Reason, "-ffunction-sections") {
+		t.Fatalf("err = %v, want *UnsupportedError asking for -ffunction-sections", err)
+	}
+}
+
+func TestGenerateInvalidArguments(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, kernelUnitMap...)
+	post := compileC(t, kernelUnit)
+	for _, tc := range []struct {
+		name           string
+		changed, added []string
+		opts           Options
+		want           error
+	}{
+		{"no function", nil, nil, Options{ModuleName: "lp"}, ErrInvalidArgument},
+		{"unknown function", []string{"nope"}, nil, Options{ModuleName: "lp"}, ErrInvalidArgument},
+		{"a variable", []string{"counter"}, nil, Options{ModuleName: "lp"}, ErrInvalidArgument},
+		{"listed twice", []string{"target"}, []string{"target"}, Options{ModuleName: "lp"}, ErrInvalidArgument},
+		{"empty module name", []string{"target"}, nil, Options{}, ErrInvalidArgument},
+		{"bad module name", []string{"target"}, nil, Options{ModuleName: "lp-fix"}, ErrInvalidArgument},
+		{"part name", []string{"target"}, nil, Options{ModuleName: "patch"}, ErrInvalidArgument},
+		{"long description", []string{"target"}, nil, Options{ModuleName: "lp", Description: strings.Repeat("x", 1025)}, ErrInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Generate(post, tc.changed, tc.added, syms, tc.opts)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if _, err := Generate([]byte("not an object"), []string{"target"}, nil, syms, Options{ModuleName: "lp"}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("garbage: err = %v, want ErrMalformed", err)
+	}
+	if _, err := Generate(post, []string{"target"}, nil, nil, Options{ModuleName: "lp"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("no symbols: err = %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestCString(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:        `"plain"`,
+		`say "hi" \ o`: `"say \"hi\" \\ o"`,
+		"tab\tnl\n":    `"tab\011nl\012"`,
+		"??=":          `"\?\?="`,
+		"\xff":         `"\377"`,
+	} {
+		if got := cString(in); got != want {
+			t.Errorf("cString(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package klpgen
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Bounds on the symbol inputs. Debian's 6.1 Module.symvers is about
+// 1 MiB and a full System.map about 8 MiB.
+const (
+	maxSymbolsInput = 64 << 20
+	maxSymbolsLine  = 4096
+)
+
+// Symbols is what the generator knows about the target kernel's symbols:
+// which vmlinux symbols are exported (Module.symvers) and how many
+// vmlinux symbols carry each name (System.map, or /proc/kallsyms of the
+// target, which has the same format). Counting matters because
+// livepatch finds an unexported symbol by name and kallsyms position,
+// and position 0 means "the only one".
+type Symbols struct {
+	exports map[string]string // exported by vmlinux: name -> namespace ("" for none)
+	counts  map[string]int    // vmlinux symbols by name
+	total   int
+}
+
+// Exported reports whether vmlinux exports name.
+func (s *Symbols) Exported(name string) bool {
+	_, ok := s.exports[name]
+	return ok
+}
+
+// Namespace is the symbol namespace of an exported symbol, "" if none.
+func (s *Symbols) Namespace(name string) string { return s.exports[name] }
+
+// Count is how many vmlinux symbols carry name.
+func (s *Symbols) Count(name string) int { return s.counts[name] }
+
+// Len is the number of vmlinux symbols read from the System.map.
+func (s *Symbols) Len() int { return s.total }
+
+// LoadSymbols reads a kernel's Module.symvers and System.map. Only
+// vmlinux entries are kept: exports of modules, and module symbols in a
+// /proc/kallsyms ("addr type name [module]"), are skipped. Each input is
+// bounded (64 MiB, lines of 4 KiB) and every line is checked; the error
+// names the input and the line.
+//
+// Debian ships a one-line placeholder System.map in the image package
+// (the real one is in linux-image-<release>-dbg); it is refused with an
+// error saying so. The target's /proc/kallsyms, read as root, is an
+// exact substitute: it lists the symbols in the order livepatch counts
+// them.
+func LoadSymbols(moduleSymvers, systemMap io.Reader) (*Symbols, error) {
+	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}}
+	if err := eachLine(moduleSymvers, "Module.symvers", s.addExport); err != nil {
+		return nil, err
+	}
+	if len(s.exports) == 0 {
+		return nil, fmt.Errorf("klpgen: load symbols: Module.symvers: %w: no symbols exported by vmlinux", ErrMalformed)
+	}
+	if err := eachLine(systemMap, "System.map", s.addSymbol); err != nil {
+		return nil, err
+	}
+	if s.total == 0 {
+		return nil, fmt.Errorf("klpgen: load symbols: System.map: %w: no vmlinux symbols", ErrMalformed)
+	}
+	return s, nil
+}
+
+// eachLine calls fn for each non-empty line of r, bounded in size.
+func eachLine(r io.Reader, what string, fn func(string) error) error {
+	lr := &io.LimitedReader{R: r, N: maxSymbolsInput + 1}
+	sc := bufio.NewScanner(lr)
+	sc.Buffer(make([]byte, 0, maxSymbolsLine), maxSymbolsLine)
+	tooLarge := func() error {
+		return fmt.Errorf("klpgen: load symbols: %s: %w: more than %d bytes", what, ErrTooLarge, maxSymbolsInput)
+	}
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if err := fn(line); err != nil {
+			if lr.N <= 0 {
+				return tooLarge() // the line was cut at the limit
+			}
+			return fmt.Errorf("klpgen: load symbols: %s line %d: %w", what, n, err)
+		}
+	}
+	if lr.N <= 0 {
+		return tooLarge()
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("klpgen: load symbols: %s line %d: %w: longer than %d bytes", what, n+1, ErrMalformed, maxSymbolsLine)
+		}
+		return fmt.Errorf("klpgen: load symbols: %s: %w", what, err)
+	}
+	return nil
+}
+
+// addExport reads a Module.symvers line as written since Linux 5.10:
+// "0xCRC<TAB>name<TAB>module<TAB>EXPORT_SYMBOL[_GPL]<TAB>namespace".
+func (s *Symbols) addExport(line string) error {
+	f := strings.Split(line, "\t")
+	if len(f) < 4 || len(f) > 5 {
+		return malformed("want 4 or 5 tab-separated fields (crc, name, module, export type, namespace), got %d", len(f))
+	}
+	if !strings.HasPrefix(f[0], "0x") {
+		return malformed("crc %q does not start with 0x", f[0])
+	}
+	if _, err := strconv.ParseUint(f[0][2:], 16, 32); err != nil {
+		return malformed("crc %q is not a 32-bit hex number", f[0])
+	}
+	if !strings.HasPrefix(f[3], "EXPORT_SYMBOL") {
+		// Linux 5.4-5.9 put the namespace third; refuse rather than
+		// misread it.
+		return malformed("export type %q (want EXPORT_SYMBOL...: is this a Module.symvers from Linux 5.10 or later?)", f[3])
+	}
+	if err := checkSymbolName(f[1]); err != nil {
+		return err
+	}
+	if f[2] != "vmlinux" {
+		return nil
+	}
+	ns := ""
+	if len(f) == 5 {
+		ns = f[4]
+	}
+	s.exports[f[1]] = ns
+	return nil
+}
+
+// addSymbol reads a System.map or /proc/kallsyms line: "addr type name",
+// with a fourth field "[module]" for module symbols in /proc/kallsyms.
+func (s *Symbols) addSymbol(line string) error {
+	f := strings.Fields(line)
+	if len(f) > 4 && strings.Contains(line, "System.map") {
+		return malformed("this is a placeholder, not a System.map (%q): take System.map from the "+
+			"linux-image-<release>-dbg package, or the target's /proc/kallsyms read as root", line)
+	}
+	if len(f) < 3 || len(f) > 4 {
+		return malformed("want \"address type name\", got %d fields", len(f))
+	}
+	if len(f[0]) > 16 {
+		return malformed("address %q is longer than 64 bits", f[0])
+	}
+	if _, err := strconv.ParseUint(f[0], 16, 64); err != nil {
+		return malformed("address %q is not hexadecimal", f[0])
+	}
+	if len(f[1]) != 1 {
+		return malformed("symbol type %q is not one letter", f[1])
+	}
+	if err := checkSymbolName(f[2]); err != nil {
+		return err
+	}
+	if len(f) == 4 {
+		if !strings.HasPrefix(f[3], "[") || !strings.HasSuffix(f[3], "]") {
+			return malformed("fourth field %q is not a [module]", f[3])
+		}
+		return nil // a module's symbol
+	}
+	s.counts[f[2]]++
+	s.total++
+	return nil
+}
+
+func checkSymbolName(name string) error {
+	if name == "" || len(name) > maxSymbolName {
+		return malformed("symbol name of %d bytes (want 1 to %d)", len(name), maxSymbolName)
+	}
+	return nil
+}
