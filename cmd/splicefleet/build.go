@@ -21,10 +21,12 @@ import (
 
 // buildOptions says what to build for create --source.
 type buildOptions struct {
-	source      string // folder of C sources with a Kbuild or Makefile
-	kernelBuild string // the target kernel's build folder (make -C)
-	moduleName  string // which .ko to take when the build makes several
-	strip       bool   // strip --strip-debug the result
+	source      string            // folder of C sources with a Kbuild or Makefile
+	kernelBuild string            // the target kernel's build folder (make -C)
+	moduleName  string            // which .ko to take when the build makes several
+	strip       bool              // strip --strip-debug the result
+	makeArgs    []string          // extra make variables (KBUILD_MODPOST_WARN=1)
+	files       map[string][]byte // files written into the build copy after the source (generated objects)
 }
 
 // builtModule is the outcome of a successful build.
@@ -80,9 +82,15 @@ func buildModule(ctx context.Context, e *env, o buildOptions) (*builtModule, err
 	if err := copySource(o.source, work); err != nil {
 		return nil, err
 	}
+	for name, data := range o.files {
+		if err := os.WriteFile(filepath.Join(work, name), data, 0o644); err != nil {
+			return nil, err
+		}
+	}
 
 	start := time.Now()
-	args := []string{"-C", kbuild, "M=" + work, fmt.Sprintf("-j%d", buildJobs), "modules"}
+	args := append([]string{"-C", kbuild, "M=" + work, fmt.Sprintf("-j%d", buildJobs)}, o.makeArgs...)
+	args = append(args, "modules")
 	srcAbs, err := filepath.Abs(o.source)
 	if err != nil {
 		return nil, err

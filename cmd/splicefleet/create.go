@@ -16,28 +16,32 @@ import (
 )
 
 type createOptions struct {
-	module      string
-	source      string
-	kernelBuild string
-	moduleName  string
-	strip       bool
-	id          string
-	version     uint64
-	kernel      string
-	buildID     string
-	cves        []string
-	description string
-	functions   []string
-	replace     bool
-	expires     string
-	out         string
-	force       bool
+	module       string
+	source       string
+	patch        string
+	kernelSource string
+	systemMap    string
+	cacheDir     string
+	kernelBuild  string
+	moduleName   string
+	strip        bool
+	id           string
+	version      uint64
+	kernel       string
+	buildID      string
+	cves         []string
+	description  string
+	functions    []string
+	replace      bool
+	expires      string
+	out          string
+	force        bool
 }
 
 func newCreateCmd(e *env) *cobra.Command {
 	var o createOptions
 	cmd := &cobra.Command{
-		Use:   "create (--module FILE.ko | --source DIR --kernel-build DIR) --id ID --version N -o OUT.splice",
+		Use:   "create (--module FILE.ko | --source DIR --kernel-build DIR | --patch FIX.patch --kernel-source DIR --kernel-build DIR) --id ID --version N -o OUT.splice",
 		Short: "Wrap a livepatch module into an unsigned update bundle",
 		Long: `Wrap a livepatch kernel module into an update bundle. The module must be a
 livepatch module (MODULE_INFO(livepatch, "Y")). The target kernel defaults to
@@ -52,7 +56,20 @@ stderr, strips the module's debug info (--strip=false keeps it) and wraps
 the one .ko it built (--module-name picks one when it builds several).
 KERNEL-BUILD is the target kernel's build folder, e.g.
 /lib/modules/RELEASE/build or an unpacked linux-headers package. Nothing is
-written into DIR. A failed build exits 2.`,
+written into DIR. A failed build exits 2.
+
+With --patch, create makes the module itself from a source patch, as
+ksplice-create and kpatch-build do: it prepares the kernel source tree
+(--kernel-source, e.g. Debian's linux-source package unpacked) for the
+target's configuration from KERNEL-BUILD once (cached in --cache-dir),
+compiles the .c file the patch touches before and after it with the
+kernel's own flags plus -ffunction-sections -fdata-sections, compares the
+two objects function by function (as "splicefleet diff" does), and
+generates a livepatch module that replaces exactly the changed functions:
+their new code, with references to static and unexported kernel symbols
+resolved by the kernel's livepatch relocations (positions from
+--system-map). A patch the livepatch cannot carry safely (changed data,
+init code, inlined functions, ...) is refused with the reasons (exit 1).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()
@@ -63,9 +80,13 @@ written into DIR. A failed build exits 2.`,
 	f := cmd.Flags()
 	f.StringVar(&o.module, "module", "", "livepatch kernel module (.ko)")
 	f.StringVar(&o.source, "source", "", "build the module from this folder of C sources (with a Kbuild or Makefile)")
-	f.StringVar(&o.kernelBuild, "kernel-build", "", "with --source: the target kernel's build folder (what make -C takes)")
-	f.StringVar(&o.moduleName, "module-name", "", "with --source: the module to wrap when the build makes several")
-	f.BoolVar(&o.strip, "strip", true, "with --source: strip debug info from the built module (strip --strip-debug)")
+	f.StringVar(&o.patch, "patch", "", "generate the module from this source patch (unified diff, -p1) to one .c file of the kernel")
+	f.StringVar(&o.kernelSource, "kernel-source", "", "with --patch: the target kernel's source tree")
+	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
+	f.StringVar(&o.cacheDir, "cache-dir", "", "with --patch: where prepared source trees are kept (default ~/.cache/splicefleet)")
+	f.StringVar(&o.kernelBuild, "kernel-build", "", "with --source or --patch: the target kernel's build folder (what make -C takes)")
+	f.StringVar(&o.moduleName, "module-name", "", "with --source: the module to wrap when the build makes several; with --patch: the generated module's name (default lp_ID_vVERSION)")
+	f.BoolVar(&o.strip, "strip", true, "with --source or --patch: strip debug info from the built module (strip --strip-debug)")
 	f.StringVar(&o.id, "id", "", "patch id, stable across versions (a-z 0-9 . _ -)")
 	f.Uint64Var(&o.version, "version", 0, "patch version; must grow for every new bundle of one id")
 	f.StringVar(&o.kernel, "kernel", "", "target kernel release (default: from the module's vermagic)")
@@ -80,22 +101,31 @@ written into DIR. A failed build exits 2.`,
 	for _, name := range []string{"id", "version", "output"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
-	cmd.MarkFlagsOneRequired("module", "source")
-	cmd.MarkFlagsMutuallyExclusive("module", "source")
-	cmd.MarkFlagsRequiredTogether("source", "kernel-build")
+	cmd.MarkFlagsOneRequired("module", "source", "patch")
+	cmd.MarkFlagsMutuallyExclusive("module", "source", "patch")
+	cmd.MarkFlagsRequiredTogether("patch", "kernel-source")
 	return cmd
 }
 
 // create wraps the module given with --module, or builds one from --source
 // first; both paths end in wrapModule.
 func create(ctx context.Context, e *env, o *createOptions) error {
-	if o.source == "" && o.moduleName != "" {
-		return errors.New("--module-name only applies with --source")
+	if o.source == "" && o.patch == "" && o.moduleName != "" {
+		return errors.New("--module-name only applies with --source or --patch")
+	}
+	if (o.source != "" || o.patch != "") && o.kernelBuild == "" {
+		return errors.New("--kernel-build is required with --source and --patch: the target kernel's build folder")
+	}
+	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "") {
+		return errors.New("--kernel-source, --system-map and --cache-dir only apply with --patch")
 	}
 	if !o.force {
 		if _, err := os.Stat(o.out); err == nil {
 			return fmt.Errorf("%s exists; refusing to overwrite (use --force)", o.out)
 		}
+	}
+	if o.patch != "" {
+		return createFromPatch(ctx, e, o)
 	}
 	if o.source == "" {
 		module, err := readFile(o.module, splice.MaxModuleSize)

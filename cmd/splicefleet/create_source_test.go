@@ -310,7 +310,7 @@ func TestCreateFromSourceChoices(t *testing.T) {
 		{"a kernel build folder without a Makefile", []string{"--kernel-build", src}, exitError,
 			"has no Makefile: want the target kernel's build folder"},
 		{"--source without --kernel-build", nil, exitError,
-			"if any flags in the group [source kernel-build] are set they must all be set"},
+			"--kernel-build is required with --source and --patch"},
 		{"--module and --source", []string{"--kernel-build", two, "--module", "x.ko"}, exitError,
 			"none of the others can be"},
 	}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/splicefleet/splicefleet/klpgen"
+	"github.com/splicefleet/splicefleet/ksrc"
+	"github.com/splicefleet/splicefleet/objdiff"
+)
+
+// maxPatchFile bounds the source patch create --patch reads.
+const maxPatchFile = 4 << 20
+
+// createFromPatch is create --patch: it prepares the kernel source for the
+// target's configuration (once; cached), compiles the unit the patch
+// touches before and after it, diffs the two objects, generates a
+// livepatch module for exactly the changed functions, builds it against
+// the target's headers, and wraps it like create --source.
+func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
+	start := time.Now()
+	raw, err := readFile(o.patch, maxPatchFile)
+	if err != nil {
+		return err
+	}
+	patch, err := ksrc.ParsePatch(raw)
+	if err != nil {
+		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+	}
+	cache, err := createCacheDir(e, o.cacheDir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "splicefleet: preparing %s for the configuration of %s (once; cached in %s)\n", o.kernelSource, o.kernelBuild, cache)
+	tree, err := ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, Log: e.stderr})
+	if err != nil {
+		return err
+	}
+	prepared := time.Since(start)
+	units, err := tree.Compile(ctx, patch, e.stderr)
+	if err != nil {
+		var ae *ksrc.ApplyError
+		if errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) {
+			return &refusal{err}
+		}
+		return err
+	}
+	defer func() { _ = units.Cleanup() }()
+	if len(units.List) != 1 {
+		var paths []string
+		for _, u := range units.List {
+			paths = append(paths, u.Path)
+		}
+		return &refusal{fmt.Errorf("the patch touches %d files (%s); create --patch takes a patch to one .c file for now", len(paths), strings.Join(paths, ", "))}
+	}
+	u := units.List[0]
+	if u.Module != "" {
+		return &refusal{fmt.Errorf("%s is built into module %s; create --patch patches vmlinux only for now", u.Path, u.Module)}
+	}
+	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return err
+	}
+	post, err := readFile(u.Post, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return err
+	}
+	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
+	if err != nil {
+		return err
+	}
+	var changed, added []string
+	for _, f := range diff.Changed {
+		changed = append(changed, f.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
+	}
+	for _, f := range diff.Added {
+		added = append(added, f.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
+	}
+	if err := diff.Err(); err != nil {
+		return &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
+	}
+	if len(changed) == 0 {
+		return &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, u.Path)}
+	}
+
+	syms, err := loadKernelSymbols(o, tree.Release)
+	if err != nil {
+		return err
+	}
+	name := o.moduleName
+	if name == "" {
+		name = defaultModuleName(o.id, o.version)
+	}
+	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description})
+	if err != nil {
+		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+	}
+	for _, w := range out.Warnings {
+		fmt.Fprintf(e.stderr, "splicefleet: warning: %s\n", w)
+	}
+	for _, s := range out.KLPSymbols {
+		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s through a livepatch relocation\n", name, s.Name)
+	}
+	dir, err := os.MkdirTemp("", "splicefleet-patch-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	// The folder shows what was generated; the build copies its sources
+	// and writes the generated object (a build product it would skip) in.
+	for name, data := range out.Files() {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	built, err := buildModule(ctx, e, buildOptions{
+		source:      dir,
+		kernelBuild: o.kernelBuild,
+		moduleName:  name,
+		strip:       o.strip,
+		makeArgs:    out.MakeArgs,
+		files:       out.Files(),
+	})
+	if err != nil {
+		return err
+	}
+	module, err := klpgen.Finalize(built.module)
+	if err != nil {
+		return fmt.Errorf("finalize %s: %w", built.file, err)
+	}
+	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
+		built.file, o.patch, strings.Join(changed, ", "), u.Path, len(module), time.Since(start).Seconds(), prepared.Seconds())
+	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.file, o.patch), module)
+}
+
+// loadKernelSymbols reads the target's exported symbols (Module.symvers in
+// the build folder) and every vmlinux symbol (System.map).
+func loadKernelSymbols(o *createOptions, release string) (*klpgen.Symbols, error) {
+	symvers, err := os.Open(filepath.Join(o.kernelBuild, "Module.symvers"))
+	if err != nil {
+		return nil, fmt.Errorf("--kernel-build: %w (the build folder's Module.symvers lists the exported symbols)", err)
+	}
+	defer symvers.Close()
+	mapPath := o.systemMap
+	if mapPath == "" {
+		for _, p := range []string{filepath.Join(o.kernelBuild, "System.map"), "/boot/System.map-" + release} {
+			if _, err := os.Stat(p); err == nil {
+				mapPath = p
+				break
+			}
+		}
+	}
+	if mapPath == "" {
+		return nil, fmt.Errorf("no System.map for %s: give --system-map (it is /boot/System.map-%s in the linux-image package)", release, release)
+	}
+	sysmap, err := os.Open(mapPath)
+	if err != nil {
+		return nil, fmt.Errorf("--system-map: %w", err)
+	}
+	defer sysmap.Close()
+	syms, err := klpgen.LoadSymbols(symvers, sysmap)
+	if err != nil {
+		return nil, fmt.Errorf("%s, %s: %w", symvers.Name(), mapPath, err)
+	}
+	return syms, nil
+}
+
+var notModuleChar = regexp.MustCompile(`[^A-Za-z0-9_]`)
+
+// defaultModuleName names a generated module after its patch id and
+// version, so that every version gets a name of its own.
+func defaultModuleName(id string, version uint64) string {
+	suffix := fmt.Sprintf("_v%d", version)
+	base := "lp_" + notModuleChar.ReplaceAllString(id, "_")
+	return base[:min(len(base), 55-len(suffix))] + suffix
+}
+
+// createCacheDir is where prepared kernel trees are kept: --cache-dir, or
+// $XDG_CACHE_HOME/splicefleet, or ~/.cache/splicefleet.
+func createCacheDir(e *env, flag string) (string, error) {
+	dir := flag
+	if dir == "" {
+		if x := e.getenv("XDG_CACHE_HOME"); x != "" {
+			dir = filepath.Join(x, "splicefleet")
+		} else if home, err := os.UserHomeDir(); err == nil {
+			dir = filepath.Join(home, ".cache", "splicefleet")
+		} else {
+			return "", errors.New("no cache folder: give --cache-dir")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Abs(dir)
+}

@@ -1,0 +1,154 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cmdlinePatch changes cmdline_proc_show (fs/proc/cmdline.c of the lab
+// kernel) to append a marker after the command line, through a new static
+// helper. The new code reads saved_command_line, which vmlinux does not
+// export: the generated module reaches it through a livepatch relocation.
+const cmdlinePatch = `--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -4,10 +4,16 @@
+ #include <linux/proc_fs.h>
+ #include <linux/seq_file.h>
+ 
++static noinline void cmdline_mark(struct seq_file *m)
++{
++	seq_puts(m, " splicefleet.patched=1");
++}
++
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
+ 	seq_puts(m, saved_command_line);
++	cmdline_mark(m);
+ 	seq_putc(m, '\n');
+ 	return 0;
+ }
+ 
+`
+
+// counterPatch adds a static variable: data a livepatch cannot carry.
+const counterPatch = `--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -4,8 +4,11 @@
+ #include <linux/proc_fs.h>
+ #include <linux/seq_file.h>
+ 
++static unsigned long cmdline_reads = 1;
++
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
++	cmdline_reads++;
+ 	seq_puts(m, saved_command_line);
+ 	seq_putc(m, '\n');
+ 	return 0;
+`
+
+// TestScenarioCreatePatch: a source patch to the lab kernel's own
+// fs/proc/cmdline.c goes through create --patch (the Debian source package
+// of exactly the lab kernel, prepared once, the one unit compiled before
+// and after, the objects diffed, a livepatch module generated) to a signed
+// bundle; applied in a guest, /proc/cmdline says what the patch says, and
+// undo restores it. A patch that adds data is refused with the reason.
+func TestScenarioCreatePatch(t *testing.T) {
+	note := scenario(t)
+	k := fetchKernel(t)
+	bin := splicefleetBinary(t)
+	b := labFixture(t)
+	src, err := FetchSource(context.Background(), FetchOptions{Log: logWriter{t}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysmap, err := FetchSystemMap(context.Background(), FetchOptions{Log: logWriter{t}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := cacheDir0("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	if err := os.WriteFile(p("cmdline.patch"), []byte(cmdlinePatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("counter.patch"), []byte(counterPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	create := func(patch, id, out string) (string, time.Duration, error) {
+		var log bytes.Buffer
+		start := time.Now()
+		err := sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
+			"--system-map", sysmap, "--cache-dir", filepath.Join(cache, "ksrc"),
+			"--id", id, "--version", "1", "--description", "lab: create --patch of fs/proc/cmdline.c", "-o", out)
+		return log.String(), time.Since(start), err
+	}
+	out, took, err := create(p("cmdline.patch"), "cmdline-patch", p("cmdline-patch.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("create --patch took %s:\n%s", took.Round(time.Millisecond), out)
+	for _, w := range []string{"cmdline_proc_show changed", "cmdline_mark added", "reaches saved_command_line through a livepatch relocation", "replaces cmdline_proc_show"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("create --patch output lacks %q", w)
+		}
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("cmdline-patch.splice")); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := os.ReadFile(p("cmdline-patch.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inspect bytes.Buffer
+	if err := sfRun(bin, &inspect, "inspect", p("cmdline-patch.splice")); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(inspect.String(), "cmdline_proc_show") || !strings.Contains(inspect.String(), "lp_cmdline_patch_v1") {
+		t.Errorf("the bundle does not list the replaced function and module:\n%s", inspect.String())
+	}
+
+	// Warm: the prepared tree is reused.
+	_, warm, err := create(p("cmdline.patch"), "cmdline-patch", p("again.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Data is refused, with the reason, and no bundle is written.
+	out, _, err = create(p("counter.patch"), "counter", p("counter.splice"))
+	if err == nil {
+		t.Fatalf("a patch adding a static variable was accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "cmdline_reads") || !strings.Contains(out, "cannot be carried by a livepatch") {
+		t.Errorf("the refusal does not name the variable and the reason:\n%s", out)
+	}
+	if _, err := os.Stat(p("counter.splice")); err == nil {
+		t.Error("a refused patch left a bundle behind")
+	}
+
+	r := bootScenario(t, note, Guest{}, `
+state before
+try apply sf apply /lab/extra/cmdline-patch.splice
+state applied
+mark sysfs-enabled "$(cat /sys/kernel/livepatch/lp_cmdline_patch_v1/enabled)"
+try undo sfv undo cmdline-patch
+state undone
+`, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644})
+	before, _ := r.Marks.Get("before-cmdline")
+	want(t, r, "apply-exit", "0")
+	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
+	want(t, r, "sysfs-enabled", "1")
+	want(t, r, "undo-exit", "0")
+	want(t, r, "undone-cmdline", strings.TrimSpace(before))
+	want(t, r, "undone-livepatches", "")
+	*note += fmt.Sprintf("; create --patch %.1fs (tree %s), warm %.1fs; module in bundle %d bytes", took.Seconds(), "prepared or cached", warm.Seconds(), len(bundle))
+}
