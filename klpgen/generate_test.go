@@ -592,3 +592,21 @@ func TestCString(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateAcceptsFunctionPrefixSymbols: the padding symbols newer
+// kernels put before a function, in its section, belong to it.
+func TestGenerateAcceptsFunctionPrefixSymbols(t *testing.T) {
+	src := `
+extern void sink(int);
+asm(".pushsection .text.padded,\"ax\",@progbits\n"
+    "__pfx_padded: .skip 16, 0x90\n"
+    ".globl padded\n.type padded,@function\npadded: ret\n.size padded,.-padded\n"
+    ".popsection");
+`
+	syms := symbolsFor(t, []string{"sink"}, "padded")
+	out, _ := generateUnit(t, src, []string{"padded"}, nil, syms)
+	f := parseELF(t, out.Object)
+	if s := symbolNamed(t, f, "__klp_new_padded"); s.Value != 16 || s.Size != 1 {
+		t.Errorf("__klp_new_padded = %+v, want value 16, size 1", s)
+	}
+}
