@@ -30,8 +30,12 @@
 // livepatch symbols, and the relocations against them move into
 // livepatch relocation sections, which the kernel applies after looking
 // the symbols up in kallsyms. The order is build, strip debug
-// information, Finalize, sign: binutils do not know livepatch symbols,
-// and a signature covers the bytes Finalize rewrites.
+// information, Finalize, sign: Finalize's output is what is checked, so
+// only signing (which appends) should come after it, and a signature
+// covers the bytes Finalize rewrites. (strip --strip-debug after
+// Finalize keeps the livepatch symbols but renumbers the symbol table
+// and drops SHF_INFO_LINK from the livepatch sections: untested with
+// the kernel, and not needed.)
 //
 // # What patch.o holds
 //
