@@ -242,7 +242,7 @@ void with_entry(int a)
 {
 	exported();
 	if (a)
-		asm volatile("1: ud2\n .pushsection ` + sec + `,\"a\"\n .long 1b - .\n .popsection");
+		asm volatile("1: ud2\n .pushsection ` + sec + `,\"aw\"\n .long 1b - .\n .popsection");
 }
 `
 			syms := symbolsFor(t, []string{"exported"}, "with_entry")
