@@ -16,18 +16,26 @@
 //
 // Generate writes the module source folder (Output.Files): patch.o, a
 // relocatable object with the new code, stub.c, the klp_patch whose
-// klp_funcs point at it, and a Kbuild file linking both into
-// <ModuleName>.ko. kbuild builds it as any out-of-tree module, with one
-// extra variable: make -C <build> M=<folder> KBUILD_MODPOST_WARN=1
-// modules (Output.MakeArgs), because patch.o refers to placeholder
-// symbols modpost cannot resolve.
+// klp_funcs point at it, a Kbuild file linking both into
+// <ModuleName>.ko, and .patch.o.cmd, the command file kbuild writes for
+// objects it compiles and modpost reads for symbol versions. kbuild
+// builds the folder as any out-of-tree module (an object without a
+// source is used as it is), with one extra variable:
+// make -C <build> M=<folder> KBUILD_MODPOST_WARN=1 modules
+// (Output.MakeArgs), because patch.o refers to placeholder symbols
+// modpost cannot resolve and must only warn about.
 //
 // Finalize rewrites the linked .ko into the livepatch ELF format
 // (Documentation/livepatch/module-elf-format.rst): placeholders become
 // livepatch symbols, and the relocations against them move into
 // livepatch relocation sections, which the kernel applies after looking
-// the symbols up in kallsyms. Strip debug information before Finalize,
-// sign after it.
+// the symbols up in kallsyms. The order is build, strip debug
+// information, Finalize, sign: Finalize's output is what is checked, so
+// only signing (which appends) should come after it, and a signature
+// covers the bytes Finalize rewrites. (strip --strip-debug after
+// Finalize keeps the livepatch symbols but renumbers the symbol table
+// and drops SHF_INFO_LINK from the livepatch sections: untested with
+// the kernel, and not needed.)
 //
 // # What patch.o holds
 //
@@ -91,7 +99,21 @@
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is
-// notrace or noinstr and livepatch could not redirect it.
+// notrace or noinstr and livepatch could not redirect it. They must sit
+// alone in ordinary text sections (.text.F): functions the kernel places
+// in .sched.text, .noinstr.text, .init.text and the like share one
+// section per unit and are refused.
+//
+// # Not supported yet
+//
+// Ambiguous names (a static function or variable whose name several
+// vmlinux symbols carry) would need their kallsyms position, which
+// System.map cannot give without telling which unit each symbol came
+// from. Static variables local to a function are found by the name gcc
+// gave them in the patched object (count.0); the caller must check that
+// the unpatched object used the same name. Patching modules (objects
+// other than vmlinux), shadow variables for new state, and the special
+// sections refused above are future work.
 //
 // # What the kernel requires (Linux 6.1)
 //

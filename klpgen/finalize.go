@@ -29,8 +29,7 @@ const moduleSigMagic = "~Module signature appended~\n"
 // do not change, nor does any other section's contents. A module without
 // placeholders is returned unchanged. A signed module is refused
 // (ErrSigned): finalize, then sign. Strip debug information before
-// Finalize, never after: the kernel requires the symbol table of a
-// livepatch module to stay exactly as written.
+// Finalize, not after (see the package documentation).
 func Finalize(ko []byte) ([]byte, error) {
 	out, err := finalize(ko)
 	if err != nil {

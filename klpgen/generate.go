@@ -335,7 +335,10 @@ func (g *generator) findFunction(name string, added bool) (*function, error) {
 		return nil, invalid("function %s is not defined in the object", name)
 	}
 	main := int(g.st.syms[fn.sym].shndx)
-	if err := g.checkCodeSection(fn, main, func(s *symbol) bool { return s.name == name }); err != nil {
+	// Kernels with call padding or kCFI (6.2 and later) put __pfx_NAME
+	// and __cfi_NAME before the function, in its section.
+	ours := func(s *symbol) bool { return s.name == name || s.name == "__pfx_"+name || s.name == "__cfi_"+name }
+	if err := g.checkCodeSection(fn, main, ours); err != nil {
 		return nil, err
 	}
 	fn.parts = []int{main}

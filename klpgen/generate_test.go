@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -241,7 +242,7 @@ void with_entry(int a)
 {
 	exported();
 	if (a)
-		asm volatile("1: ud2\n .pushsection ` + sec + `,\"a\"\n .long 1b - .\n .popsection");
+		asm volatile("1: ud2\n .pushsection ` + sec + `,\"aw\"\n .long 1b - .\n .popsection");
 }
 `
 			syms := symbolsFor(t, []string{"exported"}, "with_entry")
@@ -590,5 +591,82 @@ func TestCString(t *testing.T) {
 		if got := cString(in); got != want {
 			t.Errorf("cString(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestGenerateAcceptsFunctionPrefixSymbols: the padding symbols newer
+// kernels put before a function, in its section, belong to it.
+func TestGenerateAcceptsFunctionPrefixSymbols(t *testing.T) {
+	src := `
+extern void sink(int);
+asm(".pushsection .text.padded,\"ax\",@progbits\n"
+    "__pfx_padded: .skip 16, 0x90\n"
+    ".globl padded\n.type padded,@function\npadded: ret\n.size padded,.-padded\n"
+    ".popsection");
+`
+	syms := symbolsFor(t, []string{"sink"}, "padded")
+	out, _ := generateUnit(t, src, []string{"padded"}, nil, syms)
+	f := parseELF(t, out.Object)
+	if s := symbolNamed(t, f, "__klp_new_padded"); s.Value != 16 || s.Size != 1 {
+		t.Errorf("__klp_new_padded = %+v, want value 16, size 1", s)
+	}
+}
+
+// TestGenerateCopiesORCEntries: of parallel ORC tables, exactly the
+// entries of the copied functions come along, in step.
+func TestGenerateCopiesORCEntries(t *testing.T) {
+	// Each function records two entries: its start and its end, with
+	// recognisable contents (six bytes each).
+	orc := func(fn, a, b string) string {
+		return `asm(".pushsection .text.` + fn + `,\"ax\",@progbits\n.globl ` + fn + `\n.type ` + fn + `,@function\n` +
+			fn + `: nop\nret\n.size ` + fn + `,.-` + fn + `\n.L` + fn + `_end:\n.popsection\n` +
+			`.pushsection .orc_unwind_ip,\"a\"\n.long ` + fn + ` - .\n.long .L` + fn + `_end - .\n.popsection\n` +
+			`.pushsection .orc_unwind,\"a\"\n.ascii \"` + a + `\"\n.ascii \"` + b + `\"\n.popsection\n");` + "\n"
+	}
+	src := orc("keep_me", "KEEP-1", "KEEP-2") + orc("leave_me", "LEAV-1", "LEAV-2") + orc("keep_too", "TOO--1", "TOO--2")
+	syms := symbolsFor(t, nil, "keep_me", "leave_me", "keep_too")
+	out, _ := generateUnit(t, src, []string{"keep_me", "keep_too"}, nil, syms)
+	f := parseELF(t, out.Object)
+	if got := string(sectionData(t, f, ".orc_unwind")); got != "KEEP-1KEEP-2TOO--1TOO--2" {
+		t.Errorf(".orc_unwind = %q", got)
+	}
+	var got []string
+	for _, r := range relocsOf(t, f, ".rela.orc_unwind_ip") {
+		got = append(got, fmt.Sprintf("%#x %v %s%+d", r.Off, r.Type, r.Sym, r.Addend))
+	}
+	want := []string{
+		"0x0 R_X86_64_PC32 .text.keep_me+0", "0x4 R_X86_64_PC32 .text.keep_me+2",
+		"0x8 R_X86_64_PC32 .text.keep_too+0", "0xc R_X86_64_PC32 .text.keep_too+2",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf(".orc_unwind_ip relocations (-want +got):\n%s", d)
+	}
+	if n := len(sectionData(t, f, ".orc_unwind_ip")); n != 16 {
+		t.Errorf(".orc_unwind_ip has %d bytes, want 16", n)
+	}
+}
+
+func TestGenerateRefusesNonZeroRelocationSite(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, kernelUnitMap...)
+	post := compileC(t, kernelUnit)
+	pf := parseELF(t, post)
+	r := relocsOf(t, pf, ".rela.text.target")[0]
+	post[pf.Section(".text.target").Offset+r.Off] = 0x42
+	_, err := Generate(post, []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "non-zero") {
+		t.Fatalf("err = %v, want ErrMalformed about non-zero bytes", err)
+	}
+}
+
+func TestGenerateRefusesUnknownRelocationType(t *testing.T) {
+	src := `
+extern int sink;
+void odd(void) { asm volatile(".reloc ., R_X86_64_GOTPCREL, sink\n .long 0"); }
+`
+	syms := symbolsFor(t, []string{"sink"}, "odd")
+	_, err := Generate(compileC(t, src), []string{"odd"}, nil, syms, Options{ModuleName: "lp_test"})
+	var u *UnsupportedError
+	if !errors.As(err, &u) || u.Function != "odd" || !strings.Contains(u.Reason, "R_X86_64_GOTPCREL") {
+		t.Fatalf("err = %v, want *UnsupportedError naming R_X86_64_GOTPCREL", err)
 	}
 }

@@ -149,7 +149,7 @@ func TestKernelBuild(t *testing.T) {
 		t.Errorf("ORC tables of the module are not parallel or miss the new code")
 	}
 	readelfClean(t, final, "-S", "-s", "-r", "-W")
-	if keep := os.Getenv(KeepModuleEnv); keep != "" {
+	if keep := os.Getenv(keepModuleEnv); keep != "" {
 		path := filepath.Join(keep, "lp_klpgen_cmdline.ko")
 		if err := os.WriteFile(path, final, 0o644); err != nil {
 			t.Fatal(err)
@@ -158,9 +158,9 @@ func TestKernelBuild(t *testing.T) {
 	}
 }
 
-// KeepModuleEnv names a folder where TestKernelBuild keeps the finalized
+// keepModuleEnv names a folder where TestKernelBuild keeps the finalized
 // module, for booting it in the lab.
-const KeepModuleEnv = "SPLICEFLEET_KLPGEN_KEEP"
+const keepModuleEnv = "SPLICEFLEET_KLPGEN_KEEP"
 
 // kernelSymbols loads the lab kernel's Module.symvers and its System.map,
 // or, when that is Debian's placeholder, the two vmlinux symbols the
