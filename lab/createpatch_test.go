@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,10 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("create --patch took %s:\n%s", took.Round(time.Millisecond), out)
+	prep := "?"
+	if m := regexp.MustCompile(`tree preparation ([0-9.]+)s`).FindStringSubmatch(out); m != nil {
+		prep = m[1] + "s"
+	}
 	for _, w := range []string{"cmdline_proc_show changed", "cmdline_mark added", "reaches saved_command_line through a livepatch relocation", "replaces cmdline_proc_show"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("create --patch output lacks %q", w)
@@ -150,5 +155,5 @@ state undone
 	want(t, r, "undo-exit", "0")
 	want(t, r, "undone-cmdline", strings.TrimSpace(before))
 	want(t, r, "undone-livepatches", "")
-	*note += fmt.Sprintf("; create --patch %.1fs (tree %s), warm %.1fs; module in bundle %d bytes", took.Seconds(), "prepared or cached", warm.Seconds(), len(bundle))
+	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }
