@@ -1,0 +1,40 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestCreatePatchRefusesBadArguments: the flag combinations create --patch
+// needs, and a patch that is not a patch, are refused before any kernel
+// tree is touched. The whole path, on the lab kernel's own source, is
+// lab's TestScenarioCreatePatch.
+func TestCreatePatchRefusesBadArguments(t *testing.T) {
+	c := newCLI(t)
+	good := c.write("fix.patch", []byte("--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1,1 +1,1 @@\n-a\n+b\n"))
+	bad := c.write("bad.patch", []byte("this is not a patch\n"))
+	base := []string{"create", "--id", "x", "--version", "1", "-o", c.path("out.splice")}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no kernel source", []string{"--patch", good, "--kernel-build", c.dir}, exitError, "[patch kernel-source]"},
+		{"no kernel build", []string{"--patch", good, "--kernel-source", c.dir}, exitError, "--kernel-build is required with --source and --patch"},
+		{"a System.map without a patch", []string{"--module", good, "--system-map", good}, exitError, "only apply with --patch"},
+		{"patch and source", []string{"--patch", good, "--source", c.dir, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "none of the others can be"},
+		{"not a patch", []string{"--patch", bad, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "bad.patch: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := c.snapshot()
+			code, _, errs := c.run(append(append([]string{}, base...), tc.args...)...)
+			if code != tc.code || !strings.Contains(errs, tc.want) {
+				t.Errorf("exit %d, want %d; stderr %q, want it to contain %q", code, tc.code, errs, tc.want)
+			}
+			if !sameFiles(before, c.snapshot()) {
+				t.Error("a refused create wrote files")
+			}
+		})
+	}
+}
