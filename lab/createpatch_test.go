@@ -73,7 +73,8 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := cacheDir0("")
+	// The prepared tree is shared with package ksrc's own test.
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 		var log bytes.Buffer
 		start := time.Now()
 		err := sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
-			"--system-map", sysmap, "--cache-dir", filepath.Join(cache, "ksrc"),
+			"--system-map", sysmap, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
 			"--id", id, "--version", "1", "--description", "lab: create --patch of fs/proc/cmdline.c", "-o", out)
 		return log.String(), time.Since(start), err
 	}
