@@ -69,7 +69,10 @@ type Config struct {
 	// Leave the snapshot records it and the node does not rejoin on its
 	// own at the next start; Join it explicitly.
 	SnapshotPath string
-	// Logger receives serf's and memberlist's logs; nil discards them.
+	// Logger receives the node's logs and serf's and memberlist's (with a
+	// "library" attribute); nil discards them. The node adds no attribute
+	// of its own: give the logger the node's name where several nodes
+	// share a handler.
 	Logger *slog.Logger
 	// Protocol is the newest protocol version the node speaks, between
 	// ProtocolMin and ProtocolMax; zero means ProtocolMax. While a fleet

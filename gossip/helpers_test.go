@@ -76,7 +76,7 @@ func testConfig(t testing.TB, name string, keys ...[]byte) Config {
 		Keys:         keys,
 		Tuning:       FastTuning(),
 		QueryTimeout: 3 * time.Second,
-		Logger:       testLogger(t),
+		Logger:       testLogger(t).With("node", name),
 	}
 }
 

@@ -9,9 +9,10 @@ import (
 
 // newStdLogger adapts a slog.Logger to the *log.Logger that serf and
 // memberlist take. Their lines start with "[DEBUG]", "[INFO]", "[WARN]" or
-// "[ERR]"; the prefix becomes the slog level.
-func newStdLogger(l *slog.Logger, component string) *log.Logger {
-	return log.New(&slogWriter{l: l.With("component", component)}, "", 0)
+// "[ERR]"; the prefix becomes the slog level, and the library is named in
+// a "library" attribute (the caller's logger may carry a "component").
+func newStdLogger(l *slog.Logger, library string) *log.Logger {
+	return log.New(&slogWriter{l: l.With("library", library)}, "", 0)
 }
 
 type slogWriter struct{ l *slog.Logger }

@@ -151,7 +151,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg:      cfg,
-		log:      cfg.Logger.With("node", cfg.NodeName),
+		log:      cfg.Logger,
 		serfCh:   make(chan serf.Event, 256),
 		out:      make(chan Event, cfg.EventBuffer),
 		pumpDone: make(chan struct{}),

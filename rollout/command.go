@@ -85,7 +85,7 @@ func (c Command) validate() error {
 	case !slices.Contains(Actions, c.Action):
 		return fmt.Errorf("%w: action %q (want one of %v)", ErrInvalidCommand, c.Action, Actions)
 	case c.Action == ActionPromote && (c.Stage < 1 || c.Stage >= maxStages):
-		return fmt.Errorf("%w: promote needs the stage it opens (1..%d)", ErrInvalidCommand, maxStages-1)
+		return fmt.Errorf("%w: promote needs the index of the stage it opens, 1 to %d (the second stage is 1)", ErrInvalidCommand, maxStages-1)
 	case c.Action != ActionPromote && c.Stage != 0:
 		return fmt.Errorf("%w: only promote names a stage", ErrInvalidCommand)
 	case len(c.Reason) > 256:

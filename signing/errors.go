@@ -54,7 +54,7 @@ func (e *VerificationError) Error() string {
 	}
 	fmt.Fprintf(&b, "%d of %d required signatures valid", e.Valid, e.Required)
 	if len(e.Rejections) == 0 {
-		fmt.Fprintf(&b, " (the bundle has %d signature(s); each key counts once)", e.Total)
+		fmt.Fprintf(&b, " (%d present; each key counts once)", e.Total)
 	}
 	for _, r := range e.Rejections {
 		b.WriteString("; ")

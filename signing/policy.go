@@ -51,7 +51,7 @@ func NewPolicy(kr *Keyring, threshold int, opts ...PolicyOption) (*Policy, error
 		return nil, fmt.Errorf("trust policy: threshold %d must be at least 1", threshold)
 	}
 	if threshold > kr.Len() {
-		return nil, fmt.Errorf("trust policy: threshold %d cannot be met by %d trusted keys", threshold, kr.Len())
+		return nil, fmt.Errorf("trust policy: threshold %d is more than the %d trusted key(s) in the keyring", threshold, kr.Len())
 	}
 	p := &Policy{keyring: kr, threshold: threshold, now: time.Now, maxClockSkew: DefaultMaxClockSkew}
 	for _, o := range opts {

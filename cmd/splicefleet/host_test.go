@@ -118,7 +118,7 @@ func TestApplyRefusalChangesNothing(t *testing.T) {
 		want string
 	}{
 		{"tampered", h.host("apply", "--keyring", h.path("trusted.asc"), h.path("tampered.splice")), "module does not match the manifest"},
-		{"untrusted", h.host("apply", "--keyring", h.path("keya.pub.asc"), "--threshold", "2", bundle), "trust policy: threshold 2 cannot be met by 1 trusted keys"},
+		{"untrusted", h.host("apply", "--keyring", h.path("keya.pub.asc"), "--threshold", "2", bundle), "trust policy: threshold 2 is more than the 1 trusted key(s) in the keyring"},
 		{"wrong kernel", []string{"apply", "--keyring", h.path("trusted.asc"), bundle, "--state-dir", h.stateDir, "--kernel", "sim:" + h.c2("other")},
 			"bundle does not target this kernel: cve-2026-0001 version 2 is for kernel 6.1.0-56-cloud-amd64; this host runs 6.1.0-57-cloud-amd64"},
 	}

@@ -1,6 +1,8 @@
 // Command splicefleet is the one binary of splicefleet: the publisher's
-// verbs (key, create, sign, manifest, verify, inspect, diff) and, in time, the
-// fleet agent and the host verbs (apply, undo, view).
+// verbs (key, create, sign, manifest, verify, inspect, diff), the host
+// verbs (apply, undo, view, boot), the fleet agent and its clients
+// (agent, publish, rollout, members, fleet, keys), the local demo fleet,
+// and version.
 //
 // Only this package parses flags and reads files: the packages it wires
 // take bytes and documented options. Exit codes are a contract for

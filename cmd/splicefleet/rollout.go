@@ -240,7 +240,10 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			}
 			if action == rollout.ActionPromote {
 				c.Stage = st.Open + 1
-				if stage > 0 {
+				if cmd.Flags().Changed("stage") {
+					if stage < 2 || stage > len(st.Stages) {
+						return &refusal{fmt.Errorf("--stage %d: rollout %s has stages 1 to %d, and stage 1 opens when it starts: promote opens stages 2 to %d", stage, st.ID, len(st.Stages), len(st.Stages))}
+					}
 					c.Stage = stage - 1
 				}
 				if c.Stage >= len(st.Stages) {
