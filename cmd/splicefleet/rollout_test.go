@@ -122,6 +122,11 @@ gates:
 	if code != 1 || !strings.Contains(errs, "not a trusted key") {
 		t.Errorf("untrusted halt: exit %d: %s", code, errs)
 	}
+	// Stages are counted as status counts them; stage 1 opens by itself.
+	code, _, errs = c.run("rollout", "promote", "fix", "--stage", "1", "--key", key, "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "--stage 1: rollout fix has stages 1 to 2, and stage 1 opens when it starts") {
+		t.Errorf("promote --stage 1: exit %d: %s", code, errs)
+	}
 	// A command signed elsewhere: its bytes written out, signed by GnuPG
 	// with the trusted key, sent with the detached signature.
 	g := newGPG(t)
