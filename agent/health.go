@@ -304,7 +304,7 @@ func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host,
 	reason := cause.Error()
 	if h != nil {
 		start := time.Now()
-		_, err := h.Undo(context.WithoutCancel(ctx), rec.Patch)
+		_, _, err := h.UndoVersion(context.WithoutCancel(ctx), rec.Patch, rec.Version)
 		if !errors.Is(err, splice.ErrNotApplied) {
 			a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 			if err == nil && errors.Is(cause, errUnhealthy) {
@@ -343,7 +343,7 @@ func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.
 	}
 	defer h.Close()
 	start := time.Now()
-	_, err = h.Undo(ctx, rec.Patch)
+	_, _, err = h.UndoVersion(ctx, rec.Patch, rec.Version)
 	if !errors.Is(err, splice.ErrNotApplied) {
 		a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 		if err == nil {

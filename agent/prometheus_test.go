@@ -172,7 +172,7 @@ func undoWith(t *testing.T, a *Agent, id string) {
 	}
 	defer h.Close()
 	start := time.Now()
-	_, err = h.Undo(context.Background(), id)
+	_, _, err = h.Undo(context.Background(), id)
 	a.Metrics().ObserveUndo(metrics.ResultOf(err), time.Since(start))
 	if err != nil {
 		t.Fatalf("undo: %v", err)

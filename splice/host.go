@@ -378,6 +378,7 @@ func (h *Host) retire(ctx context.Context, by *Patch, old []*Patch, info KernelI
 		if err := h.transition(p, StateReplaced, reason); err != nil {
 			return err
 		}
+		p.ReplacedBy = patchKey(by)
 	}
 	if len(old) > 0 {
 		if err := h.save(info); err != nil {
@@ -410,12 +411,26 @@ func (h *Host) healthWindow(ctx context.Context, info KernelInfo) error {
 	return nil
 }
 
-// Undo takes the patch with this id off the kernel. Only the top of the
-// stack may be undone, like Ksplice; a replaced patch is cleaned up.
-func (h *Host) Undo(ctx context.Context, id string) (*Patch, error) {
+// Undo takes the patch with this id off the kernel and puts back what it
+// had replaced (an older version of it, or the patches an atomic-replace
+// patch superseded), so that undoing an upgrade returns the host to where
+// it was before it. Only the top of the stack may be undone, like Ksplice.
+// It returns the patch undone and the patches put back.
+func (h *Host) Undo(ctx context.Context, id string) (*Patch, []*Patch, error) {
+	return h.undoTop(ctx, id, func(*Patch) bool { return true })
+}
+
+// UndoVersion is Undo of exactly this version: ErrNotApplied when the
+// live patch of id is another version (already rolled back, or replaced
+// since), so that a repeated rollback never takes off what it put back.
+func (h *Host) UndoVersion(ctx context.Context, id string, version uint64) (*Patch, []*Patch, error) {
+	return h.undoTop(ctx, id, func(p *Patch) bool { return p.Version == version })
+}
+
+func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool) (*Patch, []*Patch, error) {
 	info, err := h.cfg.Kernel.Info()
 	if err != nil {
-		return nil, fmt.Errorf("read kernel identity: %w", err)
+		return nil, nil, fmt.Errorf("read kernel identity: %w", err)
 	}
 	stack := h.journal.stack()
 	var p *Patch
@@ -424,18 +439,61 @@ func (h *Host) Undo(ctx context.Context, id string) (*Patch, error) {
 			p = q
 		}
 	}
-	if p == nil {
-		return nil, fmt.Errorf("%s: %w", id, ErrNotApplied)
+	if p == nil || !match(p) {
+		return nil, nil, fmt.Errorf("%s: %w", id, ErrNotApplied)
 	}
 	if top := stack[len(stack)-1]; top != p {
 		var above []string
 		for _, q := range stack[slices.Index(stack, p)+1:] {
 			above = append(above, fmt.Sprintf("%s version %d", q.ID, q.Version))
 		}
-		return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)", id, strings.Join(above, ", "))}
+		return nil, nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)", id, strings.Join(above, ", "))}
 	}
-	return p, h.undo(ctx, p, info)
+	if err := h.undo(ctx, p, info); err != nil {
+		return p, nil, err
+	}
+	restored, err := h.restore(ctx, patchKey(p), info)
+	return p, restored, err
 }
+
+// restore loads again, oldest first, the patches that the patch key
+// names ("id@version") had replaced, now that it is off the kernel. A
+// patch that cannot be loaded again is marked failed with the reason, and
+// the others are still restored.
+func (h *Host) restore(ctx context.Context, key string, info KernelInfo) ([]*Patch, error) {
+	var back []*Patch
+	for _, q := range h.journal.Patches {
+		if q.State == StateReplaced && q.ReplacedBy == key {
+			back = append(back, q)
+		}
+	}
+	slices.SortFunc(back, func(a, b *Patch) int { return a.Stack - b.Stack })
+	var restored []*Patch
+	var errs []error
+	for _, q := range back {
+		if err := h.checkStored(q); err != nil {
+			errs = append(errs, h.fail(q, info, fmt.Errorf("put back after %s: %w", key, err)))
+			continue
+		}
+		if err := h.load(ctx, q, info); err != nil {
+			errs = append(errs, fmt.Errorf("put back %s version %d: %w", q.ID, q.Version, err))
+			continue
+		}
+		q.ReplacedBy = ""
+		q.Reason = fmt.Sprintf("put back: %s, which had replaced it, is off the kernel", key)
+		// It ran healthy before: no crash-loop watch for it.
+		h.journal.Pending = nil
+		if err := h.save(info); err != nil {
+			return restored, errors.Join(append(errs, err)...)
+		}
+		h.log.Info("put back a replaced patch", "patch", q.ID, "version", q.Version, "after", key)
+		restored = append(restored, q)
+	}
+	return restored, errors.Join(errs...)
+}
+
+// patchKey names one version of a patch, as ReplacedBy records it.
+func patchKey(p *Patch) string { return fmt.Sprintf("%s@%d", p.ID, p.Version) }
 
 // UndoAll unwinds the whole stack, newest first.
 func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {

@@ -109,7 +109,7 @@ func BenchmarkApplyUndo(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		if _, err := h.Undo(ctx, "cve-2024-1086"); err != nil {
+		if _, _, err := h.Undo(ctx, "cve-2024-1086"); err != nil {
 			b.Fatal(err)
 		}
 		apply += t1.Sub(t0)

@@ -68,7 +68,7 @@ func TestTimedTransitionsComplete(t *testing.T) {
 	h := e.mustOpen()
 	e.faults(sim.Faults{sim.AnyModule: {TransitionMillis: 20}})
 	e.apply(h, e.bundle("a", 1, []string{"f"}))
-	if _, err := h.Undo(context.Background(), "a"); err != nil {
+	if _, _, err := h.Undo(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
 	if got := states(t, h); got != "a@1=reverted" {
@@ -242,12 +242,54 @@ func TestLiveSummary(t *testing.T) {
 	h := e.mustOpen()
 	e.apply(h, e.bundle("a", 1, []string{"fa"}))
 	e.apply(h, e.bundle("b", 2, []string{"fb"}))
-	if _, err := h.Undo(context.Background(), "b"); err != nil {
+	if _, _, err := h.Undo(context.Background(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	e.apply(h, e.bundle("c", 1, []string{"fc"}))
 	got, err := splice.LiveSummary(e.stateDir)
 	if err != nil || strings.Join(got, ",") != "a@1,c@1" {
 		t.Fatalf("summary %v %v", got, err)
+	}
+}
+
+// TestCrashLoopGuardPutsBackTheReplacedVersion: version 2 of a patch
+// replaced version 1 and the host died in its health window; after the
+// reboot the guard keeps version 2 off and version 1, which it had
+// replaced, comes back.
+func TestCrashLoopGuardPutsBackTheReplacedVersion(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.apply(h, e.bundle("x", 1, []string{"f"}))
+	h.Close()
+	func() {
+		h2, err := e.open(func(c *splice.HostConfig) {
+			c.HealthWindow = time.Hour
+			c.StepHook = func(step string) {
+				if step == "apply:retired" {
+					panic("host went down")
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h2.Close()
+		defer func() { _ = recover() }()
+		_, _ = h2.Apply(context.Background(), e.bundle("x", 2, []string{"f"}), e.policy)
+		t.Fatal("apply did not stop at the hook")
+	}()
+	if err := sim.Reboot(e.simDir, ""); err != nil {
+		t.Fatal(err)
+	}
+	h = e.mustOpen()
+	done, err := h.Boot(context.Background())
+	if err != nil || len(done) != 1 || done[0].ID != "x" || done[0].Version != 1 {
+		t.Fatalf("boot: %v %v", done, err)
+	}
+	if got := states(t, h); !strings.Contains(got, "x@1=applied") || !strings.Contains(got, "x@2=failed") {
+		t.Fatalf("states: %s", got)
+	}
+	if got := e.kernelState(); got != "livepatch_x_1:on | modules livepatch_x_1" {
+		t.Fatalf("kernel: %s", got)
 	}
 }

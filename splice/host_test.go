@@ -193,7 +193,7 @@ func TestApplyViewUndo(t *testing.T) {
 	if _, err := h.Apply(context.Background(), e.bundle("cve-1", 1, []string{"f1"}), e.policy); !errors.Is(err, splice.ErrAlreadyApplied) {
 		t.Fatalf("second apply: %v", err)
 	}
-	if _, err := h.Undo(context.Background(), "cve-1"); err != nil {
+	if _, _, err := h.Undo(context.Background(), "cve-1"); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.kernelState(); got != " | modules " {
@@ -202,7 +202,7 @@ func TestApplyViewUndo(t *testing.T) {
 	if got := states(t, h); got != "cve-1@1=reverted" {
 		t.Fatalf("states: %s", got)
 	}
-	if _, err := h.Undo(context.Background(), "cve-1"); !errors.Is(err, splice.ErrNotApplied) {
+	if _, _, err := h.Undo(context.Background(), "cve-1"); !errors.Is(err, splice.ErrNotApplied) {
 		t.Fatalf("undo twice: %v", err)
 	}
 	// Applying again after an undo is allowed.
@@ -219,7 +219,7 @@ func TestStackOrderIsEnforced(t *testing.T) {
 	e.apply(h, e.bundle("b", 1, []string{"fb"}))
 	e.apply(h, e.bundle("c", 1, []string{"fc"}))
 	before, kernel := e.snapshot(), e.kernelState()
-	_, err := h.Undo(context.Background(), "a")
+	_, _, err := h.Undo(context.Background(), "a")
 	if !errors.Is(err, splice.ErrStack) || !strings.Contains(err.Error(), "undo b version 1, c version 1 first") {
 		t.Fatalf("undo below the top: %v", err)
 	}
@@ -289,11 +289,53 @@ func TestVersionRules(t *testing.T) {
 	if got := e.kernelState(); got != "livepatch_x_3:on | modules livepatch_x_3" {
 		t.Fatalf("kernel: %s", got)
 	}
-	// The operator may go back after undoing.
-	if _, err := h.Undo(context.Background(), "x"); err != nil {
-		t.Fatal(err)
+	// Undoing the upgrade puts version 2 back, where the host was
+	// before it; a repeated rollback of version 3 takes nothing off.
+	undone, back, err := h.Undo(context.Background(), "x")
+	if err != nil || undone.Version != 3 || len(back) != 1 || back[0].Version != 2 {
+		t.Fatalf("undo x: undone %+v, put back %+v, %v", undone, back, err)
+	}
+	if got := states(t, h); got != "x@2=applied x@3=reverted" {
+		t.Fatalf("states after undoing the upgrade: %s", got)
+	}
+	if got := e.kernelState(); got != "livepatch_x_2:on | modules livepatch_x_2" {
+		t.Fatalf("kernel after undoing the upgrade: %s", got)
+	}
+	if _, _, err := h.UndoVersion(context.Background(), "x", 3); !errors.Is(err, splice.ErrNotApplied) {
+		t.Fatalf("undo version 3 again: %v, want ErrNotApplied", err)
+	}
+	if got := e.kernelState(); got != "livepatch_x_2:on | modules livepatch_x_2" {
+		t.Fatalf("a repeated rollback changed the kernel: %s", got)
+	}
+	// The operator may go back after undoing version 2 as well.
+	if _, back, err := h.Undo(context.Background(), "x"); err != nil || len(back) != 0 {
+		t.Fatalf("undo x version 2: put back %v, %v", back, err)
 	}
 	e.apply(h, e.bundle("x", 1, []string{"f", "g"}))
+}
+
+// TestUndoAtomicReplacePutsBack: undoing an atomic-replace patch puts back
+// the patches it superseded, in their order.
+func TestUndoAtomicReplacePutsBack(t *testing.T) {
+	e := newHostEnv(t)
+	h := e.mustOpen()
+	e.apply(h, e.bundle("a", 1, []string{"fa"}))
+	e.apply(h, e.bundle("b", 1, []string{"fb"}))
+	e.apply(h, e.bundle("cumulative", 1, []string{"fa", "fb"}, func(m *splice.Manifest) { m.Replace = true }))
+	_, back, err := h.Undo(context.Background(), "cumulative")
+	if err != nil || len(back) != 2 || back[0].ID != "a" || back[1].ID != "b" {
+		t.Fatalf("undo cumulative: put back %v, %v", back, err)
+	}
+	if got := states(t, h); got != "a@1=applied b@1=applied cumulative@1=reverted" {
+		t.Fatalf("states: %s", got)
+	}
+	if got := e.kernelState(); got != "livepatch_a_1:on livepatch_b_1:on | modules livepatch_a_1 livepatch_b_1" {
+		t.Fatalf("kernel: %s", got)
+	}
+	// The stack order is kept: b above a.
+	if _, _, err := h.Undo(context.Background(), "a"); !errors.Is(err, splice.ErrStack) {
+		t.Fatalf("undo a under b: %v, want ErrStack", err)
+	}
 }
 
 // TestApplyRefuses: each bad bundle is refused with its reason, and neither

@@ -47,21 +47,24 @@ func canTransition(from, to State) bool {
 
 // Patch is the journal's record of one bundle on this host.
 type Patch struct {
-	ID             string    `json:"id"`
-	Version        uint64    `json:"version"`
-	Module         string    `json:"module"`
-	ManifestDigest string    `json:"manifest_digest"`
-	ModuleDigest   string    `json:"module_sha256"`
-	Replace        bool      `json:"replace"`
-	Functions      []string  `json:"functions"`
-	CVEs           []string  `json:"cves,omitempty"`
-	Description    string    `json:"description,omitempty"`
-	Signers        []string  `json:"signers,omitempty"`
-	State          State     `json:"state"`
-	Reason         string    `json:"reason,omitempty"` // why it failed, was replaced or is not applicable
-	Stack          int       `json:"stack"`            // position in this host's stack, 1 is the oldest
-	AppliedAt      time.Time `json:"applied_at,omitzero"`
-	Updated        time.Time `json:"updated"`
+	ID             string   `json:"id"`
+	Version        uint64   `json:"version"`
+	Module         string   `json:"module"`
+	ManifestDigest string   `json:"manifest_digest"`
+	ModuleDigest   string   `json:"module_sha256"`
+	Replace        bool     `json:"replace"`
+	Functions      []string `json:"functions"`
+	CVEs           []string `json:"cves,omitempty"`
+	Description    string   `json:"description,omitempty"`
+	Signers        []string `json:"signers,omitempty"`
+	State          State    `json:"state"`
+	Reason         string   `json:"reason,omitempty"` // why it failed, was replaced or is not applicable
+	Stack          int      `json:"stack"`            // position in this host's stack, 1 is the oldest
+	// ReplacedBy names the patch that replaced this one ("id@version"),
+	// so that undoing that patch puts this one back.
+	ReplacedBy string    `json:"replaced_by,omitempty"`
+	AppliedAt  time.Time `json:"applied_at,omitzero"`
+	Updated    time.Time `json:"updated"`
 	// Kernel is the build the patch was applied to.
 	Kernel KernelInfo `json:"kernel"`
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // reconcile makes the journal agree with the kernel, which is the truth. It
@@ -191,7 +192,37 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 		}
 		done = append(done, p)
 	}
-	return done, errors.Join(errs...)
+	// A patch replaced by one that is no longer live (the crash-loop guard
+	// stopped it, or the host went down between an undo and putting back
+	// what it had replaced) comes back, as an undo would have put it.
+	back, err := h.restoreOrphans(ctx, info)
+	return append(done, back...), errors.Join(append(errs, err)...)
+}
+
+// restoreOrphans puts back the replaced patches whose replacer is not live.
+func (h *Host) restoreOrphans(ctx context.Context, info KernelInfo) ([]*Patch, error) {
+	live := map[string]bool{}
+	for _, p := range h.journal.Patches {
+		if p.Live() {
+			live[patchKey(p)] = true
+		}
+	}
+	var keys []string
+	for _, q := range h.journal.Patches {
+		if q.State == StateReplaced && q.ReplacedBy != "" && !live[q.ReplacedBy] && !slices.Contains(keys, q.ReplacedBy) {
+			keys = append(keys, q.ReplacedBy)
+		}
+	}
+	var restored []*Patch
+	var errs []error
+	for _, key := range keys {
+		back, err := h.restore(ctx, key, info)
+		restored = append(restored, back...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return restored, errors.Join(errs...)
 }
 
 // checkStored re-reads a stored bundle and checks that it is the one the

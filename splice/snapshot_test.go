@@ -21,7 +21,7 @@ func TestReadPatches(t *testing.T) {
 	h := e.mustOpen()
 	e.apply(h, e.bundle("a", 1, []string{"fa"}))
 	e.apply(h, e.bundle("b", 2, []string{"fb"}))
-	if _, err := h.Undo(context.Background(), "b"); err != nil {
+	if _, _, err := h.Undo(context.Background(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	got, err := splice.ReadPatches(e.stateDir)

@@ -142,7 +142,9 @@ func newUndoCmd(e *env) *cobra.Command {
 		Short: "Take a patch off this host's kernel (the top of the stack, or all)",
 		Long: `Disable a livepatch, wait for the kernel's transition, and unload its module.
 Like Ksplice, only the patch on top of the stack can be undone; --all
-unwinds the whole stack, newest first.`,
+unwinds the whole stack, newest first. Undoing an upgrade puts back what it
+had replaced (the older version, or the patches an atomic-replace patch
+superseded), so the host returns to where it was before the upgrade.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) == 1) || len(args) > 1 {
 				return errors.New("give one patch id, or --all")
@@ -161,12 +163,14 @@ unwinds the whole stack, newest first.`,
 					}
 					return err
 				}
-				p, err := h.Undo(ctx, args[0])
-				if err != nil {
-					return err
+				p, restored, err := h.Undo(ctx, args[0])
+				if p != nil && (err == nil || len(restored) > 0) {
+					fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
 				}
-				fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
-				return nil
+				for _, q := range restored {
+					fmt.Fprintf(e.stdout, "put back %s version %d (module %s), which it had replaced\n", q.ID, q.Version, q.Module)
+				}
+				return err
 			})
 		},
 	}
