@@ -501,6 +501,13 @@ func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read kernel identity: %w", err)
 	}
+	// Nothing comes back after undo --all, at boot either: what the
+	// undone patches replaced stays off.
+	for _, q := range h.journal.Patches {
+		if q.State == StateReplaced {
+			q.ReplacedBy = ""
+		}
+	}
 	stack := h.journal.stack()
 	var done []*Patch
 	for i := len(stack) - 1; i >= 0; i-- {

@@ -336,6 +336,22 @@ func TestUndoAtomicReplacePutsBack(t *testing.T) {
 	if _, _, err := h.Undo(context.Background(), "a"); !errors.Is(err, splice.ErrStack) {
 		t.Fatalf("undo a under b: %v, want ErrStack", err)
 	}
+	// undo --all puts nothing back, not even at the next boot.
+	e.apply(h, e.bundle("cumulative", 2, []string{"fa", "fb"}, func(m *splice.Manifest) { m.Replace = true }))
+	if _, err := h.UndoAll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if err := sim.Reboot(e.simDir, ""); err != nil {
+		t.Fatal(err)
+	}
+	h = e.mustOpen()
+	if done, err := h.Boot(context.Background()); err != nil || len(done) != 0 {
+		t.Fatalf("boot after undo --all: %v %v", done, err)
+	}
+	if got := e.kernelState(); got != " | modules " {
+		t.Fatalf("kernel after undo --all and a reboot: %q", got)
+	}
 }
 
 // TestApplyRefuses: each bad bundle is refused with its reason, and neither
