@@ -60,8 +60,14 @@ AGENT_CRASH_TESTS := ^TestAgentCrashesDuringRollouts$$
 # time partitions and packet loss; they run beside FLEET_TESTS.
 FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss)$$
 
-test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, race detector, fleets, faults, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)' ./...
+# PACKAGE_TESTS build the Debian package (a static build of the binary,
+# nfpm) and install it with dpkg: CPU-heavy for a minute, so they run on
+# their own rather than beside the fleet tests' timers.
+PACKAGE_TESTS := ^TestDebianPackage$$
+
+test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, create --patch, the Debian package, race detector, fleets, faults, short fuzzing
+	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)' ./...
+	$(GO) test -count=1 -run '$(PACKAGE_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' ./cmd/splicefleet
