@@ -58,15 +58,7 @@ func FetchSource(ctx context.Context, opts FetchOptions, k *Kernel) (string, err
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return "", fmt.Errorf("fetch source: %w", err)
 	}
-	deb, err := downloadDeb(ctx, log, debs, pkg, k.PackageVersion)
-	if err != nil && os.Geteuid() == 0 && !aptUpdated() {
-		// Stale package lists may not know this version yet.
-		fmt.Fprintf(log, "lab: %v; refreshing the package lists\n", err)
-		if uerr := updateAptOnce(ctx, log); uerr != nil {
-			return "", fmt.Errorf("fetch source %s=%s: %w", pkg, k.PackageVersion, uerr)
-		}
-		deb, err = downloadDeb(ctx, log, debs, pkg, k.PackageVersion)
-	}
+	deb, err := downloadPinned(ctx, log, debs, pkg, k.PackageVersion)
 	if err != nil {
 		return "", fmt.Errorf("fetch source %s=%s: %w (the mirror may no longer serve this version; "+
 			"it must match the kernel exactly)", pkg, k.PackageVersion, err)
@@ -113,4 +105,18 @@ func kernelSeries(abi string) (string, error) {
 		return "", fmt.Errorf("kernel ABI %q is not MAJOR.MINOR.x", abi)
 	}
 	return parts[0] + "." + parts[1], nil
+}
+
+// downloadPinned is downloadDeb, refreshing stale package lists (as root)
+// once when the mirror's version is not known yet.
+func downloadPinned(ctx context.Context, log io.Writer, debs, pkg, version string) (string, error) {
+	deb, err := downloadDeb(ctx, log, debs, pkg, version)
+	if err != nil && os.Geteuid() == 0 && !aptUpdated() {
+		fmt.Fprintf(log, "lab: %v; refreshing the package lists\n", err)
+		if uerr := updateAptOnce(ctx, log); uerr != nil {
+			return "", uerr
+		}
+		deb, err = downloadDeb(ctx, log, debs, pkg, version)
+	}
+	return deb, err
 }

@@ -43,14 +43,7 @@ func FetchSystemMap(ctx context.Context, opts FetchOptions, k *Kernel) (string, 
 		return "", err
 	}
 	pkg := "linux-image-" + k.Release + "-dbg"
-	deb, err := downloadDeb(ctx, log, debs, pkg, k.PackageVersion)
-	if err != nil && os.Geteuid() == 0 && !aptUpdated() {
-		fmt.Fprintf(log, "lab: %v; refreshing the package lists\n", err)
-		if uerr := updateAptOnce(ctx, log); uerr != nil {
-			return "", fmt.Errorf("fetch System.map from %s=%s: %w", pkg, k.PackageVersion, uerr)
-		}
-		deb, err = downloadDeb(ctx, log, debs, pkg, k.PackageVersion)
-	}
+	deb, err := downloadPinned(ctx, log, debs, pkg, k.PackageVersion)
 	if err != nil {
 		return "", fmt.Errorf("fetch System.map from %s=%s: %w", pkg, k.PackageVersion, err)
 	}
