@@ -2,6 +2,7 @@ package ksrc
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -152,5 +153,19 @@ func TestCompileRefusals(t *testing.T) {
 	mixed := "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a\n+A\n--- a/fs/proc/internal.h\n+++ b/fs/proc/internal.h\n@@ -1 +1 @@\n-a\n+b\n"
 	if _, err := tree.Compile(t.Context(), mustParse(t, mixed), nil); !errors.Is(err, ErrUnsupportedFile) {
 		t.Errorf("Compile of a .c and a .h = %v", err)
+	}
+}
+
+func TestObjtoolCommand(t *testing.T) {
+	after := " ; ./tools/objtool/objtool --hacks=jump_label --orc --retpoline   fs/proc/cmdline.o"
+	got := objtoolCommand(after, "fs/proc/cmdline.o", "/tmp/w/post/fs/proc/cmdline.o")
+	want := []string{"./tools/objtool/objtool", "--hacks=jump_label", "--orc", "--retpoline", "/tmp/w/post/fs/proc/cmdline.o"}
+	if !slices.Equal(got, want) {
+		t.Errorf("objtool step: %q, want %q", got, want)
+	}
+	for _, a := range []string{"", "; scripts/other fs/proc/cmdline.o", "; ./tools/objtool/objtool --orc fs/other.o"} {
+		if got := objtoolCommand(a, "fs/proc/cmdline.o", "/x.o"); got != nil {
+			t.Errorf("%q: %q, want none", a, got)
+		}
 	}
 }

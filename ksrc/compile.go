@@ -38,8 +38,9 @@ type Unit struct {
 	// built into vmlinux.
 	Module string
 	// After is what kbuild runs after the compiler for this unit (objtool),
-	// verbatim from the .cmd file. Compile does not run it: Pre and Post
-	// are the compiler's output.
+	// verbatim from the .cmd file. Compile runs its objtool step on Pre
+	// and Post as kbuild does, so both carry the ORC unwind tables and
+	// site lists the kernel's own object has.
 	After string
 }
 
@@ -244,8 +245,27 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 			return u, fmt.Errorf("compile %s (%s the patch): %w; the messages name %s as %s/%s",
 				rel, side.name, err, what, side.dir, rel)
 		}
+		if tool := objtoolCommand(rec.after, obj, out); tool != nil {
+			if err := run(ctx, t.ObjDir, log, nil, tool[0], tool[1:]...); err != nil {
+				return u, fmt.Errorf("compile %s (%s the patch): objtool: %w", rel, side.name, err)
+			}
+		}
 		fmt.Fprintf(log, "ksrc: compiled %s (%s) in %.1fs\n", rel, side.name, time.Since(start).Seconds())
 		*side.obj, *side.argv = out, argv
 	}
 	return u, nil
+}
+
+// objtoolCommand returns the objtool step of a unit's after-compile text
+// with the object swapped for out, or nil when there is none.
+func objtoolCommand(after, obj, out string) []string {
+	for _, step := range strings.FieldsFunc(after, func(r rune) bool { return r == ';' || r == '&' || r == '|' }) {
+		argv := strings.Fields(step)
+		if len(argv) < 2 || path.Base(argv[0]) != "objtool" || argv[len(argv)-1] != obj {
+			continue
+		}
+		argv[len(argv)-1] = out
+		return argv
+	}
+	return nil
 }

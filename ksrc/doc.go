@@ -37,9 +37,11 @@
 //     original folder on the quote include path, and __FILE__ and debug
 //     info mapped back to the original path. Building both sides the same
 //     way, rather than taking kbuild's object as "before", means they
-//     differ only by the patch; the steps kbuild runs after the compiler
-//     (objtool) are recorded in Unit.After but not run. Only .c files are
-//     accepted: a header change may change every unit that includes it.
+//     differ only by the patch; kbuild's objtool step (recorded in
+//     Unit.After) then runs on both, so they carry the ORC unwind tables
+//     and site lists a livepatch module needs for its new code. Only .c
+//     files are accepted: a header change may change every unit that
+//     includes it.
 //
 // Known limits: kbuild builds any single object it is asked for, even
 // one the target's configuration leaves out, so a unit's functions must

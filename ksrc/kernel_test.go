@@ -127,6 +127,10 @@ func TestLabKernelUnits(t *testing.T) {
 	if !strings.Contains(u.After, "objtool") {
 		t.Errorf("unit.After = %q, want the objtool step kbuild records", u.After)
 	}
+	// objtool ran on both, as kbuild runs it: the ORC tables are there.
+	for _, o := range []string{u.Pre, u.Post} {
+		textSection(t, o, ".orc_unwind_ip")
+	}
 	pre := textSection(t, u.Pre, ".text.cmdline_proc_show")
 	post := textSection(t, u.Post, ".text.cmdline_proc_show")
 	if bytes.Equal(pre, post) {

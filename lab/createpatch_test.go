@@ -3,13 +3,17 @@ package lab
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // cmdlinePatch changes cmdline_proc_show (fs/proc/cmdline.c of the lab
@@ -121,6 +125,32 @@ func TestScenarioCreatePatch(t *testing.T) {
 	}
 	if !strings.Contains(inspect.String(), "cmdline_proc_show") || !strings.Contains(inspect.String(), "lp_cmdline_patch_v1") {
 		t.Errorf("the bundle does not list the replaced function and module:\n%s", inspect.String())
+	}
+
+	// The module finds saved_command_line through a livepatch relocation,
+	// and its new code carries ORC unwind entries (objtool ran), so the
+	// kernel can check the stacks of tasks inside it.
+	parsed, err := splice.Decode(bytes.NewReader(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := elf.NewFile(bytes.NewReader(parsed.Module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range []string{".klp.rela.vmlinux..text.cmdline_proc_show", ".orc_unwind_ip"} {
+		if mod.Section(sec) == nil {
+			t.Errorf("the module has no %s section", sec)
+		}
+	}
+	syms, err := mod.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(syms, func(s elf.Symbol) bool {
+		return s.Name == ".klp.sym.vmlinux.saved_command_line,0" && s.Section == elf.SectionIndex(0xff20)
+	}) {
+		t.Error("the module has no livepatch symbol for saved_command_line")
 	}
 
 	// Warm: the prepared tree is reused.
