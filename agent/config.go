@@ -62,8 +62,10 @@ type Config struct {
 	// bundles, plans and commands it holds (default 30s).
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
 	// HealthCommand, when set, runs during a rollout's health window after
-	// every apply (argv, no shell); a non-zero exit or a timeout fails
-	// the host, which undoes the patch and reports the failure.
+	// every apply (argv, no shell), at each health check: every second,
+	// or every fifth of the window when that is shorter, until the window
+	// ends. A non-zero exit or a timeout fails the host, which undoes the
+	// patch and reports the failure.
 	HealthCommand []string `yaml:"health_command"`
 	// HealthTimeout bounds one run of HealthCommand (default 30s).
 	HealthTimeout time.Duration `yaml:"health_timeout"`

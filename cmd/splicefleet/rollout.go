@@ -132,6 +132,11 @@ func publishPlan(e *env, socket, planPath, bundle string, keys, sigFiles []strin
 	if err != nil {
 		return fmt.Errorf("%s: %w", planPath, err)
 	}
+	if st.State != rollout.Running {
+		// The agent followed this plan already: say where it stands.
+		fmt.Fprintf(e.stdout, "rollout %s (plan %s) is already %s: %s\n", st.ID, st.Digest, st.State, st.Why)
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "rollout %s started (plan %s): %s\n", st.ID, st.Digest, st.Why)
 	return nil
 }

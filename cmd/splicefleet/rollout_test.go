@@ -115,6 +115,10 @@ gates:
 	if out := c.ok("rollout", "list", "--control-socket", procs[2].socket); !strings.Contains(out, "fix") || !strings.Contains(out, "done") {
 		t.Errorf("rollout list:\n%s", out)
 	}
+	// Publishing the same plan again starts nothing and says so.
+	if out := c.ok("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", key, bundle); !strings.Contains(out, "rollout fix (plan ") || !strings.Contains(out, "is already done") {
+		t.Errorf("publish of a finished plan: %s", out)
+	}
 
 	// A command signed by a key nobody trusts is refused (exit 1).
 	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
