@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +20,11 @@ import (
 
 // Errors of the host lifecycle that callers branch on.
 var (
-	ErrDowngrade      = errors.New("not newer than the version applied")
-	ErrStack          = errors.New("refused by the patch stack")
+	ErrDowngrade = errors.New("not newer than the version applied")
+	ErrStack     = errors.New("refused by the patch stack")
+	// ErrStateWrite: the state directory could not be written (full,
+	// read-only) before the kernel was touched; nothing changed.
+	ErrStateWrite     = errors.New("cannot write the host's state directory")
 	ErrAlreadyApplied = errors.New("already applied")
 	ErrNotApplied     = errors.New("not applied on this host")
 	ErrNoLivepatch    = errors.New("this kernel has no livepatch support (no /sys/kernel/livepatch; it needs CONFIG_LIVEPATCH)")
@@ -62,6 +66,11 @@ type Host struct {
 	journal *journal
 	log     *slog.Logger
 	paths   struct{ journal, bundles, modules string }
+	// saved is the journal as last written to (or read from) disk. A
+	// write that fails before the kernel is touched puts the journal in
+	// memory back to it, so a refused operation leaves the host's state
+	// as it was, in memory as on disk.
+	saved []byte
 	// timing of the last load, for the log line that reports the agent's
 	// own overhead beside the kernel's work.
 	timing struct{ load, transition time.Duration }
@@ -107,6 +116,10 @@ func OpenHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		return nil, fmt.Errorf("open host: journal format %d; this splicefleet reads %d", j.Format, journalFormat)
 	}
 	h.journal = j
+	if h.saved, err = json.Marshal(j); err != nil {
+		lock.unlock()
+		return nil, fmt.Errorf("open host: %w", err)
+	}
 	if err := h.reconcile(ctx); err != nil {
 		lock.unlock()
 		return nil, fmt.Errorf("open host: reconcile with the kernel: %w", err)
@@ -129,7 +142,29 @@ func (h *Host) save(info KernelInfo) error {
 	if err := saveJSON(h.paths.journal, h.journal); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
+	saved, err := json.Marshal(h.journal)
+	if err != nil {
+		return err
+	}
+	h.saved = saved
 	return nil
+}
+
+// begin is the write that journals an operation before the kernel is
+// asked anything. When it fails (a full or read-only state directory),
+// the journal in memory goes back to what is on disk, and the error says
+// that nothing changed.
+func (h *Host) begin(info KernelInfo) error {
+	err := h.save(info)
+	if err == nil {
+		return nil
+	}
+	j := &journal{}
+	if jerr := json.Unmarshal(h.saved, j); jerr != nil {
+		return errors.Join(err, jerr)
+	}
+	h.journal = j
+	return fmt.Errorf("%w (the kernel was not touched): %w", ErrStateWrite, err)
 }
 
 // transition is the one place a patch changes state.
@@ -171,6 +206,9 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	p.Module, p.ManifestDigest, p.ModuleDigest = m.Module.Name, verified.ManifestDigest, m.Module.SHA256
 	p.Replace, p.Functions, p.CVEs, p.Description, p.Signers = m.Replace, m.Functions, m.CVEs, m.Description, verified.Signers
 	if err := h.load(ctx, p, info); err != nil {
+		if errors.Is(err, ErrStateWrite) {
+			return nil, err // not journaled: the host is as it was
+		}
 		return p, err
 	}
 	if err := h.retire(ctx, p, upgrades, info); err != nil {
@@ -254,6 +292,7 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 // store keeps the verified bundle and module, content-addressed, so boot
 // can re-apply them and the kernel loads exactly the verified bytes.
 func (h *Host) store(v *Verified) error {
+	var wrote string // the bundle file this call wrote
 	bpath := filepath.Join(h.paths.bundles, v.ManifestDigest+".splice")
 	mpath := filepath.Join(h.paths.modules, v.Manifest.Module.SHA256+".ko")
 	if _, err := os.Stat(bpath); err != nil {
@@ -262,12 +301,16 @@ func (h *Host) store(v *Verified) error {
 			return err
 		}
 		if err := atomicfile.WriteFile(bpath, raw, 0o600); err != nil {
-			return fmt.Errorf("store bundle: %w", err)
+			return fmt.Errorf("%w: store bundle: %w", ErrStateWrite, err)
 		}
+		wrote = bpath
 	}
 	if _, err := os.Stat(mpath); err != nil {
 		if err := atomicfile.WriteFile(mpath, v.Module, 0o600); err != nil {
-			return fmt.Errorf("store module: %w", err)
+			if wrote != "" {
+				_ = os.Remove(wrote) // nothing journals it yet
+			}
+			return fmt.Errorf("%w: store module: %w", ErrStateWrite, err)
 		}
 	}
 	return nil
@@ -308,7 +351,7 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 	}
 	p.Kernel = info
 	h.journal.Pending = &pending{ID: p.ID, Version: p.Version, Module: p.Module, BootID: info.BootID, Started: h.cfg.Now().UTC()}
-	if err := h.save(info); err != nil {
+	if err := h.begin(info); err != nil {
 		return err
 	}
 	h.step("apply:journaled")
@@ -523,7 +566,7 @@ func (h *Host) undo(ctx context.Context, p *Patch, info KernelInfo) error {
 	if err := h.transition(p, StateReverting, ""); err != nil {
 		return err
 	}
-	if err := h.save(info); err != nil {
+	if err := h.begin(info); err != nil {
 		return err
 	}
 	h.step("undo:journaled")
