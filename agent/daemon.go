@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -103,6 +104,7 @@ type Agent struct {
 
 	tagsPending atomic.Bool
 	tagKick     chan struct{}
+	startTags   map[string]string // the tags the member started with
 
 	ro        *rollouts
 	watches   map[string]bool
@@ -202,7 +204,7 @@ func New(opts Options) (*Agent, error) {
 		a.closeListeners()
 		return nil, err
 	}
-	gcfg.Tags = tags
+	gcfg.Tags, a.startTags = tags, tags
 	if a.node, err = gossip.Start(gcfg); err != nil {
 		a.closeListeners()
 		return nil, err
@@ -361,15 +363,28 @@ func (a *Agent) refreshTags() {
 	}
 }
 
-// updateTags is the tag updater; it runs until ctx ends.
+// updateTags is the tag updater; it runs until ctx ends. Besides the
+// updates asked for, it looks at the host every five rollout ticks and
+// gossips the tags when they changed without the agent: a patch applied
+// or undone with the CLI on this host, or a kernel that changed under it.
 func (a *Agent) updateTags(ctx context.Context) {
+	check := time.NewTicker(5 * a.tick)
+	defer check.Stop()
+	last := a.startTags // as last gossiped
 	for {
+		var t map[string]string
+		var err error
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.tagKick:
+			t, err = a.tags()
+		case <-check.C:
+			if t, err = a.tags(); err != nil || maps.Equal(t, last) {
+				continue
+			}
+			a.log.Info("host state changed outside the agent; gossiping it", "applied", t[TagApplied])
 		}
-		t, err := a.tags()
 		if err == nil {
 			err = a.node.SetTags(t)
 		}
@@ -377,8 +392,11 @@ func (a *Agent) updateTags(ctx context.Context) {
 		case err != nil && strings.Contains(err.Error(), "timeout waiting for update broadcast"):
 			// The tags are set; gossip carries them on its next rounds.
 			a.log.Debug("update gossip tags: broadcast still queued", "err", err)
+			last = t
 		case err != nil:
 			a.log.Warn("update gossip tags", "err", err)
+		default:
+			last = t
 		}
 	}
 }
