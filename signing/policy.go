@@ -12,6 +12,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
@@ -226,6 +227,13 @@ func Describe(raw []byte) (SignatureInfo, error) {
 
 // ParseSignature parses exactly one binary-document signature packet in
 // binary form, refusing anything else (trailing data included).
+// brokenHashes are the hash algorithms (RFC 9580, 9.5) that go-crypto
+// does not parse at all, by the error it gives.
+var brokenHashes = map[string]string{
+	"hash function 1": "MD5",
+	"hash function 3": "RIPEMD-160",
+}
+
 func ParseSignature(raw []byte) (*packet.Signature, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformedSignature)
@@ -236,6 +244,14 @@ func ParseSignature(raw []byte) (*packet.Signature, error) {
 	r := bytes.NewReader(raw)
 	p, err := packet.Read(r)
 	if err != nil {
+		// go-crypto does not parse the hashes it does not implement;
+		// those that are broken are refused as weak, not as malformed.
+		var ue pgperrors.UnsupportedError
+		if errors.As(err, &ue) {
+			if name, ok := brokenHashes[string(ue)]; ok {
+				return nil, fmt.Errorf("%w: %s", ErrWeakHash, name)
+			}
+		}
 		return nil, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
 	}
 	sig, ok := p.(*packet.Signature)

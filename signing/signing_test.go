@@ -132,6 +132,9 @@ func TestVerifyRefuses(t *testing.T) {
 		{"expired signature", 1, []*Key{alice.Public()}, msg, [][]byte{signWith(t, alice, msg, &packet.Config{SigLifetimeSecs: 60, Time: func() time.Time { return t0.Add(-time.Hour) }})}, []error{ErrExpiredSignature}},
 		{"signature from the future", 1, []*Key{alice.Public()}, msg, [][]byte{mustSign(t, alice, msg, t0.Add(time.Hour))}, []error{ErrFutureSignature}},
 		{"weak hash", 1, []*Key{alice.Public()}, msg, [][]byte{signSHA1(t, alice, msg)}, []error{ErrWeakHash}},
+		{"MD5", 1, []*Key{alice.Public()}, msg, [][]byte{withHashID(t, signSHA1(t, alice, msg), 1)}, []error{ErrWeakHash}},
+		{"RIPEMD-160", 1, []*Key{alice.Public()}, msg, [][]byte{withHashID(t, signSHA1(t, alice, msg), 3)}, []error{ErrWeakHash}},
+		{"unknown hash", 1, []*Key{alice.Public()}, msg, [][]byte{withHashID(t, signSHA1(t, alice, msg), 99)}, []error{ErrMalformedSignature}},
 		{"below threshold", 2, []*Key{alice.Public(), bob.Public()}, msg, [][]byte{mustSign(t, alice, msg, t0)}, []error{ErrBelowThreshold}},
 		{"same key twice", 2, []*Key{alice.Public(), bob.Public()}, msg, [][]byte{mustSign(t, alice, msg, t0), mustSign(t, alice, msg, t0.Add(-time.Second))}, []error{ErrDuplicateSigner, ErrBelowThreshold}},
 		{"subkey and primary count once", 2, []*Key{withSub.Public(), bob.Public()}, msg, [][]byte{subSig, mustSign(t, &Signer{entity: withSub.entity, key: primaryKey(withSub.entity)}, msg, t0)}, []error{ErrDuplicateSigner}},
@@ -347,6 +350,31 @@ func signSHA1(t testing.TB, s *Signer, message []byte) []byte {
 		t.Fatalf("crafted SHA-1 signature does not verify: %v", err)
 	}
 	return buf.Bytes()
+}
+
+// withHashID rewrites the hash algorithm of a serialized v4 signature
+// packet, as a signer using that hash would have written it.
+func withHashID(t testing.TB, raw []byte, id byte) []byte {
+	t.Helper()
+	out := append([]byte(nil), raw...)
+	var body int
+	switch {
+	case out[0]&0x40 != 0 && out[1] < 192: // new format, one-octet length
+		body = 2
+	case out[0]&0x40 != 0 && out[1] < 224:
+		body = 3
+	case out[0]&0x40 != 0 && out[1] == 255:
+		body = 6
+	case out[0]&0x40 == 0: // old format
+		body = 1 + []int{1, 2, 4}[out[0]&3]
+	default:
+		t.Fatalf("unexpected packet header % x", out[:2])
+	}
+	if out[body] != 4 {
+		t.Fatalf("not a v4 signature: version %d", out[body])
+	}
+	out[body+3] = id
+	return out
 }
 
 func serializedPublicKey(t testing.TB, s *Signer) []byte {
