@@ -217,6 +217,11 @@ func (b *Bundle) Encode(w io.Writer) error {
 // Bytes returns the encoded bundle.
 func (b *Bundle) Bytes() ([]byte, error) {
 	var buf bytes.Buffer
+	n := headerSize + len(b.Manifest) + len(b.Module) + (3+len(b.Signatures))*sectionHeaderSize
+	for _, s := range b.Signatures {
+		n += len(s)
+	}
+	buf.Grow(n)
 	if err := b.Encode(&buf); err != nil {
 		return nil, err
 	}
