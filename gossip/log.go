@@ -11,11 +11,27 @@ import (
 // memberlist take. Their lines start with "[DEBUG]", "[INFO]", "[WARN]" or
 // "[ERR]"; the prefix becomes the slog level, and the library is named in
 // a "library" attribute (the caller's logger may carry a "component").
-func newStdLogger(l *slog.Logger, library string) *log.Logger {
-	return log.New(&slogWriter{l: l.With("library", library)}, "", 0)
+func newStdLogger(l *slog.Logger, library string, outsider func()) *log.Logger {
+	return log.New(&slogWriter{l: l.With("library", library), outsider: outsider}, "", 0)
 }
 
-type slogWriter struct{ l *slog.Logger }
+type slogWriter struct {
+	l *slog.Logger
+	// outsider, when set, hears every message refused as coming from
+	// outside the cluster.
+	outsider func()
+}
+
+// outsiderLines are how memberlist reports a packet or a stream it
+// refused because it was not encrypted with a key of the keyring (a host
+// without the gossip key, or with another one), or carried another
+// cluster's label. memberlist has no counter or hook for them.
+var outsiderLines = [][]byte{
+	[]byte("Decrypt packet failed"),
+	[]byte("No installed keys could decrypt"),
+	[]byte("remote state is not encrypted"),
+	[]byte("unacceptable label"),
+}
 
 var levelPrefixes = []struct {
 	prefix []byte
@@ -35,6 +51,14 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 		if bytes.HasPrefix(msg, lp.prefix) {
 			level, msg = lp.level, msg[len(lp.prefix):]
 			break
+		}
+	}
+	if w.outsider != nil {
+		for _, o := range outsiderLines {
+			if bytes.Contains(msg, o) {
+				w.outsider()
+				break
+			}
 		}
 	}
 	w.l.Log(context.Background(), level, string(msg))

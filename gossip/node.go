@@ -96,6 +96,10 @@ type Stats struct {
 	OtherUserEvents uint64
 	// EventsDropped counts events lost because the Events channel was full.
 	EventsDropped uint64
+	// OutsiderMessages counts gossip packets and streams refused because
+	// they were not encrypted with a key of the keyring: a host without
+	// the gossip key trying to join, or talking to the cluster.
+	OutsiderMessages uint64
 	// QueriesAnswered, QueryErrors and QueriesDropped count incoming
 	// queries answered, refused by their handler (or failing to send),
 	// and dropped because too many handlers were running.
@@ -137,9 +141,9 @@ type Node struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 
-	eventsReceived, announcements, badAnnouncements, unknownProtocol atomic.Uint64
-	otherUserEvents, eventsDropped                                   atomic.Uint64
-	queriesAnswered, queryErrors, queriesDropped                     atomic.Uint64
+	eventsReceived, announcements, badAnnouncements, unknownProtocol, outsiders atomic.Uint64
+	otherUserEvents, eventsDropped                                              atomic.Uint64
+	queriesAnswered, queryErrors, queriesDropped                                atomic.Uint64
 }
 
 // Start creates the node, binds its ports and starts gossiping. It does not
@@ -168,7 +172,7 @@ func Start(cfg Config) (*Node, error) {
 	ml.PushPullInterval, ml.TCPTimeout = t.PushPullInterval, t.TCPTimeout
 	ml.SuspicionMult, ml.RetransmitMult = t.SuspicionMult, t.RetransmitMult
 	ml.GossipToTheDeadTime = t.PushPullInterval
-	ml.Logger = newStdLogger(n.log, "memberlist")
+	ml.Logger = newStdLogger(n.log, "memberlist", func() { n.outsiders.Add(1) })
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 		if err != nil {
@@ -185,7 +189,7 @@ func Start(cfg Config) (*Node, error) {
 	sc.EventCh = n.serfCh
 	sc.MemberlistConfig = ml
 	sc.LogOutput = nil
-	sc.Logger = newStdLogger(n.log, "serf")
+	sc.Logger = newStdLogger(n.log, "serf", nil)
 	sc.SnapshotPath = cfg.SnapshotPath
 	if t.ReapInterval > 0 {
 		sc.ReapInterval = t.ReapInterval
@@ -529,6 +533,7 @@ func (n *Node) Query(ctx context.Context, name string, payload []byte, timeout t
 func (n *Node) Stats() Stats {
 	st := Stats{
 		EventsReceived:        n.eventsReceived.Load(),
+		OutsiderMessages:      n.outsiders.Load(),
 		AnnouncementsReceived: n.announcements.Load(),
 		BadAnnouncements:      n.badAnnouncements.Load(),
 		UnknownProtocol:       n.unknownProtocol.Load(),

@@ -110,12 +110,18 @@ func TestOutsiderCannotJoin(t *testing.T) {
 			})
 		}
 	})
+	var refused uint64
 	for _, n := range nodes {
 		for _, m := range n.Members() {
 			if !strings.HasPrefix(m.Name, "enc-") {
 				t.Errorf("%s lists outsider %s (%s)", n.LocalName(), m.Name, m.Status)
 			}
 		}
+		refused += n.Stats().OutsiderMessages
+	}
+	// Each of the three outsiders tried at least one push/pull.
+	if refused < 3 {
+		t.Errorf("the cluster counted %d messages from outsiders, want at least 3", refused)
 	}
 
 	friend, _ := startNode(t, testConfig(t, "friend", key))

@@ -100,13 +100,13 @@ type stateCollector struct {
 		patches []splice.Patch
 	}
 
-	agentInfo, sourceOK, omitted                                               *prometheus.Desc
-	kernelInfo, taint, lpEnabled, lpTransition                                 *prometheus.Desc
-	patchState, patchCVE, patchApplied                                         *prometheus.Desc
-	bundleStored, bundleOutstanding                                            *prometheus.Desc
-	members, events, dropped, announcements, badAnn, queries, queue, hs, proto *prometheus.Desc
-	served, uploads, refused, fetched, downloads, badPeers, negHits, ver       *prometheus.Desc
-	ro                                                                         rolloutDescs
+	agentInfo, sourceOK, omitted                                                          *prometheus.Desc
+	kernelInfo, taint, lpEnabled, lpTransition                                            *prometheus.Desc
+	patchState, patchCVE, patchApplied                                                    *prometheus.Desc
+	bundleStored, bundleOutstanding                                                       *prometheus.Desc
+	members, events, dropped, announcements, badAnn, outsiders, queries, queue, hs, proto *prometheus.Desc
+	served, uploads, refused, fetched, downloads, badPeers, negHits, ver                  *prometheus.Desc
+	ro                                                                                    rolloutDescs
 }
 
 func newStateCollector(version string, src Sources, log *slog.Logger) *stateCollector {
@@ -135,6 +135,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		dropped:       d("gossip_events_dropped_total", "Events dropped because the agent did not keep up."),
 		announcements: d("gossip_announcements_received_total", "Valid bundle announcements received."),
 		badAnn:        d("gossip_bad_announcements_total", "Announcements refused: malformed, or of a protocol version this agent does not speak.", "reason"),
+		outsiders:     d("gossip_outsider_messages_total", "Gossip packets and streams refused because they were not encrypted with a key of the keyring: hosts without the gossip key."),
 		queries:       d("gossip_queries_total", "Gossip queries this agent was asked, by result: answered, error, dropped.", "result"),
 		queue:         d("gossip_queue_depth", "Items waiting in a gossip queue: events (to the agent), serf_intents, serf_events and serf_queries (to be gossiped).", "queue"),
 		hs:            d("gossip_health_score", "memberlist's awareness of its own health: 0 is healthy, higher is worse."),
@@ -157,7 +158,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
-		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.queries, c.queue, c.hs, c.proto,
+		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.outsiders, c.queries, c.queue, c.hs, c.proto,
 		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.ver} {
 		ch <- d
 	}
@@ -244,6 +245,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.announcements, st.AnnouncementsReceived)
 		counter(c.badAnn, st.BadAnnouncements, "malformed")
 		counter(c.badAnn, st.UnknownProtocol, "unknown_protocol")
+		counter(c.outsiders, st.OutsiderMessages)
 		counter(c.queries, st.QueriesAnswered, "answered")
 		counter(c.queries, st.QueryErrors, "error")
 		counter(c.queries, st.QueriesDropped, "dropped")

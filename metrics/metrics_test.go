@@ -63,7 +63,7 @@ func fakeSources(stateDir string) metrics.Sources {
 			}, nil
 		},
 		Gossip: func() gossip.Stats {
-			return gossip.Stats{EventsReceived: 120, AnnouncementsReceived: 7, BadAnnouncements: 2, UnknownProtocol: 1,
+			return gossip.Stats{EventsReceived: 120, AnnouncementsReceived: 7, BadAnnouncements: 2, UnknownProtocol: 1, OutsiderMessages: 4,
 				EventsDropped: 3, QueriesAnswered: 9, QueryErrors: 1, QueriesDropped: 0, QueueDepth: 4,
 				IntentQueue: 1, EventQueue: 2, QueryQueue: 0, HealthScore: 0, Protocol: 2,
 				Members: map[string]int{"alive": 4, "failed": 1}}
