@@ -20,13 +20,35 @@ const expectedTaint = kmod.TaintLivepatch | 1<<12 | 1<<13
 
 // healthProbe watches a host after an apply: the patch's transition
 // completed and it stays enabled, no taint beyond what livepatch modules
-// cause, no Oops, BUG or WARN in the kernel log, and the operator's health
-// command (when configured) succeeds.
+// cause, no Oops, BUG or WARN in the kernel log, the agent itself still
+// healthy (it still reaches the cluster it reached before the apply), and
+// the operator's health command (when configured) succeeds.
 type healthProbe struct {
 	a      *Agent
 	module string
 	taint  kmod.Taint // before the apply
 	cursor uint64     // kernel log position before the apply
+	peers  int        // other members alive before the apply
+}
+
+// minPeersForContact is how many other members must have been alive
+// before an apply for the loss of all of them to count against the patch:
+// with fewer, one peer restarting would look like a broken host.
+const minPeersForContact = 2
+
+// alivePeers counts the other members this agent sees alive, and those it
+// sees failed (unreachable without having left).
+func (a *Agent) alivePeers() (alive, failed int) {
+	for _, m := range a.node.Members() {
+		switch {
+		case m.Name == a.cfg.NodeName:
+		case m.Status == "alive":
+			alive++
+		case m.Status == "failed":
+			failed++
+		}
+	}
+	return alive, failed
 }
 
 // newHealthProbe records the baseline before an apply.
@@ -40,7 +62,8 @@ func (a *Agent) newHealthProbe(module string) (*healthProbe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read kernel log: %w", err)
 	}
-	return &healthProbe{a: a, module: module, taint: t, cursor: cursor}, nil
+	peers, _ := a.alivePeers()
+	return &healthProbe{a: a, module: module, taint: t, cursor: cursor, peers: peers}, nil
 }
 
 // errUnhealthy wraps every health check failure.
@@ -87,6 +110,14 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 		}
 		if !found {
 			return fmt.Errorf("%w: livepatch %s is no longer in /sys/kernel/livepatch", errUnhealthy, p.module)
+		}
+	}
+	// A patch that breaks the host's networking shows here first: every
+	// peer reachable before the apply is now unreachable (failed, not
+	// left).
+	if p.peers >= minPeersForContact {
+		if alive, failed := p.a.alivePeers(); alive == 0 && failed > 0 {
+			return fmt.Errorf("%w: the agent lost contact with the cluster: none of the %d members alive before the apply answers (%d unreachable)", errUnhealthy, p.peers, failed)
 		}
 	}
 	// The simulated kernel's injected health fault stands in for a
