@@ -102,6 +102,10 @@ func bootTimes(rs ...*Result) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if labBundles.b != nil {
+		// The signing keys of the scenarios live there: never leave them.
+		_ = os.RemoveAll(labBundles.b.dir)
+	}
 	summary.Lock()
 	rows := summary.rows
 	summary.Unlock()

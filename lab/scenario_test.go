@@ -267,6 +267,14 @@ func timings(t *testing.T, out string) []float64 {
 	return v
 }
 
+// applyNote is the summary note of the apply whose output is mark key.
+func applyNote(t *testing.T, r *Result, key string) string {
+	t.Helper()
+	out, _ := r.Marks.Get(key)
+	tm := timings(t, out)
+	return fmt.Sprintf("apply %.0fms (finit_module %.0fms, transition %.0fms, agent %.0fms)", tm[0], tm[1], tm[2], tm[3])
+}
+
 // The original texts of /proc/cmdline and /proc/version in a lab guest.
 var (
 	stockCmdline = regexp.MustCompile(`^console=ttyS0 `)
@@ -317,8 +325,8 @@ try view2 sfv view
 func TestScenarioStacking(t *testing.T) {
 	note := scenario(t)
 	r := bootScenario(t, note, Guest{}, `
-try a sf apply /lab/bundles/cmdline-1.splice
-try b sf apply /lab/bundles/version-1.splice
+try a sf apply -v /lab/bundles/cmdline-1.splice
+try b sf apply -v /lab/bundles/version-1.splice
 state both
 try undo-low sfv undo cmdline
 state refused
@@ -341,6 +349,7 @@ state none
 	wantMatch(t, r, "none-version", stockVersion.String())
 	want(t, r, "none-livepatches", "")
 	want(t, r, "none-modules", "")
+	*note += "; first " + applyNote(t, r, "a-out") + ", second " + applyNote(t, r, "b-out")
 }
 
 // TestScenarioAtomicReplace: version 2 of a cumulative patch replaces
@@ -348,9 +357,9 @@ state none
 func TestScenarioAtomicReplace(t *testing.T) {
 	note := scenario(t)
 	r := bootScenario(t, note, Guest{}, `
-try v1 sf apply /lab/bundles/cumulative-1.splice
+try v1 sf apply -v /lab/bundles/cumulative-1.splice
 state v1
-try v2 sf apply /lab/bundles/cumulative-2.splice
+try v2 sf apply -v /lab/bundles/cumulative-2.splice
 state v2
 try view sfv view
 `)
@@ -361,6 +370,7 @@ try view sfv view
 	want(t, r, "v2-livepatches", "lp_cumulative_v2")
 	want(t, r, "v2-modules", "lp_cumulative_v2")
 	wantMatch(t, r, "view-out", `\|2 +cumulative +2 +applied +lp_cumulative_v2 +enabled .*\|- +cumulative +1 +replaced +lp_cumulative_v1 +not loaded .*\|  cumulative version 1: replaced by cumulative version 2\|`)
+	*note += "; v1 " + applyNote(t, r, "v1-out") + ", v2 replacing it " + applyNote(t, r, "v2-out")
 }
 
 // TestScenarioRefusals: bad bundles are refused on a real kernel and leave
@@ -434,7 +444,7 @@ func TestScenarioReboot(t *testing.T) {
 	// The state directory travels as a tar archive written straight onto
 	// the virtio disk.
 	first := bootScenario(t, note, Guest{Name: "reboot-1", Disk: disk, Initramfs: Initramfs{Modules: DiskModules}}, `
-try apply sf apply /lab/bundles/cmdline-1.splice
+try apply sf apply -v /lab/bundles/cmdline-1.splice
 state applied
 tar -cf /dev/vda -C /var/lib splicefleet && sync
 mark saved "$?"
@@ -447,6 +457,7 @@ tar -xf /dev/vda -C /var/lib
 mark restored "$?"
 state booted
 try boot sfv boot -v
+mark reapplied-at "$(uptime_s)"
 state reapplied
 try view sfv view
 `)
@@ -457,6 +468,8 @@ try view sfv view
 	want(t, second, "reapplied-cmdline", "splicefleet: cmdline patched")
 	want(t, second, "reapplied-livepatches", "lp_cmdline")
 	wantMatch(t, second, "view-out", `\|1 +cmdline +1 +applied +lp_cmdline +enabled `)
+	at, _ := second.Marks.Get("reapplied-at")
+	*note += "; first boot " + applyNote(t, first, "apply-out") + "; second boot re-patched by splicefleet boot at " + at + "s uptime"
 }
 
 // TestScenarioStalledTransition: a task asleep in pause(2) keeps
