@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/signing"
@@ -249,7 +253,56 @@ func TestCLIRefuses(t *testing.T) {
 		out, _ := nb.Bytes()
 		return c.write("resigned.splice", out)
 	}
+	// withSignature writes fix.splice with sig as its only signature.
+	withSignature := func(c *cli, name string, sig []byte) string {
+		b, err := splice.Decode(bytes.NewReader(c.read("fix.splice")))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		b.Signatures = nil
+		if _, err := b.AddSignature(sig); err != nil {
+			c.t.Fatal(err)
+		}
+		out, _ := b.Bytes()
+		return c.write(name, out)
+	}
+	manifest := func(c *cli) []byte {
+		b, err := splice.Decode(bytes.NewReader(c.read("fix.splice")))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		return b.Manifest
+	}
 	cases := []tc{
+		{"signature by a revoked key", func(c *cli, b string) []string {
+			e := gpgEntity(c.t, c.read("keya.sec.asc"))
+			if err := e.RevokeKey(packet.KeyCompromised, "lost", nil); err != nil {
+				c.t.Fatal(err)
+			}
+			return []string{"verify", "--keyring", c.write("revoked.asc", armoredPublic(c.t, e)), b}
+		}, exitRefused, "key revoked"},
+		{"expired signature", func(c *cli, b string) []string {
+			made := time.Now().Add(-2 * time.Hour)
+			e, err := openpgp.NewEntity("Release", "", "release@example.com", &packet.Config{
+				Algorithm: packet.PubKeyAlgoEdDSA, Time: func() time.Time { return made }})
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			sig := detachSign(c.t, e, manifest(c), &packet.Config{SigLifetimeSecs: 60, Time: func() time.Time { return made.Add(time.Hour) }})
+			keyring := c.write("release.asc", armoredPublic(c.t, e))
+			return []string{"verify", "--keyring", keyring, withSignature(c, "expired-sig.splice", sig)}
+		}, exitRefused, "signature expired"},
+		{"signature by an expired key", func(c *cli, b string) []string {
+			made := time.Now().Add(-2 * time.Hour)
+			e, err := openpgp.NewEntity("Expired", "", "expired@example.com", &packet.Config{
+				Algorithm: packet.PubKeyAlgoEdDSA, KeyLifetimeSecs: 3600, Time: func() time.Time { return made }})
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			sig := detachSign(c.t, e, manifest(c), &packet.Config{Time: func() time.Time { return made.Add(30 * time.Minute) }})
+			keyring := c.write("expired.asc", armoredPublic(c.t, e))
+			return []string{"verify", "--keyring", keyring, withSignature(c, "expired-key.splice", sig)}
+		}, exitRefused, "key expired"},
 		{"tampered module", func(c *cli, b string) []string {
 			flip(c, "fix.splice", func(bb *splice.Bundle, raw []byte) int { return bytes.Index(raw, bb.Module) + len(bb.Module)/2 })
 			return verify(c, b)
@@ -347,6 +400,44 @@ func TestCLIRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gpgEntity reads a secret key file as an OpenPGP entity, to make keys
+// and signatures the command line never makes (revoked, expired).
+func gpgEntity(t *testing.T, armored []byte) *openpgp.Entity {
+	t.Helper()
+	el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(armored))
+	if err != nil || len(el) != 1 {
+		t.Fatalf("read key: %v (%d entities)", err, len(el))
+	}
+	return el[0]
+}
+
+// armoredPublic is e's public key, with its revocations, armored.
+func armoredPublic(t *testing.T, e *openpgp.Entity) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Serialize(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// detachSign makes a binary detached signature over message.
+func detachSign(t *testing.T, e *openpgp.Entity, message []byte, cfg *packet.Config) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := openpgp.DetachSign(&buf, e, bytes.NewReader(message), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func TestVersion(t *testing.T) {
