@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -458,5 +459,51 @@ func TestVersion(t *testing.T) {
 	}
 	if b.ProtocolMin != gossip.ProtocolMin || b.ProtocolMax != gossip.ProtocolMax || b.SerfMax != 5 || b.BundleFormat != "1.0" || b.Version == "" {
 		t.Errorf("version --json: %+v", b)
+	}
+}
+
+// TestCreateKernelAndFunctionFlags: --kernel names the target of a module
+// whose vermagic names no release and must agree with one that does;
+// --function names what a module without klp_func tables replaces, and a
+// module that names nothing without it is refused with what to give.
+func TestCreateKernelAndFunctionFlags(t *testing.T) {
+	c := newCLI(t)
+	bare := c.write("bare.ko", testmod.Build(testmod.Options{Name: "livepatch_bare", Livepatch: true, Vermagic: " "}))
+	inspect := func(bundle string) splice.Manifest {
+		t.Helper()
+		var out struct{ Manifest splice.Manifest }
+		if err := json.Unmarshal([]byte(c.ok("inspect", "--json", bundle)), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Manifest
+	}
+
+	c.ok("create", "--module", bare, "--id", "bare", "--version", "1", "--kernel", "6.1.0-56-cloud-amd64",
+		"--function", "cmdline_proc_show", "--function", "version_proc_show", "-o", c.path("bare.splice"))
+	m := inspect(c.path("bare.splice"))
+	if m.Target.Release != "6.1.0-56-cloud-amd64" || !slices.Equal(m.Functions, []string{"cmdline_proc_show", "version_proc_show"}) {
+		t.Errorf("manifest target %q, functions %v", m.Target.Release, m.Functions)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		err  string
+	}{
+		{"no release anywhere", []string{"--module", bare, "--function", "f"}, exitError, "the module's vermagic names no kernel release; give --kernel"},
+		{"no functions anywhere", []string{"--module", bare, "--kernel", "6.1.0-56-cloud-amd64"}, exitError, "does not name the functions it replaces; give them with --function"},
+		{"--kernel disagrees with vermagic", []string{"--module", c.write("fix.ko", livepatchModule), "--kernel", "6.1.0-99-cloud-amd64"}, exitRefused, "--kernel 6.1.0-99-cloud-amd64, but the module was built for 6.1.0-56-cloud-amd64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"create", "--id", "x", "--version", "1", "-o", c.path("x.splice")}, tc.args...)
+			code, _, errs := c.run(args...)
+			if code != tc.code || !strings.Contains(errs, tc.err) {
+				t.Errorf("exit %d, stderr %q; want exit %d saying %q", code, errs, tc.code, tc.err)
+			}
+			if _, err := os.Stat(c.path("x.splice")); err == nil {
+				t.Errorf("a refused create wrote its output")
+			}
+		})
 	}
 }
