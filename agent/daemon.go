@@ -425,7 +425,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The background loops end with Run, however it ends.
 	loops, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a.wg.Add(2)
+	a.wg.Add(3)
+	go func() {
+		defer a.wg.Done()
+		a.ro.takeGuardVerdicts(loops)
+	}()
 	go func() {
 		defer a.wg.Done()
 		a.ro.loop(loops, a.tick)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -182,7 +184,38 @@ func (a *Agent) bundleAndProbe(ro *rollout.Rollout) (*splice.Bundle, *healthProb
 // set, hears the lifecycle's steps.
 func (a *Agent) openHost(ctx context.Context, window time.Duration, step func(string)) (*splice.Host, error) {
 	return splice.OpenHost(ctx, splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: a.kernel, Inspect: InspectModule,
-		Now: a.now, Logger: a.log.With("component", "host"), HealthWindow: window, StepHook: step})
+		Now: a.now, Logger: a.log.With("component", "host"), HealthWindow: window, StepHook: step,
+		OnCrashLoopGuard: a.crashLoopGuarded})
+}
+
+// crashLoopGuarded counts a patch the crash-loop guard kept off this host:
+// the host restarted while the patch was being applied or watched.
+func (a *Agent) crashLoopGuarded(g splice.Guarded) {
+	a.log.Warn("crash-loop guard: the host restarted while a patch was being applied or watched; it stays off",
+		"patch", g.ID, "version", g.Version, "at", g.At)
+	a.metrics.Rollback(metrics.RollbackCrashLoopGuard)
+}
+
+// takeGuardVerdicts opens the host once at start-up, so that the
+// crash-loop guard's verdicts are counted: `splicefleet boot` usually
+// judges them early at boot, before the agent starts, and the journal
+// keeps them for it. A host without a journal has nothing to judge.
+func (r *rollouts) takeGuardVerdicts(ctx context.Context) {
+	defer close(r.guardsTaken)
+	a := r.a
+	if _, err := os.Stat(filepath.Join(a.cfg.StateDir, splice.JournalFile)); err != nil {
+		return
+	}
+	r.hostMu.Lock()
+	defer r.hostMu.Unlock()
+	h, err := a.openHost(ctx, 0, nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("open the host state at start-up", "err", err)
+		}
+		return
+	}
+	h.Close()
 }
 
 // watching reports whether a health watch runs for the plan.

@@ -213,6 +213,110 @@ func TestStalledTransitionCountsARollback(t *testing.T) {
 	}
 }
 
+// TestCrashLoopGuardCountsARollback: the host goes down while a patch is
+// in its health window. At the next boot `splicefleet boot` keeps the
+// patch off (the crash-loop guard) before the agent starts, and the agent
+// counts the rollback once: a restarted agent does not count it again.
+// Without the boot service, the agent's own start-up judges the next one
+// and counts it.
+func TestCrashLoopGuardCountsARollback(t *testing.T) {
+	f := newTestFleet(t)
+	cfg := f.config("node-00")
+	kernel := strings.TrimPrefix(cfg.Kernel, "sim:")
+	if err := sim.Init(kernel, sim.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	guarded := func(n int) string { return fmt.Sprintf(`splicefleet_rollbacks_total{reason="crash_loop_guard"} %d`, n) }
+
+	crashInHealthWindow(t, f, cfg, "crashy")
+	if err := sim.Reboot(kernel, ""); err != nil {
+		t.Fatal(err)
+	}
+	bootHost(t, cfg)
+	a := f.start(cfg)
+	eventually(t, 10*time.Second, "the agent counts the crash-loop guard's rollback", func() error {
+		return contains(scrape(t, a), guarded(1))
+	})
+	if err := contains(scrape(t, a), `splicefleet_patch_state{module="lp_crashy",patch="crashy",state="failed",version="1"} 1`); err != nil {
+		t.Error(err)
+	}
+	f.stop(cfg.NodeName)
+	a = f.start(cfg)
+	waitStarted(t, a)
+	if err := contains(scrape(t, a), guarded(0)); err != nil {
+		t.Errorf("a restarted agent counts the rollback again: %v", err)
+	}
+	f.stop(cfg.NodeName)
+
+	// No boot service this time: the agent judges at start-up.
+	crashInHealthWindow(t, f, cfg, "crashier")
+	if err := sim.Reboot(kernel, ""); err != nil {
+		t.Fatal(err)
+	}
+	a = f.start(cfg)
+	eventually(t, 10*time.Second, "the agent judges and counts at start-up", func() error {
+		return contains(scrape(t, a), guarded(1))
+	})
+}
+
+// crashInHealthWindow applies a patch to the host of cfg with an hour's
+// health window and abandons it inside the window, as a host that goes
+// down then would: the crash-loop guard's marker stays in the journal.
+func crashInHealthWindow(t *testing.T, f *testFleet, cfg Config, id string) {
+	t.Helper()
+	k, err := OpenKernel(cfg.Kernel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := splice.OpenHost(ctx, splice.HostConfig{StateDir: cfg.StateDir, Kernel: k, Inspect: InspectModule, Logger: warnLogger(t),
+		HealthWindow: time.Hour, StepHook: func(step string) {
+			if step == "apply:applied" {
+				cancel()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	b, err := splice.Decode(bytes.NewReader(f.bundleFixing(t, id, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Apply(ctx, b, f.policy(t)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("apply abandoned in its health window: %v", err)
+	}
+}
+
+// bootHost does what `splicefleet boot` does early at boot, in a Host of
+// its own.
+func bootHost(t *testing.T, cfg Config) {
+	t.Helper()
+	k, err := OpenKernel(cfg.Kernel, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := splice.OpenHost(context.Background(), splice.HostConfig{StateDir: cfg.StateDir, Kernel: k, Inspect: InspectModule, Logger: warnLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Boot(context.Background()); err != nil {
+		t.Fatalf("boot: %v", err)
+	}
+}
+
+// waitStarted waits until the agent's start-up Host has come and gone.
+func waitStarted(t *testing.T, a *Agent) {
+	t.Helper()
+	select {
+	case <-a.ro.guardsTaken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not open its host at start-up")
+	}
+}
+
 // bundleFixing makes a signed bundle for the simulated kernel that names
 // the CVEs it fixes.
 func (f *testFleet) bundleFixing(t testing.TB, id string, version uint64, cves ...string) []byte {

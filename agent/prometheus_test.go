@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,13 +28,18 @@ import (
 )
 
 // TestDashboardQueriesAgainstPrometheus starts a real Prometheus on
-// loopback scraping five agents, makes happen what the panels show (a
+// loopback scraping five agents, then makes happen what the panels show (a
 // patch applied from the command line, one applied and undone by the
 // agent, a stalled transition reversed, a transition hanging, bundles a
 // host still lacks, a bundle and a rollout plan from an untrusted signer
 // refused, a rollout halted by its failing canary), and requires every
-// panel query of every dashboard to return data. It loads the alert rules
-// into that Prometheus, and the halted rollout's alert fires.
+// panel query of every dashboard to return data that is not all NaN. The
+// panels of events (rate, increase, quantiles of a histogram's rate) must
+// show them: Prometheus scraped the counters at zero before the events,
+// so each of those panels has a value above zero, but for the two no
+// event here can move (see eventless). It loads the alert rules into that
+// Prometheus: the halted rollout's alert fires, and so does the
+// verification failures alert, for the bundle and for the plan.
 func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -70,6 +76,11 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	rogue := f.start(cfg)
 	all := append(trusting[:4:4], rogue)
 	waitMembers(t, all, 5)
+
+	// Prometheus scrapes every counter at zero before anything happens,
+	// as it would in a fleet, so that the events below are increases.
+	prom := startPrometheus(t, promBin, all)
+	prom.waitScrapes(t, len(all), 2)
 
 	// A rollout of "bad": its canary fails, and the rollout halts.
 	_, bad := f.publishWithPlan(agents[0], "bad", 1, canaryPlan)
@@ -125,24 +136,27 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		return atLeast(scrape(t, rogue), `splicefleet_rollout_documents_refused_total{kind="plan",reason="signature"}`, 1)
 	})
 
-	prom := startPrometheus(t, promBin, all)
-	prom.waitScrapes(t, len(all), 4)
-
 	queries, err := dashboards.Queries()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every panel query returns data; retried while scrapes come in.
+	// Every panel query returns data, and the panels of events show them;
+	// retried while scrapes come in. The range covers the whole test, as
+	// a dashboard's time range would.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, q := range queries {
-		expr := dashboards.Expand(q.Expr, "splicefleet", ".*", "1m")
+		expr := dashboards.Expand(q.Expr, "splicefleet", ".*", "10m")
+		_, quiet := eventless[q.Panel+"/"+q.RefID]
 		for {
-			n, err := prom.query(expr)
-			if err == nil && n > 0 {
+			values, err := prom.query(expr)
+			if err == nil {
+				err = panelShows(values, eventPanel(q.Expr) && !quiet)
+			}
+			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("%s, panel %q, query %s: %d series, %v\n%s", q.Dashboard, q.Panel, q.RefID, n, err, expr)
+				t.Errorf("%s, panel %q, query %s: %v\n%s", q.Dashboard, q.Panel, q.RefID, err, expr)
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -161,6 +175,52 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		}
 		return nil
 	})
+	// The untrusted bundle and the untrusted plan are both possible
+	// attacks.
+	eventually(t, 20*time.Second, "the verification failures alert fires for the bundle and the plan", func() error {
+		alerts, err := prom.firingLabels("SplicefleetVerificationFailures")
+		if err != nil {
+			return err
+		}
+		bundle := slices.ContainsFunc(alerts, func(l map[string]string) bool { return l["reason"] == "signature" && l["kind"] == "" })
+		plan := slices.ContainsFunc(alerts, func(l map[string]string) bool {
+			return l["reason"] == "signature" && l["kind"] == "plan" && l["instance"] == rogue.HTTPAddr()
+		})
+		if !bundle || !plan {
+			return fmt.Errorf("firing %v: for the bundle %t, for the plan %t", alerts, bundle, plan)
+		}
+		return nil
+	})
+}
+
+// eventless are the event panels (by title and query) that no event of
+// TestDashboardQueriesAgainstPrometheus moves, and why: they must return
+// series, at zero.
+var eventless = map[string]string{
+	"Refused plans and commands, bad rollout events/B": "no agent sends a rollout gossip event that does not decode",
+	"Fetch failures and bad announcements/B":           "no agent announces a malformed bundle",
+}
+
+// eventPanel reports whether a panel query shows events (a counter's rate
+// or increase, or a quantile of a histogram's rate) rather than state.
+func eventPanel(expr string) bool {
+	return strings.Contains(expr, "rate(") || strings.Contains(expr, "increase(")
+}
+
+// panelShows checks a panel query's values: at least one series, not all
+// NaN (a quantile of a histogram with no observations), and when events
+// must show, at least one value above zero.
+func panelShows(values []float64, events bool) error {
+	if len(values) == 0 {
+		return fmt.Errorf("no series")
+	}
+	if !slices.ContainsFunc(values, func(v float64) bool { return !math.IsNaN(v) }) {
+		return fmt.Errorf("%d series, all NaN", len(values))
+	}
+	if events && !slices.ContainsFunc(values, func(v float64) bool { return v > 0 }) {
+		return fmt.Errorf("no event shows: %d series, values %v", len(values), values)
+	}
+	return nil
 }
 
 // undoWith undoes a patch through the agent's kernel and reports it.
@@ -280,22 +340,23 @@ scrape_configs:
 func (p *testPrometheus) waitScrapes(t *testing.T, n, samples int) {
 	t.Helper()
 	eventually(t, 45*time.Second, "prometheus scraped every agent", func() error {
-		got, err := p.query(fmt.Sprintf(`count_over_time(up{job="splicefleet"}[1m]) >= %d and up{job="splicefleet"} == 1`, samples))
+		values, err := p.query(fmt.Sprintf(`count_over_time(up{job="splicefleet"}[1m]) >= %d and up{job="splicefleet"} == 1`, samples))
 		if err != nil {
 			return err
 		}
-		if got != n {
+		if got := len(values); got != n {
 			return fmt.Errorf("%d of %d targets up with %d scrapes", got, n, samples)
 		}
 		return nil
 	})
 }
 
-// query runs an instant query and returns how many series it returned.
-func (p *testPrometheus) query(expr string) (int, error) {
+// query runs an instant query and returns the value of every series it
+// returned.
+func (p *testPrometheus) query(expr string) ([]float64, error) {
 	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(expr))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var r struct {
@@ -306,16 +367,27 @@ func (p *testPrometheus) query(expr string) (int, error) {
 		} `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if r.Status != "success" {
-		return 0, fmt.Errorf("query failed: %s", r.Error)
+		return nil, fmt.Errorf("query failed: %s", r.Error)
 	}
-	var series []json.RawMessage
+	var series []struct {
+		Value [2]any `json:"value"` // [time, "value"]
+	}
 	if err := json.Unmarshal(r.Data.Result, &series); err != nil {
-		return 0, fmt.Errorf("result is not a vector: %s", r.Data.Result)
+		return nil, fmt.Errorf("result is not a vector: %s", r.Data.Result)
 	}
-	return len(series), nil
+	values := make([]float64, 0, len(series))
+	for _, s := range series {
+		str, _ := s.Value[1].(string)
+		v, err := strconv.ParseFloat(str, 64) // Prometheus writes NaN and +Inf as ParseFloat reads them
+		if err != nil {
+			return nil, fmt.Errorf("value %v: %w", s.Value[1], err)
+		}
+		values = append(values, v)
+	}
+	return values, nil
 }
 
 // alertRules counts the alerting rules Prometheus loaded.
@@ -346,6 +418,21 @@ func (p *testPrometheus) alertRules(t *testing.T) int {
 // firing lists the rollout label of the alerts named alertname that
 // Prometheus says are firing, sorted.
 func (p *testPrometheus) firing(alertname string) ([]string, error) {
+	alerts, err := p.firingLabels(alertname)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range alerts {
+		out = append(out, a["rollout"])
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// firingLabels lists the labels of the alerts named alertname that
+// Prometheus says are firing.
+func (p *testPrometheus) firingLabels(alertname string) ([]map[string]string, error) {
 	resp, err := http.Get(p.base + "/api/v1/alerts")
 	if err != nil {
 		return nil, err
@@ -362,13 +449,12 @@ func (p *testPrometheus) firing(alertname string) ([]string, error) {
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		return nil, err
 	}
-	var out []string
+	var out []map[string]string
 	for _, a := range r.Data.Alerts {
 		if a.Labels["alertname"] == alertname && a.State == "firing" {
-			out = append(out, a.Labels["rollout"])
+			out = append(out, a.Labels)
 		}
 	}
-	slices.Sort(out)
 	return out, nil
 }
 

@@ -65,12 +65,16 @@ type rollouts struct {
 
 	hostMu sync.Mutex // one host action at a time
 	kick   chan struct{}
+	// guardsTaken is closed once the start-up Host handed over the crash-loop
+	// guard's verdicts (takeGuardVerdicts).
+	guardsTaken chan struct{}
 }
 
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		guardsTaken: make(chan struct{})}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -55,6 +55,13 @@ type HostConfig struct {
 	// and undo, right after the step's journal write. Crash tests use it to
 	// kill the process at every step.
 	StepHook func(step string)
+	// OnCrashLoopGuard, when set, is called once for every patch the
+	// crash-loop guard stopped, after the journal recorded it. The guard
+	// acts when a Host is opened on a new boot, usually in `splicefleet
+	// boot` early at boot, which sets no callback: the journal keeps the
+	// verdicts (the last 32) until a Host with a callback is opened, as
+	// the agent's are, and hands each over once.
+	OnCrashLoopGuard func(Guarded)
 }
 
 // Host is one machine's patch lifecycle: apply, undo, view and boot

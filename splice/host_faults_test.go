@@ -174,6 +174,22 @@ func TestCrashLoopGuard(t *testing.T) {
 	if got := e.kernelState(); got != "livepatch_good_1:on | modules livepatch_good_1" {
 		t.Fatalf("kernel: %s", got)
 	}
+	h.Close()
+	// Boot opened the host without a callback: the verdict waits in the
+	// journal for a host opened with one, which hears it once.
+	var heard []splice.Guarded
+	listen := func(c *splice.HostConfig) { c.OnCrashLoopGuard = func(g splice.Guarded) { heard = append(heard, g) } }
+	for range 2 {
+		h2, err := e.open(listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2.Close()
+	}
+	if len(heard) != 1 || heard[0].ID != "bad" || heard[0].Version != 1 {
+		t.Fatalf("crash-loop guard verdicts heard: %+v, want bad version 1 once", heard)
+	}
+	h = e.mustOpen()
 	// The operator can apply it again by hand.
 	e.apply(h, e.bundle("bad", 1, []string{"fb"}))
 }

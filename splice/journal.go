@@ -84,7 +84,25 @@ type journal struct {
 	// Pending is the crash-loop guard's marker, set in the same write that
 	// journals an apply and cleared after its health window.
 	Pending *pending `json:"pending,omitempty"`
+	// Guarded are the crash-loop guard's verdicts not yet handed to an
+	// OnCrashLoopGuard callback (see HostConfig), oldest first, at most
+	// maxGuarded.
+	Guarded []Guarded `json:"guarded,omitempty"`
 }
+
+// Guarded is one verdict of the crash-loop guard: the host restarted while
+// the patch was being applied or in its health window, so the patch was
+// marked failed instead of being re-applied.
+type Guarded struct {
+	ID      string    `json:"id"`
+	Version uint64    `json:"version"`
+	BootID  string    `json:"boot_id"` // the boot that found the marker
+	At      time.Time `json:"at"`
+}
+
+// maxGuarded bounds the verdicts the journal keeps for a callback: a host
+// whose agent never runs gains one at most per boot.
+const maxGuarded = 32
 
 const journalFormat = 1
 

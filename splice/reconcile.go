@@ -15,7 +15,7 @@ import (
 // only to finish what the journal shows half-done: waiting for a
 // transition in progress, and unloading the module of a patch the kernel
 // already disabled.
-func (h *Host) reconcile(ctx context.Context) error {
+func (h *Host) reconcile(ctx context.Context) (err error) {
 	info, err := h.cfg.Kernel.Info()
 	if err != nil {
 		return fmt.Errorf("read kernel identity: %w", err)
@@ -37,8 +37,25 @@ func (h *Host) reconcile(ctx context.Context) error {
 			if err := h.forceState(p, StateFailed, reason); err != nil {
 				return err
 			}
+			h.journal.Guarded = append(h.journal.Guarded, Guarded{ID: p.ID, Version: p.Version, BootID: info.BootID, At: p.Updated})
+			if n := len(h.journal.Guarded); n > maxGuarded {
+				h.journal.Guarded = slices.Clone(h.journal.Guarded[n-maxGuarded:])
+			}
 		}
 	}
+	// The verdicts go to the callback once the journal no longer holds
+	// them: a failed write keeps them for the next Host.
+	var guarded []Guarded
+	if h.cfg.OnCrashLoopGuard != nil {
+		guarded, h.journal.Guarded = h.journal.Guarded, nil
+	}
+	defer func() {
+		if err == nil {
+			for _, g := range guarded {
+				h.cfg.OnCrashLoopGuard(g)
+			}
+		}
+	}()
 
 	// The kernel lists a patch while it is enabled or in a transition;
 	// a disabled or replaced patch vanishes from the list while its module
