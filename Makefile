@@ -109,6 +109,8 @@ soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed)
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	@command -v benchstat >/dev/null || $(GO) install golang.org/x/perf/cmd/benchstat@$(BENCHSTAT_VERSION)
 	$(GO) test ./splice -run '^$$' -bench . -benchmem -count 10 | tee bench.out
+	$(GO) test ./agent -run '^$$' -bench 'Scrape' -benchmem -count 10 | tee -a bench.out
+	$(GO) test ./rollout -run '^$$' -bench 'Evaluate' -benchmem -count 10 | tee -a bench.out
 	PATH="$(GOBIN):$$PATH" benchstat bench.out
 
 .PHONY: bench-fleet
