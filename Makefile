@@ -57,8 +57,10 @@ FLEET_TESTS := ^TestFiftyAgentRollouts$$
 # health windows, so they run in the second pass too.
 AGENT_CRASH_TESTS := ^TestAgentCrashesDuringRollouts$$
 # FAULT_TESTS run agents as processes in network namespaces (root) and
-# time partitions and packet loss; they run beside FLEET_TESTS.
-FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss)$$
+# time partitions, packet loss, and delay with loss (through a link
+# emulator in the test process: TAP devices, /dev/net/tun), with the
+# emulator's own test; they run beside FLEET_TESTS.
+FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss|TestLinkEmulator|TestRolloutUnderLossAndDelay)$$
 
 # PACKAGE_TESTS build the Debian package (a static build of the binary,
 # nfpm) and install it with dpkg: CPU-heavy for a minute, so they run on
@@ -99,10 +101,10 @@ fuzz-soak: ## run every fuzz target for FUZZSOAK each (default 60s); findings la
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZSOAK)
 
 .PHONY: soak
-soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss on 12 agents
+soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss, and delay with loss, on 12 agents
 	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=100 $(GO) test ./cmd/splicefleet -run '$(AGENT_CRASH_TESTS)' -count=1 -timeout 60m -v
-	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 \
+	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 SPLICEFLEET_DELAY_HOSTS=12 \
 		$(GO) test ./cmd/splicefleet -run '$(FAULT_TESTS)' -count=1 -v -timeout 30m
 
 .PHONY: bench

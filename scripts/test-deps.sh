@@ -28,7 +28,8 @@ command -v xz >/dev/null || missing+=(xz-utils)
 [ -e /usr/include/gelf.h ] || missing+=(libelf-dev)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 # Fault tests: network namespaces, veth links and bridges (ip), random
-# packet loss (nft; the kernel needs nf_tables, not sch_netem).
+# packet loss (nft; the kernel needs nf_tables, not sch_netem); delay
+# goes through TAP devices (the kernel needs CONFIG_TUN).
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
 # Metrics, dashboards and alert rules: promtool lints the exposition and

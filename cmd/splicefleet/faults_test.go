@@ -478,6 +478,75 @@ func (f *netFleet) continueAcrossPartition(cycle int) {
 	t.Logf("after healing, the rollout completed in %s", time.Since(healed).Round(100*time.Millisecond))
 }
 
+// faultTimes are how long a staged rollout took to complete everywhere
+// and a canary halt to reach every agent.
+type faultTimes struct{ rollout, halt time.Duration }
+
+// timeRollouts runs a staged rollout (canary, 50%, 100%, 2 s health
+// window) to completion, then a rollout whose canary fails during its
+// health window until every agent reports it halted, and returns the
+// times. round names the rollouts; cve makes their bundles distinct.
+func (f *netFleet) timeRollouts(round string, cve int) faultTimes {
+	t := f.t
+	t.Helper()
+	var m faultTimes
+	module := "livepatch_staged_" + round
+	id := "staged-" + round
+	bundle, digest := f.bundle(module, fmt.Sprintf("cve-2026-%d", 3000+cve))
+	start := time.Now()
+	f.start(0, bundle, id, stagedPlan(id, digest, 2*time.Second))
+	// The last thing waited for says what held a slow rollout up.
+	var last error
+	waitFor(t, 180*time.Second, round+": the staged rollout completes everywhere", func() error {
+		err := func() error {
+			if err := f.converged(id, rollout.Done); err != nil {
+				return err
+			}
+			for i, p := range f.procs {
+				if !simPatched(t, p, module) {
+					return fmt.Errorf("%s is not patched", f.procs[i].name)
+				}
+			}
+			return nil
+		}()
+		if err != nil {
+			last = err
+		}
+		return err
+	})
+	m.rollout = time.Since(start)
+	t.Logf("%s: the staged rollout completed in %.1f s; last waited for: %v", round, m.rollout.Seconds(), last)
+
+	module = "livepatch_bad_" + round
+	id = "bad-" + round
+	bundle, digest = f.bundle(module, fmt.Sprintf("cve-2026-%d", 4000+cve))
+	f.start(0, bundle, id, haltPlan(id, digest))
+	waitFor(t, 120*time.Second, round+": every agent follows the rollout, the canary watches its patch", func() error {
+		sts, err := f.statuses(id, f.all())
+		if err != nil {
+			return err
+		}
+		if st := sts[0]; st.Self.State != rollout.StateApplying || !simPatched(t, f.procs[0], module) {
+			return fmt.Errorf("canary: %s", st.Self.State)
+		}
+		return nil
+	})
+	start = time.Now()
+	if err := sim.SetFaults(filepath.Join(f.procs[0].dir, "kernel"), sim.Faults{module: {HealthFail: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 180*time.Second, round+": the halt reaches every agent", func() error {
+		return f.converged(id, rollout.Halted)
+	})
+	m.halt = time.Since(start)
+	for i := range f.procs {
+		if simPatched(t, f.procs[i], module) || (i != 0 && f.everLoaded(i, module)) {
+			t.Errorf("%s: %s loaded outside the canary or left applied", f.procs[i].name, module)
+		}
+	}
+	return m
+}
+
 // TestRolloutUnderPacketLoss runs a staged rollout and a canary halt on a
 // fleet in network namespaces, first on clean links, then with 10% of
 // the packets every host sends dropped at random, and compares the
@@ -491,59 +560,9 @@ func TestRolloutUnderPacketLoss(t *testing.T) {
 	c.publish(1, 1)
 	lab := newNetLab(t, make([]int, n))
 	f := startNetFleet(t, c, lab)
-	type times struct{ rollout, halt time.Duration }
-	measure := func(round string, cve int) times {
-		var m times
-		module := "livepatch_staged_" + round
-		id := "staged-" + round
-		bundle, digest := f.bundle(module, fmt.Sprintf("cve-2026-%d", 3000+cve))
-		start := time.Now()
-		f.start(0, bundle, id, stagedPlan(id, digest, 2*time.Second))
-		waitFor(t, 180*time.Second, round+": the staged rollout completes everywhere", func() error {
-			if err := f.converged(id, rollout.Done); err != nil {
-				return err
-			}
-			for i, p := range f.procs {
-				if !simPatched(t, p, module) {
-					return fmt.Errorf("%s is not patched", f.procs[i].name)
-				}
-			}
-			return nil
-		})
-		m.rollout = time.Since(start)
-
-		module = "livepatch_bad_" + round
-		id = "bad-" + round
-		bundle, digest = f.bundle(module, fmt.Sprintf("cve-2026-%d", 4000+cve))
-		f.start(0, bundle, id, haltPlan(id, digest))
-		waitFor(t, 120*time.Second, round+": every agent follows the rollout, the canary watches its patch", func() error {
-			sts, err := f.statuses(id, f.all())
-			if err != nil {
-				return err
-			}
-			if st := sts[0]; st.Self.State != rollout.StateApplying || !simPatched(t, f.procs[0], module) {
-				return fmt.Errorf("canary: %s", st.Self.State)
-			}
-			return nil
-		})
-		start = time.Now()
-		if err := sim.SetFaults(filepath.Join(f.procs[0].dir, "kernel"), sim.Faults{module: {HealthFail: true}}); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 180*time.Second, round+": the halt reaches every agent", func() error {
-			return f.converged(id, rollout.Halted)
-		})
-		m.halt = time.Since(start)
-		for i := range f.procs {
-			if simPatched(t, f.procs[i], module) || (i != 0 && f.everLoaded(i, module)) {
-				t.Errorf("%s: %s loaded outside the canary or left applied", f.procs[i].name, module)
-			}
-		}
-		return m
-	}
-	clean := measure("clean", 0)
+	clean := f.timeRollouts("clean", 0)
 	lab.loss(10)
-	lossy := measure("lossy", 1)
+	lossy := f.timeRollouts("lossy", 1)
 	for i := range lab.hosts {
 		if d := lab.dropped(i); d == 0 {
 			t.Errorf("%s: no packet dropped", f.procs[i].name)
@@ -553,4 +572,95 @@ func TestRolloutUnderPacketLoss(t *testing.T) {
 	}
 	t.Logf("%d agents: the staged rollout completes in %.1f s with 10%% loss vs %.1f s without; the halt reaches all in %.1f s vs %.1f s",
 		n, lossy.rollout.Seconds(), clean.rollout.Seconds(), lossy.halt.Seconds(), clean.halt.Seconds())
+}
+
+// TestRolloutUnderLossAndDelay runs the rollouts of
+// TestRolloutUnderPacketLoss on a fleet whose links go through the link
+// emulator (emuLink), first clean, then with 200 ms of delay and 10% loss
+// on every host's egress, as `tc qdisc add dev eth0 root netem delay
+// 200ms loss 10%` in each host would do: 200 ms one way, 400 ms a round
+// trip. It compares the times and logs how often the agents suspected a
+// peer.
+//
+// The agents keep their gossip timers, memberlist's LAN profile (a probe
+// every 1 s that times out after 500 ms, gossip every 200 ms, suspicion
+// for at least 4 probe intervals, a full state sync every 30 s): the
+// agent has no others. A 400 ms round trip fits the probe timeout, but
+// when a ping or its ack is lost, the indirect and TCP probes that would
+// rescue it take another 800 ms and come too late, so agents suspect
+// peers now and then; the suspected refute it in time, and at the end
+// every agent must see every other alive. SPLICEFLEET_DELAY_HOSTS
+// (default 6) makes the long version.
+func TestRolloutUnderLossAndDelay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: needs root, network namespaces and /dev/net/tun")
+	}
+	n := envInt(t, "SPLICEFLEET_DELAY_HOSTS", 6)
+	c := newCLI(t)
+	c.publish(1, 1)
+	lab := newEmuNetLab(t, make([]int, n))
+	f := startNetFleet(t, c, lab)
+	clean := f.timeRollouts("clean", 10)
+	before := make([]emuCounts, n)
+	for i, h := range lab.hosts {
+		before[i] = h.link.egress.snapshot()
+	}
+	impaired := time.Now()
+	lab.impair(200*time.Millisecond, 0.10)
+	slow := f.timeRollouts("slow", 11)
+	f.waitMembers(30*time.Second, n)
+	// How often the agents suspected a peer, and declared one failed,
+	// from their logs (the agents stop first: their output is complete).
+	var suspected, failed [2]int
+	for _, p := range f.procs {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+		s, fl := memberlistSuspicions(t, p.out.String(), impaired)
+		for k := range 2 {
+			suspected[k] += s[k]
+			failed[k] += fl[k]
+		}
+	}
+	t.Logf("agents suspected a peer %d times on clean links, %d times impaired; declared one failed %d and %d times",
+		suspected[0], suspected[1], failed[0], failed[1])
+	for i, h := range lab.hosts {
+		got := h.link.egress.snapshot().minus(before[i])
+		if got.Lost == 0 || got.Sent == 0 {
+			t.Errorf("%s: egress %+v: nothing lost or nothing sent", f.procs[i].name, got)
+		} else {
+			t.Logf("%s: egress while impaired: %d frames, %d lost, %d over the delay line's limit", f.procs[i].name, got.Read, got.Lost, got.Overflow)
+		}
+	}
+	t.Logf("%d agents: the staged rollout completes in %.1f s with 200 ms delay and 10%% loss vs %.1f s on clean links (%.1fx); the halt reaches all in %.1f s vs %.1f s (%.1fx)",
+		n, slow.rollout.Seconds(), clean.rollout.Seconds(), slow.rollout.Seconds()/clean.rollout.Seconds(),
+		slow.halt.Seconds(), clean.halt.Seconds(), slow.halt.Seconds()/clean.halt.Seconds())
+}
+
+// memberlistSuspicions counts memberlist's suspicions of a peer ("Suspect
+// X has failed") and declarations that one failed ("Marking X as
+// failed") in an agent's log, before and after a time.
+func memberlistSuspicions(t *testing.T, log string, split time.Time) (suspected, failed [2]int) {
+	t.Helper()
+	for line := range strings.Lines(log) {
+		s, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		stamp, _, _ := strings.Cut(s, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil {
+			t.Fatalf("agent log: %q: %v", line, err)
+		}
+		k := 0
+		if at.After(split) {
+			k = 1
+		}
+		switch {
+		case strings.Contains(line, "memberlist: Suspect "):
+			suspected[k]++
+		case strings.Contains(line, "memberlist: Marking "):
+			failed[k]++
+		}
+	}
+	return suspected, failed
 }

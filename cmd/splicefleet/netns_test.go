@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // netLab is a small network of Linux network namespaces for fault tests:
@@ -14,6 +15,9 @@ import (
 // to a switch namespace that holds two bridges, one per side, joined by a
 // trunk veth pair. Cutting the trunk partitions the sides at layer 2 while
 // each side still talks within itself. It needs root (ip netns).
+//
+// newEmuNetLab builds the same network with emulated links instead of
+// veth pairs (emuLink), whose egress delay and loss a test sets.
 //
 // Namespaces are named sfnet-PID-…, so parallel runs do not collide, and
 // a run removes the namespaces of earlier runs whose process is gone.
@@ -27,9 +31,10 @@ type netLab struct {
 // netHost is one host's namespace and address.
 type netHost struct {
 	ns   string
-	addr string // 10.77.0.x
-	side int    // 0 or 1
-	swIf string // its link's name in the switch namespace
+	addr string   // 10.77.0.x
+	side int      // 0 or 1
+	swIf string   // its link's name in the switch namespace
+	link *emuLink // nil for a veth link
 }
 
 const netLabPrefix = "sfnet-"
@@ -69,6 +74,18 @@ func removeStaleNetLabs(t *testing.T) {
 // newNetLab builds the network: sides[i] is host i's side (0 or 1).
 func newNetLab(t *testing.T, sides []int) *netLab {
 	t.Helper()
+	return buildNetLab(t, sides, false)
+}
+
+// newEmuNetLab builds the network with an emulated link for every host,
+// unimpaired until impair.
+func newEmuNetLab(t *testing.T, sides []int) *netLab {
+	t.Helper()
+	return buildNetLab(t, sides, true)
+}
+
+func buildNetLab(t *testing.T, sides []int, emulated bool) *netLab {
+	t.Helper()
 	removeStaleNetLabs(t)
 	l := &netLab{t: t, prefix: fmt.Sprintf("%s%d-", netLabPrefix, os.Getpid())}
 	l.sw = l.prefix + "sw"
@@ -90,7 +107,11 @@ func newNetLab(t *testing.T, sides []int) *netLab {
 		runIP(t, "ip", "netns", "add", h.ns)
 		l.hosts = append(l.hosts, h)
 		hn := []string{"-n", h.ns}
-		runIP(t, "ip", append(sw, "link", "add", h.swIf, "type", "veth", "peer", "name", "eth0", "netns", h.ns)...)
+		if emulated {
+			l.addEmuLink(i)
+		} else {
+			runIP(t, "ip", append(sw, "link", "add", h.swIf, "type", "veth", "peer", "name", "eth0", "netns", h.ns)...)
+		}
 		runIP(t, "ip", append(sw, "link", "set", h.swIf, "master", fmt.Sprintf("br%d", side))...)
 		runIP(t, "ip", append(sw, "link", "set", h.swIf, "up")...)
 		runIP(t, "ip", append(hn, "link", "set", "lo", "up")...)
@@ -100,8 +121,56 @@ func newNetLab(t *testing.T, sides []int) *netLab {
 	return l
 }
 
+// addEmuLink gives host i an emulated link: TAP devices made here, then
+// moved, one into the host's namespace as eth0, one into the switch's.
+// Their names here carry the process id, so parallel runs do not
+// collide; they vanish with the process.
+func (l *netLab) addEmuLink(i int) {
+	t := l.t
+	t.Helper()
+	h := &l.hosts[i]
+	tap := func(end string) string { return fmt.Sprintf("sf%dh%d%s", os.Getpid(), i, end) }
+	hostEnd, err := openTap(tap("e"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	swEnd, err := openTap(tap("s"))
+	if err != nil {
+		_ = hostEnd.Close()
+		t.Fatal(err)
+	}
+	h.link = newEmuLink(hostEnd, swEnd)
+	for _, m := range []struct{ tap, ns, name string }{{tap("e"), h.ns, "eth0"}, {tap("s"), l.sw, h.swIf}} {
+		runIP(t, "ip", "link", "set", "dev", m.tap, "netns", m.ns)
+		runIP(t, "ip", "-n", m.ns, "link", "set", "dev", m.tap, "name", m.name)
+	}
+}
+
+// impair sets the delay and loss of every host's egress (newEmuNetLab).
+func (l *netLab) impair(delay time.Duration, loss float64) {
+	for _, h := range l.hosts {
+		if h.link == nil {
+			l.t.Fatalf("%s: no emulated link to impair", h.ns)
+		}
+		h.link.set(delay, loss, 0)
+	}
+}
+
 // close deletes every namespace of this lab; their links go with them.
+// It stops emulated links first.
 func (l *netLab) close() {
+	for _, h := range l.hosts {
+		if h.link == nil {
+			continue
+		}
+		done := make(chan struct{})
+		go func() { h.link.close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			l.t.Errorf("%s: the link emulator did not stop", h.ns)
+		}
+	}
 	for _, h := range l.hosts {
 		if err := exec.Command("ip", "netns", "del", h.ns).Run(); err != nil {
 			l.t.Errorf("ip netns del %s: %v", h.ns, err)
