@@ -52,8 +52,10 @@ type HostConfig struct {
 	// patch by itself.
 	HealthWindow time.Duration
 	// StepHook, when set, is called with the name of each step of apply
-	// and undo, right after the step's journal write. Crash tests use it to
-	// kill the process at every step.
+	// and undo, right after the step's journal write ("apply:journaled"
+	// to "apply:done", "undo:journaled" to "undo:done", which follows the
+	// put-back of what the undone patch had replaced). Crash tests use it
+	// to kill the process at every step.
 	StepHook func(step string)
 }
 
@@ -531,6 +533,7 @@ func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool) 
 		return p, nil, err
 	}
 	restored, err := h.restore(ctx, key, info, nil)
+	h.step("undo:done")
 	return p, restored, err
 }
 
@@ -601,6 +604,7 @@ func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
 		}
 		done = append(done, stack[i])
 	}
+	h.step("undo:done")
 	return done, nil
 }
 
