@@ -101,8 +101,8 @@ fuzz-soak: ## run every fuzz target for FUZZSOAK each (default 60s); findings la
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZSOAK)
 
 .PHONY: soak
-soak: ## crash tests (500 rounds of SIGKILL, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss, and delay with loss, on 12 agents
-	SPLICEFLEET_CRASH_ROUNDS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -v
+soak: ## crash tests (500 SIGKILLs inside apply and undo, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss, and delay with loss, on 12 agents
+	SPLICEFLEET_CRASH_KILLS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -timeout 30m -v
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=100 $(GO) test ./cmd/splicefleet -run '$(AGENT_CRASH_TESTS)' -count=1 -timeout 60m -v
 	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 SPLICEFLEET_DELAY_HOSTS=12 \
 		$(GO) test ./cmd/splicefleet -run '$(FAULT_TESTS)' -count=1 -v -timeout 30m

@@ -52,8 +52,10 @@ type HostConfig struct {
 	// patch by itself.
 	HealthWindow time.Duration
 	// StepHook, when set, is called with the name of each step of apply
-	// and undo, right after the step's journal write. Crash tests use it to
-	// kill the process at every step.
+	// and undo, right after the step's journal write ("apply:journaled"
+	// to "apply:done", "undo:journaled" to "undo:done", which follows the
+	// put-back of what the undone patch had replaced). Crash tests use it
+	// to kill the process at every step.
 	StepHook func(step string)
 	// OnCrashLoopGuard, when set, is called once for every patch the
 	// crash-loop guard stopped, after the journal recorded it. The guard
@@ -212,6 +214,12 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	}
 	p.Module, p.ManifestDigest, p.ModuleDigest = m.Module.Name, verified.ManifestDigest, m.Module.SHA256
 	p.Replace, p.Functions, p.CVEs, p.Description, p.Signers = m.Replace, m.Functions, m.CVEs, m.Description, verified.Signers
+	// What this apply retires is journaled with it, so that a crash
+	// between the load and the retire leaves the intent on disk.
+	p.Supersedes = nil
+	for _, q := range upgrades {
+		p.Supersedes = append(p.Supersedes, patchKey(q))
+	}
 	if err := h.load(ctx, p, info); err != nil {
 		if errors.Is(err, ErrStateWrite) {
 			return nil, err // not journaled: the host is as it was
@@ -400,6 +408,7 @@ func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 		return err
 	}
 	h.journal.Pending = nil
+	p.Supersedes = nil // it retires nothing
 	if err := h.save(info); err != nil {
 		return errors.Join(cause, err)
 	}
@@ -411,31 +420,44 @@ func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 // same id is taken off the stack here.
 func (h *Host) retire(ctx context.Context, by *Patch, old []*Patch, info KernelInfo) error {
 	for _, p := range old {
-		reason := fmt.Sprintf("replaced by %s version %d", by.ID, by.Version)
-		if !by.Replace {
-			if err := h.cfg.Kernel.Disable(ctx, p.Module); err != nil {
-				h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
-				continue
-			}
-			if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
-				h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
-				continue
-			}
-		}
-		if err := h.cfg.Kernel.Unload(ctx, p.Module); err != nil {
-			h.log.Warn("unload replaced module", "module", p.Module, "err", err)
-		}
-		if err := h.transition(p, StateReplaced, reason); err != nil {
+		if err := h.retireOne(ctx, by, p, !by.Replace, true); err != nil {
 			return err
 		}
-		p.ReplacedBy = patchKey(by)
 	}
+	by.Supersedes = nil // done: the same write records them replaced
 	if len(old) > 0 {
 		if err := h.save(info); err != nil {
 			return err
 		}
 		h.step("apply:retired")
 	}
+	return nil
+}
+
+// retireOne takes one superseded patch off the kernel (disabling it first
+// when the kernel still runs it) and marks it replaced by the patch that
+// superseded it, so that undoing that patch puts it back. A patch the
+// kernel will not disable stays applied, with a warning.
+func (h *Host) retireOne(ctx context.Context, by, p *Patch, enabled, loaded bool) error {
+	if enabled {
+		if err := h.cfg.Kernel.Disable(ctx, p.Module); err != nil {
+			h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
+			return nil
+		}
+		if err := h.cfg.Kernel.WaitTransition(ctx, p.Module); err != nil {
+			h.log.Warn("retire superseded patch", "patch", p.ID, "version", p.Version, "err", err)
+			return nil
+		}
+	}
+	if loaded {
+		if err := h.cfg.Kernel.Unload(ctx, p.Module); err != nil {
+			h.log.Warn("unload replaced module", "module", p.Module, "err", err)
+		}
+	}
+	if err := h.transition(p, StateReplaced, fmt.Sprintf("replaced by %s version %d", by.ID, by.Version)); err != nil {
+		return err
+	}
+	p.ReplacedBy = patchKey(by)
 	return nil
 }
 
@@ -499,21 +521,38 @@ func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool) 
 		}
 		return nil, nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)", id, strings.Join(above, ", "))}
 	}
+	key := patchKey(p)
+	for _, q := range h.journal.Patches {
+		if q.State == StateReplaced && q.ReplacedBy == key {
+			// Journaled with the reverting write: a crash before what
+			// it replaced is back leaves the put-back to reconcile.
+			h.journal.Restoring = key
+		}
+	}
 	if err := h.undo(ctx, p, info); err != nil {
+		if h.journal.Restoring != "" {
+			// The undo stopped short: nothing is put back.
+			h.journal.Restoring = ""
+			if serr := h.save(info); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
 		return p, nil, err
 	}
-	restored, err := h.restore(ctx, patchKey(p), info)
+	restored, err := h.restore(ctx, key, info, nil)
+	h.step("undo:done")
 	return p, restored, err
 }
 
 // restore loads again, oldest first, the patches that the patch key
-// names ("id@version") had replaced, now that it is off the kernel. A
-// patch that cannot be loaded again is marked failed with the reason, and
-// the others are still restored.
-func (h *Host) restore(ctx context.Context, key string, info KernelInfo) ([]*Patch, error) {
+// names ("id@version") had replaced, now that it is off the kernel, and
+// those in retry (a put-back a crash interrupted). A patch that cannot be
+// loaded again is marked failed with the reason, and the others are still
+// restored. It clears the journal's Restoring marker for key.
+func (h *Host) restore(ctx context.Context, key string, info KernelInfo, retry []*Patch) ([]*Patch, error) {
 	var back []*Patch
 	for _, q := range h.journal.Patches {
-		if q.State == StateReplaced && q.ReplacedBy == key {
+		if q.ReplacedBy == key && (q.State == StateReplaced || slices.Contains(retry, q)) {
 			back = append(back, q)
 		}
 	}
@@ -538,6 +577,12 @@ func (h *Host) restore(ctx context.Context, key string, info KernelInfo) ([]*Pat
 		}
 		h.log.Info("put back a replaced patch", "patch", q.ID, "version", q.Version, "after", key)
 		restored = append(restored, q)
+	}
+	if h.journal.Restoring == key {
+		h.journal.Restoring = ""
+		if err := h.save(info); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return restored, errors.Join(errs...)
 }
@@ -566,6 +611,7 @@ func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
 		}
 		done = append(done, stack[i])
 	}
+	h.step("undo:done")
 	return done, nil
 }
 
@@ -610,6 +656,7 @@ func (h *Host) undoFailed(p *Patch, info KernelInfo, cause error) error {
 	if err := h.transition(p, StateApplied, "undo failed: "+cause.Error()); err != nil {
 		return err
 	}
+	h.journal.Restoring = "" // nothing to put back: it still runs
 	if err := h.save(info); err != nil {
 		return errors.Join(cause, err)
 	}

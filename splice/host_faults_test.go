@@ -309,3 +309,119 @@ func TestCrashLoopGuardPutsBackTheReplacedVersion(t *testing.T) {
 		t.Fatalf("kernel: %s", got)
 	}
 }
+
+// crashDuring runs fn on a host whose process "dies" (the step hook
+// panics) right after step, then abandons that host as a killed process
+// would, without any further write.
+func (e *hostEnv) crashDuring(step string, fn func(h *splice.Host)) {
+	e.t.Helper()
+	h, err := e.open(func(c *splice.HostConfig) {
+		c.StepHook = func(s string) {
+			if s == step {
+				panic("killed at " + s)
+			}
+		}
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer h.Close()
+	defer func() {
+		if r := recover(); r == nil {
+			e.t.Fatalf("the process did not reach %s", step)
+		}
+	}()
+	fn(h)
+}
+
+// TestCrashBetweenLoadAndRetire: the process dies after the kernel took an
+// upgrade or an atomic-replace patch but before the patches it supersedes
+// were journaled replaced. The next open finishes the retire: the host ends
+// as an uninterrupted apply leaves it, and undoing the new patch puts the
+// old one back.
+func TestCrashBetweenLoadAndRetire(t *testing.T) {
+	for _, step := range []string{"apply:loaded", "apply:transitioned", "apply:applied"} {
+		t.Run("upgrade/"+step, func(t *testing.T) {
+			e := newHostEnv(t)
+			h := e.mustOpen()
+			e.apply(h, e.bundle("x", 1, []string{"f"}))
+			h.Close()
+			e.crashDuring(step, func(h *splice.Host) { _, _ = h.Apply(context.Background(), e.bundle("x", 2, []string{"f"}), e.policy) })
+			h = e.mustOpen()
+			if got := states(t, h); got != "x@2=applied x@1=replaced" {
+				t.Fatalf("states after the crash: %s", got)
+			}
+			if got := e.kernelState(); got != "livepatch_x_2:on | modules livepatch_x_2" {
+				t.Fatalf("kernel after the crash: %s", got)
+			}
+			if _, err := h.Apply(context.Background(), e.bundle("x", 2, []string{"f"}), e.policy); !errors.Is(err, splice.ErrAlreadyApplied) {
+				t.Fatalf("retry: %v", err)
+			}
+			_, back, err := h.Undo(context.Background(), "x")
+			if err != nil || len(back) != 1 || back[0].Version != 1 {
+				t.Fatalf("undo x: put back %v, %v", back, err)
+			}
+			if got := e.kernelState(); got != "livepatch_x_1:on | modules livepatch_x_1" {
+				t.Fatalf("kernel after undoing the upgrade: %s", got)
+			}
+		})
+		t.Run("replace/"+step, func(t *testing.T) {
+			e := newHostEnv(t)
+			h := e.mustOpen()
+			e.apply(h, e.bundle("a", 1, []string{"fa"}))
+			e.apply(h, e.bundle("b", 1, []string{"fb"}))
+			h.Close()
+			e.crashDuring(step, func(h *splice.Host) {
+				_, _ = h.Apply(context.Background(), e.bundle("cum", 1, []string{"fa", "fb"}, func(m *splice.Manifest) { m.Replace = true }), e.policy)
+			})
+			h = e.mustOpen()
+			if got := states(t, h); got != "cum@1=applied a@1=replaced b@1=replaced" {
+				t.Fatalf("states after the crash: %s", got)
+			}
+			if got := e.kernelState(); got != "livepatch_cum_1:on | modules livepatch_cum_1" {
+				t.Fatalf("kernel after the crash: %s", got)
+			}
+			_, back, err := h.Undo(context.Background(), "cum")
+			if err != nil || len(back) != 2 {
+				t.Fatalf("undo cum: put back %v, %v", back, err)
+			}
+			if got := e.kernelState(); got != "livepatch_a_1:on livepatch_b_1:on | modules livepatch_a_1 livepatch_b_1" {
+				t.Fatalf("kernel after undoing the replace: %s", got)
+			}
+		})
+	}
+}
+
+// TestCrashDuringUndoPutBack: the process dies after an upgrade was undone
+// but before the older version it had replaced is back. The next open
+// finishes the put-back, as the undo would have.
+func TestCrashDuringUndoPutBack(t *testing.T) {
+	// undo:reverted is the undone patch's last write; the apply steps
+	// are those of loading the older version again.
+	for _, step := range []string{"undo:reverted", "apply:journaled", "apply:loaded", "apply:applied"} {
+		t.Run(step, func(t *testing.T) {
+			e := newHostEnv(t)
+			h := e.mustOpen()
+			e.apply(h, e.bundle("x", 1, []string{"f"}))
+			e.apply(h, e.bundle("x", 2, []string{"f"}))
+			h.Close()
+			e.crashDuring(step, func(h *splice.Host) { _, _, _ = h.Undo(context.Background(), "x") })
+			h = e.mustOpen()
+			if got := states(t, h); got != "x@1=applied x@2=reverted" {
+				t.Fatalf("states after the crash: %s", got)
+			}
+			if got := e.kernelState(); got != "livepatch_x_1:on | modules livepatch_x_1" {
+				t.Fatalf("kernel after the crash: %s", got)
+			}
+			v, err := h.View()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range v.Patches {
+				if p.ReplacedBy != "" {
+					t.Errorf("%s version %d is %s and still says it is replaced by %s", p.ID, p.Version, p.State, p.ReplacedBy)
+				}
+			}
+		})
+	}
+}

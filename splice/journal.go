@@ -62,7 +62,13 @@ type Patch struct {
 	Stack          int      `json:"stack"`            // position in this host's stack, 1 is the oldest
 	// ReplacedBy names the patch that replaced this one ("id@version"),
 	// so that undoing that patch puts this one back.
-	ReplacedBy string    `json:"replaced_by,omitempty"`
+	ReplacedBy string `json:"replaced_by,omitempty"`
+	// Supersedes names the patches ("id@version") this apply retires: an
+	// older version of its id, or what an atomic-replace patch replaces.
+	// It is journaled with the applying write and cleared by the write
+	// that records them replaced, so that a crash in between leaves the
+	// intent on disk and reconciliation finishes the retire.
+	Supersedes []string  `json:"supersedes,omitempty"`
 	AppliedAt  time.Time `json:"applied_at,omitzero"`
 	Updated    time.Time `json:"updated"`
 	// Kernel is the build the patch was applied to.
@@ -88,6 +94,11 @@ type journal struct {
 	// OnCrashLoopGuard callback (see HostConfig), oldest first, at most
 	// maxGuarded.
 	Guarded []Guarded `json:"guarded,omitempty"`
+	// Restoring names the patch ("id@version") an undo is taking off,
+	// journaled with the reverting write when it had replaced patches, and
+	// cleared once they are put back: a crash in between leaves the
+	// put-back for reconciliation to finish.
+	Restoring string `json:"restoring,omitempty"`
 }
 
 // Guarded is one verdict of the crash-loop guard: the host restarted while
@@ -104,6 +115,9 @@ type Guarded struct {
 // whose agent never runs gains one at most per boot.
 const maxGuarded = 32
 
+// journalFormat 1. Fields added since (supersedes, restoring) are
+// optional and only set while an operation is under way, so older journals
+// read as before.
 const journalFormat = 1
 
 // pending is the crash-loop guard's marker: journaled before a load,
@@ -152,6 +166,16 @@ func saveJSON(path string, v any) error {
 func (j *journal) find(id string, version uint64) *Patch {
 	for _, p := range j.Patches {
 		if p.ID == id && p.Version == version {
+			return p
+		}
+	}
+	return nil
+}
+
+// findKey finds the patch a key ("id@version") names.
+func (j *journal) findKey(key string) *Patch {
+	for _, p := range j.Patches {
+		if patchKey(p) == key {
 			return p
 		}
 	}

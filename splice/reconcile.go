@@ -13,8 +13,10 @@ import (
 // reconcile makes the journal agree with the kernel, which is the truth. It
 // runs whenever a Host is opened, before any action. It changes the kernel
 // only to finish what the journal shows half-done: waiting for a
-// transition in progress, and unloading the module of a patch the kernel
-// already disabled.
+// transition in progress, unloading the module of a patch the kernel
+// already disabled, retiring what an interrupted apply superseded (its
+// Supersedes), and putting back what an interrupted undo had to put back
+// (the journal's Restoring).
 func (h *Host) reconcile(ctx context.Context) (err error) {
 	info, err := h.cfg.Kernel.Info()
 	if err != nil {
@@ -28,6 +30,8 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Whether the host restarted since the journal was last written.
+	restarted := h.journal.Kernel.BootID != "" && info.BootID != "" && h.journal.Kernel.BootID != info.BootID
 	pend := h.journal.Pending
 	if pend != nil && pend.BootID != info.BootID {
 		// The host went down while the patch was being applied or
@@ -68,7 +72,19 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	for _, m := range modules {
 		loaded[m] = true
 	}
+	// The patches an apply journaled as superseded are judged after the
+	// patch that supersedes them: if it took effect, the apply stopped
+	// between the load and the retire, and the retire is finished here
+	// (an atomic-replace patch's kernel has already disabled them; they
+	// are not "removed outside splicefleet").
+	retiring := map[string]*Patch{}
 	for _, p := range h.journal.Patches {
+		for _, key := range p.Supersedes {
+			retiring[key] = p
+		}
+	}
+	var interrupted []*Patch // applies the kernel never finished
+	settle := func(p *Patch) error {
 		k, listed := kp[p.Module]
 		enabled := listed && k.Enabled
 		// Whether the host restarted since this patch was loaded, and
@@ -83,44 +99,94 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 		case StateApplying:
 			switch {
 			case enabled:
-				err = h.transition(p, StateApplied, "")
 				if p.AppliedAt.IsZero() {
 					p.AppliedAt = h.cfg.Now().UTC()
 				}
+				return h.transition(p, StateApplied, "")
 			case loaded[p.Module]:
-				err = h.transition(p, StateFailed, "interrupted: the kernel disabled the patch")
+				interrupted = append(interrupted, p)
+				return h.transition(p, StateFailed, "interrupted: the kernel disabled the patch")
 			default:
-				err = h.transition(p, StateFailed, "interrupted before the kernel loaded it")
+				interrupted = append(interrupted, p)
+				return h.transition(p, StateFailed, "interrupted before the kernel loaded it")
 			}
 		case StateApplied:
 			switch {
 			case enabled:
 			case rebooted && !sameBuild:
-				err = h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
+				return h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
 					info.Release, orUnknown(info.BuildID), p.Kernel.Release, orUnknown(p.Kernel.BuildID)))
 			case rebooted:
 				// Same build: boot re-applies it.
 			default:
-				err = h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer runs it")
+				return h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer runs it")
 			}
 		case StateReverting:
 			if enabled {
-				err = h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
-			} else {
-				err = h.transition(p, StateReverted, "")
+				return h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
 			}
+			return h.transition(p, StateReverted, "")
 		case StateNotApplicable:
 			if sameBuild {
 				// Back on the build it was made for: boot may re-apply it.
-				err = h.transition(p, StateApplied, "")
+				return h.transition(p, StateApplied, "")
 			}
 		}
-		if err != nil {
+		return nil
+	}
+	var later []*Patch
+	for _, p := range h.journal.Patches {
+		if retiring[patchKey(p)] != nil {
+			later = append(later, p)
+			continue
+		}
+		if err := settle(p); err != nil {
 			return err
+		}
+	}
+	for _, q := range later {
+		// by took effect when the journal says applied (or, after a
+		// reboot on another build, not applicable): q was to go.
+		by := retiring[patchKey(q)]
+		if q.State == StateApplied && (by.State == StateApplied || by.State == StateNotApplicable) {
+			enabled := kp[q.Module].Enabled
+			if err := h.retireOne(ctx, by, q, enabled, enabled || loaded[q.Module]); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := settle(q); err != nil {
+			return err
+		}
+	}
+	for _, p := range h.journal.Patches {
+		p.Supersedes = nil // judged above
+		if p.Live() && p.ReplacedBy != "" {
+			// Back in the kernel (a put-back the crash cut short after
+			// the load): nothing replaces it any more.
+			p.ReplacedBy = ""
 		}
 	}
 	// Whatever the marker guarded has been judged above.
 	h.journal.Pending = nil
+	if key := h.journal.Restoring; key != "" {
+		undone := h.journal.findKey(key)
+		if !restarted && undone != nil && undone.State == StateReverted {
+			// An undo that stopped before putting back what the undone
+			// patch had replaced: finish it. After a restart, boot does.
+			var retry []*Patch
+			for _, q := range interrupted {
+				if q.ReplacedBy == key {
+					retry = append(retry, q)
+				}
+			}
+			if _, err := h.restore(ctx, key, info, retry); err != nil {
+				h.log.Warn("put back what an interrupted undo took off", "after", key, "err", err)
+			}
+			return nil // restore wrote the journal
+		}
+		h.journal.Restoring = ""
+	}
 	after, err := json.Marshal(h.journal)
 	if err != nil {
 		return err
@@ -233,7 +299,7 @@ func (h *Host) restoreOrphans(ctx context.Context, info KernelInfo) ([]*Patch, e
 	var restored []*Patch
 	var errs []error
 	for _, key := range keys {
-		back, err := h.restore(ctx, key, info)
+		back, err := h.restore(ctx, key, info, nil)
 		restored = append(restored, back...)
 		if err != nil {
 			errs = append(errs, err)
