@@ -22,7 +22,9 @@
 //     golang.org/x/sys/unix.
 //   - [Linux] is the [Kernel] of a running system: reads through an [FS],
 //     system calls through the seam (tests substitute a fake that plays
-//     the kernel on a temporary tree). Load checks that the module
+//     the kernel on a temporary tree). Load retries EBUSY (another
+//     livepatch in transition) and Unload EBUSY and EAGAIN a bounded
+//     number of times with a growing pause. Load checks that the module
 //     registered the livepatch it was verified to be and backs it out
 //     otherwise ([ErrSpecMismatch]). WaitTransition polls the patch's
 //     transition file, signals blocking tasks after a stall, and if that

@@ -22,7 +22,8 @@ type Linux struct {
 	// cleanup bounds the transitions Load waits for when it backs out a
 	// module that is not what was verified.
 	cleanup Timeouts
-	// busyTries and busyBackoff bound Unload's retries of EBUSY and EAGAIN.
+	// busyTries and busyBackoff bound Load's retries of EBUSY, and
+	// Unload's of EBUSY and EAGAIN.
 	busyTries   int
 	busyBackoff time.Duration
 }
@@ -104,8 +105,24 @@ func (k *Linux) Load(ctx context.Context, module *os.File, spec LoadSpec) error 
 		return fmt.Errorf("load module %s: a livepatch of that name is present: %w", spec.Name, ErrAlreadyLoaded)
 	}
 	k.log.Info("loading module", "module", spec.Name, "replace", spec.Replace)
-	if err := k.sys.finitModule(int(module.Fd()), "", 0); err != nil {
-		return fmt.Errorf("load module %s: %w", spec.Name, err)
+	// EBUSY: the livepatch core refuses a new patch while another one is
+	// in a transition; it clears by itself, so retry a bounded number of
+	// times with a growing pause, as Unload does. finit_module reads the
+	// file from its start whatever the descriptor's offset.
+	pause := k.busyBackoff
+	for try := 1; ; try++ {
+		err := k.sys.finitModule(int(module.Fd()), "", 0)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrBusy) || try >= k.busyTries {
+			return fmt.Errorf("load module %s: %w", spec.Name, err)
+		}
+		k.log.Info("kernel busy, retrying the load", "module", spec.Name, "try", try)
+		if !sleep(ctx, pause) {
+			return fmt.Errorf("load module %s: %w (%w)", spec.Name, ctx.Err(), err)
+		}
+		pause = min(2*pause, 10*k.busyBackoff)
 	}
 	return k.checkLoaded(ctx, spec)
 }

@@ -27,6 +27,8 @@ type fakeKernel struct {
 	load      string
 	loadFiles map[string]string
 	finitErr  error
+	// finitBusy is how many finit_module calls fail with EBUSY first.
+	finitBusy int
 	// busy is how many delete_module calls fail with EBUSY first, and
 	// inUse how many then fail with EAGAIN.
 	busy  int
@@ -94,6 +96,10 @@ func (f *fakeKernel) finitModule(fd int, params string, flags int) error {
 	f.calls = append(f.calls, "finit")
 	if fd < 0 || params != "" || flags != 0 {
 		f.t.Errorf("finit_module(%d, %q, %d)", fd, params, flags)
+	}
+	if f.finitBusy > 0 {
+		f.finitBusy--
+		return fmt.Errorf("%s: %w", opFinit, ErrBusy)
 	}
 	if f.finitErr != nil {
 		return f.finitErr
@@ -385,6 +391,33 @@ func TestDisable(t *testing.T) {
 func TestDisableMalformed(t *testing.T) {
 	_, k := newFakeKernel(t, map[string]string{"sys/kernel/livepatch/lp/enabled": "yes\n"})
 	wantErrContaining(t, k.Disable(context.Background(), "lp"), "sys/kernel/livepatch/lp/enabled", `"yes"`)
+}
+
+func TestLoadRetriesBusy(t *testing.T) {
+	t.Run("another transition in progress", func(t *testing.T) {
+		f, k := newFakeKernel(t, emptyLivepatchTree)
+		f.load, f.loadFiles, f.finitBusy = "lp", patchFiles, 3
+		if err := k.Load(context.Background(), moduleFile(t), LoadSpec{Name: "lp"}); err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff([]string{"finit", "finit", "finit", "finit"}, f.calls); d != "" {
+			t.Errorf("calls (-want +got):\n%s", d)
+		}
+	})
+	t.Run("gives up after bounded tries", func(t *testing.T) {
+		f, k := newFakeKernel(t, emptyLivepatchTree)
+		f.load, f.loadFiles, f.finitBusy = "lp", patchFiles, 1000
+		err := k.Load(context.Background(), moduleFile(t), LoadSpec{Name: "lp"})
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("err = %v, want ErrBusy", err)
+		}
+		if n := len(f.calls); n != k.busyTries {
+			t.Errorf("finit_module called %d times, want %d", n, k.busyTries)
+		}
+		if f.loaded["lp"] {
+			t.Error("module loaded")
+		}
+	})
 }
 
 func TestUnload(t *testing.T) {
