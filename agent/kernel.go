@@ -94,7 +94,11 @@ func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
 	}
 	out := make([]splice.KernelPatch, 0, len(lps))
 	for _, lp := range lps {
-		out = append(out, splice.KernelPatch{Name: lp.Name, Enabled: lp.Enabled, Transition: lp.Transition})
+		kp := splice.KernelPatch{Name: lp.Name, Enabled: lp.Enabled, Transition: lp.Transition, Replace: lp.Replace, StackOrder: lp.StackOrder}
+		for _, o := range lp.Objects {
+			kp.Objects = append(kp.Objects, splice.KernelObject{Name: o.Name, Patched: o.Patched})
+		}
+		out = append(out, kp)
 	}
 	return out, nil
 }

@@ -43,6 +43,18 @@ type KernelPatch struct {
 	Name       string `json:"name"`
 	Enabled    bool   `json:"enabled"`
 	Transition bool   `json:"transition"`
+	// What the kernel shows beyond, where it does: the atomic-replace
+	// flag, the position in its stack (Linux 6.7 and later; 1 is the
+	// oldest), and each patched object with whether it is patched now.
+	Replace    *bool          `json:"replace,omitempty"`
+	StackOrder int            `json:"stack_order,omitempty"`
+	Objects    []KernelObject `json:"objects,omitempty"`
+}
+
+// KernelObject is one object a livepatch patches: "vmlinux" or a module.
+type KernelObject struct {
+	Name    string `json:"name"`
+	Patched bool   `json:"patched"`
 }
 
 // ModuleFacts is what the lifecycle checks in a module's own metadata. The

@@ -347,6 +347,8 @@ type PatchView struct {
 	InKernel         bool `json:"in_kernel"`
 	KernelEnabled    bool `json:"kernel_enabled"`
 	KernelTransition bool `json:"kernel_transition"`
+	// Kernel is the kernel's own record of the patch, when it lists it.
+	Kernel *KernelPatch `json:"kernel_patch,omitempty"`
 }
 
 // View reports every patch this host knows, newest stack position last,
@@ -367,6 +369,7 @@ func (h *Host) View() (*HostView, error) {
 		for _, k := range list {
 			if k.Name == p.Module {
 				pv.InKernel, pv.KernelEnabled, pv.KernelTransition = true, k.Enabled, k.Transition
+				pv.Kernel = &k
 			}
 		}
 		known[p.Module] = true

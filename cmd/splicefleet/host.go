@@ -240,10 +240,38 @@ func printView(e *env, v *splice.HostView) {
 				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", p.ID, p.Version, p.Reason)
 			}
 		}
+		for _, p := range v.Patches {
+			if d := kernelDetail(p.Kernel); d != "" {
+				fmt.Fprintf(e.stdout, "  kernel: %s %s\n", p.Module, d)
+			}
+		}
 	}
 	for _, f := range v.Foreign {
 		fmt.Fprintf(e.stdout, "livepatch %s is loaded but not managed by splicefleet (enabled %v, in transition %v)\n", f.Name, f.Enabled, f.Transition)
 	}
+}
+
+// kernelDetail is what the kernel shows of a patch beyond enabled and in
+// transition: its stack order, its replace flag and its patched objects.
+func kernelDetail(k *splice.KernelPatch) string {
+	if k == nil {
+		return ""
+	}
+	var parts []string
+	if k.StackOrder > 0 {
+		parts = append(parts, fmt.Sprintf("stack order %d", k.StackOrder))
+	}
+	if k.Replace != nil {
+		parts = append(parts, fmt.Sprintf("replace %t", *k.Replace))
+	}
+	for _, o := range k.Objects {
+		state := "not patched"
+		if o.Patched {
+			state = "patched"
+		}
+		parts = append(parts, o.Name+" "+state)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func kernelState(p splice.PatchView) string {

@@ -57,9 +57,15 @@ func TestApplyViewUndoBoot(t *testing.T) {
 			t.Errorf("view lacks %s:\n%s", want, text)
 		}
 	}
+	if want := "(?m)^  kernel: livepatch_fix stack order 1, replace false, vmlinux patched$"; !regexp.MustCompile(want).MatchString(text) {
+		t.Errorf("view lacks the kernel's own record %s:\n%s", want, text)
+	}
 	v := h.view()
 	if len(v.Patches) != 1 || v.Patches[0].State != splice.StateApplied || !v.Patches[0].KernelEnabled || !v.Kernel.Simulated {
 		t.Fatalf("view --json: %+v", v)
+	}
+	if k := v.Patches[0].Kernel; k == nil || k.StackOrder != 1 || k.Replace == nil || *k.Replace || len(k.Objects) != 1 || !k.Objects[0].Patched {
+		t.Fatalf("view --json: the kernel's record %+v", k)
 	}
 
 	// Reboot the simulated host: boot re-applies.
