@@ -3,6 +3,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -26,8 +27,9 @@ func TestAdapterOnFixtureKernel(t *testing.T) {
 		t.Fatalf("info %+v", info)
 	}
 	patches, err := k.Patches()
-	if err != nil || len(patches) != 1 || patches[0] != (splice.KernelPatch{Name: "livepatch_cmdline", Enabled: true}) {
-		t.Fatalf("patches %+v %v", patches, err)
+	want := splice.KernelPatch{Name: "livepatch_cmdline", Enabled: true, Objects: []splice.KernelObject{{Name: "vmlinux", Patched: true}}}
+	if err != nil || len(patches) != 1 || !reflect.DeepEqual(patches[0], want) {
+		t.Fatalf("patches %+v %v, want %+v", patches, err, want)
 	}
 	mods, err := k.Modules()
 	if err != nil || !slices.Contains(mods, "livepatch_cmdline") {
