@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -29,13 +30,18 @@ import (
 // manifest's digest, the signatures and the module's digest itself.
 //
 // Seeding: a fetcher names its own blob service in the HolderHeader of a
-// module request. Once the server has uploaded SeedCopies copies of a
-// module it is seeding (one published here, see Seed) within SeedWindow,
-// it answers further requests for it with 429 and the PeersHeader listing
-// the fetchers it served, which by then hold the module too; so the origin
-// of a new bundle uploads only a few copies however large the fleet, and
-// the fleet serves itself. A server that knows no such peer never refuses
-// for this reason. Every server names the peers it served when it is busy.
+// module request. A server seeding a module (one published here, see
+// Seed) reserves one of its SeedCopies copies when an upload starts, and
+// gives the reservation back when the upload fails. Once its copies
+// within SeedWindow, complete or on their way, number SeedCopies, it
+// answers further requests for the module with 429 and the PeersHeader
+// listing the fetchers it served, which by then hold the module too (no
+// list while the first copies are still on their way: the fetcher asks
+// again). So the origin of a new bundle uploads at most SeedCopies full
+// copies per window however large the fleet and however many ask at
+// once, and the fleet serves itself. A server that neither knows such a
+// peer nor is uploading to one never refuses for this reason. Every
+// server names the peers it served when it is busy.
 const (
 	headsPath   = "/v1/heads/"
 	modulesPath = "/v1/modules/"
@@ -125,9 +131,11 @@ func (s *BlobServer) Stats() BlobServerStats {
 
 // seedState is what a server knows of one module it uploads.
 type seedState struct {
-	since   time.Time
-	copies  int
-	holders []string // fetchers served, newest last, at most maxHints
+	since    time.Time // the seeding window's start
+	copies   int       // complete uploads within the window
+	inflight int       // uploads under way
+	pending  int       // of which to fetchers that named their blob service
+	holders  []string  // fetchers served, newest last, at most maxHints
 }
 
 // hints returns the peers that fetched sha here, for a PeersHeader.
@@ -151,47 +159,65 @@ func (s *BlobServer) Seed(sha string) {
 	s.origin[sha] = true
 }
 
-// seeded reports whether the server has uploaded its share of a module it
-// seeds and knows peers that hold it.
-func (s *BlobServer) seeded(sha string) bool {
-	if s.seed.SeedCopies <= 0 {
-		return false
-	}
-	s.seedMu.Lock()
-	defer s.seedMu.Unlock()
-	if !s.origin[sha] {
-		return false
-	}
+// state returns sha's record, starting a new window when the last one
+// has ended. Called with seedMu held.
+func (s *BlobServer) state(sha string) *seedState {
 	st := s.seeds[sha]
-	return st != nil && time.Since(st.since) < s.seed.SeedWindow && st.copies >= s.seed.SeedCopies && len(st.holders) > 0
+	if st == nil {
+		if len(s.seeds) >= 1024 {
+			// Bounded: old modules' records go, not those of uploads
+			// under way.
+			maps.DeleteFunc(s.seeds, func(_ string, st *seedState) bool { return st.inflight == 0 })
+		}
+		st = &seedState{since: time.Now()}
+		s.seeds[sha] = st
+	} else if time.Since(st.since) >= s.seed.SeedWindow {
+		st.since, st.copies = time.Now(), 0
+	}
+	return st
 }
 
-// uploaded records a complete upload of sha to the fetcher r names.
-func (s *BlobServer) uploaded(sha string, r *http.Request) {
+// startUpload reserves a copy of sha for the fetcher r comes from. It
+// returns false, reserving nothing, when sha is seeded here and its
+// copies within the window, complete or under way, already number
+// SeedCopies while peers that hold it, or soon will, are known.
+func (s *BlobServer) startUpload(sha string, r *http.Request) bool {
 	s.seedMu.Lock()
 	defer s.seedMu.Unlock()
-	st := s.seeds[sha]
-	if st == nil || time.Since(st.since) >= s.seed.SeedWindow {
-		if len(s.seeds) >= 1024 {
-			clear(s.seeds) // bounded: old modules' records go
-		}
-		st = &seedState{since: time.Now(), holders: st.holdersOrNil()}
-		s.seeds[sha] = st
+	st := s.state(sha)
+	if s.seed.SeedCopies > 0 && s.origin[sha] && st.copies+st.inflight >= s.seed.SeedCopies &&
+		(len(st.holders) > 0 || st.pending > 0) {
+		return false
+	}
+	st.inflight++
+	if validHostPort(r.Header.Get(HolderHeader)) {
+		st.pending++
+	}
+	return true
+}
+
+// endUpload ends the reservation startUpload made: a complete upload
+// counts as a copy and its fetcher as a holder; one that failed gives
+// its copy back.
+func (s *BlobServer) endUpload(sha string, r *http.Request, complete bool) {
+	s.seedMu.Lock()
+	defer s.seedMu.Unlock()
+	st := s.state(sha)
+	h := r.Header.Get(HolderHeader)
+	st.inflight = max(st.inflight-1, 0)
+	if validHostPort(h) {
+		st.pending = max(st.pending-1, 0)
+	}
+	if !complete {
+		return
 	}
 	st.copies++
-	if h := r.Header.Get(HolderHeader); validHostPort(h) && !slices.Contains(st.holders, h) {
+	if validHostPort(h) && !slices.Contains(st.holders, h) {
 		st.holders = append(st.holders, h)
 		if len(st.holders) > maxHints {
 			st.holders = st.holders[len(st.holders)-maxHints:]
 		}
 	}
-}
-
-func (st *seedState) holdersOrNil() []string {
-	if st == nil {
-		return nil
-	}
-	return st.holders
 }
 
 func validHostPort(s string) bool {
@@ -279,20 +305,26 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if s.seeded(sha) {
-		s.refuse(w, r, sha, "this module has spread: fetch it from the peers listed")
-		return
-	}
-	if !s.acquire(w, r, sha) {
-		return
-	}
-	defer s.release()
 	f, size, err := s.store.OpenModule(sha)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	defer f.Close()
+	if !s.startUpload(sha, r) {
+		s.refuse(w, r, sha, "this module has spread, or is spreading: fetch it from the peers listed, or ask again")
+		return
+	}
+	ended := false
+	defer func() {
+		if !ended { // busy, failed or cut short: the copy is given back
+			s.endUpload(sha, r, false)
+		}
+	}()
+	if !s.acquire(w, r, sha) {
+		return
+	}
+	defer s.release()
 	body := io.LimitReader(f, size)
 	if s.wrapRd != nil {
 		body = s.wrapRd(body)
@@ -303,7 +335,8 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	s.stats.bytes.Add(uint64(n))
 	s.stats.moduleBytes.Add(uint64(n))
 	if err == nil && n == size {
-		s.uploaded(sha, r) // before the counter: tests wait on the counter
+		s.endUpload(sha, r, true) // before the counter: tests wait on the counter
+		ended = true
 		s.stats.modules.Add(1)
 	}
 }

@@ -102,6 +102,10 @@ type Agent struct {
 	sem      chan struct{}
 	wg       sync.WaitGroup
 
+	// aeFetches counts bundles fetched because a peer's index listed
+	// them (anti-entropy), not an announcement.
+	aeFetches atomic.Uint64
+
 	tagsPending atomic.Bool
 	tagKick     chan struct{}
 	startTags   map[string]string // the tags the member started with
@@ -487,8 +491,9 @@ func (a *Agent) peers() []string {
 const maxFetchesQueued = 128
 
 // fetchAsync fetches an announced bundle unless it is held or already
-// being fetched; at most a few fetches run at once.
-func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
+// being fetched; at most a few fetches run at once. fromIndex says that
+// anti-entropy found it in a peer's index, not an announcement.
+func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromIndex bool) {
 	if a.store.Has(ann.ManifestDigest) {
 		return
 	}
@@ -524,7 +529,10 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement) {
 			a.log.Warn("fetch bundle", "id", ann.ID, "version", ann.Version, "digest", ann.ManifestDigest[:12], "err", err)
 			return
 		}
-		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers))
+		if fromIndex {
+			a.aeFetches.Add(1)
+		}
+		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers), "anti_entropy", fromIndex)
 		a.refreshTagsSoon()
 	}()
 }
@@ -572,7 +580,7 @@ func (a *Agent) antiEntropy(ctx context.Context) {
 		if !ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
 			continue
 		}
-		a.fetchAsync(ctx, gossip.Announcement{ID: e.ID, Version: e.Version, ManifestDigest: e.ManifestDigest, Size: e.Size, Origin: peer})
+		a.fetchAsync(ctx, gossip.Announcement{ID: e.ID, Version: e.Version, ManifestDigest: e.ManifestDigest, Size: e.Size, Origin: peer}, true)
 	}
 }
 

@@ -25,7 +25,7 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 				a.log.Debug("skipped an announcement of an expired bundle", "id", ann.ID, "digest", ann.ManifestDigest[:12], "expires", ann.Expires)
 				return
 			}
-			a.fetchAsync(ctx, *ann)
+			a.fetchAsync(ctx, *ann, false)
 		}
 	case gossip.MemberJoin, gossip.MemberLeave, gossip.MemberFailed, gossip.MemberUpdate:
 		a.ro.Kick()

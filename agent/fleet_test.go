@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -261,9 +265,72 @@ func TestTwentyAgents(t *testing.T) {
 	t.Logf("module bytes: %d from peers, %d from the origin; origin served %d", fromPeers, fromOrigin, agents[7].blobs.Stats().BytesServed)
 }
 
-// TestLateJoinerAndRestartCatchUp: anti-entropy brings a node that joins
-// after the announcement, and one that was down when it was made, up to
-// date.
+// quiet stores a bundle in a's store without announcing it, as if its
+// announcement had been lost: only anti-entropy can spread it.
+func (f *testFleet) quiet(a *Agent, raw []byte) *splice.Verified {
+	f.t.Helper()
+	b, err := splice.Decode(bytes.NewReader(raw))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, err := splice.Verify(b, a.policy.Load(), time.Now())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := a.store.Put(v); err != nil {
+		f.t.Fatal(err)
+	}
+	return v
+}
+
+// antiEntropyFetches reads splicefleet_anti_entropy_fetches_total from
+// an agent's /metrics.
+func antiEntropyFetches(t *testing.T, a *Agent) int {
+	t.Helper()
+	for line := range strings.Lines(scrape(t, a)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "splicefleet_anti_entropy_fetches_total "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("%s: %q", a.Name(), line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s exports no splicefleet_anti_entropy_fetches_total", a.Name())
+	return 0
+}
+
+// fetchedThroughAntiEntropy waits until a's count of bundles fetched
+// through anti-entropy is above was (it counts just after storing).
+func fetchedThroughAntiEntropy(t *testing.T, a *Agent, was int) {
+	t.Helper()
+	eventually(t, 10*time.Second, a.Name()+" counts bundles fetched through anti-entropy", func() error {
+		if n := antiEntropyFetches(t, a); n <= was {
+			return fmt.Errorf("splicefleet_anti_entropy_fetches_total %d, was %d", n, was)
+		}
+		return nil
+	})
+}
+
+// holdEvery waits until every agent holds every bundle.
+func holdEvery(t *testing.T, what string, agents []*Agent, bundles ...*splice.Verified) {
+	t.Helper()
+	eventually(t, 60*time.Second, what, func() error {
+		for _, v := range bundles {
+			if err := holdAll(agents, v.ManifestDigest); err != nil {
+				return fmt.Errorf("%s: %w", v.Manifest.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// TestLateJoinerAndRestartCatchUp: anti-entropy brings every current
+// bundle to a node that joins after the announcements, and to one that
+// was down when they were made, including bundles whose announcement
+// never reached anyone (serf replays its recent events to a member that
+// joins, so only those prove anti-entropy); each counts what it learned
+// that way.
 func TestLateJoinerAndRestartCatchUp(t *testing.T) {
 	f := newTestFleet(t)
 	agents := f.startN(3)
@@ -272,10 +339,12 @@ func TestLateJoinerAndRestartCatchUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "three hold it", func() error { return holdAll(agents, first.ManifestDigest) })
+	lost := f.quiet(agents[1], f.bundle("lost", 1, f.signer, 0))
+	holdEvery(t, "three hold both", agents, first, lost)
 
 	late := f.start(f.config("late"))
-	eventually(t, 60*time.Second, "the late joiner catches up", func() error { return holdAll([]*Agent{late}, first.ManifestDigest) })
+	holdEvery(t, "the late joiner catches up", []*Agent{late}, first, lost)
+	fetchedThroughAntiEntropy(t, late, 0)
 
 	cfg2 := agents[2].cfg
 	f.stop(agents[2].Name())
@@ -283,12 +352,54 @@ func TestLateJoinerAndRestartCatchUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	missed := f.quiet(agents[0], f.bundle("missed", 1, f.signer, 0))
 	restarted := f.start(cfg2)
-	eventually(t, 60*time.Second, "the restarted agent catches up", func() error {
-		return holdAll([]*Agent{restarted}, second.ManifestDigest)
-	})
-	if !restarted.store.Has(first.ManifestDigest) {
-		t.Fatal("the restarted agent lost what it held")
+	holdEvery(t, "the restarted agent catches up", []*Agent{restarted}, first, lost, second, missed)
+	fetchedThroughAntiEntropy(t, restarted, 0)
+}
+
+// TestHealedPartitionCatchesUp: two halves of a fleet that hold
+// different bundles (each announced on its own side, or not at all) are
+// joined, as when a partition heals: every agent ends up holding every
+// bundle, and every agent fetched some of them through anti-entropy
+// after the heal.
+func TestHealedPartitionCatchesUp(t *testing.T) {
+	f := newTestFleet(t)
+	sideA := f.startN(2)
+	cfg := f.config("node-b0")
+	cfg.Join = nil // a cluster of its own
+	b0 := f.start(cfg)
+	cfg = f.config("node-b1")
+	cfg.Join = []string{b0.GossipAddr()}
+	sideB := []*Agent{b0, f.start(cfg)}
+	waitMembers(t, sideA, 2)
+	waitMembers(t, sideB, 2)
+
+	onA, err := sideA[0].Publish(f.bundle("side-a", 1, f.signer, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onB, err := sideB[1].Publish(f.bundle("side-b", 1, f.signer, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostA := f.quiet(sideA[1], f.bundle("lost-a", 1, f.signer, 0))
+	lostB := f.quiet(sideB[0], f.bundle("lost-b", 1, f.signer, 0))
+	holdEvery(t, "side A holds its bundles", sideA, onA, lostA)
+	holdEvery(t, "side B holds its bundles", sideB, onB, lostB)
+	all := append(slices.Clone(sideA), sideB...)
+	before := map[string]int{}
+	for _, a := range all {
+		before[a.Name()] = antiEntropyFetches(t, a)
+	}
+
+	if _, err := sideB[0].node.Join(t.Context(), []string{sideA[0].GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, all, 4)
+	holdEvery(t, "after healing, every agent holds every bundle", all, onA, onB, lostA, lostB)
+	for _, a := range all {
+		fetchedThroughAntiEntropy(t, a, before[a.Name()])
 	}
 }
 

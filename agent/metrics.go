@@ -113,6 +113,7 @@ func (a *Agent) distribution() metrics.Distribution {
 		BytesFromPeers: f.BytesFetchedFromPeers, BytesFromOrigin: f.BytesFetchedFromOrigin,
 		BadPeerResponses: f.BadPeerResponses, NegativeCacheHits: f.NegativeCacheHits,
 		VerificationFailures: f.VerificationFailures,
+		AntiEntropyFetches:   a.aeFetches.Load(),
 	}
 }
 

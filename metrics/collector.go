@@ -73,6 +73,9 @@ type Distribution struct {
 	BytesFromPeers, BytesFromOrigin    uint64
 	BadPeerResponses                   uint64
 	NegativeCacheHits                  uint64
+	// AntiEntropyFetches counts bundles fetched because a peer's index
+	// listed them (anti-entropy), not an announcement.
+	AntiEntropyFetches uint64
 	// VerificationFailures by splice.Reason label.
 	VerificationFailures map[string]uint64
 }
@@ -105,7 +108,7 @@ type stateCollector struct {
 	patchState, patchCVE, patchApplied                                                    *prometheus.Desc
 	bundleStored, bundleOutstanding                                                       *prometheus.Desc
 	members, events, dropped, announcements, badAnn, outsiders, queries, queue, hs, proto *prometheus.Desc
-	served, uploads, refused, fetched, downloads, badPeers, negHits, ver                  *prometheus.Desc
+	served, uploads, refused, fetched, downloads, badPeers, negHits, aeFetches, ver       *prometheus.Desc
 	ro                                                                                    rolloutDescs
 }
 
@@ -148,6 +151,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		downloads: d("fetch_downloads_total", "Heads and modules downloaded and checked against their digest, by kind.", "kind"),
 		badPeers:  d("fetch_bad_peer_responses_total", "Responses from peers or the origin that were not what was asked for (wrong digest, too large, malformed)."),
 		negHits:   d("fetch_negative_cache_hits_total", "Announcements of a bundle refused earlier, refused again without a download."),
+		aeFetches: d("anti_entropy_fetches_total", "Bundles fetched and verified because a peer's index listed them (anti-entropy), not an announcement."),
 		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
 
 		ro: newRolloutDescs(d),
@@ -159,7 +163,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
 		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.outsiders, c.queries, c.queue, c.hs, c.proto,
-		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.ver} {
+		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver} {
 		ch <- d
 	}
 	for _, d := range c.ro.all() {
@@ -272,6 +276,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.downloads, d.ModulesFetched, "module")
 		counter(c.badPeers, d.BadPeerResponses)
 		counter(c.negHits, d.NegativeCacheHits)
+		counter(c.aeFetches, d.AntiEntropyFetches)
 		labels := splice.ReasonLabels()
 		byLabel := make(map[string]uint64, len(labels))
 		for reason, n := range d.VerificationFailures {
