@@ -433,35 +433,41 @@ mark dmesg "$(dmesg | grep -o 'lp_refuse: pre_patch callback refuses.*' | head -
 	wantMatch(t, r, "dmesg", `^lp_refuse: pre_patch callback refuses to patch vmlinux`)
 }
 
-// TestScenarioReboot: the state lives on a virtual disk; after a power-off
-// the same kernel boots again and splicefleet boot re-applies the patch.
+// TestScenarioReboot: the state directory is an ext4 file system on a
+// virtual disk, mounted before the apply; after the apply the guest
+// syncs and powers off without unmounting, the same kernel boots again,
+// and splicefleet boot re-applies the patch from the state on the disk.
 func TestScenarioReboot(t *testing.T) {
 	note := scenario(t)
 	disk := filepath.Join(t.TempDir(), "state.img")
-	if err := os.WriteFile(disk, make([]byte, 8<<20), 0o644); err != nil {
+	if err := os.WriteFile(disk, make([]byte, 16<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// The state directory travels as a tar archive written straight onto
-	// the virtio disk.
 	first := bootScenario(t, note, Guest{Name: "reboot-1", Disk: disk, Initramfs: Initramfs{Modules: DiskModules}}, `
+mke2fs -q /dev/vda 2>&1
+mark mkfs "$?"
+mkdir -p /var/lib/splicefleet && mount -t ext4 /dev/vda /var/lib/splicefleet
+mark mounted "$?"
 try apply sf apply -v /lab/bundles/cmdline-1.splice
 state applied
-tar -cf /dev/vda -C /var/lib splicefleet && sync
-mark saved "$?"
+sync
+mark synced "$?"
 `)
+	want(t, first, "mkfs", "0")
+	want(t, first, "mounted", "0")
 	want(t, first, "apply-exit", "0")
 	want(t, first, "applied-cmdline", "splicefleet: cmdline patched")
-	want(t, first, "saved", "0")
+	want(t, first, "synced", "0")
 	second := bootScenario(t, note, Guest{Name: "reboot-2", Disk: disk, Initramfs: Initramfs{Modules: DiskModules}}, `
-tar -xf /dev/vda -C /var/lib
-mark restored "$?"
+mkdir -p /var/lib/splicefleet && mount -t ext4 /dev/vda /var/lib/splicefleet
+mark mounted "$?"
 state booted
 try boot sfv boot -v
 mark reapplied-at "$(uptime_s)"
 state reapplied
 try view sfv view
 `)
-	want(t, second, "restored", "0")
+	want(t, second, "mounted", "0")
 	wantMatch(t, second, "booted-cmdline", stockCmdline.String())
 	want(t, second, "boot-exit", "0")
 	wantMatch(t, second, "boot-out", `re-applied cmdline version 1 \(module lp_cmdline\)`)
