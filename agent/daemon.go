@@ -421,6 +421,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Warn("join", "err", err)
 			} else if err == nil {
 				a.log.Info("joined", "contacted", n)
+				a.ro.joined()
 			}
 		}()
 	}

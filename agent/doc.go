@@ -34,7 +34,12 @@
 // like plans. Judgement rounds run on gossip events and a tick, at most
 // one per tick; failure reports are judged the moment they arrive. Each
 // rollout's state is kept in the state directory, so a restart resumes
-// it.
+// it. Judgement starts with the agent, while serf's join (and its
+// snapshot rejoin) run in the background, so right after a start the
+// member list may hold only this host: until the agent has joined (its
+// join succeeded, or another member is alive in its list, which means
+// serf exchanged full state with a peer), its views are marked joining
+// and open no stage and apply nothing; halts and rollbacks still act.
 //
 // Only cmd parses flags and files; the agent takes a [Config] (strict YAML,
 // documented defaults) and Options. Everything that changes state goes

@@ -79,6 +79,14 @@ var errCheckInterrupted = errors.New("health check interrupted")
 // check runs every check once.
 func (p *healthProbe) check(ctx context.Context, applied bool) error {
 	k := p.a.kernel.Backend()
+	// The taint is read before the log: an Oops taints the kernel after
+	// its lines are logged, so whatever tainted the kernel by the time of
+	// this read is in the log read next, and the failure names the Oops
+	// rather than only the taint it left.
+	t, err := k.Taint()
+	if err != nil {
+		return fmt.Errorf("%w: read taint: %w", errUnhealthy, err)
+	}
 	recs, next, err := k.Log(p.cursor)
 	if err != nil {
 		return fmt.Errorf("%w: read kernel log: %w", errUnhealthy, err)
@@ -88,10 +96,6 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 		if prob := r.Problem(); prob != "" && prob != "livepatch" {
 			return fmt.Errorf("%w: %s in the kernel log: %q", errUnhealthy, prob, r.Message)
 		}
-	}
-	t, err := k.Taint()
-	if err != nil {
-		return fmt.Errorf("%w: read taint: %w", errUnhealthy, err)
 	}
 	if gained := t &^ p.taint &^ expectedTaint; gained != 0 {
 		return fmt.Errorf("%w: the kernel gained taint %s", errUnhealthy, strings.Join(gained.Names(), ","))

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -267,31 +268,53 @@ gates:
 	})
 }
 
+// TestRestartResumesInTheRightStage restarts a host of the last stage
+// while the second stage soaks for an hour: right after the start, before
+// it has rejoined, it says the second stage is open (its own record,
+// not a fresh judgement) and does not apply; a promote then takes it
+// through.
 func TestRestartResumesInTheRightStage(t *testing.T) {
 	f := newTestFleet(t)
 	agents := f.startN(4)
 	waitMembers(t, agents, 4)
-	// Find a host outside the 25% stage, to restart while the first stage
-	// soaks.
-	_, st := f.publishWithPlan(agents[0], "resume", 1, `id: ID
+	// A rollout id that puts a host in the first stage and a host other
+	// than the seed (a restarted seed joins nobody) outside the second.
+	var id string
+	var out *Agent
+	for i := 0; out == nil; i++ {
+		id = fmt.Sprintf("resume-%d", i)
+		first := false
+		var outside *Agent
+		for _, a := range agents {
+			b := rollout.Bucket(id, a.Name())
+			first = first || b < 2500
+			if b >= 5000 && a != agents[0] {
+				outside = a
+			}
+		}
+		if first && outside != nil {
+			out = outside
+		}
+	}
+	_, st := f.publishWithPlan(agents[0], id, 1, `id: ID
 bundle: BUNDLE
 stages:
   - percent: 25
-    soak: 3s
+    soak: 200ms
+  - percent: 50
+    soak: 1h
   - percent: 100
 gates:
   health_window: 100ms
 `)
-	var out *Agent
-	for _, a := range agents {
-		if rollout.Bucket("resume", a.Name()) >= 2500 {
-			out = a
+	eventually(t, 60*time.Second, "every agent opened the second stage", func() error {
+		for _, a := range agents {
+			if s, _ := a.Rollout(st.Digest); s.Open != 1 {
+				return fmt.Errorf("%s: stage %d open: %s", a.Name(), s.Open+1, s.Why)
+			}
 		}
-	}
-	if out == nil {
-		t.Fatal("every host is in the first stage; pick another rollout id")
-	}
-	waitRollout(t, agents, st.Digest, rollout.Running, 30*time.Second)
+		return nil
+	})
 	cfg := out.cfg
 	f.stop(out.Name())
 	restarted := f.start(cfg)
@@ -299,8 +322,8 @@ gates:
 	if err != nil {
 		t.Fatalf("the restarted agent forgot the rollout: %v", err)
 	}
-	if s.Open != 0 || s.Self.Apply {
-		t.Errorf("restarted in stage %d (apply %t), want the first stage and waiting", s.Open+1, s.Self.Apply)
+	if s.Open != 1 || s.Self.Apply {
+		t.Errorf("restarted in stage %d (apply %t), want the second stage and waiting: %s", s.Open+1, s.Self.Apply, s.Why)
 	}
 	rest := []*Agent{restarted}
 	for _, a := range agents {
@@ -308,9 +331,122 @@ gates:
 			rest = append(rest, a)
 		}
 	}
+	waitMembers(t, rest, 4)
+	time.Sleep(time.Second) // several judgement rounds, rejoined
+	if s, _ := restarted.Rollout(st.Digest); s.Open != 1 || localState(restarted, st.Digest) != rollout.StateNone {
+		t.Fatalf("rejoined during the second stage's soak: stage %d open, host %s: %s", s.Open+1, localState(restarted, st.Digest), s.Why)
+	}
+	if _, err := agents[0].Command(f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionPromote, Stage: 2})); err != nil {
+		t.Fatal(err)
+	}
 	waitRollout(t, rest, st.Digest, rollout.Done, 60*time.Second)
-	if got := kernelState(t, restarted); !slices.Equal(got, []string{"lp_resume"}) {
+	if got := kernelState(t, restarted); !slices.Equal(got, []string{"lp_" + id}) {
 		t.Errorf("restarted host runs %v", got)
+	}
+}
+
+// TestRestartedAgentJudgesOnlyOnceJoined: a host restarted while the
+// canary is inside its health window holds only itself in its member
+// list until it has joined, where the canary's stage looks empty. It
+// must not take that for a pass: it never applies before the canary is
+// healthy, and goes on once it has rejoined. Its join is slow (a first
+// address that does not answer) or never succeeds by itself (a peer
+// joins it later).
+func TestRestartedAgentJudgesOnlyOnceJoined(t *testing.T) {
+	// stalled accepts connections and never answers: a join through it
+	// waits for the gossip TCP timeout.
+	stalled, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := stalled.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	for _, tc := range []struct {
+		name string
+		join func(seed string) []string
+		// peerJoins: a peer joins the restarted host (its own join
+		// never succeeds).
+		peerJoins bool
+	}{
+		{"slow first join address", func(seed string) []string { return []string{stalled.Addr().String(), seed} }, false},
+		{"joined by a peer", func(string) []string { return []string{closedAddr} }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newTestFleet(t)
+			seed := f.start(f.config("node-00"))
+			cc := f.config("node-01")
+			cc.Tags = map[string]string{"ring": "canary"}
+			canary := f.start(cc)
+			other := f.start(f.config("node-02"))
+			waitMembers(t, []*Agent{seed, canary, other}, 3)
+			_, st := f.publishWithPlan(seed, "rejoin", 1, `id: ID
+bundle: BUNDLE
+stages:
+  - ring: canary
+  - percent: 100
+gates:
+  health_window: 6s
+`)
+			eventually(t, 30*time.Second, "the canary applies", func() error {
+				if s := localState(canary, st.Digest); s != rollout.StateApplying {
+					return fmt.Errorf("canary %s", s)
+				}
+				return nil
+			})
+			if s := localState(other, st.Digest); s != rollout.StateNone {
+				t.Fatalf("node-02 is %s while the canary applies", s)
+			}
+			cfg := other.cfg
+			cfg.Join = tc.join(f.seedAddr)
+			f.stop("node-02")
+			restarted := f.start(cfg)
+			s, _ := restarted.Rollout(st.Digest)
+			if s.Open != 0 || s.Self.Apply || !strings.Contains(s.Why, "waiting: this agent has not joined the cluster since it started") {
+				t.Errorf("right after the restart: stage %d open, apply %t: %s", s.Open+1, s.Self.Apply, s.Why)
+			}
+			if tc.peerJoins {
+				time.Sleep(time.Second) // alone, judging every 100ms
+				if _, err := seed.node.Join(t.Context(), []string{restarted.GossipAddr()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Until the canary is healthy, the restarted host waits.
+			for localState(canary, st.Digest) == rollout.StateApplying {
+				if s := localState(restarted, st.Digest); s != rollout.StateNone {
+					s2, _ := restarted.Rollout(st.Digest)
+					t.Fatalf("node-02 is %s while the canary is inside its health window: %s", s, s2.Why)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if s := localState(canary, st.Digest); s != rollout.StateHealthy {
+				t.Fatalf("canary %s", s)
+			}
+			waitRollout(t, []*Agent{seed, canary, restarted}, st.Digest, rollout.Done, 60*time.Second)
+			if got := kernelState(t, restarted); !slices.Equal(got, []string{"lp_rejoin"}) {
+				t.Errorf("restarted host runs %v", got)
+			}
+		})
 	}
 }
 

@@ -29,6 +29,11 @@ var (
 	ErrNoRollout = errors.New("no such rollout")
 )
 
+// maxRecordSize bounds a rollout record read at start. The record holds
+// the names of the hosts seen in the open stages (rollout.Rollout.Seen):
+// 10,000 hosts of 128-byte names take about 1.5 MB.
+const maxRecordSize = 16 << 20
+
 // rolloutRecord is what the agent keeps on disk per rollout: the shared
 // judgement's observations and this host's part.
 type rolloutRecord struct {
@@ -62,6 +67,10 @@ type rollouts struct {
 	asked    map[string]bool              // failure reasons asked for, by plan digest and node
 	orphans  map[string][]rollout.Command // verified commands for plans not yet known
 	refused  map[string]time.Time         // documents refused, by digest, when
+	// joining, until this agent has joined the cluster since it started,
+	// says so: its member list may hold only itself, which is no
+	// evidence of a stage passing (see rollout.View.Joining).
+	joining string
 
 	hostMu sync.Mutex // one host action at a time
 	kick   chan struct{}
@@ -75,6 +84,9 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
 		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{})}
+	if len(a.cfg.Join) > 0 {
+		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
+	}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -89,7 +101,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		if !strings.HasSuffix(name, ".json") || !ValidDigest(strings.TrimSuffix(name, ".json")) {
 			continue
 		}
-		data, err := readLimited(filepath.Join(r.dir, name), 1<<20)
+		data, err := readLimited(filepath.Join(r.dir, name), maxRecordSize)
 		if err != nil {
 			return nil, fmt.Errorf("rollout state: %w", err)
 		}
@@ -135,6 +147,22 @@ func (r *rollouts) knowsKey(key string) bool {
 		}
 	}
 	return false
+}
+
+// joined says the agent joined the cluster: its member list is the
+// cluster's from now on, and rollouts are judged on it.
+func (r *rollouts) joined() {
+	r.mu.Lock()
+	r.joinedLocked()
+	r.mu.Unlock()
+	r.Kick()
+}
+
+func (r *rollouts) joinedLocked() {
+	if r.joining != "" {
+		r.joining = ""
+		r.a.log.Info("joined the cluster since start: judging rollouts")
+	}
 }
 
 // Kick asks for an evaluation soon.
@@ -412,12 +440,18 @@ type cluster struct {
 	self    int      // index of this host, -1 when serf does not list it
 }
 
+// The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
 	ms := r.a.node.Members()
 	c := cluster{members: make([]rollout.Member, 0, len(ms)), http: make([]string, 0, len(ms)), self: -1}
 	for _, m := range ms {
 		if m.Name == r.a.cfg.NodeName {
 			c.self = len(c.members)
+		} else if r.joining != "" && m.Status == "alive" {
+			// Another member is alive in the list: serf exchanged its
+			// full state with a peer (a snapshot rejoin, or a peer
+			// joined this host), which is what a join brings.
+			r.joinedLocked()
 		}
 		c.members = append(c.members, memberFor(m))
 		c.http = append(c.http, m.Tags[TagHTTP])
@@ -429,7 +463,7 @@ func (r *rollouts) cluster() cluster {
 // comes from its local state, which is ahead of its gossiped tags. The
 // caller holds r.mu.
 func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
-	v := rollout.View{Self: r.a.cfg.NodeName, Failures: r.failures[rec.Rollout.Digest], Members: c.members}
+	v := rollout.View{Self: r.a.cfg.NodeName, Failures: r.failures[rec.Rollout.Digest], Members: c.members, Joining: r.joining}
 	key := rec.Rollout.Key()
 	if c.self >= 0 {
 		v.Members = slices.Clone(c.members)

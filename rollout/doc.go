@@ -24,7 +24,18 @@
 //     times, where the trust policy tolerates [signing.Policy]'s skew (5
 //     minutes by default).
 //   - Missing data is not success: a host that has not reported is not
-//     healthy, and the stage waits and says for whom.
+//     healthy, and the stage waits and says for whom. A stage opens only
+//     on evidence: its predecessor's gate is checked again when the soak
+//     ends (a pass that stopped holding restarts the soak), and an empty
+//     or shrunken cohort proves nothing. Each agent records the hosts it
+//     saw in the open stages' cohorts ([Rollout.Seen]); one that a later
+//     view does not list at all (a restarted agent whose member list
+//     holds only itself until serf rejoins) still counts, as waiting "not
+//     seen since restart", while one seen leaving gracefully drops out.
+//     A view the agent marks [View.Joining] (not joined since it
+//     started) opens nothing and applies nothing. A cohort that is
+//     empty on a complete view (no host carries the ring) passes, as
+//     the plan says.
 //   - Failures halt. A failure is a member whose tag reports it failed, or
 //     a failure report heard over gossip (fast, unsigned). Unsigned input
 //     can only make an agent more careful: a report can halt a rollout,

@@ -48,6 +48,11 @@ type View struct {
 	Members []Member
 	// Failures are failure reports heard for this rollout: node → reason.
 	Failures map[string]string
+	// Joining, when set, says the member list may be incomplete (the
+	// agent has not joined the cluster since it started) and why. Such
+	// a view is not evidence of anything passing: no stage passes or
+	// opens and the host does not apply; halts still count.
+	Joining string
 }
 
 // Rollout is one plan as this agent follows it. Its fields are what the
@@ -62,8 +67,15 @@ type Rollout struct {
 	Commands []Command `json:"commands,omitempty"`
 	// Opened[k] is when this agent saw stage k open.
 	Opened []time.Time `json:"opened"`
-	// Passed[k] is when this agent first saw stage k pass its gate.
+	// Passed[k] is when this agent saw stage k pass its gate, for the
+	// soak: it is cleared when the stage stops passing before the next
+	// opens, and the soak starts again.
 	Passed []time.Time `json:"passed"`
+	// Seen are the hosts this agent saw in the cohorts of the open stages,
+	// with their stage. A host seen that is missing from a later view
+	// (an agent that restarted and has not heard of it yet) still counts
+	// in its cohort, as waiting; a host seen leaving drops out.
+	Seen map[string]int `json:"seen,omitempty"`
 	// HaltReason, once set, halts the rollout for good.
 	HaltReason string `json:"halt_reason,omitempty"`
 	// HaltedByPeers says it halted because other hosts report it halted,
@@ -198,13 +210,16 @@ type Status struct {
 // StageStatus counts one stage's cohort: the hosts in it or an earlier
 // stage.
 type StageStatus struct {
-	Name    string    `json:"name"`
-	Open    bool      `json:"open"`
-	Cohort  int       `json:"cohort"`
-	Applied int       `json:"applied"` // applying or healthy
-	Healthy int       `json:"healthy"`
-	Failed  int       `json:"failed"`
-	Waiting int       `json:"waiting"` // not reported, or inside the health window
+	Name    string `json:"name"`
+	Open    bool   `json:"open"`
+	Cohort  int    `json:"cohort"`
+	Applied int    `json:"applied"` // applying or healthy
+	Healthy int    `json:"healthy"`
+	Failed  int    `json:"failed"`
+	Waiting int    `json:"waiting"` // not reported, or inside the health window
+	// Missing counts the hosts of the cohort seen earlier that are not in
+	// the member list now (counted in Waiting too).
+	Missing int       `json:"missing,omitempty"`
 	Passed  bool      `json:"passed"`
 	OpensAt time.Time `json:"opens_at,omitzero"`
 	// WaitingFor names some of the hosts the stage waits for.
@@ -229,6 +244,8 @@ type host struct {
 	stage  int
 	state  HostState
 	reason string
+	// missing: seen in a cohort before, not in the member list now.
+	missing bool
 }
 
 // Targets reports whether m is a host the rollout targets.
@@ -288,6 +305,11 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	hosts := make([]host, 0, len(v.Members))
 	for _, m := range v.Members {
 		if !r.Targets(m) {
+			// Left, or no longer targeted: out of every cohort.
+			if _, ok := r.Seen[m.Name]; ok {
+				delete(r.Seen, m.Name)
+				r.changed = true
+			}
 			continue
 		}
 		h := host{Member: m, stage: r.StageOf(m), state: m.Reports[key]}
@@ -302,6 +324,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			st.Self.Targeted, st.Self.Stage, st.Self.State = true, h.stage, h.state
 		}
 	}
+	hosts = r.missing(hosts, v.Self)
 	steer := r.steering()
 	var failed []host
 	for _, h := range hosts {
@@ -407,6 +430,11 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	case steer.paused:
 		st.State = Paused
 		st.Why = fmt.Sprintf("paused by operator (seq %d)", steer.pausedBy)
+	case v.Joining != "":
+		// Nothing passes on a view that may lack any host: the stages
+		// stay as they were, their soak does not start, nothing applies.
+		st.State = Running
+		st.Why = fmt.Sprintf("waiting: %s; stage %d (%s) open", v.Joining, open+1, st.Stages[open].Name)
 	default:
 		st.State = Running
 		open = r.advance(now, st.Stages, steer.promotedTo)
@@ -417,6 +445,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		}
 	}
 	st.Open = open
+	r.see(hosts, open)
 	for k := range st.Stages {
 		st.Stages[k].Open = k <= open
 	}
@@ -425,7 +454,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	switch {
 	case r.HaltReason != "":
 		self.RollBack = r.Rollback && (self.State == StateApplying || self.State == StateHealthy)
-	case st.State == Running || st.State == Done:
+	case v.Joining == "" && (st.State == Running || st.State == Done):
 		self.Apply = self.Targeted && self.Stage >= 0 && self.Stage <= open && self.State == StateNone
 	}
 	return st
@@ -488,6 +517,54 @@ func (r *Rollout) openedElsewhere(now time.Time, hosts []host, open int) int {
 	return max(open, r.open())
 }
 
+// missing adds to hosts the hosts seen in an open stage's cohort that
+// the view does not list at all (not even as left): an agent that
+// restarted and has not heard of them yet. They count as waiting.
+func (r *Rollout) missing(hosts []host, self string) []host {
+	if len(r.Seen) == 0 {
+		return hosts
+	}
+	listed := 0
+	for _, h := range hosts {
+		if _, ok := r.Seen[h.Name]; ok {
+			listed++
+		}
+	}
+	if listed == len(r.Seen) {
+		return hosts // everyone seen is listed (and targeted)
+	}
+	in := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		in[h.Name] = true
+	}
+	for name, stage := range r.Seen {
+		if !in[name] && name != self {
+			hosts = append(hosts, host{Member: Member{Name: name}, stage: stage, missing: true})
+		}
+	}
+	return hosts
+}
+
+// see records the hosts of the open stages' cohorts.
+func (r *Rollout) see(hosts []host, open int) {
+	for _, h := range hosts {
+		if h.missing {
+			continue
+		}
+		old, ok := r.Seen[h.Name]
+		switch {
+		case h.stage >= 0 && h.stage <= open && (!ok || old != h.stage):
+			if r.Seen == nil {
+				r.Seen = map[string]int{}
+			}
+			r.Seen[h.Name], r.changed = h.stage, true
+		case ok && (h.stage < 0 || h.stage > open):
+			delete(r.Seen, h.Name)
+			r.changed = true
+		}
+	}
+}
+
 func (r *Rollout) halt(now time.Time, reason string, rollback bool) {
 	r.HaltReason, r.HaltedAt, r.Rollback, r.changed = reason, now, rollback, true
 }
@@ -515,6 +592,9 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 			continue
 		}
 		ss.Cohort++
+		if h.missing {
+			ss.Missing++
+		}
 		switch h.state {
 		case StateHealthy:
 			ss.Applied++
@@ -534,6 +614,8 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 	for _, h := range waiting {
 		what := h.state.String()
 		switch {
+		case h.missing:
+			what = "not seen since restart"
 		case h.Status == "failed":
 			what = "unreachable"
 		case h.state == StateNone:
@@ -559,21 +641,30 @@ func firstByName(list []host, h host, n int) []host {
 	return list[:min(len(list), n)]
 }
 
-// advance opens stages whose predecessor passed and soaked, or that a
-// promote opened, and returns the highest open stage.
+// advance opens stages whose predecessor passed, soaked, and still
+// passes, or that a promote opened, and returns the highest open stage.
 func (r *Rollout) advance(now time.Time, stages []StageStatus, promotedTo int) int {
 	open := r.open()
 	for k := 0; k < len(stages); k++ {
 		if k > open {
 			break
 		}
-		if stages[k].Passed && r.Passed[k].IsZero() {
+		next := k+1 < len(stages) && r.Opened[k+1].IsZero()
+		switch {
+		case stages[k].Passed && r.Passed[k].IsZero():
 			r.Passed[k], r.changed = now, true
+		case !stages[k].Passed && !r.Passed[k].IsZero() && next:
+			// It stopped passing during its soak (a host of its cohort
+			// is back to waiting, or one more joined it): the soak
+			// starts again when it passes again.
+			r.Passed[k], r.changed = time.Time{}, true
 		}
-		if k+1 >= len(stages) || !r.Opened[k+1].IsZero() {
+		if !next {
 			continue
 		}
-		soaked := !r.Passed[k].IsZero() && !now.Before(r.Passed[k].Add(r.Plan.Stages[k].Soak))
+		// The gate is checked again when the soak ends: a pass seen
+		// once is not enough.
+		soaked := stages[k].Passed && !r.Passed[k].IsZero() && !now.Before(r.Passed[k].Add(r.Plan.Stages[k].Soak))
 		if soaked || promotedTo >= k+1 {
 			r.Opened[k+1], r.changed = now, true
 			open = k + 1
@@ -601,6 +692,9 @@ func (r *Rollout) why(open int, stages []StageStatus, now time.Time) string {
 	}
 	why := fmt.Sprintf("%s open: %d of %d hosts healthy, need %d", name, s.Healthy, s.Cohort,
 		int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort)-1e-9)))
+	if s.Missing > 0 {
+		why += fmt.Sprintf("; %d host%s not seen since restart", s.Missing, plural(s.Missing))
+	}
 	if len(s.WaitingFor) > 0 {
 		why += "; waiting for " + strings.Join(s.WaitingFor, ", ")
 		if s.Waiting > len(s.WaitingFor) {

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -407,5 +408,129 @@ func TestHaltFollowsPeers(t *testing.T) {
 	f.fails["host-05"] = "health check: Oops"
 	if st := f.eval("host-00", t0); !strings.Contains(st.Why, "host-05: health check: Oops") {
 		t.Errorf("the cause arrived, why = %q", st.Why)
+	}
+}
+
+// restart stands for an agent that stopped and started again: the
+// rollout as it was persisted, read back.
+func (f *fleet) restart(t *testing.T) {
+	t.Helper()
+	data, err := json.Marshal(f.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Rollout
+	if err := json.Unmarshal(data, &r); err != nil {
+		t.Fatal(err)
+	}
+	f.r = &r
+}
+
+// A restarted agent whose member list holds only itself (serf has not
+// rejoined yet) sees an empty canary cohort. That is not a pass: the
+// canary it saw before counts, as waiting, until it is heard of again,
+// and the next stage opens only once the canary is healthy.
+func TestViewWithoutTheCohortOpensNothing(t *testing.T) {
+	for _, soak := range []string{"0s", "10m"} {
+		t.Run("soak "+soak, func(t *testing.T) {
+			f := newFleet(t, "id: restart\nbundle: "+digest+"\nstages:\n  - ring: canary\n    soak: "+soak+"\n  - percent: 100\n",
+				3, map[int]string{0: "canary"})
+			f.step(t0, StateApplying)
+			if st := f.eval("host-01", t0); st.Open != 0 || st.Self.Apply {
+				t.Fatalf("canary applying: open %d, apply %t", st.Open+1, st.Self.Apply)
+			}
+			f.restart(t)
+			self := []Member{f.members[1]}
+			for i, at := range []time.Duration{time.Second, 11 * time.Minute} {
+				st := f.r.Evaluate(View{Self: "host-01", Members: self}, t0.Add(at))
+				if st.Open != 0 || st.Self.Apply || st.Stages[0].Passed {
+					t.Fatalf("view of itself only, %d: open %d, apply %t, stage 1 passed %t: %s", i, st.Open+1, st.Self.Apply, st.Stages[0].Passed, st.Why)
+				}
+				if st.Stages[0].Missing != 1 || !strings.Contains(st.Why, "host-00 (not seen since restart)") ||
+					!strings.Contains(st.Why, "1 host not seen since restart") {
+					t.Errorf("why = %q, want the canary named as not seen since restart", st.Why)
+				}
+			}
+			// Rejoined: the canary is still in its health window.
+			if st := f.eval("host-01", t0.Add(12*time.Minute)); st.Open != 0 || st.Self.Apply {
+				t.Fatalf("full view, canary applying: open %d, apply %t: %s", st.Open+1, st.Self.Apply, st.Why)
+			}
+			f.set(StateHealthy)
+			d, _ := time.ParseDuration(soak)
+			now := t0.Add(13 * time.Minute)
+			if st := f.eval("host-01", now); d > 0 && (st.Open != 0 || st.Self.Apply) {
+				t.Fatalf("canary healthy, soak of %s not over: open %d", soak, st.Open+1)
+			}
+			if st := f.eval("host-01", now.Add(d)); st.Open != 1 || !st.Self.Apply {
+				t.Fatalf("canary healthy and soaked: open %d, apply %t: %s", st.Open+1, st.Self.Apply, st.Why)
+			}
+		})
+	}
+}
+
+// A host seen in a cohort that then leaves gracefully drops out of it,
+// and stays out once serf forgot it (it is not "missing").
+func TestSeenHostThatLeftDropsOut(t *testing.T) {
+	f := newFleet(t, stagedPlan, 4, map[int]string{0: "canary", 1: "canary"})
+	f.step(t0, StateApplying)
+	f.members[0].Reports[f.r.Key()] = StateHealthy
+	f.members[1].Status = "left"
+	if st := f.eval("host-03", t0.Add(time.Second)); !st.Stages[0].Passed || st.Stages[0].Cohort != 1 {
+		t.Fatalf("the canary that left still counts: %+v", st.Stages[0])
+	}
+	f.members = append(f.members[:1], f.members[2:]...) // reaped
+	f.restart(t)
+	if st := f.eval("host-03", t0.Add(2*time.Second)); !st.Stages[0].Passed || st.Stages[0].Missing != 0 {
+		t.Fatalf("after serf forgot the host that left: %+v", st.Stages[0])
+	}
+}
+
+// The gate is checked again when the soak ends: a stage that passed once
+// and then stopped passing (a host joined its cohort and has not
+// reported) does not open the next; its soak starts again when it passes
+// again.
+func TestSoakEndChecksTheGateAgain(t *testing.T) {
+	f := newFleet(t, stagedPlan, 6, map[int]string{0: "canary"})
+	f.step(t0, StateHealthy)
+	if st := f.eval("host-05", t0); !st.Stages[0].Passed {
+		t.Fatalf("canary healthy: %s", st.Why)
+	}
+	// A second canary joins during the soak.
+	f.members[1].Tags[RingTag] = "canary"
+	st := f.eval("host-05", t0.Add(30*time.Second))
+	if st.Stages[0].Passed || st.Stages[0].Cohort != 2 {
+		t.Fatalf("with a canary that has not reported: %+v", st.Stages[0])
+	}
+	for _, at := range []time.Duration{61 * time.Second, 10 * time.Minute} {
+		if st := f.eval("host-05", t0.Add(at)); st.Open != 0 || st.Self.Apply || !strings.Contains(st.Why, "host-01 (no report yet)") {
+			t.Fatalf("at +%s, the soak of a pass that no longer holds ended: open %d, apply %t, why %q", at, st.Open+1, st.Self.Apply, st.Why)
+		}
+	}
+	// It applies (its stage is open) and is healthy: the soak starts again.
+	f.step(t0.Add(11*time.Minute), StateHealthy)
+	st = f.eval("host-05", t0.Add(11*time.Minute))
+	if st.Open != 0 || !st.Stages[0].Passed || !strings.Contains(st.Why, "opens in 1m0s") {
+		t.Fatalf("both canaries healthy: open %d, why %q", st.Open+1, st.Why)
+	}
+	if st := f.eval("host-05", t0.Add(12*time.Minute)); st.Open != 1 {
+		t.Fatalf("soaked again: open %d, why %q", st.Open+1, st.Why)
+	}
+}
+
+// While the agent has not joined the cluster since it started, its view
+// is no evidence: nothing passes, opens or applies, even a stage that
+// would pass; once joined, the rollout goes on.
+func TestJoiningViewOpensNothing(t *testing.T) {
+	f := newFleet(t, "id: joining\nbundle: "+digest+"\nstages:\n  - ring: canary\n  - percent: 100\n", 3, map[int]string{0: "canary"})
+	// A genuinely empty view of the canary ring would pass at once:
+	// here there is a canary, healthy, and still nothing may open.
+	f.members[0].Reports[f.r.Key()] = StateHealthy
+	v := View{Self: "host-01", Members: f.members, Joining: "not joined the cluster since start"}
+	st := f.r.Evaluate(v, t0.Add(time.Hour))
+	if st.Open != 0 || st.Self.Apply || !f.r.Passed[0].IsZero() || !strings.HasPrefix(st.Why, "waiting: not joined the cluster since start") {
+		t.Fatalf("joining: open %d, apply %t, passed at %v, why %q", st.Open+1, st.Self.Apply, f.r.Passed[0], st.Why)
+	}
+	if st := f.eval("host-01", t0.Add(time.Hour)); st.Open != 1 || !st.Self.Apply {
+		t.Fatalf("joined: open %d, apply %t, why %q", st.Open+1, st.Self.Apply, st.Why)
 	}
 }
