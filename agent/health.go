@@ -41,6 +41,9 @@ const minPeersForContact = 2
 // alivePeers counts the other members this agent sees alive, and those it
 // sees failed (unreachable without having left).
 func (a *Agent) alivePeers() (alive, failed int) {
+	if a.node == nil {
+		return 0, 0 // not a gossip member (tests of the probe alone)
+	}
 	for _, m := range a.node.Members() {
 		switch {
 		case m.Name == a.cfg.NodeName:
