@@ -71,6 +71,10 @@ type Options struct {
 	// decodes, when set (by tests only), makes the agent stand in for an
 	// older build that decodes protocol versions up to it.
 	decodes uint8
+	// network, when set (by tests and benchmarks only), puts the gossip
+	// member on an in-memory network instead of sockets; the blob
+	// service stays on TCP.
+	network *gossip.MemNetwork
 }
 
 // Agent is splicefleet's daemon on one host: a gossip member that hears
@@ -197,7 +201,7 @@ func New(opts Options) (*Agent, error) {
 		UnsafeNoEncryption: cfg.UnsafeNoGossipEncryption, Tuning: opts.Tuning, Logger: a.log.With("component", "gossip"),
 		UserEvents: []string{rollout.FailureEvent, rollout.DocEvent},
 		Protocol:   min(uint8(cfg.Protocol), cmp.Or(opts.decodes, gossip.ProtocolMax)), Decodes: opts.decodes,
-		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot")}
+		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot"), Network: opts.network}
 	if cfg.Advertise != "" {
 		ah, ap, _ := net.SplitHostPort(cfg.Advertise)
 		gcfg.AdvertiseAddr = ah
@@ -475,12 +479,11 @@ func (a *Agent) shutdown() error {
 // peers lists the blob services of the other alive members, shuffled.
 func (a *Agent) peers() []string {
 	var out []string
-	for _, m := range a.node.Members() {
-		if m.Name == a.cfg.NodeName || m.Status != "alive" || m.Tags[TagHTTP] == "" {
-			continue
+	a.node.EachMember(func(name, status string, tags map[string]string) {
+		if name != a.cfg.NodeName && status == "alive" && tags[TagHTTP] != "" {
+			out = append(out, tags[TagHTTP])
 		}
-		out = append(out, m.Tags[TagHTTP])
-	}
+	})
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
 }

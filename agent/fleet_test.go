@@ -39,6 +39,9 @@ type testFleet struct {
 	antiEntropy time.Duration
 	// options, when set, adjusts every agent's Options.
 	options func(*Options)
+	// network, when set, carries the agents' gossip in memory instead of
+	// on loopback sockets.
+	network *gossip.MemNetwork
 }
 
 func newTestFleet(t testing.TB) *testFleet {
@@ -89,7 +92,7 @@ func (f *testFleet) config(name string) Config {
 
 func (f *testFleet) start(cfg Config) *Agent {
 	f.t.Helper()
-	opts := Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(f.t), RolloutTick: 100 * time.Millisecond}
+	opts := Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(f.t), RolloutTick: 100 * time.Millisecond, network: f.network}
 	if f.options != nil {
 		f.options(&opts)
 	}

@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
@@ -77,13 +77,27 @@ type rollouts struct {
 	// guardsTaken is closed once the start-up Host handed over the crash-loop
 	// guard's verdicts (takeGuardVerdicts).
 	guardsTaken chan struct{}
+
+	// members caches each member as the judgement sees it, by name, with
+	// the tags it was made from; see cluster.
+	members map[string]cachedMember
+	round   uint64
+}
+
+// cachedMember is a member converted for the judgement, valid while serf
+// holds the same tags map and status for it.
+type cachedMember struct {
+	tags   map[string]string // serf's map, held so that its address is not reused
+	status string
+	m      rollout.Member
+	round  uint64 // the last cluster round that saw it
 }
 
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
 		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
-		guardsTaken: make(chan struct{})}
+		guardsTaken: make(chan struct{}), members: map[string]cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
 	}
@@ -440,21 +454,49 @@ type cluster struct {
 	self    int      // index of this host, -1 when serf does not list it
 }
 
-// The caller holds r.mu.
+// cluster takes the members from gossip for a judgement round.
+//
+// Every agent judges every running rollout over the whole member table
+// once per tick, so the conversion is cached: serf replaces a member's
+// tags map when they change and never modifies one, so a member whose
+// map and status are the ones seen last round is converted again only
+// when they change. The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
-	ms := r.a.node.Members()
-	c := cluster{members: make([]rollout.Member, 0, len(ms)), http: make([]string, 0, len(ms)), self: -1}
-	for _, m := range ms {
-		if m.Name == r.a.cfg.NodeName {
+	type entry struct {
+		m    rollout.Member
+		http string
+	}
+	r.round++
+	var es []entry
+	r.a.node.EachMember(func(name, status string, tags map[string]string) {
+		cm, ok := r.members[name]
+		if !ok || !sameMap(cm.tags, tags) || cm.status != status {
+			cm = cachedMember{tags: tags, status: status, m: memberFor(name, status, tags)}
+		}
+		cm.round = r.round
+		r.members[name] = cm
+		es = append(es, entry{cm.m, tags[TagHTTP]})
+	})
+	if len(r.members) > len(es) {
+		for name, cm := range r.members {
+			if cm.round != r.round {
+				delete(r.members, name) // reaped by serf
+			}
+		}
+	}
+	slices.SortFunc(es, func(a, b entry) int { return strings.Compare(a.m.Name, b.m.Name) })
+	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), self: -1}
+	for _, e := range es {
+		if e.m.Name == r.a.cfg.NodeName {
 			c.self = len(c.members)
-		} else if r.joining != "" && m.Status == "alive" {
+		} else if r.joining != "" && e.m.Status == "alive" {
 			// Another member is alive in the list: serf exchanged its
 			// full state with a peer (a snapshot rejoin, or a peer
 			// joined this host), which is what a join brings.
 			r.joinedLocked()
 		}
-		c.members = append(c.members, memberFor(m))
-		c.http = append(c.http, m.Tags[TagHTTP])
+		c.members = append(c.members, e.m)
+		c.http = append(c.http, e.http)
 	}
 	return c
 }
@@ -480,15 +522,22 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 	return v
 }
 
-func memberFor(m gossip.Member) rollout.Member {
+// sameMap reports whether a and b are the same map, not equal ones.
+func sameMap(a, b map[string]string) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// memberFor is a member as the rollout judgement sees it, with copies of
+// what it needs from the tags.
+func memberFor(name, status string, tags map[string]string) rollout.Member {
 	user := map[string]string{}
-	for k, v := range m.Tags {
+	for k, v := range tags {
 		if !strings.HasPrefix(k, "sf.") {
 			user[k] = v
 		}
 	}
-	return rollout.Member{Name: m.Name, Status: m.Status, Kernel: m.Tags[TagKernel], Arch: m.Tags[TagArch],
-		BuildID: m.Tags[TagBuildID], Tags: user, Reports: rollout.DecodeReports(m.Tags[rollout.ReportsTag])}
+	return rollout.Member{Name: name, Status: status, Kernel: tags[TagKernel], Arch: tags[TagArch],
+		BuildID: tags[TagBuildID], Tags: user, Reports: rollout.DecodeReports(tags[rollout.ReportsTag])}
 }
 
 // evaluateLocked judges one rollout and persists what changed. The

@@ -41,6 +41,11 @@ type Config struct {
 	// and zero mean the bound address.
 	AdvertiseAddr string
 	AdvertisePort int
+	// Network, for tests and benchmarks only, puts the node on an
+	// in-memory network instead of UDP and TCP sockets (BindAddr,
+	// BindPort and the advertised address are then ignored; the network
+	// assigns an address). The protocol is unchanged; see MemNetwork.
+	Network *MemNetwork
 	// Keys are the gossip encryption keys (AES, 16, 24 or 32 bytes);
 	// Keys[0] is the primary key that encrypts outgoing traffic, all
 	// keys decrypt. A node without a matching key cannot join.

@@ -173,6 +173,15 @@ func Start(cfg Config) (*Node, error) {
 	ml.SuspicionMult, ml.RetransmitMult = t.SuspicionMult, t.RetransmitMult
 	ml.GossipToTheDeadTime = t.PushPullInterval
 	ml.Logger = newStdLogger(n.log, "memberlist", func() { n.outsiders.Add(1) })
+	if cfg.Network != nil {
+		t, err := cfg.Network.transport()
+		if err != nil {
+			return nil, err
+		}
+		ml.Transport = t
+		ml.BindAddr, ml.BindPort = t.ip.String(), t.port
+		ml.AdvertiseAddr, ml.AdvertisePort = "", 0
+	}
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 		if err != nil {
@@ -211,6 +220,9 @@ func Start(cfg Config) (*Node, error) {
 
 	s, err := serf.Create(sc)
 	if err != nil {
+		if t, ok := ml.Transport.(*memTransport); ok {
+			_ = t.Shutdown()
+		}
 		return nil, fmt.Errorf("start serf: %w", err)
 	}
 	n.serf, n.ml = s, ml
@@ -296,6 +308,18 @@ func (n *Node) Members() []Member {
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// EachMember calls f for every member this node knows, in no order,
+// without copying their tags: f must neither keep nor modify tags (serf
+// replaces a member's tags on an update and never changes them in
+// place, so reading them in f is safe). It is Members without the
+// copies, for callers that look at every member often: at thousands of
+// members, Members copies thousands of maps.
+func (n *Node) EachMember(f func(name, status string, tags map[string]string)) {
+	for _, m := range n.serf.Members() {
+		f(m.Name, m.Status.String(), m.Tags)
+	}
 }
 
 func toMember(m serf.Member) Member {
