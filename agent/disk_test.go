@@ -1,74 +1,17 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/testdisk"
 	"github.com/splicefleet/splicefleet/rollout"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes at dir (root only), unmounted
-// at the end of the test.
-func mountTmpfs(t *testing.T, dir string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatalf("mount a tmpfs for the state directory (the test needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-}
-
-// readOnlyBind mounts dir read-only over itself (a read-only bind mount:
-// files the agent holds open stay as they are, every new write through
-// the path is refused) and returns the undo.
-func readOnlyBind(t *testing.T, dir string) func() {
-	t.Helper()
-	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
-		t.Fatalf("bind mount %s: %v", dir, err)
-	}
-	undo := func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount the read-only bind mount %s: %v", dir, err)
-		}
-	}
-	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
-		undo()
-		t.Fatalf("remount %s read-only: %v", dir, err)
-	}
-	return undo
-}
-
-// fill writes a file until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-}
 
 // stateFiles reads every file under dir.
 func stateFiles(t *testing.T, dir string) map[string]string {
@@ -98,7 +41,7 @@ func stateFiles(t *testing.T, dir string) map[string]string {
 func TestStateDirFullOrReadOnly(t *testing.T) {
 	f := newTestFleet(t)
 	cfg := f.config("node-00")
-	mountTmpfs(t, cfg.StateDir, 4<<20)
+	testdisk.Tmpfs(t, cfg.StateDir, 4<<20)
 	a := f.start(cfg)
 	_, st := f.publishWithPlan(a, "first", 1, "id: ID\nbundle: BUNDLE\nstages:\n  - percent: 100\ngates:\n  health_window: 100ms\n")
 	waitRollout(t, []*Agent{a}, st.Digest, rollout.Done, 30*time.Second)
@@ -137,14 +80,11 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	}
 
 	// Full.
-	filler := filepath.Join(cfg.StateDir, "filler")
-	fill(t, filler)
+	free := testdisk.Fill(t, filepath.Join(cfg.StateDir, "filler"))
 	try("no space left on device")
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	// Read-only.
-	undo := readOnlyBind(t, cfg.StateDir)
+	undo := testdisk.ReadOnly(t, cfg.StateDir)
 	try("read-only file system")
 	undo()
 

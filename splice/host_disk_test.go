@@ -3,78 +3,13 @@ package splice_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
+	"github.com/splicefleet/splicefleet/internal/testdisk"
 	"github.com/splicefleet/splicefleet/splice"
 )
-
-// diskStateDir puts the host's state directory on a tmpfs of size bytes
-// (root only), unmounted at the end of the test.
-func diskStateDir(t *testing.T, e *hostEnv, size int) {
-	t.Helper()
-	if err := os.MkdirAll(e.stateDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", e.stateDir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Fatalf("mount a tmpfs for the state directory (the test needs root): %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(e.stateDir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", e.stateDir, err)
-		}
-	})
-}
-
-// fillDisk writes path until its file system is full and returns the
-// undo.
-func fillDisk(t *testing.T, path string) func() {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-	}
-	return func() {
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// readOnly mounts dir read-only over itself and returns the undo. A
-// read-only remount of the tmpfs itself is refused (EBUSY) while the host
-// holds its lock file open for writing; the bind mount stands for a state
-// directory that became read-only under a running host.
-func readOnly(t *testing.T, dir string) func() {
-	t.Helper()
-	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
-		t.Fatalf("bind mount %s: %v", dir, err)
-	}
-	undo := func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmount the read-only bind mount %s: %v", dir, err)
-		}
-	}
-	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
-		undo()
-		t.Fatalf("remount %s read-only: %v", dir, err)
-	}
-	return undo
-}
 
 // TestStateDiskFullOrReadOnly puts the host's state directory on a small
 // tmpfs, applies one patch, and then makes the file system full, then
@@ -89,13 +24,13 @@ func TestStateDiskFullOrReadOnly(t *testing.T) {
 		break_      func(t *testing.T, e *hostEnv) func()
 	}{
 		{"full", "no space left on device", func(t *testing.T, e *hostEnv) func() {
-			return fillDisk(t, filepath.Join(e.stateDir, "filler"))
+			return testdisk.Fill(t, filepath.Join(e.stateDir, "filler"))
 		}},
-		{"read-only", "read-only file system", func(t *testing.T, e *hostEnv) func() { return readOnly(t, e.stateDir) }},
+		{"read-only", "read-only file system", func(t *testing.T, e *hostEnv) func() { return testdisk.ReadOnly(t, e.stateDir) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newHostEnv(t)
-			diskStateDir(t, e, 8<<20)
+			testdisk.Tmpfs(t, e.stateDir, 8<<20)
 			h := e.mustOpen()
 			e.apply(h, e.bundle("base", 1, []string{"f1"}))
 			stored := e.bundle("stored", 1, []string{"f2"})
