@@ -148,12 +148,9 @@ func (h *Host) step(name string) {
 // save writes the journal atomically, with the kernel it was judged by.
 func (h *Host) save(info KernelInfo) error {
 	h.journal.Kernel = info
-	if err := saveJSON(h.paths.journal, h.journal); err != nil {
-		return fmt.Errorf("write journal: %w", err)
-	}
-	saved, err := json.Marshal(h.journal)
+	saved, err := saveJSON(h.paths.journal, h.journal)
 	if err != nil {
-		return err
+		return fmt.Errorf("write journal: %w", err)
 	}
 	h.saved = saved
 	return nil

@@ -155,12 +155,14 @@ func loadJSON(path string, v any, limit int64) (bool, error) {
 	return true, nil
 }
 
-func saveJSON(path string, v any) error {
+// saveJSON writes v to path atomically and returns the bytes written.
+func saveJSON(path string, v any) ([]byte, error) {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return atomicfile.WriteFile(path, append(data, '\n'), 0o600)
+	data = append(data, '\n')
+	return data, atomicfile.WriteFile(path, data, 0o600)
 }
 
 func (j *journal) find(id string, version uint64) *Patch {
