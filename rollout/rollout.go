@@ -17,6 +17,10 @@ const (
 	Expired = "expired"
 )
 
+// ReasonNotYetKnown is the reason of a host whose tags report it failed
+// before its failure report, which carries the reason, has arrived.
+const ReasonNotYetKnown = "reported failed"
+
 // KernelTarget is the kernel the rolled-out bundle was built for.
 type KernelTarget struct {
 	Release string
@@ -317,7 +321,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			h.state, h.reason = StateFailed, reason
 		}
 		if h.state == StateFailed && h.reason == "" {
-			h.reason = "reported failed"
+			h.reason = ReasonNotYetKnown
 		}
 		hosts = append(hosts, h)
 		if m.Name == v.Self {

@@ -28,7 +28,7 @@ type watchSpec struct {
 // above it; otherwise each change is printed as a line.
 func (d *demo) watch(ctx context.Context, spec watchSpec) (rollout.Status, error) {
 	v := &view{d: d, spec: spec, start: time.Now(), opened: make([]bool, len(spec.plan.Stages)),
-		passed: make([]bool, len(spec.plan.Stages)), failed: map[string]bool{}, running: map[string]bool{}}
+		passed: make([]bool, len(spec.plan.Stages)), failed: map[string]bool{}, failedAt: map[string]time.Time{}, running: map[string]bool{}}
 	if d.live {
 		fmt.Fprint(d.out, "\033[?25l") // hide the cursor while redrawing
 		defer fmt.Fprint(d.out, "\033[?7h\033[?25h")
@@ -66,18 +66,25 @@ func (d *demo) watch(ctx context.Context, spec watchSpec) (rollout.Status, error
 
 // view is the state of one watch's display.
 type view struct {
-	d       *demo
-	spec    watchSpec
-	start   time.Time
-	drawn   int // lines of the live block on screen
-	opened  []bool
-	passed  []bool
-	failed  map[string]bool
-	state   string
-	running map[string]bool
-	line    string // the last change line printed (plain output)
-	why     string
+	d      *demo
+	spec   watchSpec
+	start  time.Time
+	drawn  int // lines of the live block on screen
+	opened []bool
+	passed []bool
+	failed map[string]bool
+	// failedAt is when a host was first seen failed without its reason:
+	// the reason comes in the failure report, a moment after the tags.
+	failedAt map[string]time.Time
+	state    string
+	running  map[string]bool
+	line     string // the last change line printed (plain output)
+	why      string
 }
+
+// reasonWait bounds how long the view holds a failure back for its
+// reason.
+const reasonWait = 3 * time.Second
 
 // frame shows one look at the rollout.
 func (v *view) frame(st rollout.Status, running map[string]bool) {
@@ -170,14 +177,27 @@ func (v *view) events(st rollout.Status, running map[string]bool) []string {
 		}
 	}
 	v.running = running
+	// A failure is told with its reason: while a failed host's reason is
+	// on its way (reasonWait at most), its line and the halt wait for it.
+	waiting := false
 	for _, f := range st.Failed {
 		name, reason, _ := strings.Cut(f, ": ")
-		if !v.failed[name] {
-			v.failed[name] = true
-			add("%s %s: %s", name, d.red("FAILED"), reason)
+		if v.failed[name] {
+			continue
 		}
+		if reason == rollout.ReasonNotYetKnown {
+			if _, ok := v.failedAt[name]; !ok {
+				v.failedAt[name] = time.Now()
+			}
+			if time.Since(v.failedAt[name]) < reasonWait {
+				waiting = true
+				continue
+			}
+		}
+		v.failed[name] = true
+		add("%s %s: %s", name, d.red("FAILED"), reason)
 	}
-	if st.State != v.state {
+	if st.State != v.state && !waiting {
 		switch st.State {
 		case rollout.Done:
 			add("%s: %s", d.green("rollout done"), strings.TrimPrefix(st.Why, "done: "))
