@@ -111,6 +111,14 @@ type Tuning struct {
 	ReconnectInterval   time.Duration
 	LeavePropagateDelay time.Duration
 	BroadcastTimeout    time.Duration
+	// Uncompressed sends packets and state exchanges without memberlist's
+	// LZW compression. Receivers read both forms, so nodes with and
+	// without it mix in one cluster. Compression makes a gossip packet a
+	// little smaller and costs a compressor's tables (about 64 KB
+	// allocated per packet sent, 20 KB per packet read): nothing on a host
+	// of its own, but most of the garbage when hundreds of nodes share a
+	// process (see BenchmarkScaleRollout and docs/scale.md).
+	Uncompressed bool
 }
 
 // DefaultTuning returns memberlist's LAN timers, suited to a data centre.

@@ -32,7 +32,7 @@ type MemNetwork struct {
 	nodes map[string]*memTransport
 	next  uint32
 
-	dropped, packets atomic.Uint64
+	dropped, packets, bytes atomic.Uint64
 }
 
 // MemPacketQueue and MemStreamQueue are each node's receive queue (in
@@ -54,6 +54,11 @@ func (n *MemNetwork) Dropped() (dropped, sent uint64) {
 }
 
 var errMemRefused = errors.New("connection refused")
+
+// Bytes returns how many bytes the packets sent carried, as they would
+// be on the wire (encrypted, compressed if the sender compresses), UDP
+// and IP headers left out.
+func (n *MemNetwork) Bytes() uint64 { return n.bytes.Load() }
 
 // transport adds a node to the network with a fresh address.
 func (n *MemNetwork) transport() (*memTransport, error) {
@@ -122,6 +127,7 @@ func (t *memTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	// without an error.
 	now := time.Now()
 	t.net.packets.Add(1)
+	t.net.bytes.Add(uint64(len(b)))
 	dest := t.net.lookup(a.Addr)
 	if dest == nil {
 		return now, nil

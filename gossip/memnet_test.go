@@ -106,3 +106,34 @@ func BenchmarkMembers(b *testing.B) {
 		}
 	})
 }
+
+// TestUncompressedMixesWithCompressed runs nodes that compress their
+// packets beside nodes that do not (Tuning.Uncompressed): they form one
+// cluster, exchange state on join, and each hears the others'
+// announcements.
+func TestUncompressedMixesWithCompressed(t *testing.T) {
+	t.Parallel()
+	key := testKey(t)
+	mem := NewMemNetwork()
+	nodes, recs := cluster(t, "lzw", 4, func(name string) Config {
+		cfg := testConfig(t, name, key)
+		cfg.BindAddr, cfg.Network = "", mem
+		cfg.Tuning.Uncompressed = name == "lzw-1" || name == "lzw-3"
+		return cfg
+	})
+	for i, n := range nodes {
+		if want := i%2 == 0; n.ml.EnableCompression != want {
+			t.Fatalf("%s compresses: %v, want %v", n.LocalName(), n.ml.EnableCompression, want)
+		}
+	}
+	for _, from := range []int{0, 1} {
+		a := testAnnouncement(fmt.Sprintf("kpatch-lzw-%d", from))
+		if err := nodes[from].Announce(a); err != nil {
+			t.Fatal(err)
+		}
+		waitAnnounced(t, recs, a)
+	}
+	if dropped, sent := mem.Dropped(); sent == 0 || dropped != 0 || mem.Bytes() < sent {
+		t.Errorf("%d of %d packets dropped, %d bytes; want some sent, none dropped", dropped, sent, mem.Bytes())
+	}
+}

@@ -172,6 +172,7 @@ func Start(cfg Config) (*Node, error) {
 	ml.PushPullInterval, ml.TCPTimeout = t.PushPullInterval, t.TCPTimeout
 	ml.SuspicionMult, ml.RetransmitMult = t.SuspicionMult, t.RetransmitMult
 	ml.GossipToTheDeadTime = t.PushPullInterval
+	ml.EnableCompression = !t.Uncompressed
 	ml.Logger = newStdLogger(n.log, "memberlist", func() { n.outsiders.Add(1) })
 	if cfg.Network != nil {
 		t, err := cfg.Network.transport()
