@@ -333,6 +333,12 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 	defer r.done(rec)
 	a := r.a
 	ro := rec.Rollout
+	if again, err := r.resumeApply(ctx, rec); err != nil {
+		r.fail(ctx, rec, nil, err)
+		return
+	} else if again {
+		return
+	}
 	_, probe, err := a.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
@@ -365,6 +371,57 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 		r.fail(ctx, rec, h, err)
 	case ctx.Err() == nil:
 		r.set(rec, rollout.StateHealthy, "")
+	}
+}
+
+// maxInterrupted bounds the applies of one rollout that the agent
+// stopping may cut short before the host gives up on it: an agent killed
+// by every apply is itself a failure to report.
+const maxInterrupted = 3
+
+// resumeApply looks, for a host that restarted while its state in a
+// rollout was "applying", at what the apply left in the host's journal.
+// Applied: the watch resumes (false, nil). Never journaled, or failed as
+// interrupted (splice.Patch.Interrupted: the process stopped before the
+// kernel ran the patch, on this boot): nothing went wrong with the patch,
+// so the host goes back to waiting and the judgement applies it again if
+// the rollout still wants it (true, nil). Failed or removed otherwise,
+// the crash-loop guard's verdict among them: an error that says so.
+func (r *rollouts) resumeApply(ctx context.Context, rec *rolloutRecord) (again bool, err error) {
+	a := r.a
+	r.hostMu.Lock()
+	h, err := a.openHost(ctx, 0, nil)
+	if err != nil {
+		r.hostMu.Unlock()
+		return false, fmt.Errorf("open the host state: %w", err)
+	}
+	v, err := h.View()
+	h.Close()
+	r.hostMu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	var p *splice.PatchView
+	for i := range v.Patches {
+		if v.Patches[i].ID == rec.Patch && v.Patches[i].Version == rec.Version {
+			p = &v.Patches[i]
+		}
+	}
+	switch {
+	case p != nil && p.State == splice.StateApplied:
+		return false, nil
+	case p == nil || p.Interrupted():
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if rec.Local.Interrupted >= maxInterrupted {
+			return false, fmt.Errorf("the apply of %s version %d was cut short %d times, each time by this agent stopping; not trying again",
+				rec.Patch, rec.Version, rec.Local.Interrupted)
+		}
+		rec.Local.Interrupted++
+		r.setLocked(rec, rollout.StateNone, "the apply was cut short when this agent stopped; applying again")
+		return true, nil
+	default:
+		return false, fmt.Errorf("%s version %d is %s on this host: %s", rec.Patch, rec.Version, p.State, p.Reason)
 	}
 }
 

@@ -49,6 +49,9 @@ type local struct {
 	State   rollout.HostState `json:"state"`
 	Reason  string            `json:"reason,omitempty"`
 	Updated time.Time         `json:"updated,omitzero"`
+	// Interrupted counts the applies of this rollout that the agent
+	// stopping cut short (see rollouts.resumeApply).
+	Interrupted int `json:"interrupted,omitempty"`
 }
 
 // rollouts follows every accepted plan on this host.
@@ -80,7 +83,7 @@ type rollouts struct {
 
 	// members caches each member as the judgement sees it, by name, with
 	// the tags it was made from; see cluster.
-	members map[string]cachedMember
+	members map[string]*cachedMember
 	round   uint64
 }
 
@@ -90,6 +93,7 @@ type cachedMember struct {
 	tags   map[string]string // serf's map, held so that its address is not reused
 	status string
 	m      rollout.Member
+	http   string // its blob service address
 	round  uint64 // the last cluster round that saw it
 }
 
@@ -97,7 +101,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
 		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
-		guardsTaken: make(chan struct{}), members: map[string]cachedMember{}}
+		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
 	}
@@ -462,20 +466,16 @@ type cluster struct {
 // map and status are the ones seen last round is converted again only
 // when they change. The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
-	type entry struct {
-		m    rollout.Member
-		http string
-	}
 	r.round++
-	var es []entry
+	es := make([]*cachedMember, 0, len(r.members)+1)
 	r.a.node.EachMember(func(name, status string, tags map[string]string) {
-		cm, ok := r.members[name]
-		if !ok || !sameMap(cm.tags, tags) || cm.status != status {
-			cm = cachedMember{tags: tags, status: status, m: memberFor(name, status, tags)}
+		cm := r.members[name]
+		if cm == nil || !sameMap(cm.tags, tags) || cm.status != status {
+			cm = &cachedMember{tags: tags, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP]}
+			r.members[name] = cm
 		}
 		cm.round = r.round
-		r.members[name] = cm
-		es = append(es, entry{cm.m, tags[TagHTTP]})
+		es = append(es, cm)
 	})
 	if len(r.members) > len(es) {
 		for name, cm := range r.members {
@@ -484,7 +484,7 @@ func (r *rollouts) cluster() cluster {
 			}
 		}
 	}
-	slices.SortFunc(es, func(a, b entry) int { return strings.Compare(a.m.Name, b.m.Name) })
+	slices.SortFunc(es, func(a, b *cachedMember) int { return strings.Compare(a.m.Name, b.m.Name) })
 	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), self: -1}
 	for _, e := range es {
 		if e.m.Name == r.a.cfg.NodeName {
@@ -655,7 +655,7 @@ func (r *rollouts) step(ctx context.Context) {
 // setLocked changes this host's state in a rollout, persists it and
 // gossips it at once. The caller holds r.mu.
 func (r *rollouts) setLocked(rec *rolloutRecord, s rollout.HostState, reason string) {
-	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC()}
+	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC(), Interrupted: rec.Local.Interrupted}
 	if err := r.save(rec); err != nil {
 		r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 	}

@@ -168,7 +168,7 @@ func TestCrashLoopGuard(t *testing.T) {
 			bad = &v.Patches[i]
 		}
 	}
-	if bad == nil || bad.State != splice.StateFailed || !strings.Contains(bad.Reason, "crash-loop guard") || bad.InKernel {
+	if bad == nil || bad.State != splice.StateFailed || !strings.Contains(bad.Reason, "crash-loop guard") || bad.InKernel || bad.Interrupted() {
 		t.Fatalf("bad patch: %+v", bad)
 	}
 	if got := e.kernelState(); got != "livepatch_good_1:on | modules livepatch_good_1" {
@@ -219,6 +219,46 @@ func TestReconcileAfterProcessCrash(t *testing.T) {
 	}
 	if _, err := h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy); !errors.Is(err, splice.ErrAlreadyApplied) {
 		t.Fatalf("re-apply after crash: %v", err)
+	}
+}
+
+// TestApplyInterruptedBeforeLoad: a process killed after journaling an
+// apply and before the kernel loaded the module leaves the patch failed
+// as interrupted (Patch.Interrupted), which the agent takes as "apply it
+// again", and an apply by hand then succeeds.
+func TestApplyInterruptedBeforeLoad(t *testing.T) {
+	e := newHostEnv(t)
+	func() {
+		h, err := e.open(func(c *splice.HostConfig) {
+			c.StepHook = func(step string) {
+				if step == "apply:journaled" {
+					panic("killed")
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		defer func() { _ = recover() }()
+		_, _ = h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy)
+		t.Fatal("apply did not stop at the hook")
+	}()
+	h := e.mustOpen()
+	v, err := h.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Patches) != 1 || !v.Patches[0].Interrupted() || v.Patches[0].Reason != splice.ReasonInterruptedBeforeLoad || v.Patches[0].InKernel {
+		t.Fatalf("after the kill: %+v", v.Patches)
+	}
+	e.apply(h, e.bundle("a", 1, []string{"f"}))
+	if got := states(t, h); got != "a@1=applied" {
+		t.Fatalf("states %s", got)
+	}
+	v, _ = h.View()
+	if v.Patches[0].Interrupted() {
+		t.Fatalf("an applied patch says it was interrupted: %+v", v.Patches[0])
 	}
 }
 
