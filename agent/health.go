@@ -381,9 +381,10 @@ const maxInterrupted = 3
 
 // resumeApply looks, for a host that restarted while its state in a
 // rollout was "applying", at what the apply left in the host's journal.
-// Applied: the watch resumes (false, nil). Never journaled, or failed as
+// Applied: the watch resumes (false, nil). Never journaled, failed as
 // interrupted (splice.Patch.Interrupted: the process stopped before the
-// kernel ran the patch, on this boot): nothing went wrong with the patch,
+// kernel ran the patch, on this boot), or replaced as it was before the
+// apply began (splice.Patch.Prior): nothing went wrong with the patch,
 // so the host goes back to waiting and the judgement applies it again if
 // the rollout still wants it (true, nil). Failed or removed otherwise,
 // the crash-loop guard's verdict among them: an error that says so.
@@ -410,7 +411,7 @@ func (r *rollouts) resumeApply(ctx context.Context, rec *rolloutRecord) (again b
 	switch {
 	case p != nil && p.State == splice.StateApplied:
 		return false, nil
-	case p == nil || p.Interrupted():
+	case p == nil || p.Interrupted() || p.State == splice.StateReplaced:
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if rec.Local.Interrupted >= maxInterrupted {

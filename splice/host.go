@@ -353,6 +353,10 @@ func (h *Host) openModule(p *Patch) (*os.File, error) {
 
 // load journals, marks and loads one patch, and waits for its transition.
 func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
+	p.Prior = nil
+	if p.State == StateReplaced {
+		p.Prior = &Prior{State: p.State, Reason: p.Reason, ReplacedBy: p.ReplacedBy, Stack: p.Stack}
+	}
 	if p.State != StateApplied || p.Stack == 0 {
 		// A new place on top of the stack; a re-apply at boot keeps its own.
 		p.Stack = h.journal.NextStack
@@ -387,6 +391,7 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 	if err := h.transition(p, StateApplied, ""); err != nil {
 		return err
 	}
+	p.Prior = nil
 	p.AppliedAt = h.cfg.Now().UTC()
 	if h.cfg.HealthWindow <= 0 {
 		h.journal.Pending = nil // no window to watch: the guard's job is done
@@ -401,7 +406,10 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 // fail records a failed apply and clears the crash-loop marker: the
 // failure is known, not a crash.
 func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
-	if err := h.transition(p, StateFailed, cause.Error()); err != nil {
+	if p.Prior != nil {
+		// It was replaced before this apply: it stays so.
+		h.restorePrior(p, cause.Error())
+	} else if err := h.transition(p, StateFailed, cause.Error()); err != nil {
 		return err
 	}
 	h.journal.Pending = nil
@@ -410,6 +418,15 @@ func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 		return errors.Join(cause, err)
 	}
 	return cause
+}
+
+// restorePrior puts back what a patch recorded before an apply of it that
+// failed or was cut short (Patch.Prior).
+func (h *Host) restorePrior(p *Patch, why string) {
+	pr := p.Prior
+	h.log.Info("patch state", "patch", p.ID, "version", p.Version, "from", string(p.State), "to", string(pr.State),
+		"reason", pr.Reason, "apply", why)
+	p.State, p.Reason, p.ReplacedBy, p.Stack, p.Prior, p.Updated = pr.State, pr.Reason, pr.ReplacedBy, pr.Stack, nil, h.cfg.Now().UTC()
 }
 
 // retire disables and unloads the patches a new one supersedes: with

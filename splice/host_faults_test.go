@@ -465,3 +465,59 @@ func TestCrashDuringUndoPutBack(t *testing.T) {
 		})
 	}
 }
+
+// TestReapplyOfAReplacedPatchThatFails: x@1 was upgraded to x@2, and x@2
+// replaced by an atomic-replace patch. Applying x@2 again on top, an apply
+// that the kernel refuses or that a crash cuts short before the load
+// leaves x@2 replaced as before, so undoing the atomic-replace patch
+// still puts x@2 back. (Found by `make soak`: the cut-short apply left
+// x@2 failed and x@1 replaced by it, so the undo would have put nothing
+// back.)
+func TestReapplyOfAReplacedPatchThatFails(t *testing.T) {
+	setup := func(t *testing.T) *hostEnv {
+		e := newHostEnv(t)
+		h := e.mustOpen()
+		e.apply(h, e.bundle("x", 1, []string{"f"}))
+		e.apply(h, e.bundle("x", 2, []string{"f"}))
+		e.apply(h, e.bundle("cum", 1, []string{"f", "g"}, func(m *splice.Manifest) { m.Replace = true }))
+		h.Close()
+		return e
+	}
+	const before = "cum@1=applied x@1=replaced x@2=replaced"
+	check := func(t *testing.T, e *hostEnv, h *splice.Host) {
+		t.Helper()
+		if got := states(t, h); got != before {
+			t.Fatalf("states: %s, want as before: %s", got, before)
+		}
+		if got := e.kernelState(); got != "livepatch_cum_1:on | modules livepatch_cum_1" {
+			t.Fatalf("kernel: %s", got)
+		}
+		_, back, err := h.Undo(context.Background(), "cum")
+		if err != nil || len(back) != 1 || back[0].ID != "x" || back[0].Version != 2 {
+			t.Fatalf("undo cum: put back %v, %v; want x@2", back, err)
+		}
+		if got := e.kernelState(); got != "livepatch_x_2:on | modules livepatch_x_2" {
+			t.Fatalf("kernel after the undo: %s", got)
+		}
+	}
+	t.Run("refused", func(t *testing.T) {
+		e := setup(t)
+		e.faults(sim.Faults{"livepatch_x_2": {LoadErrno: "EBUSY"}})
+		h := e.mustOpen()
+		defer h.Close()
+		if _, err := h.Apply(context.Background(), e.bundle("x", 2, []string{"f"}), e.policy); err == nil {
+			t.Fatal("the kernel refused the module, and the apply succeeded")
+		}
+		e.faults(sim.Faults{})
+		check(t, e, h)
+	})
+	t.Run("cut short", func(t *testing.T) {
+		e := setup(t)
+		e.crashDuring("apply:journaled", func(h *splice.Host) {
+			_, _ = h.Apply(context.Background(), e.bundle("x", 2, []string{"f"}), e.policy)
+		})
+		h := e.mustOpen()
+		defer h.Close()
+		check(t, e, h)
+	})
+}

@@ -68,9 +68,15 @@ type Patch struct {
 	// It is journaled with the applying write and cleared by the write
 	// that records them replaced, so that a crash in between leaves the
 	// intent on disk and reconciliation finishes the retire.
-	Supersedes []string  `json:"supersedes,omitempty"`
-	AppliedAt  time.Time `json:"applied_at,omitzero"`
-	Updated    time.Time `json:"updated"`
+	Supersedes []string `json:"supersedes,omitempty"`
+	// Prior is what a patch that was replaced had recorded before an
+	// apply of it started (journaled with the applying write): an apply
+	// that fails, or that a crash cuts short before the kernel ran it,
+	// puts it back, so that the patch that replaced it still puts it
+	// back when undone. Cleared when the apply succeeds.
+	Prior     *Prior    `json:"prior,omitempty"`
+	AppliedAt time.Time `json:"applied_at,omitzero"`
+	Updated   time.Time `json:"updated"`
 	// Kernel is the build the patch was applied to.
 	Kernel KernelInfo `json:"kernel"`
 }
@@ -78,6 +84,14 @@ type Patch struct {
 // Live reports whether the patch is meant to be in the kernel.
 func (p *Patch) Live() bool {
 	return p.State == StateApplied || p.State == StateApplying || p.State == StateReverting
+}
+
+// Prior is a patch's record before an apply of it started.
+type Prior struct {
+	State      State  `json:"state"`
+	Reason     string `json:"reason,omitempty"`
+	ReplacedBy string `json:"replaced_by,omitempty"`
+	Stack      int    `json:"stack"`
 }
 
 // journal is the host's persistent state.

@@ -120,6 +120,10 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 					p.AppliedAt = h.cfg.Now().UTC()
 				}
 				return h.transition(p, StateApplied, "")
+			case p.Prior != nil:
+				interrupted = append(interrupted, p)
+				h.restorePrior(p, "interrupted before the kernel ran it")
+				return nil
 			case loaded[p.Module]:
 				interrupted = append(interrupted, p)
 				return h.transition(p, StateFailed, ReasonInterruptedDisabled)
@@ -216,7 +220,7 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 
 // forceState records a state the guard imposes, whatever the state was.
 func (h *Host) forceState(p *Patch, to State, reason string) error {
-	p.State, p.Reason, p.Updated = to, reason, h.cfg.Now().UTC()
+	p.State, p.Reason, p.Updated, p.Prior = to, reason, h.cfg.Now().UTC(), nil
 	h.log.Warn("patch state", "patch", p.ID, "version", p.Version, "to", string(to), "reason", reason)
 	return nil
 }
