@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,9 +67,25 @@ type BlobServerOptions struct {
 	SeedCopies int
 	// SeedWindow is the period SeedCopies counts over (default 10 s).
 	SeedWindow time.Duration
+	// UploadStall is the longest a fetcher may take to accept each chunk
+	// of a module (default DefaultUploadStall). A fetcher that reads
+	// slower than that, or that does not finish within UploadStall plus
+	// the module's size at MinUploadRate, is cut off: the upload slot and
+	// the seed copy it held are given back. Without it, four readers
+	// that never read would hold every upload slot, and three the
+	// origin's seed copies, for as long as they kept the connections
+	// open.
+	UploadStall time.Duration
 	// Logger receives one debug line per refused request. Default: none.
 	Logger *slog.Logger
 }
+
+// DefaultUploadStall is BlobServerOptions.UploadStall's default, and
+// MinUploadRate the slowest a whole upload may go, in bytes a second.
+const (
+	DefaultUploadStall = 10 * time.Second
+	MinUploadRate      = 64 << 10
+)
 
 // BlobServerStats counts what a blob server did.
 type BlobServerStats struct {
@@ -77,6 +94,7 @@ type BlobServerStats struct {
 	BytesServed       uint64 // body bytes written, heads and modules
 	ModuleBytesServed uint64 // of which module bytes
 	Busy              uint64 // requests refused with 429
+	TooSlow           uint64 // module uploads cut off: the fetcher read too slowly
 	NotFound          uint64 // 404s
 	BadRequests       uint64 // 400s
 }
@@ -91,7 +109,7 @@ type BlobServer struct {
 	origin map[string]bool // modules published here
 	slots  chan struct{}
 	mux    *http.ServeMux
-	stats  struct{ heads, modules, bytes, moduleBytes, busy, notFound, bad atomic.Uint64 }
+	stats  struct{ heads, modules, bytes, moduleBytes, busy, notFound, bad, slow atomic.Uint64 }
 	wrapRd func(io.Reader) io.Reader // tests hold uploads open through it
 }
 
@@ -105,6 +123,9 @@ func NewBlobServer(store *Store, opts BlobServerOptions) *BlobServer {
 	}
 	if opts.SeedWindow <= 0 {
 		opts.SeedWindow = 10 * time.Second
+	}
+	if opts.UploadStall <= 0 {
+		opts.UploadStall = DefaultUploadStall
 	}
 	s := &BlobServer{store: store, log: opts.Logger, seed: opts, seeds: map[string]*seedState{}, origin: map[string]bool{},
 		slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
@@ -124,6 +145,7 @@ func (s *BlobServer) Stats() BlobServerStats {
 		BytesServed:       s.stats.bytes.Load(),
 		ModuleBytesServed: s.stats.moduleBytes.Load(),
 		Busy:              s.stats.busy.Load(),
+		TooSlow:           s.stats.slow.Load(),
 		NotFound:          s.stats.notFound.Load(),
 		BadRequests:       s.stats.bad.Load(),
 	}
@@ -331,12 +353,60 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	n, err := io.Copy(w, body)
+	n, err := s.upload(w, body, size)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.stats.slow.Add(1)
+		s.log.Debug("blob service cut off a slow fetcher", "module", sha[:12], "from", r.RemoteAddr, "sent", n, "size", size)
+	}
 	s.stats.bytes.Add(uint64(n))
 	s.stats.moduleBytes.Add(uint64(n))
 	if err == nil && n == size {
 		s.endUpload(sha, r, true) // before the counter: tests wait on the counter
 		ended = true
 		s.stats.modules.Add(1)
+	}
+}
+
+// uploadChunk is how much of a module the server writes under one
+// stall deadline.
+const uploadChunk = 32 << 10
+
+// upload writes a module's size bytes from body, each chunk under a write
+// deadline of UploadStall and the whole under UploadStall plus size at
+// MinUploadRate (see BlobServerOptions.UploadStall). A fetcher too slow
+// for either ends with an error wrapping os.ErrDeadlineExceeded.
+func (s *BlobServer) upload(w http.ResponseWriter, body io.Reader, size int64) (int64, error) {
+	rc := http.NewResponseController(w)
+	stall := s.seed.UploadStall
+	end := time.Now().Add(stall + time.Duration(size)*time.Second/MinUploadRate)
+	buf := make([]byte, uploadChunk)
+	var n int64
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			deadline := time.Now().Add(stall)
+			if deadline.After(end) {
+				deadline = end
+			}
+			if err := rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return n, err
+			}
+			m, err := w.Write(buf[:k])
+			n += int64(m)
+			if err == nil {
+				if ferr := rc.Flush(); !errors.Is(ferr, http.ErrNotSupported) {
+					err = ferr
+				}
+			}
+			if err != nil {
+				return n, err
+			}
+		}
+		switch {
+		case errors.Is(rerr, io.EOF):
+			return n, nil
+		case rerr != nil:
+			return n, rerr
+		}
 	}
 }

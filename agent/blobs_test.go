@@ -2,12 +2,17 @@ package agent
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // storedBundle returns a store holding one verified bundle.
@@ -185,5 +190,54 @@ func TestBlobServerBoundsConcurrentUploads(t *testing.T) {
 	st := blobs.Stats()
 	if st.Busy != 2 || st.ModulesServed != 2 || st.ModuleBytesServed != uint64(2*len(module)) {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSlowFetcherIsCutOff: a fetcher that asks for a module and then
+// stops reading (a hostile one, or one that hung) is cut off after the
+// upload stall; the upload slot and the seed copy it held are given back,
+// so the next fetcher gets the module, and the cut is counted.
+func TestSlowFetcherIsCutOff(t *testing.T) {
+	f := newDistFixture(t)
+	store, _, module, _, sha := storedBundle(t, f, 8<<20) // more than the kernel's socket buffers hold
+	blobs := NewBlobServer(store, BlobServerOptions{MaxConcurrentUploads: 1, SeedCopies: 1, UploadStall: 300 * time.Millisecond, Logger: testLogger(t)})
+	blobs.Seed(sha)
+	p := newTestPeer(t, blobs)
+
+	// A receive buffer of a few KB, set before the connection is made,
+	// and a request it never reads the answer to.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	slow, err := d.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := fmt.Fprintf(slow, "GET %s%s HTTP/1.1\r\nHost: x\r\n%s: 127.0.0.1:1\r\n\r\n", modulesPath, sha, HolderHeader); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for blobs.Stats().TooSlow == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server still uploads to a fetcher that reads nothing: %+v", blobs.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The connection was closed on it: what it can still read ends short.
+	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, _ := io.Copy(io.Discard, slow)
+	if got >= int64(len(module)) {
+		t.Errorf("the cut-off fetcher read %d bytes of a %d-byte module", got, len(module))
+	}
+
+	resp := getModuleAs(t, p, sha, "127.0.0.1:2")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the next fetcher: %s; the slot or the seed copy was not given back", resp.Status)
+	}
+	if st := blobs.Stats(); st.TooSlow != 1 || st.ModulesServed != 1 {
+		t.Errorf("stats %+v: want 1 cut off and 1 served", st)
 	}
 }

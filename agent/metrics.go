@@ -108,7 +108,7 @@ func (a *Agent) distribution() metrics.Distribution {
 	return metrics.Distribution{
 		HeadsServed: b.HeadsServed, ModulesServed: b.ModulesServed,
 		HeadBytesServed: b.BytesServed - b.ModuleBytesServed, ModuleBytesServed: b.ModuleBytesServed,
-		Busy: b.Busy, NotFound: b.NotFound, BadRequests: b.BadRequests,
+		Busy: b.Busy, NotFound: b.NotFound, BadRequests: b.BadRequests, TooSlow: b.TooSlow,
 		HeadsFetched: f.HeadsFetched, ModulesFetched: f.ModulesFetched,
 		BytesFromPeers: f.BytesFetchedFromPeers, BytesFromOrigin: f.BytesFetchedFromOrigin,
 		BadPeerResponses: f.BadPeerResponses, NegativeCacheHits: f.NegativeCacheHits,

@@ -69,6 +69,7 @@ type Distribution struct {
 	HeadsServed, ModulesServed         uint64
 	HeadBytesServed, ModuleBytesServed uint64
 	Busy, NotFound, BadRequests        uint64
+	TooSlow                            uint64 // module uploads cut off: the fetcher read too slowly
 	HeadsFetched, ModulesFetched       uint64
 	BytesFromPeers, BytesFromOrigin    uint64
 	BadPeerResponses                   uint64
@@ -146,7 +147,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 
 		served:    d("blob_served_bytes_total", "Bytes the blob service sent to peers, by kind: head, module.", "kind"),
 		uploads:   d("blob_uploads_total", "Complete responses of the blob service, by kind: head, module.", "kind"),
-		refused:   d("blob_refused_total", "Requests the blob service refused, by reason: busy, not_found, bad_request.", "reason"),
+		refused:   d("blob_refused_total", "Requests the blob service refused, by reason: busy, not_found, bad_request; and module uploads it cut off because the fetcher read too slowly: too_slow.", "reason"),
 		fetched:   d("fetched_bytes_total", "Bundle bytes downloaded, by source: peer, origin.", "source"),
 		downloads: d("fetch_downloads_total", "Heads and modules downloaded and checked against their digest, by kind.", "kind"),
 		badPeers:  d("fetch_bad_peer_responses_total", "Responses from peers or the origin that were not what was asked for (wrong digest, too large, malformed)."),
@@ -270,6 +271,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.refused, d.Busy, "busy")
 		counter(c.refused, d.NotFound, "not_found")
 		counter(c.refused, d.BadRequests, "bad_request")
+		counter(c.refused, d.TooSlow, "too_slow")
 		counter(c.fetched, d.BytesFromPeers, "peer")
 		counter(c.fetched, d.BytesFromOrigin, "origin")
 		counter(c.downloads, d.HeadsFetched, "head")
