@@ -94,6 +94,24 @@ type Prior struct {
 	Stack      int    `json:"stack"`
 }
 
+// The reasons reconciliation records for an apply that the process
+// running it did not finish (it was killed or the machine stopped), on
+// the same boot (see Patch.Interrupted); an apply of a replaced patch goes
+// back to what it was instead (Patch.Prior).
+const (
+	ReasonInterruptedBeforeLoad = "interrupted before the kernel loaded it"
+	ReasonInterruptedDisabled   = "interrupted: the kernel disabled the patch"
+)
+
+// Interrupted reports whether the patch failed only because the apply
+// was interrupted on this boot, before the kernel ran it: nothing about
+// the patch itself went wrong, and applying it again is what the
+// interrupted caller meant to do. A patch the crash-loop guard stopped
+// (the host restarted during the apply) is not interrupted: it failed.
+func (p *Patch) Interrupted() bool {
+	return p.State == StateFailed && (p.Reason == ReasonInterruptedBeforeLoad || p.Reason == ReasonInterruptedDisabled)
+}
+
 // journal is the host's persistent state.
 type journal struct {
 	Format  int        `json:"format"`
