@@ -215,7 +215,7 @@ func TestSlowFetcherIsCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer slow.Close()
+	defer func() { _ = slow.Close() }()
 	if _, err := fmt.Fprintf(slow, "GET %s%s HTTP/1.1\r\nHost: x\r\n%s: 127.0.0.1:1\r\n\r\n", modulesPath, sha, HolderHeader); err != nil {
 		t.Fatal(err)
 	}
