@@ -228,22 +228,9 @@ func TestReconcileAfterProcessCrash(t *testing.T) {
 // again", and an apply by hand then succeeds.
 func TestApplyInterruptedBeforeLoad(t *testing.T) {
 	e := newHostEnv(t)
-	func() {
-		h, err := e.open(func(c *splice.HostConfig) {
-			c.StepHook = func(step string) {
-				if step == "apply:journaled" {
-					panic("killed")
-				}
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		defer func() { _ = recover() }()
+	e.crashDuring("apply:journaled", func(h *splice.Host) {
 		_, _ = h.Apply(context.Background(), e.bundle("a", 1, []string{"f"}), e.policy)
-		t.Fatal("apply did not stop at the hook")
-	}()
+	})
 	h := e.mustOpen()
 	v, err := h.View()
 	if err != nil {
