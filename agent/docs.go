@@ -34,15 +34,13 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 		}
 	case gossip.UserEvent:
 		switch ev.Name {
+		case rollout.ReportEvent:
+			// Refused and counted inside unless it verifies.
+			_ = a.ro.Report(ev.Payload)
 		case rollout.FailureEvent:
-			f, err := rollout.DecodeFailure(ev.Payload)
-			if err != nil {
-				a.log.Warn("bad failure report", "err", err)
-				a.metricBadEvent(ev.Name)
-				return
-			}
-			a.log.Info("failure report", "plan", f.Plan[:12], "node", f.Node, "reason", f.Reason)
-			a.ro.Failure(f)
+			// The unsigned failure report of earlier releases: no host's
+			// word counts unless it signed it.
+			a.metricRefused("report", fmt.Errorf("%w: %w (an agent of an earlier release, or a forgery)", ErrReportRefused, rollout.ErrUnsignedReport))
 		case rollout.DocEvent:
 			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
 			if err == nil && !validHostPort(d.Origin) {

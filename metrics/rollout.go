@@ -13,7 +13,7 @@ import (
 const MaxRollouts = 16
 
 // The states of a rollout, in exposition order.
-var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, rollout.Done, rollout.Expired}
+var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, rollout.RolledBack, rollout.Revoked, rollout.Done, rollout.Expired}
 
 // The states a host reports in a rollout, in exposition order; their
 // label values are their names (rollout.HostState.String), as
@@ -21,16 +21,17 @@ var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, ro
 var hostStates = []rollout.HostState{rollout.StateNone, rollout.StateApplying, rollout.StateHealthy, rollout.StateFailed,
 	rollout.StateRolledBack, rollout.StateHalted}
 
-// Kinds of signed rollout documents: a closed set of label values.
-var documentKinds = []string{rollout.KindPlan, rollout.KindCommand}
+// Kinds of signed rollout documents: a closed set of label values. A
+// "report" is a host's signed report of its own part in a rollout.
+var documentKinds = []string{rollout.KindPlan, rollout.KindCommand, "report"}
 
 // RefusalReasons say why a signed plan or command was refused: a closed
 // set of label values, the ones the control API reports. An unknown
 // reason is counted as "refused".
-var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "refused"}
+var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "refused", "unsigned", "key"}
 
 // The rollout gossip events whose payload can fail to decode.
-var rolloutEvents = []string{rollout.FailureEvent, rollout.DocEvent}
+var rolloutEvents = []string{rollout.ReportEvent, rollout.DocEvent}
 
 type rolloutDescs struct {
 	state, stage, stages, hosts, hostState *prometheus.Desc
@@ -80,6 +81,7 @@ func (c *stateCollector) collectRollouts(gauge func(*prometheus.Desc, float64, .
 			gauge(c.ro.hosts, float64(s.Healthy), st.ID, "healthy")
 			gauge(c.ro.hosts, float64(applying), st.ID, "applying")
 			gauge(c.ro.hosts, float64(s.Failed), st.ID, "failed")
+			gauge(c.ro.hosts, float64(s.RolledBack), st.ID, "rolled-back")
 			gauge(c.ro.hosts, float64(max(0, s.Waiting-applying)), st.ID, "waiting")
 		}
 		for _, h := range hostStates {
@@ -103,8 +105,8 @@ func (m *Metrics) RolloutRefused(kind, reason string) {
 }
 
 // RolloutBadEvent counts a rollout gossip event whose payload did not
-// decode. event is the event's name, rollout.FailureEvent or
-// rollout.DocEvent; another is not counted.
+// decode. event is the event's name, rollout.DocEvent (a host report
+// that does not decode is a refused "report"); another is not counted.
 func (m *Metrics) RolloutBadEvent(event string) {
 	if !slices.Contains(rolloutEvents, event) {
 		m.log.Error("bad rollout event of an unknown name is not counted", "event", event)
@@ -117,7 +119,7 @@ func (m *Metrics) RolloutBadEvent(event string) {
 // zero.
 func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_documents_refused_total",
-		Help: "Refusals of signed rollout plans and operator commands, by kind (plan, command) and reason (signature, expired, replayed, invalid, refused); a document offered again is refused and counted again."},
+		Help: "Refusals of signed rollout plans, operator commands and host reports, by kind (plan, command, report) and reason (signature, expired, replayed, invalid, refused, unsigned: a host report without a host signature, key: signed by a key other than the one pinned for the node it names); a document offered again is refused and counted again."},
 		[]string{"kind", "reason"})
 	for _, k := range documentKinds {
 		for _, r := range RefusalReasons {
@@ -125,7 +127,7 @@ func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 		}
 	}
 	bad = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_bad_events_total",
-		Help: "Rollout gossip events whose payload did not decode, by event: sf-fail (failure reports), sf-doc (document announcements)."},
+		Help: "Rollout gossip events whose payload did not decode, by event: sf-rep (host reports; counted as refused reports instead), sf-doc (document announcements)."},
 		[]string{"event"})
 	for _, e := range rolloutEvents {
 		bad.WithLabelValues(e)
