@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -57,7 +58,7 @@ type rogue struct {
 
 // joinRogue starts a rogue member with the fleet's gossip key and joins
 // it to the fleet.
-func (f *testFleet) joinRogue(name string) *rogue {
+func (f *testFleet) joinRogue(name string, extra ...map[string]string) *rogue {
 	t := f.t
 	t.Helper()
 	keys, err := ReadGossipKeys(f.keyFile)
@@ -95,7 +96,7 @@ func (f *testFleet) joinRogue(name string) *rogue {
 	t.Cleanup(r.srv.Close)
 	r.node, err = gossip.Start(gossip.Config{NodeName: name, BindAddr: "127.0.0.1", Keys: keys, Tuning: f.tuning,
 		UserEvents: []string{rollout.ReportEvent, rollout.FailureEvent, rollout.DocEvent, gossip.AnnounceEvent, "sf-junk"},
-		Tags:       map[string]string{TagHTTP: r.addr(), "ring": "canary", TagHostKey: hostkey.Encode(r.key.Public())}})
+		Tags:       rogueTags(r, extra...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +107,27 @@ func (f *testFleet) joinRogue(name string) *rogue {
 		t.Fatalf("rogue join: %v", err)
 	}
 	return r
+}
+
+// rogueTags are a rogue's tags: its blob service, ring=canary, its host
+// key, and any extra (an agent's kernel tags, to be a targeted host).
+func rogueTags(r *rogue, extra ...map[string]string) map[string]string {
+	t := map[string]string{TagHTTP: r.addr(), "ring": "canary", TagHostKey: hostkey.Encode(r.key.Public())}
+	for _, e := range extra {
+		maps.Copy(t, e)
+	}
+	return t
+}
+
+// kernelTags are an agent's kernel tags: a rogue showing them is a host
+// every rollout of that kernel targets.
+func kernelTags(t testing.TB, a *Agent) map[string]string {
+	t.Helper()
+	tags, err := a.tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{TagKernel: tags[TagKernel], TagArch: tags[TagArch], TagBuildID: tags[TagBuildID]}
 }
 
 // addr is the rogue's blob service, host:port.
@@ -807,7 +829,7 @@ func TestAttackForgedHostReports(t *testing.T) {
 	f := newTestFleet(t)
 	h := f.start(f.config("host"))
 	_, st := heldOutOfStageOne(t, f, h, "reports")
-	r := f.joinRogue("rogue")
+	r := f.joinRogue("rogue", kernelTags(t, h))
 	waitMembers(t, []*Agent{h}, 2)
 	before := stateOf(t, h)
 

@@ -140,7 +140,16 @@ func (a *Agent) acceptFetchedPlan(ctx context.Context, d *rollout.Document, src 
 		}
 		a.refreshTagsSoon()
 	}
+	// The plan may be old and may have halted long ago: its signed
+	// failure reports come with it, before it is judged here at all.
+	if err := a.ro.syncReports(ctx, vp.Digest, src); err != nil {
+		a.ro.unfollowUnknown(vp.Digest)
+		return fmt.Errorf("plan %s: %w", vp.Plan.ID, err)
+	}
 	_, err = a.ro.acceptVerified(vp)
+	if err != nil {
+		a.ro.unfollowUnknown(vp.Digest)
+	}
 	return err
 }
 

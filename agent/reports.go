@@ -428,3 +428,14 @@ func (r *rollouts) served(plan, node string, failed bool) (reportsAnswer, bool) 
 	}
 	return reportsAnswer{Reports: r.book.wires(plan, node, failed)}, true
 }
+
+// unfollowUnknown drops the reports fetched for a plan that was not
+// accepted after all.
+func (r *rollouts) unfollowUnknown(plan string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.recs[plan] == nil {
+		delete(r.book.plans, plan)
+		_ = os.RemoveAll(filepath.Join(r.book.dir, plan))
+	}
+}

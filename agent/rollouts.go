@@ -291,6 +291,9 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	if err := r.storeDoc(d); err != nil {
 		return rollout.Status{}, err
 	}
+	// Every member listed now is pinned before the plan's acceptance
+	// time: they are the hosts its gates count (see rollout.View.KnownBy).
+	r.cluster()
 	ro := rollout.New(vp, rollout.KernelTarget{Release: m.Target.Release, Arch: m.Target.Arch, BuildID: m.Target.BuildID}, a.now())
 	rec := &rolloutRecord{Rollout: ro, Patch: m.ID, Version: m.Version}
 	// Commands that arrived before the plan.

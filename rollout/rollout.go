@@ -248,6 +248,10 @@ type StageStatus struct {
 	Applied int    `json:"applied"` // applying or healthy
 	Healthy int    `json:"healthy"`
 	Failed  int    `json:"failed"`
+	// Unknown counts hosts whose keys were pinned after the plan was
+	// accepted: they apply in their stage, but their health does not
+	// count towards min_healthy.
+	Unknown int `json:"unknown,omitempty"`
 	// RolledBack counts hosts that undid the patch after a halt.
 	RolledBack int `json:"rolled_back"`
 	Waiting    int `json:"waiting"` // not reported, or inside the health window
@@ -721,8 +725,11 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 		}
 		ss.WaitingFor = append(ss.WaitingFor, h.Name+" ("+what+")")
 	}
+	// A cohort of hosts none of which is known does not pass on their
+	// word: say promote to go on.
 	need := int(math.Ceil(r.Plan.Gates.MinHealthy*float64(known) - 1e-9))
-	ss.Passed = ss.Failed == 0 && knownHealthy >= need
+	ss.Unknown = ss.Cohort - known
+	ss.Passed = ss.Failed == 0 && knownHealthy >= need && (known > 0 || ss.Cohort == 0)
 	return ss
 }
 
@@ -789,9 +796,13 @@ func (r *Rollout) why(open int, stages []StageStatus, now time.Time) string {
 			open+2, next.Name, max(0, next.OpensAt.Sub(now)).Round(time.Second))
 	}
 	why := fmt.Sprintf("%s open: %d of %d hosts healthy, need %d", name, s.Healthy, s.Cohort,
-		int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort)-1e-9)))
+		max(1, int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort-s.Unknown)-1e-9))))
 	if s.Missing > 0 {
 		why += fmt.Sprintf("; %d host%s not seen since restart", s.Missing, plural(s.Missing))
+	}
+	if s.Unknown > 0 {
+		why += fmt.Sprintf("; %d host%s joined after the plan and do%s not count towards min_healthy", s.Unknown, plural(s.Unknown),
+			map[bool]string{true: "es", false: ""}[s.Unknown == 1])
 	}
 	if len(s.WaitingFor) > 0 {
 		why += "; waiting for " + strings.Join(s.WaitingFor, ", ")
