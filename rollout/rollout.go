@@ -221,20 +221,20 @@ func (r *Rollout) steering() steering {
 
 // Status is the rollout as this agent sees it.
 type Status struct {
-	ID      string        `json:"id"`
-	Digest  string        `json:"digest"`
-	Bundle  string        `json:"bundle"`
-	State   string        `json:"state"`
-	OnHalt  string        `json:"on_halt"`
-	Open    int           `json:"open"` // highest open stage, 0-based
-	Stages  []StageStatus `json:"stages"`
-	Failed  []string      `json:"failed,omitempty"` // "node: reason"
+	ID     string        `json:"id"`
+	Digest string        `json:"digest"`
+	Bundle string        `json:"bundle"`
+	State  string        `json:"state"`
+	OnHalt string        `json:"on_halt"`
+	Open   int           `json:"open"` // highest open stage, 0-based
+	Stages []StageStatus `json:"stages"`
+	Failed []string      `json:"failed,omitempty"` // "node: reason"
 	// Regressed are hosts that failed after they reported healthy, or
 	// after the rollout was done: "node: reason". They undo the patch on
 	// themselves only; the fleet alerts.
 	Regressed []string `json:"regressed,omitempty"`
-	Why     string        `json:"why"`
-	LastSeq uint64        `json:"last_seq"`
+	Why       string   `json:"why"`
+	LastSeq   uint64   `json:"last_seq"`
 	// Self is what this host should do.
 	Self SelfStatus `json:"self"`
 }
