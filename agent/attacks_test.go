@@ -80,6 +80,10 @@ func (f *testFleet) joinRogue(name string, extra ...map[string]string) *rogue {
 		}
 		_, _ = w.Write(d)
 	})
+	// It answers for the reports of any plan as an agent that holds none.
+	mux.HandleFunc("GET /v1/reports/{plan}", func(w http.ResponseWriter, req *http.Request) {
+		_, _ = w.Write([]byte(`{"reports":[]}`))
+	})
 	for path, m := range map[string]map[string]http.HandlerFunc{headsPath: r.heads, modulesPath: r.modules} {
 		mux.HandleFunc("GET "+path+"{digest}", func(w http.ResponseWriter, req *http.Request) {
 			r.mu.Lock()

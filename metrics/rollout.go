@@ -34,7 +34,7 @@ var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "re
 var rolloutEvents = []string{rollout.ReportEvent, rollout.DocEvent}
 
 type rolloutDescs struct {
-	state, stage, stages, hosts, hostState *prometheus.Desc
+	state, stage, stages, hosts, hostState, regressed *prometheus.Desc
 }
 
 func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Desc) rolloutDescs {
@@ -50,11 +50,14 @@ func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Des
 		hostState: d("rollout_host_state",
 			"This host's own state in each rollout (none, applying, healthy, failed, rolled-back, halted): 1 for its state, 0 for the others.",
 			"rollout", "state"),
+		regressed: d("rollout_regressed_hosts",
+			"Hosts that failed a rollout outside its gates: after their health window, after the rollout was done, or before their stage opened. Each undid the patch on itself; the rollout goes on (a finished one keeps its fix everywhere else).",
+			"rollout"),
 	}
 }
 
 func (r rolloutDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState}
+	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState, r.regressed}
 }
 
 // collectRollouts exports the newest MaxRollouts rollouts of a list in
@@ -72,6 +75,7 @@ func (c *stateCollector) collectRollouts(gauge func(*prometheus.Desc, float64, .
 			c.log.Warn("metrics: rollout in an unknown state", "rollout", st.ID, "state", st.State)
 		}
 		gauge(c.ro.stage, float64(st.Open+1), st.ID)
+		gauge(c.ro.regressed, float64(len(st.Regressed)), st.ID)
 		gauge(c.ro.stages, float64(len(st.Stages)), st.ID)
 		if st.Open >= 0 && st.Open < len(st.Stages) {
 			s := st.Stages[st.Open]

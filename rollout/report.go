@@ -95,13 +95,13 @@ func signedPart(body []byte) []byte {
 // then parses it. The bytes are verified before any field is read.
 func DecodeReport(b []byte) (*SignedReport, error) {
 	const tail = ed25519.PublicKeySize + ed25519.SignatureSize
+	if len(b) > 0 && b[0] == eventProtocol {
+		return nil, ErrUnsignedReport
+	}
 	if len(b) > MaxReportSize || len(b) < 1+32+1+8+1+1+1+tail {
 		return nil, fmt.Errorf("%w: host report of %d bytes", ErrMalformedEvent, len(b))
 	}
 	if b[0] != reportProtocol {
-		if b[0] == eventProtocol {
-			return nil, ErrUnsignedReport
-		}
 		return nil, fmt.Errorf("%w: host report protocol %d", ErrMalformedEvent, b[0])
 	}
 	body, sig := b[:len(b)-ed25519.SignatureSize], b[len(b)-ed25519.SignatureSize:]

@@ -1,12 +1,15 @@
 package rollout
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -333,23 +336,52 @@ func TestPlanValidation(t *testing.T) {
 	}
 }
 
+// testHostKey is a fixed Ed25519 key, as a host key.
+type testKey struct{ priv ed25519.PrivateKey }
+
+func (k testKey) Public() ed25519.PublicKey { return k.priv.Public().(ed25519.PublicKey) }
+func (k testKey) Sign(m []byte) []byte      { return ed25519.Sign(k.priv, m) }
+
+func testHostKey(t testing.TB, seed byte) testKey {
+	t.Helper()
+	return testKey{ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))}
+}
+
 func TestEventCodecs(t *testing.T) {
-	f := FailureReport{Plan: digest, Node: "host-1", Reason: strings.Repeat("x", 300)}
-	b, err := EncodeFailure(f)
+	key := testHostKey(t, 1)
+	r := HostReport{Plan: digest, Node: strings.Repeat("n", 128), State: StateFailed, Seq: 7, Reason: strings.Repeat("é", 150)}
+	b, err := EncodeReport(r, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b)+len(FailureEvent) > 512 {
-		t.Errorf("failure report of %d bytes does not fit a serf user event", len(b))
+	if len(b)+len(ReportEvent) > 512 {
+		t.Errorf("a report of %d bytes does not fit a serf user event", len(b))
 	}
-	got, err := DecodeFailure(b)
-	if err != nil || got.Node != "host-1" || got.Plan != digest || len(got.Reason) != 200 {
+	got, err := DecodeReport(b)
+	if err != nil || got.Node != r.Node || got.Plan != digest || got.Seq != 7 || got.State != StateFailed ||
+		len(got.Reason) != 200 || !utf8.ValidString(got.Reason) || !bytes.Equal(got.Key, key.Public()) {
 		t.Errorf("round trip: %+v %v", got, err)
 	}
 	for i := range b {
-		if _, err := DecodeFailure(b[:i]); err == nil {
+		if _, err := DecodeReport(b[:i]); err == nil {
 			t.Fatalf("a report truncated to %d bytes decoded", i)
 		}
+		tampered := bytes.Clone(b)
+		tampered[i] ^= 0x20
+		if _, err := DecodeReport(tampered); !errors.Is(err, ErrReportSignature) && !errors.Is(err, ErrMalformedEvent) {
+			t.Fatalf("a report with byte %d changed: %v", i, err)
+		}
+	}
+	// Another key cannot sign for the same bytes: the key is part of them.
+	other := testHostKey(t, 2)
+	forged := append(bytes.Clone(b[:len(b)-96]), other.Public()...)
+	forged = append(forged, b[len(b)-64:]...)
+	if _, err := DecodeReport(forged); !errors.Is(err, ErrReportSignature) {
+		t.Errorf("a signature moved under another key: %v", err)
+	}
+	// The unsigned failure report of earlier releases.
+	if _, err := DecodeReport(append([]byte{1}, make([]byte, 120)...)); !errors.Is(err, ErrUnsignedReport) {
+		t.Errorf("an unsigned report: %v", err)
 	}
 	a := DocAnnouncement{Kind: KindCommand, Digest: digest, Origin: "10.0.0.1:7947"}
 	ab, err := EncodeDocAnnouncement(a)
