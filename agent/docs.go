@@ -113,6 +113,9 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []str
 		switch kind {
 		case rollout.KindPlan:
 			return a.acceptFetchedPlan(ctx, d, src)
+		case rollout.KindRekey:
+			_, err := a.ro.AcceptRekey(d)
+			return err
 		default:
 			_, err := a.ro.AcceptCommand(d)
 			if errors.Is(err, ErrNoRollout) {
@@ -211,7 +214,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 		return
 	}
 	for _, e := range idx {
-		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand) {
+		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
 			a.fetchDocAsync(ctx, e.Kind, e.Digest, []string{peer})
 		}
 	}

@@ -200,6 +200,10 @@ func (a *Agent) controlHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
 	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
+	mux.HandleFunc("POST /v1/rekeys", a.docHandler(a.Rekey))
+	mux.HandleFunc("GET /v1/hostkey", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"node": a.cfg.NodeName, "key": hostkey.Encode(a.hostKey.Public())})
+	})
 	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Rollouts())
 	})
@@ -311,7 +315,8 @@ func refusalReason(err error) string {
 		return "expired"
 	case signing.IsVerificationError(err):
 		return "signature"
-	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand):
+	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand),
+		errors.Is(err, rollout.ErrInvalidRekey):
 		return "invalid"
 	case errors.Is(err, ErrRolloutRefused), errors.Is(err, ErrReportRefused):
 		return "refused"

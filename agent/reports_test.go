@@ -1,14 +1,19 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/signing"
 )
 
 // failingConfig is an agent's configuration whose simulated kernel fails
@@ -242,4 +247,96 @@ func TestSybilCanaryAfterPlan(t *testing.T) {
 	if pin, ok := seed.pins.Lookup("sybil"); !ok || !pin.Since.After(accepted) {
 		t.Errorf("the sybil's pin: %+v %t", pin, ok)
 	}
+}
+
+// rekeyDoc is an operator's re-key of node, signed by s.
+func (f *testFleet) rekeyDoc(s *signing.Signer, node, key string, issued time.Time) *rollout.Document {
+	f.t.Helper()
+	body, err := rollout.EncodeRekey(rollout.Rekey{Node: node, Key: key, Issued: issued, Reason: "reinstalled"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	sig, err := s.Sign(body, time.Now())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return &rollout.Document{Kind: rollout.KindRekey, Body: body, Signatures: [][]byte{sig}}
+}
+
+// TestRekeyReinstalledHost: a host is reinstalled (a new host key under
+// its old name). The fleet refuses its reports, so a rollout whose
+// canary it is waits; a re-key signed by an untrusted key, or an older
+// re-key replayed, changes nothing; the operators' re-key makes its
+// reports count, the rollout finishes, and an agent that starts later
+// takes the re-key by anti-entropy.
+func TestRekeyReinstalledHost(t *testing.T) {
+	f := newTestFleet(t)
+	seed := f.start(f.config("seed"))
+	webCfg := f.config("web")
+	webCfg.Tags = map[string]string{"ring": "canary"}
+	web := f.start(webCfg)
+	waitMembers(t, []*Agent{seed, web}, 2)
+	eventually(t, 10*time.Second, "the seed pins web's key", func() error {
+		seed.ro.Statuses()
+		if _, ok := seed.pins.Lookup("web"); !ok {
+			return fmt.Errorf("not pinned")
+		}
+		return nil
+	})
+	// Reinstalled: the same name, a new host key.
+	f.stop("web")
+	if err := os.Remove(filepath.Join(webCfg.StateDir, hostkey.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(webCfg.StateDir, hostkey.PinsFileName)); err != nil {
+		t.Fatal(err)
+	}
+	web = f.start(webCfg)
+	waitMembers(t, []*Agent{seed, web}, 2)
+	newKey := hostkey.Encode(web.hostKey.Public())
+
+	_, st := f.publishWithPlan(seed, "rekey", 1, ringPlan)
+	eventually(t, 30*time.Second, "web applies, and the seed refuses its reports", func() error {
+		if s := localState(web, st.Digest); s != rollout.StateHealthy {
+			return fmt.Errorf("web %s", s)
+		}
+		return atLeast(scrape(t, seed), `splicefleet_rollout_documents_refused_total{kind="report",reason="key"}`, 1)
+	})
+	if s, _ := seed.Rollout(st.Digest); s.Open != 0 || s.Stages[0].Passed {
+		t.Fatalf("the canary stage passed on a report the seed refused: %s", s.Why)
+	}
+
+	stranger, err := signing.GenerateSigner("Stranger <x@example.com>", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Rekey(f.rekeyDoc(stranger, "web", newKey, time.Now())); err == nil {
+		t.Fatal("a re-key signed by an untrusted key was taken")
+	}
+	waitMetric(t, seed, 1, "splicefleet_rollout_documents_refused_total", "kind", "rekey", "reason", "signature")
+
+	older := f.rekeyDoc(f.signer, "web", newKey, time.Now().Add(-time.Minute))
+	if _, err := seed.Rekey(f.rekeyDoc(f.signer, "web", newKey, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	waitRollout(t, []*Agent{seed, web}, st.Digest, rollout.Done, 60*time.Second)
+	if _, err := seed.Rekey(older); !errors.Is(err, rollout.ErrReplayed) {
+		t.Errorf("an older re-key replayed: %v", err)
+	}
+	if pin, _ := seed.pins.Lookup("web"); hostkey.Encode(pin.Key) != newKey {
+		t.Errorf("the pin moved: %s", hostkey.Encode(pin.Key))
+	}
+
+	// An agent that starts now takes the re-key with the documents.
+	late := f.start(f.config("late"))
+	waitMembers(t, []*Agent{seed, web, late}, 3)
+	eventually(t, 60*time.Second, "the newcomer takes the re-key", func() error {
+		late.ro.mu.Lock()
+		n := len(late.ro.rekeys)
+		late.ro.mu.Unlock()
+		if n != 1 {
+			return fmt.Errorf("%d re-keys", n)
+		}
+		return nil
+	})
 }

@@ -73,6 +73,7 @@ type rollouts struct {
 	// mismatched names the members seen showing a key other than their
 	// pinned one, logged once.
 	mismatched map[string]bool
+	rekeys     []string // the operators' re-keys stored, by digest
 	orphans    map[string][]rollout.Command // verified commands for plans not yet known
 	refused    map[string]time.Time         // documents refused, by digest, when
 	// joining, until this agent has joined the cluster since it started,
@@ -146,6 +147,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		r.book.follow(d)
 	}
 	r.loadOrphans()
+	r.loadRekeys()
 	return r, nil
 }
 
@@ -241,6 +243,9 @@ func (r *rollouts) docIndex() []DocIndexEntry {
 		for _, c := range r.recs[d].Rollout.Commands {
 			out = append(out, DocIndexEntry{Kind: rollout.KindCommand, Digest: c.Digest})
 		}
+	}
+	for _, d := range r.rekeys {
+		out = append(out, DocIndexEntry{Kind: rollout.KindRekey, Digest: d})
 	}
 	return out
 }

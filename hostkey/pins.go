@@ -31,6 +31,9 @@ var (
 	ErrKeyMismatch = errors.New("key differs from the one pinned for this node")
 	// ErrTooManyPins: the pin table is full.
 	ErrTooManyPins = errors.New("too many pinned host keys")
+	// ErrStaleRekey: a re-key issued no later than the last one taken
+	// for the node (an old re-key replayed).
+	ErrStaleRekey = errors.New("re-key is not newer than the one in force")
 )
 
 // Pin is one node's pinned key.
@@ -38,8 +41,10 @@ type Pin struct {
 	Key PublicKey `json:"key"`
 	// Since is when this agent pinned it.
 	Since time.Time `json:"since"`
-	// Rekeyed names the operator command that set it, when one did.
-	Rekeyed string `json:"rekeyed,omitempty"`
+	// Rekeyed names the operator's re-key that set it, when one did,
+	// and RekeyIssued is when that re-key was issued.
+	Rekeyed     string    `json:"rekeyed,omitempty"`
+	RekeyIssued time.Time `json:"rekey_issued,omitzero"`
 }
 
 type pinsFile struct {
@@ -135,15 +140,26 @@ func (p *Pins) Observe(node string, key PublicKey, now time.Time) (Pin, bool, er
 }
 
 // Rekey replaces a node's pin on an operator's signed word (by names the
-// command). The new pin counts from now, as a new host's would.
-func (p *Pins) Rekey(node string, key PublicKey, by string, now time.Time) error {
+// re-key, issued when it was made). The operators vouch for the host, so
+// it stays known since it was first pinned (from now, when it never was).
+// A re-key not issued after the last one taken for the node
+// is ErrStaleRekey, and the pin stays.
+func (p *Pins) Rekey(node string, key PublicKey, by string, issued, now time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old, had := p.f.Pins[node]
+	if had && !old.RekeyIssued.IsZero() && !issued.After(old.RekeyIssued) {
+		return fmt.Errorf("%w: %s was re-keyed by a re-key issued %s; this one was issued %s", ErrStaleRekey, node,
+			old.RekeyIssued.UTC().Format(time.RFC3339), issued.UTC().Format(time.RFC3339))
+	}
 	if !had && len(p.f.Pins) >= MaxPins {
 		return ErrTooManyPins
 	}
-	p.f.Pins[node] = Pin{Key: bytes.Clone(key), Since: now.UTC(), Rekeyed: by}
+	since := now.UTC()
+	if had {
+		since = old.Since
+	}
+	p.f.Pins[node] = Pin{Key: bytes.Clone(key), Since: since, Rekeyed: by, RekeyIssued: issued.UTC()}
 	if err := p.saveLocked(); err != nil {
 		if had {
 			p.f.Pins[node] = old

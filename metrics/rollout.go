@@ -23,7 +23,7 @@ var hostStates = []rollout.HostState{rollout.StateNone, rollout.StateApplying, r
 
 // Kinds of signed rollout documents: a closed set of label values. A
 // "report" is a host's signed report of its own part in a rollout.
-var documentKinds = []string{rollout.KindPlan, rollout.KindCommand, "report"}
+var documentKinds = []string{rollout.KindPlan, rollout.KindCommand, rollout.KindRekey, "report"}
 
 // RefusalReasons say why a signed plan or command was refused: a closed
 // set of label values, the ones the control API reports. An unknown

@@ -32,12 +32,12 @@ const (
 
 // DocAnnouncement says a signed document exists and where to fetch it.
 type DocAnnouncement struct {
-	Kind   string // KindPlan or KindCommand
+	Kind   string // KindPlan, KindCommand or KindRekey
 	Digest string
 	Origin string // host:port of a blob service holding it
 }
 
-var docKinds = []string{KindPlan, KindCommand}
+var docKinds = []string{KindPlan, KindCommand, KindRekey}
 
 // EncodeDocAnnouncement returns the event payload:
 // protocol u8 | kind u8 | digest [32]byte | len u8 | origin.
