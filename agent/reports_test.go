@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,20 @@ import (
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 )
+
+// envCount reads a count from the environment, or gives def.
+func envCount(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		t.Fatalf("%s=%q is not a count", name, s)
+	}
+	return n
+}
 
 // failingConfig is an agent's configuration whose simulated kernel fails
 // the health check of patch module lp.
@@ -110,10 +125,12 @@ func TestAttackFailureAfterDone(t *testing.T) {
 }
 
 // TestHaltIsDurable (G3): a rollout halts on its canary's failure; eight
-// later rollouts and 600 other gossip events follow. A new host of the
-// canary ring joins, learns every plan by anti-entropy, and sees the old
-// one halted: it never applies the bundle that broke the canary.
+// later rollouts and 600 other gossip events follow (more in make soak:
+// SPLICEFLEET_DURABLE_LATER, SPLICEFLEET_DURABLE_EVENTS). A new host of
+// the canary ring joins, learns every plan by anti-entropy, and sees the
+// old one halted: it never applies the bundle that broke the canary.
 func TestHaltIsDurable(t *testing.T) {
+	later, events := envCount(t, "SPLICEFLEET_DURABLE_LATER", 8), envCount(t, "SPLICEFLEET_DURABLE_EVENTS", 600)
 	f := newTestFleet(t)
 	seed := f.start(f.config("seed"))
 	canary := f.start(failingConfig(t, f, "canary", "lp_bad", map[string]string{"ring": "canary"}))
@@ -121,13 +138,16 @@ func TestHaltIsDurable(t *testing.T) {
 	waitMembers(t, agents, 2)
 	_, bad := f.publishWithPlan(seed, "bad", 1, ringPlan)
 	waitRollout(t, agents, bad.Digest, rollout.Halted, 60*time.Second)
-	for i := range 8 {
+	for i := range later {
 		_, st := f.publishWithPlan(seed, fmt.Sprintf("later-%d", i), 1, ringPlan)
 		waitRollout(t, agents, st.Digest, rollout.Done, 60*time.Second)
 	}
 	r := f.joinRogue("chatter")
-	for i := range 600 {
+	for i := range events {
 		r.broadcast("sf-junk", []byte(fmt.Sprint(i)))
+		if i%200 == 199 {
+			time.Sleep(50 * time.Millisecond) // paced, so that gossip carries it
+		}
 	}
 	if tag := rollout.DecodeReports(seed.ro.reports()); len(tag) != rollout.MaxReports {
 		t.Fatalf("the seed's reports tag holds %d rollouts", len(tag))
@@ -141,7 +161,7 @@ func TestHaltIsDurable(t *testing.T) {
 	waitMembers(t, []*Agent{seed, canary, late}, 4)
 	eventually(t, 60*time.Second, "the newcomer follows every rollout", func() error {
 		sts := late.ro.Statuses()
-		if len(sts) != 9 {
+		if len(sts) != later+1 {
 			return fmt.Errorf("%d rollouts", len(sts))
 		}
 		return nil
