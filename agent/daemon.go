@@ -181,6 +181,9 @@ func New(opts Options) (*Agent, error) {
 	if _, _, err := a.pins.Observe(cfg.NodeName, a.hostKey.Public(), a.now()); err != nil {
 		return nil, fmt.Errorf("pin this host's own key: %w (the state directory holds another host key for node %s; was the host key replaced?)", err, cfg.NodeName)
 	}
+	if err := a.pins.Flush(); err != nil {
+		return nil, err
+	}
 	if a.ro, err = openRollouts(a); err != nil {
 		return nil, err
 	}

@@ -431,6 +431,9 @@ func (r *rollouts) cluster() cluster {
 			}
 		}
 	}
+	if err := r.a.pins.Flush(); err != nil {
+		r.a.log.Warn("pinned host keys", "err", err)
+	}
 	slices.SortFunc(es, func(a, b *cachedMember) int { return strings.Compare(a.m.Name, b.m.Name) })
 	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), hints: make([]map[string]rollout.HostState, 0, len(es)), self: -1}
 	for _, e := range es {

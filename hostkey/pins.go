@@ -57,9 +57,10 @@ type pinsFile struct {
 // Pins is the table of pinned keys, kept in one file written atomically.
 // It is safe for concurrent use.
 type Pins struct {
-	path string
-	mu   sync.Mutex
-	f    pinsFile
+	path  string
+	mu    sync.Mutex
+	f     pinsFile
+	dirty bool // pinned since the last Flush
 }
 
 // OpenPins reads dir/hostkeys.json, or starts an empty table at now.
@@ -117,7 +118,8 @@ func (p *Pins) Lookup(node string) (Pin, bool) {
 
 // Observe pins key for node when the node has no pin yet, and reports
 // whether it did. A key other than the pinned one is ErrKeyMismatch,
-// and the pin stays as it was.
+// and the pin stays as it was. New pins reach the disk at Flush, so
+// that a whole member list is pinned with one write.
 func (p *Pins) Observe(node string, key PublicKey, now time.Time) (Pin, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -132,11 +134,23 @@ func (p *Pins) Observe(node string, key PublicKey, now time.Time) (Pin, bool, er
 	}
 	pin := Pin{Key: bytes.Clone(key), Since: now.UTC()}
 	p.f.Pins[node] = pin
-	if err := p.saveLocked(); err != nil {
-		delete(p.f.Pins, node)
-		return Pin{}, false, fmt.Errorf("save pinned host keys: %w", err)
-	}
+	p.dirty = true
 	return pin, true, nil
+}
+
+// Flush writes the pins made since the last Flush. A pin that did not
+// reach the disk is made again, later, from the node's tags.
+func (p *Pins) Flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.dirty {
+		return nil
+	}
+	if err := p.saveLocked(); err != nil {
+		return fmt.Errorf("save pinned host keys: %w", err)
+	}
+	p.dirty = false
+	return nil
 }
 
 // Rekey replaces a node's pin on an operator's signed word (by names the
@@ -168,5 +182,6 @@ func (p *Pins) Rekey(node string, key PublicKey, by string, issued, now time.Tim
 		}
 		return fmt.Errorf("save pinned host keys: %w", err)
 	}
+	p.dirty = false
 	return nil
 }
