@@ -370,16 +370,32 @@ func (r *rollouts) fetchReports(ctx context.Context, addr, plan, node string, fa
 	return true
 }
 
-// askReports fetches, once per state shown, the reports behind a
-// member's tags: its own, when its tags show a state this agent holds no
-// signed report of; the failures it holds, when it shows the rollout
-// halted here running. The caller holds r.mu.
+// askAgain is how long an agent waits before it asks a member again for
+// the report behind its tags: the answer may have been lost, or the
+// member busy.
+const askAgain = 3 * time.Second
+
+// askReports fetches the reports behind a member's tags, at most once per
+// askAgain for each state shown: its own, when its tags show a state this
+// agent holds no signed report of; the failures it holds, when it shows
+// the rollout halted here running. The caller holds r.mu.
 func (r *rollouts) askReports(plan, node, addr string, shown rollout.HostState, failures bool) {
 	key := plan + "/" + node + "/" + shown.String()
-	if r.asked[key] || len(r.asked) > 1<<14 {
+	now := time.Now()
+	if at, ok := r.asked[key]; ok && now.Sub(at) < askAgain {
 		return
 	}
-	r.asked[key] = true
+	if len(r.asked) > 1<<14 {
+		for k, at := range r.asked {
+			if now.Sub(at) >= askAgain {
+				delete(r.asked, k)
+			}
+		}
+		if len(r.asked) > 1<<14 {
+			return
+		}
+	}
+	r.asked[key] = now
 	a := r.a
 	a.wg.Add(1)
 	go func() {

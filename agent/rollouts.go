@@ -67,13 +67,13 @@ type rollouts struct {
 	order   []string                  // acceptance order
 	book    *reportBook               // the hosts' signed reports
 	status  map[string]rollout.Status
-	acting  map[string]bool // host actions running, by plan digest
-	pending map[string]bool // documents being fetched, by digest
-	asked   map[string]bool // reports asked for, by plan digest, node and state shown
+	acting  map[string]bool      // host actions running, by plan digest
+	pending map[string]bool      // documents being fetched, by digest
+	asked   map[string]time.Time // reports asked for, by plan digest, node and state shown: when
 	// mismatched names the members seen showing a key other than their
 	// pinned one, logged once.
 	mismatched map[string]bool
-	rekeys     []string // the operators' re-keys stored, by digest
+	rekeys     []string                     // the operators' re-keys stored, by digest
 	orphans    map[string][]rollout.Command // verified commands for plans not yet known
 	refused    map[string]time.Time         // documents refused, by digest, when
 	// joining, until this agent has joined the cluster since it started,
@@ -109,7 +109,7 @@ type cachedMember struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, mismatched: map[string]bool{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
