@@ -48,7 +48,9 @@
 // allocated, and refuses truncated input, trailing data and unknown
 // required sections. [Verify] then checks the signatures over the raw
 // manifest bytes, and only after they hold parses the manifest (strictly:
-// unknown fields are an error), checks its expiry, and checks the module's
+// unknown fields are an error, and so is a key given twice or in two cases,
+// which jq and encoding/json would read differently), checks its expiry,
+// and checks the module's
 // size and digest. The module is handed out for ELF parsing only after
 // that. A [*Verified] bundle is a spec: deterministic and independent of the
 // host; whether it fits the running kernel is decided when it is applied.

@@ -8,12 +8,16 @@ import (
 // Reasons a bundle is refused. A [*RejectError] wraps exactly one of them;
 // test with errors.Is. [Reason] turns them into stable metric labels.
 var (
-	ErrFormat         = errors.New("malformed bundle")
-	ErrTruncated      = errors.New("truncated bundle")
-	ErrTooLarge       = errors.New("bundle part too large")
-	ErrVersion        = errors.New("unsupported bundle format version")
-	ErrSignature      = errors.New("signature check failed")
-	ErrManifest       = errors.New("invalid manifest")
+	ErrFormat    = errors.New("malformed bundle")
+	ErrTruncated = errors.New("truncated bundle")
+	ErrTooLarge  = errors.New("bundle part too large")
+	ErrVersion   = errors.New("unsupported bundle format version")
+	ErrSignature = errors.New("signature check failed")
+	ErrManifest  = errors.New("invalid manifest")
+	// ErrDuplicateKey: the manifest holds a key twice, two keys that
+	// differ only in case, or a field name in another case, so a
+	// reviewer's tool and the agent would read different manifests.
+	ErrDuplicateKey   = errors.New("ambiguous manifest")
 	ErrExpired        = errors.New("bundle expired")
 	ErrModuleDigest   = errors.New("module does not match the manifest")
 	ErrNotLivepatch   = errors.New("not a livepatch module")
@@ -30,6 +34,7 @@ var reasons = []struct {
 	{ErrVersion, "version"},
 	{ErrSignature, "signature"},
 	{ErrManifest, "manifest"},
+	{ErrDuplicateKey, "duplicate_key"},
 	{ErrExpired, "expired"},
 	{ErrModuleDigest, "module_digest"},
 	{ErrNotLivepatch, "not_livepatch"},

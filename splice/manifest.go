@@ -5,11 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
 
 // Manifest describes a bundle. It is the signed part of the bundle and
@@ -140,12 +143,24 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	return out, nil
 }
 
+// manifestKeys knows the manifest's field names, so that a key which
+// reaches a field only when case is ignored is refused too.
+var manifestKeys = jsonkeys.For(Manifest{})
+
 // ParseManifest decodes manifest bytes strictly: unknown fields, trailing
-// data and invalid values are errors. Callers that act on a manifest get it
-// from Verify, which parses only after the signatures held.
+// data and invalid values are errors, and so is a key that another reader
+// would read differently (given twice, twice in different case, or a field
+// name in another case: ErrDuplicateKey). Callers that act on a manifest
+// get it from Verify, which parses only after the signatures held.
 func ParseManifest(data []byte) (*Manifest, error) {
 	if len(data) > MaxManifestSize {
 		return nil, reject(ErrTooLarge, "manifest is %d bytes, limit %d", len(data), MaxManifestSize)
+	}
+	if err := manifestKeys.Check(data); err != nil {
+		if errors.Is(err, jsonkeys.ErrDuplicateKey) {
+			return nil, &RejectError{Reason: ErrDuplicateKey, Err: err}
+		}
+		return nil, &RejectError{Reason: ErrManifest, Err: err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

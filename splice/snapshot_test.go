@@ -41,14 +41,14 @@ func TestReadPatches(t *testing.T) {
 func TestReasonLabelsAreClosed(t *testing.T) {
 	labels := splice.ReasonLabels()
 	for _, reason := range []error{splice.ErrFormat, splice.ErrTruncated, splice.ErrTooLarge, splice.ErrVersion,
-		splice.ErrSignature, splice.ErrManifest, splice.ErrExpired, splice.ErrModuleDigest, splice.ErrNotLivepatch,
+		splice.ErrSignature, splice.ErrManifest, splice.ErrDuplicateKey, splice.ErrExpired, splice.ErrModuleDigest, splice.ErrNotLivepatch,
 		splice.ErrTargetMismatch, splice.ErrStack, errors.New("new reason")} {
 		got := splice.Reason(&splice.RejectError{Reason: reason})
 		if !slices.Contains(labels, got) {
 			t.Errorf("Reason %q is not in ReasonLabels %v", got, labels)
 		}
 	}
-	if labels[len(labels)-1] != "other" || len(labels) != 11 {
+	if labels[len(labels)-1] != "other" || len(labels) != 12 {
 		t.Fatalf("labels %v", labels)
 	}
 }

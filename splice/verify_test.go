@@ -3,6 +3,7 @@ package splice_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +144,60 @@ func TestManifestValidation(t *testing.T) {
 		if _, err := splice.ParseManifest([]byte(bad)); !errors.Is(err, splice.ErrManifest) {
 			t.Errorf("ParseManifest(%q) = %v", bad, err)
 		}
+	}
+}
+
+// TestVerifyRefusesAmbiguousManifest: a manifest signed by two trusted
+// keys whose keys read differently to a reviewer's tool (jq, Python: exact
+// names) and to encoding/json (case-insensitive, last wins) is refused, and
+// the error names the key. Without the check the agent would apply
+// "evil-id" while every reviewer saw the first value.
+func TestVerifyRefusesAmbiguousManifest(t *testing.T) {
+	f := newFixture(t, 2)
+	cases := []struct {
+		name, old, new, want string
+	}{
+		{"id twice in two cases", `"id": "cve-2024-1086",`, `"id": "cmdline", "ID": "evil-id",`,
+			`ambiguous manifest: duplicate key "ID" in the object at $: it differs from "id" only in case`},
+		{"version twice in two cases", `"version": 3,`, `"version": 3, "Version": 4000000000,`,
+			`duplicate key "Version" in the object at $: it differs from "version" only in case`},
+		{"the same key twice", `"version": 3,`, `"version": 3, "version": 4000000000,`,
+			`duplicate key "version" in the object at $`},
+		{"a field only by its case", `"version": 3,`, `"VERSION": 4000000000,`,
+			`key "VERSION" in the object at $ is the field "version" only when case is ignored`},
+		{"nested", `"sha256": "`, `"SHA256": "0000000000000000000000000000000000000000000000000000000000000000", "sha256": "`,
+			`key "SHA256" in the object at $.module is the field "sha256" only when case is ignored`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bb := f.bundle(t, testManifest())
+			if !bytes.Contains(bb.Manifest, []byte(tc.old)) {
+				t.Fatalf("manifest has no %s:\n%s", tc.old, bb.Manifest)
+			}
+			bb.Manifest = bytes.Replace(bb.Manifest, []byte(tc.old), []byte(tc.new), 1)
+			for _, s := range f.signers {
+				sig, err := s.Sign(bb.Manifest, now.Add(-time.Minute))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := bb.AddSignature(sig); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := encode(t, bb)
+			v, err := splice.Verify(bb, f.policy(t, 2), now)
+			if err == nil {
+				t.Fatalf("accepted: id %q version %d", v.Manifest.ID, v.Manifest.Version)
+			}
+			if !errors.Is(err, splice.ErrDuplicateKey) || splice.Reason(err) != "duplicate_key" {
+				t.Fatalf("error %v (reason %q) is not a duplicate key", err, splice.Reason(err))
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error\n%s\ndoes not say\n%s", err, tc.want)
+			}
+			if after := encode(t, bb); !bytes.Equal(before, after) {
+				t.Error("Verify changed the bundle")
+			}
+		})
 	}
 }
