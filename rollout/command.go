@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
 
 // Actions of operator commands.
@@ -56,8 +58,16 @@ func EncodeCommand(c Command) ([]byte, error) {
 	return json.Marshal(c)
 }
 
-// DecodeCommand parses a command strictly.
+// commandKeys knows a command's field names.
+var commandKeys = jsonkeys.For(Command{})
+
+// DecodeCommand parses a command strictly: unknown fields, trailing data
+// and keys that other readers would read differently (ErrDuplicateKey) are
+// errors.
 func DecodeCommand(data []byte) (*Command, error) {
+	if err := commandKeys.Check(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidCommand, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var c Command

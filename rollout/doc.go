@@ -48,5 +48,8 @@
 //
 // Plans and commands travel as [Document]s: the exact bytes that were
 // signed and their detached OpenPGP signatures, verified before they are
-// parsed.
+// parsed. Parsing refuses a key that two readers would read differently
+// (the same key twice, or two keys that differ only in case: encoding/json
+// matches fields ignoring case and keeps the last, jq does not), so what
+// operators reviewed is what agents act on ([ErrDuplicateKey]).
 package rollout

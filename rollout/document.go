@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
 
 // Kinds of documents.
@@ -25,6 +27,17 @@ const (
 
 // ErrInvalidDocument reports a document that cannot be decoded.
 var ErrInvalidDocument = errors.New("invalid signed document")
+
+// ErrDuplicateKey reports a signed plan, command or document wire form
+// with a key that two readers would read differently: the same key twice,
+// two keys that differ only in case, or a field name in another case
+// (encoding/json matches fields ignoring case and keeps the last; jq and
+// reviewers' tools do not). It comes wrapped with ErrInvalidPlan,
+// ErrInvalidCommand or ErrInvalidDocument.
+var ErrDuplicateKey = jsonkeys.ErrDuplicateKey
+
+// documentKeys knows the wire form's field names.
+var documentKeys = jsonkeys.For(Document{})
 
 // Document is a plan or a command as it travels: the exact bytes that were
 // signed, and their detached OpenPGP signatures.
@@ -53,6 +66,9 @@ func (d *Document) Encode() ([]byte, error) {
 func DecodeDocument(data []byte) (*Document, error) {
 	if len(data) > MaxDocumentSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidDocument, len(data), MaxDocumentSize)
+	}
+	if err := documentKeys.Check(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidDocument, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -101,3 +101,60 @@ func TestDocumentAttacks(t *testing.T) {
 		}
 	}
 }
+
+// TestAmbiguousDocumentsRefused: plans, commands and their wire form,
+// signed by both trusted keys of a 2-of-2 policy, are refused when a key
+// reads differently to a reviewer's JSON tool (exact names) and to the
+// agent (encoding/json ignores case and keeps the last); the error names
+// the key.
+func TestAmbiguousDocumentsRefused(t *testing.T) {
+	a, b := signer(t, "A <a@example.org>"), signer(t, "B <b@example.org>")
+	policy, err := signing.NewPolicy(signing.NewKeyring(a.Public(), b.Public()), 2, signing.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := func(body string) [][]byte { return [][]byte{sign(t, a, []byte(body)), sign(t, b, []byte(body))} }
+
+	for _, tt := range []struct{ name, body, want string }{
+		{"plan id in two cases", `{"id":"cmdline","ID":"evil-id","bundle":"` + digest + `","stages":[{"percent":100}]}`,
+			`duplicate key "ID" in the object at $ (line 1): it differs from "id" only in case`},
+		{"plan key twice", `{"id":"p","bundle":"` + digest + `","stages":[{"percent":1}],"stages":[{"percent":100}]}`,
+			`duplicate key "stages" in the object at $ (line 1)`},
+		{"plan tags in two cases", "id: p\nbundle: " + digest + "\nstages: [{percent: 100}]\ntarget:\n  tags: {ring: canary, Ring: all}\n",
+			`duplicate key "Ring" in the object at $.target.tags (line 5): it differs from "ring" only in case`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			vp, err := rollout.VerifyPlan(rollout.SignPlan([]byte(tt.body), both(tt.body)), policy, now)
+			if err == nil {
+				t.Fatalf("accepted plan %+v", vp.Plan)
+			}
+			if !errors.Is(err, rollout.ErrDuplicateKey) || !errors.Is(err, rollout.ErrInvalidPlan) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want a duplicate key saying %s", err, tt.want)
+			}
+		})
+	}
+
+	for _, tt := range []struct{ name, body, want string }{
+		{"action in two cases", `{"plan":"` + digest + `","seq":1,"action":"halt","Action":"revoke","issued":"2026-11-27T11:00:00Z"}`,
+			`duplicate key "Action" in the object at $: it differs from "action" only in case`},
+		{"seq only by its case", `{"plan":"` + digest + `","SEQ":7,"action":"halt","issued":"2026-11-27T11:00:00Z"}`,
+			`key "SEQ" in the object at $ is the field "seq" only when case is ignored`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &rollout.Document{Kind: rollout.KindCommand, Body: []byte(tt.body), Signatures: both(tt.body)}
+			vc, err := rollout.VerifyCommand(d, policy)
+			if err == nil {
+				t.Fatalf("accepted command %+v", vc.Command)
+			}
+			if !errors.Is(err, rollout.ErrDuplicateKey) || !errors.Is(err, rollout.ErrInvalidCommand) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want a duplicate key saying %s", err, tt.want)
+			}
+		})
+	}
+
+	wire := `{"kind":"command","Kind":"plan","body":"eA==","signatures":["eA=="]}`
+	if _, err := rollout.DecodeDocument([]byte(wire)); !errors.Is(err, rollout.ErrDuplicateKey) || !errors.Is(err, rollout.ErrInvalidDocument) ||
+		!strings.Contains(err.Error(), `duplicate key "Kind"`) {
+		t.Fatalf("DecodeDocument(%s): err = %v", wire, err)
+	}
+}

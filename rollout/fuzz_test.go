@@ -25,6 +25,8 @@ func FuzzDecodePlan(f *testing.F) {
 	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: 100}]\n"))
 	f.Add([]byte("{id: x, bundle: " + fuzzDigest + ", stages: [{ring: a}, {ring: a}]}"))
 	f.Add([]byte("id: &a x\nbundle: *a\n---\nid: y\n"))
+	f.Add([]byte(`{"id":"x","ID":"y","bundle":"` + fuzzDigest + `","stages":[{"percent":100}]}`))
+	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: 100}]\ntarget: {tags: {a: b, A: c}}\n"))
 	f.Add([]byte(""))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := DecodePlan(data)
@@ -79,6 +81,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	f.Add([]byte(`{"plan":"` + fuzzDigest + `","seq":1,"action":"halt","issued":"2026-01-01T00:00:00Z","digest":"x"}`))
 	f.Add([]byte(`{"plan":"` + fuzzDigest + `","seq":1,"action":"halt","issued":"2026-01-01T00:00:00Z"} {}`))
+	f.Add([]byte(`{"plan":"` + fuzzDigest + `","seq":1,"action":"halt","Action":"revoke","issued":"2026-01-01T00:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := DecodeCommand(data)
 		if err != nil {
@@ -112,6 +115,7 @@ func FuzzDecodeDocument(f *testing.F) {
 	f.Add([]byte(`{"kind":"command","body":"eA==","signatures":[]}`))
 	f.Add([]byte(`{"kind":"plan","body":"eA==","signatures":["AA=="],"extra":1}`))
 	f.Add([]byte(`{"kind":"plan","body":"eA==","signatures":["AA=="]}[]`))
+	f.Add([]byte(`{"kind":"plan","KIND":"command","body":"eA==","signatures":["AA=="]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := DecodeDocument(data)
 		if err != nil {

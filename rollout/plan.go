@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
 
 // MaxPlanSize bounds a plan document.
@@ -125,6 +127,13 @@ func DecodePlan(data []byte) (*Plan, error) {
 	if len(data) > MaxPlanSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidPlan, len(data), MaxPlanSize)
 	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+	}
+	if err := checkYAMLKeys(&root, "$", 0); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var p Plan
@@ -143,6 +152,54 @@ func DecodePlan(data []byte) (*Plan, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// maxYAMLDepth bounds how deeply a plan may nest; a plan nests three
+// levels.
+const maxYAMLDepth = jsonkeys.MaxDepth
+
+// checkYAMLKeys refuses a mapping with two keys equal when case is
+// ignored, anywhere in a plan: yaml.v3 refuses exact duplicates itself,
+// but a plan written as JSON is read by reviewers with JSON tools, and
+// tags that differ only in case read as one to some and two to others.
+// Aliases are not followed (what they point to is checked where it is
+// defined).
+func checkYAMLKeys(n *yaml.Node, path string, depth int) error {
+	if depth > maxYAMLDepth {
+		return fmt.Errorf("nested more than %d levels at %s", maxYAMLDepth, path)
+	}
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := path
+			if n.Kind == yaml.SequenceNode {
+				p = fmt.Sprintf("%s[%d]", path, i)
+			}
+			if err := checkYAMLKeys(c, p, depth+1); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		seen := map[string]string{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind == yaml.AliasNode && k.Alias != nil {
+				k = k.Alias
+			}
+			if k.Kind != yaml.ScalarNode {
+				return fmt.Errorf("a key at %s (line %d) is not a scalar", path, k.Line)
+			}
+			f := jsonkeys.Fold(k.Value)
+			if first, dup := seen[f]; dup {
+				return &jsonkeys.KeyError{Path: fmt.Sprintf("%s (line %d)", path, k.Line), Key: k.Value, Other: first}
+			}
+			seen[f] = k.Value
+			if err := checkYAMLKeys(v, path+"."+k.Value, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (p *Plan) defaults() {
