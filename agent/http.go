@@ -315,6 +315,8 @@ func refusalReason(err error) string {
 		return "expired"
 	case signing.IsVerificationError(err):
 		return "signature"
+	case errors.Is(err, rollout.ErrDuplicateKey):
+		return "duplicate_key"
 	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand),
 		errors.Is(err, rollout.ErrInvalidRekey):
 		return "invalid"

@@ -28,7 +28,7 @@ var documentKinds = []string{rollout.KindPlan, rollout.KindCommand, rollout.Kind
 // RefusalReasons say why a signed plan or command was refused: a closed
 // set of label values, the ones the control API reports. An unknown
 // reason is counted as "refused".
-var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "refused", "unsigned", "key"}
+var RefusalReasons = []string{"signature", "expired", "replayed", "duplicate_key", "invalid", "refused", "unsigned", "key"}
 
 // The rollout gossip events whose payload can fail to decode.
 var rolloutEvents = []string{rollout.ReportEvent, rollout.DocEvent}
@@ -123,7 +123,7 @@ func (m *Metrics) RolloutBadEvent(event string) {
 // zero.
 func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_documents_refused_total",
-		Help: "Refusals of signed rollout plans, operator commands and host reports, by kind (plan, command, report) and reason (signature, expired, replayed, invalid, refused, unsigned: a host report without a host signature, key: signed by a key other than the one pinned for the node it names); a document offered again is refused and counted again."},
+		Help: "Refusals of signed rollout plans, operator commands and host reports, by kind (plan, command, report) and reason (signature, expired, replayed, duplicate_key: a key given twice or in two cases, invalid, refused, unsigned: a host report without a host signature, key: signed by a key other than the one pinned for the node it names); a document offered again is refused and counted again."},
 		[]string{"kind", "reason"})
 	for _, k := range documentKinds {
 		for _, r := range RefusalReasons {
