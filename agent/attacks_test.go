@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -165,14 +166,16 @@ func (r *rogue) offerSigned(d *rollout.Document) {
 func (r *rogue) serveBundle(b *splice.Bundle, module http.HandlerFunc) string {
 	r.t.Helper()
 	digest := splice.Digest(b.Manifest)
-	m, err := splice.ParseManifest(b.Manifest)
-	if err != nil {
-		r.t.Fatal(err)
+	// The module is served under the digest the manifest names, or its
+	// own when the manifest does not parse (agents refuse its head first).
+	module256 := splice.Digest(b.Module)
+	if m, err := splice.ParseManifest(b.Manifest); err == nil {
+		module256 = m.Module.SHA256
 	}
 	head := headBytes(r.t, b)
 	r.mu.Lock()
 	r.heads[digest] = serveBytes(head)
-	r.modules[m.Module.SHA256] = func(w http.ResponseWriter, req *http.Request) {
+	r.modules[module256] = func(w http.ResponseWriter, req *http.Request) {
 		module(countingWriter{w, &r.served}, req)
 	}
 	r.mu.Unlock()
@@ -745,6 +748,90 @@ func TestAttackBelowThreshold(t *testing.T) {
 	r.offerSigned(signPlan(t, "id: twice\nbundle: "+splice.Digest(both.Manifest)+"\nstages:\n  - percent: 100\n", f.signer, f.signer))
 	waitMetric(t, h, 2, "splicefleet_rollout_documents_refused_total", "kind", "plan", "reason", "signature")
 	assertUnchanged(t, h, before)
+}
+
+// TestAttackAmbiguousKeys: with a threshold of two keys, a bundle, a plan
+// and an operator command, each signed by both trusted keys, carry a key
+// twice in two cases ({"id":"cmdline","ID":"evil-id"}): jq shows the
+// first, encoding/json would take the second. Each is refused, the log
+// names the key, each is counted as duplicate_key, and nothing changes.
+func TestAttackAmbiguousKeys(t *testing.T) {
+	f := newTestFleet(t)
+	logs := f.captureLogs()
+	second := newSigner(t, "Second")
+	cfg := f.config("host")
+	cfg.Keyring = filepath.Join(f.dir, "two.asc")
+	cfg.Threshold = 2
+	writeKeyring(t, cfg.Keyring, f.signer, second)
+	h := f.start(cfg)
+	r := f.joinRogue("rogue")
+	waitMembers(t, []*Agent{h}, 2)
+
+	// A rollout the host follows, held out of its first stage, for the
+	// commands to aim at.
+	id := "ambiguous"
+	for i := 0; rollout.Bucket(id, h.Name()) < 1; i++ {
+		id = fmt.Sprintf("ambiguous-%d", i)
+	}
+	held := signedBundle(t, splice.Manifest{ID: id, Version: 1}, 0, f.signer, second)
+	raw, err := held.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Publish(raw); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.StartRollout(signPlan(t, planFor(id, splice.Digest(held.Manifest)), f.signer, second))
+	if err != nil || st.State != rollout.Running || st.Open != 0 {
+		t.Fatalf("rollout %s: %+v, %v", id, st, err)
+	}
+	before := stateOf(t, h)
+
+	// The bundle: its manifest names the id twice, and both keys sign it.
+	b := signedBundle(t, splice.Manifest{ID: "cmdline", Version: 1}, 0)
+	b.Manifest = bytes.Replace(b.Manifest, []byte(`"id": "cmdline",`), []byte(`"id": "cmdline", "ID": "evil-id",`), 1)
+	for _, s := range []*signing.Signer{f.signer, second} {
+		sig, err := s.Sign(b.Manifest, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.AddSignature(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.announce("cmdline", 1, r.serveBundle(b, moduleOf(b)))
+	waitMetric(t, h, 1, "splicefleet_verification_failures_total", "reason", "duplicate_key")
+	waitLog(t, logs, `duplicate key \"ID\" in the object at $: it differs from \"id\" only in case`)
+
+	// The plan, as JSON, signed by both.
+	plan := `{"id":"cmdline","ID":"evil-id","bundle":"` + splice.Digest(held.Manifest) + `","stages":[{"percent":100}]}`
+	r.offerSigned(signPlan(t, plan, f.signer, second))
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "plan", "reason", "duplicate_key")
+
+	// The command: "action" says pause, "Action" says revoke.
+	cmd := []byte(`{"plan":"` + st.Digest + `","seq":1,"action":"pause","Action":"revoke","issued":"` + time.Now().UTC().Format(time.RFC3339) + `"}`)
+	var sigs [][]byte
+	for _, s := range []*signing.Signer{f.signer, second} {
+		sig, err := s.Sign(cmd, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sigs = append(sigs, sig)
+	}
+	doc := &rollout.Document{Kind: rollout.KindCommand, Body: cmd, Signatures: sigs}
+	r.offerSigned(doc)
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "command", "reason", "duplicate_key")
+	waitLog(t, logs, `duplicate key \"Action\"`)
+	// Posted to the control API, the same command is refused with the
+	// reason, and counted again.
+	if _, err := h.Command(doc); !errors.Is(err, rollout.ErrDuplicateKey) {
+		t.Fatalf("Command: %v", err)
+	}
+	waitMetric(t, h, 2, "splicefleet_rollout_documents_refused_total", "kind", "command", "reason", "duplicate_key")
+	assertUnchanged(t, h, before)
+	if got, err := h.Rollout(id); err != nil || got.State != rollout.Running {
+		t.Fatalf("rollout after the ambiguous command: %+v, %v", got, err)
+	}
 }
 
 // TestAttackForgedAnnouncements: announcements of a digest nobody holds,
