@@ -22,6 +22,11 @@ var (
 	ErrDuplicateSigner    = errors.New("key already counted")
 )
 
+// ErrSharedKeyMaterial reports a keyring in which two different keys hold
+// the same public key material: one secret under two fingerprints, which
+// must not count as two signers.
+var ErrSharedKeyMaterial = errors.New("two keys share one key material")
+
 // Rejection says why one signature did not count.
 type Rejection struct {
 	Index  int    // position of the signature, from 1

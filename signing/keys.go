@@ -3,15 +3,20 @@ package signing
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/ed25519"
+	"github.com/ProtonMail/go-crypto/openpgp/ed448"
+	"github.com/ProtonMail/go-crypto/openpgp/eddsa"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
@@ -79,6 +84,15 @@ type Keyring struct {
 // ReadKeyring parses an armored or binary OpenPGP keyring (one or more
 // concatenated armored blocks are fine). It refuses weak keys rather than
 // skipping them, so a typo in a keyring file is noticed.
+//
+// Several copies of one key (an old export followed by a re-export after
+// a revocation, an expiry change or a new subkey) are merged as gpg merges
+// them on import: the union of their revocations, identities, subkeys and
+// signatures, so any revocation wins and the newest self-signature decides
+// expiry, whatever the order of the copies. Two different keys that share
+// public key material (one secret under two fingerprints, as a new
+// creation time makes) are refused with [ErrSharedKeyMaterial]: they would
+// otherwise look like two signers.
 func ReadKeyring(data []byte) (*Keyring, error) {
 	if len(data) > MaxKeyringSize {
 		return nil, fmt.Errorf("read keyring: %d bytes exceeds the %d byte limit", len(data), MaxKeyringSize)
@@ -90,25 +104,148 @@ func ReadKeyring(data []byte) (*Keyring, error) {
 	if len(entities) == 0 {
 		return nil, errors.New("read keyring: no keys found")
 	}
-	seen := map[string]bool{}
+	byFpr := map[string]*openpgp.Entity{}
 	kr := &Keyring{}
 	for _, e := range entities {
 		if err := checkStrength(e); err != nil {
 			return nil, fmt.Errorf("read keyring: %w", err)
 		}
-		fpr := fingerprint(e.PrimaryKey)
-		if seen[fpr] {
-			continue
-		}
-		seen[fpr] = true
 		// Trust only public material, even when handed a secret key file.
 		e.PrivateKey = nil
 		for i := range e.Subkeys {
 			e.Subkeys[i].PrivateKey = nil
 		}
+		fpr := fingerprint(e.PrimaryKey)
+		if have, ok := byFpr[fpr]; ok {
+			mergeEntity(have, e)
+			continue
+		}
+		byFpr[fpr] = e
 		kr.entities = append(kr.entities, e)
 	}
+	if err := checkSharedMaterial(kr.entities); err != nil {
+		return nil, fmt.Errorf("read keyring: %w", err)
+	}
 	return kr, nil
+}
+
+// mergeEntity folds src, another copy of dst's primary key, into dst. Every
+// signature in either copy was checked against the primary key when it was
+// read, so a union cannot add anything the key's owner did not sign.
+func mergeEntity(dst, src *openpgp.Entity) {
+	dst.Revocations = appendNewSigs(dst.Revocations, src.Revocations)
+	dst.Signatures = appendNewSigs(dst.Signatures, src.Signatures)
+	if newerSig(src.SelfSignature, dst.SelfSignature) {
+		dst.SelfSignature = src.SelfSignature // v6: the direct-key signature
+	}
+	for name, id := range src.Identities {
+		have, ok := dst.Identities[name]
+		if !ok {
+			dst.Identities[name] = id
+			continue
+		}
+		have.Revocations = appendNewSigs(have.Revocations, id.Revocations)
+		have.Signatures = appendNewSigs(have.Signatures, id.Signatures)
+		if newerSig(id.SelfSignature, have.SelfSignature) {
+			have.SelfSignature = id.SelfSignature
+		}
+	}
+	for _, sk := range src.Subkeys {
+		i := slices.IndexFunc(dst.Subkeys, func(d openpgp.Subkey) bool {
+			return bytes.Equal(d.PublicKey.Fingerprint, sk.PublicKey.Fingerprint)
+		})
+		if i < 0 {
+			dst.Subkeys = append(dst.Subkeys, sk)
+			continue
+		}
+		have := &dst.Subkeys[i]
+		have.Revocations = appendNewSigs(have.Revocations, sk.Revocations)
+		if newerSig(sk.Sig, have.Sig) {
+			have.Sig = sk.Sig
+		}
+	}
+}
+
+// newerSig reports whether a was made after b (or b is missing).
+func newerSig(a, b *packet.Signature) bool {
+	return a != nil && (b == nil || a.CreationTime.After(b.CreationTime))
+}
+
+// appendNewSigs adds the signatures of more that list does not hold yet,
+// comparing their encodings: the same revocation in two copies is one.
+func appendNewSigs(list, more []*packet.Signature) []*packet.Signature {
+	encode := func(s *packet.Signature) string {
+		var buf bytes.Buffer
+		if err := s.Serialize(&buf); err != nil {
+			return fmt.Sprintf("%p", s) // cannot be compared: keep it
+		}
+		return buf.String()
+	}
+	have := map[string]bool{}
+	for _, s := range list {
+		have[encode(s)] = true
+	}
+	for _, s := range more {
+		if k := encode(s); !have[k] {
+			have[k] = true
+			list = append(list, s)
+		}
+	}
+	return list
+}
+
+// checkSharedMaterial refuses two different keys (primary keys or
+// subkeys of different primary keys) with the same public key material.
+func checkSharedMaterial(entities []*openpgp.Entity) error {
+	owner := map[string]*openpgp.Entity{}
+	for _, e := range entities {
+		keys := []*packet.PublicKey{e.PrimaryKey}
+		for _, sk := range e.Subkeys {
+			keys = append(keys, sk.PublicKey)
+		}
+		for _, pk := range keys {
+			m := keyMaterial(pk)
+			other, ok := owner[m]
+			if !ok {
+				owner[m] = e
+				continue
+			}
+			if other != e {
+				a, b := fingerprint(other.PrimaryKey), fingerprint(e.PrimaryKey)
+				return fmt.Errorf("%w: keys %s and %s hold the same %s key material; they are one secret under two fingerprints and would count as two signers. Keep one of them",
+					ErrSharedKeyMaterial, a, b, algorithmName(pk))
+			}
+		}
+	}
+	return nil
+}
+
+// keyMaterial names a key's public material independently of its creation
+// time and packet version, which change its fingerprint but not its
+// secret. Ed25519 is one material whether written as EdDSA (algorithm 22)
+// or as RFC 9580's Ed25519 (27), and an RSA modulus is one material
+// whatever its exponent or algorithm number.
+func keyMaterial(pk *packet.PublicKey) string {
+	switch k := pk.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return "rsa:" + k.N.Text(16)
+	case *eddsa.PublicKey:
+		return k.GetCurve().GetCurveName() + ":" + hex.EncodeToString(k.X)
+	case *ed25519.PublicKey:
+		return "ed25519:" + hex.EncodeToString(k.Point)
+	case *ed448.PublicKey:
+		return "ed448:" + hex.EncodeToString(k.Point)
+	}
+	// Anything else: the key packet without its version and creation time.
+	var buf bytes.Buffer
+	if err := pk.SerializeForHash(&buf); err != nil || buf.Len() < 9 {
+		return "fingerprint:" + fingerprint(pk) // cannot happen for a parsed key
+	}
+	body := buf.Bytes()[3:] // 0x99 and a two-octet length (v4)
+	if pk.Version >= 5 {
+		body = buf.Bytes()[5:] // 0x9a/0x9b and a four-octet length
+	}
+	return fmt.Sprintf("algorithm-%d:%x", pk.PubKeyAlgo, body[5:])
 }
 
 // NewKeyring makes a keyring from keys already parsed.

@@ -82,17 +82,34 @@ func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 			Err: fmt.Errorf("%w: %d signatures, at most %d allowed", ErrMalformedSignature, len(signatures), MaxSignatures)})
 		return nil, verr
 	}
+	// claimed maps what a counted signature used up (its primary key's
+	// fingerprint, its primary key's material and its signing key's
+	// material) to the primary key it counted for: one secret under two
+	// fingerprints counts once.
+	claimed := map[string]string{}
 	counted := map[string]bool{}
 	for i, raw := range signatures {
-		fpr, issuer, err := p.check(message, raw, now)
-		if err == nil && counted[fpr] {
-			err = fmt.Errorf("%w: a second signature by one key counts once", ErrDuplicateSigner)
+		fpr, uses, issuer, err := p.check(message, raw, now)
+		if err == nil {
+			for _, u := range uses {
+				if by, ok := claimed[u]; ok {
+					if by == fpr {
+						err = fmt.Errorf("%w: a second signature by one key counts once", ErrDuplicateSigner)
+					} else {
+						err = fmt.Errorf("%w: its key material is that of %s, counted already (one secret under two fingerprints counts once)", ErrDuplicateSigner, by)
+					}
+					break
+				}
+			}
 		}
 		if err != nil {
 			verr.Rejections = append(verr.Rejections, Rejection{Index: i + 1, Issuer: issuer, Err: err})
 			continue
 		}
 		counted[fpr] = true
+		for _, u := range uses {
+			claimed[u] = fpr
+		}
 	}
 	verr.Valid = len(counted)
 	if verr.Valid < p.threshold {
@@ -107,25 +124,34 @@ func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 }
 
 // check runs the ordered checks of the package doc on one signature and
-// returns the primary fingerprint it counts for.
-func (p *Policy) check(message, raw []byte, now time.Time) (fpr, issuer string, err error) {
+// returns the primary fingerprint it counts for, and what it uses up: that
+// fingerprint and the key material of the primary and the signing key.
+func (p *Policy) check(message, raw []byte, now time.Time) (fpr string, uses []string, issuer string, err error) {
+	fpr, key, issuer, err := p.checkSig(message, raw, now)
+	if err != nil {
+		return "", nil, issuer, err
+	}
+	return fpr, []string{"fingerprint:" + fpr, keyMaterial(key.Entity.PrimaryKey), keyMaterial(key.PublicKey)}, issuer, nil
+}
+
+func (p *Policy) checkSig(message, raw []byte, now time.Time) (fpr string, _ *openpgp.Key, issuer string, err error) {
 	sig, err := ParseSignature(raw)
 	if err != nil {
-		return "", "", err
+		return "", nil, "", err
 	}
 	issuer = issuerOf(sig)
 	if !strongHash(sig.Hash) {
-		return "", issuer, fmt.Errorf("%w: %s", ErrWeakHash, hashName(sig.Hash))
+		return "", nil, issuer, fmt.Errorf("%w: %s", ErrWeakHash, hashName(sig.Hash))
 	}
 	keys := p.candidates(sig)
 	if len(keys) == 0 {
-		return "", issuer, ErrUnknownSigner
+		return "", nil, issuer, ErrUnknownSigner
 	}
 	var key *openpgp.Key
 	for i := range keys {
 		h, err := sig.PrepareVerify()
 		if err != nil {
-			return "", issuer, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+			return "", nil, issuer, fmt.Errorf("%w: %v", ErrMalformedSignature, err)
 		}
 		h.Write(message)
 		if keys[i].PublicKey.VerifySignature(h, sig) == nil {
@@ -134,7 +160,7 @@ func (p *Policy) check(message, raw []byte, now time.Time) (fpr, issuer string, 
 		}
 	}
 	if key == nil {
-		return "", issuer, ErrBadSignature
+		return "", nil, issuer, ErrBadSignature
 	}
 	primary := key.Entity.PrimaryKey
 	issuer = fingerprint(primary)
@@ -142,27 +168,27 @@ func (p *Policy) check(message, raw []byte, now time.Time) (fpr, issuer string, 
 		issuer += " (" + id.Name + ")"
 	}
 	if sig.CreationTime.After(now.Add(p.maxClockSkew)) {
-		return "", issuer, fmt.Errorf("%w: dated %s, now is %s", ErrFutureSignature,
+		return "", nil, issuer, fmt.Errorf("%w: dated %s, now is %s", ErrFutureSignature,
 			sig.CreationTime.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if sig.CreationTime.Before(key.PublicKey.CreationTime) {
-		return "", issuer, fmt.Errorf("%w: signature predates its key", ErrBadSignature)
+		return "", nil, issuer, fmt.Errorf("%w: signature predates its key", ErrBadSignature)
 	}
 	if sigExpired(sig, now) {
-		return "", issuer, fmt.Errorf("%w: at %s", ErrExpiredSignature, expiry(sig).UTC().Format(time.RFC3339))
+		return "", nil, issuer, fmt.Errorf("%w: at %s", ErrExpiredSignature, expiry(sig).UTC().Format(time.RFC3339))
 	}
 	selfSig, identity := key.Entity.PrimarySelfSignature()
 	bySubkey := key.PublicKey != primary
 	if key.Entity.Revoked(now) || (bySubkey && key.Revoked(now)) || (identity != nil && identity.Revoked(now)) {
-		return "", issuer, ErrRevokedKey
+		return "", nil, issuer, ErrRevokedKey
 	}
 	if selfSig == nil || keyExpired(primary, selfSig, now) || sigExpired(selfSig, now) {
-		return "", issuer, ErrExpiredKey
+		return "", nil, issuer, ErrExpiredKey
 	}
 	if bySubkey && (key.SelfSignature == nil || keyExpired(key.PublicKey, key.SelfSignature, now) || sigExpired(key.SelfSignature, now)) {
-		return "", issuer, fmt.Errorf("%w: signing subkey %s", ErrExpiredKey, fingerprint(key.PublicKey))
+		return "", nil, issuer, fmt.Errorf("%w: signing subkey %s", ErrExpiredKey, fingerprint(key.PublicKey))
 	}
-	return fingerprint(primary), issuer, nil
+	return fingerprint(primary), key, issuer, nil
 }
 
 // candidates finds the trusted signing keys a signature names.
@@ -225,8 +251,6 @@ func Describe(raw []byte) (SignatureInfo, error) {
 	return info, nil
 }
 
-// ParseSignature parses exactly one binary-document signature packet in
-// binary form, refusing anything else (trailing data included).
 // brokenHashes are the hash algorithms (RFC 9580, 9.5) that go-crypto
 // does not parse at all, by the error it gives.
 var brokenHashes = map[string]string{
@@ -234,6 +258,10 @@ var brokenHashes = map[string]string{
 	"hash function 3": "RIPEMD-160",
 }
 
+// ParseSignature parses exactly one binary-document signature packet in
+// binary form, refusing anything else (trailing data included). Its issuer
+// is the one its hashed subpackets name, when they name one: an issuer in
+// the unhashed area, which anyone can change, does not override it.
 func ParseSignature(raw []byte) (*packet.Signature, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformedSignature)
@@ -264,7 +292,161 @@ func ParseSignature(raw []byte) (*packet.Signature, error) {
 	if sig.SigType != packet.SigTypeBinary {
 		return nil, fmt.Errorf("%w: type 0x%02x is not a signature over a binary document", ErrMalformedSignature, uint8(sig.SigType))
 	}
+	if err := useHashedIssuer(sig, raw); err != nil {
+		return nil, err
+	}
 	return sig, nil
+}
+
+// Subpacket types that name a signature's issuer (RFC 9580, 5.2.3.12 and
+// 5.2.3.35).
+const (
+	subpacketIssuer            = 16
+	subpacketIssuerFingerprint = 33
+)
+
+// useHashedIssuer makes the signature name the issuer its hashed
+// subpackets name. go-crypto reads the unhashed area after the hashed one
+// and lets an issuer or issuer-fingerprint subpacket there, which anyone
+// can add or change without breaking the signature, override the signed
+// one. Here the unhashed area may only fill in what the hashed area does
+// not say: with a hashed fingerprint it is ignored; with only a hashed key
+// id, an unhashed fingerprint counts only when it has that key id.
+func useHashedIssuer(sig *packet.Signature, raw []byte) error {
+	keyID, fpVersion, fp, err := hashedIssuer(raw)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformedSignature, err)
+	}
+	switch {
+	case fp != nil:
+		id := keyIDOfFingerprint(fpVersion, fp)
+		if keyID != nil && *keyID != id {
+			return fmt.Errorf("%w: its signed issuer key id %016X and fingerprint %X disagree", ErrMalformedSignature, *keyID, fp)
+		}
+		sig.IssuerKeyVersion, sig.IssuerFingerprint, sig.IssuerKeyId = fpVersion, fp, &id
+	case keyID != nil:
+		sig.IssuerKeyId = keyID
+		if len(sig.IssuerFingerprint) > 0 && keyIDOfFingerprint(sig.IssuerKeyVersion, sig.IssuerFingerprint) != *keyID {
+			sig.IssuerKeyVersion, sig.IssuerFingerprint = 0, nil
+		}
+	}
+	return nil
+}
+
+// keyIDOfFingerprint is the key id a fingerprint implies: the low 64 bits
+// of a v4 fingerprint, the high 64 bits of a v5 or v6 one.
+func keyIDOfFingerprint(version uint8, fp []byte) uint64 {
+	if len(fp) < 8 {
+		return 0
+	}
+	b := fp[len(fp)-8:]
+	if version >= 5 {
+		b = fp[:8]
+	}
+	var id uint64
+	for _, x := range b {
+		id = id<<8 | uint64(x)
+	}
+	return id
+}
+
+// hashedIssuer reads the issuer and issuer-fingerprint subpackets of the
+// hashed area of one signature packet (already parsed by go-crypto, so its
+// structure is known to be sound; this only finds where the area is).
+func hashedIssuer(raw []byte) (keyID *uint64, fpVersion uint8, fp []byte, err error) {
+	body, err := packetBody(raw)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if len(body) < 1 {
+		return nil, 0, nil, errors.New("empty signature packet")
+	}
+	var area []byte
+	switch body[0] {
+	case 4, 5:
+		if len(body) < 6 {
+			return nil, 0, nil, errors.New("truncated signature packet")
+		}
+		n := int(body[4])<<8 | int(body[5])
+		if len(body) < 6+n {
+			return nil, 0, nil, errors.New("truncated hashed subpackets")
+		}
+		area = body[6 : 6+n]
+	case 6:
+		if len(body) < 8 {
+			return nil, 0, nil, errors.New("truncated signature packet")
+		}
+		n := int(body[4])<<24 | int(body[5])<<16 | int(body[6])<<8 | int(body[7])
+		if n < 0 || len(body)-8 < n {
+			return nil, 0, nil, errors.New("truncated hashed subpackets")
+		}
+		area = body[8 : 8+n]
+	default:
+		return nil, 0, nil, nil // v3 signatures have no subpackets
+	}
+	for len(area) > 0 {
+		var n int
+		switch {
+		case area[0] < 192:
+			n, area = int(area[0]), area[1:]
+		case area[0] < 255:
+			if len(area) < 2 {
+				return nil, 0, nil, errors.New("truncated subpacket length")
+			}
+			n, area = (int(area[0])-192)<<8+int(area[1])+192, area[2:]
+		default:
+			if len(area) < 5 {
+				return nil, 0, nil, errors.New("truncated subpacket length")
+			}
+			n, area = int(area[1])<<24|int(area[2])<<16|int(area[3])<<8|int(area[4]), area[5:]
+		}
+		if n < 1 || n > len(area) {
+			return nil, 0, nil, errors.New("bad subpacket length")
+		}
+		sub := area[:n]
+		area = area[n:]
+		switch sub[0] & 0x7f {
+		case subpacketIssuer:
+			if len(sub) == 9 {
+				var id uint64
+				for _, x := range sub[1:] {
+					id = id<<8 | uint64(x)
+				}
+				keyID = &id
+			}
+		case subpacketIssuerFingerprint:
+			if len(sub) >= 2 {
+				fpVersion, fp = sub[1], append([]byte(nil), sub[2:]...)
+			}
+		}
+	}
+	return keyID, fpVersion, fp, nil
+}
+
+// packetBody returns the body of the one packet raw holds.
+func packetBody(raw []byte) ([]byte, error) {
+	if len(raw) < 2 || raw[0]&0x80 == 0 {
+		return nil, errors.New("not an OpenPGP packet")
+	}
+	header := 0
+	if raw[0]&0x40 != 0 { // new format
+		switch l := raw[1]; {
+		case l < 192:
+			header = 2
+		case l < 224:
+			header = 3
+		case l == 255:
+			header = 6
+		default:
+			return nil, errors.New("a signature packet with a partial body length")
+		}
+	} else { // old format
+		header = []int{2, 3, 5, 1}[raw[0]&3] // the last: indeterminate length, the rest
+	}
+	if len(raw) < header {
+		return nil, errors.New("truncated packet header")
+	}
+	return raw[header:], nil
 }
 
 // SplitSignatures takes detached signatures as gpg writes them (armored or
