@@ -17,7 +17,10 @@
 //     "binary document", within [MaxSignatureSize], with nothing after it;
 //  2. its hash is strong (SHA-2 or SHA-3; MD5, SHA-1 and RIPEMD-160 are
 //     refused);
-//  3. its issuer is a key in the trusted keyring, with signing capability;
+//  3. its issuer is a key in the trusted keyring, with signing capability
+//     (the issuer its hashed subpackets name: an issuer or issuer
+//     fingerprint in the unhashed area, which anyone can rewrite, is used
+//     only where the hashed area names none);
 //  4. the signature verifies over the message;
 //  5. it was not made in the future (beyond [Policy.MaxClockSkew]) and has
 //     not expired;
@@ -25,13 +28,20 @@
 //     are not revoked, and neither the key nor its subkey has expired.
 //
 // A signature by a subkey counts as its primary key, and several signatures
-// by one primary key count once. Signatures that fail a check are ignored
+// by one primary key count once. Counting is by key material, not by
+// fingerprint: the same secret under two primary keys (a new creation time
+// makes a new fingerprint) counts once, whether it signs as a primary key or
+// as a subkey. Signatures that fail a check are ignored
 // for counting (an attacker can always append junk to a file), but when the
 // threshold is not met the error lists every signature that did not count
 // and why. Time comes from the policy's injected clock, never from the
 // signature.
 //
 // Keys are read from armored or binary keyrings as GnuPG exports them.
+// Several copies of one key (an old export and a re-export appended after
+// it) are merged as gpg merges them on import: any revocation in any copy
+// wins, and the newest self-signature decides expiry. A keyring in which two
+// different keys share key material is refused, naming both fingerprints.
 // Ed25519 keys (EdDSA, algorithm 22, and RFC 9580's algorithm 27), Ed448,
 // ECDSA and RSA of at least 2048 bits are accepted; DSA, ElGamal-signing
 // and short RSA keys are refused when the keyring is read, so a weak key

@@ -1,57 +1,24 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/internal/gpgtest"
 )
 
-// gpg runs the real GnuPG in a private home folder.
-type gpg struct {
-	t    *testing.T
-	home string
-}
+// gpg runs the real GnuPG in a private home folder (internal/gpgtest,
+// which the signing package's tests share).
+type gpg struct{ *gpgtest.GPG }
 
-func newGPG(t *testing.T) *gpg {
-	t.Helper()
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Fatal("gpg is not installed: run `make test-deps` (or apt-get install gnupg); the interop tests need the real GnuPG")
-	}
-	home, err := os.MkdirTemp("", "sf-gpg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(home, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	g := &gpg{t: t, home: home}
-	t.Cleanup(func() {
-		cmd := exec.Command("gpgconf", "--kill", "all")
-		cmd.Env = append(os.Environ(), "GNUPGHOME="+home)
-		_ = cmd.Run()
-		_ = os.RemoveAll(home)
-	})
-	return g
-}
+func newGPG(t *testing.T) *gpg { return &gpg{gpgtest.New(t)} }
 
-func (g *gpg) run(args ...string) (string, error) {
-	g.t.Helper()
-	cmd := exec.Command("gpg", append([]string{"--batch", "--no-tty", "--pinentry-mode", "loopback"}, args...)...)
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+g.home)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
+func (g *gpg) run(args ...string) (string, error) { return g.Run(args...) }
 
-func (g *gpg) must(args ...string) string {
-	g.t.Helper()
-	out, err := g.run(args...)
-	if err != nil {
-		g.t.Fatalf("gpg %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
+func (g *gpg) must(args ...string) string { return g.Must(args...) }
+
+// fingerprint asks gpg (not splicefleet) for a key file's fingerprint.
+func (g *gpg) fingerprint(armored []byte) string { return g.Fingerprint(armored) }
 
 // A bundle signed by splicefleet verifies with gpg --verify over the
 // manifest, and gpg notices when the manifest is changed.
@@ -127,24 +94,4 @@ func TestSpliceFleetVerifiesGnuPGSignatures(t *testing.T) {
 	if out := g.must("--status-fd", "1", "--verify", sigs, manifest); strings.Count(out, "[GNUPG:] GOODSIG ") != 4 {
 		t.Fatalf("gpg does not see four good signatures:\n%s", out)
 	}
-}
-
-var fprLine = regexp.MustCompile(`(?m)^fpr:+([0-9A-F]{40}):`)
-
-// fingerprint asks gpg (not splicefleet) for a key file's fingerprint.
-func (g *gpg) fingerprint(armored []byte) string {
-	t := g.t
-	t.Helper()
-	cmd := exec.Command("gpg", "--batch", "--with-colons", "--show-keys")
-	cmd.Env = append(os.Environ(), "GNUPGHOME="+g.home)
-	cmd.Stdin = strings.NewReader(string(armored))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("gpg --show-keys: %v\n%s", err, out)
-	}
-	m := fprLine.FindStringSubmatch(string(out))
-	if m == nil {
-		t.Fatalf("no fingerprint in gpg output:\n%s", out)
-	}
-	return m[1]
 }
