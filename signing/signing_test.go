@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/ed25519"
+	"github.com/ProtonMail/go-crypto/openpgp/eddsa"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
@@ -404,4 +406,40 @@ func containsAll(list []string, want ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestEd25519AsAlgorithms22And27IsOneMaterial: one Ed25519 secret written
+// once as EdDSA (algorithm 22, what gpg 2.2 makes) and once as RFC 9580's
+// Ed25519 (algorithm 27) is one key material: the keyring is refused, and
+// trusted one by one the two count once.
+func TestEd25519AsAlgorithms22And27IsOneMaterial(t *testing.T) {
+	legacy := newSigner(t, "Legacy <l@example.com>")
+	ek, ok := legacy.entity.PrivateKey.PrivateKey.(*eddsa.PrivateKey)
+	if !ok {
+		t.Fatalf("generated key is a %T, not EdDSA", legacy.entity.PrivateKey.PrivateKey)
+	}
+	native := &ed25519.PrivateKey{PublicKey: ed25519.PublicKey{Point: ek.X}, Key: append(append([]byte(nil), ek.D...), ek.X...)}
+	created := t0.Add(-12 * time.Hour)
+	priv := packet.NewSignerPrivateKey(created, native)
+	e := &openpgp.Entity{PrimaryKey: &priv.PublicKey, PrivateKey: priv, Identities: map[string]*openpgp.Identity{}}
+	if err := e.AddUserId("Native", "", "n@example.com", &packet.Config{Time: func() time.Time { return created }}); err != nil {
+		t.Fatal(err)
+	}
+	if e.PrimaryKey.PubKeyAlgo != packet.PubKeyAlgoEd25519 || legacy.entity.PrimaryKey.PubKeyAlgo != packet.PubKeyAlgoEdDSA {
+		t.Fatalf("algorithms %d and %d", legacy.entity.PrimaryKey.PubKeyAlgo, e.PrimaryKey.PubKeyAlgo)
+	}
+	twin, err := signerFor(e, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := legacy.Public().Armored()
+	pn, _ := twin.Public().Armored()
+	if _, err := ReadKeyring(append(pl, pn...)); !errors.Is(err, ErrSharedKeyMaterial) ||
+		!strings.Contains(err.Error(), legacy.Public().Fingerprint()) || !strings.Contains(err.Error(), twin.Public().Fingerprint()) {
+		t.Fatalf("ReadKeyring: %v", err)
+	}
+	_, err = policy(t, 2, nil, legacy.Public(), twin.Public()).Verify(msg, [][]byte{mustSign(t, legacy, msg, t0), mustSign(t, twin, msg, t0)})
+	if !errors.Is(err, ErrDuplicateSigner) || !errors.Is(err, ErrBelowThreshold) {
+		t.Fatalf("Verify: %v", err)
+	}
 }
