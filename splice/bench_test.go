@@ -78,3 +78,15 @@ func BenchmarkBaseline(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseManifest parses a typical manifest, the duplicate-key pass
+// included: the cost of the strict parse per verified bundle.
+func BenchmarkParseManifest(b *testing.B) {
+	raw := newFixture(b, 0).bundle(b, testManifest()).Manifest
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, err := splice.ParseManifest(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
