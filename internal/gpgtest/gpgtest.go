@@ -4,7 +4,8 @@
 //
 // Each [GPG] has a private home folder, removed (and its agent stopped)
 // when the test ends. A missing gpg fails the test with how to install it:
-// the interop tests are not optional.
+// the interop tests are not optional. It runs a program (os/exec), which
+// depguard allows here because only tests import this package.
 package gpgtest
 
 import (
