@@ -23,7 +23,7 @@ BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
 FUZZTIME ?= 20000x
 # Fuzz targets as package:Target.
 FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
-	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeReport \
+	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeRekey ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeReport \
 	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./agent:FuzzDecodeHead \
 	./objdiff:FuzzCompare ./klpgen:FuzzFinalize ./internal/jsonkeys:FuzzCheck
 # How long make fuzz-soak runs each target.

@@ -102,9 +102,9 @@ func TestDocumentAttacks(t *testing.T) {
 	}
 }
 
-// TestAmbiguousDocumentsRefused: plans, commands and their wire form,
-// signed by both trusted keys of a 2-of-2 policy, are refused when a key
-// reads differently to a reviewer's JSON tool (exact names) and to the
+// TestAmbiguousDocumentsRefused: plans, commands, re-keys and their wire
+// form, signed by both trusted keys of a 2-of-2 policy, are refused when a
+// key reads differently to a reviewer's JSON tool (exact names) and to the
 // agent (encoding/json ignores case and keeps the last); the error names
 // the key.
 func TestAmbiguousDocumentsRefused(t *testing.T) {
@@ -150,6 +150,16 @@ func TestAmbiguousDocumentsRefused(t *testing.T) {
 				t.Fatalf("err = %v, want a duplicate key saying %s", err, tt.want)
 			}
 		})
+	}
+
+	// A re-key: a reviewer's tool shows web-1, encoding/json took db-1.
+	rekey := `{"node":"web-1","NODE":"db-1","key":"` + strings.Repeat("A", 43) + `","issued":"2026-11-27T11:00:00Z"}`
+	d := &rollout.Document{Kind: rollout.KindRekey, Body: []byte(rekey), Signatures: both(rekey)}
+	if vr, err := rollout.VerifyRekey(d, policy); err == nil {
+		t.Fatalf("accepted re-key of %s", vr.Rekey.Node)
+	} else if !errors.Is(err, rollout.ErrDuplicateKey) || !errors.Is(err, rollout.ErrInvalidRekey) ||
+		!strings.Contains(err.Error(), `duplicate key "NODE" in the object at $: it differs from "node" only in case`) {
+		t.Fatalf("re-key: err = %v", err)
 	}
 
 	wire := `{"kind":"command","Kind":"plan","body":"eA==","signatures":["eA=="]}`

@@ -231,3 +231,31 @@ func FuzzDecodeReports(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeRekey(f *testing.F) {
+	key := strings.Repeat("A", 43)
+	b, err := EncodeRekey(Rekey{Node: "web-1", Key: key, Reason: "reinstalled", Issued: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"node":"web-1","NODE":"db-1","key":"` + key + `","issued":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"node":"web-1","key":"` + key + `","issued":"2026-01-01T00:00:00Z"} {}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeRekey(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRekey) {
+				t.Fatalf("error %v is not ErrInvalidRekey", err)
+			}
+			return
+		}
+		enc, err := EncodeRekey(*r)
+		if err != nil {
+			t.Fatalf("accepted re-key does not encode: %v", err)
+		}
+		back, err := DecodeRekey(enc)
+		if err != nil || back.Node != r.Node || back.Key != r.Key || back.Reason != r.Reason || !back.Issued.Equal(r.Issued) {
+			t.Fatalf("round trip of %s: %+v (%v)", enc, back, err)
+		}
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
 
 // KindRekey is an operator's signed re-key of a host: the way a
@@ -53,8 +55,16 @@ func EncodeRekey(r Rekey) ([]byte, error) {
 	return json.Marshal(r)
 }
 
-// DecodeRekey parses a re-key strictly.
+// rekeyKeys knows a re-key's field names.
+var rekeyKeys = jsonkeys.For(Rekey{})
+
+// DecodeRekey parses a re-key strictly: unknown fields, trailing data and
+// keys that other readers would read differently (ErrDuplicateKey: a
+// reviewer must not see one node while agents re-key another) are errors.
 func DecodeRekey(data []byte) (*Rekey, error) {
+	if err := rekeyKeys.Check(data); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRekey, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var r Rekey
