@@ -106,7 +106,7 @@ func openReportBook(dir string) (*reportBook, error) {
 					break
 				}
 				if rep, err := rollout.DecodeReport(data[2 : 2+l]); err == nil && rep.Plan == p.Name() {
-					b.put(rep)
+					_, _ = b.put(rep) // older copies are ignored; what is kept is the newest
 				}
 				data = data[2+l:]
 			}
