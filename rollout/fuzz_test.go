@@ -26,6 +26,8 @@ func FuzzDecodePlan(f *testing.F) {
 	f.Add([]byte("{id: x, bundle: " + fuzzDigest + ", stages: [{ring: a}, {ring: a}]}"))
 	f.Add([]byte("id: &a x\nbundle: *a\n---\nid: y\n"))
 	f.Add([]byte(""))
+	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: 100}]\ngates: {min_healthy: .nan, max_failure_ratio: .NaN}\n"))
+	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: .inf}]\ngates: {max_failures: -1, max_failure_ratio: -.Inf}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := DecodePlan(data)
 		if err != nil {
@@ -33,6 +35,17 @@ func FuzzDecodePlan(f *testing.F) {
 				t.Fatalf("error %v is not ErrInvalidPlan", err)
 			}
 			return
+		}
+		// No accepted plan carries a gate the judgement cannot compare.
+		g := p.Gates
+		if !finite(g.MinHealthy) || g.MinHealthy <= 0 || g.MinHealthy > 1 ||
+			!finite(g.MaxFailureRatio) || g.MaxFailureRatio < 0 || g.MaxFailureRatio >= 1 {
+			t.Fatalf("accepted gates %+v", g)
+		}
+		for _, s := range p.Stages {
+			if !finite(s.Percent) || s.Percent < 0 || s.Percent > 100 || s.Soak < 0 {
+				t.Fatalf("accepted stage %+v", s)
+			}
 		}
 		enc, err := p.Encode()
 		if err != nil {
