@@ -17,6 +17,7 @@ import (
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // runHealthCommand runs the operator's health command (no shell) until
@@ -111,24 +112,34 @@ func postDoc(socket, path string, d *rollout.Document) (rollout.Status, error) {
 	return st, nil
 }
 
-// publishPlan signs and starts a rollout plan at the local agent.
-func publishPlan(e *env, socket, planPath, bundle string, keys, sigFiles []string, passFile string) error {
+// preparePlan reads and validates a plan for the bundle in raw (read from
+// bundlePath) and signs it. Nothing is sent.
+func preparePlan(e *env, raw []byte, bundlePath, planPath string, keys, sigFiles []string, passFile string) (*rollout.Document, error) {
 	body, err := readFile(planPath, rollout.MaxPlanSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := rollout.DecodePlan(body)
 	if err != nil {
-		return &refusal{fmt.Errorf("%s: %w", planPath, err)}
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
 	}
-	if p.Bundle != bundle {
-		return &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
+	b, err := splice.Decode(bytes.NewReader(raw))
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", bundlePath, err)}
+	}
+	if bundle := splice.Digest(b.Manifest); p.Bundle != bundle {
+		return nil, &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
 	}
 	sigs, err := signDoc(e, body, keys, sigFiles, passFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st, err := postDoc(socket, "/v1/rollouts", rollout.SignPlan(body, sigs))
+	return rollout.SignPlan(body, sigs), nil
+}
+
+// publishPlan starts a signed rollout plan at the local agent.
+func publishPlan(e *env, socket, planPath string, d *rollout.Document) error {
+	st, err := postDoc(socket, "/v1/rollouts", d)
 	if err != nil {
 		return fmt.Errorf("%s: %w", planPath, err)
 	}
