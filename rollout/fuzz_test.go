@@ -83,6 +83,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []Command{
 		{Plan: fuzzDigest, Seq: 1, Action: ActionPromote, Stage: 2, Issued: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{Plan: fuzzDigest, Seq: 1 << 60, Action: ActionRevoke, Reason: "regression", Issued: time.Date(2026, 1, 1, 0, 0, 0, 5, time.FixedZone("x", 3600))},
+		{Bundle: fuzzDigest, Action: ActionForget, Reason: "superseded", Issued: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		b, err := EncodeCommand(c)
 		if err != nil {
