@@ -91,7 +91,9 @@ type Agent struct {
 	policy  atomic.Pointer[signing.Policy]
 	kernel  *Kernel
 	store   *Store
-	fetcher *Fetcher
+	// forgotten are the bundles dropped from the store (retention.go).
+	forgotten *forgotten
+	fetcher   *Fetcher
 	blobs   *BlobServer
 	node    *gossip.Node
 	metrics *metrics.Metrics
@@ -166,6 +168,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+		return nil, err
+	}
+	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {
 		return nil, err
 	}
 	if a.ro, err = openRollouts(a); err != nil {
@@ -461,6 +466,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-tick.C:
 			a.antiEntropy(ctx)
 			a.docAntiEntropy(ctx)
+			a.collectBundles()
 		}
 	}
 }
@@ -498,7 +504,9 @@ const maxFetchesQueued = 128
 // being fetched; at most a few fetches run at once. fromIndex says that
 // anti-entropy found it in a peer's index, not an announcement.
 func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromIndex bool) {
-	if a.store.Has(ann.ManifestDigest) {
+	if a.store.Has(ann.ManifestDigest) || (fromIndex && a.forgotten.has(ann.ManifestDigest)) {
+		// Held; or dropped here (retention, forget) and only listed by
+		// a peer that still holds it.
 		return
 	}
 	a.mu.Lock()

@@ -218,10 +218,10 @@ rolls the patch back everywhere.`,
 }
 
 var actionHelp = map[string]string{
-	rollout.ActionPromote: "Open the next stage now (or --stage N), without waiting for its soak",
+	rollout.ActionPromote: "Open the next stage now (or --stage N), without waiting for its soak; on a paused rollout, at resume",
 	rollout.ActionPause:   "Stop new applies and stage openings until resume",
-	rollout.ActionResume:  "Undo a pause",
-	rollout.ActionHalt:    "Stop the rollout for good; hosts keep what they applied",
+	rollout.ActionResume:  "Undo a pause (a halted or revoked rollout refuses it: a halt is final)",
+	rollout.ActionHalt:    "Stop a running rollout for good; hosts keep what they applied (a done rollout refuses it: revoke that)",
 	rollout.ActionRevoke:  "Stop the rollout for good and roll the patch back on every host",
 }
 
@@ -249,6 +249,11 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			var st rollout.Status
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
 				return err
+			}
+			// What the rollout's end leaves without effect is refused
+			// before anything is signed; every agent checks it again.
+			if err := rollout.CheckCommand(st, action); err != nil {
+				return &refusal{err}
 			}
 			c := rollout.Command{Plan: st.Digest, Seq: seq, Action: action, Reason: reason, Issued: e.now().UTC()}
 			if c.Seq == 0 {
@@ -300,6 +305,9 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s %s (seq %d): %s\n", action, st.ID, c.Seq, st.Why)
+			if note := rollout.PromoteNote(st); action == rollout.ActionPromote && note != "" {
+				fmt.Fprintf(e.stdout, "note: %s\n", note)
+			}
 			return nil
 		},
 	}
