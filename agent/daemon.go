@@ -91,9 +91,7 @@ type Agent struct {
 	policy  atomic.Pointer[signing.Policy]
 	kernel  *Kernel
 	store   *Store
-	// forgotten are the bundles dropped from the store (retention.go).
-	forgotten *forgotten
-	fetcher   *Fetcher
+	fetcher *Fetcher
 	blobs   *BlobServer
 	node    *gossip.Node
 	metrics *metrics.Metrics
@@ -115,6 +113,9 @@ type Agent struct {
 	tagsPending atomic.Bool
 	tagKick     chan struct{}
 	startTags   map[string]string // the tags the member started with
+
+	// forgotten are the bundles dropped from the store (retention.go).
+	forgotten *forgotten
 
 	ro        *rollouts
 	watches   map[string]bool
