@@ -332,6 +332,12 @@ func TestEndedRolloutRefusesCommands(t *testing.T) {
 			if got := kernelState(t, a); slices.Contains(got, "lp_ends") {
 				return fmt.Errorf("%s runs %v", a.Name(), got)
 			}
+			if s := localState(a, st.Digest); s != rollout.StateRolledBack {
+				return fmt.Errorf("%s: %s", a.Name(), s)
+			}
+			if live, err := splice.LiveSummary(a.cfg.StateDir); err != nil || len(live) != 0 {
+				return fmt.Errorf("%s's journal: %v %v", a.Name(), live, err)
+			}
 		}
 		return nil
 	})
