@@ -129,7 +129,7 @@ func (r *rollouts) bundleUseLocked(bundle string, expired bool) (keep string, en
 			return fmt.Sprintf("rollout %s is %s; halt or revoke it first", st.ID, st.State), time.Time{}
 		case st.State == rollout.Done && !expired:
 			return fmt.Sprintf("rollout %s is done, and hosts that join later apply it from the fleet's copies; revoke it first to drop it", st.ID), time.Time{}
-		case st.State == rollout.Halted:
+		case rollout.Ended(st.State):
 			ended = later(ended, orElse(rec.Rollout.HaltedAt, rec.Rollout.Accepted))
 		case st.State == rollout.Expired && rec.Rollout.Plan.Expires != nil:
 			ended = later(ended, *rec.Rollout.Plan.Expires)

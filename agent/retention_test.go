@@ -151,6 +151,8 @@ func TestBundleRetention(t *testing.T) {
 		return nil
 	})
 	for _, a := range agents {
+		// Counted just after the store's copy goes.
+		waitMetric(t, a, 3, "splicefleet_bundles_dropped_total", "reason", "retention")
 		if n := metricValue(t, a, "splicefleet_bundles_dropped_total", "reason", "retention"); n != 3 {
 			t.Errorf("%s counted %g drops by retention, want 3", a.Name(), n)
 		}

@@ -416,6 +416,9 @@ func (s *Store) List() ([]Entry, error) {
 			continue
 		}
 		h, err := s.Head(digest)
+		if errors.Is(err, ErrNotStored) {
+			continue // removed since the folder was read
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list store: %w", err)
 		}

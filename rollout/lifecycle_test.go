@@ -33,7 +33,7 @@ func TestCheckCommandAtTheEnd(t *testing.T) {
 	f = newFleet(t, stagedPlan, 10, map[int]string{0: "canary"})
 	f.step(t0, StateFailed)
 	halted := f.eval("host-05", t0)
-	if halted.State != Halted {
+	if !Ended(halted.State) {
 		t.Fatalf("state %s: %s", halted.State, halted.Why)
 	}
 	err = CheckCommand(halted, ActionResume)
