@@ -163,14 +163,16 @@ gates:
 	if !strings.Contains(out, "pause fix (seq 1)") {
 		t.Errorf("pause signed by GnuPG: %s", out)
 	}
+	// The rollout is done, and done is final: every host accepts the
+	// pause (seq 1) and stays done.
 	waitFor(t, 30*time.Second, "the pause reaches every host", func() error {
 		for _, p := range procs {
 			st, err := c.rolloutStatus(p.socket, "fix")
 			if err != nil {
 				return err
 			}
-			if !strings.Contains(st.Why, "paused by operator (seq 1)") {
-				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
+			if st.LastSeq != 1 || st.State != rollout.Done {
+				return fmt.Errorf("%s: seq %d, %s: %s", p.name, st.LastSeq, st.State, st.Why)
 			}
 		}
 		return nil
