@@ -28,7 +28,7 @@ func newRecordingAgent(t *testing.T) *recordingAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	r := &recordingAgent{socket: filepath.Join(dir, "control.sock")}
 	ln, err := net.Listen("unix", r.socket)
 	if err != nil {
@@ -47,7 +47,7 @@ func newRecordingAgent(t *testing.T) *recordingAgent {
 		}
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { _ = srv.Close() })
 	return r
 }
 
