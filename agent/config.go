@@ -61,6 +61,17 @@ type Config struct {
 	// AntiEntropy is how often the agent asks a random peer for the
 	// bundles, plans and commands it holds (default 30s).
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
+	// BundleRetention is how long the agent keeps the copy it serves to
+	// peers of a bundle no live rollout needs (default 168h0m0s), a week;
+	// at least 1m. It counts from the halt of a rollout that halted or
+	// was revoked, from the expiry of a plan or bundle that expired, and
+	// from its arrival for a bundle published without a plan. A bundle a
+	// running, paused or done rollout rolls out is kept (hosts that join
+	// later apply a done rollout from these copies). Only the copy for
+	// distribution goes: a patch the host applied stays applied, and its
+	// own copy for re-apply at boot stays. `splicefleet forget` drops one
+	// now.
+	BundleRetention time.Duration `yaml:"bundle_retention"`
 	// HealthCommand, when set, runs during a rollout's health window after
 	// every apply (argv, no shell), at each health check: every second,
 	// or every fifth of the window when that is shorter, until the window
@@ -83,6 +94,10 @@ const (
 	DefaultKeyring       = "/etc/splicefleet/trusted.asc"
 )
 
+// DefaultBundleRetention is how long a bundle no live rollout needs is
+// kept for distribution.
+const DefaultBundleRetention = 7 * 24 * time.Hour
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
@@ -98,8 +113,11 @@ func DefaultConfig() Config {
 		HTTP:          "0.0.0.0:7947",
 		LogLevel:      "info",
 		AntiEntropy:   30 * time.Second,
-		HealthTimeout: 30 * time.Second,
-		Protocol:      gossip.ProtocolMax,
+		// A week: long enough to look at a halted rollout's bundle and
+		// for a partitioned host to come back.
+		BundleRetention: DefaultBundleRetention,
+		HealthTimeout:   30 * time.Second,
+		Protocol:        gossip.ProtocolMax,
 	}
 }
 
@@ -187,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AntiEntropy < time.Second {
 		bad("anti_entropy %s: at least 1s", c.AntiEntropy)
+	}
+	if c.BundleRetention < time.Minute {
+		bad("bundle_retention %s: at least 1m", c.BundleRetention)
 	}
 	if c.HealthTimeout <= 0 || c.HealthTimeout > time.Hour {
 		bad("health_timeout %s: between 1ns and 1h", c.HealthTimeout)

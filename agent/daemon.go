@@ -118,6 +118,9 @@ type Agent struct {
 	tagKick     chan struct{}
 	startTags   map[string]string // the tags the member started with
 
+	// forgotten are the bundles dropped from the store (retention.go).
+	forgotten *forgotten
+
 	ro        *rollouts
 	watches   map[string]bool
 	pulled    map[string]time.Time // members asked for their plans, when
@@ -170,6 +173,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+		return nil, err
+	}
+	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {
 		return nil, err
 	}
 	if a.hostKey, err = hostkey.LoadOrCreate(cfg.StateDir); err != nil {
@@ -478,6 +484,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-tick.C:
 			a.antiEntropy(ctx)
 			a.docAntiEntropy(ctx)
+			a.collectBundles()
 		}
 	}
 }
@@ -515,7 +522,9 @@ const maxFetchesQueued = 128
 // being fetched; at most a few fetches run at once. fromIndex says that
 // anti-entropy found it in a peer's index, not an announcement.
 func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromIndex bool) {
-	if a.store.Has(ann.ManifestDigest) {
+	if a.store.Has(ann.ManifestDigest) || (fromIndex && a.forgotten.has(ann.ManifestDigest)) {
+		// Held; or dropped here (retention, forget) and only listed by
+		// a peer that still holds it.
 		return
 	}
 	a.mu.Lock()

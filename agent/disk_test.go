@@ -64,9 +64,11 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		if _, err := a.StartRollout(other); err == nil || !strings.Contains(err.Error(), cause) {
 			t.Errorf("a plan on a %s state directory: %v", cause, err)
 		}
-		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionHalt, Reason: "test"})
+		// A pause, which a done rollout admits (a halt it refuses before
+		// writing anything).
+		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionPause, Reason: "test"})
 		if _, err := a.Command(cmd); err == nil || !strings.Contains(err.Error(), cause) {
-			t.Errorf("halt: %v, want %q", err, cause)
+			t.Errorf("pause: %v, want %q", err, cause)
 		}
 		after := stateFiles(t, cfg.StateDir)
 		for p, b := range before {

@@ -19,7 +19,14 @@
 // again. Gossip delivery is not guaranteed, so anti-entropy asks a random
 // peer for its index every Config.AntiEntropy and fetches what is missing.
 // Agents publish their kernel, agent version and holdings in their gossip
-// tags, which the fleet views read.
+// tags, which the fleet views read. The store is a copy for distribution:
+// a bundle no live rollout needs (its rollouts halted, were revoked or
+// expired, it expired, or it was published without a plan) is dropped
+// after Config.BundleRetention, or at once by a forget (local, or a
+// signed command every agent verifies), and remembered so that
+// anti-entropy does not bring it back; a bundle a running, paused or done
+// rollout rolls out is kept. The host's own copies of the patches it
+// applied belong to package splice and are never dropped.
 //
 // Rollouts (package rollout decides, this package acts): a signed plan
 // published at one agent is announced in a small gossip event, fetched and
@@ -31,7 +38,8 @@
 // kernel log, the operator's health command). A failure undoes the patch,
 // is gossiped at once as a failure report and lasts in the tags; a halt
 // rolls the patch back where the plan says so. Operator commands travel
-// like plans. Judgement rounds run on gossip events and a tick, at most
+// like plans; every agent refuses, and counts, the ones a rollout's end
+// leaves without effect (rollout.CheckCommand). Judgement rounds run on gossip events and a tick, at most
 // one per tick; failure reports are judged the moment they arrive. Each
 // rollout's state is kept in the state directory, so a restart resumes
 // it. Judgement starts with the agent, while serf's join (and its

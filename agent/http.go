@@ -223,6 +223,21 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, entries)
 	})
+	mux.HandleFunc("POST /v1/bundles/{digest}/forget", func(w http.ResponseWriter, r *http.Request) {
+		e, err := a.Forget(r.PathValue("digest"))
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, e)
+		case errors.Is(err, ErrInvalidDigest):
+			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Reason: "invalid"})
+		case errors.Is(err, ErrNotStored):
+			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_held"})
+		case errors.Is(err, ErrBundleInUse):
+			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "in_use"})
+		default:
+			writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+		}
+	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.node.Members())
 	})

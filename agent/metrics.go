@@ -24,7 +24,7 @@ import (
 // transitions and fetches are observed as they end. The Go runtime's and
 // the process's own metrics come along.
 func (a *Agent) newMetrics() *metrics.Metrics {
-	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}}
+	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}, wanted: a.ro.wanted}
 	m := metrics.New(metrics.Options{
 		Version: a.version,
 		Logger:  a.log.With("component", "metrics"),
@@ -142,6 +142,9 @@ type heldBundles struct {
 	store *Store
 	mu    sync.Mutex
 	known map[string]metrics.Bundle // by manifest digest
+	// wanted lists the bundles a live rollout targets this host with;
+	// read at every scrape, since it changes as rollouts move.
+	wanted func() map[string]bool
 }
 
 func (h *heldBundles) list() ([]metrics.Bundle, error) {
@@ -149,10 +152,15 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list store: %w", err)
 	}
+	var wanted map[string]bool // before h.mu: it takes the rollouts' lock
+	if h.wanted != nil {
+		wanted = h.wanted()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]metrics.Bundle, 0, len(entries))
 	seen := make(map[string]bool, len(entries))
+
 	for _, e := range entries {
 		digest, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok || !ValidDigest(digest) {
@@ -176,6 +184,7 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 			b = metrics.Bundle{ID: m.ID, Version: m.Version, Target: m.Target, Stored: info.ModTime()}
 			h.known[digest] = b
 		}
+		b.Wanted = wanted[digest]
 		out = append(out, b)
 	}
 	for d := range h.known {

@@ -108,13 +108,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	eventually(t, 60*time.Second, "both hold it", func() error { return holdAll(agents, v.ManifestDigest) })
 	a := agents[1]
-	eventually(t, 10*time.Second, "outstanding before the apply", func() error {
-		return contains(scrape(t, a), `splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 1`)
-	})
-	cliApply(t, f, a, raw)
+	// Held for distribution only: no rollout targets the host with it.
+	if err := contains(scrape(t, a), `splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 0`); err != nil {
+		t.Errorf("a bundle published without a plan: %v", err)
+	}
 
 	// A rollout whose first stage (0.01%) holds neither host, soaking for
-	// an hour: it runs in stage 1 of 2, and neither host applies.
+	// an hour: it runs in stage 1 of 2, and neither host applies; the
+	// bundle is outstanding on both.
 	st, err := agents[0].StartRollout(f.signedPlan(v.ManifestDigest, `id: cve-metrics
 bundle: BUNDLE
 stages:
@@ -128,6 +129,10 @@ stages:
 	eventually(t, 30*time.Second, "the rollout reaches the other host", func() error {
 		return contains(scrape(t, a), `splicefleet_rollout_state{rollout="cve-metrics",state="running"} 1`)
 	})
+	eventually(t, 10*time.Second, "outstanding before the apply", func() error {
+		return contains(scrape(t, a), `splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 1`)
+	})
+	cliApply(t, f, a, raw)
 	// An operator command from a key the agent does not trust, and a
 	// failure report that does not decode.
 	stranger, err := signing.GenerateSigner("Stranger <x@example.com>", time.Now().Add(-time.Hour))

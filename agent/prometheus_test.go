@@ -95,6 +95,12 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "the trusting agents hold the patch", func() error { return holdAll(trusting, v.ManifestDigest) })
+	// It is rolled out, and waits in a first stage that holds no host:
+	// the hosts that do not run it lack it (a bundle only published is
+	// not outstanding).
+	if _, err := agents[0].StartRollout(f.signedPlan(v.ManifestDigest, planFor("cve-e2e", "BUNDLE"))); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 60*time.Second, "the untrusted bundle is refused", func() error {
 		if agents[1].fetcher.Stats().VerificationFailures["signature"] == 0 {
 			return fmt.Errorf("not refused yet")

@@ -74,6 +74,7 @@ type rollouts struct {
 	// pinned one, logged once.
 	mismatched map[string]bool
 	rekeys     []string                     // the operators' re-keys stored, by digest
+	forgets    []string                     // accepted forget commands, by digest (retention.go)
 	orphans    map[string][]rollout.Command // verified commands for plans not yet known
 	refused    map[string]time.Time         // documents refused, by digest, when
 	// joining, until this agent has joined the cluster since it started,
@@ -247,6 +248,9 @@ func (r *rollouts) docIndex() []DocIndexEntry {
 	for _, d := range r.rekeys {
 		out = append(out, DocIndexEntry{Kind: rollout.KindRekey, Digest: d})
 	}
+	for _, d := range r.forgets {
+		out = append(out, DocIndexEntry{Kind: rollout.KindCommand, Digest: d})
+	}
 	return out
 }
 
@@ -284,6 +288,12 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	defer r.mu.Unlock()
 	if rec, ok := r.recs[vp.Digest]; ok {
 		return r.status[rec.Rollout.Digest], nil // already following it
+	}
+	if !a.store.Has(vp.Plan.Bundle) {
+		// Dropped (retention, forget) since it was read above: retention
+		// holds r.mu while it drops, so this check under it is final.
+		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent dropped meanwhile: %w",
+			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], ErrNotStored)
 	}
 	for _, rec := range r.recs {
 		if rec.Rollout.Plan.ID == vp.Plan.ID {
@@ -336,6 +346,12 @@ func (r *rollouts) loadOrphans() {
 			continue
 		}
 		vc, err := rollout.VerifyCommand(d, r.a.policy.Load())
+		if err == nil && vc.Action == rollout.ActionForget {
+			if len(r.forgets) < maxForgets {
+				r.forgets = append(r.forgets, vc.Digest)
+			}
+			continue
+		}
 		if err == nil && r.recs[vc.Plan] == nil && len(r.orphans[vc.Plan]) < maxOrphans {
 			r.orphans[vc.Plan] = append(r.orphans[vc.Plan], vc.Command)
 		}
@@ -356,6 +372,10 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	c := vc.Command
+	if c.Action == rollout.ActionForget {
+		// It names a bundle, not a rollout (retention.go).
+		return rollout.Status{}, r.acceptForget(vc)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.recs[c.Plan]
@@ -371,6 +391,13 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	}
 	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Digest == c.Digest }); i >= 0 {
 		return r.status[c.Plan], fmt.Errorf("%w: %w: this command (seq %d) was already accepted", ErrRolloutRefused, rollout.ErrReplayed, c.Seq)
+	}
+	// The end of a rollout refuses what it leaves without effect (halt
+	// of a done rollout, resume of a halted one), judged as it stands
+	// before the command.
+	if err := rollout.CheckCommand(r.evaluateLocked(rec), c.Action); err != nil {
+		a.metricRefused("command", err)
+		return r.status[c.Plan], fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	// A command that cannot be written is not accepted: the rollout
 	// stays as it was, in memory as on disk.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/splice"
@@ -335,6 +336,62 @@ func (s *Store) Bundle(manifestDigest string) (*splice.Bundle, error) {
 	return b, nil
 }
 
+// StoredAt is when the store took the bundle: its head's modification
+// time.
+func (s *Store) StoredAt(manifestDigest string) (time.Time, error) {
+	if err := checkDigest(manifestDigest); err != nil {
+		return time.Time{}, err
+	}
+	st, err := os.Stat(s.headPath(manifestDigest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, fmt.Errorf("bundle %s: %w", manifestDigest, ErrNotStored)
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return st.ModTime(), nil
+}
+
+// Remove drops a stored bundle: its head first, so that a bundle is
+// either whole or gone, then its module unless another stored head names
+// the same one. Removing a bundle not held changes nothing. The store is
+// the agent's copy for distribution only; the host's own copies of the
+// bundles it applied (splice.Host's state) are elsewhere.
+func (s *Store) Remove(manifestDigest string) error {
+	h, err := s.Head(manifestDigest)
+	if errors.Is(err, ErrNotStored) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove bundle: %w", err)
+	}
+	m, err := splice.ParseManifest(h.Manifest)
+	if err != nil {
+		return fmt.Errorf("remove bundle %s: %w: %v", manifestDigest, ErrCorruptStore, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.Remove(s.headPath(manifestDigest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove bundle %s: %w", manifestDigest, err)
+	}
+	if err := atomicfile.SyncDir(s.heads); err != nil {
+		return fmt.Errorf("remove bundle %s: %w", manifestDigest, err)
+	}
+	entries, err := s.List()
+	if err != nil {
+		return fmt.Errorf("remove bundle %s: %w", manifestDigest, err)
+	}
+	for _, e := range entries {
+		if e.ModuleSHA256 == m.Module.SHA256 {
+			return nil // another bundle of the same module
+		}
+	}
+	if err := os.Remove(s.modulePath(m.Module.SHA256)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove module %s: %w", m.Module.SHA256, err)
+	}
+	return atomicfile.SyncDir(s.modules)
+}
+
 // Entry describes one stored bundle.
 type Entry struct {
 	Digest       string `json:"digest"` // manifest sha256
@@ -342,6 +399,8 @@ type Entry struct {
 	Version      uint64 `json:"version"`
 	ModuleSHA256 string `json:"module_sha256"`
 	Size         int64  `json:"size"` // module bytes
+	// Expires is the manifest's expiry, when it has one.
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // List describes every stored bundle, sorted by id and version.
@@ -357,6 +416,9 @@ func (s *Store) List() ([]Entry, error) {
 			continue
 		}
 		h, err := s.Head(digest)
+		if errors.Is(err, ErrNotStored) {
+			continue // removed since the folder was read
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list store: %w", err)
 		}
@@ -364,7 +426,7 @@ func (s *Store) List() ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list store: head %s: %w: %v", digest, ErrCorruptStore, err)
 		}
-		out = append(out, Entry{Digest: digest, ID: m.ID, Version: m.Version, ModuleSHA256: m.Module.SHA256, Size: m.Module.Size})
+		out = append(out, Entry{Digest: digest, ID: m.ID, Version: m.Version, ModuleSHA256: m.Module.SHA256, Size: m.Module.Size, Expires: m.Expires})
 	}
 	slices.SortFunc(out, func(a, b Entry) int {
 		if c := strings.Compare(a.ID, b.ID); c != 0 {

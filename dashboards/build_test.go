@@ -89,7 +89,7 @@ func fleetOverview() *dashboard.DashboardBuilder {
 			`count(splicefleet_agent_info{`+sel+`})`)).
 		WithPanel(statPanel("Hosts in a livepatch transition", "Hosts whose kernel has a livepatch in transition now; one that stays here is stuck.",
 			`sum(max by (job, instance) (splicefleet_livepatch_transition{`+sel+`}))`)).
-		WithPanel(statPanel("Hosts lacking a patch they hold", "Hosts that hold a verified bundle for their kernel and do not run it or a newer version.",
+		WithPanel(statPanel("Hosts lacking a patch rolled out to them", "Hosts that a running or paused rollout targets with a bundle they hold, and that run neither it nor a newer version.",
 			`count(max by (job, instance) (splicefleet_bundle_outstanding{`+sel+`}) == 1)`)).
 		WithPanel(statPanel("Patches failed", "Patches in the failed state across the fleet.",
 			`count(splicefleet_patch_state{`+sel+`,state="failed"})`)).
@@ -99,7 +99,7 @@ func fleetOverview() *dashboard.DashboardBuilder {
 			`count by (cve) (count by (job, instance, cve) (splicefleet_patch_cve_info{`+sel+`} and on (job, instance, patch, version) splicefleet_patch_state{state="applied"}))`, "{{cve}}")).
 		WithPanel(timeSeries("Hosts by patch state", "Hosts with at least one patch in each state.", "short",
 			query(`count by (state) (count by (job, instance, state) (splicefleet_patch_state{`+sel+`}))`, "{{state}}"))).
-		WithPanel(timeSeries("Hosts lacking a published patch", "Hosts that hold a bundle for their kernel and do not run it, per patch.", "short",
+		WithPanel(timeSeries("Hosts lacking a patch rolled out to them, per patch", "Hosts that a running or paused rollout targets with a bundle they hold and do not run, per patch; a bundle held only for distribution does not count.", "short",
 			query(`count by (patch, version) (splicefleet_bundle_outstanding{`+sel+`} == 1)`, "{{patch}} v{{version}}"))).
 		WithRow(dashboard.NewRowBuilder("Rollouts")).
 		WithPanel(rolloutsTable()).
@@ -182,7 +182,7 @@ func hostDetail() *dashboard.DashboardBuilder {
 			`splicefleet_kernel_info{`+sel+`}`)).
 		WithPanel(tablePanel("Patches", "Every patch in the host's journal and its state.",
 			`splicefleet_patch_state{`+sel+`}`)).
-		WithPanel(tablePanel("Bundles held", "Verified bundles the agent holds; outstanding 1 means the host should run it and does not.",
+		WithPanel(tablePanel("Bundles held", "Verified bundles the agent holds; outstanding 1 means a running or paused rollout targets the host with it and the host does not run it.",
 			`splicefleet_bundle_outstanding{`+sel+`}`)).
 		WithPanel(timeSeries("Livepatches enabled", "The kernel's own view: 1 enabled, 0 disabled, per livepatch.", "short",
 			query(`splicefleet_livepatch_enabled{`+sel+`}`, "{{livepatch}}"))).

@@ -61,6 +61,11 @@ type Bundle struct {
 	Version uint64
 	Target  splice.Target
 	Stored  time.Time
+	// Wanted says a live (running or paused) rollout targets this host
+	// with the bundle. Only a wanted bundle can be outstanding: one whose
+	// rollout halted, was revoked, expired or is done, and one published
+	// without a plan, is held for distribution, not owed to this host.
+	Wanted bool
 }
 
 // Distribution is what the agent's blob server and fetcher counted since
@@ -132,7 +137,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		patchApplied: d("patch_applied_timestamp_seconds", "When each live patch was applied, in seconds since the epoch.", "patch", "version"),
 
 		bundleStored:      d("bundle_stored_timestamp_seconds", "When the agent stored each verified bundle it holds, in seconds since the epoch.", "patch", "version"),
-		bundleOutstanding: d("bundle_outstanding", "1 when a held bundle targets this host's kernel and the host runs neither it nor a newer version of its patch; else 0.", "patch", "version"),
+		bundleOutstanding: d("bundle_outstanding", "1 when a running or paused rollout targets this host with a held bundle and the host runs neither it nor a newer version of its patch; else 0.", "patch", "version"),
 
 		members:       d("gossip_members", "Cluster members this agent knows, by status.", "status"),
 		events:        d("gossip_events_received_total", "Events serf handed to the agent's gossip member."),
@@ -233,7 +238,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 				v := strconv.FormatUint(b.Version, 10)
 				gauge(c.bundleStored, float64(b.Stored.UnixMilli())/1000, b.ID, v)
 				if kernel != nil && live != nil {
-					out := targets(b.Target, *kernel) && live[b.ID] < b.Version
+					out := b.Wanted && targets(b.Target, *kernel) && live[b.ID] < b.Version
 					gauge(c.bundleOutstanding, b2f(out), b.ID, v)
 				}
 			}

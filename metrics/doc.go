@@ -15,7 +15,9 @@
 //   - the kernel's own view (its identity, every livepatch's enabled and
 //     transition flags, the taint flags), through a [Kernel];
 //   - the verified bundles the agent holds, and whether this host still
-//     lacks one that targets its kernel;
+//     lacks one that a live (running or paused) rollout targets it with
+//     ([Bundle.Wanted]): a bundle held only for distribution is never
+//     outstanding;
 //   - counters other packages already keep (gossip.Stats, the fetcher's
 //     and the blob server's), copied into const metrics at each scrape;
 //   - the rollouts the agent follows, as the rollout engine last judged
@@ -29,7 +31,8 @@
 // [Metrics.ObserveFetch], [Metrics.Rollback], and for rollouts
 // [Metrics.RolloutRefused] (a signed plan or command refused) and
 // [Metrics.RolloutBadEvent] (a rollout gossip event that did not
-// decode). Counters with labels are
+// decode), and [Metrics.BundleDropped] (a bundle dropped from the store
+// by retention or forget). Counters with labels are
 // created with every label value of their closed set at zero, so rate()
 // and alerts see a series before the first event.
 //

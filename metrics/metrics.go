@@ -110,6 +110,7 @@ type Metrics struct {
 
 	applies, undos, rollbacks, fetchFailures   *prometheus.CounterVec
 	refusedDocs, badEvents                     *prometheus.CounterVec
+	bundlesDropped                             *prometheus.CounterVec
 	applyDur, undoDur, transitionDur, fetchDur prometheus.Histogram
 }
 
@@ -154,6 +155,10 @@ func New(opts Options) *Metrics {
 	m.transitionDur = histogram("transition_duration_seconds", "Time a livepatch transition took to complete or to be reversed.")
 	m.fetchDur = histogram("bundle_fetch_duration_seconds", "Time a bundle download from peers or the origin took, verification included.")
 	m.refusedDocs, m.badEvents = newRolloutCounters()
+	m.bundlesDropped = counter("bundles_dropped_total",
+		"Bundles dropped from the agent's store for distribution, by reason: retention (no live rollout needed them for bundle_retention), forget (splicefleet forget, on this host or by signed command). Patches applied stay applied.",
+		"reason", []string{string(DropRetention), string(DropForget)})
+	m.reg.MustRegister(m.bundlesDropped)
 	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
 		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))

@@ -56,10 +56,13 @@ func fakeSources(stateDir string) metrics.Sources {
 		Kernel:   fakeKernel{},
 		Bundles: func() ([]metrics.Bundle, error) {
 			return []metrics.Bundle{
-				{ID: "cve-2024-1086", Version: 2, Target: target, Stored: march},
-				{ID: "cve-2024-1086", Version: 3, Target: target, Stored: march.Add(48 * time.Hour)},
-				{ID: "cmdline", Version: 1, Target: target, Stored: march.Add(24 * time.Hour)},
-				{ID: "elsewhere", Version: 1, Target: splice.Target{Release: "6.12.0-1-cloud-amd64", Arch: "x86_64"}, Stored: march},
+				{ID: "cve-2024-1086", Version: 2, Target: target, Stored: march, Wanted: true},
+				{ID: "cve-2024-1086", Version: 3, Target: target, Stored: march.Add(48 * time.Hour), Wanted: true},
+				{ID: "cmdline", Version: 1, Target: target, Stored: march.Add(24 * time.Hour), Wanted: true},
+				{ID: "elsewhere", Version: 1, Target: splice.Target{Release: "6.12.0-1-cloud-amd64", Arch: "x86_64"}, Stored: march, Wanted: true},
+				// For this kernel, but no live rollout targets this host
+				// with it (published only, or its rollout ended).
+				{ID: "halted", Version: 1, Target: target, Stored: march},
 			}, nil
 		},
 		Gossip: func() gossip.Stats {
@@ -209,6 +212,7 @@ func TestStateFollowsTheJournal(t *testing.T) {
 		`splicefleet_bundle_outstanding{patch="cve-2024-1086",version="2"} 0`,
 		`splicefleet_bundle_outstanding{patch="cve-2024-1086",version="3"} 1`,
 		`splicefleet_bundle_outstanding{patch="elsewhere",version="1"} 0`,
+		`splicefleet_bundle_outstanding{patch="halted",version="1"} 0`,
 	} {
 		if !strings.Contains(after, want+"\n") {
 			t.Errorf("with the journal: no %s", want)

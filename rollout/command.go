@@ -20,14 +20,24 @@ const (
 	ActionRevoke  = "revoke"  // stop for good and roll back everywhere
 )
 
-// Actions lists every action.
+// Actions lists every action on a rollout.
 var Actions = []string{ActionPromote, ActionPause, ActionResume, ActionHalt, ActionRevoke}
+
+// ActionForget drops a held bundle's copies for distribution on every
+// agent; it names a bundle, not a rollout. Agents refuse it for a bundle
+// a running, paused or done rollout rolls out, and never undo or delete
+// a patch a host applied (its own copy for re-apply at boot stays).
+const ActionForget = "forget"
 
 // Command is a signed operator command for one rollout.
 type Command struct {
-	// Plan is the digest of the plan it steers.
+	// Plan is the digest of the plan it steers (empty for forget).
 	Plan string `json:"plan"`
-	// Seq only grows for one rollout; each number is used once.
+	// Bundle is the manifest digest of the bundle a forget drops (only
+	// forget names one).
+	Bundle string `json:"bundle,omitempty"`
+	// Seq only grows for one rollout; each number is used once. A
+	// forget, which steers no rollout, has none.
 	Seq uint64 `json:"seq"`
 	// Action is one of Actions.
 	Action string `json:"action"`
@@ -87,13 +97,28 @@ func DecodeCommand(data []byte) (*Command, error) {
 }
 
 func (c Command) validate() error {
+	if c.Action == ActionForget {
+		switch {
+		case !digestPattern.MatchString(c.Bundle):
+			return fmt.Errorf("%w: forget: bundle %q is not a manifest digest", ErrInvalidCommand, c.Bundle)
+		case c.Plan != "" || c.Seq != 0 || c.Stage != 0:
+			return fmt.Errorf("%w: forget names a bundle, not a plan, a seq or a stage", ErrInvalidCommand)
+		case len(c.Reason) > 256:
+			return fmt.Errorf("%w: reason longer than 256 bytes", ErrInvalidCommand)
+		case c.Issued.IsZero():
+			return fmt.Errorf("%w: issued time missing", ErrInvalidCommand)
+		}
+		return nil
+	}
 	switch {
+	case c.Bundle != "":
+		return fmt.Errorf("%w: only forget names a bundle", ErrInvalidCommand)
 	case !digestPattern.MatchString(c.Plan):
 		return fmt.Errorf("%w: plan %q is not a plan digest", ErrInvalidCommand, c.Plan)
 	case c.Seq == 0:
 		return fmt.Errorf("%w: seq must be positive", ErrInvalidCommand)
 	case !slices.Contains(Actions, c.Action):
-		return fmt.Errorf("%w: action %q (want one of %v)", ErrInvalidCommand, c.Action, Actions)
+		return fmt.Errorf("%w: action %q (want one of %v, or %s)", ErrInvalidCommand, c.Action, Actions, ActionForget)
 	case c.Action == ActionPromote && (c.Stage < 1 || c.Stage >= maxStages):
 		return fmt.Errorf("%w: promote needs the index of the stage it opens, 1 to %d (the second stage is 1)", ErrInvalidCommand, maxStages-1)
 	case c.Action != ActionPromote && c.Stage != 0:

@@ -44,7 +44,11 @@
 //     A sequence number is used once: a replayed or conflicting command is
 //     refused. The state is a fold of the accepted commands in sequence
 //     order, so commands that arrive out of order end where they would have
-//     in order. Halt and revoke are final.
+//     in order. Halt and revoke are final. [CheckCommand] refuses, before
+//     a command is signed and wherever it arrives, the ones the end of a
+//     rollout leaves without effect (halt of a done rollout, resume of a
+//     halted one). A forget command names a bundle, not a rollout: it
+//     drops the copies agents hold for distribution.
 //
 // Plans and commands travel as [Document]s: the exact bytes that were
 // signed and their detached OpenPGP signatures, verified before they are

@@ -28,6 +28,8 @@ func FuzzDecodePlan(f *testing.F) {
 	f.Add([]byte(`{"id":"x","ID":"y","bundle":"` + fuzzDigest + `","stages":[{"percent":100}]}`))
 	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: 100}]\ntarget: {tags: {a: b, A: c}}\n"))
 	f.Add([]byte(""))
+	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: 100}]\ngates: {min_healthy: .nan, max_failure_ratio: .NaN}\n"))
+	f.Add([]byte("id: x\nbundle: " + fuzzDigest + "\nstages: [{percent: .inf}]\ngates: {max_failures: -1, max_failure_ratio: -.Inf}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := DecodePlan(data)
 		if err != nil {
@@ -35,6 +37,17 @@ func FuzzDecodePlan(f *testing.F) {
 				t.Fatalf("error %v is not ErrInvalidPlan", err)
 			}
 			return
+		}
+		// No accepted plan carries a gate the judgement cannot compare.
+		g := p.Gates
+		if !finite(g.MinHealthy) || g.MinHealthy <= 0 || g.MinHealthy > 1 ||
+			!finite(g.MaxFailureRatio) || g.MaxFailureRatio < 0 || g.MaxFailureRatio >= 1 {
+			t.Fatalf("accepted gates %+v", g)
+		}
+		for _, s := range p.Stages {
+			if !finite(s.Percent) || s.Percent < 0 || s.Percent > 100 || s.Soak < 0 {
+				t.Fatalf("accepted stage %+v", s)
+			}
 		}
 		enc, err := p.Encode()
 		if err != nil {
@@ -72,6 +85,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []Command{
 		{Plan: fuzzDigest, Seq: 1, Action: ActionPromote, Stage: 2, Issued: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{Plan: fuzzDigest, Seq: 1 << 60, Action: ActionRevoke, Reason: "regression", Issued: time.Date(2026, 1, 1, 0, 0, 0, 5, time.FixedZone("x", 3600))},
+		{Bundle: fuzzDigest, Action: ActionForget, Reason: "superseded", Issued: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		b, err := EncodeCommand(c)
 		if err != nil {

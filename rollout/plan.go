@@ -141,7 +141,7 @@ func DecodePlan(data []byte) (*Plan, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: empty", ErrInvalidPlan)
 		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPlan, nameFields(data, err))
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -202,6 +202,73 @@ func checkYAMLKeys(n *yaml.Node, path string, depth int) error {
 	return nil
 }
 
+// nameFields rewrites the YAML decoder's type errors, which say only
+// "line 4: cannot unmarshal !!float `.inf` into time.Duration", to name
+// the field too ("line 4: gates.health_window: ..."). Other errors are
+// returned as they are.
+func nameFields(data []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		var line int
+		_, _ = fmt.Sscanf(e, "line %d:", &line)
+		value := ""
+		if i := strings.IndexByte(e, '`'); i >= 0 {
+			if j := strings.IndexByte(e[i+1:], '`'); j >= 0 {
+				value = e[i+1 : i+1+j]
+			}
+		}
+		if path := fieldAt(&root, "", line, value); path != "" {
+			if rest, ok := strings.CutPrefix(e, fmt.Sprintf("line %d: ", line)); ok {
+				e = fmt.Sprintf("line %d: %s: %s", line, path, rest)
+			}
+		}
+		msgs = append(msgs, e)
+	}
+	return fmt.Errorf("yaml: %s", strings.Join(msgs, "; "))
+}
+
+// fieldAt finds the path ("gates.health_window", "stages[2].soak") of the
+// scalar on line whose text is value.
+func fieldAt(n *yaml.Node, path string, line int, value string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p := fieldAt(c, path, line, value); p != "" {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if path != "" {
+				key = path + "." + key
+			}
+			if p := fieldAt(n.Content[i+1], key, line, value); p != "" {
+				return p
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if p := fieldAt(c, fmt.Sprintf("%s[%d]", path, i+1), line, value); p != "" {
+				return p
+			}
+		}
+	case yaml.ScalarNode:
+		if n.Line == line && (value == "" || n.Value == value) {
+			return path
+		}
+	}
+	return ""
+}
+
 func (p *Plan) defaults() {
 	if p.OnHalt == "" {
 		p.OnHalt = OnHaltRollback
@@ -244,14 +311,16 @@ func (p *Plan) Validate() error {
 	if g.MaxFailures < -1 {
 		bad = append(bad, "gates.max_failures must be -1 (off) or positive")
 	}
-	if g.MaxFailureRatio < 0 || g.MaxFailureRatio >= 1 {
-		bad = append(bad, "gates.max_failure_ratio must be in [0, 1)")
+	// Floats are checked for being finite first: NaN compares false
+	// with every bound, so a range check alone lets it through.
+	if !finite(g.MaxFailureRatio) || g.MaxFailureRatio < 0 || g.MaxFailureRatio >= 1 {
+		bad = append(bad, fmt.Sprintf("gates.max_failure_ratio %g must be a finite number in [0, 1)", g.MaxFailureRatio))
 	}
 	if g.MaxFailures == -1 && g.MaxFailureRatio == 0 {
 		bad = append(bad, "gates: with max_failures -1, set max_failure_ratio (a rollout must be able to halt)")
 	}
-	if g.MinHealthy <= 0 || g.MinHealthy > 1 {
-		bad = append(bad, "gates.min_healthy must be in (0, 1]")
+	if !finite(g.MinHealthy) || g.MinHealthy <= 0 || g.MinHealthy > 1 {
+		bad = append(bad, fmt.Sprintf("gates.min_healthy %g must be a finite number in (0, 1]", g.MinHealthy))
 	}
 	if g.HealthWindow < 0 || g.HealthWindow > 24*time.Hour {
 		bad = append(bad, "gates.health_window must be between 0 and 24h")
@@ -293,9 +362,12 @@ func (p *Plan) validateStages() []string {
 			rings[s.Ring] = true
 		default:
 			sawPercent = true
-			share := s.Share()
-			if s.Percent <= 0 || s.Percent > 100 || share < 1 {
-				bad = append(bad, fmt.Sprintf("%s: percent %g must be in (0, 100] (at least 0.01)", where, s.Percent))
+			share := 0
+			if finite(s.Percent) {
+				share = s.Share()
+			}
+			if !finite(s.Percent) || s.Percent <= 0 || s.Percent > 100 || share < 1 {
+				bad = append(bad, fmt.Sprintf("%s: percent %g must be a finite number in (0, 100] (at least 0.01)", where, s.Percent))
 			} else if share <= lastShare {
 				bad = append(bad, fmt.Sprintf("%s: percent %g must be above the stage before", where, s.Percent))
 			}
@@ -307,6 +379,10 @@ func (p *Plan) validateStages() []string {
 	}
 	return bad
 }
+
+// finite reports whether f is a number: not NaN (YAML .nan) and not
+// infinite (.inf, -.inf).
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // Encode returns the plan as YAML.
 func (p *Plan) Encode() ([]byte, error) { return yaml.Marshal(p) }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -171,13 +172,24 @@ With --plan, the bundle is also rolled out: the plan (YAML, see
 docs/rollouts.md) is signed with --key (repeat for a threshold) or carries
 detached signatures made elsewhere (--signature, e.g. gpg --armor
 --detach-sign PLAN.yaml), and every agent takes its host in when its
-stage opens. A plan without stages, for another bundle, or that the trust
-policy refuses is refused.`,
+stage opens. The plan is checked before anything is sent (a plan without
+stages, with a gate out of range or not a number, or for another bundle is
+refused and the bundle is not published either); the agent then refuses a
+plan its trust policy refuses.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := readFile(args[0], splice.MaxBundleSize)
 			if err != nil {
 				return err
+			}
+			// The plan is read, validated and signed before anything is
+			// sent: a refused plan leaves the fleet without the bundle
+			// too, not with a bundle nobody rolls out.
+			var planDoc *rollout.Document
+			if plan != "" {
+				if planDoc, err = preparePlan(e, raw, args[0], plan, keys, sigFiles, passFile); err != nil {
+					return err
+				}
 			}
 			var res agent.PublishResult
 			if err := agent.NewControlClient(socket).Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
@@ -191,7 +203,7 @@ policy refuses is refused.`,
 			if plan == "" {
 				return nil
 			}
-			return publishPlan(e, socket, plan, res.ManifestDigest, keys, sigFiles, passFile)
+			return publishPlan(e, socket, plan, planDoc)
 		},
 	}
 	socketFlag(cmd, &socket)

@@ -1,7 +1,7 @@
 // Command splicefleet is the one binary of splicefleet: the publisher's
 // verbs (key, create, sign, manifest, verify, inspect, diff), the host
 // verbs (apply, undo, view, boot), the fleet agent and its clients
-// (agent, publish, rollout, members, fleet, keys), the local demo fleet,
+// (agent, publish, forget, rollout, members, fleet, keys), the local demo fleet,
 // and version.
 //
 // Only this package parses flags and reads files: the packages it wires
@@ -125,6 +125,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newBootCmd(e),
 		newAgentCmd(e),
 		newPublishCmd(e),
+		newForgetCmd(e),
 		newRolloutCmd(e),
 		newMembersCmd(e),
 		newFleetCmd(e),

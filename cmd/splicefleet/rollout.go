@@ -17,6 +17,7 @@ import (
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // runHealthCommand runs the operator's health command (no shell) until
@@ -111,24 +112,34 @@ func postDoc(socket, path string, d *rollout.Document) (rollout.Status, error) {
 	return st, nil
 }
 
-// publishPlan signs and starts a rollout plan at the local agent.
-func publishPlan(e *env, socket, planPath, bundle string, keys, sigFiles []string, passFile string) error {
+// preparePlan reads and validates a plan for the bundle in raw (read from
+// bundlePath) and signs it. Nothing is sent.
+func preparePlan(e *env, raw []byte, bundlePath, planPath string, keys, sigFiles []string, passFile string) (*rollout.Document, error) {
 	body, err := readFile(planPath, rollout.MaxPlanSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := rollout.DecodePlan(body)
 	if err != nil {
-		return &refusal{fmt.Errorf("%s: %w", planPath, err)}
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
 	}
-	if p.Bundle != bundle {
-		return &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
+	b, err := splice.Decode(bytes.NewReader(raw))
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", bundlePath, err)}
+	}
+	if bundle := splice.Digest(b.Manifest); p.Bundle != bundle {
+		return nil, &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
 	}
 	sigs, err := signDoc(e, body, keys, sigFiles, passFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	st, err := postDoc(socket, "/v1/rollouts", rollout.SignPlan(body, sigs))
+	return rollout.SignPlan(body, sigs), nil
+}
+
+// publishPlan starts a signed rollout plan at the local agent.
+func publishPlan(e *env, socket, planPath string, d *rollout.Document) error {
+	st, err := postDoc(socket, "/v1/rollouts", d)
 	if err != nil {
 		return fmt.Errorf("%s: %w", planPath, err)
 	}
@@ -207,10 +218,10 @@ rolls the patch back everywhere.`,
 }
 
 var actionHelp = map[string]string{
-	rollout.ActionPromote: "Open the next stage now (or --stage N), without waiting for its soak",
+	rollout.ActionPromote: "Open the next stage now (or --stage N), without waiting for its soak; on a paused rollout, at resume",
 	rollout.ActionPause:   "Stop new applies and stage openings until resume",
-	rollout.ActionResume:  "Undo a pause",
-	rollout.ActionHalt:    "Stop the rollout for good; hosts keep what they applied",
+	rollout.ActionResume:  "Undo a pause (a halted or revoked rollout refuses it: a halt is final)",
+	rollout.ActionHalt:    "Stop a running rollout for good; hosts keep what they applied (a done rollout refuses it: revoke that)",
 	rollout.ActionRevoke:  "Stop the rollout for good and roll the patch back on every host",
 }
 
@@ -238,6 +249,11 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			var st rollout.Status
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
 				return err
+			}
+			// What the rollout's end leaves without effect is refused
+			// before anything is signed; every agent checks it again.
+			if err := rollout.CheckCommand(st, action); err != nil {
+				return &refusal{err}
 			}
 			c := rollout.Command{Plan: st.Digest, Seq: seq, Action: action, Reason: reason, Issued: e.now().UTC()}
 			if c.Seq == 0 {
@@ -289,6 +305,9 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s %s (seq %d): %s\n", action, st.ID, c.Seq, st.Why)
+			if note := rollout.PromoteNote(st); action == rollout.ActionPromote && note != "" {
+				fmt.Fprintf(e.stdout, "note: %s\n", note)
+			}
 			return nil
 		},
 	}

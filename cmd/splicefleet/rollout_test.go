@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -120,11 +121,24 @@ gates:
 		t.Errorf("publish of a finished plan: %s", out)
 	}
 
+	// Halt of a done rollout is refused before anything is signed, with
+	// what to do instead (exit 1); so is a forget of its bundle, which
+	// hosts that join later apply.
+	code, out, errs = c.run("rollout", "halt", "fix", "--key", key, "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "rollout fix is done: every stage passed") || !strings.Contains(errs, "revoke it") {
+		t.Errorf("halt of a done rollout: exit %d: %s%s", code, out, errs)
+	}
+	for _, args := range [][]string{{"forget", in.ManifestDigest}, {"forget", in.ManifestDigest[:10], "--key", key}} {
+		code, out, errs = c.run(append(args, "--control-socket", procs[1].socket)...)
+		if code != 1 || !strings.Contains(errs, "rollout fix is done") {
+			t.Errorf("%s of a done rollout's bundle: exit %d: %s%s", strings.Join(args, " "), code, out, errs)
+		}
+	}
 	// A command signed by a key nobody trusts is refused (exit 1).
 	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
-	code, _, errs = c.run("rollout", "halt", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
+	code, _, errs = c.run("rollout", "pause", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
 	if code != 1 || !strings.Contains(errs, "not a trusted key") {
-		t.Errorf("untrusted halt: exit %d: %s", code, errs)
+		t.Errorf("untrusted pause: exit %d: %s", code, errs)
 	}
 	// Stages are counted as status counts them; stage 1 opens by itself.
 	code, _, errs = c.run("rollout", "promote", "fix", "--stage", "1", "--key", key, "--control-socket", procs[1].socket)
@@ -149,14 +163,16 @@ gates:
 	if !strings.Contains(out, "pause fix (seq 1)") {
 		t.Errorf("pause signed by GnuPG: %s", out)
 	}
+	// The rollout is done, and done is final: every host accepts the
+	// pause (seq 1) and stays done.
 	waitFor(t, 30*time.Second, "the pause reaches every host", func() error {
 		for _, p := range procs {
 			st, err := c.rolloutStatus(p.socket, "fix")
 			if err != nil {
 				return err
 			}
-			if !strings.Contains(st.Why, "paused by operator (seq 1)") {
-				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
+			if st.LastSeq != 1 || st.State != rollout.Done {
+				return fmt.Errorf("%s: seq %d, %s: %s", p.name, st.LastSeq, st.State, st.Why)
 			}
 		}
 		return nil
@@ -181,6 +197,44 @@ gates:
 			}
 			if simPatched(t, p, "livepatch_fix") {
 				return fmt.Errorf("%s still runs the patch", p.name)
+			}
+		}
+		return nil
+	})
+	// Resume of a revoked rollout is refused (exit 1): a halt is final.
+	code, out, errs = c.run("rollout", "resume", "fix", "--key", key, "--control-socket", procs[2].socket)
+	if code != 1 || !strings.Contains(errs, "a halt is final and resume only undoes a pause") {
+		t.Errorf("resume of a revoked rollout: exit %d: %s%s", code, out, errs)
+	}
+
+	// Its bundle can go now: on one host, then on every host by a signed
+	// forget.
+	out = c.ok("forget", "cve-2026-0001@2", "--control-socket", procs[2].socket)
+	if !strings.Contains(out, "forgot cve-2026-0001@2 (manifest "+in.ManifestDigest+") on this host") {
+		t.Errorf("local forget: %s", out)
+	}
+	held := func(p *agentProc) int {
+		var entries []agent.Entry
+		if err := agent.NewControlClient(p.socket).Do("GET", "/v1/bundles", nil, &entries); err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	if held(procs[2]) != 0 || held(procs[0]) != 1 {
+		t.Errorf("after a local forget on %s: %d and %d held", procs[2].name, held(procs[2]), held(procs[0]))
+	}
+	code, out, errs = c.run("forget", in.ManifestDigest, "--key", c.path("stranger.sec.asc"), "--control-socket", procs[0].socket)
+	if code != 1 || !strings.Contains(errs, "not a trusted key") {
+		t.Errorf("untrusted forget: exit %d: %s%s", code, out, errs)
+	}
+	out = c.ok("forget", in.ManifestDigest[:12], "--key", key, "--reason", "revoked", "--control-socket", procs[0].socket)
+	if !strings.Contains(out, "forget of cve-2026-0001@2 accepted here and sent to the fleet") {
+		t.Errorf("fleet-wide forget: %s", out)
+	}
+	waitFor(t, 60*time.Second, "every agent dropped the bundle", func() error {
+		for _, p := range procs {
+			if n := held(p); n != 0 {
+				return fmt.Errorf("%s holds %d bundles", p.name, n)
 			}
 		}
 		return nil

@@ -1,0 +1,325 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/metrics"
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// Bundle retention.
+//
+// The store holds every verified bundle for distribution: peers fetch
+// them from it, and a host that joins later applies a rollout from the
+// copies the fleet holds. A bundle no live rollout needs is dropped
+// after Config.BundleRetention: one whose rollouts all halted, were
+// revoked or expired (counted from the halt or the expiry), one whose
+// manifest expired (from the expiry), and one published without a plan
+// (from its arrival). A bundle a running, paused or done rollout rolls
+// out is kept, whatever its age. `splicefleet forget` drops one now, on
+// this host (the control API) or on every host (a signed forget command,
+// verified like every operator command). Only the store's copy goes: a
+// patch the host applied stays applied, and splice.Host keeps its own
+// copy to re-apply it at boot.
+//
+// A dropped bundle is remembered (forgotten, persisted in the state
+// directory), so that anti-entropy does not fetch it back from a peer
+// that still holds it. A new announcement (a publish) or a plan naming
+// it still brings it.
+
+// ErrBundleInUse reports a forget of a bundle that a running, paused or
+// done rollout rolls out.
+var ErrBundleInUse = errors.New("bundle in use")
+
+// Bounds of what retention remembers.
+const (
+	maxForgotten = 4096 // dropped bundles remembered; the oldest go first
+	maxForgets   = 1024 // forget commands kept and served to peers
+	// forgetSkew is how much later than a forget's issue time a copy may
+	// have arrived and still be dropped by it (clocks differ).
+	forgetSkew = 5 * time.Minute
+)
+
+// forgotten are the bundles this agent dropped, by digest, with when.
+type forgotten struct {
+	path string
+	mu   sync.Mutex
+	at   map[string]time.Time
+}
+
+func openForgotten(path string) (*forgotten, error) {
+	f := &forgotten{path: path, at: map[string]time.Time{}}
+	data, err := readLimited(path, 1<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return f, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("forgotten bundles: %w", err)
+	}
+	if err := json.Unmarshal(data, &f.at); err != nil {
+		return nil, fmt.Errorf("forgotten bundles %s is damaged: %w", path, err)
+	}
+	for d := range f.at {
+		if !ValidDigest(d) {
+			delete(f.at, d)
+		}
+	}
+	return f, nil
+}
+
+func (f *forgotten) has(digest string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.at[digest]
+	return ok
+}
+
+// add remembers a dropped bundle, forgetting the oldest beyond
+// maxForgotten, and persists the set.
+func (f *forgotten) add(digest string, at time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at[digest] = at.UTC()
+	if len(f.at) > maxForgotten {
+		keys := slices.SortedFunc(maps.Keys(f.at), func(a, b string) int { return f.at[a].Compare(f.at[b]) })
+		for _, d := range keys[:len(f.at)-maxForgotten] {
+			delete(f.at, d)
+		}
+	}
+	data, err := json.Marshal(f.at)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(f.path, data, 0o600)
+}
+
+// bundleUseLocked says whether a bundle must be kept: keep names the
+// rollout that rolls it out and is running, paused or done (not one that
+// is done when the bundle itself expired: no host can apply it any
+// more). Otherwise ended is when the last rollout naming it ended (its
+// halt or its plan's expiry), zero when none names it. The caller holds
+// r.mu.
+func (r *rollouts) bundleUseLocked(bundle string, expired bool) (keep string, ended time.Time) {
+	var c *cluster
+	for _, d := range r.order {
+		rec := r.recs[d]
+		if rec.Rollout.Plan.Bundle != bundle {
+			continue
+		}
+		st, ok := r.status[d]
+		if !ok {
+			if c == nil {
+				cl := r.cluster()
+				c = &cl
+			}
+			st = r.evaluateIn(rec, *c)
+		}
+		switch {
+		case r.acting[d]:
+			return fmt.Sprintf("this host is acting on rollout %s", st.ID), time.Time{}
+		case st.State == rollout.Running || st.State == rollout.Paused:
+			return fmt.Sprintf("rollout %s is %s; halt or revoke it first", st.ID, st.State), time.Time{}
+		case st.State == rollout.Done && !expired:
+			return fmt.Sprintf("rollout %s is done, and hosts that join later apply it from the fleet's copies; revoke it first to drop it", st.ID), time.Time{}
+		case rollout.Ended(st.State):
+			ended = later(ended, orElse(rec.Rollout.HaltedAt, rec.Rollout.Accepted))
+		case st.State == rollout.Expired && rec.Rollout.Plan.Expires != nil:
+			ended = later(ended, *rec.Rollout.Plan.Expires)
+		default:
+			ended = later(ended, rec.Rollout.Accepted)
+		}
+	}
+	return "", ended
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func orElse(t, fallback time.Time) time.Time {
+	if t.IsZero() {
+		return fallback
+	}
+	return t
+}
+
+// collectBundles drops the bundles whose retention ran out, and returns
+// their digests.
+func (a *Agent) collectBundles() []string {
+	entries, err := a.store.List()
+	if err != nil {
+		a.log.Warn("bundle retention: list the store", "err", err)
+		return nil
+	}
+	now := a.now()
+	r := a.ro
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var dropped []string
+	for _, e := range entries {
+		expired := e.Expires != nil && !now.Before(*e.Expires)
+		keep, since := r.bundleUseLocked(e.Digest, expired)
+		if keep != "" {
+			continue
+		}
+		why := "its rollouts ended"
+		if since.IsZero() {
+			why = "published without a plan"
+			if since, err = a.store.StoredAt(e.Digest); err != nil {
+				continue // removed meanwhile
+			}
+		}
+		if expired {
+			why = "it expired"
+			since = later(since, *e.Expires)
+		}
+		if now.Before(since.Add(a.cfg.BundleRetention)) {
+			continue
+		}
+		if err := a.dropBundleLocked(e, metrics.DropRetention, fmt.Sprintf("%s %s ago", why, now.Sub(since).Round(time.Second))); err != nil {
+			a.log.Warn("bundle retention", "id", e.ID, "version", e.Version, "err", err)
+			continue
+		}
+		dropped = append(dropped, e.Digest)
+	}
+	return dropped
+}
+
+// dropBundleLocked removes a bundle's copy for distribution and
+// remembers it. The caller holds a.ro.mu, so that no plan naming it is
+// accepted meanwhile.
+func (a *Agent) dropBundleLocked(e Entry, reason metrics.DropReason, why string) error {
+	if err := a.store.Remove(e.Digest); err != nil {
+		return err
+	}
+	if err := a.forgotten.add(e.Digest, a.now()); err != nil {
+		a.log.Warn("remember a dropped bundle", "digest", e.Digest[:12], "err", err)
+	}
+	a.log.Info("bundle dropped from the store", "id", e.ID, "version", e.Version, "digest", e.Digest[:12], "why", why)
+	if a.metrics != nil {
+		a.metrics.BundleDropped(reason)
+	}
+	a.refreshTags()
+	return nil
+}
+
+// heldEntry finds a held bundle by manifest digest.
+func (a *Agent) heldEntry(digest string) (Entry, bool, error) {
+	entries, err := a.store.List()
+	if err != nil {
+		return Entry{}, false, err
+	}
+	i := slices.IndexFunc(entries, func(e Entry) bool { return e.Digest == digest })
+	if i < 0 {
+		return Entry{}, false, nil
+	}
+	return entries[i], true, nil
+}
+
+// Forget drops a held bundle's copy for distribution on this host now,
+// unless a running, paused or done rollout rolls it out. Other hosts
+// keep theirs: a signed forget command (Command) drops them everywhere.
+func (a *Agent) Forget(digest string) (Entry, error) {
+	if err := checkDigest(digest); err != nil {
+		return Entry{}, err
+	}
+	e, held, err := a.heldEntry(digest)
+	if err != nil {
+		return Entry{}, err
+	}
+	if !held {
+		return Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], ErrNotStored)
+	}
+	r := a.ro
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	expired := e.Expires != nil && !a.now().Before(*e.Expires)
+	if keep, _ := r.bundleUseLocked(digest, expired); keep != "" {
+		return Entry{}, fmt.Errorf("%w: bundle %s version %d (%s): %s", ErrBundleInUse, e.ID, e.Version, digest[:12], keep)
+	}
+	return e, a.dropBundleLocked(e, metrics.DropForget, "forget on this host")
+}
+
+// acceptForget applies a verified forget command: the bundle's copy goes
+// unless a running, paused or done rollout rolls it out here, or the
+// copy arrived after the command was issued (a replay must not drop a
+// bundle published again since). The command is kept and served to
+// peers, so that hosts that were away drop their copy too.
+func (r *rollouts) acceptForget(vc *rollout.VerifiedCommand) error {
+	a := r.a
+	c := vc.Command
+	e, held, err := a.heldEntry(c.Bundle)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if slices.Contains(r.forgets, c.Digest) {
+		return fmt.Errorf("%w: %w: this forget was already accepted", ErrRolloutRefused, rollout.ErrReplayed)
+	}
+	if len(r.forgets) >= maxForgets {
+		err := fmt.Errorf("%w: %d forget commands are kept already", ErrRolloutRefused, maxForgets)
+		a.metricRefused("command", err)
+		return err
+	}
+	expired := held && e.Expires != nil && !a.now().Before(*e.Expires)
+	if keep, _ := r.bundleUseLocked(c.Bundle, expired); keep != "" {
+		err := fmt.Errorf("%w: forget of bundle %s: %w: %s", ErrRolloutRefused, c.Bundle[:12], ErrBundleInUse, keep)
+		a.metricRefused("command", err)
+		return err
+	}
+	if err := r.storeDoc(vc.Doc); err != nil {
+		return fmt.Errorf("keep the command: %w", err)
+	}
+	r.forgets = append(r.forgets, c.Digest)
+	why := "forget by operator" + reasonOf(c.Reason)
+	switch stored, err := a.store.StoredAt(c.Bundle); {
+	case !held || err != nil:
+		// Not held: remembered, so that anti-entropy does not bring it.
+		if err := a.forgotten.add(c.Bundle, a.now()); err != nil {
+			a.log.Warn("remember a dropped bundle", "digest", c.Bundle[:12], "err", err)
+		}
+		a.log.Info("forget accepted for a bundle not held", "digest", c.Bundle[:12])
+	case stored.After(c.Issued.Add(forgetSkew)):
+		a.log.Info("forget accepted; this copy arrived after it was issued and stays", "id", e.ID, "version", e.Version,
+			"stored", stored.UTC(), "issued", c.Issued.UTC())
+	default:
+		if err := a.dropBundleLocked(e, metrics.DropForget, why); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func reasonOf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
+
+// wanted lists the bundles a live (running or paused) rollout targets
+// this host with, as last judged: only those can be outstanding.
+func (r *rollouts) wanted() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for _, d := range r.order {
+		st, ok := r.status[d]
+		if ok && st.Self.Targeted && (st.State == rollout.Running || st.State == rollout.Paused) {
+			out[r.recs[d].Rollout.Plan.Bundle] = true
+		}
+	}
+	return out
+}
