@@ -223,7 +223,7 @@ func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
 		demoteFor: cmp.Or(opts.DemoteFor, DefaultDemoteFor),
 		shuffle:   func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
 		negative:  map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
-		demoted:   map[string]time.Time{},
+		demoted: map[string]time.Time{},
 	}
 	if f.now == nil {
 		f.now = time.Now
