@@ -882,12 +882,10 @@ func TestAttackEventFlood(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 		maxGoroutines.Store(max(maxGoroutines.Load(), int64(runtime.NumGoroutine())))
-		h.mu.Lock()
-		maxInflight.Store(max(maxInflight.Load(), int64(len(h.inflight))))
-		h.mu.Unlock()
-		h.ro.mu.Lock()
-		maxDocs.Store(max(maxDocs.Load(), int64(len(h.ro.pending))))
-		h.ro.mu.Unlock()
+		announced, pulled := h.bundleQ.counts()
+		maxInflight.Store(max(maxInflight.Load(), int64(max(announced, pulled))))
+		announced, pulled = h.docQ.counts()
+		maxDocs.Store(max(maxDocs.Load(), int64(max(announced, pulled))))
 		start := time.Now()
 		resp, err := client.Get("http://" + h.HTTPAddr() + "/healthz")
 		if err != nil {
