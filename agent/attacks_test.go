@@ -47,6 +47,7 @@ type rogue struct {
 
 	mu      sync.Mutex
 	docs    map[string][]byte           // by digest: what /v1/docs/DIGEST serves
+	anyDoc  http.HandlerFunc            // when set, serves every document instead
 	heads   map[string]http.HandlerFunc // by manifest digest
 	modules map[string]http.HandlerFunc // by module sha256
 	served  atomic.Int64                // module bytes written
@@ -66,7 +67,12 @@ func (f *testFleet) joinRogue(name string) *rogue {
 	mux.HandleFunc("GET /v1/docs/{digest}", func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		d, ok := r.docs[req.PathValue("digest")]
+		anyDoc := r.anyDoc
 		r.mu.Unlock()
+		if anyDoc != nil {
+			anyDoc(w, req)
+			return
+		}
 		if !ok {
 			http.NotFound(w, req)
 			return
