@@ -96,11 +96,13 @@ type FetcherOptions struct {
 	// OnFetch, when set, hears of every download this Fetcher made (not
 	// of bundles found in the store): how long it took and its error.
 	OnFetch func(d time.Duration, err error)
-	// Member, when set, says whether addr (as given in peers, origin or
-	// a referral) is the advertised blob service of a current member.
-	// Any other address is never contacted, so gossip cannot aim the
-	// fleet at a host that is not one of its own. Nil allows every
-	// address (tests and tools that name their sources themselves).
+	// Member, when set, says whether addr (an origin or a referral's
+	// hint) is the advertised blob service of a current member. Any
+	// other address is never contacted, so gossip cannot aim the fleet
+	// at a host that is not one of its own. The peers passed to Fetch
+	// are the caller's own list of members and are not checked again.
+	// Nil allows every address (tests and tools that name their sources
+	// themselves).
 	Member func(addr string) bool
 	// HeadTimeout bounds one head request (default DefaultHeadTimeout).
 	HeadTimeout time.Duration
@@ -155,8 +157,8 @@ type FetcherStats struct {
 	// reached: not asked again in that fetch, and asked last by the
 	// fetches of the next DemoteFor.
 	SourcesDemoted uint64
-	// SourcesRefused counts sources, origins and referral hints left
-	// out because no member advertises them.
+	// SourcesRefused counts origins and referral hints left out because
+	// no member advertises them.
 	SourcesRefused uint64
 	// VerificationFailures by splice.Reason label ("signature", ...).
 	VerificationFailures map[string]uint64
@@ -431,8 +433,9 @@ func (f *Fetcher) demote(s source) {
 
 // sources orders the places to fetch from: the peers shuffled, without
 // duplicates, then the origin (also when it is listed among the peers);
-// sources demoted lately come after all others. Addresses that are not
-// a member's blob service are left out.
+// sources demoted lately come after all others. An origin that is not a
+// member's blob service is left out (the peers are the caller's list of
+// members).
 func (f *Fetcher) sources(peers []string, origin string) []source {
 	order := append([]string(nil), peers...)
 	f.shuffle(order)
@@ -446,7 +449,7 @@ func (f *Fetcher) sources(peers []string, origin string) []source {
 	}
 	for _, p := range order {
 		s := sourceFor(p, false)
-		if p != "" && !seen[s.base] && f.allowed(p) {
+		if p != "" && !seen[s.base] {
 			seen[s.base] = true
 			sources = append(sources, s)
 		}

@@ -178,7 +178,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 
 		fetchDropped:   d("fetch_dropped_total", "Bundle and document fetches not queued, by kind and reason: queue_full (its pool was full), member_budget (the member it was learned from used its budget), not_a_member (no member advertises its origin; nothing was requested).", "kind", "reason"),
 		demoted:        d("fetch_sources_demoted_total", "Sources that timed out or could not be reached: not asked again in that fetch, and asked last for a while after."),
-		sourcesRefused: d("fetch_sources_refused_total", "Origins, peers and referral hints left out of fetches because no member advertises them."),
+		sourcesRefused: d("fetch_sources_refused_total", "Origins and referral hints left out of fetches because no member advertises them."),
 		claimsRefused:  d("blob_holder_claims_refused_total", "Module requests whose holder header named no member's blob service, or not the address the request came from: served, but taking no seed copy and never named in a referral."),
 
 		ro: newRolloutDescs(d),
