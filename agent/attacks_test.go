@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +32,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
@@ -44,6 +46,8 @@ type rogue struct {
 	t    testing.TB
 	node *gossip.Node
 	srv  *httptest.Server
+	// key is its own host key, shown in its tags as an agent's is.
+	key *hostkey.Key
 
 	mu      sync.Mutex
 	docs    map[string][]byte           // by digest: what /v1/docs/DIGEST serves
@@ -55,7 +59,7 @@ type rogue struct {
 
 // joinRogue starts a rogue member with the fleet's gossip key and joins
 // it to the fleet.
-func (f *testFleet) joinRogue(name string) *rogue {
+func (f *testFleet) joinRogue(name string, extra ...map[string]string) *rogue {
 	t := f.t
 	t.Helper()
 	keys, err := ReadGossipKeys(f.keyFile)
@@ -63,6 +67,9 @@ func (f *testFleet) joinRogue(name string) *rogue {
 		t.Fatal(err)
 	}
 	r := &rogue{t: t, docs: map[string][]byte{}, heads: map[string]http.HandlerFunc{}, modules: map[string]http.HandlerFunc{}}
+	if r.key, err = hostkey.Generate(nil); err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/docs/{digest}", func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
@@ -79,6 +86,10 @@ func (f *testFleet) joinRogue(name string) *rogue {
 		}
 		_, _ = w.Write(d)
 	})
+	// It answers for the reports of any plan as an agent that holds none.
+	mux.HandleFunc("GET /v1/reports/{plan}", func(w http.ResponseWriter, req *http.Request) {
+		_, _ = w.Write([]byte(`{"reports":[]}`))
+	})
 	for path, m := range map[string]map[string]http.HandlerFunc{headsPath: r.heads, modulesPath: r.modules} {
 		mux.HandleFunc("GET "+path+"{digest}", func(w http.ResponseWriter, req *http.Request) {
 			r.mu.Lock()
@@ -94,8 +105,8 @@ func (f *testFleet) joinRogue(name string) *rogue {
 	r.srv = httptest.NewServer(mux)
 	t.Cleanup(r.srv.Close)
 	r.node, err = gossip.Start(gossip.Config{NodeName: name, BindAddr: "127.0.0.1", Keys: keys, Tuning: f.tuning,
-		UserEvents: []string{rollout.FailureEvent, rollout.DocEvent, gossip.AnnounceEvent, "sf-junk"},
-		Tags:       map[string]string{TagHTTP: r.addr(), "ring": "canary"}})
+		UserEvents: []string{rollout.ReportEvent, rollout.FailureEvent, rollout.DocEvent, gossip.AnnounceEvent, "sf-junk"},
+		Tags:       rogueTags(r, extra...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +117,27 @@ func (f *testFleet) joinRogue(name string) *rogue {
 		t.Fatalf("rogue join: %v", err)
 	}
 	return r
+}
+
+// rogueTags are a rogue's tags: its blob service, ring=canary, its host
+// key, and any extra (an agent's kernel tags, to be a targeted host).
+func rogueTags(r *rogue, extra ...map[string]string) map[string]string {
+	t := map[string]string{TagHTTP: r.addr(), "ring": "canary", TagHostKey: hostkey.Encode(r.key.Public())}
+	for _, e := range extra {
+		maps.Copy(t, e)
+	}
+	return t
+}
+
+// kernelTags are an agent's kernel tags: a rogue showing them is a host
+// every rollout of that kernel targets.
+func kernelTags(t testing.TB, a *Agent) map[string]string {
+	t.Helper()
+	tags, err := a.tags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{TagKernel: tags[TagKernel], TagArch: tags[TagArch], TagBuildID: tags[TagBuildID]}
 }
 
 // addr is the rogue's blob service, host:port.
@@ -159,6 +191,18 @@ func (r *rogue) announce(id string, version uint64, digest string) {
 	if err := r.node.Announce(gossip.Announcement{ID: id, Version: version, ManifestDigest: digest, Size: 1 << 10, Origin: r.addr()}); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// report signs a report with the rogue's own key, whatever node it names,
+// and gossips it.
+func (r *rogue) report(rep rollout.HostReport) []byte {
+	r.t.Helper()
+	wire, err := rollout.EncodeReport(rep, r.key)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.broadcast(rollout.ReportEvent, wire)
+	return wire
 }
 
 func (r *rogue) broadcast(name string, payload []byte) {
@@ -785,37 +829,49 @@ func TestAttackForgedCommands(t *testing.T) {
 	assertUnchanged(t, h, before)
 }
 
-// TestAttackForgedFailureReports: a rogue member gossips failure reports,
-// which are unsigned: for a host outside the rollout, for the host
-// itself, for a rollout nobody follows, and payloads that do not decode.
-// A report may halt a rollout; it never applies a patch or opens a stage.
-func TestAttackForgedFailureReports(t *testing.T) {
+// TestAttackForgedHostReports: a rogue member holding the gossip key
+// sends host reports: unsigned (the failure event of earlier releases),
+// signed by its own key but naming another host, with a broken
+// signature, and for a plan nobody follows. Each is refused and counted
+// by reason; the rollout does not move and the kernel does not change.
+// Its own signed failure, outside the open stage, does not halt either.
+func TestAttackForgedHostReports(t *testing.T) {
 	f := newTestFleet(t)
 	h := f.start(f.config("host"))
 	_, st := heldOutOfStageOne(t, f, h, "reports")
-	r := f.joinRogue("rogue")
+	r := f.joinRogue("rogue", kernelTags(t, h))
 	waitMembers(t, []*Agent{h}, 2)
 	before := stateOf(t, h)
 
-	for _, rep := range []rollout.FailureReport{
-		{Plan: st.Digest, Node: "ghost", Reason: "made up"},
-		{Plan: st.Digest, Node: "rogue", Reason: "made up"},
-		{Plan: st.Digest, Node: h.Name(), Reason: "made up"},
-		{Plan: splice.Digest([]byte("no such plan")), Node: "rogue", Reason: "made up"},
-	} {
-		payload, err := rollout.EncodeFailure(rep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.broadcast(rollout.FailureEvent, payload)
+	unsigned := append([]byte{1}, make([]byte, 40)...)
+	r.broadcast(rollout.FailureEvent, unsigned)
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "unsigned")
+
+	// About another host: the host itself, and a host nobody knows.
+	r.report(rollout.HostReport{Plan: st.Digest, Node: h.Name(), State: rollout.StateFailed, Seq: 9, Reason: "made up"})
+	r.report(rollout.HostReport{Plan: st.Digest, Node: "ghost", State: rollout.StateFailed, Seq: 9, Reason: "made up"})
+	// The host's own report is its local state; the ghost has no pinned key.
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "key")
+
+	wire, err := rollout.EncodeReport(rollout.HostReport{Plan: st.Digest, Node: "rogue", State: rollout.StateFailed, Seq: 1, Reason: "x"}, r.key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	r.broadcast(rollout.FailureEvent, []byte{1, 2, 3})
-	waitMetric(t, h, 1, "splicefleet_rollout_bad_events_total", "event", rollout.FailureEvent)
-	eventually(t, 30*time.Second, "the reports heard", func() error {
+	wire[len(wire)-1] ^= 1
+	r.broadcast(rollout.ReportEvent, wire)
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "signature")
+
+	r.report(rollout.HostReport{Plan: splice.Digest([]byte("no such plan")), Node: "rogue", State: rollout.StateFailed, Seq: 1, Reason: "x"})
+	waitMetric(t, h, 1, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "refused")
+
+	// Its own failure, signed, while its stage is closed (it is tagged
+	// ring=canary, which this plan has no stage for).
+	r.report(rollout.HostReport{Plan: st.Digest, Node: "rogue", State: rollout.StateFailed, Seq: 2, Reason: "made up"})
+	eventually(t, 30*time.Second, "the rogue's own report is held", func() error {
 		h.ro.mu.Lock()
 		defer h.ro.mu.Unlock()
-		if n := len(h.ro.failures[st.Digest]); n != 3 {
-			return fmt.Errorf("%d reports for the rollout", n)
+		if held := h.ro.book.plans[st.Digest]["rogue"]; held == nil || held.latest.Seq != 2 {
+			return fmt.Errorf("held %+v", held)
 		}
 		return nil
 	})
@@ -825,8 +881,11 @@ func TestAttackForgedFailureReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Open != 0 || s.Self.Apply || len(after.Kernel) != 0 || len(after.Journal) != 0 {
-		t.Errorf("a forged failure report moved the rollout: %+v; %s", s, after)
+	if s.State != rollout.Running || s.Open != 0 || s.Self.Apply || len(after.Kernel) != 0 || len(after.Journal) != 0 || len(s.Failed) != 0 {
+		t.Errorf("forged reports moved the rollout: %+v; %s", s, after)
+	}
+	if len(s.Regressed) != 1 || !strings.Contains(s.Regressed[0], "rogue") {
+		t.Errorf("the rogue's failure outside the open stages is not shown apart: %v", s.Regressed)
 	}
 	if got := metricValue(t, h, "splicefleet_applies_total", "result", "success"); got != 0 {
 		t.Errorf("%g applies", got)
@@ -865,8 +924,8 @@ func TestAttackEventFlood(t *testing.T) {
 			_ = r.node.Broadcast(rollout.DocEvent, junk[:i%40])
 			_ = r.node.Broadcast("sf-junk", junk)
 			plan := splice.Digest(junk)
-			if p, err := rollout.EncodeFailure(rollout.FailureReport{Plan: plan, Node: "n" + strconv.Itoa(i), Reason: "x"}); err == nil {
-				_ = r.node.Broadcast(rollout.FailureEvent, p)
+			if p, err := rollout.EncodeReport(rollout.HostReport{Plan: plan, Node: "n" + strconv.Itoa(i), State: rollout.StateFailed, Reason: "x"}, r.key); err == nil {
+				_ = r.node.Broadcast(rollout.ReportEvent, p)
 			}
 			if p, err := rollout.EncodeDocAnnouncement(rollout.DocAnnouncement{Kind: rollout.KindPlan, Digest: plan, Origin: r.addr()}); err == nil {
 				_ = r.node.Broadcast(rollout.DocEvent, p)
@@ -906,7 +965,8 @@ func TestAttackEventFlood(t *testing.T) {
 			t.Errorf("the agent took %s to answer during the flood", d)
 		}
 	}
-	waitMetric(t, h, 50, "splicefleet_rollout_bad_events_total", "event", rollout.FailureEvent)
+	waitMetric(t, h, 50, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "unsigned")
+	waitMetric(t, h, 50, "splicefleet_rollout_documents_refused_total", "kind", "report", "reason", "key")
 	waitMetric(t, h, 50, "splicefleet_rollout_bad_events_total", "event", rollout.DocEvent)
 	waitMetric(t, h, 50, "splicefleet_gossip_events_received_total")
 	st := h.node.Stats()
@@ -916,10 +976,10 @@ func TestAttackEventFlood(t *testing.T) {
 		t.Errorf("unknown user events not counted: %+v", st)
 	}
 	h.ro.mu.Lock()
-	plans := len(h.ro.failures)
+	plans := len(h.ro.book.plans)
 	h.ro.mu.Unlock()
-	if plans > 65 {
-		t.Errorf("failure reports kept for %d plans", plans)
+	if plans > 0 {
+		t.Errorf("reports kept for %d plans nobody follows", plans)
 	}
 	if got := maxInflight.Load(); got > maxFetchesQueued {
 		t.Errorf("%d bundle fetches queued at once, bound %d", got, maxFetchesQueued)

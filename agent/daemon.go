@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
@@ -39,6 +40,7 @@ const (
 	TagHeld    = "sf.held" // bundles held, verified
 	TagSim     = "sf.sim"  // "1" when the kernel is the simulated test double
 	TagApplied = "sf.ap"   // the host's applied patch stack, "id@version,..." (cut to fit, "+N" more)
+	TagHostKey = "sf.hk"   // the host key's public half (hostkey.Encode)
 )
 
 // seedCopies is how many copies of a module an agent uploads within the
@@ -89,6 +91,8 @@ type Agent struct {
 	level   *slog.LevelVar
 
 	policy  atomic.Pointer[signing.Policy]
+	hostKey *hostkey.Key  // signs this host's reports
+	pins    *hostkey.Pins // the other hosts' keys
 	kernel  *Kernel
 	store   *Store
 	fetcher *Fetcher
@@ -175,6 +179,18 @@ func New(opts Options) (*Agent, error) {
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
 		return nil, err
 	}
+	if a.hostKey, err = hostkey.LoadOrCreate(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if a.pins, err = hostkey.OpenPins(cfg.StateDir, a.now()); err != nil {
+		return nil, fmt.Errorf("pinned host keys: %w", err)
+	}
+	if _, _, err := a.pins.Observe(cfg.NodeName, a.hostKey.Public(), a.now()); err != nil {
+		return nil, fmt.Errorf("pin this host's own key: %w (the state directory holds another host key for node %s; was the host key replaced?)", err, cfg.NodeName)
+	}
+	if err := a.pins.Flush(); err != nil {
+		return nil, err
+	}
 	if a.ro, err = openRollouts(a); err != nil {
 		return nil, err
 	}
@@ -208,7 +224,7 @@ func New(opts Options) (*Agent, error) {
 	portN, _ := strconv.Atoi(port)
 	gcfg := gossip.Config{NodeName: cfg.NodeName, BindAddr: host, BindPort: portN, Keys: keys,
 		UnsafeNoEncryption: cfg.UnsafeNoGossipEncryption, Tuning: opts.Tuning, Logger: a.log.With("component", "gossip"),
-		UserEvents: []string{rollout.FailureEvent, rollout.DocEvent},
+		UserEvents: []string{rollout.ReportEvent, rollout.FailureEvent, rollout.DocEvent},
 		Protocol:   min(uint8(cfg.Protocol), cmp.Or(opts.decodes, gossip.ProtocolMax)), Decodes: opts.decodes,
 		SnapshotPath: filepath.Join(cfg.StateDir, "serf.snapshot"), Network: opts.network}
 	if cfg.Advertise != "" {
@@ -318,6 +334,7 @@ func (a *Agent) tags() (map[string]string, error) {
 	// the applied stack is cut to fit.
 	t[gossip.TagProtocol] = gossip.ProtocolRange(a.decodes)
 	t[TagHTTP] = a.advertisedHTTP()
+	t[TagHostKey] = hostkey.Encode(a.hostKey.Public())
 	entries, _ := a.store.List()
 	t[TagHeld] = strconv.Itoa(len(entries))
 	if rep := a.ro.reports(); rep != "" {

@@ -34,15 +34,13 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 		}
 	case gossip.UserEvent:
 		switch ev.Name {
+		case rollout.ReportEvent:
+			// Refused and counted inside unless it verifies.
+			_ = a.ro.Report(ev.Payload)
 		case rollout.FailureEvent:
-			f, err := rollout.DecodeFailure(ev.Payload)
-			if err != nil {
-				a.log.Warn("bad failure report", "err", err)
-				a.metricBadEvent(ev.Name)
-				return
-			}
-			a.log.Info("failure report", "plan", f.Plan[:12], "node", f.Node, "reason", f.Reason)
-			a.ro.Failure(f)
+			// The unsigned failure report of earlier releases: no host's
+			// word counts unless it signed it.
+			a.metricRefused("report", fmt.Errorf("%w: %w (an agent of an earlier release, or a forgery)", ErrReportRefused, rollout.ErrUnsignedReport))
 		case rollout.DocEvent:
 			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
 			if err == nil && !validHostPort(d.Origin) {
@@ -173,6 +171,9 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string) error {
 		switch kind {
 		case rollout.KindPlan:
 			return a.acceptFetchedPlan(ctx, d, next)
+		case rollout.KindRekey:
+			_, err := a.ro.AcceptRekey(d)
+			return err
 		default:
 			_, err := a.ro.AcceptCommand(d)
 			if errors.Is(err, ErrNoRollout) {
@@ -203,7 +204,16 @@ func (a *Agent) acceptFetchedPlan(ctx context.Context, d *rollout.Document, src 
 		}
 		a.refreshTagsSoon()
 	}
+	// The plan may be old and may have halted long ago: its signed
+	// failure reports come with it, before it is judged here at all.
+	if err := a.ro.syncReports(ctx, vp.Digest, src); err != nil {
+		a.ro.unfollowUnknown(vp.Digest)
+		return fmt.Errorf("plan %s: %w", vp.Plan.ID, err)
+	}
 	_, err = a.ro.acceptVerified(vp)
+	if err != nil {
+		a.ro.unfollowUnknown(vp.Digest)
+	}
 	return err
 }
 
@@ -266,7 +276,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 		return
 	}
 	for _, e := range idx {
-		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand) {
+		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
 			a.fetchDocAsync(ctx, e.Kind, e.Digest, peer, true)
 		}
 	}

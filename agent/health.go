@@ -445,17 +445,8 @@ func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host,
 		}
 	}
 	a.log.Warn("rollout failed on this host", "rollout", rec.Rollout.Plan.ID, "reason", reason)
-	// The report first (fast, with the reason), then the state in the
-	// tags (lasting).
-	report := rollout.FailureReport{Plan: rec.Rollout.Digest, Node: a.cfg.NodeName, Reason: reason}
-	rep, err := rollout.EncodeFailure(report)
-	if err == nil {
-		err = a.node.Broadcast(rollout.FailureEvent, rep)
-	}
-	if err != nil {
-		a.log.Warn("gossip failure report", "err", err)
-	}
-	r.Failure(report)
+	// Signed, kept and gossiped with the reason; then the state in the
+	// tags.
 	r.set(rec, rollout.StateFailed, reason)
 }
 
@@ -477,7 +468,7 @@ func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.
 		a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 		if err == nil {
 			reason := metrics.RollbackOperator
-			if rec.Rollout.HaltedByGate || rec.Rollout.HaltedByPeers {
+			if rec.Rollout.HaltedByGate {
 				reason = metrics.RollbackCanaryHalt
 			}
 			a.metrics.Rollback(reason)

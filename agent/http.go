@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -38,12 +39,12 @@ func (a *Agent) httpHandler() http.Handler {
 		writeJSON(w, http.StatusOK, idx)
 	})
 	mux.HandleFunc("GET /v1/reports/{plan}", func(w http.ResponseWriter, r *http.Request) {
-		rep, ok := a.ro.report(r.PathValue("plan"))
+		ans, ok := a.ro.served(r.PathValue("plan"), r.URL.Query().Get("node"), r.URL.Query().Get("failed") == "1")
 		if !ok {
 			http.Error(w, "no such rollout", http.StatusNotFound)
 			return
 		}
-		writeJSON(w, http.StatusOK, rep)
+		writeJSON(w, http.StatusOK, ans)
 	})
 	mux.HandleFunc("GET /v1/docs", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.ro.docIndex())
@@ -199,6 +200,10 @@ func (a *Agent) controlHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
 	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
+	mux.HandleFunc("POST /v1/rekeys", a.docHandler(a.Rekey))
+	mux.HandleFunc("GET /v1/hostkey", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"node": a.cfg.NodeName, "key": hostkey.Encode(a.hostKey.Public())})
+	})
 	mux.HandleFunc("GET /v1/rollouts", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Rollouts())
 	})
@@ -296,15 +301,24 @@ func (a *Agent) docHandler(accept func(*rollout.Document) (rollout.Status, error
 // refusalReason labels a refused plan or command.
 func refusalReason(err error) string {
 	switch {
+	case errors.Is(err, rollout.ErrUnsignedReport):
+		return "unsigned"
+	case errors.Is(err, hostkey.ErrKeyMismatch):
+		return "key"
+	case errors.Is(err, rollout.ErrReportSignature):
+		return "signature"
+	case errors.Is(err, rollout.ErrMalformedEvent):
+		return "invalid"
 	case errors.Is(err, rollout.ErrReplayed):
 		return "replayed"
 	case errors.Is(err, rollout.ErrExpired):
 		return "expired"
 	case signing.IsVerificationError(err):
 		return "signature"
-	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand):
+	case errors.Is(err, rollout.ErrInvalidDocument), errors.Is(err, rollout.ErrInvalidPlan), errors.Is(err, rollout.ErrInvalidCommand),
+		errors.Is(err, rollout.ErrInvalidRekey):
 		return "invalid"
-	case errors.Is(err, ErrRolloutRefused):
+	case errors.Is(err, ErrRolloutRefused), errors.Is(err, ErrReportRefused):
 		return "refused"
 	}
 	return ""

@@ -137,11 +137,11 @@ stages:
 	if _, err := a.Command(f.command(stranger, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionHalt})); err == nil {
 		t.Fatal("a command from an untrusted key was accepted")
 	}
-	if err := agents[0].node.Broadcast(rollout.FailureEvent, []byte{0xff}); err != nil {
+	if err := agents[0].node.Broadcast(rollout.ReportEvent, []byte{0xff}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the bad failure report is counted", func() error {
-		return contains(scrape(t, a), `splicefleet_rollout_bad_events_total{event="sf-fail"} 1`)
+	eventually(t, 30*time.Second, "the bad host report is counted", func() error {
+		return contains(scrape(t, a), `splicefleet_rollout_documents_refused_total{kind="report",reason="invalid"} 1`)
 	})
 
 	text := scrape(t, a)

@@ -162,8 +162,8 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	if rules := prom.alertRules(t); rules != 6 {
-		t.Errorf("Prometheus loaded %d alert rules, want 6", rules)
+	if rules := prom.alertRules(t); rules != 7 {
+		t.Errorf("Prometheus loaded %d alert rules, want 7", rules)
 	}
 	eventually(t, 20*time.Second, "the halted rollout's alert fires", func() error {
 		firing, err := prom.firing("SplicefleetRolloutHalted")

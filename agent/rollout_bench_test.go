@@ -34,7 +34,7 @@ func BenchmarkHalt100(b *testing.B) {
 	f.options = func(o *Options) {
 		name := o.Config.NodeName
 		o.OnRollout = func(st rollout.Status) {
-			if st.State != rollout.Halted {
+			if !rollout.Ended(st.State) {
 				return
 			}
 			mu.Lock()
@@ -74,9 +74,9 @@ func BenchmarkHalt100(b *testing.B) {
 		st, err := agents[0].StartRollout(f.signedPlan(v.ManifestDigest, "id: "+id+`
 bundle: BUNDLE
 stages:
-  - ring: nobody
-    soak: 1h
   - percent: 100
+gates:
+  health_window: 1h
 `))
 		if err != nil {
 			b.Fatal(err)
@@ -94,10 +94,6 @@ stages:
 			before[j] = a.node.Stats().AnnouncementsReceived
 		}
 		canary := agents[1+i%(n-1)]
-		report, err := rollout.EncodeFailure(rollout.FailureReport{Plan: st.Digest, Node: canary.Name(), Reason: "benchmark: the canary failed"})
-		if err != nil {
-			b.Fatal(err)
-		}
 		b.StartTimer()
 		start := time.Now()
 		// The baseline: a raw user event, counted on arrival: an
@@ -107,10 +103,11 @@ stages:
 		if err := canary.node.Announce(marker); err != nil {
 			b.Fatal(err)
 		}
-		if err := canary.node.Broadcast(rollout.FailureEvent, report); err != nil {
+		rec, err := canary.ro.find(st.Digest)
+		if err != nil {
 			b.Fatal(err)
 		}
-		canary.ro.Failure(rollout.FailureReport{Plan: st.Digest, Node: canary.Name(), Reason: "benchmark: the canary failed"})
+		canary.ro.set(rec, rollout.StateFailed, "benchmark: the canary failed")
 		var serf time.Duration
 		waitFast(b, 120*time.Second, func() bool {
 			if serf == 0 {

@@ -80,7 +80,7 @@ func waitRollout(t *testing.T, agents []*Agent, plan, state string, within time.
 			if err != nil {
 				return fmt.Errorf("%s: %w", a.Name(), err)
 			}
-			if st.State != state {
+			if !rollout.Is(st.State, state) {
 				return fmt.Errorf("%s: %s: %s", a.Name(), st.State, st.Why)
 			}
 		}

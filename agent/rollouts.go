@@ -1,13 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
@@ -52,6 +52,8 @@ type local struct {
 	// Interrupted counts the applies of this rollout that the agent
 	// stopping cut short (see rollouts.resumeApply).
 	Interrupted int `json:"interrupted,omitempty"`
+	// Seq numbers this host's signed reports in the rollout.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // rollouts follows every accepted plan on this host.
@@ -60,16 +62,20 @@ type rollouts struct {
 	dir  string // one JSON file per rollout
 	docs string // signed plans and commands, served to peers
 
-	mu       sync.Mutex
-	recs     map[string]*rolloutRecord // by plan digest
-	order    []string                  // acceptance order
-	failures map[string]map[string]string
-	status   map[string]rollout.Status
-	acting   map[string]bool              // host actions running, by plan digest
-	pending  map[string]bool              // documents being fetched, by digest
-	asked    map[string]bool              // failure reasons asked for, by plan digest and node
-	orphans  map[string][]rollout.Command // verified commands for plans not yet known
-	refused  map[string]time.Time         // documents refused, by digest, when
+	mu      sync.Mutex
+	recs    map[string]*rolloutRecord // by plan digest
+	order   []string                  // acceptance order
+	book    *reportBook               // the hosts' signed reports
+	status  map[string]rollout.Status
+	acting  map[string]bool      // host actions running, by plan digest
+	pending map[string]bool      // documents being fetched, by digest
+	asked   map[string]time.Time // reports asked for, by plan digest, node and state shown: when
+	// mismatched names the members seen showing a key other than their
+	// pinned one, logged once.
+	mismatched map[string]bool
+	rekeys     []string                     // the operators' re-keys stored, by digest
+	orphans    map[string][]rollout.Command // verified commands for plans not yet known
+	refused    map[string]time.Time         // documents refused, by digest, when
 	// joining, until this agent has joined the cluster since it started,
 	// says so: its member list may hold only itself, which is no
 	// evidence of a stage passing (see rollout.View.Joining).
@@ -94,13 +100,16 @@ type cachedMember struct {
 	status string
 	m      rollout.Member
 	http   string // its blob service address
-	round  uint64 // the last cluster round that saw it
+	// hints are the states its reports tag shows, by report key: what
+	// to fetch its signed reports for, never evidence.
+	hints map[string]rollout.HostState
+	round uint64 // the last cluster round that saw it
 }
 
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
-		recs: map[string]*rolloutRecord{}, failures: map[string]map[string]string{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]bool{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		recs: map[string]*rolloutRecord{}, mismatched: map[string]bool{}, status: map[string]rollout.Status{},
+		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
@@ -131,7 +140,14 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		r.order = append(r.order, rec.Rollout.Digest)
 	}
 	slices.SortFunc(r.order, func(x, y string) int { return r.recs[x].Rollout.Accepted.Compare(r.recs[y].Rollout.Accepted) })
+	if r.book, err = openReportBook(filepath.Join(a.cfg.StateDir, "reports")); err != nil {
+		return nil, fmt.Errorf("host reports: %w", err)
+	}
+	for d := range r.recs {
+		r.book.follow(d)
+	}
 	r.loadOrphans()
+	r.loadRekeys()
 	return r, nil
 }
 
@@ -228,6 +244,9 @@ func (r *rollouts) docIndex() []DocIndexEntry {
 			out = append(out, DocIndexEntry{Kind: rollout.KindCommand, Digest: c.Digest})
 		}
 	}
+	for _, d := range r.rekeys {
+		out = append(out, DocIndexEntry{Kind: rollout.KindRekey, Digest: d})
+	}
 	return out
 }
 
@@ -277,6 +296,9 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	if err := r.storeDoc(d); err != nil {
 		return rollout.Status{}, err
 	}
+	// Every member listed now is pinned before the plan's acceptance
+	// time: they are the hosts its gates count (see rollout.View.KnownBy).
+	r.cluster()
 	ro := rollout.New(vp, rollout.KernelTarget{Release: m.Target.Release, Arch: m.Target.Arch, BuildID: m.Target.BuildID}, a.now())
 	rec := &rolloutRecord{Rollout: ro, Patch: m.ID, Version: m.Version}
 	// Commands that arrived before the plan.
@@ -292,6 +314,7 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	}
 	r.recs[vp.Digest] = rec
 	r.order = append(r.order, vp.Digest)
+	r.book.follow(vp.Digest)
 	st := r.evaluateLocked(rec)
 	a.log.Info("rollout accepted", "rollout", vp.Plan.ID, "plan", vp.Digest[:12], "bundle", m.ID, "version", m.Version,
 		"stages", len(vp.Plan.Stages), "signers", len(vp.Signers))
@@ -371,91 +394,13 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	return st, nil
 }
 
-// Failure records a failure report heard over gossip. Unsigned, it can
-// only make the rollout more careful: it may halt it.
-func (r *rollouts) Failure(f rollout.FailureReport) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := r.failures[f.Plan]
-	if m == nil {
-		if len(r.failures) > 64 {
-			return // bounded: reports for plans nobody follows
-		}
-		m = map[string]string{}
-		r.failures[f.Plan] = m
-	}
-	if _, seen := m[f.Node]; seen || len(m) >= 4096 {
-		return
-	}
-	m[f.Node] = f.Reason
-	if rec, ok := r.recs[f.Plan]; ok {
-		r.evaluateLocked(rec)
-	}
-	r.Kick()
-}
-
-// askReason fetches, once, why a member whose tags say it failed a
-// rollout failed, when its failure report was not heard (gossip events
-// are best effort). The caller holds r.mu.
-func (r *rollouts) askReason(plan, node, addr string) {
-	key := plan + "/" + node
-	if r.asked[key] || len(r.asked) > 1<<14 {
-		return
-	}
-	r.asked[key] = true
-	a := r.a
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/reports/"+plan, nil)
-		if err != nil {
-			return
-		}
-		resp, err := a.fetcher.client.Do(req)
-		if err != nil {
-			a.log.Debug("ask failure reason", "node", node, "err", err)
-			return
-		}
-		defer resp.Body.Close()
-		var rep Report
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&rep) != nil ||
-			rep.State != rollout.StateFailed.String() || rep.Reason == "" {
-			return
-		}
-		r.Failure(rollout.FailureReport{Plan: plan, Node: node, Reason: rep.Reason})
-	}()
-}
-
-// Report is a host's own account of its part in a rollout, served to
-// peers.
-type Report struct {
-	State  string `json:"state"`
-	Reason string `json:"reason,omitempty"`
-}
-
-// report is this host's Report for a plan.
-func (r *rollouts) report(plan string) (Report, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	rec, ok := r.recs[plan]
-	if !ok {
-		return Report{}, false
-	}
-	reason := rec.Local.Reason
-	if len(reason) > 200 {
-		reason = reason[:200]
-	}
-	return Report{State: rec.Local.State.String(), Reason: reason}, true
-}
-
 // cluster is the gossip view of the members, converted once per
 // judgement round and shared by every rollout's view.
 type cluster struct {
 	members []rollout.Member
-	http    []string // each member's blob service address
-	self    int      // index of this host, -1 when serf does not list it
+	http    []string                       // each member's blob service address
+	hints   []map[string]rollout.HostState // each member's reports tag
+	self    int                            // index of this host, -1 when serf does not list it
 }
 
 // cluster takes the members from gossip for a judgement round.
@@ -471,7 +416,9 @@ func (r *rollouts) cluster() cluster {
 	r.a.node.EachMember(func(name, status string, tags map[string]string) {
 		cm := r.members[name]
 		if cm == nil || !sameMap(cm.tags, tags) || cm.status != status {
-			cm = &cachedMember{tags: tags, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP]}
+			cm = &cachedMember{tags: tags, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
+				hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
+			cm.m.KeySince = r.pin(name, tags[TagHostKey])
 			r.members[name] = cm
 		}
 		cm.round = r.round
@@ -484,8 +431,11 @@ func (r *rollouts) cluster() cluster {
 			}
 		}
 	}
+	if err := r.a.pins.Flush(); err != nil {
+		r.a.log.Warn("pinned host keys", "err", err)
+	}
 	slices.SortFunc(es, func(a, b *cachedMember) int { return strings.Compare(a.m.Name, b.m.Name) })
-	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), self: -1}
+	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), hints: make([]map[string]rollout.HostState, 0, len(es)), self: -1}
 	for _, e := range es {
 		if e.m.Name == r.a.cfg.NodeName {
 			c.self = len(c.members)
@@ -497,26 +447,52 @@ func (r *rollouts) cluster() cluster {
 		}
 		c.members = append(c.members, e.m)
 		c.http = append(c.http, e.http)
+		c.hints = append(c.hints, e.hints)
 	}
 	return c
 }
 
-// view is one rollout's view of the cluster; this host's own report
-// comes from its local state, which is ahead of its gossiped tags. The
+// view is one rollout's view of the cluster: the members, and the
+// reports their hosts signed. This host's own report comes from its
+// local state, which is ahead of what it gossiped. A member whose tags
+// show a state this agent holds no signed report of is asked for it. The
 // caller holds r.mu.
 func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
-	v := rollout.View{Self: r.a.cfg.NodeName, Failures: r.failures[rec.Rollout.Digest], Members: c.members, Joining: r.joining}
-	key := rec.Rollout.Key()
-	if c.self >= 0 {
-		v.Members = slices.Clone(c.members)
-		me := v.Members[c.self]
-		me.Reports = map[string]rollout.HostState{key: rec.Local.State}
-		me.Status = "alive"
-		v.Members[c.self] = me
+	d := rec.Rollout.Digest
+	pins := r.a.pins
+	v := rollout.View{Self: r.a.cfg.NodeName, Members: c.members, Joining: r.joining,
+		Reports: r.book.evidence(d, func(node string, key hostkey.PublicKey) bool {
+			p, ok := pins.Lookup(node)
+			return ok && bytes.Equal(p.Key, key)
+		})}
+	if rec.Rollout.Accepted.After(pins.Created()) {
+		v.KnownBy = rec.Rollout.Accepted
 	}
+	if rec.Local.State != rollout.StateNone {
+		v.Reports[v.Self] = rollout.Evidence{State: rec.Local.State, Reason: rec.Local.Reason}
+	} else {
+		delete(v.Reports, v.Self)
+	}
+	if c.self >= 0 && c.members[c.self].Status != "alive" {
+		v.Members = slices.Clone(c.members)
+		v.Members[c.self].Status = "alive"
+	}
+	key := rec.Rollout.Key()
+	ended := rec.Rollout.HaltReason != ""
 	for i, m := range c.members {
-		if i != c.self && m.Reports[key] == rollout.StateFailed && v.Failures[m.Name] == "" && c.http[i] != "" {
-			r.askReason(rec.Rollout.Digest, m.Name, c.http[i])
+		shown := c.hints[i][key]
+		if i == c.self || shown == rollout.StateNone || c.http[i] == "" {
+			continue
+		}
+		switch held := v.Reports[m.Name]; {
+		case held.State != shown && (shown == rollout.StateHalted || shown == rollout.StateRolledBack):
+			// It halted: the failures or commands that halted it are
+			// what this agent needs, not its word.
+			if !ended {
+				r.askReports(d, m.Name, c.http[i], shown, true)
+			}
+		case held.State != shown:
+			r.askReports(d, m.Name, c.http[i], shown, false)
 		}
 	}
 	return v
@@ -537,7 +513,7 @@ func memberFor(name, status string, tags map[string]string) rollout.Member {
 		}
 	}
 	return rollout.Member{Name: name, Status: status, Kernel: tags[TagKernel], Arch: tags[TagArch],
-		BuildID: tags[TagBuildID], Tags: user, Reports: rollout.DecodeReports(tags[rollout.ReportsTag])}
+		BuildID: tags[TagBuildID], Tags: user}
 }
 
 // evaluateLocked judges one rollout and persists what changed. The
@@ -601,7 +577,7 @@ func (r *rollouts) loop(ctx context.Context, tick time.Duration) {
 // host applied it or is not in it.
 func settled(st rollout.Status, l local) bool {
 	switch st.State {
-	case rollout.Halted, rollout.Expired:
+	case rollout.Halted, rollout.RolledBack, rollout.Revoked, rollout.Expired:
 		return !st.Self.RollBack && (l.State != rollout.StateNone || !st.Self.Targeted) && l.State != rollout.StateApplying
 	case rollout.Done:
 		return (l.State == rollout.StateHealthy || !st.Self.Targeted) && l.State != rollout.StateApplying
@@ -634,7 +610,7 @@ func (r *rollouts) step(ctx context.Context) {
 		case st.Self.RollBack:
 			r.acting[d] = true
 			todo = append(todo, func() { r.rollBack(ctx, rec, st) })
-		case st.State == rollout.Halted && rec.Local.State == rollout.StateNone && st.Self.Targeted:
+		case rollout.Ended(st.State) && rec.Local.State == rollout.StateNone && st.Self.Targeted:
 			r.setLocked(rec, rollout.StateHalted, "the rollout halted before this host's stage")
 		case rec.Local.State == rollout.StateApplying && !r.a.watching(d):
 			// Restarted inside the health window: watch again.
@@ -655,10 +631,11 @@ func (r *rollouts) step(ctx context.Context) {
 // setLocked changes this host's state in a rollout, persists it and
 // gossips it at once. The caller holds r.mu.
 func (r *rollouts) setLocked(rec *rolloutRecord, s rollout.HostState, reason string) {
-	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC(), Interrupted: rec.Local.Interrupted}
+	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC(), Interrupted: rec.Local.Interrupted, Seq: rec.Local.Seq + 1}
 	if err := r.save(rec); err != nil {
 		r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 	}
+	r.signLocked(rec)
 	r.a.log.Info("host state in rollout", "rollout", rec.Rollout.Plan.ID, "state", s.String(), "reason", reason)
 	r.a.refreshTags()
 }

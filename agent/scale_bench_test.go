@@ -98,7 +98,11 @@ func BenchmarkScaleRollout(b *testing.B) {
 				if _, ok := learned[name]; !ok && st.ID == "scale-good" {
 					learned[name] = now
 				}
-				key := st.ID + "/" + st.State
+				state := st.State
+				if rollout.Ended(state) {
+					state = rollout.Halted // halted, rolled back or revoked
+				}
+				key := st.ID + "/" + state
 				if judged[key] == nil {
 					judged[key] = map[string]time.Time{}
 				}
@@ -398,7 +402,7 @@ func allJudged(agents []*Agent, digest, state string) bool {
 		a.ro.mu.Lock()
 		st, ok := a.ro.status[digest]
 		a.ro.mu.Unlock()
-		if !ok || st.State != state {
+		if !ok || !rollout.Is(st.State, state) {
 			return false
 		}
 	}

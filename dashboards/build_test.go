@@ -108,7 +108,7 @@ func fleetOverview() *dashboard.DashboardBuilder {
 		WithPanel(timeSeries("Hosts by their own state", "Hosts by the state each reports for itself in each rollout: applying, healthy, failed, rolled-back, halted (hosts not yet in it are left out).", "short",
 			query(`count by (rollout, state) (splicefleet_rollout_host_state{`+sel+`,state!="none"} == 1)`, "{{rollout}} {{state}}"))).
 		WithPanel(timeSeries("Halted rollouts", "1 from the moment a host saw the rollout halt; a halt is final. splicefleet rollout status ROLLOUT says why.", "short",
-			query(`max by (rollout) (splicefleet_rollout_state{`+sel+`,state="halted"}) == 1`, "{{rollout}}"))).
+			query(`max by (rollout) (splicefleet_rollout_state{`+sel+`,state=~"halted|rolled-back|revoked"}) == 1`, "{{rollout}}"))).
 		WithPanel(timeSeries("Refused plans and commands, bad rollout events", "Signed plans and operator commands the agents refused, by kind and reason, and rollout gossip events that did not decode.", "short",
 			query(`sum by (kind, reason) (increase(splicefleet_rollout_documents_refused_total{`+sel+`}[$__rate_interval]))`, "{{kind}} {{reason}}"),
 			query(`sum by (event) (increase(splicefleet_rollout_bad_events_total{`+sel+`}[$__rate_interval]))`, "bad event {{event}}"))).

@@ -285,8 +285,8 @@ func expressions(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(alerts) != 6 {
-		t.Fatalf("%d alerts, want 6", len(alerts))
+	if len(alerts) != 7 {
+		t.Fatalf("%d alerts, want 7", len(alerts))
 	}
 	for name, expr := range alerts {
 		out["alert "+name] = expr

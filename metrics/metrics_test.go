@@ -119,7 +119,7 @@ func goldenMetrics(t *testing.T) *metrics.Metrics {
 	m.RolloutRefused("plan", "signature")
 	m.RolloutRefused("command", "replayed")
 	m.RolloutRefused("command", "replayed")
-	m.RolloutBadEvent("sf-fail")
+	m.RolloutBadEvent("sf-doc")
 	return m
 }
 

@@ -13,7 +13,7 @@ import (
 const MaxRollouts = 16
 
 // The states of a rollout, in exposition order.
-var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, rollout.Done, rollout.Expired}
+var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, rollout.RolledBack, rollout.Revoked, rollout.Done, rollout.Expired}
 
 // The states a host reports in a rollout, in exposition order; their
 // label values are their names (rollout.HostState.String), as
@@ -21,19 +21,20 @@ var rolloutStates = []string{rollout.Running, rollout.Paused, rollout.Halted, ro
 var hostStates = []rollout.HostState{rollout.StateNone, rollout.StateApplying, rollout.StateHealthy, rollout.StateFailed,
 	rollout.StateRolledBack, rollout.StateHalted}
 
-// Kinds of signed rollout documents: a closed set of label values.
-var documentKinds = []string{rollout.KindPlan, rollout.KindCommand}
+// Kinds of signed rollout documents: a closed set of label values. A
+// "report" is a host's signed report of its own part in a rollout.
+var documentKinds = []string{rollout.KindPlan, rollout.KindCommand, rollout.KindRekey, "report"}
 
 // RefusalReasons say why a signed plan or command was refused: a closed
 // set of label values, the ones the control API reports. An unknown
 // reason is counted as "refused".
-var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "refused"}
+var RefusalReasons = []string{"signature", "expired", "replayed", "invalid", "refused", "unsigned", "key"}
 
 // The rollout gossip events whose payload can fail to decode.
-var rolloutEvents = []string{rollout.FailureEvent, rollout.DocEvent}
+var rolloutEvents = []string{rollout.ReportEvent, rollout.DocEvent}
 
 type rolloutDescs struct {
-	state, stage, stages, hosts, hostState *prometheus.Desc
+	state, stage, stages, hosts, hostState, regressed *prometheus.Desc
 }
 
 func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Desc) rolloutDescs {
@@ -49,11 +50,14 @@ func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Des
 		hostState: d("rollout_host_state",
 			"This host's own state in each rollout (none, applying, healthy, failed, rolled-back, halted): 1 for its state, 0 for the others.",
 			"rollout", "state"),
+		regressed: d("rollout_regressed_hosts",
+			"Hosts that failed a rollout outside its gates: after their health window, after the rollout was done, or before their stage opened. Each undid the patch on itself; the rollout goes on (a finished one keeps its fix everywhere else).",
+			"rollout"),
 	}
 }
 
 func (r rolloutDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState}
+	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState, r.regressed}
 }
 
 // collectRollouts exports the newest MaxRollouts rollouts of a list in
@@ -71,6 +75,7 @@ func (c *stateCollector) collectRollouts(gauge func(*prometheus.Desc, float64, .
 			c.log.Warn("metrics: rollout in an unknown state", "rollout", st.ID, "state", st.State)
 		}
 		gauge(c.ro.stage, float64(st.Open+1), st.ID)
+		gauge(c.ro.regressed, float64(len(st.Regressed)), st.ID)
 		gauge(c.ro.stages, float64(len(st.Stages)), st.ID)
 		if st.Open >= 0 && st.Open < len(st.Stages) {
 			s := st.Stages[st.Open]
@@ -80,6 +85,7 @@ func (c *stateCollector) collectRollouts(gauge func(*prometheus.Desc, float64, .
 			gauge(c.ro.hosts, float64(s.Healthy), st.ID, "healthy")
 			gauge(c.ro.hosts, float64(applying), st.ID, "applying")
 			gauge(c.ro.hosts, float64(s.Failed), st.ID, "failed")
+			gauge(c.ro.hosts, float64(s.RolledBack), st.ID, "rolled-back")
 			gauge(c.ro.hosts, float64(max(0, s.Waiting-applying)), st.ID, "waiting")
 		}
 		for _, h := range hostStates {
@@ -103,8 +109,8 @@ func (m *Metrics) RolloutRefused(kind, reason string) {
 }
 
 // RolloutBadEvent counts a rollout gossip event whose payload did not
-// decode. event is the event's name, rollout.FailureEvent or
-// rollout.DocEvent; another is not counted.
+// decode. event is the event's name, rollout.DocEvent (a host report
+// that does not decode is a refused "report"); another is not counted.
 func (m *Metrics) RolloutBadEvent(event string) {
 	if !slices.Contains(rolloutEvents, event) {
 		m.log.Error("bad rollout event of an unknown name is not counted", "event", event)
@@ -117,7 +123,7 @@ func (m *Metrics) RolloutBadEvent(event string) {
 // zero.
 func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 	refused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_documents_refused_total",
-		Help: "Refusals of signed rollout plans and operator commands, by kind (plan, command) and reason (signature, expired, replayed, invalid, refused); a document offered again is refused and counted again."},
+		Help: "Refusals of signed rollout plans, operator commands and host reports, by kind (plan, command, report) and reason (signature, expired, replayed, invalid, refused, unsigned: a host report without a host signature, key: signed by a key other than the one pinned for the node it names); a document offered again is refused and counted again."},
 		[]string{"kind", "reason"})
 	for _, k := range documentKinds {
 		for _, r := range RefusalReasons {
@@ -125,7 +131,7 @@ func newRolloutCounters() (refused, bad *prometheus.CounterVec) {
 		}
 	}
 	bad = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "rollout_bad_events_total",
-		Help: "Rollout gossip events whose payload did not decode, by event: sf-fail (failure reports), sf-doc (document announcements)."},
+		Help: "Rollout gossip events whose payload did not decode, by event: sf-rep (host reports; counted as refused reports instead), sf-doc (document announcements)."},
 		[]string{"event"})
 	for _, e := range rolloutEvents {
 		bad.WithLabelValues(e)

@@ -15,15 +15,17 @@ func benchmarkEvaluate(b *testing.B, n int) {
 	}
 	r := New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0)
 	members := make([]Member, n)
+	reports := map[string]Evidence{}
 	for i := range members {
 		st := StateNone
 		if i%3 == 0 {
 			st = StateHealthy
 		}
 		members[i] = Member{Name: fmt.Sprintf("host-%05d", i), Status: "alive", Kernel: "6.1.0-56", Arch: "x86_64",
-			Tags: map[string]string{"role": "web"}, Reports: map[string]HostState{r.Key(): st}}
+			Tags: map[string]string{"role": "web"}}
+		reports[members[i].Name] = Evidence{State: st}
 	}
-	v := View{Self: members[0].Name, Members: members}
+	v := View{Self: members[0].Name, Members: members, Reports: reports}
 	now := t0.Add(time.Minute)
 	for b.Loop() {
 		r.Evaluate(v, now)

@@ -71,7 +71,7 @@ func DecodeDocument(data []byte) (*Document, error) {
 
 func (d *Document) check() error {
 	switch {
-	case d.Kind != KindPlan && d.Kind != KindCommand:
+	case d.Kind != KindPlan && d.Kind != KindCommand && d.Kind != KindRekey:
 		return fmt.Errorf("%w: kind %q", ErrInvalidDocument, d.Kind)
 	case len(d.Body) == 0:
 		return fmt.Errorf("%w: empty body", ErrInvalidDocument)

@@ -10,8 +10,9 @@ import (
 
 // Gossip user events of rollouts.
 const (
-	// FailureEvent carries a FailureReport: fast and unsigned, so it may
-	// only halt.
+	// FailureEvent carried the unsigned failure reports of releases
+	// before host keys. Agents refuse and count it: no host's word counts
+	// unless the host signed it (see ReportEvent).
 	FailureEvent = "sf-fail"
 	// DocEvent carries a DocAnnouncement: where to fetch a signed plan or
 	// command, which the receiver verifies before it acts.
@@ -29,59 +30,14 @@ const (
 	maxReason = 200
 )
 
-// FailureReport says a host failed a rollout.
-type FailureReport struct {
-	Plan   string // plan digest, hex
-	Node   string
-	Reason string // at most 200 bytes
-}
-
-// EncodeFailure returns the event payload:
-// protocol u8 | digest [32]byte | len u8 | node | len u8 | reason.
-func EncodeFailure(r FailureReport) ([]byte, error) {
-	d, err := hex.DecodeString(r.Plan)
-	if err != nil || len(d) != 32 {
-		return nil, fmt.Errorf("%w: plan digest %q", ErrMalformedEvent, r.Plan)
-	}
-	if r.Node == "" || len(r.Node) > maxNode {
-		return nil, fmt.Errorf("%w: node name of %d bytes", ErrMalformedEvent, len(r.Node))
-	}
-	reason := r.Reason
-	if len(reason) > maxReason {
-		reason = reason[:maxReason]
-	}
-	b := append([]byte{eventProtocol}, d...)
-	b = append(b, byte(len(r.Node)))
-	b = append(b, r.Node...)
-	b = append(b, byte(len(reason)))
-	return append(b, reason...), nil
-}
-
-// DecodeFailure parses EncodeFailure's payload.
-func DecodeFailure(b []byte) (FailureReport, error) {
-	r := evReader{b: b}
-	if r.u8() != eventProtocol {
-		return FailureReport{}, fmt.Errorf("%w: protocol", ErrMalformedEvent)
-	}
-	var f FailureReport
-	f.Plan = hex.EncodeToString(r.bytes(32))
-	f.Node = string(r.bytes(int(r.u8())))
-	f.Reason = string(r.bytes(int(r.u8())))
-	// The bounds of EncodeFailure: what decodes re-encodes.
-	if r.bad || len(r.b) != 0 || f.Node == "" || len(f.Node) > maxNode || len(f.Reason) > maxReason {
-		return FailureReport{}, fmt.Errorf("%w: failure report", ErrMalformedEvent)
-	}
-	return f, nil
-}
-
 // DocAnnouncement says a signed document exists and where to fetch it.
 type DocAnnouncement struct {
-	Kind   string // KindPlan or KindCommand
+	Kind   string // KindPlan, KindCommand or KindRekey
 	Digest string
 	Origin string // host:port of a blob service holding it
 }
 
-var docKinds = []string{KindPlan, KindCommand}
+var docKinds = []string{KindPlan, KindCommand, KindRekey}
 
 // EncodeDocAnnouncement returns the event payload:
 // protocol u8 | kind u8 | digest [32]byte | len u8 | origin.

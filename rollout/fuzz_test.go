@@ -134,13 +134,14 @@ func FuzzDecodeDocument(f *testing.F) {
 	})
 }
 
-func FuzzDecodeFailure(f *testing.F) {
-	for _, r := range []FailureReport{
-		{Plan: fuzzDigest, Node: "node-01", Reason: "health check: exit 1"},
-		{Plan: fuzzDigest, Node: strings.Repeat("n", 128), Reason: strings.Repeat("r", 200)},
-		{Plan: fuzzDigest, Node: "n"},
+func FuzzDecodeReport(f *testing.F) {
+	key := testHostKey(f, 3)
+	for _, r := range []HostReport{
+		{Plan: fuzzDigest, Node: "node-01", State: StateFailed, Seq: 3, Reason: "health check: exit 1"},
+		{Plan: fuzzDigest, Node: strings.Repeat("n", 128), State: StateHealthy, Seq: 1 << 40, Reason: strings.Repeat("r", 200)},
+		{Plan: fuzzDigest, Node: "n", State: StateApplying},
 	} {
-		b, err := EncodeFailure(r)
+		b, err := EncodeReport(r, key)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -149,17 +150,20 @@ func FuzzDecodeFailure(f *testing.F) {
 	f.Add([]byte{1})
 	f.Add([]byte{2, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := DecodeFailure(data)
+		r, err := DecodeReport(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformedEvent) {
-				t.Fatalf("error %v is not ErrMalformedEvent", err)
+			if !errors.Is(err, ErrMalformedEvent) && !errors.Is(err, ErrReportSignature) && !errors.Is(err, ErrUnsignedReport) {
+				t.Fatalf("error %v is none of the report errors", err)
 			}
 			return
 		}
 		if d, err := hex.DecodeString(r.Plan); err != nil || len(d) != 32 {
 			t.Fatalf("plan %q is not a digest", r.Plan)
 		}
-		enc, err := EncodeFailure(r)
+		if !bytes.Equal(r.Key, key.Public()) {
+			t.Fatalf("a report verified under a key nobody holds: %x", r.Key)
+		}
+		enc, err := EncodeReport(r.HostReport, key)
 		if err != nil {
 			t.Fatalf("accepted report %+v does not encode: %v", r, err)
 		}

@@ -15,8 +15,8 @@ func TestMinHealthyShare(t *testing.T) {
 	if did := f.step(t0, StateApplying); strings.Join(did, ",") != "host-00,host-01,host-02,host-03" {
 		t.Fatalf("the canary ring applied on %v", did)
 	}
-	f.members[0].Reports[f.r.Key()] = StateHealthy
-	f.members[1].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[0].Name] = StateHealthy
+	f.states[f.members[1].Name] = StateHealthy
 	st := f.eval("host-09", t0)
 	if st.Open != 0 || st.Stages[0].Passed || st.Self.Apply {
 		t.Fatalf("2 of 4 healthy (below 0.75) opened the next stage: %+v", st)
@@ -24,7 +24,7 @@ func TestMinHealthyShare(t *testing.T) {
 	if !strings.Contains(st.Why, "applying") {
 		t.Errorf("why %q does not name the hosts it waits for", st.Why)
 	}
-	f.members[2].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[2].Name] = StateHealthy
 	st = f.eval("host-09", t0.Add(time.Second))
 	if st.Open != 1 || !st.Stages[0].Passed || !st.Self.Apply {
 		t.Fatalf("3 of 4 healthy (0.75) did not open the next stage: open %d, why %q", st.Open, st.Why)

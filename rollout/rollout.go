@@ -15,6 +15,11 @@ const (
 	Halted  = "halted"
 	Done    = "done"
 	Expired = "expired"
+	// RolledBack: halted, and no host of its cohort runs the patch any
+	// more.
+	RolledBack = "rolled-back"
+	// Revoked: an operator revoked it; hosts roll the patch back.
+	Revoked = "revoked"
 )
 
 // ReasonNotYetKnown is the reason of a host whose tags report it failed
@@ -42,16 +47,34 @@ type Member struct {
 	BuildID string // the gossiped prefix
 	// Tags are the user tags.
 	Tags map[string]string
-	// Reports are the host's reported states by report key.
-	Reports map[string]HostState
+	// KeySince is when this agent pinned the member's host key; zero
+	// when it has none pinned (see package hostkey).
+	KeySince time.Time
+}
+
+// Evidence is what one host's verified, signed reports say about its
+// part in one rollout: its own word, the only one that counts.
+type Evidence struct {
+	State  HostState
+	Reason string
+	// WasHealthy says the host signed a healthy report for this rollout
+	// before the state it is in now: a failure after it is a regression,
+	// reported and alerted, not a failing canary.
+	WasHealthy bool
 }
 
 // View is the gossip state an evaluation reads.
 type View struct {
 	Self    string
 	Members []Member
-	// Failures are failure reports heard for this rollout: node → reason.
-	Failures map[string]string
+	// Reports are the hosts' signed reports of this rollout by node
+	// name, each verified against the key pinned for its node.
+	Reports map[string]Evidence
+	// KnownBy: a host's healthy report counts towards a stage's gate
+	// only when its key was pinned no later than this (when the agent
+	// accepted the plan), so members made up after a plan cannot pass
+	// its stages. Zero counts every pinned host.
+	KnownBy time.Time
 	// Joining, when set, says the member list may be incomplete (the
 	// agent has not joined the cluster since it started) and why. Such
 	// a view is not evidence of anything passing: no stage passes or
@@ -82,15 +105,16 @@ type Rollout struct {
 	Seen map[string]int `json:"seen,omitempty"`
 	// HaltReason, once set, halts the rollout for good.
 	HaltReason string `json:"halt_reason,omitempty"`
-	// HaltedByPeers says it halted because other hosts report it halted,
-	// before its cause reached this agent.
-	HaltedByPeers bool `json:"halted_by_peers,omitempty"`
 	// HaltedByGate says the failure gates halted it; the reason then
 	// follows what is known about the failures.
 	HaltedByGate bool      `json:"halted_by_gate,omitempty"`
 	HaltedAt     time.Time `json:"halted_at,omitzero"`
 	// Rollback says whether the halt rolls the patch back.
 	Rollback bool `json:"rollback,omitempty"`
+	// DoneAt is when this agent saw the last stage pass. Done is final:
+	// from then on no host's report halts the rollout, only a signed
+	// revoke.
+	DoneAt time.Time `json:"done_at,omitzero"`
 
 	// changed says an evaluation recorded something worth persisting.
 	changed bool
@@ -197,16 +221,20 @@ func (r *Rollout) steering() steering {
 
 // Status is the rollout as this agent sees it.
 type Status struct {
-	ID      string        `json:"id"`
-	Digest  string        `json:"digest"`
-	Bundle  string        `json:"bundle"`
-	State   string        `json:"state"`
-	OnHalt  string        `json:"on_halt"`
-	Open    int           `json:"open"` // highest open stage, 0-based
-	Stages  []StageStatus `json:"stages"`
-	Failed  []string      `json:"failed,omitempty"` // "node: reason"
-	Why     string        `json:"why"`
-	LastSeq uint64        `json:"last_seq"`
+	ID     string        `json:"id"`
+	Digest string        `json:"digest"`
+	Bundle string        `json:"bundle"`
+	State  string        `json:"state"`
+	OnHalt string        `json:"on_halt"`
+	Open   int           `json:"open"` // highest open stage, 0-based
+	Stages []StageStatus `json:"stages"`
+	Failed []string      `json:"failed,omitempty"` // "node: reason"
+	// Regressed are hosts that failed after they reported healthy, or
+	// after the rollout was done: "node: reason". They undo the patch on
+	// themselves only; the fleet alerts.
+	Regressed []string `json:"regressed,omitempty"`
+	Why       string   `json:"why"`
+	LastSeq   uint64   `json:"last_seq"`
 	// Self is what this host should do.
 	Self SelfStatus `json:"self"`
 }
@@ -220,7 +248,13 @@ type StageStatus struct {
 	Applied int    `json:"applied"` // applying or healthy
 	Healthy int    `json:"healthy"`
 	Failed  int    `json:"failed"`
-	Waiting int    `json:"waiting"` // not reported, or inside the health window
+	// Unknown counts hosts whose keys were pinned after the plan was
+	// accepted: they apply in their stage, but their health does not
+	// count towards min_healthy.
+	Unknown int `json:"unknown,omitempty"`
+	// RolledBack counts hosts that undid the patch after a halt.
+	RolledBack int `json:"rolled_back"`
+	Waiting    int `json:"waiting"` // not reported, or inside the health window
 	// Missing counts the hosts of the cohort seen earlier that are not in
 	// the member list now (counted in Waiting too).
 	Missing int       `json:"missing,omitempty"`
@@ -250,6 +284,11 @@ type host struct {
 	reason string
 	// missing: seen in a cohort before, not in the member list now.
 	missing bool
+	// wasHealthy: it signed a healthy report before its current state.
+	wasHealthy bool
+	// known: its key was pinned before the plan was accepted; only a
+	// known host's health counts towards min_healthy.
+	known bool
 }
 
 // Targets reports whether m is a host the rollout targets.
@@ -303,7 +342,6 @@ func (r *Rollout) StageOf(m Member) int {
 // judgement.
 func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	plan := r.Plan
-	key := r.Key()
 	st := Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
 		Self: SelfStatus{Stage: -1, Bucket: r.bucket(v.Self)}}
 	hosts := make([]host, 0, len(v.Members))
@@ -316,10 +354,9 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			}
 			continue
 		}
-		h := host{Member: m, stage: r.StageOf(m), state: m.Reports[key]}
-		if reason, ok := v.Failures[m.Name]; ok {
-			h.state, h.reason = StateFailed, reason
-		}
+		ev := v.Reports[m.Name]
+		h := host{Member: m, stage: r.StageOf(m), state: ev.State, reason: ev.Reason, wasHealthy: ev.WasHealthy,
+			known: m.Name == v.Self || v.KnownBy.IsZero() || (!m.KeySince.IsZero() && !m.KeySince.After(v.KnownBy))}
 		if h.state == StateFailed && h.reason == "" {
 			h.reason = ReasonNotYetKnown
 		}
@@ -330,30 +367,39 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	}
 	hosts = r.missing(hosts, v.Self)
 	steer := r.steering()
-	var failed []host
-	for _, h := range hosts {
-		if h.state == StateFailed {
-			failed = append(failed, h)
-		}
-	}
-	// Hosts are judged in any order; what is shown is sorted by name, so
-	// every agent shows the same.
-	slices.SortFunc(failed, func(a, b host) int { return strings.Compare(a.Name, b.Name) })
-	for _, h := range failed {
-		st.Failed = append(st.Failed, h.Name+": "+h.reason)
-	}
+	byName := func(a, b host) int { return strings.Compare(a.Name, b.Name) }
 	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
 		r.ensure()
 		r.Opened[0], r.changed = now, true
 	}
 	open := r.open()
+	// A failure counts against the gates only while the rollout runs,
+	// from a host of an open stage (no other could have applied it), that
+	// never signed a healthy report for it: a host's word cannot take a
+	// finished rollout's fix away from the fleet (G1 in docs/security.md).
+	// Other failures are regressions: shown and alerted, the failing host
+	// undoing the patch on itself only.
+	countable := func(open int) []host {
+		var out []host
+		for _, h := range hosts {
+			if h.state == StateFailed && r.DoneAt.IsZero() && !h.wasHealthy && h.stage >= 0 && h.stage <= open {
+				out = append(out, h)
+			}
+		}
+		slices.SortFunc(out, byName)
+		return out
+	}
+	failed := countable(open)
 	st.Stages = make([]StageStatus, len(plan.Stages))
 	for k, s := range plan.Stages {
 		st.Stages[k] = r.count(k, s, hosts)
 	}
 
 	// Halts: operator commands, then the failure gates. Sticky; the
-	// reason of a gate halt follows what is known of the failures.
+	// reason of a gate halt follows what is known of the failures. Both
+	// rest on documents every agent stores and serves (commands, signed
+	// reports), so every agent, however late it hears of the plan,
+	// reaches the same halt.
 	failures := func() string {
 		names := make([]string, 0, len(failed))
 		for _, h := range failed[:min(3, len(failed))] {
@@ -365,28 +411,8 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		}
 		return fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more)
 	}
-	// Hosts that report the rollout halted (or rolled back) carry the halt
-	// in their tags: an agent that missed the failure report or the
-	// command follows them. Unsigned, this can only halt.
-	var peersHalted []string
-	peerRolledBack := false
-	for _, h := range hosts {
-		if h.Name != v.Self && (h.state == StateHalted || h.state == StateRolledBack) {
-			peersHalted = append(peersHalted, h.Name)
-			peerRolledBack = peerRolledBack || h.state == StateRolledBack
-		}
-	}
 	tripped := r.tripped(len(failed), st.Stages[open].Cohort)
 	switch {
-	case r.HaltReason != "" && r.HaltedByPeers && (steer.halt != nil || tripped):
-		// The cause arrived after the fleet's word: say it.
-		r.HaltedByPeers = false
-		if steer.halt != nil {
-			r.HaltReason = fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason))
-		} else {
-			r.HaltReason, r.HaltedByGate = failures(), true
-		}
-		r.changed = true
 	case r.HaltReason != "":
 		if r.HaltedByGate && len(failed) > 0 {
 			if why := failures(); why != r.HaltReason {
@@ -399,38 +425,25 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	case tripped:
 		r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
 		r.HaltedByGate = true
-	case len(peersHalted) > 0:
-		slices.Sort(peersHalted)
-		who := strings.Join(peersHalted[:min(3, len(peersHalted))], ", ")
-		switch {
-		case len(peersHalted) > 3:
-			who += fmt.Sprintf(" and %d more report", len(peersHalted)-3)
-		case len(peersHalted) == 1:
-			who += " reports"
-		default:
-			who += " report"
-		}
-		r.halt(now, who+" it halted (its cause has not reached this host yet)", peerRolledBack)
-		r.HaltedByPeers = true
 	}
-	// Rolling back is the careful side: once any sign says the halt rolls
-	// back, it does, whatever arrived first.
-	if r.HaltReason != "" && !r.Rollback &&
-		(peerRolledBack || (steer.halt != nil && steer.halt.Action == ActionRevoke) || (tripped && plan.OnHalt == OnHaltRollback)) {
+	// A revoke that follows a halt rolls back what the halt kept.
+	if r.HaltReason != "" && !r.Rollback && steer.halt != nil && steer.halt.Action == ActionRevoke {
 		r.Rollback, r.changed = true, true
 	}
 	expired := plan.Expires != nil && !now.Before(*plan.Expires)
 	switch {
 	case r.HaltReason != "":
-		st.State = Halted
-		st.Why = "halted: " + r.HaltReason
 		open = r.openedElsewhere(now, hosts, open)
-		if r.Rollback {
-			st.Why += "; rolling back"
-		}
+		st.State, st.Why = r.ended(steer, hosts)
 	case expired:
 		st.State = Expired
 		st.Why = "expired at " + plan.Expires.UTC().Format(time.RFC3339) + "; no host applies it any more"
+	case !r.DoneAt.IsZero():
+		// Done is done: hosts that join its cohorts later still apply.
+		st.State = Done
+		open = len(plan.Stages) - 1
+		st.Why = fmt.Sprintf("done since %s; %d of %d hosts healthy", r.DoneAt.UTC().Format(time.RFC3339),
+			st.Stages[open].Healthy, st.Stages[open].Cohort)
 	case steer.paused:
 		st.State = Paused
 		st.Why = fmt.Sprintf("paused by operator (seq %d)", steer.pausedBy)
@@ -441,12 +454,42 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		st.Why = fmt.Sprintf("waiting: %s; stage %d (%s) open", v.Joining, open+1, st.Stages[open].Name)
 	default:
 		st.State = Running
+		prev := open
 		open = r.advance(now, st.Stages, steer.promotedTo)
+		if open > prev {
+			// A stage this agent opens now may hold a failure that did
+			// not count while it was closed: judged before anyone applies.
+			if f := countable(open); r.tripped(len(f), st.Stages[open].Cohort) {
+				failed = f
+				r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
+				r.HaltedByGate = true
+				open = r.openedElsewhere(now, hosts, open)
+				st.State, st.Why = r.ended(steer, hosts)
+				break
+			}
+		}
 		st.Why = r.why(open, st.Stages, now)
 		last := len(plan.Stages) - 1
 		if open == last && st.Stages[last].Passed {
 			st.State = Done
+			r.DoneAt, r.changed = now, true
 		}
+	}
+	for _, h := range hosts {
+		if h.state != StateFailed {
+			continue
+		}
+		if slices.ContainsFunc(failed, func(x host) bool { return x.Name == h.Name }) {
+			st.Failed = append(st.Failed, h.Name+": "+h.reason)
+		} else {
+			st.Regressed = append(st.Regressed, h.Name+": "+h.reason)
+		}
+	}
+	slices.Sort(st.Failed)
+	slices.Sort(st.Regressed)
+	if len(st.Regressed) > 0 {
+		st.Why += fmt.Sprintf("; %d host%s failed outside the gates (after its health window, after the rollout was done, or outside the open stages): %s", len(st.Regressed), plural(len(st.Regressed)),
+			strings.Join(st.Regressed[:min(3, len(st.Regressed))], "; "))
 	}
 	st.Open = open
 	r.see(hosts, open)
@@ -462,6 +505,51 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		self.Apply = self.Targeted && self.Stage >= 0 && self.Stage <= open && self.State == StateNone
 	}
 	return st
+}
+
+// ended is the state and explanation of a halted rollout: halted, or
+// revoked, and once no host of its cohort runs the patch any more, rolled
+// back.
+func (r *Rollout) ended(steer steering, hosts []host) (state, why string) {
+	state, why = Halted, "halted: "+r.HaltReason
+	if steer.halt != nil && steer.halt.Action == ActionRevoke {
+		state, why = Revoked, "revoked: "+r.HaltReason
+	}
+	if !r.Rollback {
+		return state, why + "; hosts keep what they applied"
+	}
+	running, rolledBack := 0, 0
+	for _, h := range hosts {
+		switch h.state {
+		case StateApplying, StateHealthy:
+			running++
+		case StateRolledBack:
+			rolledBack++
+		}
+	}
+	if running > 0 {
+		return state, why + fmt.Sprintf("; rolling back: %d host%s still run%s it, %d rolled back", running, plural(running),
+			map[bool]string{true: "s", false: ""}[running == 1], rolledBack)
+	}
+	if state == Halted {
+		state = RolledBack
+	}
+	return state, why + fmt.Sprintf("; rolled back (%d host%s)", rolledBack, plural(rolledBack))
+}
+
+// Is reports whether a rollout in state is in want, where want Halted
+// stands for every halted state (halted, rolled back, revoked).
+func Is(state, want string) bool {
+	if want == Halted {
+		return Ended(state)
+	}
+	return state == want
+}
+
+// Ended reports whether a rollout state is final: halted, rolled back or
+// revoked. (Done is final too, but its patch stays.)
+func Ended(state string) bool {
+	return state == Halted || state == RolledBack || state == Revoked
 }
 
 func reasonSuffix(s string) string {
@@ -508,9 +596,8 @@ func (r *Rollout) open() int {
 // stage.
 func (r *Rollout) openedElsewhere(now time.Time, hosts []host, open int) int {
 	r.ensure()
-	key := r.Key()
 	for _, h := range hosts {
-		switch h.Reports[key] {
+		switch h.state {
 		case StateApplying, StateHealthy, StateFailed, StateRolledBack:
 			if h.stage > open && r.Opened[h.stage].IsZero() {
 				r.Opened[h.stage], r.changed = now, true
@@ -543,7 +630,7 @@ func (r *Rollout) missing(hosts []host, self string) []host {
 	}
 	for name, stage := range r.Seen {
 		if !in[name] && name != self {
-			hosts = append(hosts, host{Member: Member{Name: name}, stage: stage, missing: true})
+			hosts = append(hosts, host{Member: Member{Name: name}, stage: stage, missing: true, known: true})
 		}
 	}
 	return hosts
@@ -591,11 +678,17 @@ func (r *Rollout) tripped(failures, cohort int) bool {
 func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 	ss := StageStatus{Name: s.Name()}
 	var waiting []host // the first few by name
+	// The gate counts known hosts only (see host.known): a member made up
+	// after the plan neither fills nor dilutes its stages' healthy share.
+	known, knownHealthy := 0, 0
 	for _, h := range hosts {
 		if h.stage < 0 || h.stage > k {
 			continue
 		}
 		ss.Cohort++
+		if h.known {
+			known++
+		}
 		if h.missing {
 			ss.Missing++
 		}
@@ -603,15 +696,20 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 		case StateHealthy:
 			ss.Applied++
 			ss.Healthy++
+			if h.known {
+				knownHealthy++
+			}
 		case StateApplying:
 			ss.Applied++
 			ss.Waiting++
 		case StateFailed:
 			ss.Failed++
+		case StateRolledBack:
+			ss.RolledBack++
 		default:
 			ss.Waiting++
 		}
-		if h.state != StateHealthy && h.state != StateFailed {
+		if h.state != StateHealthy && h.state != StateFailed && h.state != StateRolledBack {
 			waiting = firstByName(waiting, h, maxWaitingShown)
 		}
 	}
@@ -627,8 +725,11 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 		}
 		ss.WaitingFor = append(ss.WaitingFor, h.Name+" ("+what+")")
 	}
-	need := int(math.Ceil(r.Plan.Gates.MinHealthy*float64(ss.Cohort) - 1e-9))
-	ss.Passed = ss.Failed == 0 && ss.Healthy >= need
+	// A cohort of hosts none of which is known does not pass on their
+	// word: say promote to go on.
+	need := int(math.Ceil(r.Plan.Gates.MinHealthy*float64(known) - 1e-9))
+	ss.Unknown = ss.Cohort - known
+	ss.Passed = ss.Failed == 0 && knownHealthy >= need && (known > 0 || ss.Cohort == 0)
 	return ss
 }
 
@@ -695,9 +796,13 @@ func (r *Rollout) why(open int, stages []StageStatus, now time.Time) string {
 			open+2, next.Name, max(0, next.OpensAt.Sub(now)).Round(time.Second))
 	}
 	why := fmt.Sprintf("%s open: %d of %d hosts healthy, need %d", name, s.Healthy, s.Cohort,
-		int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort)-1e-9)))
+		max(1, int(math.Ceil(r.Plan.Gates.MinHealthy*float64(s.Cohort-s.Unknown)-1e-9))))
 	if s.Missing > 0 {
 		why += fmt.Sprintf("; %d host%s not seen since restart", s.Missing, plural(s.Missing))
+	}
+	if s.Unknown > 0 {
+		why += fmt.Sprintf("; %d host%s joined after the plan and do%s not count towards min_healthy", s.Unknown, plural(s.Unknown),
+			map[bool]string{true: "es", false: ""}[s.Unknown == 1])
 	}
 	if len(s.WaitingFor) > 0 {
 		why += "; waiting for " + strings.Join(s.WaitingFor, ", ")

@@ -1,12 +1,15 @@
 package rollout
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -16,7 +19,10 @@ const digest = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 type fleet struct {
 	r       *Rollout
 	members []Member
-	fails   map[string]string
+	// states and fails are the hosts' signed reports: states by node,
+	// and failures with their reasons.
+	states map[string]HostState
+	fails  map[string]string
 }
 
 func newFleet(t *testing.T, plan string, n int, rings map[int]string) *fleet {
@@ -25,10 +31,10 @@ func newFleet(t *testing.T, plan string, n int, rings map[int]string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{r: New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0), fails: map[string]string{}}
+	f := &fleet{r: New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0), fails: map[string]string{}, states: map[string]HostState{}}
 	for i := range n {
 		m := Member{Name: fmt.Sprintf("host-%02d", i), Status: "alive", Kernel: "6.1.0-56", Arch: "x86_64",
-			Tags: map[string]string{}, Reports: map[string]HostState{}}
+			Tags: map[string]string{}}
 		if ring, ok := rings[i]; ok {
 			m.Tags[RingTag] = ring
 		}
@@ -38,7 +44,18 @@ func newFleet(t *testing.T, plan string, n int, rings map[int]string) *fleet {
 }
 
 func (f *fleet) eval(self string, now time.Time) Status {
-	return f.r.Evaluate(View{Self: self, Members: f.members, Failures: f.fails}, now)
+	return f.r.Evaluate(View{Self: self, Members: f.members, Reports: f.reports()}, now)
+}
+
+func (f *fleet) reports() map[string]Evidence {
+	out := map[string]Evidence{}
+	for node, s := range f.states {
+		out[node] = Evidence{State: s}
+	}
+	for node, reason := range f.fails {
+		out[node] = Evidence{State: StateFailed, Reason: reason}
+	}
+	return out
 }
 
 // step lets every host that should apply report state, and returns who
@@ -48,7 +65,7 @@ func (f *fleet) step(now time.Time, state HostState) []string {
 	for i := range f.members {
 		st := f.eval(f.members[i].Name, now)
 		if st.Self.Apply {
-			f.members[i].Reports[f.r.Key()] = state
+			f.states[f.members[i].Name] = state
 			did = append(did, f.members[i].Name)
 		}
 	}
@@ -57,8 +74,8 @@ func (f *fleet) step(now time.Time, state HostState) []string {
 
 func (f *fleet) set(state HostState) {
 	for i := range f.members {
-		if f.members[i].Reports[f.r.Key()] != StateNone {
-			f.members[i].Reports[f.r.Key()] = state
+		if f.states[f.members[i].Name] != StateNone {
+			f.states[f.members[i].Name] = state
 		}
 	}
 }
@@ -115,7 +132,7 @@ func TestStagedRolloutCompletes(t *testing.T) {
 
 func TestMissingReportsWait(t *testing.T) {
 	f := newFleet(t, stagedPlan, 5, map[int]string{0: "canary", 1: "canary"})
-	f.members[0].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[0].Name] = StateHealthy
 	f.members[1].Status = "failed" // unreachable, never reported
 	st := f.eval("host-04", t0.Add(time.Hour))
 	if st.Open != 0 || st.Stages[0].Passed || st.Self.Apply {
@@ -135,7 +152,7 @@ func TestMissingReportsWait(t *testing.T) {
 func TestFailureHaltsAndRollsBack(t *testing.T) {
 	f := newFleet(t, stagedPlan, 10, map[int]string{3: "canary", 4: "canary"})
 	f.step(t0, StateApplying)
-	f.members[4].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[4].Name] = StateHealthy
 	f.fails["host-03"] = "health check: Oops in kernel log"
 	st := f.eval("host-04", t0.Add(time.Second))
 	if st.State != Halted || !st.Self.RollBack || st.Self.Apply {
@@ -160,7 +177,7 @@ func TestFailureHaltsAndRollsBack(t *testing.T) {
 func TestHaltWithoutRollback(t *testing.T) {
 	f := newFleet(t, stagedPlan+"on_halt: halt\n", 4, map[int]string{0: "canary", 1: "canary"})
 	f.step(t0, StateHealthy)
-	f.members[1].Reports[f.r.Key()] = StateFailed
+	f.states[f.members[1].Name] = StateFailed
 	st := f.eval("host-00", t0)
 	if st.State != Halted || st.Self.RollBack {
 		t.Errorf("on_halt: halt: state %s, roll back %t", st.State, st.Self.RollBack)
@@ -171,12 +188,12 @@ func TestFailureRatioGate(t *testing.T) {
 	plan := "id: ratio\nbundle: " + digest + "\nstages: [{percent: 100}]\ngates: {max_failures: -1, max_failure_ratio: 0.2}\n"
 	f := newFleet(t, plan, 10, nil)
 	f.step(t0, StateHealthy)
-	f.members[0].Reports[f.r.Key()] = StateFailed
-	f.members[1].Reports[f.r.Key()] = StateFailed
+	f.states[f.members[0].Name] = StateFailed
+	f.states[f.members[1].Name] = StateFailed
 	if st := f.eval("host-05", t0); st.State == Halted {
 		t.Fatalf("2 of 10 failed (not above 0.2) halted: %s", st.Why)
 	}
-	f.members[2].Reports[f.r.Key()] = StateFailed
+	f.states[f.members[2].Name] = StateFailed
 	if st := f.eval("host-05", t0); st.State != Halted {
 		t.Fatalf("3 of 10 failed did not halt: %s", st.Why)
 	}
@@ -269,7 +286,7 @@ func TestCommands(t *testing.T) {
 		f := newFleet(t, stagedPlan+"on_halt: halt\n", 2, map[int]string{0: "canary"})
 		f.step(t0, StateHealthy)
 		_ = f.r.AddCommand(cmd(1, ActionRevoke, 0))
-		if st := f.eval("host-00", t0); st.State != Halted || !st.Self.RollBack {
+		if st := f.eval("host-00", t0); st.State != Revoked || !st.Self.RollBack {
 			t.Errorf("revoke: state %s rollback %t", st.State, st.Self.RollBack)
 		}
 	})
@@ -319,23 +336,52 @@ func TestPlanValidation(t *testing.T) {
 	}
 }
 
+// testHostKey is a fixed Ed25519 key, as a host key.
+type testKey struct{ priv ed25519.PrivateKey }
+
+func (k testKey) Public() ed25519.PublicKey { return k.priv.Public().(ed25519.PublicKey) }
+func (k testKey) Sign(m []byte) []byte      { return ed25519.Sign(k.priv, m) }
+
+func testHostKey(t testing.TB, seed byte) testKey {
+	t.Helper()
+	return testKey{ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))}
+}
+
 func TestEventCodecs(t *testing.T) {
-	f := FailureReport{Plan: digest, Node: "host-1", Reason: strings.Repeat("x", 300)}
-	b, err := EncodeFailure(f)
+	key := testHostKey(t, 1)
+	r := HostReport{Plan: digest, Node: strings.Repeat("n", 128), State: StateFailed, Seq: 7, Reason: strings.Repeat("é", 150)}
+	b, err := EncodeReport(r, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b)+len(FailureEvent) > 512 {
-		t.Errorf("failure report of %d bytes does not fit a serf user event", len(b))
+	if len(b)+len(ReportEvent) > 512 {
+		t.Errorf("a report of %d bytes does not fit a serf user event", len(b))
 	}
-	got, err := DecodeFailure(b)
-	if err != nil || got.Node != "host-1" || got.Plan != digest || len(got.Reason) != 200 {
+	got, err := DecodeReport(b)
+	if err != nil || got.Node != r.Node || got.Plan != digest || got.Seq != 7 || got.State != StateFailed ||
+		len(got.Reason) != 200 || !utf8.ValidString(got.Reason) || !bytes.Equal(got.Key, key.Public()) {
 		t.Errorf("round trip: %+v %v", got, err)
 	}
 	for i := range b {
-		if _, err := DecodeFailure(b[:i]); err == nil {
+		if _, err := DecodeReport(b[:i]); err == nil {
 			t.Fatalf("a report truncated to %d bytes decoded", i)
 		}
+		tampered := bytes.Clone(b)
+		tampered[i] ^= 0x20
+		if _, err := DecodeReport(tampered); !errors.Is(err, ErrReportSignature) && !errors.Is(err, ErrMalformedEvent) {
+			t.Fatalf("a report with byte %d changed: %v", i, err)
+		}
+	}
+	// Another key cannot sign for the same bytes: the key is part of them.
+	other := testHostKey(t, 2)
+	forged := append(bytes.Clone(b[:len(b)-96]), other.Public()...)
+	forged = append(forged, b[len(b)-64:]...)
+	if _, err := DecodeReport(forged); !errors.Is(err, ErrReportSignature) {
+		t.Errorf("a signature moved under another key: %v", err)
+	}
+	// The unsigned failure report of earlier releases.
+	if _, err := DecodeReport(append([]byte{1}, make([]byte, 120)...)); !errors.Is(err, ErrUnsignedReport) {
+		t.Errorf("an unsigned report: %v", err)
 	}
 	a := DocAnnouncement{Kind: KindCommand, Digest: digest, Origin: "10.0.0.1:7947"}
 	ab, err := EncodeDocAnnouncement(a)
@@ -358,8 +404,10 @@ func TestEventCodecs(t *testing.T) {
 }
 
 // TestHaltRecordsStagesOpenedElsewhere: an agent that had not yet seen
-// the canary's soak end when a host of the next stage failed still ends
-// with that stage open, like the agents that opened it, and keeps it.
+// the canary's soak end when a host of the next stage failed halts when
+// its own soak ends, before anything applies, and ends with that stage
+// open like the agents that opened it. Until then the failure of a host
+// in a stage it has not opened is no evidence: any host can sign one.
 func TestHaltRecordsStagesOpenedElsewhere(t *testing.T) {
 	f := newFleet(t, stagedPlan, 10, map[int]string{3: "canary"})
 	f.step(t0, StateHealthy)
@@ -373,41 +421,122 @@ func TestHaltRecordsStagesOpenedElsewhere(t *testing.T) {
 		t.Fatalf("50%% stage has %d hosts", len(second))
 	}
 	// Elsewhere the soak ended: one host of stage 2 applied, another failed.
-	f.members[second[0]].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[second[0]].Name] = StateHealthy
 	f.fails[f.members[second[1]].Name] = "health check failed"
 	st := f.eval("host-03", t0.Add(time.Second))
-	if st.State != Halted || st.Open != 1 || !st.Stages[1].Open {
-		t.Fatalf("halted with a stage 2 host applied: state %s open %d", st.State, st.Open+1)
+	if st.State != Running || st.Open != 0 || len(st.Regressed) != 1 {
+		t.Fatalf("a failure in a stage this agent has not opened: state %s open %d regressed %v", st.State, st.Open+1, st.Regressed)
+	}
+	// Its soak ends: the stage it opens holds the failure, so it halts at
+	// once, and no host of the stage is told to apply.
+	for _, i := range second[2:] {
+		if st := f.eval(f.members[i].Name, t0.Add(61*time.Second)); st.Self.Apply || st.State != Halted {
+			t.Fatalf("%s when the soak ended: state %s apply %t", f.members[i].Name, st.State, st.Self.Apply)
+		}
+	}
+	st = f.eval("host-03", t0.Add(62*time.Second))
+	if st.State != Halted || st.Open != 1 || !st.Stages[1].Open || !strings.Contains(st.Why, "health check failed") {
+		t.Fatalf("halted with a stage 2 host applied: state %s open %d why %q", st.State, st.Open+1, st.Why)
 	}
 	if !f.r.Changed() || f.r.Opened[1].IsZero() {
 		t.Errorf("the opened stage is not recorded: %v", f.r.Opened)
 	}
-	// Kept when the reports are gone (older than the tags hold).
-	f.members[second[0]].Reports = map[string]HostState{}
+	// Kept when the reports are gone.
+	delete(f.states, f.members[second[0]].Name)
 	delete(f.fails, f.members[second[1]].Name)
-	if st := f.eval("host-03", t0.Add(time.Minute)); st.Open != 1 || st.State != Halted {
+	if st := f.eval("host-03", t0.Add(2*time.Minute)); st.Open != 1 || !Ended(st.State) {
 		t.Errorf("later: state %s open %d", st.State, st.Open+1)
 	}
 }
 
-// An agent that missed the failure report and the failed host's tags
-// follows the hosts that report the rollout halted: it halts, rolls back
-// only when they rolled back, and names the cause once it arrives.
-func TestHaltFollowsPeers(t *testing.T) {
+// TestPeersCannotHalt: a host's own report that it halted or rolled
+// back is no evidence of anything: the halt comes only from the signed
+// failures or commands that caused it, which every agent holds too.
+func TestPeersCannotHalt(t *testing.T) {
 	f := newFleet(t, stagedPlan, 6, map[int]string{0: "canary", 1: "canary"})
 	f.step(t0, StateHealthy)
-	f.members[4].Reports[f.r.Key()] = StateHalted
+	f.states[f.members[4].Name] = StateHalted
+	f.states[f.members[5].Name] = StateRolledBack
 	st := f.eval("host-00", t0)
-	if st.State != Halted || st.Self.RollBack || !strings.Contains(st.Why, "host-04 reports it halted") {
-		t.Fatalf("after a peer's halt: state %s, roll back %t, why %q", st.State, st.Self.RollBack, st.Why)
+	if st.State != Running || st.Self.RollBack {
+		t.Fatalf("after peers' halted and rolled-back reports: state %s, roll back %t, why %q", st.State, st.Self.RollBack, st.Why)
 	}
-	f.members[1].Reports[f.r.Key()] = StateRolledBack
-	if st := f.eval("host-00", t0); !st.Self.RollBack {
-		t.Errorf("a peer rolled back, this canary keeps the patch: %+v", st.Self)
+	f.fails["host-01"] = "health check: Oops"
+	st = f.eval("host-00", t0)
+	if st.State != Halted || !st.Self.RollBack || !strings.Contains(st.Why, "host-01: health check: Oops") {
+		t.Errorf("the canary's own failure: state %s roll back %t why %q", st.State, st.Self.RollBack, st.Why)
 	}
-	f.fails["host-05"] = "health check: Oops"
-	if st := f.eval("host-00", t0); !strings.Contains(st.Why, "host-05: health check: Oops") {
-		t.Errorf("the cause arrived, why = %q", st.Why)
+}
+
+// TestDoneIsDone: once the last stage passed, no host's failure halts the
+// rollout or rolls anything back; it shows as a regression. A signed
+// revoke still does.
+func TestDoneIsDone(t *testing.T) {
+	f := newFleet(t, "id: quick\nbundle: "+digest+"\nstages: [{ring: canary, soak: 1m}, {percent: 100}]\n", 5, map[int]string{0: "canary"})
+	f.step(t0, StateHealthy)
+	f.step(t0.Add(2*time.Minute), StateHealthy)
+	if st := f.eval("host-01", t0.Add(3*time.Minute)); st.State != Done {
+		t.Fatalf("not done: %s %s", st.State, st.Why)
+	}
+	// A host that never reported healthy, and one that did, now fail.
+	delete(f.states, "host-02")
+	f.fails["host-02"] = "forged after the end"
+	f.fails["host-03"] = "regressed"
+	for _, n := range []string{"host-00", "host-01"} {
+		st := f.eval(n, t0.Add(4*time.Minute))
+		if st.State != Done || st.Self.RollBack || len(st.Failed) != 0 || len(st.Regressed) != 2 {
+			t.Fatalf("%s: state %s roll back %t failed %v regressed %v", n, st.State, st.Self.RollBack, st.Failed, st.Regressed)
+		}
+	}
+	// Done survives a restart.
+	f.restart(t)
+	if st := f.eval("host-01", t0.Add(5*time.Minute)); st.State != Done {
+		t.Fatalf("after a restart: %s %s", st.State, st.Why)
+	}
+	if err := f.r.AddCommand(Command{Plan: digest, Seq: 1, Action: ActionRevoke, Reason: "regression"}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.eval("host-01", t0.Add(6*time.Minute))
+	if st.State != Revoked || !st.Self.RollBack {
+		t.Errorf("after a revoke: state %s roll back %t", st.State, st.Self.RollBack)
+	}
+}
+
+// TestFailureAfterHealthyIsARegression: a host that signed healthy and
+// later failed does not trip the gates of a running rollout; its stage
+// waits instead.
+func TestFailureAfterHealthyIsARegression(t *testing.T) {
+	f := newFleet(t, stagedPlan, 6, map[int]string{0: "canary", 1: "canary"})
+	f.step(t0, StateHealthy)
+	reports := f.reports()
+	reports["host-01"] = Evidence{State: StateFailed, Reason: "later", WasHealthy: true}
+	st := f.r.Evaluate(View{Self: "host-00", Members: f.members, Reports: reports}, t0.Add(time.Second))
+	if st.State != Running || st.Stages[0].Passed || len(st.Regressed) != 1 {
+		t.Errorf("state %s passed %t regressed %v", st.State, st.Stages[0].Passed, st.Regressed)
+	}
+}
+
+// TestSybilCanariesDoNotCount: members whose keys were pinned after the
+// plan was accepted neither pass a canary stage by reporting healthy nor
+// count in its share.
+func TestSybilCanariesDoNotCount(t *testing.T) {
+	f := newFleet(t, "id: syb\nbundle: "+digest+"\nstages: [{ring: canary, soak: 1m}, {percent: 100}]\ngates: {min_healthy: 0.5}\n", 6,
+		map[int]string{0: "canary", 1: "canary", 2: "canary", 3: "canary"})
+	for i := range f.members {
+		f.members[i].KeySince = t0.Add(-time.Hour)
+	}
+	// Two of the four canaries appeared after the plan, and report healthy.
+	f.members[2].KeySince, f.members[3].KeySince = t0.Add(time.Minute), t0.Add(time.Minute)
+	f.states["host-02"], f.states["host-03"] = StateHealthy, StateHealthy
+	eval := func(self string, at time.Time) Status {
+		return f.r.Evaluate(View{Self: self, Members: f.members, Reports: f.reports(), KnownBy: t0}, at)
+	}
+	if st := eval("host-04", t0.Add(2*time.Minute)); st.Stages[0].Passed {
+		t.Fatalf("the canary stage passed on made-up members: %s", st.Why)
+	}
+	f.states["host-00"] = StateHealthy
+	if st := eval("host-04", t0.Add(3*time.Minute)); !st.Stages[0].Passed {
+		t.Fatalf("one of two known canaries healthy (min_healthy 0.5) does not pass: %s", st.Why)
 	}
 }
 
@@ -473,7 +602,7 @@ func TestViewWithoutTheCohortOpensNothing(t *testing.T) {
 func TestSeenHostThatLeftDropsOut(t *testing.T) {
 	f := newFleet(t, stagedPlan, 4, map[int]string{0: "canary", 1: "canary"})
 	f.step(t0, StateApplying)
-	f.members[0].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[0].Name] = StateHealthy
 	f.members[1].Status = "left"
 	if st := f.eval("host-03", t0.Add(time.Second)); !st.Stages[0].Passed || st.Stages[0].Cohort != 1 {
 		t.Fatalf("the canary that left still counts: %+v", st.Stages[0])
@@ -524,7 +653,7 @@ func TestJoiningViewOpensNothing(t *testing.T) {
 	f := newFleet(t, "id: joining\nbundle: "+digest+"\nstages:\n  - ring: canary\n  - percent: 100\n", 3, map[int]string{0: "canary"})
 	// A genuinely empty view of the canary ring would pass at once:
 	// here there is a canary, healthy, and still nothing may open.
-	f.members[0].Reports[f.r.Key()] = StateHealthy
+	f.states[f.members[0].Name] = StateHealthy
 	v := View{Self: "host-01", Members: f.members, Joining: "not joined the cluster since start"}
 	st := f.r.Evaluate(v, t0.Add(time.Hour))
 	if st.Open != 0 || st.Self.Apply || !f.r.Passed[0].IsZero() || !strings.HasPrefix(st.Why, "waiting: not joined the cluster since start") {

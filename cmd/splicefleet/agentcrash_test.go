@@ -200,13 +200,13 @@ func settledRollout(t *testing.T, c *cli, procs []*fleetProc, id string, within 
 					return nil, fmt.Errorf("%s: %w", p.name, err)
 				}
 				switch {
-				case st.State != rollout.Done && st.State != rollout.Halted:
+				case st.State != rollout.Done && !rollout.Ended(st.State):
 					return nil, fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
 				case st.Self.State == rollout.StateApplying || st.Self.RollBack || st.Self.Apply:
 					return nil, fmt.Errorf("%s: own part %s (apply %t, roll back %t)", p.name, st.Self.State, st.Self.Apply, st.Self.RollBack)
 				case st.State == rollout.Done && st.Self.State != rollout.StateHealthy:
 					return nil, fmt.Errorf("%s: done, own part %s", p.name, st.Self.State)
-				case st.State == rollout.Halted && st.Self.State == rollout.StateNone:
+				case rollout.Ended(st.State) && st.Self.State == rollout.StateNone:
 					return nil, fmt.Errorf("%s: halted, own part not recorded yet", p.name)
 				}
 				if len(sts) > 0 && (st.State != sts[0].State || st.Open != sts[0].Open) {
@@ -341,7 +341,7 @@ gates:
 			deadline := time.Now().Add(20 * time.Second)
 			for time.Now().Before(deadline) {
 				p := procs[rng.IntN(n)]
-				if st, err := c.rolloutStatus(p.socket, cr.id); err == nil && st.State == rollout.Halted {
+				if st, err := c.rolloutStatus(p.socket, cr.id); err == nil && rollout.Ended(st.State) {
 					crash("in the rollback")
 					rollbackKills++
 					break
@@ -363,7 +363,7 @@ gates:
 		case cr.faulty < 0 && st.State != rollout.Done:
 			dump()
 			t.Fatalf("round %d %+v: a fault-free rollout ended %s: %s", r, cr, st.State, st.Why)
-		case cr.faulty >= 0 && (st.State != rollout.Halted || !slices.ContainsFunc(st.Failed, func(f string) bool {
+		case cr.faulty >= 0 && (!rollout.Ended(st.State) || !slices.ContainsFunc(st.Failed, func(f string) bool {
 			return strings.HasPrefix(f, procs[cr.faulty].name+": ")
 		})):
 			dump()
@@ -389,7 +389,7 @@ gates:
 					t.Fatalf("round %d %+v: %s journals %s %s", r, cr, p.name, id, s)
 				}
 			}
-			if st.State == rollout.Halted && sts[i].Self.Stage > st.Open {
+			if rollout.Ended(st.State) && sts[i].Self.Stage > st.Open {
 				if s, ok := recs[cr.id]; ok {
 					dump()
 					t.Fatalf("round %d %+v: %s is in stage %d, the rollout halted with stage %d open, and yet it journaled %s (%s)",

@@ -282,7 +282,7 @@ func (d *demo) goodRollout(ctx context.Context) error {
 	n := len(d.fleet.Hosts)
 	st, err := d.watch(ctx, watchSpec{digest: digest, plan: plan, module: goodPatch.Module,
 		over: func(st rollout.Status, running int) (bool, error) {
-			if st.State == rollout.Halted {
+			if rollout.Ended(st.State) {
 				return true, fmt.Errorf("the good rollout halted: %s", st.Why)
 			}
 			return st.State == rollout.Done && running == n, nil
@@ -314,7 +314,7 @@ func (d *demo) badRollout(ctx context.Context) error {
 			if st.State == rollout.Done {
 				return true, errors.New("the bad rollout passed every stage; its canary should have failed")
 			}
-			if st.State != rollout.Halted || running > 0 {
+			if !rollout.Ended(st.State) || running > 0 {
 				return false, nil
 			}
 			return d.settled(digest)

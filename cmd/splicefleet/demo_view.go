@@ -230,7 +230,7 @@ func (v *view) block(st rollout.Status, running int) []string {
 		switch {
 		case s.Open && s.Passed:
 			note = d.green("passed")
-		case s.Open && st.State == rollout.Halted:
+		case s.Open && rollout.Ended(st.State):
 			note = d.red("halted")
 		case s.Open:
 			note = "open"

@@ -217,7 +217,7 @@ func (f *netFleet) converged(id, want string) error {
 	}
 	first := sts[0]
 	for i, st := range sts {
-		if st.State != want {
+		if !rollout.Is(st.State, want) {
 			return fmt.Errorf("%s: %s: %s", f.procs[i].name, st.State, st.Why)
 		}
 		if st.Open != first.Open || strings.Join(st.Failed, ";") != strings.Join(first.Failed, ";") {
@@ -321,7 +321,7 @@ func (f *netFleet) haltAcrossPartition(cycle int) {
 			return err
 		}
 		for i, st := range sts {
-			if st.State != rollout.Halted {
+			if !rollout.Ended(st.State) {
 				return fmt.Errorf("%s: %s: %s", f.procs[i].name, st.State, st.Why)
 			}
 		}

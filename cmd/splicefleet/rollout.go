@@ -340,4 +340,7 @@ func printStatus(out io.Writer, st rollout.Status) {
 	for _, f := range st.Failed {
 		fmt.Fprintf(out, "failed: %s\n", f)
 	}
+	for _, f := range st.Regressed {
+		fmt.Fprintf(out, "regressed: %s\n", f)
+	}
 }

@@ -176,7 +176,7 @@ gates:
 			if err != nil {
 				return err
 			}
-			if st.State != rollout.Halted || !strings.Contains(st.Why, "revoke by operator (seq 2): regression") {
+			if st.State != rollout.Revoked || !strings.Contains(st.Why, "revoke by operator (seq 2): regression") {
 				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
 			}
 			if simPatched(t, p, "livepatch_fix") {
