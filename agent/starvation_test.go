@@ -120,8 +120,9 @@ func sameExcept(before, after agentState, plan string) error {
 const heldPlan = "id: ID\nbundle: BUNDLE\nstages:\n  - percent: 0.01\n    soak: 1h\n  - percent: 100\ngates:\n  health_window: 100ms\n"
 
 // TestAttackDocumentFloodDuringRevoke: a member floods 140 sf-doc
-// announcements whose origin (its own blob service) trickles one byte a
-// second, and keeps announcing more. An operator's signed revoke issued
+// announcements (SPLICEFLEET_FLOOD_DOCS; make soak sends 1400) whose
+// origin (its own blob service) trickles one byte a second, and keeps
+// announcing more. An operator's signed revoke issued
 // during the flood halts the rollout on every host within twice the time
 // a revoke took without the flood: the flood fills only the flooding
 // member's budget of the document queue, and each of its fetches gives up
@@ -142,9 +143,9 @@ func TestAttackDocumentFloodDuringRevoke(t *testing.T) {
 		}
 		// Every host holds the signed command itself, not only a
 		// peer's word that the rollout halted.
-		return timeUntil(t, 3*time.Minute, "every host holds the revoke and halts", func() error {
+		return timeUntil(t, 3*time.Minute, "every host holds the revoke and is revoked", func() error {
 			for _, a := range agents {
-				if st, err := a.Rollout(plan); err != nil || st.State != rollout.Halted || st.LastSeq != 1 {
+				if st, err := a.Rollout(plan); err != nil || st.State != rollout.Revoked || st.LastSeq != 1 {
 					return fmt.Errorf("%s: %s, last command %d %v", a.Name(), st.State, st.LastSeq, err)
 				}
 			}
@@ -167,7 +168,7 @@ func TestAttackDocumentFloodDuringRevoke(t *testing.T) {
 		}
 		_ = r.node.Broadcast(rollout.DocEvent, payload)
 	}
-	for i := range 140 {
+	for i := range envCount(t, "SPLICEFLEET_FLOOD_DOCS", 140) {
 		announce()
 		if i%20 == 19 {
 			time.Sleep(100 * time.Millisecond) // paced, or serf prunes the burst
@@ -213,9 +214,10 @@ func TestAttackDocumentFloodDuringRevoke(t *testing.T) {
 	}
 }
 
-// TestAttackBundleFetchTrickle: a member announces six bundles, signed by
-// the fleet's key (replayed, say), whose heads or modules its blob
-// service trickles one byte a second. A real bundle published during the
+// TestAttackBundleFetchTrickle: a member announces six bundles
+// (SPLICEFLEET_TRICKLE_BUNDLES; make soak announces 30), signed by the
+// fleet's key (replayed, say), whose heads or modules its blob service
+// trickles one byte a second. A real bundle published during the
 // trickle reaches every host within twice the time it took without: the
 // trickles hold at most maxRunningPerMember of each host's fetchSlots,
 // each request is bounded in time, and the trickling source is demoted.
@@ -237,7 +239,7 @@ func TestAttackBundleFetchTrickle(t *testing.T) {
 	waitMembers(t, agents, 5)
 	before := statesOf(t, agents)
 	tr := newTrickler(t)
-	for i := range 6 {
+	for i := range envCount(t, "SPLICEFLEET_TRICKLE_BUNDLES", 6) {
 		id := fmt.Sprintf("trickled-%d", i)
 		b := signedBundle(t, splice.Manifest{ID: id, Version: 1}, 0, f.signer)
 		digest := r.serveBundle(b, tr.ServeHTTP)
@@ -255,8 +257,8 @@ func TestAttackBundleFetchTrickle(t *testing.T) {
 		return nil
 	})
 	attacked := publish("stormy")
-	t.Logf("a bundle reached 4 hosts in %s unflooded, %s while 6 trickled bundles were fetched (%d trickled requests)",
-		unflooded.Round(time.Millisecond), attacked.Round(time.Millisecond), tr.served.Load())
+	t.Logf("a bundle reached 4 hosts in %s unflooded, %s while %d trickled bundles were fetched (%d trickled requests)",
+		unflooded.Round(time.Millisecond), attacked.Round(time.Millisecond), envCount(t, "SPLICEFLEET_TRICKLE_BUNDLES", 6), tr.served.Load())
 	if attacked > within2x(unflooded) {
 		t.Errorf("the bundle took %s during the trickle, %s without: bound %s", attacked, unflooded, within2x(unflooded))
 	}
