@@ -101,13 +101,15 @@ fuzz-soak: ## run every fuzz target for FUZZSOAK each (default 60s); findings la
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZSOAK)
 
 .PHONY: soak
-soak: ## crash tests (500 SIGKILLs inside apply and undo, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss, and delay with loss, on 12 agents; the host-report attacks and a halt outliving 30 rollouts, 3 times each
+soak: ## crash tests (500 SIGKILLs inside apply and undo, 100 rollouts with agents SIGKILLed), 3 partition cycles of 10 agents, packet loss, and delay with loss, on 12 agents; the host-report attacks and a halt outliving 30 rollouts, and the delivery-starvation attacks (1400 flooded documents, 30 trickled bundles), 3 times each
 	SPLICEFLEET_CRASH_KILLS=500 $(GO) test ./cmd/splicefleet -run '^TestCrashAtRandomMoments$$' -count=1 -timeout 30m -v
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=100 $(GO) test ./cmd/splicefleet -run '$(AGENT_CRASH_TESTS)' -count=1 -timeout 60m -v
 	SPLICEFLEET_PARTITION_HOSTS=5 SPLICEFLEET_PARTITION_CYCLES=3 SPLICEFLEET_LOSS_HOSTS=12 SPLICEFLEET_DELAY_HOSTS=12 \
 		$(GO) test ./cmd/splicefleet -run '$(FAULT_TESTS)' -count=1 -v -timeout 30m
 	SPLICEFLEET_DURABLE_LATER=30 SPLICEFLEET_DURABLE_EVENTS=5000 \
 		$(GO) test ./agent -run '^(TestHaltIsDurable|TestAttackFailureAfterDone|TestAttackForgedHostReports|TestAttackReportFlood|TestSybilCanaryAfterPlan|TestRekeyReinstalledHost)$$' -count=3 -v -timeout 30m
+	SPLICEFLEET_FLOOD_DOCS=1400 SPLICEFLEET_TRICKLE_BUNDLES=30 \
+		$(GO) test ./agent -run '^(TestAttackDocumentFloodDuringRevoke|TestAttackBundleFetchTrickle|TestAttackHolderHeaderPoisoning|TestAttackAmplification)$$' -count=3 -v -timeout 30m
 
 .PHONY: bench
 bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat

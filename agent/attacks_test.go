@@ -52,6 +52,7 @@ type rogue struct {
 
 	mu      sync.Mutex
 	docs    map[string][]byte           // by digest: what /v1/docs/DIGEST serves
+	anyDoc  http.HandlerFunc            // when set, serves every document instead
 	heads   map[string]http.HandlerFunc // by manifest digest
 	modules map[string]http.HandlerFunc // by module sha256
 	served  atomic.Int64                // module bytes written
@@ -74,7 +75,12 @@ func (f *testFleet) joinRogue(name string, extra ...map[string]string) *rogue {
 	mux.HandleFunc("GET /v1/docs/{digest}", func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		d, ok := r.docs[req.PathValue("digest")]
+		anyDoc := r.anyDoc
 		r.mu.Unlock()
+		if anyDoc != nil {
+			anyDoc(w, req)
+			return
+		}
 		if !ok {
 			http.NotFound(w, req)
 			return
@@ -1028,12 +1034,10 @@ func TestAttackEventFlood(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 		maxGoroutines.Store(max(maxGoroutines.Load(), int64(runtime.NumGoroutine())))
-		h.mu.Lock()
-		maxInflight.Store(max(maxInflight.Load(), int64(len(h.inflight))))
-		h.mu.Unlock()
-		h.ro.mu.Lock()
-		maxDocs.Store(max(maxDocs.Load(), int64(len(h.ro.pending))))
-		h.ro.mu.Unlock()
+		announced, pulled := h.bundleQ.counts()
+		maxInflight.Store(max(maxInflight.Load(), int64(max(announced, pulled))))
+		announced, pulled = h.docQ.counts()
+		maxDocs.Store(max(maxDocs.Load(), int64(max(announced, pulled))))
 		start := time.Now()
 		resp, err := client.Get("http://" + h.HTTPAddr() + "/healthz")
 		if err != nil {

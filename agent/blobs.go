@@ -43,6 +43,15 @@ import (
 // once, and the fleet serves itself. A server that neither knows such a
 // peer nor is uploading to one never refuses for this reason. Every
 // server names the peers it served when it is busy.
+//
+// The HolderHeader is a claim, not a proof: anyone can send a request.
+// It counts only when it names the advertised blob service of a current
+// member (BlobServerOptions.Member) and, when both are IP addresses, the
+// request comes from that address; a referral names only holders that
+// are still members. A download that names no such holder (a network
+// attacker's, a tool's) is served when a slot is free, but it takes no
+// seed copy and its fetcher is never named: a host without the gossip key
+// cannot make the origin refer the fleet to servers of its choosing.
 const (
 	headsPath   = "/v1/heads/"
 	modulesPath = "/v1/modules/"
@@ -76,6 +85,11 @@ type BlobServerOptions struct {
 	// origin's seed copies, for as long as they kept the connections
 	// open.
 	UploadStall time.Duration
+	// Member, when set, says whether addr is the advertised blob
+	// service of a current member: only such a HolderHeader takes a
+	// seed copy and may be named in a referral. Nil trusts every
+	// well-formed header (tests of the seeding alone).
+	Member func(addr string) bool
 	// Logger receives one debug line per refused request. Default: none.
 	Logger *slog.Logger
 }
@@ -97,6 +111,10 @@ type BlobServerStats struct {
 	TooSlow           uint64 // module uploads cut off: the fetcher read too slowly
 	NotFound          uint64 // 404s
 	BadRequests       uint64 // 400s
+	// HolderClaimsRefused counts module requests whose HolderHeader named
+	// no current member's blob service, or not the address the request
+	// came from: served, but taking no seed copy and never referred to.
+	HolderClaimsRefused uint64
 }
 
 // BlobServer serves a Store's heads and modules.
@@ -109,7 +127,7 @@ type BlobServer struct {
 	origin map[string]bool // modules published here
 	slots  chan struct{}
 	mux    *http.ServeMux
-	stats  struct{ heads, modules, bytes, moduleBytes, busy, notFound, bad, slow atomic.Uint64 }
+	stats  struct{ heads, modules, bytes, moduleBytes, busy, notFound, bad, slow, claims atomic.Uint64 }
 	wrapRd func(io.Reader) io.Reader // tests hold uploads open through it
 }
 
@@ -140,14 +158,15 @@ func (s *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.S
 // Stats returns the counters so far.
 func (s *BlobServer) Stats() BlobServerStats {
 	return BlobServerStats{
-		HeadsServed:       s.stats.heads.Load(),
-		ModulesServed:     s.stats.modules.Load(),
-		BytesServed:       s.stats.bytes.Load(),
-		ModuleBytesServed: s.stats.moduleBytes.Load(),
-		Busy:              s.stats.busy.Load(),
-		TooSlow:           s.stats.slow.Load(),
-		NotFound:          s.stats.notFound.Load(),
-		BadRequests:       s.stats.bad.Load(),
+		HeadsServed:         s.stats.heads.Load(),
+		ModulesServed:       s.stats.modules.Load(),
+		BytesServed:         s.stats.bytes.Load(),
+		ModuleBytesServed:   s.stats.moduleBytes.Load(),
+		Busy:                s.stats.busy.Load(),
+		TooSlow:             s.stats.slow.Load(),
+		NotFound:            s.stats.notFound.Load(),
+		BadRequests:         s.stats.bad.Load(),
+		HolderClaimsRefused: s.stats.claims.Load(),
 	}
 }
 
@@ -155,7 +174,7 @@ func (s *BlobServer) Stats() BlobServerStats {
 type seedState struct {
 	since    time.Time // the seeding window's start
 	copies   int       // complete uploads within the window
-	inflight int       // uploads under way
+	inflight int       // uploads under way to members
 	pending  int       // of which to fetchers that named their blob service
 	holders  []string  // fetchers served, newest last, at most maxHints
 }
@@ -165,9 +184,44 @@ func (s *BlobServer) hints(sha string) string {
 	s.seedMu.Lock()
 	defer s.seedMu.Unlock()
 	if st := s.seeds[sha]; st != nil {
-		return strings.Join(st.holders, ",")
+		var still []string
+		for _, h := range st.holders {
+			if s.seed.Member == nil || s.seed.Member(h) {
+				still = append(still, h)
+			}
+		}
+		return strings.Join(still, ",")
 	}
 	return ""
+}
+
+// holder returns the fetcher's blob service its HolderHeader names, when
+// the claim counts: a member's advertised address, and the address the
+// request came from when both are IP addresses. "" otherwise; a claim
+// made and not believed is counted.
+func (s *BlobServer) holder(r *http.Request) string {
+	h := r.Header.Get(HolderHeader)
+	if h == "" {
+		return ""
+	}
+	if !validHostPort(h) || (s.seed.Member != nil && !s.seed.Member(h)) || !sameHost(h, r.RemoteAddr) {
+		s.stats.claims.Add(1)
+		s.log.Debug("blob service ignores a holder claim", "holder", h, "remote", r.RemoteAddr)
+		return ""
+	}
+	return h
+}
+
+// sameHost says whether the holder's host is the request's remote host,
+// when both are IP addresses (a name cannot be checked here).
+func sameHost(holder, remote string) bool {
+	hh, _, err1 := net.SplitHostPort(holder)
+	rh, _, err2 := net.SplitHostPort(remote)
+	hip, rip := net.ParseIP(hh), net.ParseIP(rh)
+	if err1 != nil || err2 != nil || hip == nil || rip == nil {
+		return true
+	}
+	return hip.Equal(rip)
 }
 
 // Seed marks a module as published here: its uploads are capped at
@@ -199,11 +253,13 @@ func (s *BlobServer) state(sha string) *seedState {
 	return st
 }
 
-// startUpload reserves a copy of sha for the fetcher r comes from. It
-// returns false, reserving nothing, when sha is seeded here and its
-// copies within the window, complete or under way, already number
-// SeedCopies while peers that hold it, or soon will, are known.
-func (s *BlobServer) startUpload(sha string, r *http.Request) bool {
+// startUpload reserves a copy of sha for holder, the fetcher's blob
+// service ("" when it named none that counts). It returns false,
+// reserving nothing, when sha is seeded here and its copies within the
+// window, complete or under way, already number SeedCopies while peers
+// that hold it, or soon will, are known. A download for no holder (see
+// holder) reserves no copy: when Member is set, it is not a member's.
+func (s *BlobServer) startUpload(sha, holder string) bool {
 	s.seedMu.Lock()
 	defer s.seedMu.Unlock()
 	st := s.state(sha)
@@ -211,8 +267,11 @@ func (s *BlobServer) startUpload(sha string, r *http.Request) bool {
 		(len(st.holders) > 0 || st.pending > 0) {
 		return false
 	}
+	if holder == "" && s.seed.Member != nil {
+		return true
+	}
 	st.inflight++
-	if validHostPort(r.Header.Get(HolderHeader)) {
+	if holder != "" {
 		st.pending++
 	}
 	return true
@@ -221,20 +280,22 @@ func (s *BlobServer) startUpload(sha string, r *http.Request) bool {
 // endUpload ends the reservation startUpload made: a complete upload
 // counts as a copy and its fetcher as a holder; one that failed gives
 // its copy back.
-func (s *BlobServer) endUpload(sha string, r *http.Request, complete bool) {
+func (s *BlobServer) endUpload(sha, h string, complete bool) {
 	s.seedMu.Lock()
 	defer s.seedMu.Unlock()
+	if h == "" && s.seed.Member != nil {
+		return
+	}
 	st := s.state(sha)
-	h := r.Header.Get(HolderHeader)
 	st.inflight = max(st.inflight-1, 0)
-	if validHostPort(h) {
+	if h != "" {
 		st.pending = max(st.pending-1, 0)
 	}
 	if !complete {
 		return
 	}
 	st.copies++
-	if validHostPort(h) && !slices.Contains(st.holders, h) {
+	if h != "" && !slices.Contains(st.holders, h) {
 		st.holders = append(st.holders, h)
 		if len(st.holders) > maxHints {
 			st.holders = st.holders[len(st.holders)-maxHints:]
@@ -333,14 +394,15 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	if !s.startUpload(sha, r) {
+	holder := s.holder(r)
+	if !s.startUpload(sha, holder) {
 		s.refuse(w, r, sha, "this module has spread, or is spreading: fetch it from the peers listed, or ask again")
 		return
 	}
 	ended := false
 	defer func() {
 		if !ended { // busy, failed or cut short: the copy is given back
-			s.endUpload(sha, r, false)
+			s.endUpload(sha, holder, false)
 		}
 	}()
 	if !s.acquire(w, r, sha) {
@@ -361,7 +423,7 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	s.stats.bytes.Add(uint64(n))
 	s.stats.moduleBytes.Add(uint64(n))
 	if err == nil && n == size {
-		s.endUpload(sha, r, true) // before the counter: tests wait on the counter
+		s.endUpload(sha, holder, true) // before the counter: tests wait on the counter
 		ended = true
 		s.stats.modules.Add(1)
 	}

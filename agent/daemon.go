@@ -106,9 +106,16 @@ type Agent struct {
 
 	mu       sync.Mutex
 	userTags map[string]string
-	inflight map[string]bool
-	sem      chan struct{}
 	wg       sync.WaitGroup
+
+	// bundleQ and docQ admit the background fetches by the member they
+	// were learned from (see queue.go); sem holds the running bundle
+	// downloads.
+	bundleQ, docQ *fetchQueue
+	sem           chan struct{}
+	// pulling is set while an anti-entropy round runs, bundles and
+	// documents: a slow peer delays the next round, never the events.
+	pulling, pullingDocs atomic.Bool
 
 	// aeFetches counts bundles fetched because a peer's index listed
 	// them (anti-entropy), not an announcement.
@@ -144,7 +151,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
-		inflight: map[string]bool{}, sem: make(chan struct{}, 4), userTags: cfg.Tags,
+		bundleQ: newFetchQueue(), docQ: newFetchQueue(), sem: make(chan struct{}, fetchSlots), userTags: cfg.Tags,
 		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
 	if a.tick <= 0 {
 		a.tick = time.Second
@@ -199,13 +206,15 @@ func New(opts Options) (*Agent, error) {
 	// Fetches retry quickly: a refusal usually names peers that have the
 	// bundle by the next try. Each agent uploads a module SeedCopies times
 	// before it points fetchers at the peers it served.
+	// Only members' advertised blob services are fetched from, and only
+	// they take seed copies and are referred to.
 	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
 		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		OnFetch: a.fetchObserved}); err != nil {
+		OnFetch: a.fetchObserved, Member: a.isMemberHTTP}); err != nil {
 		a.httpLn.Close()
 		return nil, err
 	}
-	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies})
+	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
 	if a.ctlLn, err = listenControl(cfg.ControlSocket); err != nil {
 		a.httpLn.Close()
 		return nil, err
@@ -482,8 +491,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			a.handleEvent(ctx, ev)
 		case <-tick.C:
-			a.antiEntropy(ctx)
-			a.docAntiEntropy(ctx)
+			a.background(ctx, &a.pulling, a.antiEntropy)
+			a.background(ctx, &a.pullingDocs, a.docAntiEntropy)
 			a.collectBundles()
 		}
 	}
@@ -512,41 +521,76 @@ func (a *Agent) peers() []string {
 	return out
 }
 
-// maxFetchesQueued bounds the bundle fetches, and apart the document
-// fetches, queued or running at once: announcements beyond it are dropped
-// (anti-entropy brings what is real), so a member flooding announcements
-// cannot pile up goroutines.
-const maxFetchesQueued = 128
+// background runs f in its own goroutine unless the last run has not
+// ended: the event loop never waits on a peer.
+func (a *Agent) background(ctx context.Context, running *atomic.Bool, f func(context.Context)) {
+	if !running.CompareAndSwap(false, true) {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer running.Store(false)
+		f(ctx)
+	}()
+}
+
+// memberAt returns the name of the alive member whose advertised blob
+// service is addr.
+func (a *Agent) memberAt(addr string) (string, bool) {
+	if addr == "" {
+		return "", false
+	}
+	name := ""
+	a.node.EachMember(func(n, status string, tags map[string]string) {
+		if name == "" && status == "alive" && tags[TagHTTP] == addr {
+			name = n
+		}
+	})
+	return name, name != ""
+}
+
+// isMemberHTTP says whether addr is an alive member's blob service.
+func (a *Agent) isMemberHTTP(addr string) bool {
+	_, ok := a.memberAt(addr)
+	return ok
+}
 
 // fetchAsync fetches an announced bundle unless it is held or already
-// being fetched; at most a few fetches run at once. fromIndex says that
-// anti-entropy found it in a peer's index, not an announcement.
+// being fetched. The fetch is charged to the member whose blob service
+// ann.Origin is (see queue.go) and dropped, counted, when that member's
+// budget or the pool is used up or when no member advertises the origin.
+// fromIndex says that anti-entropy found it in a peer's index, not an
+// announcement. At most fetchSlots downloads run at once, at most
+// maxRunningPerMember of them charged to one member.
 func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromIndex bool) {
 	if a.store.Has(ann.ManifestDigest) || (fromIndex && a.forgotten.has(ann.ManifestDigest)) {
 		// Held; or dropped here (retention, forget) and only listed by
 		// a peer that still holds it.
 		return
 	}
-	a.mu.Lock()
-	if a.inflight[ann.ManifestDigest] {
-		a.mu.Unlock()
+	member, ok := a.memberAt(ann.Origin)
+	if !ok {
+		a.bundleQ.drop(dropNotAMember)
+		a.log.Warn("ignored a bundle announcement whose origin no member advertises", "id", ann.ID, "digest", ann.ManifestDigest[:12], "origin", ann.Origin)
 		return
 	}
-	if len(a.inflight) >= maxFetchesQueued {
-		a.mu.Unlock()
-		a.log.Debug("too many bundle fetches queued; anti-entropy brings it later", "digest", ann.ManifestDigest[:12])
+	admitted, reason := a.bundleQ.admit(ann.ManifestDigest, member, ann.Origin, fromIndex)
+	if !admitted {
+		if reason != "" {
+			a.log.Debug("bundle fetch not queued; anti-entropy brings it later", "digest", ann.ManifestDigest[:12], "member", member, "reason", reason)
+		}
 		return
 	}
-	a.inflight[ann.ManifestDigest] = true
-	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		defer func() {
-			a.mu.Lock()
-			delete(a.inflight, ann.ManifestDigest)
-			a.mu.Unlock()
-		}()
+		defer a.bundleQ.done(ann.ManifestDigest)
+		release, ok := a.bundleQ.runSlot(ctx, member)
+		if !ok {
+			return
+		}
+		defer release()
 		select {
 		case a.sem <- struct{}{}:
 			defer func() { <-a.sem }()

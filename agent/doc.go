@@ -18,6 +18,15 @@
 // ([Fetcher]). A refused digest is remembered for a while and not fetched
 // again. Gossip delivery is not guaranteed, so anti-entropy asks a random
 // peer for its index every Config.AntiEntropy and fetches what is missing.
+// Only blob addresses that members advertise are fetched from, every
+// request and fetch has a deadline, and a source that timed out is asked
+// last for a while. Gossip events carry no sender, so each background
+// fetch is charged to the member it was learned from, within a budget,
+// and fetches anti-entropy pulls have a pool of their own: a member
+// flooding announcements whose origin trickles cannot starve the others'
+// (queue.go). The blob service believes a fetcher's claim to hold a module
+// only for a member's advertised address, so only members are named in
+// its seeding referrals.
 // Agents publish their kernel, agent version and holdings in their gossip
 // tags, which the fleet views read. The store is a copy for distribution:
 // a bundle no live rollout needs (its rollouts halted, were revoked or

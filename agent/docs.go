@@ -51,34 +51,57 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 				a.metricBadEvent(ev.Name)
 				return
 			}
-			a.fetchDocAsync(ctx, d.Kind, d.Digest, []string{d.Origin})
+			a.fetchDocAsync(ctx, d.Kind, d.Digest, d.Origin, false)
 		}
 	}
 }
 
+// Bounds of a document fetch: a document is at most
+// rollout.MaxDocumentSize bytes, so a source that takes longer than
+// docRequestTimeout is not worth waiting for, and one document is not
+// looked for longer than docFetchTimeout (a plan's bundle, fetched
+// after, has the fetcher's own bounds).
+const (
+	docRequestTimeout = 5 * time.Second
+	docFetchTimeout   = 20 * time.Second
+	docPeersTried     = 3
+)
+
 // fetchDocAsync fetches, verifies and accepts a signed plan or command
-// unless it is held or already being fetched. A plan's bundle is fetched
-// first when it is missing.
-func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources []string) {
+// unless it is held or already being fetched (then source is added to
+// that fetch's). The fetch is charged to the member whose blob service
+// source is, in the pool of announced documents or, when pulled, of
+// documents anti-entropy found in that member's index (see queue.go);
+// it is dropped, counted, when no member advertises source or the budget
+// is used up. A plan's bundle is fetched first when it is missing.
+func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest, source string, pulled bool) {
 	if a.ro.has(digest) {
 		return
 	}
 	a.ro.mu.Lock()
-	if a.ro.pending[digest] || len(a.ro.pending) >= maxFetchesQueued || time.Since(a.ro.refused[digest]) < refusedFor {
-		a.ro.mu.Unlock()
+	refused := time.Since(a.ro.refused[digest]) < refusedFor
+	a.ro.mu.Unlock()
+	if refused {
 		return
 	}
-	a.ro.pending[digest] = true
-	a.ro.mu.Unlock()
+	member, ok := a.memberAt(source)
+	if !ok {
+		a.docQ.drop(dropNotAMember)
+		a.log.Warn("ignored a document announcement whose origin no member advertises", "kind", kind, "digest", digest[:12], "origin", source)
+		return
+	}
+	admitted, reason := a.docQ.admit(digest, member, source, pulled)
+	if !admitted {
+		if reason != "" {
+			a.log.Debug("document fetch not queued; anti-entropy brings it later", "kind", kind, "digest", digest[:12], "member", member, "reason", reason)
+		}
+		return
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		defer func() {
-			a.ro.mu.Lock()
-			delete(a.ro.pending, digest)
-			a.ro.mu.Unlock()
-		}()
-		if err := a.fetchDoc(ctx, kind, digest, sources); err != nil && ctx.Err() == nil {
+		defer a.docQ.done(digest)
+		if err := a.fetchDoc(ctx, kind, digest); err != nil && ctx.Err() == nil {
 			a.log.Warn("fetch "+kind, "digest", digest[:12], "err", err)
 			if refusalReason(err) != "" {
 				// Refused, not missing: do not fetch it again for a while
@@ -94,15 +117,50 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest string, sources 
 	}()
 }
 
-func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []string) error {
+// fetchDoc looks for a queued document: at the places it was announced
+// or listed (also those heard while it is looked for), then at a few
+// peers; a source that timed out lately is asked last. Each request and
+// the whole search are bounded in time; a source that times out or
+// cannot be reached is demoted for every fetch, bundles too.
+func (a *Agent) fetchDoc(ctx context.Context, kind, digest string) error {
+	fctx, cancel := context.WithTimeout(ctx, docFetchTimeout)
+	defer cancel()
 	peers := a.peers()
-	sources = append(slices.Clone(sources), peers[:min(3, len(peers))]...)
+	peers = peers[:min(docPeersTried, len(peers))]
+	asked := map[string]bool{}
 	var errs []error
-	for _, src := range sources {
-		d, err := a.getDoc(ctx, src, digest)
+	for {
+		// The next source: announced first, then peers, demoted last.
+		var next string
+		for _, demoted := range []bool{false, true} {
+			for _, src := range append(a.docQ.sources(digest), peers...) {
+				if next == "" && !asked[src] && a.fetcher.isDemoted(sourceFor(src, false)) == demoted {
+					next = src
+				}
+			}
+		}
+		if next == "" {
+			if len(errs) == 0 {
+				return fmt.Errorf("%s %s: %w: no source left to try", kind, digest[:12], ErrUnavailable)
+			}
+			return errors.Join(errs...)
+		}
+		asked[next] = true
+		rctx, cancel := context.WithTimeout(fctx, docRequestTimeout)
+		d, err := a.getDoc(rctx, next, digest)
+		cancel()
 		if err != nil {
-			if errors.Is(err, rollout.ErrInvalidDocument) {
+			if fctx.Err() != nil {
+				return errors.Join(append(errs, fmt.Errorf("%s %s: %w", kind, digest[:12], fctx.Err()))...)
+			}
+			var status *statusError
+			switch {
+			case errors.Is(err, rollout.ErrInvalidDocument):
 				a.metricRefused(kind, err) // unsigned, oversized or malformed
+			case errors.Is(err, errWrongDocument), errors.As(err, &status):
+			default: // timed out, unreachable or cut off
+				a.fetcher.demote(sourceFor(next, false))
+				a.log.Info("demoted a source that timed out or could not be reached", "what", kind, "source", next, "err", err)
 			}
 			errs = append(errs, err)
 			continue
@@ -112,7 +170,7 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []str
 		}
 		switch kind {
 		case rollout.KindPlan:
-			return a.acceptFetchedPlan(ctx, d, src)
+			return a.acceptFetchedPlan(ctx, d, next)
 		case rollout.KindRekey:
 			_, err := a.ro.AcceptRekey(d)
 			return err
@@ -124,8 +182,11 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string, sources []str
 			return err
 		}
 	}
-	return errors.Join(errs...)
 }
+
+// errWrongDocument: a source served a document other than the one asked
+// for.
+var errWrongDocument = errors.New("served another document")
 
 // acceptFetchedPlan verifies a plan heard over gossip; when its bundle is
 // not held yet, it fetches the bundle from the plan's source and peers
@@ -168,7 +229,8 @@ func (a *Agent) getDoc(ctx context.Context, src, digest string) (*rollout.Docume
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", src, resp.Status)
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return nil, &statusError{source: src, code: resp.StatusCode, status: resp.Status}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, rollout.MaxDocumentSize+1))
 	if err != nil {
@@ -179,7 +241,7 @@ func (a *Agent) getDoc(ctx context.Context, src, digest string) (*rollout.Docume
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	if d.Digest() != digest {
-		return nil, fmt.Errorf("%s served a document whose digest is %s, not %s", src, d.Digest()[:12], digest[:12])
+		return nil, fmt.Errorf("%w: %s served a document whose digest is %s, not %s", errWrongDocument, src, d.Digest()[:12], digest[:12])
 	}
 	return d, nil
 }
@@ -215,7 +277,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 	}
 	for _, e := range idx {
 		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
-			a.fetchDocAsync(ctx, e.Kind, e.Digest, []string{peer})
+			a.fetchDocAsync(ctx, e.Kind, e.Digest, peer, true)
 		}
 	}
 }

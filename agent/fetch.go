@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -42,6 +43,28 @@ const (
 	maxFetchBackoff     = 30 * time.Second
 	maxErrorBody        = 4 << 10
 	maxNegativeEntries  = 4096 // refused digests remembered at once
+
+	// DefaultHeadTimeout bounds one head request: a head is at most
+	// MaxHeadSize bytes, so a source slower than that is not worth
+	// waiting for.
+	DefaultHeadTimeout = 5 * time.Second
+	// DefaultModuleStall plus the module's size at DefaultMinFetchRate
+	// bounds one module request.
+	DefaultModuleStall  = 10 * time.Second
+	DefaultMinFetchRate = MinUploadRate
+	// DefaultFetchTimeout bounds the head phase of one fetch, all
+	// sources and rounds together, and, plus one module request's
+	// bound, its module phase.
+	DefaultFetchTimeout = 2 * time.Minute
+	// DefaultDemoteFor is how long a source that timed out or could not
+	// be reached is tried after every other source.
+	DefaultDemoteFor = time.Minute
+	// maxAttempts is how often one fetch asks one source that answered
+	// but did not serve (404, 5xx); a busy source (429) may be asked
+	// every round, and one that timed out or could not be reached is not
+	// asked again in that fetch.
+	maxAttempts    = 3
+	maxDemotedKept = 1024
 )
 
 // FetcherOptions configures NewFetcher.
@@ -73,6 +96,29 @@ type FetcherOptions struct {
 	// OnFetch, when set, hears of every download this Fetcher made (not
 	// of bundles found in the store): how long it took and its error.
 	OnFetch func(d time.Duration, err error)
+	// Member, when set, says whether addr (an origin or a referral's
+	// hint) is the advertised blob service of a current member. Any
+	// other address is never contacted, so gossip cannot aim the fleet
+	// at a host that is not one of its own. The peers passed to Fetch
+	// are the caller's own list of members and are not checked again.
+	// Nil allows every address (tests and tools that name their sources
+	// themselves).
+	Member func(addr string) bool
+	// HeadTimeout bounds one head request (default DefaultHeadTimeout).
+	HeadTimeout time.Duration
+	// ModuleStall and MinRate bound one module request to ModuleStall
+	// plus the module's size at MinRate bytes a second (defaults
+	// DefaultModuleStall, DefaultMinFetchRate).
+	ModuleStall time.Duration
+	MinRate     int64
+	// FetchTimeout bounds a fetch's head phase, every source and round
+	// together; its module phase gets FetchTimeout plus one module
+	// request's bound (default DefaultFetchTimeout).
+	FetchTimeout time.Duration
+	// DemoteFor is how long a source that timed out or could not be
+	// reached is tried after all others, by every fetch (default
+	// DefaultDemoteFor).
+	DemoteFor time.Duration
 }
 
 // DefaultFetchClient is the HTTP client a Fetcher uses by default: bounded
@@ -107,6 +153,13 @@ type FetcherStats struct {
 	BytesFetchedFromOrigin uint64
 	BadPeerResponses       uint64
 	NegativeCacheHits      uint64
+	// SourcesDemoted counts sources that timed out or could not be
+	// reached: not asked again in that fetch, and asked last by the
+	// fetches of the next DemoteFor.
+	SourcesDemoted uint64
+	// SourcesRefused counts origins and referral hints left out because
+	// no member advertises them.
+	SourcesRefused uint64
 	// VerificationFailures by splice.Reason label ("signature", ...).
 	VerificationFailures map[string]uint64
 }
@@ -131,14 +184,19 @@ type Fetcher struct {
 	log      *slog.Logger
 	shuffle  func([]string) // tests fix the order
 	onFetch  func(time.Duration, error)
+	member   func(string) bool
+
+	headTimeout, stall, total, demoteFor time.Duration
+	minRate                              int64
 
 	mu       sync.Mutex
 	negative map[string]negativeEntry
 	inflight map[string]*fetchCall
 	failures map[string]uint64
+	demoted  map[string]time.Time // source base -> until when it is asked last
 
 	stats struct {
-		heads, modules, peerBytes, originBytes, badPeer, negHits atomic.Uint64
+		heads, modules, peerBytes, originBytes, badPeer, negHits, demoted, refused atomic.Uint64
 	}
 }
 
@@ -161,9 +219,13 @@ func NewFetcher(opts FetcherOptions) (*Fetcher, error) {
 	f := &Fetcher{
 		store: opts.Store, verifier: opts.Verifier, now: opts.Now, client: opts.Client,
 		retries: opts.Retries, backoff: opts.Backoff, ttl: opts.NegativeTTL, log: opts.Logger, self: opts.Self, maxWait: opts.MaxBackoff,
-		onFetch:  opts.OnFetch,
-		shuffle:  func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
-		negative: map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
+		onFetch: opts.OnFetch, member: opts.Member,
+		headTimeout: cmp.Or(opts.HeadTimeout, DefaultHeadTimeout), stall: cmp.Or(opts.ModuleStall, DefaultModuleStall),
+		minRate: cmp.Or(opts.MinRate, DefaultMinFetchRate), total: cmp.Or(opts.FetchTimeout, DefaultFetchTimeout),
+		demoteFor: cmp.Or(opts.DemoteFor, DefaultDemoteFor),
+		shuffle:   func(s []string) { rand.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] }) },
+		negative:  map[string]negativeEntry{}, inflight: map[string]*fetchCall{}, failures: map[string]uint64{},
+		demoted: map[string]time.Time{},
 	}
 	if f.now == nil {
 		f.now = time.Now
@@ -204,13 +266,18 @@ func (f *Fetcher) Stats() FetcherStats {
 		BytesFetchedFromOrigin: f.stats.originBytes.Load(),
 		BadPeerResponses:       f.stats.badPeer.Load(),
 		NegativeCacheHits:      f.stats.negHits.Load(),
+		SourcesDemoted:         f.stats.demoted.Load(),
+		SourcesRefused:         f.stats.refused.Load(),
 		VerificationFailures:   failures,
 	}
 }
 
 // Fetch returns the verified bundle want names: from the store when held,
-// otherwise downloaded from peers ("host:port" or a base URL), in random
-// order, with origin last, and stored. A refusal of the bundle is an error
+// otherwise downloaded from peers ("host:port" or a base URL) and origin,
+// and stored: the head from the origin first, the module from a few peers
+// in random order first and the origin last; sources demoted lately
+// (timed out, unreachable) after all others, and addresses no member
+// advertises (see FetcherOptions.Member) never. A refusal of the bundle is an error
 // wrapping a *splice.RejectError; no source having it is ErrUnavailable.
 func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
 	digest := want.ManifestDigest
@@ -327,15 +394,55 @@ func sourceFor(addr string, origin bool) source {
 	return source{base: strings.TrimSuffix(base, "/"), origin: origin}
 }
 
+// allowed says whether addr may be contacted: it is a member's blob
+// service (or no membership check is configured). A refusal is counted.
+func (f *Fetcher) allowed(addr string) bool {
+	if f.member == nil || f.member(addr) {
+		return true
+	}
+	f.stats.refused.Add(1)
+	return false
+}
+
+// isDemoted says whether the source timed out or was unreachable lately.
+func (f *Fetcher) isDemoted(s source) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	until, ok := f.demoted[s.base]
+	if ok && !time.Now().Before(until) {
+		delete(f.demoted, s.base)
+		return false
+	}
+	return ok
+}
+
+// demote makes every fetch of the next demoteFor ask s after all others.
+func (f *Fetcher) demote(s source) {
+	f.stats.demoted.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.demoted) >= maxDemotedKept {
+		now := time.Now()
+		maps.DeleteFunc(f.demoted, func(_ string, until time.Time) bool { return !now.Before(until) })
+		if len(f.demoted) >= maxDemotedKept {
+			clear(f.demoted)
+		}
+	}
+	f.demoted[s.base] = time.Now().Add(f.demoteFor)
+}
+
 // sources orders the places to fetch from: the peers shuffled, without
-// duplicates, then the origin (also when it is listed among the peers).
+// duplicates, then the origin (also when it is listed among the peers);
+// sources demoted lately come after all others. An origin that is not a
+// member's blob service is left out (the peers are the caller's list of
+// members).
 func (f *Fetcher) sources(peers []string, origin string) []source {
 	order := append([]string(nil), peers...)
 	f.shuffle(order)
 	var sources []source
 	seen := map[string]bool{}
 	var last []source
-	if origin != "" {
+	if origin != "" && f.allowed(origin) {
 		o := sourceFor(origin, true)
 		seen[o.base] = true
 		last = append(last, o)
@@ -347,15 +454,33 @@ func (f *Fetcher) sources(peers []string, origin string) []source {
 			sources = append(sources, s)
 		}
 	}
-	return append(sources, last...)
+	return f.demotedLast(append(sources, last...))
+}
+
+// demotedLast moves the sources demoted lately to the end, keeping the
+// order otherwise.
+func (f *Fetcher) demotedLast(sources []source) []source {
+	out := slices.Clone(sources)
+	slices.SortStableFunc(out, func(a, b source) int {
+		da, db := f.isDemoted(a), f.isDemoted(b)
+		switch {
+		case da == db:
+			return 0
+		case db:
+			return -1
+		}
+		return 1
+	})
+	return out
 }
 
 // modulePeersTried is how many peers, picked at random, a module fetch
 // asks before the head's source and the origin.
 const modulePeersTried = 3
 
-// originFirst moves the origin to the front of sources.
-func originFirst(sources []source) []source {
+// originFirst moves the origin to the front of sources, unless it was
+// demoted lately: then the peers known from membership go first.
+func (f *Fetcher) originFirst(sources []source) []source {
 	out := slices.Clone(sources)
 	slices.SortStableFunc(out, func(a, b source) int {
 		switch {
@@ -366,29 +491,35 @@ func originFirst(sources []source) []source {
 		}
 		return 1
 	})
-	return out
+	return f.demotedLast(out)
 }
 
 func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
 	log := f.log.With("digest", digest)
 	sources := f.sources(peers, origin)
 	if len(sources) == 0 {
-		return nil, fmt.Errorf("fetch %s: %w: no peers and no origin", digest, ErrUnavailable)
+		return nil, fmt.Errorf("fetch %s: %w: no peers and no origin (that a member advertises)", digest, ErrUnavailable)
 	}
-	bad := map[string]bool{}
+	skip := map[string]bool{}
 
 	// 1. The head: manifest and signatures, checked against the digest.
-	// Heads are small, so the origin, which surely has it, goes first:
-	// asking peers that may not have it yet costs more than it saves.
+	// Heads are small, so the origin, which surely has it, goes first
+	// (unless it timed out lately): asking peers that may not have it
+	// yet costs more than it saves. Every request, and the phase as a
+	// whole, is bounded in time.
 	var head *Head
 	var headFrom source
-	err := f.rounds(ctx, originFirst(sources), bad, log, "head", func(ctx context.Context, s source) error {
-		h, err := f.getHead(ctx, s, digest)
+	hctx, cancel := context.WithTimeout(ctx, f.total)
+	err := f.rounds(hctx, f.originFirst(sources), skip, log, "head", func(ctx context.Context, s source) error {
+		rctx, cancel := context.WithTimeout(ctx, f.headTimeout)
+		defer cancel()
+		h, err := f.getHead(rctx, s, digest)
 		if err == nil {
 			head, headFrom = h, s
 		}
 		return err
 	})
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: head: %w", digest, err)
 	}
@@ -425,13 +556,18 @@ func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, orig
 				spread = append(spread, s)
 			}
 		}
-		err = f.rounds(ctx, spread, bad, log, "module", func(ctx context.Context, s source) error {
-			b, err := f.getModule(ctx, s, m.Module.SHA256, m.Module.Size)
+		each := f.stall + time.Duration(m.Module.Size)*time.Second/time.Duration(f.minRate)
+		mctx, cancel := context.WithTimeout(ctx, f.total+each)
+		err = f.rounds(mctx, f.demotedLast(spread), skip, log, "module", func(ctx context.Context, s source) error {
+			rctx, cancel := context.WithTimeout(ctx, each)
+			defer cancel()
+			b, err := f.getModule(rctx, s, m.Module.SHA256, m.Module.Size)
 			if err == nil {
 				module = b
 			}
 			return err
 		})
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("fetch %s: module: %w", digest, err)
 		}
@@ -492,9 +628,13 @@ func (f *Fetcher) storedModule(m *splice.Manifest) ([]byte, error) {
 
 // rounds tries each source in order until one succeeds, for 1+retries
 // rounds with exponential backoff between them. A source that served bad
-// bytes is marked in bad and skipped from then on.
-func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]bool, log *slog.Logger, what string, try func(context.Context, source) error) error {
+// bytes, or that timed out or could not be reached (it is demoted too),
+// is marked in skip and not asked again; one that answered without
+// serving is asked at most maxAttempts times; one that was busy (429)
+// may be asked every round. ctx bounds the whole.
+func (f *Fetcher) rounds(ctx context.Context, sources []source, skip map[string]bool, log *slog.Logger, what string, try func(context.Context, source) error) error {
 	last := map[string]error{} // each source's latest failure
+	tries := map[string]int{}
 	for round := 0; round <= f.retries; round++ {
 		if round > 0 {
 			wait := min(f.backoff<<min(round-1, 20), f.maxWait)
@@ -502,14 +642,14 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return ctx.Err()
+				return fmt.Errorf("%w (%w)", ctx.Err(), joinLast(sources, last))
 			case <-t.C:
 			}
 		}
 		tried := 0
 		for i := 0; i < len(sources); i++ {
 			s := sources[i]
-			if bad[s.base] {
+			if skip[s.base] || tries[s.base] >= maxAttempts {
 				continue
 			}
 			tried++
@@ -518,26 +658,41 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, bad map[string]b
 				return nil
 			}
 			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			// A seeding server names peers that hold it: try them next.
-			var busy *referralError
-			if errors.As(err, &busy) {
-				sources = f.withHints(sources, i+1, busy.peers)
+				return fmt.Errorf("%w (%w)", ctx.Err(), joinLast(sources, last))
 			}
 			last[s.base] = err
-			if errors.Is(err, ErrBadPeer) {
-				bad[s.base] = true
+			var busy *referralError
+			var status *statusError
+			switch {
+			case errors.As(err, &busy):
+				// A seeding server names peers that hold it: try them next.
+				sources = f.withHints(sources, i+1, busy.peers)
+			case errors.As(err, &status) && status.code == http.StatusTooManyRequests:
+			case errors.Is(err, ErrBadPeer):
+				skip[s.base] = true
 				f.stats.badPeer.Add(1)
 				log.Warn("skipping a source that served bad bytes", "what", what, "source", s.base, "err", err)
-			} else {
+			case errors.As(err, &status):
+				tries[s.base]++
 				log.Debug("source did not serve", "what", what, "source", s.base, "err", err)
+			default:
+				// Timed out, unreachable or cut off: not asked again in
+				// this fetch, and last by the next ones for a while.
+				skip[s.base] = true
+				f.demote(s)
+				log.Info("demoted a source that timed out or could not be reached", "what", what, "source", s.base, "err", err)
 			}
 		}
 		if tried == 0 {
 			break
 		}
 	}
+	return joinLast(sources, last)
+}
+
+// joinLast is the ErrUnavailable of a fetch that found nothing, with each
+// source's latest failure.
+func joinLast(sources []source, last map[string]error) error {
 	var errs []error
 	for _, s := range sources {
 		if err := last[s.base]; err != nil {
@@ -560,8 +715,19 @@ func (e *referralError) Error() string {
 	return fmt.Sprintf("%s: busy, referred to %d peers", e.source, len(e.peers))
 }
 
+// statusError is an answer other than 200 without a referral.
+type statusError struct {
+	source string
+	code   int
+	status string
+}
+
+func (e *statusError) Error() string { return e.source + ": " + e.status }
+
 // withHints inserts the hinted peers not already listed into sources at
-// position at, so they are tried next.
+// position at, so they are tried next. A hint that is not a member's
+// blob service is dropped and counted: a referral cannot aim the fleet
+// at another host.
 func (f *Fetcher) withHints(sources []source, at int, peers []string) []source {
 	known := map[string]bool{}
 	for _, s := range sources {
@@ -573,7 +739,7 @@ func (f *Fetcher) withHints(sources []source, at int, peers []string) []source {
 			continue
 		}
 		s := sourceFor(p, false)
-		if !known[s.base] {
+		if !known[s.base] && f.allowed(p) {
 			known[s.base] = true
 			add = append(add, s)
 		}
@@ -605,7 +771,7 @@ func (f *Fetcher) get(ctx context.Context, s source, path string) (*http.Respons
 			peers := strings.Split(hint, ",")
 			return nil, &referralError{source: s.base, peers: peers[:min(len(peers), maxHints)]}
 		}
-		return nil, fmt.Errorf("%s: %s", s.base, resp.Status)
+		return nil, &statusError{source: s.base, code: resp.StatusCode, status: resp.Status}
 	}
 	return resp, nil
 }

@@ -534,3 +534,80 @@ func TestFetchNegativeCacheIsBounded(t *testing.T) {
 		t.Fatalf("counted %d refusals", got)
 	}
 }
+
+// TestFetchDemotesSourcesThatTimeOut: a peer that holds a head request
+// past HeadTimeout is asked once, not every round, and the next fetch
+// asks it after every other source; a peer that answers 404 is asked at
+// most maxAttempts times a fetch.
+func TestFetchDemotesSourcesThatTimeOut(t *testing.T) {
+	f := newDistFixture(t)
+	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	stop := make(chan struct{})
+	defer close(stop)
+	slow := rawPeer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}, nil)
+	missing := blobPeer(t)
+	store := newTestStore(t)
+	fe, err := NewFetcher(FetcherOptions{Store: store, Verifier: f.policy, Now: (&fakeClock{t: distNow}).Now,
+		Retries: 10, Backoff: time.Millisecond, HeadTimeout: 100 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe.shuffle = func([]string) {}
+	if _, err := fe.Fetch(t.Context(), want(v), []string{slow.addr, missing.addr}, ""); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v", err)
+	}
+	if n := slow.heads.Load(); n != 1 {
+		t.Errorf("the slow peer was asked %d times in 11 rounds, want once", n)
+	}
+	if n := missing.heads.Load(); n != maxAttempts {
+		t.Errorf("the peer without it was asked %d times, want %d", n, maxAttempts)
+	}
+	if st := fe.Stats(); st.SourcesDemoted != 1 || st.BadPeerResponses != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	// The next fetch asks the demoted peer last: the holder serves first.
+	holder := blobPeer(t, v)
+	if got := fe.sources([]string{slow.addr, holder.addr}, ""); got[0].base != "http://"+holder.addr {
+		t.Errorf("order %+v: the demoted peer is not last", got)
+	}
+	if _, err := fe.Fetch(t.Context(), want(v), []string{slow.addr, holder.addr}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := slow.heads.Load(); n != 1 {
+		t.Errorf("the demoted peer was asked again: %d", n)
+	}
+}
+
+// TestFetchOnlyFromMembers: an origin, and a referral's hints, that no
+// member advertises are never contacted, and are counted.
+func TestFetchOnlyFromMembers(t *testing.T) {
+	f := newDistFixture(t)
+	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	outsider := blobPeer(t, v)
+	referrer := rawPeer(t, serveBytes(headBytes(t, v.Bundle)), func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(PeersHeader, outsider.addr)
+		http.Error(w, "busy", http.StatusTooManyRequests)
+	})
+	fe, err := NewFetcher(FetcherOptions{Store: newTestStore(t), Verifier: f.policy, Now: (&fakeClock{t: distNow}).Now,
+		Retries: 2, Backoff: time.Millisecond, Logger: testLogger(t), Member: func(addr string) bool { return addr == referrer.addr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fe.Fetch(t.Context(), want(v), nil, outsider.addr); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("an outsider as origin: %v", err)
+	}
+	if _, err := fe.Fetch(t.Context(), want(v), nil, referrer.addr); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a referral to an outsider: %v", err)
+	}
+	if n := outsider.requests(); n != 0 {
+		t.Errorf("the outsider got %d requests", n)
+	}
+	if st := fe.Stats(); st.SourcesRefused != 1+3 { // the origin, then the hint in each of 3 rounds
+		t.Errorf("%d sources refused, want 4", st.SourcesRefused)
+	}
+}

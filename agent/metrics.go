@@ -114,6 +114,10 @@ func (a *Agent) distribution() metrics.Distribution {
 		BadPeerResponses: f.BadPeerResponses, NegativeCacheHits: f.NegativeCacheHits,
 		VerificationFailures: f.VerificationFailures,
 		AntiEntropyFetches:   a.aeFetches.Load(),
+		FetchesDropped:       map[string]map[string]uint64{"bundle": a.bundleQ.drops(), "document": a.docQ.drops()},
+		SourcesDemoted:       f.SourcesDemoted,
+		SourcesRefused:       f.SourcesRefused,
+		HolderClaimsRefused:  b.HolderClaimsRefused,
 	}
 }
 

@@ -301,3 +301,40 @@ func waitUploads(t *testing.T, p *testPeer, n uint64) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestHolderClaimsMustBeMembers: a fetcher naming a blob service that no
+// member advertises, or another address than its own, is served but
+// takes no seed copy and is never named in a referral; a member's claim
+// from its own address counts.
+func TestHolderClaimsMustBeMembers(t *testing.T) {
+	f := newDistFixture(t)
+	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	s := newTestStore(t)
+	if err := s.Put(v); err != nil {
+		t.Fatal(err)
+	}
+	const member, remoteMember = "127.0.0.1:4444", "10.9.9.9:4444"
+	bs := NewBlobServer(s, BlobServerOptions{Logger: testLogger(t), SeedCopies: 1,
+		Member: func(addr string) bool { return addr == member || addr == remoteMember }})
+	sha := v.Manifest.Module.SHA256
+	bs.Seed(sha)
+	origin := newTestPeer(t, bs)
+	// Not members, or a member's address claimed from elsewhere: served,
+	// no copy taken, nobody named.
+	for _, h := range []string{"127.0.0.1:5555", "127.0.0.1:6666", remoteMember} {
+		if resp := getModuleAs(t, origin, sha, h); resp.StatusCode != http.StatusOK || resp.Header.Get(PeersHeader) != "" {
+			t.Fatalf("claim %s: %s, peers %q", h, resp.Status, resp.Header.Get(PeersHeader))
+		}
+	}
+	if got := bs.Stats().HolderClaimsRefused; got != 3 {
+		t.Errorf("%d claims refused, want 3", got)
+	}
+	// A member's claim from its own address takes the one copy, and the
+	// next fetcher is referred to it.
+	if resp := getModuleAs(t, origin, sha, member); resp.StatusCode != http.StatusOK {
+		t.Fatal(resp.Status)
+	}
+	if resp := getModuleAs(t, origin, sha, ""); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(PeersHeader) != member {
+		t.Fatalf("after a member's copy: %s, peers %q", resp.Status, resp.Header.Get(PeersHeader))
+	}
+}

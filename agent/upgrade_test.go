@@ -107,11 +107,7 @@ func TestExpiredAnnouncementNotFetched(t *testing.T) {
 	a := agents[1]
 	ann := gossip.Announcement{Protocol: 2, ID: "stale", Version: 1, ManifestDigest: strings.Repeat("ab", 32), Size: 100,
 		Origin: agents[0].advertisedHTTP(), Expires: time.Now().Add(-time.Minute)}
-	fetching := func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.inflight[ann.ManifestDigest]
-	}
+	fetching := func() bool { return a.bundleQ.sources(ann.ManifestDigest) != nil }
 	a.handleEvent(t.Context(), gossip.Event{Kind: gossip.Announce, Announcement: &ann})
 	if fetching() {
 		t.Fatal("an expired announcement started a fetch")

@@ -82,9 +82,29 @@ type Distribution struct {
 	// AntiEntropyFetches counts bundles fetched because a peer's index
 	// listed them (anti-entropy), not an announcement.
 	AntiEntropyFetches uint64
+	// FetchesDropped counts background fetches not queued, by kind
+	// (FetchDropKinds) and reason (FetchDropReasons).
+	FetchesDropped map[string]map[string]uint64
+	// SourcesDemoted counts sources that timed out or could not be
+	// reached, asked last for a while after.
+	SourcesDemoted uint64
+	// SourcesRefused counts origins and referral hints left out
+	// because no member advertises them.
+	SourcesRefused uint64
+	// HolderClaimsRefused counts module requests whose holder header
+	// named no member's blob service (or not the requester's address).
+	HolderClaimsRefused uint64
 	// VerificationFailures by splice.Reason label.
 	VerificationFailures map[string]uint64
 }
+
+// The label values of splicefleet_fetch_dropped_total: what was not
+// fetched, and why: its pool was full, the member it was learned from
+// had used its budget, or no member advertises its origin.
+var (
+	FetchDropKinds   = []string{"bundle", "document"}
+	FetchDropReasons = []string{"queue_full", "member_budget", "not_a_member"}
+)
 
 // The states of a patch, in exposition order.
 var patchStates = []splice.State{splice.StateApplying, splice.StateApplied, splice.StateReverting, splice.StateReverted,
@@ -115,6 +135,7 @@ type stateCollector struct {
 	bundleStored, bundleOutstanding                                                       *prometheus.Desc
 	members, events, dropped, announcements, badAnn, outsiders, queries, queue, hs, proto *prometheus.Desc
 	served, uploads, refused, fetched, downloads, badPeers, negHits, aeFetches, ver       *prometheus.Desc
+	fetchDropped, demoted, sourcesRefused, claimsRefused                                  *prometheus.Desc
 	ro                                                                                    rolloutDescs
 }
 
@@ -160,6 +181,11 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		aeFetches: d("anti_entropy_fetches_total", "Bundles fetched and verified because a peer's index listed them (anti-entropy), not an announcement."),
 		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
 
+		fetchDropped:   d("fetch_dropped_total", "Bundle and document fetches not queued, by kind and reason: queue_full (its pool was full), member_budget (the member it was learned from used its budget), not_a_member (no member advertises its origin; nothing was requested).", "kind", "reason"),
+		demoted:        d("fetch_sources_demoted_total", "Sources that timed out or could not be reached: not asked again in that fetch, and asked last for a while after."),
+		sourcesRefused: d("fetch_sources_refused_total", "Origins and referral hints left out of fetches because no member advertises them."),
+		claimsRefused:  d("blob_holder_claims_refused_total", "Module requests whose holder header named no member's blob service, or not the address the request came from: served, but taking no seed copy and never named in a referral."),
+
 		ro: newRolloutDescs(d),
 	}
 }
@@ -169,7 +195,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
 		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.outsiders, c.queries, c.queue, c.hs, c.proto,
-		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver} {
+		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver,
+		c.fetchDropped, c.demoted, c.sourcesRefused, c.claimsRefused} {
 		ch <- d
 	}
 	for _, d := range c.ro.all() {
@@ -284,6 +311,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.badPeers, d.BadPeerResponses)
 		counter(c.negHits, d.NegativeCacheHits)
 		counter(c.aeFetches, d.AntiEntropyFetches)
+		for _, kind := range FetchDropKinds {
+			for _, reason := range FetchDropReasons {
+				counter(c.fetchDropped, d.FetchesDropped[kind][reason], kind, reason)
+			}
+		}
+		counter(c.demoted, d.SourcesDemoted)
+		counter(c.sourcesRefused, d.SourcesRefused)
+		counter(c.claimsRefused, d.HolderClaimsRefused)
 		labels := splice.ReasonLabels()
 		byLabel := make(map[string]uint64, len(labels))
 		for reason, n := range d.VerificationFailures {

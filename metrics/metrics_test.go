@@ -75,7 +75,9 @@ func fakeSources(stateDir string) metrics.Sources {
 			return metrics.Distribution{HeadsServed: 6, ModulesServed: 3, HeadBytesServed: 6000, ModuleBytesServed: 3 << 20,
 				Busy: 2, NotFound: 1, BadRequests: 1, HeadsFetched: 2, ModulesFetched: 2, BytesFromPeers: 1 << 20,
 				BytesFromOrigin: 2048, BadPeerResponses: 1, NegativeCacheHits: 5, AntiEntropyFetches: 4,
-				VerificationFailures: map[string]uint64{"signature": 2, "module_digest": 1, "something-new": 1}}
+				VerificationFailures: map[string]uint64{"signature": 2, "module_digest": 1, "something-new": 1},
+				FetchesDropped:       map[string]map[string]uint64{"document": {"member_budget": 124, "not_a_member": 1}},
+				SourcesDemoted:       3, SourcesRefused: 2, HolderClaimsRefused: 3}
 		},
 		Rollouts: func() []rollout.Status { return fakeRollouts },
 	}
