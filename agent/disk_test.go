@@ -64,11 +64,11 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		if _, err := a.StartRollout(other); err == nil || !strings.Contains(err.Error(), cause) {
 			t.Errorf("a plan on a %s state directory: %v", cause, err)
 		}
-		// A pause, which a done rollout admits (a halt it refuses before
-		// writing anything).
-		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionPause, Reason: "test"})
+		// A revoke, the one command a done rollout admits (it refuses
+		// the others before writing anything).
+		cmd := f.command(f.signer, rollout.Command{Plan: st.Digest, Seq: 1, Action: rollout.ActionRevoke, Reason: "test"})
 		if _, err := a.Command(cmd); err == nil || !strings.Contains(err.Error(), cause) {
-			t.Errorf("pause: %v, want %q", err, cause)
+			t.Errorf("revoke: %v, want %q", err, cause)
 		}
 		after := stateFiles(t, cfg.StateDir)
 		for p, b := range before {

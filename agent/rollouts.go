@@ -395,6 +395,12 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	// The end of a rollout refuses what it leaves without effect (halt
 	// of a done rollout, resume of a halted one), judged as it stands
 	// before the command.
+	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Seq == c.Seq }); i >= 0 {
+		// A used number is a replay whatever the rollout's state.
+		err := fmt.Errorf("%w: %w: seq %d of rollout %s was used by %s", ErrRolloutRefused, rollout.ErrReplayed, c.Seq, rec.Rollout.Plan.ID, rec.Rollout.Commands[i].Action)
+		a.metricRefused("command", err)
+		return r.status[c.Plan], err
+	}
 	if err := rollout.CheckCommand(r.evaluateLocked(rec), c.Action); err != nil {
 		a.metricRefused("command", err)
 		return r.status[c.Plan], fmt.Errorf("%w: %w", ErrRolloutRefused, err)

@@ -28,6 +28,9 @@ func CheckCommand(st Status, action string) error {
 	case action == ActionHalt && st.State == Done:
 		return fmt.Errorf("%w: rollout %s is done: every stage passed and its hosts keep the patch; halt stops a running rollout. "+
 			"To take the patch off every host, revoke it", ErrEnded, st.ID)
+	case (action == ActionPause || action == ActionResume || action == ActionPromote) && st.State == Done:
+		return fmt.Errorf("%w: rollout %s is done: every stage passed and it stays done; there is nothing to %s. "+
+			"To take the patch off every host, revoke it", ErrEnded, st.ID, action)
 	case action == ActionResume && Ended(st.State):
 		return fmt.Errorf("%w: rollout %s %s; a halt is final and resume only undoes a pause. "+
 			"To roll the bundle out again, publish a new plan with a new id", ErrEnded, st.ID, st.Why)

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// TestCheckCommandAtTheEnd: on a rollout judged done, halt is refused
-// with an explanation that points at revoke; on one halted by the gates
+// TestCheckCommandAtTheEnd: on a rollout judged done, every command but
+// revoke is refused with an explanation that points at revoke; on one halted by the gates
 // or revoked, resume is refused and says a halt is final. The commands
 // that still mean something pass, and a promote on a paused rollout says
 // it takes effect at resume.
@@ -19,14 +19,15 @@ func TestCheckCommandAtTheEnd(t *testing.T) {
 	if done.State != Done {
 		t.Fatalf("state %s: %s", done.State, done.Why)
 	}
-	err := CheckCommand(done, ActionHalt)
-	if !errors.Is(err, ErrEnded) || !strings.Contains(err.Error(), "rollout end is done") || !strings.Contains(err.Error(), "revoke it") {
-		t.Errorf("halt of a done rollout: %v", err)
-	}
-	for _, a := range []string{ActionRevoke, ActionPause, ActionResume, ActionPromote} {
-		if err := CheckCommand(done, a); err != nil {
+	// Done is final: only revoke changes it.
+	for _, a := range []string{ActionHalt, ActionPause, ActionResume, ActionPromote} {
+		err := CheckCommand(done, a)
+		if !errors.Is(err, ErrEnded) || !strings.Contains(err.Error(), "rollout end is done") || !strings.Contains(err.Error(), "revoke it") {
 			t.Errorf("%s of a done rollout: %v", a, err)
 		}
+	}
+	if err := CheckCommand(done, ActionRevoke); err != nil {
+		t.Errorf("revoke of a done rollout: %v", err)
 	}
 
 	// Halted by its gate: a host failed.
@@ -36,7 +37,7 @@ func TestCheckCommandAtTheEnd(t *testing.T) {
 	if !Ended(halted.State) {
 		t.Fatalf("state %s: %s", halted.State, halted.Why)
 	}
-	err = CheckCommand(halted, ActionResume)
+	err := CheckCommand(halted, ActionResume)
 	if !errors.Is(err, ErrEnded) || !strings.Contains(err.Error(), "rollout staged halted: 1 host failed") ||
 		!strings.Contains(err.Error(), "a halt is final and resume only undoes a pause") {
 		t.Errorf("resume of a halted rollout: %v", err)

@@ -250,11 +250,6 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
 				return err
 			}
-			// What the rollout's end leaves without effect is refused
-			// before anything is signed; every agent checks it again.
-			if err := rollout.CheckCommand(st, action); err != nil {
-				return &refusal{err}
-			}
 			c := rollout.Command{Plan: st.Digest, Seq: seq, Action: action, Reason: reason, Issued: e.now().UTC()}
 			if c.Seq == 0 {
 				c.Seq = st.LastSeq + 1
@@ -270,6 +265,13 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 				if c.Stage >= len(st.Stages) {
 					return &refusal{fmt.Errorf("rollout %s is at its last stage; nothing to promote", st.ID)}
 				}
+			}
+			// What the rollout's end leaves without effect is refused
+			// before anything is signed or written; every agent checks it
+			// again. (A command given with --body is checked once it is
+			// known to be this one.)
+			if err := rollout.CheckCommand(st, action); err != nil && bodyIn == "" {
+				return &refusal{err}
 			}
 			body, err := rollout.EncodeCommand(c)
 			if err != nil {
@@ -295,6 +297,9 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 					return &refusal{fmt.Errorf("%s is a %s of plan %.12s, not a %s of rollout %s (plan %.12s)", bodyIn, given.Action, given.Plan, action, st.ID, st.Digest)}
 				}
 				c = *given
+				if err := rollout.CheckCommand(st, action); err != nil {
+					return &refusal{err}
+				}
 			}
 			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
 			if err != nil {

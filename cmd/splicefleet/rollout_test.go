@@ -136,53 +136,41 @@ gates:
 	}
 	// A command signed by a key nobody trusts is refused (exit 1).
 	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
-	code, _, errs = c.run("rollout", "pause", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
+	code, _, errs = c.run("rollout", "revoke", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
 	if code != 1 || !strings.Contains(errs, "not a trusted key") {
-		t.Errorf("untrusted pause: exit %d: %s", code, errs)
+		t.Errorf("untrusted revoke: exit %d: %s", code, errs)
 	}
 	// Stages are counted as status counts them; stage 1 opens by itself.
 	code, _, errs = c.run("rollout", "promote", "fix", "--stage", "1", "--key", key, "--control-socket", procs[1].socket)
 	if code != 1 || !strings.Contains(errs, "--stage 1: rollout fix has stages 1 to 2, and stage 1 opens when it starts") {
 		t.Errorf("promote --stage 1: exit %d: %s", code, errs)
 	}
+	// Done is final: pause (or resume, promote, halt) changes nothing, and
+	// is refused before anything is signed.
+	code, _, errs = c.run("rollout", "pause", "fix", "--key", key, "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "rollout fix is done") || !strings.Contains(errs, "revoke it") {
+		t.Errorf("pause of a done rollout: exit %d: %s", code, errs)
+	}
 	// A command signed elsewhere: its bytes written out, signed by GnuPG
 	// with the trusted key, sent with the detached signature.
 	g := newGPG(t)
 	g.must("--import", key)
-	cmdFile := c.path("pause.cmd")
-	out = c.ok("rollout", "pause", "fix", "--reason", "look first", "--body-out", cmdFile, "--control-socket", procs[1].socket)
-	if !strings.Contains(out, "wrote pause fix (seq 1)") {
+	cmdFile := c.path("revoke.cmd")
+	out = c.ok("rollout", "revoke", "fix", "--reason", "regression", "--body-out", cmdFile, "--control-socket", procs[1].socket)
+	if !strings.Contains(out, "wrote revoke fix (seq 1)") {
 		t.Errorf("--body-out: %s", out)
 	}
 	g.must("--armor", "--detach-sign", "-o", cmdFile+".asc", cmdFile)
-	code, _, errs = c.run("rollout", "resume", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
-	if code != 1 || !strings.Contains(errs, "is a pause of plan") {
-		t.Errorf("a pause sent as resume: exit %d: %s", code, errs)
+	code, _, errs = c.run("rollout", "halt", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "is a revoke of plan") {
+		t.Errorf("a revoke sent as halt: exit %d: %s", code, errs)
 	}
-	out = c.ok("rollout", "pause", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
-	if !strings.Contains(out, "pause fix (seq 1)") {
-		t.Errorf("pause signed by GnuPG: %s", out)
-	}
-	// The rollout is done, and done is final: every host accepts the
-	// pause (seq 1) and stays done.
-	waitFor(t, 30*time.Second, "the pause reaches every host", func() error {
-		for _, p := range procs {
-			st, err := c.rolloutStatus(p.socket, "fix")
-			if err != nil {
-				return err
-			}
-			if st.LastSeq != 1 || st.State != rollout.Done {
-				return fmt.Errorf("%s: seq %d, %s: %s", p.name, st.LastSeq, st.State, st.Why)
-			}
-		}
-		return nil
-	})
-	out = c.ok("rollout", "revoke", "fix", "--key", key, "--reason", "regression", "--control-socket", procs[1].socket)
-	if !strings.Contains(out, "revoke fix (seq 2)") {
-		t.Errorf("revoke: %s", out)
+	out = c.ok("rollout", "revoke", "fix", "--body", cmdFile, "--signature", cmdFile+".asc", "--control-socket", procs[1].socket)
+	if !strings.Contains(out, "revoke fix (seq 1)") {
+		t.Errorf("revoke signed by GnuPG: %s", out)
 	}
 	// The same sequence number again is refused.
-	code, _, errs = c.run("rollout", "pause", "fix", "--seq", "1", "--key", key, "--control-socket", procs[1].socket)
+	code, _, errs = c.run("rollout", "revoke", "fix", "--seq", "1", "--key", key, "--control-socket", procs[1].socket)
 	if code != 1 || !strings.Contains(errs, "sequence number already used") {
 		t.Errorf("replayed seq: exit %d: %s", code, errs)
 	}
@@ -192,7 +180,7 @@ gates:
 			if err != nil {
 				return err
 			}
-			if st.State != rollout.Revoked || !strings.Contains(st.Why, "revoke by operator (seq 2): regression") {
+			if st.State != rollout.Revoked || !strings.Contains(st.Why, "revoke by operator (seq 1): regression") {
 				return fmt.Errorf("%s: %s: %s", p.name, st.State, st.Why)
 			}
 			if simPatched(t, p, "livepatch_fix") {
