@@ -62,14 +62,13 @@ type rollouts struct {
 	dir  string // one JSON file per rollout
 	docs string // signed plans and commands, served to peers
 
-	mu      sync.Mutex
-	recs    map[string]*rolloutRecord // by plan digest
-	order   []string                  // acceptance order
-	book    *reportBook               // the hosts' signed reports
-	status  map[string]rollout.Status
-	acting  map[string]bool      // host actions running, by plan digest
-	pending map[string]bool      // documents being fetched, by digest
-	asked   map[string]time.Time // reports asked for, by plan digest, node and state shown: when
+	mu     sync.Mutex
+	recs   map[string]*rolloutRecord // by plan digest
+	order  []string                  // acceptance order
+	book   *reportBook               // the hosts' signed reports
+	status map[string]rollout.Status
+	acting map[string]bool      // host actions running, by plan digest
+	asked  map[string]time.Time // reports asked for, by plan digest, node and state shown: when
 	// mismatched names the members seen showing a key other than their
 	// pinned one, logged once.
 	mismatched map[string]bool
@@ -110,7 +109,7 @@ type cachedMember struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, mismatched: map[string]bool{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, pending: map[string]bool{}, asked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		acting: map[string]bool{}, asked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
@@ -162,16 +161,11 @@ func (r *rollouts) save(rec *rolloutRecord) error {
 }
 
 // knowsKey reports whether a plan this agent follows has this key in the
-// reports tag (or is being fetched: the pull would be for nothing).
+// reports tag (or refused it lately: the pull would be for nothing).
 func (r *rollouts) knowsKey(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, d := range r.order {
-		if rollout.ReportKey(d) == key {
-			return true
-		}
-	}
-	for d := range r.pending {
 		if rollout.ReportKey(d) == key {
 			return true
 		}
