@@ -54,6 +54,19 @@ type Config struct {
 	// HTTP is the TCP address of /healthz, /metrics and the blob service
 	// peers fetch from (default 0.0.0.0:7947).
 	HTTP string `yaml:"http"`
+	// HTTPIdleTimeout is how long a keep-alive connection to HTTP may
+	// stay idle between requests before the agent closes it (default
+	// 60s, at most 1h).
+	HTTPIdleTimeout time.Duration `yaml:"http_idle_timeout"`
+	// HTTPMaxConnections caps the connections open to HTTP at once
+	// (default 1024); the agent lowers it to fit its file descriptor
+	// limit. A connection over the cap is closed as soon as it is
+	// accepted.
+	HTTPMaxConnections int `yaml:"http_max_connections"`
+	// HTTPMaxConnectionsPerSource caps the connections open to HTTP from
+	// one IPv4 address or one IPv6 /64 (default 64, at most
+	// HTTPMaxConnections).
+	HTTPMaxConnectionsPerSource int `yaml:"http_max_connections_per_source"`
 	// Tags are user tags gossiped with this node (role, ring, ...).
 	Tags map[string]string `yaml:"tags"`
 	// LogLevel is debug, info, warn or error (default info).
@@ -100,6 +113,10 @@ func DefaultConfig() Config {
 		AntiEntropy:   30 * time.Second,
 		HealthTimeout: 30 * time.Second,
 		Protocol:      gossip.ProtocolMax,
+
+		HTTPIdleTimeout:             60 * time.Second,
+		HTTPMaxConnections:          1024,
+		HTTPMaxConnectionsPerSource: 64,
 	}
 }
 
@@ -187,6 +204,15 @@ func (c *Config) Validate() error {
 	}
 	if c.AntiEntropy < time.Second {
 		bad("anti_entropy %s: at least 1s", c.AntiEntropy)
+	}
+	if c.HTTPIdleTimeout <= 0 || c.HTTPIdleTimeout > time.Hour {
+		bad("http_idle_timeout %s: between 1ns and 1h", c.HTTPIdleTimeout)
+	}
+	if c.HTTPMaxConnections < 1 {
+		bad("http_max_connections %d: at least 1", c.HTTPMaxConnections)
+	}
+	if c.HTTPMaxConnectionsPerSource < 1 || c.HTTPMaxConnectionsPerSource > c.HTTPMaxConnections {
+		bad("http_max_connections_per_source %d: between 1 and http_max_connections (%d)", c.HTTPMaxConnectionsPerSource, c.HTTPMaxConnections)
 	}
 	if c.HealthTimeout <= 0 || c.HealthTimeout > time.Hour {
 		bad("health_timeout %s: between 1ns and 1h", c.HealthTimeout)

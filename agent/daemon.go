@@ -100,7 +100,7 @@ type Agent struct {
 	node    *gossip.Node
 	metrics *metrics.Metrics
 
-	httpLn, ctlLn net.Listener
+	httpLn, ctlLn *connLimiter
 	httpSrv       *http.Server
 	ctlSrv        *http.Server
 
@@ -187,9 +187,12 @@ func New(opts Options) (*Agent, error) {
 	if a.ro, err = openRollouts(a); err != nil {
 		return nil, err
 	}
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+	httpLn, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 	}
+	tcpCap := tcpConnCap(cfg.HTTPMaxConnections, fdLimit())
+	a.httpLn = newConnLimiter(httpLn, tcpCap, min(cfg.HTTPMaxConnectionsPerSource, tcpCap), a.log)
 	// Fetches retry quickly: a refusal usually names peers that have the
 	// bundle by the next try. Each agent uploads a module SeedCopies times
 	// before it points fetchers at the peers it served.
@@ -200,10 +203,12 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies})
-	if a.ctlLn, err = listenControl(cfg.ControlSocket); err != nil {
+	ctlLn, err := listenControl(cfg.ControlSocket)
+	if err != nil {
 		a.httpLn.Close()
 		return nil, err
 	}
+	a.ctlLn = newConnLimiter(ctlLn, controlConns, 0, a.log)
 	keys := opts.GossipKeys
 	if keys == nil && !cfg.UnsafeNoGossipEncryption {
 		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
@@ -429,8 +434,11 @@ func (a *Agent) updateTags(ctx context.Context) {
 // Run serves, joins the cluster and handles events until ctx ends, then
 // leaves the cluster gracefully.
 func (a *Agent) Run(ctx context.Context) error {
-	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+		WriteTimeout: httpWriteTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	// The control socket answers requests that take minutes (a fleet
+	// query, a key rotation across the cluster): no write timeout there.
+	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout}
 	go func() { _ = a.httpSrv.Serve(a.httpLn) }()
 	go func() { _ = a.ctlSrv.Serve(a.ctlLn) }()
 	if len(a.cfg.Join) > 0 {
@@ -464,7 +472,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.updateTags(loops)
 	}()
-	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
+	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket,
+		"http_max_connections", a.httpLn.max, "http_max_connections_per_source", a.httpLn.perSource)
 	for {
 		select {
 		case <-ctx.Done():

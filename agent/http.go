@@ -60,7 +60,7 @@ func (a *Agent) httpHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.Handle("/v1/heads/", a.blobs)
-	mux.Handle("/v1/modules/", a.blobs)
+	mux.Handle("/v1/modules/", streaming(a.blobs))
 	return mux
 }
 

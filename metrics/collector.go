@@ -43,7 +43,26 @@ type Sources struct {
 	// them, in the order it accepted them (oldest first). It is called at
 	// every scrape and must not evaluate them again.
 	Rollouts func() []rollout.Status
+	// Listeners returns the agent's listeners' connection counts.
+	Listeners func() []Listener
 }
+
+// Listener is what one of the agent's listeners ("http", the TCP port;
+// "control", the unix socket) counted since the agent started.
+type Listener struct {
+	Name string
+	// Open is how many connections it holds open now.
+	Open int
+	// Refused counts connections closed at once by reason: limit (the
+	// listener's cap was reached), source_limit (the source's cap was
+	// reached), and failed accepts: no_fds (the process was out of file
+	// descriptors).
+	Refused map[string]uint64
+}
+
+// listenerRefusals are the reasons of Listener.Refused, in exposition
+// order.
+var listenerRefusals = []string{"limit", "source_limit", "no_fds"}
 
 // Kernel is what the collector reads of the running kernel.
 type Kernel interface {
@@ -110,6 +129,7 @@ type stateCollector struct {
 	bundleStored, bundleOutstanding                                                       *prometheus.Desc
 	members, events, dropped, announcements, badAnn, outsiders, queries, queue, hs, proto *prometheus.Desc
 	served, uploads, refused, fetched, downloads, badPeers, negHits, aeFetches, ver       *prometheus.Desc
+	connsOpen, connsRefused                                                               *prometheus.Desc
 	ro                                                                                    rolloutDescs
 }
 
@@ -155,6 +175,9 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		aeFetches: d("anti_entropy_fetches_total", "Bundles fetched and verified because a peer's index listed them (anti-entropy), not an announcement."),
 		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
 
+		connsOpen:    d("connections_open", "Connections open to the agent's listeners: http (the TCP port of /healthz, /metrics and the blob service), control (the unix socket).", "listener"),
+		connsRefused: d("connections_refused_total", "Connections a listener closed as soon as it accepted them, by reason: limit (its cap of open connections), source_limit (the cap per source address); and accepts that failed because the process was out of file descriptors: no_fds.", "listener", "reason"),
+
 		ro: newRolloutDescs(d),
 	}
 }
@@ -164,7 +187,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agentInfo, c.sourceOK, c.omitted, c.kernelInfo, c.taint, c.lpEnabled, c.lpTransition,
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
 		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.outsiders, c.queries, c.queue, c.hs, c.proto,
-		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver} {
+		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver, c.connsOpen, c.connsRefused} {
 		ch <- d
 	}
 	for _, d := range c.ro.all() {
@@ -289,6 +312,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, l := range labels {
 			counter(c.ver, byLabel[l], l)
+		}
+	}
+
+	if c.src.Listeners != nil {
+		for _, l := range c.src.Listeners() {
+			gauge(c.connsOpen, float64(l.Open), l.Name)
+			for _, r := range listenerRefusals {
+				counter(c.connsRefused, l.Refused[r], l.Name, r)
+			}
 		}
 	}
 

@@ -75,6 +75,12 @@ func fakeSources(stateDir string) metrics.Sources {
 				VerificationFailures: map[string]uint64{"signature": 2, "module_digest": 1, "something-new": 1}}
 		},
 		Rollouts: func() []rollout.Status { return fakeRollouts },
+		Listeners: func() []metrics.Listener {
+			return []metrics.Listener{
+				{Name: "http", Open: 12, Refused: map[string]uint64{"limit": 3, "source_limit": 40}},
+				{Name: "control", Open: 1},
+			}
+		},
 	}
 }
 
