@@ -64,6 +64,29 @@ func (a *Agent) httpHandler() http.Handler {
 	return mux
 }
 
+// publicReason is a failure reason as it may leave the host: what the
+// operator's health command printed (which may hold anything the command
+// reads) is cut, leaving its class, such as "health check: health command
+// failed: exit status 3". The host's signed reports carry this, since
+// every agent serves them on the unauthenticated TCP port
+// (/v1/reports/PLAN); the whole reason stays on this host, in its
+// rollout's record (its control socket shows it) and in its log.
+func publicReason(reason string) string {
+	i := strings.Index(reason, "health command ")
+	if i < 0 {
+		return reason
+	}
+	rest := reason[i:]
+	if !strings.HasPrefix(rest, healthCommandFailed) {
+		// An older agent's form, "health command NAME: OUTPUT".
+		return reason[:i] + "health command failed"
+	}
+	if j := strings.IndexByte(rest, ';'); j >= 0 {
+		rest = rest[:j]
+	}
+	return reason[:i] + rest
+}
+
 // PublishResult is the control API's answer to a publish.
 type PublishResult struct {
 	ID             string `json:"id"`
