@@ -56,8 +56,8 @@ type env struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	rawStdout io.Writer
-	getenv func(string) string
-	now    func() time.Time
+	getenv    func(string) string
+	now       func() time.Time
 	// stepHook, when set (by tests only), runs after each journaled step
 	// of apply and undo.
 	stepHook func(step string)
