@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -358,11 +359,18 @@ type ControlClient struct {
 	c *http.Client
 }
 
-// NewControlClient dials the agent's unix socket.
+// NewControlClient dials the agent's unix socket. Before it sends
+// anything on a connection it checks who serves the socket (see
+// checkControlPeer) and fails with ErrUntrustedControlPeer when it is
+// neither root, the caller's user nor the agent's user.
 func NewControlClient(socket string) *ControlClient {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
+		c, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return nil, err
+		}
+		return dialControl(c, socket)
 	}}
 	return &ControlClient{c: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
 }
@@ -375,6 +383,10 @@ func (c *ControlClient) Do(method, path string, body io.Reader, out any) error {
 		return err
 	}
 	resp, err := c.c.Do(req)
+	var ue *url.Error
+	if errors.As(err, &ue) && errors.Is(err, ErrUntrustedControlPeer) {
+		return fmt.Errorf("agent control socket: %w", ue.Err)
+	}
 	if err != nil {
 		return fmt.Errorf("agent control socket: %w (is the agent running?)", err)
 	}
