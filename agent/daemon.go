@@ -417,10 +417,12 @@ func (a *Agent) updateTags(ctx context.Context) {
 // leaves the cluster gracefully.
 func (a *Agent) Run(ctx context.Context) error {
 	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
-		WriteTimeout: httpWriteTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		WriteTimeout: httpWriteTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout, ConnState: a.httpLn.connState,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	// The control socket answers requests that take minutes (a fleet
 	// query, a key rotation across the cluster): no write timeout there.
-	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout}
+	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout,
+		ConnState: a.ctlLn.connState}
 	go func() { _ = a.httpSrv.Serve(a.httpLn) }()
 	go func() { _ = a.ctlSrv.Serve(a.ctlLn) }()
 	if len(a.cfg.Join) > 0 {

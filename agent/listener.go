@@ -43,13 +43,18 @@ const (
 	connRefusedTotal  = "limit"        // the listener's cap was reached
 	connRefusedSource = "source_limit" // the source's cap was reached
 	connNoFDs         = "no_fds"       // accept failed: the process is out of file descriptors
+	connEvicted       = "evicted"      // an idle keep-alive connection closed to make room
 )
 
 // connLimiter is a net.Listener that caps the connections it has open,
-// in all and per source (an IPv4 address or an IPv6 /64). A connection
-// over a cap is closed as soon as it is accepted, so it never waits in a
-// queue; when accept fails because the process is out of descriptors the
-// listener backs off (5 ms doubling to 1 s) instead of spinning.
+// in all and per source (an IPv4 address or an IPv6 /64). At a cap, a new
+// connection takes the place of the keep-alive connection that has been
+// idle longest (of its own source, when the source's cap is reached), so
+// idle connections never lock anyone out; when none is idle, the new one
+// is closed as soon as it is accepted, so it never waits in a queue. The
+// server reports idle connections through ConnState. When accept fails
+// because the process is out of descriptors the listener backs off (5 ms
+// doubling to 1 s) instead of spinning.
 type connLimiter struct {
 	net.Listener
 	max, perSource int // perSource 0: no per-source cap
@@ -58,15 +63,17 @@ type connLimiter struct {
 	mu     sync.Mutex
 	open   int
 	bySrc  map[string]int
+	idle   map[*limitedConn]time.Time // connections idle between requests, since when
 	closed chan struct{}
 	once   sync.Once
 
-	refusedTotal, refusedSource, noFDs atomic.Uint64
+	refusedTotal, refusedSource, noFDs, evicted atomic.Uint64
 	lastWarn                           atomic.Int64 // unix nanos of the last warning about descriptors
 }
 
 func newConnLimiter(ln net.Listener, max, perSource int, log *slog.Logger) *connLimiter {
-	return &connLimiter{Listener: ln, max: max, perSource: perSource, log: log, bySrc: map[string]int{}, closed: make(chan struct{})}
+	return &connLimiter{Listener: ln, max: max, perSource: perSource, log: log, bySrc: map[string]int{}, idle: map[*limitedConn]time.Time{},
+		closed: make(chan struct{})}
 }
 
 // fdLimit is the process's soft limit of open files (0 when unknown).
@@ -113,23 +120,64 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 			}
 		}
 		backoff = 0
-		src := connSource(c.RemoteAddr())
+		if lc := l.admit(c); lc != nil {
+			return lc, nil
+		}
+	}
+}
+
+// admit counts c in, making room by closing an idle connection when a
+// cap is reached, or refuses it (nil).
+func (l *connLimiter) admit(c net.Conn) *limitedConn {
+	src := connSource(c.RemoteAddr())
+	for {
 		l.mu.Lock()
-		switch {
-		case l.open >= l.max:
-			l.mu.Unlock()
-			l.refusedTotal.Add(1)
-			l.refuse(c)
-		case l.perSource > 0 && l.bySrc[src] >= l.perSource:
-			l.mu.Unlock()
-			l.refusedSource.Add(1)
-			l.refuse(c)
-		default:
+		sourceFull := l.perSource > 0 && l.bySrc[src] >= l.perSource
+		if !sourceFull && l.open < l.max {
 			l.open++
 			l.bySrc[src]++
+			lc := &limitedConn{Conn: c, l: l, src: src}
 			l.mu.Unlock()
-			return &limitedConn{Conn: c, l: l, src: src}, nil
+			return lc
 		}
+		var victim *limitedConn
+		var since time.Time
+		for ic, t := range l.idle {
+			if (!sourceFull || ic.src == src) && (victim == nil || t.Before(since)) {
+				victim, since = ic, t
+			}
+		}
+		if victim != nil {
+			delete(l.idle, victim)
+		}
+		l.mu.Unlock()
+		if victim == nil {
+			if sourceFull {
+				l.refusedSource.Add(1)
+			} else {
+				l.refusedTotal.Add(1)
+			}
+			l.refuse(c)
+			return nil
+		}
+		l.evicted.Add(1)
+		_ = victim.Close() // gives its place back; then try again
+	}
+}
+
+// connState is the http.Server's ConnState hook: it tells which
+// connections are idle between requests.
+func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st == http.StateIdle && !lc.closed.Load() {
+		l.idle[lc] = time.Now()
+	} else {
+		delete(l.idle, lc)
 	}
 }
 
@@ -143,9 +191,11 @@ func (l *connLimiter) refuse(c net.Conn) {
 	l.log.Debug("connection over the cap closed", "listener", l.Addr().String(), "from", c.RemoteAddr().String())
 }
 
-func (l *connLimiter) release(src string) {
+func (l *connLimiter) release(c *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	src := c.src
+	delete(l.idle, c)
 	l.open--
 	if l.bySrc[src]--; l.bySrc[src] <= 0 {
 		delete(l.bySrc, src)
@@ -168,7 +218,8 @@ func (l *connLimiter) Open() int {
 // refused returns the counts of refused connections and of failed
 // accepts, by metrics label.
 func (l *connLimiter) refused() map[string]uint64 {
-	return map[string]uint64{connRefusedTotal: l.refusedTotal.Load(), connRefusedSource: l.refusedSource.Load(), connNoFDs: l.noFDs.Load()}
+	return map[string]uint64{connRefusedTotal: l.refusedTotal.Load(), connRefusedSource: l.refusedSource.Load(), connNoFDs: l.noFDs.Load(),
+		connEvicted: l.evicted.Load()}
 }
 
 // connSource names the source a per-source cap counts against: an IPv4
@@ -188,14 +239,16 @@ func connSource(a net.Addr) string {
 // limitedConn gives its place back to the listener when it is closed.
 type limitedConn struct {
 	net.Conn
-	l    *connLimiter
-	src  string
-	once sync.Once
+	l      *connLimiter
+	src    string
+	closed atomic.Bool
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.src) })
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.release(c)
+	}
 	return err
 }
 

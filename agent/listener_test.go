@@ -272,3 +272,74 @@ func TestHTTPIdleConnectionsAreClosed(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// keepAlive sends a /healthz request on c and reads the answer, leaving
+// the connection idle between requests.
+func keepAlive(t *testing.T, c net.Conn) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("healthz on a keep-alive connection: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// TestHTTPIdleConnectionsMakeRoom: at a cap, a new connection takes the
+// place of the connection idle longest, of its own source at the
+// source's cap and of any source at the listener's cap, so a flood of
+// idle keep-alive connections locks nobody out; the closings are
+// counted.
+func TestHTTPIdleConnectionsMakeRoom(t *testing.T) {
+	f := newTestFleet(t)
+	cfg := f.config("host")
+	cfg.HTTPMaxConnections, cfg.HTTPMaxConnectionsPerSource = 6, 4
+	a := f.start(cfg)
+	addr := a.HTTPAddr()
+	// The server marks a connection idle just after it sent the answer:
+	// wait for it before the next connection counts on it.
+	idle := func(n int) {
+		t.Helper()
+		eventually(t, 10*time.Second, fmt.Sprintf("%d idle connections", n), func() error {
+			a.httpLn.mu.Lock()
+			defer a.httpLn.mu.Unlock()
+			if len(a.httpLn.idle) != n {
+				return fmt.Errorf("%d idle", len(a.httpLn.idle))
+			}
+			return nil
+		})
+	}
+	var flood []net.Conn
+	for i := range 4 {
+		c := dialFrom(t, "127.0.0.3", addr)
+		keepAlive(t, c)
+		idle(i + 1)
+		flood = append(flood, c)
+	}
+	// The source's cap: its 5th connection is served, its oldest idle
+	// one closed.
+	keepAlive(t, dialFrom(t, "127.0.0.3", addr))
+	idle(4)
+	if err := closedByPeer(flood[0], 10*time.Second); err != nil {
+		t.Errorf("the source's oldest idle connection: %v", err)
+	}
+	for _, c := range flood[1:] {
+		if err := stillOpen(c); err != nil {
+			t.Errorf("a younger idle connection: %v", err)
+		}
+	}
+	// The listener's cap (6): two more sources fill it, a third is served
+	// in the place of the oldest idle connection (flood[1]).
+	keepAlive(t, dialFrom(t, "127.0.0.4", addr))
+	keepAlive(t, dialFrom(t, "127.0.0.5", addr))
+	idle(6)
+	keepAlive(t, dialFrom(t, "127.0.0.6", addr))
+	if err := closedByPeer(flood[1], 10*time.Second); err != nil {
+		t.Errorf("the oldest idle connection at the listener's cap: %v", err)
+	}
+	if got := a.httpLn.refused(); got[connEvicted] != 2 || got[connRefusedTotal] != 0 || got[connRefusedSource] != 0 {
+		t.Errorf("counted %v, want 2 evicted and nothing refused", got)
+	}
+}

@@ -55,14 +55,15 @@ type Listener struct {
 	Open int
 	// Refused counts connections closed at once by reason: limit (the
 	// listener's cap was reached), source_limit (the source's cap was
-	// reached), and failed accepts: no_fds (the process was out of file
-	// descriptors).
+	// reached), failed accepts: no_fds (the process was out of file
+	// descriptors), and idle keep-alive connections closed to make room
+	// for a new one at a cap: evicted.
 	Refused map[string]uint64
 }
 
 // listenerRefusals are the reasons of Listener.Refused, in exposition
 // order.
-var listenerRefusals = []string{"limit", "source_limit", "no_fds"}
+var listenerRefusals = []string{"limit", "source_limit", "no_fds", "evicted"}
 
 // Kernel is what the collector reads of the running kernel.
 type Kernel interface {
@@ -176,7 +177,7 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		ver:       d("verification_failures_total", "Bundles refused on verification, by reason; these may be attacks.", "reason"),
 
 		connsOpen:    d("connections_open", "Connections open to the agent's listeners: http (the TCP port of /healthz, /metrics and the blob service), control (the unix socket).", "listener"),
-		connsRefused: d("connections_refused_total", "Connections a listener closed as soon as it accepted them, by reason: limit (its cap of open connections), source_limit (the cap per source address); and accepts that failed because the process was out of file descriptors: no_fds.", "listener", "reason"),
+		connsRefused: d("connections_refused_total", "Connections a listener closed as soon as it accepted them, by reason: limit (its cap of open connections), source_limit (the cap per source address); accepts that failed because the process was out of file descriptors: no_fds; and idle keep-alive connections closed to make room for a new one: evicted.", "listener", "reason"),
 
 		ro: newRolloutDescs(d),
 	}
