@@ -68,7 +68,7 @@ type connLimiter struct {
 	once   sync.Once
 
 	refusedTotal, refusedSource, noFDs, evicted atomic.Uint64
-	lastWarn                           atomic.Int64 // unix nanos of the last warning about descriptors
+	lastWarn                                    atomic.Int64 // unix nanos of the last warning about descriptors
 }
 
 func newConnLimiter(ln net.Listener, max, perSource int, log *slog.Logger) *connLimiter {
