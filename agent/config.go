@@ -55,17 +55,18 @@ type Config struct {
 	// peers fetch from (default 0.0.0.0:7947).
 	HTTP string `yaml:"http"`
 	// HTTPIdleTimeout is how long a keep-alive connection to HTTP may
-	// stay idle between requests before the agent closes it (default
-	// 60s, at most 1h).
+	// stay idle between requests before the agent closes it, at most 1h
+	// (default 1m0s).
 	HTTPIdleTimeout time.Duration `yaml:"http_idle_timeout"`
 	// HTTPMaxConnections caps the connections open to HTTP at once
-	// (default 1024); the agent lowers it to fit its file descriptor
-	// limit. A connection over the cap is closed as soon as it is
-	// accepted.
+	// (default 1024); the agent lowers it to fit its limit of open files,
+	// to half of what is left after 160 descriptors it keeps for itself.
+	// At the cap a new connection takes the place of the one idle
+	// longest; when none is idle, it is closed as soon as it is accepted.
 	HTTPMaxConnections int `yaml:"http_max_connections"`
 	// HTTPMaxConnectionsPerSource caps the connections open to HTTP from
-	// one IPv4 address or one IPv6 /64 (default 64, at most
-	// HTTPMaxConnections).
+	// one IPv4 address or one IPv6 /64, at most HTTPMaxConnections
+	// (default 64).
 	HTTPMaxConnectionsPerSource int `yaml:"http_max_connections_per_source"`
 	// Tags are user tags gossiped with this node (role, ring, ...).
 	Tags map[string]string `yaml:"tags"`
