@@ -25,7 +25,7 @@ FUZZTIME ?= 20000x
 FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
 	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeReport \
 	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./agent:FuzzDecodeHead \
-	./objdiff:FuzzCompare ./klpgen:FuzzFinalize
+	./objdiff:FuzzCompare ./klpgen:FuzzFinalize ./internal/safetext:FuzzString
 # How long make fuzz-soak runs each target.
 FUZZSOAK ?= 60s
 
