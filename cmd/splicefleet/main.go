@@ -9,6 +9,10 @@
 // scripts: 0 success, 1 the input was refused (a bundle failed
 // verification or is not acceptable), 2 usage, configuration or I/O
 // errors.
+//
+// Everything the commands print goes through package safetext's writer:
+// names, reasons and descriptions come from other hosts and from files,
+// and no escape sequence in them reaches the operator's terminal.
 package main
 
 import (
