@@ -66,7 +66,8 @@ type Config struct {
 	HTTPMaxConnections int `yaml:"http_max_connections"`
 	// HTTPMaxConnectionsPerSource caps the connections open to HTTP from
 	// one IPv4 address or one IPv6 /64, at most HTTPMaxConnections
-	// (default 64).
+	// (default 64). A peer keeps a few; raise it when many agents reach
+	// this one from behind one address (NAT).
 	HTTPMaxConnectionsPerSource int `yaml:"http_max_connections_per_source"`
 	// Tags are user tags gossiped with this node (role, ring, ...).
 	Tags map[string]string `yaml:"tags"`
