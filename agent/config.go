@@ -54,6 +54,21 @@ type Config struct {
 	// HTTP is the TCP address of /healthz, /metrics and the blob service
 	// peers fetch from (default 0.0.0.0:7947).
 	HTTP string `yaml:"http"`
+	// HTTPIdleTimeout is how long a keep-alive connection to HTTP may
+	// stay idle between requests before the agent closes it, at most 1h
+	// (default 1m0s).
+	HTTPIdleTimeout time.Duration `yaml:"http_idle_timeout"`
+	// HTTPMaxConnections caps the connections open to HTTP at once
+	// (default 1024); the agent lowers it to fit its limit of open files,
+	// to half of what is left after 160 descriptors it keeps for itself.
+	// At the cap a new connection takes the place of the one idle
+	// longest; when none is idle, it is closed as soon as it is accepted.
+	HTTPMaxConnections int `yaml:"http_max_connections"`
+	// HTTPMaxConnectionsPerSource caps the connections open to HTTP from
+	// one IPv4 address or one IPv6 /64, at most HTTPMaxConnections
+	// (default 64). A peer keeps a few; raise it when many agents reach
+	// this one from behind one address (NAT).
+	HTTPMaxConnectionsPerSource int `yaml:"http_max_connections_per_source"`
 	// Tags are user tags gossiped with this node (role, ring, ...).
 	Tags map[string]string `yaml:"tags"`
 	// LogLevel is debug, info, warn or error (default info).
@@ -118,6 +133,10 @@ func DefaultConfig() Config {
 		BundleRetention: DefaultBundleRetention,
 		HealthTimeout:   30 * time.Second,
 		Protocol:        gossip.ProtocolMax,
+
+		HTTPIdleTimeout:             60 * time.Second,
+		HTTPMaxConnections:          1024,
+		HTTPMaxConnectionsPerSource: 64,
 	}
 }
 
@@ -208,6 +227,15 @@ func (c *Config) Validate() error {
 	}
 	if c.BundleRetention < time.Minute {
 		bad("bundle_retention %s: at least 1m", c.BundleRetention)
+	}
+	if c.HTTPIdleTimeout <= 0 || c.HTTPIdleTimeout > time.Hour {
+		bad("http_idle_timeout %s: between 1ns and 1h", c.HTTPIdleTimeout)
+	}
+	if c.HTTPMaxConnections < 1 {
+		bad("http_max_connections %d: at least 1", c.HTTPMaxConnections)
+	}
+	if c.HTTPMaxConnectionsPerSource < 1 || c.HTTPMaxConnectionsPerSource > c.HTTPMaxConnections {
+		bad("http_max_connections_per_source %d: between 1 and http_max_connections (%d)", c.HTTPMaxConnectionsPerSource, c.HTTPMaxConnections)
 	}
 	if c.HealthTimeout <= 0 || c.HealthTimeout > time.Hour {
 		bad("health_timeout %s: between 1ns and 1h", c.HealthTimeout)

@@ -100,7 +100,7 @@ type Agent struct {
 	node    *gossip.Node
 	metrics *metrics.Metrics
 
-	httpLn, ctlLn net.Listener
+	httpLn, ctlLn *connLimiter
 	httpSrv       *http.Server
 	ctlSrv        *http.Server
 
@@ -200,9 +200,12 @@ func New(opts Options) (*Agent, error) {
 	if a.ro, err = openRollouts(a); err != nil {
 		return nil, err
 	}
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+	httpLn, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 	}
+	tcpCap := tcpConnCap(cfg.HTTPMaxConnections, fdLimit())
+	a.httpLn = newConnLimiter(httpLn, tcpCap, min(cfg.HTTPMaxConnectionsPerSource, tcpCap), a.log)
 	// Fetches retry quickly: a refusal usually names peers that have the
 	// bundle by the next try. Each agent uploads a module SeedCopies times
 	// before it points fetchers at the peers it served.
@@ -215,10 +218,12 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
-	if a.ctlLn, err = listenControl(cfg.ControlSocket); err != nil {
+	ctlLn, err := listenControl(cfg.ControlSocket)
+	if err != nil {
 		a.httpLn.Close()
 		return nil, err
 	}
+	a.ctlLn = newConnLimiter(ctlLn, controlConns, 0, a.log)
 	keys := opts.GossipKeys
 	if keys == nil && !cfg.UnsafeNoGossipEncryption {
 		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
@@ -282,24 +287,6 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", errFileTooLarge, path, limit)
 	}
 	return data, nil
-}
-
-// listenControl opens the control socket: root-only, in a folder only
-// its owner can enter.
-func listenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	_ = os.Remove(path) // a socket left by a process that died
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
 }
 
 func (a *Agent) closeListeners() {
@@ -444,8 +431,13 @@ func (a *Agent) updateTags(ctx context.Context) {
 // Run serves, joins the cluster and handles events until ctx ends, then
 // leaves the cluster gracefully.
 func (a *Agent) Run(ctx context.Context) error {
-	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	a.httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+		WriteTimeout: httpWriteTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout, ConnState: a.httpLn.connState,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	// The control socket answers requests that take minutes (a fleet
+	// query, a key rotation across the cluster): no write timeout there.
+	a.ctlSrv = &http.Server{Handler: a.controlHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, IdleTimeout: a.cfg.HTTPIdleTimeout,
+		ConnState: a.ctlLn.connState}
 	go func() { _ = a.httpSrv.Serve(a.httpLn) }()
 	go func() { _ = a.ctlSrv.Serve(a.ctlLn) }()
 	if len(a.cfg.Join) > 0 {
@@ -479,7 +471,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.updateTags(loops)
 	}()
-	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket)
+	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket,
+		"http_max_connections", a.httpLn.max, "http_max_connections_per_source", a.httpLn.perSource)
 	for {
 		select {
 		case <-ctx.Done():

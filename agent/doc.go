@@ -60,9 +60,14 @@
 //
 // Only cmd parses flags and files; the agent takes a [Config] (strict YAML,
 // documented defaults) and Options. Everything that changes state goes
-// through the control API on a root-only unix socket; the TCP listener
-// serves only /healthz, /metrics (package metrics), the index and the blob
-// service.
+// through the control API on a unix socket of mode 0600, in a folder no
+// other user can change; its client ([ControlClient]) checks the peer's
+// credentials before it sends anything (see control.go). The TCP listener
+// serves only /healthz, /metrics (package metrics), the index, the blob
+// service and what this host reports of its rollouts (a failed health
+// command by its class only); it caps its connections in all and per
+// source, times out idle and slow ones, and leaves the process's file
+// descriptors to the rest of the agent (see listener.go).
 //
 // Dependencies point inward: cmd uses agent; agent uses gossip, rollout,
 // metrics, splice, signing and kmod; none of those import agent.

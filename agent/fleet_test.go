@@ -77,6 +77,10 @@ func (f *testFleet) config(name string) Config {
 	cfg.NodeName = name
 	cfg.Bind = "127.0.0.1:0"
 	cfg.HTTP = "127.0.0.1:0"
+	// Every agent of a test fleet connects from 127.0.0.1, as many hosts
+	// behind one address would: the cap per source would count them all
+	// as one (TestFiftyAgentRollouts saw thousands of refusals with 64).
+	cfg.HTTPMaxConnectionsPerSource = cfg.HTTPMaxConnections
 	cfg.ControlSocket = filepath.Join(d, "ctl.sock")
 	cfg.GossipKeyFile = f.keyFile
 	cfg.Keyring = f.keyring

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -141,10 +142,32 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w: health command %s: %w", errCheckInterrupted, p.a.cfg.HealthCommand[0], err)
 			}
-			return fmt.Errorf("%w: health command %s: %w", errUnhealthy, p.a.cfg.HealthCommand[0], err)
+			return fmt.Errorf("%w: %s; %s: %w", errUnhealthy, healthCommandClass(cctx, err), p.a.cfg.HealthCommand[0], err)
 		}
 	}
 	return nil
+}
+
+// healthCommandFailed starts the class of a failed health command in a
+// failure reason: "health command failed: exit status 3". What follows
+// the class, after a semicolon, is the detail (the command and what it
+// printed); publicReason keeps only the class.
+const healthCommandFailed = "health command failed: "
+
+// healthCommandClass names how the health command failed without what it
+// printed: its exit status, a signal, a timeout, or that it did not run.
+// The class never holds a semicolon (see publicReason).
+func healthCommandClass(ctx context.Context, err error) string {
+	var exit interface{ ExitCode() int }
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return healthCommandFailed + "timed out"
+	case errors.As(err, &exit) && exit.ExitCode() >= 0:
+		return healthCommandFailed + "exit status " + strconv.Itoa(exit.ExitCode())
+	case errors.As(err, &exit):
+		return healthCommandFailed + "killed by a signal"
+	}
+	return healthCommandFailed + "did not run"
 }
 
 // watch checks the host every interval until ctx ends; it returns the

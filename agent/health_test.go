@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -62,7 +64,7 @@ func TestHealthWatchEndingMidCheckIsNoFailure(t *testing.T) {
 
 	a.cfg.HealthTimeout = 20 * time.Millisecond
 	err = p.check(context.Background(), false)
-	if !errors.Is(err, errUnhealthy) || !strings.Contains(err.Error(), "health command check-service: timed out") {
+	if !errors.Is(err, errUnhealthy) || !strings.Contains(err.Error(), "health command failed: timed out; check-service: timed out") {
 		t.Errorf("a health command past its timeout: %v, want a failure", err)
 	}
 }
@@ -92,6 +94,95 @@ gates:
 		}
 		if s := localState(a, st.Digest); s != rollout.StateHealthy {
 			t.Errorf("%s: local state %s, want healthy", a.Name(), s)
+		}
+	}
+}
+
+// exitError is a failed command as cmd's health runner reports it: an
+// exit status and the first bytes of what it printed.
+type exitError struct {
+	code int
+	out  string
+}
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d: %s", e.code, e.out) }
+func (e *exitError) ExitCode() int { return e.code }
+
+// TestHealthOutputIsNotServedOnTCP: the signed report of a host whose
+// health command failed, which every agent serves on the unauthenticated
+// TCP port (/v1/reports/PLAN) and gossips, keeps the class of the failure
+// ("exit status 3") and none of what the command printed; the host's
+// control socket still shows all of it to the operator.
+func TestHealthOutputIsNotServedOnTCP(t *testing.T) {
+	const secret = "db_password=hunter2 at 10.0.0.7"
+	f := newTestFleet(t)
+	f.options = func(o *Options) {
+		o.Config.HealthCommand = []string{"/usr/local/bin/check-db"}
+		o.RunHealth = func(context.Context, []string) error { return &exitError{code: 3, out: secret} }
+	}
+	a := f.start(f.config("host"))
+	_, st := f.publishWithPlan(a, "leaky", 1, `id: ID
+bundle: BUNDLE
+stages:
+  - percent: 100
+gates:
+  health_window: 2s
+`)
+	eventually(t, 60*time.Second, "the host fails its health check", func() error {
+		if s := localState(a, st.Digest); s != rollout.StateFailed {
+			return fmt.Errorf("local state %s", s)
+		}
+		return nil
+	})
+	const class = "health check: health command failed: exit status 3"
+	eventually(t, 30*time.Second, "the signed failure report on the TCP port", func() error {
+		resp, err := http.Get("http://" + a.HTTPAddr() + "/v1/reports/" + st.Digest)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var ans reportsAnswer
+		if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
+			return err
+		}
+		for _, wire := range ans.Reports {
+			if strings.Contains(string(wire), "hunter2") {
+				t.Fatalf("the TCP port serves the health command's output: %q", wire)
+			}
+			rep, err := rollout.DecodeReport(wire)
+			if err != nil {
+				return err
+			}
+			if rep.State == rollout.StateFailed {
+				if rep.Reason != class {
+					t.Fatalf("failure report on the TCP port: reason %q, want %q", rep.Reason, class)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no failure report among %d", len(ans.Reports))
+	})
+	// The operator sees the detail on the failed host's control socket.
+	var full rollout.Status
+	if err := NewControlClient(a.cfg.ControlSocket).Do("GET", "/v1/rollouts/"+st.Digest, nil, &full); err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := json.Marshal(full); !strings.Contains(string(raw), secret) {
+		t.Errorf("the control socket lost the health command's output: %s", raw)
+	}
+}
+
+// TestPublicReason: what the TCP port keeps of a reason.
+func TestPublicReason(t *testing.T) {
+	for in, want := range map[string]string{
+		"health check: health command failed: exit status 3; /bin/check: exit status 3: SECRET": "health check: health command failed: exit status 3",
+		"health check: health command failed: timed out; /bin/check: timed out: SECRET":         "health check: health command failed: timed out",
+		"health check: health command /bin/check: exit status 1: SECRET":                        "health check: health command failed",
+		"apply: health check: health command failed: exit status 2; x: y":                       "apply: health check: health command failed: exit status 2",
+		"health check: the kernel gained taint O":                                               "health check: the kernel gained taint O",
+	} {
+		if got := publicReason(in); got != want {
+			t.Errorf("publicReason(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -60,8 +61,31 @@ func (a *Agent) httpHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.Handle("/v1/heads/", a.blobs)
-	mux.Handle("/v1/modules/", a.blobs)
+	mux.Handle("/v1/modules/", streaming(a.blobs))
 	return mux
+}
+
+// publicReason is a failure reason as it may leave the host: what the
+// operator's health command printed (which may hold anything the command
+// reads) is cut, leaving its class, such as "health check: health command
+// failed: exit status 3". The host's signed reports carry this, since
+// every agent serves them on the unauthenticated TCP port
+// (/v1/reports/PLAN); the whole reason stays on this host, in its
+// rollout's record (its control socket shows it) and in its log.
+func publicReason(reason string) string {
+	i := strings.Index(reason, "health command ")
+	if i < 0 {
+		return reason
+	}
+	rest := reason[i:]
+	if !strings.HasPrefix(rest, healthCommandFailed) {
+		// An older agent's form, "health command NAME: OUTPUT".
+		return reason[:i] + "health command failed"
+	}
+	if j := strings.IndexByte(rest, ';'); j >= 0 {
+		rest = rest[:j]
+	}
+	return reason[:i] + rest
 }
 
 // PublishResult is the control API's answer to a publish.
@@ -352,11 +376,18 @@ type ControlClient struct {
 	c *http.Client
 }
 
-// NewControlClient dials the agent's unix socket.
+// NewControlClient dials the agent's unix socket. Before it sends
+// anything on a connection it checks who serves the socket (see
+// checkControlPeer) and fails with ErrUntrustedControlPeer when it is
+// neither root, the caller's user nor the agent's user.
 func NewControlClient(socket string) *ControlClient {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
+		c, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return nil, err
+		}
+		return dialControl(c, socket)
 	}}
 	return &ControlClient{c: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
 }
@@ -369,6 +400,10 @@ func (c *ControlClient) Do(method, path string, body io.Reader, out any) error {
 		return err
 	}
 	resp, err := c.c.Do(req)
+	var ue *url.Error
+	if errors.As(err, &ue) && errors.Is(err, ErrUntrustedControlPeer) {
+		return fmt.Errorf("agent control socket: %w", ue.Err)
+	}
 	if err != nil {
 		return fmt.Errorf("agent control socket: %w (is the agent running?)", err)
 	}

@@ -35,6 +35,7 @@ func (a *Agent) newMetrics() *metrics.Metrics {
 			Gossip:       func() gossip.Stats { return a.node.Stats() },
 			Distribution: a.distribution,
 			Rollouts:     a.ro.judged,
+			Listeners:    a.listenerStats,
 		},
 	})
 	if err := m.Register(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
@@ -118,6 +119,15 @@ func (a *Agent) distribution() metrics.Distribution {
 		SourcesDemoted:       f.SourcesDemoted,
 		SourcesRefused:       f.SourcesRefused,
 		HolderClaimsRefused:  b.HolderClaimsRefused,
+	}
+}
+
+// listenerStats counts the connections of the TCP listener and the
+// control socket.
+func (a *Agent) listenerStats() []metrics.Listener {
+	return []metrics.Listener{
+		{Name: "http", Open: a.httpLn.Open(), Refused: a.httpLn.refused()},
+		{Name: "control", Open: a.ctlLn.Open(), Refused: a.ctlLn.refused()},
 	}
 }
 

@@ -270,7 +270,7 @@ func (r *rollouts) signLocked(rec *rolloutRecord) {
 	}
 	a := r.a
 	wire, err := rollout.EncodeReport(rollout.HostReport{Plan: rec.Rollout.Digest, Node: a.cfg.NodeName, State: rec.Local.State,
-		Seq: rec.Local.Seq, Reason: rec.Local.Reason}, a.hostKey)
+		Seq: rec.Local.Seq, Reason: publicReason(rec.Local.Reason)}, a.hostKey)
 	if err != nil {
 		a.log.Warn("sign host report", "err", err)
 		return

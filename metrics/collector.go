@@ -43,7 +43,27 @@ type Sources struct {
 	// them, in the order it accepted them (oldest first). It is called at
 	// every scrape and must not evaluate them again.
 	Rollouts func() []rollout.Status
+	// Listeners returns the agent's listeners' connection counts.
+	Listeners func() []Listener
 }
+
+// Listener is what one of the agent's listeners ("http", the TCP port;
+// "control", the unix socket) counted since the agent started.
+type Listener struct {
+	Name string
+	// Open is how many connections it holds open now.
+	Open int
+	// Refused counts connections closed at once by reason: limit (the
+	// listener's cap was reached), source_limit (the source's cap was
+	// reached), failed accepts: no_fds (the process was out of file
+	// descriptors), and idle keep-alive connections closed to make room
+	// for a new one at a cap: evicted.
+	Refused map[string]uint64
+}
+
+// listenerRefusals are the reasons of Listener.Refused, in exposition
+// order.
+var listenerRefusals = []string{"limit", "source_limit", "no_fds", "evicted"}
 
 // Kernel is what the collector reads of the running kernel.
 type Kernel interface {
@@ -135,7 +155,7 @@ type stateCollector struct {
 	bundleStored, bundleOutstanding                                                       *prometheus.Desc
 	members, events, dropped, announcements, badAnn, outsiders, queries, queue, hs, proto *prometheus.Desc
 	served, uploads, refused, fetched, downloads, badPeers, negHits, aeFetches, ver       *prometheus.Desc
-	fetchDropped, demoted, sourcesRefused, claimsRefused                                  *prometheus.Desc
+	fetchDropped, demoted, sourcesRefused, claimsRefused, connsOpen, connsRefused         *prometheus.Desc
 	ro                                                                                    rolloutDescs
 }
 
@@ -185,6 +205,8 @@ func newStateCollector(version string, src Sources, log *slog.Logger) *stateColl
 		demoted:        d("fetch_sources_demoted_total", "Sources that timed out or could not be reached: not asked again in that fetch, and asked last for a while after."),
 		sourcesRefused: d("fetch_sources_refused_total", "Origins and referral hints left out of fetches because no member advertises them."),
 		claimsRefused:  d("blob_holder_claims_refused_total", "Module requests whose holder header named no member's blob service, or not the address the request came from: served, but taking no seed copy and never named in a referral."),
+		connsOpen:      d("connections_open", "Connections open to the agent's listeners: http (the TCP port of /healthz, /metrics and the blob service), control (the unix socket).", "listener"),
+		connsRefused:   d("connections_refused_total", "Connections a listener closed as soon as it accepted them, by reason: limit (its cap of open connections), source_limit (the cap per source address); accepts that failed because the process was out of file descriptors: no_fds; and idle keep-alive connections closed to make room for a new one: evicted.", "listener", "reason"),
 
 		ro: newRolloutDescs(d),
 	}
@@ -196,7 +218,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.patchState, c.patchCVE, c.patchApplied, c.bundleStored, c.bundleOutstanding,
 		c.members, c.events, c.dropped, c.announcements, c.badAnn, c.outsiders, c.queries, c.queue, c.hs, c.proto,
 		c.served, c.uploads, c.refused, c.fetched, c.downloads, c.badPeers, c.negHits, c.aeFetches, c.ver,
-		c.fetchDropped, c.demoted, c.sourcesRefused, c.claimsRefused} {
+		c.fetchDropped, c.demoted, c.sourcesRefused, c.claimsRefused, c.connsOpen, c.connsRefused} {
 		ch <- d
 	}
 	for _, d := range c.ro.all() {
@@ -329,6 +351,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, l := range labels {
 			counter(c.ver, byLabel[l], l)
+		}
+	}
+
+	if c.src.Listeners != nil {
+		for _, l := range c.src.Listeners() {
+			gauge(c.connsOpen, float64(l.Open), l.Name)
+			for _, r := range listenerRefusals {
+				counter(c.connsRefused, l.Refused[r], l.Name, r)
+			}
 		}
 	}
 

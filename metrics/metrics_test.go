@@ -80,6 +80,12 @@ func fakeSources(stateDir string) metrics.Sources {
 				SourcesDemoted:       3, SourcesRefused: 2, HolderClaimsRefused: 3}
 		},
 		Rollouts: func() []rollout.Status { return fakeRollouts },
+		Listeners: func() []metrics.Listener {
+			return []metrics.Listener{
+				{Name: "http", Open: 12, Refused: map[string]uint64{"limit": 3, "source_limit": 40}},
+				{Name: "control", Open: 1},
+			}
+		},
 	}
 }
 

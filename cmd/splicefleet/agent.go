@@ -20,6 +20,7 @@ import (
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -199,7 +200,7 @@ plan its trust policy refuses.`,
 				}
 				return err
 			}
-			fmt.Fprintf(e.stdout, "published %s version %d (manifest %s)\n", res.ID, res.Version, res.ManifestDigest)
+			fmt.Fprintf(e.stdout, "published %s version %d (manifest %s)\n", safetext.String(res.ID), res.Version, safetext.String(res.ManifestDigest))
 			if plan == "" {
 				return nil
 			}
@@ -233,7 +234,7 @@ func newMembersCmd(e *env) *cobra.Command {
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS")
 			for _, m := range ms {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", m.Name, m.Addr, m.Status)
+				fmt.Fprintf(w, "%s\t%s\t%s\n", safetext.String(m.Name), safetext.String(m.Addr), safetext.String(m.Status))
 			}
 			return w.Flush()
 		},
@@ -269,15 +270,16 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "HOST\tSTATUS\tKERNEL\tARCH\tAGENT\tAPPLIED\tHELD\tBUNDLES")
 			for _, s := range st {
-				bundles := strings.Join(s.Bundles, ",")
+				q := safetext.String
+				bundles := strings.Join(safetext.Strings(s.Bundles), ",")
 				if !s.Answered {
 					bundles = "(no answer within " + timeout.String() + ")"
 				}
-				kernel := orDash(s.Kernel)
+				kernel := orDash(q(s.Kernel))
 				if s.Simulated {
 					kernel += " (SIMULATED)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Status, kernel, orDash(s.Arch), orDash(s.Version), orDash(s.Applied), orDash(s.Held), orDash(bundles))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(s.Name), q(s.Status), kernel, orDash(q(s.Arch)), orDash(q(s.Version)), orDash(q(s.Applied)), orDash(q(s.Held)), orDash(bundles))
 			}
 			return w.Flush()
 		},
@@ -320,7 +322,7 @@ func newKeysCmd(e *env) *cobra.Command {
 			}
 			sort.Strings(names)
 			for _, k := range names {
-				fmt.Fprintf(e.stdout, "%s  %d members\n", k, keys[k])
+				fmt.Fprintf(e.stdout, "%s  %d members\n", safetext.String(k), keys[k])
 			}
 			return nil
 		},

@@ -101,8 +101,10 @@ type demo struct {
 }
 
 func runDemo(ctx context.Context, e *env, f demoFlags) error {
-	d := &demo{out: e.stdout, start: time.Now()}
-	d.live = isTerminal(e.stdout) && e.getenv("TERM") != "dumb"
+	// The live view draws with escape sequences of its own: it writes to
+	// stdout as given. What it shows comes from the demo's own agents.
+	d := &demo{out: e.rawStdout, start: time.Now()}
+	d.live = isTerminal(e.rawStdout) && e.getenv("TERM") != "dumb"
 	d.color = d.live && e.getenv("NO_COLOR") == ""
 	dir, temporary, err := demoDir(f.dir)
 	if err != nil {
@@ -450,6 +452,17 @@ func (d *demo) style(code, s string) string {
 func (d *demo) bold(s string) string  { return d.style("1", s) }
 func (d *demo) green(s string) string { return d.style("32", s) }
 func (d *demo) red(s string) string   { return d.style("31", s) }
+
+// exactStdout is where a command prints bytes that must come out exactly
+// (a manifest, whose bytes signatures cover): stdout as given when it is
+// a file or a pipe, and escaped when it is a terminal, where nobody can
+// take the bytes anyway.
+func exactStdout(e *env) io.Writer {
+	if isTerminal(e.rawStdout) {
+		return e.stdout
+	}
+	return e.rawStdout
+}
 
 // isTerminal reports whether w is a terminal (a character device).
 func isTerminal(w io.Writer) bool {

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -122,7 +123,7 @@ before the kernel is touched; a refusal changes nothing.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "applied %s version %d (module %s) to %s%s\n", patch.ID, patch.Version, patch.Module, patch.Kernel.Release, k.Note())
+				fmt.Fprintf(e.stdout, "applied %s version %d (module %s) to %s%s\n", safetext.String(patch.ID), patch.Version, safetext.String(patch.Module), patch.Kernel.Release, k.Note())
 				return nil
 			})
 		},
@@ -156,7 +157,7 @@ superseded), so the host returns to where it was before the upgrade.`,
 				if all {
 					done, err := h.UndoAll(ctx)
 					for _, p := range done {
-						fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+						fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", safetext.String(p.ID), p.Version, safetext.String(p.Module), k.Note())
 					}
 					if err == nil && len(done) == 0 {
 						fmt.Fprintln(e.stdout, "nothing to undo")
@@ -165,10 +166,10 @@ superseded), so the host returns to where it was before the upgrade.`,
 				}
 				p, restored, err := h.Undo(ctx, args[0])
 				if p != nil && (err == nil || len(restored) > 0) {
-					fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+					fmt.Fprintf(e.stdout, "undone %s version %d (module %s)%s\n", safetext.String(p.ID), p.Version, safetext.String(p.Module), k.Note())
 				}
 				for _, q := range restored {
-					fmt.Fprintf(e.stdout, "put back %s version %d (module %s), which it had replaced\n", q.ID, q.Version, q.Module)
+					fmt.Fprintf(e.stdout, "put back %s version %d (module %s), which it had replaced\n", safetext.String(q.ID), q.Version, safetext.String(q.Module))
 				}
 				return err
 			})
@@ -207,7 +208,10 @@ func newViewCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// printView renders the host's view. Patch ids, modules, functions and
+// reasons come from bundles (files) and are escaped.
 func printView(e *env, v *splice.HostView) {
+	q := safetext.String
 	k := v.Kernel
 	kind := "kernel"
 	if k.Simulated {
@@ -232,22 +236,22 @@ func printView(e *env, v *splice.HostView) {
 			if !p.AppliedAt.IsZero() {
 				applied = p.AppliedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", stack, p.ID, p.Version, p.State, p.Module, kernelState(p), applied, strings.Join(p.Functions, ","))
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", stack, q(p.ID), p.Version, p.State, q(p.Module), kernelState(p), applied, q(strings.Join(p.Functions, ",")))
 		}
 		_ = w.Flush()
 		for _, p := range v.Patches {
 			if p.Reason != "" {
-				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", p.ID, p.Version, p.Reason)
+				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", q(p.ID), p.Version, q(p.Reason))
 			}
 		}
 		for _, p := range v.Patches {
 			if d := kernelDetail(p.Kernel); d != "" {
-				fmt.Fprintf(e.stdout, "  kernel: %s %s\n", p.Module, d)
+				fmt.Fprintf(e.stdout, "  kernel: %s %s\n", q(p.Module), q(d))
 			}
 		}
 	}
 	for _, f := range v.Foreign {
-		fmt.Fprintf(e.stdout, "livepatch %s is loaded but not managed by splicefleet (enabled %v, in transition %v)\n", f.Name, f.Enabled, f.Transition)
+		fmt.Fprintf(e.stdout, "livepatch %s is loaded but not managed by splicefleet (enabled %v, in transition %v)\n", q(f.Name), f.Enabled, f.Transition)
 	}
 }
 
@@ -308,7 +312,7 @@ crash-loop guard) and is reported as failed.`,
 			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
 				done, err := h.Boot(ctx)
 				for _, p := range done {
-					fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", p.ID, p.Version, p.Module, k.Note())
+					fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", safetext.String(p.ID), p.Version, safetext.String(p.Module), k.Note())
 				}
 				if err == nil && len(done) == 0 {
 					fmt.Fprintln(e.stdout, "nothing to re-apply")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -88,7 +89,16 @@ and who signed it. Use "splicefleet verify" to judge a bundle.`,
 
 func printInspection(e *env, in *inspection) error {
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	row := func(k, format string, args ...any) { fmt.Fprintf(w, "%s\t"+format+"\n", append([]any{k}, args...)...) }
+	// Everything a bundle says comes from a file anyone can hand the
+	// operator: every string is escaped before it reaches the terminal.
+	row := func(k, format string, args ...any) {
+		for i, a := range args {
+			if s, ok := a.(string); ok {
+				args[i] = safetext.String(s)
+			}
+		}
+		fmt.Fprintf(w, "%s\t"+format+"\n", append([]any{k}, args...)...)
+	}
 	row("bundle", "%s (format %s, not verified: use splicefleet verify)", in.Bundle, in.Format)
 	row("manifest", "sha256 %s", in.ManifestDigest)
 	if m := in.Manifest; m != nil {

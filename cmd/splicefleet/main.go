@@ -9,6 +9,10 @@
 // scripts: 0 success, 1 the input was refused (a bundle failed
 // verification or is not acceptable), 2 usage, configuration or I/O
 // errors.
+//
+// Everything the commands print goes through package safetext's writer:
+// names, reasons and descriptions come from other hosts and from files,
+// and no escape sequence in them reaches the operator's terminal.
 package main
 
 import (
@@ -23,6 +27,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -48,11 +53,15 @@ func main() {
 // env is what commands read from the outside world besides files, so tests
 // can run the CLI in-process.
 type env struct {
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
-	now    func() time.Time
+	stdin io.Reader
+	// stdout and stderr escape what a terminal would act on (see
+	// runEnv); rawStdout is stdout as given, for the demo's live view and
+	// for bytes that must come out exactly (see exactStdout).
+	stdout    io.Writer
+	stderr    io.Writer
+	rawStdout io.Writer
+	getenv    func(string) string
+	now       func() time.Time
 	// stepHook, when set (by tests only), runs after each journaled step
 	// of apply and undo.
 	stepHook func(step string)
@@ -63,6 +72,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 }
 
 func runEnv(e *env, args []string) int {
+	// Much of what the commands print came from other hosts (names,
+	// reasons, tags) or from files (manifests): every byte printed goes
+	// through safetext.Writer, so no escape sequence in them reaches the
+	// terminal whichever command prints it; the commands escape single
+	// values besides (safetext.String), so that a tab or a newline in a
+	// name cannot add a column or a row to a table.
+	if e.rawStdout == nil {
+		e.rawStdout = e.stdout
+	}
+	e.stdout, e.stderr = safetext.Writer(e.stdout), safetext.Writer(e.stderr)
 	stdin, stdout, stderr := e.stdin, e.stdout, e.stderr
 	root := newRootCmd(e)
 	root.SetArgs(args)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -145,10 +146,10 @@ func publishPlan(e *env, socket, planPath string, d *rollout.Document) error {
 	}
 	if st.State != rollout.Running {
 		// The agent followed this plan already: say where it stands.
-		fmt.Fprintf(e.stdout, "rollout %s (plan %s) is already %s: %s\n", st.ID, st.Digest, st.State, st.Why)
+		fmt.Fprintf(e.stdout, "rollout %s (plan %s) is already %s: %s\n", safetext.String(st.ID), st.Digest, st.State, safetext.String(st.Why))
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "rollout %s started (plan %s): %s\n", st.ID, st.Digest, st.Why)
+	fmt.Fprintf(e.stdout, "rollout %s started (plan %s): %s\n", safetext.String(st.ID), st.Digest, safetext.String(st.Why))
 	return nil
 }
 
@@ -181,8 +182,8 @@ rolls the patch back everywhere.`,
 			fmt.Fprintln(w, "ROLLOUT\tPLAN\tSTATE\tSTAGE\tHEALTHY\tFAILED\tWHY")
 			for _, st := range sts {
 				s := st.Stages[st.Open]
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d %s\t%d/%d\t%d\t%s\n", st.ID, st.Digest[:12], st.State, st.Open+1, len(st.Stages), s.Name,
-					s.Healthy, s.Cohort, len(st.Failed), st.Why)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d %s\t%d/%d\t%d\t%s\n", safetext.String(st.ID), st.Digest[:12], st.State, st.Open+1, len(st.Stages), safetext.String(s.Name),
+					s.Healthy, s.Cohort, len(st.Failed), safetext.String(st.Why))
 			}
 			return w.Flush()
 		},
@@ -309,7 +310,7 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s %s (seq %d): %s\n", action, st.ID, c.Seq, st.Why)
+			fmt.Fprintf(e.stdout, "%s %s (seq %d): %s\n", action, safetext.String(st.ID), c.Seq, safetext.String(st.Why))
 			if note := rollout.PromoteNote(st); action == rollout.ActionPromote && note != "" {
 				fmt.Fprintf(e.stdout, "note: %s\n", note)
 			}
@@ -337,11 +338,13 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// printStatus renders one rollout for people.
+// printStatus renders one rollout for people. Its ids, names and
+// reasons come from signed plans and from other hosts, and are escaped.
 func printStatus(out io.Writer, st rollout.Status) {
-	fmt.Fprintf(out, "rollout %s (plan %s, bundle %s)\n", st.ID, st.Digest[:12], st.Bundle[:12])
-	fmt.Fprintf(out, "state:   %s (on halt: %s)\n", st.State, st.OnHalt)
-	fmt.Fprintf(out, "why:     %s\n", st.Why)
+	q := safetext.String
+	fmt.Fprintf(out, "rollout %s (plan %s, bundle %s)\n", q(st.ID), q(st.Digest[:12]), q(st.Bundle[:12]))
+	fmt.Fprintf(out, "state:   %s (on halt: %s)\n", q(st.State), q(st.OnHalt))
+	fmt.Fprintf(out, "why:     %s\n", q(st.Why))
 	if st.Self.Targeted {
 		fmt.Fprintf(out, "this host: stage %d, bucket %d, %s\n", st.Self.Stage+1, st.Self.Bucket, st.Self.State)
 	} else {
@@ -350,7 +353,7 @@ func printStatus(out io.Writer, st rollout.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "\nSTAGE\tOPEN\tCOHORT\tAPPLIED\tHEALTHY\tFAILED\tWAITING\tNOTE")
 	for i, s := range st.Stages {
-		note := strings.Join(s.WaitingFor, ", ")
+		note := strings.Join(safetext.Strings(s.WaitingFor), ", ")
 		if !s.OpensAt.IsZero() && !s.Open {
 			note = "opens at " + s.OpensAt.UTC().Format("15:04:05")
 		}
@@ -358,11 +361,11 @@ func printStatus(out io.Writer, st rollout.Status) {
 		if s.Open {
 			open = "yes"
 		}
-		fmt.Fprintf(w, "%d %s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", i+1, s.Name, open, s.Cohort, s.Applied, s.Healthy, s.Failed, s.Waiting, note)
+		fmt.Fprintf(w, "%d %s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", i+1, q(s.Name), open, s.Cohort, s.Applied, s.Healthy, s.Failed, s.Waiting, note)
 	}
 	_ = w.Flush()
 	for _, f := range st.Failed {
-		fmt.Fprintf(out, "failed: %s\n", f)
+		fmt.Fprintf(out, "failed: %s\n", q(f))
 	}
 	for _, f := range st.Regressed {
 		fmt.Fprintf(out, "regressed: %s\n", f)

@@ -124,7 +124,7 @@ gpg checks against the manifest:
 				return err
 			}
 			if !sigs {
-				_, err = e.stdout.Write(b.Manifest)
+				_, err = exactStdout(e).Write(b.Manifest)
 				return err
 			}
 			if len(b.Signatures) == 0 {

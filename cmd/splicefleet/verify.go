@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/splicefleet/splicefleet/internal/safetext"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -37,10 +38,10 @@ when all of that holds; otherwise exits 1 with one line that says why.`,
 			}
 			m := v.Manifest
 			fmt.Fprintf(e.stdout, "OK %s: %s version %d for %s/%s, signed by %d of %d required keys:\n",
-				args[0], m.ID, m.Version, m.Target.Release, m.Target.Arch, len(v.Signers), p.Threshold())
+				args[0], safetext.String(m.ID), m.Version, safetext.String(m.Target.Release), safetext.String(m.Target.Arch), len(v.Signers), p.Threshold())
 			for _, fpr := range v.Signers {
 				k, _ := p.Keyring().Lookup(fpr)
-				fmt.Fprintf(e.stdout, "  %s\n", k)
+				fmt.Fprintf(e.stdout, "  %s\n", safetext.String(fmt.Sprint(k)))
 			}
 			return nil
 		},

@@ -178,6 +178,9 @@ func (f *Fleet) start(o Options, name, ring string) (*Host, error) {
 	cfg.NodeName = name
 	cfg.Bind = "127.0.0.1:0"
 	cfg.HTTP = "127.0.0.1:0"
+	// Every host of the fleet connects from 127.0.0.1: the cap per
+	// source would count them all as one.
+	cfg.HTTPMaxConnectionsPerSource = cfg.HTTPMaxConnections
 	cfg.ControlSocket = filepath.Join(dir, "control.sock")
 	cfg.GossipKeyFile = filepath.Join(f.dir, GossipKeyFile)
 	cfg.Keyring = filepath.Join(f.dir, KeyringFile)
