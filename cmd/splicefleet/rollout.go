@@ -368,6 +368,6 @@ func printStatus(out io.Writer, st rollout.Status) {
 		fmt.Fprintf(out, "failed: %s\n", q(f))
 	}
 	for _, f := range st.Regressed {
-		fmt.Fprintf(out, "regressed: %s\n", f)
+		fmt.Fprintf(out, "regressed: %s\n", q(f))
 	}
 }
