@@ -116,7 +116,7 @@ func listenControl(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	defer os.RemoveAll(stage)
+	defer func() { _ = os.RemoveAll(stage) }()
 	tmp := filepath.Join(stage, "s")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
@@ -124,7 +124,7 @@ func listenControl(path string) (net.Listener, error) {
 	}
 	ln.SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	if err := os.Chmod(tmp, 0o600); err != nil {
@@ -183,7 +183,7 @@ func dialControl(conn net.Conn, socket string) (net.Conn, error) {
 		err = checkControlPeer(socket, uid)
 	}
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, err
 	}
 	return conn, nil

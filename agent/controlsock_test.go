@@ -106,7 +106,7 @@ func startImpostor(t *testing.T, uid int) *impostor {
 		writeJSON(w, http.StatusOK, map[string]string{"done": "install"})
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(countingListener{ln, &im.received}) }()
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { _ = srv.Close() })
 	return im
 }
 

@@ -214,13 +214,13 @@ func New(opts Options) (*Agent, error) {
 	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
 		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		OnFetch: a.fetchObserved, Member: a.isMemberHTTP}); err != nil {
-		a.httpLn.Close()
+		_ = a.httpLn.Close()
 		return nil, err
 	}
 	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
 	ctlLn, err := listenControl(cfg.ControlSocket)
 	if err != nil {
-		a.httpLn.Close()
+		_ = a.httpLn.Close()
 		return nil, err
 	}
 	a.ctlLn = newConnLimiter(ctlLn, controlConns, 0, a.log)
@@ -291,10 +291,10 @@ func readLimited(path string, limit int64) ([]byte, error) {
 
 func (a *Agent) closeListeners() {
 	if a.httpLn != nil {
-		a.httpLn.Close()
+		_ = a.httpLn.Close()
 	}
 	if a.ctlLn != nil {
-		a.ctlLn.Close()
+		_ = a.ctlLn.Close()
 	}
 }
 

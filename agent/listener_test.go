@@ -23,7 +23,7 @@ func dialFrom(t *testing.T, src, addr string) net.Conn {
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", addr, src, err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
@@ -54,7 +54,7 @@ func refusedFrom(src, addr string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	return closedByPeer(c, 10*time.Second)
 }
 
@@ -79,7 +79,7 @@ func TestListenerCapsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := newConnLimiter(inner, 5, 3, warnLogger(t))
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	accepted := make(chan net.Conn, 100)
 	go func() {
 		for {
@@ -135,7 +135,7 @@ func TestListenerCapsConnections(t *testing.T) {
 		t.Errorf("refused for the total cap: %d, want 1", got)
 	}
 	// Closing one lets the next one in.
-	held[0].Close()
+	_ = held[0].Close()
 	dialFrom(t, "127.0.0.2", addr)
 	take(1)
 }
@@ -182,7 +182,7 @@ func TestListenerBacksOffWhenOutOfDescriptors(t *testing.T) {
 	if got := l.refused()[connNoFDs]; got < 5 {
 		t.Errorf("no_fds counted %d, want at least 5", got)
 	}
-	l.Close()
+	_ = l.Close()
 	select {
 	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {

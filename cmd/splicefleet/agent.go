@@ -19,8 +19,8 @@ import (
 
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/gossip"
-	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/internal/safetext"
+	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
 

@@ -44,7 +44,7 @@ func TestKeysInstallRefusesAnotherUsersSocket(t *testing.T) {
 		_, _ = w.Write([]byte(`{"done":"install"}`))
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { _ = srv.Close() })
 
 	key := "c2VjcmV0IGdvc3NpcCBrZXkgb2YgdGhlIGNsdXN0ZXI="
 	code, out, errs := c.run("keys", "install", key, "--control-socket", socket)

@@ -67,7 +67,7 @@ func flood(t *testing.T, src, addr string, n int, slow bool) []*floodConn {
 	ready.Wait()
 	t.Cleanup(func() {
 		for _, fc := range conns {
-			fc.c.Close()
+			_ = fc.c.Close()
 		}
 	})
 	return conns
