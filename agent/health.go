@@ -133,7 +133,7 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 	// The simulated kernel's injected health fault stands in for a
 	// failing operator health command in tests and the demo.
 	if s, ok := k.(interface{ HealthFault() bool }); ok && s.HealthFault() {
-		return fmt.Errorf("%w: the health command failed (injected fault of the SIMULATED kernel)", errUnhealthy)
+		return fmt.Errorf("%w: "+healthCommandFailed+"injected fault of the SIMULATED kernel", errUnhealthy)
 	}
 	if len(p.a.cfg.HealthCommand) > 0 && p.a.runHealth != nil {
 		cctx, cancel := context.WithTimeout(ctx, p.a.cfg.HealthTimeout)

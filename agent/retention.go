@@ -157,15 +157,18 @@ func orElse(t, fallback time.Time) time.Time {
 // collectBundles drops the bundles whose retention ran out, and returns
 // their digests.
 func (a *Agent) collectBundles() []string {
+	// Listed under the rollouts' lock, as every drop is made: two
+	// collections at once (the anti-entropy tick's and a caller's) must
+	// not both drop, and count, one bundle.
+	r := a.ro
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	entries, err := a.store.List()
 	if err != nil {
 		a.log.Warn("bundle retention: list the store", "err", err)
 		return nil
 	}
 	now := a.now()
-	r := a.ro
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var dropped []string
 	for _, e := range entries {
 		expired := e.Expires != nil && !now.Before(*e.Expires)

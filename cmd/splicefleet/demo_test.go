@@ -50,8 +50,8 @@ func TestDemo(t *testing.T) {
 		"rollout done: 8 of 8 hosts healthy, and the SIMULATED kernels of 8 of 8 hosts run lp_demo_good",
 		// The bad one.
 		"injected into host-02's SIMULATED kernel: the health check fails while lp_demo_bad is loaded",
-		"host-02 FAILED: health check: the health command failed (injected fault of the SIMULATED kernel)",
-		"rollout HALTED fleet-wide: 1 host failed (host-02: health check: the health command failed",
+		"host-02 FAILED: health check: health command failed: injected fault of the SIMULATED kernel",
+		"rollout HALTED fleet-wide: 1 host failed (host-02: health check: health command failed: injected fault of the SIMULATED kernel",
 		"check passed: no host outside the canary ring applied demo-bad",
 		"the SIMULATED kernels of 8 of 8 hosts run lp_demo_good, and none runs lp_demo_bad",
 		"stopping 8 agents",
