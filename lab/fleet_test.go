@@ -94,7 +94,7 @@ failing() {
 		mark $what-publish-at "$(uptime_s)"
 		try $what-publish sfc publish /lab/bundles/$bundle --plan /lab/fleet/$id.yaml --key /lab/keys/release.sec.asc
 	fi
-	halted() { sfc rollout status $id --json 2>/dev/null | grep -q '"state": "halted"'; }
+	halted() { sfc rollout status $id --json 2>/dev/null | grep -qE '"state": "(halted|rolled-back|revoked)"'; }
 	at $what-halted-at 150 halted
 	# This host's own state in the halted rollout: failed on the canary,
 	# halted (never applied) everywhere else; and the canary's reason,
