@@ -1,13 +1,16 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,12 +114,15 @@ func (e *exitError) ExitCode() int { return e.code }
 // TestHealthOutputIsNotServedOnTCP: the signed report of a host whose
 // health command failed, which every agent serves on the unauthenticated
 // TCP port (/v1/reports/PLAN) and gossips, keeps the class of the failure
-// ("exit status 3") and none of what the command printed; the host's
-// control socket still shows all of it to the operator.
+// ("exit status 3") and none of what the command printed; the host
+// judges itself by the same words, and its log keeps what the command
+// printed.
 func TestHealthOutputIsNotServedOnTCP(t *testing.T) {
 	const secret = "db_password=hunter2 at 10.0.0.7"
 	f := newTestFleet(t)
+	var log syncBuffer
 	f.options = func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		o.Config.HealthCommand = []string{"/usr/local/bin/check-db"}
 		o.RunHealth = func(context.Context, []string) error { return &exitError{code: 3, out: secret} }
 	}
@@ -162,14 +168,36 @@ gates:
 		}
 		return fmt.Errorf("no failure report among %d", len(ans.Reports))
 	})
-	// The operator sees the detail on the failed host's control socket.
-	var full rollout.Status
-	if err := NewControlClient(a.cfg.ControlSocket).Do("GET", "/v1/rollouts/"+st.Digest, nil, &full); err != nil {
+	// The host names the cause as every other host does; its log keeps
+	// what the command printed, for the operator.
+	var own rollout.Status
+	if err := NewControlClient(a.cfg.ControlSocket).Do("GET", "/v1/rollouts/"+st.Digest, nil, &own); err != nil {
 		t.Fatal(err)
 	}
-	if raw, _ := json.Marshal(full); !strings.Contains(string(raw), secret) {
-		t.Errorf("the control socket lost the health command's output: %s", raw)
+	if want := []string{"host: " + class}; !slices.Equal(own.Failed, want) {
+		t.Errorf("failed hosts on the control socket: %q, want %q", own.Failed, want)
 	}
+	if !strings.Contains(log.String(), secret) {
+		t.Errorf("the host's log lost the health command's output:\n%s", log.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestPublicReason: what the TCP port keeps of a reason.
@@ -177,7 +205,7 @@ func TestPublicReason(t *testing.T) {
 	for in, want := range map[string]string{
 		"health check: health command failed: exit status 3; /bin/check: exit status 3: SECRET": "health check: health command failed: exit status 3",
 		"health check: health command failed: timed out; /bin/check: timed out: SECRET":         "health check: health command failed: timed out",
-		"health check: health command /bin/check: exit status 1: SECRET":                        "health check: health command failed",
+		"health check: the health command failed (injected fault of the SIMULATED kernel)":      "health check: the health command failed (injected fault of the SIMULATED kernel)",
 		"apply: health check: health command failed: exit status 2; x: y":                       "apply: health check: health command failed: exit status 2",
 		"health check: the kernel gained taint O":                                               "health check: the kernel gained taint O",
 	} {

@@ -71,21 +71,18 @@ func (a *Agent) httpHandler() http.Handler {
 // failed: exit status 3". The host's signed reports carry this, since
 // every agent serves them on the unauthenticated TCP port
 // (/v1/reports/PLAN); the whole reason stays on this host, in its
-// rollout's record (its control socket shows it) and in its log.
+// rollout's record and in its log ("host state in rollout"). The host
+// judges its own part by the same words, so every host names the same
+// cause.
 func publicReason(reason string) string {
-	i := strings.Index(reason, "health command ")
+	i := strings.Index(reason, healthCommandFailed)
 	if i < 0 {
 		return reason
 	}
-	rest := reason[i:]
-	if !strings.HasPrefix(rest, healthCommandFailed) {
-		// An older agent's form, "health command NAME: OUTPUT".
-		return reason[:i] + "health command failed"
+	if j := strings.IndexByte(reason[i:], ';'); j >= 0 {
+		return reason[:i+j]
 	}
-	if j := strings.IndexByte(rest, ';'); j >= 0 {
-		rest = rest[:j]
-	}
-	return reason[:i] + rest
+	return reason
 }
 
 // PublishResult is the control API's answer to a publish.

@@ -496,7 +496,8 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 		v.KnownBy = rec.Rollout.Accepted
 	}
 	if rec.Local.State != rollout.StateNone {
-		v.Reports[v.Self] = rollout.Evidence{State: rec.Local.State, Reason: rec.Local.Reason}
+		// As its signed report says it, so that every host names the same cause.
+		v.Reports[v.Self] = rollout.Evidence{State: rec.Local.State, Reason: publicReason(rec.Local.Reason)}
 	} else {
 		delete(v.Reports, v.Self)
 	}

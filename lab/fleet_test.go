@@ -269,9 +269,9 @@ var failingRollouts = []failingRollout{
 	{"refuse", "lab-refuse", "refuse-1.splice",
 		`load lp_refuse: .*invalid argument`, `\|- +refuse +1 +failed +lp_refuse +not loaded `},
 	{"version", "lab-version", "version-1.splice",
-		// Other hosts have the class of the failure from the canary's
-		// signed report; the canary itself shows what the command printed.
-		`health check: health command failed: exit status 1($|; /lab/fleet/health.sh: exit status 1: the service is down: /proc/version reads splicefleet: version patched$)`,
+		// The class of the failure only, as the canary signed it: what
+		// the command printed stays in the canary's log.
+		`health check: health command failed: exit status 1$`,
 		`\|- +version +1 +reverted +lp_version +not loaded `},
 }
 
