@@ -160,8 +160,8 @@ func socketFlag(cmd *cobra.Command, p *string) {
 }
 
 func newPublishCmd(e *env) *cobra.Command {
-	var socket, plan, passFile string
-	var keys, sigFiles []string
+	var socket, plan string
+	var sign docSigning
 	cmd := &cobra.Command{
 		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)]",
 		Short: "Hand a bundle to the local agent, which verifies, stores and announces it; with --plan, roll it out",
@@ -188,7 +188,7 @@ plan its trust policy refuses.`,
 			// too, not with a bundle nobody rolls out.
 			var planDoc *rollout.Document
 			if plan != "" {
-				if planDoc, err = preparePlan(e, raw, args[0], plan, keys, sigFiles, passFile); err != nil {
+				if planDoc, err = preparePlan(e, raw, args[0], plan, sign); err != nil {
 					return err
 				}
 			}
@@ -209,9 +209,7 @@ plan its trust policy refuses.`,
 	}
 	socketFlag(cmd, &socket)
 	cmd.Flags().StringVar(&plan, "plan", "", "roll the bundle out with this plan (YAML)")
-	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign the plan with (repeat for a threshold)")
-	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the plan made elsewhere")
-	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+	sign.flags(cmd, "the plan")
 	return cmd
 }
 

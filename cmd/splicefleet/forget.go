@@ -14,8 +14,8 @@ import (
 )
 
 func newForgetCmd(e *env) *cobra.Command {
-	var socket, passFile, reason, bodyIn, bodyOut string
-	var keys, sigFiles []string
+	var socket, reason, bodyIn, bodyOut string
+	var sign docSigning
 	cmd := &cobra.Command{
 		Use:   "forget BUNDLE [--key SECRET.asc | --signature SIG.asc]",
 		Short: "Drop a held bundle's copy for distribution now: on this host, or on every host with a signed command",
@@ -45,7 +45,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 			if err != nil {
 				return err
 			}
-			fleet := len(keys) > 0 || len(sigFiles) > 0 || bodyIn != "" || bodyOut != ""
+			fleet := sign.given() || bodyIn != "" || bodyOut != ""
 			if !fleet {
 				var ent agent.Entry
 				if err := c.Do("POST", "/v1/bundles/"+digest+"/forget", nil, &ent); err != nil {
@@ -79,7 +79,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 					return &refusal{fmt.Errorf("%s is a %s, not a forget of bundle %s", bodyIn, given.Action, digest)}
 				}
 			}
-			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+			sigs, err := sign.sign(e, body)
 			if err != nil {
 				return err
 			}
@@ -91,9 +91,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 		},
 	}
 	socketFlag(cmd, &socket)
-	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign a fleet-wide forget with (repeat for a threshold)")
-	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the forget made elsewhere")
-	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+	sign.flags(cmd, "a fleet-wide forget")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the logs")
 	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the forget command's bytes to FILE for signing elsewhere, and send nothing")
 	cmd.Flags().StringVar(&bodyIn, "body", "", "send the forget command in FILE (made by --body-out) with its --signature(s)")

@@ -48,8 +48,8 @@ verifies (the keyring and threshold of rollout commands) and takes.`,
 }
 
 func newRekeyCmd(e *env) *cobra.Command {
-	var socket, passFile, reason, hostKey string
-	var keys, sigFiles []string
+	var socket, reason, hostKey string
+	var sign docSigning
 	cmd := &cobra.Command{
 		Use:   "rekey NODE --host-key KEY --key SECRET.asc",
 		Short: "sign a re-key: the fleet takes KEY as NODE's host key",
@@ -65,7 +65,7 @@ NODE, so an old one replayed is refused.`,
 			if err != nil {
 				return &refusal{err}
 			}
-			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+			sigs, err := sign.sign(e, body)
 			if err != nil {
 				return err
 			}
@@ -79,9 +79,7 @@ NODE, so an old one replayed is refused.`,
 	socketFlag(cmd, &socket)
 	cmd.Flags().StringVar(&hostKey, "host-key", "", "NODE's new host key, as 'splicefleet hosts key' prints it on NODE")
 	_ = cmd.MarkFlagRequired("host-key")
-	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign with (repeat for a threshold)")
-	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the re-key made elsewhere")
-	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+	sign.flags(cmd, "the re-key")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the log")
 	return cmd
 }

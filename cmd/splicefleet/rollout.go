@@ -64,6 +64,31 @@ func signers(e *env, keys []string, passFile string) ([]*signing.Signer, error) 
 	return out, nil
 }
 
+// docSigning is how a command signs a document: with secret keys (--key,
+// repeatable for a threshold) and detached signatures made elsewhere
+// (--signature), the flags every command that signs a plan, an operator
+// command or a re-key shares.
+type docSigning struct {
+	keys, sigFiles []string
+	passFile       string
+}
+
+// flags adds the signing flags to cmd; what names the signed document in
+// their help ("the plan", "the re-key").
+func (d *docSigning) flags(cmd *cobra.Command, what string) {
+	cmd.Flags().StringArrayVar(&d.keys, "key", nil, "secret key to sign "+what+" with (repeat for a threshold)")
+	cmd.Flags().StringArrayVar(&d.sigFiles, "signature", nil, "detached signature over "+what+" made elsewhere")
+	cmd.Flags().StringVar(&d.passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+}
+
+// given reports whether any key or signature was given.
+func (d *docSigning) given() bool { return len(d.keys) > 0 || len(d.sigFiles) > 0 }
+
+// sign signs body as the flags say (see signDoc).
+func (d *docSigning) sign(e *env, body []byte) ([][]byte, error) {
+	return signDoc(e, body, d.keys, d.sigFiles, d.passFile)
+}
+
 // signDoc signs body with every key and adds the detached signatures read
 // from files (armored or binary, several per file allowed).
 func signDoc(e *env, body []byte, keys, sigFiles []string, passFile string) ([][]byte, error) {
@@ -115,7 +140,7 @@ func postDoc(socket, path string, d *rollout.Document) (rollout.Status, error) {
 
 // preparePlan reads and validates a plan for the bundle in raw (read from
 // bundlePath) and signs it. Nothing is sent.
-func preparePlan(e *env, raw []byte, bundlePath, planPath string, keys, sigFiles []string, passFile string) (*rollout.Document, error) {
+func preparePlan(e *env, raw []byte, bundlePath, planPath string, sign docSigning) (*rollout.Document, error) {
 	body, err := readFile(planPath, rollout.MaxPlanSize)
 	if err != nil {
 		return nil, err
@@ -131,7 +156,7 @@ func preparePlan(e *env, raw []byte, bundlePath, planPath string, keys, sigFiles
 	if bundle := splice.Digest(b.Manifest); p.Bundle != bundle {
 		return nil, &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
 	}
-	sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+	sigs, err := sign.sign(e, body)
 	if err != nil {
 		return nil, err
 	}
@@ -227,8 +252,8 @@ var actionHelp = map[string]string{
 }
 
 func newCommandCmd(e *env, action string) *cobra.Command {
-	var socket, passFile, reason, bodyIn, bodyOut string
-	var keys, sigFiles []string
+	var socket, reason, bodyIn, bodyOut string
+	var sign docSigning
 	var seq uint64
 	var stage int
 	cmd := &cobra.Command{
@@ -302,7 +327,7 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 					return &refusal{err}
 				}
 			}
-			sigs, err := signDoc(e, body, keys, sigFiles, passFile)
+			sigs, err := sign.sign(e, body)
 			if err != nil {
 				return err
 			}
@@ -318,9 +343,7 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 		},
 	}
 	socketFlag(cmd, &socket)
-	cmd.Flags().StringArrayVar(&keys, "key", nil, "secret key to sign with (repeat for a threshold)")
-	cmd.Flags().StringArrayVar(&sigFiles, "signature", nil, "detached signature over the command made elsewhere")
-	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the secret key's passphrase (or SPLICEFLEET_PASSPHRASE)")
+	sign.flags(cmd, "the command")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the status")
 	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the command's bytes to FILE for signing elsewhere, and send nothing")
 	cmd.Flags().StringVar(&bodyIn, "body", "", "send the command in FILE (made by --body-out) with its --signature(s)")

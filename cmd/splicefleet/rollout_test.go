@@ -189,6 +189,24 @@ gates:
 		}
 		return nil
 	})
+	// A host's key, and an operators' re-key of it: one signed by a key
+	// nobody trusts is refused (exit 1), a trusted one reaches the agent.
+	out = c.ok("hosts", "key", "--control-socket", procs[0].socket)
+	fields := strings.Fields(out)
+	if len(fields) != 2 || fields[0] != procs[0].name || len(fields[1]) != 43 {
+		t.Fatalf("hosts key: %q", out)
+	}
+	code, _, errs = c.run("hosts", "rekey", fields[0], "--host-key", fields[1], "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "not a trusted key") {
+		t.Errorf("untrusted re-key: exit %d: %s", code, errs)
+	}
+	code, _, errs = c.run("hosts", "rekey", fields[0], "--host-key", "not-a-key", "--key", key, "--control-socket", procs[1].socket)
+	if code != 1 || !strings.Contains(errs, "is not a host key") {
+		t.Errorf("re-key to junk: exit %d: %s", code, errs)
+	}
+	if out := c.ok("hosts", "rekey", fields[0], "--host-key", fields[1], "--key", key, "--reason", "reinstalled", "--control-socket", procs[1].socket); !strings.Contains(out, "the fleet takes host key "+fields[1]) {
+		t.Errorf("re-key: %s", out)
+	}
 	// Resume of a revoked rollout is refused (exit 1): a halt is final.
 	code, out, errs = c.run("rollout", "resume", "fix", "--key", key, "--control-socket", procs[2].socket)
 	if code != 1 || !strings.Contains(errs, "a halt is final and resume only undoes a pause") {
