@@ -591,7 +591,15 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromInd
 			return
 		}
 		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == ann.Origin })
-		v, err := a.fetcher.Fetch(ctx, Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}, peers, ann.Origin)
+		want := Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}
+		if fromIndex {
+			want.Store = a.storeUnlessForgotten(ann.ManifestDigest)
+		}
+		v, err := a.fetcher.Fetch(ctx, want, peers, ann.Origin)
+		if errors.Is(err, errForgottenMeanwhile) {
+			a.log.Debug("fetch bundle", "id", ann.ID, "digest", ann.ManifestDigest[:12], "err", err)
+			return
+		}
 		if err != nil {
 			a.log.Warn("fetch bundle", "id", ann.ID, "version", ann.Version, "digest", ann.ManifestDigest[:12], "err", err)
 			return
@@ -602,6 +610,24 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromInd
 		a.log.Info("bundle verified and stored", "id", v.Manifest.ID, "version", v.Manifest.Version, "digest", v.ManifestDigest[:12], "signers", len(v.Signers), "anti_entropy", fromIndex)
 		a.refreshTagsSoon()
 	}()
+}
+
+// errForgottenMeanwhile: retention or a forget dropped a bundle here
+// while anti-entropy fetched it back.
+var errForgottenMeanwhile = errors.New("dropped here while it was fetched; not stored back")
+
+// storeUnlessForgotten stores a bundle anti-entropy fetched unless it was
+// dropped here meanwhile. Drops are made under a.ro.mu, so the check and
+// the store write are one step for them.
+func (a *Agent) storeUnlessForgotten(digest string) func(put func() error) error {
+	return func(put func() error) error {
+		a.ro.mu.Lock()
+		defer a.ro.mu.Unlock()
+		if a.forgotten.has(digest) {
+			return errForgottenMeanwhile
+		}
+		return put()
+	}
 }
 
 // IndexEntry is one bundle in a peer's index, as anti-entropy reads it.

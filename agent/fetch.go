@@ -143,6 +143,11 @@ type Want struct {
 	// Size is the announced total size, a hint only: the signed manifest
 	// decides how many module bytes are read.
 	Size int64
+	// Store, when set, stores the verified bundle: it is given the store
+	// write and decides, atomically with what else it guards, whether to
+	// make it. Anti-entropy uses it so that a bundle dropped here while
+	// its fetch ran is not stored back.
+	Store func(put func() error) error
 }
 
 // FetcherStats counts what a Fetcher did.
@@ -312,7 +317,7 @@ func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin s
 		c.v, c.err = f.fromStore(digest)
 	} else {
 		start := time.Now()
-		c.v, c.err = f.fetch(ctx, digest, peers, origin)
+		c.v, c.err = f.fetch(ctx, want, peers, origin)
 		if f.onFetch != nil {
 			f.onFetch(time.Since(start), c.err)
 		}
@@ -494,7 +499,8 @@ func (f *Fetcher) originFirst(sources []source) []source {
 	return f.demotedLast(out)
 }
 
-func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, origin string) (*splice.Verified, error) {
+func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
+	digest := want.ManifestDigest
 	log := f.log.With("digest", digest)
 	sources := f.sources(peers, origin)
 	if len(sources) == 0 {
@@ -577,11 +583,24 @@ func (f *Fetcher) fetch(ctx context.Context, digest string, peers []string, orig
 	// 4. The whole bundle once more, then store it.
 	b := &splice.Bundle{Major: splice.FormatMajor, Minor: splice.FormatMinor,
 		Manifest: head.Manifest, Module: module, Signatures: head.Signatures}
+	// A module downloaded for a bundle that is not stored in the end
+	// goes again, unless a stored bundle names it.
+	unstored := func() {
+		if err := f.store.removeUnusedModule(m.Module.SHA256); err != nil {
+			log.Warn("remove a module downloaded for a bundle not stored", "err", err)
+		}
+	}
 	v, err := splice.Verify(b, f.verifier, f.now())
 	if err != nil {
+		unstored()
 		return nil, f.refuse(digest, err)
 	}
-	if err := f.store.Put(v); err != nil {
+	put := func() error { return f.store.Put(v) }
+	if want.Store == nil {
+		want.Store = func(put func() error) error { return put() }
+	}
+	if err := want.Store(put); err != nil {
+		unstored()
 		return nil, fmt.Errorf("fetch %s: %w", digest, err)
 	}
 	log.Info("bundle fetched and verified", "module_bytes", len(module))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -609,5 +610,45 @@ func TestFetchOnlyFromMembers(t *testing.T) {
 	}
 	if st := fe.Stats(); st.SourcesRefused != 1+3 { // the origin, then the hint in each of 3 rounds
 		t.Errorf("%d sources refused, want 4", st.SourcesRefused)
+	}
+}
+
+// TestFetchStoresThroughTheWantsGuard: a fetch whose Want carries a
+// store guard stores only when the guard lets it, so anti-entropy does
+// not store back a bundle that retention or a forget dropped while it
+// was fetched (a drop counted twice, a forgotten bundle back).
+func TestFetchStoresThroughTheWantsGuard(t *testing.T) {
+	f := newDistFixture(t)
+	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 5000, f.trusted))
+	origin := blobPeer(t, v)
+	fe, store := newTestFetcher(t, f, nil)
+
+	a := &Agent{ro: &rollouts{}}
+	var err error
+	if a.forgotten, err = openForgotten(filepath.Join(t.TempDir(), "forgotten.json")); err != nil {
+		t.Fatal(err)
+	}
+	// Dropped here after the fetch began, before it stored.
+	w := want(v)
+	guard := a.storeUnlessForgotten(v.ManifestDigest)
+	w.Store = func(put func() error) error {
+		if err := a.forgotten.add(v.ManifestDigest, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return guard(put)
+	}
+	if _, err := fe.Fetch(t.Context(), w, nil, origin.addr); !errors.Is(err, errForgottenMeanwhile) {
+		t.Fatalf("fetch of a bundle dropped meanwhile: %v", err)
+	}
+	assertNothingStored(t, store)
+
+	// Not dropped: stored.
+	w = want(v)
+	w.Store = (&Agent{ro: &rollouts{}, forgotten: &forgotten{at: map[string]time.Time{}}}).storeUnlessForgotten(v.ManifestDigest)
+	if _, err := fe.Fetch(t.Context(), w, nil, origin.addr); err != nil {
+		t.Fatal(err)
+	}
+	if !store.Has(v.ManifestDigest) {
+		t.Fatal("not stored")
 	}
 }

@@ -377,17 +377,32 @@ func (s *Store) Remove(manifestDigest string) error {
 	if err := atomicfile.SyncDir(s.heads); err != nil {
 		return fmt.Errorf("remove bundle %s: %w", manifestDigest, err)
 	}
-	entries, err := s.List()
-	if err != nil {
+	if err := s.removeModuleLocked(m.Module.SHA256); err != nil {
 		return fmt.Errorf("remove bundle %s: %w", manifestDigest, err)
 	}
+	return nil
+}
+
+// removeUnusedModule removes a module no stored head names: one a fetch
+// downloaded for a bundle it then did not store.
+func (s *Store) removeUnusedModule(sha string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeModuleLocked(sha)
+}
+
+func (s *Store) removeModuleLocked(sha string) error {
+	entries, err := s.List()
+	if err != nil {
+		return err
+	}
 	for _, e := range entries {
-		if e.ModuleSHA256 == m.Module.SHA256 {
-			return nil // another bundle of the same module
+		if e.ModuleSHA256 == sha {
+			return nil // a stored bundle of this module
 		}
 	}
-	if err := os.Remove(s.modulePath(m.Module.SHA256)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove module %s: %w", m.Module.SHA256, err)
+	if err := os.Remove(s.modulePath(sha)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove module %s: %w", sha, err)
 	}
 	return atomicfile.SyncDir(s.modules)
 }
