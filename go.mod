@@ -1,6 +1,6 @@
 module github.com/splicefleet/splicefleet
 
-go 1.26.8
+go 1.27.3
 
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
