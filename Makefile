@@ -18,6 +18,10 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.da
 
 GOLANGCI_LINT_VERSION := v2.15.0
 NFPM_VERSION          := v2.45.2
+GOVULNCHECK_VERSION   := v1.9.0
+# The Go vulnerability database, as the golang.org/x/vulndb module
+# carries it (its OSV entries), indexed by scripts/vulnindex.
+VULNDB_VERSION        := v0.0.0-20261105234957-e22db6528018
 # The package version: the tag without its v, or, before any tag, one that
 # sorts by commit time below 0.1.0 (0.1.0~git202611271342.b043543).
 DEB_VERSION ?= $(or $(shell git describe --tags 2>/dev/null | sed 's/^v//; s/-/~/g'),0.1.0~git$(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M 2>/dev/null).$(COMMIT))
@@ -142,6 +146,22 @@ lint: ## golangci-lint (gofmt, govet, staticcheck, errcheck, depguard rules)
 		GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
 		mv $(TOOLS)/golangci-lint $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION); }
 	$(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION) run ./...
+
+.PHONY: vulncheck
+VULNDB := $(CURDIR)/.cache/vulndb/$(VULNDB_VERSION)
+vulncheck: ## govulncheck against an offline copy of the Go vulnerability database; fails on any finding the code reaches
+	@test -x $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) || { \
+		GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) && \
+		mv $(TOOLS)/govulncheck $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION); }
+	@test -f $(VULNDB)/index/db.json || { \
+		osv=$$(cd / && $(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')/data/osv && \
+		$(GO) run ./scripts/vulnindex -vulns "$$osv" -out $(VULNDB).tmp && mv $(VULNDB).tmp $(VULNDB); }
+	@# The database is read: a program built with go1.26.8, whose
+	@# html/template has known vulnerabilities, must be reported (exit 3).
+	@cd scripts/vulnindex/testdata/oldgo && rc=0 && \
+		GOTOOLCHAIN=go1.26.8 $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./... >/dev/null || rc=$$?; \
+		test $$rc -eq 3 || { echo "vulncheck: the offline database found nothing in a known-vulnerable program (exit $$rc)"; exit 1; }
+	$(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./...
 
 .PHONY: tidy
 tidy: ## fail when go.mod or go.sum would change

@@ -1,0 +1,3 @@
+module example.invalid/oldgo
+
+go 1.26
