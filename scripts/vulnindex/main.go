@@ -152,4 +152,3 @@ func main() {
 	}
 	fmt.Printf("vulnindex: %d entries indexed into %s\n", n, *out)
 }
-
