@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -485,4 +487,32 @@ gates:
 		t.Errorf("the canary runs %v after the halt", got)
 	}
 	t.Logf("halted %s after publishing, with a health window of 1m", time.Since(start).Round(time.Millisecond))
+}
+
+// TestPlanStoredWithoutItsRecordIsFetchedAgain: an agent killed between
+// storing a plan and saving its rollout record (the acceptance cut
+// short) follows the plan after its restart: the stored plan is dropped
+// at start and fetched again from a peer, with the rollout's reports,
+// instead of looking held forever while the host never follows it.
+func TestPlanStoredWithoutItsRecordIsFetchedAgain(t *testing.T) {
+	f := newTestFleet(t)
+	agents := f.startN(2)
+	waitMembers(t, agents, 2)
+	_, st := f.publishWithPlan(agents[0], "cut", 1, "id: ID\nbundle: BUNDLE\nstages: [{percent: 100}]\ngates: {health_window: 100ms}\n")
+	waitRollout(t, agents, st.Digest, rollout.Done, 60*time.Second)
+
+	cfg := agents[1].cfg
+	f.stop(cfg.NodeName)
+	// The state a crash between the two writes leaves.
+	if err := os.Remove(filepath.Join(cfg.StateDir, "rollouts", st.Digest+".json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "docs", st.Digest+".json")); err != nil {
+		t.Fatalf("the plan document: %v", err)
+	}
+	restarted := f.start(cfg)
+	waitRollout(t, []*Agent{agents[0], restarted}, st.Digest, rollout.Done, 60*time.Second)
+	if got := localState(restarted, st.Digest); got != rollout.StateHealthy {
+		t.Errorf("the restarted host is %s in the rollout, want healthy", got)
+	}
 }

@@ -327,15 +327,29 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 }
 
 // loadOrphans finds the stored commands whose plan is not followed yet
-// (they arrived before it), verified again, at start.
+// (they arrived before it), verified again, at start. A stored plan with
+// no rollout record is one whose acceptance a crash cut short (the
+// document is written before the record): it is removed, so that the
+// plan counts as unknown again and is fetched, with its reports, and
+// accepted as if it had never arrived. Kept, it would make the plan look
+// held, and this host would never follow it.
 func (r *rollouts) loadOrphans() {
 	entries, _ := os.ReadDir(r.docs)
 	for _, e := range entries {
-		data, err := readLimited(filepath.Join(r.docs, e.Name()), rollout.MaxDocumentSize)
+		path := filepath.Join(r.docs, e.Name())
+		data, err := readLimited(path, rollout.MaxDocumentSize)
 		if err != nil {
 			continue
 		}
 		d, err := rollout.DecodeDocument(data)
+		if err == nil && d.Kind == rollout.KindPlan && r.recs[d.Digest()] == nil {
+			if err := os.Remove(path); err != nil {
+				r.a.log.Warn("remove a plan stored without its rollout record", "plan", d.Digest()[:12], "err", err)
+			} else {
+				r.a.log.Info("removed a plan stored without its rollout record (an acceptance cut short); it is fetched again", "plan", d.Digest()[:12])
+			}
+			continue
+		}
 		if err != nil || d.Kind != rollout.KindCommand {
 			continue
 		}
