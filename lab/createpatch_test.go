@@ -58,6 +58,21 @@ const counterPatch = `--- a/fs/proc/cmdline.c
  	return 0;
 `
 
+// inlinePatch changes task_core_dumping, a static inline function of
+// fs/proc/array.c that lives only in its caller proc_pid_status: the
+// bundle carries the change by replacing the caller.
+const inlinePatch = `--- a/fs/proc/array.c
++++ b/fs/proc/array.c
+@@ -416,6 +416,7 @@
+ static inline void task_core_dumping(struct seq_file *m, struct task_struct *task)
+ {
+ 	seq_put_decimal_ull(m, "CoreDumping:\t", !!task->signal->core_state);
++	seq_puts(m, " splicefleet-inline");
+ 	seq_putc(m, '\n');
+ }
+ 
+`
+
 // TestScenarioCreatePatch: a source patch to the lab kernel's own
 // fs/proc/cmdline.c goes through create --patch (the Debian source package
 // of exactly the lab kernel, prepared once, the one unit compiled before
@@ -88,6 +103,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("counter.patch"), []byte(counterPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	create := func(patch, id, out string) (string, time.Duration, error) {
@@ -171,6 +189,22 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Error("a refused patch left a bundle behind")
 	}
 
+	// A changed inline function is carried by its caller.
+	out, _, err = create(p("inline.patch"), "inline-patch", p("inline-patch.splice"))
+	if err != nil {
+		t.Fatalf("a patch to an inline function was refused: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "inline task_core_dumping changed: carried by replacing proc_pid_status") {
+		t.Errorf("create --patch does not say how the inline change is carried:\n%s", out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("inline-patch.splice")); err != nil {
+		t.Fatal(err)
+	}
+	inlineBundle, err := os.ReadFile(p("inline-patch.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	r := bootScenario(t, note, Guest{}, `
 state before
 try apply sf apply /lab/extra/cmdline-patch.splice
@@ -178,7 +212,13 @@ state applied
 mark sysfs-enabled "$(cat /sys/kernel/livepatch/lp_cmdline_patch_v1/enabled)"
 try undo sfv undo cmdline-patch
 state undone
-`, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644})
+mark inline-before "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
+try inline-apply sf apply /lab/extra/inline-patch.splice
+mark inline-applied "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
+try inline-undo sfv undo inline-patch
+mark inline-undone "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
+`, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
+		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -186,5 +226,10 @@ state undone
 	want(t, r, "undo-exit", "0")
 	want(t, r, "undone-cmdline", strings.TrimSpace(before))
 	want(t, r, "undone-livepatches", "")
+	want(t, r, "inline-before", "CoreDumping: 0")
+	want(t, r, "inline-apply-exit", "0")
+	want(t, r, "inline-applied", "CoreDumping: 0 splicefleet-inline")
+	want(t, r, "inline-undo-exit", "0")
+	want(t, r, "inline-undone", "CoreDumping: 0")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }

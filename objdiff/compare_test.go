@@ -350,3 +350,43 @@ int b(int x) { return x + 10; }
 		}
 	}
 }
+
+// TestCarryInlined: when every changed source was compiled (a patch to
+// .c files only), a changed inline function is carried by patching its
+// callers, which changed with it; other problems stay, and a global
+// function inlined away stays refused (other objects call the kernel's
+// copy of it).
+func TestCarryInlined(t *testing.T) {
+	res := diff(t, inlinePre, strings.Replace(inlinePre, "x >> 2", "x >> 5", 1), false)
+	carried := res.CarryInlined()
+	check(t, res, want{changed: []string{"area", "perimeter"}})
+	if len(carried) != 1 || carried[0].Name != "scale" || !slices.Equal(carried[0].Callers, []string{"area", "perimeter"}) {
+		t.Errorf("carried %+v", carried)
+	}
+	if !slices.Equal(problems(res.Carried), []string{"inlined scale"}) {
+		t.Errorf("Carried = %q", problems(res.Carried))
+	}
+
+	// A static function inlined away: its callers carry it.
+	res = diff(t, helperPre, strings.Replace(helperPre, "__attribute__((noinline)) ", "", 1), false)
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"user", "user2"}, removed: []string{"helper"}})
+
+	// A global one: other objects may call the kernel's copy.
+	global := strings.Replace(helperPre, "static ", "", 1)
+	res = diff(t, global, strings.Replace(global, "__attribute__((noinline)) ", "inline ", 1), false)
+	if c := res.CarryInlined(); len(c) != 0 {
+		t.Errorf("a global function inlined away was carried: %+v (result %+v)", c, res)
+	}
+	if !slices.Contains(problems(res.Unsafe), "inlined helper") {
+		t.Errorf("a global function inlined away: unsafe %q", problems(res.Unsafe))
+	}
+
+	// Data stays refused beside a carried inline.
+	withData := inlinePre + "int counter;\n"
+	res = diff(t, withData, strings.Replace(strings.Replace(withData, "x >> 2", "x >> 5", 1), "int counter;", "int counter = 3;", 1), false)
+	res.CarryInlined()
+	if res.Safe() || !slices.Contains(problems(res.Unsafe), "data counter") {
+		t.Errorf("data change no longer refused: %q", problems(res.Unsafe))
+	}
+}

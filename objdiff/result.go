@@ -65,6 +65,9 @@ type Result struct {
 	Removed []Function `json:"removed"`
 	// Unsafe are the differences a livepatch cannot carry safely.
 	Unsafe []Problem `json:"unsafe"`
+	// Carried are inlined-function problems that [Result.CarryInlined]
+	// found carried by patching their callers.
+	Carried []Problem `json:"carried,omitempty"`
 	// Notes say what could not be checked.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -95,6 +98,50 @@ type Problem struct {
 
 func (p Problem) String() string {
 	return fmt.Sprintf("%s %s: %s", p.Kind, p.Name, p.Reason)
+}
+
+// CarryInlined is for a caller that compared every object whose source
+// changed: a patch to .c files only, each compiled before and after. An
+// inline function's copies then changed only inside these objects, each
+// copy in a caller that is itself a changed function, and patching those
+// callers carries the change; copies in objects not compared (a header's
+// inline) are the case it must not be used for. It moves every
+// [KindInlined] problem whose callers are all changed or added functions
+// from Unsafe to Carried, and returns them, except for a global function
+// that went away (inlined into its callers here, while other objects may
+// still call the kernel's copy of it).
+func (r *Result) CarryInlined() []Problem {
+	patched := map[string]bool{}
+	for _, f := range r.Changed {
+		patched[f.Name] = true
+	}
+	for _, f := range r.Added {
+		patched[f.Name] = true
+	}
+	goneGlobal := map[string]bool{}
+	for _, f := range r.Removed {
+		if f.Binding != "local" {
+			goneGlobal[f.Name] = true
+		}
+	}
+	var kept, carried []Problem
+	for _, p := range r.Unsafe {
+		ok := p.Kind == KindInlined && len(p.Callers) > 0 && !goneGlobal[p.Name]
+		for _, c := range p.Callers {
+			ok = ok && patched[c]
+		}
+		if ok {
+			carried = append(carried, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	if kept == nil {
+		kept = []Problem{}
+	}
+	r.Unsafe = kept
+	r.Carried = append(r.Carried, carried...)
+	return carried
 }
 
 // Safe reports whether a livepatch can carry the difference.

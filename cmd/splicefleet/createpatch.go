@@ -84,6 +84,12 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		added = append(added, f.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
 	}
+	// The patch touches .c files only (ksrc refuses a header), each
+	// compiled before and after: an inline function's changed copies are
+	// all in functions this bundle replaces.
+	for _, p := range diff.CarryInlined() {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
+	}
 	if err := diff.Err(); err != nil {
 		return &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
 	}
