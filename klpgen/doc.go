@@ -62,9 +62,10 @@
 //     (see KLPSymbol). Variables, writable or not, are always the
 //     originals in the running kernel, never copies: the new code must
 //     share the old code's state. POS is the kallsyms position, 0 when
-//     the name is unique in System.map; a name carried by several
-//     symbols is refused with *AmbiguousSymbolError for now, and one
-//     carried by none with *MissingSymbolError.
+//     the name is unique in System.map; for a name carried by several
+//     symbols, the position of the patched unit's copy (or an
+//     *AmbiguousSymbolError when it cannot be told), and a name carried
+//     by none is refused with *MissingSymbolError.
 //
 // gas writes a relocation against a local symbol as one against its
 // section plus an offset (.bss.counter-5). With -fdata-sections a
@@ -107,9 +108,10 @@
 // # Not supported yet
 //
 // Ambiguous names (a static function or variable whose name several
-// vmlinux symbols carry) would need their kallsyms position, which
-// System.map cannot give without telling which unit each symbol came
-// from. Static variables local to a function are found by the name gcc
+// vmlinux symbols carry) are found at their kallsyms position by the
+// company they keep in System.map ([Symbols.Position]): System.map does
+// not say which unit a symbol came from, so a name whose copies cannot
+// be told apart that way is refused. Static variables local to a function are found by the name gcc
 // gave them in the patched object (count.0); the caller must check that
 // the unpatched object used the same name. Patching modules (objects
 // other than vmlinux), shadow variables for new state, and the special

@@ -48,9 +48,9 @@ func (e *UnsupportedError) Error() string {
 }
 
 // AmbiguousSymbolError means a symbol the module must find in the
-// running kernel appears more than once in System.map, so its kallsyms
-// position would have to be chosen. Choosing positions is not supported
-// yet.
+// running kernel appears more than once in System.map, and which of
+// them belongs to the patched unit could not be told (see
+// [Symbols.Position]).
 type AmbiguousSymbolError struct {
 	// Name is the symbol, e.g. "count.0".
 	Name string
@@ -59,11 +59,13 @@ type AmbiguousSymbolError struct {
 	// Function is the changed or added function that refers to it, or
 	// the replaced function itself.
 	Function string
+	// Reason says why no position was chosen.
+	Reason string
 }
 
 func (e *AmbiguousSymbolError) Error() string {
-	return fmt.Sprintf("function %s: symbol %q is ambiguous: %d vmlinux symbols carry the name "+
-		"(choosing a kallsyms position is not supported yet)", e.Function, e.Name, e.Count)
+	return fmt.Sprintf("function %s: symbol %q is ambiguous: %d vmlinux symbols carry the name, and %s",
+		e.Function, e.Name, e.Count, e.Reason)
 }
 
 // MissingSymbolError means a symbol the new code refers to is neither

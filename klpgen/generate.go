@@ -2,6 +2,7 @@ package klpgen
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -130,6 +131,7 @@ type generator struct {
 	f         *elf.File
 	st        *symtab
 	syms      *Symbols
+	unitNames []string      // the unit's own functions and variables, for positions
 	relaOf    map[int]int   // section -> its SHT_RELA section
 	objSyms   map[int][]int // section -> its function and object symbols
 	funcs     []*function
@@ -284,7 +286,11 @@ func (g *generator) findFunctions(changed, added []string) error {
 		case n == 0:
 			return &MissingSymbolError{Name: fn.name, Function: fn.name}
 		case n > 1:
-			return &AmbiguousSymbolError{Name: fn.name, Count: n, Function: fn.name}
+			pos, err := g.position(fn.name, fn.name)
+			if err != nil {
+				return err
+			}
+			fn.sympos = pos
 		}
 	}
 	for _, fn := range g.funcs {
@@ -621,6 +627,27 @@ func (g *generator) symbolTarget(job copyJob, idx int, addend int64) (*outSym, i
 	return g.original(job.owner, idx, addend)
 }
 
+// position is the kallsyms position of an ambiguous vmlinux name: the
+// copy the patched unit defined (Symbols.Position), judged by the unit's
+// own functions and variables.
+func (g *generator) position(name, function string) (uint64, error) {
+	if g.unitNames == nil {
+		g.unitNames = []string{}
+		for i := range g.st.syms {
+			s := &g.st.syms[i]
+			if s.name != "" && s.defined() && (s.typ() == elf.STT_FUNC || s.typ() == elf.STT_OBJECT) {
+				g.unitNames = append(g.unitNames, s.name)
+			}
+		}
+	}
+	pos, err := g.syms.Position(name, g.unitNames)
+	var amb *AmbiguousSymbolError
+	if errors.As(err, &amb) {
+		amb.Function = function
+	}
+	return pos, err
+}
+
 // original points at a symbol as it exists in the running kernel: an
 // exported global by name, anything else through livepatch. A read-only
 // object that the kernel does not have (new constant data of the patch)
@@ -634,8 +661,15 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		return g.extern(s.name), addend, nil
 	}
 	switch n := g.syms.Count(s.name); {
-	case n == 1:
+	case n >= 1:
 		k := KLPSymbol{Object: "vmlinux", Name: s.name}
+		if n > 1 {
+			pos, err := g.position(s.name, owner.name)
+			if err != nil {
+				return nil, 0, err
+			}
+			k.Pos = pos
+		}
 		if err := validKLPSymbol(k); err != nil {
 			return nil, 0, &UnsupportedError{Function: owner.name, Reason: err.Error()}
 		}
@@ -645,8 +679,6 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 			g.klps[k] = out
 		}
 		return out, addend, nil
-	case n > 1:
-		return nil, 0, &AmbiguousSymbolError{Name: s.name, Count: n, Function: owner.name}
 	}
 	if s.defined() {
 		sec := g.f.Sections[s.shndx]

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,18 +187,68 @@ func TestGenerateIsDeterministic(t *testing.T) {
 	}
 }
 
+// fillers are n System.map names of other units.
+func fillers(prefix string, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("%s_%d", prefix, i))
+	}
+	return out
+}
+
+// TestGeneratePositionsAmbiguousSymbols: a static variable and the
+// replaced function whose names other units use too are found at the
+// kallsyms position of the copy among the unit's own symbols, not
+// another unit's: .klp.sym.vmlinux.counter,2 and old_sympos 1.
+func TestGeneratePositionsAmbiguousSymbols(t *testing.T) {
+	var m []string
+	m = append(m, fillers("early", 100)...)
+	m = append(m, "counter") // another unit's static counter
+	m = append(m, fillers("middle", 100)...)
+	m = append(m, kernelUnitMap...) // this unit: its counter is the second
+	m = append(m, fillers("late", 100)...)
+	m = append(m, "target") // another unit's static target
+	m = append(m, fillers("end", 100)...)
+	out, _ := generateUnit(t, kernelUnit, []string{"target"}, nil, symbolsFor(t, []string{"printk_like"}, m...))
+	if !slices.Contains(out.KLPSymbols, KLPSymbol{Object: "vmlinux", Name: "counter", Pos: 2}) {
+		t.Errorf("KLPSymbols = %v, want counter at position 2", out.KLPSymbols)
+	}
+	if !strings.Contains(string(out.Stub), ".old_sympos = 1,") {
+		t.Errorf("the stub does not replace the first target:\n%s", out.Stub)
+	}
+	if len(out.Functions) != 1 || out.Functions[0].Sympos != 1 {
+		t.Errorf("Functions = %+v, want target at position 1", out.Functions)
+	}
+}
+
+// TestGenerateRefusesAmbiguousSymbol: when no copy of an ambiguous name
+// lies among the unit's other symbols, or two lie equally close, the
+// module would reach a symbol of another unit: refused, with the reason.
 func TestGenerateRefusesAmbiguousSymbol(t *testing.T) {
-	syms := symbolsFor(t, []string{"printk_like"}, append(kernelUnitMap, "counter")...)
-	_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
-	var amb *AmbiguousSymbolError
-	if !errors.As(err, &amb) {
-		t.Fatalf("err = %v, want *AmbiguousSymbolError", err)
-	}
-	if d := cmp.Diff(&AmbiguousSymbolError{Name: "counter", Count: 2, Function: "target"}, amb); d != "" {
-		t.Errorf("(-want +got):\n%s", d)
-	}
-	if !strings.Contains(err.Error(), `"counter"`) || !strings.Contains(err.Error(), "2 vmlinux symbols") {
-		t.Errorf("message %q does not name the symbol and the count", err)
+	for name, tc := range map[string]struct {
+		m    []string
+		want string
+	}{
+		// Both copies of counter within reach of the unit's symbols.
+		"equally close": {append(slices.Clone(kernelUnitMap), "counter"), "equally close"},
+		// Neither copy of counter near the unit's other symbols.
+		"far": {slices.Concat(fillers("a", 100), []string{"counter"}, fillers("b", 100), []string{"counter"}, fillers("c", 100),
+			[]string{"target", "helper", "unexported_global", "table"}), "none of them lies among"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			syms := symbolsFor(t, []string{"printk_like", "unexported_global"}, tc.m...)
+			_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+			var amb *AmbiguousSymbolError
+			if !errors.As(err, &amb) {
+				t.Fatalf("err = %v, want *AmbiguousSymbolError", err)
+			}
+			if amb.Name != "counter" || amb.Count != 2 || amb.Function != "target" || !strings.Contains(amb.Reason, tc.want) {
+				t.Errorf("got %+v, want counter, 2, target and a reason saying %q", amb, tc.want)
+			}
+			if !strings.Contains(err.Error(), `"counter"`) || !strings.Contains(err.Error(), "2 vmlinux symbols") {
+				t.Errorf("message %q does not name the symbol and the count", err)
+			}
+		})
 	}
 }
 
@@ -205,8 +256,8 @@ func TestGenerateRefusesAmbiguousReplacedFunction(t *testing.T) {
 	syms := symbolsFor(t, []string{"printk_like"}, append(kernelUnitMap, "target", "target")...)
 	_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
 	var amb *AmbiguousSymbolError
-	if !errors.As(err, &amb) || amb.Name != "target" || amb.Count != 3 {
-		t.Fatalf("err = %v, want *AmbiguousSymbolError for target, 3", err)
+	if !errors.As(err, &amb) || amb.Name != "target" || amb.Count != 3 || !strings.Contains(amb.Reason, "equally close") {
+		t.Fatalf("err = %v, want *AmbiguousSymbolError for target, 3, equally close", err)
 	}
 }
 

@@ -26,6 +26,62 @@ type Symbols struct {
 	exports map[string]string // exported by vmlinux: name -> namespace ("" for none)
 	counts  map[string]int    // vmlinux symbols by name
 	total   int
+	order   []string         // vmlinux symbol names in System.map (address) order
+	at      map[string][]int // indices into order of the names that occur more than once
+}
+
+// neighbourhood is how many System.map entries on each side of a
+// candidate [Symbols.Position] looks at for the unit's other symbols.
+const neighbourhood = 64
+
+// Position is the kallsyms position (klp_func.old_sympos, the POS of
+// .klp.sym.vmlinux.NAME,POS) of the vmlinux symbol called name that the
+// compilation unit defining the symbols unit (its other functions and
+// variables) defined: 0 when the name is unique, else 1 for the first
+// symbol of that name in address order, 2 for the second, and so on.
+//
+// The linker lays a unit's functions out together, and its variables
+// together, so the unit's own copy is the candidate whose neighbourhood
+// in address order holds the most of the unit's other symbols; only
+// names unique in vmlinux count, so that another unit's copies of the
+// same static helpers do not vote. A tie, or no neighbour at all, is an
+// *AmbiguousSymbolError: guessing would patch or reach another unit's
+// symbol. Neither System.map nor kallsyms names the unit a symbol came
+// from; this is the evidence they hold.
+func (s *Symbols) Position(name string, unit []string) (uint64, error) {
+	idx := s.at[name]
+	if len(idx) == 0 {
+		return 0, nil // unique or missing: the caller checks Count
+	}
+	own := map[string]bool{}
+	for _, u := range unit {
+		if u != name && s.counts[u] == 1 {
+			own[u] = true
+		}
+	}
+	best, bestScore, tie := -1, 0, false
+	for i, at := range idx {
+		score := 0
+		for j := max(0, at-neighbourhood); j <= min(len(s.order)-1, at+neighbourhood); j++ {
+			if own[s.order[j]] {
+				score++
+			}
+		}
+		switch {
+		case score > bestScore:
+			best, bestScore, tie = i, score, false
+		case score == bestScore && score > 0:
+			tie = true
+		}
+	}
+	if best < 0 || tie {
+		why := "none of them lies among the patched unit's other symbols"
+		if tie {
+			why = "several of them lie equally close to the patched unit's other symbols"
+		}
+		return 0, &AmbiguousSymbolError{Name: name, Count: len(idx), Reason: why}
+	}
+	return uint64(best + 1), nil
 }
 
 // Exported reports whether vmlinux exports name.
@@ -68,6 +124,7 @@ func LoadSymbols(moduleSymvers, systemMap io.Reader) (*Symbols, error) {
 	if s.total == 0 {
 		return nil, fmt.Errorf("klpgen: load symbols: System.map: %w: no vmlinux symbols", ErrMalformed)
 	}
+	s.indexRepeats()
 	return s, nil
 }
 
@@ -168,7 +225,18 @@ func (s *Symbols) addSymbol(line string) error {
 	}
 	s.counts[f[2]]++
 	s.total++
+	s.order = append(s.order, f[2])
 	return nil
+}
+
+// indexRepeats records where the names that occur more than once are.
+func (s *Symbols) indexRepeats() {
+	s.at = map[string][]int{}
+	for i, name := range s.order {
+		if s.counts[name] > 1 {
+			s.at[name] = append(s.at[name], i)
+		}
+	}
 }
 
 func checkSymbolName(name string) error {

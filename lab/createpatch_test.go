@@ -73,6 +73,22 @@ const inlinePatch = `--- a/fs/proc/array.c
  
 `
 
+// fdinfoPatch changes seq_show of fs/proc/fd.c (what /proc/PID/fdinfo/N
+// reads), a static function whose name another unit of vmlinux uses too
+// (netfilter's nf_log): the bundle must replace the first seq_show in
+// kallsyms order, the one among fs/proc's symbols.
+const fdinfoPatch = `--- a/fs/proc/fd.c
++++ b/fs/proc/fd.c
+@@ -64,6 +64,7 @@
+ 	if (seq_has_overflowed(m))
+ 		goto out;
+ 
++	seq_puts(m, "splicefleet:\t1\n");
+ 	if (file->f_op->show_fdinfo)
+ 		file->f_op->show_fdinfo(m, file);
+ 
+`
+
 // TestScenarioCreatePatch: a source patch to the lab kernel's own
 // fs/proc/cmdline.c goes through create --patch (the Debian source package
 // of exactly the lab kernel, prepared once, the one unit compiled before
@@ -106,6 +122,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("fdinfo.patch"), []byte(fdinfoPatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	create := func(patch, id, out string) (string, time.Duration, error) {
@@ -204,6 +223,21 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An ambiguous static name is replaced at its kallsyms position.
+	out, _, err = create(p("fdinfo.patch"), "fdinfo-patch", p("fdinfo-patch.splice"))
+	if err != nil {
+		t.Fatalf("a patch to an ambiguously named function was refused: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "replaces seq_show at kallsyms position 1") {
+		t.Errorf("create --patch does not say which seq_show it replaces:\n%s", out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("fdinfo-patch.splice")); err != nil {
+		t.Fatal(err)
+	}
+	fdinfoBundle, err := os.ReadFile(p("fdinfo-patch.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	r := bootScenario(t, note, Guest{}, `
 state before
@@ -217,8 +251,13 @@ try inline-apply sf apply /lab/extra/inline-patch.splice
 mark inline-applied "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
 try inline-undo sfv undo inline-patch
 mark inline-undone "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
+try fdinfo-apply sf apply /lab/extra/fdinfo-patch.splice
+mark fdinfo-applied "$(grep -c splicefleet /proc/self/fdinfo/0)"
+try fdinfo-undo sfv undo fdinfo-patch
+mark fdinfo-undone "$(grep -c splicefleet /proc/self/fdinfo/0)"
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
-		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644})
+		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
+		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -231,5 +270,9 @@ mark inline-undone "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
 	want(t, r, "inline-applied", "CoreDumping: 0 splicefleet-inline")
 	want(t, r, "inline-undo-exit", "0")
 	want(t, r, "inline-undone", "CoreDumping: 0")
+	want(t, r, "fdinfo-apply-exit", "0")
+	want(t, r, "fdinfo-applied", "1")
+	want(t, r, "fdinfo-undo-exit", "0")
+	want(t, r, "fdinfo-undone", "0")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }

@@ -113,7 +113,16 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		fmt.Fprintf(e.stderr, "splicefleet: warning: %s\n", w)
 	}
 	for _, s := range out.KLPSymbols {
-		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s through a livepatch relocation\n", name, s.Name)
+		at := ""
+		if s.Pos > 0 {
+			at = fmt.Sprintf(" (kallsyms position %d: the name is not unique, and this is the patched unit's)", s.Pos)
+		}
+		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s%s through a livepatch relocation\n", name, s.Name, at)
+	}
+	for _, f := range out.Functions {
+		if f.Sympos > 0 {
+			fmt.Fprintf(e.stderr, "splicefleet: %s replaces %s at kallsyms position %d: the name is not unique, and this is the patched unit's\n", name, f.Name, f.Sympos)
+		}
 	}
 	dir, err := os.MkdirTemp("", "splicefleet-patch-")
 	if err != nil {
