@@ -44,6 +44,13 @@ type Options struct {
 	ModuleName string
 	// Description becomes MODULE_DESCRIPTION. Optional.
 	Description string
+	// NewData names variables the patch adds (objdiff's AddedData): the
+	// running kernel has none of them, no code of it refers to them, and
+	// the module carries their only copy, initialized as the patched
+	// object says. Each must sit in a data section of its own
+	// (-fdata-sections). Any other writable data is the kernel's and is
+	// reached through livepatch, or refused.
+	NewData []string
 }
 
 // Output is a generated livepatch module source folder, ready for kbuild.
@@ -131,6 +138,7 @@ type generator struct {
 	f         *elf.File
 	st        *symtab
 	syms      *Symbols
+	opts      Options
 	unitNames []string      // the unit's own functions and variables, for positions
 	relaOf    map[int]int   // section -> its SHT_RELA section
 	objSyms   map[int][]int // section -> its function and object symbols
@@ -181,7 +189,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		return nil, fmt.Errorf("klpgen: generate: read object: %w", err)
 	}
 	g := &generator{
-		data: post, f: f, st: st, syms: syms,
+		data: post, f: f, st: st, syms: syms, opts: opts,
 		relaOf: map[int]int{}, objSyms: map[int][]int{},
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
@@ -657,6 +665,15 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 	if s.name == "" {
 		return nil, 0, malformed("relocation against an unnamed symbol %d", idx)
 	}
+	// A variable the patch adds is copied even when another unit of the
+	// kernel has a symbol of the same name: that one is not it.
+	if s.defined() && slices.Contains(g.opts.NewData, s.name) {
+		out, err := g.copyNewData(owner, s)
+		if err != nil {
+			return nil, 0, err
+		}
+		return out.sym, addend + int64(s.value), nil
+	}
 	if s.bind() != elf.STB_LOCAL && g.syms.Exported(s.name) {
 		return g.extern(s.name), addend, nil
 	}
@@ -701,6 +718,29 @@ func (g *generator) extern(name string) *outSym {
 		g.externs[name] = out
 	}
 	return out
+}
+
+// copyNewData copies the section of a variable the patch adds (see
+// Options.NewData). The section must hold that variable alone, so that no
+// other variable of the unit gets a private copy in the module.
+func (g *generator) copyNewData(owner *function, s *symbol) (*outSection, error) {
+	sec := g.f.Sections[s.shndx]
+	if out := g.copies[int(s.shndx)]; out != nil {
+		return out, nil
+	}
+	data := sec.Flags&elf.SHF_ALLOC != 0 && sec.Flags&elf.SHF_EXECINSTR == 0 &&
+		(sec.Type == elf.SHT_PROGBITS || sec.Type == elf.SHT_NOBITS)
+	if !data {
+		return nil, &UnsupportedError{Function: owner.name, Section: sec.Name,
+			Reason: fmt.Sprintf("new variable %s is not in a data section", s.name)}
+	}
+	for _, i := range g.objSyms[int(s.shndx)] {
+		if o := &g.st.syms[i]; o.name != s.name {
+			return nil, &UnsupportedError{Function: owner.name, Section: sec.Name,
+				Reason: fmt.Sprintf("new variable %s shares its section with %s: compile with -fdata-sections, so that the module copies the new variable alone", s.name, o.name)}
+		}
+	}
+	return g.copySection(int(s.shndx), owner)
 }
 
 // copyData copies an anonymous or new read-only data section, refusing

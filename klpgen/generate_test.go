@@ -721,3 +721,75 @@ void odd(void) { asm volatile(".reloc ., R_X86_64_GOTPCREL, sink\n .long 0"); }
 		t.Fatalf("err = %v, want *UnsupportedError naming R_X86_64_GOTPCREL", err)
 	}
 }
+
+// newDataUnit adds state only the patched code knows: a counter with an
+// initial value and a once-flag local to the function.
+const newDataUnit = `
+extern int printk_like(const char *fmt, ...);
+static int hits = 7;
+
+int target(int a)
+{
+	static char warned;
+	if (!warned) {
+		warned = 1;
+		printk_like("target %d\n", a);
+	}
+	return a + hits++;
+}
+`
+
+// TestGenerateCarriesNewData: variables the patch adds get their only
+// copy in the module, initialized as in the patched object, and the new
+// code refers to that copy; without NewData they are missing from the
+// kernel and refused.
+func TestGenerateCarriesNewData(t *testing.T) {
+	// Another unit of the kernel has a static "hits" of its own.
+	syms := symbolsFor(t, []string{"printk_like"}, "target", "hits")
+	post := compileC(t, newDataUnit)
+	if _, err := Generate(post, []string{"target"}, nil, symbolsFor(t, []string{"printk_like"}, "target"), Options{ModuleName: "lp_test"}); !errors.As(err, new(*MissingSymbolError)) {
+		t.Fatalf("new data without NewData: %v, want *MissingSymbolError", err)
+	}
+	out, err := Generate(post, []string{"target"}, nil, syms, Options{ModuleName: "lp_test", NewData: []string{"hits", "warned.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := parseELF(t, out.Object)
+	data := f.Section(".data.hits")
+	if data == nil || data.Flags&elf.SHF_WRITE == 0 {
+		t.Fatalf("no writable .data.hits in the module: %v", data)
+	}
+	if b := sectionData(t, f, ".data.hits"); !bytes.Equal(b, []byte{7, 0, 0, 0}) {
+		t.Errorf(".data.hits = %v, want the initial value 7", b)
+	}
+	if bss := f.Section(".bss.warned.0"); bss == nil || bss.Type != elf.SHT_NOBITS || bss.Size != 1 {
+		t.Errorf(".bss.warned.0 = %+v, want one byte of NOBITS", bss)
+	}
+	if len(out.KLPSymbols) != 0 {
+		t.Errorf("new data reached through livepatch: %v", out.KLPSymbols)
+	}
+	// The new code's references to them resolve to the copies.
+	targets := map[string]bool{}
+	for _, r := range relocsOf(t, f, ".rela.text.target") {
+		targets[r.Sym] = true
+	}
+	for _, want := range []string{".data.hits", ".bss.warned.0"} {
+		if !targets[want] {
+			t.Errorf("the new code does not refer to %s: %v", want, targets)
+		}
+	}
+}
+
+// TestGenerateRefusesNewDataSharingASection: without -fdata-sections
+// a new variable shares .data with the unit's other variables, which the
+// module must not copy.
+func TestGenerateRefusesNewDataSharingASection(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, "target", "old_state")
+	src := "int old_state = 3;\n" + newDataUnit + "int use_old(void) { return old_state; }\n"
+	post := compileC(t, src, "-fno-data-sections")
+	_, err := Generate(post, []string{"target"}, nil, syms, Options{ModuleName: "lp_test", NewData: []string{"hits", "warned.0"}})
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "shares its section") {
+		t.Fatalf("err = %v, want a refusal saying the new variable shares its section", err)
+	}
+}

@@ -41,21 +41,40 @@ const cmdlinePatch = `--- a/fs/proc/cmdline.c
  
 `
 
-// counterPatch adds a static variable: data a livepatch cannot carry.
+// counterPatch adds a static variable only the new code knows: the
+// module carries its only copy, so /proc/cmdline counts its reads while
+// the patch is applied.
 const counterPatch = `--- a/fs/proc/cmdline.c
 +++ b/fs/proc/cmdline.c
-@@ -4,8 +4,11 @@
+@@ -4,10 +4,13 @@
  #include <linux/proc_fs.h>
  #include <linux/seq_file.h>
  
-+static unsigned long cmdline_reads = 1;
++static unsigned long cmdline_reads = 100;
 +
  static int cmdline_proc_show(struct seq_file *m, void *v)
  {
-+	cmdline_reads++;
  	seq_puts(m, saved_command_line);
++	seq_printf(m, " reads=%lu", ++cmdline_reads);
  	seq_putc(m, '\n');
  	return 0;
+ }
+ 
+`
+
+// statePatch changes an existing table's contents: functions that are
+// not patched keep reading the kernel's copy, so it is refused.
+const statePatch = `--- a/fs/proc/array.c
++++ b/fs/proc/array.c
+@@ -125,7 +125,7 @@
+ static const char * const task_state_array[] = {
+ 
+ 	/* states in TASK_REPORT: */
+-	"R (running)",		/* 0x00 */
++	"R (runnable)",		/* 0x00 */
+ 	"S (sleeping)",		/* 0x01 */
+ 	"D (disk sleep)",	/* 0x02 */
+ 	"T (stopped)",		/* 0x04 */
 `
 
 // inlinePatch changes task_core_dumping, a static inline function of
@@ -94,7 +113,9 @@ const fdinfoPatch = `--- a/fs/proc/fd.c
 // of exactly the lab kernel, prepared once, the one unit compiled before
 // and after, the objects diffed, a livepatch module generated) to a signed
 // bundle; applied in a guest, /proc/cmdline says what the patch says, and
-// undo restores it. A patch that adds data is refused with the reason.
+// undo restores it. A changed inline function, an ambiguously named
+// function and a new variable are carried (each applied in the guest);
+// a patch that changes the kernel's data is refused with the reason.
 func TestScenarioCreatePatch(t *testing.T) {
 	note := scenario(t)
 	k := fetchKernel(t)
@@ -119,6 +140,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("counter.patch"), []byte(counterPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("state.patch"), []byte(statePatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
@@ -196,16 +220,33 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Data is refused, with the reason, and no bundle is written.
-	out, _, err = create(p("counter.patch"), "counter", p("counter.splice"))
+	// A change to the kernel's data is refused, with the reason, and no
+	// bundle is written.
+	out, _, err = create(p("state.patch"), "state", p("state.splice"))
 	if err == nil {
-		t.Fatalf("a patch adding a static variable was accepted:\n%s", out)
+		t.Fatalf("a patch changing task_state_array was accepted:\n%s", out)
 	}
-	if !strings.Contains(out, "cmdline_reads") || !strings.Contains(out, "cannot be carried by a livepatch") {
+	if !strings.Contains(out, "task_state_array") || !strings.Contains(out, "cannot be carried by a livepatch") {
 		t.Errorf("the refusal does not name the variable and the reason:\n%s", out)
 	}
-	if _, err := os.Stat(p("counter.splice")); err == nil {
+	if _, err := os.Stat(p("state.splice")); err == nil {
 		t.Error("a refused patch left a bundle behind")
+	}
+
+	// A new variable only the new code knows is carried by the module.
+	out, _, err = create(p("counter.patch"), "counter", p("counter.splice"))
+	if err != nil {
+		t.Fatalf("a patch adding a static variable was refused: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "new variable cmdline_reads (8 bytes): the module carries its only copy") {
+		t.Errorf("create --patch does not say it carries the new variable:\n%s", out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("counter.splice")); err != nil {
+		t.Fatal(err)
+	}
+	counterBundle, err := os.ReadFile(p("counter.splice"))
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// A changed inline function is carried by its caller.
@@ -255,9 +296,15 @@ try fdinfo-apply sf apply /lab/extra/fdinfo-patch.splice
 mark fdinfo-applied "$(grep -c splicefleet /proc/self/fdinfo/0)"
 try fdinfo-undo sfv undo fdinfo-patch
 mark fdinfo-undone "$(grep -c splicefleet /proc/self/fdinfo/0)"
+try counter-apply sf apply /lab/extra/counter.splice
+mark counter-first "$(grep -o 'reads=[0-9]*' /proc/cmdline)"
+mark counter-second "$(grep -o 'reads=[0-9]*' /proc/cmdline)"
+try counter-undo sfv undo counter
+mark counter-undone "$(grep -c 'reads=' /proc/cmdline)"
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
 		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
-		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644})
+		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644},
+		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -274,5 +321,10 @@ mark fdinfo-undone "$(grep -c splicefleet /proc/self/fdinfo/0)"
 	want(t, r, "fdinfo-applied", "1")
 	want(t, r, "fdinfo-undo-exit", "0")
 	want(t, r, "fdinfo-undone", "0")
+	want(t, r, "counter-apply-exit", "0")
+	want(t, r, "counter-first", "reads=101")
+	want(t, r, "counter-second", "reads=102")
+	want(t, r, "counter-undo-exit", "0")
+	want(t, r, "counter-undone", "0")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }

@@ -31,7 +31,7 @@ func Compare(pre, post *Object) *Result {
 		res: &Result{
 			Pre: pre.name, Post: post.name,
 			DebugInfo: pre.debug != nil && post.debug != nil,
-			Changed:   []Function{}, Added: []Function{}, Removed: []Function{},
+			Changed:   []Function{}, Added: []Function{}, Removed: []Function{}, AddedData: []Function{},
 			Unsafe: []Problem{},
 		},
 	}
@@ -139,8 +139,27 @@ func (c *comparison) variables() {
 		}
 		p := Problem{Kind: kind, Name: name, Section: sectionName(b)}
 		if a == nil {
-			p.Reason = fmt.Sprintf("new variable (%d bytes): a livepatch cannot add data to the kernel; a copy in the patch module would not be shared with code that is not patched", b.end-b.start)
-			c.problem(p)
+			if kind == KindInit {
+				p.Reason = fmt.Sprintf("new init variable (%d bytes): init data was used at boot or module load and freed", b.end-b.start)
+				c.problem(p)
+				continue
+			}
+			if b.sec == nil {
+				p.Reason = fmt.Sprintf("new common variable (%d bytes): it has no section of its own to carry", b.end-b.start)
+				c.problem(p)
+				continue
+			}
+			if base, ok := localStaticBase(name); ok {
+				if other := c.numberedLike(base); other != "" {
+					p.Reason = fmt.Sprintf("new function-local static beside %s of the same name: gcc numbers them in order, so the numbering may have shifted and the unpatched code's variable may now carry this name; refused rather than guessed", other)
+					c.problem(p)
+					continue
+				}
+			}
+			// No code of the kernel knows it: only this unit's changed
+			// and added functions refer to it, and the patch module can
+			// hold its only copy.
+			c.res.AddedData = append(c.res.AddedData, function(b, ""))
 			continue
 		}
 		why := diffImages(c.pre.entityImage(a), c.post.entityImage(b), "initial value")
@@ -457,4 +476,30 @@ func diffImages(a, b image, noun string) string {
 		return size + ", " + why
 	}
 	return why
+}
+
+// localStaticBase splits a name gcc gives a function-local static
+// ("count.0", "__already_done.12") into its base ("count").
+func localStaticBase(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 {
+		return "", false
+	}
+	for _, r := range name[i+1:] {
+		if r < '0' || r > '9' {
+			return "", false
+		}
+	}
+	return name[:i], true
+}
+
+// numberedLike returns a variable of Pre that gcc numbered under the same
+// base name, or "".
+func (c *comparison) numberedLike(base string) string {
+	for _, name := range sortedKeys(c.pre.data) {
+		if b, ok := localStaticBase(name); ok && b == base {
+			return name
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package objdiff
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,15 +212,49 @@ int get_limit(void) { return limit; }
 	}
 }
 
+// TestDiffNewVariable: a variable only the patched code knows (a new
+// counter, a new once-flag inside a function) is listed as added data
+// for the module to carry; a new init
+// variable is refused.
 func TestDiffNewVariable(t *testing.T) {
 	res := diff(t, `
 int count(int x) { return x + 1; }
 `, `
 int calls;
-int count(int x) { calls++; return x + 1; }
+int count(int x) { static char once; if (!once) { once = 1; calls++; } return x + 1; }
 `, false)
-	check(t, res, want{changed: []string{"count"}, unsafe: []string{"data calls"}})
-	if r := res.Unsafe[0].Reason; !strings.Contains(r, "new variable (4 bytes)") {
+	check(t, res, want{changed: []string{"count"}})
+	var got []string
+	for _, v := range res.AddedData {
+		got = append(got, fmt.Sprintf("%s %s %d", v.Name, v.Section, v.Size))
+	}
+	if want := []string{"calls .bss.calls 4", "once.0 .bss.once.0 1"}; !slices.Equal(got, want) {
+		t.Errorf("added data %q, want %q", got, want)
+	}
+
+	// A new function-local static beside one of the same name: gcc's
+	// numbering may have shifted (here it did: bump's counter was
+	// count.0 and is count.1 now), so it is refused, not carried.
+	res = diff(t, `
+int bump(void) { static int count; return ++count; }
+`, `
+int probe(void) { static int count = 5; return count--; }
+int bump(void) { static int count; return ++count; }
+`, false)
+	if !slices.Contains(problems(res.Unsafe), "data count.1") || len(res.AddedData) != 0 {
+		t.Errorf("a shifted local static: unsafe %q, added data %+v", problems(res.Unsafe), res.AddedData)
+	} else if p := res.Unsafe[slices.Index(problems(res.Unsafe), "data count.1")]; !strings.Contains(p.Reason, "numbering may have shifted") {
+		t.Errorf("reason %q", p.Reason)
+	}
+
+	res = diff(t, `
+int count(int x) { return x + 1; }
+`, `
+__attribute__((section(".init.data"))) int boot_calls = 1;
+int count(int x) { return x + boot_calls; }
+`, false)
+	check(t, res, want{changed: []string{"count"}, unsafe: []string{"init boot_calls"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "new init variable (4 bytes)") {
 		t.Errorf("reason %q", r)
 	}
 }

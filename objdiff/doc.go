@@ -33,9 +33,11 @@
 //     __ex_table, __bug_table, ...) is compared whole, and any difference
 //     is refused with a reason, rather than ignored.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
-//     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed or
-//     new data ([KindData]; the kernel keeps its variables and their
-//     current values), changed or new init code or data ([KindInit]; it
+//     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
+//     data ([KindData]; the kernel keeps its variables and their
+//     current values; a new variable is listed in [Result.AddedData]
+//     instead, for the patch module to carry, unless gcc's numbering of
+//     function-local statics may have shifted), changed or new init code or data ([KindInit]; it
 //     ran once and was freed), changed prototypes ([KindSignature];
 //     callers that are not patched pass the old arguments), functions
 //     whose code is inlined into callers that must be patched with them

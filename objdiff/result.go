@@ -63,6 +63,10 @@ type Result struct {
 	Changed []Function `json:"changed"`
 	Added   []Function `json:"added"`
 	Removed []Function `json:"removed"`
+	// AddedData are variables only in Post, outside init sections: no
+	// code of the running kernel refers to them, so a patch module can
+	// carry their only copy (a new once-flag or ratelimit state).
+	AddedData []Function `json:"added_data"`
 	// Unsafe are the differences a livepatch cannot carry safely.
 	Unsafe []Problem `json:"unsafe"`
 	// Carried are inlined-function problems that [Result.CarryInlined]

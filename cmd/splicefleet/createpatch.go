@@ -84,6 +84,11 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		added = append(added, f.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
 	}
+	var newData []string
+	for _, v := range diff.AddedData {
+		newData = append(newData, v.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
+	}
 	// The patch touches .c files only (ksrc refuses a header), each
 	// compiled before and after: an inline function's changed copies are
 	// all in functions this bundle replaces.
@@ -105,7 +110,7 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	if name == "" {
 		name = defaultModuleName(o.id, o.version)
 	}
-	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description})
+	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description, NewData: newData})
 	if err != nil {
 		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
 	}

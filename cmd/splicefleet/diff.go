@@ -76,6 +76,12 @@ func printDiff(e *env, r *objdiff.Result) error {
 		return "referred to by " + strings.Join(f.Callers, ", ")
 	})
 	functions("removed", r.Removed, func(objdiff.Function) string { return "" })
+	if len(r.AddedData) > 0 {
+		fmt.Fprintf(w, "added variables: %d\n", len(r.AddedData))
+		for _, v := range r.AddedData {
+			fmt.Fprintf(w, "  %s\t%s\t%d bytes: the patch module carries its only copy\n", v.Name, v.Section, v.Size)
+		}
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
