@@ -91,12 +91,16 @@
 //     and an unsealed ENDBR is harmless); .smp_locks (keeping a LOCK
 //     prefix is always correct); .discard.* (objtool annotations) and
 //     debugging information.
+//   - Copied entry by entry with the copied code (tables.go), which the
+//     module loader registers for the module's own code: __bug_table
+//     (WARN, BUG; 12-byte entries) and __ex_table (user access fixups;
+//     12-byte entries), their relocations re-targeted to the copies.
 //   - Refused with *UnsupportedError naming the function and the section,
 //     because the new code would need them and silently dropping them
-//     would crash the kernel: __bug_table (WARN, BUG), __ex_table (user
-//     access fixups), .altinstructions (alternatives), __jump_table
+//     would crash the kernel: .altinstructions (alternatives), __jump_table
 //     (static keys, tracepoints), .static_call_sites, .parainstructions,
-//     and any section not understood.
+//     a __bug_table or __ex_table without the layout above, and any
+//     section not understood.
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is

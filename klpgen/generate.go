@@ -139,6 +139,7 @@ type generator struct {
 	st        *symtab
 	syms      *Symbols
 	opts      Options
+	tables    map[int]bool  // entry tables copied entry by entry (tables.go)
 	unitNames []string      // the unit's own functions and variables, for positions
 	relaOf    map[int]int   // section -> its SHT_RELA section
 	objSyms   map[int][]int // section -> its function and object symbols
@@ -189,7 +190,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		return nil, fmt.Errorf("klpgen: generate: read object: %w", err)
 	}
 	g := &generator{
-		data: post, f: f, st: st, syms: syms, opts: opts,
+		data: post, f: f, st: st, syms: syms, opts: opts, tables: map[int]bool{},
 		relaOf: map[int]int{}, objSyms: map[int][]int{},
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
@@ -208,6 +209,17 @@ func (g *generator) run(changed, added []string) error {
 	if err := g.findFunctions(changed, added); err != nil {
 		return err
 	}
+	for len(g.queue) > 0 {
+		job := g.queue[0]
+		g.queue = g.queue[1:]
+		if err := g.relocate(job); err != nil {
+			return err
+		}
+	}
+	if err := g.copyEntryTables(); err != nil {
+		return err
+	}
+	// Entries may name data (a WARN's file name) not copied yet.
 	for len(g.queue) > 0 {
 		job := g.queue[0]
 		g.queue = g.queue[1:]
@@ -771,7 +783,7 @@ func (g *generator) copyData(owner *function, sec int) (*outSection, error) {
 // the module cannot carry (see classify).
 func (g *generator) checkReferences() error {
 	for target, ri := range sortedMap(g.relaOf) {
-		if g.copies[target] != nil {
+		if g.copies[target] != nil || g.tables[target] {
 			continue
 		}
 		name := g.f.Sections[target].Name

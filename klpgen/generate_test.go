@@ -280,10 +280,10 @@ func TestGenerateRefusesMissingSymbol(t *testing.T) {
 	}
 }
 
-// TestGenerateRefusesSpecialSections: an entry of __bug_table (WARN,
-// BUG), __ex_table, .altinstructions, __jump_table or .static_call_sites
-// pointing into a replaced function is refused, naming both; so is a
-// section nobody taught the generator.
+// TestGenerateRefusesSpecialSections: an entry of .altinstructions,
+// __jump_table or .static_call_sites pointing into a replaced function
+// is refused, naming both; so is a section nobody taught the generator,
+// and a __bug_table or __ex_table without the kernel's entry layout.
 func TestGenerateRefusesSpecialSections(t *testing.T) {
 	for _, sec := range []string{"__bug_table", "__ex_table", ".altinstructions", "__jump_table", ".static_call_sites", ".parainstructions", ".mystery"} {
 		t.Run(sec, func(t *testing.T) {
@@ -791,5 +791,55 @@ func TestGenerateRefusesNewDataSharingASection(t *testing.T) {
 	var ue *UnsupportedError
 	if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "shares its section") {
 		t.Fatalf("err = %v, want a refusal saying the new variable shares its section", err)
+	}
+}
+
+// TestGenerateCopiesBugAndExceptionEntries: the __bug_table and
+// __ex_table entries of a replaced function go into the module with it,
+// their addresses re-targeted to the new code and the WARN's file name
+// copied; the entries of functions not copied stay out.
+func TestGenerateCopiesBugAndExceptionEntries(t *testing.T) {
+	const src = `
+extern void exported(void);
+#define ENTRY(sec, second) asm volatile("1: ud2\n.pushsection " sec ",\"aw\"\n" \
+	"2: .long 1b - .\n .long " second "\n .word 7\n .word 0x0900\n .org 2b+12\n.popsection" :: "i"("file.c"))
+void with_entries(int a)
+{
+	exported();
+	if (a == 1)
+		ENTRY("__bug_table", "%c0 - .");
+	if (a == 2)
+		ENTRY("__ex_table", "1b - .");
+}
+void untouched(int a)
+{
+	if (a)
+		ENTRY("__bug_table", "%c0 - .");
+}
+`
+	syms := symbolsFor(t, []string{"exported"}, "with_entries", "untouched")
+	out, err := Generate(compileC(t, src), []string{"with_entries"}, nil, syms, Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := parseELF(t, out.Object)
+	for _, tc := range []struct {
+		sec     string
+		targets []string
+	}{
+		{"__bug_table", []string{".text.with_entries", ".rodata.with_entries.str1.1"}},
+		{"__ex_table", []string{".text.with_entries", ".text.with_entries"}},
+	} {
+		if b := sectionData(t, f, tc.sec); len(b) != 12 {
+			t.Errorf("%s holds %d bytes, want the one entry of with_entries", tc.sec, len(b))
+			continue
+		}
+		var got []string
+		for _, r := range relocsOf(t, f, ".rela"+tc.sec) {
+			got = append(got, r.Sym)
+		}
+		if !slices.Equal(got, tc.targets) {
+			t.Errorf("%s relocations point at %v, want %v", tc.sec, got, tc.targets)
+		}
 	}
 }

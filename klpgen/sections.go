@@ -45,8 +45,8 @@ var dropped = []struct{ prefix, reason string }{
 // refused lists the sections whose entries in new code the generator
 // cannot carry yet, with what they are.
 var refused = map[string]string{
-	"__bug_table":                "a WARN or BUG (bug table entry)",
-	"__ex_table":                 "an exception table entry (user access or other fixup)",
+	"__bug_table":                "a WARN or BUG (bug table entry) the generator could not copy",
+	"__ex_table":                 "an exception table entry (user access or other fixup) the generator could not copy",
 	".altinstructions":           "an alternative instruction",
 	".altinstr_replacement":      "an alternative instruction",
 	".altinstr_aux":              "an alternative instruction (static_cpu_has)",

@@ -108,6 +108,21 @@ const fdinfoPatch = `--- a/fs/proc/fd.c
  
 `
 
+// warnPatch adds a WARN_ON_ONCE that fires on the first read of
+// /proc/cmdline: its __bug_table entry must go into the module, or the
+// kernel would take the ud2 for an invalid opcode and kill the reader.
+const warnPatch = `--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -7,6 +7,7 @@
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
+ 	seq_puts(m, saved_command_line);
++	WARN_ON_ONCE(m->count > 0);
+ 	seq_putc(m, '\n');
+ 	return 0;
+ }
+`
+
 // TestScenarioCreatePatch: a source patch to the lab kernel's own
 // fs/proc/cmdline.c goes through create --patch (the Debian source package
 // of exactly the lab kernel, prepared once, the one unit compiled before
@@ -143,6 +158,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("state.patch"), []byte(statePatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("warn.patch"), []byte(warnPatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
@@ -249,6 +267,19 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A new WARN is carried with its bug table entry.
+	out, _, err = create(p("warn.patch"), "warn", p("warn.splice"))
+	if err != nil {
+		t.Fatalf("a patch adding a WARN_ON_ONCE was refused: %v\n%s", err, out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("warn.splice")); err != nil {
+		t.Fatal(err)
+	}
+	warnBundle, err := os.ReadFile(p("warn.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// A changed inline function is carried by its caller.
 	out, _, err = create(p("inline.patch"), "inline-patch", p("inline-patch.splice"))
 	if err != nil {
@@ -301,10 +332,16 @@ mark counter-first "$(grep -o 'reads=[0-9]*' /proc/cmdline)"
 mark counter-second "$(grep -o 'reads=[0-9]*' /proc/cmdline)"
 try counter-undo sfv undo counter
 mark counter-undone "$(grep -c 'reads=' /proc/cmdline)"
+try warn-apply sf apply /lab/extra/warn.splice
+try warn-read cat /proc/cmdline
+mark warn-logged "$(dmesg | grep -c 'WARNING: CPU: .* at fs/proc/cmdline.c')"
+mark warn-oops "$(dmesg | grep -c 'invalid opcode')"
+try warn-undo sfv undo warn
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
 		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
 		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644},
-		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644})
+		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644},
+		File{Path: "lab/extra/warn.splice", Data: warnBundle, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -326,5 +363,10 @@ mark counter-undone "$(grep -c 'reads=' /proc/cmdline)"
 	want(t, r, "counter-second", "reads=102")
 	want(t, r, "counter-undo-exit", "0")
 	want(t, r, "counter-undone", "0")
+	want(t, r, "warn-apply-exit", "0")
+	want(t, r, "warn-read-exit", "0")
+	want(t, r, "warn-logged", "1")
+	want(t, r, "warn-oops", "0")
+	want(t, r, "warn-undo-exit", "0")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }

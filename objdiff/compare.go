@@ -200,6 +200,11 @@ func (c *comparison) specialSections() {
 	as, bs := groupSections(c.pre, classSpecial), groupSections(c.post, classSpecial)
 	for _, name := range sortedKeys(as, bs) {
 		a, b := as[name], bs[name]
+		if t, ok := entryTables[name]; ok {
+			if c.entryTable(name, t, a, b) {
+				continue
+			}
+		}
 		var why string
 		switch {
 		case len(a) == 0:
@@ -502,4 +507,86 @@ func (c *comparison) numberedLike(base string) string {
 		}
 	}
 	return ""
+}
+
+// entryTable describes a kernel table of fixed-size entries, each about
+// one instruction, that the module loader registers for a module's own
+// code: the entries of a replaced or added function go into the patch
+// module with it (package klpgen copies them). Key is the offset of the
+// entry's relocation to its instruction, which says whose entry it is;
+// Kind is the part of an entry that says what it does (the rest are the
+// addresses and, for a bug entry, the file and line).
+type entryTable struct {
+	Size, Key uint64
+	Kind      [2]uint64 // [start, end) within an entry
+	What      string
+}
+
+// entryTables are the tables objdiff splits by function (x86-64, Linux
+// 6.1; lib/bug.c and kernel/module/main.c register a module's own).
+var entryTables = map[string]entryTable{
+	// struct bug_entry with relative pointers and BUGVERBOSE: bug_addr,
+	// file, line (2 bytes), flags (2 bytes).
+	"__bug_table": {Size: 12, Key: 0, Kind: [2]uint64{10, 12}, What: "BUG/WARN entries"},
+	// struct exception_table_entry: insn, fixup, data (type and registers).
+	"__ex_table": {Size: 12, Key: 0, Kind: [2]uint64{8, 12}, What: "exception table entries"},
+}
+
+// entryTable compares a table of fixed-size entries function by function:
+// the entries of changed and added functions go with their code; those of
+// unchanged functions must say the same as before (their instructions are
+// the kernel's, and so are their entries), whatever lines they name. It
+// returns false when the sections do not have the table's layout, for
+// the caller to compare them whole.
+func (c *comparison) entryTable(name string, t entryTable, a, b []*section) bool {
+	pre, ok := entriesByFunction(a, t)
+	if !ok {
+		return false
+	}
+	post, ok := entriesByFunction(b, t)
+	if !ok {
+		return false
+	}
+	for _, fn := range sortedKeys(pre, post) {
+		if fn != "" && (c.changed[fn] || c.pre.funcs[fn] == nil || c.post.funcs[fn] == nil) {
+			// Replaced or added code: its entries go with it. Removed
+			// code: the kernel keeps it, and its entries.
+			continue
+		}
+		if !slices.Equal(pre[fn], post[fn]) {
+			who := "function " + fn
+			if fn == "" {
+				who = "code outside any function"
+			}
+			c.problem(Problem{Kind: KindSection, Name: name, Reason: fmt.Sprintf(
+				"%s of %s changed (%d entries, now %d) while its code did not: the kernel keeps its own entries for code that is not replaced", t.What, who, len(pre[fn]), len(post[fn]))})
+		}
+	}
+	return true
+}
+
+// entriesByFunction splits the entries of a table's sections by the
+// function their instruction is in, keeping each entry's kind bytes.
+func entriesByFunction(secs []*section, t entryTable) (map[string][]string, bool) {
+	out := map[string][]string{}
+	for _, s := range secs {
+		if s.data == nil || s.size%t.Size != 0 {
+			return nil, false
+		}
+		keys := map[uint64]string{}
+		for _, r := range s.relocs {
+			if r.off%t.Size == t.Key {
+				keys[r.off/t.Size] = r.ref
+			}
+		}
+		for i := uint64(0); i < s.size/t.Size; i++ {
+			fn, ok := keys[i]
+			if !ok {
+				return nil, false
+			}
+			e := s.data[i*t.Size : (i+1)*t.Size]
+			out[fn] = append(out[fn], string(e[t.Kind[0]:t.Kind[1]]))
+		}
+	}
+	return out, true
 }

@@ -425,3 +425,37 @@ func TestCarryInlined(t *testing.T) {
 		t.Errorf("data change no longer refused: %q", problems(res.Unsafe))
 	}
 }
+
+// bugTableUnit has the shape of the kernel's WARN_ON on x86-64: a ud2
+// and a 12-byte __bug_table entry (address, file, line, flags).
+const bugTableUnit = `
+#define WARN_FLAGS(flags) asm volatile("1: ud2\n" \
+	".pushsection __bug_table,\"aw\"\n" \
+	"2: .long 1b - .\n .long 0\n .word %c0\n .word %c1\n .org 2b+12\n" \
+	".popsection" :: "i"(__LINE__), "i"(flags))
+extern int consume(int);
+int checked(int x) { if (x < 0) WARN_FLAGS(0x0900); return consume(x); }
+int other(int x) { if (x > 100) WARN_FLAGS(0x0900); return consume(x + 1); }
+`
+
+// TestDiffBugTableByFunction: the kernel's bug table is compared
+// function by function. A WARN added to a changed function goes with
+// its code; a shift of line numbers alone changes nothing; a WARN of an
+// unchanged function whose entry says something else (a WARN made a
+// BUG in the table only) is refused.
+func TestDiffBugTableByFunction(t *testing.T) {
+	added := strings.Replace(bugTableUnit, "return consume(x); }", "if (x == 7) WARN_FLAGS(0x0900); return consume(x); }", 1)
+	res := diff(t, bugTableUnit, added, false)
+	check(t, res, want{changed: []string{"checked"}})
+
+	shifted := strings.Replace(bugTableUnit, "extern int consume(int);", "extern int consume(int);\n\n\n", 1)
+	res = diff(t, bugTableUnit, shifted, false)
+	check(t, res, want{})
+
+	flags := strings.Replace(bugTableUnit, "if (x > 100) WARN_FLAGS(0x0900)", "if (x > 100) WARN_FLAGS(0x0800)", 1)
+	res = diff(t, bugTableUnit, flags, false)
+	check(t, res, want{unsafe: []string{"section __bug_table"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "BUG/WARN entries of function other changed") {
+		t.Errorf("reason %q", r)
+	}
+}

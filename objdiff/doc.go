@@ -29,9 +29,12 @@
 //     __func__.*) only through the references to them. Sections
 //     never loaded (debug info, notes, comments) and tables generated from
 //     the code (.eh_frame, __mcount_loc, ORC, call-site lists) are
-//     ignored. Every other section (alternatives, __jump_table,
-//     __ex_table, __bug_table, ...) is compared whole, and any difference
-//     is refused with a reason, rather than ignored.
+//     ignored. __bug_table and __ex_table are compared function by
+//     function: the entries of changed and added functions go with their
+//     code, those of other functions must say the same as before (line
+//     numbers aside). Every other section (alternatives, __jump_table,
+//     ...) is compared whole, and any difference is refused with a
+//     reason, rather than ignored.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their

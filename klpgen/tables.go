@@ -1,0 +1,92 @@
+package klpgen
+
+import (
+	"debug/elf"
+	"maps"
+	"slices"
+)
+
+// entryTable is a kernel table of fixed-size entries, each about one
+// instruction, that the module loader registers for a module's own code
+// (Linux 6.1: module_bug_finalize for __bug_table; the module's sorted
+// extable, searched by search_module_extables, for __ex_table). The
+// entries of the copied functions are copied with them, their
+// relocations re-targeted to the copies, so a WARN in the new code warns
+// and a user access in it that faults is fixed up, as in the old code.
+type entryTable struct {
+	size uint64 // bytes per entry
+	key  uint64 // offset of the relocation to the entry's instruction
+}
+
+// entryTables are the tables copied entry by entry (x86-64): struct
+// bug_entry with relative pointers and BUGVERBOSE (address, file, line,
+// flags) and struct exception_table_entry (insn, fixup, data).
+var entryTables = map[string]entryTable{
+	"__bug_table": {size: 12, key: 0},
+	"__ex_table":  {size: 12, key: 0},
+}
+
+// copyEntryTables copies, for every entry table of the object, the
+// entries whose instruction lies in copied code. A table whose size or
+// relocations do not have the layout is not copied (and refused by
+// checkReferences when copied code has entries in it); an entry of
+// copied code whose other relocations cannot be resolved is refused.
+func (g *generator) copyEntryTables() error {
+	for i, s := range g.f.Sections {
+		t, ok := entryTables[s.Name]
+		if !ok {
+			continue
+		}
+		ri, ok := g.relaOf[i]
+		if !ok {
+			continue
+		}
+		data, err := sectionBytes(g.data, s)
+		if err != nil {
+			return err
+		}
+		rs, err := g.relas(ri)
+		if err != nil {
+			return err
+		}
+		byEntry := map[uint64][]rela{}
+		owners := map[uint64]*function{}
+		keys := 0
+		for _, r := range rs {
+			e := r.off / t.size
+			byEntry[e] = append(byEntry[e], r)
+			if r.off%t.size == t.key {
+				owners[e] = g.codeTarget(r)
+				keys++
+			}
+		}
+		if n := uint64(len(data)); n%t.size != 0 || uint64(keys) != n/t.size {
+			// Not the layout this generator knows: left to
+			// checkReferences, which refuses it if copied code has an
+			// entry.
+			continue
+		}
+		out := &outSection{name: s.Name, typ: elf.SHT_PROGBITS, flags: s.Flags &^ elf.SHF_GROUP, align: s.Addralign, entsize: s.Entsize}
+		for _, e := range slices.Sorted(maps.Keys(owners)) {
+			fn := owners[e]
+			if fn == nil {
+				continue
+			}
+			base := uint64(len(out.data))
+			out.data = append(out.data, data[e*t.size:(e+1)*t.size]...)
+			for _, r := range byEntry[e] {
+				sym, addend, err := g.resolve(copyJob{src: i, owner: fn}, r)
+				if err != nil {
+					return err
+				}
+				out.relas = append(out.relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
+			}
+		}
+		g.tables[i] = true
+		if len(out.data) > 0 {
+			out.size = uint64(len(out.data))
+			g.w.addSection(out)
+		}
+	}
+	return nil
+}
