@@ -176,6 +176,10 @@ func New(opts Options) (*Agent, error) {
 	if a.kernel, err = OpenKernel(cfg.Kernel, a.log); err != nil {
 		return nil, err
 	}
+	if a.kernel.simulated {
+		a.log.Warn("UNSAFE: this agent runs the simulated kernel, a test double (unsafe_simulated_kernel is set): it applies nothing to the real kernel, and takes part only in rollouts whose plan says allow_simulated",
+			"kernel", cfg.Kernel)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -318,9 +322,11 @@ func (a *Agent) tags() (map[string]string, error) {
 	if info, err := a.kernel.Info(); err == nil {
 		t[TagKernel], t[TagArch] = info.Release, info.Arch
 		t[TagBuildID] = info.BuildID[:min(16, len(info.BuildID))]
-		if info.Simulated {
-			t[TagSim] = "1"
-		}
+	}
+	if a.kernel.simulated {
+		// Said even when the simulated kernel cannot say what it is: a
+		// plan without allow_simulated leaves this host out.
+		t[TagSim] = "1"
 	}
 	t[TagVersion] = a.version
 	// The gossip member adds this tag itself; set here, it counts when

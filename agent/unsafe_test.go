@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// A host set up with the simulated kernel says so at WARN when it starts,
+// and gossips it: a plan that does not allow simulated hosts leaves every
+// such host out (no host applies, none counts towards a gate), and one
+// with allow_simulated takes them in.
+func TestSimulatedHostsStayOutOfRealRollouts(t *testing.T) {
+	f := newTestFleet(t)
+	logs := f.captureLogs()
+	agents := []*Agent{f.start(f.config("node-00")), f.start(f.config("node-01"))}
+	waitMembers(t, agents, 2)
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "UNSAFE: this agent runs the simulated kernel") {
+		t.Errorf("no WARN about the simulated kernel at start:\n%s", logs.String())
+	}
+
+	v, err := agents[0].Publish(f.bundle("real", 1, f.signer, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := signPlan(t, "id: real\nbundle: "+v.ManifestDigest+"\nstages: [{percent: 100}]\ngates: {health_window: 100ms}\nallow_simulated: false\n", f.signer)
+	st, err := agents[0].StartRollout(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With no host to take it, the rollout's one stage has an empty
+	// cohort: it ends without a host applying.
+	waitRollout(t, agents, st.Digest, rollout.Done, 60*time.Second)
+	for _, a := range agents {
+		s, _ := a.Rollout(st.Digest)
+		if s.Self.Targeted || s.Stages[0].Cohort != 0 || s.Stages[0].Healthy != 0 {
+			t.Errorf("%s: targeted %t, cohort %d, healthy %d; want a simulated host in no cohort", a.Name(), s.Self.Targeted, s.Stages[0].Cohort, s.Stages[0].Healthy)
+		}
+		if got := kernelState(t, a); len(got) != 0 {
+			t.Errorf("%s applied %v from a plan that does not allow simulated hosts", a.Name(), got)
+		}
+	}
+
+	v2, err := agents[1].Publish(f.bundle("demo", 1, f.signer, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := signPlan(t, "id: demo\nbundle: "+v2.ManifestDigest+"\nstages: [{percent: 100}]\ngates: {health_window: 100ms}\nallow_simulated: true\n", f.signer)
+	st2, err := agents[1].StartRollout(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRollout(t, agents, st2.Digest, rollout.Done, 60*time.Second)
+	for _, a := range agents {
+		s, _ := a.Rollout(st2.Digest)
+		if got := kernelState(t, a); fmt.Sprint(got) != "[lp_demo]" || s.Stages[0].Healthy != 2 {
+			t.Errorf("%s: kernel runs %v, %d healthy; with allow_simulated both hosts take part", a.Name(), got, s.Stages[0].Healthy)
+		}
+	}
+}
