@@ -73,6 +73,9 @@ type Options struct {
 	// decodes, when set (by tests only), makes the agent stand in for an
 	// older build that decodes protocol versions up to it.
 	decodes uint8
+	// kernelRoot, when set (by tests only), is the root the agent reads
+	// its own capabilities through (proc/self/status) instead of "/".
+	kernelRoot string
 	// network, when set (by tests and benchmarks only), puts the gossip
 	// member on an in-memory network instead of sockets; the blob
 	// service stays on TCP.
@@ -173,6 +176,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.policy.Store(p)
+	if err := checkKernelPrivileges(cfg, opts.kernelRoot); err != nil {
+		return nil, err
+	}
 	if a.kernel, err = OpenKernel(cfg.Kernel, a.log); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +62,39 @@ func TestSimulatedHostsStayOutOfRealRollouts(t *testing.T) {
 		if got := kernelState(t, a); fmt.Sprint(got) != "[lp_demo]" || s.Stages[0].Healthy != 2 {
 			t.Errorf("%s: kernel runs %v, %d healthy; with allow_simulated both hosts take part", a.Name(), got, s.Stages[0].Healthy)
 		}
+	}
+}
+
+// An agent for the real kernel that lacks CAP_SYS_MODULE (run as a plain
+// user, or under a capability bounding set without it) refuses to start
+// and says why, before it creates its state or listens anywhere: its
+// first apply would fail, and the failure would halt the rollout on
+// every host.
+func TestLinuxKernelNeedsCapSysModule(t *testing.T) {
+	f := newTestFleet(t)
+	cfg := f.config("node-00")
+	cfg.Kernel, cfg.UnsafeSimulatedKernel = "linux", false
+	root := t.TempDir()
+	status := filepath.Join(root, "proc", "self", "status")
+	if err := os.MkdirAll(filepath.Dir(status), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A plain user's set: nothing effective.
+	if err := os.WriteFile(status, []byte("Name:\tsplicefleet\nUid:\t1000\t1000\t1000\t1000\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, Logger: warnLogger(t), kernelRoot: root})
+	if err == nil {
+		a.closeListeners()
+		t.Fatal("an agent without CAP_SYS_MODULE started with kernel: linux")
+	}
+	if !errors.Is(err, ErrNoCapSysModule) || !strings.Contains(err.Error(), "needs CAP_SYS_MODULE") || !strings.Contains(err.Error(), "halt the rollout across the fleet") {
+		t.Errorf("refusal does not say why: %v", err)
+	}
+	if _, err := os.Stat(cfg.StateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused agent made its state directory: %v", err)
+	}
+	if _, err := os.Stat(cfg.ControlSocket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused agent made its control socket: %v", err)
 	}
 }

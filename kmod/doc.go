@@ -39,6 +39,12 @@
 //     section read by the size of the input, and runs all ELF parsing under
 //     recover so a malformed file yields an error instead of a panic.
 //
+// Before it touches the kernel, a caller can ask whether it may:
+// [FS.CheckCapSysModule] reads the effective capability set (CapEff in
+// proc/self/status, through the root like every other read) and refuses,
+// with [ErrNoCapSysModule], a process that lacks CAP_SYS_MODULE, which
+// finit_module and delete_module require.
+//
 // [ReadModInfo] returns the .modinfo key/value pairs of a relocatable
 // kernel module (name, vermagic, license, depends, livepatch flag, ...),
 // the target architecture from the ELF header, and, for livepatch modules,
