@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/fileperm"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // A host set up with the simulated kernel says so at WARN when it starts,
@@ -97,4 +99,69 @@ func TestLinuxKernelNeedsCapSysModule(t *testing.T) {
 	if _, err := os.Stat(cfg.ControlSocket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused agent made its control socket: %v", err)
 	}
+}
+
+// A local user who can write the keyring (mode 0666, or a group-writable
+// folder above it) adds a key of their own and waits for the next reload.
+// The reload refuses the keyring: it says so at WARN, counts it, and
+// keeps the policy it had, so a bundle signed by the added key is still
+// refused. Once the keyring is private again, the same reload goes
+// through.
+func TestReloadRefusesAKeyringOthersMayWrite(t *testing.T) {
+	f := newTestFleet(t)
+	logs := f.captureLogs()
+	cfg := f.config("host")
+	h := f.start(cfg)
+	mallory := newSigner(t, "Mallory")
+	writeKeyring(t, f.keyring, f.signer, mallory)
+	check := func(want error) {
+		t.Helper()
+		raw, err := signedBundle(t, splice.Manifest{ID: "mallory", Version: 1}, 0, mallory).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.Publish(raw)
+		if (want == nil) != (err == nil) {
+			t.Fatalf("a bundle signed by the key added to the keyring: %v", err)
+		}
+	}
+
+	for _, tt := range []struct {
+		name    string
+		path    string
+		mode    os.FileMode
+		refused float64
+	}{
+		{"world-writable keyring", f.keyring, 0o666, 1},
+		{"group-writable keyring", f.keyring, 0o664, 2},
+		{"world-writable folder", filepath.Dir(f.keyring), 0o777, 3},
+	} {
+		if err := os.Chmod(tt.path, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		err := h.Reload(cfg)
+		if !errors.Is(err, fileperm.ErrUnsafe) || !strings.Contains(err.Error(), "chmod go-w "+tt.path) {
+			t.Errorf("%s: reload %v, want a refusal naming the fix", tt.name, err)
+		}
+		if got := metricValue(t, h, "splicefleet_config_reloads_total", "result", "refused"); got != tt.refused {
+			t.Errorf("%s: %g reloads counted refused, want %g", tt.name, got, tt.refused)
+		}
+		check(errors.New("refused"))
+		if err := os.Chmod(tt.path, map[bool]os.FileMode{true: 0o644, false: 0o700}[tt.path == f.keyring]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLog(t, logs, "level=WARN", "reload refused; keeping the running configuration and trust policy", "may be changed by another user")
+	if got := metricValue(t, h, "splicefleet_config_reloads_total", "result", "applied"); got != 0 {
+		t.Errorf("%g reloads counted applied", got)
+	}
+
+	// The same keyring, private, is read: the added key is trusted now.
+	if err := h.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, h, "splicefleet_config_reloads_total", "result", "applied"); got != 1 {
+		t.Errorf("%g reloads counted applied, want 1", got)
+	}
+	check(nil)
 }

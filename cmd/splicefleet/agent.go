@@ -122,14 +122,13 @@ level, the tags and the trust policy from the file.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					// A refusal is logged at WARN and counted by the
+					// agent, which keeps what it runs with.
 					next, err := f.load(cmd)
-					if err == nil {
-						err = a.Reload(next)
-					}
-					if err == nil {
+					if err != nil {
+						a.ReloadRefused(err)
+					} else if a.Reload(next) == nil {
 						_ = level.UnmarshalText([]byte(next.LogLevel))
-					} else {
-						logger.Error("reload refused; keeping the running configuration", "err", err)
 					}
 				}
 			}()
