@@ -85,6 +85,10 @@ func TestLinuxKernelNeedsCapSysModule(t *testing.T) {
 	if err := os.WriteFile(status, []byte("Name:\tsplicefleet\nUid:\t1000\t1000\t1000\t1000\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The check the systemd unit runs first says the same.
+	if _, problems := checkConfig(cfg, root); len(problems) != 1 || !errors.Is(problems[0], ErrNoCapSysModule) {
+		t.Errorf("check-config without CAP_SYS_MODULE: %v", problems)
+	}
 	a, err := New(Options{Config: cfg, Logger: warnLogger(t), kernelRoot: root})
 	if err == nil {
 		a.closeListeners()
