@@ -29,20 +29,20 @@ import (
 type agentFlags struct {
 	config      string
 	checkConfig bool
-	nodeName  string
-	bind      string
-	advertise string
-	join      []string
-	keyFile   string
-	keyring   string
-	threshold int
-	stateDir  string
-	kernel    string
-	http      string
-	socket    string
-	tags      []string
-	logLevel  string
-	protocol  int
+	nodeName    string
+	bind        string
+	advertise   string
+	join        []string
+	keyFile     string
+	keyring     string
+	threshold   int
+	stateDir    string
+	kernel      string
+	http        string
+	socket      string
+	tags        []string
+	logLevel    string
+	protocol    int
 }
 
 // load reads the configuration file (if any), applies the flags given
