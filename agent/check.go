@@ -70,7 +70,7 @@ func checkConfig(cfg Config, kernelRoot string) (passed []string, problems []err
 		if err := checkKernelPrivileges(cfg, kernelRoot); err != nil {
 			bad(err)
 		} else {
-			ok("kernel: linux, with CAP_SYS_MODULE")
+			ok("kernel: linux, with CAP_SYS_MODULE, the kernel log readable and the livepatch interface writable")
 		}
 	case cfg.UnsafeSimulatedKernel:
 		ok("kernel: %s, the SIMULATED kernel (unsafe_simulated_kernel): it patches nothing real, and takes part only in plans with allow_simulated", cfg.Kernel)

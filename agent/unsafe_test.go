@@ -169,3 +169,34 @@ func TestReloadRefusesAKeyringOthersMayWrite(t *testing.T) {
 	}
 	check(nil)
 }
+
+// A sandbox set too tight (the kernel log hidden, as ProtectKernelLogs=
+// or PrivateDevices= do) is refused at start and by the check the unit
+// runs first, not at the first apply.
+func TestLinuxKernelNeedsTheKernelLog(t *testing.T) {
+	f := newTestFleet(t)
+	cfg := f.config("node-00")
+	cfg.Kernel, cfg.UnsafeSimulatedKernel = "linux", false
+	root := t.TempDir()
+	status := filepath.Join(root, "proc", "self", "status")
+	if err := os.MkdirAll(filepath.Dir(status), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(status, []byte("CapEff:\t0000000000010000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, problems := checkConfig(cfg, root)
+	if len(problems) != 1 || !errors.Is(problems[0], os.ErrNotExist) || !strings.Contains(problems[0].Error(), "read the kernel log") ||
+		!strings.Contains(problems[0].Error(), "/dev/kmsg readable") {
+		t.Errorf("check-config without the kernel log: %v", problems)
+	}
+	if a, err := New(Options{Config: cfg, Logger: warnLogger(t), kernelRoot: root}); err == nil {
+		a.closeListeners()
+		t.Fatal("an agent that cannot read the kernel log started")
+	} else if !strings.Contains(err.Error(), "read the kernel log") {
+		t.Errorf("refusal: %v", err)
+	}
+	if _, err := os.Stat(cfg.StateDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused agent made its state directory: %v", err)
+	}
+}

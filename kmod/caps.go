@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // CapSysModule is the capability bit (linux/capability.h) that
@@ -76,4 +79,66 @@ func parseCapEff(r io.Reader) (Capabilities, error) {
 		return 0, err
 	}
 	return 0, errors.New("no CapEff line")
+}
+
+// Capabilities the agent keeps in a sandbox (linux/capability.h), by the
+// names systemd's CapabilityBoundingSet= uses.
+var capabilityNames = map[string]uint{
+	"CAP_DAC_READ_SEARCH": 2, // read other users' /proc/PID/patch_state
+	"CAP_SYS_MODULE":      CapSysModule,
+	"CAP_SYSLOG":          34, // read /dev/kmsg under dmesg_restrict
+}
+
+// CapabilityByName returns the number of a capability the agent's
+// sandbox may keep: CAP_SYS_MODULE, CAP_SYSLOG or CAP_DAC_READ_SEARCH.
+func CapabilityByName(name string) (uint, error) {
+	c, ok := capabilityNames[name]
+	if !ok {
+		return 0, fmt.Errorf("capability %q: want CAP_SYS_MODULE, CAP_SYSLOG or CAP_DAC_READ_SEARCH", name)
+	}
+	return c, nil
+}
+
+// ExecLimited executes path (argv, env) the way systemd starts a unit
+// with CapabilityBoundingSet= and NoNewPrivileges=yes: every capability
+// but keep is dropped from the bounding set and no_new_privs is set, so
+// that the program, run as root, holds keep and nothing more, and gains
+// nothing through setuid or file capabilities. Both settings belong to a
+// thread, so the drop and the exec happen on one locked thread. It
+// returns only on failure. The lab runs the agent this way where it has
+// no systemd.
+func ExecLimited(path string, argv, env []string, keep ...uint) error {
+	runtime.LockOSThread()
+	// Not unlocked: on success the process is replaced; on failure the
+	// thread's privileges are no longer the process's, and it must die
+	// with the goroutine.
+	if err := limitPrivileges(keep); err != nil {
+		return err
+	}
+	if err := syscall.Exec(path, argv, env); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckKernelAccess says whether this process can do what applying a
+// livepatch needs beyond CAP_SYS_MODULE: read the kernel log (dev/kmsg,
+// which every health check reads; ProtectKernelLogs= or PrivateDevices=
+// hide it, and dmesg_restrict asks for CAP_SYSLOG) and write
+// sys/kernel/livepatch (undo and stalled transitions write there;
+// ProtectKernelTunables= makes it read-only). A kernel without livepatch
+// support passes the second check: applies refuse there anyway, saying
+// why.
+func (k FS) CheckKernelAccess() error {
+	f, err := os.Open(k.path("dev", "kmsg"))
+	if err != nil {
+		return fmt.Errorf("read the kernel log: %w", err)
+	}
+	_ = f.Close()
+	if dir := k.livepatchDir(); exists(dir) {
+		if err := accessWrite(dir); err != nil {
+			return fmt.Errorf("write the livepatch interface: %w", err)
+		}
+	}
+	return nil
 }

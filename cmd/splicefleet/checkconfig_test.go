@@ -41,7 +41,7 @@ func TestAgentCheckConfig(t *testing.T) {
 	// kernel: linux; the tests run as root, with CAP_SYS_MODULE.
 	code, out, errs := c.run("agent", "--check-config", "--config", config(""))
 	if code != exitOK || !strings.Contains(out, "configuration "+c.path("agent.yaml")+": ok") || !strings.Contains(out, "ok: keyring "+keyring+": 1 trusted key(s), threshold 1") ||
-		!strings.Contains(out, "ok: kernel: linux, with CAP_SYS_MODULE") || errs != "" {
+		!strings.Contains(out, "ok: kernel: linux, with CAP_SYS_MODULE, the kernel log readable") || errs != "" {
 		t.Fatalf("a good configuration: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, _ = c.run("agent", "--check-config", "--config", config("kernel: sim:"+c.path("kernel")+"\nunsafe_simulated_kernel: true\n"))
