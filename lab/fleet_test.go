@@ -58,9 +58,11 @@ at() { if within "$2" "$3"; then mark "$1" "$(uptime_s)"; else mark "$1" timeout
 # The agent runs as the systemd unit runs it (the guest has no systemd):
 # the capability bounding set cut to CapabilityBoundingSet= and
 # no_new_privs set; the unit's ExecStartPre check first, under the same.
-limited() { splicefleet exec-limited --keep-caps CAP_SYS_MODULE,CAP_SYSLOG,CAP_DAC_READ_SEARCH -- "$@"; }
-try check-config limited splicefleet agent --check-config --config /etc/splicefleet/agent.yaml
-limited splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
+# (Not through a shell function: backgrounded, it would run in a subshell
+# and $! would name the subshell, not the agent.)
+caps=CAP_SYS_MODULE,CAP_SYSLOG,CAP_DAC_READ_SEARCH
+try check-config splicefleet exec-limited --keep-caps $caps -- splicefleet agent --check-config --config /etc/splicefleet/agent.yaml
+splicefleet exec-limited --keep-caps $caps -- splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
 agent=$!
 mark agent-started "$(uptime_s)"
 alive3() { [ "$(sfc members 2>/dev/null | grep -c ' alive$')" = 3 ]; }

@@ -162,3 +162,28 @@ func TestUnitsAreSandboxed(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestExecLimited runs a program through exec-limited, the lab's stand-in
+// for the unit's CapabilityBoundingSet= and NoNewPrivileges=: as root, it
+// holds the unit's three capabilities and nothing else, with
+// no_new_privs set; a capability the unit does not name is refused.
+func TestExecLimited(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("exec-limited is run as root, as the agent is; CI runs the tests as root")
+	}
+	cmd := exec.Command(os.Args[0], "exec-limited", "--", "grep", "-E", "^(CapEff|CapBnd|NoNewPrivs):", "/proc/self/status")
+	cmd.Env = append(os.Environ(), "SPLICEFLEET_TEST_AS_CLI=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("exec-limited: %v\n%s", err, out)
+	}
+	// CAP_DAC_READ_SEARCH (2), CAP_SYS_MODULE (16), CAP_SYSLOG (34).
+	want := regexp.MustCompile(`^CapEff:\s+0000000400010004\nCapBnd:\s+0000000400010004\nNoNewPrivs:\s+1\n$`)
+	if !want.Match(out) {
+		t.Errorf("the limited program's privileges:\n%s", out)
+	}
+	c := newCLI(t)
+	if code, _, errs := c.run("exec-limited", "--keep-caps", "CAP_SYS_ADMIN", "--", "true"); code != exitError || !strings.Contains(errs, `capability "CAP_SYS_ADMIN": want CAP_SYS_MODULE, CAP_SYSLOG or CAP_DAC_READ_SEARCH`) {
+		t.Errorf("a capability the unit does not keep: exit %d\n%s", code, errs)
+	}
+}
