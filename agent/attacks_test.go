@@ -406,9 +406,12 @@ func signedBundle(t testing.TB, m splice.Manifest, padding int, signers ...*sign
 	return b
 }
 
-// signPlan signs a plan body with every signer.
+// signPlan signs a plan body with every signer. The test fleets run the
+// simulated kernel: a plan that does not say allow_simulated gets it
+// added, so its hosts take part.
 func signPlan(t testing.TB, body string, signers ...*signing.Signer) *rollout.Document {
 	t.Helper()
+	body = allowSimulated(body)
 	var sigs [][]byte
 	for _, s := range signers {
 		sig, err := s.Sign([]byte(body), time.Now())
@@ -418,6 +421,18 @@ func signPlan(t testing.TB, body string, signers ...*signing.Signer) *rollout.Do
 		sigs = append(sigs, sig)
 	}
 	return rollout.SignPlan([]byte(body), sigs)
+}
+
+// allowSimulated adds allow_simulated: true to a plan body that does not
+// say whether simulated hosts take part.
+func allowSimulated(body string) string {
+	if strings.Contains(body, "allow_simulated") {
+		return body
+	}
+	if !strings.HasSuffix(body, "\n") {
+		body += "\n"
+	}
+	return body + "allow_simulated: true\n"
 }
 
 func newSigner(t testing.TB, who string) *signing.Signer {

@@ -46,8 +46,16 @@ type Config struct {
 	// StateDir holds the journal, the store and the lock (default
 	// /var/lib/splicefleet).
 	StateDir string `yaml:"state_dir"`
-	// Kernel is "linux" or "sim:DIR" (default linux).
+	// Kernel is "linux" or "sim:DIR" (default linux). With linux the
+	// agent must hold CAP_SYS_MODULE. sim:DIR is the simulated kernel, a
+	// test double whose state lives in DIR, and needs
+	// UnsafeSimulatedKernel.
 	Kernel string `yaml:"kernel"`
+	// UnsafeSimulatedKernel allows kernel: sim:DIR. Such a host patches
+	// nothing real; it says so in its tags and logs, at WARN, at every
+	// start, and takes part only in rollouts whose plan sets
+	// allow_simulated. For tests and demos only.
+	UnsafeSimulatedKernel bool `yaml:"unsafe_simulated_kernel"`
 	// ControlSocket is the unix socket of the local control API, mode 0600
 	// (default /run/splicefleet/control.sock).
 	ControlSocket string `yaml:"control_socket"`
@@ -213,6 +221,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Kernel != "linux" && (!strings.HasPrefix(c.Kernel, "sim:") || len(c.Kernel) == 4) {
 		bad("kernel %q: want linux or sim:DIR", c.Kernel)
+	} else if c.Kernel != "linux" && !c.UnsafeSimulatedKernel {
+		bad("kernel %q is the simulated kernel, a test double that patches nothing: set unsafe_simulated_kernel: true to run it (tests and demos only), or use kernel: linux", c.Kernel)
 	}
 	if c.ControlSocket == "" {
 		bad("control_socket is required")

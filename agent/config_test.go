@@ -17,6 +17,7 @@ gossip_key_file: /etc/splicefleet/gossip.keys
 keyring: /etc/splicefleet/trusted.asc
 threshold: 2
 kernel: sim:/tmp/k
+unsafe_simulated_kernel: true
 tags: {role: web, ring: canary}
 anti_entropy: 10s
 `))
@@ -92,5 +93,22 @@ func TestCommentOnlyConfig(t *testing.T) {
 	}
 	if want := DefaultConfig(); cfg.NodeName != want.NodeName || cfg.Bind != want.Bind || cfg.Protocol != want.Protocol {
 		t.Errorf("comment-only file decodes to %+v", cfg)
+	}
+}
+
+// The simulated kernel patches nothing real: a configuration names it
+// only with unsafe_simulated_kernel set, and the refusal says so.
+func TestSimulatedKernelNeedsTheUnsafeOptIn(t *testing.T) {
+	base := "node_name: a\ngossip_key_file: k\nkeyring: r\nkernel: sim:/tmp/k\n"
+	_, err := LoadConfig(strings.NewReader(base))
+	if err == nil || !strings.Contains(err.Error(), "set unsafe_simulated_kernel: true") || !strings.Contains(err.Error(), "test double") {
+		t.Fatalf("sim kernel without the opt-in: %v", err)
+	}
+	cfg, err := LoadConfig(strings.NewReader(base + "unsafe_simulated_kernel: true\n"))
+	if err != nil || !cfg.UnsafeSimulatedKernel {
+		t.Fatalf("sim kernel with the opt-in: %+v %v", cfg, err)
+	}
+	if _, err := LoadConfig(strings.NewReader("node_name: a\ngossip_key_file: k\nkeyring: r\nunsafe_simulated_kernel: true\n")); err != nil {
+		t.Fatalf("the opt-in with kernel: linux: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/hostkey"
+	"github.com/splicefleet/splicefleet/internal/fileperm"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
@@ -73,6 +74,9 @@ type Options struct {
 	// decodes, when set (by tests only), makes the agent stand in for an
 	// older build that decodes protocol versions up to it.
 	decodes uint8
+	// kernelRoot, when set (by tests only), is the root the agent reads
+	// its own capabilities through (proc/self/status) instead of "/".
+	kernelRoot string
 	// network, when set (by tests and benchmarks only), puts the gossip
 	// member on an in-memory network instead of sockets; the blob
 	// service stays on TCP.
@@ -173,8 +177,15 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.policy.Store(p)
+	if err := checkKernelPrivileges(cfg, opts.kernelRoot); err != nil {
+		return nil, err
+	}
 	if a.kernel, err = OpenKernel(cfg.Kernel, a.log); err != nil {
 		return nil, err
+	}
+	if a.kernel.simulated {
+		a.log.Warn("UNSAFE: this agent runs the simulated kernel, a test double (unsafe_simulated_kernel is set): it applies nothing to the real kernel, and takes part only in rollouts whose plan says allow_simulated",
+			"kernel", cfg.Kernel)
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
@@ -258,7 +269,14 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// loadPolicy reads the keyring and makes the trust policy. A keyring that
+// another user may change (owned by neither root nor the agent's user, or
+// writable by group or others, or in a folder that is) is refused: whoever
+// can write it decides what code runs on this kernel.
 func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
+	if err := fileperm.CheckOwnedAndPrivate(cfg.Keyring, os.Geteuid()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("keyring of trusted publishers: %w: whoever can write it decides what code runs on this kernel", err)
+	}
 	raw, err := readLimited(cfg.Keyring, signing.MaxKeyringSize)
 	if err != nil {
 		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet key generate`)", err)
@@ -318,9 +336,11 @@ func (a *Agent) tags() (map[string]string, error) {
 	if info, err := a.kernel.Info(); err == nil {
 		t[TagKernel], t[TagArch] = info.Release, info.Arch
 		t[TagBuildID] = info.BuildID[:min(16, len(info.BuildID))]
-		if info.Simulated {
-			t[TagSim] = "1"
-		}
+	}
+	if a.kernel.simulated {
+		// Said even when the simulated kernel cannot say what it is: a
+		// plan without allow_simulated leaves this host out.
+		t[TagSim] = "1"
 	}
 	t[TagVersion] = a.version
 	// The gossip member adds this tag itself; set here, it counts when
@@ -705,8 +725,28 @@ func (a *Agent) Publish(raw []byte) (*splice.Verified, error) {
 }
 
 // Reload applies what may change while running: log level, user tags and
-// the trust policy.
+// the trust policy. A configuration it refuses (one that does not
+// validate, a keyring that does not parse, or one that another user may
+// change, see loadPolicy) changes nothing: the refusal is logged at WARN
+// and counted (splicefleet_config_reloads_total{result="refused"}), and
+// the agent keeps the policy it had.
 func (a *Agent) Reload(cfg Config) error {
+	if err := a.reload(cfg); err != nil {
+		a.ReloadRefused(err)
+		return err
+	}
+	a.metrics.ObserveReload(metrics.ReloadApplied)
+	return nil
+}
+
+// ReloadRefused records a reload refused before it reached Reload (a
+// configuration file that does not decode): logged at WARN and counted.
+func (a *Agent) ReloadRefused(err error) {
+	a.log.Warn("reload refused; keeping the running configuration and trust policy", "err", err)
+	a.metrics.ObserveReload(metrics.ReloadRefused)
+}
+
+func (a *Agent) reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

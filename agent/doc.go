@@ -4,7 +4,16 @@
 // The host side opens a kernel backend by name (the real Linux kernel, or
 // the simulated kernel of package kmod/sim), adapts it to the small Kernel
 // interface package splice declares, and reads module metadata for
-// splice's checks, so that splice itself never imports kmod.
+// splice's checks, so that splice itself never imports kmod. Before it
+// starts, the agent refuses what would make its first apply fail and halt
+// a rollout across the fleet (kernel: linux without CAP_SYS_MODULE, or
+// with the kernel log or the livepatch interface out of reach), the
+// simulated kernel without Config.UnsafeSimulatedKernel (and says at WARN
+// that it runs one; its hosts gossip the sf.sim tag, and plans without
+// allow_simulated leave them out), and a keyring another user may change
+// (package internal/fileperm), which a reload refuses too, keeping the
+// policy it had. [CheckConfig] makes the same checks without starting
+// anything, for `splicefleet agent --check-config`.
 //
 // The fleet side is [Agent]: a member of an encrypted serf cluster
 // (package gossip) with no central server. A bundle published at any agent

@@ -86,6 +86,7 @@ func (f *testFleet) config(name string) Config {
 	cfg.Keyring = f.keyring
 	cfg.StateDir = filepath.Join(d, "state")
 	cfg.Kernel = "sim:" + filepath.Join(d, "kernel")
+	cfg.UnsafeSimulatedKernel = true
 	cfg.AntiEntropy = f.antiEntropy
 	cfg.LogLevel = "warn"
 	if f.seedAddr != "" {

@@ -55,6 +55,32 @@ func OpenKernel(spec string, logger *slog.Logger) (*Kernel, error) {
 	return nil, fmt.Errorf("--kernel %q: want \"linux\" or \"sim:DIR\"", spec)
 }
 
+// ErrNoCapSysModule refuses kernel: linux to an agent that cannot load
+// modules.
+var ErrNoCapSysModule = kmod.ErrNoCapSysModule
+
+// checkKernelPrivileges refuses kernel: linux without CAP_SYS_MODULE in
+// the effective set, or without access to the kernel log and the
+// livepatch interface (a sandbox set too tight), read through root (""
+// is "/"): the agent's first apply would fail, and that failure, signed
+// and gossiped, would halt the rollout on every host.
+func checkKernelPrivileges(cfg Config, root string) error {
+	if cfg.Kernel != "linux" {
+		return nil
+	}
+	fs, err := kmod.NewFS(root)
+	if err == nil {
+		err = fs.CheckCapSysModule()
+	}
+	if err != nil {
+		return fmt.Errorf("kernel: linux: %w; the agent loads and unloads livepatch modules and needs CAP_SYS_MODULE: run it as root (the systemd unit does). Without it its first apply would fail, and the failure would halt the rollout across the fleet", err)
+	}
+	if err := fs.CheckKernelAccess(); err != nil {
+		return fmt.Errorf("kernel: linux: %w; every apply reads the kernel log and an undo writes the livepatch interface: a sandbox must leave /dev/kmsg readable (CAP_SYSLOG, no ProtectKernelLogs= or PrivateDevices=) and /sys/kernel/livepatch writable. Without them the first apply would fail, and the failure would halt the rollout across the fleet", err)
+	}
+	return nil
+}
+
 // NewKernel wraps a kmod.Kernel.
 func NewKernel(k kmod.Kernel) *Kernel {
 	return &Kernel{k: k, Timeouts: kmod.DefaultTimeouts}

@@ -20,7 +20,7 @@ import (
 // signedPlan signs a plan for a bundle with the fleet's key.
 func (f *testFleet) signedPlan(bundleDigest, body string) *rollout.Document {
 	f.t.Helper()
-	plan := []byte(strings.ReplaceAll(body, "BUNDLE", bundleDigest))
+	plan := []byte(allowSimulated(strings.ReplaceAll(body, "BUNDLE", bundleDigest)))
 	sig, err := f.signer.Sign(plan, time.Now())
 	if err != nil {
 		f.t.Fatal(err)

@@ -39,6 +39,17 @@
 //     section read by the size of the input, and runs all ELF parsing under
 //     recover so a malformed file yields an error instead of a panic.
 //
+// Before it touches the kernel, a caller can ask whether it may:
+// [FS.CheckCapSysModule] reads the effective capability set (CapEff in
+// proc/self/status, through the root like every other read) and refuses,
+// with [ErrNoCapSysModule], a process that lacks CAP_SYS_MODULE, which
+// finit_module and delete_module require; [FS.CheckKernelAccess] opens
+// dev/kmsg and asks access(2) whether sys/kernel/livepatch is writable,
+// which a sandbox set too tight would deny. [ExecLimited] executes a
+// program with the capability bounding set cut and no_new_privs set (two
+// prctl calls and an exec on one locked thread, in sys_linux.go), as
+// systemd starts the agent's unit: the lab runs its guests' agents so.
+//
 // [ReadModInfo] returns the .modinfo key/value pairs of a relocatable
 // kernel module (name, vermagic, license, depends, livepatch flag, ...),
 // the target architecture from the ELF header, and, for livepatch modules,

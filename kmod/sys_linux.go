@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -93,4 +95,35 @@ func readKmsg(path string) ([][]byte, error) {
 		recs = append(recs, bytes.Clone(buf[:n]))
 	}
 	return recs, nil
+}
+
+// accessWrite says whether this process may write below path: EROFS on
+// a read-only mount (a sandbox's ProtectKernelTunables), EACCES without
+// the permission.
+func accessWrite(path string) error {
+	if err := unix.Access(path, unix.W_OK); err != nil {
+		return &fs.PathError{Op: "access for writing", Path: path, Err: err}
+	}
+	return nil
+}
+
+// limitPrivileges drops every capability but keep from the bounding set
+// and sets no_new_privs, for this process and what it executes.
+func limitPrivileges(keep []uint) error {
+	for c := uint(0); c < 64; c++ {
+		if slices.Contains(keep, c) {
+			continue
+		}
+		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		if errors.Is(err, unix.EINVAL) {
+			break // past the last capability this kernel knows
+		}
+		if err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	return nil
 }

@@ -21,3 +21,13 @@ func deleteModule(name string, flags int) error {
 func readKmsg(path string) ([][]byte, error) {
 	return nil, fmt.Errorf("read %s: %w", path, ErrNotSupported)
 }
+
+// accessWrite fails: only Linux has the livepatch interface.
+func accessWrite(path string) error {
+	return fmt.Errorf("access %s: %w", path, ErrNotSupported)
+}
+
+// limitPrivileges fails: capability bounding sets are Linux's.
+func limitPrivileges(keep []uint) error {
+	return fmt.Errorf("limit privileges: %w", ErrNotSupported)
+}

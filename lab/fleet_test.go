@@ -55,11 +55,20 @@ within() {
 }
 at() { if within "$2" "$3"; then mark "$1" "$(uptime_s)"; else mark "$1" timeout; fi; }
 
-splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
+# The agent runs as the systemd unit runs it (the guest has no systemd):
+# the capability bounding set cut to CapabilityBoundingSet= and
+# no_new_privs set; the unit's ExecStartPre check first, under the same.
+# (Not through a shell function: backgrounded, it would run in a subshell
+# and $! would name the subshell, not the agent.)
+caps=CAP_SYS_MODULE,CAP_SYSLOG,CAP_DAC_READ_SEARCH
+try check-config splicefleet exec-limited --keep-caps $caps -- splicefleet agent --check-config --config /etc/splicefleet/agent.yaml
+splicefleet exec-limited --keep-caps $caps -- splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
 agent=$!
 mark agent-started "$(uptime_s)"
 alive3() { [ "$(sfc members 2>/dev/null | grep -c ' alive$')" = 3 ]; }
 at members-at 150 alive3
+# The agent answers, so exec-limited has become the agent by now.
+mark agent-privileges "$(grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/$agent/status | tr '\t\n' '  ')"
 
 # Rollout 1: the cmdline patch, canary first, then everyone.
 if [ "$PUBLISHER" = yes ]; then
@@ -344,6 +353,15 @@ func TestScenarioFleetRollout(t *testing.T) {
 		}
 	}
 	canary, others := res[0], res[1:]
+
+	// Every agent ran with the unit's capabilities alone, no_new_privs
+	// set, and its configuration checked first under the same: what
+	// follows shows the hardened agent applies, and undoes, livepatches
+	// on a real kernel.
+	for _, r := range res {
+		want(t, r, "check-config-exit", "0")
+		wantMatch(t, r, "agent-privileges", `^CapEff: +0000000400010004 +CapBnd: +0000000400010004 +NoNewPrivs: +1 *$`)
+	}
 
 	// Everyone joined; the canary published every rollout.
 	for _, r := range res {

@@ -110,7 +110,7 @@ type Metrics struct {
 
 	applies, undos, rollbacks, fetchFailures   *prometheus.CounterVec
 	refusedDocs, badEvents                     *prometheus.CounterVec
-	bundlesDropped                             *prometheus.CounterVec
+	bundlesDropped, reloads                    *prometheus.CounterVec
 	applyDur, undoDur, transitionDur, fetchDur prometheus.Histogram
 }
 
@@ -158,7 +158,10 @@ func New(opts Options) *Metrics {
 	m.bundlesDropped = counter("bundles_dropped_total",
 		"Bundles dropped from the agent's store for distribution, by reason: retention (no live rollout needed them for bundle_retention), forget (splicefleet forget, on this host or by signed command). Patches applied stay applied.",
 		"reason", []string{string(DropRetention), string(DropForget)})
-	m.reg.MustRegister(m.bundlesDropped)
+	m.reloads = counter("config_reloads_total",
+		"Configuration reloads (SIGHUP) by result: applied, refused (a file that does not decode or validate, or a keyring that fails its checks: the agent keeps the configuration it had).",
+		"result", []string{string(ReloadApplied), string(ReloadRefused)})
+	m.reg.MustRegister(m.bundlesDropped, m.reloads)
 	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
 		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))
@@ -190,6 +193,23 @@ func (m *Metrics) Handler() http.Handler {
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	})
+}
+
+// ReloadResult is how a configuration reload ended.
+type ReloadResult string
+
+// How a reload ends.
+const (
+	ReloadApplied ReloadResult = "applied"
+	ReloadRefused ReloadResult = "refused"
+)
+
+// ObserveReload counts a configuration reload by its result.
+func (m *Metrics) ObserveReload(r ReloadResult) {
+	if r != ReloadApplied {
+		r = ReloadRefused
+	}
+	m.reloads.WithLabelValues(string(r)).Inc()
 }
 
 // ObserveApply counts an apply by its result and records how long it took

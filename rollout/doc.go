@@ -13,7 +13,9 @@
 //     0..9999 ([Bucket]). A percentage stage selects the hosts whose bucket
 //     is below its share, so stages nest: a host in 1% is in 10%. Hosts
 //     whose "ring" tag names a ring stage are in that stage and every later
-//     one.
+//     one. A host that runs the simulated kernel (a test double,
+//     [Member.Simulated]) is targeted only by a plan that sets
+//     allow_simulated.
 //   - Stage 0 opens when the plan is accepted. Stage k+1 opens when stage
 //     k passed its gate (enough of its cohort reported healthy, nothing
 //     tripped) and has soaked for its soak time since this agent first

@@ -57,6 +57,11 @@ type Plan struct {
 	OnHalt string `yaml:"on_halt,omitempty"`
 	// Expires, when set, ends the rollout: no host applies it afterwards.
 	Expires *time.Time `yaml:"expires,omitempty"`
+	// AllowSimulated lets hosts that run the simulated kernel (a test
+	// double, kmod/sim) take part. Without it they are in no cohort and
+	// apply nothing: a host set up for a test or a demo never counts as a
+	// healthy canary of a real rollout.
+	AllowSimulated bool `yaml:"allow_simulated,omitempty"`
 }
 
 // Target selects hosts. Empty fields select every host.

@@ -50,6 +50,9 @@ type Member struct {
 	// KeySince is when this agent pinned the member's host key; zero
 	// when it has none pinned (see package hostkey).
 	KeySince time.Time
+	// Simulated says the member runs the simulated kernel, as its tags
+	// say: it is targeted only by a plan with AllowSimulated.
+	Simulated bool
 }
 
 // Evidence is what one host's verified, signed reports say about its
@@ -294,6 +297,9 @@ type host struct {
 // Targets reports whether m is a host the rollout targets.
 func (r *Rollout) Targets(m Member) bool {
 	if m.Status == "left" || m.Status == "leaving" {
+		return false
+	}
+	if m.Simulated && !r.Plan.AllowSimulated {
 		return false
 	}
 	k := r.Kernel

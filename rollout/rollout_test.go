@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -661,5 +662,33 @@ func TestJoiningViewOpensNothing(t *testing.T) {
 	}
 	if st := f.eval("host-01", t0.Add(time.Hour)); st.Open != 1 || !st.Self.Apply {
 		t.Fatalf("joined: open %d, apply %t, why %q", st.Open+1, st.Self.Apply, st.Why)
+	}
+}
+
+// A host that runs the simulated kernel says so in its tags. A plan that
+// does not allow simulated hosts leaves it out of every cohort: it
+// applies nothing, and its health counts for nothing. A plan with
+// allow_simulated takes it in like any other host.
+func TestSimulatedHostsTakeNoPartUnlessAllowed(t *testing.T) {
+	f := newFleet(t, stagedPlan, 20, map[int]string{3: "canary"})
+	f.members[3].Simulated = true
+	if did := f.step(t0, StateApplying); slices.Contains(did, "host-03") {
+		t.Fatalf("the simulated canary applied a plan that does not allow simulated hosts: %v", did)
+	}
+	st := f.eval("host-03", t0)
+	if st.Self.Targeted || st.Self.Apply {
+		t.Errorf("the simulated host judges itself targeted %t, apply %t; want neither", st.Self.Targeted, st.Self.Apply)
+	}
+	if c := f.eval("host-00", t0).Stages[0].Cohort; c != 0 {
+		t.Errorf("the canary stage counts %d hosts; the only canary is simulated, want 0", c)
+	}
+
+	allowed := newFleet(t, stagedPlan+"allow_simulated: true\n", 20, map[int]string{3: "canary"})
+	allowed.members[3].Simulated = true
+	if did := allowed.step(t0, StateApplying); strings.Join(did, ",") != "host-03" {
+		t.Fatalf("with allow_simulated the canary stage applied on %v, want host-03", did)
+	}
+	if c := allowed.eval("host-00", t0).Stages[0].Cohort; c != 1 {
+		t.Errorf("with allow_simulated the canary stage counts %d hosts, want 1", c)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sort"
 	"strings"
@@ -26,25 +27,37 @@ import (
 
 // agentFlags are the flags that override the configuration file.
 type agentFlags struct {
-	config    string
-	nodeName  string
-	bind      string
-	advertise string
-	join      []string
-	keyFile   string
-	keyring   string
-	threshold int
-	stateDir  string
-	kernel    string
-	http      string
-	socket    string
-	tags      []string
-	logLevel  string
-	protocol  int
+	config      string
+	checkConfig bool
+	nodeName    string
+	bind        string
+	advertise   string
+	join        []string
+	keyFile     string
+	keyring     string
+	threshold   int
+	stateDir    string
+	kernel      string
+	http        string
+	socket      string
+	tags        []string
+	logLevel    string
+	protocol    int
 }
 
-// load reads the configuration file (if any) and applies the flags given.
+// load reads the configuration file (if any), applies the flags given
+// and validates the result.
 func (f *agentFlags) load(cmd *cobra.Command) (agent.Config, error) {
+	cfg, err := f.decode(cmd)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// decode reads the configuration file (if any) and applies the flags
+// given, without validating.
+func (f *agentFlags) decode(cmd *cobra.Command) (agent.Config, error) {
 	cfg := agent.DefaultConfig()
 	if f.config != "" {
 		file, err := os.Open(f.config)
@@ -86,7 +99,40 @@ func (f *agentFlags) load(cmd *cobra.Command) (agent.Config, error) {
 			cfg.Tags[k] = v
 		}
 	}
-	return cfg, cfg.Validate()
+	return cfg, nil
+}
+
+// runCheck is agent --check-config: it checks the configuration and
+// the files it names, prints what passed and every problem, and refuses
+// (exit 1) when there is one.
+func (f *agentFlags) runCheck(e *env, cmd *cobra.Command) error {
+	name := f.config
+	if name == "" {
+		name = "the defaults"
+	}
+	cfg, err := f.decode(cmd)
+	if err != nil {
+		return &refusal{fmt.Errorf("check %s: %w", name, err)}
+	}
+	passed, problems := agent.CheckConfig(cfg)
+	if len(cfg.HealthCommand) > 0 && cfg.HealthCommand[0] != "" {
+		if path, err := exec.LookPath(cfg.HealthCommand[0]); err != nil {
+			problems = append(problems, fmt.Errorf("health_command: %w", err))
+		} else {
+			passed = append(passed, "health_command "+path)
+		}
+	}
+	for _, p := range passed {
+		fmt.Fprintf(e.stdout, "ok: %s\n", p)
+	}
+	for _, p := range problems {
+		fmt.Fprintf(e.stderr, "error: %v\n", p)
+	}
+	if len(problems) > 0 {
+		return &refusal{fmt.Errorf("check %s: %d problem(s); the agent would not start", name, len(problems))}
+	}
+	fmt.Fprintf(e.stdout, "configuration %s: ok\n", name)
+	return nil
 }
 
 func newAgentCmd(e *env) *cobra.Command {
@@ -101,9 +147,21 @@ the trust policy, then the module), and stored verified everywhere.
 
 The configuration file is YAML (unknown keys are errors); flags override it.
 SIGTERM or SIGINT leave the cluster gracefully; SIGHUP reloads the log
-level, the tags and the trust policy from the file.`,
+level, the tags and the trust policy from the file. A reload that is
+refused (an invalid file, a keyring another user may write) is logged at
+WARN and counted, and the agent keeps what it runs with.
+
+With --check-config the agent checks the configuration and the files it
+names (the keyring: not writable by others, parsed, enough keys for the
+threshold; the gossip keys; the state directory; the kernel: CAP_SYS_MODULE
+for linux, unsafe_simulated_kernel for sim:DIR), prints what passed and
+every problem, and exits 0 when there is none, 1 otherwise, without
+starting. The systemd unit runs it before the agent.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.checkConfig {
+				return f.runCheck(e, cmd)
+			}
 			cfg, err := f.load(cmd)
 			if err != nil {
 				return err
@@ -122,14 +180,13 @@ level, the tags and the trust policy from the file.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					// A refusal is logged at WARN and counted by the
+					// agent, which keeps what it runs with.
 					next, err := f.load(cmd)
-					if err == nil {
-						err = a.Reload(next)
-					}
-					if err == nil {
+					if err != nil {
+						a.ReloadRefused(err)
+					} else if a.Reload(next) == nil {
 						_ = level.UnmarshalText([]byte(next.LogLevel))
-					} else {
-						logger.Error("reload refused; keeping the running configuration", "err", err)
 					}
 				}
 			}()
@@ -138,6 +195,7 @@ level, the tags and the trust policy from the file.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.config, "config", "", "configuration file (YAML)")
+	fl.BoolVar(&f.checkConfig, "check-config", false, "check the configuration and the files it names, print every problem, and exit (0: none, 1: some)")
 	fl.StringVar(&f.nodeName, "node-name", "", "this host's name in the cluster (default: hostname)")
 	fl.StringVar(&f.bind, "bind", "", "gossip address (default 0.0.0.0:7946)")
 	fl.StringVar(&f.advertise, "advertise", "", "address peers reach this node at")
@@ -146,7 +204,7 @@ level, the tags and the trust policy from the file.`,
 	fl.StringVar(&f.keyring, "keyring", "", "trusted publishers' public keys")
 	fl.IntVar(&f.threshold, "threshold", 1, "distinct trusted keys that must have signed")
 	fl.StringVar(&f.stateDir, "state-dir", "", "state directory (default "+agent.DefaultStateDir+")")
-	fl.StringVar(&f.kernel, "kernel", "", `"linux" or "sim:DIR"`)
+	fl.StringVar(&f.kernel, "kernel", "", `"linux" or "sim:DIR" (sim needs unsafe_simulated_kernel: true in the configuration)`)
 	fl.StringVar(&f.http, "http", "", "address of /healthz and the blob service (default 0.0.0.0:7947)")
 	fl.StringVar(&f.socket, "control-socket", "", "control API unix socket (default /run/splicefleet/control.sock)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "user tag KEY=VALUE (repeatable)")

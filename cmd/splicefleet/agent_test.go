@@ -68,6 +68,7 @@ http: %s
 keyring: %s
 state_dir: %s
 kernel: sim:%s
+unsafe_simulated_kernel: true
 control_socket: %s
 anti_entropy: 1s
 log_level: info

@@ -67,6 +67,7 @@ gossip_key_file: %s
 keyring: %s
 state_dir: %s
 kernel: sim:%s
+unsafe_simulated_kernel: true
 control_socket: %s
 anti_entropy: 1s
 log_level: info
@@ -320,6 +321,7 @@ stages:
   - percent: 100
 gates:
   health_window: 300ms
+allow_simulated: true
 `))
 		at := procs[rng.IntN(n)]
 		c.ok("publish", "--control-socket", at.socket, "--plan", plan, "--key", key, bundle)

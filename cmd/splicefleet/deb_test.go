@@ -129,6 +129,22 @@ func TestDebianPackage(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	// The installed units are the sandboxed ones, and the agent's checks
+	// its configuration before it starts.
+	for _, unit := range []string{"/lib/systemd/system/splicefleet.service", "/lib/systemd/system/splicefleet-boot.service"} {
+		if e := exposure(t, unit); e > maxExposure {
+			t.Errorf("%s: systemd-analyze security exposure %.1f, want at most %.1f", unit, e, maxExposure)
+		}
+	}
+	if unit := slurp(t, "/lib/systemd/system/splicefleet.service"); !bytes.Contains(unit, []byte("\nExecStartPre=/usr/bin/splicefleet agent --check-config --config /etc/splicefleet/agent.yaml\n")) ||
+		bytes.Contains(unit, []byte("ConditionPathExists=")) {
+		t.Errorf("the installed agent unit does not check its configuration with --check-config:\n%s", unit)
+	}
+	// Until the keys are in place, the check fails and says which.
+	if out, err := exec.Command("/usr/bin/splicefleet", "agent", "--check-config", "--config", "/etc/splicefleet/agent.yaml").CombinedOutput(); err == nil ||
+		!bytes.Contains(out, []byte("/etc/splicefleet/trusted.asc: no such file")) || !bytes.Contains(out, []byte("/etc/splicefleet/gossip.keys: no such file")) {
+		t.Errorf("check-config of the installed configuration without keys: %v\n%s", err, out)
+	}
 	for _, link := range []string{
 		"/etc/systemd/system/multi-user.target.wants/splicefleet.service",
 		"/etc/systemd/system/sysinit.target.wants/splicefleet-boot.service",

@@ -235,11 +235,12 @@ func (d *demo) where(dir string) {
 }
 
 // plan is the demo's rollout plan for a bundle: the canary ring, then a
-// quarter of the fleet, then all of it, with short soaks.
+// quarter of the fleet, then all of it, with short soaks. The demo's
+// hosts run the simulated kernel, so the plan allows simulated hosts.
 func demoPlan(id, bundle string) *rollout.Plan {
 	return &rollout.Plan{ID: id, Bundle: bundle, Description: "demo: canary ring, then 25%, then everyone",
 		Stages: []rollout.Stage{{Ring: "canary", Soak: 2 * time.Second}, {Percent: 25, Soak: 2 * time.Second}, {Percent: 100}},
-		Gates:  rollout.Gates{HealthWindow: time.Second}, OnHalt: rollout.OnHaltRollback}
+		Gates:  rollout.Gates{HealthWindow: time.Second}, OnHalt: rollout.OnHaltRollback, AllowSimulated: true}
 }
 
 // publish builds a bundle, publishes it at the judge with its plan, and

@@ -109,6 +109,7 @@ gossip_key_file: %s
 keyring: %s
 state_dir: %s
 kernel: sim:%s
+unsafe_simulated_kernel: true
 control_socket: %s
 tags: {role: "\e[41mweb"}
 `, name, freeAddr(t), freeAddr(t), keyFile, c.path("trusted.asc"), filepath.Join(dir, "state"), filepath.Join(dir, "kernel"), socket)

@@ -82,6 +82,7 @@ gossip_key_file: %s
 keyring: %s
 state_dir: %s
 kernel: sim:%s
+unsafe_simulated_kernel: true
 control_socket: %s
 anti_entropy: 1s
 log_level: info
@@ -238,6 +239,7 @@ stages:
   - percent: 100
 gates:
   health_window: 60s
+allow_simulated: true
 `
 }
 
@@ -253,6 +255,7 @@ stages:
   - percent: 100
 gates:
   health_window: ` + window.String() + `
+allow_simulated: true
 `
 }
 

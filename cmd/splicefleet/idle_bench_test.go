@@ -49,6 +49,7 @@ func BenchmarkIdleAgent(b *testing.B) {
 		cfg.GossipKeyFile, cfg.Keyring, cfg.LogLevel = keyFile, keyring, "error"
 		cfg.StateDir = filepath.Join(dir, name, "state")
 		cfg.Kernel = "sim:" + filepath.Join(dir, name, "kernel")
+		cfg.UnsafeSimulatedKernel = true
 		cfg.ControlSocket = filepath.Join(dir, name, "ctl.sock")
 		return cfg
 	}

@@ -98,6 +98,7 @@ gossip_key_file: %s
 keyring: %s
 state_dir: %s
 kernel: sim:%s
+unsafe_simulated_kernel: true
 control_socket: %s
 http_idle_timeout: 3s
 `, freeAddr(t), httpAddr, keyFile, c.path("trusted.asc"), filepath.Join(p.dir, "state"), filepath.Join(p.dir, "kernel"), p.socket)))
@@ -156,7 +157,7 @@ http_idle_timeout: 3s
 	if err := json.Unmarshal([]byte(c.ok("inspect", "--json", bundle)), &in); err != nil {
 		t.Fatal(err)
 	}
-	plan := c.write("plan.yaml", []byte("id: fix\nbundle: "+in.ManifestDigest+"\nstages:\n  - percent: 100\ngates:\n  health_window: 200ms\n"))
+	plan := c.write("plan.yaml", []byte("id: fix\nbundle: "+in.ManifestDigest+"\nstages:\n  - percent: 100\ngates:\n  health_window: 200ms\nallow_simulated: true\n"))
 	c.ok("publish", "--control-socket", p.socket, "--plan", plan, "--key", c.path("keya.sec.asc"), bundle)
 	waitFor(t, 60*time.Second, "the patch applied during the flood", func() error {
 		st, err := c.rolloutStatus(p.socket, "fix")

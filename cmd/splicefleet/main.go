@@ -153,6 +153,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newDemoCmd(e),
 		newVersionCmd(e),
 		newGenDocsCmd(e),
+		newExecLimitedCmd(e),
 	)
 	return root
 }

@@ -77,6 +77,7 @@ stages:
   - percent: 100
 gates:
   health_window: 200ms
+allow_simulated: true
 `))
 	code, _, errs = c.run("publish", "--control-socket", procs[0].socket, "--plan", plan, bundle)
 	if code != 2 || !strings.Contains(errs, "--key") {

@@ -186,6 +186,9 @@ func (f *Fleet) start(o Options, name, ring string) (*Host, error) {
 	cfg.Keyring = filepath.Join(f.dir, KeyringFile)
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Kernel = "sim:" + filepath.Join(dir, "kernel")
+	// The demo fleet runs the simulated kernel, and its plans say
+	// allow_simulated.
+	cfg.UnsafeSimulatedKernel = true
 	cfg.AntiEntropy = o.AntiEntropy
 	if ring != "" {
 		cfg.Tags = map[string]string{rollout.RingTag: ring}
