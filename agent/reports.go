@@ -90,6 +90,9 @@ func openReportBook(dir string) (*reportBook, error) {
 		if !p.IsDir() || !ValidDigest(p.Name()) {
 			continue
 		}
+		// Followed when its reports were kept: a report is put only
+		// into a followed plan.
+		b.follow(p.Name())
 		nodes, err := os.ReadDir(filepath.Join(dir, p.Name()))
 		if err != nil {
 			return nil, err

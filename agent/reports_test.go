@@ -360,3 +360,33 @@ func TestRekeyReinstalledHost(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReportsSurviveARestart: the reports an agent holds of other hosts
+// are read back from its state directory when it starts again, with no
+// peer to ask: an agent killed after it heard a host's healthy report,
+// and before that host reports again, must not wait for it forever.
+func TestReportsSurviveARestart(t *testing.T) {
+	f := newTestFleet(t)
+	agents := f.startN(2)
+	waitMembers(t, agents, 2)
+	_, st := f.publishWithPlan(agents[0], "kept", 1, "id: ID\nbundle: BUNDLE\nstages: [{percent: 100}]\ngates: {health_window: 100ms}\n")
+	waitRollout(t, agents, st.Digest, rollout.Done, 60*time.Second)
+	other := agents[0].Name()
+	held := func(a *Agent) rollout.HostState {
+		a.ro.mu.Lock()
+		defer a.ro.mu.Unlock()
+		if h := a.ro.book.plans[st.Digest][other]; h != nil {
+			return h.latest.State
+		}
+		return rollout.StateNone
+	}
+	if got := held(agents[1]); got != rollout.StateHealthy {
+		t.Fatalf("before the restart %s holds %s's report as %s", agents[1].Name(), other, got)
+	}
+	cfg := agents[1].cfg
+	f.stopAll()
+	restarted := f.start(cfg) // alone: nobody to fetch reports from
+	if got := held(restarted); got != rollout.StateHealthy {
+		t.Errorf("after the restart %s holds %s's report as %s, want healthy (read from its state directory)", restarted.Name(), other, got)
+	}
+}
