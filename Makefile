@@ -95,6 +95,10 @@ deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units
 lab: ## boot real Debian kernels under QEMU with splicefleet inside (installs QEMU as root), print a summary
 	$(GO) test ./lab -v -count=1 -timeout 20m
 
+.PHONY: corpus
+corpus: ## measure create --patch on Debian's own kernel update in the QEMU lab (CORPUS_SAMPLE=N; CORPUS_PATCHES=DIR CORPUS_ABI=6.1.0-NN CORPUS_VERSION=V for other patches); see docs/create-patch.md
+	$(GO) run ./cmd/corpus
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)
 	@set -e; for t in $(FUZZ_TARGETS); do \
