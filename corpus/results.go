@@ -177,7 +177,7 @@ func ReasonClass(reason string) string {
 		return "several files"
 	case strings.Contains(reason, "only C files"):
 		return "not a C file"
-	case strings.Contains(reason, "new file") || strings.Contains(reason, "deleted file") || strings.Contains(reason, "new and deleted"):
+	case strings.Contains(reason, "new files") || strings.Contains(reason, "deleting files"):
 		return "new or deleted file"
 	case strings.Contains(reason, "section "):
 		if i := strings.Index(reason, "section "); i >= 0 {
@@ -198,6 +198,8 @@ func ReasonClass(reason string) string {
 		return "no function code changed"
 	case strings.Contains(reason, "does not apply"):
 		return "patch does not apply"
+	case strings.Contains(reason, "binary patches"):
+		return "binary file"
 	}
 	first, _, _ := strings.Cut(reason, "\n")
 	if len(first) > 80 {
