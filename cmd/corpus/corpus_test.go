@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -50,8 +52,8 @@ func TestCorpusSample(t *testing.T) {
 		t.Helper()
 		env := map[string]string{"CORPUS_SAMPLE": strconv.Itoa(n), "CORPUS_SEED": "1", "CORPUS_RESULTS": results}
 		var stdout, stderr bytes.Buffer
-		line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, &stderr)
-		t.Logf("sample of %d:\n%s\n%s", n, stderr.String(), stdout.String())
+		line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, io.MultiWriter(&stderr, logWriter{t}))
+		t.Logf("sample of %d:\n%s", n, stdout.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,4 +114,54 @@ func atoiT(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestCorpusPatches runs a corpus of the user's own patches
+// (CORPUS_PATCHES) against the pinned kernel: a patch to fs/proc/cmdline.c
+// that create --patch turns into a bundle, which must pass the guest check
+// (applied, transition finished, enabled, workload, no Oops or new taint,
+// undone), and one that adds a variable, which must be refused with the
+// variable named.
+func TestCorpusPatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a livepatch and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(root, ".cache", "corpus", "test-patches.jsonl")
+	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CORPUS_PATCHES": "testdata/patches", "CORPUS_ABI": "6.1.0-53", "CORPUS_VERSION": "6.1.187-1", "CORPUS_RESULTS": results}
+	var stdout bytes.Buffer
+	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, logWriter{t})
+	t.Logf("\n%s", stdout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "corpus: 2 units built for this configuration, 1 bundles created, 1 passed the guest check (50.0%)"; line != want {
+		t.Errorf("summary %q, want %q", line, want)
+	}
+	recs, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs["cmdline.patch"]; r.Outcome != corpus.Passed || len(r.Objects) != 1 || r.Objects[0] != corpus.Vmlinux || r.GuestSeconds <= 0 {
+		t.Errorf("cmdline.patch: %+v, want passed in vmlinux after a guest ran", r)
+	}
+	if r := recs["counter.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "cmdline_reads") {
+		t.Errorf("counter.patch: %+v, want refused naming cmdline_reads", r)
+	}
+
+	// A version that is not the pinned kernel's is a usage error.
+	env["CORPUS_VERSION"] = "6.1.190-1"
+	if _, err := run(context.Background(), func(k string) string { return env[k] }, io.Discard, io.Discard); !errors.Is(err, errUsage) ||
+		!strings.Contains(err.Error(), "6.1.187-1") {
+		t.Errorf("CORPUS_VERSION of another kernel: %v, want a usage error naming the kernel's version", err)
+	}
 }
