@@ -93,10 +93,13 @@ func ReadResults(name string) (map[string]Record, error) {
 // appendRecord appends one record to the results file and syncs it, so a
 // run stopped at any point keeps every unit it finished.
 func appendRecord(name string, r Record) error {
-	b, err := json.Marshal(r)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // reasons read "a -> b", not "a -\u003e b"
+	if err := enc.Encode(r); err != nil {
 		return err
 	}
+	b := bytes.TrimRight(buf.Bytes(), "\n")
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrResults, err)

@@ -270,7 +270,8 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 		if !errors.As(err, &ee) {
 			return err // the binary did not run: the instrument failed
 		}
-		r.Outcome, r.Reason = corpus.Refused, refusalOf(out, ee.ExitCode())
+		// The patch is a scratch file: name the unit instead.
+		r.Outcome, r.Reason = corpus.Refused, strings.ReplaceAll(refusalOf(out, ee.ExitCode()), patch, u.ID)
 		return nil
 	}
 	if _, err := sf(ctx, m.bin, "sign", "--key", filepath.Join(m.work, "corpus.sec.asc"), bundle); err != nil {
