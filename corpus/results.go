@@ -34,8 +34,11 @@ type Record struct {
 	CVEs    []string `json:"cves,omitempty"`
 	Files   []string `json:"files"`
 	// Objects are what the configuration builds the unit's files into
-	// ("vmlinux", module names); empty when not built.
-	Objects []string `json:"objects,omitempty"`
+	// ("vmlinux" first, then module names), at most MaxObjects of them
+	// (a header is in hundreds); ObjectCount is how many there are. Empty
+	// when not built.
+	Objects     []string `json:"objects,omitempty"`
+	ObjectCount int      `json:"object_count,omitempty"`
 	// Outcome is NotBuilt, Refused, Failed or Passed.
 	Outcome string `json:"outcome"`
 	// Reason is create's refusal, or the guest check that failed.
@@ -47,6 +50,9 @@ type Record struct {
 	Kernel string `json:"kernel,omitempty"`
 	At     string `json:"at"`
 }
+
+// MaxObjects bounds Record.Objects.
+const MaxObjects = 16
 
 // Built says the configuration builds the unit.
 func (r *Record) Built() bool { return r.Outcome != NotBuilt }
@@ -240,8 +246,9 @@ func Run(ctx context.Context, units []Unit, built Built, resultsFile, kernel str
 		if err := ctx.Err(); err != nil {
 			return s, err
 		}
-		r := Record{ID: u.ID, Subject: u.Subject, CVEs: u.CVEs, Files: u.Files, Objects: built.Objects(u.Files),
-			Kernel: kernel, At: time.Now().UTC().Format(time.RFC3339)}
+		objs := built.Objects(u.Files)
+		r := Record{ID: u.ID, Subject: u.Subject, CVEs: u.CVEs, Files: u.Files, Objects: objs[:min(len(objs), MaxObjects)],
+			ObjectCount: len(objs), Kernel: kernel, At: time.Now().UTC().Format(time.RFC3339)}
 		if len(r.Objects) == 0 {
 			r.Outcome = NotBuilt
 		} else if err := check(ctx, u, &r); err != nil {

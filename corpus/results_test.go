@@ -177,3 +177,26 @@ func TestSample(t *testing.T) {
 		t.Error("no sample, or one of every built unit, should give the whole corpus")
 	}
 }
+
+// A header is built into hundreds of objects: the record keeps the first
+// MaxObjects, vmlinux first, and the count.
+func TestRunBoundsObjects(t *testing.T) {
+	built := Built{"include/x.h": {}}
+	for i := range 40 {
+		built["include/x.h"] = append(built["include/x.h"], fmt.Sprintf("mod%02d", i))
+	}
+	built["include/x.h"] = append(built["include/x.h"], Vmlinux)
+	results := filepath.Join(t.TempDir(), "results.jsonl")
+	check := func(_ context.Context, _ Unit, r *Record) error { r.Outcome, r.Reason = Refused, "a header change"; return nil }
+	if _, err := Run(context.Background(), []Unit{{ID: "f:include/x.h", Files: []string{"include/x.h"}}}, built, results, "k", check, nil); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs["f:include/x.h"]
+	if len(r.Objects) != MaxObjects || r.ObjectCount != 41 || r.Objects[0] != Vmlinux {
+		t.Errorf("record keeps %d objects (first %q) of %d, want %d of 41, vmlinux first", len(r.Objects), r.Objects[0], r.ObjectCount, MaxObjects)
+	}
+}

@@ -101,7 +101,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) (string,
 		return "", err
 	}
 	m := &measurer{k: k, bin: bin, src: src, sysmap: sysmap, work: work, trusted: trusted,
-		ksrcCache: filepath.Join(root, ".cache", "ksrc"), log: stderr}
+		ksrcCache: filepath.Join(root, ".cache", "ksrc"), built: built, log: stderr}
 	sum, err := corpus.Run(ctx, units, built, results, k.Release, m.check, stderr)
 	printTable(stdout, sum)
 	line := sum.Line()
@@ -244,6 +244,7 @@ type measurer struct {
 	bin, src, sysmap string
 	work, ksrcCache  string
 	trusted          []byte
+	built            corpus.Built
 	log              io.Writer
 }
 
@@ -281,7 +282,15 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 	if err != nil {
 		return err
 	}
-	mods, err := modulesFor(m.k, r.Objects)
+	// The modules of the unit's own C files: a header's objects are
+	// every module that includes it.
+	var cfiles []string
+	for _, f := range u.Files {
+		if strings.HasSuffix(f, ".c") {
+			cfiles = append(cfiles, f)
+		}
+	}
+	mods, err := modulesFor(m.k, m.built.Objects(cfiles))
 	if err != nil {
 		return err
 	}
