@@ -127,6 +127,9 @@ type Summary struct {
 	// builds (U), Created those with a bundle (C), Passed those whose
 	// bundle passed the guest check (G).
 	Units, Built, Created, Passed int
+	// CVEBuilt, CVECreated and CVEPassed count the same for the units
+	// whose change names a CVE.
+	CVEBuilt, CVECreated, CVEPassed int
 	// Reasons counts refusals and guest failures by reason class.
 	Reasons map[string]int
 }
@@ -138,11 +141,21 @@ func (s *Summary) Add(r Record) {
 		return
 	}
 	s.Built++
+	cve := len(r.CVEs) > 0
+	if cve {
+		s.CVEBuilt++
+	}
 	if r.Created() {
 		s.Created++
+		if cve {
+			s.CVECreated++
+		}
 	}
 	if r.Outcome == Passed {
 		s.Passed++
+		if cve {
+			s.CVEPassed++
+		}
 	}
 	if r.Outcome == Refused || r.Outcome == Failed {
 		if s.Reasons == nil {
@@ -294,4 +307,69 @@ func Sample(units []Unit, built Built, n int, seed uint64) []Unit {
 		out = append(out, units[i])
 	}
 	return out
+}
+
+// Breakdown describes a corpus before anything runs: how its units were
+// formed and what the configuration builds of them, by the first gate of
+// create --patch each would meet.
+type Breakdown struct {
+	Units, Attributed, PerFile, CVE int
+	Built, BuiltCVE                 int
+	// Of the built units: touching a header, several C files, one C file
+	// of a module, one C file of vmlinux; Other is the rest (built files
+	// that are neither .c nor .h, e.g. an assembler file).
+	Header, SeveralFiles, Module, Vmlinux, Other int
+}
+
+// Describe counts units by how they were formed and what is built.
+func Describe(units []Unit, built Built) Breakdown {
+	var b Breakdown
+	for _, u := range units {
+		b.Units++
+		if u.Subject != "" {
+			b.Attributed++
+		} else {
+			b.PerFile++
+		}
+		cve := len(u.CVEs) > 0
+		if cve {
+			b.CVE++
+		}
+		objs := built.Objects(u.Files)
+		if len(objs) == 0 {
+			continue
+		}
+		b.Built++
+		if cve {
+			b.BuiltCVE++
+		}
+		var headers, cfiles int
+		for _, f := range u.Files {
+			switch {
+			case strings.HasSuffix(f, ".h"):
+				headers++
+			case strings.HasSuffix(f, ".c"):
+				cfiles++
+			}
+		}
+		switch {
+		case headers > 0:
+			b.Header++
+		case cfiles > 1:
+			b.SeveralFiles++
+		case cfiles == 1 && objs[0] == Vmlinux:
+			b.Vmlinux++
+		case cfiles == 1:
+			b.Module++
+		default:
+			b.Other++
+		}
+	}
+	return b
+}
+
+func (b Breakdown) String() string {
+	return fmt.Sprintf("%d units (%d attributed to a change, %d per file; %d name a CVE), %d built by the configuration "+
+		"(%d name a CVE): %d one C file of vmlinux, %d one C file of a module, %d several C files, %d touch a header, %d other",
+		b.Units, b.Attributed, b.PerFile, b.CVE, b.Built, b.BuiltCVE, b.Vmlinux, b.Module, b.SeveralFiles, b.Header, b.Other)
 }

@@ -187,7 +187,10 @@ func TestRunBoundsObjects(t *testing.T) {
 	}
 	built["include/x.h"] = append(built["include/x.h"], Vmlinux)
 	results := filepath.Join(t.TempDir(), "results.jsonl")
-	check := func(_ context.Context, _ Unit, r *Record) error { r.Outcome, r.Reason = Refused, "a header change"; return nil }
+	check := func(_ context.Context, _ Unit, r *Record) error {
+		r.Outcome, r.Reason = Refused, "a header change"
+		return nil
+	}
 	if _, err := Run(context.Background(), []Unit{{ID: "f:include/x.h", Files: []string{"include/x.h"}}}, built, results, "k", check, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -198,5 +201,35 @@ func TestRunBoundsObjects(t *testing.T) {
 	r := recs["f:include/x.h"]
 	if len(r.Objects) != MaxObjects || r.ObjectCount != 41 || r.Objects[0] != Vmlinux {
 		t.Errorf("record keeps %d objects (first %q) of %d, want %d of 41, vmlinux first", len(r.Objects), r.Objects[0], r.ObjectCount, MaxObjects)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	units, built := testUnits()
+	units = append(units,
+		Unit{ID: "c0003", Subject: "d", CVEs: []string{"CVE-2026-1"}, Files: []string{"include/linux/d.h", "lib/a.c"}},
+		Unit{ID: "c0004", Subject: "e", CVEs: []string{"CVE-2026-2"}, Files: []string{"lib/a.c", "lib/d.c"}},
+		Unit{ID: "f:arch/x86/entry/e.S", Files: []string{"arch/x86/entry/e.S"}},
+	)
+	built["arch/x86/entry/e.S"] = []string{Vmlinux}
+	got := Describe(units, built)
+	want := Breakdown{Units: 7, Attributed: 5, PerFile: 2, CVE: 2, Built: 6, BuiltCVE: 2,
+		Header: 1, SeveralFiles: 1, Module: 1, Vmlinux: 2, Other: 1}
+	if got != want {
+		t.Errorf("Describe = %+v\nwant       %+v", got, want)
+	}
+	if s := got.String(); !strings.HasPrefix(s, "7 units (5 attributed to a change, 2 per file; 2 name a CVE), 6 built") {
+		t.Errorf("String() = %q", s)
+	}
+}
+
+func TestSummaryCountsCVEs(t *testing.T) {
+	var s Summary
+	s.Add(Record{ID: "a", CVEs: []string{"CVE-2026-1"}, Outcome: Passed})
+	s.Add(Record{ID: "b", CVEs: []string{"CVE-2026-2"}, Outcome: Refused, Reason: "x"})
+	s.Add(Record{ID: "c", Outcome: Passed})
+	s.Add(Record{ID: "d", CVEs: []string{"CVE-2026-3"}, Outcome: NotBuilt})
+	if s.CVEBuilt != 2 || s.CVECreated != 1 || s.CVEPassed != 1 || s.Built != 3 || s.Passed != 2 {
+		t.Errorf("summary = %+v", s)
 	}
 }

@@ -18,6 +18,7 @@ type config struct {
 	abi, version, to string
 	patches          string
 	sample           int
+	units            []string
 	seed             uint64
 	results          string
 }
@@ -46,6 +47,16 @@ func configFrom(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("%w: CORPUS_SEED=%q is not a number", errUsage, v)
 		}
 		c.seed = n
+	}
+	if v := getenv("CORPUS_UNITS"); v != "" {
+		if c.sample != 0 {
+			return c, fmt.Errorf("%w: CORPUS_UNITS and CORPUS_SAMPLE both choose units; give one", errUsage)
+		}
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				c.units = append(c.units, id)
+			}
+		}
 	}
 	if c.patches != "" && getenv("CORPUS_ABI") == "" {
 		return c, fmt.Errorf("%w: CORPUS_PATCHES needs CORPUS_ABI (the kernel the patches are for, e.g. 6.1.0-53)", errUsage)

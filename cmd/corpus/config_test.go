@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/corpus"
 )
 
 func TestConfigFrom(t *testing.T) {
@@ -68,5 +70,26 @@ func TestJudge(t *testing.T) {
 	}
 	if why := judge(pass, 3); !strings.Contains(why, "exit 3") {
 		t.Errorf("a failed script was judged %q", why)
+	}
+}
+
+func TestUnitsSetting(t *testing.T) {
+	c, err := configFrom(func(k string) string {
+		return map[string]string{"CORPUS_UNITS": "c0029, f:lib/x.c,"}[k]
+	})
+	if err != nil || len(c.units) != 2 || c.units[0] != "c0029" || c.units[1] != "f:lib/x.c" {
+		t.Errorf("CORPUS_UNITS gave %q, %v", c.units, err)
+	}
+	_, err = configFrom(func(k string) string { return map[string]string{"CORPUS_UNITS": "c1", "CORPUS_SAMPLE": "2"}[k] })
+	if !errors.Is(err, errUsage) {
+		t.Errorf("CORPUS_UNITS with CORPUS_SAMPLE: %v, want a usage error", err)
+	}
+	units := []corpus.Unit{{ID: "c0001"}, {ID: "c0029"}, {ID: "f:lib/x.c"}}
+	got, err := selectUnits(units, []string{"f:lib/x.c", "c0001"})
+	if err != nil || len(got) != 2 || got[0].ID != "c0001" || got[1].ID != "f:lib/x.c" {
+		t.Errorf("selectUnits = %v, %v; want both, in corpus order", got, err)
+	}
+	if _, err := selectUnits(units, []string{"c0001", "c9999"}); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "c9999") {
+		t.Errorf("selectUnits of an unknown id: %v, want a usage error naming it", err)
 	}
 }

@@ -21,6 +21,7 @@
 //	CORPUS_PATCHES  a folder of *.patch files to run instead, one fix each
 //	CORPUS_SAMPLE   run a seeded sample of N units the configuration builds
 //	CORPUS_SEED     the sample's seed (default 1)
+//	CORPUS_UNITS    run only these units, by id, comma-separated (c0029,f:lib/x.c)
 //	CORPUS_RESULTS  the results file (JSON lines); default under docs/corpus/
 //	                for the public corpus, .cache/corpus/ otherwise
 //

@@ -73,16 +73,15 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) (string,
 	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
 		return "", err
 	}
-	all := units
-	units = corpus.Sample(units, built, cfg.sample, cfg.seed)
-	nBuilt := 0
-	for _, u := range all {
-		if len(built.Objects(u.Files)) > 0 {
-			nBuilt++
+	fmt.Fprintf(stderr, "corpus: %s, for %s\n", corpus.Describe(units, built), k.Release)
+	if len(cfg.units) > 0 {
+		if units, err = selectUnits(units, cfg.units); err != nil {
+			return "", err
 		}
+	} else {
+		units = corpus.Sample(units, built, cfg.sample, cfg.seed)
 	}
-	fmt.Fprintf(stderr, "corpus: %d units, %d of them built by the configuration of %s; running %d (results in %s)\n",
-		len(all), nBuilt, k.Release, len(units), results)
+	fmt.Fprintf(stderr, "corpus: running %d units (results in %s)\n", len(units), results)
 
 	bin, err := lab.BuildSplicefleet(ctx, "")
 	if err != nil {
@@ -347,6 +346,7 @@ func printTable(w io.Writer, s corpus.Summary) {
 	fmt.Fprintf(tw, "built for this configuration\t%d\n", s.Built)
 	fmt.Fprintf(tw, "bundles created\t%d\n", s.Created)
 	fmt.Fprintf(tw, "passed the guest check\t%d\n", s.Passed)
+	fmt.Fprintf(tw, "naming a CVE: built, created, passed\t%d, %d, %d\n", s.CVEBuilt, s.CVECreated, s.CVEPassed)
 	type kv struct {
 		k string
 		v int
@@ -360,4 +360,29 @@ func printTable(w io.Writer, s corpus.Summary) {
 		fmt.Fprintf(tw, "  %s\t%d\n", r.k, r.v)
 	}
 	_ = tw.Flush()
+}
+
+// selectUnits picks the units named by CORPUS_UNITS, in corpus order; a
+// name that is no unit is a usage error.
+func selectUnits(units []corpus.Unit, ids []string) ([]corpus.Unit, error) {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var out []corpus.Unit
+	for _, u := range units {
+		if want[u.ID] {
+			out = append(out, u)
+			delete(want, u.ID)
+		}
+	}
+	if len(want) > 0 {
+		var missing []string
+		for id := range want {
+			missing = append(missing, id)
+		}
+		sort.Strings(missing)
+		return nil, fmt.Errorf("%w: CORPUS_UNITS names no unit %s", errUsage, strings.Join(missing, ", "))
+	}
+	return out, nil
 }
