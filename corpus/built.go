@@ -88,7 +88,7 @@ func (b Built) addObject(file, object string, res *resolver) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrDebugInfo, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	d, err := f.DWARF()
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrDebugInfo, file, err)

@@ -203,7 +203,7 @@ func treeDiff(ctx context.Context, from, to string) ([]byte, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+	if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 1) { // 1: the trees differ
 		return nil, fmt.Errorf("diff -rupN: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
