@@ -93,3 +93,13 @@ func TestUnitsSetting(t *testing.T) {
 		t.Errorf("selectUnits of an unknown id: %v, want a usage error naming it", err)
 	}
 }
+
+func TestPatchSubject(t *testing.T) {
+	mail := "From 1234 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 6.1 12/40] nfsd: fix a leak\n\nbody\n---\n--- a/x.c\n+++ b/x.c\n"
+	if got := patchSubject([]byte(mail), "0012.patch"); got != "nfsd: fix a leak" {
+		t.Errorf("subject of a mailed patch = %q", got)
+	}
+	if got := patchSubject([]byte("--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-Subject: a\n+b\n"), "fix.patch"); got != "fix.patch" {
+		t.Errorf("subject of a bare diff = %q, want the file name", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -229,7 +230,7 @@ func patchUnits(dir string) ([]corpus.Unit, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
-		u := corpus.Unit{ID: filepath.Base(n), Files: p.Files(), Patch: raw}
+		u := corpus.Unit{ID: filepath.Base(n), Subject: patchSubject(raw, filepath.Base(n)), Files: p.Files(), Patch: raw}
 		for _, fp := range p.FilePatches() {
 			u.Hunks += len(fp.Hunks)
 		}
@@ -385,4 +386,20 @@ func selectUnits(units []corpus.Unit, ids []string) ([]corpus.Unit, error) {
 		return nil, fmt.Errorf("%w: CORPUS_UNITS names no unit %s", errUsage, strings.Join(missing, ", "))
 	}
 	return out, nil
+}
+
+var patchTag = regexp.MustCompile(`^\[[^\]]*\]\s*`)
+
+// patchSubject is a patch's "Subject:" header (git format-patch's, its
+// [PATCH] tag dropped), or else its file name.
+func patchSubject(raw []byte, name string) string {
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "--- ") || strings.HasPrefix(line, "diff ") {
+			break
+		}
+		if subj, ok := strings.CutPrefix(line, "Subject: "); ok {
+			return patchTag.ReplaceAllString(strings.TrimSpace(subj), "")
+		}
+	}
+	return name
 }
