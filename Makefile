@@ -78,9 +78,16 @@ FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss|TestLinkE
 # their own rather than beside the fleet tests' timers.
 PACKAGE_TESTS := ^TestDebianPackage$$
 
-test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, create --patch, the Debian package, race detector, fleets, faults, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)' ./...
+# CORPUS_TESTS run make corpus's pipeline on a small fixed sample of the
+# public corpus and on two patches (cmd/corpus): the first run fetches
+# about 600 MB and prepares a kernel tree, so they run on their own with
+# a longer timeout.
+CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches)$$
+
+test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, create --patch, a corpus sample, the Debian package, race detector, fleets, faults, short fuzzing
+	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)|$(CORPUS_TESTS)' ./...
 	$(GO) test -count=1 -run '$(PACKAGE_TESTS)' ./cmd/splicefleet
+	$(GO) test -count=1 -timeout 40m -run '$(CORPUS_TESTS)' ./cmd/corpus
 	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' ./cmd/splicefleet
@@ -98,6 +105,10 @@ deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units
 .PHONY: lab
 lab: ## boot real Debian kernels under QEMU with splicefleet inside (installs QEMU as root), print a summary
 	$(GO) test ./lab -v -count=1 -timeout 20m
+
+.PHONY: corpus
+corpus: ## measure create --patch on Debian's own kernel update in the QEMU lab (CORPUS_SAMPLE=N; CORPUS_PATCHES=DIR CORPUS_ABI=6.1.0-NN CORPUS_VERSION=V for other patches); see docs/create-patch.md
+	$(GO) run ./cmd/corpus
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 20000 inputs)

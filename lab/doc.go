@@ -13,11 +13,19 @@
 //     installing QEMU and busybox-static when they are missing. The cache
 //     is keyed by what was resolved, written under an flock, and marked
 //     ready last, so an interrupted fetch is redone and a second run does
-//     not download anything.
+//     not download anything. FetchOptions.ABI pins an older kernel instead
+//     (e.g. 6.1.0-53, which a corpus is measured against): its image and
+//     headers at the version the archive serves for them, kbuild at its
+//     candidate version (the headers accept any version from theirs).
 //   - FetchSource downloads Debian's linux-source-X.Y package at exactly
 //     the fetched kernel's package version, unpacks it with `dpkg -x` and
 //     extracts its tarball into the cache, once (same lock, ready stamp
 //     written last), for building livepatches from source (package ksrc).
+//     FetchSourceVersion does the same for any version of the series,
+//     FetchChangelog reads the package's Debian changelog, and
+//     FetchDebugInfo unpacks the kernel's -dbg package (System.map, and
+//     vmlinux and the modules with their DWARF debug info), for the
+//     corpus (cmd/corpus).
 //   - WriteInitramfs writes a newc cpio archive (gzip, fixed mtimes, so the
 //     same inputs give the same bytes) with busybox as the userland, an
 //     /init shell script, /dev/console, the static splicefleet binary

@@ -39,6 +39,10 @@ type FetchOptions struct {
 	// Log receives one line per slow step (apt, download, unpack).
 	// Nil discards.
 	Log io.Writer
+	// ABI pins the kernel, e.g. "6.1.0-53": Fetch takes that ABI's image
+	// and headers (at the version the archive serves for them) instead of
+	// resolving the newest from the metapackages. Empty means the newest.
+	ABI string
 }
 
 // Kernel is a Debian kernel unpacked into the lab's cache.
@@ -74,6 +78,10 @@ type resolved struct {
 	version string
 	image   string   // image package name (unsigned when available)
 	others  []string // headers, common headers, kbuild
+	// pins are the versions of others that differ from version: a pinned
+	// ABI's headers take kbuild at any version >= theirs, and the archive
+	// may serve only a newer one.
+	pins map[string]string
 }
 
 // flavour is the Debian kernel flavour the lab uses: it has livepatch
@@ -139,7 +147,14 @@ func Fetch(ctx context.Context, opts FetchOptions) (*Kernel, error) {
 	if err := ensureHostTools(ctx, log); err != nil {
 		return nil, err
 	}
-	r, err := resolveKernel(ctx)
+	resolve := resolveKernel
+	if opts.ABI != "" {
+		if _, err := kernelSeries(opts.ABI); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		resolve = func(ctx context.Context) (resolved, error) { return resolvePinned(ctx, opts.ABI) }
+	}
+	r, err := resolve(ctx)
 	if err != nil {
 		// Empty or stale package lists: refresh them once and retry.
 		if os.Geteuid() != 0 {
@@ -148,7 +163,7 @@ func Fetch(ctx context.Context, opts FetchOptions) (*Kernel, error) {
 		if uerr := updateAptOnce(ctx, log); uerr != nil {
 			return nil, fmt.Errorf("fetch: %w", uerr)
 		}
-		if r, err = resolveKernel(ctx); err != nil {
+		if r, err = resolve(ctx); err != nil {
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
 	}
@@ -171,7 +186,7 @@ func Fetch(ctx context.Context, opts FetchOptions) (*Kernel, error) {
 		if uerr := updateAptOnce(ctx, log); uerr != nil {
 			return nil, fmt.Errorf("fetch kernel %s: %w", r.abi, uerr)
 		}
-		if r, err = resolveKernel(ctx); err != nil {
+		if r, err = resolve(ctx); err != nil {
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
 		k = kernelAt(filepath.Join(cache, r.abi, "root"), r)
@@ -361,6 +376,49 @@ func resolveKernel(ctx context.Context) (resolved, error) {
 	return r, nil
 }
 
+// resolvePinned resolves the packages of one ABI (a kernel the
+// metapackages no longer point at, e.g. the one a corpus is measured
+// against): the flavour headers' candidate version names the kernel's
+// package version; the image must have the same; the common headers and
+// kbuild are what the headers depend on, kbuild at its candidate version
+// (the headers require it at their version or later).
+func resolvePinned(ctx context.Context, abi string) (resolved, error) {
+	r := resolved{abi: abi}
+	imgPkg, hdrPkg := "linux-image-"+abi+"-"+flavour, "linux-headers-"+abi+"-"+flavour
+	pkgs, err := aptShow(ctx, hdrPkg, imgPkg+"-unsigned")
+	if err != nil {
+		if pkgs, err = aptShow(ctx, hdrPkg, imgPkg); err != nil {
+			return r, err
+		}
+	}
+	r.version = pkgs[hdrPkg]["Version"]
+	r.image = imgPkg
+	if u := pkgs[imgPkg+"-unsigned"]; u != nil && u["Version"] == r.version {
+		r.image = imgPkg + "-unsigned"
+	} else if i := pkgs[imgPkg]; i == nil || i["Version"] != r.version {
+		return r, fmt.Errorf("resolve kernel %s: no image package at the headers' version %s", abi, r.version)
+	}
+	r.others = []string{hdrPkg}
+	r.pins = map[string]string{}
+	for _, dep := range splitDepends(pkgs[hdrPkg]["Depends"]) {
+		switch {
+		case strings.HasPrefix(dep.name, "linux-headers-") && strings.HasSuffix(dep.name, "-common"):
+			r.others = append(r.others, dep.name)
+		case strings.HasPrefix(dep.name, "linux-kbuild-"):
+			kb, err := aptShow(ctx, dep.name)
+			if err != nil {
+				return r, err
+			}
+			r.others = append(r.others, dep.name)
+			r.pins[dep.name] = kb[dep.name]["Version"]
+		}
+	}
+	if len(r.others) != 3 {
+		return r, fmt.Errorf("resolve kernel: %s depends on %v, want common headers and kbuild", hdrPkg, r.others[1:])
+	}
+	return r, nil
+}
+
 var resolvedOnce struct {
 	sync.Mutex
 	r *resolved
@@ -463,7 +521,11 @@ func unpackKernel(ctx context.Context, log io.Writer, cache string, r resolved, 
 	}
 	var files []string
 	for _, pkg := range append([]string{r.image}, r.others...) {
-		f, err := downloadDeb(ctx, log, debs, pkg, r.version)
+		version := r.version
+		if v, ok := r.pins[pkg]; ok {
+			version = v
+		}
+		f, err := downloadDeb(ctx, log, debs, pkg, version)
 		if err != nil {
 			return err
 		}

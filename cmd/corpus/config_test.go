@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/splicefleet/splicefleet/corpus"
+)
+
+func TestConfigFrom(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	c, err := configFrom(env())
+	if err != nil || c.abi != "6.1.0-53" || c.to != "6.1.190-1" || c.sample != 0 || c.seed != 1 || c.patches != "" {
+		t.Errorf("defaults = %+v, %v; want the public corpus, every unit", c, err)
+	}
+	c, err = configFrom(env("CORPUS_SAMPLE", "3", "CORPUS_SEED", "9"))
+	if err != nil || c.sample != 3 || c.seed != 9 {
+		t.Errorf("sample = %+v, %v", c, err)
+	}
+	for _, bad := range []struct {
+		env  func(string) string
+		want string
+	}{
+		{env("CORPUS_SAMPLE", "three"), "CORPUS_SAMPLE"},
+		{env("CORPUS_SAMPLE", "-1"), "CORPUS_SAMPLE"},
+		{env("CORPUS_SEED", "x"), "CORPUS_SEED"},
+		{env("CORPUS_PATCHES", "fixes"), "CORPUS_ABI"},
+		{env("CORPUS_ABI", "../6.1.0-53"), "names, not paths"},
+	} {
+		if _, err := configFrom(bad.env); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("configFrom = %v, want a usage error naming %s", err, bad.want)
+		}
+	}
+}
+
+func TestJudge(t *testing.T) {
+	pass := map[string]string{
+		"apply-exit": "0", "transition": "0", "enabled": "1", "workload": "done", "oops": "",
+		"taint-before": "0", "taint-after": "45056", // K, E and O: what loading a livepatch sets
+		"undo-exit": "0", "after-undo": "",
+	}
+	if why := judge(pass, 0); why != "" {
+		t.Fatalf("a clean run was judged %q", why)
+	}
+	for key, c := range map[string]struct{ value, want string }{
+		"apply-exit":  {"1", "apply failed"},
+		"transition":  {"1", "transition did not finish"},
+		"enabled":     {"0", "not enabled"},
+		"workload":    {"", "workload did not finish"},
+		"oops":        {"BUG: unable to handle page fault|", "kernel log: BUG"},
+		"taint-after": {"45568", "new taint 0x200"}, // W: a warning
+		"undo-exit":   {"1", "undo failed"},
+		"after-undo":  {"lp_corpus_unit ", "still loaded"},
+	} {
+		m := map[string]string{}
+		for k, v := range pass {
+			m[k] = v
+		}
+		m[key] = c.value
+		if why := judge(m, 0); !strings.Contains(why, c.want) {
+			t.Errorf("%s=%q judged %q, want %q", key, c.value, why, c.want)
+		}
+	}
+	if why := judge(pass, 3); !strings.Contains(why, "exit 3") {
+		t.Errorf("a failed script was judged %q", why)
+	}
+}
+
+func TestUnitsSetting(t *testing.T) {
+	c, err := configFrom(func(k string) string {
+		return map[string]string{"CORPUS_UNITS": "c0029, f:lib/x.c,"}[k]
+	})
+	if err != nil || len(c.units) != 2 || c.units[0] != "c0029" || c.units[1] != "f:lib/x.c" {
+		t.Errorf("CORPUS_UNITS gave %q, %v", c.units, err)
+	}
+	_, err = configFrom(func(k string) string { return map[string]string{"CORPUS_UNITS": "c1", "CORPUS_SAMPLE": "2"}[k] })
+	if !errors.Is(err, errUsage) {
+		t.Errorf("CORPUS_UNITS with CORPUS_SAMPLE: %v, want a usage error", err)
+	}
+	units := []corpus.Unit{{ID: "c0001"}, {ID: "c0029"}, {ID: "f:lib/x.c"}}
+	got, err := selectUnits(units, []string{"f:lib/x.c", "c0001"})
+	if err != nil || len(got) != 2 || got[0].ID != "c0001" || got[1].ID != "f:lib/x.c" {
+		t.Errorf("selectUnits = %v, %v; want both, in corpus order", got, err)
+	}
+	if _, err := selectUnits(units, []string{"c0001", "c9999"}); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "c9999") {
+		t.Errorf("selectUnits of an unknown id: %v, want a usage error naming it", err)
+	}
+}
+
+func TestPatchSubject(t *testing.T) {
+	mail := "From 1234 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 6.1 12/40] nfsd: fix a leak\n\nbody\n---\n--- a/x.c\n+++ b/x.c\n"
+	if got := patchSubject([]byte(mail), "0012.patch"); got != "nfsd: fix a leak" {
+		t.Errorf("subject of a mailed patch = %q", got)
+	}
+	if got := patchSubject([]byte("--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-Subject: a\n+b\n"), "fix.patch"); got != "fix.patch" {
+		t.Errorf("subject of a bare diff = %q, want the file name", got)
+	}
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/splicefleet/splicefleet/corpus"
+	"github.com/splicefleet/splicefleet/lab"
+)
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var summaryLine = regexp.MustCompile(`^corpus: ([0-9]+) units built for this configuration, ([0-9]+) bundles created, ([0-9]+) passed the guest check \(([0-9]+\.[0-9])%\)$`)
+
+// TestCorpusSample runs the public corpus end to end on a small fixed
+// sample: the kernel of 6.1.187-1 (ABI 6.1.0-53) pinned and fetched, both
+// source trees diffed and grouped by Debian's changelog, the sampled
+// units (all built by the cloud configuration) through create --patch and,
+// for every bundle, a guest. A first run of two units, then a run of
+// three with the same seed, which must resume: the first two are read
+// from the results file, not run again. The results stay in
+// .cache/corpus/test-sample.jsonl for reading.
+func TestCorpusSample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches two kernel source trees and boots guests under QEMU; make test and make corpus run it (make check passes -short)")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(root, ".cache", "corpus", "test-sample.jsonl")
+	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	runSample := func(n int) (string, string) {
+		t.Helper()
+		env := map[string]string{"CORPUS_SAMPLE": strconv.Itoa(n), "CORPUS_SEED": "1", "CORPUS_RESULTS": results}
+		var stdout, stderr bytes.Buffer
+		line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, io.MultiWriter(&stderr, logWriter{t}))
+		t.Logf("sample of %d:\n%s", n, stdout.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := strings.Split(strings.TrimRight(stdout.String(), "\n"), "\n")
+		if last := out[len(out)-1]; last != line {
+			t.Errorf("the last line printed is %q, want the summary %q", last, line)
+		}
+		m := summaryLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("summary %q does not read as the documented line", line)
+		}
+		u, c, g := atoiT(t, m[1]), atoiT(t, m[2]), atoiT(t, m[3])
+		if u != n || c > u || g > c {
+			t.Errorf("summary %q: want %d built units (the sample is drawn from built units), C <= U, G <= C", line, n)
+		}
+		return line, stderr.String()
+	}
+
+	runSample(2)
+	first, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 2 {
+		t.Fatalf("the results file holds %d records after a sample of 2", len(first))
+	}
+	for id, r := range first {
+		if !r.Built() || len(r.Objects) == 0 || r.Kernel != "6.1.0-53-cloud-amd64" {
+			t.Errorf("%s: %+v: want a unit built for 6.1.0-53-cloud-amd64", id, r)
+		}
+		if r.Outcome == corpus.Refused && r.Reason == "" {
+			t.Errorf("%s: refused without a reason", id)
+		}
+	}
+
+	_, log := runSample(3)
+	second, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second) != 3 {
+		t.Fatalf("the results file holds %d records after a sample of 3", len(second))
+	}
+	for id, r := range first {
+		if !strings.Contains(log, id+": "+r.Outcome+" (recorded)") {
+			t.Errorf("the second run did not resume %s from the results file", id)
+		}
+		if second[id].At != r.At {
+			t.Errorf("%s was run again: recorded at %s, then %s", id, r.At, second[id].At)
+		}
+	}
+}
+
+func atoiT(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestCorpusPatches runs a corpus of the user's own patches
+// (CORPUS_PATCHES) against the pinned kernel: a patch to fs/proc/cmdline.c
+// that create --patch turns into a bundle, which must pass the guest check
+// (applied, transition finished, enabled, workload, no Oops or new taint,
+// undone), and one that adds a variable, which must be refused with the
+// variable named.
+func TestCorpusPatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a livepatch and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(root, ".cache", "corpus", "test-patches.jsonl")
+	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CORPUS_PATCHES": "testdata/patches", "CORPUS_ABI": "6.1.0-53", "CORPUS_VERSION": "6.1.187-1", "CORPUS_RESULTS": results}
+	var stdout bytes.Buffer
+	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, logWriter{t})
+	t.Logf("\n%s", stdout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "corpus: 2 units built for this configuration, 1 bundles created, 1 passed the guest check (50.0%)"; line != want {
+		t.Errorf("summary %q, want %q", line, want)
+	}
+	recs, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs["cmdline.patch"]; r.Outcome != corpus.Passed || len(r.Objects) != 1 || r.Objects[0] != corpus.Vmlinux || r.GuestSeconds <= 0 {
+		t.Errorf("cmdline.patch: %+v, want passed in vmlinux after a guest ran", r)
+	}
+	if r := recs["counter.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "cmdline_reads") {
+		t.Errorf("counter.patch: %+v, want refused naming cmdline_reads", r)
+	}
+
+	// A version that is not the pinned kernel's is a usage error.
+	env["CORPUS_VERSION"] = "6.1.190-1"
+	if _, err := run(context.Background(), func(k string) string { return env[k] }, io.Discard, io.Discard); !errors.Is(err, errUsage) ||
+		!strings.Contains(err.Error(), "6.1.187-1") {
+		t.Errorf("CORPUS_VERSION of another kernel: %v, want a usage error naming the kernel's version", err)
+	}
+}

@@ -1,0 +1,35 @@
+// Package corpus is the measuring instrument of create --patch: it turns
+// a kernel update into units, one per fix, and keeps what happened to each
+// unit in a results file, as the Ksplice paper measured Ksplice on three
+// years of Linux security fixes.
+//
+//   - ParseChangelog reads a Debian changelog; Between returns the changes
+//     an update brings (for the kernel, the subjects of the upstream
+//     commits each stable update merged, with their CVEs).
+//   - ParseTreeDiff reads `diff -rupN` of two source trees; Group splits
+//     it into units. The changelog lists subjects, not diffs, and Debian's
+//     linux-source package carries the patched tree only (no debian/
+//     folder, no per-fix patches: stable updates reach Debian as new
+//     upstream versions), so attributing a hunk to a change is a
+//     heuristic: the subject's prefix naming the file's path, name or
+//     folders, and identifiers of the subject being the hunk's function
+//     (diff -p's hunk context) or appearing in its lines. A hunk goes to
+//     the change that scores best, when it scores enough and strictly more
+//     than any other; the hunks of a file no change claims form one unit
+//     per file. Its limits: two changes to one file whose subjects name
+//     neither the file nor the code end up in one file unit; a change
+//     whose subject names its subsystem but not its files may claim a
+//     neighbour's hunk; and a change no hunk is attributed to makes no
+//     unit.
+//   - IndexDebugInfo says which source files the target configuration
+//     built, and into what (vmlinux or a module), from the compilation
+//     units and line tables of the kernel's and the modules' DWARF debug
+//     info (Debian's -dbg package): kbuild's answer, read from what it
+//     produced.
+//   - Run runs units through a Check (cmd/corpus: create --patch and a
+//     guest in the QEMU lab), skipping units the results file (JSON lines,
+//     one Record per unit, appended and synced as each finishes) already
+//     holds, so a stopped run resumes; Summary.Line is the line scripts
+//     read. Sample picks a seeded sample of the units the configuration
+//     builds.
+package corpus

@@ -1,0 +1,375 @@
+package corpus
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Outcomes of a unit, as Record.Outcome says them.
+const (
+	// NotBuilt: the target configuration compiles none of the unit's files.
+	NotBuilt = "not-built"
+	// Refused: create --patch refused the unit (Record.Reason says why).
+	Refused = "refused"
+	// Failed: a bundle was created and failed the guest check.
+	Failed = "failed"
+	// Passed: a bundle was created and passed the guest check.
+	Passed = "passed"
+)
+
+// Record is one line of a results file: what happened to one unit.
+type Record struct {
+	ID      string   `json:"id"`
+	Subject string   `json:"subject,omitempty"`
+	CVEs    []string `json:"cves,omitempty"`
+	Files   []string `json:"files"`
+	// Objects are what the configuration builds the unit's files into
+	// ("vmlinux" first, then module names), at most MaxObjects of them
+	// (a header is in hundreds); ObjectCount is how many there are. Empty
+	// when not built.
+	Objects     []string `json:"objects,omitempty"`
+	ObjectCount int      `json:"object_count,omitempty"`
+	// Outcome is NotBuilt, Refused, Failed or Passed.
+	Outcome string `json:"outcome"`
+	// Reason is create's refusal, or the guest check that failed.
+	Reason string `json:"reason,omitempty"`
+	// CreateSeconds and GuestSeconds are how long each step took.
+	CreateSeconds float64 `json:"create_seconds,omitempty"`
+	GuestSeconds  float64 `json:"guest_seconds,omitempty"`
+	// Kernel is the target kernel's release; At is when the unit ran.
+	Kernel string `json:"kernel,omitempty"`
+	At     string `json:"at"`
+}
+
+// MaxObjects bounds Record.Objects.
+const MaxObjects = 16
+
+// Built says the configuration builds the unit.
+func (r *Record) Built() bool { return r.Outcome != NotBuilt }
+
+// Created says create --patch made a bundle.
+func (r *Record) Created() bool { return r.Outcome == Passed || r.Outcome == Failed }
+
+// ErrResults is returned for a results file that cannot be read.
+var ErrResults = errors.New("results")
+
+// ReadResults reads a results file (JSON lines) into records by unit ID;
+// a later line for the same unit replaces an earlier one. A missing file
+// is no results. A line that is not a record is an error naming it: the
+// file is the measurement, and a damaged one is not silently rerun.
+func ReadResults(name string) (map[string]Record, error) {
+	out := map[string]Record{}
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrResults, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil || r.ID == "" || r.Outcome == "" {
+			return nil, fmt.Errorf("%w: %s line %d is not a unit's record", ErrResults, name, n)
+		}
+		out[r.ID] = r
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrResults, name, err)
+	}
+	return out, nil
+}
+
+// appendRecord appends one record to the results file and syncs it, so a
+// run stopped at any point keeps every unit it finished.
+func appendRecord(name string, r Record) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // reasons read "a -> b", not "a -\u003e b"
+	if err := enc.Encode(r); err != nil {
+		return err
+	}
+	b := bytes.TrimRight(buf.Bytes(), "\n")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrResults, err)
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %v", ErrResults, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %v", ErrResults, err)
+	}
+	return f.Close()
+}
+
+// Summary counts the records of one run.
+type Summary struct {
+	// Units is every unit considered; Built those the configuration
+	// builds (U), Created those with a bundle (C), Passed those whose
+	// bundle passed the guest check (G).
+	Units, Built, Created, Passed int
+	// CVEBuilt, CVECreated and CVEPassed count the same for the units
+	// whose change names a CVE.
+	CVEBuilt, CVECreated, CVEPassed int
+	// Reasons counts refusals and guest failures by reason class.
+	Reasons map[string]int
+}
+
+// Add counts one record.
+func (s *Summary) Add(r Record) {
+	s.Units++
+	if !r.Built() {
+		return
+	}
+	s.Built++
+	cve := len(r.CVEs) > 0
+	if cve {
+		s.CVEBuilt++
+	}
+	if r.Created() {
+		s.Created++
+		if cve {
+			s.CVECreated++
+		}
+	}
+	if r.Outcome == Passed {
+		s.Passed++
+		if cve {
+			s.CVEPassed++
+		}
+	}
+	if r.Outcome == Refused || r.Outcome == Failed {
+		if s.Reasons == nil {
+			s.Reasons = map[string]int{}
+		}
+		s.Reasons[r.Outcome+": "+ReasonClass(r.Reason)]++
+	}
+}
+
+// Line is the summary's last line, which scripts read:
+// "corpus: U units built for this configuration, C bundles created, G
+// passed the guest check (P%)" with P = G/U to one decimal.
+func (s Summary) Line() string {
+	p := 0.0
+	if s.Built > 0 {
+		p = 100 * float64(s.Passed) / float64(s.Built)
+	}
+	return fmt.Sprintf("corpus: %d units built for this configuration, %d bundles created, %d passed the guest check (%.1f%%)",
+		s.Built, s.Created, s.Passed, p)
+}
+
+// ReasonClass reduces a reason to its kind for counting: file names,
+// symbol names and numbers are what vary between units of one kind.
+func ReasonClass(reason string) string {
+	if _, problems, ok := strings.Cut(reason, "livepatched safely: "); ok {
+		// objdiff's list of problems: class by the first, "KIND NAME: why".
+		first, _, _ := strings.Cut(problems, "; ")
+		kind, rest, _ := strings.Cut(first, " ")
+		if kind == "section" {
+			name, _, _ := strings.Cut(rest, ":")
+			return "section " + name
+		}
+		return kind
+	}
+	switch {
+	case strings.Contains(reason, "is built into module"):
+		return "module code (vmlinux only for now)"
+	case strings.Contains(reason, "a header change"):
+		return "header change"
+	case strings.Contains(reason, "touches") && strings.Contains(reason, "files"):
+		return "several files"
+	case strings.Contains(reason, "only C files"):
+		return "not a C file"
+	case strings.Contains(reason, "new files") || strings.Contains(reason, "deleting files"):
+		return "new or deleted file"
+	case strings.Contains(reason, "section "):
+		if i := strings.Index(reason, "section "); i >= 0 {
+			name, _, _ := strings.Cut(reason[i+len("section "):], ":")
+			return "special section " + strings.Fields(name + " x")[0]
+		}
+	case strings.Contains(reason, "inlined"):
+		return "inlined function changed"
+	case strings.Contains(reason, "data "):
+		return "data changed or added"
+	case strings.Contains(reason, "init "):
+		return "init code"
+	case strings.Contains(reason, "signature "):
+		return "function signature changed"
+	case strings.Contains(reason, "ambiguous"):
+		return "ambiguous symbol"
+	case strings.Contains(reason, "changes the object code of no function"):
+		return "no function code changed"
+	case strings.Contains(reason, "does not apply"):
+		return "patch does not apply"
+	case strings.Contains(reason, "binary patches"):
+		return "binary file"
+	}
+	first, _, _ := strings.Cut(reason, "\n")
+	if len(first) > 80 {
+		first = first[:80] + "…"
+	}
+	return first
+}
+
+// Check runs one built unit through create --patch and, when a bundle is
+// made, the guest check; it fills in Outcome, Reason and the times of r.
+// An error is a failure of the instrument (not of the unit): the run
+// stops and the unit is not recorded, so the next run retries it.
+type Check func(ctx context.Context, u Unit, r *Record) error
+
+// Run measures units: a unit the results file already records is
+// skipped (its record counts); a unit none of whose files the
+// configuration builds is recorded NotBuilt; every other one goes through
+// check and is recorded, one line appended and synced per unit. It
+// returns the summary of the given units. Progress lines go to log.
+func Run(ctx context.Context, units []Unit, built Built, resultsFile, kernel string, check Check, log io.Writer) (Summary, error) {
+	if log == nil {
+		log = io.Discard
+	}
+	var s Summary
+	done, err := ReadResults(resultsFile)
+	if err != nil {
+		return s, err
+	}
+	for i, u := range units {
+		if r, ok := done[u.ID]; ok {
+			fmt.Fprintf(log, "corpus: [%d/%d] %s: %s (recorded)\n", i+1, len(units), u.ID, r.Outcome)
+			s.Add(r)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+		objs := built.Objects(u.Files)
+		r := Record{ID: u.ID, Subject: u.Subject, CVEs: u.CVEs, Files: u.Files, Objects: objs[:min(len(objs), MaxObjects)],
+			ObjectCount: len(objs), Kernel: kernel, At: time.Now().UTC().Format(time.RFC3339)}
+		if len(r.Objects) == 0 {
+			r.Outcome = NotBuilt
+		} else if err := check(ctx, u, &r); err != nil {
+			return s, fmt.Errorf("%s: %w", u.ID, err)
+		}
+		if r.Outcome == "" {
+			return s, fmt.Errorf("%s: the check gave no outcome", u.ID)
+		}
+		if err := appendRecord(resultsFile, r); err != nil {
+			return s, err
+		}
+		fmt.Fprintf(log, "corpus: [%d/%d] %s: %s %s\n", i+1, len(units), u.ID, r.Outcome, firstLine(r.Reason))
+		s.Add(r)
+	}
+	return s, nil
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+// Sample picks n of the units the configuration builds, with a generator
+// seeded by seed, so the same seed and corpus give the same sample; the
+// units keep their order. n <= 0, or n at least the number of built
+// units, gives every unit (built or not).
+func Sample(units []Unit, built Built, n int, seed uint64) []Unit {
+	var idx []int
+	for i, u := range units {
+		if len(built.Objects(u.Files)) > 0 {
+			idx = append(idx, i)
+		}
+	}
+	if n <= 0 || n >= len(idx) {
+		return units
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	idx = idx[:n]
+	sort.Ints(idx)
+	out := make([]Unit, 0, n)
+	for _, i := range idx {
+		out = append(out, units[i])
+	}
+	return out
+}
+
+// Breakdown describes a corpus before anything runs: how its units were
+// formed and what the configuration builds of them, by the first gate of
+// create --patch each would meet.
+type Breakdown struct {
+	Units, Attributed, PerFile, CVE int
+	Built, BuiltCVE                 int
+	// Of the built units: touching a header, several C files, one C file
+	// of a module, one C file of vmlinux; Other is the rest (built files
+	// that are neither .c nor .h, e.g. an assembler file).
+	Header, SeveralFiles, Module, Vmlinux, Other int
+}
+
+// Describe counts units by how they were formed and what is built.
+func Describe(units []Unit, built Built) Breakdown {
+	var b Breakdown
+	for _, u := range units {
+		b.Units++
+		if u.Subject != "" {
+			b.Attributed++
+		} else {
+			b.PerFile++
+		}
+		cve := len(u.CVEs) > 0
+		if cve {
+			b.CVE++
+		}
+		objs := built.Objects(u.Files)
+		if len(objs) == 0 {
+			continue
+		}
+		b.Built++
+		if cve {
+			b.BuiltCVE++
+		}
+		var headers, cfiles int
+		for _, f := range u.Files {
+			switch {
+			case strings.HasSuffix(f, ".h"):
+				headers++
+			case strings.HasSuffix(f, ".c"):
+				cfiles++
+			}
+		}
+		switch {
+		case headers > 0:
+			b.Header++
+		case cfiles > 1:
+			b.SeveralFiles++
+		case cfiles == 1 && objs[0] == Vmlinux:
+			b.Vmlinux++
+		case cfiles == 1:
+			b.Module++
+		default:
+			b.Other++
+		}
+	}
+	return b
+}
+
+func (b Breakdown) String() string {
+	return fmt.Sprintf("%d units (%d attributed to a change, %d per file; %d name a CVE), %d built by the configuration "+
+		"(%d name a CVE): %d one C file of vmlinux, %d one C file of a module, %d several C files, %d touch a header, %d other",
+		b.Units, b.Attributed, b.PerFile, b.CVE, b.Built, b.BuiltCVE, b.Vmlinux, b.Module, b.SeveralFiles, b.Header, b.Other)
+}
