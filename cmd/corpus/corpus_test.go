@@ -120,8 +120,8 @@ func atoiT(t *testing.T, s string) int {
 // (CORPUS_PATCHES) against the pinned kernel: a patch to fs/proc/cmdline.c
 // that create --patch turns into a bundle, which must pass the guest check
 // (applied, transition finished, enabled, workload, no Oops or new taint,
-// undone), and one that adds a variable, which must be refused with the
-// variable named.
+// undone), and one that changes the kernel's data (a table's string),
+// which must be refused with the variable named.
 func TestCorpusPatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a livepatch and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
@@ -154,8 +154,8 @@ func TestCorpusPatches(t *testing.T) {
 	if r := recs["cmdline.patch"]; r.Outcome != corpus.Passed || len(r.Objects) != 1 || r.Objects[0] != corpus.Vmlinux || r.GuestSeconds <= 0 {
 		t.Errorf("cmdline.patch: %+v, want passed in vmlinux after a guest ran", r)
 	}
-	if r := recs["counter.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "cmdline_reads") {
-		t.Errorf("counter.patch: %+v, want refused naming cmdline_reads", r)
+	if r := recs["state.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "task_state_array") {
+		t.Errorf("state.patch: %+v, want refused naming task_state_array", r)
 	}
 
 	// A version that is not the pinned kernel's is a usage error.
