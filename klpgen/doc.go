@@ -115,11 +115,22 @@
 // vmlinux symbols carry) are found at their kallsyms position by the
 // company they keep in System.map ([Symbols.Position]): System.map does
 // not say which unit a symbol came from, so a name whose copies cannot
-// be told apart that way is refused. Static variables local to a function are found by the name gcc
-// gave them in the patched object (count.0); the caller must check that
-// the unpatched object used the same name. Patching modules (objects
-// other than vmlinux), shadow variables for new state, and the special
-// sections refused above are future work.
+// be told apart that way is refused. Static variables local to a
+// function are found by the name gcc gave them in the patched object
+// (count.0); the caller must check that the unpatched object used the
+// same name. Shadow variables for new state in existing structures,
+// symbols other modules export (from a module's new code), and the
+// special sections refused above are future work.
+//
+// # Modules
+//
+// A unit built into a module is patched through a klp_object named
+// after it (Options.Module). Its own symbols, from the module's .ko
+// (LoadModuleSymbols), become .klp.sym.MODULE.NAME,POS, which Finalize
+// puts into .klp.rela.MODULE.* sections that the kernel applies when
+// the module loads; unexported vmlinux symbols stay in .klp.rela.vmlinux.*
+// sections, applied when the livepatch module loads (Linux 6.1 refuses a
+// vmlinux symbol in a module's section).
 //
 // # What the kernel requires (Linux 6.1)
 //

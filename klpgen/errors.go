@@ -78,11 +78,17 @@ type MissingSymbolError struct {
 	// Function is the changed or added function that refers to it, or
 	// the replaced function itself.
 	Function string
+	// Module is the patched module whose symbols were searched too; ""
+	// when the patch is to vmlinux.
+	Module string
 }
 
 func (e *MissingSymbolError) Error() string {
-	return fmt.Sprintf("function %s: symbol %q is neither exported by vmlinux nor in System.map "+
-		"(a new function must be listed as added; new variables are not supported)", e.Function, e.Name)
+	where := "neither exported by vmlinux nor in System.map"
+	if e.Module != "" {
+		where = fmt.Sprintf("neither a symbol of module %s, nor exported by vmlinux, nor in System.map (a symbol another module exports is not supported yet)", e.Module)
+	}
+	return fmt.Sprintf("function %s: symbol %q is %s (a new function must be listed as added)", e.Function, e.Name, where)
 }
 
 func malformed(format string, args ...any) error {

@@ -51,6 +51,24 @@ type Options struct {
 	// (-fdata-sections). Any other writable data is the kernel's and is
 	// reached through livepatch, or refused.
 	NewData []string
+	// Module names the module the patched unit is built into (its name
+	// as the kernel knows it, "-" written "_"); "" for vmlinux. The
+	// livepatch then has one klp_object for that module, which the
+	// kernel patches when the module is loaded, now or later.
+	Module string
+	// ModuleSymbols are the symbols of that module (LoadModuleSymbols):
+	// where the replaced functions and the module's own symbols the new
+	// code refers to are found, as .klp.sym.MODULE.NAME,POS, resolved
+	// when the module loads. Required with Module.
+	ModuleSymbols *Symbols
+}
+
+// target is the object the replaced functions live in.
+func (o Options) target() string {
+	if o.Module == "" {
+		return "vmlinux"
+	}
+	return o.Module
 }
 
 // Output is a generated livepatch module source folder, ready for kbuild.
@@ -116,6 +134,14 @@ func (o *Options) check() error {
 	}
 	if len(o.Description) > 1024 {
 		return invalid("description of %d bytes, limit 1024", len(o.Description))
+	}
+	if o.Module != "" {
+		if err := validKLPSymbol(KLPSymbol{Object: o.Module, Name: "x"}); err != nil || o.Module == "vmlinux" {
+			return invalid("module %q cannot be a livepatch object name", o.Module)
+		}
+		if o.ModuleSymbols == nil {
+			return invalid("module %s: no module symbols", o.Module)
+		}
 	}
 	return nil
 }
@@ -302,11 +328,12 @@ func (g *generator) findFunctions(changed, added []string) error {
 		if fn.added {
 			continue
 		}
-		switch n := g.syms.Count(fn.name); {
+		own := g.ownSymbols()
+		switch n := own.Count(fn.name); {
 		case n == 0:
-			return &MissingSymbolError{Name: fn.name, Function: fn.name}
+			return &MissingSymbolError{Name: fn.name, Function: fn.name, Module: g.opts.Module}
 		case n > 1:
-			pos, err := g.position(fn.name, fn.name)
+			pos, err := g.position(own, fn.name, fn.name)
 			if err != nil {
 				return err
 			}
@@ -650,7 +677,7 @@ func (g *generator) symbolTarget(job copyJob, idx int, addend int64) (*outSym, i
 // position is the kallsyms position of an ambiguous vmlinux name: the
 // copy the patched unit defined (Symbols.Position), judged by the unit's
 // own functions and variables.
-func (g *generator) position(name, function string) (uint64, error) {
+func (g *generator) position(syms *Symbols, name, function string) (uint64, error) {
 	if g.unitNames == nil {
 		g.unitNames = []string{}
 		for i := range g.st.syms {
@@ -660,7 +687,7 @@ func (g *generator) position(name, function string) (uint64, error) {
 			}
 		}
 	}
-	pos, err := g.syms.Position(name, g.unitNames)
+	pos, err := syms.Position(name, g.unitNames)
 	var amb *AmbiguousSymbolError
 	if errors.As(err, &amb) {
 		amb.Function = function
@@ -686,14 +713,41 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		}
 		return out.sym, addend + int64(s.value), nil
 	}
+	// The module's own symbols first: a static of the patched unit, or
+	// a global of another unit of the module. Never linked by name, so
+	// that the livepatch module does not depend on the module it patches.
+	if g.opts.Module != "" && g.opts.ModuleSymbols.Count(s.name) > 0 {
+		return g.klpSymbol(owner, g.opts.ModuleSymbols, g.opts.Module, s.name, addend)
+	}
 	if s.bind() != elf.STB_LOCAL && g.syms.Exported(s.name) {
 		return g.extern(s.name), addend, nil
 	}
-	switch n := g.syms.Count(s.name); {
+	if g.syms.Count(s.name) >= 1 {
+		return g.klpSymbol(owner, g.syms, "vmlinux", s.name, addend)
+	}
+	if s.defined() {
+		sec := g.f.Sections[s.shndx]
+		if copyableData(sec.Name, sec.Flags&elf.SHF_WRITE != 0, sec.Flags&elf.SHF_EXECINSTR != 0,
+			sec.Flags&elf.SHF_ALLOC != 0, sec.Type == elf.SHT_NOBITS) {
+			out, err := g.copyData(owner, int(s.shndx))
+			if err != nil {
+				return nil, 0, err
+			}
+			return out.sym, addend + int64(s.value), nil
+		}
+	}
+	return nil, 0, &MissingSymbolError{Name: s.name, Function: owner.name, Module: g.opts.Module}
+}
+
+// klpSymbol reaches a symbol of object obj (vmlinux or the patched
+// module) through a livepatch relocation, at its kallsyms position when
+// the name is not unique there.
+func (g *generator) klpSymbol(owner *function, syms *Symbols, obj, name string, addend int64) (*outSym, int64, error) {
+	switch n := syms.Count(name); {
 	case n >= 1:
-		k := KLPSymbol{Object: "vmlinux", Name: s.name}
+		k := KLPSymbol{Object: obj, Name: name}
 		if n > 1 {
-			pos, err := g.position(s.name, owner.name)
+			pos, err := g.position(syms, name, owner.name)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -709,18 +763,15 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		}
 		return out, addend, nil
 	}
-	if s.defined() {
-		sec := g.f.Sections[s.shndx]
-		if copyableData(sec.Name, sec.Flags&elf.SHF_WRITE != 0, sec.Flags&elf.SHF_EXECINSTR != 0,
-			sec.Flags&elf.SHF_ALLOC != 0, sec.Type == elf.SHT_NOBITS) {
-			out, err := g.copyData(owner, int(s.shndx))
-			if err != nil {
-				return nil, 0, err
-			}
-			return out.sym, addend + int64(s.value), nil
-		}
+	return nil, 0, &MissingSymbolError{Name: name, Function: owner.name, Module: g.opts.Module}
+}
+
+// ownSymbols are the symbols of the object the replaced functions live in.
+func (g *generator) ownSymbols() *Symbols {
+	if g.opts.Module != "" {
+		return g.opts.ModuleSymbols
 	}
-	return nil, 0, &MissingSymbolError{Name: s.name, Function: owner.name}
+	return g.syms
 }
 
 func (g *generator) extern(name string) *outSym {

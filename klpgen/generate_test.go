@@ -843,3 +843,59 @@ void untouched(int a)
 		}
 	}
 }
+
+// TestGenerateForAModule: a unit built into a module is patched through
+// a klp_object named after the module. The module's own symbols (the
+// replaced function, its static helper and variables) are reached as
+// .klp.sym.MODULE.NAME,POS, resolved when the module loads, never linked
+// by name (the livepatch must not depend on the module it patches); an
+// unexported vmlinux symbol stays .klp.sym.vmlinux, an export links.
+func TestGenerateForAModule(t *testing.T) {
+	// The module as installed: this unit and another one.
+	mod, err := LoadModuleSymbols(compileC(t, kernelUnit+"int other_unit(void) { return 1; }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms := symbolsFor(t, []string{"printk_like"}, "unexported_global")
+	out, _ := generateUnitOpts(t, kernelUnit, []string{"target"}, syms, Options{ModuleName: "lp_test", Module: "mymod", ModuleSymbols: mod})
+	want := []KLPSymbol{{Object: "mymod", Name: "counter"}, {Object: "mymod", Name: "helper"}, {Object: "mymod", Name: "table"}, {Object: "vmlinux", Name: "unexported_global"}}
+	got := slices.Clone(out.KLPSymbols)
+	slices.SortFunc(got, func(a, b KLPSymbol) int { return strings.Compare(a.Object+a.Name, b.Object+b.Name) })
+	if !slices.Equal(got, want) {
+		t.Errorf("KLPSymbols = %v, want %v", got, want)
+	}
+	if !strings.Contains(string(out.Stub), `.name = "mymod"`) || strings.Contains(string(out.Stub), "NULL, /* vmlinux */") {
+		t.Errorf("the stub does not patch module mymod:\n%s", out.Stub)
+	}
+
+	// A replaced function the module does not have is missing, named so.
+	_, err = Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test", Module: "othermod",
+		ModuleSymbols: symbolsOfModule(t, "int unrelated(void) { return 0; }\n")})
+	var missing *MissingSymbolError
+	if !errors.As(err, &missing) || missing.Name != "target" || !strings.Contains(err.Error(), "module othermod") {
+		t.Errorf("err = %v, want target missing from module othermod", err)
+	}
+	// Module without its symbols.
+	if _, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test", Module: "mymod"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("a module without symbols: %v", err)
+	}
+}
+
+func symbolsOfModule(t *testing.T, src string) *Symbols {
+	t.Helper()
+	s, err := LoadModuleSymbols(compileC(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func generateUnitOpts(t *testing.T, src string, changed []string, syms *Symbols, opts Options) (*Output, []byte) {
+	t.Helper()
+	post := compileC(t, src)
+	out, err := Generate(post, changed, nil, syms, opts)
+	if err != nil {
+		t.Fatalf("Generate: %v", err)
+	}
+	return out, post
+}

@@ -17,7 +17,7 @@ const PlaceholderPrefix = "__klp_sym__"
 // time through livepatch: a static function or variable, or an
 // unexported global.
 type KLPSymbol struct {
-	// Object is "vmlinux" (patching modules is not supported yet).
+	// Object is "vmlinux" or the name of a module.
 	Object string
 	// Name is the symbol's name in kallsyms, e.g. "saved_command_line".
 	Name string

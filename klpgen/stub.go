@@ -8,8 +8,9 @@ import (
 )
 
 // stub writes the C source of the livepatch stub: the klp_patch for
-// vmlinux whose functions point at the copies in patch.o, enabled when
-// the module loads, like the hand-written modules of samples/livepatch.
+// vmlinux or the patched module (Options.Module) whose functions point
+// at the copies in patch.o, enabled when the module loads, like the
+// hand-written modules of samples/livepatch.
 // The copies are declared type-erased ("void f(void)"): the stub only
 // takes their addresses.
 func stub(opts Options, out *Output) []byte {
@@ -34,7 +35,11 @@ func stub(opts Options, out *Output) []byte {
 		p("\t{\n\t\t.old_name = %s,\n\t\t.new_func = %s,\n\t\t.old_sympos = %d,\n\t},\n", cString(fn.Name), fn.Symbol, fn.Sympos)
 	}
 	p("\t{}\n};\n\n")
-	p("static struct klp_object splicefleet_objs[] = {\n\t{\n\t\t.name = NULL, /* vmlinux */\n\t\t.funcs = splicefleet_funcs,\n\t},\n\t{}\n};\n\n")
+	obj := "NULL, /* vmlinux */"
+	if opts.Module != "" {
+		obj = cString(opts.Module) + ", /* patched when the module is loaded, now or later */"
+	}
+	p("static struct klp_object splicefleet_objs[] = {\n\t{\n\t\t.name = %s\n\t\t.funcs = splicefleet_funcs,\n\t},\n\t{}\n};\n\n", obj)
 	p("static struct klp_patch splicefleet_patch = {\n\t.mod = THIS_MODULE,\n\t.objs = splicefleet_objs,\n};\n\n")
 	p("static int __init splicefleet_init(void)\n{\n\treturn klp_enable_patch(&splicefleet_patch);\n}\n\n")
 	p("static void __exit splicefleet_exit(void)\n{\n}\n\n")

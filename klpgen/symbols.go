@@ -2,6 +2,7 @@ package klpgen
 
 import (
 	"bufio"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -244,4 +245,49 @@ func checkSymbolName(name string) error {
 		return malformed("symbol name of %d bytes (want 1 to %d)", len(name), maxSymbolName)
 	}
 	return nil
+}
+
+// LoadModuleSymbols reads the symbols of a kernel module (its .ko, as
+// the linux-image package installs it under /lib/modules): the ones the
+// kernel keeps in the loaded module's kallsyms, in their order there,
+// which is the symbol table's. Those are the named symbols defined in
+// sections that stay after the module's init (not .init.*, not
+// unallocated), so positions count as the kernel's lookup counts.
+func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("klpgen: load module symbols: %w: %v", ErrMalformed, r)
+		}
+	}()
+	f, err := openELF(ko)
+	if err != nil {
+		return nil, fmt.Errorf("klpgen: load module symbols: %w", err)
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, fmt.Errorf("klpgen: load module symbols: %w: %v", ErrMalformed, err)
+	}
+	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}}
+	for _, sym := range syms {
+		typ := elf.ST_TYPE(sym.Info)
+		if sym.Name == "" || typ == elf.STT_SECTION || typ == elf.STT_FILE ||
+			sym.Section == elf.SHN_UNDEF || sym.Section >= elf.SHN_LORESERVE || int(sym.Section) >= len(f.Sections) {
+			continue
+		}
+		sec := f.Sections[sym.Section]
+		if sec.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sec.Name, ".init") {
+			continue
+		}
+		if err := checkSymbolName(sym.Name); err != nil {
+			return nil, err
+		}
+		s.counts[sym.Name]++
+		s.total++
+		s.order = append(s.order, sym.Name)
+	}
+	if s.total == 0 {
+		return nil, fmt.Errorf("klpgen: load module symbols: %w: no symbols (a stripped module?)", ErrMalformed)
+	}
+	s.indexRepeats()
+	return s, nil
 }

@@ -123,6 +123,22 @@ const warnPatch = `--- a/fs/proc/cmdline.c
  }
 `
 
+// binfmtPatch changes bm_status_read of fs/binfmt_misc.c, which the
+// cloud kernel builds into the module binfmt_misc: what
+// /proc/sys/fs/binfmt_misc/status reads once the module is loaded.
+const binfmtPatch = `--- a/fs/binfmt_misc.c
++++ b/fs/binfmt_misc.c
+@@ -847,7 +847,7 @@
+ static ssize_t
+ bm_status_read(struct file *file, char __user *buf, size_t nbytes, loff_t *ppos)
+ {
+-	char *s = enabled ? "enabled\n" : "disabled\n";
++	char *s = enabled ? "enabled splicefleet\n" : "disabled\n";
+ 
+ 	return simple_read_from_buffer(buf, nbytes, ppos, s, strlen(s));
+ }
+`
+
 // TestScenarioCreatePatch: a source patch to the lab kernel's own
 // fs/proc/cmdline.c goes through create --patch (the Debian source package
 // of exactly the lab kernel, prepared once, the one unit compiled before
@@ -163,17 +179,21 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if err := os.WriteFile(p("warn.patch"), []byte(warnPatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(p("binfmt.patch"), []byte(binfmtPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("fdinfo.patch"), []byte(fdinfoPatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	modules := filepath.Join(k.Root, "lib", "modules", k.Release)
 	create := func(patch, id, out string) (string, time.Duration, error) {
 		var log bytes.Buffer
 		start := time.Now()
 		err := sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
-			"--system-map", sysmap, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
+			"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
 			"--id", id, "--version", "1", "--description", "lab: create --patch of fs/proc/cmdline.c", "-o", out)
 		return log.String(), time.Since(start), err
 	}
@@ -186,7 +206,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if m := regexp.MustCompile(`tree preparation ([0-9.]+)s`).FindStringSubmatch(out); m != nil {
 		prep = m[1] + "s"
 	}
-	for _, w := range []string{"cmdline_proc_show changed", "cmdline_mark added", "reaches saved_command_line through a livepatch relocation", "replaces cmdline_proc_show"} {
+	for _, w := range []string{"cmdline_proc_show changed", "cmdline_mark added", "reaches saved_command_line of vmlinux through a livepatch relocation", "replaces cmdline_proc_show"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("create --patch output lacks %q", w)
 		}
@@ -280,6 +300,29 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A file built into a module: the bundle patches the module when it
+	// is loaded, before or after the patch.
+	out, _, err = create(p("binfmt.patch"), "binfmt", p("binfmt.splice"))
+	if err != nil {
+		t.Fatalf("a patch to a module's file was refused: %v\n%s", err, out)
+	}
+	for _, w := range []string{"built into module binfmt_misc", "reaches enabled of binfmt_misc through a livepatch relocation"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("create --patch output lacks %q:\n%s", w, out)
+		}
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("binfmt.splice")); err != nil {
+		t.Fatal(err)
+	}
+	binfmtBundle, err := os.ReadFile(p("binfmt.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binfmtKO, err := os.ReadFile(filepath.Join(modules, "kernel", "fs", "binfmt_misc.ko"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// A changed inline function is carried by its caller.
 	out, _, err = create(p("inline.patch"), "inline-patch", p("inline-patch.splice"))
 	if err != nil {
@@ -337,11 +380,25 @@ try warn-read cat /proc/cmdline
 mark warn-logged "$(dmesg | grep -c 'WARNING: CPU: .* at fs/proc/cmdline.c')"
 mark warn-oops "$(dmesg | grep -c 'invalid opcode')"
 try warn-undo sfv undo warn
+try bm-apply sf apply /lab/extra/binfmt.splice
+mark bm-waiting "$(cat /sys/kernel/livepatch/lp_binfmt_v1/enabled)"
+try bm-load insmod /lab/extra/binfmt_misc.ko
+mkdir -p /bm
+try bm-mount mount -t binfmt_misc none /bm
+mark bm-after "$(cat /bm/status)"
+try bm-undo sfv undo binfmt
+mark bm-undone "$(cat /bm/status)"
+try bm-apply2 sf apply /lab/extra/binfmt.splice
+mark bm-before "$(cat /bm/status)"
+try bm-undo2 sfv undo binfmt
+mark bm-undone2 "$(cat /bm/status)"
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
 		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
 		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644},
 		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644},
-		File{Path: "lab/extra/warn.splice", Data: warnBundle, Mode: 0o644})
+		File{Path: "lab/extra/warn.splice", Data: warnBundle, Mode: 0o644},
+		File{Path: "lab/extra/binfmt.splice", Data: binfmtBundle, Mode: 0o644},
+		File{Path: "lab/extra/binfmt_misc.ko", Data: binfmtKO, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -368,5 +425,18 @@ try warn-undo sfv undo warn
 	want(t, r, "warn-logged", "1")
 	want(t, r, "warn-oops", "0")
 	want(t, r, "warn-undo-exit", "0")
+	// Patched when it is loaded after the patch...
+	want(t, r, "bm-apply-exit", "0")
+	want(t, r, "bm-waiting", "1")
+	want(t, r, "bm-load-exit", "0")
+	want(t, r, "bm-mount-exit", "0")
+	want(t, r, "bm-after", "enabled splicefleet")
+	want(t, r, "bm-undo-exit", "0")
+	want(t, r, "bm-undone", "enabled")
+	// ... and at once when it is loaded already.
+	want(t, r, "bm-apply2-exit", "0")
+	want(t, r, "bm-before", "enabled splicefleet")
+	want(t, r, "bm-undo2-exit", "0")
+	want(t, r, "bm-undone2", "enabled")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }

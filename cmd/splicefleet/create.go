@@ -21,6 +21,7 @@ type createOptions struct {
 	patch        string
 	kernelSource string
 	systemMap    string
+	modulesDir   string
 	cacheDir     string
 	kernelBuild  string
 	moduleName   string
@@ -83,6 +84,7 @@ init code, inlined functions, ...) is refused with the reasons (exit 1).`,
 	f.StringVar(&o.patch, "patch", "", "generate the module from this source patch (unified diff, -p1) to one .c file of the kernel")
 	f.StringVar(&o.kernelSource, "kernel-source", "", "with --patch: the target kernel's source tree")
 	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
+	f.StringVar(&o.modulesDir, "modules", "", "with --patch: the target's modules folder, /lib/modules/RELEASE (default: that folder on this machine), for a file built into a module")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "with --patch: where prepared source trees are kept (default ~/.cache/splicefleet)")
 	f.StringVar(&o.kernelBuild, "kernel-build", "", "with --source or --patch: the target kernel's build folder (what make -C takes)")
 	f.StringVar(&o.moduleName, "module-name", "", "with --source: the module to wrap when the build makes several; with --patch: the generated module's name (default lp_ID_vVERSION)")
@@ -116,8 +118,8 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 	if (o.source != "" || o.patch != "") && o.kernelBuild == "" {
 		return errors.New("--kernel-build is required with --source and --patch: the target kernel's build folder")
 	}
-	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "") {
-		return errors.New("--kernel-source, --system-map and --cache-dir only apply with --patch")
+	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "" || o.modulesDir != "") {
+		return errors.New("--kernel-source, --system-map, --modules and --cache-dir only apply with --patch")
 	}
 	if !o.force {
 		if _, err := os.Stat(o.out); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -60,8 +61,15 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		return &refusal{fmt.Errorf("the patch touches %d files (%s); create --patch takes a patch to one .c file for now", len(paths), strings.Join(paths, ", "))}
 	}
 	u := units.List[0]
+	var modSyms *klpgen.Symbols
+	modName := ""
 	if u.Module != "" {
-		return &refusal{fmt.Errorf("%s is built into module %s; create --patch patches vmlinux only for now", u.Path, u.Module)}
+		// The kernel names a loaded module with "_" for kbuild's "-".
+		modName = strings.ReplaceAll(u.Module, "-", "_")
+		if modSyms, err = loadModuleSymbols(o, tree.Release, u.Module); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, modName)
 	}
 	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
 	if err != nil {
@@ -110,7 +118,8 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	if name == "" {
 		name = defaultModuleName(o.id, o.version)
 	}
-	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description, NewData: newData})
+	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description, NewData: newData,
+		Module: modName, ModuleSymbols: modSyms})
 	if err != nil {
 		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
 	}
@@ -122,7 +131,7 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		if s.Pos > 0 {
 			at = fmt.Sprintf(" (kallsyms position %d: the name is not unique, and this is the patched unit's)", s.Pos)
 		}
-		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s%s through a livepatch relocation\n", name, s.Name, at)
+		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s of %s%s through a livepatch relocation\n", name, s.Name, s.Object, at)
 	}
 	for _, f := range out.Functions {
 		if f.Sympos > 0 {
@@ -159,6 +168,42 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
 		built.file, o.patch, strings.Join(changed, ", "), u.Path, len(module), time.Since(start).Seconds(), prepared.Seconds())
 	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.file, o.patch), module)
+}
+
+// loadModuleSymbols reads the symbols of the target's module named
+// module (kbuild's name) from its .ko under --modules.
+func loadModuleSymbols(o *createOptions, release, module string) (*klpgen.Symbols, error) {
+	dir := o.modulesDir
+	if dir == "" {
+		dir = filepath.Join("/lib/modules", release)
+	}
+	var found []string
+	err := filepath.WalkDir(filepath.Join(dir, "kernel"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && d.Name() == module+".ko" {
+			found = append(found, path)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("--modules: the target's modules folder: %w (give /lib/modules/%s of the target, as its linux-image package installs it)", err, release)
+	case len(found) == 0:
+		return nil, fmt.Errorf("--modules: no %s.ko under %s/kernel (compressed modules are not read yet)", module, dir)
+	case len(found) > 1:
+		return nil, fmt.Errorf("--modules: %d files named %s.ko under %s/kernel: %s", len(found), module, dir, strings.Join(found, ", "))
+	}
+	ko, err := readFile(found[0], int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return nil, err
+	}
+	syms, err := klpgen.LoadModuleSymbols(ko)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", found[0], err)
+	}
+	return syms, nil
 }
 
 // loadKernelSymbols reads the target's exported symbols (Module.symvers in
