@@ -102,8 +102,9 @@ failing() {
 	# after the canary's failed state (until then the status says
 	# "reported failed").
 	settled() {
-		sfc rollout status $id --json > /tmp/status 2>/dev/null &&
-			grep -Eq '"state": (102|120)' /tmp/status && ! grep -q 'reported failed' /tmp/status
+		# (exit 1: the rollout halted, which is what is waited for)
+		sfc rollout status $id --json > /tmp/status 2>/dev/null
+		grep -Eq '"state": (102|120)' /tmp/status && ! grep -q 'reported failed' /tmp/status
 	}
 	at $what-settled-at 60 settled
 	mark $what-status "$(sfc rollout status $id --json | oneline)"

@@ -93,6 +93,10 @@ func runEnv(e *env, args []string) int {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "splicefleet: %v\n", err)
+	var x *exitStatus
+	if errors.As(err, &x) {
+		return x.code
+	}
 	if refused(err) {
 		return exitRefused
 	}

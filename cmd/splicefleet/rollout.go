@@ -216,27 +216,7 @@ rolls the patch back everywhere.`,
 	socketFlag(list, &socket)
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var statusSocket string
-	var statusJSON bool
-	status := &cobra.Command{
-		Use:   "status ROLLOUT [--json]",
-		Short: "Each stage of a rollout with its cohort, applied, healthy, failed and waiting hosts, and why it is where it is",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var st rollout.Status
-			if err := agent.NewControlClient(statusSocket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
-				return err
-			}
-			if statusJSON {
-				return printJSON(e.stdout, st)
-			}
-			printStatus(e.stdout, st)
-			return nil
-		},
-	}
-	socketFlag(status, &statusSocket)
-	status.Flags().BoolVar(&statusJSON, "json", false, "print JSON")
-	cmd.AddCommand(list, status)
+	cmd.AddCommand(list, newStatusCmd(e))
 	for _, action := range rollout.Actions {
 		cmd.AddCommand(newCommandCmd(e, action))
 	}

@@ -13,11 +13,12 @@ import (
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
-// rolloutStatus reads a rollout's status through the CLI.
+// rolloutStatus reads a rollout's status through the CLI (which exits 1
+// for a halted, rolled back or revoked one).
 func (c *cli) rolloutStatus(socket, id string) (rollout.Status, error) {
 	var st rollout.Status
 	code, out, errs := c.run("rollout", "status", id, "--json", "--control-socket", socket)
-	if code != 0 {
+	if code != 0 && code != 1 {
 		return st, fmt.Errorf("rollout status: exit %d: %s", code, errs)
 	}
 	return st, json.Unmarshal([]byte(out), &st)
