@@ -219,6 +219,7 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
 	})
+	mux.HandleFunc("POST /v1/check", a.serveCheck)
 	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
 	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
 	mux.HandleFunc("POST /v1/rekeys", a.docHandler(a.Rekey))
@@ -305,6 +306,50 @@ func (a *Agent) controlHandler() http.Handler {
 		})
 	}
 	return mux
+}
+
+// CheckRequest is the body of POST /v1/check: a bundle and, optionally,
+// a signed plan document for it (as rollout.Document.Encode writes it).
+type CheckRequest struct {
+	Bundle []byte `json:"bundle"`
+	Plan   []byte `json:"plan,omitempty"`
+}
+
+// serveCheck answers what publishing a bundle with a plan would do
+// (Check); it changes nothing.
+func (a *Agent) serveCheck(w http.ResponseWriter, r *http.Request) {
+	const limit = (splice.MaxBundleSize+rollout.MaxDocumentSize)/3*4 + 1<<10
+	var req CheckRequest
+	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err == nil && len(raw) > limit {
+		err = errors.New("larger than a bundle and a plan may be")
+	}
+	if err == nil {
+		err = json.Unmarshal(raw, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: "check request: " + err.Error()})
+		return
+	}
+	var plan *rollout.Document
+	if req.Plan != nil {
+		if plan, err = rollout.DecodeDocument(req.Plan); err != nil {
+			a.metricRefused("plan", err)
+			writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: "plan: " + err.Error(), Reason: refusalReason(err)})
+			return
+		}
+	}
+	res, err := a.Check(req.Bundle, plan)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case splice.IsReject(err):
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: err.Error(), Reason: splice.Reason(err)})
+	case errors.Is(err, ErrRolloutRefused):
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: err.Error(), Reason: refusalReason(err)})
+	default:
+		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+	}
 }
 
 // docHandler serves a POST of a signed plan or command document.

@@ -161,9 +161,10 @@ func socketFlag(cmd *cobra.Command, p *string) {
 
 func newPublishCmd(e *env) *cobra.Command {
 	var socket, plan string
+	var dryRun bool
 	var sign docSigning
 	cmd := &cobra.Command{
-		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)]",
+		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)] [--dry-run]",
 		Short: "Hand a bundle to the local agent, which verifies, stores and announces it; with --plan, roll it out",
 		Long: `Hand a bundle to the local agent, which verifies it, stores it and
 announces it to the fleet; every agent fetches it from its peers and
@@ -173,27 +174,62 @@ With --plan, the bundle is also rolled out: the plan (YAML, see
 docs/rollouts.md) is signed with --key (repeat for a threshold) or carries
 detached signatures made elsewhere (--signature, e.g. gpg --armor
 --detach-sign PLAN.yaml), and every agent takes its host in when its
-stage opens. The plan is checked before anything is sent (a plan without
-stages, with a gate out of range or not a number, or for another bundle is
-refused and the bundle is not published either); the agent then refuses a
-plan its trust policy refuses.`,
+stage opens. A plan signed with --key may leave bundle: out: publish
+fills in the digest of BUNDLE before it signs.
+
+Everything is checked before anything is sent: the plan here (its syntax,
+stages and gates, the bundle it names, a signature), then, by the agent
+without storing anything, the bundle and the plan under its trust policy
+(trusted signers, threshold, expiry) and the rollout id. When any check
+fails, the fleet gets nothing: not the plan, and not the bundle either.
+
+--dry-run makes the same checks and says what would be published and to
+whom: the rollout's stages and their cohorts as the local agent sees the
+cluster now. It sends nothing.`,
+		Example: `  splicefleet publish fix.splice
+  splicefleet publish fix.splice --plan fix.yaml --key release.sec.asc --dry-run
+  splicefleet publish fix.splice --plan fix.yaml --key release.sec.asc`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := readFile(args[0], splice.MaxBundleSize)
 			if err != nil {
 				return err
 			}
-			// The plan is read, validated and signed before anything is
-			// sent: a refused plan leaves the fleet without the bundle
-			// too, not with a bundle nobody rolls out.
+			// The plan is read, validated and signed, then the agent
+			// checks bundle and plan, before anything is sent: a refused
+			// plan leaves the fleet without the bundle too, not with a
+			// bundle nobody rolls out.
+			req := agent.CheckRequest{Bundle: raw}
 			var planDoc *rollout.Document
 			if plan != "" {
 				if planDoc, err = preparePlan(e, raw, args[0], plan, sign); err != nil {
 					return err
 				}
+				if req.Plan, err = planDoc.Encode(); err != nil {
+					return &refusal{fmt.Errorf("%s: %w", plan, err)}
+				}
+			} else if sign.given() {
+				return errors.New("--key and --signature sign a plan: give --plan too")
+			}
+			body, err := json.Marshal(req)
+			if err != nil {
+				return err
+			}
+			client := agent.NewControlClient(socket)
+			var check agent.CheckResult
+			if err := client.Do("POST", "/v1/check", bytes.NewReader(body), &check); err != nil {
+				var r *agent.RefusedError
+				if errors.As(err, &r) {
+					return &refusal{fmt.Errorf("the agent refused the %w; nothing was sent", err)}
+				}
+				return err
+			}
+			if dryRun {
+				printCheck(e, args[0], plan, check)
+				return nil
 			}
 			var res agent.PublishResult
-			if err := agent.NewControlClient(socket).Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
+			if err := client.Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
 				var r *agent.RefusedError
 				if errors.As(err, &r) {
 					return &refusal{fmt.Errorf("%s: %w", args[0], err)}
@@ -209,6 +245,7 @@ plan its trust policy refuses.`,
 	}
 	socketFlag(cmd, &socket)
 	cmd.Flags().StringVar(&plan, "plan", "", "roll the bundle out with this plan (YAML)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything and say what would be published and to whom; send nothing")
 	sign.flags(cmd, "the plan")
 	return cmd
 }
@@ -350,4 +387,40 @@ func newKeysCmd(e *env) *cobra.Command {
 		cmd.AddCommand(c)
 	}
 	return cmd
+}
+
+// printCheck says what publish would do, from the agent's check.
+func printCheck(e *env, bundlePath, planPath string, c agent.CheckResult) {
+	q := safetext.String
+	held := "new to this agent"
+	if c.Held {
+		held = "this agent holds it already"
+	}
+	fmt.Fprintf(e.stdout, "would publish %s version %d (manifest %s) from %s: verified, %d trusted signer%s; %s\n",
+		q(c.ID), c.Version, c.ManifestDigest, q(bundlePath), len(c.Signers), plural(len(c.Signers)), held)
+	st := c.Rollout
+	if st == nil {
+		fmt.Fprintf(e.stdout, "to every member this agent sees (%d), which fetch and verify it; nothing applies it without a plan\n", c.Members)
+		fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
+		return
+	}
+	if c.Following {
+		fmt.Fprintf(e.stdout, "the agent follows plan %s already: rollout %s is %s: %s\n", q(planPath), q(st.ID), st.State, q(st.Why))
+		fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
+		return
+	}
+	fmt.Fprintf(e.stdout, "would start rollout %s (plan %s from %s, %d trusted signer%s) in %d stage%s, with the cohorts as this agent sees %d member%s now:\n",
+		q(st.ID), st.Digest[:12], q(planPath), len(c.PlanSigners), plural(len(c.PlanSigners)), len(st.Stages), plural(len(st.Stages)), c.Members, plural(c.Members))
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "STAGE\tCOHORT")
+	for i, s := range st.Stages {
+		fmt.Fprintf(w, "%d %s\t%d\n", i+1, q(s.Name), s.Cohort)
+	}
+	_ = w.Flush()
+	if st.Self.Targeted {
+		fmt.Fprintf(e.stdout, "this host: stage %d, bucket %d\n", st.Self.Stage+1, st.Self.Bucket)
+	} else {
+		fmt.Fprintln(e.stdout, "this host: not targeted")
+	}
+	fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
 }

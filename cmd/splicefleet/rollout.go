@@ -145,15 +145,26 @@ func preparePlan(e *env, raw []byte, bundlePath, planPath string, sign docSignin
 	if err != nil {
 		return nil, err
 	}
-	p, err := rollout.DecodePlan(body)
-	if err != nil {
-		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
-	}
 	b, err := splice.Decode(bytes.NewReader(raw))
 	if err != nil {
 		return nil, &refusal{fmt.Errorf("%s: %w", bundlePath, err)}
 	}
-	if bundle := splice.Digest(b.Manifest); p.Bundle != bundle {
+	bundle := splice.Digest(b.Manifest)
+	// bundle: left out: the digest of the bundle published is what the
+	// plan names, signed with it; a signature made elsewhere covers the
+	// file as it is, so such a plan must name it.
+	body, filled, err := rollout.FillBundle(body, bundle)
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
+	}
+	if filled && len(sign.sigFiles) > 0 {
+		return nil, &refusal{fmt.Errorf("%s leaves bundle: out, and a --signature made elsewhere signed the file as it is: add bundle: %s to it and sign it again", planPath, bundle)}
+	}
+	p, err := rollout.DecodePlan(body)
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
+	}
+	if p.Bundle != bundle {
 		return nil, &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
 	}
 	sigs, err := sign.sign(e, body)
