@@ -114,3 +114,25 @@ func TestRolloutStatusWatch(t *testing.T) {
 		}
 	}
 }
+
+// TestPromoteWhilePausedSaysWhen: promote of a paused rollout is taken,
+// and says that it takes effect at resume (exit 0).
+func TestPromoteWhilePausedSaysWhen(t *testing.T) {
+	c := newCLI(t)
+	c.publish(1, 0)
+	paused := status(rollout.Paused, 0, "paused by operator (seq 1)")
+	socket := fakeAgent(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(paused)
+	})
+	code, out, errs := c.run("rollout", "promote", "fix", "--key", c.path("keya.sec.asc"), "--control-socket", socket)
+	if code != 0 || !strings.Contains(out, "promote fix (seq 1)") || !strings.Contains(out, "note: the rollout is paused: the promote takes effect at resume") {
+		t.Errorf("promote of a paused rollout: exit %d\n%s%s", code, out, errs)
+	}
+	running := status(rollout.Running, 0, "stage 1 open")
+	socket = fakeAgent(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(running)
+	})
+	if out := c.ok("rollout", "promote", "fix", "--key", c.path("keya.sec.asc"), "--control-socket", socket); strings.Contains(out, "note:") {
+		t.Errorf("promote of a running rollout notes: %s", out)
+	}
+}
