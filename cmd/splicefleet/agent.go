@@ -155,9 +155,6 @@ level, the tags and the trust policy from the file.`,
 	return cmd
 }
 
-func socketFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "control-socket", agent.DefaultConfig().ControlSocket, "the agent's control socket")
-}
 
 func newPublishCmd(e *env) *cobra.Command {
 	var socket, plan string
@@ -243,7 +240,7 @@ cluster now. It sends nothing.`,
 			return publishPlan(e, socket, plan, planDoc)
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().StringVar(&plan, "plan", "", "roll the bundle out with this plan (YAML)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything and say what would be published and to whom; send nothing")
 	sign.flags(cmd, "the plan")
@@ -274,7 +271,7 @@ func newMembersCmd(e *env) *cobra.Command {
 			return w.Flush()
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -319,7 +316,7 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 			return w.Flush()
 		},
 	}
-	socketFlag(status, &socket)
+	socketFlag(e, status, &socket)
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	status.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for every host's answer")
 	cmd.AddCommand(status)
@@ -362,7 +359,7 @@ func newKeysCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	socketFlag(list, &socket)
+	socketFlag(e, list, &socket)
 	cmd.AddCommand(list)
 	for _, op := range []struct{ name, short string }{
 		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)"},
@@ -383,7 +380,7 @@ func newKeysCmd(e *env) *cobra.Command {
 				return nil
 			},
 		}
-		socketFlag(c, &socket)
+		socketFlag(e, c, &socket)
 		cmd.AddCommand(c)
 	}
 	return cmd

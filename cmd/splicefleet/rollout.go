@@ -224,7 +224,7 @@ rolls the patch back everywhere.`,
 			return w.Flush()
 		},
 	}
-	socketFlag(list, &socket)
+	socketFlag(e, list, &socket)
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	cmd.AddCommand(list, newStatusCmd(e))
@@ -333,7 +333,7 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			return nil
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	sign.flags(cmd, "the command")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the status")
 	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the command's bytes to FILE for signing elsewhere, and send nothing")

@@ -102,7 +102,7 @@ says how it ended, so a pipeline can wait on a rollout:
 			return watchRollout(ctx, e, get, st, asJSON, interval, timeout)
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --watch, one object per line)")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the rollout until it ends; the exit status says how")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --watch, give up after this long (exit 3); default: no limit")
