@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +188,15 @@ gates:
 			if simPatched(t, p, "livepatch_fix") {
 				return fmt.Errorf("%s still runs the patch", p.name)
 			}
+		}
+		return nil
+	})
+	// On a host, view names why the patch was reverted.
+	waitFor(t, 60*time.Second, "view names the revoke", func() error {
+		code, out, errs := c.run("view", "cve-2026-0001", "--state-dir", filepath.Join(procs[0].dir, "state"), "--kernel", "sim:"+filepath.Join(procs[0].dir, "kernel"))
+		if code != 0 || !regexp.MustCompile(`(?m)^state:\s+reverted$`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^reason:\s+rolled back: rollout fix revoked: revoke by operator \(seq 1\): regression$`).MatchString(out) {
+			return fmt.Errorf("exit %d: %s%s", code, out, errs)
 		}
 		return nil
 	})
