@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -107,7 +108,11 @@ type MemberStatus struct {
 	Arch    string `json:"arch,omitempty"`
 	BuildID string `json:"build_id,omitempty"`
 	Version string `json:"agent_version,omitempty"`
-	Held    string `json:"held,omitempty"`
+	// Revision and GoVersion are the commit and Go version the agent was
+	// built from and with, as it answered the query.
+	Revision  string `json:"agent_revision,omitempty"`
+	GoVersion string `json:"agent_go_version,omitempty"`
+	Held      string `json:"held,omitempty"`
 	// Applied is the host's applied patch stack, oldest first.
 	Applied string `json:"applied,omitempty"`
 	// Simulated says the host runs the simulated kernel, a test double.
@@ -148,6 +153,10 @@ type statusAnswer struct {
 	Held    int      `json:"held"`
 	Bundles []string `json:"bundles,omitempty"`
 	More    bool     `json:"more,omitempty"`
+	// Revision and Go name the agent's build beside the version its
+	// tags carry (older agents leave them out).
+	Revision string `json:"rev,omitempty"`
+	Go       string `json:"go,omitempty"`
 }
 
 func (a *Agent) answerStatus([]byte) ([]byte, error) {
@@ -155,7 +164,7 @@ func (a *Agent) answerStatus([]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ans := statusAnswer{Held: len(entries)}
+	ans := statusAnswer{Held: len(entries), Revision: safeTag(a.revision, 40), Go: safeTag(runtime.Version(), 40)}
 	for _, e := range entries {
 		ans.Bundles = append(ans.Bundles, fmt.Sprintf("%s@%d", e.ID, e.Version))
 	}
@@ -189,6 +198,7 @@ func (a *Agent) FleetStatusQuery(ctx context.Context, timeout time.Duration) ([]
 			out[i].Answered = true
 			out[i].Held = strconv.Itoa(ans.Held)
 			out[i].Bundles = ans.Bundles
+			out[i].Revision, out[i].GoVersion = ans.Revision, ans.Go
 		}
 	}
 	return out, nil
@@ -471,3 +481,7 @@ func (c *ControlClient) Do(method, path string, body io.Reader, out any) error {
 type RefusedError struct{ Reason, Message string }
 
 func (e *RefusedError) Error() string { return e.Message }
+
+// safeTag is s cut to n bytes: what an agent answers about itself stays
+// small whatever it was built with.
+func safeTag(s string, n int) string { return s[:min(len(s), n)] }

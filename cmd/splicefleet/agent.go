@@ -111,7 +111,7 @@ level, the tags and the trust policy from the file.`,
 			level := new(slog.LevelVar)
 			_ = level.UnmarshalText([]byte(cfg.LogLevel))
 			logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			a, err := agent.New(agent.Options{Config: cfg, Version: version, Logger: logger, RunHealth: runHealthCommand})
+			a, err := agent.New(agent.Options{Config: cfg, Version: version, Revision: currentBuild().Commit, Logger: logger, RunHealth: runHealthCommand})
 			if err != nil {
 				return err
 			}
@@ -154,7 +154,6 @@ level, the tags and the trust policy from the file.`,
 	fl.IntVar(&f.protocol, "protocol", 0, fmt.Sprintf("newest protocol version to speak, %d to %d (default %d); set the oldest while a fleet upgrades", gossip.ProtocolMin, gossip.ProtocolMax, gossip.ProtocolMax))
 	return cmd
 }
-
 
 func newPublishCmd(e *env) *cobra.Command {
 	var socket, plan string
@@ -217,7 +216,12 @@ cluster now. It sends nothing.`,
 			if err := client.Do("POST", "/v1/check", bytes.NewReader(body), &check); err != nil {
 				var r *agent.RefusedError
 				if errors.As(err, &r) {
-					return &refusal{fmt.Errorf("the agent refused the %w; nothing was sent", err)}
+					// The agent says which: "bundle: ..." or "plan: ...".
+					file := args[0]
+					if strings.HasPrefix(r.Message, "plan: ") {
+						file = plan
+					}
+					return &refusal{fmt.Errorf("%s: the agent refused the %w; nothing was sent", file, err)}
 				}
 				return err
 			}
@@ -285,7 +289,8 @@ func newFleetCmd(e *env) *cobra.Command {
 		Use:   "status [--json] [--timeout D]",
 		Short: "Every host: its kernel, what it holds, its state",
 		Long: `Ask every host, over gossip, what it holds, and show it beside what its
-gossip tags say (kernel, arch, agent version). The query waits exactly
+gossip tags say (kernel, arch, agent version), with the commit and Go
+version each agent was built from and with. The query waits exactly
 --timeout for answers; a host that did not answer in time is marked so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -311,7 +316,11 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 				if s.Simulated {
 					kernel += " (SIMULATED)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(s.Name), q(s.Status), kernel, orDash(q(s.Arch)), orDash(q(s.Version)), orDash(q(s.Applied)), orDash(q(s.Held)), orDash(bundles))
+				agentBuild := orDash(q(s.Version))
+				if s.Revision != "" || s.GoVersion != "" {
+					agentBuild += " (" + orDash(q(s.Revision)) + ", " + orDash(q(s.GoVersion)) + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(s.Name), q(s.Status), kernel, orDash(q(s.Arch)), agentBuild, orDash(q(s.Applied)), orDash(q(s.Held)), orDash(bundles))
 			}
 			return w.Flush()
 		},

@@ -198,7 +198,7 @@ func groupsRefuseUnknown(root *cobra.Command) {
 
 func versionLine() string {
 	b := currentBuild()
-	return fmt.Sprintf("splicefleet %s (commit %s, built %s)", b.Version, b.Commit, b.Date)
+	return fmt.Sprintf("splicefleet %s (commit %s, built %s) %s", b.Version, b.Commit, b.Date, b.GoVersion)
 }
 
 // buildInfo is what `splicefleet version` reports.
@@ -243,15 +243,15 @@ func newVersionCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "version [--json]",
-		Short: "Print the version, commit, build date and the protocol versions spoken",
+		Short: "Print the version, commit, build date, Go version and the protocol versions spoken",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := currentBuild()
 			if asJSON {
 				return printJSON(e.stdout, b)
 			}
-			_, err := fmt.Fprintf(e.stdout, "%s\nprotocol %d to %d (serf %d to %d), newest by default; an agent speaks an older one with --protocol\nbundle format %s (reads %d.x)\n%s\n",
-				versionLine(), b.ProtocolMin, b.ProtocolMax, b.SerfMin, b.SerfMax, b.BundleFormat, splice.FormatMajor, b.GoVersion)
+			_, err := fmt.Fprintf(e.stdout, "%s\nprotocol %d to %d (serf %d to %d), newest by default; an agent speaks an older one with --protocol\nbundle format %s (reads %d.x)\n",
+				versionLine(), b.ProtocolMin, b.ProtocolMax, b.SerfMin, b.SerfMax, b.BundleFormat, splice.FormatMajor)
 			return err
 		},
 	}
