@@ -273,6 +273,19 @@ func (a *Agent) controlHandler() http.Handler {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.node.Members())
 	})
+	mux.HandleFunc("POST /v1/members/{name}/force-leave", func(w http.ResponseWriter, r *http.Request) {
+		was, err := a.ForceLeave(r.PathValue("name"))
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]string{"node": r.PathValue("name"), "was": was})
+		case errors.Is(err, ErrNoMember):
+			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_member"})
+		case errors.Is(err, ErrMemberAlive):
+			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "not_failed"})
+		default:
+			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+		}
+	})
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
 		timeout := 2 * time.Second
 		if s := r.URL.Query().Get("timeout"); s != "" {

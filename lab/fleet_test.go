@@ -58,7 +58,7 @@ at() { if within "$2" "$3"; then mark "$1" "$(uptime_s)"; else mark "$1" timeout
 splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
 agent=$!
 mark agent-started "$(uptime_s)"
-alive3() { [ "$(sfc members 2>/dev/null | grep -c ' alive$')" = 3 ]; }
+alive3() { [ "$(sfc members --status alive 2>/dev/null | grep -c ' alive ')" = 3 ]; }
 at members-at 150 alive3
 
 # Rollout 1: the cmdline patch, canary first, then everyone.

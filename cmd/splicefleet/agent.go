@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -254,30 +256,131 @@ cluster now. It sends nothing.`,
 func newMembersCmd(e *env) *cobra.Command {
 	var socket string
 	var asJSON bool
+	var statuses, tags []string
 	cmd := &cobra.Command{
-		Use:   "members [--json]",
-		Short: "List the cluster's members as the local agent sees them",
-		Args:  cobra.NoArgs,
+		Use:   "members [--status S] [--tag KEY=VALUE] [--json]",
+		Short: "List the cluster's members as the local agent sees them, with their tags",
+		Long: `List the cluster's members as the local agent sees them: name, gossip
+address, status (alive, leaving, left, failed) and the operators' tags
+(the agent's own tags, named sf.*, are left out of the table; --json
+has them all).
+
+--status keeps the members in one of the statuses given (repeat it, or
+separate them with commas); --tag KEY=VALUE keeps those whose tag KEY is
+VALUE (repeat it: every one must match), like serf members.`,
+		Example: `  splicefleet members
+  splicefleet members --status alive --tag ring=canary
+  splicefleet members --status failed,left`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			keep, err := memberFilter(statuses, tags)
+			if err != nil {
+				return err
+			}
 			var ms []gossip.Member
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/members", nil, &ms); err != nil {
 				return err
 			}
+			ms = slices.DeleteFunc(ms, func(m gossip.Member) bool { return !keep(m) })
 			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 			if asJSON {
 				return json.NewEncoder(e.stdout).Encode(ms)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS")
+			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS\tTAGS")
 			for _, m := range ms {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", safetext.String(m.Name), safetext.String(m.Addr), safetext.String(m.Status))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", safetext.String(m.Name), safetext.String(m.Addr), safetext.String(m.Status), orDash(userTags(m.Tags)))
 			}
 			return w.Flush()
 		},
 	}
 	socketFlag(e, cmd, &socket)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringSliceVar(&statuses, "status", nil, "keep members in these statuses: alive, leaving, left, failed")
+	cmd.Flags().StringArrayVar(&tags, "tag", nil, "keep members whose tag KEY is VALUE (repeatable: all must match)")
 	return cmd
+}
+
+func newForceLeaveCmd(e *env) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "force-leave NODE",
+		Short: "Tell the cluster that a failed member left for good",
+		Long: `Tell the cluster that NODE, a failed member, left for good (serf's
+force-leave): members stop trying to reach it and drop it from the member
+list after the tombstone time, as for a member that left. Use it for a
+host that is gone (decommissioned, reinstalled under another name);
+rollouts do not target a member that left. A member that
+is alive or leaving is refused (exit 1): stop its agent, which leaves by
+itself. A member that left already is left as it is.`,
+		Example: `  splicefleet members --status failed
+  splicefleet force-leave web-0131`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res struct {
+				Was string `json:"was"`
+			}
+			if err := agent.NewControlClient(socket).Do("POST", "/v1/members/"+url.PathEscape(args[0])+"/force-leave", nil, &res); err != nil {
+				var r *agent.RefusedError
+				if errors.As(err, &r) {
+					return &refusal{err}
+				}
+				return err
+			}
+			if res.Was == "left" {
+				fmt.Fprintf(e.stdout, "%s left already\n", safetext.String(args[0]))
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "%s (failed) is now left across the cluster\n", safetext.String(args[0]))
+			return nil
+		},
+	}
+	socketFlag(e, cmd, &socket)
+	return cmd
+}
+
+// memberStatuses are the statuses serf reports.
+var memberStatuses = []string{"alive", "leaving", "left", "failed"}
+
+// memberFilter is what members --status and --tag keep.
+func memberFilter(statuses, tags []string) (func(gossip.Member) bool, error) {
+	for _, s := range statuses {
+		if !slices.Contains(memberStatuses, s) {
+			return nil, fmt.Errorf("--status %q: want one of %s", s, strings.Join(memberStatuses, ", "))
+		}
+	}
+	want := map[string]string{}
+	for _, t := range tags {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--tag %q: want KEY=VALUE", t)
+		}
+		want[k] = v
+	}
+	return func(m gossip.Member) bool {
+		if len(statuses) > 0 && !slices.Contains(statuses, m.Status) {
+			return false
+		}
+		for k, v := range want {
+			if got, ok := m.Tags[k]; !ok || got != v {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+// userTags are a member's tags but the agent's own (sf.*), sorted, as
+// k=v,k=v, escaped.
+func userTags(tags map[string]string) string {
+	var out []string
+	for k, v := range tags {
+		if !strings.HasPrefix(k, "sf.") {
+			out = append(out, safetext.String(k)+"="+safetext.String(v))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 func newFleetCmd(e *env) *cobra.Command {

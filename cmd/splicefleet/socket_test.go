@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -65,5 +66,68 @@ func TestCLIFindsTheAgent(t *testing.T) {
 	}
 	if s, err := findSocket(e, false, "", "", c.write("empty.yaml", []byte("# defaults\n"))); err != nil || s != agent.DefaultConfig().ControlSocket {
 		t.Errorf("with a configuration naming no socket: %q, %v", s, err)
+	}
+}
+
+// TestMembersFilterAndForceLeave: members shows the operators' tags and
+// keeps only the statuses and tags asked for (like serf members); a bad
+// filter is a usage error. force-leave says what it did, and a refusal
+// (a member that is alive) exits 1.
+func TestMembersFilterAndForceLeave(t *testing.T) {
+	c := newCLI(t)
+	members := `[{"Name":"web-1","Addr":"10.0.0.1:7946","Status":"alive","Tags":{"ring":"canary","role":"web","sf.v":"1.0"}},
+{"Name":"web-2","Addr":"10.0.0.2:7946","Status":"alive","Tags":{"role":"web"}},
+{"Name":"web-3","Addr":"10.0.0.3:7946","Status":"failed","Tags":{"ring":"canary"}},
+{"Name":"db-1","Addr":"10.0.0.4:7946","Status":"left","Tags":{}}]`
+	var forced []string
+	socket := fakeAgent(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/members":
+			_, _ = w.Write([]byte(members))
+		case "/v1/members/web-3/force-leave":
+			forced = append(forced, "web-3")
+			_, _ = w.Write([]byte(`{"node":"web-3","was":"failed"}`))
+		default:
+			w.WriteHeader(http.StatusConflict)
+			_, _ = w.Write([]byte(`{"error":"member is not failed: web-1 is alive; force-leave is for a failed host","reason":"not_failed"}`))
+		}
+	})
+	names := func(out string) string {
+		var n []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			n = append(n, strings.Fields(l)[0])
+		}
+		return strings.Join(n, " ")
+	}
+	out := c.ok("members", "--control-socket", socket)
+	if names(out) != "db-1 web-1 web-2 web-3" || !regexp.MustCompile(`(?m)^web-1\s+10\.0\.0\.1:7946\s+alive\s+ring=canary,role=web$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^db-1\s+\S+\s+left\s+-$`).MatchString(out) {
+		t.Errorf("members:\n%s", out)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--status", "alive", "--tag", "ring=canary"}, "web-1"},
+		{[]string{"--tag", "ring=canary"}, "web-1 web-3"},
+		{[]string{"--status", "failed,left"}, "db-1 web-3"},
+		{[]string{"--status", "alive", "--status", "left", "--tag", "role=web"}, "web-1 web-2"},
+		{[]string{"--tag", "ring=prod"}, ""},
+	} {
+		if got := names(c.ok(append([]string{"members", "--control-socket", socket}, tt.args...)...)); got != tt.want {
+			t.Errorf("members %s: %q, want %q", strings.Join(tt.args, " "), got, tt.want)
+		}
+	}
+	for _, args := range [][]string{{"--status", "dead"}, {"--tag", "ring"}} {
+		if code, out, errs := c.run(append([]string{"members", "--control-socket", socket}, args...)...); code != 2 || !strings.Contains(errs, args[0]) {
+			t.Errorf("members %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+	}
+
+	if out := c.ok("force-leave", "web-3", "--control-socket", socket); !strings.Contains(out, "web-3 (failed) is now left across the cluster") || len(forced) != 1 {
+		t.Errorf("force-leave: %s (%v)", out, forced)
+	}
+	if code, out, errs := c.run("force-leave", "web-1", "--control-socket", socket); code != 1 || !strings.Contains(errs, "web-1 is alive") {
+		t.Errorf("force-leave of an alive member: exit %d\n%s%s", code, out, errs)
 	}
 }
