@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,28 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 		code, out, errs = c.run(g.Name())
 		if code != 0 || !strings.Contains(out, "Available Commands") || errs != "" {
 			t.Errorf("splicefleet %s: exit %d, want its help and 0\n%s%s", g.Name(), code, out, errs)
+		}
+	}
+}
+
+// TestManPagesDocumentExitStatus: the man pages the package ships,
+// generated from the commands' help, give rollout status's exit codes
+// and where client commands find the agent.
+func TestManPagesDocumentExitStatus(t *testing.T) {
+	c := newCLI(t)
+	dir := c.path("man")
+	c.ok("gendocs", "--man", dir)
+	for page, wants := range map[string][]string{
+		"splicefleet-rollout-status.1": {"--watch", "1  the rollout halted, rolled back, was revoked or expired", "3  with --watch: --timeout passed before the rollout ended", "$SPLICEFLEET_CONTROL_SOCKET"},
+		"splicefleet.1":                {"3 rollout status --watch timed out"},
+		"splicefleet-publish.1":        {"--dry-run"},
+		"splicefleet-force-leave.1":    {"force-leave"},
+	} {
+		text := string(c.read(filepath.Join("man", page)))
+		for _, want := range wants {
+			if !strings.Contains(strings.ReplaceAll(text, "\\-", "-"), want) {
+				t.Errorf("%s lacks %q", page, want)
+			}
 		}
 	}
 }
