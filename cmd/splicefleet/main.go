@@ -165,6 +165,9 @@ error, 3 rollout status --watch timed out.`,
 		newVersionCmd(e),
 		newGenDocsCmd(e),
 	)
+	// cobra adds its completion command at Execute; added now, it is a
+	// group like the others.
+	root.InitDefaultCompletionCmd()
 	groupsRefuseUnknown(root)
 	return root
 }
