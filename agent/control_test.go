@@ -95,7 +95,7 @@ func TestTCPListenerChangesNothing(t *testing.T) {
 	before := stateOf(t, a)
 	base := "http://" + a.HTTPAddr()
 	bundle := f.bundle("tcp-other", 1, f.signer, 0)
-	control := []string{"/v1/publish", "/v1/rollouts", "/v1/rollouts/tcp", "/v1/commands", "/v1/bundles", "/v1/members",
+	control := []string{"/v1/publish", "/v1/check", "/v1/rollouts", "/v1/rollouts/tcp", "/v1/commands", "/v1/bundles", "/v1/members",
 		"/v1/fleet", "/v1/keys", "/v1/keys/install", "/v1/keys/use", "/v1/keys/remove", "/v1/bundles/" + v.ManifestDigest + "/forget"}
 	public := []string{"/healthz", "/metrics", "/v1/index", "/v1/docs", "/v1/docs/" + v.ManifestDigest,
 		"/v1/reports/" + v.ManifestDigest, headsPath + v.ManifestDigest, modulesPath + v.Manifest.Module.SHA256}

@@ -53,7 +53,11 @@ type Options struct {
 	Config Config
 	// Version is the agent's version, gossiped in its tags.
 	Version string
-	Logger  *slog.Logger
+	// Revision is the commit the agent was built from; with the Go
+	// version, it is in splicefleet_build_info and the agent's answer to
+	// fleet status.
+	Revision string
+	Logger   *slog.Logger
 	// Tuning sets gossip timers (zero: serf's LAN defaults); tests shrink
 	// them.
 	Tuning gossip.Tuning
@@ -87,12 +91,12 @@ type Options struct {
 // announcements, fetches bundles from its peers, verifies and stores them,
 // serves them on, and answers the local control API.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	version string
-	decodes uint8
-	now     func() time.Time
-	level   *slog.LevelVar
+	cfg               Config
+	log               *slog.Logger
+	version, revision string
+	decodes           uint8
+	now               func() time.Time
+	level             *slog.LevelVar
 
 	policy  atomic.Pointer[signing.Policy]
 	hostKey *hostkey.Key  // signs this host's reports
@@ -154,7 +158,7 @@ func New(opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: opts.Version, now: opts.Now, level: new(slog.LevelVar),
+	a := &Agent{cfg: cfg, version: opts.Version, revision: opts.Revision, now: opts.Now, level: new(slog.LevelVar),
 		bundleQ: newFetchQueue(), docQ: newFetchQueue(), sem: make(chan struct{}, fetchSlots), userTags: cfg.Tags,
 		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
 	if a.tick <= 0 {

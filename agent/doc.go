@@ -71,7 +71,9 @@
 // documented defaults) and Options. Everything that changes state goes
 // through the control API on a unix socket of mode 0600, in a folder no
 // other user can change; its client ([ControlClient]) checks the peer's
-// credentials before it sends anything (see control.go). The TCP listener
+// credentials before it sends anything (see control.go). Check judges a
+// bundle and its plan as publishing them would and changes nothing, so
+// that publish sends nothing the agents would refuse. The TCP listener
 // serves only /healthz, /metrics (package metrics), the index, the blob
 // service and what this host reports of its rollouts (a failed health
 // command by its class only); it caps its connections in all and per

@@ -456,7 +456,7 @@ func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host,
 	reason := cause.Error()
 	if h != nil {
 		start := time.Now()
-		_, _, err := h.UndoVersion(context.WithoutCancel(ctx), rec.Patch, rec.Version)
+		_, _, err := h.RevertVersion(context.WithoutCancel(ctx), rec.Patch, rec.Version, "rollout "+rec.Rollout.Plan.ID+" failed on this host: "+reason)
 		if !errors.Is(err, splice.ErrNotApplied) {
 			a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 			if err == nil && errors.Is(cause, errUnhealthy) {
@@ -486,7 +486,9 @@ func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.
 	}
 	defer h.Close()
 	start := time.Now()
-	_, _, err = h.UndoVersion(ctx, rec.Patch, rec.Version)
+	// Why it halted, without the progress of the roll back.
+	why, _, _ := strings.Cut(st.Why, "; rolling back")
+	_, _, err = h.RevertVersion(ctx, rec.Patch, rec.Version, "rolled back: rollout "+rec.Rollout.Plan.ID+" "+why)
 	if !errors.Is(err, splice.ErrNotApplied) {
 		a.metrics.ObserveUndo(metrics.ResultOf(err), time.Since(start))
 		if err == nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -107,7 +108,11 @@ type MemberStatus struct {
 	Arch    string `json:"arch,omitempty"`
 	BuildID string `json:"build_id,omitempty"`
 	Version string `json:"agent_version,omitempty"`
-	Held    string `json:"held,omitempty"`
+	// Revision and GoVersion are the commit and Go version the agent was
+	// built from and with, as it answered the query.
+	Revision  string `json:"agent_revision,omitempty"`
+	GoVersion string `json:"agent_go_version,omitempty"`
+	Held      string `json:"held,omitempty"`
 	// Applied is the host's applied patch stack, oldest first.
 	Applied string `json:"applied,omitempty"`
 	// Simulated says the host runs the simulated kernel, a test double.
@@ -148,6 +153,10 @@ type statusAnswer struct {
 	Held    int      `json:"held"`
 	Bundles []string `json:"bundles,omitempty"`
 	More    bool     `json:"more,omitempty"`
+	// Revision and Go name the agent's build beside the version its
+	// tags carry (older agents leave them out).
+	Revision string `json:"rev,omitempty"`
+	Go       string `json:"go,omitempty"`
 }
 
 func (a *Agent) answerStatus([]byte) ([]byte, error) {
@@ -155,7 +164,7 @@ func (a *Agent) answerStatus([]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	ans := statusAnswer{Held: len(entries)}
+	ans := statusAnswer{Held: len(entries), Revision: safeTag(a.revision, 40), Go: safeTag(runtime.Version(), 40)}
 	for _, e := range entries {
 		ans.Bundles = append(ans.Bundles, fmt.Sprintf("%s@%d", e.ID, e.Version))
 	}
@@ -189,6 +198,7 @@ func (a *Agent) FleetStatusQuery(ctx context.Context, timeout time.Duration) ([]
 			out[i].Answered = true
 			out[i].Held = strconv.Itoa(ans.Held)
 			out[i].Bundles = ans.Bundles
+			out[i].Revision, out[i].GoVersion = ans.Revision, ans.Go
 		}
 	}
 	return out, nil
@@ -219,6 +229,7 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
 	})
+	mux.HandleFunc("POST /v1/check", a.serveCheck)
 	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
 	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
 	mux.HandleFunc("POST /v1/rekeys", a.docHandler(a.Rekey))
@@ -261,6 +272,19 @@ func (a *Agent) controlHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.node.Members())
+	})
+	mux.HandleFunc("POST /v1/members/{name}/force-leave", func(w http.ResponseWriter, r *http.Request) {
+		was, err := a.ForceLeave(r.PathValue("name"))
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]string{"node": r.PathValue("name"), "was": was})
+		case errors.Is(err, ErrNoMember):
+			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_member"})
+		case errors.Is(err, ErrMemberAlive):
+			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "not_failed"})
+		default:
+			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+		}
 	})
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
 		timeout := 2 * time.Second
@@ -305,6 +329,50 @@ func (a *Agent) controlHandler() http.Handler {
 		})
 	}
 	return mux
+}
+
+// CheckRequest is the body of POST /v1/check: a bundle and, optionally,
+// a signed plan document for it (as rollout.Document.Encode writes it).
+type CheckRequest struct {
+	Bundle []byte `json:"bundle"`
+	Plan   []byte `json:"plan,omitempty"`
+}
+
+// serveCheck answers what publishing a bundle with a plan would do
+// (Check); it changes nothing.
+func (a *Agent) serveCheck(w http.ResponseWriter, r *http.Request) {
+	const limit = (splice.MaxBundleSize+rollout.MaxDocumentSize)/3*4 + 1<<10
+	var req CheckRequest
+	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err == nil && len(raw) > limit {
+		err = errors.New("larger than a bundle and a plan may be")
+	}
+	if err == nil {
+		err = json.Unmarshal(raw, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: "check request: " + err.Error()})
+		return
+	}
+	var plan *rollout.Document
+	if req.Plan != nil {
+		if plan, err = rollout.DecodeDocument(req.Plan); err != nil {
+			a.metricRefused("plan", err)
+			writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: "plan: " + err.Error(), Reason: refusalReason(err)})
+			return
+		}
+	}
+	res, err := a.Check(req.Bundle, plan)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case splice.IsReject(err):
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: err.Error(), Reason: splice.Reason(err)})
+	case errors.Is(err, ErrRolloutRefused):
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: err.Error(), Reason: refusalReason(err)})
+	default:
+		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+	}
 }
 
 // docHandler serves a POST of a signed plan or command document.
@@ -426,3 +494,7 @@ func (c *ControlClient) Do(method, path string, body io.Reader, out any) error {
 type RefusedError struct{ Reason, Message string }
 
 func (e *RefusedError) Error() string { return e.Message }
+
+// safeTag is s cut to n bytes: what an agent answers about itself stays
+// small whatever it was built with.
+func safeTag(s string, n int) string { return s[:min(len(s), n)] }

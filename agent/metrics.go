@@ -26,8 +26,9 @@ import (
 func (a *Agent) newMetrics() *metrics.Metrics {
 	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}, wanted: a.ro.wanted}
 	m := metrics.New(metrics.Options{
-		Version: a.version,
-		Logger:  a.log.With("component", "metrics"),
+		Version:  a.version,
+		Revision: a.revision,
+		Logger:   a.log.With("component", "metrics"),
 		Sources: metrics.Sources{
 			StateDir:     a.cfg.StateDir,
 			Kernel:       a.kernel,

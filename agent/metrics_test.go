@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -159,6 +160,7 @@ stages:
 	}
 	for _, want := range []string{
 		`splicefleet_agent_info{version="test"} 1`,
+		`splicefleet_build_info{goversion="` + runtime.Version() + `",revision="",version="test"} 1`,
 		`splicefleet_kernel_info{arch="x86_64",build_id="` + kernelBuildID(t, a) + `",livepatch="true",release="6.1.0-56-cloud-amd64",simulated="true"} 1`,
 		`splicefleet_patch_state{module="lp_cve-metrics",patch="cve-metrics",state="applied",version="1"} 1`,
 		`splicefleet_bundle_outstanding{patch="cve-metrics",version="1"} 0`,

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -486,6 +487,17 @@ gates:
 	if got := kernelState(t, agents[1]); len(got) != 0 {
 		t.Errorf("the canary runs %v after the halt", got)
 	}
+	// The canary's journal keeps why the patch was reverted, for view.
+	eventually(t, 30*time.Second, "the canary's journal names the health check", func() error {
+		p, err := journaled(agents[1], "slowbad")
+		if err != nil {
+			return err
+		}
+		if p.State != splice.StateReverted || !strings.HasPrefix(p.Reason, "rollout slowbad failed on this host: health check: ") {
+			return fmt.Errorf("slowbad is %s: %q", p.State, p.Reason)
+		}
+		return nil
+	})
 	t.Logf("halted %s after publishing, with a health window of 1m", time.Since(start).Round(time.Millisecond))
 }
 
@@ -515,4 +527,25 @@ func TestPlanStoredWithoutItsRecordIsFetchedAgain(t *testing.T) {
 	if got := localState(restarted, st.Digest); got != rollout.StateHealthy {
 		t.Errorf("the restarted host is %s in the rollout, want healthy", got)
 	}
+}
+
+// journaled is a patch as the agent's host journal records it.
+func journaled(a *Agent, id string) (*splice.PatchView, error) {
+	a.ro.hostMu.Lock()
+	defer a.ro.hostMu.Unlock()
+	h, err := a.openHost(context.Background(), 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	v, err := h.View()
+	if err != nil {
+		return nil, err
+	}
+	for i := range v.Patches {
+		if v.Patches[i].ID == id {
+			return &v.Patches[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no patch %s in the journal", id)
 }

@@ -286,6 +286,17 @@ func (n *Node) Leave() error {
 	return nil
 }
 
+// ForceLeave tells the cluster that a failed member left (serf's
+// force-leave), so that no member tries to reach it again and it is
+// reaped like a member that left. A member that is alive refutes it; the
+// caller checks the status first.
+func (n *Node) ForceLeave(name string) error {
+	if err := n.serf.RemoveFailedNode(name); err != nil {
+		return fmt.Errorf("force-leave %s: %w", name, err)
+	}
+	return nil
+}
+
 // Shutdown stops the node without telling the cluster (peers will mark it
 // failed unless Leave ran first) and closes the Events channel. It is safe
 // to call more than once.

@@ -65,7 +65,7 @@ try check-config splicefleet exec-limited --keep-caps $caps -- splicefleet agent
 splicefleet exec-limited --keep-caps $caps -- splicefleet agent --config /etc/splicefleet/agent.yaml > /tmp/agent.log 2>&1 &
 agent=$!
 mark agent-started "$(uptime_s)"
-alive3() { [ "$(sfc members 2>/dev/null | grep -c ' alive$')" = 3 ]; }
+alive3() { [ "$(sfc members --status alive 2>/dev/null | grep -c ' alive ')" = 3 ]; }
 at members-at 150 alive3
 # The agent answers, so exec-limited has become the agent by now.
 mark agent-privileges "$(grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/$agent/status | tr '\t\n' '  ')"
@@ -111,8 +111,9 @@ failing() {
 	# after the canary's failed state (until then the status says
 	# "reported failed").
 	settled() {
-		sfc rollout status $id --json > /tmp/status 2>/dev/null &&
-			grep -Eq '"state": (102|120)' /tmp/status && ! grep -q 'reported failed' /tmp/status
+		# (exit 1: the rollout halted, which is what is waited for)
+		sfc rollout status $id --json > /tmp/status 2>/dev/null
+		grep -Eq '"state": (102|120)' /tmp/status && ! grep -q 'reported failed' /tmp/status
 	}
 	at $what-settled-at 60 settled
 	mark $what-status "$(sfc rollout status $id --json | oneline)"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"time"
 
@@ -93,8 +94,13 @@ var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 // Options configure New.
 type Options struct {
-	// Version is the agent's version, exported in splicefleet_agent_info.
+	// Version is the agent's version, exported in splicefleet_agent_info
+	// and splicefleet_build_info.
 	Version string
+	// Revision is the commit it was built from and GoVersion the Go
+	// version that built it (default: this binary's, runtime.Version),
+	// exported in splicefleet_build_info as node_exporter does.
+	Revision, GoVersion string
 	// Sources are read at scrape time; a nil source's metrics are left out.
 	Sources Sources
 	// Logger receives a line when a source cannot be read. Default: none.
@@ -165,6 +171,14 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
 		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))
+	if opts.GoVersion == "" {
+		opts.GoVersion = runtime.Version()
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
+		Help:        "The build of the agent: version, the commit it was built from (revision) and the Go version; always 1.",
+		ConstLabels: prometheus.Labels{"version": opts.Version, "revision": opts.Revision, "goversion": opts.GoVersion}})
+	build.Set(1)
+	m.reg.MustRegister(build)
 	return m
 }
 

@@ -117,7 +117,7 @@ var fakeRollouts = []rollout.Status{
 // series of events.
 func goldenMetrics(t *testing.T) *metrics.Metrics {
 	t.Helper()
-	m := metrics.New(metrics.Options{Version: "1.2.3", Sources: fakeSources("testdata/state"), Logger: testLogger(t)})
+	m := metrics.New(metrics.Options{Version: "1.2.3", Revision: "0123456789ab", GoVersion: "go1.27.3", Sources: fakeSources("testdata/state"), Logger: testLogger(t)})
 	m.ObserveApply(metrics.ResultSuccess, 1200*time.Millisecond)
 	m.ObserveApply(metrics.ResultRejected, 30*time.Millisecond)
 	m.ObserveUndo(metrics.ResultSuccess, 400*time.Millisecond)

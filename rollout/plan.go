@@ -391,3 +391,41 @@ func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // Encode returns the plan as YAML.
 func (p *Plan) Encode() ([]byte, error) { return yaml.Marshal(p) }
+
+// FillBundle returns a plan that leaves bundle: out with bundle: digest
+// added as its first key, and whether it added it; a plan that names a
+// bundle comes back as it is. The rest of the plan keeps its bytes
+// (comments, order, layout), so a signer reads what the file says. Only
+// a block-style mapping is filled in.
+func FillBundle(data []byte, digest string) ([]byte, bool, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", ErrInvalidPlan, err)
+	}
+	if root.Kind != yaml.DocumentNode || len(root.Content) != 1 || root.Content[0].Kind != yaml.MappingNode {
+		return data, false, nil // DecodePlan says what is wrong with it
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "bundle" {
+			return data, false, nil
+		}
+	}
+	if m.Style&yaml.FlowStyle != 0 || len(m.Content) == 0 || m.Content[0].Column != 1 {
+		return nil, false, fmt.Errorf("%w: bundle: is left out, and it is filled in only in a plan written as a block mapping (one key per line); add bundle: %s", ErrInvalidPlan, digest)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	at := m.Content[0].Line - 1
+	if at < 0 || at > len(lines) {
+		return nil, false, fmt.Errorf("%w: bundle: is left out and cannot be filled in; add bundle: %s", ErrInvalidPlan, digest)
+	}
+	out := make([]byte, 0, len(data)+len(digest)+10)
+	for _, l := range lines[:at] {
+		out = append(out, l...)
+	}
+	out = append(out, "bundle: "+digest+"\n"...)
+	for _, l := range lines[at:] {
+		out = append(out, l...)
+	}
+	return out, true, nil
+}

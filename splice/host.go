@@ -503,17 +503,24 @@ func (h *Host) healthWindow(ctx context.Context, info KernelInfo) error {
 // it was before it. Only the top of the stack may be undone, like Ksplice.
 // It returns the patch undone and the patches put back.
 func (h *Host) Undo(ctx context.Context, id string) (*Patch, []*Patch, error) {
-	return h.undoTop(ctx, id, func(*Patch) bool { return true })
+	return h.undoTop(ctx, id, func(*Patch) bool { return true }, "")
 }
 
 // UndoVersion is Undo of exactly this version: ErrNotApplied when the
 // live patch of id is another version (already rolled back, or replaced
 // since), so that a repeated rollback never takes off what it put back.
 func (h *Host) UndoVersion(ctx context.Context, id string, version uint64) (*Patch, []*Patch, error) {
-	return h.undoTop(ctx, id, func(p *Patch) bool { return p.Version == version })
+	return h.undoTop(ctx, id, func(p *Patch) bool { return p.Version == version }, "")
 }
 
-func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool) (*Patch, []*Patch, error) {
+// RevertVersion is UndoVersion for a reason that the journal keeps with
+// the reverted patch, for view to show: why a rollout took it off (a
+// failed health check, a halt, a revoke).
+func (h *Host) RevertVersion(ctx context.Context, id string, version uint64, why string) (*Patch, []*Patch, error) {
+	return h.undoTop(ctx, id, func(p *Patch) bool { return p.Version == version }, why)
+}
+
+func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool, why string) (*Patch, []*Patch, error) {
 	info, err := h.cfg.Kernel.Info()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read kernel identity: %w", err)
@@ -543,7 +550,7 @@ func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool) 
 			h.journal.Restoring = key
 		}
 	}
-	if err := h.undo(ctx, p, info); err != nil {
+	if err := h.undo(ctx, p, info, why); err != nil {
 		if h.journal.Restoring != "" {
 			// The undo stopped short: nothing is put back.
 			h.journal.Restoring = ""
@@ -620,7 +627,7 @@ func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
 	stack := h.journal.stack()
 	var done []*Patch
 	for i := len(stack) - 1; i >= 0; i-- {
-		if err := h.undo(ctx, stack[i], info); err != nil {
+		if err := h.undo(ctx, stack[i], info, ""); err != nil {
 			return done, err
 		}
 		done = append(done, stack[i])
@@ -629,7 +636,9 @@ func (h *Host) UndoAll(ctx context.Context) ([]*Patch, error) {
 	return done, nil
 }
 
-func (h *Host) undo(ctx context.Context, p *Patch, info KernelInfo) error {
+// undo takes p off the kernel; the reverted patch keeps why as its
+// reason.
+func (h *Host) undo(ctx context.Context, p *Patch, info KernelInfo, why string) error {
 	if err := h.transition(p, StateReverting, ""); err != nil {
 		return err
 	}
@@ -650,9 +659,9 @@ func (h *Host) undo(ctx context.Context, p *Patch, info KernelInfo) error {
 		unloadErr = fmt.Errorf("unload %s: %w (the patch is disabled; the module stays loaded)", p.Module, unloadErr)
 	}
 	h.step("undo:unloaded")
-	reason := ""
+	reason := why
 	if unloadErr != nil {
-		reason = unloadErr.Error()
+		reason = strings.TrimPrefix(why+"; "+unloadErr.Error(), "; ")
 	}
 	if err := h.transition(p, StateReverted, reason); err != nil {
 		return err

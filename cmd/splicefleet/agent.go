@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -169,7 +171,7 @@ starting. The systemd unit runs it before the agent.`,
 			level := new(slog.LevelVar)
 			_ = level.UnmarshalText([]byte(cfg.LogLevel))
 			logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			a, err := agent.New(agent.Options{Config: cfg, Version: version, Logger: logger, RunHealth: runHealthCommand})
+			a, err := agent.New(agent.Options{Config: cfg, Version: version, Revision: currentBuild().Commit, Logger: logger, RunHealth: runHealthCommand})
 			if err != nil {
 				return err
 			}
@@ -213,15 +215,12 @@ starting. The systemd unit runs it before the agent.`,
 	return cmd
 }
 
-func socketFlag(cmd *cobra.Command, p *string) {
-	cmd.Flags().StringVar(p, "control-socket", agent.DefaultConfig().ControlSocket, "the agent's control socket")
-}
-
 func newPublishCmd(e *env) *cobra.Command {
 	var socket, plan string
+	var dryRun bool
 	var sign docSigning
 	cmd := &cobra.Command{
-		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)]",
+		Use:   "publish BUNDLE [--plan PLAN.yaml (--key SECRET.asc | --signature SIG.asc)] [--dry-run]",
 		Short: "Hand a bundle to the local agent, which verifies, stores and announces it; with --plan, roll it out",
 		Long: `Hand a bundle to the local agent, which verifies it, stores it and
 announces it to the fleet; every agent fetches it from its peers and
@@ -231,27 +230,67 @@ With --plan, the bundle is also rolled out: the plan (YAML, see
 docs/rollouts.md) is signed with --key (repeat for a threshold) or carries
 detached signatures made elsewhere (--signature, e.g. gpg --armor
 --detach-sign PLAN.yaml), and every agent takes its host in when its
-stage opens. The plan is checked before anything is sent (a plan without
-stages, with a gate out of range or not a number, or for another bundle is
-refused and the bundle is not published either); the agent then refuses a
-plan its trust policy refuses.`,
+stage opens. A plan signed with --key may leave bundle: out: publish
+fills in the digest of BUNDLE before it signs.
+
+Everything is checked before anything is sent: the plan here (its syntax,
+stages and gates, the bundle it names, a signature), then, by the agent
+without storing anything, the bundle and the plan under its trust policy
+(trusted signers, threshold, expiry) and the rollout id. When any check
+fails, the fleet gets nothing: not the plan, and not the bundle either.
+
+--dry-run makes the same checks and says what would be published and to
+whom: the rollout's stages and their cohorts as the local agent sees the
+cluster now. It sends nothing.`,
+		Example: `  splicefleet publish fix.splice
+  splicefleet publish fix.splice --plan fix.yaml --key release.sec.asc --dry-run
+  splicefleet publish fix.splice --plan fix.yaml --key release.sec.asc`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := readFile(args[0], splice.MaxBundleSize)
 			if err != nil {
 				return err
 			}
-			// The plan is read, validated and signed before anything is
-			// sent: a refused plan leaves the fleet without the bundle
-			// too, not with a bundle nobody rolls out.
+			// The plan is read, validated and signed, then the agent
+			// checks bundle and plan, before anything is sent: a refused
+			// plan leaves the fleet without the bundle too, not with a
+			// bundle nobody rolls out.
+			req := agent.CheckRequest{Bundle: raw}
 			var planDoc *rollout.Document
 			if plan != "" {
 				if planDoc, err = preparePlan(e, raw, args[0], plan, sign); err != nil {
 					return err
 				}
+				if req.Plan, err = planDoc.Encode(); err != nil {
+					return &refusal{fmt.Errorf("%s: %w", plan, err)}
+				}
+			} else if sign.given() {
+				return errors.New("--key and --signature sign a plan: give --plan too")
+			}
+			body, err := json.Marshal(req)
+			if err != nil {
+				return err
+			}
+			client := agent.NewControlClient(socket)
+			var check agent.CheckResult
+			if err := client.Do("POST", "/v1/check", bytes.NewReader(body), &check); err != nil {
+				var r *agent.RefusedError
+				if errors.As(err, &r) {
+					// The agent says which: "bundle: ..." or "plan: ...".
+					file := args[0]
+					if strings.HasPrefix(r.Message, "plan: ") {
+						file = plan
+					}
+					return &refusal{fmt.Errorf("%s: the agent refused the %w; nothing was sent", file, err)}
+				}
+				return err
+			}
+			if dryRun {
+				printCheck(e, args[0], plan, check)
+				return nil
 			}
 			var res agent.PublishResult
-			if err := agent.NewControlClient(socket).Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
+			if err := client.Do("POST", "/v1/publish", bytes.NewReader(raw), &res); err != nil {
 				var r *agent.RefusedError
 				if errors.As(err, &r) {
 					return &refusal{fmt.Errorf("%s: %w", args[0], err)}
@@ -265,8 +304,9 @@ plan its trust policy refuses.`,
 			return publishPlan(e, socket, plan, planDoc)
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().StringVar(&plan, "plan", "", "roll the bundle out with this plan (YAML)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check everything and say what would be published and to whom; send nothing")
 	sign.flags(cmd, "the plan")
 	return cmd
 }
@@ -274,30 +314,131 @@ plan its trust policy refuses.`,
 func newMembersCmd(e *env) *cobra.Command {
 	var socket string
 	var asJSON bool
+	var statuses, tags []string
 	cmd := &cobra.Command{
-		Use:   "members [--json]",
-		Short: "List the cluster's members as the local agent sees them",
-		Args:  cobra.NoArgs,
+		Use:   "members [--status S] [--tag KEY=VALUE] [--json]",
+		Short: "List the cluster's members as the local agent sees them, with their tags",
+		Long: `List the cluster's members as the local agent sees them: name, gossip
+address, status (alive, leaving, left, failed) and the operators' tags
+(the agent's own tags, named sf.*, are left out of the table; --json
+has them all).
+
+--status keeps the members in one of the statuses given (repeat it, or
+separate them with commas); --tag KEY=VALUE keeps those whose tag KEY is
+VALUE (repeat it: every one must match), like serf members.`,
+		Example: `  splicefleet members
+  splicefleet members --status alive --tag ring=canary
+  splicefleet members --status failed,left`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			keep, err := memberFilter(statuses, tags)
+			if err != nil {
+				return err
+			}
 			var ms []gossip.Member
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/members", nil, &ms); err != nil {
 				return err
 			}
+			ms = slices.DeleteFunc(ms, func(m gossip.Member) bool { return !keep(m) })
 			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 			if asJSON {
 				return json.NewEncoder(e.stdout).Encode(ms)
 			}
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS")
+			fmt.Fprintln(w, "NAME\tADDRESS\tSTATUS\tTAGS")
 			for _, m := range ms {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", safetext.String(m.Name), safetext.String(m.Addr), safetext.String(m.Status))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", safetext.String(m.Name), safetext.String(m.Addr), safetext.String(m.Status), orDash(userTags(m.Tags)))
 			}
 			return w.Flush()
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringSliceVar(&statuses, "status", nil, "keep members in these statuses: alive, leaving, left, failed")
+	cmd.Flags().StringArrayVar(&tags, "tag", nil, "keep members whose tag KEY is VALUE (repeatable: all must match)")
 	return cmd
+}
+
+func newForceLeaveCmd(e *env) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "force-leave NODE",
+		Short: "Tell the cluster that a failed member left for good",
+		Long: `Tell the cluster that NODE, a failed member, left for good (serf's
+force-leave): members stop trying to reach it and drop it from the member
+list after the tombstone time, as for a member that left. Use it for a
+host that is gone (decommissioned, reinstalled under another name);
+rollouts do not target a member that left. A member that
+is alive or leaving is refused (exit 1): stop its agent, which leaves by
+itself. A member that left already is left as it is.`,
+		Example: `  splicefleet members --status failed
+  splicefleet force-leave web-0131`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res struct {
+				Was string `json:"was"`
+			}
+			if err := agent.NewControlClient(socket).Do("POST", "/v1/members/"+url.PathEscape(args[0])+"/force-leave", nil, &res); err != nil {
+				var r *agent.RefusedError
+				if errors.As(err, &r) {
+					return &refusal{err}
+				}
+				return err
+			}
+			if res.Was == "left" {
+				fmt.Fprintf(e.stdout, "%s left already\n", safetext.String(args[0]))
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "%s (failed) is now left across the cluster\n", safetext.String(args[0]))
+			return nil
+		},
+	}
+	socketFlag(e, cmd, &socket)
+	return cmd
+}
+
+// memberStatuses are the statuses serf reports.
+var memberStatuses = []string{"alive", "leaving", "left", "failed"}
+
+// memberFilter is what members --status and --tag keep.
+func memberFilter(statuses, tags []string) (func(gossip.Member) bool, error) {
+	for _, s := range statuses {
+		if !slices.Contains(memberStatuses, s) {
+			return nil, fmt.Errorf("--status %q: want one of %s", s, strings.Join(memberStatuses, ", "))
+		}
+	}
+	want := map[string]string{}
+	for _, t := range tags {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--tag %q: want KEY=VALUE", t)
+		}
+		want[k] = v
+	}
+	return func(m gossip.Member) bool {
+		if len(statuses) > 0 && !slices.Contains(statuses, m.Status) {
+			return false
+		}
+		for k, v := range want {
+			if got, ok := m.Tags[k]; !ok || got != v {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+// userTags are a member's tags but the agent's own (sf.*), sorted, as
+// k=v,k=v, escaped.
+func userTags(tags map[string]string) string {
+	var out []string
+	for k, v := range tags {
+		if !strings.HasPrefix(k, "sf.") {
+			out = append(out, safetext.String(k)+"="+safetext.String(v))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 func newFleetCmd(e *env) *cobra.Command {
@@ -309,7 +450,8 @@ func newFleetCmd(e *env) *cobra.Command {
 		Use:   "status [--json] [--timeout D]",
 		Short: "Every host: its kernel, what it holds, its state",
 		Long: `Ask every host, over gossip, what it holds, and show it beside what its
-gossip tags say (kernel, arch, agent version). The query waits exactly
+gossip tags say (kernel, arch, agent version), with the commit and Go
+version each agent was built from and with. The query waits exactly
 --timeout for answers; a host that did not answer in time is marked so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -335,12 +477,16 @@ gossip tags say (kernel, arch, agent version). The query waits exactly
 				if s.Simulated {
 					kernel += " (SIMULATED)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(s.Name), q(s.Status), kernel, orDash(q(s.Arch)), orDash(q(s.Version)), orDash(q(s.Applied)), orDash(q(s.Held)), orDash(bundles))
+				agentBuild := orDash(q(s.Version))
+				if s.Revision != "" || s.GoVersion != "" {
+					agentBuild += " (" + orDash(q(s.Revision)) + ", " + orDash(q(s.GoVersion)) + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(s.Name), q(s.Status), kernel, orDash(q(s.Arch)), agentBuild, orDash(q(s.Applied)), orDash(q(s.Held)), orDash(bundles))
 			}
 			return w.Flush()
 		},
 	}
-	socketFlag(status, &socket)
+	socketFlag(e, status, &socket)
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	status.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for every host's answer")
 	cmd.AddCommand(status)
@@ -383,7 +529,7 @@ func newKeysCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	socketFlag(list, &socket)
+	socketFlag(e, list, &socket)
 	cmd.AddCommand(list)
 	for _, op := range []struct{ name, short string }{
 		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)"},
@@ -404,8 +550,44 @@ func newKeysCmd(e *env) *cobra.Command {
 				return nil
 			},
 		}
-		socketFlag(c, &socket)
+		socketFlag(e, c, &socket)
 		cmd.AddCommand(c)
 	}
 	return cmd
+}
+
+// printCheck says what publish would do, from the agent's check.
+func printCheck(e *env, bundlePath, planPath string, c agent.CheckResult) {
+	q := safetext.String
+	held := "new to this agent"
+	if c.Held {
+		held = "this agent holds it already"
+	}
+	fmt.Fprintf(e.stdout, "would publish %s version %d (manifest %s) from %s: verified, %d trusted signer%s; %s\n",
+		q(c.ID), c.Version, c.ManifestDigest, q(bundlePath), len(c.Signers), plural(len(c.Signers)), held)
+	st := c.Rollout
+	if st == nil {
+		fmt.Fprintf(e.stdout, "to every member this agent sees (%d), which fetch and verify it; nothing applies it without a plan\n", c.Members)
+		fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
+		return
+	}
+	if c.Following {
+		fmt.Fprintf(e.stdout, "the agent follows plan %s already: rollout %s is %s: %s\n", q(planPath), q(st.ID), st.State, q(st.Why))
+		fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
+		return
+	}
+	fmt.Fprintf(e.stdout, "would start rollout %s (plan %s from %s, %d trusted signer%s) in %d stage%s, with the cohorts as this agent sees %d member%s now:\n",
+		q(st.ID), st.Digest[:12], q(planPath), len(c.PlanSigners), plural(len(c.PlanSigners)), len(st.Stages), plural(len(st.Stages)), c.Members, plural(c.Members))
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "STAGE\tCOHORT")
+	for i, s := range st.Stages {
+		fmt.Fprintf(w, "%d %s\t%d\n", i+1, q(s.Name), s.Cohort)
+	}
+	_ = w.Flush()
+	if st.Self.Targeted {
+		fmt.Fprintf(e.stdout, "this host: stage %d, bucket %d\n", st.Self.Stage+1, st.Self.Bucket)
+	} else {
+		fmt.Fprintln(e.stdout, "this host: not targeted")
+	}
+	fmt.Fprintln(e.stdout, "nothing was sent (--dry-run)")
 }

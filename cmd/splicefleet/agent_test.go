@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -144,7 +145,8 @@ func TestAgentsAsProcesses(t *testing.T) {
 		}
 		for _, s := range st {
 			if s.Held != "1" || s.Status != "alive" || s.Kernel != "6.1.0-56-cloud-amd64" || s.Tags["role"] != "web" ||
-				!s.Answered || len(s.Bundles) != 1 || s.Bundles[0] != "cve-2026-0001@2" || !s.Simulated {
+				!s.Answered || len(s.Bundles) != 1 || s.Bundles[0] != "cve-2026-0001@2" || !s.Simulated ||
+				s.Version != version || s.Revision != currentBuild().Commit || s.GoVersion != runtime.Version() {
 				return fmt.Errorf("%+v", s)
 			}
 		}
@@ -154,7 +156,8 @@ func TestAgentsAsProcesses(t *testing.T) {
 		return nil
 	})
 	text := c.ok("fleet", "status", "--timeout", "1s", "--control-socket", procs[1].socket)
-	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 || strings.Count(text, "cve-2026-0001@2") != 3 || strings.Count(text, "(SIMULATED)") != 3 {
+	if !strings.Contains(text, "HOST") || strings.Count(text, "6.1.0-56-cloud-amd64") != 3 || strings.Count(text, "cve-2026-0001@2") != 3 || strings.Count(text, "(SIMULATED)") != 3 ||
+		strings.Count(text, version+" ("+currentBuild().Commit+", "+runtime.Version()+")") != 3 {
 		t.Fatalf("fleet status:\n%s", text)
 	}
 

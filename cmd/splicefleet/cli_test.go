@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -445,7 +446,7 @@ func TestVersion(t *testing.T) {
 	c := newCLI(t)
 	out := c.ok("version")
 	for _, want := range []string{
-		`(?m)^splicefleet \S+ \(commit \S+, built \S+\)$`,
+		`(?m)^splicefleet \S+ \(commit \S+, built \S+\) ` + regexp.QuoteMeta(runtime.Version()) + `$`,
 		fmt.Sprintf(`(?m)^protocol %d to %d \(serf %d to %d\)`, gossip.ProtocolMin, gossip.ProtocolMax, gossip.SerfProtocol(gossip.ProtocolMin), gossip.SerfProtocol(gossip.ProtocolMax)),
 		`(?m)^bundle format 1\.0 \(reads 1\.x\)$`,
 	} {
@@ -457,7 +458,7 @@ func TestVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.ok("version", "--json")), &b); err != nil {
 		t.Fatal(err)
 	}
-	if b.ProtocolMin != gossip.ProtocolMin || b.ProtocolMax != gossip.ProtocolMax || b.SerfMax != 5 || b.BundleFormat != "1.0" || b.Version == "" {
+	if b.ProtocolMin != gossip.ProtocolMin || b.ProtocolMax != gossip.ProtocolMax || b.SerfMax != 5 || b.BundleFormat != "1.0" || b.Version == "" || b.GoVersion != runtime.Version() || b.Commit == "" {
 		t.Errorf("version --json: %+v", b)
 	}
 }

@@ -90,7 +90,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 			return nil
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	sign.flags(cmd, "a fleet-wide forget")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the logs")
 	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the forget command's bytes to FILE for signing elsewhere, and send nothing")

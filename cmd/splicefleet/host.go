@@ -184,14 +184,29 @@ func newViewCmd(e *env) *cobra.Command {
 	var hf hostFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "view [--json]",
-		Short: "Show this host's patches and what the kernel says of each",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "view [ID[@VERSION]] [--json]",
+		Short: "Show this host's patches and what the kernel says of each; with ID, one patch in full",
+		Long: `Show this host's patches, newest on top of the stack last, with their state,
+what the kernel says of each, and why a patch failed, was reverted or
+replaced.
+
+With ID (or ID@VERSION), show that patch in full: every version of it
+this host knows, newest first, with its state and the reason (the health
+check that failed, the rollout halt or revoke that took it off), its
+module, digests, functions, CVEs, signers and when it was applied. An ID
+this host does not know exits 1.`,
+		Example: `  splicefleet view
+  splicefleet view cve-2026-1234
+  splicefleet view cve-2026-1234@2 --json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			return hf.withHost(e, func(ctx context.Context, h *splice.Host, _ *agent.Kernel) error {
 				v, err := h.View()
 				if err != nil {
 					return err
+				}
+				if len(args) == 1 {
+					return viewPatch(e, v, args[0], asJSON)
 				}
 				if asJSON {
 					enc := json.NewEncoder(e.stdout)

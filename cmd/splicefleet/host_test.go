@@ -161,3 +161,43 @@ func TestNoLivepatchKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestViewOnePatch: view ID shows one patch in full (state, reason,
+// module, digests, CVEs, description, signers), view ID@VERSION one
+// version; an unknown patch exits 1, a malformed version 2.
+func TestViewOnePatch(t *testing.T) {
+	h := newHostCLI(t)
+	bundle := h.publish(1, 1)
+	h.ok(h.host("apply", "--keyring", h.path("trusted.asc"), bundle)...)
+	out := h.ok(h.host("view", "cve-2026-0001")...)
+	for _, want := range []string{`(?m)^patch:\s+cve-2026-0001 version 2$`, `(?m)^state:\s+applied$`, `(?m)^stack:\s+1 \(1 is the oldest\)$`,
+		`(?m)^kernel:\s+enabled, stack order 1, replace false, vmlinux patched$`, `(?m)^module:\s+livepatch_fix$`, `(?m)^module sha256:\s+[0-9a-f]{64}$`,
+		`(?m)^manifest:\s+[0-9a-f]{64}$`, `(?m)^functions:\s+cmdline_proc_show$`, `(?m)^cves:\s+CVE-2026-0001$`, `(?m)^description:\s+demo fix$`,
+		`(?m)^signers:\s+[0-9A-F]{40}$`, `(?m)^built for:\s+6\.1\.0-56-cloud-amd64 x86_64`, `(?m)^applied:\s+\d{4}-`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("view cve-2026-0001 lacks %s:\n%s", want, out)
+		}
+	}
+	var one []splice.PatchView
+	if err := json.Unmarshal([]byte(h.ok(h.host("view", "cve-2026-0001@2", "--json")...)), &one); err != nil || len(one) != 1 || one[0].Version != 2 || !one[0].KernelEnabled {
+		t.Errorf("view ID@VERSION --json: %+v, %v", one, err)
+	}
+	h.ok(h.host("undo", "cve-2026-0001")...)
+	if out := h.ok(h.host("view", "cve-2026-0001")...); !regexp.MustCompile(`(?m)^state:\s+reverted$`).MatchString(out) || !regexp.MustCompile(`(?m)^kernel:\s+not loaded$`).MatchString(out) {
+		t.Errorf("view after undo:\n%s", out)
+	}
+	for _, tt := range []struct {
+		key  string
+		code int
+		want string
+	}{
+		{"cve-2026-9999", 1, "no patch cve-2026-9999 on this host"},
+		{"cve-2026-0001@3", 1, "no patch cve-2026-0001@3 on this host"},
+		{"cve-2026-0001@two", 2, "want ID or ID@VERSION"},
+	} {
+		code, out, errs := h.run(h.host("view", tt.key)...)
+		if code != tt.code || !strings.Contains(errs, tt.want) {
+			t.Errorf("view %s: exit %d, want %d and %q\n%s%s", tt.key, code, tt.code, tt.want, out, errs)
+		}
+	}
+}

@@ -42,7 +42,7 @@ verifies (the keyring and threshold of rollout commands) and takes.`,
 			return nil
 		},
 	}
-	socketFlag(key, &socket)
+	socketFlag(e, key, &socket)
 	cmd.AddCommand(key, newRekeyCmd(e))
 	return cmd
 }
@@ -76,7 +76,7 @@ NODE, so an old one replayed is refused.`,
 			return nil
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	cmd.Flags().StringVar(&hostKey, "host-key", "", "NODE's new host key, as 'splicefleet hosts key' prints it on NODE")
 	_ = cmd.MarkFlagRequired("host-key")
 	sign.flags(cmd, "the re-key")

@@ -7,8 +7,10 @@
 // Only this package parses flags and reads files: the packages it wires
 // take bytes and documented options. Exit codes are a contract for
 // scripts: 0 success, 1 the input was refused (a bundle failed
-// verification or is not acceptable), 2 usage, configuration or I/O
-// errors.
+// verification or is not acceptable; rollout status of a rollout that
+// ended without finishing), 2 usage, configuration or I/O errors (an
+// unknown subcommand of a command group too), 3 rollout status --watch
+// timed out.
 //
 // Everything the commands print goes through package safetext's writer:
 // names, reasons and descriptions come from other hosts and from files,
@@ -22,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -93,6 +96,10 @@ func runEnv(e *env, args []string) int {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "splicefleet: %v\n", err)
+	var x *exitStatus
+	if errors.As(err, &x) {
+		return x.code
+	}
 	if refused(err) {
 		return exitRefused
 	}
@@ -124,7 +131,10 @@ built before and after it (diff), build a bundle from a livepatch module
 (verify) and show (inspect) it. On a host, apply verifies a bundle and loads it through the kernel's
 livepatch interface; undo, view and boot manage what is applied.
 
-Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
+Exit codes: 0 success, 1 input refused (and, for rollout status, a rollout
+that halted, rolled back, was revoked or expired), 2 usage error (an
+unknown command, a missing argument, a bad flag), configuration or I/O
+error, 3 rollout status --watch timed out.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -147,6 +157,7 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newForgetCmd(e),
 		newRolloutCmd(e),
 		newMembersCmd(e),
+		newForceLeaveCmd(e),
 		newFleetCmd(e),
 		newKeysCmd(e),
 		newHostsCmd(e),
@@ -155,12 +166,44 @@ Exit codes: 0 success, 1 input refused, 2 usage or I/O error.`,
 		newGenDocsCmd(e),
 		newExecLimitedCmd(e),
 	)
+	// cobra adds its completion command at Execute; added now, it is a
+	// group like the others.
+	root.InitDefaultCompletionCmd()
+	groupsRefuseUnknown(root)
 	return root
+}
+
+// groupsRefuseUnknown makes every command group below root (rollout,
+// keys, fleet, hosts, ...) print its help when given no subcommand, and
+// refuse an unknown one as a usage error (exit 2) with suggestions, as
+// kubectl does; cobra alone would print the help and exit 0 for both.
+// (cobra refuses unknown commands of the root itself.)
+func groupsRefuseUnknown(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		groupsRefuseUnknown(c)
+		if !c.HasSubCommands() || c.Runnable() {
+			continue
+		}
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if cmd.SuggestionsMinimumDistance <= 0 {
+				cmd.SuggestionsMinimumDistance = 2
+			}
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return fmt.Errorf("%s (run '%s --help' for its commands)", msg, cmd.CommandPath())
+		}
+	}
 }
 
 func versionLine() string {
 	b := currentBuild()
-	return fmt.Sprintf("splicefleet %s (commit %s, built %s)", b.Version, b.Commit, b.Date)
+	return fmt.Sprintf("splicefleet %s (commit %s, built %s) %s", b.Version, b.Commit, b.Date, b.GoVersion)
 }
 
 // buildInfo is what `splicefleet version` reports.
@@ -205,15 +248,15 @@ func newVersionCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "version [--json]",
-		Short: "Print the version, commit, build date and the protocol versions spoken",
+		Short: "Print the version, commit, build date, Go version and the protocol versions spoken",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := currentBuild()
 			if asJSON {
 				return printJSON(e.stdout, b)
 			}
-			_, err := fmt.Fprintf(e.stdout, "%s\nprotocol %d to %d (serf %d to %d), newest by default; an agent speaks an older one with --protocol\nbundle format %s (reads %d.x)\n%s\n",
-				versionLine(), b.ProtocolMin, b.ProtocolMax, b.SerfMin, b.SerfMax, b.BundleFormat, splice.FormatMajor, b.GoVersion)
+			_, err := fmt.Fprintf(e.stdout, "%s\nprotocol %d to %d (serf %d to %d), newest by default; an agent speaks an older one with --protocol\nbundle format %s (reads %d.x)\n",
+				versionLine(), b.ProtocolMin, b.ProtocolMax, b.SerfMin, b.SerfMax, b.BundleFormat, splice.FormatMajor)
 			return err
 		},
 	}

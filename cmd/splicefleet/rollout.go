@@ -145,15 +145,26 @@ func preparePlan(e *env, raw []byte, bundlePath, planPath string, sign docSignin
 	if err != nil {
 		return nil, err
 	}
-	p, err := rollout.DecodePlan(body)
-	if err != nil {
-		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
-	}
 	b, err := splice.Decode(bytes.NewReader(raw))
 	if err != nil {
 		return nil, &refusal{fmt.Errorf("%s: %w", bundlePath, err)}
 	}
-	if bundle := splice.Digest(b.Manifest); p.Bundle != bundle {
+	bundle := splice.Digest(b.Manifest)
+	// bundle: left out: the digest of the bundle published is what the
+	// plan names, signed with it; a signature made elsewhere covers the
+	// file as it is, so such a plan must name it.
+	body, filled, err := rollout.FillBundle(body, bundle)
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
+	}
+	if filled && len(sign.sigFiles) > 0 {
+		return nil, &refusal{fmt.Errorf("%s leaves bundle: out, and a --signature made elsewhere signed the file as it is: add bundle: %s to it and sign it again", planPath, bundle)}
+	}
+	p, err := rollout.DecodePlan(body)
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", planPath, err)}
+	}
+	if p.Bundle != bundle {
 		return nil, &refusal{fmt.Errorf("%s names bundle %s, but the bundle published is %s (set bundle: to it)", planPath, p.Bundle, bundle)}
 	}
 	sigs, err := sign.sign(e, body)
@@ -213,30 +224,10 @@ rolls the patch back everywhere.`,
 			return w.Flush()
 		},
 	}
-	socketFlag(list, &socket)
+	socketFlag(e, list, &socket)
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var statusSocket string
-	var statusJSON bool
-	status := &cobra.Command{
-		Use:   "status ROLLOUT [--json]",
-		Short: "Each stage of a rollout with its cohort, applied, healthy, failed and waiting hosts, and why it is where it is",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var st rollout.Status
-			if err := agent.NewControlClient(statusSocket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {
-				return err
-			}
-			if statusJSON {
-				return printJSON(e.stdout, st)
-			}
-			printStatus(e.stdout, st)
-			return nil
-		},
-	}
-	socketFlag(status, &statusSocket)
-	status.Flags().BoolVar(&statusJSON, "json", false, "print JSON")
-	cmd.AddCommand(list, status)
+	cmd.AddCommand(list, newStatusCmd(e))
 	for _, action := range rollout.Actions {
 		cmd.AddCommand(newCommandCmd(e, action))
 	}
@@ -342,7 +333,7 @@ signature, then send it with --body FILE --signature FILE.asc (and more
 			return nil
 		},
 	}
-	socketFlag(cmd, &socket)
+	socketFlag(e, cmd, &socket)
 	sign.flags(cmd, "the command")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the people reading the status")
 	cmd.Flags().StringVar(&bodyOut, "body-out", "", "write the command's bytes to FILE for signing elsewhere, and send nothing")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +14,12 @@ import (
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
-// rolloutStatus reads a rollout's status through the CLI.
+// rolloutStatus reads a rollout's status through the CLI (which exits 1
+// for a halted, rolled back or revoked one).
 func (c *cli) rolloutStatus(socket, id string) (rollout.Status, error) {
 	var st rollout.Status
 	code, out, errs := c.run("rollout", "status", id, "--json", "--control-socket", socket)
-	if code != 0 {
+	if code != 0 && code != 1 {
 		return st, fmt.Errorf("rollout status: exit %d: %s", code, errs)
 	}
 	return st, json.Unmarshal([]byte(out), &st)
@@ -187,6 +189,15 @@ allow_simulated: true
 			if simPatched(t, p, "livepatch_fix") {
 				return fmt.Errorf("%s still runs the patch", p.name)
 			}
+		}
+		return nil
+	})
+	// On a host, view names why the patch was reverted.
+	waitFor(t, 60*time.Second, "view names the revoke", func() error {
+		code, out, errs := c.run("view", "cve-2026-0001", "--state-dir", filepath.Join(procs[0].dir, "state"), "--kernel", "sim:"+filepath.Join(procs[0].dir, "kernel"))
+		if code != 0 || !regexp.MustCompile(`(?m)^state:\s+reverted$`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^reason:\s+rolled back: rollout fix revoked: revoke by operator \(seq 1\): regression$`).MatchString(out) {
+			return fmt.Errorf("exit %d: %s%s", code, out, errs)
 		}
 		return nil
 	})
