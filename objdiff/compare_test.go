@@ -459,3 +459,18 @@ func TestDiffBugTableByFunction(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 }
+
+// TestDiffIgnoresLockPrefixTable: .smp_locks lists the LOCK prefixes
+// of the code, one entry per atomic instruction; a patch that adds one,
+// or moves the code, changes the table but nothing a livepatch carries
+// (the module keeps every LOCK prefix, right on any number of CPUs).
+func TestDiffIgnoresLockPrefixTable(t *testing.T) {
+	const src = `
+#define LOCKED_INC(p) asm volatile(".pushsection .smp_locks,\"a\"\n.balign 4\n.long 671f - .\n.popsection\n671: lock incl %0" : "+m"(*(p)))
+int counter;
+void bump(void) { LOCKED_INC(&counter); }
+void other(void) { LOCKED_INC(&counter); }
+`
+	res := diff(t, src, strings.Replace(src, "void bump(void) { LOCKED_INC(&counter); }", "void bump(void) { LOCKED_INC(&counter); LOCKED_INC(&counter); }", 1), false)
+	check(t, res, want{changed: []string{"bump"}})
+}

@@ -52,6 +52,10 @@ var (
 		".eh_frame", "__mcount_loc", "__patchable_function_entries",
 		".orc_unwind", ".orc_unwind_ip", ".orc_header", ".return_sites",
 		".retpoline_sites", ".call_sites", ".ibt_endbr_seal", ".discard",
+		// Where the LOCK prefixes are, for the kernel to drop them on one
+		// CPU: generated from the code, and a patch module that keeps
+		// every LOCK prefix is correct on any number of CPUs.
+		".smp_locks",
 	}
 	// initPrefixes are sections whose contents run or are used only while
 	// the kernel or a module initializes.
@@ -110,7 +114,6 @@ func classify(s *section) class {
 var specialReasons = []struct{ prefix, reason string }{
 	{".altinstr", "alternative instructions are chosen and patched in once, at boot or module load; a livepatch cannot re-run that choice"},
 	{".parainstructions", "paravirt call sites are patched once at boot; a livepatch cannot re-run that"},
-	{".smp_locks", "lock prefixes are patched at boot for the number of CPUs; a livepatch cannot re-run that"},
 	{"__jump_table", "static-key jump entries are registered when the kernel or module loads; changed or new ones are not"},
 	{".static_call_sites", "static call sites are registered when the kernel or module loads; changed or new ones are not"},
 	{"__ex_table", "exception table entries are sorted and registered at load; a fault in new code would find no fixup"},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,5 +164,34 @@ func TestCorpusPatches(t *testing.T) {
 	if _, err := run(context.Background(), func(k string) string { return env[k] }, io.Discard, io.Discard); !errors.Is(err, errUsage) ||
 		!strings.Contains(err.Error(), "6.1.187-1") {
 		t.Errorf("CORPUS_VERSION of another kernel: %v, want a usage error naming the kernel's version", err)
+	}
+}
+
+// TestModulesForReadsDependencies: the modules a guest loads for a unit
+// come with their dependencies first, read from each module's modinfo
+// (the unpacked kernel package has no modules.dep).
+func TestModulesForReadsDependencies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads the pinned kernel's modules, fetched once (make test runs it; make check passes -short)")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := lab.Fetch(context.Background(), lab.FetchOptions{CacheDir: filepath.Join(root, ".cache", "lab"), ABI: "6.1.0-53", Log: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tipc needs udp_tunnel and ip6_udp_tunnel, both modules in the
+	// cloud kernel.
+	mods, err := modulesFor(k, []string{"tipc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mods) < 2 || mods[len(mods)-1] != "tipc" || !slices.Contains(mods, "udp_tunnel") || slices.Index(mods, "udp_tunnel") > slices.Index(mods, "tipc") {
+		t.Errorf("modules for tipc: %v, want its dependencies (udp_tunnel among them) and then tipc", mods)
+	}
+	if mods, err := modulesFor(k, []string{"vmlinux"}); err != nil || len(mods) != 0 {
+		t.Errorf("modules for vmlinux: %v, %v", mods, err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/corpus"
+	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/lab"
 )
 
@@ -125,8 +127,10 @@ func judge(m map[string]string, exit int) string {
 }
 
 // modulesFor lists what a guest loads for a unit built into modules: each
-// module after its dependencies (from modules.dep), built-in ones skipped
-// by the lab.
+// module after its dependencies, built-in ones skipped by the lab. The
+// dependencies are read from each module's own modinfo ("depends"), as
+// depmod does: the unpacked package has no modules.dep, which depmod
+// writes when the package is installed.
 func modulesFor(k *lab.Kernel, objects []string) ([]string, error) {
 	var mods []string
 	for _, o := range objects {
@@ -137,37 +141,51 @@ func modulesFor(k *lab.Kernel, objects []string) ([]string, error) {
 	if len(mods) == 0 {
 		return nil, nil
 	}
-	b, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.dep"))
+	files := map[string]string{}
+	err := filepath.WalkDir(filepath.Join(k.ModulesDir, "kernel"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".ko") {
+			files[modName(path)] = path
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, err
-	}
-	deps := map[string][]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		mod, rest, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var ds []string
-		for _, d := range strings.Fields(rest) {
-			ds = append(ds, modName(d))
-		}
-		deps[modName(mod)] = ds
+		return nil, fmt.Errorf("the kernel's modules: %w", err)
 	}
 	var out []string
 	seen := map[string]bool{}
-	var visit func(string)
-	visit = func(m string) {
+	var visit func(string) error
+	visit = func(m string) error {
 		if seen[m] {
-			return
+			return nil
 		}
 		seen[m] = true
-		for _, d := range deps[m] {
-			visit(d)
+		path, ok := files[m]
+		if !ok {
+			return nil // built in: the lab skips it
+		}
+		ko, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		info, err := kmod.ReadModInfo(ko)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		for _, d := range info.Depends {
+			if err := visit(strings.ReplaceAll(d, "-", "_")); err != nil {
+				return err
+			}
 		}
 		out = append(out, m)
+		return nil
 	}
 	for _, m := range mods {
-		visit(m)
+		if err := visit(m); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
