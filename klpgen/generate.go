@@ -4,9 +4,11 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -61,6 +63,19 @@ type Options struct {
 	// code refers to are found, as .klp.sym.MODULE.NAME,POS, resolved
 	// when the module loads. Required with Module.
 	ModuleSymbols *Symbols
+	// Part numbers this unit in a bundle of several (see Combine): part
+	// 0 is written as patch.o with the symbol names described at
+	// Function; part N > 0 as patchN.o, its copies named __klp_newN_ and
+	// __klp_addN_, so that two units' functions of one name do not clash.
+	Part int
+}
+
+// objectFile is the file name of a part's object.
+func (o Options) objectFile() string {
+	if o.Part == 0 {
+		return ObjectFile
+	}
+	return fmt.Sprintf("patch%d.o", o.Part)
 }
 
 // target is the object the replaced functions live in.
@@ -75,6 +90,9 @@ func (o Options) target() string {
 type Output struct {
 	// Object is patch.o: the new code and its relocations.
 	Object []byte
+	// Parts are the objects of every part, file name to contents, when
+	// the module is made of several units (Combine); nil for one.
+	Parts map[string][]byte
 	// Stub is stub.c: the klp_patch that points the kernel at the new
 	// code.
 	Stub []byte
@@ -102,7 +120,15 @@ type Output struct {
 // stub, the object, the kbuild file and the object's kbuild command file
 // (ObjectCmdFile).
 func (o *Output) Files() map[string][]byte {
-	return map[string][]byte{StubFile: o.Stub, ObjectFile: o.Object, KbuildFile: o.Kbuild, ObjectCmdFile: []byte(objectCmd)}
+	if o.Parts == nil {
+		return map[string][]byte{StubFile: o.Stub, ObjectFile: o.Object, KbuildFile: o.Kbuild, ObjectCmdFile: []byte(objectCmd)}
+	}
+	files := map[string][]byte{StubFile: o.Stub, KbuildFile: o.Kbuild}
+	for name, obj := range o.Parts {
+		files[name] = obj
+		files["."+name+".cmd"] = []byte(objectCmd)
+	}
+	return files
 }
 
 // Function is a function the module replaces or adds.
@@ -117,6 +143,9 @@ type Function struct {
 	Added bool
 	// Sympos is klp_func.old_sympos (0: the name is unique in vmlinux).
 	Sympos uint64
+	// Object is where the replaced function lives: "vmlinux" or a
+	// module (Options.Module).
+	Object string
 	// Size is its code size in bytes, cold part included.
 	Size uint64
 	// Sections are the sections of the patched object copied for it.
@@ -341,10 +370,14 @@ func (g *generator) findFunctions(changed, added []string) error {
 		}
 	}
 	for _, fn := range g.funcs {
-		prefix := "__klp_new_"
+		part := ""
+		if g.opts.Part > 0 {
+			part = strconv.Itoa(g.opts.Part)
+		}
+		prefix := "__klp_new" + part + "_"
 		bind := elf.STB_GLOBAL
 		if fn.added {
-			prefix, bind = "__klp_add_", elf.STB_LOCAL
+			prefix, bind = "__klp_add"+part+"_", elf.STB_LOCAL
 		}
 		main := g.st.syms[fn.sym]
 		for k, sec := range fn.parts {
@@ -897,7 +930,7 @@ func (g *generator) checkTraceable() error {
 func (g *generator) output(opts Options) (*Output, error) {
 	out := &Output{MakeArgs: slices.Clone(MakeArgs), Warnings: g.warnings}
 	for _, fn := range g.funcs {
-		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added, Sympos: fn.sympos, Size: fn.size}
+		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added, Sympos: fn.sympos, Size: fn.size, Object: opts.target()}
 		for _, sec := range fn.parts {
 			f.Sections = append(f.Sections, g.f.Sections[sec].Name)
 		}
@@ -921,7 +954,54 @@ func (g *generator) output(opts Options) (*Output, error) {
 	sort.Strings(out.Namespaces)
 	out.Object = g.w.bytes()
 	out.Stub = stub(opts, out)
-	out.Kbuild = kbuild(opts)
+	out.Kbuild = kbuild(opts, []string{ObjectFile})
+	return out, nil
+}
+
+// Combine makes one livepatch module of the parts generated for the
+// units of one bundle (Options.Part 0, 1, ...; each of vmlinux or of a
+// module): their objects side by side, and one stub whose klp_patch has
+// a klp_object for each object they patch, in the order the parts name
+// them. A function replaced twice is refused.
+func Combine(opts Options, parts []*Output) (*Output, error) {
+	if err := opts.check(); err != nil {
+		return nil, fmt.Errorf("klpgen: combine: %w", err)
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("klpgen: combine: %w: no parts", ErrInvalidArgument)
+	}
+	out := &Output{MakeArgs: slices.Clone(MakeArgs), Parts: map[string][]byte{}, Object: parts[0].Object}
+	replaced := map[string]bool{}
+	var files []string
+	klps, exports, ns := map[KLPSymbol]bool{}, map[string]bool{}, map[string]bool{}
+	for i, p := range parts {
+		name := Options{Part: i}.objectFile()
+		files = append(files, name)
+		out.Parts[name] = p.Object
+		for _, f := range p.Functions {
+			key := f.Object + ":" + f.Name + ":" + strconv.FormatUint(f.Sympos, 10)
+			if !f.Added && replaced[key] {
+				return nil, fmt.Errorf("klpgen: combine: %w: %s of %s is replaced by two parts", ErrInvalidArgument, f.Name, f.Object)
+			}
+			replaced[key] = !f.Added
+			out.Functions = append(out.Functions, f)
+		}
+		for _, k := range p.KLPSymbols {
+			klps[k] = true
+		}
+		for _, e := range p.Exports {
+			exports[e] = true
+		}
+		for _, n := range p.Namespaces {
+			ns[n] = true
+		}
+		out.Warnings = append(out.Warnings, p.Warnings...)
+	}
+	out.KLPSymbols = slices.SortedFunc(maps.Keys(klps), func(a, b KLPSymbol) int { return strings.Compare(a.String(), b.String()) })
+	out.Exports = slices.Sorted(maps.Keys(exports))
+	out.Namespaces = slices.Sorted(maps.Keys(ns))
+	out.Stub = stub(opts, out)
+	out.Kbuild = kbuild(opts, files)
 	return out, nil
 }
 

@@ -117,7 +117,7 @@ func TestGenerateKernelShapedUnit(t *testing.T) {
 	if d := cmp.Diff([]string{"printk_like"}, out.Exports); d != "" {
 		t.Errorf("Exports (-want +got):\n%s", d)
 	}
-	wantFuncs := []Function{{Name: "target", Symbol: "__klp_new_target", Size: symbolNamed(t, pf, "target").Size,
+	wantFuncs := []Function{{Name: "target", Symbol: "__klp_new_target", Size: symbolNamed(t, pf, "target").Size, Object: "vmlinux",
 		Sections: []string{".text.target"}}}
 	if d := cmp.Diff(wantFuncs, out.Functions); d != "" {
 		t.Errorf("Functions (-want +got):\n%s", d)
@@ -898,4 +898,109 @@ func generateUnitOpts(t *testing.T, src string, changed []string, syms *Symbols,
 		t.Fatalf("Generate: %v", err)
 	}
 	return out, post
+}
+
+// TestCombineParts: a bundle of two units, one of vmlinux and one of a
+// module, each with a static function "target": one module of two
+// objects whose copies do not clash, and a stub with a klp_object for
+// vmlinux and one for the module; the same function replaced by two
+// parts is refused.
+func TestCombineParts(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, kernelUnitMap...)
+	mod := symbolsOfModule(t, kernelUnit)
+	opts := Options{ModuleName: "lp_test"}
+	a, _ := generateUnitOpts(t, kernelUnit, []string{"target"}, syms, opts)
+	b, _ := generateUnitOpts(t, kernelUnit, []string{"target"}, syms, Options{ModuleName: "lp_test", Part: 1, Module: "mymod", ModuleSymbols: mod})
+	out, err := Combine(opts, []*Output{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := out.Files()
+	for _, name := range []string{StubFile, KbuildFile, "patch.o", ".patch.o.cmd", "patch1.o", ".patch1.o.cmd"} {
+		if files[name] == nil {
+			t.Errorf("no %s among the files", name)
+		}
+	}
+	if k := string(out.Kbuild); !strings.Contains(k, "lp_test-y := stub.o patch.o patch1.o") {
+		t.Errorf("Kbuild:\n%s", k)
+	}
+	if sym := symbolNamed(t, parseELF(t, files["patch1.o"]), "__klp_new1_target"); sym.Name == "" {
+		t.Error("part 1's copy is not named __klp_new1_target")
+	}
+	stub := string(out.Stub)
+	for _, w := range []string{".new_func = __klp_new_target,", ".new_func = __klp_new1_target,", ".name = NULL, /* vmlinux */", `.name = "mymod"`, ".funcs = splicefleet_funcs_1,"} {
+		if !strings.Contains(stub, w) {
+			t.Errorf("stub lacks %q:\n%s", w, stub)
+		}
+	}
+	if _, err := Combine(opts, []*Output{a, a}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "replaced by two parts") {
+		t.Errorf("the same function twice: %v", err)
+	}
+}
+
+// jumpUnit has a static-key jump entry as the kernel's static_branch and
+// tracepoints write it on x86-64: code, target, and the key.
+const jumpUnit = `
+extern void exported(void);
+extern int KEY;
+void with_jump(int a)
+{
+	exported();
+	asm goto("1: .byte 0x0f,0x1f,0x44,0,0\n"
+		".pushsection __jump_table,\"aw\"\n .balign 8\n"
+		" .long 1b - .\n .long %l[yes] - .\n .quad KEY - .\n .popsection" :::: yes);
+	return;
+yes:
+	exported();
+}
+`
+
+// TestGenerateCopiesJumpEntries: a replaced function's static-key jump
+// entries go into the module, its key reached in vmlinux (exported:
+// linked; not: a livepatch relocation, which the module loader applies
+// before it registers the entries); a key of the patched module is
+// refused, since the kernel would register the entry before it resolves
+// that module's symbols.
+func TestGenerateCopiesJumpEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name, key string
+		exports   []string
+		mapNames  []string
+		module    bool
+		want      string // the key relocation's symbol, or the refusal
+	}{
+		{"exported key", "my_key", []string{"exported", "my_key"}, []string{"with_jump"}, false, "my_key"},
+		{"vmlinux key", "my_key", []string{"exported"}, []string{"with_jump", "my_key"}, false, "__klp_sym__vmlinux__my_key__0"},
+		{"module key", "my_key", []string{"exported"}, nil, true, "names my_key of module mymod"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.ReplaceAll(jumpUnit, "KEY", tc.key)
+			opts := Options{ModuleName: "lp_test"}
+			if tc.module {
+				opts.Module, opts.ModuleSymbols = "mymod", symbolsOfModule(t, src+"int "+tc.key+";\n")
+			}
+			out, err := Generate(compileC(t, src), []string{"with_jump"}, nil, symbolsFor(t, tc.exports, tc.mapNames...), opts)
+			if tc.module {
+				var u *UnsupportedError
+				if !errors.As(err, &u) || u.Section != "__jump_table" || !strings.Contains(u.Reason, tc.want) {
+					t.Fatalf("err = %v, want a refusal saying %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := parseELF(t, out.Object)
+			if b := sectionData(t, f, "__jump_table"); len(b) != 16 {
+				t.Fatalf("__jump_table of %d bytes, want one entry", len(b))
+			}
+			var got []string
+			for _, r := range relocsOf(t, f, ".rela__jump_table") {
+				got = append(got, r.Sym)
+			}
+			if want := []string{".text.with_jump", ".text.with_jump", tc.want}; !slices.Equal(got, want) {
+				t.Errorf("__jump_table relocations %v, want %v", got, want)
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package klpgen
 
 import (
 	"debug/elf"
+	"fmt"
 	"maps"
 	"slices"
 )
@@ -16,6 +17,9 @@ import (
 type entryTable struct {
 	size uint64 // bytes per entry
 	key  uint64 // offset of the relocation to the entry's instruction
+	// keyed tables name a static key or call key the kernel looks up
+	// when it registers the entry: it must not be a module's.
+	keyed bool
 }
 
 // entryTables are the tables copied entry by entry (x86-64): struct
@@ -24,6 +28,15 @@ type entryTable struct {
 var entryTables = map[string]entryTable{
 	"__bug_table": {size: 12, key: 0},
 	"__ex_table":  {size: 12, key: 0},
+	// struct jump_entry (code, target, key) and struct static_call_site
+	// (addr, key): jump_label_add_module and static_call_add_module
+	// register them when the module comes, after the module loader
+	// applied its vmlinux livepatch relocations (kernel/module/main.c
+	// applies .klp.rela.vmlinux.* sections with the others), so a key of
+	// vmlinux works, exported or not; a key of a module is resolved only
+	// when that module loads, too late, and is refused.
+	"__jump_table":       {size: 16, key: 0, keyed: true},
+	".static_call_sites": {size: 8, key: 0, keyed: true},
 }
 
 // copyEntryTables copies, for every entry table of the object, the
@@ -78,6 +91,10 @@ func (g *generator) copyEntryTables() error {
 				sym, addend, err := g.resolve(copyJob{src: i, owner: fn}, r)
 				if err != nil {
 					return err
+				}
+				if k, ok, _ := parsePlaceholder(sym.name); t.keyed && ok && k.Object != "vmlinux" {
+					return &UnsupportedError{Function: fn.name, Section: s.Name,
+						Reason: fmt.Sprintf("its entry names %s of module %s, which the kernel would look up when it registers the entry, before it resolves that module's symbols", k.Name, k.Object)}
 				}
 				out.relas = append(out.relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
 			}

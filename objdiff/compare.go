@@ -530,6 +530,11 @@ var entryTables = map[string]entryTable{
 	"__bug_table": {Size: 12, Key: 0, Kind: [2]uint64{10, 12}, What: "BUG/WARN entries"},
 	// struct exception_table_entry: insn, fixup, data (type and registers).
 	"__ex_table": {Size: 12, Key: 0, Kind: [2]uint64{8, 12}, What: "exception table entries"},
+	// struct jump_entry: code, target, key (all relocated): a static key's
+	// jump (a tracepoint, a static branch).
+	"__jump_table": {Size: 16, Key: 0, What: "static-key jump entries"},
+	// struct static_call_site: addr, key (both relocated).
+	".static_call_sites": {Size: 8, Key: 0, What: "static call sites"},
 }
 
 // entryTable compares a table of fixed-size entries function by function:

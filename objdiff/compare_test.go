@@ -474,3 +474,20 @@ void other(void) { LOCKED_INC(&counter); }
 	res := diff(t, src, strings.Replace(src, "void bump(void) { LOCKED_INC(&counter); }", "void bump(void) { LOCKED_INC(&counter); LOCKED_INC(&counter); }", 1), false)
 	check(t, res, want{changed: []string{"bump"}})
 }
+
+// TestDiffJumpTableByFunction: static-key jump entries are compared by
+// function like the bug table: a tracepoint added to a changed function
+// goes with its code, and an unchanged function whose entries stayed the
+// same is not reported however the table moved.
+func TestDiffJumpTableByFunction(t *testing.T) {
+	const src = `
+extern int key;
+extern void hit(void);
+#define JUMP(label) asm goto("1: .byte 0x0f,0x1f,0x44,0,0\n.pushsection __jump_table,\"aw\"\n.balign 8\n.long 1b - .\n.long %l[" #label "] - .\n.quad key - .\n.popsection" :::: label)
+void traced(int a) { JUMP(yes); hit(); return; yes: hit(); hit(); }
+void other(int a) { JUMP(yes); return; yes: hit(); }
+`
+	post := strings.Replace(src, "void traced(int a) { JUMP(yes); hit(); return;", "void traced(int a) { JUMP(yes); JUMP(yes); hit(); return;", 1)
+	res := diff(t, src, post, false)
+	check(t, res, want{changed: []string{"traced"}})
+}

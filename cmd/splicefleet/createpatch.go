@@ -53,63 +53,6 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		return err
 	}
 	defer func() { _ = units.Cleanup() }()
-	if len(units.List) != 1 {
-		var paths []string
-		for _, u := range units.List {
-			paths = append(paths, u.Path)
-		}
-		return &refusal{fmt.Errorf("the patch touches %d files (%s); create --patch takes a patch to one .c file for now", len(paths), strings.Join(paths, ", "))}
-	}
-	u := units.List[0]
-	var modSyms *klpgen.Symbols
-	modName := ""
-	if u.Module != "" {
-		// The kernel names a loaded module with "_" for kbuild's "-".
-		modName = strings.ReplaceAll(u.Module, "-", "_")
-		if modSyms, err = loadModuleSymbols(o, tree.Release, u.Module); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, modName)
-	}
-	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
-	if err != nil {
-		return err
-	}
-	post, err := readFile(u.Post, int64(objdiff.MaxObjectSize))
-	if err != nil {
-		return err
-	}
-	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
-	if err != nil {
-		return err
-	}
-	var changed, added []string
-	for _, f := range diff.Changed {
-		changed = append(changed, f.Name)
-		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
-	}
-	for _, f := range diff.Added {
-		added = append(added, f.Name)
-		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
-	}
-	var newData []string
-	for _, v := range diff.AddedData {
-		newData = append(newData, v.Name)
-		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
-	}
-	// The patch touches .c files only (ksrc refuses a header), each
-	// compiled before and after: an inline function's changed copies are
-	// all in functions this bundle replaces.
-	for _, p := range diff.CarryInlined() {
-		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
-	}
-	if err := diff.Err(); err != nil {
-		return &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
-	}
-	if len(changed) == 0 {
-		return &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, u.Path)}
-	}
-
 	syms, err := loadKernelSymbols(o, tree.Release)
 	if err != nil {
 		return err
@@ -118,10 +61,51 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	if name == "" {
 		name = defaultModuleName(o.id, o.version)
 	}
-	out, err := klpgen.Generate(post, changed, added, syms, klpgen.Options{ModuleName: name, Description: o.description, NewData: newData,
-		Module: modName, ModuleSymbols: modSyms})
-	if err != nil {
-		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+	opts := klpgen.Options{ModuleName: name, Description: o.description}
+	// Each compiled file is a part of the module: its changed functions
+	// replace those of vmlinux or of the module it is built into.
+	modSyms := map[string]*klpgen.Symbols{}
+	var parts []*klpgen.Output
+	var changed, paths []string
+	for i, u := range units.List {
+		part := opts
+		part.Part = i
+		if u.Module != "" {
+			// The kernel names a loaded module with "_" for kbuild's "-".
+			part.Module = strings.ReplaceAll(u.Module, "-", "_")
+			if modSyms[u.Module] == nil {
+				if modSyms[u.Module], err = loadModuleSymbols(o, tree.Release, u.Module); err != nil {
+					return err
+				}
+			}
+			part.ModuleSymbols = modSyms[u.Module]
+			fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
+		}
+		out, fns, err := createPart(e, o, u, syms, part)
+		if err != nil {
+			return err
+		}
+		if out == nil {
+			continue // no function of this file changed
+		}
+		parts = append(parts, out)
+		changed = append(changed, fns...)
+		paths = append(paths, u.Path)
+	}
+	if len(parts) == 0 {
+		var all []string
+		for _, u := range units.List {
+			all = append(all, u.Path)
+		}
+		return &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, strings.Join(all, ", "))}
+	}
+	// A part keeps its file's number in its symbol names (unique, with
+	// gaps where a file changed nothing); Combine names the objects.
+	out := parts[0]
+	if len(parts) > 1 {
+		if out, err = klpgen.Combine(opts, parts); err != nil {
+			return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+		}
 	}
 	for _, w := range out.Warnings {
 		fmt.Fprintf(e.stderr, "splicefleet: warning: %s\n", w)
@@ -166,8 +150,59 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		return fmt.Errorf("finalize %s: %w", built.file, err)
 	}
 	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
-		built.file, o.patch, strings.Join(changed, ", "), u.Path, len(module), time.Since(start).Seconds(), prepared.Seconds())
+		built.file, o.patch, strings.Join(changed, ", "), strings.Join(paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
 	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.file, o.patch), module)
+}
+
+// createPart compares one compiled file before and after the patch and
+// generates its part of the livepatch module: nil when no function of it
+// changed. It returns the replaced functions.
+func createPart(e *env, o *createOptions, u ksrc.Unit, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
+	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return nil, nil, err
+	}
+	post, err := readFile(u.Post, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return nil, nil, err
+	}
+	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
+	if err != nil {
+		return nil, nil, err
+	}
+	var changed, added []string
+	for _, f := range diff.Changed {
+		changed = append(changed, f.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
+	}
+	for _, f := range diff.Added {
+		added = append(added, f.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
+	}
+	for _, v := range diff.AddedData {
+		part.NewData = append(part.NewData, v.Name)
+		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
+	}
+	// The patch touches .c files only (ksrc refuses a header), each
+	// compiled before and after: an inline function's changed copies are
+	// all in functions this bundle replaces.
+	for _, p := range diff.CarryInlined() {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
+	}
+	if err := diff.Err(); err != nil {
+		return nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
+	}
+	if len(changed) == 0 {
+		if len(added) > 0 || len(part.NewData) > 0 {
+			return nil, nil, &refusal{fmt.Errorf("%s: %s adds functions or variables but changes no function that would use them", o.patch, u.Path)}
+		}
+		return nil, nil, nil
+	}
+	out, err := klpgen.Generate(post, changed, added, syms, part)
+	if err != nil {
+		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
+	}
+	return out, changed, nil
 }
 
 // loadModuleSymbols reads the symbols of the target's module named
