@@ -139,6 +139,23 @@ const binfmtPatch = `--- a/fs/binfmt_misc.c
  }
 `
 
+// reschedPatch adds a cond_resched(), which the cloud kernel's dynamic
+// preemption makes a static call: the new code's .static_call_sites
+// entry names the vmlinux key __SCK__cond_resched, which the kernel must
+// find when it registers the livepatch module's static calls.
+const reschedPatch = `--- a/fs/proc/cmdline.c
++++ b/fs/proc/cmdline.c
+@@ -7,6 +7,8 @@
+ static int cmdline_proc_show(struct seq_file *m, void *v)
+ {
+ 	seq_puts(m, saved_command_line);
++	cond_resched();
++	seq_puts(m, " splicefleet.resched=1");
+ 	seq_putc(m, '\n');
+ 	return 0;
+ }
+`
+
 // TestScenarioCreatePatch: a source patch to the lab kernel's own
 // fs/proc/cmdline.c goes through create --patch (the Debian source package
 // of exactly the lab kernel, prepared once, the one unit compiled before
@@ -180,6 +197,13 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("binfmt.patch"), []byte(binfmtPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p("resched.patch"), []byte(reschedPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Two files in one patch: one of vmlinux, one of a module.
+	if err := os.WriteFile(p("both.patch"), []byte(cmdlinePatch+binfmtPatch), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
@@ -323,6 +347,38 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Two files, two objects: one module with a klp_object for each.
+	out, _, err = create(p("both.patch"), "both", p("both.splice"))
+	if err != nil {
+		t.Fatalf("a patch to two files was refused: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "replaces cmdline_proc_show, bm_status_read in fs/proc/cmdline.c, fs/binfmt_misc.c") {
+		t.Errorf("create --patch does not say it replaces both functions:\n%s", out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("both.splice")); err != nil {
+		t.Fatal(err)
+	}
+	bothBundle, err := os.ReadFile(p("both.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A static call site goes with the new code, its key in vmlinux.
+	out, _, err = create(p("resched.patch"), "resched", p("resched.splice"))
+	if err != nil {
+		t.Fatalf("a patch adding a cond_resched was refused: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "reaches __SCK__cond_resched of vmlinux through a livepatch relocation") {
+		t.Errorf("create --patch does not say how it reaches the static call's key:\n%s", out)
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("resched.splice")); err != nil {
+		t.Fatal(err)
+	}
+	reschedBundle, err := os.ReadFile(p("resched.splice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// A changed inline function is carried by its caller.
 	out, _, err = create(p("inline.patch"), "inline-patch", p("inline-patch.splice"))
 	if err != nil {
@@ -392,13 +448,25 @@ try bm-apply2 sf apply /lab/extra/binfmt.splice
 mark bm-before "$(cat /bm/status)"
 try bm-undo2 sfv undo binfmt
 mark bm-undone2 "$(cat /bm/status)"
+try both-apply sf apply /lab/extra/both.splice
+mark both-objects "$(ls -d /sys/kernel/livepatch/lp_both_v1/*/ | xargs -n1 basename | sort | tr '\n' ' ')"
+mark both-cmdline "$(grep -c splicefleet.patched=1 /proc/cmdline)"
+mark both-status "$(cat /bm/status)"
+try both-undo sfv undo both
+try resched-apply sf apply /lab/extra/resched.splice
+mark resched-cmdline "$(grep -c splicefleet.resched=1 /proc/cmdline)"
+mark resched-oops "$(dmesg | grep -ci 'static_call\|BUG:\|Oops')"
+try resched-undo sfv undo resched
+mark both-undone "$(grep -c splicefleet.patched=1 /proc/cmdline) $(cat /bm/status)"
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
 		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
 		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644},
 		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644},
 		File{Path: "lab/extra/warn.splice", Data: warnBundle, Mode: 0o644},
 		File{Path: "lab/extra/binfmt.splice", Data: binfmtBundle, Mode: 0o644},
-		File{Path: "lab/extra/binfmt_misc.ko", Data: binfmtKO, Mode: 0o644})
+		File{Path: "lab/extra/binfmt_misc.ko", Data: binfmtKO, Mode: 0o644},
+		File{Path: "lab/extra/both.splice", Data: bothBundle, Mode: 0o644},
+		File{Path: "lab/extra/resched.splice", Data: reschedBundle, Mode: 0o644})
 	before, _ := r.Marks.Get("before-cmdline")
 	want(t, r, "apply-exit", "0")
 	want(t, r, "applied-cmdline", strings.TrimSpace(before)+" splicefleet.patched=1")
@@ -438,5 +506,15 @@ mark bm-undone2 "$(cat /bm/status)"
 	want(t, r, "bm-before", "enabled splicefleet")
 	want(t, r, "bm-undo2-exit", "0")
 	want(t, r, "bm-undone2", "enabled")
+	want(t, r, "both-apply-exit", "0")
+	want(t, r, "both-objects", "binfmt_misc vmlinux")
+	want(t, r, "both-cmdline", "1")
+	want(t, r, "both-status", "enabled splicefleet")
+	want(t, r, "both-undo-exit", "0")
+	want(t, r, "both-undone", "0 enabled")
+	want(t, r, "resched-apply-exit", "0")
+	want(t, r, "resched-cmdline", "1")
+	want(t, r, "resched-oops", "0")
+	want(t, r, "resched-undo-exit", "0")
 	*note += fmt.Sprintf("; create --patch %.1fs (tree preparation %s), again %.1fs; bundle %d bytes", took.Seconds(), prep, warm.Seconds(), len(bundle))
 }
