@@ -159,11 +159,14 @@ func (h *Host) judgeStored(p *Patch, info KernelInfo, step string) (ok bool, err
 	case errors.Is(err, ErrNoPolicy):
 		return false, err
 	case err != nil:
-		reason := fmt.Sprintf("%s: refused by the trust policy: %v", step, err)
-		h.log.Warn("stored bundle refused; the patch is not loaded again", "patch", p.ID, "version", p.Version, "step", step, "reason", err.Error())
+		why := "the stored copy is damaged or unsafe"
+		if IsReject(err) {
+			why = "refused by the trust policy"
+		}
+		h.log.Warn("stored bundle refused; the patch is not loaded again", "patch", p.ID, "version", p.Version, "step", step, "why", why, "reason", err.Error())
 		h.verdict(p, VerdictRefused, err.Error())
 		p.TrustNote = ""
-		return false, h.fail(p, info, errors.New(reason))
+		return false, h.fail(p, info, fmt.Errorf("%s: %s: %w", step, why, err))
 	case note != "":
 		h.log.Warn("stored bundle expired since it was applied; loading it again", "patch", p.ID, "version", p.Version, "step", step, "reason", note)
 		h.verdict(p, VerdictKeptExpired, note)
