@@ -111,6 +111,7 @@ type Metrics struct {
 	applies, undos, rollbacks, fetchFailures   *prometheus.CounterVec
 	refusedDocs, badEvents                     *prometheus.CounterVec
 	bundlesDropped                             *prometheus.CounterVec
+	storedVerdicts                             *prometheus.CounterVec
 	applyDur, undoDur, transitionDur, fetchDur prometheus.Histogram
 }
 
@@ -159,6 +160,10 @@ func New(opts Options) *Metrics {
 		"Bundles dropped from the agent's store for distribution, by reason: retention (no live rollout needed them for bundle_retention), forget (splicefleet forget, on this host or by signed command). Patches applied stay applied.",
 		"reason", []string{string(DropRetention), string(DropForget)})
 	m.reg.MustRegister(m.bundlesDropped)
+	m.storedVerdicts = counter("stored_bundle_verdicts_total",
+		"Stored bundles judged again before a re-apply at boot or an undo's put-back that did not simply pass, by verdict: refused (a signer's key revoked or no longer trusted, the threshold not met, the stored copy unsafe; the patch is not loaded) or kept_expired (expired after it was applied; loaded, with a warning).",
+		"verdict", []string{splice.VerdictRefused, splice.VerdictKeptExpired})
+	m.reg.MustRegister(m.storedVerdicts)
 	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
 		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))
@@ -234,6 +239,17 @@ func (m *Metrics) Rollback(reason RollbackReason) {
 		return
 	}
 	m.rollbacks.WithLabelValues(string(reason)).Inc()
+}
+
+// StoredBundleVerdict counts a trust verdict on a stored bundle
+// (splice.VerdictRefused or splice.VerdictKeptExpired); another value is
+// logged and not counted.
+func (m *Metrics) StoredBundleVerdict(verdict string) {
+	if verdict != splice.VerdictRefused && verdict != splice.VerdictKeptExpired {
+		m.log.Error("stored bundle verdict with an unknown value is not counted", "verdict", verdict)
+		return
+	}
+	m.storedVerdicts.WithLabelValues(verdict).Inc()
 }
 
 func (m *Metrics) result(r Result) Result {
