@@ -83,7 +83,7 @@ type Patch struct {
 	// TrustNote says why the patch was last loaded again although its
 	// bundle, a signature or a key on it had expired since it was
 	// applied; empty when it was still valid.
-	TrustNote string `json:"trust_note,omitempty"`
+	TrustNote string    `json:"trust_note,omitempty"`
 	Updated   time.Time `json:"updated"`
 	// Kernel is the build the patch was applied to.
 	Kernel KernelInfo `json:"kernel"`

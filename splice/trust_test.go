@@ -83,7 +83,9 @@ type gpgPublisher struct {
 	fpr string
 }
 
-func gpgTime(at time.Time) string { return "--faked-system-time=" + at.UTC().Format("20060102T150405") + "!" }
+func gpgTime(at time.Time) string {
+	return "--faked-system-time=" + at.UTC().Format("20060102T150405") + "!"
+}
 
 func newGPGPublisher(t *testing.T) *gpgPublisher {
 	g := &gpgPublisher{GPG: gpgtest.New(t), t: t}
