@@ -295,7 +295,7 @@ func TestBootRefusesUnsignedBundleAndCraftedJournal(t *testing.T) {
 		if err := os.Chmod(e.stateDir, 0o777); err != nil {
 			t.Fatal(err)
 		}
-		defer os.Chmod(e.stateDir, 0o700)
+		defer func() { _ = os.Chmod(e.stateDir, 0o700) }()
 		_, err := e.open()
 		want := "open host: " + e.stateDir + ": writable by group and others (owner uid 0, mode 0777): refusing a path another user could change; fix: chmod go-w " + e.stateDir
 		if !errors.Is(err, fileperm.ErrUnsafe) || err.Error() != want {
