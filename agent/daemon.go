@@ -151,6 +151,12 @@ func (p policyVerifier) Verify(message []byte, signatures [][]byte) ([]string, e
 	return p.a.policy.Load().Verify(message, signatures)
 }
 
+// VerifyAsOf judges a stored bundle before the host loads it again
+// (splice.StoredVerifier).
+func (p policyVerifier) VerifyAsOf(message []byte, signatures [][]byte, verifiedAt time.Time) ([]string, error) {
+	return p.a.policy.Load().VerifyAsOf(message, signatures, verifiedAt)
+}
+
 // New sets the agent up: trust policy, kernel, store, listeners and the
 // gossip member (not yet joined). Run starts it.
 func New(opts Options) (*Agent, error) {
@@ -193,6 +199,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
+	}
+	// Another user who can write the state directory can make root load
+	// a module of their choosing: refuse it, as `splicefleet apply` does.
+	if err := splice.CheckStateDir(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("state_dir: %w", err)
 	}
 	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
 		return nil, err

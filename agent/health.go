@@ -215,7 +215,15 @@ func (a *Agent) bundleAndProbe(ro *rollout.Rollout) (*splice.Bundle, *healthProb
 func (a *Agent) openHost(ctx context.Context, window time.Duration, step func(string)) (*splice.Host, error) {
 	return splice.OpenHost(ctx, splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: a.kernel, Inspect: InspectModule,
 		Now: a.now, Logger: a.log.With("component", "host"), HealthWindow: window, StepHook: step,
-		OnCrashLoopGuard: a.crashLoopGuarded})
+		OnCrashLoopGuard: a.crashLoopGuarded, Policy: policyVerifier{a}, OnTrustVerdict: a.storedVerdict})
+}
+
+// storedVerdict counts a stored bundle that was refused, or kept although
+// expired, when it was loaded again (by `splicefleet boot` before the
+// agent started, or by an undo's put-back).
+func (a *Agent) storedVerdict(v splice.TrustVerdict) {
+	a.log.Warn("stored bundle judged again before a re-apply", "patch", v.ID, "version", v.Version, "verdict", v.Verdict, "reason", v.Reason, "at", v.At)
+	a.metrics.StoredBundleVerdict(v.Verdict)
 }
 
 // crashLoopGuarded counts a patch the crash-loop guard kept off this host:

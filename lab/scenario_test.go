@@ -462,7 +462,7 @@ mark synced "$?"
 mkdir -p /var/lib/splicefleet && mount -t ext4 /dev/vda /var/lib/splicefleet
 mark mounted "$?"
 state booted
-try boot sfv boot -v
+try boot sf boot -v
 mark reapplied-at "$(uptime_s)"
 state reapplied
 try view sfv view

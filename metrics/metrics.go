@@ -117,6 +117,7 @@ type Metrics struct {
 	applies, undos, rollbacks, fetchFailures   *prometheus.CounterVec
 	refusedDocs, badEvents                     *prometheus.CounterVec
 	bundlesDropped, reloads                    *prometheus.CounterVec
+	storedVerdicts                             *prometheus.CounterVec
 	applyDur, undoDur, transitionDur, fetchDur prometheus.Histogram
 }
 
@@ -168,6 +169,10 @@ func New(opts Options) *Metrics {
 		"Configuration reloads (SIGHUP) by result: applied, refused (a file that does not decode or validate, or a keyring that fails its checks: the agent keeps the configuration it had).",
 		"result", []string{string(ReloadApplied), string(ReloadRefused)})
 	m.reg.MustRegister(m.bundlesDropped, m.reloads)
+	m.storedVerdicts = counter("stored_bundle_verdicts_total",
+		"Stored bundles judged again before a re-apply at boot or an undo's put-back that did not simply pass, by verdict: refused (a signer's key revoked or no longer trusted, the threshold not met, the stored copy unsafe; the patch is not loaded) or kept_expired (expired after it was applied; loaded, with a warning).",
+		"verdict", []string{splice.VerdictRefused, splice.VerdictKeptExpired})
+	m.reg.MustRegister(m.storedVerdicts)
 	m.reg.MustRegister(m.applies, m.undos, m.rollbacks, m.fetchFailures, m.applyDur, m.undoDur, m.transitionDur, m.fetchDur,
 		m.refusedDocs, m.badEvents)
 	m.reg.MustRegister(newStateCollector(opts.Version, opts.Sources, m.log))
@@ -268,6 +273,17 @@ func (m *Metrics) Rollback(reason RollbackReason) {
 		return
 	}
 	m.rollbacks.WithLabelValues(string(reason)).Inc()
+}
+
+// StoredBundleVerdict counts a trust verdict on a stored bundle
+// (splice.VerdictRefused or splice.VerdictKeptExpired); another value is
+// logged and not counted.
+func (m *Metrics) StoredBundleVerdict(verdict string) {
+	if verdict != splice.VerdictRefused && verdict != splice.VerdictKeptExpired {
+		m.log.Error("stored bundle verdict with an unknown value is not counted", "verdict", verdict)
+		return
+	}
+	m.storedVerdicts.WithLabelValues(verdict).Inc()
 }
 
 func (m *Metrics) result(r Result) Result {

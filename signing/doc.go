@@ -35,7 +35,10 @@
 // for counting (an attacker can always append junk to a file), but when the
 // threshold is not met the error lists every signature that did not count
 // and why. Time comes from the policy's injected clock, never from the
-// signature.
+// signature. [Policy.VerifyAsOf] judges a message a host already acted on
+// (a stored bundle loaded again at boot): expiry as of the time it was
+// verified, revocation as of now, so a fix is not dropped because time
+// passed but is when a signer's key was revoked.
 //
 // Keys are read from armored or binary keyrings as GnuPG exports them.
 // Several copies of one key (an old export and a re-export appended after

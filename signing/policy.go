@@ -76,6 +76,29 @@ func (p *Policy) Keyring() *Keyring { return p.keyring }
 // *VerificationError that says why each signature did not count.
 func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 	now := p.now()
+	return p.verify(message, signatures, now, now)
+}
+
+// VerifyAsOf judges signatures over a message that was verified and acted
+// on at an earlier time, verifiedAt, as a host judges a stored bundle
+// before loading it again at boot: the keyring and the threshold are
+// today's, and so is revocation (a key revoked at any time up to now, or
+// up to verifiedAt if the clock now reads earlier, does not count), but
+// expiry (of signatures, keys and subkeys) and the allowance for
+// signatures from the future are judged at verifiedAt. A signature that
+// was valid when the message was acted on stays valid when only time has
+// passed; a key that was revoked since does not.
+func (p *Policy) VerifyAsOf(message []byte, signatures [][]byte, verifiedAt time.Time) ([]string, error) {
+	revokedAt := p.now()
+	if verifiedAt.After(revokedAt) {
+		revokedAt = verifiedAt
+	}
+	return p.verify(message, signatures, verifiedAt, revokedAt)
+}
+
+// verify judges expiry and future dates at now and revocation at
+// revokedAt.
+func (p *Policy) verify(message []byte, signatures [][]byte, now, revokedAt time.Time) ([]string, error) {
 	verr := &VerificationError{Required: p.threshold, Total: len(signatures)}
 	if len(signatures) > MaxSignatures {
 		verr.Rejections = append(verr.Rejections, Rejection{Index: MaxSignatures + 1,
@@ -89,7 +112,7 @@ func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 	claimed := map[string]string{}
 	counted := map[string]bool{}
 	for i, raw := range signatures {
-		fpr, uses, issuer, err := p.check(message, raw, now)
+		fpr, uses, issuer, err := p.check(message, raw, now, revokedAt)
 		if err == nil {
 			for _, u := range uses {
 				if by, ok := claimed[u]; ok {
@@ -126,15 +149,15 @@ func (p *Policy) Verify(message []byte, signatures [][]byte) ([]string, error) {
 // check runs the ordered checks of the package doc on one signature and
 // returns the primary fingerprint it counts for, and what it uses up: that
 // fingerprint and the key material of the primary and the signing key.
-func (p *Policy) check(message, raw []byte, now time.Time) (fpr string, uses []string, issuer string, err error) {
-	fpr, key, issuer, err := p.checkSig(message, raw, now)
+func (p *Policy) check(message, raw []byte, now, revokedAt time.Time) (fpr string, uses []string, issuer string, err error) {
+	fpr, key, issuer, err := p.checkSig(message, raw, now, revokedAt)
 	if err != nil {
 		return "", nil, issuer, err
 	}
 	return fpr, []string{"fingerprint:" + fpr, keyMaterial(key.Entity.PrimaryKey), keyMaterial(key.PublicKey)}, issuer, nil
 }
 
-func (p *Policy) checkSig(message, raw []byte, now time.Time) (fpr string, _ *openpgp.Key, issuer string, err error) {
+func (p *Policy) checkSig(message, raw []byte, now, revokedAt time.Time) (fpr string, _ *openpgp.Key, issuer string, err error) {
 	sig, err := ParseSignature(raw)
 	if err != nil {
 		return "", nil, "", err
@@ -179,7 +202,7 @@ func (p *Policy) checkSig(message, raw []byte, now time.Time) (fpr string, _ *op
 	}
 	selfSig, identity := key.Entity.PrimarySelfSignature()
 	bySubkey := key.PublicKey != primary
-	if key.Entity.Revoked(now) || (bySubkey && key.Revoked(now)) || (identity != nil && identity.Revoked(now)) {
+	if key.Entity.Revoked(revokedAt) || (bySubkey && key.Revoked(revokedAt)) || (identity != nil && identity.Revoked(revokedAt)) {
 		return "", nil, issuer, ErrRevokedKey
 	}
 	if selfSig == nil || keyExpired(primary, selfSig, now) || sigExpired(selfSig, now) {

@@ -17,7 +17,12 @@
 // the module from that stored file after re-hashing it through the same
 // descriptor. Undo follows Ksplice's stack discipline. A crash-loop marker
 // journaled before each load keeps a patch that took the host down from
-// being re-applied by Boot. docs/host.md tells the whole story.
+// being re-applied by Boot. Boot and undo's put-back verify every stored
+// bundle again against the host's trust policy ([StoredVerifier]) before
+// loading it: a revoked signer refuses it, an expiry since the apply does
+// not (see [TrustVerdict]). The state directory, its folders and files
+// must be root's or this user's and not writable by others, and are
+// opened without following links. docs/host.md tells the whole story.
 //
 // # The bundle file (.splice), format 1.0
 //

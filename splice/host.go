@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/fileperm"
 )
 
 // Errors of the host lifecycle that callers branch on.
@@ -34,8 +35,21 @@ var (
 // HostConfig configures a Host.
 type HostConfig struct {
 	// StateDir holds the journal, the lock and the store of bundles and
-	// modules. It is created with mode 0700 when missing.
+	// modules. It is created with mode 0700 when missing. It, its
+	// folders and its files must belong to root or to this process's
+	// user and not be writable by group or others (package fileperm);
+	// files are opened without following symbolic links.
 	StateDir string
+	// Policy is the host's trust policy. Boot and undo's put-back verify
+	// every stored bundle against it before loading it again (see
+	// docs/host.md, "Trust at boot"); without it they load nothing and
+	// return ErrNoPolicy.
+	Policy StoredVerifier
+	// OnTrustVerdict, when set, is called for every stored bundle that
+	// was refused, or kept although expired, when loaded again. Without
+	// it the journal keeps the verdicts (the last 32) for a Host that has
+	// one, as with OnCrashLoopGuard.
+	OnTrustVerdict func(TrustVerdict)
 	// Kernel is the kernel to act on.
 	Kernel Kernel
 	// Inspect reads a verified module's metadata.
@@ -105,8 +119,18 @@ func OpenHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	h.paths.journal, lockPath = statePaths(cfg.StateDir)
 	h.paths.bundles = filepath.Join(cfg.StateDir, "bundles")
 	h.paths.modules = filepath.Join(cfg.StateDir, "modules")
-	for _, d := range []string{cfg.StateDir, h.paths.bundles, h.paths.modules} {
+	if err := CheckStateDir(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("open host: %w", err)
+	}
+	for i, d := range []string{cfg.StateDir, h.paths.bundles, h.paths.modules} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("open host: %w", err)
+		}
+		check := fileperm.CheckPath
+		if i == 0 {
+			check = CheckStateDir
+		}
+		if err := check(d); err != nil {
 			return nil, fmt.Errorf("open host: %w", err)
 		}
 	}
@@ -211,6 +235,7 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	}
 	p.Module, p.ManifestDigest, p.ModuleDigest = m.Module.Name, verified.ManifestDigest, m.Module.SHA256
 	p.Replace, p.Functions, p.CVEs, p.Description, p.Signers = m.Replace, m.Functions, m.CVEs, m.Description, verified.Signers
+	p.VerifiedAt, p.TrustNote = h.cfg.Now().UTC(), ""
 	// What this apply retires is journaled with it, so that a crash
 	// between the load and the retire leaves the intent on disk.
 	p.Supersedes = nil
@@ -307,7 +332,7 @@ func (h *Host) store(v *Verified) error {
 	var wrote string // the bundle file this call wrote
 	bpath := filepath.Join(h.paths.bundles, v.ManifestDigest+".splice")
 	mpath := filepath.Join(h.paths.modules, v.Manifest.Module.SHA256+".ko")
-	if _, err := os.Stat(bpath); err != nil {
+	if _, err := os.Lstat(bpath); err != nil {
 		raw, err := v.Bundle.Bytes()
 		if err != nil {
 			return err
@@ -317,7 +342,7 @@ func (h *Host) store(v *Verified) error {
 		}
 		wrote = bpath
 	}
-	if _, err := os.Stat(mpath); err != nil {
+	if _, err := os.Lstat(mpath); err != nil {
 		if err := atomicfile.WriteFile(mpath, v.Module, 0o600); err != nil {
 			if wrote != "" {
 				_ = os.Remove(wrote) // nothing journals it yet
@@ -331,9 +356,9 @@ func (h *Host) store(v *Verified) error {
 // openModule opens a stored module and checks its digest through the same
 // file descriptor the kernel will load from.
 func (h *Host) openModule(p *Patch) (*os.File, error) {
-	f, err := os.Open(filepath.Join(h.paths.modules, p.ModuleDigest+".ko"))
+	f, err := fileperm.Open(filepath.Join(h.paths.modules, p.ModuleDigest+".ko"))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStore, err)
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
 	}
 	hash := sha256.New()
 	if _, err := io.Copy(hash, io.LimitReader(f, MaxModuleSize+1)); err != nil {
@@ -544,6 +569,11 @@ func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool, 
 	}
 	key := patchKey(p)
 	for _, q := range h.journal.Patches {
+		if q.State == StateReplaced && q.ReplacedBy == key && h.cfg.Policy == nil {
+			// Refuse before the kernel is touched rather than undo
+			// and then be unable to put back what it replaced.
+			return nil, nil, fmt.Errorf("undo %s: it replaced %s version %d, which would be put back: %w (give the host's configuration or --keyring)", id, q.ID, q.Version, ErrNoPolicy)
+		}
 		if q.State == StateReplaced && q.ReplacedBy == key {
 			// Journaled with the reverting write: a crash before what
 			// it replaced is back leaves the put-back to reconcile.
@@ -581,8 +611,17 @@ func (h *Host) restore(ctx context.Context, key string, info KernelInfo, retry [
 	var restored []*Patch
 	var errs []error
 	for _, q := range back {
-		if err := h.checkStored(q); err != nil {
-			errs = append(errs, h.fail(q, info, fmt.Errorf("put back after %s: %w", key, err)))
+		ok, err := h.judgeStored(q, info, "put back after "+key)
+		if errors.Is(err, ErrNoPolicy) {
+			errs = append(errs, err) // nothing judged: it stays replaced
+			continue
+		}
+		if !ok {
+			q.ReplacedBy = ""
+			if serr := h.save(info); serr != nil {
+				err = errors.Join(err, serr)
+			}
+			errs = append(errs, err)
 			continue
 		}
 		if err := h.load(ctx, q, info); err != nil {

@@ -50,7 +50,7 @@ func (e *hostEnv) kernel() *agent.Kernel {
 }
 
 func (e *hostEnv) open(opts ...func(*splice.HostConfig)) (*splice.Host, error) {
-	cfg := splice.HostConfig{StateDir: e.stateDir, Kernel: e.kernel(), Inspect: agent.InspectModule,
+	cfg := splice.HostConfig{StateDir: e.stateDir, Kernel: e.kernel(), Inspect: agent.InspectModule, Policy: e.policy,
 		Now: func() time.Time { return now }, LockWait: 50 * time.Millisecond}
 	for _, o := range opts {
 		o(&cfg)

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/fileperm"
 )
 
 // State is where one patch is on one host.
@@ -33,10 +33,10 @@ const (
 var allowedTransitions = map[State][]State{
 	"":                 {StateApplying},
 	StateApplying:      {StateApplied, StateFailed},
-	StateApplied:       {StateReverting, StateReplaced, StateNotApplicable, StateApplying, StateReverted},
+	StateApplied:       {StateReverting, StateReplaced, StateNotApplicable, StateApplying, StateReverted, StateFailed},
 	StateReverting:     {StateReverted, StateApplied, StateFailed},
 	StateReverted:      {StateApplying},
-	StateReplaced:      {StateApplying, StateReverted},
+	StateReplaced:      {StateApplying, StateReverted, StateFailed},
 	StateFailed:        {StateApplying, StateReverted},
 	StateNotApplicable: {StateApplying, StateApplied},
 }
@@ -76,6 +76,14 @@ type Patch struct {
 	// back when undone. Cleared when the apply succeeds.
 	Prior     *Prior    `json:"prior,omitempty"`
 	AppliedAt time.Time `json:"applied_at,omitzero"`
+	// VerifiedAt is when the bundle was verified for its first apply on
+	// this host: Boot and put-back judge expiry as of then (see
+	// docs/host.md, "Trust at boot").
+	VerifiedAt time.Time `json:"verified_at,omitzero"`
+	// TrustNote says why the patch was last loaded again although its
+	// bundle, a signature or a key on it had expired since it was
+	// applied; empty when it was still valid.
+	TrustNote string    `json:"trust_note,omitempty"`
 	Updated   time.Time `json:"updated"`
 	// Kernel is the build the patch was applied to.
 	Kernel KernelInfo `json:"kernel"`
@@ -126,6 +134,10 @@ type journal struct {
 	// OnCrashLoopGuard callback (see HostConfig), oldest first, at most
 	// maxGuarded.
 	Guarded []Guarded `json:"guarded,omitempty"`
+	// Verdicts are the trust checks of stored bundles (refused, or kept
+	// although expired) not yet handed to an OnTrustVerdict callback,
+	// oldest first, at most maxVerdicts.
+	Verdicts []TrustVerdict `json:"trust_verdicts,omitempty"`
 	// Restoring names the patch ("id@version") an undo is taking off,
 	// journaled with the reverting write when it had replaced patches, and
 	// cleared once they are put back: a crash in between leaves the
@@ -164,7 +176,7 @@ type pending struct {
 }
 
 func loadJSON(path string, v any, limit int64) (bool, error) {
-	f, err := os.Open(path)
+	f, err := fileperm.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/fileperm"
 )
 
 // ErrLocked is returned when another process holds the state directory.
@@ -19,7 +21,9 @@ var ErrLocked = errors.New("state directory is in use by another splicefleet pro
 type dirLock struct{ f *os.File }
 
 func lockDir(path string, wait time.Duration) (*dirLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	// Not following a link: a `lock` link planted by another user would
+	// have root truncate and write the file it names.
+	f, err := fileperm.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
@@ -35,8 +39,9 @@ func lockDir(path string, wait time.Duration) (*dirLock, error) {
 		}
 		if time.Now().After(deadline) {
 			holder := ""
-			if b, rerr := os.ReadFile(path); rerr == nil {
-				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+			b := make([]byte, 32)
+			if n, _ := f.ReadAt(b, 0); n > 0 {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b[:n]))); perr == nil {
 					holder = fmt.Sprintf(" (pid %d)", pid)
 				}
 			}

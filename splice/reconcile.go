@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 )
 
@@ -53,10 +52,17 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	if h.cfg.OnCrashLoopGuard != nil {
 		guarded, h.journal.Guarded = h.journal.Guarded, nil
 	}
+	var verdicts []TrustVerdict
+	if h.cfg.OnTrustVerdict != nil {
+		verdicts, h.journal.Verdicts = h.journal.Verdicts, nil
+	}
 	defer func() {
 		if err == nil {
 			for _, g := range guarded {
 				h.cfg.OnCrashLoopGuard(g)
+			}
+			for _, v := range verdicts {
+				h.cfg.OnTrustVerdict(v)
 			}
 		}
 	}()
@@ -266,8 +272,12 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 		if _, ok := kp[p.Module]; ok {
 			continue
 		}
-		if err := h.checkStored(p); err != nil {
-			errs = append(errs, h.fail(p, info, err))
+		ok, err := h.judgeStored(p, info, "boot")
+		if errors.Is(err, ErrNoPolicy) {
+			return done, err // nothing judged, nothing marked
+		}
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s version %d: %w", p.ID, p.Version, err))
 			continue
 		}
 		if err := h.load(ctx, p, info); err != nil {
@@ -310,32 +320,6 @@ func (h *Host) restoreOrphans(ctx context.Context, info KernelInfo) ([]*Patch, e
 		}
 	}
 	return restored, errors.Join(errs...)
-}
-
-// checkStored re-reads a stored bundle and checks that it is the one the
-// journal recorded and that the stored module is the one it pins.
-func (h *Host) checkStored(p *Patch) error {
-	f, err := os.Open(filepath.Join(h.paths.bundles, p.ManifestDigest+".splice"))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStore, err)
-	}
-	defer f.Close()
-	b, err := Decode(f)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrStore, err)
-	}
-	if Digest(b.Manifest) != p.ManifestDigest {
-		return fmt.Errorf("%w: stored bundle does not match the journal", ErrStore)
-	}
-	m, err := ParseManifest(b.Manifest)
-	if err != nil || m.Module.SHA256 != p.ModuleDigest {
-		return fmt.Errorf("%w: stored manifest does not pin the recorded module", ErrStore)
-	}
-	mod, err := h.openModule(p)
-	if err != nil {
-		return err
-	}
-	return mod.Close()
 }
 
 // HostView is what `splicefleet view` shows.

@@ -39,7 +39,10 @@ func (c *cli) path(name string) string { return filepath.Join(c.dir, name) }
 func (c *cli) run(args ...string) (code int, stdout, stderr string) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
-	code = run(args, strings.NewReader(""), &out, &errb, func(k string) string { return c.env[k] })
+	// The default configuration is the test's own agent.yaml (absent
+	// unless the test writes it), never the machine's.
+	code = runEnv(&env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return c.env[k] },
+		now: time.Now, defaultConfig: c.path("agent.yaml")}, args)
 	return code, out.String(), errb.String()
 }
 

@@ -21,7 +21,9 @@ import (
 	"github.com/splicefleet/splicefleet/splice"
 )
 
-// hostFlags are the flags every host verb shares.
+// hostFlags are the flags every host verb shares. The host's trust
+// policy, state directory and kernel are the agent's configuration's
+// (hostpolicy.go); the flags override it.
 type hostFlags struct {
 	stateDir     string
 	kernel       string
@@ -29,11 +31,19 @@ type hostFlags struct {
 	healthWindow time.Duration
 	stall        time.Duration
 	afterSignal  time.Duration
+	// need is what the verb needs of the trust policy (zero: none).
+	need  policyNeed
+	trust trustFlags
+	cmd   *cobra.Command
+	// host is the policy open resolved.
+	host *hostPolicy
 }
 
 func (f *hostFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", agent.DefaultStateDir, "the host's state directory (journal, lock, stored bundles)")
-	cmd.Flags().StringVar(&f.kernel, "kernel", "linux", `kernel to act on: "linux" (this machine's kernel) or "sim:DIR" (a simulated kernel kept in DIR, for tests and demos)`)
+	f.cmd = cmd
+	f.trust.register(cmd, f.need)
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the host's state directory (journal, lock, stored bundles) (default: the configuration's state_dir, "+agent.DefaultStateDir+")")
+	cmd.Flags().StringVar(&f.kernel, "kernel", "", `kernel to act on: "linux" (this machine's kernel) or "sim:DIR" (a simulated kernel kept in DIR, for tests and demos) (default: the configuration's kernel, linux)`)
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log every step")
 	cmd.Flags().DurationVar(&f.stall, "transition-timeout", kmod.DefaultTimeouts.Stall, "how long a livepatch transition may run before the tasks blocking it are signalled")
 	cmd.Flags().DurationVar(&f.afterSignal, "signal-timeout", kmod.DefaultTimeouts.AfterSignal, "how long to wait after signalling before the transition is reversed")
@@ -46,7 +56,18 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 		level = slog.LevelInfo
 	}
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	k, err := agent.OpenKernel(f.kernel, logger)
+	hp, err := loadHostPolicy(f.cmd, e, &f.trust, f.need)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.host = hp
+	if f.cmd.Flags().Changed("state-dir") {
+		hp.cfg.StateDir = f.stateDir
+	}
+	if f.cmd.Flags().Changed("kernel") {
+		hp.cfg.Kernel = f.kernel
+	}
+	k, err := agent.OpenKernel(hp.cfg.Kernel, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -54,8 +75,13 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 		return nil, nil, errors.New("--transition-timeout and --signal-timeout must be positive")
 	}
 	k.Timeouts.Stall, k.Timeouts.AfterSignal = f.stall, f.afterSignal
+	var policy splice.StoredVerifier
+	if hp.policy != nil {
+		policy = hp.policy
+	}
 	h, err := splice.OpenHost(ctx, splice.HostConfig{
-		StateDir:     f.stateDir,
+		Policy:       policy,
+		StateDir:     hp.cfg.StateDir,
 		Kernel:       k,
 		Inspect:      agent.InspectModule,
 		Now:          e.now,
@@ -89,30 +115,29 @@ func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host
 }
 
 func newApplyCmd(e *env) *cobra.Command {
-	var hf hostFlags
-	var keyring string
-	var threshold int
+	hf := hostFlags{need: policyRequired}
 	cmd := &cobra.Command{
-		Use:   "apply --keyring KEYS.asc [--threshold K] BUNDLE",
+		Use:   "apply [--config FILE | --keyring KEYS.asc [--threshold K]] BUNDLE",
 		Short: "Verify a bundle and apply its livepatch to this host's kernel",
 		Long: `Verify a bundle (signatures under the trust policy, manifest, module digest),
 check that it targets this kernel (release, build id, arch, vermagic), that
 it is newer than the version of its id this host runs, and that its module's
 dependencies are loaded; then store it, load the module from the stored,
 verified file, and wait for the livepatch transition. Every check happens
-before the kernel is touched; a refusal changes nothing.`,
+before the kernel is touched; a refusal changes nothing.
+
+The trust policy is the agent's: the keyring and threshold of
+` + defaultConfigPath + ` (or --config), so that a bundle applied by hand
+meets the same k-of-n as the fleet's. --keyring and --threshold override
+it, for a lab.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := loadPolicy(e, keyring, threshold)
-			if err != nil {
-				return err
-			}
 			b, err := readBundle(args[0])
 			if err != nil {
 				return err
 			}
 			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
-				patch, err := h.Apply(ctx, b, p)
+				patch, err := h.Apply(ctx, b, hf.host.policy)
 				if errors.Is(err, splice.ErrAlreadyApplied) {
 					fmt.Fprintf(e.stdout, "%v: nothing to do%s\n", err, k.Note())
 					return nil
@@ -129,14 +154,12 @@ before the kernel is touched; a refusal changes nothing.`,
 		},
 	}
 	hf.register(cmd)
-	cmd.Flags().StringVar(&keyring, "keyring", "", "trusted public keys")
-	cmd.Flags().IntVar(&threshold, "threshold", 1, "distinct trusted keys that must have signed")
 	cmd.Flags().DurationVar(&hf.healthWindow, "health-window", 0, "keep the crash-loop guard armed this long after the apply")
 	return cmd
 }
 
 func newUndoCmd(e *env) *cobra.Command {
-	var hf hostFlags
+	hf := hostFlags{need: policyOptional}
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "undo (ID | --all)",
@@ -145,7 +168,9 @@ func newUndoCmd(e *env) *cobra.Command {
 Like Ksplice, only the patch on top of the stack can be undone; --all
 unwinds the whole stack, newest first. Undoing an upgrade puts back what it
 had replaced (the older version, or the patches an atomic-replace patch
-superseded), so the host returns to where it was before the upgrade.`,
+superseded), so the host returns to where it was before the upgrade. What
+is put back is verified first against the host's trust policy (the
+agent's configuration, or --keyring), like boot's re-apply.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) == 1) || len(args) > 1 {
 				return errors.New("give one patch id, or --all")
@@ -258,6 +283,9 @@ func printView(e *env, v *splice.HostView) {
 			if p.Reason != "" {
 				fmt.Fprintf(e.stdout, "  %s version %d: %s\n", q(p.ID), p.Version, q(p.Reason))
 			}
+			if p.TrustNote != "" {
+				fmt.Fprintf(e.stdout, "  %s version %d: WARNING: %s\n", q(p.ID), p.Version, q(p.TrustNote))
+			}
 		}
 		for _, p := range v.Patches {
 			if d := kernelDetail(p.Kernel); d != "" {
@@ -313,7 +341,7 @@ func orDash(s string) string {
 }
 
 func newBootCmd(e *env) *cobra.Command {
-	var hf hostFlags
+	hf := hostFlags{need: policyOptional}
 	cmd := &cobra.Command{
 		Use:   "boot",
 		Short: "Re-apply this host's patches after a reboot (run early at boot by systemd)",
@@ -321,7 +349,13 @@ func newBootCmd(e *env) *cobra.Command {
 order, the patches that were applied before the reboot, when the kernel is
 the same build. Patches for another build are marked not applicable; a patch
 that was being applied when the host went down is not retried (the
-crash-loop guard) and is reported as failed.`,
+crash-loop guard) and is reported as failed.
+
+Every stored bundle is verified again first, against the host's trust
+policy (the agent's configuration, or --keyring): a patch whose signer's
+key was revoked, or that no longer meets the threshold, is not loaded and
+is marked failed; one whose bundle or signatures expired after it was
+applied is loaded, with a warning (docs/host.md, "Trust at boot").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {

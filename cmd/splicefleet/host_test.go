@@ -75,7 +75,15 @@ func TestApplyViewUndoBoot(t *testing.T) {
 	if v := h.view(); v.Patches[0].InKernel {
 		t.Fatal("patch still in the kernel after a reboot")
 	}
-	out = h.ok(h.host("boot")...)
+	// Without the agent's configuration or --keyring, boot has no policy
+	// to verify the stored bundle against: it says so and loads nothing.
+	if code, _, errs := h.run(h.host("boot")...); code != exitError || !strings.Contains(errs, "no trust policy to verify the stored bundle against") {
+		t.Fatalf("boot without a policy: exit %d, %s", code, errs)
+	}
+	if v := h.view(); v.Patches[0].InKernel || v.Patches[0].State != splice.StateApplied {
+		t.Fatalf("boot without a policy changed the host: %+v", v.Patches[0])
+	}
+	out = h.ok(h.host("boot", "--keyring", h.path("trusted.asc"))...)
 	if !strings.Contains(out, "re-applied cve-2026-0001 version 2") {
 		t.Fatalf("boot: %s", out)
 	}

@@ -68,6 +68,10 @@ type env struct {
 	// stepHook, when set (by tests only), runs after each journaled step
 	// of apply and undo.
 	stepHook func(step string)
+	// defaultConfig is where the host verbs look for the agent's
+	// configuration without --config (default defaultConfigPath; tests
+	// point it into their own folder).
+	defaultConfig string
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {

@@ -142,22 +142,6 @@ gpg checks against the manifest:
 	return cmd
 }
 
-// loadPolicy reads a keyring file and builds a trust policy.
-func loadPolicy(e *env, keyringPath string, threshold int) (*signing.Policy, error) {
-	if keyringPath == "" {
-		return nil, errors.New("--keyring is required: the trusted public keys")
-	}
-	raw, err := readFile(keyringPath, signing.MaxKeyringSize)
-	if err != nil {
-		return nil, err
-	}
-	kr, err := signing.ReadKeyring(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyringPath, err)
-	}
-	return signing.NewPolicy(kr, threshold, signing.WithClock(e.now))
-}
-
 // verifyBundle decodes and verifies a bundle file under a policy.
 func verifyBundle(e *env, path string, p *signing.Policy) (*splice.Verified, error) {
 	b, err := readBundle(path)

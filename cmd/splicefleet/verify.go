@@ -12,23 +12,27 @@ import (
 )
 
 func newVerifyCmd(e *env) *cobra.Command {
-	var keyring string
-	var threshold int
+	var tf trustFlags
 	cmd := &cobra.Command{
-		Use:   "verify --keyring KEYS.asc [--threshold K] BUNDLE",
+		Use:   "verify [--config FILE | --keyring KEYS.asc [--threshold K]] BUNDLE",
 		Short: "Check a bundle's signatures, manifest and module",
 		Long: `Check a bundle as an agent would before acting on it: at least K distinct
 trusted keys of KEYS.asc signed its manifest (none revoked or expired, no
 weak hash, no signature from the future), the manifest is valid and not
 expired, the module matches the digest the manifest pins, and the module is
 a livepatch module for the manifest's kernel. Exits 0 and names the signers
-when all of that holds; otherwise exits 1 with one line that says why.`,
+when all of that holds; otherwise exits 1 with one line that says why.
+
+The trust policy is this host's: the keyring and threshold of the agent's
+configuration (` + defaultConfigPath + `, or --config); --keyring and
+--threshold override it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := loadPolicy(e, keyring, threshold)
+			hp, err := loadHostPolicy(cmd, e, &tf, policyRequired)
 			if err != nil {
 				return err
 			}
+			p := hp.policy
 			v, err := verifyBundle(e, args[0], p)
 			if err != nil {
 				return err
@@ -46,8 +50,7 @@ when all of that holds; otherwise exits 1 with one line that says why.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyring, "keyring", "", "trusted public keys (armored or binary; as gpg --export writes)")
-	cmd.Flags().IntVar(&threshold, "threshold", 1, "distinct trusted keys that must have signed")
+	tf.register(cmd, policyRequired)
 	return cmd
 }
 
