@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -81,6 +82,9 @@ type Config struct {
 	Tags map[string]string `yaml:"tags"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `yaml:"log_level"`
+	// LogFormat is text (logfmt, key=value, the default) or json (one
+	// object per line, for a log shipper).
+	LogFormat string `yaml:"log_format"`
 	// AntiEntropy is how often the agent asks a random peer for the
 	// bundles, plans and commands it holds (default 30s).
 	AntiEntropy time.Duration `yaml:"anti_entropy"`
@@ -135,6 +139,7 @@ func DefaultConfig() Config {
 		ControlSocket: "/run/splicefleet/control.sock",
 		HTTP:          "0.0.0.0:7947",
 		LogLevel:      "info",
+		LogFormat:     "text",
 		AntiEntropy:   30 * time.Second,
 		// A week: long enough to look at a halted rollout's bundle and
 		// for a partitioned host to come back.
@@ -232,6 +237,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format %q: want text or json", c.LogFormat)
+	}
 	if c.AntiEntropy < time.Second {
 		bad("anti_entropy %s: at least 1s", c.AntiEntropy)
 	}
@@ -300,4 +310,14 @@ func ReadGossipKeys(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s holds no keys", path)
 	}
 	return keys, nil
+}
+
+// LogHandler is the slog handler the configuration asks for, writing to
+// w at level.
+func (c Config) LogHandler(w io.Writer, level slog.Leveler) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
 }

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +44,7 @@ func TestLoadConfigRefuses(t *testing.T) {
 		"zero threshold":     base + "threshold: 0\n",
 		"bad kernel":         base + "kernel: windows\n",
 		"bad level":          base + "log_level: loud\n",
+		"bad log format":     base + "log_format: xml\n",
 		"reserved tag":       base + "tags: {sf.state: x}\n",
 		"two documents":      base + "---\nnode_name: b\n",
 		"wrong type":         base + "threshold: many\n",
@@ -110,5 +114,29 @@ func TestSimulatedKernelNeedsTheUnsafeOptIn(t *testing.T) {
 	}
 	if _, err := LoadConfig(strings.NewReader("node_name: a\ngossip_key_file: k\nkeyring: r\nunsafe_simulated_kernel: true\n")); err != nil {
 		t.Fatalf("the opt-in with kernel: linux: %v", err)
+	}
+}
+
+// TestLogFormatJSON: log_format: json gives one JSON object a line, with
+// the level and the attributes as keys, for a log shipper; the default
+// stays key=value text.
+func TestLogFormatJSON(t *testing.T) {
+	base := "node_name: a\ngossip_key_file: k\nkeyring: r\n"
+	for format, want := range map[string]string{"": `level=INFO msg="rollout accepted" rollout=r1`, "log_format: json\n": `{"time":`} {
+		cfg, err := LoadConfig(strings.NewReader(base + format))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		slog.New(cfg.LogHandler(&buf, slog.LevelInfo)).Info("rollout accepted", "rollout", "r1")
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log_format %q: %q, want %q", format, buf.String(), want)
+		}
+		if format != "" {
+			var line map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line["msg"] != "rollout accepted" || line["rollout"] != "r1" || line["level"] != "INFO" {
+				t.Errorf("json line %q: %v, %v", buf.String(), line, err)
+			}
+		}
 	}
 }

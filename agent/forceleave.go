@@ -29,7 +29,7 @@ func (a *Agent) ForceLeave(name string) (string, error) {
 			if err := a.node.ForceLeave(name); err != nil {
 				return m.Status, err
 			}
-			a.log.Info("force-leave", "node", name)
+			a.log.Info("force-leave", "member", name)
 			return m.Status, nil
 		case "left":
 			return m.Status, nil

@@ -237,7 +237,7 @@ func (r *rollouts) acceptReportLocked(wire []byte) (*rollout.SignedReport, bool,
 		return rep, false, err
 	}
 	if err := r.book.save(rep.Plan, rep.Node); err != nil {
-		r.a.log.Warn("save host report", "plan", rep.Plan[:12], "node", rep.Node, "err", err)
+		r.a.log.Warn("save host report", "plan", rep.Plan[:12], "reporter", rep.Node, "err", err)
 	}
 	return rep, true, nil
 }

@@ -170,7 +170,7 @@ starting. The systemd unit runs it before the agent.`,
 			}
 			level := new(slog.LevelVar)
 			_ = level.UnmarshalText([]byte(cfg.LogLevel))
-			logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			logger := slog.New(cfg.LogHandler(e.stderr, level))
 			a, err := agent.New(agent.Options{Config: cfg, Version: version, Revision: currentBuild().Commit, Logger: logger, RunHealth: runHealthCommand})
 			if err != nil {
 				return err
