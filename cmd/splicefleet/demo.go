@@ -187,7 +187,7 @@ func (d *demo) run(ctx context.Context, dir string, f demoFlags, logger *slog.Lo
 		return err
 	}
 	d.say("cluster formed: every agent sees %d of %d alive, %s after the start", f.agents, f.agents, since(t))
-	d.where(dir)
+	d.where(dir, f.hold)
 
 	if err := d.goodRollout(ctx); err != nil {
 		return err
@@ -208,8 +208,9 @@ func (d *demo) run(ctx context.Context, dir string, f demoFlags, logger *slog.Lo
 	return nil
 }
 
-// where prints where the agents listen and what to try against them.
-func (d *demo) where(dir string) {
+// where prints where the agents listen and, when the fleet will still
+// run after the story (--hold), what to try against them.
+func (d *demo) where(dir string, hold bool) {
 	d.section("Where things are")
 	d.say("%-9s %-7s %-36s %s", "HOST", "RING", "HEALTH", "METRICS")
 	for _, h := range d.fleet.Hosts {
@@ -223,6 +224,10 @@ func (d *demo) where(dir string) {
 	sock := d.judge.ControlSocket
 	d.say("%s is the seed (gossip at %s); its control socket: %s", d.judge.Name, d.judge.Agent.GossipAddr(), sock)
 	d.say("agents' log: %s", filepath.Join(dir, "agents.log"))
+	if !hold {
+		d.say("The fleet stops when the story ends (about 20 s); to try commands against it, run the demo with --hold (make demo DEMO_FLAGS=--hold).")
+		return
+	}
 	d.say("In another terminal while the fleet runs (splicefleet is bin/splicefleet after make build):")
 	for _, c := range []string{
 		"rollout list --control-socket " + sock,
