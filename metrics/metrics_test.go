@@ -98,7 +98,7 @@ var fakeRollouts = []rollout.Status{
 			{Name: "canary", Cohort: 1, Applied: 1, Healthy: 1, Passed: true},
 			{Name: "100%", Cohort: 5, Applied: 5, Healthy: 5, Passed: true},
 		}},
-	{ID: "nft-verdict", State: rollout.Halted, Open: 0, Self: rollout.SelfStatus{State: rollout.StateFailed},
+	{ID: "nft-verdict", State: rollout.Halted, EndedAt: time.Unix(1780000000, 0), Open: 0, Self: rollout.SelfStatus{State: rollout.StateFailed},
 		Stages: []rollout.StageStatus{
 			{Name: "canary", Cohort: 2, Applied: 1, Healthy: 1, Failed: 1},
 			{Name: "10%", Cohort: 6},

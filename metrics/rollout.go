@@ -34,7 +34,7 @@ var RefusalReasons = []string{"signature", "expired", "replayed", "duplicate_key
 var rolloutEvents = []string{rollout.ReportEvent, rollout.DocEvent}
 
 type rolloutDescs struct {
-	state, stage, stages, hosts, hostState, regressed *prometheus.Desc
+	state, stage, stages, hosts, hostState, regressed, ended *prometheus.Desc
 }
 
 func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Desc) rolloutDescs {
@@ -53,11 +53,14 @@ func newRolloutDescs(d func(name, help string, labels ...string) *prometheus.Des
 		regressed: d("rollout_regressed_hosts",
 			"Hosts that failed a rollout outside its gates: after their health window, after the rollout was done, or before their stage opened. Each undid the patch on itself; the rollout goes on (a finished one keeps its fix everywhere else).",
 			"rollout"),
+		ended: d("rollout_ended_timestamp_seconds",
+			"When each rollout that halted, rolled back or was revoked ended, as this agent recorded it (Unix seconds); absent while it has not ended. Alerts use it to speak of recent halts only, even on a Prometheus that has just started.",
+			"rollout"),
 	}
 }
 
 func (r rolloutDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState, r.regressed}
+	return []*prometheus.Desc{r.state, r.stage, r.stages, r.hosts, r.hostState, r.regressed, r.ended}
 }
 
 // collectRollouts exports the newest MaxRollouts rollouts of a list in
@@ -76,6 +79,9 @@ func (c *stateCollector) collectRollouts(gauge func(*prometheus.Desc, float64, .
 		}
 		gauge(c.ro.stage, float64(st.Open+1), st.ID)
 		gauge(c.ro.regressed, float64(len(st.Regressed)), st.ID)
+		if !st.EndedAt.IsZero() {
+			gauge(c.ro.ended, float64(st.EndedAt.UnixNano())/1e9, st.ID)
+		}
 		gauge(c.ro.stages, float64(len(st.Stages)), st.ID)
 		if st.Open >= 0 && st.Open < len(st.Stages) {
 			s := st.Stages[st.Open]

@@ -224,14 +224,17 @@ func (r *Rollout) steering() steering {
 
 // Status is the rollout as this agent sees it.
 type Status struct {
-	ID     string        `json:"id"`
-	Digest string        `json:"digest"`
-	Bundle string        `json:"bundle"`
-	State  string        `json:"state"`
-	OnHalt string        `json:"on_halt"`
-	Open   int           `json:"open"` // highest open stage, 0-based
-	Stages []StageStatus `json:"stages"`
-	Failed []string      `json:"failed,omitempty"` // "node: reason"
+	ID     string `json:"id"`
+	Digest string `json:"digest"`
+	Bundle string `json:"bundle"`
+	State  string `json:"state"`
+	// EndedAt is when the rollout halted, rolled back or was revoked, as
+	// this agent recorded it; zero while it has not ended.
+	EndedAt time.Time     `json:"ended_at,omitzero"`
+	OnHalt  string        `json:"on_halt"`
+	Open    int           `json:"open"` // highest open stage, 0-based
+	Stages  []StageStatus `json:"stages"`
+	Failed  []string      `json:"failed,omitempty"` // "node: reason"
 	// Regressed are hosts that failed after they reported healthy, or
 	// after the rollout was done: "node: reason". They undo the patch on
 	// themselves only; the fleet alerts.
@@ -441,6 +444,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	case r.HaltReason != "":
 		open = r.openedElsewhere(now, hosts, open)
 		st.State, st.Why = r.ended(steer, hosts)
+		st.EndedAt = r.HaltedAt
 	case expired:
 		st.State = Expired
 		st.Why = "expired at " + plan.Expires.UTC().Format(time.RFC3339) + "; no host applies it any more"
