@@ -155,7 +155,7 @@ func TestReloadRefusesAKeyringOthersMayWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitLog(t, logs, "level=WARN", "reload refused; keeping the running configuration and trust policy", "may be changed by another user")
+	waitLog(t, logs, "level=WARN", "reload refused; keeping the running configuration and trust policy", "unsafe ownership or permissions")
 	if got := metricValue(t, h, "splicefleet_config_reloads_total", "result", "applied"); got != 0 {
 		t.Errorf("%g reloads counted applied", got)
 	}

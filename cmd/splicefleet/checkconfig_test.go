@@ -71,7 +71,7 @@ func TestAgentCheckConfig(t *testing.T) {
 		{"state directory others may write", "", func() func() {
 			chmod(t, stateDir, 0o777)
 			return func() { chmod(t, stateDir, 0o700) }
-		}, "state_dir: " + stateDir + " may be changed by another user"},
+		}, "state_dir: " + stateDir + " unsafe ownership or permissions"},
 		{"health command missing", "health_command: [/nonexistent/check-health]\n", nil, "health_command: exec: \"/nonexistent/check-health\""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

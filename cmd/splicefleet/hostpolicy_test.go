@@ -11,7 +11,7 @@ import (
 func (h *hostCLI) agentConfig(threshold string) string {
 	h.t.Helper()
 	p := h.write("agent.yaml", []byte("keyring: "+h.path("trusted.asc")+"\nthreshold: "+threshold+
-		"\nstate_dir: "+h.stateDir+"\nkernel: sim:"+h.simDir+"\n"))
+		"\nstate_dir: "+h.stateDir+"\nkernel: sim:"+h.simDir+"\nunsafe_simulated_kernel: true\n"))
 	if err := os.Chmod(p, 0o640); err != nil {
 		h.t.Fatal(err)
 	}

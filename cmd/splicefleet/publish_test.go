@@ -144,7 +144,7 @@ func TestPublishChecksEverythingFirst(t *testing.T) {
 	nothing := held()
 	key := c.path("keya.sec.asc")
 	// No bundle: line; comments and layout stay as written.
-	plan := c.write("plan.yaml", []byte("# the fix, canary first\nid: fix\nstages:\n  - percent: 50\n    soak: 200ms\n  - percent: 100\ngates:\n  health_window: 200ms\n"))
+	plan := c.write("plan.yaml", []byte("# the fix, canary first\nid: fix\nstages:\n  - percent: 50\n    soak: 200ms\n  - percent: 100\ngates:\n  health_window: 200ms\nallow_simulated: true\n"))
 
 	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
 	code, out, errs := c.run("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", c.path("stranger.sec.asc"), bundle)
