@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,37 @@ stages:
 	}
 	eventually(t, 30*time.Second, "the bad host report is counted", func() error {
 		return contains(scrape(t, a), `splicefleet_rollout_documents_refused_total{kind="report",reason="invalid"} 1`)
+	})
+
+	// A second rollout of the bundle, halted by a signed command: it
+	// says when it ended.
+	ended, err := agents[0].StartRollout(f.signedPlan(v.ManifestDigest, `id: ended-metrics
+bundle: BUNDLE
+stages:
+  - percent: 0.01
+    soak: 1h
+  - percent: 100
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the second rollout reaches the other host", func() error {
+		return contains(scrape(t, a), `splicefleet_rollout_state{rollout="ended-metrics",state="running"} 1`)
+	})
+	if _, err := a.Command(f.command(f.signer, rollout.Command{Plan: ended.Digest, Seq: 1, Action: rollout.ActionHalt})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the halted rollout says when it ended", func() error {
+		for _, l := range strings.Split(scrape(t, a), "\n") {
+			if v, ok := strings.CutPrefix(l, `splicefleet_rollout_ended_timestamp_seconds{rollout="ended-metrics"} `); ok {
+				at, err := strconv.ParseFloat(v, 64)
+				if err != nil || time.Since(time.Unix(int64(at), 0)).Abs() > time.Hour {
+					return fmt.Errorf("ended at %q, not about now", v)
+				}
+				return nil
+			}
+		}
+		return errors.New("no end time for the halted rollout")
 	})
 
 	text := scrape(t, a)
