@@ -404,10 +404,12 @@ func (r *rollouts) askReports(plan, node, addr string, shown rollout.HostState, 
 	go func() {
 		defer a.wg.Done()
 		if failures {
+			// The failures that halted it, and the member's own word too:
+			// its last healthy report may be what a stage here still
+			// waits for (the member rolled back since).
 			r.fetchReports(context.Background(), addr, plan, "", true)
-		} else {
-			r.fetchReports(context.Background(), addr, plan, node, false)
 		}
+		r.fetchReports(context.Background(), addr, plan, node, false)
 	}()
 }
 
