@@ -719,6 +719,13 @@ func (r *Rollout) count(k int, s Stage, hosts []host) StageStatus {
 		default:
 			ss.Waiting++
 		}
+		if h.known && h.wasHealthy && (h.state == StateRolledBack || h.state == StateHalted) {
+			// Healthy in its window, rolled back since by a halt: the
+			// hosts that saw its healthy report passed the stage on it,
+			// and one that missed that report must judge alike, or it
+			// waits on the stage while the others halted past it.
+			knownHealthy++
+		}
 		if h.state != StateHealthy && h.state != StateFailed && h.state != StateRolledBack {
 			waiting = firstByName(waiting, h, maxWaitingShown)
 		}

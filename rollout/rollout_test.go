@@ -692,3 +692,37 @@ func TestSimulatedHostsTakeNoPartUnlessAllowed(t *testing.T) {
 		t.Errorf("with allow_simulated the canary stage counts %d hosts, want 1", c)
 	}
 }
+
+// TestRolledBackAfterHealthyCountsForItsStage: a host that signed a
+// healthy report and rolled back since, by a halt, counts for its stage
+// as it did for the agents that saw its healthy report then; an agent
+// that missed that report (killed meanwhile) judges alike: its stage
+// passes, the next one opens, and the failure there halts the rollout
+// here too, instead of this agent waiting on the stage forever with the
+// failure "outside the open stages".
+func TestRolledBackAfterHealthyCountsForItsStage(t *testing.T) {
+	f := newFleet(t, stagedPlan, 10, map[int]string{3: "canary"})
+	f.step(t0, StateHealthy)
+	reports := map[string]Evidence{"host-03": {State: StateHealthy}}
+	var third string
+	for i, m := range f.members {
+		switch {
+		case i == 3:
+		case Bucket("staged", m.Name) < 5000:
+			reports[m.Name] = Evidence{State: StateRolledBack, WasHealthy: true}
+		case third == "":
+			third = m.Name
+			reports[m.Name] = Evidence{State: StateFailed, Reason: "health check failed"}
+		default:
+			reports[m.Name] = Evidence{State: StateRolledBack}
+		}
+	}
+	eval := func(at time.Duration) Status {
+		return f.r.Evaluate(View{Self: "host-03", Members: f.members, Reports: reports}, t0.Add(at))
+	}
+	eval(61 * time.Second)
+	st := eval(61*time.Second + 5*time.Minute + time.Second)
+	if st.State != Halted || !strings.Contains(st.Why, third+": health check failed") {
+		t.Fatalf("state %s open %d: %s", st.State, st.Open+1, st.Why)
+	}
+}
