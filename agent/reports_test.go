@@ -390,3 +390,88 @@ func TestReportsSurviveARestart(t *testing.T) {
 		t.Errorf("after the restart %s holds %s's report as %s, want healthy (read from its state directory)", restarted.Name(), other, got)
 	}
 }
+
+// TestLostRollbackReportIsFetched: a rollout halted and rolled back
+// everywhere, but one agent missed a host's rolled-back report and so
+// still sees that host running the patch. It must not stay "halted,
+// rolling back" forever: it asks the host again while it judges the
+// rollout settled, and asks it directly once the host's tags no longer
+// carry the rollout.
+func TestLostRollbackReportIsFetched(t *testing.T) {
+	f := newTestFleet(t)
+	seed := f.start(f.config("seed"))
+	acfg := f.config("a")
+	acfg.Tags = map[string]string{"ring": "a"}
+	a := f.start(acfg)
+	b := f.start(failingConfig(t, f, "b", "lp_lost", map[string]string{"ring": "b"}))
+	agents := []*Agent{seed, a, b}
+	waitMembers(t, agents, 3)
+	_, st := f.publishWithPlan(seed, "lost", 1, `id: ID
+bundle: BUNDLE
+stages:
+  - ring: a
+    soak: 200ms
+  - ring: b
+gates:
+  health_window: 200ms
+`)
+	d := st.Digest
+	waitRollout(t, agents, d, rollout.RolledBack, 60*time.Second)
+
+	// forget makes the seed hold only a's healthy report, as if its
+	// rolled-back report had been lost, and judges the rollout on a view
+	// whose tags of a say nothing of it (and, with noAddr, give no
+	// address to ask either).
+	forget := func(noAddr bool) rollout.Status {
+		seed.ro.mu.Lock()
+		defer seed.ro.mu.Unlock()
+		held := seed.ro.book.plans[d]["a"]
+		if held == nil || held.healthy == nil || held.latest.State != rollout.StateRolledBack {
+			t.Fatalf("the seed holds %+v for a", held)
+		}
+		seed.ro.book.plans[d]["a"] = &heldReport{latest: held.healthy}
+		clear(seed.ro.asked)
+		c := seed.ro.cluster()
+		c.hints = slices.Clone(c.hints)
+		c.http = slices.Clone(c.http)
+		for i, m := range c.members {
+			if m.Name == "a" {
+				c.hints[i] = nil
+				if noAddr {
+					c.http[i] = ""
+				}
+			}
+		}
+		return seed.ro.evaluateIn(seed.ro.recs[d], c)
+	}
+	judged := func() rollout.Status {
+		seed.ro.mu.Lock()
+		defer seed.ro.mu.Unlock()
+		return seed.ro.status[d]
+	}
+
+	// Settled as halted with a host running the patch: judged again by
+	// the loop, on the real tags, until it rolled back.
+	if s := forget(true); s.State != rollout.Halted || s.RollingBack != 1 {
+		t.Fatalf("after losing a's report the seed judges %s (%d rolling back): %s", s.State, s.RollingBack, s.Why)
+	}
+	eventually(t, 20*time.Second, "the seed's loop sees the rollback again", func() error {
+		if s := judged(); s.State != rollout.RolledBack {
+			return fmt.Errorf("%s: %s", s.State, s.Why)
+		}
+		return nil
+	})
+
+	// Tags silent on the rollout: a is asked directly.
+	if s := forget(false); s.State != rollout.Halted && s.State != rollout.RolledBack {
+		t.Fatalf("the seed judges %s: %s", s.State, s.Why)
+	}
+	eventually(t, 20*time.Second, "the seed fetches a's rolled-back report", func() error {
+		seed.ro.mu.Lock()
+		defer seed.ro.mu.Unlock()
+		if s := seed.ro.book.plans[d]["a"].latest.State; s != rollout.StateRolledBack {
+			return fmt.Errorf("a: %s", s)
+		}
+		return nil
+	})
+}

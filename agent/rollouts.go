@@ -69,6 +69,9 @@ type rollouts struct {
 	status map[string]rollout.Status
 	acting map[string]bool      // host actions running, by plan digest
 	asked  map[string]time.Time // reports asked for, by plan digest, node and state shown: when
+	// rechecked is when a settled rollout that some host still runs after
+	// its halt was last judged again, by plan digest.
+	rechecked map[string]time.Time
 	// mismatched names the members seen showing a key other than their
 	// pinned one, logged once.
 	mismatched map[string]bool
@@ -109,7 +112,7 @@ type cachedMember struct {
 func openRollouts(a *Agent) (*rollouts, error) {
 	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, mismatched: map[string]bool{}, status: map[string]rollout.Status{},
-		acting: map[string]bool{}, asked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
+		acting: map[string]bool{}, asked: map[string]time.Time{}, rechecked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
 	if len(a.cfg.Join) > 0 {
 		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
@@ -523,15 +526,31 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 	ended := rec.Rollout.HaltReason != ""
 	for i, m := range c.members {
 		shown := c.hints[i][key]
-		if i == c.self || shown == rollout.StateNone || c.http[i] == "" {
+		if i == c.self || c.http[i] == "" {
+			continue
+		}
+		if shown == rollout.StateNone {
+			// Its tags carry only its last few rollouts. A host this agent
+			// still holds running the patch of a rollout that halted for
+			// rollback is asked for its word directly: the report that it
+			// rolled back may have been lost, and its tags dropped it since.
+			if held := v.Reports[m.Name]; ended && rec.Rollout.Rollback && m.Status == "alive" &&
+				(held.State == rollout.StateApplying || held.State == rollout.StateHealthy) {
+				r.askReports(d, m.Name, c.http[i], rollout.StateRolledBack, false)
+			}
 			continue
 		}
 		switch held := v.Reports[m.Name]; {
 		case held.State != shown && (shown == rollout.StateHalted || shown == rollout.StateRolledBack):
 			// It halted: the failures or commands that halted it are
 			// what this agent needs, not its word.
-			if !ended {
+			switch {
+			case !ended:
 				r.askReports(d, m.Name, c.http[i], shown, true)
+			case held.State == rollout.StateApplying || held.State == rollout.StateHealthy:
+				// Halted here too, and this agent holds it running the
+				// patch: its rolled-back report is what it lacks.
+				r.askReports(d, m.Name, c.http[i], shown, false)
 			}
 		case held.State != shown:
 			r.askReports(d, m.Name, c.http[i], shown, false)
@@ -627,6 +646,10 @@ func settled(st rollout.Status, l local) bool {
 	return false
 }
 
+// recheckRollingBack is how often a settled rollout that some host still
+// runs after its halt is judged again.
+const recheckRollingBack = 5 * time.Second
+
 // step evaluates every rollout once and acts.
 func (r *rollouts) step(ctx context.Context) {
 	r.mu.Lock()
@@ -635,7 +658,13 @@ func (r *rollouts) step(ctx context.Context) {
 	for _, d := range r.order {
 		rec := r.recs[d]
 		if prev, ok := r.status[d]; ok && !r.acting[d] && settled(prev, rec.Local) {
-			continue
+			// A halted rollout that some host still runs, as this agent
+			// sees it, is judged again now and then until it rolled back
+			// everywhere: judging asks those hosts for their reports.
+			if prev.RollingBack == 0 || time.Since(r.rechecked[d]) < recheckRollingBack {
+				continue
+			}
+			r.rechecked[d] = time.Now()
 		}
 		if c == nil {
 			cl := r.cluster()

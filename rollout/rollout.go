@@ -240,7 +240,10 @@ type Status struct {
 	// themselves only; the fleet alerts.
 	Regressed []string `json:"regressed,omitempty"`
 	Why       string   `json:"why"`
-	LastSeq   uint64   `json:"last_seq"`
+	// RollingBack counts the hosts that still run the patch of a rollout
+	// that halted with on_halt: rollback, as this agent's reports show.
+	RollingBack int    `json:"rolling_back,omitempty"`
+	LastSeq     uint64 `json:"last_seq"`
 	// Self is what this host should do.
 	Self SelfStatus `json:"self"`
 }
@@ -443,7 +446,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	switch {
 	case r.HaltReason != "":
 		open = r.openedElsewhere(now, hosts, open)
-		st.State, st.Why = r.ended(steer, hosts)
+		st.State, st.Why, st.RollingBack = r.ended(steer, hosts)
 		st.EndedAt = r.HaltedAt
 	case expired:
 		st.State = Expired
@@ -474,7 +477,7 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 				r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
 				r.HaltedByGate = true
 				open = r.openedElsewhere(now, hosts, open)
-				st.State, st.Why = r.ended(steer, hosts)
+				st.State, st.Why, st.RollingBack = r.ended(steer, hosts)
 				break
 			}
 		}
@@ -520,13 +523,13 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 // ended is the state and explanation of a halted rollout: halted, or
 // revoked, and once no host of its cohort runs the patch any more, rolled
 // back.
-func (r *Rollout) ended(steer steering, hosts []host) (state, why string) {
+func (r *Rollout) ended(steer steering, hosts []host) (state, why string, rollingBack int) {
 	state, why = Halted, "halted: "+r.HaltReason
 	if steer.halt != nil && steer.halt.Action == ActionRevoke {
 		state, why = Revoked, "revoked: "+r.HaltReason
 	}
 	if !r.Rollback {
-		return state, why + "; hosts keep what they applied"
+		return state, why + "; hosts keep what they applied", 0
 	}
 	running, rolledBack := 0, 0
 	for _, h := range hosts {
@@ -539,12 +542,12 @@ func (r *Rollout) ended(steer steering, hosts []host) (state, why string) {
 	}
 	if running > 0 {
 		return state, why + fmt.Sprintf("; rolling back: %d host%s still run%s it, %d rolled back", running, plural(running),
-			map[bool]string{true: "s", false: ""}[running == 1], rolledBack)
+			map[bool]string{true: "s", false: ""}[running == 1], rolledBack), running
 	}
 	if state == Halted {
 		state = RolledBack
 	}
-	return state, why + fmt.Sprintf("; rolled back (%d host%s)", rolledBack, plural(rolledBack))
+	return state, why + fmt.Sprintf("; rolled back (%d host%s)", rolledBack, plural(rolledBack)), 0
 }
 
 // Is reports whether a rollout in state is in want, where want Halted

@@ -408,22 +408,36 @@ allow_simulated: true
 		slowest = max(slowest, took)
 		t.Logf("round %d: %s stage %d, fault %q on %d, kills %v, %s", r, st.State, st.Open+1, cr.fault, cr.faulty, cr.kills, took.Round(time.Millisecond))
 	}
-	// Every agent agrees on every rollout at the end.
-	var first []string
-	for i, p := range procs {
-		_, out, _ := c.run("rollout", "list", "--control-socket", p.socket)
-		// Rollout, plan, state and open stage (the counts beside them
-		// are each agent's gossip view at that instant).
-		var lines []string
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(l)
-			lines = append(lines, strings.Join(f[:min(len(f), 5)], " "))
+	// Every agent agrees on every rollout at the end: gossip carries the
+	// last reports within a few seconds, and an agent that missed one
+	// asks the host for it.
+	var disagree []string
+	agreeBy := time.Now().Add(30 * time.Second)
+	for {
+		disagree = disagree[:0]
+		var first []string
+		for i, p := range procs {
+			_, out, _ := c.run("rollout", "list", "--control-socket", p.socket)
+			// Rollout, plan, state and open stage (the counts beside them
+			// are each agent's gossip view at that instant).
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				f := strings.Fields(l)
+				lines = append(lines, strings.Join(f[:min(len(f), 5)], " "))
+			}
+			if i == 0 {
+				first = lines
+			} else if !slices.Equal(lines, first) {
+				disagree = append(disagree, fmt.Sprintf("%s lists\n%s\nhost-0 lists\n%s", p.name, strings.Join(lines, "\n"), strings.Join(first, "\n")))
+			}
 		}
-		if i == 0 {
-			first = lines
-		} else if !slices.Equal(lines, first) {
-			t.Errorf("%s lists\n%s\nhost-0 lists\n%s", p.name, strings.Join(lines, "\n"), strings.Join(first, "\n"))
+		if len(disagree) == 0 || time.Now().After(agreeBy) {
+			break
 		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, d := range disagree {
+		t.Errorf("30 s after the last round: %s", d)
 	}
 	t.Logf("%d rounds (%d done, %d halted and rolled back), %d SIGKILLs (%d in a rollback), %s in all, %s per round, slowest %s",
 		rounds, done, halted, kills, rollbackKills, time.Since(start).Round(time.Second),
