@@ -40,6 +40,7 @@ const (
 	TagHTTP    = "sf.http" // host:port of the blob service and index
 	TagHeld    = "sf.held" // bundles held, verified
 	TagSim     = "sf.sim"  // "1" when the kernel is the simulated test double
+	TagNoLP    = "sf.nolp" // "1" when the kernel has no livepatch support
 	TagApplied = "sf.ap"   // the host's applied patch stack, "id@version,..." (cut to fit, "+N" more)
 	TagHostKey = "sf.hk"   // the host key's public half (hostkey.Encode)
 )
@@ -352,6 +353,9 @@ func (a *Agent) tags() (map[string]string, error) {
 		t[TagKernel], t[TagArch] = info.Release, info.Arch
 		t[TagBuildID] = info.BuildID[:min(16, len(info.BuildID))]
 	}
+	if info, err := a.kernel.Info(); err == nil && !info.Livepatch {
+		t[TagNoLP] = "1"
+	}
 	if a.kernel.simulated {
 		// Said even when the simulated kernel cannot say what it is: a
 		// plan without allow_simulated leaves this host out.
@@ -475,6 +479,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		ConnState: a.ctlLn.connState}
 	go func() { _ = a.httpSrv.Serve(a.httpLn) }()
 	go func() { _ = a.ctlSrv.Serve(a.ctlLn) }()
+	if why := a.livepatchMissing(); why != "" {
+		a.log.Warn(why)
+	}
 	if len(a.cfg.Join) > 0 {
 		a.wg.Add(1)
 		go func() {
@@ -784,3 +791,14 @@ func (a *Agent) reload(cfg Config) error {
 
 // Members lists the cluster as this agent sees it.
 func (a *Agent) Members() []gossip.Member { return a.node.Members() }
+
+// livepatchMissing says why this host cannot apply patches when its
+// kernel has no livepatch support, and is empty otherwise. The agent
+// still gossips, fetches and serves bundles for its peers.
+func (a *Agent) livepatchMissing() string {
+	info, err := a.kernel.Info()
+	if err != nil || info.Livepatch {
+		return ""
+	}
+	return fmt.Sprintf("kernel %s has no livepatch support (no /sys/kernel/livepatch; it needs CONFIG_LIVEPATCH): this host applies no patch, and refuses every rollout's apply; it still relays bundles for its peers", info.Release)
+}

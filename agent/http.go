@@ -26,7 +26,12 @@ func (a *Agent) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		// The agent is up either way (a liveness probe must not restart
+		// it in a loop); what it cannot do is said on the next line.
 		_, _ = io.WriteString(w, "ok\n")
+		if why := a.livepatchMissing(); why != "" {
+			_, _ = io.WriteString(w, "warning: "+why+"\n")
+		}
 	})
 	mux.HandleFunc("GET /v1/index", func(w http.ResponseWriter, r *http.Request) {
 		entries, err := a.store.List()

@@ -574,7 +574,7 @@ func memberFor(name, status string, tags map[string]string) rollout.Member {
 		}
 	}
 	return rollout.Member{Name: name, Status: status, Kernel: tags[TagKernel], Arch: tags[TagArch],
-		BuildID: tags[TagBuildID], Tags: user, Simulated: tags[TagSim] == "1"}
+		BuildID: tags[TagBuildID], Tags: user, Simulated: tags[TagSim] == "1", NoLivepatch: tags[TagNoLP] == "1"}
 }
 
 // evaluateLocked judges one rollout and persists what changed. The

@@ -53,6 +53,11 @@ type Member struct {
 	// Simulated says the member runs the simulated kernel, as its tags
 	// say: it is targeted only by a plan with AllowSimulated.
 	Simulated bool
+	// NoLivepatch says the member's kernel has no livepatch support, as
+	// its tags say: no rollout targets it, since its apply could only
+	// fail (and a failing canary halts the rollout fleet-wide). A member
+	// says this of itself alone.
+	NoLivepatch bool
 }
 
 // Evidence is what one host's verified, signed reports say about its
@@ -305,7 +310,7 @@ func (r *Rollout) Targets(m Member) bool {
 	if m.Status == "left" || m.Status == "leaving" {
 		return false
 	}
-	if m.Simulated && !r.Plan.AllowSimulated {
+	if (m.Simulated && !r.Plan.AllowSimulated) || m.NoLivepatch {
 		return false
 	}
 	k := r.Kernel
