@@ -18,6 +18,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -186,20 +187,11 @@ func (f *testFleet) bundle(id string, version uint64, signer *signing.Signer, pa
 	return raw
 }
 
-// eventually retries check until it passes or the deadline passes.
+// eventually retries check until it passes, or fails the test after
+// within, stretched by the machine's factor (testutil.Within).
 func eventually(t *testing.T, within time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, check)
 }
 
 func holdAll(agents []*Agent, digest string) error {

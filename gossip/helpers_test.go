@@ -9,25 +9,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // waitFor is generous: the machine is shared and -race slows gossip down.
 const waitFor = 30 * time.Second
 
-// eventually calls f until it returns nil or waitFor passes.
+// eventually calls f until it returns nil, or fails the test after
+// waitFor, stretched by the machine's factor (testutil.Within).
 func eventually(t testing.TB, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, waitFor, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, waitFor, what, f)
 }
 
 // testLog sends logs to t.Log until the test ends.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // agentProc is `splicefleet agent` running as a child process (the test
@@ -93,19 +94,11 @@ tags: {role: web}
 	return procs
 }
 
+// waitFor retries check until it passes, or fails the test after within,
+// stretched by the machine's factor (testutil.Within).
 func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, within, what, check)
 }
 
 func (c *cli) fleetStatus(socket string) ([]agent.MemberStatus, error) {
