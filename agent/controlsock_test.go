@@ -61,7 +61,7 @@ func TestControlSocketRefusesUnsafeFolder(t *testing.T) {
 				f.start(cfg)
 				return
 			}
-			_, err := New(Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(t)})
+			_, err := New(withSimKernel(t, Options{Config: cfg, Version: "test", Tuning: f.tuning, Logger: warnLogger(t)}))
 			if !errors.Is(err, ErrUnsafeControlSocket) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("New = %v, want %v saying %q", err, ErrUnsafeControlSocket, c.want)
 			}

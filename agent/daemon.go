@@ -24,6 +24,7 @@ import (
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/fileperm"
+	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
@@ -70,6 +71,16 @@ type Options struct {
 	// cmd supplies it, because only cmd runs programs. Nil: the health
 	// command is not run.
 	RunHealth func(ctx context.Context, argv []string) error
+	// Kernel is the kernel the agent patches. Nil: this machine's, which
+	// the configuration must then name ("kernel: linux"). cmd opens the
+	// simulated kernel of a "kernel: sim:DIR" configuration and passes
+	// it here: the agent does not link the simulator.
+	Kernel kmod.Kernel
+	// KernelHealth, when set, is one more health check after an apply,
+	// beside the agent's own and the health command: it fails the check
+	// with its error. cmd feeds the simulated kernel's injected health
+	// faults through it, for tests and the demo.
+	KernelHealth func() error
 	// RolloutTick is how often rollouts are judged beside the gossip
 	// events that trigger a judgement (default 1s); tests shrink it.
 	RolloutTick time.Duration
@@ -141,8 +152,10 @@ type Agent struct {
 	watches   map[string]bool
 	pulled    map[string]time.Time // members asked for their plans, when
 	runHealth func(context.Context, []string) error
-	tick      time.Duration
-	onRollout func(rollout.Status)
+	// kernelHealth is Options.KernelHealth.
+	kernelHealth func() error
+	tick         time.Duration
+	onRollout    func(rollout.Status)
 }
 
 // policyVerifier lets a reload swap the trust policy under the fetcher.
@@ -167,7 +180,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, revision: opts.Revision, now: opts.Now, level: new(slog.LevelVar),
 		bundleQ: newFetchQueue(), docQ: newFetchQueue(), sem: make(chan struct{}, fetchSlots), userTags: cfg.Tags,
-		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
+		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, kernelHealth: opts.KernelHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
 	if a.tick <= 0 {
 		a.tick = time.Second
 	}
@@ -191,7 +204,7 @@ func New(opts Options) (*Agent, error) {
 	if err := checkKernelPrivileges(cfg, opts.kernelRoot); err != nil {
 		return nil, err
 	}
-	if a.kernel, err = OpenKernel(cfg.Kernel, a.log); err != nil {
+	if a.kernel, err = kernelFor(cfg, opts.Kernel, a.log); err != nil {
 		return nil, err
 	}
 	if a.kernel.simulated {

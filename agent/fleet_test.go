@@ -19,6 +19,7 @@ import (
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/internal/testutil"
+	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -102,7 +103,7 @@ func (f *testFleet) start(cfg Config) *Agent {
 	if f.options != nil {
 		f.options(&opts)
 	}
-	a, err := New(opts)
+	a, err := New(withSimKernel(f.t, opts))
 	if err != nil {
 		f.t.Fatalf("start %s: %v", cfg.NodeName, err)
 	}
@@ -127,6 +128,40 @@ func (f *testFleet) start(cfg Config) *Agent {
 	}
 	f.mu.Unlock()
 	return a
+}
+
+// withSimKernel opens the simulated kernel a test configuration names
+// ("sim:DIR") and passes it in, with its injected health faults, as
+// cmd/splicefleet does: the agent does not open it itself.
+func withSimKernel(t testing.TB, o Options) Options {
+	t.Helper()
+	dir, ok := strings.CutPrefix(o.Config.Kernel, "sim:")
+	if !ok || o.Kernel != nil {
+		return o
+	}
+	k, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Kernel = k
+	if o.KernelHealth == nil {
+		o.KernelHealth = k.HealthCheck
+	}
+	return o
+}
+
+// testKernel opens the simulated kernel "sim:DIR" names, for a test
+// that works on the host's patches beside an agent.
+func testKernel(spec string) (*Kernel, error) {
+	dir, ok := strings.CutPrefix(spec, "sim:")
+	if !ok {
+		return nil, fmt.Errorf("test kernel %q: want sim:DIR", spec)
+	}
+	k, err := sim.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return NewKernel(k, true), nil
 }
 
 // stopAll stops every running agent at once (each leave waits for its

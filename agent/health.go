@@ -130,10 +130,10 @@ func (p *healthProbe) check(ctx context.Context, applied bool) error {
 			return fmt.Errorf("%w: the agent lost contact with the cluster: none of the %d members alive before the apply answers (%d unreachable)", errUnhealthy, p.peers, failed)
 		}
 	}
-	// The simulated kernel's injected health fault stands in for a
-	// failing operator health command in tests and the demo.
-	if s, ok := k.(interface{ HealthFault() bool }); ok && s.HealthFault() {
-		return fmt.Errorf("%w: "+healthCommandFailed+"injected fault of the SIMULATED kernel", errUnhealthy)
+	if p.a.kernelHealth != nil {
+		if err := p.a.kernelHealth(); err != nil {
+			return fmt.Errorf("%w: %w", errUnhealthy, err)
+		}
 	}
 	if len(p.a.cfg.HealthCommand) > 0 && p.a.runHealth != nil {
 		cctx, cancel := context.WithTimeout(ctx, p.a.cfg.HealthTimeout)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/kmod"
-	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -30,29 +29,25 @@ type Kernel struct {
 
 var _ splice.Kernel = (*Kernel)(nil)
 
-// OpenKernel opens the kernel named by spec: "linux" for this machine's
-// kernel, or "sim:DIR" for a simulated kernel whose state lives in DIR (a
-// test double for tests and demos; everything that prints its state says
-// so). The backend logs to logger (nil: nowhere).
-func OpenKernel(spec string, logger *slog.Logger) (*Kernel, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// kernelFor is the kernel an agent patches: the one its caller opened
+// (Options.Kernel), or this machine's when the configuration says
+// "linux" and the caller opened none. Only the caller (cmd/splicefleet)
+// opens the simulated kernel: the agent does not link it. A
+// configuration naming "sim:DIR" marks the kernel simulated, which its
+// tags then say (see rollout's allow_simulated).
+func kernelFor(cfg Config, given kmod.Kernel, logger *slog.Logger) (*Kernel, error) {
+	simulated := strings.HasPrefix(cfg.Kernel, "sim:")
+	if given != nil {
+		return NewKernel(given, simulated), nil
 	}
-	switch {
-	case spec == "linux":
-		k, err := kmod.NewLinux("/", kmod.WithLogger(logger))
-		if err != nil {
-			return nil, err
-		}
-		return &Kernel{k: k, Timeouts: kmod.DefaultTimeouts}, nil
-	case strings.HasPrefix(spec, "sim:") && len(spec) > len("sim:"):
-		k, err := sim.Open(strings.TrimPrefix(spec, "sim:"))
-		if err != nil {
-			return nil, fmt.Errorf("open simulated kernel: %w", err)
-		}
-		return &Kernel{k: k, simulated: true, Timeouts: kmod.DefaultTimeouts}, nil
+	if cfg.Kernel != "linux" {
+		return nil, fmt.Errorf("kernel %q: the caller opens the simulated kernel and passes it in Options.Kernel (splicefleet agent does)", cfg.Kernel)
 	}
-	return nil, fmt.Errorf("--kernel %q: want \"linux\" or \"sim:DIR\"", spec)
+	k, err := kmod.NewLinux("/", kmod.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	return NewKernel(k, false), nil
 }
 
 // ErrNoCapSysModule refuses kernel: linux to an agent that cannot load
@@ -81,9 +76,10 @@ func checkKernelPrivileges(cfg Config, root string) error {
 	return nil
 }
 
-// NewKernel wraps a kmod.Kernel.
-func NewKernel(k kmod.Kernel) *Kernel {
-	return &Kernel{k: k, Timeouts: kmod.DefaultTimeouts}
+// NewKernel wraps a kmod.Kernel; simulated says it is the simulated
+// kernel, which everything that prints its state then says.
+func NewKernel(k kmod.Kernel, simulated bool) *Kernel {
+	return &Kernel{k: k, simulated: simulated, Timeouts: kmod.DefaultTimeouts}
 }
 
 // Backend returns the kmod kernel behind the adapter.

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/splicefleet/splicefleet/internal/testmod"
@@ -18,7 +17,7 @@ func TestAdapterOnFixtureKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKernel(l)
+	k := NewKernel(l, false)
 	info, err := k.Info()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +56,7 @@ func TestAdapterOnKernelWithoutModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKernel(l)
+	k := NewKernel(l, false)
 	info, err := k.Info()
 	if err != nil || info.Livepatch {
 		t.Fatalf("info %+v %v", info, err)
@@ -67,25 +66,6 @@ func TestAdapterOnKernelWithoutModules(t *testing.T) {
 	}
 	if m, err := k.Modules(); err != nil || m != nil {
 		t.Fatalf("modules %v %v", m, err)
-	}
-}
-
-func TestOpenKernel(t *testing.T) {
-	for _, bad := range []string{"", "sim:", "windows", "sim"} {
-		if _, err := OpenKernel(bad, nil); err == nil || !strings.Contains(err.Error(), `want "linux" or "sim:DIR"`) {
-			t.Errorf("OpenKernel(%q) = %v", bad, err)
-		}
-	}
-	k, err := OpenKernel("sim:"+t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(k.Note(), "SIMULATED") {
-		t.Errorf("note %q", k.Note())
-	}
-	info, err := k.Info()
-	if err != nil || !info.Simulated {
-		t.Fatalf("info %+v %v", info, err)
 	}
 }
 

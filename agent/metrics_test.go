@@ -60,7 +60,7 @@ func families(text, prefix string) []string {
 // apply` does: in a Host of its own, with a kernel of its own.
 func cliApply(t *testing.T, f *testFleet, a *Agent, raw []byte) {
 	t.Helper()
-	k, err := OpenKernel(a.cfg.Kernel, nil)
+	k, err := testKernel(a.cfg.Kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestCrashLoopGuardCountsARollback(t *testing.T) {
 // down then would: the crash-loop guard's marker stays in the journal.
 func crashInHealthWindow(t *testing.T, f *testFleet, cfg Config, id string) {
 	t.Helper()
-	k, err := OpenKernel(cfg.Kernel, nil)
+	k, err := testKernel(cfg.Kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func crashInHealthWindow(t *testing.T, f *testFleet, cfg Config, id string) {
 // its own.
 func bootHost(t *testing.T, cfg Config) {
 	t.Helper()
-	k, err := OpenKernel(cfg.Kernel, nil)
+	k, err := testKernel(cfg.Kernel)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestBootRefusalIsCounted(t *testing.T) {
 	if err := sim.Init(kernel, sim.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	k, err := OpenKernel(cfg.Kernel, nil)
+	k, err := testKernel(cfg.Kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestAgentRefusesStateDirOthersCanWrite(t *testing.T) {
 	if err := os.Chmod(cfg.StateDir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(Options{Config: cfg, Logger: warnLogger(t)})
+	_, err := New(withSimKernel(t, Options{Config: cfg, Logger: warnLogger(t)}))
 	if !errors.Is(err, fileperm.ErrUnsafe) || !strings.Contains(err.Error(), "state_dir: "+cfg.StateDir+": writable by group and others") {
 		t.Fatalf("New: %v", err)
 	}

@@ -41,10 +41,11 @@ func newHostEnv(t *testing.T) *hostEnv {
 
 func (e *hostEnv) kernel() *agent.Kernel {
 	e.t.Helper()
-	k, err := agent.OpenKernel("sim:"+e.simDir, nil)
+	sk, err := sim.Open(e.simDir)
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	k := agent.NewKernel(sk, true)
 	k.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: time.Millisecond}
 	return k
 }

@@ -171,7 +171,11 @@ starting. The systemd unit runs it before the agent.`,
 			level := new(slog.LevelVar)
 			_ = level.UnmarshalText([]byte(cfg.LogLevel))
 			logger := slog.New(cfg.LogHandler(e.stderr, level))
-			a, err := agent.New(agent.Options{Config: cfg, Version: version, Revision: currentBuild().Commit, Logger: logger, RunHealth: runHealthCommand})
+			opts := agent.Options{Config: cfg, Version: version, Revision: currentBuild().Commit, Logger: logger, RunHealth: runHealthCommand}
+			if err := agentKernel(&opts, logger); err != nil {
+				return err
+			}
+			a, err := agent.New(opts)
 			if err != nil {
 				return err
 			}

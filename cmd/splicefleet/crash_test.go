@@ -51,7 +51,7 @@ func (h *hostCLI) child(killAt string, killAfter time.Duration, args ...string) 
 // and the kernel runs nothing splicefleet does not know.
 func (h *hostCLI) consistent(round string) *splice.HostView {
 	h.t.Helper()
-	k, err := agent.OpenKernel("sim:"+h.simDir, nil)
+	k, err := openHostKernel("sim:"+h.simDir, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

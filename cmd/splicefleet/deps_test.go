@@ -6,28 +6,48 @@ import (
 	"testing"
 )
 
-// TestBinaryLinksNoTestCode: the splicefleet binary links no test
-// helper and not the testing package (which also registers test flags in
-// the binary). It asks the go command, as `go list -deps` shows it.
-func TestBinaryLinksNoTestCode(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 50 {
-		t.Fatalf("go list -deps named only %d packages: %v", len(deps), deps)
-	}
-	forbidden := map[string]bool{
-		"testing": true,
-		"github.com/splicefleet/splicefleet/internal/testutil": true,
-		"github.com/splicefleet/splicefleet/internal/gpgtest":  true,
-		"github.com/splicefleet/splicefleet/internal/testdisk": true,
-		"github.com/splicefleet/splicefleet/internal/testuid":  true,
-	}
-	for _, d := range deps {
-		if forbidden[d] {
-			t.Errorf("the binary links %s", d)
+// The layering, as `go list -deps` shows it: the packages each one must
+// never link. The binary links no test helper and not the testing
+// package (which also registers test flags in the binary); the agent does
+// not link the simulated kernel (cmd/splicefleet opens it and passes it
+// in); splice knows neither the kernel backend, the gossip, the agent nor
+// the network.
+var mustNotLink = map[string][]string{
+	".": {"testing",
+		"github.com/splicefleet/splicefleet/internal/testutil",
+		"github.com/splicefleet/splicefleet/internal/gpgtest",
+		"github.com/splicefleet/splicefleet/internal/testdisk",
+		"github.com/splicefleet/splicefleet/internal/testuid"},
+	"../../agent": {"testing",
+		"github.com/splicefleet/splicefleet/kmod/sim",
+		"github.com/splicefleet/splicefleet/internal/testmod",
+		"github.com/splicefleet/splicefleet/internal/localfleet"},
+	"../../splice": {"testing", "net/http",
+		"github.com/splicefleet/splicefleet/kmod",
+		"github.com/splicefleet/splicefleet/gossip",
+		"github.com/splicefleet/splicefleet/agent"},
+	"../../rollout": {"testing", "net/http",
+		"github.com/splicefleet/splicefleet/kmod",
+		"github.com/splicefleet/splicefleet/agent"},
+}
+
+func TestLayering(t *testing.T) {
+	for pkg, forbidden := range mustNotLink {
+		out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		deps := map[string]bool{}
+		for _, d := range strings.Fields(string(out)) {
+			deps[d] = true
+		}
+		if len(deps) < 10 {
+			t.Fatalf("go list -deps %s named only %d packages", pkg, len(deps))
+		}
+		for _, f := range forbidden {
+			if deps[f] {
+				t.Errorf("%s links %s", pkg, f)
+			}
 		}
 	}
 }

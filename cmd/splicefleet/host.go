@@ -67,7 +67,7 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kern
 	if f.cmd.Flags().Changed("kernel") {
 		hp.cfg.Kernel = f.kernel
 	}
-	k, err := agent.OpenKernel(hp.cfg.Kernel, logger)
+	k, err := openHostKernel(hp.cfg.Kernel, logger)
 	if err != nil {
 		return nil, nil, err
 	}

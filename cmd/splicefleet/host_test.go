@@ -209,3 +209,22 @@ func TestViewOnePatch(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenKernel(t *testing.T) {
+	for _, bad := range []string{"", "sim:", "windows", "sim"} {
+		if _, err := openHostKernel(bad, nil); err == nil || !strings.Contains(err.Error(), `want "linux" or "sim:DIR"`) {
+			t.Errorf("openHostKernel(%q) = %v", bad, err)
+		}
+	}
+	k, err := openHostKernel("sim:"+t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(k.Note(), "SIMULATED") {
+		t.Errorf("note %q", k.Note())
+	}
+	info, err := k.Info()
+	if err != nil || !info.Simulated {
+		t.Fatalf("info %+v %v", info, err)
+	}
+}

@@ -200,7 +200,8 @@ func (f *Fleet) start(o Options, name, ring string) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Version: o.Version, Logger: o.Logger, Tuning: o.Tuning, RolloutTick: o.RolloutTick})
+	a, err := agent.New(agent.Options{Config: cfg, Version: o.Version, Logger: o.Logger, Tuning: o.Tuning, RolloutTick: o.RolloutTick,
+		Kernel: k, KernelHealth: k.HealthCheck})
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

@@ -640,6 +640,19 @@ func (k *Kernel) Unload(ctx context.Context, name string) error {
 	}
 }
 
+// ErrHealthFault is the failure an injected health fault stands for: a
+// failing operator health command.
+var ErrHealthFault = errors.New("health command failed: injected fault of the SIMULATED kernel")
+
+// HealthCheck is a health check for the agent (its Options.KernelHealth):
+// it fails with ErrHealthFault while HealthFault reports a fault.
+func (k *Kernel) HealthCheck() error {
+	if k.HealthFault() {
+		return ErrHealthFault
+	}
+	return nil
+}
+
 // HealthFault reports whether an injected fault says the machine is
 // unhealthy: Fault.HealthFail under "*", or for a loaded module. It fails
 // closed: when the faults or the state cannot be read, it reports a
