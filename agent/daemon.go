@@ -522,8 +522,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.ro.loop(loops, a.tick)
 	}()
+	// The tag updater ends before the node leaves: serf must not be
+	// asked to gossip tags once it left (memberlist may have dropped the
+	// local node by then and fails on it).
+	tagsDone := make(chan struct{})
 	go func() {
 		defer a.wg.Done()
+		defer close(tagsDone)
 		a.updateTags(loops)
 	}()
 	a.log.Info("agent running", "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "control", a.cfg.ControlSocket,
@@ -531,10 +536,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			cancel()
+			<-tagsDone
 			return a.shutdown()
 		case ev, ok := <-a.node.Events():
 			if !ok {
 				cancel()
+				<-tagsDone
 				return a.shutdown()
 			}
 			a.handleEvent(ctx, ev)

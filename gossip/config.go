@@ -28,6 +28,10 @@ const (
 // ErrTagsTooLarge reports tags whose encoding exceeds MaxTagsSize.
 var ErrTagsTooLarge = errors.New("tags too large")
 
+// ErrNotAlive refuses a change of tags once the node is leaving, left or
+// shut down.
+var ErrNotAlive = errors.New("the node is no longer an alive member")
+
 // Config configures a Node. Only NodeName and either Keys or
 // UnsafeNoEncryption are required; Start fills the rest with defaults.
 type Config struct {

@@ -350,6 +350,11 @@ func (n *Node) SetTags(tags map[string]string) error {
 	if err := CheckTags(tags); err != nil {
 		return fmt.Errorf("set tags: %w", err)
 	}
+	if st := n.serf.State(); st != serf.SerfAlive {
+		// After a leave memberlist may have dropped the local node, and
+		// re-advertising it would fail on it.
+		return fmt.Errorf("set tags: %w (%s)", ErrNotAlive, st)
+	}
 	if err := n.serf.SetTags(tags); err != nil {
 		return fmt.Errorf("set tags: %w", err)
 	}

@@ -534,3 +534,25 @@ func TestProtocolConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestSetTagsAfterLeave: a node that left refuses new tags with
+// ErrNotAlive instead of asking memberlist to re-advertise a local node
+// it may have dropped (which crashed the agent once, when its tag updater
+// ran beside its leave).
+func TestSetTagsAfterLeave(t *testing.T) {
+	t.Parallel()
+	key := testKey(t)
+	a, _ := startNode(t, testConfig(t, "leaver", key))
+	b, _ := startNode(t, testConfig(t, "stayer", key))
+	joinOrFail(t, b, a.Addr())
+	waitMembers(t, []*Node{a, b}, 2)
+	if err := a.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := a.SetTags(map[string]string{"role": "db"}); !errors.Is(err, ErrNotAlive) {
+			t.Fatalf("SetTags after leave: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
