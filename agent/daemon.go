@@ -23,6 +23,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/hostkey"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/internal/fileperm"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/metrics"
@@ -306,7 +307,7 @@ func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
 	if err := fileperm.CheckOwnedAndPrivate(cfg.Keyring, os.Geteuid()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("keyring of trusted publishers: %w: whoever can write it decides what code runs on this kernel", err)
 	}
-	raw, err := readLimited(cfg.Keyring, signing.MaxKeyringSize)
+	raw, err := bounded.ReadFile(cfg.Keyring, signing.MaxKeyringSize)
 	if err != nil {
 		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet key generate`)", err)
 	}
@@ -315,25 +316,6 @@ func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
 		return nil, fmt.Errorf("%s: %w", cfg.Keyring, err)
 	}
 	return signing.NewPolicy(kr, cfg.Threshold, signing.WithClock(now))
-}
-
-var errFileTooLarge = errors.New("file too large")
-
-// readLimited reads a whole file of at most limit bytes.
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", errFileTooLarge, path, limit)
-	}
-	return data, nil
 }
 
 func (a *Agent) closeListeners() {

@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -849,13 +848,7 @@ func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int6
 	if err != nil {
 		return nil, fmt.Errorf("create download file: %w", err)
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort()
 	buf := bytes.NewBuffer(make([]byte, 0, size))
 	hash := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, hash, buf), io.LimitReader(resp.Body, size+1))
@@ -871,35 +864,14 @@ func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int6
 	if got := hex.EncodeToString(hash.Sum(nil)); got != sha {
 		return nil, fmt.Errorf("%w: %s: module sha256 %s, manifest says %s", ErrBadPeer, s.base, got, sha)
 	}
-	keep = true
-	if err := f.store.commitModule(tmp, sha); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return nil, fmt.Errorf("store module %s: %w", sha, err)
 	}
 	return buf.Bytes(), nil
 }
 
-// createUnverified opens a new "*.unverified" file for a module download.
-func (s *Store) createUnverified(sha string) (*os.File, error) {
-	return os.CreateTemp(s.modules, sha+".*"+unverifiedSuffix)
-}
-
-// commitModule syncs and closes a downloaded module file whose digest has
-// matched sha and renames it into place. On failure the file is removed.
-func (s *Store) commitModule(f *os.File, sha string) (err error) {
-	defer func() {
-		if err != nil {
-			f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), s.modulePath(sha)); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(s.modules)
+// createUnverified opens a new "*.unverified" file for a module download,
+// renamed into place by Commit once the digest matched.
+func (s *Store) createUnverified(sha string) (*atomicfile.File, error) {
+	return atomicfile.Create(s.modulePath(sha), 0o600, sha+".*"+unverifiedSuffix)
 }

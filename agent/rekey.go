@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/splicefleet/splicefleet/hostkey"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
@@ -68,7 +69,7 @@ func (a *Agent) Rekey(d *rollout.Document) (rollout.Status, error) {
 func (r *rollouts) loadRekeys() {
 	entries, _ := os.ReadDir(r.docs)
 	for _, e := range entries {
-		data, err := readLimited(filepath.Join(r.docs, e.Name()), rollout.MaxDocumentSize)
+		data, err := bounded.ReadFile(filepath.Join(r.docs, e.Name()), rollout.MaxDocumentSize)
 		if err != nil {
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
@@ -98,7 +99,7 @@ func openReportBook(dir string) (*reportBook, error) {
 			return nil, err
 		}
 		for _, n := range nodes {
-			data, err := readLimited(filepath.Join(dir, p.Name(), n.Name()), 4*rollout.MaxReportSize)
+			data, err := bounded.ReadFile(filepath.Join(dir, p.Name(), n.Name()), 4*rollout.MaxReportSize)
 			if err != nil {
 				continue
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -57,7 +58,7 @@ type forgotten struct {
 
 func openForgotten(path string) (*forgotten, error) {
 	f := &forgotten{path: path, at: map[string]time.Time{}}
-	data, err := readLimited(path, 1<<20)
+	data, err := bounded.ReadFile(path, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return f, nil
 	}

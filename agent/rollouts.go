@@ -17,6 +17,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -131,7 +132,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		if !strings.HasSuffix(name, ".json") || !ValidDigest(strings.TrimSuffix(name, ".json")) {
 			continue
 		}
-		data, err := readLimited(filepath.Join(r.dir, name), maxRecordSize)
+		data, err := bounded.ReadFile(filepath.Join(r.dir, name), maxRecordSize)
 		if err != nil {
 			return nil, fmt.Errorf("rollout state: %w", err)
 		}
@@ -219,7 +220,7 @@ func (r *rollouts) Doc(digest string) ([]byte, error) {
 	if !ValidDigest(digest) {
 		return nil, fs.ErrNotExist
 	}
-	return readLimited(filepath.Join(r.docs, digest+".json"), rollout.MaxDocumentSize)
+	return bounded.ReadFile(filepath.Join(r.docs, digest+".json"), rollout.MaxDocumentSize)
 }
 
 // DocIndexEntry names one stored document for anti-entropy.
@@ -340,7 +341,7 @@ func (r *rollouts) loadOrphans() {
 	entries, _ := os.ReadDir(r.docs)
 	for _, e := range entries {
 		path := filepath.Join(r.docs, e.Name())
-		data, err := readLimited(path, rollout.MaxDocumentSize)
+		data, err := bounded.ReadFile(path, rollout.MaxDocumentSize)
 		if err != nil {
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -230,30 +231,8 @@ func (s *Store) Put(v *splice.Verified) error {
 
 // writeVerified writes data, already checked, to dir/name: through a synced
 // "*.unverified" file, renamed into place, then the folder synced.
-func writeVerified(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, name+".*"+unverifiedSuffix)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(dir)
+func writeVerified(dir, name string, data []byte) error {
+	return atomicfile.WriteFileAs(filepath.Join(dir, name), data, 0o600, name+".*"+unverifiedSuffix)
 }
 
 // Has reports whether the store holds the bundle with this manifest digest.
@@ -461,8 +440,8 @@ func (s *Store) List() ([]Entry, error) {
 // readBounded reads a whole stored file of at most limit bytes; a larger
 // one means the store is damaged.
 func readBounded(path string, limit int64) ([]byte, error) {
-	data, err := readLimited(path, limit)
-	if errors.Is(err, errFileTooLarge) {
+	data, err := bounded.ReadFile(path, limit)
+	if errors.Is(err, bounded.ErrTooLarge) {
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorruptStore, filepath.Base(path), limit)
 	}
 	return data, err

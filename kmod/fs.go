@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/bounded"
 )
 
 // Read limits. sysfs and procfs report sizes that have nothing to do with
@@ -71,19 +73,7 @@ func (k FS) livepatchDir(name ...string) string {
 // size. A file longer than limit is an error, not a silent truncation.
 // Errors name the file.
 func readRaw(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err // *fs.PathError names the file
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("read %s: longer than %d bytes", path, limit)
-	}
-	return b, nil
+	return bounded.ReadFile(path, limit)
 }
 
 // readFile reads a small sysfs or procfs value file, bounded by limit, with

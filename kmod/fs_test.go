@@ -149,7 +149,7 @@ func TestReadFile(t *testing.T) {
 	}
 	long := filepath.Join(dir, "long")
 	_, err := readFile(long, 9)
-	wantErrContaining(t, err, long, "longer than 9 bytes")
+	wantErrContaining(t, err, long, "more than 9 bytes")
 	missing := filepath.Join(dir, "missing")
 	_, err = readFile(missing, 9)
 	if !errors.Is(err, fs.ErrNotExist) {

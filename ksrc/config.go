@@ -5,13 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/bounded"
 )
 
 // Bounds on the kernel files Prepare reads.
@@ -24,19 +24,7 @@ const (
 // readBounded reads at most limit bytes of name, without trusting Stat,
 // and fails when the file is larger.
 func readBounded(name string, limit int64) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", name, limit)
-	}
-	return b, nil
+	return bounded.ReadFile(name, limit)
 }
 
 // kconfig is a parsed .config: symbol -> value as written ("y", "m",

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
 )
 
 // Options says which kernel to prepare a source tree for.
@@ -308,21 +310,5 @@ func realDir(dir, what string) (string, error) {
 
 // writeAtomic writes name through a temporary file, synced and renamed.
 func writeAtomic(name string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.Remove(f.Name()) }()
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
+	return atomicfile.WriteFile(name, b, 0o600)
 }

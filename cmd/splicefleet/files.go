@@ -7,25 +7,14 @@ import (
 	"os"
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
+	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
 // readFile reads at most limit bytes of path and fails when there are more:
 // nothing unbounded reaches a parser.
 func readFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("read %s: larger than the %d byte limit", path, limit)
-	}
-	return data, nil
+	return bounded.ReadFile(path, limit)
 }
 
 // readBundle decodes a bundle file.
