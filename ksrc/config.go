@@ -206,21 +206,39 @@ func sameVersion(a, b kernelVersion) bool {
 	return a.Extra == b.Extra || a.Extra == "" || b.Extra == ""
 }
 
-var releaseVar = regexp.MustCompile(`^\s*(?:override\s+)?KERNELRELEASE\s*:?=\s*(\S+)\s*$`)
+// kernelVariables reads the variables a Debian kernel build folder sets in
+// .kernelvariables ("override KERNELRELEASE = 6.1.0-56-cloud-amd64",
+// "CC = $(if $(DEBIAN_KERNEL_USE_CCACHE),ccache) $(CROSS_COMPILE)gcc-12"):
+// name to value as written. Another build folder has none: an empty map.
+func kernelVariables(dir string) map[string]string {
+	vars := map[string]string{}
+	b, err := readBounded(filepath.Join(dir, ".kernelvariables"), maxSmallFile)
+	if err != nil {
+		return vars
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		line = strings.TrimSpace(strings.TrimPrefix(line, "override "))
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		key = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(key), ":"))
+		if key != "" && !strings.ContainsAny(key, " \t") {
+			vars[key] = strings.TrimSpace(value)
+		}
+	}
+	return vars
+}
 
 // kernelRelease returns the release the target kernel reports (uname -r).
-// Debian's build folder names it in .kernelvariables ("override
-// KERNELRELEASE = 6.1.0-56-cloud-amd64") while its kernel.release holds
-// only the upstream version; other build folders have it in
-// include/config/kernel.release.
+// Debian's build folder names it in .kernelvariables while its
+// kernel.release holds only the upstream version; other build folders
+// have it in include/config/kernel.release.
 func kernelRelease(dir string) (string, error) {
-	if b, err := readBounded(filepath.Join(dir, ".kernelvariables"), maxSmallFile); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			if m := releaseVar.FindStringSubmatch(sc.Text()); m != nil {
-				return checkRelease(m[1], ".kernelvariables")
-			}
-		}
+	if r, ok := kernelVariables(dir)["KERNELRELEASE"]; ok {
+		return checkRelease(r, ".kernelvariables")
 	}
 	name := filepath.Join(dir, "include", "config", "kernel.release")
 	b, err := readBounded(name, maxSmallFile)
@@ -228,6 +246,21 @@ func kernelRelease(dir string) (string, error) {
 		return "", fmt.Errorf("kernel release of %s: %w", dir, err)
 	}
 	return checkRelease(strings.TrimSpace(string(b)), name)
+}
+
+// kernelCompiler returns the compiler a Debian kernel build folder names
+// for CC in .kernelvariables ("$(...) $(CROSS_COMPILE)gcc-12": gcc-12),
+// or "".
+func kernelCompiler(kernelBuild string) string {
+	fields := strings.Fields(kernelVariables(kernelBuild)["CC"])
+	if len(fields) == 0 {
+		return ""
+	}
+	last := strings.TrimPrefix(fields[len(fields)-1], "$(CROSS_COMPILE)")
+	if strings.ContainsAny(last, "$()/") {
+		return ""
+	}
+	return last
 }
 
 var releaseChars = regexp.MustCompile(`^[A-Za-z0-9._+~-]{1,64}$`)

@@ -76,6 +76,20 @@ func TestVersions(t *testing.T) {
 	if r, err := kernelRelease(flavour); err != nil || r != "6.1.0-56-cloud-amd64" {
 		t.Errorf("kernelRelease(debian) = %q, %v", r, err)
 	}
+	if cc := kernelCompiler(flavour); cc != "gcc-12" {
+		t.Errorf("kernelCompiler(debian) = %q", cc)
+	}
+	// As Debian's 6.1 headers write it.
+	ccache := writeTree(t, map[string]string{".kernelvariables": "override KERNELRELEASE := 6.1.0-57-cloud-amd64\nCC = $(if $(DEBIAN_KERNEL_USE_CCACHE),ccache) $(CROSS_COMPILE)gcc-12\n"})
+	if cc := kernelCompiler(ccache); cc != "gcc-12" {
+		t.Errorf("kernelCompiler(ccache) = %q", cc)
+	}
+	if r, err := kernelRelease(ccache); err != nil || r != "6.1.0-57-cloud-amd64" {
+		t.Errorf("kernelRelease(:=) = %q, %v", r, err)
+	}
+	if cc := kernelCompiler(plain0(t)); cc != "" {
+		t.Errorf("kernelCompiler without .kernelvariables = %q", cc)
+	}
 
 	// A build folder without a versioned Makefile: kernel.release.
 	plain := writeTree(t, map[string]string{"Makefile": "# wrapper\n", "include/config/kernel.release": "6.8.0-31-generic\n"})
@@ -236,4 +250,9 @@ func TestTreeLockSerialises(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("second lock not taken after the first was released")
 	}
+}
+
+// plain0 is a build folder without .kernelvariables.
+func plain0(t *testing.T) string {
+	return writeTree(t, map[string]string{"Makefile": "# wrapper\n"})
 }

@@ -42,6 +42,11 @@
 //     and site lists a livepatch module needs for its new code. Only .c
 //     files are accepted: a header change may change every unit that
 //     includes it.
+//   - BuildModule builds an out-of-tree module (create --source's, or the
+//     livepatch module create --patch generated) against the target's
+//     build folder, in a copy of its source, and returns the .ko: the
+//     same runner and the same cleaned environment as the compile stage,
+//     so both stages build for the same target.
 //
 // Known limits: kbuild builds any single object it is asked for, even
 // one the target's configuration leaves out, so a unit's functions must

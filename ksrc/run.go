@@ -33,14 +33,16 @@ func run(ctx context.Context, dir string, w io.Writer, rewrite []string, name st
 	err := cmd.Run()
 	out.flush()
 	if ctx.Err() != nil {
-		return fmt.Errorf("%s interrupted (%v): it and the processes it started were killed", name, context.Cause(ctx))
+		return fmt.Errorf("build interrupted (%v): %s and the processes it started were killed", context.Cause(ctx), name)
 	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &exit) && exit.ExitCode() >= 0:
+		return fmt.Errorf("%w: %s exited %d (its output is above)", ErrBuildFailed, name, exit.ExitCode())
 	case errors.As(err, &exit):
-		return fmt.Errorf("%w: %s %v (its output is in the log)", ErrBuildFailed, name, exit.ProcessState)
+		return fmt.Errorf("%w: %s %v (its output is above)", ErrBuildFailed, name, exit.ProcessState)
 	default:
 		return fmt.Errorf("%w: run %s: %w", ErrBuildFailed, name, err)
 	}

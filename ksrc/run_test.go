@@ -51,7 +51,7 @@ func TestRunKillsProcessGroup(t *testing.T) {
 func TestRunRewritesPathsAndReportsFailure(t *testing.T) {
 	var out syncWriter
 	err := run(t.Context(), t.TempDir(), &out, []string{"/tmp/w/b/", "b/"}, "sh", "-c", "echo /tmp/w/b/fs/x.c:3: error; printf tail; exit 3")
-	if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "exit status 3") {
+	if !errors.Is(err, ErrBuildFailed) || !strings.Contains(err.Error(), "sh exited 3") {
 		t.Errorf("run = %v", err)
 	}
 	if got := out.String(); got != "b/fs/x.c:3: error\ntail\n" {

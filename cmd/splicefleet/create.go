@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -136,17 +137,17 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 		}
 		return wrapModule(e, o, o.module, module)
 	}
-	built, err := buildModule(ctx, e, buildOptions{
-		source:      o.source,
-		kernelBuild: o.kernelBuild,
-		moduleName:  o.moduleName,
-		strip:       o.strip,
-	})
+	built, err := ksrc.BuildModule(ctx, ksrc.BuildOptions{
+		Source:      o.source,
+		KernelBuild: o.kernelBuild,
+		ModuleName:  o.moduleName,
+		Strip:       o.strip,
+	}, e.stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, built.summary())
-	return wrapModule(e, o, fmt.Sprintf("%s (built from %s)", built.file, o.source), built.module)
+	fmt.Fprintln(e.stdout, built.Summary())
+	return wrapModule(e, o, fmt.Sprintf("%s (built from %s)", built.File, o.source), built.Module)
 }
 
 // wrapModule checks a module and writes the bundle for it; label names the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/kmod"
+	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/lab"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -239,7 +240,7 @@ func TestCreateFromSourceCompileError(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(errs), "\n")
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "splicefleet: build failed: make exited ") ||
-		!strings.HasSuffix(last, " (compiler output above)") {
+		!strings.HasSuffix(last, " (its output is above)") {
 		t.Errorf("last line %q is not the build summary", last)
 	}
 	if !sameFiles(before, c.snapshot()) {
@@ -367,7 +368,7 @@ func TestBuildInterrupted(t *testing.T) {
 	var stderr bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		_, err := buildModule(ctx, &env{stdout: &stderr, stderr: &stderr}, buildOptions{source: src, kernelBuild: kbuild})
+		_, err := ksrc.BuildModule(ctx, ksrc.BuildOptions{Source: src, KernelBuild: kbuild}, &stderr)
 		done <- err
 	}()
 	var pid int
@@ -389,7 +390,7 @@ func TestBuildInterrupted(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("buildModule did not return after the context ended")
+		t.Fatal("BuildModule did not return after the context ended")
 	}
 	// The grandchild (sleep) is gone or a zombie waiting for its reaper.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {

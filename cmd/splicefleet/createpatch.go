@@ -134,24 +134,24 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 			return err
 		}
 	}
-	built, err := buildModule(ctx, e, buildOptions{
-		source:      dir,
-		kernelBuild: o.kernelBuild,
-		moduleName:  name,
-		strip:       o.strip,
-		makeArgs:    out.MakeArgs,
-		files:       out.Files(),
-	})
+	built, err := ksrc.BuildModule(ctx, ksrc.BuildOptions{
+		Source:      dir,
+		KernelBuild: o.kernelBuild,
+		ModuleName:  name,
+		Strip:       o.strip,
+		MakeArgs:    out.MakeArgs,
+		Files:       out.Files(),
+	}, e.stderr)
 	if err != nil {
 		return err
 	}
-	module, err := klpgen.Finalize(built.module)
+	module, err := klpgen.Finalize(built.Module)
 	if err != nil {
-		return fmt.Errorf("finalize %s: %w", built.file, err)
+		return fmt.Errorf("finalize %s: %w", built.File, err)
 	}
 	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
-		built.file, o.patch, strings.Join(changed, ", "), strings.Join(paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
-	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.file, o.patch), module)
+		built.File, o.patch, strings.Join(changed, ", "), strings.Join(paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
+	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.File, o.patch), module)
 }
 
 // createPart compares one compiled file before and after the patch and

@@ -1,8 +1,6 @@
-package main
+package ksrc
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,41 +11,48 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/splicefleet/splicefleet/splice"
+	"github.com/splicefleet/splicefleet/internal/bounded"
+	"github.com/splicefleet/splicefleet/kmod"
 )
 
-// buildOptions says what to build for create --source.
-type buildOptions struct {
-	source      string            // folder of C sources with a Kbuild or Makefile
-	kernelBuild string            // the target kernel's build folder (make -C)
-	moduleName  string            // which .ko to take when the build makes several
-	strip       bool              // strip --strip-debug the result
-	makeArgs    []string          // extra make variables (KBUILD_MODPOST_WARN=1)
-	files       map[string][]byte // files written into the build copy after the source (generated objects)
+// Building an out-of-tree module: create --source builds the operator's
+// module, and create --patch the generated one, both here and both through
+// run, whose environment is cleaned of what would change a kernel build
+// (KCFLAGS, ARCH, CROSS_COMPILE, a parent make's flags), as the compile
+// stage's is.
+
+// BuildOptions says what to build for create --source.
+type BuildOptions struct {
+	Source      string            // folder of C sources with a Kbuild or Makefile
+	KernelBuild string            // the target kernel's build folder (make -C)
+	ModuleName  string            // which .ko to take when the build makes several
+	Strip       bool              // strip --strip-debug the result
+	MakeArgs    []string          // extra make variables (KBUILD_MODPOST_WARN=1)
+	Files       map[string][]byte // files written into the build copy after the source (generated objects)
 }
 
-// builtModule is the outcome of a successful build.
-type builtModule struct {
-	file     string // the .ko, relative to the build folder
-	module   []byte // its contents, stripped when asked and possible
-	size     int    // size before stripping
-	stripped bool
-	note     string // why the module was not stripped, if it was not
-	took     time.Duration
-	source   string
-	kbuild   string
+// BuiltModule is the outcome of a successful build.
+type BuiltModule struct {
+	File     string // the .ko, relative to the build folder
+	Module   []byte // its contents, stripped when asked and possible
+	Size     int    // size before stripping
+	Stripped bool
+	Note     string // why the module was not stripped, if it was not
+	Took     time.Duration
+	Source   string
+	KBuild   string
 }
 
-func (b *builtModule) summary() string {
-	s := fmt.Sprintf("built %s from %s against %s in %.1fs", b.file, b.source, b.kbuild, b.took.Seconds())
+// Summary says in one line what was built, from what, and how long it took.
+func (b *BuiltModule) Summary() string {
+	s := fmt.Sprintf("built %s from %s against %s in %.1fs", b.File, b.Source, b.KBuild, b.Took.Seconds())
 	switch {
-	case b.stripped:
-		s += fmt.Sprintf("; stripped debug info: %d -> %d bytes", b.size, len(b.module))
-	case b.note != "":
-		s += "; " + b.note
+	case b.Stripped:
+		s += fmt.Sprintf("; stripped debug info: %d -> %d bytes", b.Size, len(b.Module))
+	case b.Note != "":
+		s += "; " + b.Note
 	}
 	return s
 }
@@ -55,22 +60,22 @@ func (b *builtModule) summary() string {
 // buildJobs is make's -j: the builds are small and hosts are shared.
 const buildJobs = 2
 
-// buildModule builds an out-of-tree kernel module from o.source against
-// o.kernelBuild in a temporary copy of the source, streaming make's output
-// to e.stderr, and returns the one module it built. The copy is removed
-// afterwards; nothing is written into o.source. Cancelling ctx kills make
+// BuildModule builds an out-of-tree kernel module from o.Source against
+// o.KernelBuild in a temporary copy of the source, streaming make's output
+// to log (naming the copy's files by their paths in o.Source), and returns the one module it built. The copy is removed
+// afterwards; nothing is written into o.Source. Cancelling ctx kills make
 // and everything it started.
-func buildModule(ctx context.Context, e *env, o buildOptions) (*builtModule, error) {
-	if err := checkBuildTools(o.kernelBuild); err != nil {
+func BuildModule(ctx context.Context, o BuildOptions, log io.Writer) (*BuiltModule, error) {
+	if err := checkBuildTools(o.KernelBuild); err != nil {
 		return nil, err
 	}
-	if err := checkSource(o.source); err != nil {
+	if err := checkSource(o.Source); err != nil {
 		return nil, err
 	}
-	if err := checkKernelBuild(o.kernelBuild); err != nil {
+	if err := checkKernelBuild(o.KernelBuild); err != nil {
 		return nil, err
 	}
-	kbuild, err := filepath.Abs(o.kernelBuild)
+	kbuild, err := filepath.Abs(o.KernelBuild)
 	if err != nil {
 		return nil, err
 	}
@@ -79,28 +84,25 @@ func buildModule(ctx context.Context, e *env, o buildOptions) (*builtModule, err
 		return nil, err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
-	if err := copySource(o.source, work); err != nil {
+	if err := copySource(o.Source, work); err != nil {
 		return nil, err
 	}
-	for name, data := range o.files {
+	for name, data := range o.Files {
 		if err := os.WriteFile(filepath.Join(work, name), data, 0o644); err != nil {
 			return nil, err
 		}
 	}
 
 	start := time.Now()
-	args := append([]string{"-C", kbuild, "M=" + work, fmt.Sprintf("-j%d", buildJobs)}, o.makeArgs...)
+	args := append([]string{"-C", kbuild, "M=" + work, fmt.Sprintf("-j%d", buildJobs)}, o.MakeArgs...)
 	args = append(args, "modules")
-	srcAbs, err := filepath.Abs(o.source)
+	srcAbs, err := filepath.Abs(o.Source)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(e.stderr, "splicefleet: building %s in a copy, %s (make's output below names the files as %s): make %s\n",
-		o.source, work, srcAbs, strings.Join(args, " "))
-	out := &pathRewriter{w: e.stderr, old: []byte(work + "/"), new: []byte(srcAbs + "/")}
-	err = runMake(ctx, out, args)
-	out.flush()
-	if err != nil {
+	fmt.Fprintf(log, "splicefleet: building %s in a copy, %s (make's output below names the files as %s): make %s\n",
+		o.Source, work, srcAbs, strings.Join(args, " "))
+	if err := run(ctx, work, log, []string{work + "/", srcAbs + "/"}, "make", args...); err != nil {
 		return nil, err
 	}
 	took := time.Since(start)
@@ -109,19 +111,19 @@ func buildModule(ctx context.Context, e *env, o buildOptions) (*builtModule, err
 	if err != nil {
 		return nil, err
 	}
-	file, err := pickModule(kos, o.moduleName)
+	file, err := pickModule(kos, o.ModuleName)
 	if err != nil {
 		return nil, err
 	}
-	b := &builtModule{file: file, took: took, source: o.source, kbuild: o.kernelBuild}
+	b := &BuiltModule{File: file, Took: took, Source: o.Source, KBuild: o.KernelBuild}
 	path := filepath.Join(work, file)
 	if fi, err := os.Stat(path); err == nil {
-		b.size = int(fi.Size())
+		b.Size = int(fi.Size())
 	}
-	if o.strip {
-		b.stripped, b.note = stripDebug(ctx, path)
+	if o.Strip {
+		b.Stripped, b.Note = stripDebug(ctx, path)
 	}
-	b.module, err = readFile(path, splice.MaxModuleSize)
+	b.Module, err = bounded.ReadFile(path, kmod.MaxModuleSize)
 	if err != nil {
 		return nil, fmt.Errorf("built module: %w", err)
 	}
@@ -144,34 +146,6 @@ func checkBuildTools(kernelBuild string) error {
 		}
 	}
 	return nil
-}
-
-// kernelCompiler returns the compiler a Debian kernel build folder names in
-// .kernelvariables ("CC = $(...) $(CROSS_COMPILE)gcc-12"), or "".
-func kernelCompiler(kernelBuild string) string {
-	f, err := os.Open(filepath.Join(kernelBuild, ".kernelvariables"))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, 64<<10))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), "=")
-		if !ok || strings.TrimSpace(key) != "CC" {
-			continue
-		}
-		fields := strings.Fields(value)
-		if len(fields) == 0 {
-			return ""
-		}
-		last := fields[len(fields)-1]
-		last = strings.TrimPrefix(last, "$(CROSS_COMPILE)")
-		if strings.ContainsAny(last, "$()/") {
-			return ""
-		}
-		return last
-	}
-	return ""
 }
 
 func checkSource(dir string) error {
@@ -276,64 +250,6 @@ func copyFile(src, dst string, perm os.FileMode) error {
 	return out.Close()
 }
 
-// runMake runs make in its own process group with its output streamed to
-// w. Cancelling ctx kills the whole group (make, the compilers, the
-// shells), not only make.
-func runMake(ctx context.Context, w io.Writer, args []string) error {
-	cmd := exec.CommandContext(ctx, "make", args...)
-	cmd.Stdout = w
-	cmd.Stderr = w // the same writer: exec serialises the writes
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		return fmt.Errorf("build interrupted (%v): make and the processes it started were killed", context.Cause(ctx))
-	}
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &exit) && exit.ExitCode() >= 0:
-		return fmt.Errorf("build failed: make exited %d (compiler output above)", exit.ExitCode())
-	case errors.As(err, &exit):
-		return fmt.Errorf("build failed: make %v (compiler output above)", exit.ProcessState)
-	default:
-		return fmt.Errorf("build failed: run make: %w", err)
-	}
-}
-
-// pathRewriter passes make's output through line by line, naming the
-// files of the build copy by their paths in the source folder, so the
-// compiler's messages point at files the user can open.
-type pathRewriter struct {
-	w        io.Writer
-	old, new []byte
-	partial  []byte
-}
-
-func (p *pathRewriter) Write(b []byte) (int, error) {
-	p.partial = append(p.partial, b...)
-	if i := bytes.LastIndexByte(p.partial, '\n'); i >= 0 {
-		lines := bytes.ReplaceAll(p.partial[:i+1], p.old, p.new)
-		p.partial = append(p.partial[:0], p.partial[i+1:]...)
-		if _, err := p.w.Write(lines); err != nil {
-			return 0, err
-		}
-	}
-	return len(b), nil
-}
-
-// flush writes a last line that lacked its newline.
-func (p *pathRewriter) flush() {
-	if len(p.partial) > 0 {
-		_, _ = p.w.Write(bytes.ReplaceAll(p.partial, p.old, p.new))
-		p.partial = nil
-	}
-}
-
 // findModules lists the .ko files under dir, relative to it, sorted.
 func findModules(dir string) ([]string, error) {
 	var kos []string
@@ -384,7 +300,9 @@ func stripDebug(ctx context.Context, path string) (bool, string) {
 	if _, err := exec.LookPath("strip"); err != nil {
 		return false, "debug info kept: strip not found (apt-get install binutils)"
 	}
-	out, err := exec.CommandContext(ctx, "strip", "--strip-debug", path).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "strip", "--strip-debug", path)
+	cmd.Env = buildEnv(os.Environ())
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return false, fmt.Sprintf("debug info kept: strip --strip-debug failed: %v %s", err, strings.TrimSpace(string(out)))
 	}
