@@ -197,13 +197,51 @@ func (h *Host) begin(info KernelInfo) error {
 	return fmt.Errorf("%w (the kernel was not touched): %w", ErrStateWrite, err)
 }
 
-// transition is the one place a patch changes state.
+// edge is why a patch changes state.
+type edge int
+
+const (
+	// edgeLifecycle moves along allowedTransitions.
+	edgeLifecycle edge = iota
+	// edgeRestorePrior goes back to the state an apply recorded before
+	// it (Patch.Prior) when that apply failed or was cut short.
+	edgeRestorePrior
+	// edgeGuard is the crash-loop guard failing a patch, whatever its
+	// state: the host restarted while it was applied or watched.
+	edgeGuard
+)
+
+// transition moves a patch along the lifecycle.
 func (h *Host) transition(p *Patch, to State, reason string) error {
-	if !canTransition(p.State, to) && p.State != to {
-		return fmt.Errorf("internal error: %s version %d cannot go from %q to %q", p.ID, p.Version, p.State, to)
+	return h.move(p, to, reason, edgeLifecycle)
+}
+
+// move is the one place a patch's state changes: it checks the edge,
+// logs the change and records it.
+func (h *Host) move(p *Patch, to State, reason string, e edge) error {
+	switch e {
+	case edgeLifecycle:
+		if !canTransition(p.State, to) && p.State != to {
+			return fmt.Errorf("internal error: %s version %d cannot go from %q to %q", p.ID, p.Version, p.State, to)
+		}
+	case edgeRestorePrior:
+		if p.Prior == nil || p.Prior.State != to {
+			return fmt.Errorf("internal error: %s version %d has no prior state %q to go back to", p.ID, p.Version, to)
+		}
+	case edgeGuard:
+		if to != StateFailed {
+			return fmt.Errorf("internal error: the crash-loop guard fails patches; %s version %d to %q", p.ID, p.Version, to)
+		}
 	}
-	h.log.Info("patch state", "patch", p.ID, "version", p.Version, "from", string(p.State), "to", string(to), "reason", reason)
+	level := slog.LevelInfo
+	if e == edgeGuard {
+		level = slog.LevelWarn
+	}
+	h.log.Log(context.Background(), level, "patch state", "patch", p.ID, "version", p.Version, "from", string(p.State), "to", string(to), "reason", reason)
 	p.State, p.Reason, p.Updated = to, reason, h.cfg.Now().UTC()
+	if e != edgeLifecycle {
+		p.Prior = nil
+	}
 	return nil
 }
 
@@ -433,7 +471,9 @@ func (h *Host) load(ctx context.Context, p *Patch, info KernelInfo) error {
 func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 	if p.Prior != nil {
 		// It was replaced before this apply: it stays so.
-		h.restorePrior(p, cause.Error())
+		if err := h.restorePrior(p, cause.Error()); err != nil {
+			return err
+		}
 	} else if err := h.transition(p, StateFailed, cause.Error()); err != nil {
 		return err
 	}
@@ -446,12 +486,16 @@ func (h *Host) fail(p *Patch, info KernelInfo, cause error) error {
 }
 
 // restorePrior puts back what a patch recorded before an apply of it that
-// failed or was cut short (Patch.Prior).
-func (h *Host) restorePrior(p *Patch, why string) {
+// failed or was cut short (Patch.Prior); why says what became of that
+// apply.
+func (h *Host) restorePrior(p *Patch, why string) error {
 	pr := p.Prior
-	h.log.Info("patch state", "patch", p.ID, "version", p.Version, "from", string(p.State), "to", string(pr.State),
-		"reason", pr.Reason, "apply", why)
-	p.State, p.Reason, p.ReplacedBy, p.Stack, p.Prior, p.Updated = pr.State, pr.Reason, pr.ReplacedBy, pr.Stack, nil, h.cfg.Now().UTC()
+	if pr == nil {
+		return fmt.Errorf("internal error: %s version %d has no prior state to go back to (%s)", p.ID, p.Version, why)
+	}
+	h.log.Info("apply did not complete; the patch goes back to its state before it", "patch", p.ID, "version", p.Version, "apply", why)
+	p.ReplacedBy, p.Stack = pr.ReplacedBy, pr.Stack
+	return h.move(p, pr.State, pr.Reason, edgeRestorePrior)
 }
 
 // retire disables and unloads the patches a new one supersedes: with

@@ -17,8 +17,10 @@ import (
 // State is where one patch is on one host.
 type State string
 
-// The states of a patch on a host. Only Host.transition moves a patch
-// between them, along the edges in allowedTransitions.
+// The states of a patch on a host. Only Host.move changes a patch's
+// state: along the edges in allowedTransitions (Host.transition), back to
+// the state an apply recorded before it (Patch.Prior), or to failed by the
+// crash-loop guard.
 const (
 	StateApplying      State = "applying"       // journaled before the kernel is asked to load it
 	StateApplied       State = "applied"        // the kernel has it enabled

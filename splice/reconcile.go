@@ -37,7 +37,7 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 		// watched: do not try it again by ourselves.
 		if p := h.journal.find(pend.ID, pend.Version); p != nil && p.State != StateFailed {
 			reason := fmt.Sprintf("crash-loop guard: the host restarted while %s version %d was being applied or in its health window; it is not re-applied automatically (apply it again by hand once the cause is known)", p.ID, p.Version)
-			if err := h.forceState(p, StateFailed, reason); err != nil {
+			if err := h.move(p, StateFailed, reason, edgeGuard); err != nil {
 				return err
 			}
 			h.journal.Guarded = append(h.journal.Guarded, Guarded{ID: p.ID, Version: p.Version, BootID: info.BootID, At: p.Updated})
@@ -111,8 +111,7 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 				return h.transition(p, StateApplied, "")
 			case p.Prior != nil:
 				interrupted = append(interrupted, p)
-				h.restorePrior(p, "interrupted before the kernel ran it")
-				return nil
+				return h.restorePrior(p, "interrupted before the kernel ran it")
 			case loaded[p.Module]:
 				interrupted = append(interrupted, p)
 				return h.transition(p, StateFailed, ReasonInterruptedDisabled)
@@ -207,12 +206,6 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	return h.save(info)
 }
 
-// forceState records a state the guard imposes, whatever the state was.
-func (h *Host) forceState(p *Patch, to State, reason string) error {
-	p.State, p.Reason, p.Updated, p.Prior = to, reason, h.cfg.Now().UTC(), nil
-	h.log.Warn("patch state", "patch", p.ID, "version", p.Version, "to", string(to), "reason", reason)
-	return nil
-}
 
 // kernelPatches reads the kernel's patches by name, first waiting out any
 // transition in progress so that what follows sees a settled kernel.
