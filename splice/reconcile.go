@@ -206,7 +206,6 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	return h.save(info)
 }
 
-
 // kernelPatches reads the kernel's patches by name, first waiting out any
 // transition in progress so that what follows sees a settled kernel.
 func (h *Host) kernelPatches(ctx context.Context) (map[string]KernelPatch, error) {
