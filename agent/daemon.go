@@ -550,7 +550,7 @@ func (a *Agent) shutdown() error {
 // peers lists the blob services of the other alive members, shuffled.
 func (a *Agent) peers() []string {
 	var out []string
-	a.node.EachMember(func(name, status string, tags map[string]string) {
+	a.node.EachMember(func(name, status string, _ uint64, tags map[string]string) {
 		if name != a.cfg.NodeName && status == "alive" && tags[TagHTTP] != "" {
 			out = append(out, tags[TagHTTP])
 		}
@@ -580,7 +580,7 @@ func (a *Agent) memberAt(addr string) (string, bool) {
 		return "", false
 	}
 	name := ""
-	a.node.EachMember(func(n, status string, tags map[string]string) {
+	a.node.EachMember(func(n, status string, _ uint64, tags map[string]string) {
 		if name == "" && status == "alive" && tags[TagHTTP] == addr {
 			name = n
 		}

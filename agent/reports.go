@@ -297,7 +297,7 @@ func (r *rollouts) signLocked(rec *rolloutRecord) {
 // pinFromTags pins a member's host key from its tags, when it has none
 // pinned yet. The caller holds r.mu.
 func (r *rollouts) pinFromTags(node string) {
-	r.a.node.EachMember(func(name, _ string, tags map[string]string) {
+	r.a.node.EachMember(func(name, _ string, _ uint64, tags map[string]string) {
 		if name == node {
 			r.pin(name, tags[TagHostKey])
 		}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -100,10 +99,10 @@ type rollouts struct {
 // cachedMember is a member converted for the judgement, valid while serf
 // holds the same tags map and status for it.
 type cachedMember struct {
-	tags   map[string]string // serf's map, held so that its address is not reused
-	status string
-	m      rollout.Member
-	http   string // its blob service address
+	version uint64 // gossip's version of the member when converted
+	status  string
+	m       rollout.Member
+	http    string // its blob service address
 	// hints are the states its reports tag shows, by report key: what
 	// to fetch its signed reports for, never evidence.
 	hints map[string]rollout.HostState
@@ -451,17 +450,16 @@ type cluster struct {
 // cluster takes the members from gossip for a judgement round.
 //
 // Every agent judges every running rollout over the whole member table
-// once per tick, so the conversion is cached: serf replaces a member's
-// tags map when they change and never modifies one, so a member whose
-// map and status are the ones seen last round is converted again only
+// once per tick, so the conversion is cached: a member whose gossip
+// version and status are the ones seen last round is converted again only
 // when they change. The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
 	r.round++
 	es := make([]*cachedMember, 0, len(r.members)+1)
-	r.a.node.EachMember(func(name, status string, tags map[string]string) {
+	r.a.node.EachMember(func(name, status string, version uint64, tags map[string]string) {
 		cm := r.members[name]
-		if cm == nil || !sameMap(cm.tags, tags) || cm.status != status {
-			cm = &cachedMember{tags: tags, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
+		if cm == nil || cm.version != version || cm.status != status {
+			cm = &cachedMember{version: version, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
 				hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
 			cm.m.KeySince = r.pin(name, tags[TagHostKey])
 			r.members[name] = cm
@@ -558,11 +556,6 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 		}
 	}
 	return v
-}
-
-// sameMap reports whether a and b are the same map, not equal ones.
-func sameMap(a, b map[string]string) bool {
-	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // memberFor is a member as the rollout judgement sees it, with copies of

@@ -260,7 +260,7 @@ func notAlive(agents []*Agent) string {
 	for _, a := range agents {
 		var out []string
 		listed := 0
-		a.node.EachMember(func(name, status string, _ map[string]string) {
+		a.node.EachMember(func(name, status string, _ uint64, _ map[string]string) {
 			listed++
 			if status != "alive" {
 				out = append(out, name+" "+status)
@@ -294,7 +294,7 @@ func fewestAlive(agents []*Agent, n int) int {
 	low := n
 	for _, a := range agents {
 		alive := 0
-		a.node.EachMember(func(_, status string, _ map[string]string) {
+		a.node.EachMember(func(_, status string, _ uint64, _ map[string]string) {
 			if status == "alive" {
 				alive++
 			}

@@ -98,7 +98,7 @@ func BenchmarkMembers(b *testing.B) {
 	b.Run("EachMember", func(b *testing.B) {
 		for b.Loop() {
 			alive := 0
-			n.EachMember(func(_, status string, tags map[string]string) {
+			n.EachMember(func(_, status string, _ uint64, tags map[string]string) {
 				if status == "alive" && tags["sf.http"] != "" {
 					alive++
 				}

@@ -138,6 +138,11 @@ type Node struct {
 	mu       sync.RWMutex
 	handlers map[string]func([]byte) ([]byte, error)
 
+	// versions counts each member's changes (events, and this node's
+	// own tag updates): see EachMember.
+	versionsMu sync.Mutex
+	versions   map[string]uint64
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 
@@ -328,10 +333,34 @@ func (n *Node) Members() []Member {
 // place, so reading them in f is safe). It is Members without the
 // copies, for callers that look at every member often: at thousands of
 // members, Members copies thousands of maps.
-func (n *Node) EachMember(f func(name, status string, tags map[string]string)) {
+//
+// version grows with every change of the member this node heard of (a
+// join, update, leave or failure event, and this node's own SetTags). A
+// caller that converts members once and keeps the result converts a
+// member again when its version or status differs from the one it kept.
+// The event of a change is handled just after serf lists it: for a moment
+// a member may show new tags under its old version, and the next look
+// shows the new version; never old tags under a new version.
+func (n *Node) EachMember(f func(name, status string, version uint64, tags map[string]string)) {
+	// The versions are read before the members: serf lists a change
+	// before its event raises the version, so a member read after its
+	// version is at worst newer than the version says, never older.
+	n.versionsMu.Lock()
+	versions := maps.Clone(n.versions)
+	n.versionsMu.Unlock()
 	for _, m := range n.serf.Members() {
-		f(m.Name, m.Status.String(), m.Tags)
+		f(m.Name, m.Status.String(), versions[m.Name], m.Tags)
 	}
+}
+
+// changed counts a change of member name.
+func (n *Node) changed(name string) {
+	n.versionsMu.Lock()
+	defer n.versionsMu.Unlock()
+	if n.versions == nil {
+		n.versions = map[string]uint64{}
+	}
+	n.versions[name]++
 }
 
 func toMember(m serf.Member) Member {
@@ -355,7 +384,10 @@ func (n *Node) SetTags(tags map[string]string) error {
 		// re-advertising it would fail on it.
 		return fmt.Errorf("set tags: %w (%s)", ErrNotAlive, st)
 	}
-	if err := n.serf.SetTags(tags); err != nil {
+	err := n.serf.SetTags(tags)
+	// The tags are set even when the broadcast timed out.
+	n.changed(n.cfg.NodeName)
+	if err != nil {
 		return fmt.Errorf("set tags: %w", err)
 	}
 	return nil
@@ -430,6 +462,9 @@ func (n *Node) handle(e serf.Event) {
 	n.eventsReceived.Add(1)
 	switch e := e.(type) {
 	case serf.MemberEvent:
+		for _, sm := range e.Members {
+			n.changed(sm.Name)
+		}
 		var kind EventKind
 		switch e.Type {
 		case serf.EventMemberJoin:

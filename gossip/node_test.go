@@ -556,3 +556,50 @@ func TestSetTagsAfterLeave(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestMemberVersions: a member's version grows when its tags change, as
+// seen by another node (through the update event) and by the node itself
+// (at SetTags); a member that did not change keeps its version.
+func TestMemberVersions(t *testing.T) {
+	t.Parallel()
+	key := testKey(t)
+	a, _ := startNode(t, testConfig(t, "va", key))
+	b, _ := startNode(t, testConfig(t, "vb", key))
+	joinOrFail(t, b, a.Addr())
+	waitMembers(t, []*Node{a, b}, 2)
+	version := func(n *Node, name string) (v uint64, role string) {
+		n.EachMember(func(m, _ string, ver uint64, tags map[string]string) {
+			if m == name {
+				v, role = ver, tags["role"]
+			}
+		})
+		return v, role
+	}
+	eventually(t, "both members seen with a version", func() error {
+		if v, _ := version(a, "vb"); v == 0 {
+			return fmt.Errorf("a sees vb at version 0")
+		}
+		return nil
+	})
+	before, _ := version(a, "vb")
+	ownBefore, _ := version(a, "va")
+	if err := b.SetTags(map[string]string{"role": "db"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a sees vb's new tags under a new version", func() error {
+		v, role := version(a, "vb")
+		if role != "db" || v <= before {
+			return fmt.Errorf("vb at version %d (was %d), role %q", v, before, role)
+		}
+		return nil
+	})
+	if v, _ := version(a, "va"); v != ownBefore {
+		t.Errorf("a's own version moved from %d to %d with no change of a", ownBefore, v)
+	}
+	if err := a.SetTags(map[string]string{"role": "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, role := version(a, "va"); v <= ownBefore || role != "web" {
+		t.Errorf("after its own SetTags a sees itself at version %d (was %d), role %q", v, ownBefore, role)
+	}
+}
