@@ -277,12 +277,19 @@ func TestAgentCrashesDuringRollouts(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 60*time.Second, "five members", alive(n))
+	dumped := false
 	dump := func() {
+		dumped = true
 		for _, p := range procs {
 			t.Logf("--- %s:\n%s", p.name, p.tail())
 		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() && !dumped {
+			dump()
+		}
+	})
+	waitFor(t, 60*time.Second, "five members", alive(n))
 
 	faults := []sim.Fault{{HealthFail: true}, {OopsAfterLoad: true}, {LoadErrno: "EPERM"}}
 	faultNames := []string{"failing health check", "Oops after load", "kernel refuses the module"}
