@@ -34,7 +34,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/hostkey"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -389,7 +389,7 @@ func signedBundle(t testing.TB, m splice.Manifest, padding int, signers ...*sign
 	if m.Created.IsZero() {
 		m.Created = time.Now().Add(-time.Minute)
 	}
-	mod := testmod.Build(testmod.Options{Name: m.Module.Name, Livepatch: true, Functions: m.Functions, Padding: padding})
+	mod := fakemodule.Build(fakemodule.Options{Name: m.Module.Name, Livepatch: true, Functions: m.Functions, Padding: padding})
 	b, err := splice.New(m, mod)
 	if err != nil {
 		t.Fatal(err)

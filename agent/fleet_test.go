@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/gossip"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/signing"
@@ -202,7 +202,7 @@ func (f *testFleet) startN(n int) []*Agent {
 func (f *testFleet) bundle(id string, version uint64, signer *signing.Signer, padding int) []byte {
 	f.t.Helper()
 	name := "lp_" + id
-	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"f"}, Padding: padding})
+	mod := fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: []string{"f"}, Padding: padding})
 	b, err := splice.New(splice.Manifest{ID: id, Version: version, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: name}, Functions: []string{"f"}, Created: time.Now().Add(-time.Minute)}, mod)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -70,7 +70,7 @@ func TestAdapterOnKernelWithoutModules(t *testing.T) {
 }
 
 func TestInspectModule(t *testing.T) {
-	f, err := InspectModule(testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"depends": "nf_tables,"}}))
+	f, err := InspectModule(fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"depends": "nf_tables,"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

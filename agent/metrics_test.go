@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
@@ -361,7 +361,7 @@ func waitStarted(t *testing.T, a *Agent) {
 func (f *testFleet) bundleFixing(t testing.TB, id string, version uint64, cves ...string) []byte {
 	t.Helper()
 	name := "lp_" + id
-	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"f"}})
+	mod := fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: []string{"f"}})
 	b, err := splice.New(splice.Manifest{ID: id, Version: version, CVEs: cves, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: name}, Functions: []string{"f"}, Created: time.Now().Add(-time.Minute)}, mod)
 	if err != nil {

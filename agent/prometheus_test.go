@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/dashboards"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/metrics"
@@ -251,7 +251,7 @@ func hang(t *testing.T, a *Agent, name string) {
 	t.Helper()
 	setFaults(t, a, sim.Faults{name: {Never: true}})
 	path := filepath.Join(t.TempDir(), name+".ko")
-	if err := os.WriteFile(path, testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"g"}}), 0o600); err != nil {
+	if err := os.WriteFile(path, fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: []string{"g"}}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	file, err := os.Open(path)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -44,7 +44,7 @@ func newDistFixture(t testing.TB) *distFixture {
 	return f
 }
 
-// bundle builds a bundle around a testmod livepatch module of about
+// bundle builds a bundle around a fakemodule livepatch module of about
 // padding bytes more than the minimum, signed by signers.
 func (f *distFixture) bundle(t testing.TB, id string, version uint64, padding int, signers ...*signing.Signer) *splice.Bundle {
 	t.Helper()
@@ -53,7 +53,7 @@ func (f *distFixture) bundle(t testing.TB, id string, version uint64, padding in
 
 func (f *distFixture) bundleFrom(t testing.TB, m splice.Manifest, padding int, signers ...*signing.Signer) *splice.Bundle {
 	t.Helper()
-	module := testmod.Build(testmod.Options{Name: m.Module.Name, Livepatch: true, Functions: m.Functions, Padding: padding})
+	module := fakemodule.Build(fakemodule.Options{Name: m.Module.Name, Livepatch: true, Functions: m.Functions, Padding: padding})
 	b, err := splice.New(m, module)
 	if err != nil {
 		t.Fatal(err)

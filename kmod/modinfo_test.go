@@ -12,7 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 )
 
 func TestParseModInfo(t *testing.T) {
@@ -75,19 +76,19 @@ func TestParseModInfo(t *testing.T) {
 func TestReadModInfo(t *testing.T) {
 	tests := []struct {
 		name string
-		opts testmod.Options
+		opts fakemodule.Options
 		want *ModInfo
 	}{
 		{
 			name: "livepatch x86_64",
-			opts: testmod.Options{
+			opts: fakemodule.Options{
 				Name:      "lp_cmdline",
 				Livepatch: true,
 				Functions: []string{"meminfo_proc_show", "cmdline_proc_show", "version_proc_show", "cmdline_proc_show"},
 			},
 			want: &ModInfo{
 				Name:      "lp_cmdline",
-				Vermagic:  testmod.DefaultVermagic,
+				Vermagic:  fakemodule.DefaultVermagic,
 				Release:   "6.1.0-56-cloud-amd64",
 				Livepatch: true,
 				License:   "GPL",
@@ -96,7 +97,7 @@ func TestReadModInfo(t *testing.T) {
 					"license":   {"GPL"},
 					"depends":   {""},
 					"name":      {"lp_cmdline"},
-					"vermagic":  {testmod.DefaultVermagic},
+					"vermagic":  {fakemodule.DefaultVermagic},
 				},
 				Functions: []string{"cmdline_proc_show", "meminfo_proc_show", "version_proc_show"},
 				Arch:      "x86_64",
@@ -104,7 +105,7 @@ func TestReadModInfo(t *testing.T) {
 		},
 		{
 			name: "livepatch aarch64 with extras",
-			opts: testmod.Options{
+			opts: fakemodule.Options{
 				Name:      "lp_arm",
 				Vermagic:  "6.1.0-56-cloud-arm64 SMP mod_unload modversions aarch64",
 				Livepatch: true,
@@ -135,27 +136,27 @@ func TestReadModInfo(t *testing.T) {
 		},
 		{
 			name: "plain module",
-			opts: testmod.Options{Name: "plain"},
+			opts: fakemodule.Options{Name: "plain"},
 			want: &ModInfo{
 				Name:     "plain",
-				Vermagic: testmod.DefaultVermagic,
+				Vermagic: fakemodule.DefaultVermagic,
 				Release:  "6.1.0-56-cloud-amd64",
 				License:  "GPL",
 				Fields: map[string][]string{
 					"license":  {"GPL"},
 					"depends":  {""},
 					"name":     {"plain"},
-					"vermagic": {testmod.DefaultVermagic},
+					"vermagic": {fakemodule.DefaultVermagic},
 				},
 				Arch: "x86_64",
 			},
 		},
 		{
 			name: "unsupported machine finds no functions",
-			opts: testmod.Options{Name: "rv", Livepatch: true, Functions: []string{"f"}, Machine: elf.EM_RISCV},
+			opts: fakemodule.Options{Name: "rv", Livepatch: true, Functions: []string{"f"}, Machine: elf.EM_RISCV},
 			want: &ModInfo{
 				Name:      "rv",
-				Vermagic:  testmod.DefaultVermagic,
+				Vermagic:  fakemodule.DefaultVermagic,
 				Release:   "6.1.0-56-cloud-amd64",
 				Livepatch: true,
 				License:   "GPL",
@@ -164,17 +165,17 @@ func TestReadModInfo(t *testing.T) {
 					"license":   {"GPL"},
 					"depends":   {""},
 					"name":      {"rv"},
-					"vermagic":  {testmod.DefaultVermagic},
+					"vermagic":  {fakemodule.DefaultVermagic},
 				},
 				Arch: "riscv64",
 			},
 		},
 		{
 			name: "depends list",
-			opts: testmod.Options{Name: "dep", Extra: map[string]string{"depends": "a,,b, c,"}},
+			opts: fakemodule.Options{Name: "dep", Extra: map[string]string{"depends": "a,,b, c,"}},
 			want: &ModInfo{
 				Name:     "dep",
-				Vermagic: testmod.DefaultVermagic,
+				Vermagic: fakemodule.DefaultVermagic,
 				Release:  "6.1.0-56-cloud-amd64",
 				License:  "GPL",
 				Depends:  []string{"a", "b", "c"},
@@ -182,7 +183,7 @@ func TestReadModInfo(t *testing.T) {
 					"license":  {"GPL"},
 					"depends":  {"a,,b, c,", ""},
 					"name":     {"dep"},
-					"vermagic": {testmod.DefaultVermagic},
+					"vermagic": {fakemodule.DefaultVermagic},
 				},
 				Arch: "x86_64",
 			},
@@ -190,7 +191,7 @@ func TestReadModInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ReadModInfo(testmod.Build(tt.opts))
+			got, err := ReadModInfo(fakemodule.Build(tt.opts))
 			if err != nil {
 				t.Fatalf("ReadModInfo: %v", err)
 			}
@@ -202,7 +203,7 @@ func TestReadModInfo(t *testing.T) {
 }
 
 func TestReadModInfoPadding(t *testing.T) {
-	mod := testmod.Build(testmod.Options{Name: "big", Livepatch: true, Functions: []string{"f"}, Padding: 1 << 20})
+	mod := fakemodule.Build(fakemodule.Options{Name: "big", Livepatch: true, Functions: []string{"f"}, Padding: 1 << 20})
 	if len(mod) < 1<<20 {
 		t.Fatalf("padded module is %d bytes, want at least 1 MiB", len(mod))
 	}
@@ -216,7 +217,7 @@ func TestReadModInfoPadding(t *testing.T) {
 }
 
 func TestRequireLivepatch(t *testing.T) {
-	lp, err := ReadModInfo(testmod.Build(testmod.Options{Name: "lp", Livepatch: true}))
+	lp, err := ReadModInfo(fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +225,7 @@ func TestRequireLivepatch(t *testing.T) {
 		t.Errorf("RequireLivepatch on a livepatch module: %v", err)
 	}
 
-	plain, err := ReadModInfo(testmod.Build(testmod.Options{Name: "foo"}))
+	plain, err := ReadModInfo(fakemodule.Build(fakemodule.Options{Name: "foo"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func TestRequireLivepatch(t *testing.T) {
 	}
 
 	// livepatch=N or lowercase is not a livepatch.
-	notY, err := ReadModInfo(testmod.Build(testmod.Options{Name: "n", Extra: map[string]string{"livepatch": "y"}}))
+	notY, err := ReadModInfo(fakemodule.Build(fakemodule.Options{Name: "n", Extra: map[string]string{"livepatch": "y"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func sectionHeaderOffset(t *testing.T, mod []byte, name string) int {
 }
 
 func TestReadModInfoNameFallback(t *testing.T) {
-	mod := testmod.Build(testmod.Options{Name: "oldstyle"})
+	mod := fakemodule.Build(fakemodule.Options{Name: "oldstyle"})
 	mod = bytes.Replace(mod, []byte("\x00name=oldstyle\x00"), []byte("\x00nome=oldstyle\x00"), 1)
 	info, err := ReadModInfo(mod)
 	if err != nil {
@@ -287,7 +288,7 @@ func TestReadModInfoNameFallback(t *testing.T) {
 
 func TestReadModInfoErrors(t *testing.T) {
 	good := func() []byte {
-		return testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"f"}})
+		return fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"f"}})
 	}
 	tests := []struct {
 		name    string
@@ -393,7 +394,7 @@ func TestReadModInfoErrors(t *testing.T) {
 // give an error or a result, never a panic (ReadModInfo recovers, so a
 // panic would show as an error mentioning it).
 func TestReadModInfoTruncated(t *testing.T) {
-	mod := testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"a", "b", "c"}})
+	mod := fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"a", "b", "c"}})
 	for n := 0; n < len(mod); n++ {
 		info, err := ReadModInfo(mod[:n])
 		if err == nil {
@@ -414,7 +415,7 @@ func TestReadModInfoTruncated(t *testing.T) {
 // TestReadModInfoCorruptHeaders flips bytes across the section header table
 // and the relocations; ReadModInfo must never report a panic.
 func TestReadModInfoCorruptHeaders(t *testing.T) {
-	mod := testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"a", "b"}})
+	mod := fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"a", "b"}})
 	for i := range mod {
 		for _, v := range []byte{0x00, 0xff, 0x7f, 0x80} {
 			m := bytes.Clone(mod)
@@ -474,9 +475,9 @@ func TestReadModInfoRealLivepatch(t *testing.T) {
 //
 //	go test ./kmod -run '^$' -fuzz FuzzReadModInfo -fuzztime 30s -fuzzminimizetime 2s
 func FuzzReadModInfo(f *testing.F) {
-	f.Add(testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"cmdline_proc_show"}}))
-	f.Add(testmod.Build(testmod.Options{Name: "plain"}))
-	f.Add(testmod.Build(testmod.Options{Name: "arm", Livepatch: true, Functions: []string{"a", "b"}, Machine: elf.EM_AARCH64}))
+	f.Add(fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"cmdline_proc_show"}}))
+	f.Add(fakemodule.Build(fakemodule.Options{Name: "plain"}))
+	f.Add(fakemodule.Build(fakemodule.Options{Name: "arm", Livepatch: true, Functions: []string{"a", "b"}, Machine: elf.EM_AARCH64}))
 	if real, err := os.ReadFile(filepath.Join("testdata", "livepatch-cmdline", "livepatch_cmdline.ko")); err == nil {
 		f.Add(real)
 	}
@@ -518,13 +519,13 @@ func TestFunctionsHeuristicRejects(t *testing.T) {
 	// Relocations in .rela.data: name of "first" at 0, its function at 24,
 	// name of "second" at 48, its function (.text + 16) at 72.
 	build := func() []byte {
-		return testmod.Build(testmod.Options{Name: "lp", Livepatch: true, Functions: []string{"first", "second"}})
+		return fakemodule.Build(fakemodule.Options{Name: "lp", Livepatch: true, Functions: []string{"first", "second"}})
 	}
 	relaAt := func(t *testing.T, m []byte) int {
 		h := sectionHeaderOffset(t, m, ".rela.data")
 		return int(binary.LittleEndian.Uint64(m[h+24:]))
 	}
-	const symData = 2 // section symbol of .data in testmod's symtab
+	const symData = 2 // section symbol of .data in fakemodule's symtab
 	tests := []struct {
 		name    string
 		corrupt func(t *testing.T, m []byte)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -73,7 +73,7 @@ func (k *memKernel) Unload(_ context.Context, name string) error {
 // module is 1 MiB. It returns the host's state directory too.
 func benchHost(b *testing.B) (*splice.Host, *splice.Bundle, *fixture, string) {
 	f := newFixture(b, 1)
-	mod := testmod.Build(testmod.Options{Name: "livepatch_bench", Livepatch: true, Functions: []string{"f"}, Padding: 1<<20 - 4096})
+	mod := fakemodule.Build(fakemodule.Options{Name: "livepatch_bench", Livepatch: true, Functions: []string{"f"}, Padding: 1<<20 - 4096})
 	m := testManifest()
 	m.Module.Name = "livepatch_bench"
 	m.Functions = []string{"f"}

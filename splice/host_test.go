@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/signing"
@@ -81,7 +81,7 @@ func (e *hostEnv) bundle(id string, version uint64, functions []string, opts ...
 // bundleNamed is bundle with the module named name.
 func (e *hostEnv) bundleNamed(name, id string, version uint64, functions []string, opts ...bundleOpt) *splice.Bundle {
 	e.t.Helper()
-	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: functions})
+	mod := fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: functions})
 	m := splice.Manifest{ID: id, Version: version, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: name}, Functions: functions, Created: now.Add(-time.Hour)}
 	for _, o := range opts {
@@ -384,17 +384,17 @@ func TestApplyRefuses(t *testing.T) {
 			return e.bundle("t", 1, []string{"f"}, func(m *splice.Manifest) { m.Target.Arch = "aarch64" })
 		}, splice.ErrTargetMismatch, "is for aarch64; this host is x86_64"},
 		{"module vermagic for another kernel", func(e *hostEnv) *splice.Bundle {
-			mod := testmod.Build(testmod.Options{Name: "livepatch_v", Livepatch: true, Functions: []string{"f"}, Vermagic: "6.1.0-57-cloud-amd64 SMP preempt mod_unload modversions "})
+			mod := fakemodule.Build(fakemodule.Options{Name: "livepatch_v", Livepatch: true, Functions: []string{"f"}, Vermagic: "6.1.0-57-cloud-amd64 SMP preempt mod_unload modversions "})
 			return e.resign(splice.Manifest{ID: "v", Version: 1, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 				Module: splice.ModuleRef{Name: "livepatch_v"}, Functions: []string{"f"}, Created: now}, mod)
 		}, splice.ErrTargetMismatch, "module vermagic is for kernel 6.1.0-57-cloud-amd64"},
 		{"not a livepatch module", func(e *hostEnv) *splice.Bundle {
-			mod := testmod.Build(testmod.Options{Name: "plain"})
+			mod := fakemodule.Build(fakemodule.Options{Name: "plain"})
 			return e.resign(splice.Manifest{ID: "p", Version: 1, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 				Module: splice.ModuleRef{Name: "plain"}, Functions: []string{"f"}, Created: now}, mod)
 		}, splice.ErrNotLivepatch, `module "plain" is not a livepatch module`},
 		{"missing dependency", func(e *hostEnv) *splice.Bundle {
-			mod := testmod.Build(testmod.Options{Name: "livepatch_d", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"depends": "nf_tables"}})
+			mod := fakemodule.Build(fakemodule.Options{Name: "livepatch_d", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"depends": "nf_tables"}})
 			return e.resign(splice.Manifest{ID: "d", Version: 1, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 				Module: splice.ModuleRef{Name: "livepatch_d"}, Functions: []string{"f"}, Created: now}, mod)
 		}, splice.ErrTargetMismatch, "depends on module nf_tables, which is not loaded"},

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/internal/fileperm"
 	"github.com/splicefleet/splicefleet/internal/gpgtest"
-	"github.com/splicefleet/splicefleet/internal/testmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
@@ -110,7 +110,7 @@ func (g *gpgPublisher) policy() *signing.Policy {
 
 func (g *gpgPublisher) bundle(name, id string, version uint64) *splice.Bundle {
 	g.t.Helper()
-	mod := testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: []string{"f"}})
+	mod := fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: []string{"f"}})
 	b, err := splice.New(splice.Manifest{ID: id, Version: version, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: name}, Functions: []string{"f"}, Created: now.Add(-time.Hour)}, mod)
 	if err != nil {
@@ -253,7 +253,7 @@ func editJournal(t *testing.T, stateDir string, edit func(j map[string]any)) {
 // write the state directory would.
 func plantUnsigned(t *testing.T, e *hostEnv) {
 	t.Helper()
-	mod := testmod.Build(testmod.Options{Name: "livepatch_fix_1", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"author": "attacker"}})
+	mod := fakemodule.Build(fakemodule.Options{Name: "livepatch_fix_1", Livepatch: true, Functions: []string{"f"}, Extra: map[string]string{"author": "attacker"}})
 	b, err := splice.New(splice.Manifest{ID: "fix", Version: 1, Target: splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
 		Module: splice.ModuleRef{Name: "livepatch_fix_1"}, Functions: []string{"f"}, Created: now}, mod)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/splicefleet/splicefleet/gossip"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -108,7 +108,7 @@ var livepatchModule = testModule("livepatch_fix", "cmdline_proc_show")
 
 // testModule builds a livepatch module for the default simulated kernel.
 func testModule(name string, functions ...string) []byte {
-	return testmod.Build(testmod.Options{Name: name, Livepatch: true, Functions: functions})
+	return fakemodule.Build(fakemodule.Options{Name: name, Livepatch: true, Functions: functions})
 }
 
 // publish generates keys, creates a bundle and signs it with the first
@@ -363,7 +363,7 @@ func TestCLIRefuses(t *testing.T) {
 			return verify(c, resign(c, func(m *splice.Manifest) { m.Target.Release = "6.1.0-99-cloud-amd64" }, "keya.sec.asc"))
 		}, exitRefused, "module was built for 6.1.0-56-cloud-amd64, manifest targets 6.1.0-99-cloud-amd64"},
 		{"a non-livepatch module", func(c *cli, b string) []string {
-			mod := c.write("plain.ko", testmod.Build(testmod.Options{Name: "plain_driver"}))
+			mod := c.write("plain.ko", fakemodule.Build(fakemodule.Options{Name: "plain_driver"}))
 			return []string{"create", "--module", mod, "--id", "x", "--version", "1", "-o", c.path("out.splice")}
 		}, exitRefused, `module "plain_driver" is not a livepatch module`},
 		{"a file that is not a module", func(c *cli, b string) []string {
@@ -472,7 +472,7 @@ func TestVersion(t *testing.T) {
 // module that names nothing without it is refused with what to give.
 func TestCreateKernelAndFunctionFlags(t *testing.T) {
 	c := newCLI(t)
-	bare := c.write("bare.ko", testmod.Build(testmod.Options{Name: "livepatch_bare", Livepatch: true, Vermagic: " "}))
+	bare := c.write("bare.ko", fakemodule.Build(fakemodule.Options{Name: "livepatch_bare", Livepatch: true, Vermagic: " "}))
 	inspect := func(bundle string) splice.Manifest {
 		t.Helper()
 		var out struct{ Manifest splice.Manifest }

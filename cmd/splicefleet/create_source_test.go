@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/lab"
@@ -287,8 +287,8 @@ func TestCreateFromSourceChoices(t *testing.T) {
 	two := fakeKernelBuild(t, "cp $(M)/a.bin $(M)/lp_a.ko && cp $(M)/b.bin $(M)/lp_b.ko")
 	src := writeTree(t, map[string]string{
 		"Kbuild": "obj-m := lp_a.o lp_b.o\n",
-		"a.bin":  string(testmod.Build(testmod.Options{Name: "lp_a", Livepatch: true, Functions: []string{"cmdline_proc_show"}})),
-		"b.bin":  string(testmod.Build(testmod.Options{Name: "lp_b", Livepatch: true, Functions: []string{"version_proc_show"}})),
+		"a.bin":  string(fakemodule.Build(fakemodule.Options{Name: "lp_a", Livepatch: true, Functions: []string{"cmdline_proc_show"}})),
+		"b.bin":  string(fakemodule.Build(fakemodule.Options{Name: "lp_b", Livepatch: true, Functions: []string{"version_proc_show"}})),
 		// Stale build output must not be copied into the build folder.
 		"lp_a.ko":   "stale",
 		".lp_a.cmd": "stale",

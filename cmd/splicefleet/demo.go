@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/splicefleet/splicefleet/internal/localfleet"
+	"github.com/splicefleet/splicefleet/cmd/splicefleet/internal/demofleet"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -23,9 +23,9 @@ import (
 // The demo's patches: one that is fine, and one whose canary's health
 // check fails.
 var (
-	goodPatch = localfleet.Patch{ID: "demo-good", Version: 1, Module: "lp_demo_good", Functions: []string{"cmdline_proc_show"},
+	goodPatch = demofleet.Patch{ID: "demo-good", Version: 1, Module: "lp_demo_good", Functions: []string{"cmdline_proc_show"},
 		Description: "demo: a patch that is fine"}
-	badPatch = localfleet.Patch{ID: "demo-bad", Version: 1, Module: "lp_demo_bad", Functions: []string{"tcp_retransmit_timer"},
+	badPatch = demofleet.Patch{ID: "demo-bad", Version: 1, Module: "lp_demo_bad", Functions: []string{"tcp_retransmit_timer"},
 		Description: "demo: a patch that breaks its canary"}
 )
 
@@ -96,8 +96,8 @@ type demo struct {
 	live  bool // stdout is a terminal: redraw in place
 	color bool
 	start time.Time
-	fleet *localfleet.Fleet
-	judge *localfleet.Host // whose judgement of the rollouts is shown
+	fleet *demofleet.Fleet
+	judge *demofleet.Host // whose judgement of the rollouts is shown
 }
 
 func runDemo(ctx context.Context, e *env, f demoFlags) error {
@@ -172,14 +172,14 @@ func (d *demo) run(ctx context.Context, dir string, f demoFlags, logger *slog.Lo
 
 	d.section("Starting the fleet")
 	t := time.Now()
-	fl, err := localfleet.Start(localfleet.Options{Dir: dir, Hosts: f.agents, Canaries: demoCanaries, Logger: logger, Version: version})
+	fl, err := demofleet.Start(demofleet.Options{Dir: dir, Hosts: f.agents, Canaries: demoCanaries, Logger: logger, Version: version})
 	if err != nil {
 		return err
 	}
 	d.fleet, d.judge = fl, fl.Seed()
 	pub := fl.Publisher()
-	d.say("publisher's signing key %s (%s), trusted by every agent: %s", pub.Fingerprint(), pub.Algorithm(), filepath.Join(dir, localfleet.SecretKeyFile))
-	d.say("gossip encryption key: %s", filepath.Join(dir, localfleet.GossipKeyFile))
+	d.say("publisher's signing key %s (%s), trusted by every agent: %s", pub.Fingerprint(), pub.Algorithm(), filepath.Join(dir, demofleet.SecretKeyFile))
+	d.say("gossip encryption key: %s", filepath.Join(dir, demofleet.GossipKeyFile))
 	fctx, cancel := context.WithTimeout(ctx, formTimeout)
 	err = fl.WaitFormed(fctx)
 	cancel()
@@ -200,7 +200,7 @@ func (d *demo) run(ctx context.Context, dir string, f demoFlags, logger *slog.Lo
 	if f.hold {
 		d.say("the fleet keeps running (--hold); try the commands above in another terminal, for example")
 		d.say("  splicefleet rollout revoke %s --key %s --reason \"try it\" --control-socket %s", goodPatch.ID,
-			filepath.Join(dir, localfleet.SecretKeyFile), d.judge.ControlSocket)
+			filepath.Join(dir, demofleet.SecretKeyFile), d.judge.ControlSocket)
 		d.say("which rolls the good patch back on every host. Ctrl-C stops the fleet.")
 		<-ctx.Done()
 		return ctx.Err()
@@ -250,7 +250,7 @@ func demoPlan(id, bundle string) *rollout.Plan {
 
 // publish builds a bundle, publishes it at the judge with its plan, and
 // returns the plan's digest.
-func (d *demo) publish(p localfleet.Patch) (string, *rollout.Plan, error) {
+func (d *demo) publish(p demofleet.Patch) (string, *rollout.Plan, error) {
 	raw, err := d.fleet.Build(p)
 	if err != nil {
 		return "", nil, err

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 )
 
@@ -32,14 +33,14 @@ func openKernel(t *testing.T) (*Kernel, string) {
 }
 
 // livepatch describes a livepatch module named name.
-func livepatch(name string) testmod.Options {
-	return testmod.Options{Name: name, Livepatch: true, Functions: []string{"cmdline_proc_show"}}
+func livepatch(name string) fakemodule.Options {
+	return fakemodule.Options{Name: name, Livepatch: true, Functions: []string{"cmdline_proc_show"}}
 }
 
 // moduleFile writes the module o to a file and opens it.
-func moduleFile(t *testing.T, o testmod.Options) *os.File {
+func moduleFile(t *testing.T, o fakemodule.Options) *os.File {
 	t.Helper()
-	return bytesFile(t, testmod.Build(o))
+	return bytesFile(t, fakemodule.Build(o))
 }
 
 func bytesFile(t *testing.T, data []byte) *os.File {
@@ -524,19 +525,19 @@ func TestLoadRefusals(t *testing.T) {
 	}{
 		{
 			name:   "other release",
-			module: testmod.Build(testmod.Options{Name: "lp_a", Livepatch: true, Vermagic: "6.1.0-57-cloud-amd64 SMP preempt mod_unload modversions "}),
+			module: fakemodule.Build(fakemodule.Options{Name: "lp_a", Livepatch: true, Vermagic: "6.1.0-57-cloud-amd64 SMP preempt mod_unload modversions "}),
 			spec:   kmod.LoadSpec{Name: "lp_a"},
 			want:   []error{kmod.ErrWrongKernel},
 		},
 		{
 			name:   "other arch",
-			module: testmod.Build(testmod.Options{Name: "lp_a", Livepatch: true, Machine: elf.EM_AARCH64}),
+			module: fakemodule.Build(fakemodule.Options{Name: "lp_a", Livepatch: true, Machine: elf.EM_AARCH64}),
 			spec:   kmod.LoadSpec{Name: "lp_a"},
 			want:   []error{kmod.ErrWrongKernel},
 		},
 		{
 			name:   "not a livepatch",
-			module: testmod.Build(testmod.Options{Name: "plain"}),
+			module: fakemodule.Build(fakemodule.Options{Name: "plain"}),
 			spec:   kmod.LoadSpec{Name: "plain"},
 			want:   []error{kmod.ErrWrongKernel, kmod.ErrNotLivepatch},
 		},

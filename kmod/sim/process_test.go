@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 )
 
@@ -97,7 +97,7 @@ func TestProcessesShareOneKernel(t *testing.T) {
 			name := fmt.Sprintf("lp_p%d_%d", p, i)
 			want = append(want, name)
 			path := filepath.Join(mods, name+".ko")
-			if err := os.WriteFile(path, testmod.Build(livepatch(name)), 0o644); err != nil {
+			if err := os.WriteFile(path, fakemodule.Build(livepatch(name)), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			files = append(files, path)

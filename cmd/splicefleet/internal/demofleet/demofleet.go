@@ -1,4 +1,4 @@
-// Package localfleet runs a fleet of splicefleet agents inside one
+// Package demofleet runs a fleet of splicefleet agents inside one
 // process, on loopback, each host with its own state folder and a
 // SIMULATED kernel (package kmod/sim, a test double): what `splicefleet
 // demo` shows, built from the same parts as a real fleet.
@@ -9,14 +9,14 @@
 // gossip with encryption and gossip timers shrunk for loopback
 // ([Tuning]). Everything a host has lives under DIR/HOST: its state, its
 // kernel and its control socket. [Fleet.Build] makes a real signed bundle
-// whose module (built by internal/testmod) the simulated kernel loads;
+// whose module (built by internal/fakemodule) the simulated kernel loads;
 // [Fleet.SignPlan] signs a rollout plan with the same key. A [Host] reads
 // its simulated kernel and injects faults into it. [Fleet.Stop] ends every
 // agent at once, each leaving the cluster.
 //
 // Nothing here changes the machine's kernel. Only cmd parses flags; this
 // package takes [Options].
-package localfleet
+package demofleet
 
 import (
 	"context"
@@ -33,7 +33,7 @@ import (
 
 	"github.com/splicefleet/splicefleet/agent"
 	"github.com/splicefleet/splicefleet/gossip"
-	"github.com/splicefleet/splicefleet/internal/testmod"
+	"github.com/splicefleet/splicefleet/internal/fakemodule"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
@@ -306,7 +306,7 @@ type Patch struct {
 // module for the simulated kernel's release, wrapped and signed as
 // `splicefleet create` and `sign` would.
 func (f *Fleet) Build(p Patch) ([]byte, error) {
-	mod := testmod.Build(testmod.Options{Name: p.Module, Livepatch: true, Functions: p.Functions})
+	mod := fakemodule.Build(fakemodule.Options{Name: p.Module, Livepatch: true, Functions: p.Functions})
 	now := time.Now()
 	b, err := splice.New(splice.Manifest{ID: p.ID, Version: p.Version, Description: p.Description,
 		Target: splice.Target{Release: sim.DefaultRelease, Arch: sim.DefaultArch}, Module: splice.ModuleRef{Name: p.Module},

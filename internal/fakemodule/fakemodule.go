@@ -1,14 +1,20 @@
-// Package testmod builds small relocatable ELF64 files that look like Linux
-// kernel modules, for tests. The files are written by hand with
-// encoding/binary; no compiler or linker is involved.
+// Package fakemodule builds small relocatable ELF64 files shaped like
+// Linux kernel livepatch modules, written by hand with encoding/binary (no
+// compiler or linker). They are fakes: their code is a few placeholder
+// instructions, and the real kernel would refuse or misrun them. Two kinds
+// of user load them: tests of the module info reader, the bundle format,
+// the store and the agent; and the simulated kernel (package kmod/sim),
+// which reads their .modinfo and livepatch tables as the real kernel
+// would, for `splicefleet demo` and the fleet tests. A real module for a
+// real kernel comes from `create --source` or `create --patch`.
 //
 // A built module has the sections kbuild would give a livepatch module:
 // .text with one tiny replacement function per patched function, .data with
 // a klp_func-like table whose old_name/new_func pointers are expressed as
 // .rela.data relocations, .rodata.str1.1 holding the old names, .modinfo,
 // .gnu.linkonce.this_module (a zeroed struct module with the name at offset
-// 24), and the symbol and string tables. It is never meant to be loaded.
-package testmod
+// 24), and the symbol and string tables.
+package fakemodule
 
 import (
 	"bytes"
