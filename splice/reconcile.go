@@ -31,20 +31,8 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	}
 	// Whether the host restarted since the journal was last written.
 	restarted := h.journal.Kernel.BootID != "" && info.BootID != "" && h.journal.Kernel.BootID != info.BootID
-	pend := h.journal.Pending
-	if pend != nil && pend.BootID != info.BootID {
-		// The host went down while the patch was being applied or
-		// watched: do not try it again by ourselves.
-		if p := h.journal.find(pend.ID, pend.Version); p != nil && p.State != StateFailed {
-			reason := fmt.Sprintf("crash-loop guard: the host restarted while %s version %d was being applied or in its health window; it is not re-applied automatically (apply it again by hand once the cause is known)", p.ID, p.Version)
-			if err := h.move(p, StateFailed, reason, edgeGuard); err != nil {
-				return err
-			}
-			h.journal.Guarded = append(h.journal.Guarded, Guarded{ID: p.ID, Version: p.Version, BootID: info.BootID, At: p.Updated})
-			if n := len(h.journal.Guarded); n > maxGuarded {
-				h.journal.Guarded = slices.Clone(h.journal.Guarded[n-maxGuarded:])
-			}
-		}
+	if err := h.guardCrashLoop(info); err != nil {
+		return err
 	}
 	// The verdicts go to the callback once the journal no longer holds
 	// them: a failed write keeps them for the next Host.
@@ -74,74 +62,80 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("list kernel modules: %w", err)
 	}
-	loaded := map[string]bool{}
+	k := kernelView{info: info, patches: kp, loaded: map[string]bool{}}
 	for _, m := range modules {
-		loaded[m] = true
+		k.loaded[m] = true
 	}
-	// The patches an apply journaled as superseded are judged after the
-	// patch that supersedes them: if it took effect, the apply stopped
-	// between the load and the retire, and the retire is finished here
-	// (an atomic-replace patch's kernel has already disabled them; they
-	// are not "removed outside splicefleet").
+	interrupted, err := h.settleAll(ctx, k)
+	if err != nil {
+		return err
+	}
+	// Whatever the marker guarded has been judged above.
+	h.journal.Pending = nil
+	if finished, err := h.finishUndo(ctx, info, restarted, interrupted); finished || err != nil {
+		return err // restore wrote the journal
+	}
+	after, err := json.Marshal(h.journal)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(h.paths.journal); err == nil && string(before) == string(after) {
+		return nil // nothing to record: a read-only command leaves the journal alone
+	}
+	return h.save(info)
+}
+
+// kernelView is what reconcile read of the kernel.
+type kernelView struct {
+	info    KernelInfo
+	patches map[string]KernelPatch // by module name: enabled or in transition
+	loaded  map[string]bool        // module names loaded
+}
+
+// guardCrashLoop fails the patch the journal's marker names when the host
+// went down while it was being applied or watched: it is not tried again
+// by itself.
+func (h *Host) guardCrashLoop(info KernelInfo) error {
+	pend := h.journal.Pending
+	if pend == nil || pend.BootID == info.BootID {
+		return nil
+	}
+	p := h.journal.find(pend.ID, pend.Version)
+	if p == nil || p.State == StateFailed {
+		return nil
+	}
+	reason := fmt.Sprintf("crash-loop guard: the host restarted while %s version %d was being applied or in its health window; it is not re-applied automatically (apply it again by hand once the cause is known)", p.ID, p.Version)
+	if err := h.move(p, StateFailed, reason, edgeGuard); err != nil {
+		return err
+	}
+	h.journal.Guarded = append(h.journal.Guarded, Guarded{ID: p.ID, Version: p.Version, BootID: info.BootID, At: p.Updated})
+	if n := len(h.journal.Guarded); n > maxGuarded {
+		h.journal.Guarded = slices.Clone(h.journal.Guarded[n-maxGuarded:])
+	}
+	return nil
+}
+
+// settleAll brings every journaled patch in line with the kernel and
+// returns the applies the kernel never finished.
+//
+// The patches an apply journaled as superseded are judged after the patch
+// that supersedes them: if it took effect, the apply stopped between the
+// load and the retire, and the retire is finished here (an atomic-replace
+// patch's kernel has already disabled them; they are not "removed outside
+// splicefleet").
+func (h *Host) settleAll(ctx context.Context, k kernelView) (interrupted []*Patch, err error) {
 	retiring := map[string]*Patch{}
 	for _, p := range h.journal.Patches {
 		for _, key := range p.Supersedes {
 			retiring[key] = p
 		}
 	}
-	var interrupted []*Patch // applies the kernel never finished
 	settle := func(p *Patch) error {
-		k, listed := kp[p.Module]
-		enabled := listed && k.Enabled
-		// Whether the host restarted since this patch was loaded, and
-		// whether it came back on the build the patch was applied to.
-		rebooted := p.Kernel.BootID != "" && info.BootID != "" && p.Kernel.BootID != info.BootID
-		sameBuild := p.Kernel.Release == info.Release && p.Kernel.Arch == info.Arch && p.Kernel.BuildID == info.BuildID
-		if !enabled && loaded[p.Module] {
-			// A module whose patch the kernel disabled: finish the unload.
-			h.unloadQuietly(ctx, p.Module)
+		cut, err := h.settle(ctx, p, k)
+		if cut {
+			interrupted = append(interrupted, p)
 		}
-		switch p.State {
-		case StateApplying:
-			switch {
-			case enabled:
-				if p.AppliedAt.IsZero() {
-					p.AppliedAt = h.cfg.Now().UTC()
-				}
-				return h.transition(p, StateApplied, "")
-			case p.Prior != nil:
-				interrupted = append(interrupted, p)
-				return h.restorePrior(p, "interrupted before the kernel ran it")
-			case loaded[p.Module]:
-				interrupted = append(interrupted, p)
-				return h.transition(p, StateFailed, ReasonInterruptedDisabled)
-			default:
-				interrupted = append(interrupted, p)
-				return h.transition(p, StateFailed, ReasonInterruptedBeforeLoad)
-			}
-		case StateApplied:
-			switch {
-			case enabled:
-			case rebooted && !sameBuild:
-				return h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
-					info.Release, orUnknown(info.BuildID), p.Kernel.Release, orUnknown(p.Kernel.BuildID)))
-			case rebooted:
-				// Same build: boot re-applies it.
-			default:
-				return h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer runs it")
-			}
-		case StateReverting:
-			if enabled {
-				return h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
-			}
-			return h.transition(p, StateReverted, "")
-		case StateNotApplicable:
-			if sameBuild {
-				// Back on the build it was made for: boot may re-apply it.
-				return h.transition(p, StateApplied, "")
-			}
-		}
-		return nil
+		return err
 	}
 	var later []*Patch
 	for _, p := range h.journal.Patches {
@@ -150,7 +144,7 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 			continue
 		}
 		if err := settle(p); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, q := range later {
@@ -158,14 +152,14 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 		// reboot on another build, not applicable): q was to go.
 		by := retiring[patchKey(q)]
 		if q.State == StateApplied && (by.State == StateApplied || by.State == StateNotApplicable) {
-			enabled := kp[q.Module].Enabled
-			if err := h.retireOne(ctx, by, q, enabled, enabled || loaded[q.Module]); err != nil {
-				return err
+			enabled := k.patches[q.Module].Enabled
+			if err := h.retireOne(ctx, by, q, enabled, enabled || k.loaded[q.Module]); err != nil {
+				return nil, err
 			}
 			continue
 		}
 		if err := settle(q); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, p := range h.journal.Patches {
@@ -176,34 +170,86 @@ func (h *Host) reconcile(ctx context.Context) (err error) {
 			p.ReplacedBy = ""
 		}
 	}
-	// Whatever the marker guarded has been judged above.
-	h.journal.Pending = nil
-	if key := h.journal.Restoring; key != "" {
-		undone := h.journal.findKey(key)
-		if !restarted && undone != nil && undone.State == StateReverted {
-			// An undo that stopped before putting back what the undone
-			// patch had replaced: finish it. After a restart, boot does.
-			var retry []*Patch
-			for _, q := range interrupted {
-				if q.ReplacedBy == key {
-					retry = append(retry, q)
-				}
+	return interrupted, nil
+}
+
+// settle brings one patch's journaled state in line with the kernel. It
+// reports whether the patch was an apply the kernel never finished.
+func (h *Host) settle(ctx context.Context, p *Patch, k kernelView) (interrupted bool, err error) {
+	info := k.info
+	kpatch, listed := k.patches[p.Module]
+	enabled := listed && kpatch.Enabled
+	// Whether the host restarted since this patch was loaded, and
+	// whether it came back on the build the patch was applied to.
+	rebooted := p.Kernel.BootID != "" && info.BootID != "" && p.Kernel.BootID != info.BootID
+	sameBuild := p.Kernel.Release == info.Release && p.Kernel.Arch == info.Arch && p.Kernel.BuildID == info.BuildID
+	if !enabled && k.loaded[p.Module] {
+		// A module whose patch the kernel disabled: finish the unload.
+		h.unloadQuietly(ctx, p.Module)
+	}
+	switch p.State {
+	case StateApplying:
+		switch {
+		case enabled:
+			if p.AppliedAt.IsZero() {
+				p.AppliedAt = h.cfg.Now().UTC()
 			}
-			if _, err := h.restore(ctx, key, info, retry); err != nil {
-				h.log.Warn("put back what an interrupted undo took off", "after", key, "err", err)
-			}
-			return nil // restore wrote the journal
+			return false, h.transition(p, StateApplied, "")
+		case p.Prior != nil:
+			return true, h.restorePrior(p, "interrupted before the kernel ran it")
+		case k.loaded[p.Module]:
+			return true, h.transition(p, StateFailed, ReasonInterruptedDisabled)
+		default:
+			return true, h.transition(p, StateFailed, ReasonInterruptedBeforeLoad)
 		}
+	case StateApplied:
+		switch {
+		case enabled:
+		case rebooted && !sameBuild:
+			return false, h.transition(p, StateNotApplicable, fmt.Sprintf("the host now runs %s build %s; the patch was applied to %s build %s",
+				info.Release, orUnknown(info.BuildID), p.Kernel.Release, orUnknown(p.Kernel.BuildID)))
+		case rebooted:
+			// Same build: boot re-applies it.
+		default:
+			return false, h.transition(p, StateReverted, "removed outside splicefleet: the kernel no longer runs it")
+		}
+	case StateReverting:
+		if enabled {
+			return false, h.transition(p, StateApplied, "undo interrupted before the kernel disabled the patch")
+		}
+		return false, h.transition(p, StateReverted, "")
+	case StateNotApplicable:
+		if sameBuild {
+			// Back on the build it was made for: boot may re-apply it.
+			return false, h.transition(p, StateApplied, "")
+		}
+	}
+	return false, nil
+}
+
+// finishUndo finishes an undo that stopped before putting back what the
+// undone patch had replaced (after a restart, boot does). It reports
+// whether it did, and so wrote the journal.
+func (h *Host) finishUndo(ctx context.Context, info KernelInfo, restarted bool, interrupted []*Patch) (bool, error) {
+	key := h.journal.Restoring
+	if key == "" {
+		return false, nil
+	}
+	undone := h.journal.findKey(key)
+	if restarted || undone == nil || undone.State != StateReverted {
 		h.journal.Restoring = ""
+		return false, nil
 	}
-	after, err := json.Marshal(h.journal)
-	if err != nil {
-		return err
+	var retry []*Patch
+	for _, q := range interrupted {
+		if q.ReplacedBy == key {
+			retry = append(retry, q)
+		}
 	}
-	if _, err := os.Stat(h.paths.journal); err == nil && string(before) == string(after) {
-		return nil // nothing to record: a read-only command leaves the journal alone
+	if _, err := h.restore(ctx, key, info, retry); err != nil {
+		h.log.Warn("put back what an interrupted undo took off", "after", key, "err", err)
 	}
-	return h.save(info)
+	return true, nil
 }
 
 // kernelPatches reads the kernel's patches by name, first waiting out any
