@@ -359,8 +359,56 @@ func (r *Rollout) StageOf(m Member) int {
 // judgement.
 func (r *Rollout) Evaluate(v View, now time.Time) Status {
 	plan := r.Plan
-	st := Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
-		Self: SelfStatus{Stage: -1, Bucket: r.bucket(v.Self)}}
+	j := &judgement{r: r, now: now, st: Status{ID: plan.ID, Digest: r.Digest, Bundle: plan.Bundle, OnHalt: plan.OnHalt, LastSeq: r.LastSeq(),
+		Self: SelfStatus{Stage: -1, Bucket: r.bucket(v.Self)}}}
+	j.hosts = r.missing(j.takeHosts(v), v.Self)
+	j.steer = r.steering()
+	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
+		r.ensure()
+		r.Opened[0], r.changed = now, true
+	}
+	open := r.open()
+	j.failed = j.countable(open)
+	j.st.Stages = make([]StageStatus, len(plan.Stages))
+	for k, s := range plan.Stages {
+		j.st.Stages[k] = r.count(k, s, j.hosts)
+	}
+	j.halts(open)
+	open = j.decide(open, v.Joining)
+	j.listFailures()
+	st := &j.st
+	st.Open = open
+	r.see(j.hosts, open)
+	for k := range st.Stages {
+		st.Stages[k].Open = k <= open
+	}
+	// This host's part.
+	self := &st.Self
+	switch {
+	case r.HaltReason != "":
+		self.RollBack = r.Rollback && (self.State == StateApplying || self.State == StateHealthy)
+	case v.Joining == "" && (st.State == Running || st.State == Done):
+		self.Apply = self.Targeted && self.Stage >= 0 && self.Stage <= open && self.State == StateNone
+	}
+	return *st
+}
+
+// judgement is one Evaluate in progress: the targeted hosts as the view
+// shows them, the operator's steering, the failures that count, and the
+// status being built.
+type judgement struct {
+	r      *Rollout
+	now    time.Time
+	hosts  []host
+	steer  steering
+	failed []host // failures that count against the gates, by name
+	st     Status
+}
+
+// takeHosts turns the view's members into the rollout's targeted hosts,
+// with their stages and signed states, and notes this host's own part.
+func (j *judgement) takeHosts(v View) []host {
+	r := j.r
 	hosts := make([]host, 0, len(v.Members))
 	for _, m := range v.Members {
 		if !r.Targets(m) {
@@ -379,81 +427,81 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		}
 		hosts = append(hosts, h)
 		if m.Name == v.Self {
-			st.Self.Targeted, st.Self.Stage, st.Self.State = true, h.stage, h.state
+			j.st.Self.Targeted, j.st.Self.Stage, j.st.Self.State = true, h.stage, h.state
 		}
 	}
-	hosts = r.missing(hosts, v.Self)
-	steer := r.steering()
-	byName := func(a, b host) int { return strings.Compare(a.Name, b.Name) }
-	if len(r.Opened) == 0 || r.Opened[0].IsZero() {
-		r.ensure()
-		r.Opened[0], r.changed = now, true
-	}
-	open := r.open()
-	// A failure counts against the gates only while the rollout runs,
-	// from a host of an open stage (no other could have applied it), that
-	// never signed a healthy report for it: a host's word cannot take a
-	// finished rollout's fix away from the fleet (G1 in docs/security.md).
-	// Other failures are regressions: shown and alerted, the failing host
-	// undoing the patch on itself only.
-	countable := func(open int) []host {
-		var out []host
-		for _, h := range hosts {
-			if h.state == StateFailed && r.DoneAt.IsZero() && !h.wasHealthy && h.stage >= 0 && h.stage <= open {
-				out = append(out, h)
-			}
-		}
-		slices.SortFunc(out, byName)
-		return out
-	}
-	failed := countable(open)
-	st.Stages = make([]StageStatus, len(plan.Stages))
-	for k, s := range plan.Stages {
-		st.Stages[k] = r.count(k, s, hosts)
-	}
+	return hosts
+}
 
-	// Halts: operator commands, then the failure gates. Sticky; the
-	// reason of a gate halt follows what is known of the failures. Both
-	// rest on documents every agent stores and serves (commands, signed
-	// reports), so every agent, however late it hears of the plan,
-	// reaches the same halt.
-	failures := func() string {
-		names := make([]string, 0, len(failed))
-		for _, h := range failed[:min(3, len(failed))] {
-			names = append(names, h.Name+": "+h.reason)
+// countable lists the failures that count against the gates with stages
+// up to open open. A failure counts only while the rollout runs, from a
+// host of an open stage (no other could have applied it), that never
+// signed a healthy report for it: a host's word cannot take a finished
+// rollout's fix away from the fleet (G1 in docs/security.md). Other
+// failures are regressions: shown and alerted, the failing host undoing
+// the patch on itself only.
+func (j *judgement) countable(open int) []host {
+	var out []host
+	for _, h := range j.hosts {
+		if h.state == StateFailed && j.r.DoneAt.IsZero() && !h.wasHealthy && h.stage >= 0 && h.stage <= open {
+			out = append(out, h)
 		}
-		more := ""
-		if len(failed) > 3 {
-			more = fmt.Sprintf(" and %d more", len(failed)-3)
-		}
-		return fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more)
 	}
-	tripped := r.tripped(len(failed), st.Stages[open].Cohort)
+	slices.SortFunc(out, func(a, b host) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// failures says which hosts failed, as a halt's reason.
+func (j *judgement) failures() string {
+	failed := j.failed
+	names := make([]string, 0, len(failed))
+	for _, h := range failed[:min(3, len(failed))] {
+		names = append(names, h.Name+": "+h.reason)
+	}
+	more := ""
+	if len(failed) > 3 {
+		more = fmt.Sprintf(" and %d more", len(failed)-3)
+	}
+	return fmt.Sprintf("%d host%s failed (%s%s)", len(failed), plural(len(failed)), strings.Join(names, "; "), more)
+}
+
+// halts applies the operator's commands, then the failure gates, with
+// stages up to open open. Halts are sticky; the reason of a gate halt
+// follows what is known of the failures. Both rest on documents every
+// agent stores and serves (commands, signed reports), so every agent,
+// however late it hears of the plan, reaches the same halt.
+func (j *judgement) halts(open int) {
+	r, steer := j.r, j.steer
 	switch {
 	case r.HaltReason != "":
-		if r.HaltedByGate && len(failed) > 0 {
-			if why := failures(); why != r.HaltReason {
+		if r.HaltedByGate && len(j.failed) > 0 {
+			if why := j.failures(); why != r.HaltReason {
 				r.HaltReason, r.changed = why, true
 			}
 		}
 	case steer.halt != nil:
-		r.halt(now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
+		r.halt(j.now, fmt.Sprintf("%s by operator (seq %d)%s", steer.halt.Action, steer.halt.Seq, reasonSuffix(steer.halt.Reason)),
 			steer.halt.Action == ActionRevoke)
-	case tripped:
-		r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
+	case r.tripped(len(j.failed), j.st.Stages[open].Cohort):
+		r.halt(j.now, j.failures(), r.Plan.OnHalt == OnHaltRollback)
 		r.HaltedByGate = true
 	}
 	// A revoke that follows a halt rolls back what the halt kept.
 	if r.HaltReason != "" && !r.Rollback && steer.halt != nil && steer.halt.Action == ActionRevoke {
 		r.Rollback, r.changed = true, true
 	}
-	expired := plan.Expires != nil && !now.Before(*plan.Expires)
+}
+
+// decide sets the rollout's state and why, opening stages while it runs,
+// and returns the highest open stage. joining is the view's Joining.
+func (j *judgement) decide(open int, joining string) int {
+	r, st, now, plan := j.r, &j.st, j.now, j.r.Plan
 	switch {
 	case r.HaltReason != "":
-		open = r.openedElsewhere(now, hosts, open)
-		st.State, st.Why, st.RollingBack = r.ended(steer, hosts)
+		open = r.openedElsewhere(now, j.hosts, open)
+		st.State, st.Why, st.RollingBack = r.ended(j.steer, j.hosts)
 		st.EndedAt = r.HaltedAt
-	case expired:
+	case plan.Expires != nil && !now.Before(*plan.Expires):
 		st.State = Expired
 		st.Why = "expired at " + plan.Expires.UTC().Format(time.RFC3339) + "; no host applies it any more"
 	case !r.DoneAt.IsZero():
@@ -462,28 +510,28 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		open = len(plan.Stages) - 1
 		st.Why = fmt.Sprintf("done since %s; %d of %d hosts healthy", r.DoneAt.UTC().Format(time.RFC3339),
 			st.Stages[open].Healthy, st.Stages[open].Cohort)
-	case steer.paused:
+	case j.steer.paused:
 		st.State = Paused
-		st.Why = fmt.Sprintf("paused by operator (seq %d)", steer.pausedBy)
-	case v.Joining != "":
+		st.Why = fmt.Sprintf("paused by operator (seq %d)", j.steer.pausedBy)
+	case joining != "":
 		// Nothing passes on a view that may lack any host: the stages
 		// stay as they were, their soak does not start, nothing applies.
 		st.State = Running
-		st.Why = fmt.Sprintf("waiting: %s; stage %d (%s) open", v.Joining, open+1, st.Stages[open].Name)
+		st.Why = fmt.Sprintf("waiting: %s; stage %d (%s) open", joining, open+1, st.Stages[open].Name)
 	default:
 		st.State = Running
 		prev := open
-		open = r.advance(now, st.Stages, steer.promotedTo)
+		open = r.advance(now, st.Stages, j.steer.promotedTo)
 		if open > prev {
 			// A stage this agent opens now may hold a failure that did
 			// not count while it was closed: judged before anyone applies.
-			if f := countable(open); r.tripped(len(f), st.Stages[open].Cohort) {
-				failed = f
-				r.halt(now, failures(), plan.OnHalt == OnHaltRollback)
+			if f := j.countable(open); r.tripped(len(f), st.Stages[open].Cohort) {
+				j.failed = f
+				r.halt(now, j.failures(), plan.OnHalt == OnHaltRollback)
 				r.HaltedByGate = true
-				open = r.openedElsewhere(now, hosts, open)
-				st.State, st.Why, st.RollingBack = r.ended(steer, hosts)
-				break
+				open = r.openedElsewhere(now, j.hosts, open)
+				st.State, st.Why, st.RollingBack = r.ended(j.steer, j.hosts)
+				return open
 			}
 		}
 		st.Why = r.why(open, st.Stages, now)
@@ -493,11 +541,18 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 			r.DoneAt, r.changed = now, true
 		}
 	}
-	for _, h := range hosts {
+	return open
+}
+
+// listFailures names the failed hosts: the ones that count against the
+// gates, and the regressions.
+func (j *judgement) listFailures() {
+	st := &j.st
+	for _, h := range j.hosts {
 		if h.state != StateFailed {
 			continue
 		}
-		if slices.ContainsFunc(failed, func(x host) bool { return x.Name == h.Name }) {
+		if slices.ContainsFunc(j.failed, func(x host) bool { return x.Name == h.Name }) {
 			st.Failed = append(st.Failed, h.Name+": "+h.reason)
 		} else {
 			st.Regressed = append(st.Regressed, h.Name+": "+h.reason)
@@ -509,20 +564,6 @@ func (r *Rollout) Evaluate(v View, now time.Time) Status {
 		st.Why += fmt.Sprintf("; %d host%s failed outside the gates (after its health window, after the rollout was done, or outside the open stages): %s", len(st.Regressed), plural(len(st.Regressed)),
 			strings.Join(st.Regressed[:min(3, len(st.Regressed))], "; "))
 	}
-	st.Open = open
-	r.see(hosts, open)
-	for k := range st.Stages {
-		st.Stages[k].Open = k <= open
-	}
-	// This host's part.
-	self := &st.Self
-	switch {
-	case r.HaltReason != "":
-		self.RollBack = r.Rollback && (self.State == StateApplying || self.State == StateHealthy)
-	case v.Joining == "" && (st.State == Running || st.State == Done):
-		self.Apply = self.Targeted && self.Stage >= 0 && self.Stage <= open && self.State == StateNone
-	}
-	return st
 }
 
 // ended is the state and explanation of a halted rollout: halted, or
