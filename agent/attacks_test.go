@@ -30,6 +30,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/splicefleet/splicefleet/gossip"
@@ -91,7 +93,7 @@ func (f *testFleet) joinRogue(name string, extra ...map[string]string) *rogue {
 	mux.HandleFunc("GET /v1/reports/{plan}", func(w http.ResponseWriter, req *http.Request) {
 		_, _ = w.Write([]byte(`{"reports":[]}`))
 	})
-	for path, m := range map[string]map[string]http.HandlerFunc{headsPath: r.heads, modulesPath: r.modules} {
+	for path, m := range map[string]map[string]http.HandlerFunc{distrib.HeadsPath: r.heads, distrib.ModulesPath: r.modules} {
 		mux.HandleFunc("GET "+path+"{digest}", func(w http.ResponseWriter, req *http.Request) {
 			r.mu.Lock()
 			h, ok := m[req.PathValue("digest")]
@@ -460,6 +462,31 @@ func writeKeyring(t testing.TB, path string, signers ...*signing.Signer) {
 	}
 }
 
+// serveBytes answers every request with b.
+func serveBytes(b []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(b) }
+}
+
+// headBytes is a bundle's head in its wire form.
+func headBytes(t testing.TB, b *splice.Bundle) []byte {
+	t.Helper()
+	raw, err := distrib.EncodeHead(&distrib.Head{Manifest: b.Manifest, Signatures: b.Signatures})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// endless writes until the client goes away.
+func endless(w http.ResponseWriter, r *http.Request) {
+	chunk := bytes.Repeat([]byte("A"), 32<<10)
+	for r.Context().Err() == nil {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
 // moduleOf serves a bundle's own module.
 func moduleOf(b *splice.Bundle) http.HandlerFunc { return serveBytes(b.Module) }
 
@@ -631,7 +658,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 
 func assertNoUnverified(t testing.TB, a *Agent) {
 	t.Helper()
-	left, err := filepath.Glob(filepath.Join(a.store.Dir(), "*", "*"+unverifiedSuffix))
+	left, err := filepath.Glob(filepath.Join(a.store.Dir(), "*", "*"+distrib.UnverifiedSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +713,7 @@ func TestAttackEndlessDownload(t *testing.T) {
 			waitMetric(t, h, bad+1, "splicefleet_fetch_bad_peer_responses_total")
 			waitLog(t, logs, tc.logged)
 			t.Logf("refused %s after %s", tc.name, time.Since(start).Round(time.Millisecond))
-			limit := float64(len(b.Module) + 1 + 2*MaxHeadSize)
+			limit := float64(len(b.Module) + 1 + 2*distrib.MaxHeadSize)
 			if got := metricValue(t, h, "splicefleet_fetched_bytes_total", "source", "origin"); got > float64(i+1)*limit {
 				t.Errorf("%g bytes read from the rogue, bound %g", got, float64(i+1)*limit)
 			}

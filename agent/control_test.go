@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/distrib"
 )
 
 // TestControlSocketIsOwnerOnly: the control socket is a socket of mode
@@ -98,7 +100,7 @@ func TestTCPListenerChangesNothing(t *testing.T) {
 	control := []string{"/v1/publish", "/v1/check", "/v1/rollouts", "/v1/rollouts/tcp", "/v1/commands", "/v1/bundles", "/v1/members",
 		"/v1/fleet", "/v1/keys", "/v1/keys/install", "/v1/keys/use", "/v1/keys/remove", "/v1/bundles/" + v.ManifestDigest + "/forget"}
 	public := []string{"/healthz", "/metrics", "/v1/index", "/v1/docs", "/v1/docs/" + v.ManifestDigest,
-		"/v1/reports/" + v.ManifestDigest, headsPath + v.ManifestDigest, modulesPath + v.Manifest.Module.SHA256}
+		"/v1/reports/" + v.ManifestDigest, distrib.HeadsPath + v.ManifestDigest, distrib.ModulesPath + v.Manifest.Module.SHA256}
 	try := func(method, path string) {
 		req, err := http.NewRequest(method, base+path, bytes.NewReader(bundle))
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/bounded"
@@ -115,9 +116,9 @@ type Agent struct {
 	hostKey *hostkey.Key  // signs this host's reports
 	pins    *hostkey.Pins // the other hosts' keys
 	kernel  *Kernel
-	store   *Store
-	fetcher *Fetcher
-	blobs   *BlobServer
+	store   *distrib.Store
+	fetcher *distrib.Fetcher
+	blobs   *distrib.BlobServer
 	node    *gossip.Node
 	metrics *metrics.Metrics
 
@@ -220,7 +221,7 @@ func New(opts Options) (*Agent, error) {
 	if err := splice.CheckStateDir(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	if a.store, err = OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+	if a.store, err = distrib.OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
 		return nil, err
 	}
 	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {
@@ -252,13 +253,13 @@ func New(opts Options) (*Agent, error) {
 	// before it points fetchers at the peers it served.
 	// Only members' advertised blob services are fetched from, and only
 	// they take seed copies and are referred to.
-	if a.fetcher, err = NewFetcher(FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
+	if a.fetcher, err = distrib.NewFetcher(distrib.FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
 		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		OnFetch: a.fetchObserved, Member: a.isMemberHTTP}); err != nil {
 		_ = a.httpLn.Close()
 		return nil, err
 	}
-	a.blobs = NewBlobServer(a.store, BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
+	a.blobs = distrib.NewBlobServer(a.store, distrib.BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
 	ctlLn, err := listenControl(cfg.ControlSocket)
 	if err != nil {
 		_ = a.httpLn.Close()
@@ -636,7 +637,7 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromInd
 			return
 		}
 		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == ann.Origin })
-		want := Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}
+		want := distrib.Want{ManifestDigest: ann.ManifestDigest, Size: ann.Size}
 		if fromIndex {
 			want.Store = a.storeUnlessForgotten(ann.ManifestDigest)
 		}
@@ -700,7 +701,8 @@ func (a *Agent) antiEntropy(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	resp, err := http.DefaultClient.Do(req)
+	// The one peer client: no redirects, bounded connections.
+	resp, err := a.fetcher.Client().Do(req)
 	if err != nil {
 		a.log.Debug("anti-entropy", "peer", peer, "err", err)
 		return
@@ -715,7 +717,7 @@ func (a *Agent) antiEntropy(ctx context.Context) {
 		return
 	}
 	for _, e := range idx {
-		if !ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
+		if !distrib.ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
 			continue
 		}
 		a.fetchAsync(ctx, gossip.Announcement{ID: e.ID, Version: e.Version, ManifestDigest: e.ManifestDigest, Size: e.Size, Origin: peer}, true)

@@ -17,14 +17,14 @@
 //
 // The fleet side is [Agent]: a member of an encrypted serf cluster
 // (package gossip) with no central server. A bundle published at any agent
-// is verified there, stored content-addressed ([Store]) and announced in a
+// is verified there, stored content-addressed ([distrib.Store]) and announced in a
 // small gossip event. Every agent that hears the announcement fetches the
-// bundle from its peers' blob services ([BlobServer], read-only and
+// bundle from its peers' blob services ([distrib.BlobServer], read-only and
 // content-addressed), trying peers before the origin: first the head
 // (manifest and signatures), which must match the announced digest and
 // satisfy the trust policy, and only then the module, capped at the size
 // the signed manifest states and hashed as it lands as an .unverified file
-// ([Fetcher]). A refused digest is remembered for a while and not fetched
+// ([distrib.Fetcher]). A refused digest is remembered for a while and not fetched
 // again. Gossip delivery is not guaranteed, so anti-entropy asks a random
 // peer for its index every Config.AntiEntropy and fetches what is missing.
 // Only blob addresses that members advertise are fetched from, every

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -43,7 +44,7 @@ func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
 			a.metricRefused("report", fmt.Errorf("%w: %w (an agent of an earlier release, or a forgery)", ErrReportRefused, rollout.ErrUnsignedReport))
 		case rollout.DocEvent:
 			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
-			if err == nil && !validHostPort(d.Origin) {
+			if err == nil && !distrib.ValidHostPort(d.Origin) {
 				err = fmt.Errorf("%w: origin %q is not host:port", rollout.ErrMalformedEvent, d.Origin)
 			}
 			if err != nil {
@@ -134,14 +135,14 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string) error {
 		var next string
 		for _, demoted := range []bool{false, true} {
 			for _, src := range append(a.docQ.sources(digest), peers...) {
-				if next == "" && !asked[src] && a.fetcher.isDemoted(sourceFor(src, false)) == demoted {
+				if next == "" && !asked[src] && a.fetcher.Demoted(src) == demoted {
 					next = src
 				}
 			}
 		}
 		if next == "" {
 			if len(errs) == 0 {
-				return fmt.Errorf("%s %s: %w: no source left to try", kind, digest[:12], ErrUnavailable)
+				return fmt.Errorf("%s %s: %w: no source left to try", kind, digest[:12], distrib.ErrUnavailable)
 			}
 			return errors.Join(errs...)
 		}
@@ -153,13 +154,13 @@ func (a *Agent) fetchDoc(ctx context.Context, kind, digest string) error {
 			if fctx.Err() != nil {
 				return errors.Join(append(errs, fmt.Errorf("%s %s: %w", kind, digest[:12], fctx.Err()))...)
 			}
-			var status *statusError
+			var status *distrib.StatusError
 			switch {
 			case errors.Is(err, rollout.ErrInvalidDocument):
 				a.metricRefused(kind, err) // unsigned, oversized or malformed
 			case errors.Is(err, errWrongDocument), errors.As(err, &status):
 			default: // timed out, unreachable or cut off
-				a.fetcher.demote(sourceFor(next, false))
+				a.fetcher.Demote(next)
 				a.log.Info("demoted a source that timed out or could not be reached", "what", kind, "source", next, "err", err)
 			}
 			errs = append(errs, err)
@@ -199,7 +200,7 @@ func (a *Agent) acceptFetchedPlan(ctx context.Context, d *rollout.Document, src 
 	}
 	if !a.store.Has(vp.Plan.Bundle) {
 		peers := slices.DeleteFunc(a.peers(), func(p string) bool { return p == src })
-		if _, err := a.fetcher.Fetch(ctx, Want{ManifestDigest: vp.Plan.Bundle}, peers, src); err != nil {
+		if _, err := a.fetcher.Fetch(ctx, distrib.Want{ManifestDigest: vp.Plan.Bundle}, peers, src); err != nil {
 			return fmt.Errorf("plan %s: its bundle: %w", vp.Plan.ID, err)
 		}
 		a.refreshTagsSoon()
@@ -223,14 +224,14 @@ func (a *Agent) getDoc(ctx context.Context, src, digest string) (*rollout.Docume
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.fetcher.client.Do(req)
+	resp, err := a.fetcher.Client().Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-		return nil, &statusError{source: src, code: resp.StatusCode, status: resp.Status}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, distrib.MaxErrorBody))
+		return nil, &distrib.StatusError{Source: src, Code: resp.StatusCode, Status: resp.Status}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, rollout.MaxDocumentSize+1))
 	if err != nil {
@@ -266,7 +267,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 	if err != nil {
 		return
 	}
-	resp, err := a.fetcher.client.Do(req)
+	resp, err := a.fetcher.Client().Do(req)
 	if err != nil {
 		return
 	}
@@ -276,7 +277,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 		return
 	}
 	for _, e := range idx {
-		if ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
+		if distrib.ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
 			a.fetchDocAsync(ctx, e.Kind, e.Digest, peer, true)
 		}
 	}

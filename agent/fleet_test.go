@@ -483,5 +483,5 @@ func TestUntrustedAnnouncementIsNeverDownloaded(t *testing.T) {
 
 // warnLogger sends an agent's warnings and errors to t.Log.
 func warnLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

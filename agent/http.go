@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/signing"
@@ -66,8 +67,8 @@ func (a *Agent) httpHandler() http.Handler {
 		_, _ = w.Write(data)
 	})
 	mux.Handle("GET /metrics", a.metrics.Handler())
-	mux.Handle("/v1/heads/", a.blobs)
-	mux.Handle("/v1/modules/", streaming(a.blobs))
+	mux.Handle(distrib.HeadsPath, a.blobs)
+	mux.Handle(distrib.ModulesPath, streaming(a.blobs))
 	return mux
 }
 
@@ -265,9 +266,9 @@ func (a *Agent) controlHandler() http.Handler {
 		switch {
 		case err == nil:
 			writeJSON(w, http.StatusOK, e)
-		case errors.Is(err, ErrInvalidDigest):
+		case errors.Is(err, distrib.ErrInvalidDigest):
 			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Reason: "invalid"})
-		case errors.Is(err, ErrNotStored):
+		case errors.Is(err, distrib.ErrNotStored):
 			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_held"})
 		case errors.Is(err, ErrBundleInUse):
 			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "in_use"})

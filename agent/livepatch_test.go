@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -46,7 +47,7 @@ func TestKernelWithoutLivepatch(t *testing.T) {
 	}
 	var logs lockedBuffer
 	f.options = func(o *Options) {
-		o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tLogWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn}))
+		o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testutil.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	nolp := f.start(cfg)
 	f.options = nil

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/metrics"
@@ -79,7 +79,7 @@ func fetchFailure(err error) metrics.FetchFailure {
 		return metrics.FetchRefused
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return metrics.FetchCanceled
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, distrib.ErrUnavailable):
 		return metrics.FetchUnavailable
 	}
 	return metrics.FetchError
@@ -154,7 +154,7 @@ func (a *Kernel) TaintFlags() (map[string]bool, error) {
 // content-addressed, so what it says never changes: each is read once and
 // remembered; a scrape only lists the folder.
 type heldBundles struct {
-	store *Store
+	store *distrib.Store
 	mu    sync.Mutex
 	known map[string]metrics.Bundle // by manifest digest
 	// wanted lists the bundles a live rollout targets this host with;
@@ -163,9 +163,9 @@ type heldBundles struct {
 }
 
 func (h *heldBundles) list() ([]metrics.Bundle, error) {
-	entries, err := os.ReadDir(h.store.heads)
+	entries, err := h.store.Digests()
 	if err != nil {
-		return nil, fmt.Errorf("list store: %w", err)
+		return nil, err
 	}
 	var wanted map[string]bool // before h.mu: it takes the rollouts' lock
 	if h.wanted != nil {
@@ -177,26 +177,19 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 	seen := make(map[string]bool, len(entries))
 
 	for _, e := range entries {
-		digest, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || !ValidDigest(digest) {
-			continue
-		}
+		digest := e.Digest
 		seen[digest] = true
 		b, ok := h.known[digest]
 		if !ok {
-			info, err := e.Info()
-			if err != nil {
-				continue // removed while listed
-			}
 			head, err := h.store.Head(digest)
 			if err != nil {
 				return nil, err
 			}
 			m, err := splice.ParseManifest(head.Manifest)
 			if err != nil {
-				return nil, fmt.Errorf("list store: head %s: %w: %v", digest, ErrCorruptStore, err)
+				return nil, fmt.Errorf("list store: head %s: %w: %v", digest, distrib.ErrCorruptStore, err)
 			}
-			b = metrics.Bundle{ID: m.ID, Version: m.Version, Target: m.Target, Stored: info.ModTime()}
+			b = metrics.Bundle{ID: m.ID, Version: m.Version, Target: m.Target, Stored: e.At}
 			h.known[digest] = b
 		}
 		b.Wanted = wanted[digest]

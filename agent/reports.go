@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
@@ -88,7 +89,7 @@ func openReportBook(dir string) (*reportBook, error) {
 		return nil, err
 	}
 	for _, p := range plans {
-		if !p.IsDir() || !ValidDigest(p.Name()) {
+		if !p.IsDir() || !distrib.ValidDigest(p.Name()) {
 			continue
 		}
 		// Followed when its reports were kept: a report is put only
@@ -351,7 +352,7 @@ func (r *rollouts) fetchReports(ctx context.Context, addr, plan, node string, fa
 	if err != nil {
 		return false
 	}
-	resp, err := r.a.fetcher.client.Do(req)
+	resp, err := r.a.fetcher.Client().Do(req)
 	if err != nil {
 		r.a.log.Debug("fetch host reports", "peer", addr, "err", err)
 		return false

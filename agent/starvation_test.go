@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
+
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
@@ -325,12 +327,12 @@ func TestAttackHolderHeaderPoisoning(t *testing.T) {
 	attacked := deliver("stormy", func(sha string) {
 		module = sha
 		for _, fake := range append(fakes, "") {
-			req, err := http.NewRequest(http.MethodGet, "http://"+origin.HTTPAddr()+modulesPath+sha, nil)
+			req, err := http.NewRequest(http.MethodGet, "http://"+origin.HTTPAddr()+distrib.ModulesPath+sha, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if fake != "" {
-				req.Header.Set(HolderHeader, fake)
+				req.Header.Set(distrib.HolderHeader, fake)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -338,7 +340,7 @@ func TestAttackHolderHeaderPoisoning(t *testing.T) {
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			lastStatus, lastPeers = resp.StatusCode, resp.Header.Get(PeersHeader)
+			lastStatus, lastPeers = resp.StatusCode, resp.Header.Get(distrib.PeersHeader)
 		}
 	})
 	t.Logf("a new module reached an agent in %s normally, %s after %d downloads claiming trickling holders", normal.Round(time.Millisecond), attacked.Round(time.Millisecond), len(fakes))
@@ -354,7 +356,7 @@ func TestAttackHolderHeaderPoisoning(t *testing.T) {
 		t.Errorf("after the forged claims the origin answered %d naming %q", lastStatus, lastPeers)
 	}
 	for _, fake := range fakes {
-		if h := origin.blobs.hints(module); strings.Contains(h, fake) {
+		if h := origin.blobs.Hints(module); strings.Contains(h, fake) {
 			t.Errorf("the origin would refer fetchers to %s: %q", fake, h)
 		}
 	}
@@ -406,7 +408,7 @@ func TestAttackAmplification(t *testing.T) {
 	// to the victim.
 	b := signedBundle(t, splice.Manifest{ID: "referred", Version: 1}, 0, f.signer)
 	digest := r.serveBundle(b, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set(PeersHeader, target)
+		w.Header().Set(distrib.PeersHeader, target)
 		http.Error(w, "busy", http.StatusTooManyRequests)
 	})
 	r.announce("referred", 1, digest)

@@ -11,7 +11,8 @@ import (
 // package (which also registers test flags in the binary); the agent does
 // not link the simulated kernel (cmd/splicefleet opens it and passes it
 // in); splice knows neither the kernel backend, the gossip, the agent nor
-// the network.
+// the network; distrib moves bundles and knows no gossip, rollouts or
+// kernel.
 var mustNotLink = map[string][]string{
 	".": {"testing",
 		"github.com/splicefleet/splicefleet/internal/testutil",
@@ -26,6 +27,11 @@ var mustNotLink = map[string][]string{
 		"github.com/splicefleet/splicefleet/kmod",
 		"github.com/splicefleet/splicefleet/gossip",
 		"github.com/splicefleet/splicefleet/agent"},
+	"../../distrib": {"testing",
+		"github.com/splicefleet/splicefleet/agent",
+		"github.com/splicefleet/splicefleet/gossip",
+		"github.com/splicefleet/splicefleet/rollout",
+		"github.com/splicefleet/splicefleet/kmod"},
 	"../../rollout": {"testing", "net/http",
 		"github.com/splicefleet/splicefleet/kmod",
 		"github.com/splicefleet/splicefleet/agent"},

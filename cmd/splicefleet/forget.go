@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
@@ -47,7 +48,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 			}
 			fleet := sign.given() || bodyIn != "" || bodyOut != ""
 			if !fleet {
-				var ent agent.Entry
+				var ent distrib.Entry
 				if err := c.Do("POST", "/v1/bundles/"+digest+"/forget", nil, &ent); err != nil {
 					return asRefusal(err)
 				}
@@ -104,14 +105,14 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 // whole digest is taken as it is (a fleet-wide forget may name a bundle
 // this host does not hold).
 func resolveBundle(c *agent.ControlClient, arg string) (digest, name string, err error) {
-	if agent.ValidDigest(arg) {
+	if distrib.ValidDigest(arg) {
 		return arg, arg[:12], nil
 	}
-	var held []agent.Entry
+	var held []distrib.Entry
 	if err := c.Do("GET", "/v1/bundles", nil, &held); err != nil {
 		return "", "", err
 	}
-	var found []agent.Entry
+	var found []distrib.Entry
 	for _, ent := range held {
 		id, v, ok := strings.Cut(arg, "@")
 		switch {

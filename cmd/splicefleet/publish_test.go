@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
@@ -129,7 +130,7 @@ func TestPublishChecksEverythingFirst(t *testing.T) {
 	held := func() string {
 		var all []string
 		for _, p := range procs {
-			var entries []agent.Entry
+			var entries []distrib.Entry
 			if err := agent.NewControlClient(p.socket).Do("GET", "/v1/bundles", nil, &entries); err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
+	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
 )
@@ -232,7 +233,7 @@ allow_simulated: true
 		t.Errorf("local forget: %s", out)
 	}
 	held := func(p *agentProc) int {
-		var entries []agent.Entry
+		var entries []distrib.Entry
 		if err := agent.NewControlClient(p.socket).Do("GET", "/v1/bundles", nil, &entries); err != nil {
 			t.Fatal(err)
 		}

@@ -16,8 +16,12 @@ package testutil
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -68,4 +72,37 @@ func Eventually(t testing.TB, within time.Duration, what string, check func() er
 		time.Sleep(pause)
 		pause = min(2*pause, 200*time.Millisecond)
 	}
+}
+
+// LogWriter sends what is written to t.Log, a line per write, until the
+// test ends (a goroutine that logs after it would panic the test binary).
+func LogWriter(t testing.TB) io.Writer {
+	w := &logWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type logWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Helper()
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// Logger is a slog logger at level that writes to t.Log.
+func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: level}))
 }

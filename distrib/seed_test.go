@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // seedPeer serves a store holding v, seeding its module with at most
@@ -31,7 +33,7 @@ func seedPeer(t *testing.T, f *distFixture, copies int) (*testPeer, string) {
 func getModuleAs(t *testing.T, p *testPeer, sha, holder string) *http.Response {
 	t.Helper()
 	before := p.blobs.Stats().ModulesServed
-	req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+modulesPath+sha, nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+ModulesPath+sha, nil)
 	if holder != "" {
 		req.Header.Set(HolderHeader, holder)
 	}
@@ -180,7 +182,7 @@ type moduleResult struct {
 // background.
 func askModule(p *testPeer, sha, holder string, out chan<- moduleResult) {
 	go func() {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+modulesPath+sha, nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+ModulesPath+sha, nil)
 		req.Header.Set(HolderHeader, holder)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -192,6 +194,9 @@ func askModule(p *testPeer, sha, holder string, out chan<- moduleResult) {
 		out <- moduleResult{holder: holder, status: resp.StatusCode, body: len(body), peers: resp.Header.Get(PeersHeader)}
 	}()
 }
+
+// seedCopies is what the agent configures (agent: seedCopies).
+const seedCopies = 3
 
 // TestOriginUploadsAtMostSeedCopiesAtOnce: eight agents ask the origin
 // for a new module at the same moment, before any upload has ended. At
@@ -239,7 +244,7 @@ func TestOriginUploadsAtMostSeedCopiesAtOnce(t *testing.T) {
 	}
 	// The server counts an upload when its handler returns, which may be
 	// after the fetcher read the last byte.
-	eventually(t, 10*time.Second, "the uploads counted", func() error {
+	testutil.Eventually(t, 10*time.Second, "the uploads counted", func() error {
 		if n := origin.blobs.Stats().ModuleBytesServed; n != uint64(seedCopies*size) {
 			return fmt.Errorf("module bytes served %d, want %d", n, seedCopies*size)
 		}

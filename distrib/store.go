@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"bytes"
@@ -29,9 +29,9 @@ var (
 	ErrCorruptStore = errors.New("corrupt store entry")
 )
 
-// unverifiedSuffix marks bytes that have not (yet) passed their checks.
+// UnverifiedSuffix marks bytes that have not (yet) passed their checks.
 // Nothing reads such a file as content; OpenStore removes leftovers.
-const unverifiedSuffix = ".unverified"
+const UnverifiedSuffix = ".unverified"
 
 // Head is the signed part of a bundle: the manifest bytes exactly as
 // signed and the detached signatures over them. It is what a fetcher
@@ -125,7 +125,7 @@ func ValidDigest(s string) bool {
 	return true
 }
 
-func checkDigest(d string) error {
+func CheckDigest(d string) error {
 	if !ValidDigest(d) {
 		return fmt.Errorf("%w: %q is not 64 lower-case hex digits", ErrInvalidDigest, d)
 	}
@@ -166,7 +166,7 @@ func OpenStore(dir string) (*Store, error) {
 		}
 		removed := false
 		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), unverifiedSuffix) {
+			if strings.HasSuffix(e.Name(), UnverifiedSuffix) {
 				if err := os.Remove(filepath.Join(d, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return nil, fmt.Errorf("open store: remove leftover: %w", err)
 				}
@@ -194,10 +194,10 @@ func (s *Store) Put(v *splice.Verified) error {
 		return errors.New("store bundle: nothing to store")
 	}
 	digest, sha := v.ManifestDigest, v.Manifest.Module.SHA256
-	if err := checkDigest(digest); err != nil {
+	if err := CheckDigest(digest); err != nil {
 		return fmt.Errorf("store bundle: %w", err)
 	}
-	if err := checkDigest(sha); err != nil {
+	if err := CheckDigest(sha); err != nil {
 		return fmt.Errorf("store bundle: module: %w", err)
 	}
 	// A Verified is trusted, but the store names files by these digests:
@@ -232,7 +232,35 @@ func (s *Store) Put(v *splice.Verified) error {
 // writeVerified writes data, already checked, to dir/name: through a synced
 // "*.unverified" file, renamed into place, then the folder synced.
 func writeVerified(dir, name string, data []byte) error {
-	return atomicfile.WriteFileAs(filepath.Join(dir, name), data, 0o600, name+".*"+unverifiedSuffix)
+	return atomicfile.WriteFileAs(filepath.Join(dir, name), data, 0o600, name+".*"+UnverifiedSuffix)
+}
+
+// Stored names a stored bundle and when it was stored.
+type Stored struct {
+	Digest string    // manifest digest
+	At     time.Time // when its head was written
+}
+
+// Digests lists the stored bundles without reading any head: cheap enough
+// for every scrape. A bundle removed while listed is left out.
+func (s *Store) Digests() ([]Stored, error) {
+	entries, err := os.ReadDir(s.heads)
+	if err != nil {
+		return nil, fmt.Errorf("list store: %w", err)
+	}
+	out := make([]Stored, 0, len(entries))
+	for _, e := range entries {
+		digest, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !ValidDigest(digest) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed while listed
+		}
+		out = append(out, Stored{Digest: digest, At: info.ModTime()})
+	}
+	return out, nil
 }
 
 // Has reports whether the store holds the bundle with this manifest digest.
@@ -246,7 +274,7 @@ func (s *Store) Has(manifestDigest string) bool {
 
 // Head returns a stored bundle's manifest and signatures.
 func (s *Store) Head(manifestDigest string) (*Head, error) {
-	if err := checkDigest(manifestDigest); err != nil {
+	if err := CheckDigest(manifestDigest); err != nil {
 		return nil, fmt.Errorf("read head: %w", err)
 	}
 	data, err := readBounded(s.headPath(manifestDigest), MaxHeadSize)
@@ -269,7 +297,7 @@ func (s *Store) Head(manifestDigest string) (*Head, error) {
 // OpenModule opens a stored module for reading and returns its size. The
 // caller closes the file.
 func (s *Store) OpenModule(sha256 string) (*os.File, int64, error) {
-	if err := checkDigest(sha256); err != nil {
+	if err := CheckDigest(sha256); err != nil {
 		return nil, 0, fmt.Errorf("open module: %w", err)
 	}
 	f, err := os.Open(s.modulePath(sha256))
@@ -318,7 +346,7 @@ func (s *Store) Bundle(manifestDigest string) (*splice.Bundle, error) {
 // StoredAt is when the store took the bundle: its head's modification
 // time.
 func (s *Store) StoredAt(manifestDigest string) (time.Time, error) {
-	if err := checkDigest(manifestDigest); err != nil {
+	if err := CheckDigest(manifestDigest); err != nil {
 		return time.Time{}, err
 	}
 	st, err := os.Stat(s.headPath(manifestDigest))

@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ const (
 	DefaultFetchBackoff = 250 * time.Millisecond
 	DefaultNegativeTTL  = 10 * time.Minute
 	maxFetchBackoff     = 30 * time.Second
-	maxErrorBody        = 4 << 10
+	MaxErrorBody        = 4 << 10
 	maxNegativeEntries  = 4096 // refused digests remembered at once
 
 	// DefaultHeadTimeout bounds one head request: a head is at most
@@ -285,7 +285,7 @@ func (f *Fetcher) Stats() FetcherStats {
 // wrapping a *splice.RejectError; no source having it is ErrUnavailable.
 func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
 	digest := want.ManifestDigest
-	if err := checkDigest(digest); err != nil {
+	if err := CheckDigest(digest); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	if want.Size < 0 || want.Size > splice.MaxBundleSize {
@@ -407,6 +407,18 @@ func (f *Fetcher) allowed(addr string) bool {
 	f.stats.refused.Add(1)
 	return false
 }
+
+// Demoted says whether the peer at addr timed out or was unreachable
+// lately, for the agent's own fetches from peers (documents).
+func (f *Fetcher) Demoted(addr string) bool { return f.isDemoted(sourceFor(addr, false)) }
+
+// Demote makes every fetch of the next demoteFor ask the peer at addr
+// after all others.
+func (f *Fetcher) Demote(addr string) { f.demote(sourceFor(addr, false)) }
+
+// Client is the one HTTP client for peers: the agent's other requests to
+// peers (documents, reports, indexes) go through it too.
+func (f *Fetcher) Client() *http.Client { return f.client }
 
 // isDemoted says whether the source timed out or was unreachable lately.
 func (f *Fetcher) isDemoted(s source) bool {
@@ -680,12 +692,12 @@ func (f *Fetcher) rounds(ctx context.Context, sources []source, skip map[string]
 			}
 			last[s.base] = err
 			var busy *referralError
-			var status *statusError
+			var status *StatusError
 			switch {
 			case errors.As(err, &busy):
 				// A seeding server names peers that hold it: try them next.
 				sources = f.withHints(sources, i+1, busy.peers)
-			case errors.As(err, &status) && status.code == http.StatusTooManyRequests:
+			case errors.As(err, &status) && status.Code == http.StatusTooManyRequests:
 			case errors.Is(err, ErrBadPeer):
 				skip[s.base] = true
 				f.stats.badPeer.Add(1)
@@ -733,14 +745,14 @@ func (e *referralError) Error() string {
 	return fmt.Sprintf("%s: busy, referred to %d peers", e.source, len(e.peers))
 }
 
-// statusError is an answer other than 200 without a referral.
-type statusError struct {
-	source string
-	code   int
-	status string
+// StatusError is a peer's answer other than 200 without a referral.
+type StatusError struct {
+	Source string // the peer's address
+	Code   int    // the HTTP status code
+	Status string // the HTTP status line
 }
 
-func (e *statusError) Error() string { return e.source + ": " + e.status }
+func (e *StatusError) Error() string { return e.Source + ": " + e.Status }
 
 // withHints inserts the hinted peers not already listed into sources at
 // position at, so they are tried next. A hint that is not a member's
@@ -753,7 +765,7 @@ func (f *Fetcher) withHints(sources []source, at int, peers []string) []source {
 	}
 	var add []source
 	for _, p := range peers {
-		if p == f.self || !validHostPort(p) {
+		if p == f.self || !ValidHostPort(p) {
 			continue
 		}
 		s := sourceFor(p, false)
@@ -782,14 +794,14 @@ func (f *Fetcher) get(ctx context.Context, s source, path string) (*http.Respons
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, MaxErrorBody))
 		f.count(s, n)
 		_ = resp.Body.Close()
 		if hint := resp.Header.Get(PeersHeader); resp.StatusCode == http.StatusTooManyRequests && hint != "" {
 			peers := strings.Split(hint, ",")
 			return nil, &referralError{source: s.base, peers: peers[:min(len(peers), maxHints)]}
 		}
-		return nil, &statusError{source: s.base, code: resp.StatusCode, status: resp.Status}
+		return nil, &StatusError{Source: s.base, Code: resp.StatusCode, Status: resp.Status}
 	}
 	return resp, nil
 }
@@ -806,7 +818,7 @@ func (f *Fetcher) count(s source, n int64) {
 }
 
 func (f *Fetcher) getHead(ctx context.Context, s source, digest string) (*Head, error) {
-	resp, err := f.get(ctx, s, headsPath+digest)
+	resp, err := f.get(ctx, s, HeadsPath+digest)
 	if err != nil {
 		return nil, err
 	}
@@ -836,7 +848,7 @@ func (f *Fetcher) getHead(ctx context.Context, s source, digest string) (*Head, 
 // "*.unverified" file while hashing it, and renames it into the store
 // once the digest matches. It returns the bytes.
 func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int64) ([]byte, error) {
-	resp, err := f.get(ctx, s, modulesPath+sha)
+	resp, err := f.get(ctx, s, ModulesPath+sha)
 	if err != nil {
 		return nil, err
 	}
@@ -873,5 +885,5 @@ func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int6
 // createUnverified opens a new "*.unverified" file for a module download,
 // renamed into place by Commit once the digest matched.
 func (s *Store) createUnverified(sha string) (*atomicfile.File, error) {
-	return atomicfile.Create(s.modulePath(sha), 0o600, sha+".*"+unverifiedSuffix)
+	return atomicfile.Create(s.modulePath(sha), 0o600, sha+".*"+UnverifiedSuffix)
 }

@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -35,9 +34,9 @@ func newTestPeer(t testing.TB, h http.Handler) *testPeer {
 	}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case strings.HasPrefix(r.URL.Path, headsPath):
+		case strings.HasPrefix(r.URL.Path, HeadsPath):
 			p.heads.Add(1)
-		case strings.HasPrefix(r.URL.Path, modulesPath):
+		case strings.HasPrefix(r.URL.Path, ModulesPath):
 			p.modules.Add(1)
 		}
 		h.ServeHTTP(w, r)
@@ -66,8 +65,8 @@ func blobPeer(t testing.TB, vs ...*splice.Verified) *testPeer {
 func rawPeer(t testing.TB, head, module http.HandlerFunc) *testPeer {
 	t.Helper()
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+headsPath+"{digest}", orNotFound(head))
-	mux.HandleFunc("GET "+modulesPath+"{digest}", orNotFound(module))
+	mux.HandleFunc("GET "+HeadsPath+"{digest}", orNotFound(head))
+	mux.HandleFunc("GET "+ModulesPath+"{digest}", orNotFound(module))
 	return newTestPeer(t, mux)
 }
 
@@ -610,45 +609,5 @@ func TestFetchOnlyFromMembers(t *testing.T) {
 	}
 	if st := fe.Stats(); st.SourcesRefused != 1+3 { // the origin, then the hint in each of 3 rounds
 		t.Errorf("%d sources refused, want 4", st.SourcesRefused)
-	}
-}
-
-// TestFetchStoresThroughTheWantsGuard: a fetch whose Want carries a
-// store guard stores only when the guard lets it, so anti-entropy does
-// not store back a bundle that retention or a forget dropped while it
-// was fetched (a drop counted twice, a forgotten bundle back).
-func TestFetchStoresThroughTheWantsGuard(t *testing.T) {
-	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 5000, f.trusted))
-	origin := blobPeer(t, v)
-	fe, store := newTestFetcher(t, f, nil)
-
-	a := &Agent{ro: &rollouts{}}
-	var err error
-	if a.forgotten, err = openForgotten(filepath.Join(t.TempDir(), "forgotten.json")); err != nil {
-		t.Fatal(err)
-	}
-	// Dropped here after the fetch began, before it stored.
-	w := want(v)
-	guard := a.storeUnlessForgotten(v.ManifestDigest)
-	w.Store = func(put func() error) error {
-		if err := a.forgotten.add(v.ManifestDigest, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		return guard(put)
-	}
-	if _, err := fe.Fetch(t.Context(), w, nil, origin.addr); !errors.Is(err, errForgottenMeanwhile) {
-		t.Fatalf("fetch of a bundle dropped meanwhile: %v", err)
-	}
-	assertNothingStored(t, store)
-
-	// Not dropped: stored.
-	w = want(v)
-	w.Store = (&Agent{ro: &rollouts{}, forgotten: &forgotten{at: map[string]time.Time{}}}).storeUnlessForgotten(v.ManifestDigest)
-	if _, err := fe.Fetch(t.Context(), w, nil, origin.addr); err != nil {
-		t.Fatal(err)
-	}
-	if !store.Has(v.ManifestDigest) {
-		t.Fatal("not stored")
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"bytes"
@@ -216,7 +216,7 @@ func TestSlowFetcherIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = slow.Close() }()
-	if _, err := fmt.Fprintf(slow, "GET %s%s HTTP/1.1\r\nHost: x\r\n%s: 127.0.0.1:1\r\n\r\n", modulesPath, sha, HolderHeader); err != nil {
+	if _, err := fmt.Fprintf(slow, "GET %s%s HTTP/1.1\r\nHost: x\r\n%s: 127.0.0.1:1\r\n\r\n", ModulesPath, sha, HolderHeader); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)

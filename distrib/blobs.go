@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"errors"
@@ -53,8 +53,8 @@ import (
 // seed copy and its fetcher is never named: a host without the gossip key
 // cannot make the origin refer the fleet to servers of its choosing.
 const (
-	headsPath   = "/v1/heads/"
-	modulesPath = "/v1/modules/"
+	HeadsPath   = "/v1/heads/"   // GET HeadsPath+DIGEST: a stored bundle's head
+	ModulesPath = "/v1/modules/" // GET ModulesPath+SHA256: a stored module
 
 	HolderHeader = "X-Splicefleet-Holder" // host:port of the fetcher's own blob service
 	PeersHeader  = "X-Splicefleet-Peers"  // comma-separated host:port of peers that fetched the module here
@@ -147,8 +147,8 @@ func NewBlobServer(store *Store, opts BlobServerOptions) *BlobServer {
 	}
 	s := &BlobServer{store: store, log: opts.Logger, seed: opts, seeds: map[string]*seedState{}, origin: map[string]bool{},
 		slots: make(chan struct{}, opts.MaxConcurrentUploads), mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET "+headsPath+"{digest}", s.serveHead)
-	s.mux.HandleFunc("GET "+modulesPath+"{digest}", s.serveModule)
+	s.mux.HandleFunc("GET "+HeadsPath+"{digest}", s.serveHead)
+	s.mux.HandleFunc("GET "+ModulesPath+"{digest}", s.serveModule)
 	return s
 }
 
@@ -179,8 +179,8 @@ type seedState struct {
 	holders  []string  // fetchers served, newest last, at most maxHints
 }
 
-// hints returns the peers that fetched sha here, for a PeersHeader.
-func (s *BlobServer) hints(sha string) string {
+// Hints returns the peers that fetched sha here, for a PeersHeader.
+func (s *BlobServer) Hints(sha string) string {
 	s.seedMu.Lock()
 	defer s.seedMu.Unlock()
 	if st := s.seeds[sha]; st != nil {
@@ -204,7 +204,7 @@ func (s *BlobServer) holder(r *http.Request) string {
 	if h == "" {
 		return ""
 	}
-	if !validHostPort(h) || (s.seed.Member != nil && !s.seed.Member(h)) || !sameHost(h, r.RemoteAddr) {
+	if !ValidHostPort(h) || (s.seed.Member != nil && !s.seed.Member(h)) || !sameHost(h, r.RemoteAddr) {
 		s.stats.claims.Add(1)
 		s.log.Debug("blob service ignores a holder claim", "holder", h, "remote", r.RemoteAddr)
 		return ""
@@ -303,7 +303,7 @@ func (s *BlobServer) endUpload(sha, h string, complete bool) {
 	}
 }
 
-func validHostPort(s string) bool {
+func ValidHostPort(s string) bool {
 	if s == "" || len(s) > 255 || strings.ContainsAny(s, ", \t\r\n") {
 		return false
 	}
@@ -316,7 +316,7 @@ func (s *BlobServer) refuse(w http.ResponseWriter, r *http.Request, sha, why str
 	s.stats.busy.Add(1)
 	s.log.Debug("blob service refers the fetcher elsewhere", "why", why, "path", r.URL.Path, "remote", r.RemoteAddr)
 	if sha != "" {
-		if peers := s.hints(sha); peers != "" {
+		if peers := s.Hints(sha); peers != "" {
 			w.Header().Set(PeersHeader, peers)
 		}
 	}

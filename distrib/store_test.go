@@ -1,4 +1,4 @@
-package agent
+package distrib
 
 import (
 	"bytes"
@@ -206,9 +206,9 @@ func TestStoreRemovesUnverifiedAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	strays := []string{
-		filepath.Join(s.Dir(), "modules", strings.Repeat("a", 64)+".123"+unverifiedSuffix),
-		filepath.Join(s.Dir(), "modules", "x"+unverifiedSuffix),
-		filepath.Join(s.Dir(), "heads", strings.Repeat("b", 64)+".json.9"+unverifiedSuffix),
+		filepath.Join(s.Dir(), "modules", strings.Repeat("a", 64)+".123"+UnverifiedSuffix),
+		filepath.Join(s.Dir(), "modules", "x"+UnverifiedSuffix),
+		filepath.Join(s.Dir(), "heads", strings.Repeat("b", 64)+".json.9"+UnverifiedSuffix),
 	}
 	for _, p := range strays {
 		if err := os.WriteFile(p, []byte("half a download"), 0o600); err != nil {
