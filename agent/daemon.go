@@ -213,38 +213,64 @@ func New(opts Options) (*Agent, error) {
 		a.log.Warn("UNSAFE: this agent runs the simulated kernel, a test double (unsafe_simulated_kernel is set): it applies nothing to the real kernel, and takes part only in rollouts whose plan says allow_simulated",
 			"kernel", cfg.Kernel)
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := a.openState(); err != nil {
 		return nil, err
+	}
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
+	if err := a.startGossip(opts); err != nil {
+		a.closeListeners()
+		return nil, err
+	}
+	a.node.HandleQuery(statusQuery, a.answerStatus)
+	a.metrics = a.newMetrics()
+	return a, nil
+}
+
+// openState opens what the agent keeps in its state directory: the
+// bundle store, the forgotten bundles, the host key and the keys pinned
+// for other nodes, and the rollouts.
+func (a *Agent) openState() (err error) {
+	cfg := a.cfg
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return err
 	}
 	// Another user who can write the state directory can make root load
 	// a module of their choosing: refuse it, as `splicefleet apply` does.
 	if err := splice.CheckStateDir(cfg.StateDir); err != nil {
-		return nil, fmt.Errorf("state_dir: %w", err)
+		return fmt.Errorf("state_dir: %w", err)
 	}
 	if a.store, err = distrib.OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
-		return nil, err
+		return err
 	}
 	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {
-		return nil, err
+		return err
 	}
 	if a.hostKey, err = hostkey.LoadOrCreate(cfg.StateDir); err != nil {
-		return nil, err
+		return err
 	}
 	if a.pins, err = hostkey.OpenPins(cfg.StateDir, a.now()); err != nil {
-		return nil, fmt.Errorf("pinned host keys: %w", err)
+		return fmt.Errorf("pinned host keys: %w", err)
 	}
 	if _, _, err := a.pins.Observe(cfg.NodeName, a.hostKey.Public(), a.now()); err != nil {
-		return nil, fmt.Errorf("pin this host's own key: %w (the state directory holds another host key for node %s; was the host key replaced?)", err, cfg.NodeName)
+		return fmt.Errorf("pin this host's own key: %w (the state directory holds another host key for node %s; was the host key replaced?)", err, cfg.NodeName)
 	}
 	if err := a.pins.Flush(); err != nil {
-		return nil, err
+		return err
 	}
-	if a.ro, err = openRollouts(a); err != nil {
-		return nil, err
-	}
+	a.ro, err = openRollouts(a)
+	return err
+}
+
+// listen opens the TCP listener (health, metrics, blob service) with the
+// fetcher and blob server behind it, and the control socket. On failure
+// nothing stays open.
+func (a *Agent) listen() error {
+	cfg := a.cfg
 	httpLn, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
+		return fmt.Errorf("listen on %s: %w", cfg.HTTP, err)
 	}
 	tcpCap := tcpConnCap(cfg.HTTPMaxConnections, fdLimit())
 	a.httpLn = newConnLimiter(httpLn, tcpCap, min(cfg.HTTPMaxConnectionsPerSource, tcpCap), a.log)
@@ -257,20 +283,27 @@ func New(opts Options) (*Agent, error) {
 		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		OnFetch: a.fetchObserved, Member: a.isMemberHTTP}); err != nil {
 		_ = a.httpLn.Close()
-		return nil, err
+		return err
 	}
 	a.blobs = distrib.NewBlobServer(a.store, distrib.BlobServerOptions{Logger: a.log, SeedCopies: seedCopies, Member: a.isMemberHTTP})
 	ctlLn, err := listenControl(cfg.ControlSocket)
 	if err != nil {
 		_ = a.httpLn.Close()
-		return nil, err
+		return err
 	}
 	a.ctlLn = newConnLimiter(ctlLn, controlConns, 0, a.log)
+	return nil
+}
+
+// startGossip reads the gossip keys and starts the gossip member with
+// the agent's tags.
+func (a *Agent) startGossip(opts Options) error {
+	cfg := a.cfg
 	keys := opts.GossipKeys
 	if keys == nil && !cfg.UnsafeNoGossipEncryption {
+		var err error
 		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
-			a.closeListeners()
-			return nil, fmt.Errorf("gossip keys: %w (make them with `splicefleet keys generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
+			return fmt.Errorf("gossip keys: %w (make them with `splicefleet keys generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
 		}
 	}
 	host, port, _ := net.SplitHostPort(cfg.Bind)
@@ -287,17 +320,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	tags, err := a.tags()
 	if err != nil {
-		a.closeListeners()
-		return nil, err
+		return err
 	}
 	gcfg.Tags, a.startTags = tags, tags
-	if a.node, err = gossip.Start(gcfg); err != nil {
-		a.closeListeners()
-		return nil, err
-	}
-	a.node.HandleQuery(statusQuery, a.answerStatus)
-	a.metrics = a.newMetrics()
-	return a, nil
+	a.node, err = gossip.Start(gcfg)
+	return err
 }
 
 // loadPolicy reads the keyring and makes the trust policy. A keyring that

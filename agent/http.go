@@ -214,27 +214,7 @@ func (a *Agent) FleetStatusQuery(ctx context.Context, timeout time.Duration) ([]
 // everything that changes state.
 func (a *Agent) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/publish", func(w http.ResponseWriter, r *http.Request) {
-		raw, err := io.ReadAll(io.LimitReader(r.Body, splice.MaxBundleSize+1))
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
-			return
-		}
-		if len(raw) > splice.MaxBundleSize {
-			writeJSON(w, http.StatusRequestEntityTooLarge, APIError{Error: "bundle larger than the format allows", Reason: "too_large"})
-			return
-		}
-		v, err := a.Publish(raw)
-		if err != nil {
-			status := http.StatusInternalServerError
-			if splice.IsReject(err) {
-				status = http.StatusUnprocessableEntity
-			}
-			writeJSON(w, status, APIError{Error: err.Error(), Reason: splice.Reason(err)})
-			return
-		}
-		writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
-	})
+	mux.HandleFunc("POST /v1/publish", a.servePublish)
 	mux.HandleFunc("POST /v1/check", a.serveCheck)
 	mux.HandleFunc("POST /v1/rollouts", a.docHandler(a.StartRollout))
 	mux.HandleFunc("POST /v1/commands", a.docHandler(a.Command))
@@ -261,54 +241,12 @@ func (a *Agent) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, entries)
 	})
-	mux.HandleFunc("POST /v1/bundles/{digest}/forget", func(w http.ResponseWriter, r *http.Request) {
-		e, err := a.Forget(r.PathValue("digest"))
-		switch {
-		case err == nil:
-			writeJSON(w, http.StatusOK, e)
-		case errors.Is(err, distrib.ErrInvalidDigest):
-			writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Reason: "invalid"})
-		case errors.Is(err, distrib.ErrNotStored):
-			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_held"})
-		case errors.Is(err, ErrBundleInUse):
-			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "in_use"})
-		default:
-			writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
-		}
-	})
+	mux.HandleFunc("POST /v1/bundles/{digest}/forget", a.serveForget)
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.node.Members())
 	})
-	mux.HandleFunc("POST /v1/members/{name}/force-leave", func(w http.ResponseWriter, r *http.Request) {
-		was, err := a.ForceLeave(r.PathValue("name"))
-		switch {
-		case err == nil:
-			writeJSON(w, http.StatusOK, map[string]string{"node": r.PathValue("name"), "was": was})
-		case errors.Is(err, ErrNoMember):
-			writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_member"})
-		case errors.Is(err, ErrMemberAlive):
-			writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "not_failed"})
-		default:
-			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
-		}
-	})
-	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
-		timeout := 2 * time.Second
-		if s := r.URL.Query().Get("timeout"); s != "" {
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 || d > time.Minute {
-				writeJSON(w, http.StatusBadRequest, APIError{Error: "timeout: want a duration up to 1m"})
-				return
-			}
-			timeout = d
-		}
-		st, err := a.FleetStatusQuery(r.Context(), timeout)
-		if err != nil {
-			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
+	mux.HandleFunc("POST /v1/members/{name}/force-leave", a.serveForceLeave)
+	mux.HandleFunc("GET /v1/fleet", a.serveFleet)
 	mux.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) {
 		keys, err := a.node.ListKeys(r.Context())
 		if err != nil {
@@ -322,19 +260,99 @@ func (a *Agent) controlHandler() http.Handler {
 		"use":     func(r *http.Request, k string) error { return a.node.UseKey(r.Context(), k) },
 		"remove":  func(r *http.Request, k string) error { return a.node.RemoveKey(r.Context(), k) },
 	} {
-		mux.HandleFunc("POST /v1/keys/"+op, func(w http.ResponseWriter, r *http.Request) {
-			raw, err := io.ReadAll(io.LimitReader(r.Body, 256))
-			if err == nil {
-				err = f(r, strings.TrimSpace(string(raw)))
-			}
-			if err != nil {
-				writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
-				return
-			}
-			writeJSON(w, http.StatusOK, map[string]string{"done": op})
-		})
+		mux.HandleFunc("POST /v1/keys/"+op, serveKeyOp(op, f))
 	}
 	return mux
+}
+
+// servePublish is POST /v1/publish: a bundle to verify, store and announce.
+func (a *Agent) servePublish(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, splice.MaxBundleSize+1))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
+		return
+	}
+	if len(raw) > splice.MaxBundleSize {
+		writeJSON(w, http.StatusRequestEntityTooLarge, APIError{Error: "bundle larger than the format allows", Reason: "too_large"})
+		return
+	}
+	v, err := a.Publish(raw)
+	if err != nil {
+		status := http.StatusInternalServerError
+		if splice.IsReject(err) {
+			status = http.StatusUnprocessableEntity
+		}
+		writeJSON(w, status, APIError{Error: err.Error(), Reason: splice.Reason(err)})
+		return
+	}
+	writeJSON(w, http.StatusOK, PublishResult{ID: v.Manifest.ID, Version: v.Manifest.Version, ManifestDigest: v.ManifestDigest})
+}
+
+// serveForget is POST /v1/bundles/{digest}/forget: drop a held bundle here.
+func (a *Agent) serveForget(w http.ResponseWriter, r *http.Request) {
+	e, err := a.Forget(r.PathValue("digest"))
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, e)
+	case errors.Is(err, distrib.ErrInvalidDigest):
+		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Reason: "invalid"})
+	case errors.Is(err, distrib.ErrNotStored):
+		writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_held"})
+	case errors.Is(err, ErrBundleInUse):
+		writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "in_use"})
+	default:
+		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
+	}
+}
+
+// serveForceLeave is POST /v1/members/{name}/force-leave.
+func (a *Agent) serveForceLeave(w http.ResponseWriter, r *http.Request) {
+	was, err := a.ForceLeave(r.PathValue("name"))
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]string{"node": r.PathValue("name"), "was": was})
+	case errors.Is(err, ErrNoMember):
+		writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_member"})
+	case errors.Is(err, ErrMemberAlive):
+		writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "not_failed"})
+	default:
+		writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+	}
+}
+
+// serveFleet is GET /v1/fleet?timeout=D: every member's status, asked
+// over gossip.
+func (a *Agent) serveFleet(w http.ResponseWriter, r *http.Request) {
+	timeout := 2 * time.Second
+	if s := r.URL.Query().Get("timeout"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 || d > time.Minute {
+			writeJSON(w, http.StatusBadRequest, APIError{Error: "timeout: want a duration up to 1m"})
+			return
+		}
+		timeout = d
+	}
+	st, err := a.FleetStatusQuery(r.Context(), timeout)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// serveKeyOp is POST /v1/keys/OP with a gossip key as the body.
+func serveKeyOp(op string, f func(*http.Request, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw, err := io.ReadAll(io.LimitReader(r.Body, 256))
+		if err == nil {
+			err = f(r, strings.TrimSpace(string(raw)))
+		}
+		if err != nil {
+			writeJSON(w, http.StatusBadGateway, APIError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"done": op})
+	}
 }
 
 // CheckRequest is the body of POST /v1/check: a bundle and, optionally,
