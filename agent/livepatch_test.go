@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +13,6 @@ import (
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestKernelWithoutLivepatch: an agent on a kernel built without
 // livepatch support warns at start and on /healthz, and no rollout
@@ -45,7 +25,7 @@ func TestKernelWithoutLivepatch(t *testing.T) {
 	if err := sim.Init(strings.TrimPrefix(cfg.Kernel, "sim:"), sim.Config{NoLivepatch: true}); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs syncBuffer
 	f.options = func(o *Options) {
 		o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testutil.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -23,30 +23,8 @@ func eventually(t testing.TB, what string, f func() error) {
 	testutil.Eventually(t, waitFor, what, f)
 }
 
-// testLog sends logs to t.Log until the test ends.
-type testLog struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testLog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(p))
-	}
-	return len(p), nil
-}
-
 func testLogger(t testing.TB) *slog.Logger {
-	w := &testLog{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return testutil.Logger(t, slog.LevelWarn)
 }
 
 func testKey(t testing.TB) []byte {
