@@ -17,9 +17,13 @@ import (
 )
 
 type createOptions struct {
-	module       string
-	source       string
-	patch        string
+	module  string
+	source  string
+	patch   string
+	diffext string
+	// patchText is the patch --diffext derived; patch then names it in
+	// messages.
+	patchText    []byte
 	kernelSource string
 	systemMap    string
 	modulesDir   string
@@ -83,6 +87,7 @@ init code, inlined functions, ...) is refused with the reasons (exit 1).`,
 	f.StringVar(&o.module, "module", "", "livepatch kernel module (.ko)")
 	f.StringVar(&o.source, "source", "", "build the module from this folder of C sources (with a Kbuild or Makefile)")
 	f.StringVar(&o.patch, "patch", "", "generate the module from this source patch (unified diff, -p1) to one .c file of the kernel")
+	f.StringVar(&o.diffext, "diffext", "", "generate the module from the changed files under --kernel-source: each FILE.EXT beside its FILE (Ksplice's mode; e.g. --diffext new)")
 	f.StringVar(&o.kernelSource, "kernel-source", "", "with --patch: the target kernel's source tree")
 	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
 	f.StringVar(&o.modulesDir, "modules", "", "with --patch: the target's modules folder, /lib/modules/RELEASE (default: that folder on this machine), for a file built into a module")
@@ -104,15 +109,30 @@ init code, inlined functions, ...) is refused with the reasons (exit 1).`,
 	for _, name := range []string{"id", "version", "output"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
-	cmd.MarkFlagsOneRequired("module", "source", "patch")
-	cmd.MarkFlagsMutuallyExclusive("module", "source", "patch")
-	cmd.MarkFlagsRequiredTogether("patch", "kernel-source")
+	cmd.MarkFlagsOneRequired("module", "source", "patch", "diffext")
+	cmd.MarkFlagsMutuallyExclusive("module", "source", "patch", "diffext")
+
 	return cmd
 }
 
 // create wraps the module given with --module, or builds one from --source
 // first; both paths end in wrapModule.
 func create(ctx context.Context, e *env, o *createOptions) error {
+	if (o.patch != "" || o.diffext != "") && o.kernelSource == "" {
+		return errors.New("--kernel-source is required with --patch and --diffext: the target kernel's source tree")
+	}
+	if o.diffext != "" {
+		if o.kernelBuild == "" {
+			return errors.New("--kernel-build is required with --diffext: the target kernel's build folder")
+		}
+		text, files, err := ksrc.DiffExt(o.kernelSource, o.diffext)
+		if err != nil {
+			return &refusal{err}
+		}
+		ext := "." + strings.TrimPrefix(o.diffext, ".")
+		fmt.Fprintf(e.stderr, "splicefleet: --diffext %s: the patch is derived from %d changed file%s: %s\n", ext, len(files), plural(len(files)), strings.Join(files, ", "))
+		o.patch, o.patchText = "the "+ext+" files under "+o.kernelSource, text
+	}
 	if o.source == "" && o.patch == "" && o.moduleName != "" {
 		return errors.New("--module-name only applies with --source or --patch")
 	}

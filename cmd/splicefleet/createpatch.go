@@ -26,9 +26,12 @@ const maxPatchFile = 4 << 20
 // the target's headers, and wraps it like create --source.
 func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	start := time.Now()
-	raw, err := readFile(o.patch, maxPatchFile)
-	if err != nil {
-		return err
+	raw := o.patchText
+	if raw == nil {
+		var err error
+		if raw, err = readFile(o.patch, maxPatchFile); err != nil {
+			return err
+		}
 	}
 	patch, err := ksrc.ParsePatch(raw)
 	if err != nil {

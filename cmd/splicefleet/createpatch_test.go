@@ -20,11 +20,15 @@ func TestCreatePatchRefusesBadArguments(t *testing.T) {
 		code int
 		want string
 	}{
-		{"no kernel source", []string{"--patch", good, "--kernel-build", c.dir}, exitError, "[patch kernel-source]"},
+		{"no kernel source", []string{"--patch", good, "--kernel-build", c.dir}, exitError, "--kernel-source is required with --patch and --diffext"},
 		{"no kernel build", []string{"--patch", good, "--kernel-source", c.dir}, exitError, "--kernel-build is required with --source and --patch"},
 		{"a System.map without a patch", []string{"--module", good, "--system-map", good}, exitError, "only apply with --patch"},
 		{"patch and source", []string{"--patch", good, "--source", c.dir, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "none of the others can be"},
 		{"not a patch", []string{"--patch", bad, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "bad.patch: "},
+		{"diffext without a kernel source", []string{"--diffext", "new", "--kernel-build", c.dir}, exitError, "--kernel-source is required with --patch and --diffext"},
+		{"diffext and patch", []string{"--diffext", "new", "--patch", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "none of the others can be"},
+		{"diffext finds nothing", []string{"--diffext", "new", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "no changed files: " + c.dir + " holds no FILE.new beside its FILE"},
+		{"diffext with a slash", []string{"--diffext", "a/b", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "want a file name suffix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := c.snapshot()
