@@ -51,8 +51,8 @@ func lines(n int, f func(i int) string) []byte {
 func TestUnifiedDiffMatchesGNUDiff(t *testing.T) {
 	base := lines(40, func(i int) string { return fmt.Sprintf("line %d", i) })
 	cases := map[string][]byte{
-		"one changed line":   bytes.Replace(base, []byte("line 20\n"), []byte("line twenty\n"), 1),
-		"lines added at top": append([]byte("new a\nnew b\n"), base...),
+		"one changed line":    bytes.Replace(base, []byte("line 20\n"), []byte("line twenty\n"), 1),
+		"lines added at top":  append([]byte("new a\nnew b\n"), base...),
 		"line removed at end": bytes.TrimSuffix(base, []byte("line 39\n")),
 		"two far changes": bytes.Replace(bytes.Replace(base, []byte("line 3\n"), []byte("three\n"), 1),
 			[]byte("line 33\n"), []byte("thirty-three\n"), 1),
@@ -73,8 +73,8 @@ func TestUnifiedDiffMatchesGNUDiff(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, err := exec.Command("diff", "-u", "--label", "a/fs/x.c", "--label", "b/fs/x.c", oldFile, newFile).Output()
-			var exit *exec.ExitError
-			if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+			// diff exits 1 when the files differ.
+			if exit := (*exec.ExitError)(nil); err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
 				t.Fatalf("diff -u: %v", err)
 			}
 			got := roundTrip(t, base, changed)
