@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -293,6 +294,39 @@ func TestScenarioCreatePatch(t *testing.T) {
 	}
 	if _, err := os.Stat(p("state.splice")); err == nil {
 		t.Error("a refused patch left a bundle behind")
+	}
+
+	// Ksplice's --diffext: the same change kept as cmdline.c.new beside
+	// cmdline.c in the source tree gives the same replaced functions. The
+	// .new file is removed again (the tree is shared with other tests).
+	cmdline := filepath.Join(src, "fs", "proc", "cmdline.c")
+	orig, err := os.ReadFile(cmdline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fix, err := ksrc.ParsePatch([]byte(cmdlinePatch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := ksrc.Apply(orig, fix.File("fs/proc/cmdline.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cmdline+".new", changed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var extLog bytes.Buffer
+	err = sfRun(bin, &extLog, "create", "--diffext", "new", "--kernel-source", src, "--kernel-build", k.HeadersDir,
+		"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
+		"--id", "cmdline-ext", "--version", "1", "-o", p("cmdline-ext.splice"))
+	_ = os.Remove(cmdline + ".new")
+	if err != nil {
+		t.Fatalf("create --diffext: %v\n%s", err, extLog.String())
+	}
+	for _, w := range []string{"derived from 1 changed file: fs/proc/cmdline.c", "cmdline_proc_show changed", "cmdline_mark added", "replaces cmdline_proc_show"} {
+		if !strings.Contains(extLog.String(), w) {
+			t.Errorf("create --diffext output lacks %q:\n%s", w, extLog.String())
+		}
 	}
 
 	// A new variable only the new code knows is carried by the module.
