@@ -174,6 +174,7 @@ error, 3 rollout status --watch timed out.`,
 	// group like the others.
 	root.InitDefaultCompletionCmd()
 	groupsRefuseUnknown(root)
+	addCompletions(e, root)
 	return root
 }
 

@@ -120,6 +120,37 @@ allow_simulated: true
 	if out := c.ok("rollout", "list", "--control-socket", procs[2].socket); !strings.Contains(out, "fix") || !strings.Contains(out, "done") {
 		t.Errorf("rollout list:\n%s", out)
 	}
+	// Completion offers the live values: rollout ids from the agent, the
+	// patches applied on the host, nothing (and no file names) when the
+	// agent does not answer.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rollout", "status", "--control-socket", procs[1].socket, ""}, "fix"},
+		{[]string{"rollout", "halt", "--control-socket", procs[1].socket, "f"}, "fix"},
+		{[]string{"view", "--state-dir", filepath.Join(procs[0].dir, "state"), ""}, "cve-2026-0001"},
+		{[]string{"undo", "--state-dir", filepath.Join(procs[0].dir, "state"), "cve"}, "cve-2026-0001"},
+		{[]string{"undo", "--state-dir", filepath.Join(procs[0].dir, "state"), "x"}, ""},
+		{[]string{"rollout", "status", "--control-socket", c.path("nobody.sock"), ""}, ""},
+		{[]string{"rollout", "status", "--control-socket", procs[1].socket, "x"}, ""},
+	} {
+		out := c.ok(append([]string{"__complete"}, tc.args...)...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if last := lines[len(lines)-1]; last != ":4" {
+			t.Errorf("complete %v: directive %q, want :4 (no file names)\n%s", tc.args, last, out)
+		}
+		var values []string
+		for _, l := range lines[:len(lines)-1] {
+			if l != "" && !strings.HasPrefix(l, "Completion ended") {
+				values = append(values, l)
+			}
+		}
+		if got := strings.Join(values, ","); got != tc.want {
+			t.Errorf("complete %v offers %q, want %q", tc.args, got, tc.want)
+		}
+	}
+
 	// Publishing the same plan again starts nothing and says so.
 	if out := c.ok("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", key, bundle); !strings.Contains(out, "rollout fix (plan ") || !strings.Contains(out, "is already done") {
 		t.Errorf("publish of a finished plan: %s", out)
