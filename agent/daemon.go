@@ -115,7 +115,7 @@ type Agent struct {
 	policy  atomic.Pointer[signing.Policy]
 	hostKey *hostkey.Key  // signs this host's reports
 	pins    *hostkey.Pins // the other hosts' keys
-	kernel  *Kernel
+	kernel  *HostKernel
 	store   *distrib.Store
 	fetcher *distrib.Fetcher
 	blobs   *distrib.BlobServer

@@ -152,7 +152,7 @@ func withSimKernel(t testing.TB, o Options) Options {
 
 // testKernel opens the simulated kernel "sim:DIR" names, for a test
 // that works on the host's patches beside an agent.
-func testKernel(spec string) (*Kernel, error) {
+func testKernel(spec string) (*HostKernel, error) {
 	dir, ok := strings.CutPrefix(spec, "sim:")
 	if !ok {
 		return nil, fmt.Errorf("test kernel %q: want sim:DIR", spec)
@@ -161,7 +161,7 @@ func testKernel(spec string) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewKernel(k, true), nil
+	return NewHostKernel(k, true), nil
 }
 
 // stopAll stops every running agent at once (each leave waits for its

@@ -44,7 +44,7 @@ func TestHealthWatchEndingMidCheckIsNoFailure(t *testing.T) {
 	}
 	started := make(chan struct{}, 1)
 	slow := slowHealth(time.Hour)
-	a := &Agent{cfg: Config{HealthCommand: []string{"check-service"}, HealthTimeout: time.Minute}, kernel: NewKernel(k, true),
+	a := &Agent{cfg: Config{HealthCommand: []string{"check-service"}, HealthTimeout: time.Minute}, kernel: NewHostKernel(k, true),
 		runHealth: func(ctx context.Context, argv []string) error {
 			select {
 			case started <- struct{}{}:

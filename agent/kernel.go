@@ -16,8 +16,8 @@ import (
 // DefaultStateDir is where a host keeps its journal and stored bundles.
 const DefaultStateDir = "/var/lib/splicefleet"
 
-// Kernel adapts a kmod.Kernel to splice.Kernel.
-type Kernel struct {
+// HostKernel adapts a kmod.Kernel to splice.Kernel.
+type HostKernel struct {
 	k         kmod.Kernel
 	simulated bool
 	// Timeouts bound livepatch transitions.
@@ -27,7 +27,7 @@ type Kernel struct {
 	OnTransition func(d time.Duration, err error)
 }
 
-var _ splice.Kernel = (*Kernel)(nil)
+var _ splice.Kernel = (*HostKernel)(nil)
 
 // kernelFor is the kernel an agent patches: the one its caller opened
 // (Options.Kernel), or this machine's when the configuration says
@@ -35,10 +35,10 @@ var _ splice.Kernel = (*Kernel)(nil)
 // opens the simulated kernel: the agent does not link it. A
 // configuration naming "sim:DIR" marks the kernel simulated, which its
 // tags then say (see rollout's allow_simulated).
-func kernelFor(cfg Config, given kmod.Kernel, logger *slog.Logger) (*Kernel, error) {
+func kernelFor(cfg Config, given kmod.Kernel, logger *slog.Logger) (*HostKernel, error) {
 	simulated := strings.HasPrefix(cfg.Kernel, "sim:")
 	if given != nil {
-		return NewKernel(given, simulated), nil
+		return NewHostKernel(given, simulated), nil
 	}
 	if cfg.Kernel != "linux" {
 		return nil, fmt.Errorf("kernel %q: the caller opens the simulated kernel and passes it in Options.Kernel (splicefleet agent does)", cfg.Kernel)
@@ -47,7 +47,7 @@ func kernelFor(cfg Config, given kmod.Kernel, logger *slog.Logger) (*Kernel, err
 	if err != nil {
 		return nil, err
 	}
-	return NewKernel(k, false), nil
+	return NewHostKernel(k, false), nil
 }
 
 // ErrNoCapSysModule refuses kernel: linux to an agent that cannot load
@@ -76,18 +76,18 @@ func checkKernelPrivileges(cfg Config, root string) error {
 	return nil
 }
 
-// NewKernel wraps a kmod.Kernel; simulated says it is the simulated
+// NewHostKernel wraps a kmod.Kernel; simulated says it is the simulated
 // kernel, which everything that prints its state then says.
-func NewKernel(k kmod.Kernel, simulated bool) *Kernel {
-	return &Kernel{k: k, simulated: simulated, Timeouts: kmod.DefaultTimeouts}
+func NewHostKernel(k kmod.Kernel, simulated bool) *HostKernel {
+	return &HostKernel{k: k, simulated: simulated, Timeouts: kmod.DefaultTimeouts}
 }
 
 // Backend returns the kmod kernel behind the adapter.
-func (a *Kernel) Backend() kmod.Kernel { return a.k }
+func (a *HostKernel) Backend() kmod.Kernel { return a.k }
 
 // Note is appended to messages about kernel actions: it says when the
 // kernel is the simulated one.
-func (a *Kernel) Note() string {
+func (a *HostKernel) Note() string {
 	if a.simulated {
 		return " [SIMULATED kernel]"
 	}
@@ -95,7 +95,7 @@ func (a *Kernel) Note() string {
 }
 
 // Info implements splice.Kernel.
-func (a *Kernel) Info() (splice.KernelInfo, error) {
+func (a *HostKernel) Info() (splice.KernelInfo, error) {
 	id, err := a.k.Identity()
 	if err != nil {
 		return splice.KernelInfo{}, err
@@ -105,7 +105,7 @@ func (a *Kernel) Info() (splice.KernelInfo, error) {
 }
 
 // Patches implements splice.Kernel.
-func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
+func (a *HostKernel) Patches() ([]splice.KernelPatch, error) {
 	lps, err := a.k.Livepatches()
 	if errors.Is(err, kmod.ErrNoLivepatch) || errors.Is(err, os.ErrNotExist) {
 		// No livepatch support: no patches. Apply says why it refuses.
@@ -126,7 +126,7 @@ func (a *Kernel) Patches() ([]splice.KernelPatch, error) {
 }
 
 // Modules implements splice.Kernel.
-func (a *Kernel) Modules() ([]string, error) {
+func (a *HostKernel) Modules() ([]string, error) {
 	mods, err := a.k.Modules()
 	if errors.Is(err, os.ErrNotExist) {
 		// A kernel built without module support has no /proc/modules (and
@@ -144,12 +144,12 @@ func (a *Kernel) Modules() ([]string, error) {
 }
 
 // Load implements splice.Kernel.
-func (a *Kernel) Load(ctx context.Context, f *os.File, name string, replace bool) error {
+func (a *HostKernel) Load(ctx context.Context, f *os.File, name string, replace bool) error {
 	return a.k.Load(ctx, f, kmod.LoadSpec{Name: name, Replace: replace})
 }
 
 // WaitTransition implements splice.Kernel.
-func (a *Kernel) WaitTransition(ctx context.Context, name string) error {
+func (a *HostKernel) WaitTransition(ctx context.Context, name string) error {
 	start := time.Now()
 	err := a.k.WaitTransition(ctx, name, a.Timeouts)
 	if a.OnTransition != nil {
@@ -159,10 +159,10 @@ func (a *Kernel) WaitTransition(ctx context.Context, name string) error {
 }
 
 // Disable implements splice.Kernel.
-func (a *Kernel) Disable(ctx context.Context, name string) error { return a.k.Disable(ctx, name) }
+func (a *HostKernel) Disable(ctx context.Context, name string) error { return a.k.Disable(ctx, name) }
 
 // Unload implements splice.Kernel.
-func (a *Kernel) Unload(ctx context.Context, name string) error { return a.k.Unload(ctx, name) }
+func (a *HostKernel) Unload(ctx context.Context, name string) error { return a.k.Unload(ctx, name) }
 
 // InspectModule reads the facts splice checks from a verified module.
 func InspectModule(module []byte) (splice.ModuleFacts, error) {

@@ -17,7 +17,7 @@ func TestAdapterOnFixtureKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKernel(l, false)
+	k := NewHostKernel(l, false)
 	info, err := k.Info()
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestAdapterOnKernelWithoutModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := NewKernel(l, false)
+	k := NewHostKernel(l, false)
 	info, err := k.Info()
 	if err != nil || info.Livepatch {
 		t.Fatalf("info %+v %v", info, err)

@@ -134,7 +134,7 @@ func (a *Agent) listenerStats() []metrics.Listener {
 
 // TaintFlags returns every taint flag the kernel names, set or not, and
 // any set bit without a name, for metrics.
-func (a *Kernel) TaintFlags() (map[string]bool, error) {
+func (a *HostKernel) TaintFlags() (map[string]bool, error) {
 	t, err := a.k.Taint()
 	if err != nil {
 		return nil, err

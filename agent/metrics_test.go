@@ -69,7 +69,7 @@ func cliApply(t *testing.T, f *testFleet, a *Agent, raw []byte) {
 	}
 }
 
-func applyWith(t *testing.T, f *testFleet, a *Agent, k *Kernel, raw []byte) (*splice.Patch, error) {
+func applyWith(t *testing.T, f *testFleet, a *Agent, k *HostKernel, raw []byte) (*splice.Patch, error) {
 	t.Helper()
 	h, err := splice.OpenHost(context.Background(), splice.HostConfig{StateDir: a.cfg.StateDir, Kernel: k, Inspect: InspectModule, Logger: warnLogger(t)})
 	if err != nil {

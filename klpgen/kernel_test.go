@@ -165,7 +165,7 @@ const keepModuleEnv = "SPLICEFLEET_KLPGEN_KEEP"
 // kernelSymbols loads the lab kernel's Module.symvers and its System.map,
 // or, when that is Debian's placeholder, the two vmlinux symbols the
 // unit needs.
-func kernelSymbols(t *testing.T, k *lab.Kernel) *Symbols {
+func kernelSymbols(t *testing.T, k *lab.DebianKernel) *Symbols {
 	t.Helper()
 	open := func(p string) *os.File {
 		f, err := os.Open(p)

@@ -45,8 +45,8 @@ type FetchOptions struct {
 	ABI string
 }
 
-// Kernel is a Debian kernel unpacked into the lab's cache.
-type Kernel struct {
+// DebianKernel is a Debian kernel unpacked into the lab's cache.
+type DebianKernel struct {
 	// ABI is the kernel ABI, e.g. "6.1.0-56".
 	ABI string
 	// Release is what `uname -r` prints in a guest, e.g. "6.1.0-56-cloud-amd64".
@@ -68,7 +68,7 @@ type Kernel struct {
 }
 
 // String says which kernel the lab runs, for logs and summaries.
-func (k *Kernel) String() string {
+func (k *DebianKernel) String() string {
 	return fmt.Sprintf("Debian %s (%s %s)", k.Release, k.ImagePackage, k.PackageVersion)
 }
 
@@ -126,7 +126,7 @@ func updateAptOnce(ctx context.Context, log io.Writer) error {
 // Fetch makes sure QEMU and busybox are installed and that the current
 // Debian cloud kernel is unpacked in the cache, and returns it. Concurrent
 // calls, also from other processes, are serialised by a lock on the cache.
-func Fetch(ctx context.Context, opts FetchOptions) (*Kernel, error) {
+func Fetch(ctx context.Context, opts FetchOptions) (*DebianKernel, error) {
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
@@ -209,9 +209,9 @@ func readyStamp(r resolved) string {
 	return r.image + "=" + r.version + "\n"
 }
 
-func kernelAt(root string, r resolved) *Kernel {
+func kernelAt(root string, r resolved) *DebianKernel {
 	release := r.abi + "-" + flavour
-	return &Kernel{
+	return &DebianKernel{
 		ABI:            r.abi,
 		Release:        release,
 		PackageVersion: r.version,
@@ -224,7 +224,7 @@ func kernelAt(root string, r resolved) *Kernel {
 }
 
 // check confirms the unpacked tree has what the lab uses.
-func (k *Kernel) check() error {
+func (k *DebianKernel) check() error {
 	for _, p := range []string{
 		k.Vmlinuz,
 		filepath.Join(k.ModulesDir, "modules.builtin"),
@@ -514,7 +514,7 @@ func splitDepends(s string) []dependency {
 
 // unpackKernel downloads the packages into cache/debs (once) and unpacks
 // them into a fresh k.Root.
-func unpackKernel(ctx context.Context, log io.Writer, cache string, r resolved, k *Kernel) error {
+func unpackKernel(ctx context.Context, log io.Writer, cache string, r resolved, k *DebianKernel) error {
 	debs := filepath.Join(cache, "debs")
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return err
@@ -577,7 +577,7 @@ func downloadDeb(ctx context.Context, log io.Writer, debs, pkg, version string) 
 
 // repointHeaders makes the flavour headers' Makefile include the common
 // headers from the unpacked tree instead of the absolute /usr/src path.
-func repointHeaders(k *Kernel) error {
+func repointHeaders(k *DebianKernel) error {
 	mk := filepath.Join(k.HeadersDir, "Makefile")
 	b, err := os.ReadFile(mk)
 	if err != nil {

@@ -86,7 +86,7 @@ type Initramfs struct {
 // WriteInitramfs writes the gzip-compressed newc cpio archive for spec
 // and kernel k to w. Every entry has mtime 0 and owner root, so the same
 // inputs give the same bytes.
-func WriteInitramfs(w io.Writer, k *Kernel, spec Initramfs) error {
+func WriteInitramfs(w io.Writer, k *DebianKernel, spec Initramfs) error {
 	files := map[string]File{}
 	add := func(f File) error {
 		p := path.Clean("/" + f.Path)
@@ -246,7 +246,7 @@ type moduleFile struct {
 // moduleFiles finds each named module in ModulesDir (dashes and
 // underscores are the same, as for modprobe); a module the kernel has
 // built in gets an empty path.
-func (k *Kernel) moduleFiles(names []string) ([]moduleFile, error) {
+func (k *DebianKernel) moduleFiles(names []string) ([]moduleFile, error) {
 	builtin := map[string]bool{}
 	if b, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.builtin")); err == nil {
 		for _, line := range strings.Fields(string(b)) {

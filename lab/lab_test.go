@@ -14,13 +14,13 @@ import (
 
 var shared struct {
 	once   sync.Once
-	kernel *Kernel
+	kernel *DebianKernel
 	err    error
 }
 
 // fetchKernel fetches the lab kernel once per test binary; a failure is
 // fatal (the lab's tests run, they never skip).
-func fetchKernel(t *testing.T) *Kernel {
+func fetchKernel(t *testing.T) *DebianKernel {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots real kernels under QEMU; make test and make lab run it (make check passes -short)")

@@ -43,7 +43,7 @@ type Guest struct {
 	// Name prefixes the guest's console lines in Log; default "guest".
 	Name string
 	// Kernel is the kernel to boot (from Fetch).
-	Kernel *Kernel
+	Kernel *DebianKernel
 	// Initramfs is what runs in the guest. With Net set, NetModules are
 	// loaded before Initramfs.Modules and eth0 gets Net.Addr.
 	Initramfs Initramfs
@@ -187,7 +187,7 @@ func killGroup(cmd *exec.Cmd) error {
 	return err
 }
 
-func writeInitramfsFile(name string, k *Kernel, spec Initramfs) error {
+func writeInitramfsFile(name string, k *DebianKernel, spec Initramfs) error {
 	f, err := os.Create(name)
 	if err != nil {
 		return err

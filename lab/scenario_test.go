@@ -57,7 +57,7 @@ func labFixture(t *testing.T) *bundles {
 	return labBundles.b
 }
 
-func buildBundles(k *Kernel, bin string) (*bundles, error) {
+func buildBundles(k *DebianKernel, bin string) (*bundles, error) {
 	dir, err := os.MkdirTemp("", "splicefleet-lab-bundles-")
 	if err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ import (
 // e.g. <cache>/source/6.1.192-2/linux-source-6.1. The tree is extracted
 // once, under the cache lock, and marked ready last; later calls return it
 // at once. Callers must treat the tree as read-only: it is shared.
-func FetchSource(ctx context.Context, opts FetchOptions, k *Kernel) (string, error) {
+func FetchSource(ctx context.Context, opts FetchOptions, k *DebianKernel) (string, error) {
 	if k == nil || k.ABI == "" || k.PackageVersion == "" {
 		return "", errors.New("fetch source: no kernel given (call Fetch first)")
 	}
@@ -175,7 +175,7 @@ func FetchChangelog(ctx context.Context, opts FetchOptions, series, version stri
 // ready last, and returns that folder; the files are under
 // usr/lib/debug. The debug info says which source files kbuild compiled
 // into vmlinux and into each module. About 1.8 GB unpacked.
-func FetchDebugInfo(ctx context.Context, opts FetchOptions, k *Kernel) (string, error) {
+func FetchDebugInfo(ctx context.Context, opts FetchOptions, k *DebianKernel) (string, error) {
 	log := opts.Log
 	if log == nil {
 		log = io.Discard

@@ -16,7 +16,7 @@ import (
 // ships a placeholder; the real one is in the -dbg package of exactly the
 // same version, which is downloaded once (about 280 MB) and from which
 // only System.map is kept, in the kernel's cache folder.
-func FetchSystemMap(ctx context.Context, opts FetchOptions, k *Kernel) (string, error) {
+func FetchSystemMap(ctx context.Context, opts FetchOptions, k *DebianKernel) (string, error) {
 	log := opts.Log
 	if log == nil {
 		log = io.Discard

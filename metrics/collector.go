@@ -32,7 +32,7 @@ type Sources struct {
 	// patch (read with splice.ReadPatches, without the lock).
 	StateDir string
 	// Kernel is the running kernel.
-	Kernel Kernel
+	Kernel KernelReader
 	// Bundles lists the verified bundles the agent holds.
 	Bundles func() ([]Bundle, error)
 	// Gossip returns the gossip member's counters.
@@ -65,8 +65,8 @@ type Listener struct {
 // order.
 var listenerRefusals = []string{"limit", "source_limit", "no_fds", "evicted"}
 
-// Kernel is what the collector reads of the running kernel.
-type Kernel interface {
+// KernelReader is what the collector reads of the running kernel.
+type KernelReader interface {
 	Info() (splice.KernelInfo, error)
 	// Patches lists the kernel's livepatches with their flags.
 	Patches() ([]splice.KernelPatch, error)
@@ -371,7 +371,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 // kernelIdentityTTL is how long the kernel's identity is remembered.
 const kernelIdentityTTL = time.Minute
 
-func (c *stateCollector) kernelIdentity(k Kernel) (splice.KernelInfo, error) {
+func (c *stateCollector) kernelIdentity(k KernelReader) (splice.KernelInfo, error) {
 	if c.kinfo != nil && time.Since(c.kinfoAt) < kernelIdentityTTL {
 		return *c.kinfo, nil
 	}

@@ -39,13 +39,13 @@ func newHostEnv(t *testing.T) *hostEnv {
 	return e
 }
 
-func (e *hostEnv) kernel() *agent.Kernel {
+func (e *hostEnv) kernel() *agent.HostKernel {
 	e.t.Helper()
 	sk, err := sim.Open(e.simDir)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	k := agent.NewKernel(sk, true)
+	k := agent.NewHostKernel(sk, true)
 	k.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: time.Millisecond}
 	return k
 }

@@ -63,7 +63,7 @@ mark after-undo "$(ls /sys/kernel/livepatch 2>/dev/null | tr '\n' ' ')"
 // guestCheck boots a guest of kernel k with the bundle and the unit's
 // modules loaded, and judges it. It returns "" when the bundle passed, or
 // the first check that failed; an error means the guest did not finish.
-func guestCheck(ctx context.Context, k *lab.Kernel, bin string, bundle, trusted []byte, modules []string) (string, time.Duration, error) {
+func guestCheck(ctx context.Context, k *lab.DebianKernel, bin string, bundle, trusted []byte, modules []string) (string, time.Duration, error) {
 	res, err := lab.Boot(ctx, lab.Guest{
 		Name:    "corpus",
 		Kernel:  k,
@@ -131,7 +131,7 @@ func judge(m map[string]string, exit int) string {
 // dependencies are read from each module's own modinfo ("depends"), as
 // depmod does: the unpacked package has no modules.dep, which depmod
 // writes when the package is installed.
-func modulesFor(k *lab.Kernel, objects []string) ([]string, error) {
+func modulesFor(k *lab.DebianKernel, objects []string) ([]string, error) {
 	var mods []string
 	for _, o := range objects {
 		if o != corpus.Vmlinux {

@@ -240,7 +240,7 @@ func patchUnits(dir string) ([]corpus.Unit, error) {
 }
 
 type measurer struct {
-	k                *lab.Kernel
+	k                *lab.DebianKernel
 	bin, src, sysmap string
 	work, ksrcCache  string
 	trusted          []byte

@@ -28,7 +28,7 @@ const patchesDir = "../../lab/testdata/patches"
 // binary.
 var labKernel struct {
 	once   sync.Once
-	kernel *lab.Kernel
+	kernel *lab.DebianKernel
 	err    error
 	took   time.Duration
 }

@@ -50,7 +50,7 @@ func (f *hostFlags) register(cmd *cobra.Command) {
 }
 
 // open opens the host, holding its state directory until close.
-func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Kernel, error) {
+func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.HostKernel, error) {
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelInfo
@@ -103,7 +103,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 // withHost runs fn with the host open and its state directory locked.
 // SIGINT and SIGTERM cancel fn's context, so an interrupted command stops
 // between steps with its journal consistent.
-func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host, k *agent.Kernel) error) error {
+func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host, k *agent.HostKernel) error) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	h, k, err := f.open(ctx, e)
@@ -136,7 +136,7 @@ it, for a lab.`,
 			if err != nil {
 				return err
 			}
-			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.HostKernel) error {
 				patch, err := h.Apply(ctx, b, hf.host.policy)
 				if errors.Is(err, splice.ErrAlreadyApplied) {
 					fmt.Fprintf(e.stdout, "%v: nothing to do%s\n", err, k.Note())
@@ -178,7 +178,7 @@ agent's configuration, or --keyring), like boot's re-apply.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.HostKernel) error {
 				if all {
 					done, err := h.UndoAll(ctx)
 					for _, p := range done {
@@ -225,7 +225,7 @@ this host does not know exits 1.`,
   splicefleet view cve-2026-1234@2 --json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return hf.withHost(e, func(ctx context.Context, h *splice.Host, _ *agent.Kernel) error {
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, _ *agent.HostKernel) error {
 				v, err := h.View()
 				if err != nil {
 					return err
@@ -358,7 +358,7 @@ is marked failed; one whose bundle or signatures expired after it was
 applied is loaded, with a warning (docs/host.md, "Trust at boot").`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.Kernel) error {
+			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.HostKernel) error {
 				done, err := h.Boot(ctx)
 				for _, p := range done {
 					fmt.Fprintf(e.stdout, "re-applied %s version %d (module %s)%s\n", safetext.String(p.ID), p.Version, safetext.String(p.Module), k.Note())

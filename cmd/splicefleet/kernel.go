@@ -35,12 +35,12 @@ func openKernel(spec string, logger *slog.Logger) (k kmod.Kernel, simulated bool
 }
 
 // openHostKernel is openKernel wrapped for the host verbs.
-func openHostKernel(spec string, logger *slog.Logger) (*agent.Kernel, error) {
+func openHostKernel(spec string, logger *slog.Logger) (*agent.HostKernel, error) {
 	k, simulated, err := openKernel(spec, logger)
 	if err != nil {
 		return nil, err
 	}
-	return agent.NewKernel(k, simulated), nil
+	return agent.NewHostKernel(k, simulated), nil
 }
 
 // agentKernel sets an agent's kernel from its configuration: this
