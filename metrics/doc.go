@@ -13,7 +13,7 @@
 //     `splicefleet apply` on the command line show as soon as the journal
 //     is written, whether or not the agent did anything;
 //   - the kernel's own view (its identity, every livepatch's enabled and
-//     transition flags, the taint flags), through a [Kernel];
+//     transition flags, the taint flags), through a [KernelReader];
 //   - the verified bundles the agent holds, and whether this host still
 //     lacks one that a live (running or paused) rollout targets it with
 //     ([Bundle.Wanted]): a bundle held only for distribution is never
