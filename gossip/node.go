@@ -66,12 +66,12 @@ type Event struct {
 
 // Member is a snapshot of one cluster member.
 type Member struct {
-	Name string
+	Name string `json:"name"`
 	// Addr is the member's gossip address, host:port.
-	Addr string
+	Addr string `json:"addr"`
 	// Status is "alive", "leaving", "left" or "failed".
-	Status string
-	Tags   map[string]string
+	Status string            `json:"status"`
+	Tags   map[string]string `json:"tags"`
 }
 
 // QueryResponse is one member's answer to a query.

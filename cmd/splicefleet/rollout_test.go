@@ -151,6 +151,26 @@ allow_simulated: true
 		}
 	}
 
+	// Every --json output has one style: snake_case keys (the tags' own
+	// keys aside).
+	for _, args := range [][]string{
+		{"members", "--json", "--control-socket", procs[0].socket},
+		{"fleet", "status", "--json", "--control-socket", procs[0].socket},
+		{"rollout", "list", "--json", "--control-socket", procs[0].socket},
+		{"rollout", "status", "fix", "--json", "--control-socket", procs[0].socket},
+		{"view", "--json", "--state-dir", filepath.Join(procs[0].dir, "state")},
+		{"inspect", "--json", bundle},
+	} {
+		var v any
+		if err := json.Unmarshal([]byte(c.ok(args...)), &v); err != nil {
+			t.Errorf("%v: %v", args, err)
+			continue
+		}
+		if bad := notSnakeCase(v, ""); len(bad) > 0 {
+			t.Errorf("%v: keys not in snake_case: %v", args, bad)
+		}
+	}
+
 	// Publishing the same plan again starts nothing and says so.
 	if out := c.ok("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", key, bundle); !strings.Contains(out, "rollout fix (plan ") || !strings.Contains(out, "is already done") {
 		t.Errorf("publish of a finished plan: %s", out)
@@ -289,4 +309,30 @@ allow_simulated: true
 		}
 		return nil
 	})
+}
+
+var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+
+// notSnakeCase lists the keys of a decoded JSON value that are not
+// snake_case, with their paths; the keys of "tags" maps are the
+// operators' own and are left alone.
+func notSnakeCase(v any, path string) []string {
+	var bad []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if !snakeCase.MatchString(k) {
+				bad = append(bad, path+"."+k)
+			}
+			if k == "tags" {
+				continue
+			}
+			bad = append(bad, notSnakeCase(x, path+"."+k)...)
+		}
+	case []any:
+		for i, x := range v {
+			bad = append(bad, notSnakeCase(x, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return bad
 }

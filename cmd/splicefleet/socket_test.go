@@ -75,10 +75,10 @@ func TestCLIFindsTheAgent(t *testing.T) {
 // (a member that is alive) exits 1.
 func TestMembersFilterAndForceLeave(t *testing.T) {
 	c := newCLI(t)
-	members := `[{"Name":"web-1","Addr":"10.0.0.1:7946","Status":"alive","Tags":{"ring":"canary","role":"web","sf.v":"1.0"}},
-{"Name":"web-2","Addr":"10.0.0.2:7946","Status":"alive","Tags":{"role":"web"}},
-{"Name":"web-3","Addr":"10.0.0.3:7946","Status":"failed","Tags":{"ring":"canary"}},
-{"Name":"db-1","Addr":"10.0.0.4:7946","Status":"left","Tags":{}}]`
+	members := `[{"name":"web-1","addr":"10.0.0.1:7946","status":"alive","tags":{"ring":"canary","role":"web","sf.v":"1.0"}},
+{"name":"web-2","addr":"10.0.0.2:7946","status":"alive","tags":{"role":"web"}},
+{"name":"web-3","addr":"10.0.0.3:7946","status":"failed","tags":{"ring":"canary"}},
+{"name":"db-1","addr":"10.0.0.4:7946","status":"left","tags":{}}]`
 	var forced []string
 	socket := fakeAgent(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
