@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -235,11 +236,13 @@ type Status struct {
 	State  string `json:"state"`
 	// EndedAt is when the rollout halted, rolled back or was revoked, as
 	// this agent recorded it; zero while it has not ended.
-	EndedAt time.Time     `json:"ended_at,omitzero"`
-	OnHalt  string        `json:"on_halt"`
-	Open    int           `json:"open"` // highest open stage, 0-based
-	Stages  []StageStatus `json:"stages"`
-	Failed  []string      `json:"failed,omitempty"` // "node: reason"
+	EndedAt time.Time `json:"ended_at,omitzero"`
+	OnHalt  string    `json:"on_halt"`
+	// Open is the highest open stage, 0-based here and 1-based in JSON
+	// (as in the text views, the metrics and promote --stage).
+	Open   int           `json:"open"`
+	Stages []StageStatus `json:"stages"`
+	Failed []string      `json:"failed,omitempty"` // "node: reason"
 	// Regressed are hosts that failed after they reported healthy, or
 	// after the rollout was done: "node: reason". They undo the patch on
 	// themselves only; the fleet alerts.
@@ -251,6 +254,29 @@ type Status struct {
 	LastSeq     uint64 `json:"last_seq"`
 	// Self is what this host should do.
 	Self SelfStatus `json:"self"`
+}
+
+// MarshalJSON writes the status with stages numbered from 1, as every
+// view of a rollout numbers them.
+func (st Status) MarshalJSON() ([]byte, error) {
+	type plain Status
+	p := plain(st)
+	p.Open++
+	p.Self.Stage++
+	return json.Marshal(p)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (st *Status) UnmarshalJSON(b []byte) error {
+	type plain Status
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	p.Open--
+	p.Self.Stage--
+	*st = Status(p)
+	return nil
 }
 
 // StageStatus counts one stage's cohort: the hosts in it or an earlier
@@ -280,10 +306,12 @@ type StageStatus struct {
 
 // SelfStatus is this host's part.
 type SelfStatus struct {
-	Targeted bool      `json:"targeted"`
-	Stage    int       `json:"stage"` // first stage it is in, -1 none
-	Bucket   int       `json:"bucket"`
-	State    HostState `json:"state"`
+	Targeted bool `json:"targeted"`
+	// Stage is the first stage it is in, 0-based here, -1 none; in
+	// JSON 1-based, 0 none.
+	Stage  int       `json:"stage"`
+	Bucket int       `json:"bucket"`
+	State  HostState `json:"state"`
 	// Apply: this host should apply the bundle now.
 	Apply bool `json:"apply"`
 	// RollBack: this host should undo the patch now.

@@ -171,6 +171,22 @@ allow_simulated: true
 		}
 	}
 
+	// Stages are numbered from 1 in JSON as in the text: the done
+	// two-stage rollout has stage 2 open, and every host is in stage 1
+	// or 2.
+	var raw struct {
+		Open int `json:"open"`
+		Self struct {
+			Stage int `json:"stage"`
+		} `json:"self"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("rollout", "status", "fix", "--json", "--control-socket", procs[0].socket)), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw.Open != 2 || raw.Self.Stage < 1 || raw.Self.Stage > 2 {
+		t.Errorf("rollout status --json: open %d, self.stage %d; want 2 and 1 or 2", raw.Open, raw.Self.Stage)
+	}
+
 	// Publishing the same plan again starts nothing and says so.
 	if out := c.ok("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", key, bundle); !strings.Contains(out, "rollout fix (plan ") || !strings.Contains(out, "is already done") {
 		t.Errorf("publish of a finished plan: %s", out)
