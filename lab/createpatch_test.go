@@ -292,6 +292,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "task_state_array") || !strings.Contains(out, "cannot be carried by a livepatch") {
 		t.Errorf("the refusal does not name the variable and the reason:\n%s", out)
 	}
+	if !strings.Contains(out, "refused: data task_state_array (hunk 1 of fs/proc/array.c, @@ -125,7 +125,7 @@)") {
+		t.Errorf("the refusal does not name its kind and the hunk that caused it:\n%s", out)
+	}
 	if _, err := os.Stat(p("state.splice")); err == nil {
 		t.Error("a refused patch left a bundle behind")
 	}

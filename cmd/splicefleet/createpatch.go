@@ -84,7 +84,7 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 			part.ModuleSymbols = modSyms[u.Module]
 			fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
 		}
-		out, fns, err := createPart(e, o, u, syms, part)
+		out, fns, err := createPart(e, o, u, patch.File(u.Path), syms, part)
 		if err != nil {
 			return err
 		}
@@ -160,7 +160,7 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 // createPart compares one compiled file before and after the patch and
 // generates its part of the livepatch module: nil when no function of it
 // changed. It returns the replaced functions.
-func createPart(e *env, o *createOptions, u ksrc.Unit, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
+func createPart(e *env, o *createOptions, u ksrc.Unit, fp *ksrc.FilePatch, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
 	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
 	if err != nil {
 		return nil, nil, err
@@ -193,6 +193,12 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, syms *klpgen.Symbols, par
 		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
 	}
 	if err := diff.Err(); err != nil {
+		var ue *objdiff.UnsafeError
+		if errors.As(err, &ue) {
+			for _, p := range ue.Problems {
+				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOf(fp, p.Name), p.Reason)
+			}
+		}
 		return nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
 	}
 	if len(changed) == 0 {
@@ -303,4 +309,43 @@ func createCacheDir(e *env, flag string) (string, error) {
 		return "", err
 	}
 	return filepath.Abs(dir)
+}
+
+// hunkOf names the hunk of fp that changes symbol name: the first whose
+// changed lines name it, else the first whose section (the function
+// diff -u names after @@) does, else the first whose context does (a
+// changed array element under its declaration). A change that reaches the symbol only
+// through a macro or a header names no hunk.
+func hunkOf(fp *ksrc.FilePatch, name string) string {
+	if fp == nil {
+		return "no hunk of the patch names it"
+	}
+	word := regexp.MustCompile(`\b` + regexp.QuoteMeta(name) + `\b`)
+	describe := func(i int, h ksrc.Hunk) string {
+		at := fmt.Sprintf("hunk %d of %s, @@ -%d,%d +%d,%d @@", i+1, fp.Path, h.OldStart, h.OldLines, h.NewStart, h.NewLines)
+		if h.Section != "" {
+			at += " " + strings.TrimSpace(h.Section)
+		}
+		return at
+	}
+	for i, h := range fp.Hunks {
+		for _, l := range h.Lines {
+			if l.Op != ' ' && word.MatchString(l.Text) {
+				return describe(i, h)
+			}
+		}
+	}
+	for i, h := range fp.Hunks {
+		if word.MatchString(h.Section) {
+			return describe(i, h)
+		}
+	}
+	for i, h := range fp.Hunks {
+		for _, l := range h.Lines {
+			if word.MatchString(l.Text) {
+				return describe(i, h) // named in the hunk's context
+			}
+		}
+	}
+	return "no hunk of " + fp.Path + " names it; the change reaches it another way"
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/ksrc"
 )
 
 // TestCreatePatchRefusesBadArguments: the flag combinations create --patch
@@ -40,5 +42,38 @@ func TestCreatePatchRefusesBadArguments(t *testing.T) {
 				t.Error("a refused create wrote files")
 			}
 		})
+	}
+}
+
+// TestHunkOf: a refusal names the hunk that caused it: by a changed line,
+// by the function diff names after @@, by its context, or none.
+func TestHunkOf(t *testing.T) {
+	p, err := ksrc.ParsePatch([]byte(`--- a/fs/x.c
++++ b/fs/x.c
+@@ -10,3 +10,3 @@ static int show(struct seq_file *m)
+ 	int a;
+-	a = counter;
++	a = counter + 1;
+ 	return a;
+@@ -40,4 +40,4 @@
+ static const char * const names[] = {
+ 	"zero",
+-	"one",
++	"uno",
+ 	"two",
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := p.File("fs/x.c")
+	for name, want := range map[string]string{
+		"counter": "hunk 1 of fs/x.c, @@ -10,3 +10,3 @@ static int show(struct seq_file *m)",
+		"show":    "hunk 1 of fs/x.c, @@ -10,3 +10,3 @@ static int show(struct seq_file *m)",
+		"names":   "hunk 2 of fs/x.c, @@ -40,4 +40,4 @@",
+		"other":   "no hunk of fs/x.c names it; the change reaches it another way",
+	} {
+		if got := hunkOf(fp, name); got != want {
+			t.Errorf("hunkOf(%s) = %q, want %q", name, got, want)
+		}
 	}
 }
