@@ -37,9 +37,13 @@ import (
 // panels of events (rate, increase, quantiles of a histogram's rate) must
 // show them: Prometheus scraped the counters at zero before the events,
 // so each of those panels has a value above zero, but for the two no
-// event here can move (see eventless). It loads the alert rules into that
-// Prometheus: the halted rollout's alert fires, and so does the
-// verification failures alert, for the bundle and for the plan.
+// event here can move (see eventless). The canary's failed health check
+// shows where an operator looks: Patches failed counts it on the canary,
+// the cohort panel shows the rollout as halted, and the annotation
+// queries mark the halt (at a time within the test), the applies and the
+// health-check rollback. It loads the alert rules into that Prometheus:
+// the halted rollout's alert fires, and so does the verification
+// failures alert, for the bundle and for the plan.
 func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
