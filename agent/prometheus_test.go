@@ -37,14 +37,19 @@ import (
 // panels of events (rate, increase, quantiles of a histogram's rate) must
 // show them: Prometheus scraped the counters at zero before the events,
 // so each of those panels has a value above zero, but for the two no
-// event here can move (see eventless). It loads the alert rules into that
-// Prometheus: the halted rollout's alert fires, and so does the
-// verification failures alert, for the bundle and for the plan.
+// event here can move (see eventless). The canary's failed health check
+// shows where an operator looks: Patches failed counts it on the canary,
+// the cohort panel shows the rollout as halted, and the annotation
+// queries mark the halt (at a time within the test), the applies and the
+// health-check rollback. It loads the alert rules into that Prometheus:
+// the halted rollout's alert fires, and so does the verification
+// failures alert, for the bundle and for the plan.
 func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is missing (Debian package prometheus): run make test-deps")
 	}
+	testStart := time.Now().Truncate(time.Second)
 	f := newTestFleet(t)
 	agents := f.startN(3)
 
@@ -166,6 +171,101 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	// The canary failed its health check: the agent undid the patch (its
+	// journal says reverted) and the host failed the rollout. Patches
+	// failed counts it, on the canary alone; and the cohort panel shows
+	// the rollout as halted, and only as halted.
+	const haltedID = "bad" // the plan ID of the rollout that halts
+	panel := func(title string) []dashboards.Query {
+		var out []dashboards.Query
+		for _, q := range queries {
+			if q.Dashboard == "fleet-overview.json" && q.Panel == title {
+				out = append(out, q)
+			}
+		}
+		if len(out) == 0 {
+			t.Fatalf("no panel %q", title)
+		}
+		return out
+	}
+	failed := dashboards.Expand(panel("Patches failed")[0].Expr, "splicefleet", canary.HTTPAddr(), "10m")
+	eventually(t, 30*time.Second, "Patches failed counts the canary's failed health check", func() error {
+		values, err := prom.query(failed)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(values, []float64{1}) {
+			return fmt.Errorf("Patches failed on the canary shows %v, want 1", values)
+		}
+		return nil
+	})
+	cohort := panel("Cohort of the open stage")
+	for _, c := range []struct {
+		ref        string
+		halted     bool
+		wantStatus string
+	}{{"A", false, ""}, {"B", true, "failed"}} {
+		expr := dashboards.Expand(cohort[slices.IndexFunc(cohort, func(q dashboards.Query) bool { return q.RefID == c.ref })].Expr, "splicefleet", ".*", "10m")
+		series, err := prom.series(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad []map[string]string
+		for _, s := range series {
+			if s.labels["rollout"] == haltedID {
+				bad = append(bad, s.labels)
+			}
+		}
+		if !c.halted && len(bad) != 0 {
+			t.Errorf("the cohort panel shows the halted rollout as live: %v", bad)
+		}
+		if c.halted && !slices.ContainsFunc(series, func(s promSeries) bool {
+			return s.labels["rollout"] == haltedID && s.labels["status"] == c.wantStatus && s.value == 1
+		}) {
+			t.Errorf("the cohort panel does not show the halted rollout's failed canary as halted: %v", series)
+		}
+	}
+	// The annotations mark the halt, the applies and the canary's
+	// rollback, at times within the test.
+	annotations, err := dashboards.Annotations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(annotations) < 6 {
+		t.Fatalf("%d annotation queries, want 3 on each dashboard", len(annotations))
+	}
+	for _, a := range annotations {
+		expr := dashboards.Expand(a.Expr, "splicefleet", ".*", "10m")
+		series, err := prom.series(expr)
+		if err != nil {
+			t.Errorf("%s, annotation %q: %v\n%s", a.Dashboard, a.Name, err, expr)
+			continue
+		}
+		if len(series) == 0 {
+			t.Errorf("%s, annotation %q marks nothing:\n%s", a.Dashboard, a.Name, expr)
+			continue
+		}
+		for _, s := range series {
+			if a.UseValueForTime {
+				at := time.UnixMilli(int64(s.value))
+				if at.Before(testStart) || at.After(time.Now()) {
+					t.Errorf("%s, annotation %q marks %v %s, outside the test (from %s)", a.Dashboard, a.Name, s.labels, at, testStart)
+				}
+			} else if s.value <= 0 {
+				t.Errorf("%s, annotation %q: %v at %g", a.Dashboard, a.Name, s.labels, s.value)
+			}
+		}
+		switch a.Name {
+		case "Rollouts halted":
+			if !slices.ContainsFunc(series, func(s promSeries) bool { return s.labels["rollout"] == haltedID }) {
+				t.Errorf("%s: the halt of %s is not marked: %v", a.Dashboard, haltedID, series)
+			}
+		case "Rollbacks":
+			if !slices.ContainsFunc(series, func(s promSeries) bool { return s.labels["reason"] == string(metrics.RollbackHealthCheck) }) {
+				t.Errorf("%s: the canary's health-check rollback is not marked: %v", a.Dashboard, series)
+			}
 		}
 	}
 	if rules := prom.alertRules(t); rules != 7 {
@@ -357,9 +457,29 @@ func (p *testPrometheus) waitScrapes(t *testing.T, n, samples int) {
 	})
 }
 
+// promSeries is one series of an instant query's result.
+type promSeries struct {
+	labels map[string]string
+	value  float64
+}
+
 // query runs an instant query and returns the value of every series it
 // returned.
 func (p *testPrometheus) query(expr string) ([]float64, error) {
+	series, err := p.series(expr)
+	if err != nil {
+		return nil, err
+	}
+	values := make([]float64, 0, len(series))
+	for _, s := range series {
+		values = append(values, s.value)
+	}
+	return values, nil
+}
+
+// series runs an instant query and returns every series it returned,
+// with its labels.
+func (p *testPrometheus) series(expr string) ([]promSeries, error) {
 	resp, err := http.Get(p.base + "/api/v1/query?query=" + url.QueryEscape(expr))
 	if err != nil {
 		return nil, err
@@ -378,22 +498,23 @@ func (p *testPrometheus) query(expr string) ([]float64, error) {
 	if r.Status != "success" {
 		return nil, fmt.Errorf("query failed: %s", r.Error)
 	}
-	var series []struct {
-		Value [2]any `json:"value"` // [time, "value"]
+	var result []struct {
+		Metric map[string]string `json:"metric"`
+		Value  [2]any            `json:"value"` // [time, "value"]
 	}
-	if err := json.Unmarshal(r.Data.Result, &series); err != nil {
+	if err := json.Unmarshal(r.Data.Result, &result); err != nil {
 		return nil, fmt.Errorf("result is not a vector: %s", r.Data.Result)
 	}
-	values := make([]float64, 0, len(series))
-	for _, s := range series {
+	out := make([]promSeries, 0, len(result))
+	for _, s := range result {
 		str, _ := s.Value[1].(string)
 		v, err := strconv.ParseFloat(str, 64) // Prometheus writes NaN and +Inf as ParseFloat reads them
 		if err != nil {
 			return nil, fmt.Errorf("value %v: %w", s.Value[1], err)
 		}
-		values = append(values, v)
+		out = append(out, promSeries{labels: s.Metric, value: v})
 	}
-	return values, nil
+	return out, nil
 }
 
 // alertRules counts the alerting rules Prometheus loaded.

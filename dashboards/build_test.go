@@ -42,9 +42,58 @@ func timeSeries(title, description, unit string, queries ...*prometheus.Dataquer
 	return p
 }
 
-func statPanel(title, description, expr string) *stat.PanelBuilder {
+// Thresholds of the stat panels: red when something is wrong, green
+// when not.
+var (
+	// redFromOne: any at all is something to look at (failures, stuck
+	// transitions, hosts lacking a patch).
+	redFromOne = []dashboard.Threshold{{Color: "green"}, {Value: cog.ToPtr(1.0), Color: "red"}}
+	// greenFromOne: none at all is wrong (no agent reporting).
+	greenFromOne = []dashboard.Threshold{{Color: "red"}, {Value: cog.ToPtr(1.0), Color: "green"}}
+)
+
+// statPanel is a single number. A count() over nothing returns no
+// series, so every stat says 0 rather than No data, and colours by its
+// thresholds.
+func statPanel(title, description, expr string, steps []dashboard.Threshold) *stat.PanelBuilder {
 	return stat.NewPanelBuilder().Title(title).Description(description).Datasource(datasource).Height(4).Span(6).
+		Thresholds(dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(steps)).
+		NoValue("0").
 		WithTarget(query(expr, "").RefId("A"))
+}
+
+// failedPatches are the patches that failed on each host, one series per
+// host and patch or rollout: those the journal holds as failed (refused
+// by the kernel, a stalled transition, stopped by the crash-loop guard),
+// and the rollouts a host failed, which is where a failed health check
+// shows: the agent undoes the patch, so the journal says reverted. A
+// patch the kernel refused in a rollout is in both; the rollout failures
+// count only on hosts without a failed patch in their journal, so it
+// counts once.
+const failedPatches = `count by (job, instance, patch) (splicefleet_patch_state{` + sel + `,state="failed"})` +
+	` or on (job, instance) count by (job, instance, rollout) (splicefleet_rollout_host_state{` + sel + `,state="failed"} == 1)`
+
+// ended selects the rollouts that ended without finishing: halted,
+// rolled back or revoked.
+const ended = `max by (rollout) (splicefleet_rollout_state{` + sel + `,state=~"halted|rolled-back|revoked"}) == 1`
+
+// annotations mark on every panel's time axis when rollouts halted and
+// when the agents applied and rolled back patches, through the dashboard's
+// datasource, filtered by its job and instance variables.
+func annotations(b *dashboard.DashboardBuilder) *dashboard.DashboardBuilder {
+	anno := func(name, colour, expr string) *dashboard.AnnotationQueryBuilder {
+		return dashboard.NewAnnotationQueryBuilder().Name(name).Datasource(datasource).Enable(true).IconColor(colour).Expr(expr)
+	}
+	return b.
+		// The agents record when a rollout ended: the series' value, in
+		// milliseconds, is the annotation's time.
+		Annotation(anno("Rollouts halted", "red", `max by (rollout) (splicefleet_rollout_ended_timestamp_seconds{`+sel+`}) * 1000`).
+			UseValueForTime(true).TagKeys("rollout").TitleFormat("rollout {{rollout}} halted").
+			TextFormat("halted, rolled back or revoked: splicefleet rollout status {{rollout}} says why")).
+		Annotation(anno("Applies", "blue", `sum by (result) (increase(splicefleet_applies_total{`+sel+`}[$__rate_interval])) > 0`).
+			TagKeys("result").TitleFormat("apply {{result}}").TextFormat("patch applies by the agents")).
+		Annotation(anno("Rollbacks", "orange", `sum by (reason) (increase(splicefleet_rollbacks_total{`+sel+`}[$__rate_interval])) > 0`).
+			TagKeys("reason").TitleFormat("rollback: {{reason}}").TextFormat("patches taken back off hosts"))
 }
 
 func barGauge(title, description, expr, legend string) *bargauge.PanelBuilder {
@@ -82,17 +131,18 @@ func fleetOverview() *dashboard.DashboardBuilder {
 		Uid("splicefleet-fleet").
 		Description("Hot kernel patches across the fleet: who runs what, what failed, and how bundles spread.").
 		Tags([]string{"splicefleet"}).Refresh("30s").Time("now-6h", "now").Tooltip(dashboard.DashboardCursorSyncCrosshair)
-	b = variables(b, true)
+	b = annotations(variables(b, true))
 	return b.
 		WithRow(dashboard.NewRowBuilder("Patches")).
 		WithPanel(statPanel("Agents reporting", "Agents whose metrics Prometheus scraped.",
-			`count(splicefleet_agent_info{`+sel+`})`)).
+			`count(splicefleet_agent_info{`+sel+`})`, greenFromOne)).
 		WithPanel(statPanel("Hosts in a livepatch transition", "Hosts whose kernel has a livepatch in transition now; one that stays here is stuck.",
-			`sum(max by (job, instance) (splicefleet_livepatch_transition{`+sel+`}))`)).
+			`sum(max by (job, instance) (splicefleet_livepatch_transition{`+sel+`}))`, redFromOne)).
 		WithPanel(statPanel("Hosts lacking a patch rolled out to them", "Hosts that a running or paused rollout targets with a bundle they hold, and that run neither it nor a newer version.",
-			`count(max by (job, instance) (splicefleet_bundle_outstanding{`+sel+`}) == 1)`)).
-		WithPanel(statPanel("Patches failed", "Patches in the failed state across the fleet.",
-			`count(splicefleet_patch_state{`+sel+`,state="failed"})`)).
+			`count(max by (job, instance) (splicefleet_bundle_outstanding{`+sel+`}) == 1)`, redFromOne)).
+		WithPanel(statPanel("Patches failed", "Patches that failed on a host: refused by the kernel, a stalled transition, stopped by the crash-loop guard, or undone after a failed health check (the host failed the rollout; its journal says reverted). The host table and the host dashboard say where.",
+			`count(`+failedPatches+`)`, redFromOne)).
+		WithPanel(hostsTable()).
 		WithPanel(barGauge("Hosts patched, per patch", "Hosts whose journal has the patch applied.",
 			`count by (patch, version) (splicefleet_patch_state{`+sel+`,state="applied"})`, "{{patch}} v{{version}}")).
 		WithPanel(barGauge("Hosts patched, per CVE", "Hosts that run a patch fixing the CVE.",
@@ -103,8 +153,7 @@ func fleetOverview() *dashboard.DashboardBuilder {
 			query(`count by (patch, version) (splicefleet_bundle_outstanding{`+sel+`} == 1)`, "{{patch}} v{{version}}"))).
 		WithRow(dashboard.NewRowBuilder("Rollouts")).
 		WithPanel(rolloutsTable()).
-		WithPanel(timeSeries("Cohort of the open stage", "The hosts of each rollout's open stage and the earlier ones, by status, as the agent that knows most sees them; they add up to the cohort.", "short",
-			query(`max by (rollout, status) (splicefleet_rollout_hosts{`+sel+`})`, "{{rollout}} {{status}}"))).
+		WithPanel(cohortPanel()).
 		WithPanel(timeSeries("Hosts by their own state", "Hosts by the state each reports for itself in each rollout: applying, healthy, failed, rolled-back, halted (hosts not yet in it are left out).", "short",
 			query(`count by (rollout, state) (splicefleet_rollout_host_state{`+sel+`,state!="none"} == 1)`, "{{rollout}} {{state}}"))).
 		WithPanel(timeSeries("Halted rollouts", "1 from the moment a host saw the rollout halt; a halt is final. splicefleet rollout status ROLLOUT says why.", "short",
@@ -170,12 +219,59 @@ func rolloutsTable() *table.PanelBuilder {
 		}})
 }
 
+// hostDashboard is where the fleet's host table links, for one host:
+// the datasource, job and instance of the row, and the time range shown.
+const hostDashboard = "/d/splicefleet-host/splicefleet-host?var-datasource=${datasource}" +
+	"&var-job=${__data.fields.job}&var-instance=${__data.fields.instance}&${__url_time_range}"
+
+// hostsTable lists every host: its kernel, how many patches it runs,
+// lacks and failed; a click on a row opens the host dashboard for it.
+func hostsTable() *table.PanelBuilder {
+	p := table.NewPanelBuilder().Title("Hosts").
+		Description("Every host: its kernel, the patches it runs, the rolled-out patches it lacks and the patches that failed on it (as in Patches failed). Click a host for its dashboard.").
+		Datasource(datasource).Height(8).Span(24).
+		Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"})).
+		DataLinks([]cog.Builder[dashboard.DashboardLink]{
+			dashboard.NewDashboardLinkBuilder("Host ${__data.fields.instance}").Type(dashboard.DashboardLinkTypeLink).Url(hostDashboard),
+		})
+	for i, expr := range []string{
+		`max by (job, instance, release) (splicefleet_kernel_info{` + sel + `})`,
+		`count by (job, instance) (splicefleet_patch_state{` + sel + `,state="applied"})`,
+		`count by (job, instance) (splicefleet_bundle_outstanding{` + sel + `} == 1)`,
+		`count by (job, instance) (` + failedPatches + `)`,
+	} {
+		p.WithTarget(instant(expr).RefId(string(rune('A' + i))))
+	}
+	return p.
+		WithTransformation(dashboard.DataTransformerConfig{Id: "merge", Options: map[string]any{}}).
+		WithTransformation(dashboard.DataTransformerConfig{Id: "organize", Options: map[string]any{
+			"excludeByName": map[string]bool{"Time": true, "Value #A": true},
+			"indexByName":   map[string]int{"instance": 0, "job": 1, "release": 2, "Value #B": 3, "Value #C": 4, "Value #D": 5},
+			"renameByName":  map[string]string{"release": "kernel", "Value #B": "patches applied", "Value #C": "lacking", "Value #D": "failed"},
+		}})
+}
+
+// cohortPanel shows the cohort of each rollout's open stage by status;
+// a rollout that ended without finishing (halted, rolled back, revoked)
+// shows as halted, in red and dashed, so that a frozen cohort does not
+// read as one waiting to move on.
+func cohortPanel() *timeseries.PanelBuilder {
+	cohort := `max by (rollout, status) (splicefleet_rollout_hosts{` + sel + `})`
+	return timeSeries("Cohort of the open stage", "The hosts of each rollout's open stage and the earlier ones, by status, as the agent that knows most sees them; they add up to the cohort. A rollout that halted, rolled back or was revoked shows as halted, in red.", "short",
+		query(cohort+` unless on (rollout) (`+ended+`)`, "{{rollout}} {{status}}"),
+		query(cohort+` and on (rollout) (`+ended+`)`, "{{rollout}} halted: {{status}}")).
+		OverrideByQuery("B", []dashboard.DynamicConfigValue{
+			{Id: "color", Value: map[string]any{"mode": "fixed", "fixedColor": "red"}},
+			{Id: "custom.lineStyle", Value: map[string]any{"fill": "dash", "dash": []int{10, 10}}},
+		})
+}
+
 func hostDetail() *dashboard.DashboardBuilder {
 	b := dashboard.NewDashboardBuilder("splicefleet: host").
 		Uid("splicefleet-host").
 		Description("One host: its kernel, its patches, their transitions, taint and apply times.").
 		Tags([]string{"splicefleet"}).Refresh("30s").Time("now-6h", "now").Tooltip(dashboard.DashboardCursorSyncCrosshair)
-	b = variables(b, false)
+	b = annotations(variables(b, false))
 	return b.
 		WithRow(dashboard.NewRowBuilder("Kernel and patches")).
 		WithPanel(tablePanel("Kernel", "The running kernel (simulated=true is the test double).",

@@ -14,8 +14,11 @@
 // end-to-end test in package agent runs every panel query against a real
 // Prometheus scraping real agents.
 //
-// The files are embedded, so [Queries] and [AlertExprs] read exactly what
-// is shipped. Nothing here runs in the agent.
+// Halts, applies and rollbacks are Prometheus annotations on every
+// dashboard ([Annotations]).
+//
+// The files are embedded, so [Queries], [Annotations] and [AlertExprs]
+// read exactly what is shipped. Nothing here runs in the agent.
 package dashboards
 
 import (
@@ -79,6 +82,49 @@ func Queries() ([]Query, error) {
 			}
 		}
 		walk(d.Panels)
+	}
+	return out, nil
+}
+
+// Annotation is one Prometheus annotation query of a dashboard: the
+// events it marks on every panel's time axis.
+type Annotation struct {
+	Dashboard string // file name
+	Name      string
+	Expr      string // as written, with Grafana variables
+	// UseValueForTime: the series' value is the event's time, in
+	// milliseconds since the epoch; otherwise the event lasts while the
+	// series has a value.
+	UseValueForTime bool
+}
+
+// Annotations lists every annotation query of every dashboard.
+func Annotations() ([]Annotation, error) {
+	names, err := fs.Glob(files, "grafana/*.json")
+	if err != nil {
+		return nil, err
+	}
+	var out []Annotation
+	for _, name := range names {
+		raw, err := files.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		var d struct {
+			Annotations struct {
+				List []struct {
+					Name            string `json:"name"`
+					Expr            string `json:"expr"`
+					UseValueForTime bool   `json:"useValueForTime"`
+				} `json:"list"`
+			} `json:"annotations"`
+		}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		for _, a := range d.Annotations.List {
+			out = append(out, Annotation{Dashboard: path.Base(name), Name: a.Name, Expr: a.Expr, UseValueForTime: a.UseValueForTime})
+		}
 	}
 	return out, nil
 }

@@ -266,8 +266,8 @@ func exported(t *testing.T) map[string][]string {
 	return out
 }
 
-// expressions lists every PromQL expression shipped: panel queries and
-// alert rules, with Grafana's variables expanded.
+// expressions lists every PromQL expression shipped: panel queries,
+// annotation queries and alert rules, with Grafana's variables expanded.
 func expressions(t *testing.T) map[string]string {
 	t.Helper()
 	queries, err := dashboards.Queries()
@@ -280,6 +280,13 @@ func expressions(t *testing.T) map[string]string {
 	out := map[string]string{}
 	for _, q := range queries {
 		out[fmt.Sprintf("%s %q %s", q.Dashboard, q.Panel, q.RefID)] = dashboards.Expand(q.Expr, "splicefleet", ".*", "5m")
+	}
+	annotations, err := dashboards.Annotations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range annotations {
+		out[fmt.Sprintf("%s annotation %q", a.Dashboard, a.Name)] = dashboards.Expand(a.Expr, "splicefleet", ".*", "5m")
 	}
 	alerts, err := dashboards.AlertExprs()
 	if err != nil {
