@@ -90,7 +90,7 @@ test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the 
 	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)|$(CORPUS_TESTS)' ./...
 	$(GO) test -count=1 -run '$(PACKAGE_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 40m -run '$(CORPUS_TESTS)' ./cmd/corpus
-	$(GO) test -count=1 -run '$(FLEET_TESTS)' ./agent
+	$(GO) test -count=1 -timeout 30m -run '$(FLEET_TESTS)' ./agent
 	SPLICEFLEET_AGENT_CRASH_ROUNDS=20 $(GO) test -count=1 -timeout 30m -run '$(AGENT_CRASH_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 20m -run '$(FAULT_TESTS)' ./cmd/splicefleet
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
