@@ -45,6 +45,7 @@ func TestGuidesMatchTheCommands(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("checked %d splicefleet command lines", checked)
 	if checked < 40 {
 		t.Fatalf("checked only %d command lines in the guides", checked)
 	}
