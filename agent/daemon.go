@@ -270,7 +270,7 @@ func New(opts Options) (*Agent, error) {
 	if keys == nil && !cfg.UnsafeNoGossipEncryption {
 		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
 			a.closeListeners()
-			return nil, fmt.Errorf("gossip keys: %w (make them with `splicefleet keys generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
+			return nil, fmt.Errorf("gossip keys: %w (make them with `splicefleet gossip-key generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
 		}
 	}
 	host, port, _ := net.SplitHostPort(cfg.Bind)
@@ -310,7 +310,7 @@ func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
 	}
 	raw, err := bounded.ReadFile(cfg.Keyring, signing.MaxKeyringSize)
 	if err != nil {
-		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet key generate`)", err)
+		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet signing-key generate`)", err)
 	}
 	kr, err := signing.ReadKeyring(raw)
 	if err != nil {
