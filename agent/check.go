@@ -44,7 +44,7 @@ func checkConfig(cfg Config, kernelRoot string) (passed []string, problems []err
 		ok("gossip: UNENCRYPTED (unsafe_no_gossip_encryption)")
 	case cfg.GossipKeyFile != "":
 		if keys, err := ReadGossipKeys(cfg.GossipKeyFile); err != nil {
-			bad(fmt.Errorf("gossip_key_file: %w (make one with `splicefleet keys generate > %s`, mode 0600, the same on every host)", err, cfg.GossipKeyFile))
+			bad(fmt.Errorf("gossip_key_file: %w (make one with `splicefleet gossip-key generate > %s`, mode 0600, the same on every host)", err, cfg.GossipKeyFile))
 		} else {
 			ok("gossip keys %s: %d key(s)", cfg.GossipKeyFile, len(keys))
 		}

@@ -213,7 +213,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.GossipKeyFile == "" && !c.UnsafeNoGossipEncryption {
-		bad("gossip_key_file is required (generate keys with `splicefleet keys generate`)")
+		bad("gossip_key_file is required (generate keys with `splicefleet gossip-key generate`)")
 	}
 	if c.Keyring == "" {
 		bad("keyring is required: the trusted publishers' public keys")

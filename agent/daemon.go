@@ -303,7 +303,7 @@ func (a *Agent) startGossip(opts Options) error {
 	if keys == nil && !cfg.UnsafeNoGossipEncryption {
 		var err error
 		if keys, err = ReadGossipKeys(cfg.GossipKeyFile); err != nil {
-			return fmt.Errorf("gossip keys: %w (make them with `splicefleet keys generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
+			return fmt.Errorf("gossip keys: %w (make them with `splicefleet gossip-key generate > %s` on one host and copy the file to every host, mode 0600)", err, cfg.GossipKeyFile)
 		}
 	}
 	host, port, _ := net.SplitHostPort(cfg.Bind)
@@ -337,7 +337,7 @@ func loadPolicy(cfg Config, now func() time.Time) (*signing.Policy, error) {
 	}
 	raw, err := bounded.ReadFile(cfg.Keyring, signing.MaxKeyringSize)
 	if err != nil {
-		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet key generate`)", err)
+		return nil, fmt.Errorf("keyring of trusted publishers: %w (put their public keys there: `gpg --export --armor KEYID`, or the .pub.asc of `splicefleet signing-key generate`)", err)
 	}
 	kr, err := signing.ReadKeyring(raw)
 	if err != nil {

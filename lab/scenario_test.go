@@ -65,10 +65,10 @@ func buildBundles(k *DebianKernel, bin string) (*bundles, error) {
 	b := &bundles{dir: dir, files: map[string][]byte{}}
 	run := func(args ...string) error { return sfRun(bin, &b.buildLog, args...) }
 	p := func(name string) string { return filepath.Join(dir, name) }
-	if err := run("key", "generate", "--uid", "Lab Release <lab@example.com>", "--out", p("release")); err != nil {
+	if err := run("signing-key", "generate", "--uid", "Lab Release <lab@example.com>", "--out", p("release")); err != nil {
 		return nil, err
 	}
-	if err := run("key", "generate", "--uid", "Stranger <stranger@example.com>", "--out", p("stranger")); err != nil {
+	if err := run("signing-key", "generate", "--uid", "Stranger <stranger@example.com>", "--out", p("stranger")); err != nil {
 		return nil, err
 	}
 	root, err := RepoRoot()

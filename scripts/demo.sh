@@ -16,8 +16,8 @@ rm -rf "$dir" && mkdir -p "$dir"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step $sf version
-step $sf key generate --uid "Alice Release <alice@example.com>" --out "$dir/alice"
-step $sf key generate --uid "Bob Security <bob@example.com>" --out "$dir/bob"
+step $sf signing-key generate --uid "Alice Release <alice@example.com>" --out "$dir/alice"
+step $sf signing-key generate --uid "Bob Security <bob@example.com>" --out "$dir/bob"
 cat "$dir/alice.pub.asc" "$dir/bob.pub.asc" > "$dir/trusted.asc"
 
 step $sf create --module "$module" --id cmdline-demo --version 1 \
@@ -55,7 +55,7 @@ step $sf apply "${host[@]}" --keyring "$dir/trusted.asc" --threshold 2 "$dir/tam
 step $sf undo "${host[@]}" cmdline-demo
 step $sf view "${host[@]}"
 echo; echo "# a local fleet: three agents on loopback, each with its own SIMULATED kernel"
-$sf keys generate > "$dir/gossip.keys" && chmod 600 "$dir/gossip.keys"
+$sf gossip-key generate > "$dir/gossip.keys" && chmod 600 "$dir/gossip.keys"
 pids=()
 mkdir -p "$dir/fleet"
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT

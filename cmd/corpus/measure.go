@@ -93,7 +93,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) (string,
 		return "", err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
-	if _, err := sf(ctx, bin, "key", "generate", "--uid", "Corpus <corpus@example.com>", "--out", filepath.Join(work, "corpus")); err != nil {
+	if _, err := sf(ctx, bin, "signing-key", "generate", "--uid", "Corpus <corpus@example.com>", "--out", filepath.Join(work, "corpus")); err != nil {
 		return "", err
 	}
 	trusted, err := os.ReadFile(filepath.Join(work, "corpus.pub.asc"))

@@ -497,12 +497,26 @@ version each agent was built from and with. The query waits exactly
 	return cmd
 }
 
-func newKeysCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Gossip encryption keys: generate, and rotate across the cluster"}
+// newGossipKeyCmd is `gossip-key`: the cluster's shared gossip
+// encryption keys (serf's keyring). (The publishers' OpenPGP keys are
+// signing-key.)
+func newGossipKeyCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gossip-key",
+		Short: "The cluster's gossip encryption keys: generate, and rotate across the cluster",
+		Long: `The gossip key is the secret every agent of a cluster shares to encrypt
+serf's gossip (gossip_key_file: base64 keys, one a line, the first the
+primary). It signs nothing: the publishers' OpenPGP keys are
+splicefleet signing-key. Rotate it without downtime: install a new key
+everywhere, use it, then remove the old one.`,
+		Example: `  splicefleet gossip-key generate > gossip.keys && chmod 600 gossip.keys
+  splicefleet gossip-key list`,
+	}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "generate",
-		Short: "Print a new gossip encryption key (base64)",
-		Args:  cobra.NoArgs,
+		Use:     "generate",
+		Short:   "Print a new gossip encryption key (base64)",
+		Example: `  splicefleet gossip-key generate > gossip.keys && chmod 600 gossip.keys`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k, err := gossip.GenerateKey()
 			if err != nil {
@@ -514,9 +528,10 @@ func newKeysCmd(e *env) *cobra.Command {
 	})
 	var socket string
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the keys installed across the cluster, with how many members hold each",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List the keys installed across the cluster, with how many members hold each",
+		Example: `  splicefleet gossip-key list`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var keys map[string]int
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/keys", nil, &keys); err != nil {
@@ -535,17 +550,21 @@ func newKeysCmd(e *env) *cobra.Command {
 	}
 	socketFlag(e, list, &socket)
 	cmd.AddCommand(list)
-	for _, op := range []struct{ name, short string }{
-		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)"},
-		{"use", "Make an installed key the primary (encrypting) key everywhere"},
-		{"remove", "Remove a key that is no longer primary from every member"},
+	for _, op := range []struct{ name, short, example string }{
+		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)",
+			`  new=$(splicefleet gossip-key generate)
+  splicefleet gossip-key install "$new"`},
+		{"use", "Make an installed key the primary (encrypting) key everywhere",
+			`  splicefleet gossip-key use "$new"`},
+		{"remove", "Remove a key that is no longer primary from every member",
+			`  splicefleet gossip-key remove "$old"`},
 	} {
-		op := op
 		var socket string
 		c := &cobra.Command{
-			Use:   op.name + " KEY",
-			Short: op.short,
-			Args:  cobra.ExactArgs(1),
+			Use:     op.name + " KEY",
+			Short:   op.short,
+			Example: op.example,
+			Args:    cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if err := agent.NewControlClient(socket).Do("POST", "/v1/keys/"+op.name, strings.NewReader(args[0]), nil); err != nil {
 					return err

@@ -16,10 +16,10 @@ import (
 // line that names it, and several problems are all listed.
 func TestAgentCheckConfig(t *testing.T) {
 	c := newCLI(t)
-	c.ok("key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
+	c.ok("signing-key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
 	keyring := c.path("rel.pub.asc")
 	gossipKeys := c.path("gossip.keys")
-	if err := os.WriteFile(gossipKeys, []byte(strings.TrimSpace(c.ok("keys", "generate"))+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(gossipKeys, []byte(strings.TrimSpace(c.ok("gossip-key", "generate"))+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	stateDir := c.path("state")

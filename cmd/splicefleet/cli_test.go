@@ -118,7 +118,7 @@ func (c *cli) publish(nkeys, nsign int) string {
 	var pubs []byte
 	for i := range nkeys {
 		prefix := c.path("key" + string(rune('a'+i)))
-		c.ok("key", "generate", "--uid", "Signer "+string(rune('A'+i))+" <s@example.com>", "--out", prefix)
+		c.ok("signing-key", "generate", "--uid", "Signer "+string(rune('A'+i))+" <s@example.com>", "--out", prefix)
 		pubs = append(pubs, c.read(filepath.Base(prefix)+".pub.asc")...)
 	}
 	c.write("trusted.asc", pubs)
@@ -181,7 +181,7 @@ func TestCreateSignVerifyInspect(t *testing.T) {
 func TestKeyGenerate(t *testing.T) {
 	c := newCLI(t)
 	c.write("pass", []byte("s3cret\n"))
-	out := c.ok("key", "generate", "--uid", "Ops <ops@example.com>", "--out", c.path("ops"), "--passphrase-file", c.path("pass"))
+	out := c.ok("signing-key", "generate", "--uid", "Ops <ops@example.com>", "--out", c.path("ops"), "--passphrase-file", c.path("pass"))
 	if !strings.Contains(out, "protected by a passphrase") {
 		t.Errorf("output: %s", out)
 	}
@@ -196,7 +196,7 @@ func TestKeyGenerate(t *testing.T) {
 		t.Error("public key is not armored")
 	}
 	// Refuses to overwrite.
-	if code, _, errs := c.run("key", "generate", "--uid", "Ops", "--out", c.path("ops")); code != exitError || !strings.Contains(errs, "refusing to overwrite") {
+	if code, _, errs := c.run("signing-key", "generate", "--uid", "Ops", "--out", c.path("ops")); code != exitError || !strings.Contains(errs, "refusing to overwrite") {
 		t.Errorf("overwrite: exit %d %s", code, errs)
 	}
 	// The passphrase is needed to sign, from the file or the environment.
@@ -317,7 +317,7 @@ func TestCLIRefuses(t *testing.T) {
 			return verify(c, b)
 		}, exitRefused, "signature check failed: verification failed: 0 of 1 required signatures valid; signature 1 by"},
 		{"signature by an untrusted key", func(c *cli, b string) []string {
-			c.ok("key", "generate", "--uid", "Mallory", "--out", c.path("mallory"))
+			c.ok("signing-key", "generate", "--uid", "Mallory", "--out", c.path("mallory"))
 			c.write("only-b.asc", c.read("keyb.pub.asc"))
 			return []string{"verify", "--keyring", c.path("only-b.asc"), b}
 		}, exitRefused, "signer is not a trusted key"},

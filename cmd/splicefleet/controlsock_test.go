@@ -13,7 +13,7 @@ import (
 )
 
 // TestKeysInstallRefusesAnotherUsersSocket: another user (nobody) put
-// its own socket where root's `splicefleet keys install` looks for the
+// its own socket where root's `splicefleet gossip-key install` looks for the
 // agent. The CLI sends it nothing (not the gossip key), says why, and
 // does not claim success.
 func TestKeysInstallRefusesAnotherUsersSocket(t *testing.T) {
@@ -47,7 +47,7 @@ func TestKeysInstallRefusesAnotherUsersSocket(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 
 	key := "c2VjcmV0IGdvc3NpcCBrZXkgb2YgdGhlIGNsdXN0ZXI="
-	code, out, errs := c.run("keys", "install", key, "--control-socket", socket)
+	code, out, errs := c.run("gossip-key", "install", key, "--control-socket", socket)
 	if code != exitError || strings.Contains(out, "done") ||
 		!strings.Contains(errs, "is served by a process of uid 65534") || !strings.Contains(errs, "refusing to send it anything") {
 		t.Errorf("keys install to nobody's socket: exit %d\nstdout: %s\nstderr: %s", code, out, errs)

@@ -113,7 +113,7 @@ func TestCreateFromSource(t *testing.T) {
 	src := filepath.Join(patchesDir, "lp_cmdline")
 	before := treeFiles(t, src)
 	c := newCLI(t)
-	c.ok("key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
+	c.ok("signing-key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
 	start := time.Now()
 	code, out, errs := c.run("create", "--source", src, "--kernel-build", kbuild,
 		"--id", "cmdline", "--version", "1", "--cve", "cve-2026-0002", "-o", c.path("cmdline.splice"))

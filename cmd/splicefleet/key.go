@@ -11,10 +11,17 @@ import (
 	"github.com/splicefleet/splicefleet/signing"
 )
 
-func newKeyCmd(e *env) *cobra.Command {
+// newSigningKeyCmd is `signing-key`: the publishers' OpenPGP keys, which
+// sign bundles, plans and operator commands. (The gossip encryption key
+// is gossip-key; the host keys that sign reports are hosts key.)
+func newSigningKeyCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "key",
-		Short: "Manage publisher signing keys",
+		Use:   "signing-key",
+		Short: "Publishers' OpenPGP signing keys (bundles, plans, operator commands)",
+		Long: `A signing key is a publisher's or an operator's OpenPGP key: it signs
+bundles, rollout plans and operator commands, and hosts trust it through
+their keyring. It is not the gossip encryption key of the cluster
+(splicefleet gossip-key).`,
 	}
 	var uid, out, passFile string
 	var force bool
@@ -25,6 +32,8 @@ func newKeyCmd(e *env) *cobra.Command {
 PREFIX.pub.asc. The secret key is protected when a passphrase is given with
 --passphrase-file or the SPLICEFLEET_PASSPHRASE environment variable.
 Distribute PREFIX.pub.asc to hosts as part of their trusted keyring.`,
+		Example: `  splicefleet signing-key generate --uid "Kernel Release <release@example.com>" --out release
+  splicefleet signing-key generate --uid "Ops <ops@example.com>" --out ops --passphrase-file ops.pass`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {

@@ -1,8 +1,9 @@
 // Command splicefleet is the one binary of splicefleet: the publisher's
-// verbs (key, create, sign, manifest, verify, inspect, diff), the host
+// verbs (signing-key, create, sign, manifest, verify, inspect, diff), the host
 // verbs (apply, undo, view, boot), the fleet agent and its clients
-// (agent, publish, forget, rollout, members, fleet, keys), the local demo fleet,
-// and version.
+// (agent, publish, forget, rollout, members, fleet, gossip-key), the local
+// demo fleet, and version. The names signing-key and gossip-key replaced
+// key and keys, kept hidden for a release (deprecatedAlias).
 //
 // Only this package parses flags and reads files: the packages it wires
 // take bytes and documented options. Exit codes are a contract for
@@ -145,7 +146,7 @@ error, 3 rollout status --watch timed out.`,
 	}
 	root.SetVersionTemplate(versionLine() + "\n")
 	root.AddCommand(
-		newKeyCmd(e),
+		newSigningKeyCmd(e),
 		newCreateCmd(e),
 		newSignCmd(e),
 		newManifestCmd(e),
@@ -163,12 +164,16 @@ error, 3 rollout status --watch timed out.`,
 		newMembersCmd(e),
 		newForceLeaveCmd(e),
 		newFleetCmd(e),
-		newKeysCmd(e),
+		newGossipKeyCmd(e),
 		newHostsCmd(e),
 		newDemoCmd(e),
 		newVersionCmd(e),
 		newGenDocsCmd(e),
 		newExecLimitedCmd(e),
+		// The names before signing-key and gossip-key, one letter
+		// apart for two kinds of secret: hidden, for a release.
+		deprecatedAlias(e, "key", newSigningKeyCmd(e)),
+		deprecatedAlias(e, "keys", newGossipKeyCmd(e)),
 	)
 	// cobra adds its completion command at Execute; added now, it is a
 	// group like the others.

@@ -147,7 +147,7 @@ func TestPublishChecksEverythingFirst(t *testing.T) {
 	// No bundle: line; comments and layout stay as written.
 	plan := c.write("plan.yaml", []byte("# the fix, canary first\nid: fix\nstages:\n  - percent: 50\n    soak: 200ms\n  - percent: 100\ngates:\n  health_window: 200ms\nallow_simulated: true\n"))
 
-	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
+	c.ok("signing-key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
 	code, out, errs := c.run("publish", "--control-socket", procs[0].socket, "--plan", plan, "--key", c.path("stranger.sec.asc"), bundle)
 	if code != 1 || !strings.Contains(errs, "the agent refused the plan") || !strings.Contains(errs, "not a trusted key") || !strings.Contains(errs, "nothing was sent") {
 		t.Errorf("plan signed by an untrusted key: exit %d\n%s%s", code, out, errs)

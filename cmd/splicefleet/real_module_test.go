@@ -10,7 +10,7 @@ import (
 // has its source and build script).
 func TestRealLivepatchModule(t *testing.T) {
 	c := newCLI(t)
-	c.ok("key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
+	c.ok("signing-key", "generate", "--uid", "Release <rel@example.com>", "--out", c.path("rel"))
 	out := c.ok("create", "--module", "../../kmod/testdata/livepatch-cmdline/livepatch_cmdline.ko",
 		"--id", "cmdline", "--version", "1", "-o", c.path("cmdline.splice"))
 	for _, want := range []string{"for 6.1.0-", "-cloud-amd64/x86_64", "module livepatch_cmdline", "replaces cmdline_proc_show"} {

@@ -206,7 +206,7 @@ allow_simulated: true
 		}
 	}
 	// A command signed by a key nobody trusts is refused (exit 1).
-	c.ok("key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
+	c.ok("signing-key", "generate", "--uid", "Stranger <x@example.com>", "--out", c.path("stranger"))
 	code, _, errs = c.run("rollout", "revoke", "fix", "--key", c.path("stranger.sec.asc"), "--control-socket", procs[1].socket)
 	if code != 1 || !strings.Contains(errs, "not a trusted key") {
 		t.Errorf("untrusted revoke: exit %d: %s", code, errs)

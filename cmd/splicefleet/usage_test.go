@@ -19,7 +19,7 @@ func TestUnknownCommandsAreUsageErrors(t *testing.T) {
 	}{
 		{[]string{"rollout", "promte", "fix"}, `unknown command "promte" for "splicefleet rollout"; did you mean promote?`},
 		{[]string{"rollout", "statsu"}, `did you mean status?`},
-		{[]string{"keys", "frob"}, `unknown command "frob" for "splicefleet keys" (run 'splicefleet keys --help' for its commands)`},
+		{[]string{"gossip-key", "frob"}, `unknown command "frob" for "splicefleet gossip-key" (run 'splicefleet gossip-key --help' for its commands)`},
 		{[]string{"frob"}, `unknown command "frob" for "splicefleet"`},
 		{[]string{"rollout", "status"}, "accepts 1 arg(s), received 0"},
 		{[]string{"rollout", "list", "--frob"}, "unknown flag: --frob"},
