@@ -17,12 +17,12 @@ import (
 func TestGuidesMatchTheCommands(t *testing.T) {
 	root := newRootCmd(&env{})
 	// What the check refuses, so that it can fail.
-	for _, bad := range [][]string{{"rollout", "promte", "x"}, {"publish", "--plan-file", "p.yaml", "b.splice"}, {"frobnicate"}} {
+	for _, bad := range [][]string{{"rollout", "promte", "x"}, {"publish", "--plan-file", "p.yaml", "b.splice"}, {"frobnicate"}, {"keys", "generate"}} {
 		if checkCall(root, bad) == "" {
 			t.Fatalf("checkCall took %v", bad)
 		}
 	}
-	if got := splicefleetCalls(`new=$(splicefleet keys generate) && sudo splicefleet view --json | jq . > out`); len(got) != 2 || strings.Join(got[1], " ") != "view --json" {
+	if got := splicefleetCalls(`new=$(splicefleet gossip-key generate) && sudo splicefleet view --json | jq . > out`); len(got) != 2 || strings.Join(got[1], " ") != "view --json" {
 		t.Fatalf("splicefleetCalls: %q", got)
 	}
 	guides, err := filepath.Glob("../../docs/*.md")
@@ -151,6 +151,9 @@ func checkCall(root *cobra.Command, args []string) string {
 		next := findSub(cmd, args[i])
 		if next == nil {
 			break
+		}
+		if next.Hidden {
+			return next.CommandPath() + " is a hidden, deprecated name"
 		}
 		cmd = next
 	}
