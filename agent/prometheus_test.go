@@ -43,7 +43,11 @@ import (
 // queries mark the halt (at a time within the test), the applies and the
 // health-check rollback. It loads the alert rules into that Prometheus:
 // the halted rollout's alert fires, and so does the verification
-// failures alert, for the bundle and for the plan.
+// failures alert, for the bundle and for the plan. Last, an operator
+// revokes a rollout every trusting host runs: its rollbacks show
+// (reason operator, marked on the dashboards), the halted-rollout alert
+// names it, and the rollback alert does not page for it, though its
+// expression without the operator exclusion would.
 func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -127,6 +131,36 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		t.Fatalf("agent apply: %v", err)
 	}
 	undoWith(t, a0, "tmp")
+
+	// A revoke: an operator takes a patch off every host that runs it, on
+	// purpose (checked in Prometheus below).
+	_, revoked := f.publishWithPlan(agents[0], "revoked", 1, `id: revoked
+bundle: BUNDLE
+stages:
+  - percent: 100
+gates:
+  health_window: 300ms
+`)
+	eventually(t, 60*time.Second, "every trusting host runs the patch to be revoked", func() error {
+		for _, a := range trusting {
+			if !slices.Contains(kernelState(t, a), "lp_revoked") {
+				return fmt.Errorf("%s runs %v", a.Name(), kernelState(t, a))
+			}
+		}
+		return nil
+	})
+	if _, err := agents[0].Command(f.command(f.signer, rollout.Command{Plan: revoked.Digest, Seq: 1, Action: rollout.ActionRevoke, Reason: "operator test"})); err != nil {
+		t.Fatal(err)
+	}
+	waitRollout(t, trusting, revoked.Digest, rollout.Halted, 60*time.Second)
+	eventually(t, 60*time.Second, "the revoke rolled back every trusting host", func() error {
+		for _, a := range trusting {
+			if slices.Contains(kernelState(t, a), "lp_revoked") {
+				return fmt.Errorf("%s still runs lp_revoked", a.Name())
+			}
+		}
+		return nil
+	})
 	hang(t, a0, "lp_hang")
 
 	// node-02: the agent's apply stalls and is reversed.
@@ -276,7 +310,7 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !slices.Equal(firing, []string{"bad"}) {
+		if !slices.Equal(firing, []string{"bad", "revoked"}) {
 			return fmt.Errorf("firing for rollouts %v", firing)
 		}
 		return nil
@@ -297,6 +331,69 @@ func TestDashboardQueriesAgainstPrometheus(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The revoke's rollbacks, as Prometheus and the alerts see them: they
+	// show where an operator looks, the rollout is marked as ended, and
+	// the rollback alert does not page for them, though there are enough
+	// of them to page for a bad patch.
+	operatorRollbacks := `sum(increase(splicefleet_rollbacks_total{reason="operator"}[10m]))`
+	eventually(t, 30*time.Second, "Prometheus sees the operator's rollbacks", func() error {
+		values, err := prom.query(operatorRollbacks)
+		if err != nil {
+			return err
+		}
+		if len(values) != 1 || values[0] < float64(len(trusting))-0.5 {
+			return fmt.Errorf("%s = %v, want about %d", operatorRollbacks, values, len(trusting))
+		}
+		return nil
+	})
+	// Counted without the exclusion, these rollbacks cross the alert's
+	// threshold: only the exclusion keeps it quiet.
+	exprs, err := dashboards.AlertExprs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spike := exprs["SplicefleetRollbackSpike"]
+	unfiltered := strings.Replace(spike, `{reason!="operator"}`, "", 1)
+	if unfiltered == spike {
+		t.Fatalf("the rollback alert no longer excludes the operator's rollbacks: %s", spike)
+	}
+	eventually(t, 30*time.Second, "the rollbacks would page without the exclusion", func() error {
+		values, err := prom.query(unfiltered)
+		if err != nil {
+			return err
+		}
+		if len(values) == 0 {
+			return fmt.Errorf("the unfiltered rollback alert expression returns nothing")
+		}
+		return nil
+	})
+	// Give the rule a few evaluations (every second) over data that holds
+	// the rollbacks, then it must not be firing, nor pending.
+	time.Sleep(3 * time.Second)
+	for _, state := range []string{"firing", "pending"} {
+		alerts, err := prom.alertsIn("SplicefleetRollbackSpike", state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(alerts) != 0 {
+			t.Errorf("the rollback alert is %s for an operator's revoke: %v", state, alerts)
+		}
+	}
+	annotated := false
+	for _, a := range annotations {
+		if a.Name != "Rollbacks" {
+			continue
+		}
+		series, err := prom.series(dashboards.Expand(a.Expr, "splicefleet", ".*", "10m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		annotated = annotated || slices.ContainsFunc(series, func(s promSeries) bool { return s.labels["reason"] == string(metrics.RollbackOperator) })
+	}
+	if !annotated {
+		t.Error("the revoke's rollbacks are not marked on the dashboards")
+	}
 }
 
 // eventless are the event panels (by title and query) that no event of
@@ -560,6 +657,12 @@ func (p *testPrometheus) firing(alertname string) ([]string, error) {
 // firingLabels lists the labels of the alerts named alertname that
 // Prometheus says are firing.
 func (p *testPrometheus) firingLabels(alertname string) ([]map[string]string, error) {
+	return p.alertsIn(alertname, "firing")
+}
+
+// alertsIn lists the labels of the alerts named alertname that Prometheus
+// holds in state (pending or firing).
+func (p *testPrometheus) alertsIn(alertname, state string) ([]map[string]string, error) {
 	resp, err := http.Get(p.base + "/api/v1/alerts")
 	if err != nil {
 		return nil, err
@@ -578,7 +681,7 @@ func (p *testPrometheus) firingLabels(alertname string) ([]map[string]string, er
 	}
 	var out []map[string]string
 	for _, a := range r.Data.Alerts {
-		if a.Labels["alertname"] == alertname && a.State == "firing" {
+		if a.Labels["alertname"] == alertname && a.State == state {
 			out = append(out, a.Labels)
 		}
 	}
