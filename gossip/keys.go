@@ -39,17 +39,38 @@ func DecodeKey(s string) ([]byte, error) {
 	return nil, fmt.Errorf("decode key: %d bytes, want 16, 24 or 32", len(k))
 }
 
-// ListKeys asks every member for its keys and returns, for each base64 key,
-// how many members hold it. Keyring operations are serf queries that wait
-// for an answer from every member until Config.QueryTimeout; one that a
-// member missed returns an error naming how many answered, and is safe to
-// repeat. If ctx ends first, the operation carries on in the background.
-func (n *Node) ListKeys(ctx context.Context) (map[string]int, error) {
+// Keyring is what the cluster's members hold: for each base64 key, how
+// many members hold it (Installed), and how many encrypt with it
+// (Primary). After a completed rotation one key is both everywhere.
+type Keyring struct {
+	Installed map[string]int `json:"installed"`
+	Primary   map[string]int `json:"primary"`
+}
+
+// PrimaryKey is the key most members encrypt with ("" when none
+// answered); on a tie, the smaller key, so the answer is stable.
+func (k Keyring) PrimaryKey() string {
+	best, n := "", 0
+	for key, c := range k.Primary {
+		if c > n || (c == n && key < best) {
+			best, n = key, c
+		}
+	}
+	return best
+}
+
+// ListKeys asks every member for its keys and returns, for each base64
+// key, how many members hold it and how many use it as their primary.
+// Keyring operations are serf queries that wait for an answer from every
+// member until Config.QueryTimeout; one that a member missed returns an
+// error naming how many answered, and is safe to repeat. If ctx ends
+// first, the operation carries on in the background.
+func (n *Node) ListKeys(ctx context.Context) (Keyring, error) {
 	resp, err := n.keyOp(ctx, "list keys", func(km *serf.KeyManager) (*serf.KeyResponse, error) { return km.ListKeys() })
 	if err != nil {
-		return nil, err
+		return Keyring{}, err
 	}
-	return maps.Clone(resp.Keys), nil
+	return Keyring{Installed: maps.Clone(resp.Keys), Primary: maps.Clone(resp.PrimaryKeys)}, nil
 }
 
 // InstallKey adds key (base64) to every member's keyring without using it.

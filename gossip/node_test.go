@@ -148,8 +148,11 @@ func TestKeyRotation(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if want := map[string]int{oldB64: 3, newB64: 3}; !maps.Equal(keys, want) {
-			return fmt.Errorf("keys %v, want %v", keys, want)
+		if want := map[string]int{oldB64: 3, newB64: 3}; !maps.Equal(keys.Installed, want) {
+			return fmt.Errorf("keys %v, want %v", keys.Installed, want)
+		}
+		if want := map[string]int{oldB64: 3}; !maps.Equal(keys.Primary, want) || keys.PrimaryKey() != oldB64 {
+			return fmt.Errorf("primary keys %v, want %v", keys.Primary, want)
 		}
 		return nil
 	})
@@ -160,8 +163,11 @@ func TestKeyRotation(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if want := map[string]int{newB64: 3}; !maps.Equal(keys, want) {
-			return fmt.Errorf("keys %v, want %v", keys, want)
+		if want := map[string]int{newB64: 3}; !maps.Equal(keys.Installed, want) {
+			return fmt.Errorf("keys %v, want %v", keys.Installed, want)
+		}
+		if keys.PrimaryKey() != newB64 {
+			return fmt.Errorf("primary keys %v, want the new key", keys.Primary)
 		}
 		return nil
 	})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
@@ -527,27 +528,40 @@ everywhere, use it, then remove the old one.`,
 		},
 	})
 	var socket string
+	var primaryOnly bool
 	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List the keys installed across the cluster, with how many members hold each",
-		Example: `  splicefleet gossip-key list`,
-		Args:    cobra.NoArgs,
+		Use:   "list",
+		Short: "List the keys installed across the cluster, how many members hold each, and which is primary",
+		Example: `  splicefleet gossip-key list
+  old=$(splicefleet gossip-key list --primary)`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var keys map[string]int
+			var keys gossip.Keyring
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/keys", nil, &keys); err != nil {
 				return err
 			}
-			names := make([]string, 0, len(keys))
-			for k := range keys {
-				names = append(names, k)
+			if primaryOnly {
+				k := keys.PrimaryKey()
+				if k == "" {
+					return errors.New("no member named a primary key")
+				}
+				_, err := fmt.Fprintln(e.stdout, safetext.String(k))
+				return err
 			}
-			sort.Strings(names)
+			names := slices.Sorted(maps.Keys(keys.Installed))
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "KEY\tMEMBERS\tPRIMARY ON")
 			for _, k := range names {
-				fmt.Fprintf(e.stdout, "%s  %d members\n", safetext.String(k), keys[k])
+				mark := ""
+				if k == keys.PrimaryKey() {
+					mark = " (primary)"
+				}
+				fmt.Fprintf(w, "%s%s\t%d\t%d\n", safetext.String(k), mark, keys.Installed[k], keys.Primary[k])
 			}
-			return nil
+			return w.Flush()
 		},
 	}
+	list.Flags().BoolVar(&primaryOnly, "primary", false, "print only the key most members encrypt with, for scripts")
 	socketFlag(e, list, &socket)
 	cmd.AddCommand(list)
 	for _, op := range []struct{ name, short, example string }{
