@@ -36,7 +36,7 @@ type trustFlags struct {
 }
 
 func (f *trustFlags) register(cmd *cobra.Command, need policyNeed) {
-	cmd.Flags().StringVar(&f.config, "config", "", "the agent's configuration, whose keyring, threshold, state_dir and kernel this command uses (default "+defaultConfigPath+")")
+	cmd.Flags().StringVar(&f.config, "config", "", "the agent's configuration, whose keyring, threshold, state_dir and kernel this command uses (default $"+configEnv+", else "+defaultConfigPath+")")
 	if need == policyNone {
 		return
 	}
@@ -64,8 +64,9 @@ type hostPolicy struct {
 func loadHostPolicy(cmd *cobra.Command, e *env, f *trustFlags, need policyNeed) (*hostPolicy, error) {
 	path, explicit := f.config, cmd.Flags().Changed("config")
 	if !explicit {
-		path = e.defaultConfig
-		if path == "" {
+		if env := e.getenv(configEnv); env != "" {
+			path, explicit = env, true
+		} else if path = e.defaultConfig; path == "" {
 			path = defaultConfigPath
 		}
 	}

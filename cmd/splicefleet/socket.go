@@ -18,13 +18,19 @@ const defaultAgentConfig = "/etc/splicefleet/agent.yaml"
 // socketEnv names the control socket for every client command.
 const socketEnv = "SPLICEFLEET_CONTROL_SOCKET"
 
+// configEnv names the agent's configuration for every command that reads
+// it, when --config is not given: the host verbs read its state_dir,
+// kernel and trust policy, the client commands its control_socket. With
+// several agents on one machine it picks one for a whole shell session.
+const configEnv = "SPLICEFLEET_CONFIG"
+
 // socketFlag adds --control-socket and --config to a command that talks
 // to the agent, and sets *p before the command runs to the socket they
 // find (see findSocket).
 func socketFlag(e *env, cmd *cobra.Command, p *string) {
 	var config string
 	cmd.Flags().StringVar(p, "control-socket", "", "the agent's control socket (default: $"+socketEnv+", else control_socket of the agent's configuration, else "+agent.DefaultConfig().ControlSocket+")")
-	cmd.Flags().StringVar(&config, "config", "", "the agent's configuration, read for its control_socket (default "+defaultAgentConfig+" when it exists)")
+	cmd.Flags().StringVar(&config, "config", "", "the agent's configuration, read for its control_socket (default $"+configEnv+", else "+defaultAgentConfig+" when it exists)")
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(c *cobra.Command, args []string) error {
 		s, err := findSocket(e, c.Flags().Changed("control-socket"), *p, config, defaultAgentConfig)
@@ -41,8 +47,9 @@ func socketFlag(e *env, cmd *cobra.Command, p *string) {
 
 // findSocket is where a client command finds the agent, the first of:
 // --control-socket; $SPLICEFLEET_CONTROL_SOCKET; control_socket of the
-// configuration named by --config (which must be readable), else of
-// defaultConfig when it exists; the agent's default socket.
+// configuration named by --config or $SPLICEFLEET_CONFIG (which must be
+// readable), else of defaultConfig when it exists; the agent's default
+// socket.
 func findSocket(e *env, given bool, flag, config, defaultConfig string) (string, error) {
 	if given {
 		if flag == "" {
@@ -55,7 +62,11 @@ func findSocket(e *env, given bool, flag, config, defaultConfig string) (string,
 	}
 	path, explicit := config, config != ""
 	if !explicit {
-		path = defaultConfig
+		if env := e.getenv(configEnv); env != "" {
+			path, explicit = env, true
+		} else {
+			path = defaultConfig
+		}
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {

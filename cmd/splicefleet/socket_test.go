@@ -14,8 +14,8 @@ import (
 
 // TestCLIFindsTheAgent: a client command finds the agent without
 // --control-socket: $SPLICEFLEET_CONTROL_SOCKET first, then the
-// control_socket of the configuration (--config, else
-// /etc/splicefleet/agent.yaml when it exists), then the default; the
+// control_socket of the configuration (--config, else $SPLICEFLEET_CONFIG,
+// else /etc/splicefleet/agent.yaml when it exists), then the default; the
 // flag wins over all of them.
 func TestCLIFindsTheAgent(t *testing.T) {
 	c := newCLI(t)
@@ -47,6 +47,17 @@ func TestCLIFindsTheAgent(t *testing.T) {
 		t.Errorf("--control-socket: requests %v, want the flag's socket", got)
 	}
 	delete(c.env, socketEnv)
+	// $SPLICEFLEET_CONFIG names the configuration when --config does not.
+	c.env[configEnv] = config
+	c.ok("members")
+	if got := hits(); got != [3]int32{2, 2, 1} {
+		t.Errorf("$%s: requests %v, want its configuration's socket", configEnv, got)
+	}
+	c.env[configEnv] = c.path("missing.yaml")
+	if code, _, errs := c.run("members"); code != 2 || !strings.Contains(errs, "find the agent's control socket: open "+c.path("missing.yaml")) {
+		t.Errorf("$%s naming no file: exit %d\n%s", configEnv, code, errs)
+	}
+	delete(c.env, configEnv)
 	code, out, errs := c.run("members", "--config", c.path("missing.yaml"))
 	if code != 2 || !strings.Contains(errs, "find the agent's control socket: open "+c.path("missing.yaml")) {
 		t.Errorf("--config naming no file: exit %d\n%s%s", code, out, errs)
