@@ -127,6 +127,30 @@ func runEnv(e *env, args []string) int {
 	return exitError
 }
 
+// exitCode is an exit status of a command and what it means.
+type exitCode struct {
+	code    int
+	meaning string
+}
+
+// exitCodeLines lists codes as a command's help does, one a line
+// ("  1  meaning"), wrapped at 72 columns.
+func exitCodeLines(codes []exitCode) string {
+	var b strings.Builder
+	for _, c := range codes {
+		line := fmt.Sprintf("  %d ", c.code)
+		for _, w := range strings.Fields(c.meaning) {
+			if len(line)+1+len(w) > 72 {
+				b.WriteString(line + "\n")
+				line = "    "
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
 // refused reports whether err means the input was judged and refused, as
 // opposed to the command failing to run.
 func refused(err error) bool {
