@@ -99,7 +99,7 @@ test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the 
 deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units, default configuration, man pages, completions
 	rm -rf dist/out && mkdir -p dist/out/staging
 	bin/splicefleet gendocs --man dist/out/staging/man --completions dist/out/staging/completions
-	gzip -9n dist/out/staging/man/*.1
+	gzip -9n dist/out/staging/man/*.1 dist/out/staging/man/*.5
 	@command -v nfpm >/dev/null || test -x $(GOBIN)/nfpm || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' PATH="$(GOBIN):$$PATH" nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
 	@ls dist/out/*.deb

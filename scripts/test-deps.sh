@@ -16,6 +16,9 @@ command -v strip >/dev/null || missing+=(binutils)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
+# The man pages are checked as lintian checks them: groff and man.
+command -v groff >/dev/null || missing+=(groff-base)
+command -v man >/dev/null || missing+=(man-db)
 # Building kernel units from source (package ksrc): kbuild's prepare step
 # and the compiler the Debian 12 kernel was built with; linux-source
 # tarballs are xz.

@@ -89,6 +89,14 @@ func (f *agentFlags) decode(cmd *cobra.Command) (agent.Config, error) {
 	set("http", func() { cfg.HTTP = f.http })
 	set("control-socket", func() { cfg.ControlSocket = f.socket })
 	set("log-level", func() { cfg.LogLevel = f.logLevel })
+	// -v, the same for every command: debug, whatever the file says; a
+	// reload (SIGHUP) keeps it.
+	if verbose, _ := cmd.Flags().GetBool("verbose"); verbose {
+		if cmd.Flags().Changed("log-level") {
+			return cfg, errors.New("give -v (--verbose) or --log-level, not both")
+		}
+		cfg.LogLevel = "debug"
+	}
 	set("protocol", func() { cfg.Protocol = f.protocol })
 	if cmd.Flags().Changed("tag") {
 		if cfg.Tags == nil {
@@ -160,6 +168,9 @@ threshold; the gossip keys; the state directory; the kernel: CAP_SYS_MODULE
 for linux, unsafe_simulated_kernel for sim:DIR), prints what passed and
 every problem, and exits 0 when there is none, 1 otherwise, without
 starting. The systemd unit runs it before the agent.`,
+		Example: `  splicefleet agent --config /etc/splicefleet/agent.yaml
+  splicefleet agent --check-config --config /etc/splicefleet/agent.yaml
+  splicefleet agent -v --config /etc/splicefleet/agent.yaml --tag ring=canary`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.checkConfig {
@@ -201,21 +212,21 @@ starting. The systemd unit runs it before the agent.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.config, "config", "", "configuration file (YAML)")
+	fl.StringVar(&f.config, "config", "", "configuration file (YAML); without it, the defaults and the flags")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "check the configuration and the files it names, print every problem, and exit (0: none, 1: some)")
 	fl.StringVar(&f.nodeName, "node-name", "", "this host's name in the cluster (default: hostname)")
 	fl.StringVar(&f.bind, "bind", "", "gossip address (default 0.0.0.0:7946)")
 	fl.StringVar(&f.advertise, "advertise", "", "address peers reach this node at")
 	fl.StringArrayVar(&f.join, "join", nil, "peer to join (repeatable; retried with backoff)")
-	fl.StringVar(&f.keyFile, "gossip-key-file", "", "gossip encryption keys, base64, one per line, first is primary")
-	fl.StringVar(&f.keyring, "keyring", "", "trusted publishers' public keys")
+	fl.StringVar(&f.keyFile, "gossip-key-file", "", "gossip encryption keys, base64, one per line, first is primary (default "+agent.DefaultGossipKeyFile+")")
+	fl.StringVar(&f.keyring, "keyring", "", "trusted publishers' public keys (default "+agent.DefaultKeyring+")")
 	fl.IntVar(&f.threshold, "threshold", 1, "distinct trusted keys that must have signed")
 	fl.StringVar(&f.stateDir, "state-dir", "", "state directory (default "+agent.DefaultStateDir+")")
-	fl.StringVar(&f.kernel, "kernel", "", `"linux" or "sim:DIR" (sim needs unsafe_simulated_kernel: true in the configuration)`)
+	fl.StringVar(&f.kernel, "kernel", "", `"linux" or "sim:DIR" (sim needs unsafe_simulated_kernel: true in the configuration) (default linux)`)
 	fl.StringVar(&f.http, "http", "", "address of /healthz and the blob service (default 0.0.0.0:7947)")
 	fl.StringVar(&f.socket, "control-socket", "", "control API unix socket (default /run/splicefleet/control.sock)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "user tag KEY=VALUE (repeatable)")
-	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info; -v is debug)")
 	fl.IntVar(&f.protocol, "protocol", 0, fmt.Sprintf("newest protocol version to speak, %d to %d (default %d); set the oldest while a fleet upgrades", gossip.ProtocolMin, gossip.ProtocolMax, gossip.ProtocolMax))
 	return cmd
 }
@@ -376,7 +387,7 @@ host that is gone (decommissioned, reinstalled under another name);
 rollouts do not target a member that left. A member that
 is alive or leaving is refused (exit 1): stop its agent, which leaves by
 itself. A member that left already is left as it is.`,
-		Example: `  splicefleet members --status failed
+		Example: `  # web-0131 is listed by: splicefleet members --status failed
   splicefleet force-leave web-0131`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -447,7 +458,8 @@ func userTags(tags map[string]string) string {
 }
 
 func newFleetCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide views"}
+	cmd := &cobra.Command{Use: "fleet", Short: "Fleet-wide views",
+		Example: `  splicefleet fleet status`}
 	var socket string
 	var asJSON bool
 	var timeout time.Duration
@@ -458,6 +470,8 @@ func newFleetCmd(e *env) *cobra.Command {
 gossip tags say (kernel, arch, agent version), with the commit and Go
 version each agent was built from and with. The query waits exactly
 --timeout for answers; a host that did not answer in time is marked so.`,
+		Example: `  splicefleet fleet status
+  splicefleet fleet status --json --timeout 5s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st []agent.MemberStatus
@@ -566,12 +580,12 @@ everywhere, use it, then remove the old one.`,
 	cmd.AddCommand(list)
 	for _, op := range []struct{ name, short, example string }{
 		{"install", "Install a key on every member (it decrypts; it does not encrypt yet)",
-			`  new=$(splicefleet gossip-key generate)
-  splicefleet gossip-key install "$new"`},
+			`  # new.key made by: splicefleet gossip-key generate > new.key
+  splicefleet gossip-key install "$(cat new.key)"`},
 		{"use", "Make an installed key the primary (encrypting) key everywhere",
-			`  splicefleet gossip-key use "$new"`},
+			`  splicefleet gossip-key use "$(cat new.key)"`},
 		{"remove", "Remove a key that is no longer primary from every member",
-			`  splicefleet gossip-key remove "$old"`},
+			`  splicefleet gossip-key remove "$(cat old.key)"`},
 	} {
 		var socket string
 		c := &cobra.Command{

@@ -76,6 +76,9 @@ their new code, with references to static and unexported kernel symbols
 resolved by the kernel's livepatch relocations (positions from
 --system-map). A patch the livepatch cannot carry safely (changed data,
 init code, inlined functions, ...) is refused with the reasons (exit 1).`,
+		Example: `  splicefleet create --module livepatch_fix.ko --id cve-2026-1234 --version 1 --cve CVE-2026-1234 -o fix.splice
+  splicefleet create --source ./livepatch_fix --kernel-build /lib/modules/6.1.0-56-cloud-amd64/build --id cve-2026-1234 --version 2 -o fix.splice
+  splicefleet create --patch fix.patch --kernel-source linux-source-6.1 --kernel-build /usr/src/linux-headers-6.1.0-56-cloud-amd64 --id cve-2026-1234 --version 3 --expires 720h -o fix.splice`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()

@@ -78,6 +78,7 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 	walk(newRootCmd(&env{}))
+	want = append(want, "./usr/share/man/man5/"+configPageName+".5.gz")
 	for _, p := range want {
 		if !strings.Contains(contents, p+"\n") {
 			t.Errorf("the package has no man page %s", p)

@@ -68,6 +68,8 @@ demo ends on its own (with --hold, the fleet keeps running until Ctrl-C);
 Ctrl-C at any point stops every agent, each leaving the cluster. Its files
 (keys, the agents' state and kernels, their log) go to a temporary folder
 that is removed at the end, or to --dir, which is kept.`,
+		Example: `  splicefleet demo
+  splicefleet demo --agents 5 --dir demo --hold`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.agents < demoMinAgents || f.agents > demoMaxAgents {
@@ -117,7 +119,7 @@ func runDemo(ctx context.Context, e *env, f demoFlags) error {
 		}
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: e.logLevel(slog.LevelInfo)}))
 
 	err = d.run(ctx, dir, f, logger)
 	interrupted := ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled))

@@ -26,6 +26,8 @@ them, and changes in sections objdiff does not understand.
 Exit codes: 0 the change can be livepatched, 1 it cannot (the reasons go to
 stderr as well), 2 an object could not be read. --json prints the whole
 result, in either case. See docs/diff.md.`,
+		Example: `  splicefleet diff pre/af_unix.o post/af_unix.o
+  splicefleet diff --json pre/af_unix.o post/af_unix.o > diff.json`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pre, err := readFile(args[0], objdiff.MaxObjectSize)

@@ -39,6 +39,8 @@ and keeps its own copy to re-apply it at boot.
 
 To sign elsewhere: --body-out FILE writes the command's bytes and sends
 nothing; send it with --body FILE --signature FILE.asc.`,
+		Example: `  splicefleet forget cve-2026-1234@2
+  splicefleet forget 3f1c0a9e --key ops.sec.asc --reason "superseded by version 3"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := agent.NewControlClient(socket)

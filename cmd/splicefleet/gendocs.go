@@ -6,11 +6,11 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 )
 
-// newGenDocsCmd writes the man pages and shell completions the Debian
-// package ships, generated from this command tree so they cannot drift
+// newGenDocsCmd writes the man pages (man.go: a page per command in
+// section 1, and the configuration's page in section 5) and the shell
+// completions the Debian package ships, generated from this command tree so they cannot drift
 // from it. It is hidden: packagers run it, users read what it wrote.
 func newGenDocsCmd(e *env) *cobra.Command {
 	var manDir, completionDir string
@@ -24,13 +24,8 @@ func newGenDocsCmd(e *env) *cobra.Command {
 				return fmt.Errorf("give --man DIR, --completions DIR or both")
 			}
 			root := cmd.Root()
-			root.DisableAutoGenTag = true
 			if manDir != "" {
-				if err := os.MkdirAll(manDir, 0o755); err != nil {
-					return err
-				}
-				header := &doc.GenManHeader{Title: "SPLICEFLEET", Section: "1", Source: "splicefleet " + version, Manual: "splicefleet manual"}
-				if err := doc.GenManTree(root, header, manDir); err != nil {
+				if err := writeManPages(root, manDir); err != nil {
 					return fmt.Errorf("man pages: %w", err)
 				}
 			}
@@ -56,7 +51,7 @@ func newGenDocsCmd(e *env) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&manDir, "man", "", "folder for the man pages (section 1)")
+	cmd.Flags().StringVar(&manDir, "man", "", "folder for the man pages (section 1, and "+configPageName+".5)")
 	cmd.Flags().StringVar(&completionDir, "completions", "", "folder for bash/, zsh/ and fish/ completions")
 	return cmd
 }

@@ -27,35 +27,35 @@ import (
 type hostFlags struct {
 	stateDir     string
 	kernel       string
-	verbose      bool
 	healthWindow time.Duration
 	stall        time.Duration
 	afterSignal  time.Duration
 	// need is what the verb needs of the trust policy (zero: none).
-	need  policyNeed
-	trust trustFlags
-	cmd   *cobra.Command
+	need policyNeed
+	// transitions is set by the verbs that load or unload livepatches
+	// (apply, undo, boot), which take the transition timeouts; view
+	// only reads.
+	transitions bool
+	trust       trustFlags
+	cmd         *cobra.Command
 	// host is the policy open resolved.
 	host *hostPolicy
 }
 
 func (f *hostFlags) register(cmd *cobra.Command) {
 	f.cmd = cmd
-	f.trust.register(cmd, f.need)
+	f.trust.register(cmd, f.need, true)
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the host's state directory (journal, lock, stored bundles) (default: the configuration's state_dir, "+agent.DefaultStateDir+")")
 	cmd.Flags().StringVar(&f.kernel, "kernel", "", `kernel to act on: "linux" (this machine's kernel) or "sim:DIR" (a simulated kernel kept in DIR, for tests and demos) (default: the configuration's kernel, linux)`)
-	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log every step")
-	cmd.Flags().DurationVar(&f.stall, "transition-timeout", kmod.DefaultTimeouts.Stall, "how long a livepatch transition may run before the tasks blocking it are signalled")
-	cmd.Flags().DurationVar(&f.afterSignal, "signal-timeout", kmod.DefaultTimeouts.AfterSignal, "how long to wait after signalling before the transition is reversed")
+	if f.transitions {
+		cmd.Flags().DurationVar(&f.stall, "transition-timeout", kmod.DefaultTimeouts.Stall, "how long a livepatch transition may run before the tasks blocking it are signalled")
+		cmd.Flags().DurationVar(&f.afterSignal, "signal-timeout", kmod.DefaultTimeouts.AfterSignal, "how long to wait after signalling before the transition is reversed")
+	}
 }
 
 // open opens the host, holding its state directory until close.
 func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.HostKernel, error) {
-	level := slog.LevelWarn
-	if f.verbose {
-		level = slog.LevelInfo
-	}
-	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: e.logLevel(slog.LevelWarn)}))
 	hp, err := loadHostPolicy(f.cmd, e, &f.trust, f.need)
 	if err != nil {
 		return nil, nil, err
@@ -71,10 +71,12 @@ func (f *hostFlags) open(ctx context.Context, e *env) (*splice.Host, *agent.Host
 	if err != nil {
 		return nil, nil, err
 	}
-	if f.stall <= 0 || f.afterSignal <= 0 {
-		return nil, nil, errors.New("--transition-timeout and --signal-timeout must be positive")
+	if f.transitions {
+		if f.stall <= 0 || f.afterSignal <= 0 {
+			return nil, nil, errors.New("--transition-timeout and --signal-timeout must be positive")
+		}
+		k.Timeouts.Stall, k.Timeouts.AfterSignal = f.stall, f.afterSignal
 	}
-	k.Timeouts.Stall, k.Timeouts.AfterSignal = f.stall, f.afterSignal
 	var policy splice.StoredVerifier
 	if hp.policy != nil {
 		policy = hp.policy
@@ -115,7 +117,7 @@ func (f *hostFlags) withHost(e *env, fn func(ctx context.Context, h *splice.Host
 }
 
 func newApplyCmd(e *env) *cobra.Command {
-	hf := hostFlags{need: policyRequired}
+	hf := hostFlags{need: policyRequired, transitions: true}
 	cmd := &cobra.Command{
 		Use:   "apply [--config FILE | --keyring KEYS.asc [--threshold K]] BUNDLE",
 		Short: "Verify a bundle and apply its livepatch to this host's kernel",
@@ -130,6 +132,9 @@ The trust policy is the agent's: the keyring and threshold of
 ` + defaultConfigPath + ` (or --config), so that a bundle applied by hand
 meets the same k-of-n as the fleet's. --keyring and --threshold override
 it, for a lab.`,
+		Example: `  splicefleet apply fix.splice
+  splicefleet apply -v --transition-timeout 30s fix.splice
+  splicefleet apply --keyring trusted.asc --threshold 2 --kernel sim:kernel --state-dir state fix.splice`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := readBundle(args[0])
@@ -159,7 +164,7 @@ it, for a lab.`,
 }
 
 func newUndoCmd(e *env) *cobra.Command {
-	hf := hostFlags{need: policyOptional}
+	hf := hostFlags{need: policyOptional, transitions: true}
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "undo (ID | --all)",
@@ -171,6 +176,8 @@ had replaced (the older version, or the patches an atomic-replace patch
 superseded), so the host returns to where it was before the upgrade. What
 is put back is verified first against the host's trust policy (the
 agent's configuration, or --keyring), like boot's re-apply.`,
+		Example: `  splicefleet undo cve-2026-1234
+  splicefleet undo --all`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) == 1) || len(args) > 1 {
 				return errors.New("give one patch id, or --all")
@@ -341,7 +348,7 @@ func orDash(s string) string {
 }
 
 func newBootCmd(e *env) *cobra.Command {
-	hf := hostFlags{need: policyOptional}
+	hf := hostFlags{need: policyOptional, transitions: true}
 	cmd := &cobra.Command{
 		Use:   "boot",
 		Short: "Re-apply this host's patches after a reboot (run early at boot by systemd)",
@@ -356,6 +363,8 @@ policy (the agent's configuration, or --keyring): a patch whose signer's
 key was revoked, or that no longer meets the threshold, is not loaded and
 is marked failed; one whose bundle or signatures expired after it was
 applied is loaded, with a warning (docs/host.md, "Trust at boot").`,
+		Example: `  splicefleet boot
+  splicefleet boot -v --health-window 10m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return hf.withHost(e, func(ctx context.Context, h *splice.Host, k *agent.HostKernel) error {

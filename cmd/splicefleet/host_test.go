@@ -228,3 +228,32 @@ func TestOpenKernel(t *testing.T) {
 		t.Fatalf("info %+v %v", info, err)
 	}
 }
+
+// TestViewOffersOnlyItsFlags: view only reads, so its help offers no
+// flag that only changes what apply, undo and boot do (the transition
+// timeouts, the trust policy), and a script that gives one is told.
+func TestViewOffersOnlyItsFlags(t *testing.T) {
+	c := newCLI(t)
+	help := c.ok("view", "--help")
+	for _, flag := range []string{"--transition-timeout", "--signal-timeout", "--keyring", "--threshold", "--health-window", "keyring, threshold"} {
+		if strings.Contains(help, flag) {
+			t.Errorf("view --help offers %s:\n%s", flag, help)
+		}
+	}
+	for _, flag := range []string{"--state-dir", "--kernel", "--config", "--json", "-v, --verbose"} {
+		if !strings.Contains(help, flag) {
+			t.Errorf("view --help lacks %s:\n%s", flag, help)
+		}
+	}
+	for _, verb := range []string{"apply", "undo", "boot"} {
+		help := c.ok(verb, "--help")
+		for _, flag := range []string{"--transition-timeout", "--signal-timeout", "--keyring"} {
+			if !strings.Contains(help, flag) {
+				t.Errorf("%s --help lacks %s", verb, flag)
+			}
+		}
+	}
+	if code, _, errs := c.run("view", "--transition-timeout", "1s"); code != exitError || !strings.Contains(errs, "unknown flag: --transition-timeout") {
+		t.Errorf("view --transition-timeout: exit %d, %s", code, errs)
+	}
+}

@@ -35,8 +35,18 @@ type trustFlags struct {
 	threshold int
 }
 
-func (f *trustFlags) register(cmd *cobra.Command, need policyNeed) {
-	cmd.Flags().StringVar(&f.config, "config", "", "the agent's configuration, whose keyring, threshold, state_dir and kernel this command uses (default $"+configEnv+", else "+defaultConfigPath+")")
+// register adds --config, and --keyring and --threshold unless the verb
+// needs no policy; host says whether the verb acts on the host (its
+// state_dir and kernel), so that --config says what it is read for.
+func (f *trustFlags) register(cmd *cobra.Command, need policyNeed, host bool) {
+	uses := "keyring and threshold"
+	switch {
+	case host && need == policyNone:
+		uses = "state_dir and kernel"
+	case host:
+		uses = "keyring, threshold, state_dir and kernel"
+	}
+	cmd.Flags().StringVar(&f.config, "config", "", "the agent's configuration, whose "+uses+" this command uses (default $"+configEnv+", else "+defaultConfigPath+")")
 	if need == policyNone {
 		return
 	}

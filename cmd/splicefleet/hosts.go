@@ -21,6 +21,10 @@ first time it sees the node, and refuses reports signed by another key for
 that name. A reinstalled host comes back with a new key: its reports do not
 count until operators re-key it with a signed re-key, which every agent
 verifies (the keyring and threshold of rollout commands) and takes.`,
+		Example: `  # on the reinstalled host
+  splicefleet hosts key
+  # on any host, by operators
+  splicefleet hosts rekey web-0007 --host-key 3q2-7w... --key ops.sec.asc --reason "reinstalled"`,
 		Args: cobra.NoArgs,
 	}
 	var socket string

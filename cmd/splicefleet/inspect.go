@@ -39,6 +39,8 @@ func newInspectCmd(e *env) *cobra.Command {
 		Long: `Show what a bundle contains without trusting it: the manifest, the module's
 own info (read only when the module matches the digest the manifest pins)
 and who signed it. Use "splicefleet verify" to judge a bundle.`,
+		Example: `  splicefleet inspect fix.splice
+  splicefleet inspect --json fix.splice`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := readBundle(args[0])

@@ -22,6 +22,7 @@ func newSigningKeyCmd(e *env) *cobra.Command {
 bundles, rollout plans and operator commands, and hosts trust it through
 their keyring. It is not the gossip encryption key of the cluster
 (splicefleet gossip-key).`,
+		Example: `  splicefleet signing-key generate --uid "Kernel Release <release@example.com>" --out release`,
 	}
 	var uid, out, passFile string
 	var force bool

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -73,6 +74,21 @@ type env struct {
 	// configuration without --config (default defaultConfigPath; tests
 	// point it into their own folder).
 	defaultConfig string
+	// verbose is the root's persistent -v/--verbose (see logLevel).
+	verbose bool
+}
+
+// logLevel is the level a command logs at: its own default, or debug
+// with -v. -v means this for every command: the host verbs log each step
+// on stderr, the agent logs as with log_level: debug, the demo's agents
+// write debug lines to the demo's log, and the commands that talk to the
+// agent say which control socket they use and why. A command with
+// nothing to log takes -v and prints what it prints without it.
+func (e *env) logLevel(def slog.Level) slog.Level {
+	if e.verbose {
+		return slog.LevelDebug
+	}
+	return def
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -111,6 +127,30 @@ func runEnv(e *env, args []string) int {
 	return exitError
 }
 
+// exitCode is an exit status of a command and what it means.
+type exitCode struct {
+	code    int
+	meaning string
+}
+
+// exitCodeLines lists codes as a command's help does, one a line
+// ("  1  meaning"), wrapped at 72 columns.
+func exitCodeLines(codes []exitCode) string {
+	var b strings.Builder
+	for _, c := range codes {
+		line := fmt.Sprintf("  %d ", c.code)
+		for _, w := range strings.Fields(c.meaning) {
+			if len(line)+1+len(w) > 72 {
+				b.WriteString(line + "\n")
+				line = "    "
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
 // refused reports whether err means the input was judged and refused, as
 // opposed to the command failing to run.
 func refused(err error) bool {
@@ -142,9 +182,17 @@ unknown command, a missing argument, a bad flag), configuration or I/O
 error, 3 rollout status --watch timed out.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Example: `  splicefleet view
+  splicefleet publish fix.splice --plan fix.yaml --key release.sec.asc
+  splicefleet rollout status cve-2026-1234-web --watch --timeout 4h
+  splicefleet members --status alive --tag ring=canary`,
+		Version: version,
 	}
 	root.SetVersionTemplate(versionLine() + "\n")
+	// -v is --verbose for every command, as with kubectl and serf; taken
+	// here, it keeps cobra from making it --version's shorthand on the
+	// root alone (--version and the version command remain).
+	root.PersistentFlags().BoolVarP(&e.verbose, "verbose", "v", false, "log every step at debug level on stderr (the agent: as --log-level debug; the demo: into its agents' log)")
 	root.AddCommand(
 		newSigningKeyCmd(e),
 		newCreateCmd(e),
@@ -178,6 +226,7 @@ error, 3 rollout status --watch timed out.`,
 	// cobra adds its completion command at Execute; added now, it is a
 	// group like the others.
 	root.InitDefaultCompletionCmd()
+	completionExamples(root)
 	groupsRefuseUnknown(root)
 	addCompletions(e, root)
 	return root
@@ -207,6 +256,28 @@ func groupsRefuseUnknown(root *cobra.Command) {
 				msg += "; did you mean " + strings.Join(s, " or ") + "?"
 			}
 			return fmt.Errorf("%s (run '%s --help' for its commands)", msg, cmd.CommandPath())
+		}
+	}
+}
+
+// completionExamples gives cobra's completion commands examples, like
+// every other command. (The package installs the scripts; these are for
+// a binary installed by hand.)
+func completionExamples(root *cobra.Command) {
+	examples := map[string]string{
+		"completion": `  splicefleet completion bash > ~/.local/share/bash-completion/completions/splicefleet`,
+		"bash":       `  splicefleet completion bash > ~/.local/share/bash-completion/completions/splicefleet`,
+		"zsh":        `  splicefleet completion zsh > "${fpath[1]}/_splicefleet"`,
+		"fish":       `  splicefleet completion fish > ~/.config/fish/completions/splicefleet.fish`,
+		"powershell": `  splicefleet completion powershell | Out-String | Invoke-Expression`,
+	}
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		c.Example = examples[c.Name()]
+		for _, sub := range c.Commands() {
+			sub.Example = examples[sub.Name()]
 		}
 	}
 }
@@ -259,7 +330,9 @@ func newVersionCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version [--json]",
 		Short: "Print the version, commit, build date, Go version and the protocol versions spoken",
-		Args:  cobra.NoArgs,
+		Example: `  splicefleet version
+  splicefleet version --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := currentBuild()
 			if asJSON {

@@ -199,13 +199,18 @@ gossip state. Operator commands are signed like plans and carry a sequence
 number that is used once: promote opens the next stage now, pause and
 resume stop and restart new applies, halt stops for good, revoke stops and
 rolls the patch back everywhere.`,
+		Example: `  splicefleet rollout list
+  splicefleet rollout status cve-2026-1234-web --watch
+  splicefleet rollout promote cve-2026-1234-web --key release.sec.asc --key security.sec.asc`,
 	}
 	var socket string
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list [--json]",
 		Short: "List the rollouts as the local agent judges them",
-		Args:  cobra.NoArgs,
+		Example: `  splicefleet rollout list
+  splicefleet rollout list --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var sts []rollout.Status
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts", nil, &sts); err != nil {
@@ -232,6 +237,19 @@ rolls the patch back everywhere.`,
 		cmd.AddCommand(newCommandCmd(e, action))
 	}
 	return cmd
+}
+
+// actionExamples are the examples of each operator command.
+var actionExamples = map[string]string{
+	rollout.ActionPromote: `  splicefleet rollout promote cve-2026-1234-web --key release.sec.asc --key security.sec.asc
+  splicefleet rollout promote cve-2026-1234-web --stage 3 --key release.sec.asc --reason "canaries soaked overnight"`,
+	rollout.ActionPause: `  splicefleet rollout pause cve-2026-1234-web --key ops.sec.asc --reason "change freeze"
+  splicefleet rollout pause cve-2026-1234-web --reason "change freeze" --body-out pause.cmd
+  # gpg --armor --detach-sign pause.cmd, on the signer's machine, then:
+  splicefleet rollout pause cve-2026-1234-web --body pause.cmd --signature pause.cmd.asc`,
+	rollout.ActionResume: `  splicefleet rollout resume cve-2026-1234-web --key ops.sec.asc`,
+	rollout.ActionHalt:   `  splicefleet rollout halt cve-2026-1234-web --key ops.sec.asc --reason "latency regression on the canaries"`,
+	rollout.ActionRevoke: `  splicefleet rollout revoke cve-2026-1234-web --key release.sec.asc --key security.sec.asc --reason "oops in tcp_sendmsg"`,
 }
 
 var actionHelp = map[string]string{
@@ -261,7 +279,8 @@ To sign elsewhere (GnuPG, another signer's machine): --body-out FILE writes
 the command's exact bytes and sends nothing; sign FILE with a detached
 signature, then send it with --body FILE --signature FILE.asc (and more
 --signature or --key for a threshold).`,
-		Args: cobra.ExactArgs(1),
+		Example: actionExamples[action],
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st rollout.Status
 			if err := agent.NewControlClient(socket).Do("GET", "/v1/rollouts/"+args[0], nil, &st); err != nil {

@@ -28,6 +28,9 @@ a signature made elsewhere, for example:
   splicefleet sign --signature fix.sig fix.splice
 
 Before signing, the module is checked against the digest the manifest pins.`,
+		Example: `  splicefleet sign --key release.sec.asc fix.splice
+  splicefleet sign --key security.sec.asc --passphrase-file security.pass fix.splice
+  splicefleet sign --signature fix.sig fix.splice`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (keyPath == "") == (sigPath == "") {
@@ -117,6 +120,8 @@ gpg checks against the manifest:
   splicefleet manifest fix.splice > fix.manifest
   splicefleet manifest --signatures fix.splice > fix.sig.asc
   gpg --verify fix.sig.asc fix.manifest`,
+		Example: `  splicefleet manifest fix.splice > fix.manifest
+  splicefleet manifest --signatures fix.splice > fix.sig.asc`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := readBundle(args[0])

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -33,11 +34,22 @@ func socketFlag(e *env, cmd *cobra.Command, p *string) {
 	cmd.Flags().StringVar(&config, "config", "", "the agent's configuration, read for its control_socket (default $"+configEnv+", else "+defaultAgentConfig+" when it exists)")
 	prev := cmd.PreRunE
 	cmd.PreRunE = func(c *cobra.Command, args []string) error {
-		s, err := findSocket(e, c.Flags().Changed("control-socket"), *p, config, defaultAgentConfig)
+		given := c.Flags().Changed("control-socket")
+		s, err := findSocket(e, given, *p, config, defaultAgentConfig)
 		if err != nil {
 			return err
 		}
 		*p = s
+		if e.verbose {
+			from := "the configuration or the default"
+			switch {
+			case given:
+				from = "--control-socket"
+			case e.getenv(socketEnv) != "":
+				from = "$" + socketEnv
+			}
+			slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: e.logLevel(slog.LevelWarn)})).Debug("control socket", "path", s, "from", from)
+		}
 		if prev != nil {
 			return prev(c, args)
 		}

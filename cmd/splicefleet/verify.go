@@ -26,6 +26,8 @@ when all of that holds; otherwise exits 1 with one line that says why.
 The trust policy is this host's: the keyring and threshold of the agent's
 configuration (` + defaultConfigPath + `, or --config); --keyring and
 --threshold override it.`,
+		Example: `  splicefleet verify fix.splice
+  splicefleet verify --keyring trusted.asc --threshold 2 fix.splice`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			hp, err := loadHostPolicy(cmd, e, &tf, policyRequired)
@@ -50,7 +52,7 @@ configuration (` + defaultConfigPath + `, or --config); --keyring and
 			return nil
 		},
 	}
-	tf.register(cmd, policyRequired)
+	tf.register(cmd, policyRequired, false)
 	return cmd
 }
 

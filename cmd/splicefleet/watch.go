@@ -38,12 +38,16 @@ func rolloutExit(st rollout.Status) error {
 	return nil
 }
 
-const statusExitCodes = `Exit status:
-  0  the rollout is running, paused or done (with --watch: done)
-  1  the rollout halted, rolled back, was revoked or expired
-  2  usage error, or the agent could not be asked (with --watch: at the
-     first request; later failures are retried until --timeout)
-  3  with --watch: --timeout passed before the rollout ended`
+// statusExits are rollout status's exit codes, in its help and its man
+// page.
+var statusExits = []exitCode{
+	{exitOK, "the rollout is running, paused or done (with --watch: done)"},
+	{exitRefused, "the rollout halted, rolled back, was revoked or expired"},
+	{exitError, "usage error, or the agent could not be asked (with --watch: at the first request; later failures are retried until --timeout)"},
+	{exitTimeout, "with --watch: --timeout passed before the rollout ended"},
+}
+
+var statusExitCodes = "Exit status:\n" + exitCodeLines(statusExits)
 
 func newStatusCmd(e *env) *cobra.Command {
 	var socket string

@@ -20,13 +20,15 @@ import (
 	"github.com/splicefleet/splicefleet/agent"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/config.md and dist/agent.yaml")
+var update = flag.Bool("update", false, "rewrite docs/config.md, dist/agent.yaml and the man page cmd/splicefleet/splicefleet-agent.yaml.5")
 
 // Paths from this package's folder, where go test runs.
 var (
 	sourcePath    = filepath.Join("..", "..", "agent", "config.go")
 	referencePath = filepath.Join("..", "..", "docs", "config.md")
 	examplePath   = filepath.Join("..", "..", "dist", "agent.yaml")
+	// The man page is embedded in the binary, whose gendocs installs it.
+	manPath = filepath.Join("..", "..", "cmd", "splicefleet", ManName+".5")
 )
 
 func agentKeys(t *testing.T) []Key {
@@ -54,7 +56,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for path, got := range map[string][]byte{referencePath: md, examplePath: example} {
+	for path, got := range map[string][]byte{referencePath: md, examplePath: example, manPath: Man(keys)} {
 		if *update {
 			if err := os.WriteFile(path, got, 0o644); err != nil {
 				t.Fatal(err)

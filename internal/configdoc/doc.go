@@ -1,7 +1,9 @@
 // Package configdoc generates the agent's configuration reference
 // (docs/config.md) and its commented default configuration file
 // (dist/agent.yaml, shipped as /etc/splicefleet/agent.yaml) from the code,
-// so that neither can drift from what the agent reads.
+// and its manual page, splicefleet-agent.yaml(5) (written in roff by
+// package roff into cmd/splicefleet, which embeds it and installs it with
+// the commands' pages), so that none can drift from what the agent reads.
 //
 // Three sources, each the authority for one thing:
 //
