@@ -547,7 +547,7 @@ everywhere, use it, then remove the old one.`,
 		Use:   "list",
 		Short: "List the keys installed across the cluster, how many members hold each, and which is primary",
 		Example: `  splicefleet gossip-key list
-  old=$(splicefleet gossip-key list --primary)`,
+  splicefleet gossip-key list --primary`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var keys gossip.Keyring
