@@ -17,7 +17,6 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
 GOLANGCI_LINT_VERSION := v2.15.0
-NFPM_VERSION          := v2.45.2
 GOVULNCHECK_VERSION   := v1.9.0
 # The Go vulnerability database, as the golang.org/x/vulndb module
 # carries it (its OSV entries), indexed by scripts/vulnindex.
@@ -100,8 +99,7 @@ deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units
 	rm -rf dist/out && mkdir -p dist/out/staging
 	bin/splicefleet gendocs --man dist/out/staging/man --completions dist/out/staging/completions
 	gzip -9n dist/out/staging/man/*.1
-	@command -v nfpm >/dev/null || test -x $(GOBIN)/nfpm || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
-	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' PATH="$(GOBIN):$$PATH" nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
+	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' $(GO) tool nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
 	@ls dist/out/*.deb
 
 .PHONY: lab
