@@ -188,6 +188,9 @@ vulncheck: ## govulncheck against an offline copy of the Go vulnerability databa
 		GOTOOLCHAIN=go1.26.8 $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./... >/dev/null || rc=$$?; \
 		test $$rc -eq 3 || { echo "vulncheck: the offline database found nothing in a known-vulnerable program (exit $$rc)"; exit 1; }
 	$(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./...
+	@# The packager, a tool in go.mod, builds what ships: go.mod raises its
+	@# go-git and go-billy above the versions nfpm asks for, to fixed ones.
+	$(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 .PHONY: tidy
 tidy: ## fail when go.mod or go.sum would change
