@@ -10,7 +10,9 @@
 // UNRELEASED, as Debian marks a version not yet released. The history is
 // the record, so nothing is kept by hand and the changelog cannot fall
 // behind the code. Entries are dated by their commit, so the same commit
-// always gives the same file.
+// always gives the same file. It runs git to read the history (tags,
+// logs, commit times): git is the one reader of a repository's history,
+// so this program is excused from the rule that keeps os/exec in cmd.
 //
 // Usage: debchangelog -version VERSION -maintainer 'NAME <EMAIL>' [-repo DIR]
 package main
