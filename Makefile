@@ -17,15 +17,23 @@ DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 
 GOLANGCI_LINT_VERSION := v2.15.0
-NFPM_VERSION          := v2.45.2
 GOVULNCHECK_VERSION   := v1.9.0
 # The Go vulnerability database, as the golang.org/x/vulndb module
 # carries it (its OSV entries), indexed by scripts/vulnindex.
 VULNDB_VERSION        := v0.0.0-20261105234957-e22db6528018
-# The package version: the tag without its v, or, before any tag, one that
-# sorts by commit time below 0.1.0 (0.1.0~git202611271342.b043543).
-DEB_VERSION ?= $(or $(shell git describe --tags 2>/dev/null | sed 's/^v//; s/-/~/g'),0.1.0~git$(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M 2>/dev/null).$(COMMIT))
+# The package version: the tag without its v (a pre-release's hyphen as
+# ~, so that 1.0.0~rc1 sorts below 1.0.0), commits after a tag as
+# 1.0.0+git5.b043543 (above 1.0.0), or, before any tag, one that sorts by
+# commit time below 0.1.0 (0.1.0~git202611271342.b043543).
+DEB_VERSION ?= $(or $(shell git describe --tags 2>/dev/null | sed 's/^v//; s/-\([0-9]*\)-g\([0-9a-f]*\)$$/+git\1.\2/; s/-/~/g'),0.1.0~git$(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d%H%M 2>/dev/null).$(COMMIT))
 DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+# The package's Maintainer field and its changelog's signer: the author
+# of the last commit unless given (make deb DEB_MAINTAINER='NAME <EMAIL>').
+DEB_MAINTAINER ?= $(shell git log -1 --format='%an <%ae>' 2>/dev/null)
+# The years of the history, for the copyright file: 2026, or 2026-2028.
+COPYRIGHT_YEARS ?= $(shell git log --format=%cd --date=format:%Y 2>/dev/null | sort -u | awk 'NR == 1 {f = $$0} {l = $$0} END {print (f == l ? f : f "-" l)}')
+# shq quotes a value for the shell.
+shq = '$(subst ','\'',$(1))'
 BENCHSTAT_VERSION     := v0.0.0-20260908200009-22c9c6c9d4da
 # A count, not a duration: go1.26's fuzz coordinator can fail a run with a
 # spurious "context deadline exceeded" when a duration runs out (Go issue
@@ -55,7 +63,7 @@ check: ## fast unit tests for the edit loop (no QEMU lab, no kernel header downl
 	$(GO) test -short ./...
 
 .PHONY: test-deps
-test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, prometheus and promtool, kernel build tools)
+test-deps: ## install what the tests need (gnupg, a C compiler for -race, QEMU, prometheus and promtool, kernel build tools, lintian)
 	@scripts/test-deps.sh
 
 .PHONY: test
@@ -96,12 +104,17 @@ test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the 
 	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 
 .PHONY: deb
-deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units, default configuration, man pages, completions
-	rm -rf dist/out && mkdir -p dist/out/staging
+deb: build ## build dist/out/splicefleet_VERSION_ARCH.deb: binary, systemd units, default configuration, man pages, completions, docs, copyright, changelog
+	rm -rf dist/out && mkdir -p dist/out/staging/doc/docs
 	bin/splicefleet gendocs --man dist/out/staging/man --completions dist/out/staging/completions
 	gzip -9n dist/out/staging/man/*.1 dist/out/staging/man/*.5
-	@command -v nfpm >/dev/null || test -x $(GOBIN)/nfpm || $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
-	DEB_VERSION='$(DEB_VERSION)' DEB_ARCH='$(DEB_ARCH)' PATH="$(GOBIN):$$PATH" nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
+	$(GO) run ./scripts/debcopyright -binary bin/splicefleet -modcache "$$($(GO) env GOMODCACHE)" -goroot "$$($(GO) env GOROOT)" \
+		-copyright $(call shq,$(COPYRIGHT_YEARS) splicefleet developers) >dist/out/staging/doc/copyright
+	$(GO) run ./scripts/debchangelog -version $(call shq,$(DEB_VERSION)) -maintainer $(call shq,$(DEB_MAINTAINER)) >dist/out/staging/doc/changelog
+	gzip -9n dist/out/staging/doc/changelog
+	cp $$(grep -o 'docs/[A-Za-z0-9_-]*\.md' README.md | sort -u) dist/out/staging/doc/docs/
+	DEB_VERSION=$(call shq,$(DEB_VERSION)) DEB_ARCH=$(call shq,$(DEB_ARCH)) DEB_MAINTAINER=$(call shq,$(DEB_MAINTAINER)) \
+		$(GO) tool nfpm package --config dist/nfpm.yaml --packager deb --target dist/out/
 	@ls dist/out/*.deb
 
 .PHONY: lab
@@ -175,6 +188,9 @@ vulncheck: ## govulncheck against an offline copy of the Go vulnerability databa
 		GOTOOLCHAIN=go1.26.8 $(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./... >/dev/null || rc=$$?; \
 		test $$rc -eq 3 || { echo "vulncheck: the offline database found nothing in a known-vulnerable program (exit $$rc)"; exit 1; }
 	$(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) ./...
+	@# The packager, a tool in go.mod, builds what ships: go.mod raises its
+	@# go-git and go-billy above the versions nfpm asks for, to fixed ones.
+	$(TOOLS)/govulncheck-$(GOVULNCHECK_VERSION) -db file://$(VULNDB) github.com/goreleaser/nfpm/v2/cmd/nfpm
 
 .PHONY: tidy
 tidy: ## fail when go.mod or go.sum would change

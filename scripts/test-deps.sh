@@ -39,6 +39,10 @@ command -v nft >/dev/null || missing+=(nftables)
 # unit-tests the rules; a real Prometheus runs every dashboard query.
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus >/dev/null || missing+=(prometheus)
+# The Debian package test: lintian checks the package as Debian's archive
+# would, dpkg-parsechangelog reads its changelog.
+command -v lintian >/dev/null || missing+=(lintian)
+command -v dpkg-parsechangelog >/dev/null || missing+=(dpkg-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -16,12 +16,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// TestDebianPackage builds the package with make deb and does to this
-// machine what an operator's package manager does: installs it with
-// dpkg -i, checks the files, their modes and the units, reinstalls it over
-// an edited configuration, removes it (the state directory and the
-// configuration stay), and purges it (nothing of it stays). It needs root
-// and dpkg; CI is both.
+// TestDebianPackage builds the package with make deb, checks it with
+// lintian as Debian's archive would (no tag that the package's overrides
+// file does not explain), and does to this machine what an operator's
+// package manager does: installs it with dpkg -i, checks the files, their
+// modes and the units, reinstalls it over an edited configuration,
+// removes it (the state directory and the configuration stay), and purges
+// it (nothing of it stays). It needs root, dpkg and lintian; CI is all
+// three.
 func TestDebianPackage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and installs a Debian package (make test runs it)")
@@ -29,7 +31,7 @@ func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("installing a Debian package needs root: run make test as root")
 	}
-	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "systemd-analyze", "make"} {
+	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "dpkg-parsechangelog", "systemd-analyze", "make", "lintian", "git"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: run make test-deps", tool)
 		}
@@ -87,6 +89,7 @@ func TestDebianPackage(t *testing.T) {
 	if len(want) < 30 {
 		t.Errorf("only %d commands found for man pages", len(want))
 	}
+	checkPackageMetadata(t, root, pkg, deb, contents)
 	agentMan := extract(t, pkg, "./usr/share/man/man1/splicefleet-agent.1.gz")
 	if !bytes.Contains(gunzip(t, agentMan), []byte(".TH \"SPLICEFLEET\" \"1\"")) || !bytes.Contains(gunzip(t, agentMan), []byte(`\fB--config\fP`)) {
 		t.Errorf("splicefleet-agent(1) is not a man page of the agent command")
@@ -188,13 +191,109 @@ func TestDebianPackage(t *testing.T) {
 	}
 }
 
+// checkPackageMetadata checks what Debian asks of a package beside its
+// program: lintian finds nothing the overrides do not explain (each
+// override with its reason), the Maintainer is the last commit's author,
+// the copyright file is machine-readable and names every module the
+// binary links, the changelog is one dpkg reads and is of this version,
+// and the docs the README links to are beside it.
+func checkPackageMetadata(t *testing.T, root, pkg, version, contents string) {
+	t.Helper()
+	// --fail-on none: the output is judged here, tag by tag; -I shows the
+	// informational tags too. Overridden tags are not shown.
+	lint := exec.Command("lintian", "--fail-on", "none", "-I", "--pedantic", pkg)
+	out, err := lint.CombinedOutput()
+	if err != nil {
+		t.Fatalf("lintian: %v\n%s", err, out)
+	}
+	tags := regexp.MustCompile(`(?m)^[EWIPX]: .*$`).FindAllString(string(out), -1)
+	if len(tags) > 0 {
+		t.Errorf("lintian reports %d tag(s) (fix them, or override with a reason in dist/debian/lintian-overrides):\n%s", len(tags), strings.Join(tags, "\n"))
+	}
+	t.Logf("lintian %s: %d tags", strings.TrimSpace(string(shOut(t, "lintian", "--version"))), len(tags))
+	overrides := string(extract(t, pkg, "./usr/share/lintian/overrides/splicefleet"))
+	var reason bool
+	for _, l := range strings.Split(overrides, "\n") {
+		switch {
+		case strings.HasPrefix(l, "#"):
+			reason = true
+		case strings.TrimSpace(l) == "":
+			reason = false
+		case strings.HasPrefix(l, "splicefleet: ") && !reason:
+			t.Errorf("lintian override without a reason above it: %s", l)
+		}
+	}
+
+	maintainer := strings.TrimSpace(string(shOut(t, "git", "-C", root, "log", "-1", "--format=%an <%ae>")))
+	if got := strings.TrimSpace(sh(t, "dpkg-deb", "-f", pkg, "Maintainer")); got != maintainer || strings.Contains(got, "localhost") {
+		t.Errorf("Maintainer: %q, want the last commit's author %q", got, maintainer)
+	}
+
+	copyright := string(extract(t, pkg, "./usr/share/doc/splicefleet/copyright"))
+	for _, want := range []string{
+		"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n",
+		"\nFiles: *\nCopyright: ", " splicefleet developers\nLicense: no-licence-granted\n",
+		"\nLicense: Apache-2.0\n On Debian systems, the full text of this licence is in\n /usr/share/common-licenses/Apache-2.0.\n",
+	} {
+		if !strings.Contains(copyright, want) {
+			t.Errorf("the copyright file lacks %q", want)
+		}
+	}
+	// Every module go version -m lists, and nothing else.
+	modules := regexp.MustCompile(`(?m)^\tdep\t(\S+)\t(\S+)`).FindAllStringSubmatch(sh(t, "go", "version", "-m", filepath.Join(root, "bin/splicefleet")), -1)
+	if len(modules) < 10 {
+		t.Fatalf("go version -m lists %d modules", len(modules))
+	}
+	for _, m := range modules {
+		if !strings.Contains(copyright, "\nFiles: "+m[1]+"@"+m[2]+"/*\nCopyright: ") {
+			t.Errorf("the copyright file has no paragraph for %s %s", m[1], m[2])
+		}
+	}
+	if n := strings.Count(copyright, "\nFiles: "); n != len(modules)+2 {
+		t.Errorf("the copyright file has %d Files paragraphs, want %d (splicefleet, the Go standard library, %d modules)", n, len(modules)+2, len(modules))
+	}
+
+	changelog := filepath.Join(t.TempDir(), "changelog")
+	writeFile(t, changelog, gunzip(t, extract(t, pkg, "./usr/share/doc/splicefleet/changelog.gz")), 0o644)
+	if got := strings.TrimSpace(sh(t, "dpkg-parsechangelog", "-l", changelog, "-S", "Version")); got != version {
+		t.Errorf("the changelog's version is %q, want %q", got, version)
+	}
+	if got := strings.TrimSpace(sh(t, "dpkg-parsechangelog", "-l", changelog, "-S", "Maintainer")); got != maintainer {
+		t.Errorf("the changelog is signed by %q, want %q", got, maintainer)
+	}
+	if subject := strings.TrimSpace(string(shOut(t, "git", "-C", root, "log", "-1", "--no-merges", "--format=%s"))); !strings.Contains(strings.Join(strings.Fields(sh(t, "dpkg-parsechangelog", "-l", changelog, "-S", "Changes")), " "), strings.Join(strings.Fields(subject), " ")) {
+		t.Errorf("the changelog lacks the last commit, %q", subject)
+	}
+
+	readme := slurp(t, filepath.Join(root, "README.md"))
+	docs := regexp.MustCompile(`\]\((docs/[A-Za-z0-9_-]+\.md)`).FindAllSubmatch(readme, -1)
+	if len(docs) < 5 {
+		t.Fatalf("the README links to %d docs", len(docs))
+	}
+	for _, d := range docs {
+		if p := "./usr/share/doc/splicefleet/" + string(d[1]); !strings.Contains(contents, p+"\n") {
+			t.Errorf("the package lacks %s, which the README links to", p)
+		}
+	}
+}
+
+// shOut runs a command and returns its standard output alone.
+func shOut(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
 // systemFiles lists the paths a package of this kind could touch, leaving
 // out dpkg's own bookkeeping and logs.
 func systemFiles(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	skip := regexp.MustCompile(`^/var/lib/(dpkg|apt|systemd/deb-systemd-helper-masked)(/|$)|^/var/(cache|log|tmp)(/|$)`)
-	for _, top := range []string{"/etc", "/lib/systemd", "/usr/bin", "/usr/share/man/man1", "/usr/share/doc", "/usr/share/bash-completion",
+	for _, top := range []string{"/etc", "/lib/systemd", "/usr/bin", "/usr/share/man/man1", "/usr/share/doc", "/usr/share/lintian/overrides", "/usr/share/bash-completion",
 		"/usr/share/zsh", "/usr/share/fish", "/var", "/run/splicefleet"} {
 		_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
