@@ -202,3 +202,19 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 	}
 	return out, nil
 }
+
+// metricRefused logs and counts a refused plan or command, by the reason
+// the control API reports (refusalReason).
+func (a *Agent) metricRefused(kind string, err error) {
+	a.log.Warn("refused "+kind, "err", err)
+	if a.metrics != nil {
+		a.metrics.RolloutRefused(kind, refusalReason(err))
+	}
+}
+
+// metricBadEvent counts a rollout event that did not decode.
+func (a *Agent) metricBadEvent(name string) {
+	if a.metrics != nil {
+		a.metrics.RolloutBadEvent(name)
+	}
+}
