@@ -67,13 +67,13 @@ func (a *Agent) crashLoopGuarded(g splice.Guarded) {
 // keeps them for it. A host without a journal has nothing to judge.
 func (r *rollouts) takeGuardVerdicts(ctx context.Context) {
 	defer close(r.guardsTaken)
-	a := r.a
-	if _, err := os.Stat(filepath.Join(a.cfg.StateDir, splice.JournalFile)); err != nil {
+	a := r.deps
+	if _, err := os.Stat(filepath.Join(a.stateDir, splice.JournalFile)); err != nil {
 		return
 	}
 	r.hostMu.Lock()
 	defer r.hostMu.Unlock()
-	h, err := a.openHost(ctx, 0, nil)
+	h, err := a.host.openHost(ctx, 0, nil)
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Warn("open the host state at start-up", "err", err)
@@ -105,12 +105,12 @@ func (a *Agent) setWatching(plan string, on bool) {
 // patch and reports the failure to the fleet.
 func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	defer r.done(rec)
-	a := r.a
+	a := r.deps
 	r.hostMu.Lock()
 	defer r.hostMu.Unlock()
 	ro := rec.Rollout
 	log := a.log.With("rollout", ro.Plan.ID, "patch", rec.Patch, "version", rec.Version)
-	b, probe, err := a.bundleAndProbe(ro)
+	b, probe, err := a.host.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
 		return
@@ -120,7 +120,7 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	var applied atomic.Bool
 	live := make(chan struct{}) // closed once the patch is applied
 	var appliedAt time.Time     // written before live closes
-	h, err := a.openHost(ctx, window, func(step string) {
+	h, err := a.host.openHost(ctx, window, func(step string) {
 		if step == "apply:applied" && !applied.Swap(true) {
 			appliedAt = time.Now()
 			close(live)
@@ -132,8 +132,8 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	}
 	defer h.Close()
 	r.set(rec, rollout.StateApplying, "")
-	a.setWatching(ro.Digest, true)
-	defer a.setWatching(ro.Digest, false)
+	a.host.setWatching(ro.Digest, true)
+	defer a.host.setWatching(ro.Digest, false)
 
 	// The host's Apply keeps the crash-loop guard armed for the window;
 	// the probe watches alongside and cuts the window short on a failure,
@@ -153,7 +153,7 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 		probeDone <- err
 	}()
 	start := time.Now()
-	p, err := h.Apply(wctx, b, a.policy.Load())
+	p, err := h.Apply(wctx, b, a.trust())
 	cancel(nil)
 	perr := <-probeDone
 	// The apply's own time, without the health window.
@@ -189,7 +189,7 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 // restart: the patch is live, watch it for a whole window again.
 func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 	defer r.done(rec)
-	a := r.a
+	a := r.deps
 	ro := rec.Rollout
 	if again, err := r.resumeApply(ctx, rec); err != nil {
 		r.fail(ctx, rec, nil, err)
@@ -197,13 +197,13 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 	} else if again {
 		return
 	}
-	_, probe, err := a.bundleAndProbe(ro)
+	_, probe, err := a.host.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
 		return
 	}
-	a.setWatching(ro.Digest, true)
-	defer a.setWatching(ro.Digest, false)
+	a.host.setWatching(ro.Digest, true)
+	defer a.host.setWatching(ro.Digest, false)
 	window := ro.Plan.Gates.HealthWindow
 	wctx, cancel := context.WithTimeout(ctx, window)
 	defer cancel()
@@ -220,7 +220,7 @@ func (r *rollouts) rewatch(ctx context.Context, rec *rolloutRecord) {
 	case err != nil:
 		r.hostMu.Lock()
 		defer r.hostMu.Unlock()
-		h, herr := a.openHost(ctx, 0, nil)
+		h, herr := a.host.openHost(ctx, 0, nil)
 		if herr != nil {
 			r.fail(ctx, rec, nil, errors.Join(err, herr))
 			return
@@ -247,9 +247,9 @@ const maxInterrupted = 3
 // the rollout still wants it (true, nil). Failed or removed otherwise,
 // the crash-loop guard's verdict among them: an error that says so.
 func (r *rollouts) resumeApply(ctx context.Context, rec *rolloutRecord) (again bool, err error) {
-	a := r.a
+	a := r.deps
 	r.hostMu.Lock()
-	h, err := a.openHost(ctx, 0, nil)
+	h, err := a.host.openHost(ctx, 0, nil)
 	if err != nil {
 		r.hostMu.Unlock()
 		return false, fmt.Errorf("open the host state: %w", err)
@@ -287,7 +287,7 @@ func (r *rollouts) resumeApply(ctx context.Context, rec *rolloutRecord) (again b
 // fail undoes the rollout's patch when it is live, marks this host failed
 // and tells the fleet at once.
 func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host, cause error) {
-	a := r.a
+	a := r.deps
 	reason := cause.Error()
 	if h != nil {
 		start := time.Now()
@@ -311,10 +311,10 @@ func (r *rollouts) fail(ctx context.Context, rec *rolloutRecord, h *splice.Host,
 // rollBack undoes the rollout's patch on this host after a halt.
 func (r *rollouts) rollBack(ctx context.Context, rec *rolloutRecord, st rollout.Status) {
 	defer r.done(rec)
-	a := r.a
+	a := r.deps
 	r.hostMu.Lock()
 	defer r.hostMu.Unlock()
-	h, err := a.openHost(ctx, 0, nil)
+	h, err := a.host.openHost(ctx, 0, nil)
 	if err != nil {
 		a.log.Warn("roll back: open the host state", "err", err)
 		return

@@ -41,10 +41,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest, source string, 
 	if a.ro.has(digest) {
 		return
 	}
-	a.ro.mu.Lock()
-	refused := time.Since(a.ro.refused[digest]) < refusedFor
-	a.ro.mu.Unlock()
-	if refused {
+	if a.ro.refusedLately(digest) {
 		return
 	}
 	member, ok := a.memberAt(source)
@@ -69,12 +66,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest, source string, 
 			if refusalReason(err) != "" {
 				// Refused, not missing: do not fetch it again for a while
 				// (a reload of the trust policy forgets this).
-				a.ro.mu.Lock()
-				if len(a.ro.refused) > 4096 {
-					clear(a.ro.refused)
-				}
-				a.ro.refused[digest] = time.Now()
-				a.ro.mu.Unlock()
+				a.ro.refuse(digest)
 			}
 		}
 	}()
