@@ -552,17 +552,10 @@ type cluster struct {
 // when they change. The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
 	r.round++
-	es := make([]*cachedMember, 0, len(r.members)+1)
-	r.deps.eachMember(func(name, status string, version uint64, tags map[string]string) {
-		cm := r.members[name]
-		if cm == nil || cm.version != version || cm.status != status {
-			cm = convertMember(name, status, version, tags)
-			cm.m.KeySince = r.pin(name, tags[TagHostKey])
-			r.members[name] = cm
-		}
+	es := r.walkMembers(r.pin, func(cm *cachedMember) { r.members[cm.m.Name] = cm })
+	for _, cm := range es {
 		cm.round = r.round
-		es = append(es, cm)
-	})
+	}
 	if len(r.members) > len(es) {
 		for name, cm := range r.members {
 			if cm.round != r.round {
@@ -589,23 +582,29 @@ func (r *rollouts) cluster() cluster {
 // that only reads: it pins no key (a member whose key is not pinned yet
 // shows none) and leaves the cache as it is. The caller holds r.mu.
 func (r *rollouts) peekCluster() cluster {
+	return r.clusterOf(r.walkMembers(r.pinnedSince, nil))
+}
+
+// walkMembers lists the gossip members converted for the judgement,
+// reusing the cached conversion of each member whose gossip version and
+// status are unchanged. A member converted anew gets the time its key
+// was pinned from since, and is handed to fresh when that is set. The
+// caller holds r.mu.
+func (r *rollouts) walkMembers(since func(node, tag string) time.Time, fresh func(*cachedMember)) []*cachedMember {
 	es := make([]*cachedMember, 0, len(r.members)+1)
 	r.deps.eachMember(func(name, status string, version uint64, tags map[string]string) {
 		cm := r.members[name]
 		if cm == nil || cm.version != version || cm.status != status {
-			cm = convertMember(name, status, version, tags)
-			cm.m.KeySince = r.pinnedSince(name, tags[TagHostKey])
+			cm = &cachedMember{version: version, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
+				hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
+			cm.m.KeySince = since(name, tags[TagHostKey])
+			if fresh != nil {
+				fresh(cm)
+			}
 		}
 		es = append(es, cm)
 	})
-	return r.clusterOf(es)
-}
-
-// convertMember is a member as the judgement sees it, its key not looked
-// at yet.
-func convertMember(name, status string, version uint64, tags map[string]string) *cachedMember {
-	return &cachedMember{version: version, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
-		hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
+	return es
 }
 
 // clusterOf orders converted members by name into a cluster.
