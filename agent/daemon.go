@@ -219,18 +219,45 @@ func New(opts Options) (*Agent, error) {
 	if err := a.listen(); err != nil {
 		return nil, err
 	}
+	a.metrics = a.newMetrics()
+	if a.ro, err = openRollouts(a.engineDeps()); err != nil {
+		a.closeListeners()
+		return nil, err
+	}
 	if err := a.startGossip(opts); err != nil {
 		a.closeListeners()
 		return nil, err
 	}
 	a.node.HandleQuery(statusQuery, a.answerStatus)
-	a.metrics = a.newMetrics()
 	return a, nil
+}
+
+// engineDeps are what the rollout engine gets of the agent. The gossip
+// member starts after the engine (its tags carry the engine's reports),
+// so the engine reaches it through closures.
+func (a *Agent) engineDeps() engineDeps {
+	return engineDeps{
+		nodeName: a.cfg.NodeName, stateDir: a.cfg.StateDir, join: a.cfg.Join,
+		now: a.now, log: a.log, metrics: a.metrics, refused: a.metricRefused,
+		trust: a.policy.Load, hostKey: a.hostKey, pins: a.pins, bundles: a.store,
+		eachMember: func(f func(name, status string, version uint64, tags map[string]string)) { a.node.EachMember(f) },
+		broadcast:  func(name string, payload []byte) error { return a.node.Broadcast(name, payload) },
+		peers:      a.peers, client: a.fetcher.Client(),
+		host: a, retention: a, tagsChanged: a.refreshTags, onRollout: a.onRollout,
+		spawn: func(f func()) {
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				f()
+			}()
+		},
+	}
 }
 
 // openState opens what the agent keeps in its state directory: the
 // bundle store, the forgotten bundles, the host key and the keys pinned
-// for other nodes, and the rollouts.
+// for other nodes. The rollouts are opened once the listeners are
+// (openRollouts).
 func (a *Agent) openState() (err error) {
 	cfg := a.cfg
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
@@ -256,11 +283,7 @@ func (a *Agent) openState() (err error) {
 	if _, _, err := a.pins.Observe(cfg.NodeName, a.hostKey.Public(), a.now()); err != nil {
 		return fmt.Errorf("pin this host's own key: %w (the state directory holds another host key for node %s; was the host key replaced?)", err, cfg.NodeName)
 	}
-	if err := a.pins.Flush(); err != nil {
-		return err
-	}
-	a.ro, err = openRollouts(a)
-	return err
+	return a.pins.Flush()
 }
 
 // listen opens the TCP listener (health, metrics, blob service) with the
@@ -690,16 +713,17 @@ func (a *Agent) fetchAsync(ctx context.Context, ann gossip.Announcement, fromInd
 var errForgottenMeanwhile = errors.New("dropped here while it was fetched; not stored back")
 
 // storeUnlessForgotten stores a bundle anti-entropy fetched unless it was
-// dropped here meanwhile. Drops are made under a.ro.mu, so the check and
-// the store write are one step for them.
+// dropped here meanwhile. Drops are made inside rollouts.holdingDrops, so
+// the check and the store write are one step for them.
 func (a *Agent) storeUnlessForgotten(digest string) func(put func() error) error {
 	return func(put func() error) error {
-		a.ro.mu.Lock()
-		defer a.ro.mu.Unlock()
-		if a.forgotten.has(digest) {
-			return errForgottenMeanwhile
-		}
-		return put()
+		err := errForgottenMeanwhile
+		a.ro.holdingDrops(func(bundleUse) {
+			if !a.forgotten.has(digest) {
+				err = put()
+			}
+		})
+		return err
 	}
 }
 
@@ -809,9 +833,7 @@ func (a *Agent) reload(cfg Config) error {
 		return err
 	}
 	a.policy.Store(p)
-	a.ro.mu.Lock()
-	clear(a.ro.refused) // judged under the old policy
-	a.ro.mu.Unlock()
+	a.ro.forgetRefusals() // judged under the old policy
 	_ = a.level.UnmarshalText([]byte(cfg.LogLevel))
 	a.mu.Lock()
 	a.userTags = cfg.Tags

@@ -24,7 +24,7 @@ import (
 // transitions and fetches are observed as they end. The Go runtime's and
 // the process's own metrics come along.
 func (a *Agent) newMetrics() *metrics.Metrics {
-	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}, wanted: a.ro.wanted}
+	held := &heldBundles{store: a.store, known: map[string]metrics.Bundle{}, wanted: func() map[string]bool { return a.ro.wanted() }}
 	m := metrics.New(metrics.Options{
 		Version:  a.version,
 		Revision: a.revision,
@@ -35,7 +35,7 @@ func (a *Agent) newMetrics() *metrics.Metrics {
 			Bundles:      held.list,
 			Gossip:       func() gossip.Stats { return a.node.Stats() },
 			Distribution: a.distribution,
-			Rollouts:     a.ro.judged,
+			Rollouts:     func() []rollout.Status { return a.ro.judged() },
 			Listeners:    a.listenerStats,
 		},
 	})
@@ -201,4 +201,20 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 		}
 	}
 	return out, nil
+}
+
+// metricRefused logs and counts a refused plan or command, by the reason
+// the control API reports (refusalReason).
+func (a *Agent) metricRefused(kind string, err error) {
+	a.log.Warn("refused "+kind, "err", err)
+	if a.metrics != nil {
+		a.metrics.RolloutRefused(kind, refusalReason(err))
+	}
+}
+
+// metricBadEvent counts a rollout event that did not decode.
+func (a *Agent) metricBadEvent(name string) {
+	if a.metrics != nil {
+		a.metrics.RolloutBadEvent(name)
+	}
 }

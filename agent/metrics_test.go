@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/fakemodule"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
@@ -222,7 +222,7 @@ stages:
 	if err := contains(scrape(t, agents[0]), `splicefleet_blob_uploads_total{kind="module"} 1`); err != nil {
 		t.Error(err)
 	}
-	promtoolCheckMetrics(t, []byte(text))
+	testutil.PromtoolCheckMetrics(t, []byte(text))
 }
 
 // TestStalledTransitionCountsARollback: a patch applied through the
@@ -395,20 +395,4 @@ func contains(text, line string) error {
 		return fmt.Errorf("no line %s", line)
 	}
 	return nil
-}
-
-// promtoolCheckMetrics fails t unless `promtool check metrics` accepts
-// the exposition without a complaint.
-func promtoolCheckMetrics(t *testing.T, text []byte) {
-	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool is missing (Debian package prometheus): run make test-deps")
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(text)
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
-	}
 }

@@ -22,10 +22,10 @@ import (
 
 // AcceptRekey verifies an operator's re-key and pins the node's new key.
 func (r *rollouts) AcceptRekey(d *rollout.Document) (rollout.Status, error) {
-	a := r.a
-	vr, err := rollout.VerifyRekey(d, a.policy.Load())
+	a := r.deps
+	vr, err := rollout.VerifyRekey(d, a.trust())
 	if err != nil {
-		a.metricRefused(rollout.KindRekey, err)
+		a.refused(rollout.KindRekey, err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	key, err := hostkey.Decode(vr.Rekey.Key)
@@ -37,7 +37,7 @@ func (r *rollouts) AcceptRekey(d *rollout.Document) (rollout.Status, error) {
 	if err := a.pins.Rekey(vr.Rekey.Node, key, vr.Digest, vr.Rekey.Issued, a.now()); err != nil {
 		if errors.Is(err, hostkey.ErrStaleRekey) {
 			err = fmt.Errorf("%w: %w: %w", ErrRolloutRefused, rollout.ErrReplayed, err)
-			a.metricRefused(rollout.KindRekey, err)
+			a.refused(rollout.KindRekey, err)
 		}
 		return rollout.Status{}, err
 	}

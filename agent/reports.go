@@ -220,13 +220,13 @@ func (r *rollouts) acceptReportLocked(wire []byte) (*rollout.SignedReport, bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %w", ErrReportRefused, err)
 	}
-	if rep.Node == r.a.cfg.NodeName {
+	if rep.Node == r.deps.nodeName {
 		return rep, false, nil // this host's own word is its local state
 	}
-	pin, ok := r.a.pins.Lookup(rep.Node)
+	pin, ok := r.deps.pins.Lookup(rep.Node)
 	if !ok {
 		r.pinFromTags(rep.Node)
-		if pin, ok = r.a.pins.Lookup(rep.Node); !ok {
+		if pin, ok = r.deps.pins.Lookup(rep.Node); !ok {
 			return nil, false, fmt.Errorf("%w: %w: no key is pinned for node %q (it is not a member this agent has seen)", ErrReportRefused, hostkey.ErrKeyMismatch, rep.Node)
 		}
 	}
@@ -239,7 +239,7 @@ func (r *rollouts) acceptReportLocked(wire []byte) (*rollout.SignedReport, bool,
 		return rep, false, err
 	}
 	if err := r.book.save(rep.Plan, rep.Node); err != nil {
-		r.a.log.Warn("save host report", "plan", rep.Plan[:12], "reporter", rep.Node, "err", err)
+		r.deps.log.Warn("save host report", "plan", rep.Plan[:12], "reporter", rep.Node, "err", err)
 	}
 	return rep, true, nil
 }
@@ -255,7 +255,7 @@ func (r *rollouts) Report(wire []byte) error {
 func (r *rollouts) reportLocked(wire []byte) error {
 	rep, changed, err := r.acceptReportLocked(wire)
 	if err != nil {
-		r.a.metricRefused("report", err)
+		r.deps.refused("report", err)
 		return err
 	}
 	if changed {
@@ -273,8 +273,8 @@ func (r *rollouts) signLocked(rec *rolloutRecord) {
 	if rec.Local.State == rollout.StateNone {
 		return
 	}
-	a := r.a
-	wire, err := rollout.EncodeReport(rollout.HostReport{Plan: rec.Rollout.Digest, Node: a.cfg.NodeName, State: rec.Local.State,
+	a := r.deps
+	wire, err := rollout.EncodeReport(rollout.HostReport{Plan: rec.Rollout.Digest, Node: a.nodeName, State: rec.Local.State,
 		Seq: rec.Local.Seq, Reason: publicReason(rec.Local.Reason)}, a.hostKey)
 	if err != nil {
 		a.log.Warn("sign host report", "err", err)
@@ -290,7 +290,7 @@ func (r *rollouts) signLocked(rec *rolloutRecord) {
 			a.log.Warn("save host report", "err", err)
 		}
 	}
-	if err := a.node.Broadcast(rollout.ReportEvent, wire); err != nil {
+	if err := a.broadcast(rollout.ReportEvent, wire); err != nil {
 		a.log.Warn("gossip host report", "err", err)
 	}
 }
@@ -298,7 +298,7 @@ func (r *rollouts) signLocked(rec *rolloutRecord) {
 // pinFromTags pins a member's host key from its tags, when it has none
 // pinned yet. The caller holds r.mu.
 func (r *rollouts) pinFromTags(node string) {
-	r.a.node.EachMember(func(name, _ string, _ uint64, tags map[string]string) {
+	r.deps.eachMember(func(name, _ string, _ uint64, tags map[string]string) {
 		if name == node {
 			r.pin(name, tags[TagHostKey])
 		}
@@ -315,20 +315,33 @@ func (r *rollouts) pin(node, tag string) time.Time {
 	if err != nil {
 		return time.Time{}
 	}
-	p, _, err := r.a.pins.Observe(node, key, r.a.now())
+	p, _, err := r.deps.pins.Observe(node, key, r.deps.now())
 	if err != nil {
 		if errors.Is(err, hostkey.ErrKeyMismatch) && !r.mismatched[node] {
 			if len(r.mismatched) > 1<<12 {
 				clear(r.mismatched)
 			}
 			r.mismatched[node] = true
-			r.a.log.Warn("a member shows a host key other than the one pinned for its name: its reports do not count until an operator re-keys it",
+			r.deps.log.Warn("a member shows a host key other than the one pinned for its name: its reports do not count until an operator re-keys it",
 				"member", node, "shows", tag[:12], "pinned", hostkey.Encode(p.Key)[:12])
-			r.a.metricRefused("report", fmt.Errorf("%w: member %s", hostkey.ErrKeyMismatch, node))
+			r.deps.refused("report", fmt.Errorf("%w: member %s", hostkey.ErrKeyMismatch, node))
 		}
 		return time.Time{}
 	}
 	return p.Since
+}
+
+// pinnedSince is when the key a member's tag shows was pinned for it;
+// zero when it shows none, or one not pinned (nothing is pinned here).
+func (r *rollouts) pinnedSince(node, tag string) time.Time {
+	key, err := hostkey.Decode(tag)
+	if tag == "" || err != nil {
+		return time.Time{}
+	}
+	if p, ok := r.deps.pins.Lookup(node); ok && bytes.Equal(p.Key, key) {
+		return p.Since
+	}
+	return time.Time{}
 }
 
 // fetchReports asks a peer for a plan's reports (narrowed to one node or
@@ -352,9 +365,12 @@ func (r *rollouts) fetchReports(ctx context.Context, addr, plan, node string, fa
 	if err != nil {
 		return false
 	}
-	resp, err := r.a.fetcher.Client().Do(req)
+	r.mu.Lock()
+	client := r.deps.client
+	r.mu.Unlock()
+	resp, err := client.Do(req)
 	if err != nil {
-		r.a.log.Debug("fetch host reports", "peer", addr, "err", err)
+		r.deps.log.Debug("fetch host reports", "peer", addr, "err", err)
 		return false
 	}
 	defer resp.Body.Close()
@@ -367,7 +383,7 @@ func (r *rollouts) fetchReports(ctx context.Context, addr, plan, node string, fa
 	for _, w := range ans.Reports {
 		rep, err := rollout.DecodeReport(w)
 		if err != nil || rep.Plan != plan || (node != "" && rep.Node != node) {
-			r.a.metricRefused("report", fmt.Errorf("%w: %s answered for plan %s with %v", ErrReportRefused, addr, plan[:12], err))
+			r.deps.refused("report", fmt.Errorf("%w: %s answered for plan %s with %v", ErrReportRefused, addr, plan[:12], err))
 			continue
 		}
 		_ = r.reportLocked(w)
@@ -401,10 +417,7 @@ func (r *rollouts) askReports(plan, node, addr string, shown rollout.HostState, 
 		}
 	}
 	r.asked[key] = now
-	a := r.a
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
+	r.deps.spawn(func() {
 		if failures {
 			// The failures that halted it, and the member's own word too:
 			// its last healthy report may be what a stage here still
@@ -412,7 +425,7 @@ func (r *rollouts) askReports(plan, node, addr string, shown rollout.HostState, 
 			r.fetchReports(context.Background(), addr, plan, "", true)
 		}
 		r.fetchReports(context.Background(), addr, plan, node, false)
-	}()
+	})
 }
 
 // syncReports pulls a plan's reports from its source and a few other
@@ -423,7 +436,7 @@ func (r *rollouts) syncReports(ctx context.Context, plan, src string) error {
 	r.mu.Lock()
 	r.book.follow(plan)
 	r.mu.Unlock()
-	peers := r.a.peers()
+	peers := r.deps.peers()
 	sources := []string{src}
 	for _, p := range peers {
 		if p != src && len(sources) < 3 {

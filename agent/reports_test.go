@@ -297,7 +297,10 @@ func TestRekeyReinstalledHost(t *testing.T) {
 	web := f.start(webCfg)
 	waitMembers(t, []*Agent{seed, web}, 2)
 	eventually(t, 10*time.Second, "the seed pins web's key", func() error {
-		seed.ro.Statuses()
+		// A judgement round of the engine pins the members' keys.
+		seed.ro.mu.Lock()
+		seed.ro.cluster()
+		seed.ro.mu.Unlock()
 		if _, ok := seed.pins.Lookup("web"); !ok {
 			return fmt.Errorf("not pinned")
 		}

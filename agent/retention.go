@@ -162,47 +162,58 @@ func (a *Agent) collectBundles() []string {
 	// Listed under the rollouts' lock, as every drop is made: two
 	// collections at once (the anti-entropy tick's and a caller's) must
 	// not both drop, and count, one bundle.
-	r := a.ro
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	entries, err := a.store.List()
-	if err != nil {
-		a.log.Warn("bundle retention: list the store", "err", err)
-		return nil
-	}
-	now := a.now()
 	var dropped []string
-	for _, e := range entries {
-		expired := e.Expires != nil && !now.Before(*e.Expires)
-		keep, since := r.bundleUseLocked(e.Digest, expired)
-		if keep != "" {
-			continue
+	a.ro.holdingDrops(func(use bundleUse) {
+		entries, err := a.store.List()
+		if err != nil {
+			a.log.Warn("bundle retention: list the store", "err", err)
+			return
 		}
-		why := "its rollouts ended"
-		if since.IsZero() {
-			why = "published without a plan"
-			if since, err = a.store.StoredAt(e.Digest); err != nil {
-				continue // removed meanwhile
+		now := a.now()
+		for _, e := range entries {
+			expired := e.Expires != nil && !now.Before(*e.Expires)
+			keep, since := use(e.Digest, expired)
+			if keep != "" {
+				continue
 			}
+			why := "its rollouts ended"
+			if since.IsZero() {
+				why = "published without a plan"
+				if since, err = a.store.StoredAt(e.Digest); err != nil {
+					continue // removed meanwhile
+				}
+			}
+			if expired {
+				why = "it expired"
+				since = later(since, *e.Expires)
+			}
+			if now.Before(since.Add(a.cfg.BundleRetention)) {
+				continue
+			}
+			if err := a.dropBundleLocked(e, metrics.DropRetention, fmt.Sprintf("%s %s ago", why, now.Sub(since).Round(time.Second))); err != nil {
+				a.log.Warn("bundle retention", "id", e.ID, "version", e.Version, "err", err)
+				continue
+			}
+			dropped = append(dropped, e.Digest)
 		}
-		if expired {
-			why = "it expired"
-			since = later(since, *e.Expires)
-		}
-		if now.Before(since.Add(a.cfg.BundleRetention)) {
-			continue
-		}
-		if err := a.dropBundleLocked(e, metrics.DropRetention, fmt.Sprintf("%s %s ago", why, now.Sub(since).Round(time.Second))); err != nil {
-			a.log.Warn("bundle retention", "id", e.ID, "version", e.Version, "err", err)
-			continue
-		}
-		dropped = append(dropped, e.Digest)
-	}
+	})
 	return dropped
 }
 
+// bundleUse says whether a bundle must be kept (rollouts.bundleUseLocked).
+type bundleUse func(bundle string, expired bool) (keep string, ended time.Time)
+
+// holdingDrops runs f under the engine's lock, so that no plan naming a
+// bundle f drops is accepted meanwhile; use says which bundles the
+// rollouts need.
+func (r *rollouts) holdingDrops(f func(use bundleUse)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(r.bundleUseLocked)
+}
+
 // dropBundleLocked removes a bundle's copy for distribution and
-// remembers it. The caller holds a.ro.mu, so that no plan naming it is
+// remembers it. The caller is inside rollouts.holdingDrops, so that no plan naming it is
 // accepted meanwhile.
 func (a *Agent) dropBundleLocked(e distrib.Entry, reason metrics.DropReason, why string) error {
 	if err := a.store.Remove(e.Digest); err != nil {
@@ -246,14 +257,16 @@ func (a *Agent) Forget(digest string) (distrib.Entry, error) {
 	if !held {
 		return distrib.Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], distrib.ErrNotStored)
 	}
-	r := a.ro
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	expired := e.Expires != nil && !a.now().Before(*e.Expires)
-	if keep, _ := r.bundleUseLocked(digest, expired); keep != "" {
-		return distrib.Entry{}, fmt.Errorf("%w: bundle %s version %d (%s): %s", ErrBundleInUse, e.ID, e.Version, digest[:12], keep)
-	}
-	return e, a.dropBundleLocked(e, metrics.DropForget, "forget on this host")
+	var out distrib.Entry
+	a.ro.holdingDrops(func(use bundleUse) {
+		expired := e.Expires != nil && !a.now().Before(*e.Expires)
+		if keep, _ := use(digest, expired); keep != "" {
+			err = fmt.Errorf("%w: bundle %s version %d (%s): %s", ErrBundleInUse, e.ID, e.Version, digest[:12], keep)
+			return
+		}
+		out, err = e, a.dropBundleLocked(e, metrics.DropForget, "forget on this host")
+	})
+	return out, err
 }
 
 // acceptForget applies a verified forget command: the bundle's copy goes
@@ -262,9 +275,9 @@ func (a *Agent) Forget(digest string) (distrib.Entry, error) {
 // bundle published again since). The command is kept and served to
 // peers, so that hosts that were away drop their copy too.
 func (r *rollouts) acceptForget(vc *rollout.VerifiedCommand) error {
-	a := r.a
+	a := r.deps
 	c := vc.Command
-	e, held, err := a.heldEntry(c.Bundle)
+	e, held, err := a.retention.heldEntry(c.Bundle)
 	if err != nil {
 		return err
 	}
@@ -275,19 +288,26 @@ func (r *rollouts) acceptForget(vc *rollout.VerifiedCommand) error {
 	}
 	if len(r.forgets) >= maxForgets {
 		err := fmt.Errorf("%w: %d forget commands are kept already", ErrRolloutRefused, maxForgets)
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return err
 	}
 	expired := held && e.Expires != nil && !a.now().Before(*e.Expires)
 	if keep, _ := r.bundleUseLocked(c.Bundle, expired); keep != "" {
 		err := fmt.Errorf("%w: forget of bundle %s: %w: %s", ErrRolloutRefused, c.Bundle[:12], ErrBundleInUse, keep)
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return err
 	}
 	if err := r.storeDoc(vc.Doc); err != nil {
 		return fmt.Errorf("keep the command: %w", err)
 	}
 	r.forgets = append(r.forgets, c.Digest)
+	return a.retention.forgetAccepted(c, e, held)
+}
+
+// forgetAccepted drops the copy of the bundle an accepted forget command
+// names, or remembers it when it is not held; a copy that arrived after
+// the command was issued stays. The caller holds the engine's lock.
+func (a *Agent) forgetAccepted(c rollout.Command, e distrib.Entry, held bool) error {
 	why := "forget by operator" + reasonOf(c.Reason)
 	switch stored, err := a.store.StoredAt(c.Bundle); {
 	case !held || err != nil:

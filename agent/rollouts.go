@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +20,9 @@ import (
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
+	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -57,9 +61,73 @@ type local struct {
 	Seq uint64 `json:"seq,omitempty"`
 }
 
+// engineDeps are what the rollout engine needs from the agent around it,
+// and all it gets of it: the engine holds no *Agent.
+type engineDeps struct {
+	nodeName string           // this host's node name
+	stateDir string           // rollouts, docs and reports live under it
+	join     []string         // where the agent joins the cluster at start
+	now      func() time.Time // the agent's clock
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	// refused logs and counts a refused document or report.
+	refused func(kind string, err error)
+	// trust is the trust policy, as last (re)loaded.
+	trust   func() *signing.Policy
+	hostKey *hostkey.Key  // signs this host's reports
+	pins    *hostkey.Pins // the other hosts' keys
+	// bundles are the verified bundles held for distribution.
+	bundles bundleHeads
+	// eachMember lists the gossip members; broadcast gossips an event.
+	eachMember func(func(name, status string, version uint64, tags map[string]string))
+	broadcast  func(name string, payload []byte) error
+	// peers are the blob services to ask, in random order; client asks
+	// them (the engine reads it under its lock).
+	peers  func() []string
+	client *http.Client
+	// host applies and rolls back patches on this host.
+	host localHost
+	// retention drops bundles on a forget command.
+	retention bundleRetention
+	// tagsChanged gossips this host's tags again (its reports tag).
+	tagsChanged func()
+	// onRollout, when set, hears every change of a rollout's state or
+	// open stage (Options.OnRollout).
+	onRollout func(rollout.Status)
+	// spawn runs work in the background that the agent's Close waits for.
+	spawn func(func())
+}
+
+// bundleHeads are the verified bundles held here, as the engine reads them.
+type bundleHeads interface {
+	Head(digest string) (*distrib.Head, error)
+	Has(digest string) bool
+}
+
+// localHost applies and rolls back patches on this host (apply.go).
+type localHost interface {
+	// bundleAndProbe reads a rollout's bundle and records the health
+	// baseline for its module.
+	bundleAndProbe(ro *rollout.Rollout) (*splice.Bundle, *healthProbe, error)
+	// openHost opens the host's lifecycle; step hears its steps.
+	openHost(ctx context.Context, window time.Duration, step func(string)) (*splice.Host, error)
+	// watching and setWatching say whether a health watch runs for a plan.
+	watching(plan string) bool
+	setWatching(plan string, on bool)
+}
+
+// bundleRetention drops a bundle's copy for a forget command
+// (retention.go).
+type bundleRetention interface {
+	heldEntry(digest string) (distrib.Entry, bool, error)
+	// forgetAccepted drops or remembers the bundle a verified forget
+	// names; the engine holds its lock.
+	forgetAccepted(c rollout.Command, e distrib.Entry, held bool) error
+}
+
 // rollouts follows every accepted plan on this host.
 type rollouts struct {
-	a    *Agent
+	deps engineDeps
 	dir  string // one JSON file per rollout
 	docs string // signed plans and commands, served to peers
 
@@ -110,13 +178,13 @@ type cachedMember struct {
 	round uint64 // the last cluster round that saw it
 }
 
-func openRollouts(a *Agent) (*rollouts, error) {
-	r := &rollouts{a: a, dir: filepath.Join(a.cfg.StateDir, "rollouts"), docs: filepath.Join(a.cfg.StateDir, "docs"),
+func openRollouts(deps engineDeps) (*rollouts, error) {
+	r := &rollouts{deps: deps, dir: filepath.Join(deps.stateDir, "rollouts"), docs: filepath.Join(deps.stateDir, "docs"),
 		recs: map[string]*rolloutRecord{}, mismatched: map[string]bool{}, status: map[string]rollout.Status{},
 		acting: map[string]bool{}, asked: map[string]time.Time{}, rechecked: map[string]time.Time{}, orphans: map[string][]rollout.Command{}, refused: map[string]time.Time{}, kick: make(chan struct{}, 1),
 		guardsTaken: make(chan struct{}), members: map[string]*cachedMember{}}
-	if len(a.cfg.Join) > 0 {
-		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(a.cfg.Join, ", ") + ")"
+	if len(deps.join) > 0 {
+		r.joining = "this agent has not joined the cluster since it started (joining " + strings.Join(deps.join, ", ") + ")"
 	}
 	for _, d := range []string{r.dir, r.docs} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -144,7 +212,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 		r.order = append(r.order, rec.Rollout.Digest)
 	}
 	slices.SortFunc(r.order, func(x, y string) int { return r.recs[x].Rollout.Accepted.Compare(r.recs[y].Rollout.Accepted) })
-	if r.book, err = openReportBook(filepath.Join(a.cfg.StateDir, "reports")); err != nil {
+	if r.book, err = openReportBook(filepath.Join(deps.stateDir, "reports")); err != nil {
 		return nil, fmt.Errorf("host reports: %w", err)
 	}
 	for d := range r.recs {
@@ -182,6 +250,32 @@ func (r *rollouts) knowsKey(key string) bool {
 	return false
 }
 
+// refusedLately says a document was refused within refusedFor: it is
+// not fetched again yet.
+func (r *rollouts) refusedLately(digest string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Since(r.refused[digest]) < refusedFor
+}
+
+// refuse remembers that a fetched document was refused.
+func (r *rollouts) refuse(digest string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.refused) > 4096 {
+		clear(r.refused)
+	}
+	r.refused[digest] = time.Now()
+}
+
+// forgetRefusals forgets the documents refused: they were judged under a
+// trust policy that a reload replaced.
+func (r *rollouts) forgetRefusals() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.refused)
+}
+
 // joined says the agent joined the cluster: its member list is the
 // cluster's from now on, and rollouts are judged on it.
 func (r *rollouts) joined() {
@@ -194,7 +288,7 @@ func (r *rollouts) joined() {
 func (r *rollouts) joinedLocked() {
 	if r.joining != "" {
 		r.joining = ""
-		r.a.log.Info("joined the cluster since start: judging rollouts")
+		r.deps.log.Info("joined the cluster since start: judging rollouts")
 	}
 }
 
@@ -261,10 +355,10 @@ func (r *rollouts) has(digest string) bool {
 // plan's bundle must be stored here already (verified): fetch it first.
 // It returns the rollout's status.
 func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
-	a := r.a
-	vp, err := rollout.VerifyPlan(d, a.policy.Load(), a.now())
+	a := r.deps
+	vp, err := rollout.VerifyPlan(d, a.trust(), a.now())
 	if err != nil {
-		a.metricRefused("plan", err)
+		a.refused("plan", err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	return r.acceptVerified(vp)
@@ -272,8 +366,8 @@ func (r *rollouts) AcceptPlan(d *rollout.Document) (rollout.Status, error) {
 
 // acceptVerified starts following a plan whose signatures were checked.
 func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, error) {
-	a, d := r.a, vp.Doc
-	head, err := a.store.Head(vp.Plan.Bundle)
+	a, d := r.deps, vp.Doc
+	head, err := a.bundles.Head(vp.Plan.Bundle)
 	if err != nil {
 		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent does not hold verified (publish the bundle first): %w",
 			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], err)
@@ -287,7 +381,7 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 	if rec, ok := r.recs[vp.Digest]; ok {
 		return r.status[rec.Rollout.Digest], nil // already following it
 	}
-	if !a.store.Has(vp.Plan.Bundle) {
+	if !a.bundles.Has(vp.Plan.Bundle) {
 		// Dropped (retention, forget) since it was read above: retention
 		// holds r.mu while it drops, so this check under it is final.
 		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent dropped meanwhile: %w",
@@ -297,7 +391,7 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 		if rec.Rollout.Plan.ID == vp.Plan.ID {
 			err := fmt.Errorf("%w: rollout id %s is taken by plan %s; a new plan needs a new id",
 				ErrRolloutRefused, vp.Plan.ID, rec.Rollout.Digest[:12])
-			a.metricRefused("plan", err)
+			a.refused("plan", err)
 			return rollout.Status{}, err
 		}
 	}
@@ -348,16 +442,16 @@ func (r *rollouts) loadOrphans() {
 		d, err := rollout.DecodeDocument(data)
 		if err == nil && d.Kind == rollout.KindPlan && r.recs[d.Digest()] == nil {
 			if err := os.Remove(path); err != nil {
-				r.a.log.Warn("remove a plan stored without its rollout record", "plan", d.Digest()[:12], "err", err)
+				r.deps.log.Warn("remove a plan stored without its rollout record", "plan", d.Digest()[:12], "err", err)
 			} else {
-				r.a.log.Info("removed a plan stored without its rollout record (an acceptance cut short); it is fetched again", "plan", d.Digest()[:12])
+				r.deps.log.Info("removed a plan stored without its rollout record (an acceptance cut short); it is fetched again", "plan", d.Digest()[:12])
 			}
 			continue
 		}
 		if err != nil || d.Kind != rollout.KindCommand {
 			continue
 		}
-		vc, err := rollout.VerifyCommand(d, r.a.policy.Load())
+		vc, err := rollout.VerifyCommand(d, r.deps.trust())
 		if err == nil && vc.Action == rollout.ActionForget {
 			if len(r.forgets) < maxForgets {
 				r.forgets = append(r.forgets, vc.Digest)
@@ -377,10 +471,10 @@ const maxOrphans = 64
 // rollout. A command for a plan not yet known is kept until the plan
 // arrives.
 func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
-	a := r.a
-	vc, err := rollout.VerifyCommand(d, a.policy.Load())
+	a := r.deps
+	vc, err := rollout.VerifyCommand(d, a.trust())
 	if err != nil {
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	c := vc.Command
@@ -410,18 +504,18 @@ func (r *rollouts) AcceptCommand(d *rollout.Document) (rollout.Status, error) {
 	if i := slices.IndexFunc(rec.Rollout.Commands, func(x rollout.Command) bool { return x.Seq == c.Seq }); i >= 0 {
 		// A used number is a replay whatever the rollout's state.
 		err := fmt.Errorf("%w: %w: seq %d of rollout %s was used by %s", ErrRolloutRefused, rollout.ErrReplayed, c.Seq, rec.Rollout.Plan.ID, rec.Rollout.Commands[i].Action)
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return r.status[c.Plan], err
 	}
 	if err := rollout.CheckCommand(r.evaluateLocked(rec), c.Action); err != nil {
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return r.status[c.Plan], fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	// A command that cannot be written is not accepted: the rollout
 	// stays as it was, in memory as on disk.
 	prev := slices.Clone(rec.Rollout.Commands)
 	if err := rec.Rollout.AddCommand(c); err != nil {
-		a.metricRefused("command", err)
+		a.refused("command", err)
 		return rollout.Status{}, fmt.Errorf("%w: %w", ErrRolloutRefused, err)
 	}
 	if err := r.storeDoc(d); err != nil {
@@ -448,7 +542,9 @@ type cluster struct {
 	self    int                            // index of this host, -1 when serf does not list it
 }
 
-// cluster takes the members from gossip for a judgement round.
+// cluster takes the members from gossip for a judgement round of the
+// engine's loop (or an accepted document): it pins the keys members show
+// for the first time, and notices the agent joined.
 //
 // Every agent judges every running rollout over the whole member table
 // once per tick, so the conversion is cached: a member whose gossip
@@ -456,18 +552,10 @@ type cluster struct {
 // when they change. The caller holds r.mu.
 func (r *rollouts) cluster() cluster {
 	r.round++
-	es := make([]*cachedMember, 0, len(r.members)+1)
-	r.a.node.EachMember(func(name, status string, version uint64, tags map[string]string) {
-		cm := r.members[name]
-		if cm == nil || cm.version != version || cm.status != status {
-			cm = &cachedMember{version: version, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
-				hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
-			cm.m.KeySince = r.pin(name, tags[TagHostKey])
-			r.members[name] = cm
-		}
+	es := r.walkMembers(r.pin, func(cm *cachedMember) { r.members[cm.m.Name] = cm })
+	for _, cm := range es {
 		cm.round = r.round
-		es = append(es, cm)
-	})
+	}
 	if len(r.members) > len(es) {
 		for name, cm := range r.members {
 			if cm.round != r.round {
@@ -475,19 +563,57 @@ func (r *rollouts) cluster() cluster {
 			}
 		}
 	}
-	if err := r.a.pins.Flush(); err != nil {
-		r.a.log.Warn("pinned host keys", "err", err)
+	if err := r.deps.pins.Flush(); err != nil {
+		r.deps.log.Warn("pinned host keys", "err", err)
 	}
-	slices.SortFunc(es, func(a, b *cachedMember) int { return strings.Compare(a.m.Name, b.m.Name) })
-	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), hints: make([]map[string]rollout.HostState, 0, len(es)), self: -1}
-	for _, e := range es {
-		if e.m.Name == r.a.cfg.NodeName {
-			c.self = len(c.members)
-		} else if r.joining != "" && e.m.Status == "alive" {
+	c := r.clusterOf(es)
+	for i, m := range c.members {
+		if i != c.self && r.joining != "" && m.Status == "alive" {
 			// Another member is alive in the list: serf exchanged its
 			// full state with a peer (a snapshot rejoin, or a peer
 			// joined this host), which is what a join brings.
 			r.joinedLocked()
+		}
+	}
+	return c
+}
+
+// peekCluster is the members as cluster converts them, for a judgement
+// that only reads: it pins no key (a member whose key is not pinned yet
+// shows none) and leaves the cache as it is. The caller holds r.mu.
+func (r *rollouts) peekCluster() cluster {
+	return r.clusterOf(r.walkMembers(r.pinnedSince, nil))
+}
+
+// walkMembers lists the gossip members converted for the judgement,
+// reusing the cached conversion of each member whose gossip version and
+// status are unchanged. A member converted anew gets the time its key
+// was pinned from since, and is handed to fresh when that is set. The
+// caller holds r.mu.
+func (r *rollouts) walkMembers(since func(node, tag string) time.Time, fresh func(*cachedMember)) []*cachedMember {
+	es := make([]*cachedMember, 0, len(r.members)+1)
+	r.deps.eachMember(func(name, status string, version uint64, tags map[string]string) {
+		cm := r.members[name]
+		if cm == nil || cm.version != version || cm.status != status {
+			cm = &cachedMember{version: version, status: status, m: memberFor(name, status, tags), http: tags[TagHTTP],
+				hints: rollout.DecodeReports(tags[rollout.ReportsTag])}
+			cm.m.KeySince = since(name, tags[TagHostKey])
+			if fresh != nil {
+				fresh(cm)
+			}
+		}
+		es = append(es, cm)
+	})
+	return es
+}
+
+// clusterOf orders converted members by name into a cluster.
+func (r *rollouts) clusterOf(es []*cachedMember) cluster {
+	slices.SortFunc(es, func(a, b *cachedMember) int { return strings.Compare(a.m.Name, b.m.Name) })
+	c := cluster{members: make([]rollout.Member, 0, len(es)), http: make([]string, 0, len(es)), hints: make([]map[string]rollout.HostState, 0, len(es)), self: -1}
+	for _, e := range es {
+		if e.m.Name == r.deps.nodeName {
+			c.self = len(c.members)
 		}
 		c.members = append(c.members, e.m)
 		c.http = append(c.http, e.http)
@@ -498,13 +624,12 @@ func (r *rollouts) cluster() cluster {
 
 // view is one rollout's view of the cluster: the members, and the
 // reports their hosts signed. This host's own report comes from its
-// local state, which is ahead of what it gossiped. A member whose tags
-// show a state this agent holds no signed report of is asked for it. The
+// local state, which is ahead of what it gossiped. It only reads. The
 // caller holds r.mu.
 func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 	d := rec.Rollout.Digest
-	pins := r.a.pins
-	v := rollout.View{Self: r.a.cfg.NodeName, Members: c.members, Joining: r.joining,
+	pins := r.deps.pins
+	v := rollout.View{Self: r.deps.nodeName, Members: c.members, Joining: r.joining,
 		Reports: r.book.evidence(d, func(node string, key hostkey.PublicKey) bool {
 			p, ok := pins.Lookup(node)
 			return ok && bytes.Equal(p.Key, key)
@@ -522,6 +647,14 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 		v.Members = slices.Clone(c.members)
 		v.Members[c.self].Status = "alive"
 	}
+	return v
+}
+
+// askMissing asks the members whose tags show a state in the rollout
+// that the view holds no signed report of for their reports (in the
+// background). The caller holds r.mu.
+func (r *rollouts) askMissing(rec *rolloutRecord, c cluster, v rollout.View) {
+	d := rec.Rollout.Digest
 	key := rec.Rollout.Key()
 	ended := rec.Rollout.HaltReason != ""
 	for i, m := range c.members {
@@ -556,7 +689,6 @@ func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 			r.askReports(d, m.Name, c.http[i], shown, false)
 		}
 	}
-	return v
 }
 
 // memberFor is a member as the rollout judgement sees it, with copies of
@@ -572,35 +704,56 @@ func memberFor(name, status string, tags map[string]string) rollout.Member {
 		BuildID: tags[TagBuildID], Tags: user, Simulated: tags[TagSim] == "1", NoLivepatch: tags[TagNoLP] == "1"}
 }
 
-// evaluateLocked judges one rollout and persists what changed. The
-// caller holds r.mu.
+// evaluateLocked judges one rollout, persists what changed and asks for
+// the reports the judgement lacks. The caller holds r.mu.
 func (r *rollouts) evaluateLocked(rec *rolloutRecord) rollout.Status {
 	return r.evaluateIn(rec, r.cluster())
 }
 
-// evaluateIn is evaluateLocked with the cluster view already taken.
+// evaluateIn is evaluateLocked with the cluster view already taken: the
+// judgement, then its side effects (persist, ask, tell).
 func (r *rollouts) evaluateIn(rec *rolloutRecord, c cluster) rollout.Status {
-	st := r.a.evaluate(rec.Rollout, r.view(rec, c))
+	v := r.view(rec, c)
+	r.askMissing(rec, c, v)
+	st := r.judge(rec.Rollout, v)
+	r.persistLocked(rec, st)
+	return st
+}
+
+// judge decides a rollout's state from its documents (the plan and the
+// operators' commands), the hosts' signed reports and the members, at
+// the agent's clock. It writes nothing and asks no one: the observations
+// it records are in ro, for the caller to persist (rollout.Rollout.Changed).
+func (r *rollouts) judge(ro *rollout.Rollout, v rollout.View) rollout.Status {
+	return ro.Evaluate(v, r.deps.now())
+}
+
+// judgeOnly judges a copy of the rollout over the members as they are
+// now, for a reader (the control API): the rollout itself, the disk and
+// the peers are left as they are; the engine's loop records and acts on
+// the same judgement. The caller holds r.mu.
+func (r *rollouts) judgeOnly(rec *rolloutRecord, c cluster) rollout.Status {
+	return r.judge(rec.Rollout.Clone(), r.view(rec, c))
+}
+
+// persistLocked saves what a judgement recorded and remembers the status,
+// telling OnRollout when the state or the open stage changed. The caller
+// holds r.mu.
+func (r *rollouts) persistLocked(rec *rolloutRecord, st rollout.Status) {
 	if rec.Rollout.Changed() {
 		if err := r.save(rec); err != nil {
-			r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
+			r.deps.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 		}
 	}
 	prev, seen := r.status[rec.Rollout.Digest]
 	r.status[rec.Rollout.Digest] = st
 	if !seen || prev.State != st.State || prev.Open != st.Open {
 		// OnRollout runs under r.mu: it must not call back into the agent.
-		r.a.log.Info("rollout", "rollout", st.ID, "state", st.State, "stage", st.Open+1, "why", st.Why)
-		if r.a.onRollout != nil {
-			r.a.onRollout(st)
+		r.deps.log.Info("rollout", "rollout", st.ID, "state", st.State, "stage", st.Open+1, "why", st.Why)
+		if r.deps.onRollout != nil {
+			r.deps.onRollout(st)
 		}
 	}
-	return st
-}
-
-// evaluate is the rollout judgement at the agent's clock.
-func (a *Agent) evaluate(ro *rollout.Rollout, v rollout.View) rollout.Status {
-	return ro.Evaluate(v, a.now())
 }
 
 // loop evaluates every rollout when kicked and every tick, and starts the
@@ -678,7 +831,7 @@ func (r *rollouts) step(ctx context.Context) {
 			todo = append(todo, func() { r.rollBack(ctx, rec, st) })
 		case rollout.Ended(st.State) && rec.Local.State == rollout.StateNone && st.Self.Targeted:
 			r.setLocked(rec, rollout.StateHalted, "the rollout halted before this host's stage")
-		case rec.Local.State == rollout.StateApplying && !r.a.watching(d):
+		case rec.Local.State == rollout.StateApplying && !r.deps.host.watching(d):
 			// Restarted inside the health window: watch again.
 			r.acting[d] = true
 			todo = append(todo, func() { r.rewatch(ctx, rec) })
@@ -686,24 +839,20 @@ func (r *rollouts) step(ctx context.Context) {
 	}
 	r.mu.Unlock()
 	for _, f := range todo {
-		r.a.wg.Add(1)
-		go func() {
-			defer r.a.wg.Done()
-			f()
-		}()
+		r.deps.spawn(f)
 	}
 }
 
 // setLocked changes this host's state in a rollout, persists it and
 // gossips it at once. The caller holds r.mu.
 func (r *rollouts) setLocked(rec *rolloutRecord, s rollout.HostState, reason string) {
-	rec.Local = local{State: s, Reason: reason, Updated: r.a.now().UTC(), Interrupted: rec.Local.Interrupted, Seq: rec.Local.Seq + 1}
+	rec.Local = local{State: s, Reason: reason, Updated: r.deps.now().UTC(), Interrupted: rec.Local.Interrupted, Seq: rec.Local.Seq + 1}
 	if err := r.save(rec); err != nil {
-		r.a.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
+		r.deps.log.Warn("save rollout state", "rollout", rec.Rollout.Plan.ID, "err", err)
 	}
 	r.signLocked(rec)
-	r.a.log.Info("host state in rollout", "rollout", rec.Rollout.Plan.ID, "state", s.String(), "reason", reason)
-	r.a.refreshTags()
+	r.deps.log.Info("host state in rollout", "rollout", rec.Rollout.Plan.ID, "state", s.String(), "reason", reason)
+	r.deps.tagsChanged()
 }
 
 func (r *rollouts) set(rec *rolloutRecord, s rollout.HostState, reason string) {
@@ -732,14 +881,15 @@ func (r *rollouts) reports() string {
 	return rollout.EncodeReports(rs)
 }
 
-// Statuses lists the rollouts as this agent judges them, newest last.
+// Statuses lists the rollouts as this agent judges them now, newest
+// last. It only reads (see judgeOnly).
 func (r *rollouts) Statuses() []rollout.Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]rollout.Status, 0, len(r.order))
-	c := r.cluster()
+	c := r.peekCluster()
 	for _, d := range r.order {
-		out = append(out, r.evaluateIn(r.recs[d], c))
+		out = append(out, r.judgeOnly(r.recs[d], c))
 	}
 	return out
 }
@@ -764,7 +914,8 @@ func (r *rollouts) find(key string) (*rolloutRecord, error) {
 	return nil, fmt.Errorf("%q names %d rollouts; use more digits of the plan digest", key, len(found))
 }
 
-// Status is one rollout as this agent judges it.
+// Status is one rollout as this agent judges it now. It only reads (see
+// judgeOnly).
 func (r *rollouts) Status(key string) (rollout.Status, error) {
 	rec, err := r.find(key)
 	if err != nil {
@@ -772,5 +923,5 @@ func (r *rollouts) Status(key string) (rollout.Status, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.evaluateLocked(rec), nil
+	return r.judgeOnly(rec, r.peekCluster()), nil
 }

@@ -9,27 +9,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-// writeTree writes files (path relative to root: content) under root.
-func writeTree(t *testing.T, root string, files map[string]string) {
-	t.Helper()
-	for rel, content := range files {
-		p := filepath.Join(root, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/splicefleet/splicefleet/internal/testutil"
+)
 
 // newTestFS writes files into a fresh temporary root and returns its FS.
 func newTestFS(t *testing.T, files map[string]string) FS {
 	t.Helper()
 	root := t.TempDir()
-	writeTree(t, root, files)
+	testutil.WriteTree(t, root, files)
 	k, err := NewFS(root)
 	if err != nil {
 		t.Fatal(err)
@@ -133,14 +121,14 @@ func TestNewFS(t *testing.T) {
 		t.Errorf("NewFS(missing): err = %v, want not exist", err)
 	}
 	file := filepath.Join(t.TempDir(), "f")
-	writeTree(t, filepath.Dir(file), map[string]string{"f": ""})
+	testutil.WriteTree(t, filepath.Dir(file), map[string]string{"f": ""})
 	_, err := NewFS(file)
 	wantErrContaining(t, err, file, "not a folder")
 }
 
 func TestReadFile(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"v": "  1\n\n", "long": strings.Repeat("x", 10)})
+	testutil.WriteTree(t, dir, map[string]string{"v": "  1\n\n", "long": strings.Repeat("x", 10)})
 	if s, err := readFile(filepath.Join(dir, "v"), 16); err != nil || s != "1" {
 		t.Errorf("readFile = %q, %v; want %q", s, err, "1")
 	}
@@ -160,7 +148,7 @@ func TestReadFile(t *testing.T) {
 
 func TestReadBoolAndInt(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"yes": "1\n", "no": "0", "two": "2\n", "neg": "-1\n", "word": "on\n"})
+	testutil.WriteTree(t, dir, map[string]string{"yes": "1\n", "no": "0", "two": "2\n", "neg": "-1\n", "word": "on\n"})
 	for name, want := range map[string]bool{"yes": true, "no": false} {
 		if got, err := readBool(filepath.Join(dir, name)); err != nil || got != want {
 			t.Errorf("readBool(%s) = %t, %v; want %t", name, got, err, want)
@@ -177,7 +165,7 @@ func TestReadBoolAndInt(t *testing.T) {
 
 func TestWriteFileNeverCreates(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"enabled": "1\n"})
+	testutil.WriteTree(t, dir, map[string]string{"enabled": "1\n"})
 	if err := writeFile(filepath.Join(dir, "enabled"), "0"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // fakeKernel is the system call seam of a pretend kernel whose sysfs is a
@@ -47,7 +49,7 @@ type fakeKernel struct {
 func newFakeKernel(t *testing.T, files map[string]string) (*fakeKernel, *Linux) {
 	t.Helper()
 	root := t.TempDir()
-	writeTree(t, root, files)
+	testutil.WriteTree(t, root, files)
 	f := &fakeKernel{t: t, root: root, loaded: map[string]bool{}}
 	k, err := NewLinux(root, WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil))),
 		WithCleanupTimeouts(Timeouts{Stall: 10 * time.Millisecond, AfterSignal: 10 * time.Millisecond, Poll: time.Millisecond}))
@@ -81,7 +83,7 @@ func (f *fakeKernel) patchDir(name string) string {
 }
 
 func (f *fakeKernel) set(rel, value string) {
-	writeTree(f.t, f.root, map[string]string{rel: value})
+	testutil.WriteTree(f.t, f.root, map[string]string{rel: value})
 }
 
 func (f *fakeKernel) get(rel string) string {

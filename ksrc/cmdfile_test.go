@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // cmdFile is a shortened .cmd file as kbuild 6.1 writes it for an
@@ -121,7 +123,7 @@ func TestUnitCommand(t *testing.T) {
 }
 
 func TestCompileRefusals(t *testing.T) {
-	src := writeTree(t, map[string]string{"fs/proc/cmdline.c": "a\nb\nc\n"})
+	src := testutil.TempTree(t, map[string]string{"fs/proc/cmdline.c": "a\nb\nc\n"})
 	tree := &Tree{Source: src, ObjDir: t.TempDir()}
 	for _, tt := range []struct {
 		name, patch string

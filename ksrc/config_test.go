@@ -9,23 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-// writeTree writes files (path -> contents) under a new temporary folder.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
+	"github.com/splicefleet/splicefleet/internal/testutil"
+)
 
 const makefile6_1_192 = "# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\nEXTRAVERSION =\nNAME = Curry Ramen\n"
 
@@ -53,18 +39,18 @@ func TestParseConfigAndDrift(t *testing.T) {
 }
 
 func TestVersions(t *testing.T) {
-	src := writeTree(t, map[string]string{"Makefile": makefile6_1_192})
+	src := testutil.TempTree(t, map[string]string{"Makefile": makefile6_1_192})
 	v, err := sourceVersion(src)
 	if err != nil || v.String() != "6.1.192" {
 		t.Fatalf("sourceVersion = %v, %v", v, err)
 	}
-	if _, err := sourceVersion(writeTree(t, map[string]string{"Makefile": "all:\n"})); err == nil || !strings.Contains(err.Error(), "kernel source tree") {
+	if _, err := sourceVersion(testutil.TempTree(t, map[string]string{"Makefile": "all:\n"})); err == nil || !strings.Contains(err.Error(), "kernel source tree") {
 		t.Errorf("sourceVersion of a non-kernel Makefile = %v", err)
 	}
 
 	// Debian: the flavour headers' Makefile includes the common one.
-	common := writeTree(t, map[string]string{"Makefile": makefile6_1_192})
-	flavour := writeTree(t, map[string]string{
+	common := testutil.TempTree(t, map[string]string{"Makefile": makefile6_1_192})
+	flavour := testutil.TempTree(t, map[string]string{
 		"Makefile":                      "include " + filepath.Join(common, "Makefile") + "\n",
 		"include/config/kernel.release": "6.1.192\n",
 		".kernelvariables":              "override ARCH = x86\noverride KERNELRELEASE = 6.1.0-56-cloud-amd64\nCC = gcc-12\n",
@@ -80,7 +66,7 @@ func TestVersions(t *testing.T) {
 		t.Errorf("kernelCompiler(debian) = %q", cc)
 	}
 	// As Debian's 6.1 headers write it.
-	ccache := writeTree(t, map[string]string{".kernelvariables": "override KERNELRELEASE := 6.1.0-57-cloud-amd64\nCC = $(if $(DEBIAN_KERNEL_USE_CCACHE),ccache) $(CROSS_COMPILE)gcc-12\n"})
+	ccache := testutil.TempTree(t, map[string]string{".kernelvariables": "override KERNELRELEASE := 6.1.0-57-cloud-amd64\nCC = $(if $(DEBIAN_KERNEL_USE_CCACHE),ccache) $(CROSS_COMPILE)gcc-12\n"})
 	if cc := kernelCompiler(ccache); cc != "gcc-12" {
 		t.Errorf("kernelCompiler(ccache) = %q", cc)
 	}
@@ -92,7 +78,7 @@ func TestVersions(t *testing.T) {
 	}
 
 	// A build folder without a versioned Makefile: kernel.release.
-	plain := writeTree(t, map[string]string{"Makefile": "# wrapper\n", "include/config/kernel.release": "6.8.0-31-generic\n"})
+	plain := testutil.TempTree(t, map[string]string{"Makefile": "# wrapper\n", "include/config/kernel.release": "6.8.0-31-generic\n"})
 	v, from, err = headersVersion(plain)
 	if err != nil || v.String() != "6.8.0" || !strings.HasSuffix(from, "kernel.release") {
 		t.Errorf("headersVersion(plain) = %v, %s, %v", v, from, err)
@@ -103,7 +89,7 @@ func TestVersions(t *testing.T) {
 	if _, _, err := headersVersion(t.TempDir()); err == nil {
 		t.Error("headersVersion of an empty folder succeeded")
 	}
-	bad := writeTree(t, map[string]string{"include/config/kernel.release": "6.1 $(evil)\n"})
+	bad := testutil.TempTree(t, map[string]string{"include/config/kernel.release": "6.1 $(evil)\n"})
 	if _, err := kernelRelease(bad); err == nil {
 		t.Error("kernelRelease accepted a release with spaces and $")
 	}
@@ -139,7 +125,7 @@ func TestToolCheck(t *testing.T) {
 			}
 			return "", errors.New("not found")
 		},
-		includeDir: writeTree(t, map[string]string{"stdio.h": ""}),
+		includeDir: testutil.TempTree(t, map[string]string{"stdio.h": ""}),
 	}
 	err := tc.check("gcc-12", true)
 	var te *ToolsError
@@ -153,7 +139,7 @@ func TestToolCheck(t *testing.T) {
 		t.Errorf("error lacks the install command: %v", err)
 	}
 	have["flex"], have["bison"], have["pahole"] = true, true, true
-	tc.includeDir = writeTree(t, map[string]string{"stdio.h": "", "gelf.h": "", "openssl/ssl.h": ""})
+	tc.includeDir = testutil.TempTree(t, map[string]string{"stdio.h": "", "gelf.h": "", "openssl/ssl.h": ""})
 	if err := tc.check("gcc-12", true); err != nil {
 		t.Errorf("check with everything = %v", err)
 	}
@@ -165,11 +151,11 @@ func TestToolCheck(t *testing.T) {
 // TestPrepareRefusals covers what Prepare refuses before it runs anything.
 func TestPrepareRefusals(t *testing.T) {
 	config := "CONFIG_X86_64=y\nCONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0\"\n"
-	src := writeTree(t, map[string]string{"Makefile": makefile6_1_192, "Kconfig": ""})
-	older := writeTree(t, map[string]string{"Makefile": strings.Replace(makefile6_1_192, "192", "191", 1), ".config": config})
-	same := writeTree(t, map[string]string{"Makefile": makefile6_1_192, ".config": "CONFIG_X86_64=y\nCONFIG_CC_IS_CLANG=y\nCONFIG_CC_VERSION_TEXT=\"clang 17\"\n",
+	src := testutil.TempTree(t, map[string]string{"Makefile": makefile6_1_192, "Kconfig": ""})
+	older := testutil.TempTree(t, map[string]string{"Makefile": strings.Replace(makefile6_1_192, "192", "191", 1), ".config": config})
+	same := testutil.TempTree(t, map[string]string{"Makefile": makefile6_1_192, ".config": "CONFIG_X86_64=y\nCONFIG_CC_IS_CLANG=y\nCONFIG_CC_VERSION_TEXT=\"clang 17\"\n",
 		"include/config/kernel.release": "6.1.192\n"})
-	noConfig := writeTree(t, map[string]string{"Makefile": makefile6_1_192})
+	noConfig := testutil.TempTree(t, map[string]string{"Makefile": makefile6_1_192})
 	cache := t.TempDir()
 
 	t.Run("version mismatch", func(t *testing.T) {
@@ -254,5 +240,5 @@ func TestTreeLockSerialises(t *testing.T) {
 
 // plain0 is a build folder without .kernelvariables.
 func plain0(t *testing.T) string {
-	return writeTree(t, map[string]string{"Makefile": "# wrapper\n"})
+	return testutil.TempTree(t, map[string]string{"Makefile": "# wrapper\n"})
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // roundTrip checks that the diff of old and new parses and applies to old
@@ -113,7 +115,7 @@ func FuzzUnifiedDiff(f *testing.F) {
 }
 
 func TestDiffExt(t *testing.T) {
-	tree := writeTree(t, map[string]string{
+	tree := testutil.TempTree(t, map[string]string{
 		"fs/proc/cmdline.c":     "a\nb\nc\n",
 		"fs/proc/cmdline.c.new": "a\nB\nc\n",
 		"net/core/sock.c":       "x\n",
@@ -151,7 +153,7 @@ func TestDiffExt(t *testing.T) {
 		{"binary", map[string]string{"a.c": "x\x00\n", "a.c.new": "y\n"}, "new", "a.c is a binary file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := DiffExt(writeTree(t, tc.files), tc.ext)
+			_, _, err := DiffExt(testutil.TempTree(t, tc.files), tc.ext)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("DiffExt = %v, want %q", err, tc.want)
 			}

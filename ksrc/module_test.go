@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // TestBuildModuleCleansTheEnvironment: the module build, like the compile
@@ -13,10 +15,10 @@ import (
 // create --source and the final build of create --patch did).
 func TestBuildModuleCleansTheEnvironment(t *testing.T) {
 	seen := filepath.Join(t.TempDir(), "env")
-	kbuild := writeTree(t, map[string]string{
+	kbuild := testutil.TempTree(t, map[string]string{
 		"Makefile": "modules:\n\t@echo \"KCFLAGS=[$$KCFLAGS] ARCH=[$$ARCH] CROSS_COMPILE=[$$CROSS_COMPILE] LC_ALL=[$$LC_ALL]\" > " + seen + "\n",
 	})
-	src := writeTree(t, map[string]string{"Kbuild": "obj-m := x.o\n", "x.c": "\n"})
+	src := testutil.TempTree(t, map[string]string{"Kbuild": "obj-m := x.o\n", "x.c": "\n"})
 	t.Setenv("KCFLAGS", "-DEVIL")
 	t.Setenv("ARCH", "arm64")
 	t.Setenv("CROSS_COMPILE", "aarch64-linux-gnu-")

@@ -226,145 +226,179 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector: it reads every source.
+// Collect implements prometheus.Collector: it reads every source, one
+// phase a source. A source that cannot be read is logged and exported as
+// splicefleet_scrape_source_success 0; the others are exported as usual.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge(c.agentInfo, 1, c.version)
-	ok := func(source string, err error) bool {
-		if err != nil {
-			c.log.Warn("metrics: cannot read "+source, "err", err)
-			gauge(c.sourceOK, 0, source)
-			return false
-		}
-		gauge(c.sourceOK, 1, source)
-		return true
-	}
-
-	var kernel *splice.KernelInfo
+	s := scrape{c: c, ch: ch}
+	s.gauge(c.agentInfo, 1, c.version)
 	c.mu.Lock() // one scrape at a time reads the sources
 	defer c.mu.Unlock()
+	var kernel *splice.KernelInfo
 	if k := c.src.Kernel; k != nil {
-		info, err := c.kernelIdentity(k)
-		lps, err2 := k.Patches()
-		flags, err3 := k.TaintFlags()
-		if err == nil {
-			kernel = &info
-			gauge(c.kernelInfo, 1, info.Release, info.Arch, info.BuildID, strconv.FormatBool(info.Livepatch), strconv.FormatBool(info.Simulated))
-		}
-		if err2 == nil {
-			for _, lp := range lps {
-				gauge(c.lpEnabled, b2f(lp.Enabled), lp.Name)
-				gauge(c.lpTransition, b2f(lp.Transition), lp.Name)
-			}
-		}
-		if err3 == nil {
-			for name, set := range flags {
-				gauge(c.taint, b2f(set), name)
-			}
-		}
-		ok("kernel", cmp.Or(err, err2, err3))
+		kernel = c.collectKernel(s, k)
 	}
-
 	var live map[string]uint64 // patch id -> highest live version
 	if c.src.StateDir != "" {
 		patches, err := c.patches()
-		if ok("journal", err) {
-			live = c.collectPatches(gauge, patches)
+		if s.ok("journal", err) {
+			live = c.collectPatches(s.gauge, patches)
 		}
 	}
-
 	if c.src.Bundles != nil {
 		bundles, err := c.src.Bundles()
-		if ok("bundles", err) {
-			slices.SortFunc(bundles, func(a, b Bundle) int { return b.Stored.Compare(a.Stored) })
-			gauge(c.omitted, float64(max(0, len(bundles)-MaxBundles)), "bundle")
-			for _, b := range bundles[:min(len(bundles), MaxBundles)] {
-				v := strconv.FormatUint(b.Version, 10)
-				gauge(c.bundleStored, float64(b.Stored.UnixMilli())/1000, b.ID, v)
-				if kernel != nil && live != nil {
-					out := b.Wanted && targets(b.Target, *kernel) && live[b.ID] < b.Version
-					gauge(c.bundleOutstanding, b2f(out), b.ID, v)
-				}
-			}
+		if s.ok("bundles", err) {
+			c.collectBundles(s, bundles, kernel, live)
 		}
 	}
-
 	if c.src.Gossip != nil {
-		st := c.src.Gossip()
-		for _, s := range memberStatuses {
-			gauge(c.members, float64(st.Members[s]), s)
-		}
-		counter(c.events, st.EventsReceived)
-		counter(c.dropped, st.EventsDropped)
-		counter(c.announcements, st.AnnouncementsReceived)
-		counter(c.badAnn, st.BadAnnouncements, "malformed")
-		counter(c.badAnn, st.UnknownProtocol, "unknown_protocol")
-		counter(c.outsiders, st.OutsiderMessages)
-		counter(c.queries, st.QueriesAnswered, "answered")
-		counter(c.queries, st.QueryErrors, "error")
-		counter(c.queries, st.QueriesDropped, "dropped")
-		gauge(c.queue, float64(st.QueueDepth), "events")
-		gauge(c.queue, float64(st.IntentQueue), "serf_intents")
-		gauge(c.queue, float64(st.EventQueue), "serf_events")
-		gauge(c.queue, float64(st.QueryQueue), "serf_queries")
-		gauge(c.hs, float64(st.HealthScore))
-		gauge(c.proto, float64(st.Protocol))
+		c.collectGossip(s, c.src.Gossip())
 	}
-
 	if c.src.Distribution != nil {
-		d := c.src.Distribution()
-		counter(c.served, d.HeadBytesServed, "head")
-		counter(c.served, d.ModuleBytesServed, "module")
-		counter(c.uploads, d.HeadsServed, "head")
-		counter(c.uploads, d.ModulesServed, "module")
-		counter(c.refused, d.Busy, "busy")
-		counter(c.refused, d.NotFound, "not_found")
-		counter(c.refused, d.BadRequests, "bad_request")
-		counter(c.refused, d.TooSlow, "too_slow")
-		counter(c.fetched, d.BytesFromPeers, "peer")
-		counter(c.fetched, d.BytesFromOrigin, "origin")
-		counter(c.downloads, d.HeadsFetched, "head")
-		counter(c.downloads, d.ModulesFetched, "module")
-		counter(c.badPeers, d.BadPeerResponses)
-		counter(c.negHits, d.NegativeCacheHits)
-		counter(c.aeFetches, d.AntiEntropyFetches)
-		for _, kind := range FetchDropKinds {
-			for _, reason := range FetchDropReasons {
-				counter(c.fetchDropped, d.FetchesDropped[kind][reason], kind, reason)
-			}
-		}
-		counter(c.demoted, d.SourcesDemoted)
-		counter(c.sourcesRefused, d.SourcesRefused)
-		counter(c.claimsRefused, d.HolderClaimsRefused)
-		labels := splice.ReasonLabels()
-		byLabel := make(map[string]uint64, len(labels))
-		for reason, n := range d.VerificationFailures {
-			if !slices.Contains(labels, reason) {
-				reason = "other"
-			}
-			byLabel[reason] += n
-		}
-		for _, l := range labels {
-			counter(c.ver, byLabel[l], l)
-		}
+		c.collectDistribution(s, c.src.Distribution())
 	}
-
 	if c.src.Listeners != nil {
-		for _, l := range c.src.Listeners() {
-			gauge(c.connsOpen, float64(l.Open), l.Name)
-			for _, r := range listenerRefusals {
-				counter(c.connsRefused, l.Refused[r], l.Name, r)
-			}
+		c.collectListeners(s, c.src.Listeners())
+	}
+	if c.src.Rollouts != nil {
+		c.collectRollouts(s.gauge, c.src.Rollouts())
+	}
+}
+
+// scrape sends one Collect's metrics.
+type scrape struct {
+	c  *stateCollector
+	ch chan<- prometheus.Metric
+}
+
+func (s scrape) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	s.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (s scrape) counter(d *prometheus.Desc, v uint64, labels ...string) {
+	s.ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+// ok exports whether a source could be read, and logs why not.
+func (s scrape) ok(source string, err error) bool {
+	if err != nil {
+		s.c.log.Warn("metrics: cannot read "+source, "err", err)
+		s.gauge(s.c.sourceOK, 0, source)
+		return false
+	}
+	s.gauge(s.c.sourceOK, 1, source)
+	return true
+}
+
+// collectKernel exports the kernel's identity, its livepatches and its
+// taint flags; it returns the identity, nil when it could not be read.
+func (c *stateCollector) collectKernel(s scrape, k KernelReader) *splice.KernelInfo {
+	var kernel *splice.KernelInfo
+	info, err := c.kernelIdentity(k)
+	lps, err2 := k.Patches()
+	flags, err3 := k.TaintFlags()
+	if err == nil {
+		kernel = &info
+		s.gauge(c.kernelInfo, 1, info.Release, info.Arch, info.BuildID, strconv.FormatBool(info.Livepatch), strconv.FormatBool(info.Simulated))
+	}
+	if err2 == nil {
+		for _, lp := range lps {
+			s.gauge(c.lpEnabled, b2f(lp.Enabled), lp.Name)
+			s.gauge(c.lpTransition, b2f(lp.Transition), lp.Name)
 		}
 	}
+	if err3 == nil {
+		for name, set := range flags {
+			s.gauge(c.taint, b2f(set), name)
+		}
+	}
+	s.ok("kernel", cmp.Or(err, err2, err3))
+	return kernel
+}
 
-	if c.src.Rollouts != nil {
-		c.collectRollouts(gauge, c.src.Rollouts())
+// collectBundles exports the newest MaxBundles held bundles and, when the
+// kernel and the journal could be read, whether each is outstanding here.
+func (c *stateCollector) collectBundles(s scrape, bundles []Bundle, kernel *splice.KernelInfo, live map[string]uint64) {
+	slices.SortFunc(bundles, func(a, b Bundle) int { return b.Stored.Compare(a.Stored) })
+	s.gauge(c.omitted, float64(max(0, len(bundles)-MaxBundles)), "bundle")
+	for _, b := range bundles[:min(len(bundles), MaxBundles)] {
+		v := strconv.FormatUint(b.Version, 10)
+		s.gauge(c.bundleStored, float64(b.Stored.UnixMilli())/1000, b.ID, v)
+		if kernel != nil && live != nil {
+			out := b.Wanted && targets(b.Target, *kernel) && live[b.ID] < b.Version
+			s.gauge(c.bundleOutstanding, b2f(out), b.ID, v)
+		}
+	}
+}
+
+// collectGossip exports the gossip member's counters and queues.
+func (c *stateCollector) collectGossip(s scrape, st gossip.Stats) {
+	for _, m := range memberStatuses {
+		s.gauge(c.members, float64(st.Members[m]), m)
+	}
+	s.counter(c.events, st.EventsReceived)
+	s.counter(c.dropped, st.EventsDropped)
+	s.counter(c.announcements, st.AnnouncementsReceived)
+	s.counter(c.badAnn, st.BadAnnouncements, "malformed")
+	s.counter(c.badAnn, st.UnknownProtocol, "unknown_protocol")
+	s.counter(c.outsiders, st.OutsiderMessages)
+	s.counter(c.queries, st.QueriesAnswered, "answered")
+	s.counter(c.queries, st.QueryErrors, "error")
+	s.counter(c.queries, st.QueriesDropped, "dropped")
+	s.gauge(c.queue, float64(st.QueueDepth), "events")
+	s.gauge(c.queue, float64(st.IntentQueue), "serf_intents")
+	s.gauge(c.queue, float64(st.EventQueue), "serf_events")
+	s.gauge(c.queue, float64(st.QueryQueue), "serf_queries")
+	s.gauge(c.hs, float64(st.HealthScore))
+	s.gauge(c.proto, float64(st.Protocol))
+}
+
+// collectDistribution exports what the blob service served and refused,
+// what the fetcher fetched, and why bundles failed verification.
+func (c *stateCollector) collectDistribution(s scrape, d Distribution) {
+	s.counter(c.served, d.HeadBytesServed, "head")
+	s.counter(c.served, d.ModuleBytesServed, "module")
+	s.counter(c.uploads, d.HeadsServed, "head")
+	s.counter(c.uploads, d.ModulesServed, "module")
+	s.counter(c.refused, d.Busy, "busy")
+	s.counter(c.refused, d.NotFound, "not_found")
+	s.counter(c.refused, d.BadRequests, "bad_request")
+	s.counter(c.refused, d.TooSlow, "too_slow")
+	s.counter(c.fetched, d.BytesFromPeers, "peer")
+	s.counter(c.fetched, d.BytesFromOrigin, "origin")
+	s.counter(c.downloads, d.HeadsFetched, "head")
+	s.counter(c.downloads, d.ModulesFetched, "module")
+	s.counter(c.badPeers, d.BadPeerResponses)
+	s.counter(c.negHits, d.NegativeCacheHits)
+	s.counter(c.aeFetches, d.AntiEntropyFetches)
+	for _, kind := range FetchDropKinds {
+		for _, reason := range FetchDropReasons {
+			s.counter(c.fetchDropped, d.FetchesDropped[kind][reason], kind, reason)
+		}
+	}
+	s.counter(c.demoted, d.SourcesDemoted)
+	s.counter(c.sourcesRefused, d.SourcesRefused)
+	s.counter(c.claimsRefused, d.HolderClaimsRefused)
+	labels := splice.ReasonLabels()
+	byLabel := make(map[string]uint64, len(labels))
+	for reason, n := range d.VerificationFailures {
+		if !slices.Contains(labels, reason) {
+			reason = "other"
+		}
+		byLabel[reason] += n
+	}
+	for _, l := range labels {
+		s.counter(c.ver, byLabel[l], l)
+	}
+}
+
+// collectListeners exports each listener's open and refused connections.
+func (c *stateCollector) collectListeners(s scrape, listeners []Listener) {
+	for _, l := range listeners {
+		s.gauge(c.connsOpen, float64(l.Open), l.Name)
+		for _, r := range listenerRefusals {
+			s.counter(c.connsRefused, l.Refused[r], l.Name, r)
+		}
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/splicefleet/splicefleet/gossip"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
@@ -170,23 +170,7 @@ func TestExpositionGolden(t *testing.T) {
 // TestExpositionPassesPromtool runs Prometheus's own linter on the
 // exposition.
 func TestExpositionPassesPromtool(t *testing.T) {
-	promtoolCheckMetrics(t, exposition(t, goldenMetrics(t).Gatherer()))
-}
-
-// promtoolCheckMetrics fails t unless `promtool check metrics` accepts
-// the exposition without a complaint.
-func promtoolCheckMetrics(t *testing.T, text []byte) {
-	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatalf("promtool is missing (Debian package prometheus): run make test-deps")
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(text)
-	out, err := cmd.CombinedOutput()
-	if err != nil || len(bytes.TrimSpace(out)) > 0 {
-		t.Fatalf("promtool check metrics: %v\n%s", err, out)
-	}
+	testutil.PromtoolCheckMetrics(t, exposition(t, goldenMetrics(t).Gatherer()))
 }
 
 // TestStateFollowsTheJournal: a patch applied by another process (the

@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -129,6 +130,20 @@ type Rollout struct {
 	changed bool
 	// buckets caches Bucket by node name.
 	buckets map[string]int
+}
+
+// Clone is a copy of the rollout that evaluations can change without
+// touching r: a reader judges the copy, and only the one that persists
+// the rollout evaluates r itself. The plan is shared (it never changes).
+func (r *Rollout) Clone() *Rollout {
+	c := *r
+	c.Commands = slices.Clone(r.Commands)
+	c.Opened = slices.Clone(r.Opened)
+	c.Passed = slices.Clone(r.Passed)
+	c.Seen = maps.Clone(r.Seen)
+	c.changed = false
+	c.buckets = nil
+	return &c
 }
 
 // Changed reports whether evaluations recorded new observations since

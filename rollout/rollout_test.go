@@ -726,3 +726,34 @@ func TestRolledBackAfterHealthyCountsForItsStage(t *testing.T) {
 		t.Fatalf("state %s open %d: %s", st.State, st.Open+1, st.Why)
 	}
 }
+
+// TestCloneSharesNoObservations: evaluating a clone records its
+// observations in the clone only; the original stays as it was, and
+// still has nothing to persist.
+func TestCloneSharesNoObservations(t *testing.T) {
+	p, err := DecodePlan([]byte("id: clone\nbundle: " + digest + "\nstages: [{percent: 100}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0)
+	r.Changed()
+	members := []Member{{Name: "a", Status: "alive", Kernel: "6.1.0-56", Arch: "x86_64"}, {Name: "b", Status: "alive", Kernel: "6.1.0-56", Arch: "x86_64"}}
+	v := View{Self: "a", Members: members, Reports: map[string]Evidence{"b": {State: StateHealthy}}}
+	want := r.Evaluate(v, t0.Add(time.Minute))
+	if !r.Changed() {
+		t.Fatal("the test needs an evaluation that records something")
+	}
+	r2 := New(&VerifiedPlan{Plan: p, Digest: digest}, KernelTarget{Release: "6.1.0-56", Arch: "x86_64"}, t0)
+	r2.Changed()
+	c2 := r2.Clone()
+	got := c2.Evaluate(v, t0.Add(time.Minute))
+	if got.State != want.State || got.Open != want.Open {
+		t.Errorf("the clone judged %s at stage %d, the rollout %s at stage %d", got.State, got.Open, want.State, want.Open)
+	}
+	if r2.Changed() || len(r2.Seen) != 0 || r2.DoneAt != (time.Time{}) {
+		t.Errorf("evaluating the clone changed the rollout: seen %v, done at %v", r2.Seen, r2.DoneAt)
+	}
+	if !c2.Changed() {
+		t.Error("the clone recorded nothing")
+	}
+}

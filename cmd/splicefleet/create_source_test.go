@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/internal/fakemodule"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/kmod"
 	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/lab"
@@ -69,22 +70,6 @@ func treeFiles(t *testing.T, dir string) map[string]string {
 		t.Fatal(err)
 	}
 	return files
-}
-
-// writeTree writes files (name -> contents) into a new folder.
-func writeTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // bundleModule reads a bundle and the info of its module.
@@ -220,7 +205,7 @@ func TestCreateLabPatches(t *testing.T) {
 // error, is on stderr, followed by one summary line; exit 2; no bundle.
 func TestCreateFromSourceCompileError(t *testing.T) {
 	kbuild := kernelBuildDir(t)
-	src := writeTree(t, map[string]string{
+	src := testutil.TempTree(t, map[string]string{
 		"Kbuild": "obj-m := lp_broken.o\n",
 		"lp_broken.c": "#include <linux/module.h>\n" +
 			"static int __init lp_broken_init(void)\n{\n\treturn 0 /* no semicolon */\n}\n" +
@@ -252,7 +237,7 @@ func TestCreateFromSourceCompileError(t *testing.T) {
 // create --module refuses it.
 func TestCreateFromSourceNotLivepatch(t *testing.T) {
 	kbuild := kernelBuildDir(t)
-	src := writeTree(t, map[string]string{
+	src := testutil.TempTree(t, map[string]string{
 		"Kbuild": "obj-m := plain_driver.o\n",
 		"plain_driver.c": "#include <linux/module.h>\n" +
 			"static int __init plain_driver_init(void)\n{\n\treturn 0;\n}\n" +
@@ -278,14 +263,14 @@ func TestCreateFromSourceNotLivepatch(t *testing.T) {
 // Makefile runs recipe for "make modules".
 func fakeKernelBuild(t *testing.T, recipe string) string {
 	t.Helper()
-	return writeTree(t, map[string]string{"Makefile": "modules:\n\t" + recipe + "\n"})
+	return testutil.TempTree(t, map[string]string{"Makefile": "modules:\n\t" + recipe + "\n"})
 }
 
 // The choices around the build, on a stand-in kernel build folder whose
 // make copies prepared modules into place.
 func TestCreateFromSourceChoices(t *testing.T) {
 	two := fakeKernelBuild(t, "cp $(M)/a.bin $(M)/lp_a.ko && cp $(M)/b.bin $(M)/lp_b.ko")
-	src := writeTree(t, map[string]string{
+	src := testutil.TempTree(t, map[string]string{
 		"Kbuild": "obj-m := lp_a.o lp_b.o\n",
 		"a.bin":  string(fakemodule.Build(fakemodule.Options{Name: "lp_a", Livepatch: true, Functions: []string{"cmdline_proc_show"}})),
 		"b.bin":  string(fakemodule.Build(fakemodule.Options{Name: "lp_b", Livepatch: true, Functions: []string{"version_proc_show"}})),
@@ -362,7 +347,7 @@ func TestCreateFromSourceChoices(t *testing.T) {
 func TestBuildInterrupted(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	kbuild := fakeKernelBuild(t, "sh -c 'echo $$$$ > "+pidFile+"; exec sleep 60'")
-	src := writeTree(t, map[string]string{"Kbuild": "obj-m := x.o\n"})
+	src := testutil.TempTree(t, map[string]string{"Kbuild": "obj-m := x.o\n"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr bytes.Buffer

@@ -26,50 +26,102 @@ const maxPatchFile = 4 << 20
 // the target's headers, and wraps it like create --source.
 func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	start := time.Now()
-	raw := o.patchText
-	if raw == nil {
-		var err error
-		if raw, err = readFile(o.patch, maxPatchFile); err != nil {
-			return err
-		}
-	}
-	patch, err := ksrc.ParsePatch(raw)
-	if err != nil {
-		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
-	}
-	cache, err := createCacheDir(e, o.cacheDir)
+	patch, err := readSourcePatch(o)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "splicefleet: preparing %s for the configuration of %s (once; cached in %s)\n", o.kernelSource, o.kernelBuild, cache)
-	tree, err := ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, Log: e.stderr})
+	tree, err := prepareTree(ctx, e, o)
 	if err != nil {
 		return err
 	}
 	prepared := time.Since(start)
+	units, err := compileUnits(ctx, e, tree, patch)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = units.Cleanup() }()
+	gen, err := generateModule(e, o, tree.Release, patch, units)
+	if err != nil {
+		return err
+	}
+	gen.describe(e)
+	built, module, err := buildGenerated(ctx, e, o, gen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
+		built.File, o.patch, strings.Join(gen.changed, ", "), strings.Join(gen.paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
+	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.File, o.patch), module)
+}
+
+// readSourcePatch reads and parses the source patch (--patch, or the text
+// given in its place); a patch that does not parse is a refusal.
+func readSourcePatch(o *createOptions) (*ksrc.Patch, error) {
+	raw := o.patchText
+	if raw == nil {
+		var err error
+		if raw, err = readFile(o.patch, maxPatchFile); err != nil {
+			return nil, err
+		}
+	}
+	patch, err := ksrc.ParsePatch(raw)
+	if err != nil {
+		return nil, &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+	}
+	return patch, nil
+}
+
+// prepareTree prepares the kernel source for the target's configuration,
+// or finds it prepared in the cache.
+func prepareTree(ctx context.Context, e *env, o *createOptions) (*ksrc.Tree, error) {
+	cache, err := createCacheDir(e, o.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(e.stderr, "splicefleet: preparing %s for the configuration of %s (once; cached in %s)\n", o.kernelSource, o.kernelBuild, cache)
+	return ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, Log: e.stderr})
+}
+
+// compileUnits compiles the files the patch touches before and after it;
+// a patch that does not apply, or touches a file that cannot be
+// compiled alone, is a refusal. The caller cleans the units up.
+func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, patch *ksrc.Patch) (*ksrc.Units, error) {
 	units, err := tree.Compile(ctx, patch, e.stderr)
 	if err != nil {
 		var ae *ksrc.ApplyError
 		if errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) {
-			return &refusal{err}
+			return nil, &refusal{err}
 		}
-		return err
+		return nil, err
 	}
-	defer func() { _ = units.Cleanup() }()
-	syms, err := loadKernelSymbols(o, tree.Release)
+	return units, nil
+}
+
+// generated is the livepatch module's source as klpgen wrote it, with
+// what it replaces.
+type generated struct {
+	name    string         // the module's name
+	out     *klpgen.Output // its sources, objects and make arguments
+	changed []string       // the functions it replaces
+	paths   []string       // the patched files that changed a function
+}
+
+// generateModule diffs each compiled file and generates its part of the
+// module: its changed functions replace those of vmlinux or of the
+// module it is built into. A patch that changes no function is a
+// refusal.
+func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units) (*generated, error) {
+	syms, err := loadKernelSymbols(o, release)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	name := o.moduleName
-	if name == "" {
-		name = defaultModuleName(o.id, o.version)
+	g := &generated{name: o.moduleName}
+	if g.name == "" {
+		g.name = defaultModuleName(o.id, o.version)
 	}
-	opts := klpgen.Options{ModuleName: name, Description: o.description}
-	// Each compiled file is a part of the module: its changed functions
-	// replace those of vmlinux or of the module it is built into.
+	opts := klpgen.Options{ModuleName: g.name, Description: o.description}
 	modSyms := map[string]*klpgen.Symbols{}
 	var parts []*klpgen.Output
-	var changed, paths []string
 	for i, u := range units.List {
 		part := opts
 		part.Part = i
@@ -77,8 +129,8 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 			// The kernel names a loaded module with "_" for kbuild's "-".
 			part.Module = strings.ReplaceAll(u.Module, "-", "_")
 			if modSyms[u.Module] == nil {
-				if modSyms[u.Module], err = loadModuleSymbols(o, tree.Release, u.Module); err != nil {
-					return err
+				if modSyms[u.Module], err = loadModuleSymbols(o, release, u.Module); err != nil {
+					return nil, err
 				}
 			}
 			part.ModuleSymbols = modSyms[u.Module]
@@ -86,75 +138,87 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		}
 		out, fns, err := createPart(e, o, u, patch.File(u.Path), syms, part)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if out == nil {
 			continue // no function of this file changed
 		}
 		parts = append(parts, out)
-		changed = append(changed, fns...)
-		paths = append(paths, u.Path)
+		g.changed = append(g.changed, fns...)
+		g.paths = append(g.paths, u.Path)
 	}
 	if len(parts) == 0 {
 		var all []string
 		for _, u := range units.List {
 			all = append(all, u.Path)
 		}
-		return &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, strings.Join(all, ", "))}
+		return nil, &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, strings.Join(all, ", "))}
 	}
 	// A part keeps its file's number in its symbol names (unique, with
 	// gaps where a file changed nothing); Combine names the objects.
-	out := parts[0]
+	g.out = parts[0]
 	if len(parts) > 1 {
-		if out, err = klpgen.Combine(opts, parts); err != nil {
-			return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+		if g.out, err = klpgen.Combine(opts, parts); err != nil {
+			return nil, &refusal{fmt.Errorf("%s: %w", o.patch, err)}
 		}
 	}
-	for _, w := range out.Warnings {
+	return g, nil
+}
+
+// describe tells the user what the generated module does beyond
+// replacing functions: klpgen's warnings, the symbols it reaches through
+// livepatch relocations, and the replaced functions it tells apart by
+// their kallsyms position.
+func (g *generated) describe(e *env) {
+	for _, w := range g.out.Warnings {
 		fmt.Fprintf(e.stderr, "splicefleet: warning: %s\n", w)
 	}
-	for _, s := range out.KLPSymbols {
+	for _, s := range g.out.KLPSymbols {
 		at := ""
 		if s.Pos > 0 {
 			at = fmt.Sprintf(" (kallsyms position %d: the name is not unique, and this is the patched unit's)", s.Pos)
 		}
-		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s of %s%s through a livepatch relocation\n", name, s.Name, s.Object, at)
+		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s of %s%s through a livepatch relocation\n", g.name, s.Name, s.Object, at)
 	}
-	for _, f := range out.Functions {
+	for _, f := range g.out.Functions {
 		if f.Sympos > 0 {
-			fmt.Fprintf(e.stderr, "splicefleet: %s replaces %s at kallsyms position %d: the name is not unique, and this is the patched unit's\n", name, f.Name, f.Sympos)
+			fmt.Fprintf(e.stderr, "splicefleet: %s replaces %s at kallsyms position %d: the name is not unique, and this is the patched unit's\n", g.name, f.Name, f.Sympos)
 		}
 	}
+}
+
+// buildGenerated builds the generated module against the target's
+// headers and finalizes it (its livepatch relocations); it returns the
+// build and the module's bytes.
+func buildGenerated(ctx context.Context, e *env, o *createOptions, g *generated) (*ksrc.BuiltModule, []byte, error) {
 	dir, err := os.MkdirTemp("", "splicefleet-patch-")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	// The folder shows what was generated; the build copies its sources
 	// and writes the generated object (a build product it would skip) in.
-	for name, data := range out.Files() {
+	for name, data := range g.out.Files() {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	built, err := ksrc.BuildModule(ctx, ksrc.BuildOptions{
 		Source:      dir,
 		KernelBuild: o.kernelBuild,
-		ModuleName:  name,
+		ModuleName:  g.name,
 		Strip:       o.strip,
-		MakeArgs:    out.MakeArgs,
-		Files:       out.Files(),
+		MakeArgs:    g.out.MakeArgs,
+		Files:       g.out.Files(),
 	}, e.stderr)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	module, err := klpgen.Finalize(built.Module)
 	if err != nil {
-		return fmt.Errorf("finalize %s: %w", built.File, err)
+		return nil, nil, fmt.Errorf("finalize %s: %w", built.File, err)
 	}
-	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
-		built.File, o.patch, strings.Join(changed, ", "), strings.Join(paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
-	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.File, o.patch), module)
+	return built, module, nil
 }
 
 // createPart compares one compiled file before and after the patch and

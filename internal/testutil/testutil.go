@@ -1,5 +1,7 @@
 // Package testutil holds what the tests of several packages share: one
-// factor that stretches every wait, and the wait itself.
+// factor that stretches every wait, and the wait itself; a logger that
+// writes to the test's log; a tree of files written for a test; and
+// Prometheus's linter run over an exposition.
 //
 // The suite runs on shared machines, under the race detector, and beside
 // other heavy jobs; gossip, fetches and rollouts then take several times
@@ -10,8 +12,9 @@
 // (1 when unset), multiplied by RaceScale when the race detector is on.
 // A slow machine raises the factor; nothing else in a test changes.
 //
-// The package imports testing: only test files may import it, and a test
-// of cmd/splicefleet checks that the binary does not link it.
+// The package imports testing and runs promtool: only test files may
+// import it (a depguard rule says so), and a test of cmd/splicefleet
+// checks that the binary does not link it.
 package testutil
 
 import (

@@ -1,5 +1,9 @@
 package agent
 
+// Fetching signed documents (plans, commands, re-keys): from the places
+// they were announced or listed, from peers by anti-entropy, and from a
+// member whose tags show a rollout this agent does not follow.
+
 import (
 	"context"
 	"encoding/json"
@@ -14,48 +18,6 @@ import (
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/rollout"
 )
-
-// handleEvent dispatches one gossip event.
-func (a *Agent) handleEvent(ctx context.Context, ev gossip.Event) {
-	switch ev.Kind {
-	case gossip.Announce:
-		if ann := ev.Announcement; ann != nil {
-			// The expiry is a hint from the announcer; skipping the fetch
-			// is all it decides. The signed manifest rules on the bundle.
-			if !ann.Expires.IsZero() && !a.now().Before(ann.Expires) {
-				a.log.Debug("skipped an announcement of an expired bundle", "id", ann.ID, "digest", ann.ManifestDigest[:12], "expires", ann.Expires)
-				return
-			}
-			a.fetchAsync(ctx, *ann, false)
-		}
-	case gossip.MemberJoin, gossip.MemberLeave, gossip.MemberFailed, gossip.MemberUpdate:
-		a.ro.Kick()
-		if ev.Member != nil && (ev.Kind == gossip.MemberJoin || ev.Kind == gossip.MemberUpdate) {
-			a.pullUnknownRollouts(ctx, *ev.Member)
-		}
-	case gossip.UserEvent:
-		switch ev.Name {
-		case rollout.ReportEvent:
-			// Refused and counted inside unless it verifies.
-			_ = a.ro.Report(ev.Payload)
-		case rollout.FailureEvent:
-			// The unsigned failure report of earlier releases: no host's
-			// word counts unless it signed it.
-			a.metricRefused("report", fmt.Errorf("%w: %w (an agent of an earlier release, or a forgery)", ErrReportRefused, rollout.ErrUnsignedReport))
-		case rollout.DocEvent:
-			d, err := rollout.DecodeDocAnnouncement(ev.Payload)
-			if err == nil && !distrib.ValidHostPort(d.Origin) {
-				err = fmt.Errorf("%w: origin %q is not host:port", rollout.ErrMalformedEvent, d.Origin)
-			}
-			if err != nil {
-				a.log.Warn("bad document announcement", "err", err)
-				a.metricBadEvent(ev.Name)
-				return
-			}
-			a.fetchDocAsync(ctx, d.Kind, d.Digest, d.Origin, false)
-		}
-	}
-}
 
 // Bounds of a document fetch: a document is at most
 // rollout.MaxDocumentSize bytes, so a source that takes longer than
@@ -79,10 +41,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest, source string, 
 	if a.ro.has(digest) {
 		return
 	}
-	a.ro.mu.Lock()
-	refused := time.Since(a.ro.refused[digest]) < refusedFor
-	a.ro.mu.Unlock()
-	if refused {
+	if a.ro.refusedLately(digest) {
 		return
 	}
 	member, ok := a.memberAt(source)
@@ -107,12 +66,7 @@ func (a *Agent) fetchDocAsync(ctx context.Context, kind, digest, source string, 
 			if refusalReason(err) != "" {
 				// Refused, not missing: do not fetch it again for a while
 				// (a reload of the trust policy forgets this).
-				a.ro.mu.Lock()
-				if len(a.ro.refused) > 4096 {
-					clear(a.ro.refused)
-				}
-				a.ro.refused[digest] = time.Now()
-				a.ro.mu.Unlock()
+				a.ro.refuse(digest)
 			}
 		}
 	}()
@@ -326,53 +280,3 @@ const refusedFor = 10 * time.Minute
 
 // pullEvery bounds how often one member is asked for its plans.
 const pullEvery = 5 * time.Second
-
-// announceDoc gossips where a stored document can be fetched.
-func (a *Agent) announceDoc(d *rollout.Document) error {
-	payload, err := rollout.EncodeDocAnnouncement(rollout.DocAnnouncement{Kind: d.Kind, Digest: d.Digest(), Origin: a.advertisedHTTP()})
-	if err != nil {
-		return err
-	}
-	return a.node.Broadcast(rollout.DocEvent, payload)
-}
-
-// StartRollout accepts a signed plan for a bundle this agent holds and
-// gossips it to the fleet.
-func (a *Agent) StartRollout(d *rollout.Document) (rollout.Status, error) {
-	st, err := a.ro.AcceptPlan(d)
-	if err != nil {
-		return st, err
-	}
-	return st, a.announceDoc(d)
-}
-
-// Command accepts a signed operator command and gossips it to the fleet.
-func (a *Agent) Command(d *rollout.Document) (rollout.Status, error) {
-	st, err := a.ro.AcceptCommand(d)
-	if err != nil {
-		return st, err
-	}
-	return st, a.announceDoc(d)
-}
-
-// Rollouts lists the rollouts as this agent judges them.
-func (a *Agent) Rollouts() []rollout.Status { return a.ro.Statuses() }
-
-// Rollout is one rollout, by plan ID or plan digest prefix.
-func (a *Agent) Rollout(key string) (rollout.Status, error) { return a.ro.Status(key) }
-
-// metricRefused logs and counts a refused plan or command, by the reason
-// the control API reports (refusalReason).
-func (a *Agent) metricRefused(kind string, err error) {
-	a.log.Warn("refused "+kind, "err", err)
-	if a.metrics != nil {
-		a.metrics.RolloutRefused(kind, refusalReason(err))
-	}
-}
-
-// metricBadEvent counts a rollout event that did not decode.
-func (a *Agent) metricBadEvent(name string) {
-	if a.metrics != nil {
-		a.metrics.RolloutBadEvent(name)
-	}
-}

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
+	"github.com/splicefleet/splicefleet/rollout"
+)
+
+// countingTransport counts the requests that go through it.
+type countingTransport struct {
+	base http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.base.RoundTrip(req)
+}
+
+// treeState is every file under a folder, by path: its size, mode and
+// contents' digest.
+func treeState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		state := info.Mode().String()
+		if info.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			state += fmt.Sprintf(" %d %x %s", len(data), sha256.Sum256(data), info.ModTime().Format(time.RFC3339Nano))
+		}
+		out[p] = state
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// changedFiles names the paths whose state differs between two trees.
+func changedFiles(before, after map[string]string) []string {
+	var out []string
+	for p, s := range after {
+		if before[p] != s {
+			out = append(out, p)
+		}
+	}
+	for p := range before {
+		if _, ok := after[p]; !ok {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRolloutStatusOnlyReads: GET /v1/rollouts and GET /v1/rollouts/KEY
+// (what `splicefleet rollout status` asks) judge the rollouts without
+// writing to the state directory or asking a peer, even when the
+// judgement has something to record and a member's tags show a state
+// this agent holds no signed report of. The engine's own round, given
+// the same rollout, records and asks: the situation is one that has side
+// effects, and the read leaves them to the engine.
+func TestRolloutStatusOnlyReads(t *testing.T) {
+	f := newTestFleet(t)
+	a := f.start(f.config("a"))
+	b := f.start(f.config("b"))
+	waitMembers(t, []*Agent{a, b}, 2)
+	_, st := f.publishWithPlan(a, "readonly", 1, "id: ID\nbundle: BUNDLE\nstages:\n  - percent: 100\ngates:\n  health_window: 100ms\n")
+	waitRollout(t, []*Agent{a, b}, st.Digest, rollout.Done, 60*time.Second)
+	// The engine of a settled: b's healthy report held, its own part
+	// over, the rollout done as it last judged it.
+	testutil.Eventually(t, 30*time.Second, "a holds b's healthy report and settled", func() error {
+		a.ro.mu.Lock()
+		defer a.ro.mu.Unlock()
+		held := a.ro.book.plans[st.Digest]["b"]
+		if held == nil || held.latest.State != rollout.StateHealthy {
+			return errors.New("no healthy report of b")
+		}
+		rec := a.ro.recs[st.Digest]
+		if s, ok := a.ro.status[st.Digest]; !ok || !settled(s, rec.Local) || a.ro.acting[st.Digest] {
+			return fmt.Errorf("not settled: %+v, local %s", s.State, rec.Local.State)
+		}
+		return nil
+	})
+
+	// What a judgement records and asks for: b dropped from the hosts a
+	// saw, and b's reports from what a holds (its tags still show it
+	// healthy). The engine's requests to peers are counted.
+	var asked atomic.Int64
+	a.ro.mu.Lock()
+	rec := a.ro.recs[st.Digest]
+	delete(rec.Rollout.Seen, "b")
+	delete(a.ro.book.plans[st.Digest], "b")
+	base := a.ro.deps.client
+	a.ro.deps.client = &http.Client{Transport: countingTransport{base: base.Transport, n: &asked}, CheckRedirect: base.CheckRedirect, Timeout: base.Timeout}
+	a.ro.mu.Unlock()
+
+	before := treeState(t, a.cfg.StateDir)
+	h := a.controlHandler()
+	for _, path := range []string{"/v1/rollouts", "/v1/rollouts/readonly", "/v1/rollouts/" + st.Digest[:12]} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if w.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, w.Code, w.Body)
+		}
+	}
+	// A request it started would be under way by now.
+	time.Sleep(testutil.Within(500 * time.Millisecond))
+	if n := asked.Load(); n != 0 {
+		t.Errorf("GET of the rollouts made %d requests to peers", n)
+	}
+	if changed := changedFiles(before, treeState(t, a.cfg.StateDir)); len(changed) > 0 {
+		t.Errorf("GET of the rollouts changed the state directory: %v", changed)
+	}
+	a.ro.mu.Lock()
+	_, seen := rec.Rollout.Seen["b"]
+	a.ro.mu.Unlock()
+	if seen {
+		t.Error("GET of the rollouts recorded an observation in the rollout itself")
+	}
+
+	// The engine's round over the same rollout records what it saw and
+	// asks b for its report.
+	a.ro.mu.Lock()
+	a.ro.evaluateIn(rec, a.ro.cluster())
+	a.ro.mu.Unlock()
+	testutil.Eventually(t, 10*time.Second, "the engine asks b for its report", func() error {
+		if asked.Load() == 0 {
+			return errors.New("no request")
+		}
+		return nil
+	})
+	if changed := changedFiles(before, treeState(t, a.cfg.StateDir)); !slices.Contains(changed, filepath.Join(a.cfg.StateDir, "rollouts", st.Digest+".json")) {
+		t.Errorf("the engine's round did not save the rollout it judged; changed: %v", changed)
+	}
+}
