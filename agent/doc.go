@@ -17,7 +17,7 @@
 //
 // The fleet side is [Agent]: a member of an encrypted serf cluster
 // (package gossip) with no central server. A bundle published at any agent
-// is verified there, stored content-addressed ([distrib.Store]) and announced in a
+// is verified there, stored content-addressed ([splice.Store]) and announced in a
 // small gossip event. Every agent that hears the announcement fetches the
 // bundle from its peers' blob services ([distrib.BlobServer], read-only and
 // content-addressed), trying peers before the origin: first the head

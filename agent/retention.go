@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // Bundle retention.
@@ -70,7 +70,7 @@ func openForgotten(path string) (*forgotten, error) {
 		return nil, fmt.Errorf("forgotten bundles %s is damaged: %w", path, err)
 	}
 	for d := range f.at {
-		if !distrib.ValidDigest(d) {
+		if !splice.ValidDigest(d) {
 			delete(f.at, d)
 		}
 	}
@@ -204,7 +204,7 @@ func (a *Agent) collectBundles() []string {
 // dropBundleLocked removes a bundle's copy for distribution and
 // remembers it. The caller holds a.ro.mu, so that no plan naming it is
 // accepted meanwhile.
-func (a *Agent) dropBundleLocked(e distrib.Entry, reason metrics.DropReason, why string) error {
+func (a *Agent) dropBundleLocked(e splice.Entry, reason metrics.DropReason, why string) error {
 	if err := a.store.Remove(e.Digest); err != nil {
 		return err
 	}
@@ -220,14 +220,14 @@ func (a *Agent) dropBundleLocked(e distrib.Entry, reason metrics.DropReason, why
 }
 
 // heldEntry finds a held bundle by manifest digest.
-func (a *Agent) heldEntry(digest string) (distrib.Entry, bool, error) {
+func (a *Agent) heldEntry(digest string) (splice.Entry, bool, error) {
 	entries, err := a.store.List()
 	if err != nil {
-		return distrib.Entry{}, false, err
+		return splice.Entry{}, false, err
 	}
-	i := slices.IndexFunc(entries, func(e distrib.Entry) bool { return e.Digest == digest })
+	i := slices.IndexFunc(entries, func(e splice.Entry) bool { return e.Digest == digest })
 	if i < 0 {
-		return distrib.Entry{}, false, nil
+		return splice.Entry{}, false, nil
 	}
 	return entries[i], true, nil
 }
@@ -235,23 +235,23 @@ func (a *Agent) heldEntry(digest string) (distrib.Entry, bool, error) {
 // Forget drops a held bundle's copy for distribution on this host now,
 // unless a running, paused or done rollout rolls it out. Other hosts
 // keep theirs: a signed forget command (Command) drops them everywhere.
-func (a *Agent) Forget(digest string) (distrib.Entry, error) {
-	if err := distrib.CheckDigest(digest); err != nil {
-		return distrib.Entry{}, err
+func (a *Agent) Forget(digest string) (splice.Entry, error) {
+	if err := splice.CheckDigest(digest); err != nil {
+		return splice.Entry{}, err
 	}
 	e, held, err := a.heldEntry(digest)
 	if err != nil {
-		return distrib.Entry{}, err
+		return splice.Entry{}, err
 	}
 	if !held {
-		return distrib.Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], distrib.ErrNotStored)
+		return splice.Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], splice.ErrNotStored)
 	}
 	r := a.ro
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	expired := e.Expires != nil && !a.now().Before(*e.Expires)
 	if keep, _ := r.bundleUseLocked(digest, expired); keep != "" {
-		return distrib.Entry{}, fmt.Errorf("%w: bundle %s version %d (%s): %s", ErrBundleInUse, e.ID, e.Version, digest[:12], keep)
+		return splice.Entry{}, fmt.Errorf("%w: bundle %s version %d (%s): %s", ErrBundleInUse, e.ID, e.Version, digest[:12], keep)
 	}
 	return e, a.dropBundleLocked(e, metrics.DropForget, "forget on this host")
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -199,7 +198,7 @@ func TestForgetLocalAndFleetWide(t *testing.T) {
 	if !errors.As(err, &refused) || refused.Reason != "in_use" || !strings.Contains(err.Error(), "rollout running is running; halt or revoke it first") {
 		t.Errorf("local forget of a running rollout's bundle: %v", err)
 	}
-	var ent distrib.Entry
+	var ent splice.Entry
 	if err := ctl.Do("POST", "/v1/bundles/"+x.ManifestDigest+"/forget", nil, &ent); err != nil || ent.ID != "x" {
 		t.Fatalf("local forget: %+v, %v", ent, err)
 	}

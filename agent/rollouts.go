@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
@@ -129,7 +128,7 @@ func openRollouts(a *Agent) (*rollouts, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasSuffix(name, ".json") || !distrib.ValidDigest(strings.TrimSuffix(name, ".json")) {
+		if !strings.HasSuffix(name, ".json") || !splice.ValidDigest(strings.TrimSuffix(name, ".json")) {
 			continue
 		}
 		data, err := bounded.ReadFile(filepath.Join(r.dir, name), maxRecordSize)
@@ -217,7 +216,7 @@ func (r *rollouts) storeDoc(d *rollout.Document) error {
 
 // Doc reads a stored document's wire form.
 func (r *rollouts) Doc(digest string) ([]byte, error) {
-	if !distrib.ValidDigest(digest) {
+	if !splice.ValidDigest(digest) {
 		return nil, fs.ErrNotExist
 	}
 	return bounded.ReadFile(filepath.Join(r.docs, digest+".json"), rollout.MaxDocumentSize)
@@ -291,7 +290,7 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 		// Dropped (retention, forget) since it was read above: retention
 		// holds r.mu while it drops, so this check under it is final.
 		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent dropped meanwhile: %w",
-			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], distrib.ErrNotStored)
+			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], splice.ErrNotStored)
 	}
 	for _, rec := range r.recs {
 		if rec.Rollout.Plan.ID == vp.Plan.ID {

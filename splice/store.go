@@ -1,4 +1,4 @@
-package distrib
+package splice
 
 import (
 	"bytes"
@@ -16,7 +16,6 @@ import (
 
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
-	"github.com/splicefleet/splicefleet/splice"
 )
 
 // Errors of the bundle store and the blob transfer, for errors.Is.
@@ -53,8 +52,8 @@ type headWire struct {
 
 // MaxHeadSize bounds an encoded head: the largest manifest and the most,
 // largest signatures, base64-encoded, plus room for the JSON around them.
-const MaxHeadSize = (splice.MaxManifestSize+splice.MaxSignatures*splice.MaxSignatureSize)/3*4 +
-	(1+splice.MaxSignatures)*4 + 1024
+const MaxHeadSize = (MaxManifestSize+MaxSignatures*MaxSignatureSize)/3*4 +
+	(1+MaxSignatures)*4 + 1024
 
 // EncodeHead encodes h in the head wire format, checking its limits.
 func EncodeHead(h *Head) ([]byte, error) {
@@ -97,14 +96,14 @@ func DecodeHead(data []byte) (*Head, error) {
 
 func (h *Head) check() error {
 	switch {
-	case len(h.Manifest) == 0 || len(h.Manifest) > splice.MaxManifestSize:
-		return fmt.Errorf("head: manifest of %d bytes, limit %d", len(h.Manifest), splice.MaxManifestSize)
-	case len(h.Signatures) > splice.MaxSignatures:
-		return fmt.Errorf("head: %d signatures, limit %d", len(h.Signatures), splice.MaxSignatures)
+	case len(h.Manifest) == 0 || len(h.Manifest) > MaxManifestSize:
+		return fmt.Errorf("head: manifest of %d bytes, limit %d", len(h.Manifest), MaxManifestSize)
+	case len(h.Signatures) > MaxSignatures:
+		return fmt.Errorf("head: %d signatures, limit %d", len(h.Signatures), MaxSignatures)
 	}
 	for i, s := range h.Signatures {
-		if len(s) == 0 || len(s) > splice.MaxSignatureSize {
-			return fmt.Errorf("head: signature %d of %d bytes, limit %d", i+1, len(s), splice.MaxSignatureSize)
+		if len(s) == 0 || len(s) > MaxSignatureSize {
+			return fmt.Errorf("head: signature %d of %d bytes, limit %d", i+1, len(s), MaxSignatureSize)
 		}
 	}
 	return nil
@@ -189,7 +188,7 @@ func (s *Store) headPath(digest string) string { return filepath.Join(s.heads, d
 func (s *Store) modulePath(sha string) string  { return filepath.Join(s.modules, sha) }
 
 // Put stores a verified bundle. Storing one already held changes nothing.
-func (s *Store) Put(v *splice.Verified) error {
+func (s *Store) Put(v *Verified) error {
 	if v == nil || v.Bundle == nil {
 		return errors.New("store bundle: nothing to store")
 	}
@@ -202,10 +201,10 @@ func (s *Store) Put(v *splice.Verified) error {
 	}
 	// A Verified is trusted, but the store names files by these digests:
 	// check the bytes agree with the names before writing them.
-	if splice.Digest(v.Bundle.Manifest) != digest {
+	if Digest(v.Bundle.Manifest) != digest {
 		return fmt.Errorf("store bundle %s: manifest bytes do not match the digest", digest)
 	}
-	if int64(len(v.Module)) != v.Manifest.Module.Size || splice.Digest(v.Module) != sha {
+	if int64(len(v.Module)) != v.Manifest.Module.Size || Digest(v.Module) != sha {
 		return fmt.Errorf("store bundle %s: module bytes do not match the manifest", digest)
 	}
 	head, err := EncodeHead(&Head{Manifest: v.Bundle.Manifest, Signatures: v.Bundle.Signatures})
@@ -288,7 +287,7 @@ func (s *Store) Head(manifestDigest string) (*Head, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read head %s: %w: %v", manifestDigest, ErrCorruptStore, err)
 	}
-	if splice.Digest(h.Manifest) != manifestDigest {
+	if Digest(h.Manifest) != manifestDigest {
 		return nil, fmt.Errorf("read head %s: %w: manifest digest differs", manifestDigest, ErrCorruptStore)
 	}
 	return h, nil
@@ -312,7 +311,7 @@ func (s *Store) OpenModule(sha256 string) (*os.File, int64, error) {
 		f.Close()
 		return nil, 0, fmt.Errorf("open module %s: %w", sha256, err)
 	}
-	if !st.Mode().IsRegular() || st.Size() <= 0 || st.Size() > splice.MaxModuleSize {
+	if !st.Mode().IsRegular() || st.Size() <= 0 || st.Size() > MaxModuleSize {
 		f.Close()
 		return nil, 0, fmt.Errorf("open module %s: %w: %d bytes", sha256, ErrCorruptStore, st.Size())
 	}
@@ -321,21 +320,21 @@ func (s *Store) OpenModule(sha256 string) (*os.File, int64, error) {
 
 // Bundle reassembles a stored bundle. The module is checked against the
 // manifest's size and digest; the signatures are not judged here (use
-// splice.Verify, since trust can change between store and use).
-func (s *Store) Bundle(manifestDigest string) (*splice.Bundle, error) {
+// Verify, since trust can change between store and use).
+func (s *Store) Bundle(manifestDigest string) (*Bundle, error) {
 	h, err := s.Head(manifestDigest)
 	if err != nil {
 		return nil, err
 	}
-	m, err := splice.ParseManifest(h.Manifest)
+	m, err := ParseManifest(h.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle %s: %w: %v", manifestDigest, ErrCorruptStore, err)
 	}
-	module, err := readBounded(s.modulePath(m.Module.SHA256), splice.MaxModuleSize)
+	module, err := readBounded(s.modulePath(m.Module.SHA256), MaxModuleSize)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle %s: module: %w", manifestDigest, err)
 	}
-	b := &splice.Bundle{Major: splice.FormatMajor, Minor: splice.FormatMinor,
+	b := &Bundle{Major: FormatMajor, Minor: FormatMinor,
 		Manifest: h.Manifest, Module: module, Signatures: h.Signatures}
 	if err := b.CheckModule(); err != nil {
 		return nil, fmt.Errorf("read bundle %s: %w: %v", manifestDigest, ErrCorruptStore, err)
@@ -363,7 +362,7 @@ func (s *Store) StoredAt(manifestDigest string) (time.Time, error) {
 // either whole or gone, then its module unless another stored head names
 // the same one. Removing a bundle not held changes nothing. The store is
 // the agent's copy for distribution only; the host's own copies of the
-// bundles it applied (splice.Host's state) are elsewhere.
+// bundles it applied (Host's state) are elsewhere.
 func (s *Store) Remove(manifestDigest string) error {
 	h, err := s.Head(manifestDigest)
 	if errors.Is(err, ErrNotStored) {
@@ -372,7 +371,7 @@ func (s *Store) Remove(manifestDigest string) error {
 	if err != nil {
 		return fmt.Errorf("remove bundle: %w", err)
 	}
-	m, err := splice.ParseManifest(h.Manifest)
+	m, err := ParseManifest(h.Manifest)
 	if err != nil {
 		return fmt.Errorf("remove bundle %s: %w: %v", manifestDigest, ErrCorruptStore, err)
 	}
@@ -390,9 +389,19 @@ func (s *Store) Remove(manifestDigest string) error {
 	return nil
 }
 
-// removeUnusedModule removes a module no stored head names: one a fetch
+// CreateModule opens a new "*.unverified" file for a module download,
+// renamed into place as DIR/modules/<sha> by Commit, which the caller
+// calls only once the bytes hash to sha.
+func (s *Store) CreateModule(sha string) (*atomicfile.File, error) {
+	if err := CheckDigest(sha); err != nil {
+		return nil, fmt.Errorf("create module: %w", err)
+	}
+	return atomicfile.Create(s.modulePath(sha), 0o600, sha+".*"+UnverifiedSuffix)
+}
+
+// RemoveUnusedModule removes a module no stored head names: one a fetch
 // downloaded for a bundle it then did not store.
-func (s *Store) removeUnusedModule(sha string) error {
+func (s *Store) RemoveUnusedModule(sha string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.removeModuleLocked(sha)
@@ -444,7 +453,7 @@ func (s *Store) List() ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list store: %w", err)
 		}
-		m, err := splice.ParseManifest(h.Manifest)
+		m, err := ParseManifest(h.Manifest)
 		if err != nil {
 			return nil, fmt.Errorf("list store: head %s: %w: %v", digest, ErrCorruptStore, err)
 		}
