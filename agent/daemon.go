@@ -241,7 +241,7 @@ func (a *Agent) openState() (err error) {
 	if err := splice.CheckStateDir(cfg.StateDir); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if a.store, err = splice.OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+	if a.store, err = splice.OpenStore(cfg.StateDir, a.log.With("component", "store")); err != nil {
 		return err
 	}
 	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {

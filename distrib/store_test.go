@@ -88,7 +88,7 @@ func (f *distFixture) verified(t testing.TB, b *splice.Bundle) *splice.Verified 
 
 func newTestStore(t testing.TB) *splice.Store {
 	t.Helper()
-	s, err := splice.OpenStore(t.TempDir())
+	s, err := splice.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

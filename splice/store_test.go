@@ -91,7 +91,7 @@ func (f *storeFixture) verified(t testing.TB, b *splice.Bundle) *splice.Verified
 
 func newTestStore(t testing.TB) *splice.Store {
 	t.Helper()
-	s, err := splice.OpenStore(t.TempDir())
+	s, err := splice.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestStoreRoundTripSurvivesReopen(t *testing.T) {
 	b := f.bundle(t, "cve-2024-1086", 3, 100, f.trusted)
 	v := f.verified(t, b)
 	dir := t.TempDir()
-	s, err := splice.OpenStore(dir)
+	s, err := splice.OpenStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestStoreRoundTripSurvivesReopen(t *testing.T) {
 		t.Fatalf("second Put: %v", err)
 	}
 
-	s2, err := splice.OpenStore(dir)
+	s2, err := splice.OpenStore(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestStoreRemovesUnverifiedAtOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s2, err := splice.OpenStore(s.Dir())
+	s2, err := splice.OpenStore(filepath.Dir(s.Dir()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
