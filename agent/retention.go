@@ -28,9 +28,10 @@ import (
 // (from its arrival). A bundle a running, paused or done rollout rolls
 // out is kept, whatever its age. `splicefleet forget` drops one now, on
 // this host (the control API) or on every host (a signed forget command,
-// verified like every operator command). Only the store's copy goes: a
-// patch the host applied stays applied, and splice.Host keeps its own
-// copy to re-apply it at boot.
+// verified like every operator command). Only the copy for distribution
+// goes: a patch the host applied stays applied, and the one bundle store
+// (splice.Store) keeps its bytes, for this host alone, while the host's
+// journal needs them to re-apply it at boot or put it back.
 //
 // A dropped bundle is remembered (forgotten, persisted in the state
 // directory), so that anti-entropy does not fetch it back from a peer
