@@ -3,6 +3,7 @@ package splice_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -348,5 +349,57 @@ func TestHeadWireFormat(t *testing.T) {
 	}
 	if _, err := splice.DecodeHead(raw); err != nil {
 		t.Fatalf("the largest head (%d bytes, limit %d) is refused: %v", len(raw), splice.MaxHeadSize, err)
+	}
+}
+
+// TestStoreHostAndDistributionShareOneCopy: a bundle kept for the host
+// alone is not held for distribution; a Put of it holds it without a
+// second copy; Remove drops it from distribution and, with no journal
+// naming it, its bytes too. A write in progress of a live process
+// survives another open; one of a dead process does not.
+func TestStoreHostAndDistributionShareOneCopy(t *testing.T) {
+	f := newStoreFixture(t)
+	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 100, f.trusted))
+	s := newTestStore(t)
+	if err := s.Keep(v); err != nil {
+		t.Fatal(err)
+	}
+	if s.Has(v.ManifestDigest) {
+		t.Fatal("a bundle kept for the host is held for distribution")
+	}
+	if _, err := s.Head(v.ManifestDigest); !errors.Is(err, splice.ErrNotStored) {
+		t.Fatalf("Head of a local bundle = %v", err)
+	}
+	if err := s.Put(v); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Has(v.ManifestDigest) {
+		t.Fatal("Put did not hold the bundle")
+	}
+	if files := storeFiles(t, s); len(files) != 2 {
+		t.Fatalf("files %v, want one head and one module", files)
+	}
+	live := filepath.Join(s.Dir(), "modules", fmt.Sprintf("%s.pid%d.7%s", strings.Repeat("d", 64), os.Getpid(), splice.UnverifiedSuffix))
+	dead := filepath.Join(s.Dir(), "modules", strings.Repeat("e", 64)+".pid999999999.7"+splice.UnverifiedSuffix)
+	for _, p := range []string{live, dead} {
+		if err := os.WriteFile(p, []byte("part"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := splice.OpenStore(filepath.Dir(s.Dir()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live process's write was removed: %v", err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead process's leftover stayed: %v", err)
+	}
+	_ = os.Remove(live)
+	if err := s.Remove(v.ManifestDigest); err != nil {
+		t.Fatal(err)
+	}
+	if files := storeFiles(t, s); len(files) != 0 {
+		t.Fatalf("Remove of a bundle no journal needs left %v", files)
 	}
 }
