@@ -43,7 +43,7 @@ FUZZTIME ?= 20000x
 # Fuzz targets as package:Target.
 FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
 	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeRekey ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeReport \
-	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./distrib:FuzzDecodeHead ./ksrc:FuzzUnifiedDiff \
+	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./splice:FuzzDecodeHead ./ksrc:FuzzUnifiedDiff \
 	./objdiff:FuzzCompare ./klpgen:FuzzFinalize ./internal/jsonkeys:FuzzCheck ./internal/safetext:FuzzString
 # How long make fuzz-soak runs each target.
 FUZZSOAK ?= 60s

@@ -470,7 +470,7 @@ func serveBytes(b []byte) http.HandlerFunc {
 // headBytes is a bundle's head in its wire form.
 func headBytes(t testing.TB, b *splice.Bundle) []byte {
 	t.Helper()
-	raw, err := distrib.EncodeHead(&distrib.Head{Manifest: b.Manifest, Signatures: b.Signatures})
+	raw, err := splice.EncodeHead(&splice.Head{Manifest: b.Manifest, Signatures: b.Signatures})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 
 func assertNoUnverified(t testing.TB, a *Agent) {
 	t.Helper()
-	left, err := filepath.Glob(filepath.Join(a.store.Dir(), "*", "*"+distrib.UnverifiedSuffix))
+	left, err := filepath.Glob(filepath.Join(a.store.Dir(), "*", "*"+splice.UnverifiedSuffix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -713,7 +713,7 @@ func TestAttackEndlessDownload(t *testing.T) {
 			waitMetric(t, h, bad+1, "splicefleet_fetch_bad_peer_responses_total")
 			waitLog(t, logs, tc.logged)
 			t.Logf("refused %s after %s", tc.name, time.Since(start).Round(time.Millisecond))
-			limit := float64(len(b.Module) + 1 + 2*distrib.MaxHeadSize)
+			limit := float64(len(b.Module) + 1 + 2*splice.MaxHeadSize)
 			if got := metricValue(t, h, "splicefleet_fetched_bytes_total", "source", "origin"); got > float64(i+1)*limit {
 				t.Errorf("%g bytes read from the rogue, bound %g", got, float64(i+1)*limit)
 			}

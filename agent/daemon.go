@@ -116,7 +116,7 @@ type Agent struct {
 	hostKey *hostkey.Key  // signs this host's reports
 	pins    *hostkey.Pins // the other hosts' keys
 	kernel  *HostKernel
-	store   *distrib.Store
+	store   *splice.Store
 	fetcher *distrib.Fetcher
 	blobs   *distrib.BlobServer
 	node    *gossip.Node
@@ -268,7 +268,7 @@ func (a *Agent) openState() (err error) {
 	if err := splice.CheckStateDir(cfg.StateDir); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	if a.store, err = distrib.OpenStore(filepath.Join(cfg.StateDir, "store")); err != nil {
+	if a.store, err = splice.OpenStore(cfg.StateDir, a.log.With("component", "store")); err != nil {
 		return err
 	}
 	if a.forgotten, err = openForgotten(filepath.Join(cfg.StateDir, "forgotten.json")); err != nil {
@@ -768,7 +768,7 @@ func (a *Agent) antiEntropy(ctx context.Context) {
 		return
 	}
 	for _, e := range idx {
-		if !distrib.ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
+		if !splice.ValidDigest(e.ManifestDigest) || a.store.Has(e.ManifestDigest) {
 			continue
 		}
 		a.fetchAsync(ctx, gossip.Announcement{ID: e.ID, Version: e.Version, ManifestDigest: e.ManifestDigest, Size: e.Size, Origin: peer}, true)

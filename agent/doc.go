@@ -17,7 +17,7 @@
 //
 // The fleet side is [Agent]: a member of an encrypted serf cluster
 // (package gossip) with no central server. A bundle published at any agent
-// is verified there, stored content-addressed ([distrib.Store]) and announced in a
+// is verified there, stored content-addressed ([splice.Store]) and announced in a
 // small gossip event. Every agent that hears the announcement fetches the
 // bundle from its peers' blob services ([distrib.BlobServer], read-only and
 // content-addressed), trying peers before the origin: first the head
@@ -37,14 +37,15 @@
 // only for a member's advertised address, so only members are named in
 // its seeding referrals.
 // Agents publish their kernel, agent version and holdings in their gossip
-// tags, which the fleet views read. The store is a copy for distribution:
+// tags, which the fleet views read. What the agent holds is a copy for
+// distribution in the host's one bundle store:
 // a bundle no live rollout needs (its rollouts halted, were revoked or
 // expired, it expired, or it was published without a plan) is dropped
 // after Config.BundleRetention, or at once by a forget (local, or a
 // signed command every agent verifies), and remembered so that
 // anti-entropy does not bring it back; a bundle a running, paused or done
-// rollout rolls out is kept. The host's own copies of the patches it
-// applied belong to package splice and are never dropped.
+// rollout rolls out is kept. A dropped bundle's bytes stay, for this
+// host alone, while the host's journal needs them (splice.Store).
 //
 // Rollouts (package rollout decides, this package acts): a signed plan
 // published at one agent is announced in a small gossip event, fetched and

@@ -17,6 +17,7 @@ import (
 	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/gossip"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // Bounds of a document fetch: a document is at most
@@ -231,7 +232,7 @@ func (a *Agent) pullDocs(ctx context.Context, peer string) {
 		return
 	}
 	for _, e := range idx {
-		if distrib.ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
+		if splice.ValidDigest(e.Digest) && (e.Kind == rollout.KindPlan || e.Kind == rollout.KindCommand || e.Kind == rollout.KindRekey) {
 			a.fetchDocAsync(ctx, e.Kind, e.Digest, peer, true)
 		}
 	}

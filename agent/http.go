@@ -294,9 +294,9 @@ func (a *Agent) serveForget(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, e)
-	case errors.Is(err, distrib.ErrInvalidDigest):
+	case errors.Is(err, splice.ErrInvalidDigest):
 		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error(), Reason: "invalid"})
-	case errors.Is(err, distrib.ErrNotStored):
+	case errors.Is(err, splice.ErrNotStored):
 		writeJSON(w, http.StatusNotFound, APIError{Error: err.Error(), Reason: "not_held"})
 	case errors.Is(err, ErrBundleInUse):
 		writeJSON(w, http.StatusConflict, APIError{Error: err.Error(), Reason: "in_use"})

@@ -154,7 +154,7 @@ func (a *HostKernel) TaintFlags() (map[string]bool, error) {
 // content-addressed, so what it says never changes: each is read once and
 // remembered; a scrape only lists the folder.
 type heldBundles struct {
-	store *distrib.Store
+	store *splice.Store
 	mu    sync.Mutex
 	known map[string]metrics.Bundle // by manifest digest
 	// wanted lists the bundles a live rollout targets this host with;
@@ -187,7 +187,7 @@ func (h *heldBundles) list() ([]metrics.Bundle, error) {
 			}
 			m, err := splice.ParseManifest(head.Manifest)
 			if err != nil {
-				return nil, fmt.Errorf("list store: head %s: %w: %v", digest, distrib.ErrCorruptStore, err)
+				return nil, fmt.Errorf("list store: head %s: %w: %v", digest, splice.ErrCorruptStore, err)
 			}
 			b = metrics.Bundle{ID: m.ID, Version: m.Version, Target: m.Target, Stored: e.At}
 			h.known[digest] = b

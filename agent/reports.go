@@ -16,11 +16,11 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // Hosts' signed reports.
@@ -89,7 +89,7 @@ func openReportBook(dir string) (*reportBook, error) {
 		return nil, err
 	}
 	for _, p := range plans {
-		if !p.IsDir() || !distrib.ValidDigest(p.Name()) {
+		if !p.IsDir() || !splice.ValidDigest(p.Name()) {
 			continue
 		}
 		// Followed when its reports were kept: a report is put only

@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
 	"github.com/splicefleet/splicefleet/metrics"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // Bundle retention.
@@ -28,9 +28,10 @@ import (
 // (from its arrival). A bundle a running, paused or done rollout rolls
 // out is kept, whatever its age. `splicefleet forget` drops one now, on
 // this host (the control API) or on every host (a signed forget command,
-// verified like every operator command). Only the store's copy goes: a
-// patch the host applied stays applied, and splice.Host keeps its own
-// copy to re-apply it at boot.
+// verified like every operator command). Only the copy for distribution
+// goes: a patch the host applied stays applied, and the one bundle store
+// (splice.Store) keeps its bytes, for this host alone, while the host's
+// journal needs them to re-apply it at boot or put it back.
 //
 // A dropped bundle is remembered (forgotten, persisted in the state
 // directory), so that anti-entropy does not fetch it back from a peer
@@ -70,7 +71,7 @@ func openForgotten(path string) (*forgotten, error) {
 		return nil, fmt.Errorf("forgotten bundles %s is damaged: %w", path, err)
 	}
 	for d := range f.at {
-		if !distrib.ValidDigest(d) {
+		if !splice.ValidDigest(d) {
 			delete(f.at, d)
 		}
 	}
@@ -215,7 +216,7 @@ func (r *rollouts) holdingDrops(f func(use bundleUse)) {
 // dropBundleLocked removes a bundle's copy for distribution and
 // remembers it. The caller is inside rollouts.holdingDrops, so that no plan naming it is
 // accepted meanwhile.
-func (a *Agent) dropBundleLocked(e distrib.Entry, reason metrics.DropReason, why string) error {
+func (a *Agent) dropBundleLocked(e splice.Entry, reason metrics.DropReason, why string) error {
 	if err := a.store.Remove(e.Digest); err != nil {
 		return err
 	}
@@ -231,14 +232,14 @@ func (a *Agent) dropBundleLocked(e distrib.Entry, reason metrics.DropReason, why
 }
 
 // heldEntry finds a held bundle by manifest digest.
-func (a *Agent) heldEntry(digest string) (distrib.Entry, bool, error) {
+func (a *Agent) heldEntry(digest string) (splice.Entry, bool, error) {
 	entries, err := a.store.List()
 	if err != nil {
-		return distrib.Entry{}, false, err
+		return splice.Entry{}, false, err
 	}
-	i := slices.IndexFunc(entries, func(e distrib.Entry) bool { return e.Digest == digest })
+	i := slices.IndexFunc(entries, func(e splice.Entry) bool { return e.Digest == digest })
 	if i < 0 {
-		return distrib.Entry{}, false, nil
+		return splice.Entry{}, false, nil
 	}
 	return entries[i], true, nil
 }
@@ -246,18 +247,18 @@ func (a *Agent) heldEntry(digest string) (distrib.Entry, bool, error) {
 // Forget drops a held bundle's copy for distribution on this host now,
 // unless a running, paused or done rollout rolls it out. Other hosts
 // keep theirs: a signed forget command (Command) drops them everywhere.
-func (a *Agent) Forget(digest string) (distrib.Entry, error) {
-	if err := distrib.CheckDigest(digest); err != nil {
-		return distrib.Entry{}, err
+func (a *Agent) Forget(digest string) (splice.Entry, error) {
+	if err := splice.CheckDigest(digest); err != nil {
+		return splice.Entry{}, err
 	}
 	e, held, err := a.heldEntry(digest)
 	if err != nil {
-		return distrib.Entry{}, err
+		return splice.Entry{}, err
 	}
 	if !held {
-		return distrib.Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], distrib.ErrNotStored)
+		return splice.Entry{}, fmt.Errorf("forget bundle %s: %w", digest[:12], splice.ErrNotStored)
 	}
-	var out distrib.Entry
+	var out splice.Entry
 	a.ro.holdingDrops(func(use bundleUse) {
 		expired := e.Expires != nil && !a.now().Before(*e.Expires)
 		if keep, _ := use(digest, expired); keep != "" {
@@ -307,7 +308,7 @@ func (r *rollouts) acceptForget(vc *rollout.VerifiedCommand) error {
 // forgetAccepted drops the copy of the bundle an accepted forget command
 // names, or remembers it when it is not held; a copy that arrived after
 // the command was issued stays. The caller holds the engine's lock.
-func (a *Agent) forgetAccepted(c rollout.Command, e distrib.Entry, held bool) error {
+func (a *Agent) forgetAccepted(c rollout.Command, e splice.Entry, held bool) error {
 	why := "forget by operator" + reasonOf(c.Reason)
 	switch stored, err := a.store.StoredAt(c.Bundle); {
 	case !held || err != nil:

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -120,7 +120,9 @@ func TestBundleRetention(t *testing.T) {
 		}
 		return nil
 	})
-	splicedCopy := filepath.Join(agents[0].cfg.StateDir, "bundles", haltedV.ManifestDigest+".splice")
+	// One copy on the canary: the store's, which its host lifecycle
+	// reads at boot too.
+	splicedCopy := filepath.Join(agents[0].cfg.StateDir, splice.StoreDir, "modules", haltedV.Manifest.Module.SHA256)
 	if _, err := os.Stat(splicedCopy); err != nil {
 		t.Fatalf("the canary's own copy of the applied patch: %v", err)
 	}
@@ -172,6 +174,22 @@ func TestBundleRetention(t *testing.T) {
 	if _, err := os.Stat(splicedCopy); err != nil {
 		t.Errorf("the canary's own copy of the applied patch went: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(agents[0].cfg.StateDir, splice.StoreDir, "heads", haltedV.ManifestDigest+".json")); err != nil {
+		t.Errorf("the canary's own copy of the applied patch's head went: %v", err)
+	}
+	// Where no patch needs them, the bytes went with the copy for
+	// distribution.
+	for i, a := range agents {
+		for _, v := range []*splice.Verified{only, expiring, haltedV} {
+			if i == 0 && v == haltedV {
+				continue
+			}
+			mod := filepath.Join(a.cfg.StateDir, splice.StoreDir, "modules", v.Manifest.Module.SHA256)
+			if _, err := os.Stat(mod); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s still stores the module of %s: %v", a.Name(), v.Manifest.ID, err)
+			}
+		}
+	}
 }
 
 // TestForgetLocalAndFleetWide: forget drops a bundle's copy for
@@ -199,7 +217,7 @@ func TestForgetLocalAndFleetWide(t *testing.T) {
 	if !errors.As(err, &refused) || refused.Reason != "in_use" || !strings.Contains(err.Error(), "rollout running is running; halt or revoke it first") {
 		t.Errorf("local forget of a running rollout's bundle: %v", err)
 	}
-	var ent distrib.Entry
+	var ent splice.Entry
 	if err := ctl.Do("POST", "/v1/bundles/"+x.ManifestDigest+"/forget", nil, &ent); err != nil || ent.ID != "x" {
 		t.Fatalf("local forget: %+v, %v", ent, err)
 	}

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/hostkey"
 	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/bounded"
@@ -100,7 +99,7 @@ type engineDeps struct {
 
 // bundleHeads are the verified bundles held here, as the engine reads them.
 type bundleHeads interface {
-	Head(digest string) (*distrib.Head, error)
+	Head(digest string) (*splice.Head, error)
 	Has(digest string) bool
 }
 
@@ -119,10 +118,10 @@ type localHost interface {
 // bundleRetention drops a bundle's copy for a forget command
 // (retention.go).
 type bundleRetention interface {
-	heldEntry(digest string) (distrib.Entry, bool, error)
+	heldEntry(digest string) (splice.Entry, bool, error)
 	// forgetAccepted drops or remembers the bundle a verified forget
 	// names; the engine holds its lock.
-	forgetAccepted(c rollout.Command, e distrib.Entry, held bool) error
+	forgetAccepted(c rollout.Command, e splice.Entry, held bool) error
 }
 
 // rollouts follows every accepted plan on this host.
@@ -197,7 +196,7 @@ func openRollouts(deps engineDeps) (*rollouts, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasSuffix(name, ".json") || !distrib.ValidDigest(strings.TrimSuffix(name, ".json")) {
+		if !strings.HasSuffix(name, ".json") || !splice.ValidDigest(strings.TrimSuffix(name, ".json")) {
 			continue
 		}
 		data, err := bounded.ReadFile(filepath.Join(r.dir, name), maxRecordSize)
@@ -311,7 +310,7 @@ func (r *rollouts) storeDoc(d *rollout.Document) error {
 
 // Doc reads a stored document's wire form.
 func (r *rollouts) Doc(digest string) ([]byte, error) {
-	if !distrib.ValidDigest(digest) {
+	if !splice.ValidDigest(digest) {
 		return nil, fs.ErrNotExist
 	}
 	return bounded.ReadFile(filepath.Join(r.docs, digest+".json"), rollout.MaxDocumentSize)
@@ -385,7 +384,7 @@ func (r *rollouts) acceptVerified(vp *rollout.VerifiedPlan) (rollout.Status, err
 		// Dropped (retention, forget) since it was read above: retention
 		// holds r.mu while it drops, so this check under it is final.
 		return rollout.Status{}, fmt.Errorf("%w: plan %s names bundle %s, which this agent dropped meanwhile: %w",
-			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], distrib.ErrNotStored)
+			ErrRolloutRefused, vp.Plan.ID, vp.Plan.Bundle[:12], splice.ErrNotStored)
 	}
 	for _, rec := range r.recs {
 		if rec.Rollout.Plan.ID == vp.Plan.ID {

@@ -33,7 +33,7 @@ func TestFetchStoresThroughTheWantsGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	originStore, err := distrib.OpenStore(t.TempDir())
+	originStore, err := splice.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestFetchStoresThroughTheWantsGuard(t *testing.T) {
 	}
 	origin := httptest.NewServer(distrib.NewBlobServer(originStore, distrib.BlobServerOptions{Logger: testutil.Logger(t, -4)}))
 	t.Cleanup(origin.Close)
-	store, err := distrib.OpenStore(t.TempDir())
+	store, err := splice.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

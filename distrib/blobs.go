@@ -14,13 +14,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // The blob service is read-only and content-addressed; peers fetch from it:
 //
 //	GET /v1/heads/<manifest sha256>   200 application/json: the head wire format
 //	                                  {"manifest": "<base64>", "signatures": ["<base64>", ...]},
-//	                                  at most MaxHeadSize bytes
+//	                                  at most splice.MaxHeadSize bytes
 //	GET /v1/modules/<module sha256>   200 application/octet-stream: the module bytes,
 //	                                  with Content-Length
 //
@@ -119,7 +121,7 @@ type BlobServerStats struct {
 
 // BlobServer serves a Store's heads and modules.
 type BlobServer struct {
-	store  *Store
+	store  *splice.Store
 	log    *slog.Logger
 	seed   BlobServerOptions
 	seedMu sync.Mutex
@@ -132,7 +134,7 @@ type BlobServer struct {
 }
 
 // NewBlobServer returns the read-only blob service over store.
-func NewBlobServer(store *Store, opts BlobServerOptions) *BlobServer {
+func NewBlobServer(store *splice.Store, opts BlobServerOptions) *BlobServer {
 	if opts.MaxConcurrentUploads <= 0 {
 		opts.MaxConcurrentUploads = DefaultMaxConcurrentUploads
 	}
@@ -340,7 +342,7 @@ func (s *BlobServer) release() { <-s.slots }
 // digest checks the path's digest, answering 400 when it is malformed.
 func (s *BlobServer) digest(w http.ResponseWriter, r *http.Request) (string, bool) {
 	d := r.PathValue("digest")
-	if !ValidDigest(d) {
+	if !splice.ValidDigest(d) {
 		s.stats.bad.Add(1)
 		http.Error(w, "digest must be 64 lower-case hex digits", http.StatusBadRequest)
 		return "", false
@@ -349,7 +351,7 @@ func (s *BlobServer) digest(w http.ResponseWriter, r *http.Request) (string, boo
 }
 
 func (s *BlobServer) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, ErrNotStored) {
+	if errors.Is(err, splice.ErrNotStored) {
 		s.stats.notFound.Add(1)
 		http.Error(w, "not found", http.StatusNotFound)
 		return
@@ -369,7 +371,7 @@ func (s *BlobServer) serveHead(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	body, err := EncodeHead(h)
+	body, err := splice.EncodeHead(h)
 	if err != nil {
 		s.fail(w, r, err)
 		return

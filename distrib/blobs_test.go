@@ -13,10 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // storedBundle returns a store holding one verified bundle.
-func storedBundle(t testing.TB, f *distFixture, padding int) (*Store, *Head, []byte, string, string) {
+func storedBundle(t testing.TB, f *distFixture, padding int) (*splice.Store, *splice.Head, []byte, string, string) {
 	t.Helper()
 	b := f.bundle(t, "cve-2024-1086", 3, padding, f.trusted)
 	v := f.verified(t, b)
@@ -24,7 +26,7 @@ func storedBundle(t testing.TB, f *distFixture, padding int) (*Store, *Head, []b
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
 	}
-	return s, &Head{Manifest: b.Manifest, Signatures: b.Signatures}, b.Module, v.ManifestDigest, v.Manifest.Module.SHA256
+	return s, &splice.Head{Manifest: b.Manifest, Signatures: b.Signatures}, b.Module, v.ManifestDigest, v.Manifest.Module.SHA256
 }
 
 func get(t testing.TB, url string) (*http.Response, []byte) {
@@ -52,7 +54,7 @@ func TestBlobServerServesAndCounts(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("head: %s %v", resp.Status, resp.Header)
 	}
-	h, err := DecodeHead(body)
+	h, err := splice.DecodeHead(body)
 	if err != nil || !bytes.Equal(h.Manifest, head.Manifest) || len(h.Signatures) != 1 || !bytes.Equal(h.Signatures[0], head.Signatures[0]) {
 		t.Fatalf("head %+v, %v", h, err)
 	}

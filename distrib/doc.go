@@ -1,16 +1,18 @@
-// Package distrib moves verified bundles between hosts: a content-addressed
-// store ([Store]), the read-only blob service every agent runs for its
-// peers ([BlobServer]), and the fetcher that downloads a bundle from
-// peers and checks it before anything of it is kept ([Fetcher]). It knows
-// nothing of gossip, rollouts or the kernel: the agent (package agent)
-// decides what to fetch, from which members, and when, and passes in the
-// trust policy that judges a head.
+// Package distrib moves verified bundles between hosts: the read-only
+// blob service every agent runs for its peers ([BlobServer]), and the
+// fetcher that downloads a bundle from peers and checks it before
+// anything of it is kept ([Fetcher]). It knows nothing of gossip,
+// rollouts or the kernel: the agent (package agent) decides what to
+// fetch, from which members, and when, and passes in the trust policy
+// that judges a head.
 //
-// The store keeps DIR/heads/<manifest sha256>.json (the manifest and its
-// signatures, the head wire format) and DIR/modules/<module sha256>
-// (the module). Every file arrives as a synced "*.unverified" file renamed
-// into place once checked (internal/atomicfile), so a crash leaves either
-// nothing or a whole, verified file; leftovers are removed at open.
+// What it fetches goes into, and what it serves comes from, the host's
+// one bundle store, [splice.Store]: the manifest and its signatures (the
+// head, in the wire format splice.EncodeHead writes) and the module, each
+// stored once, content-addressed. A module download streams into a
+// synced "*.unverified" file (splice.Store.CreateModule) renamed into
+// place only once its digest matched, so a crash leaves either nothing
+// or a whole, verified file.
 //
 // A fetch asks peers before the origin: first the head, which must match
 // the wanted manifest digest and pass the trust policy, and only then the

@@ -20,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/splice"
 )
 
@@ -44,7 +43,7 @@ const (
 	maxNegativeEntries  = 4096 // refused digests remembered at once
 
 	// DefaultHeadTimeout bounds one head request: a head is at most
-	// MaxHeadSize bytes, so a source slower than that is not worth
+	// splice.MaxHeadSize bytes, so a source slower than that is not worth
 	// waiting for.
 	DefaultHeadTimeout = 5 * time.Second
 	// DefaultModuleStall plus the module's size at DefaultMinFetchRate
@@ -68,7 +67,7 @@ const (
 
 // FetcherOptions configures NewFetcher.
 type FetcherOptions struct {
-	Store    *Store          // required: where verified bundles go
+	Store    *splice.Store   // required: where verified bundles go
 	Verifier splice.Verifier // required: the trust policy
 	// Now is the clock for manifest expiry and the negative cache.
 	// Default time.Now.
@@ -176,7 +175,7 @@ type FetcherStats struct {
 // NegativeTTL and refused again without any request. Fetches of one digest
 // at once share one download (and its outcome, cancellation included).
 type Fetcher struct {
-	store    *Store
+	store    *splice.Store
 	verifier splice.Verifier
 	now      func() time.Time
 	client   *http.Client
@@ -285,7 +284,7 @@ func (f *Fetcher) Stats() FetcherStats {
 // wrapping a *splice.RejectError; no source having it is ErrUnavailable.
 func (f *Fetcher) Fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
 	digest := want.ManifestDigest
-	if err := CheckDigest(digest); err != nil {
+	if err := splice.CheckDigest(digest); err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	if want.Size < 0 || want.Size > splice.MaxBundleSize {
@@ -524,7 +523,7 @@ func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin s
 	// (unless it timed out lately): asking peers that may not have it
 	// yet costs more than it saves. Every request, and the phase as a
 	// whole, is bounded in time.
-	var head *Head
+	var head *splice.Head
 	var headFrom source
 	hctx, cancel := context.WithTimeout(ctx, f.total)
 	err := f.rounds(hctx, f.originFirst(sources), skip, log, "head", func(ctx context.Context, s source) error {
@@ -597,7 +596,7 @@ func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin s
 	// A module downloaded for a bundle that is not stored in the end
 	// goes again, unless a stored bundle names it.
 	unstored := func() {
-		if err := f.store.removeUnusedModule(m.Module.SHA256); err != nil {
+		if err := f.store.RemoveUnusedModule(m.Module.SHA256); err != nil {
 			log.Warn("remove a module downloaded for a bundle not stored", "err", err)
 		}
 	}
@@ -620,7 +619,7 @@ func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin s
 
 // verifyHead runs the checks of the bundle's reading order that need no
 // module: signatures over the raw manifest, then the manifest, its expiry.
-func (f *Fetcher) verifyHead(h *Head) (*splice.Manifest, error) {
+func (f *Fetcher) verifyHead(h *splice.Head) (*splice.Manifest, error) {
 	if _, err := f.verifier.Verify(h.Manifest, h.Signatures); err != nil {
 		return nil, &splice.RejectError{Reason: splice.ErrSignature, Err: err}
 	}
@@ -639,7 +638,7 @@ func (f *Fetcher) verifyHead(h *Head) (*splice.Manifest, error) {
 // bundle with the same module, or a fetch interrupted after the rename).
 func (f *Fetcher) storedModule(m *splice.Manifest) ([]byte, error) {
 	file, size, err := f.store.OpenModule(m.Module.SHA256)
-	if errors.Is(err, ErrNotStored) {
+	if errors.Is(err, splice.ErrNotStored) {
 		return nil, nil
 	}
 	if err != nil {
@@ -817,24 +816,24 @@ func (f *Fetcher) count(s source, n int64) {
 	}
 }
 
-func (f *Fetcher) getHead(ctx context.Context, s source, digest string) (*Head, error) {
+func (f *Fetcher) getHead(ctx context.Context, s source, digest string) (*splice.Head, error) {
 	resp, err := f.get(ctx, s, HeadsPath+digest)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	if resp.ContentLength > MaxHeadSize {
-		return nil, fmt.Errorf("%w: %s: head of %d bytes, limit %d", ErrBadPeer, s.base, resp.ContentLength, MaxHeadSize)
+	if resp.ContentLength > splice.MaxHeadSize {
+		return nil, fmt.Errorf("%w: %s: head of %d bytes, limit %d", ErrBadPeer, s.base, resp.ContentLength, splice.MaxHeadSize)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxHeadSize+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, splice.MaxHeadSize+1))
 	f.count(s, int64(len(data)))
 	if err != nil {
 		return nil, fmt.Errorf("%s: read head: %w", s.base, err)
 	}
-	if len(data) > MaxHeadSize {
-		return nil, fmt.Errorf("%w: %s: head longer than %d bytes", ErrBadPeer, s.base, MaxHeadSize)
+	if len(data) > splice.MaxHeadSize {
+		return nil, fmt.Errorf("%w: %s: head longer than %d bytes", ErrBadPeer, s.base, splice.MaxHeadSize)
 	}
-	h, err := DecodeHead(data)
+	h, err := splice.DecodeHead(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadPeer, s.base, err)
 	}
@@ -856,7 +855,7 @@ func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int6
 	if resp.ContentLength >= 0 && resp.ContentLength != size {
 		return nil, fmt.Errorf("%w: %s: module of %d bytes, manifest says %d", ErrBadPeer, s.base, resp.ContentLength, size)
 	}
-	tmp, err := f.store.createUnverified(sha)
+	tmp, err := f.store.CreateModule(sha)
 	if err != nil {
 		return nil, fmt.Errorf("create download file: %w", err)
 	}
@@ -880,10 +879,4 @@ func (f *Fetcher) getModule(ctx context.Context, s source, sha string, size int6
 		return nil, fmt.Errorf("store module %s: %w", sha, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// createUnverified opens a new "*.unverified" file for a module download,
-// renamed into place by Commit once the digest matched.
-func (s *Store) createUnverified(sha string) (*atomicfile.File, error) {
-	return atomicfile.Create(s.modulePath(sha), 0o600, sha+".*"+UnverifiedSuffix)
 }

@@ -83,7 +83,7 @@ func serveBytes(b []byte) http.HandlerFunc {
 
 func headBytes(t testing.TB, b *splice.Bundle) []byte {
 	t.Helper()
-	raw, err := EncodeHead(&Head{Manifest: b.Manifest, Signatures: b.Signatures})
+	raw, err := splice.EncodeHead(&splice.Head{Manifest: b.Manifest, Signatures: b.Signatures})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-func newTestFetcher(t testing.TB, f *distFixture, clock *fakeClock) (*Fetcher, *Store) {
+func newTestFetcher(t testing.TB, f *distFixture, clock *fakeClock) (*Fetcher, *splice.Store) {
 	t.Helper()
 	if clock == nil {
 		clock = &fakeClock{t: distNow}
@@ -131,7 +131,7 @@ func want(v *splice.Verified) Want {
 
 // assertNothingStored checks the store holds no bundle, module or partial
 // download.
-func assertNothingStored(t testing.TB, s *Store) {
+func assertNothingStored(t testing.TB, s *splice.Store) {
 	t.Helper()
 	if files := storeFiles(t, s); len(files) != 0 {
 		t.Fatalf("store holds %v", files)
@@ -368,7 +368,7 @@ func TestFetchCutsOffOversizedResponses(t *testing.T) {
 		head, module http.HandlerFunc
 		limit        uint64
 	}{
-		{"endless head", endless, nil, MaxHeadSize + 1},
+		{"endless head", endless, nil, splice.MaxHeadSize + 1},
 		{"endless module", serveBytes(headBytes(t, b)), endless, uint64(len(headBytes(t, b)) + len(b.Module) + 1)},
 		{"module one byte too long", serveBytes(headBytes(t, b)), serveBytes(append(bytes.Clone(b.Module), 0)), uint64(len(headBytes(t, b)) + len(b.Module) + 1)},
 	}
@@ -432,7 +432,7 @@ func TestFetchRetriesWithBackoff(t *testing.T) {
 	f := newDistFixture(t)
 	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
 	var calls atomic.Int64
-	good := NewBlobServer(func() *Store {
+	good := NewBlobServer(func() *splice.Store {
 		s := newTestStore(t)
 		if err := s.Put(v); err != nil {
 			t.Fatal(err)

@@ -1,14 +1,10 @@
 package distrib
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,9 +86,9 @@ func (f *distFixture) verified(t testing.TB, b *splice.Bundle) *splice.Verified 
 	return v
 }
 
-func newTestStore(t testing.TB) *Store {
+func newTestStore(t testing.TB) *splice.Store {
 	t.Helper()
-	s, err := OpenStore(t.TempDir())
+	s, err := splice.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +96,7 @@ func newTestStore(t testing.TB) *Store {
 }
 
 // storeFiles lists every file under the store's folders, relative to it.
-func storeFiles(t testing.TB, s *Store) []string {
+func storeFiles(t testing.TB, s *splice.Store) []string {
 	t.Helper()
 	var out []string
 	for _, d := range []string{"heads", "modules"} {
@@ -135,232 +131,4 @@ func (w tLogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
-}
-
-func TestStoreRoundTripSurvivesReopen(t *testing.T) {
-	f := newDistFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 100, f.trusted)
-	v := f.verified(t, b)
-	dir := t.TempDir()
-	s, err := OpenStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Has(v.ManifestDigest) {
-		t.Fatal("empty store has the bundle")
-	}
-	if err := s.Put(v); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(v); err != nil {
-		t.Fatalf("second Put: %v", err)
-	}
-
-	s2, err := OpenStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, st := range map[string]*Store{"same": s, "reopened": s2} {
-		if !st.Has(v.ManifestDigest) {
-			t.Fatalf("%s: Has = false", name)
-		}
-		h, err := st.Head(v.ManifestDigest)
-		if err != nil || !bytes.Equal(h.Manifest, b.Manifest) || len(h.Signatures) != 1 || !bytes.Equal(h.Signatures[0], b.Signatures[0]) {
-			t.Fatalf("%s: Head = %+v, %v", name, h, err)
-		}
-		got, err := st.Bundle(v.ManifestDigest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(encodeBundle(t, got), encodeBundle(t, b)) {
-			t.Fatalf("%s: reassembled bundle differs", name)
-		}
-		if _, err := splice.Verify(got, f.policy, distNow); err != nil {
-			t.Fatalf("%s: stored bundle does not verify: %v", name, err)
-		}
-		mf, size, err := st.OpenModule(v.Manifest.Module.SHA256)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := io.ReadAll(mf)
-		mf.Close()
-		if size != int64(len(b.Module)) || !bytes.Equal(data, b.Module) {
-			t.Fatalf("%s: module %d bytes (size %d), want %d", name, len(data), size, len(b.Module))
-		}
-		list, err := st.List()
-		want := Entry{Digest: v.ManifestDigest, ID: "cve-2024-1086", Version: 3, ModuleSHA256: v.Manifest.Module.SHA256, Size: int64(len(b.Module))}
-		if err != nil || len(list) != 1 || list[0] != want {
-			t.Fatalf("%s: List = %+v, %v; want %+v", name, list, err, want)
-		}
-	}
-	if files := storeFiles(t, s2); len(files) != 2 {
-		t.Fatalf("files %v, want one head and one module", files)
-	}
-}
-
-func TestStoreRemovesUnverifiedAtOpen(t *testing.T) {
-	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
-	s := newTestStore(t)
-	if err := s.Put(v); err != nil {
-		t.Fatal(err)
-	}
-	strays := []string{
-		filepath.Join(s.Dir(), "modules", strings.Repeat("a", 64)+".123"+UnverifiedSuffix),
-		filepath.Join(s.Dir(), "modules", "x"+UnverifiedSuffix),
-		filepath.Join(s.Dir(), "heads", strings.Repeat("b", 64)+".json.9"+UnverifiedSuffix),
-	}
-	for _, p := range strays {
-		if err := os.WriteFile(p, []byte("half a download"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s2, err := OpenStore(s.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range strays {
-		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s survived open: %v", p, err)
-		}
-	}
-	if _, err := s2.Bundle(v.ManifestDigest); err != nil {
-		t.Fatalf("verified entry lost: %v", err)
-	}
-	if files := storeFiles(t, s2); len(files) != 2 {
-		t.Fatalf("files %v", files)
-	}
-}
-
-func TestStoreConcurrentPutOfOneBundle(t *testing.T) {
-	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 4096, f.trusted))
-	s := newTestStore(t)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for range 16 {
-		wg.Go(func() { errs <- s.Put(v) })
-	}
-	wg.Go(func() {
-		for range 100 {
-			if s.Has(v.ManifestDigest) {
-				if _, err := s.Bundle(v.ManifestDigest); err != nil {
-					errs <- err // a visible head means a complete bundle
-					return
-				}
-			}
-		}
-	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if files := storeFiles(t, s); len(files) != 2 {
-		t.Fatalf("files %v, want one head and one module", files)
-	}
-	if list, err := s.List(); err != nil || len(list) != 1 {
-		t.Fatalf("List = %v, %v", list, err)
-	}
-}
-
-func TestStoreRefusals(t *testing.T) {
-	f := newDistFixture(t)
-	s := newTestStore(t)
-	unknown := strings.Repeat("0", 64)
-	if _, err := s.Head(unknown); !errors.Is(err, ErrNotStored) {
-		t.Errorf("Head(unknown) = %v", err)
-	}
-	if _, _, err := s.OpenModule(unknown); !errors.Is(err, ErrNotStored) {
-		t.Errorf("OpenModule(unknown) = %v", err)
-	}
-	for _, bad := range []string{"", "../../etc/passwd", strings.Repeat("A", 64), strings.Repeat("0", 63), strings.Repeat("0", 65), strings.Repeat("g", 64)} {
-		if _, err := s.Head(bad); !errors.Is(err, ErrInvalidDigest) {
-			t.Errorf("Head(%q) = %v", bad, err)
-		}
-		if _, _, err := s.OpenModule(bad); !errors.Is(err, ErrInvalidDigest) {
-			t.Errorf("OpenModule(%q) = %v", bad, err)
-		}
-		if s.Has(bad) {
-			t.Errorf("Has(%q)", bad)
-		}
-	}
-
-	// A Verified whose bytes disagree with its digests is not stored.
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
-	bad := *v
-	bad.Module = append([]byte(nil), v.Module...)
-	bad.Module[10] ^= 1
-	if err := s.Put(&bad); err == nil {
-		t.Fatal("stored a module that does not match its manifest")
-	}
-	bad = *v
-	bad.ManifestDigest = unknown
-	if err := s.Put(&bad); err == nil {
-		t.Fatal("stored a manifest under another digest")
-	}
-	if files := storeFiles(t, s); len(files) != 0 {
-		t.Fatalf("refused Put left %v", files)
-	}
-
-	// A head file changed on disk is noticed, not served.
-	if err := s.Put(v); err != nil {
-		t.Fatal(err)
-	}
-	other := f.verified(t, f.bundle(t, "cve-2024-9999", 1, 0, f.trusted))
-	raw, _ := EncodeHead(&Head{Manifest: other.Bundle.Manifest, Signatures: other.Bundle.Signatures})
-	if err := os.WriteFile(s.headPath(v.ManifestDigest), raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Head(v.ManifestDigest); !errors.Is(err, ErrCorruptStore) {
-		t.Fatalf("Head of a swapped file = %v", err)
-	}
-}
-
-func TestHeadWireFormat(t *testing.T) {
-	f := newDistFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 0, f.trusted)
-	raw, err := EncodeHead(&Head{Manifest: b.Manifest, Signatures: b.Signatures})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := DecodeHead(raw)
-	if err != nil || !bytes.Equal(h.Manifest, b.Manifest) || len(h.Signatures) != 1 {
-		t.Fatalf("round trip: %+v, %v", h, err)
-	}
-	unsigned, err := EncodeHead(&Head{Manifest: b.Manifest})
-	if err != nil || !bytes.Contains(unsigned, []byte(`"signatures":[]`)) {
-		t.Fatalf("unsigned head %s, %v", unsigned, err)
-	}
-	tooMany := make([]string, splice.MaxSignatures+1)
-	for i := range tooMany {
-		tooMany[i] = `"AA=="`
-	}
-	for name, bad := range map[string]string{
-		"unknown field": `{"manifest":"e30=","signatures":[],"module":"AA=="}`,
-		"trailing data": `{"manifest":"e30=","signatures":[]} {}`,
-		"no manifest":   `{"signatures":[]}`,
-		"not base64":    `{"manifest":"!!!","signatures":[]}`,
-		"empty sig":     `{"manifest":"e30=","signatures":[""]}`,
-		"too many sigs": `{"manifest":"e30=","signatures":[` + strings.Join(tooMany, ",") + `]}`,
-		"oversized":     `{"manifest":"` + strings.Repeat("A", MaxHeadSize) + `","signatures":[]}`,
-		"not json":      "\x89SPLICE\n",
-	} {
-		if _, err := DecodeHead([]byte(bad)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	largest := &Head{Manifest: bytes.Repeat([]byte{0xff}, splice.MaxManifestSize)}
-	for range splice.MaxSignatures {
-		largest.Signatures = append(largest.Signatures, bytes.Repeat([]byte{0xfe}, splice.MaxSignatureSize))
-	}
-	raw, err = EncodeHead(largest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := DecodeHead(raw); err != nil {
-		t.Fatalf("the largest head (%d bytes, limit %d) is refused: %v", len(raw), MaxHeadSize, err)
-	}
 }

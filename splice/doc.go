@@ -13,7 +13,8 @@
 // before and after every kernel action. Opening a Host reconciles the
 // journal with the kernel, which is the truth. Apply runs every check
 // (verification, target kernel, stack and version rules) before any state
-// or kernel change, stores the verified bytes content-addressed, and loads
+// or kernel change, stores the verified bytes content-addressed in the
+// host's one bundle store ([Store], shared with distribution), and loads
 // the module from that stored file after re-hashing it through the same
 // descriptor. Undo follows Ksplice's stack discipline. A crash-loop marker
 // journaled before each load keeps a patch that took the host down from
@@ -23,6 +24,18 @@
 // not (see [TrustVerdict]). The state directory, its folders and files
 // must be root's or this user's and not writable by others, and are
 // opened without following links. docs/host.md tells the whole story.
+//
+// # The bundle store
+//
+// A [Store] keeps each bundle once per host: its head (manifest and
+// signatures, [EncodeHead]) and its module, content-addressed, written
+// through synced "*.unverified" files renamed into place. The host
+// lifecycle reads boot re-applies and put-backs from it; the agent's
+// distribution (package distrib) fetches into it and serves from it. A
+// bundle is held for distribution unless it is kept for this host alone,
+// and its bytes go only when the journal no longer needs them. Opening it
+// moves the separate copies of earlier releases into it, once and
+// crash-safely (migrateLegacy).
 //
 // # The bundle file (.splice), format 1.0
 //

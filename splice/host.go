@@ -10,12 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/internal/fileperm"
 )
 
@@ -88,7 +86,8 @@ type Host struct {
 	lock    *dirLock
 	journal *journal
 	log     *slog.Logger
-	paths   struct{ journal, bundles, modules string }
+	paths   struct{ journal string }
+	bundles *Store
 	// saved is the journal as last written to (or read from) disk. A
 	// write that fails before the kernel is touched puts the journal in
 	// memory back to it, so a refused operation leaves the host's state
@@ -117,28 +116,24 @@ func OpenHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	h := &Host{cfg: cfg, log: cfg.Logger}
 	var lockPath string
 	h.paths.journal, lockPath = statePaths(cfg.StateDir)
-	h.paths.bundles = filepath.Join(cfg.StateDir, "bundles")
-	h.paths.modules = filepath.Join(cfg.StateDir, "modules")
 	if err := CheckStateDir(cfg.StateDir); err != nil {
 		return nil, fmt.Errorf("open host: %w", err)
 	}
-	for i, d := range []string{cfg.StateDir, h.paths.bundles, h.paths.modules} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("open host: %w", err)
-		}
-		check := fileperm.CheckPath
-		if i == 0 {
-			check = CheckStateDir
-		}
-		if err := check(d); err != nil {
-			return nil, fmt.Errorf("open host: %w", err)
-		}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open host: %w", err)
+	}
+	if err := CheckStateDir(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("open host: %w", err)
 	}
 	lock, err := lockDir(lockPath, cfg.LockWait)
 	if err != nil {
 		return nil, fmt.Errorf("open host: %w", err)
 	}
 	h.lock = lock
+	if h.bundles, err = OpenStore(cfg.StateDir, h.log); err != nil {
+		lock.unlock()
+		return nil, fmt.Errorf("open host: %w", err)
+	}
 	j := &journal{Format: journalFormat, NextStack: 1}
 	if _, err := loadJSON(h.paths.journal, j, 16<<20); err != nil {
 		lock.unlock()
@@ -364,29 +359,12 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 	return supersedes, nil
 }
 
-// store keeps the verified bundle and module, content-addressed, so boot
-// can re-apply them and the kernel loads exactly the verified bytes.
+// store keeps the verified bundle and module in the host's bundle store
+// (once, content-addressed, shared with distribution), so boot can
+// re-apply them and the kernel loads exactly the verified bytes.
 func (h *Host) store(v *Verified) error {
-	var wrote string // the bundle file this call wrote
-	bpath := filepath.Join(h.paths.bundles, v.ManifestDigest+".splice")
-	mpath := filepath.Join(h.paths.modules, v.Manifest.Module.SHA256+".ko")
-	if _, err := os.Lstat(bpath); err != nil {
-		raw, err := v.Bundle.Bytes()
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.WriteFile(bpath, raw, 0o600); err != nil {
-			return fmt.Errorf("%w: store bundle: %w", ErrStateWrite, err)
-		}
-		wrote = bpath
-	}
-	if _, err := os.Lstat(mpath); err != nil {
-		if err := atomicfile.WriteFile(mpath, v.Module, 0o600); err != nil {
-			if wrote != "" {
-				_ = os.Remove(wrote) // nothing journals it yet
-			}
-			return fmt.Errorf("%w: store module: %w", ErrStateWrite, err)
-		}
+	if err := h.bundles.Keep(v); err != nil {
+		return fmt.Errorf("%w: %w", ErrStateWrite, err)
 	}
 	return nil
 }
@@ -394,7 +372,10 @@ func (h *Host) store(v *Verified) error {
 // openModule opens a stored module and checks its digest through the same
 // file descriptor the kernel will load from.
 func (h *Host) openModule(p *Patch) (*os.File, error) {
-	f, err := fileperm.Open(filepath.Join(h.paths.modules, p.ModuleDigest+".ko"))
+	if !ValidDigest(p.ModuleDigest) {
+		return nil, fmt.Errorf("%w: the journal names module %q", ErrStore, p.ModuleDigest)
+	}
+	f, err := fileperm.Open(h.bundles.modulePath(p.ModuleDigest))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStore, err)
 	}

@@ -117,11 +117,11 @@ func BenchmarkApplyUndo(b *testing.B) {
 		}
 		apply += t1.Sub(t0)
 		undo += time.Since(t1)
-		for _, sub := range []string{"bundles", "modules"} {
-			if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+		for _, sub := range []string{"heads", "modules", "local"} {
+			if err := os.RemoveAll(filepath.Join(dir, splice.StoreDir, sub)); err != nil {
 				b.Fatal(err)
 			}
-			if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			if err := os.Mkdir(filepath.Join(dir, splice.StoreDir, sub), 0o700); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -259,12 +259,15 @@ func plantUnsigned(t *testing.T, e *hostEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := b.Bytes()
-	digest := splice.Digest(b.Manifest)
-	if err := os.WriteFile(filepath.Join(e.stateDir, "bundles", digest+".splice"), raw, 0o600); err != nil {
+	head, err := splice.EncodeHead(&splice.Head{Manifest: b.Manifest})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(e.stateDir, "modules", splice.Digest(mod)+".ko"), mod, 0o600); err != nil {
+	digest := splice.Digest(b.Manifest)
+	if err := os.WriteFile(filepath.Join(e.stateDir, splice.StoreDir, "heads", digest+".json"), head, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.stateDir, splice.StoreDir, "modules", splice.Digest(mod)), mod, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	editJournal(t, e.stateDir, func(j map[string]any) {
@@ -303,7 +306,7 @@ func TestBootRefusesUnsignedBundleAndCraftedJournal(t *testing.T) {
 		}
 	})
 	t.Run("owned by another user", func(t *testing.T) {
-		for _, sub := range []string{"", "bundles", splice.JournalFile} {
+		for _, sub := range []string{"", filepath.Join(splice.StoreDir, "heads"), splice.JournalFile} {
 			p := filepath.Join(e.stateDir, sub)
 			if err := os.Chown(p, 65534, 65534); err != nil {
 				t.Fatal(err)
@@ -371,7 +374,7 @@ func TestStoredModuleSymlinkIsRefused(t *testing.T) {
 	if err := sim.Reboot(e.simDir, ""); err != nil {
 		t.Fatal(err)
 	}
-	mod := filepath.Join(e.stateDir, "modules", p.ModuleDigest+".ko")
+	mod := filepath.Join(e.stateDir, splice.StoreDir, "modules", p.ModuleDigest)
 	moved := filepath.Join(t.TempDir(), "elsewhere.ko")
 	if err := os.Rename(mod, moved); err != nil {
 		t.Fatal(err)

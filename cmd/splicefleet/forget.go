@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 func newForgetCmd(e *env) *cobra.Command {
@@ -50,7 +50,7 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 			}
 			fleet := sign.given() || bodyIn != "" || bodyOut != ""
 			if !fleet {
-				var ent distrib.Entry
+				var ent splice.Entry
 				if err := c.Do("POST", "/v1/bundles/"+digest+"/forget", nil, &ent); err != nil {
 					return asRefusal(err)
 				}
@@ -107,14 +107,14 @@ nothing; send it with --body FILE --signature FILE.asc.`,
 // whole digest is taken as it is (a fleet-wide forget may name a bundle
 // this host does not hold).
 func resolveBundle(c *agent.ControlClient, arg string) (digest, name string, err error) {
-	if distrib.ValidDigest(arg) {
+	if splice.ValidDigest(arg) {
 		return arg, arg[:12], nil
 	}
-	var held []distrib.Entry
+	var held []splice.Entry
 	if err := c.Do("GET", "/v1/bundles", nil, &held); err != nil {
 		return "", "", err
 	}
-	var found []distrib.Entry
+	var found []splice.Entry
 	for _, ent := range held {
 		id, v, ok := strings.Cut(arg, "@")
 		switch {

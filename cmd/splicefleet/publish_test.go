@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // recordingAgent is a control socket that records every request and
@@ -130,7 +130,7 @@ func TestPublishChecksEverythingFirst(t *testing.T) {
 	held := func() string {
 		var all []string
 		for _, p := range procs {
-			var entries []distrib.Entry
+			var entries []splice.Entry
 			if err := agent.NewControlClient(p.socket).Do("GET", "/v1/bundles", nil, &entries); err != nil {
 				t.Fatal(err)
 			}

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/distrib"
 	"github.com/splicefleet/splicefleet/kmod/sim"
 	"github.com/splicefleet/splicefleet/rollout"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // rolloutStatus reads a rollout's status through the CLI (which exits 1
@@ -300,7 +300,7 @@ allow_simulated: true
 		t.Errorf("local forget: %s", out)
 	}
 	held := func(p *agentProc) int {
-		var entries []distrib.Entry
+		var entries []splice.Entry
 		if err := agent.NewControlClient(p.socket).Do("GET", "/v1/bundles", nil, &entries); err != nil {
 			t.Fatal(err)
 		}

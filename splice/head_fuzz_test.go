@@ -1,4 +1,4 @@
-package distrib
+package splice
 
 import (
 	"bytes"
