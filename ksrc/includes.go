@@ -72,7 +72,7 @@ func scanIncludes(root, arch string) (*includeGraph, error) {
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() || !(strings.HasSuffix(rel, ".c") || strings.HasSuffix(rel, ".h")) {
+		if !d.Type().IsRegular() || (!strings.HasSuffix(rel, ".c") && !strings.HasSuffix(rel, ".h")) {
 			return nil
 		}
 		incs, err := readIncludes(p)
