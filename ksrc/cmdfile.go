@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -141,13 +143,49 @@ func shellSplit(s string) (words []string, rest string, err error) {
 // (it would land in the shared output folder), the original folder added
 // to the quote include path so #include "local.h" still resolves, and
 // __FILE__ and debug info mapped back to the original path so that the
-// copy's location leaves no trace in the object.
-func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string) ([]string, error) {
+// copy's location leaves no trace in the object. With overlay, srcRoot
+// also holds changed headers at their paths in the tree: every -I folder
+// of the tree is preceded by its counterpart under srcRoot, where there
+// is one, and a header forced in with -include is taken from srcRoot
+// when it is there.
+func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overlay bool) ([]string, error) {
 	var argv []string
 	inputs, outputs := 0, 0
+	// counterpart returns the folder or file under srcRoot that stands
+	// for p of the tree, if it exists.
+	counterpart := func(p string, dir bool) (string, bool) {
+		rel, ok := strings.CutPrefix(filepath.Clean(p), origRoot+"/")
+		if !overlay || !ok {
+			return "", false
+		}
+		fi, err := os.Stat(filepath.Join(srcRoot, rel))
+		if err != nil || fi.IsDir() != dir {
+			return "", false
+		}
+		return filepath.Join(srcRoot, rel), true
+	}
 	for i := 0; i < len(r.argv); i++ {
 		a := r.argv[i]
 		switch {
+		case a == "-I" && i+1 < len(r.argv):
+			if c, ok := counterpart(r.argv[i+1], true); ok {
+				argv = append(argv, "-I", c)
+			}
+			argv = append(argv, a, r.argv[i+1])
+			i++
+			continue
+		case strings.HasPrefix(a, "-I") && len(a) > 2:
+			if c, ok := counterpart(a[2:], true); ok {
+				argv = append(argv, "-I"+c)
+			}
+		case a == "-include" && i+1 < len(r.argv):
+			f := r.argv[i+1]
+			if c, ok := counterpart(f, false); ok {
+				f = c
+			}
+			argv = append(argv, a, f)
+			i++
+			continue
 		case strings.HasPrefix(a, "-Wp,-MMD,") || strings.HasPrefix(a, "-Wp,-MD,"):
 			continue
 		case a == "-o" && i+1 < len(r.argv):

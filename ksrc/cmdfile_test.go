@@ -95,7 +95,7 @@ func TestUnitCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	argv, err := unitCommand(r, "/tmp/w/b/fs/proc/cmdline.c", "/tmp/w/post/fs/proc/cmdline.o", "/tmp/w/b", "/src/fs/proc", "/src")
+	argv, err := unitCommand(r, "/tmp/w/b/fs/proc/cmdline.c", "/tmp/w/post/fs/proc/cmdline.o", "/tmp/w/b", "/src/fs/proc", "/src", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,25 +113,27 @@ func TestUnitCommand(t *testing.T) {
 	}
 
 	r.argv = append(r.argv, r.source)
-	if _, err := unitCommand(r, "x.c", "x.o", "/w", "/src", "/src"); err == nil || !strings.Contains(err.Error(), "2 times") {
+	if _, err := unitCommand(r, "x.c", "x.o", "/w", "/src", "/src", false); err == nil || !strings.Contains(err.Error(), "2 times") {
 		t.Errorf("unitCommand with two inputs = %v", err)
 	}
 	r.argv = []string{"gcc", "-S", "-o", "x.s", r.source}
-	if _, err := unitCommand(r, "x.c", "x.o", "/w", "/src", "/src"); err == nil || !strings.Contains(err.Error(), "-c") {
+	if _, err := unitCommand(r, "x.c", "x.o", "/w", "/src", "/src", false); err == nil || !strings.Contains(err.Error(), "-c") {
 		t.Errorf("unitCommand without -c = %v", err)
 	}
 }
 
 func TestCompileRefusals(t *testing.T) {
-	src := testutil.TempTree(t, map[string]string{"fs/proc/cmdline.c": "a\nb\nc\n"})
-	tree := &Tree{Source: src, ObjDir: t.TempDir()}
+	src := testutil.TempTree(t, map[string]string{"fs/proc/cmdline.c": "a\nb\nc\n", "fs/proc/internal.h": "a\n"})
+	tree := &Tree{Source: src, ObjDir: t.TempDir(), maxHeaderUnits: DefaultMaxHeaderUnits}
 	for _, tt := range []struct {
 		name, patch string
 		want        error
 		text        string
 	}{
-		{"header", "--- a/include/linux/x.h\n+++ b/include/linux/x.h\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile,
-			"include/linux/x.h: a header change means every file that includes it may change"},
+		{"tools header", "--- a/tools/include/x.h\n+++ b/tools/include/x.h\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile,
+			"tools/include/x.h (not kernel code)"},
+		{"header no unit reads", "--- a/fs/proc/internal.h\n+++ b/fs/proc/internal.h\n@@ -1 +1 @@\n-a\n+b\n", ErrHeaderUnused,
+			"fs/proc/internal.h"},
 		{"makefile", "--- a/fs/Makefile\n+++ b/fs/Makefile\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile, "fs/Makefile: only C files"},
 		{"tools", "--- a/tools/x.c\n+++ b/tools/x.c\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile, "tools/x.c (not kernel code)"},
 		{"does not apply", "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -2 +2 @@\n-x\n+y\n", nil, "fs/proc/cmdline.c: hunk #1"},
@@ -150,11 +152,6 @@ func TestCompileRefusals(t *testing.T) {
 				t.Errorf("error %q lacks %q", err, tt.text)
 			}
 		})
-	}
-	// A header and a .c file: the one error names the header.
-	mixed := "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -1 +1 @@\n-a\n+A\n--- a/fs/proc/internal.h\n+++ b/fs/proc/internal.h\n@@ -1 +1 @@\n-a\n+b\n"
-	if _, err := tree.Compile(t.Context(), mustParse(t, mixed), nil); !errors.Is(err, ErrUnsupportedFile) {
-		t.Errorf("Compile of a .c and a .h = %v", err)
 	}
 }
 

@@ -16,15 +16,22 @@ import (
 // Units are the objects Compile built, in a temporary folder that
 // Cleanup removes.
 type Units struct {
-	// List has one Unit per .c file of the patch, in patch order.
+	// List has one Unit per .c file of the patch, in patch order, then
+	// one per unit that reads a changed header, in path order.
 	List []Unit
-	dir  string
+	// Headers are the headers the patch changes.
+	Headers []string
+	dir     string
 }
 
 // Unit is one compilation unit built before and after the patch.
 type Unit struct {
 	// Path is the source file inside the tree, e.g. "fs/proc/cmdline.c".
 	Path string
+	// Headers are the headers of the patch the unit reads, as kbuild's
+	// dependency record of it says. A unit the patch does not change
+	// itself is in the list for them alone.
+	Headers []string
 	// Pre and Post are the relocatable objects built from the pristine
 	// and the patched file, with one section per function and data
 	// object (.text.NAME, .data.NAME, ...).
@@ -64,9 +71,14 @@ func (u *Units) Cleanup() error {
 // compiler's messages go to log (nil means the Tree's log), with the
 // copies named a/PATH and b/PATH as in the patch.
 //
-// Only .c files are supported: a header change may change every unit
-// that includes it. The patch must apply exactly (see Apply) before
-// anything is built.
+// A changed header (.h) is compiled into every unit of the configuration
+// that reads it (see header.go for how they are found): the patched
+// headers are written into the "after" folder at their paths in the
+// tree, ahead of the originals on the include path, so that the after
+// side of every unit reads them and the before side the originals. More
+// than the tree's MaxHeaderUnits such units is refused (*HeaderError),
+// as is a header no unit of the configuration reads (ErrHeaderUnused).
+// The patch must apply exactly (see Apply) before anything is built.
 func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units, error) {
 	if log == nil {
 		log = t.log
@@ -85,6 +97,8 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 		before, after []byte
 	}
 	var sources []unitSource
+	overlay := map[string][]byte{} // header -> its text after the patch
+	var headers []string
 	for _, fp := range patch.files {
 		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
 		fi, err := os.Lstat(name)
@@ -102,14 +116,43 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 		if err != nil {
 			return nil, fmt.Errorf("compile: %w", err)
 		}
+		if strings.HasSuffix(fp.Path, ".h") {
+			overlay[fp.Path] = after
+			headers = append(headers, fp.Path)
+			continue
+		}
 		sources = append(sources, unitSource{fp.Path, before, after})
+	}
+	// The units that may read a changed header, beyond the patch's own.
+	var readers []string
+	if len(headers) > 0 {
+		cands, beside, err := t.headerCandidates(ctx, log, headers)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range beside {
+			text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(b)), MaxSourceSize)
+			if err != nil {
+				return nil, fmt.Errorf("compile: %w", err)
+			}
+			overlay[b] = text
+		}
+		for _, c := range cands {
+			if !slices.ContainsFunc(sources, func(s unitSource) bool { return s.path == c }) {
+				readers = append(readers, c)
+			}
+		}
+	}
+
+	if len(sources) == 0 && len(readers) == 0 {
+		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(headers, ", "))
 	}
 
 	work, err := os.MkdirTemp("", "splicefleet-units-")
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
-	units := &Units{dir: work}
+	units := &Units{dir: work, Headers: headers}
 	ok := false
 	defer func() {
 		if !ok {
@@ -128,6 +171,9 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 	for _, s := range sources {
 		targets = append(targets, objectOf(s.path))
 	}
+	for _, r := range readers {
+		targets = append(targets, objectOf(r))
+	}
 	start := time.Now()
 	fmt.Fprintf(log, "ksrc: building %s through kbuild to learn the compiler commands…\n", strings.Join(targets, " "))
 	if err := t.make(ctx, log, targets...); err != nil {
@@ -136,42 +182,77 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 	}
 	fmt.Fprintf(log, "ksrc: kbuild done in %.1fs\n", time.Since(start).Seconds())
 
+	// The patched headers, and the unchanged ones that include them from
+	// beside them, go where the after side's include path finds them
+	// first.
+	for name, text := range overlay {
+		dst := filepath.Join(work, "b", filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		if err := os.WriteFile(dst, text, 0o644); err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+	}
 	for _, s := range sources {
-		u, err := t.compileUnit(ctx, log, work, s.path, s.before, s.after)
+		u, err := t.compileUnit(ctx, log, work, s.path, s.before, s.after, headers)
 		if err != nil {
 			return nil, err
 		}
 		units.List = append(units.List, u)
 	}
+	for _, r := range readers {
+		obj := objectOf(r)
+		cmd, err := readBounded(t.cmdFile(obj), maxCmdFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("compile %s: kbuild's record of the command: %w", r, err)
+		}
+		read := depsNames(cmd, obj, t.Source, headers)
+		if len(read) == 0 {
+			continue // the text includes the header, the preprocessor did not
+		}
+		text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(r)), MaxSourceSize)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		fmt.Fprintf(log, "ksrc: %s reads %s\n", r, strings.Join(read, ", "))
+		u, err := t.compileUnit(ctx, log, work, r, text, text, headers)
+		if err != nil {
+			return nil, err
+		}
+		units.List = append(units.List, u)
+	}
+	if len(headers) > 0 && len(units.List) == 0 {
+		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(headers, ", "))
+	}
 	ok = true
 	return units, nil
+}
+
+// cmdFile is kbuild's record of how it built obj.
+func (t *Tree) cmdFile(obj string) string {
+	return filepath.Join(t.ObjDir, filepath.FromSlash(path.Dir(obj)), "."+path.Base(obj)+".cmd")
 }
 
 // checkUnits refuses files that are not C compilation units, naming them
 // all in one error.
 func checkUnits(files []string) error {
-	var headers, other []string
+	var other []string
 	for _, f := range files {
 		top, _, _ := strings.Cut(f, "/")
 		switch {
+		case strings.HasSuffix(f, ".h") && (top == "tools" || top == "scripts" || top == "Documentation"):
+			other = append(other, f+" (not kernel code)")
 		case strings.HasSuffix(f, ".h"):
-			headers = append(headers, f)
 		case !strings.HasSuffix(f, ".c"):
 			other = append(other, f)
 		case top == "tools" || top == "scripts" || top == "Documentation":
 			other = append(other, f+" (not kernel code)")
 		}
 	}
-	var msgs []string
-	if len(headers) > 0 {
-		msgs = append(msgs, fmt.Sprintf("%s: a header change means every file that includes it may change, "+
-			"which is not supported yet; move the change into the .c files that need it", strings.Join(headers, ", ")))
-	}
 	if len(other) > 0 {
-		msgs = append(msgs, fmt.Sprintf("%s: only C files of the kernel (.c) can be compiled into units", strings.Join(other, ", ")))
-	}
-	if len(msgs) > 0 {
-		return fmt.Errorf("compile: %w: %s", ErrUnsupportedFile, strings.Join(msgs, "; "))
+		return fmt.Errorf("compile: %w: %s: only C files and headers of the kernel (.c, .h) can be compiled into units",
+			ErrUnsupportedFile, strings.Join(other, ", "))
 	}
 	return nil
 }
@@ -182,10 +263,10 @@ func objectOf(src string) string {
 }
 
 // compileUnit compiles one unit before and after from copies under work.
-func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string, before, after []byte) (Unit, error) {
+func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string, before, after []byte, headers []string) (Unit, error) {
 	u := Unit{Path: rel, Dir: t.ObjDir}
 	obj := objectOf(rel)
-	cmdFile := filepath.Join(t.ObjDir, filepath.FromSlash(path.Dir(obj)), "."+path.Base(obj)+".cmd")
+	cmdFile := t.cmdFile(obj)
 	b, err := readBounded(cmdFile, maxCmdFileSize)
 	if err != nil {
 		return u, fmt.Errorf("compile %s: kbuild's record of the command: %w", rel, err)
@@ -194,6 +275,7 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 	if err != nil {
 		return u, fmt.Errorf("compile %s: %s: %w", rel, cmdFile, err)
 	}
+	u.Headers = depsNames(b, obj, t.Source, headers)
 	for _, flag := range strings.Fields(kcflags) {
 		if !slices.Contains(rec.argv, flag) {
 			return u, fmt.Errorf("compile %s: the recorded command lacks %s: kbuild did not take KCFLAGS", rel, flag)
@@ -230,7 +312,7 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 		if err := os.WriteFile(src, side.text, 0o644); err != nil {
 			return u, fmt.Errorf("compile %s: %w", rel, err)
 		}
-		argv, err := unitCommand(rec, src, out, srcRoot, origDir, t.Source)
+		argv, err := unitCommand(rec, src, out, srcRoot, origDir, t.Source, side.dir == "b" && len(headers) > 0)
 		if err != nil {
 			return u, fmt.Errorf("compile %s: %s: %w", rel, cmdFile, err)
 		}

@@ -39,9 +39,13 @@
 //     way, rather than taking kbuild's object as "before", means they
 //     differ only by the patch; kbuild's objtool step (recorded in
 //     Unit.After) then runs on both, so they carry the ORC unwind tables
-//     and site lists a livepatch module needs for its new code. Only .c
-//     files are accepted: a header change may change every unit that
-//     includes it.
+//     and site lists a livepatch module needs for its new code. A changed
+//     header adds every unit of the configuration that reads it (found by
+//     the tree's #include lines, then kbuild's evaluation of the folders'
+//     Makefiles, then kbuild's dependency records; see header.go), whose
+//     after side reads the patched header from the copy folder, put ahead
+//     of the original on the include path. More than MaxHeaderUnits such
+//     units is refused before anything is compiled.
 //   - BuildModule builds an out-of-tree module (create --source's, or the
 //     livepatch module create --patch generated) against the target's
 //     build folder, in a copy of its source, and returns the .ko: the

@@ -32,6 +32,9 @@ var (
 	// ErrUnsupportedFile: the patch touches a file that cannot be
 	// compiled on its own into a unit (a header, a Makefile, ...).
 	ErrUnsupportedFile = errors.New("unsupported file in patch")
+	// ErrHeaderUnused: the patch changes headers that no unit of the
+	// configuration reads.
+	ErrHeaderUnused = errors.New("no unit the configuration builds reads the changed headers")
 	// ErrBuildFailed: make or the compiler failed; its output went to
 	// the log.
 	ErrBuildFailed = errors.New("build failed")

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -208,4 +209,96 @@ func textSection(t *testing.T, name, section string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// fdHeaderFix changes proc_fd, the static inline of fs/proc/fd.h, so
+// that fd 2 of /proc/PID/fd names fd 1. fd.h is included by fd.c, whose
+// callers of proc_fd change, and by base.c, which does not call it.
+const fdHeaderFix = `--- a/fs/proc/fd.h
++++ b/fs/proc/fd.h
+@@ -15,7 +15,9 @@ extern int proc_fd_permission(struct user_namespace *mnt_userns,
+ 
+ static inline unsigned int proc_fd(struct inode *inode)
+ {
+-	return PROC_I(inode)->fd;
++	unsigned int fd = PROC_I(inode)->fd;
++
++	return fd == 2 ? 1 : fd;
+ }
+ 
+ #endif /* __PROCFS_FD_H__ */
+`
+
+// labTree prepares (or reuses) the lab kernel's source tree.
+func labTree(t *testing.T, log io.Writer) *Tree {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fetches a kernel source package and builds part of the kernel; go test without -short runs it")
+	}
+	ctx := context.Background()
+	k, err := lab.Fetch(ctx, lab.FetchOptions{Log: log})
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	src, err := lab.FetchSource(ctx, lab.FetchOptions{Log: log}, k)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := Prepare(ctx, Options{Source: src, KernelBuild: k.HeadersDir, CacheDir: filepath.Join(root, ".cache", "ksrc"), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// TestLabKernelHeaderUnits compiles a patch to a header of the lab
+// kernel: kbuild's dependency records find the units that read it, both
+// are compiled before and after, and only the one that calls the changed
+// inline changes its code. A header of the core kernel is refused with
+// the count.
+func TestLabKernelHeaderUnits(t *testing.T) {
+	log := logWriter{t}
+	tree := labTree(t, log)
+	ctx := context.Background()
+	start := time.Now()
+	units, err := tree.Compile(ctx, mustParse(t, fdHeaderFix), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Compile of a header patch: %.1fs", time.Since(start).Seconds())
+	defer func() { _ = units.Cleanup() }()
+	var paths []string
+	for _, u := range units.List {
+		paths = append(paths, u.Path)
+		if len(u.Headers) != 1 || u.Headers[0] != "fs/proc/fd.h" || u.Module != "" {
+			t.Errorf("unit %s: headers %q, module %q; want fs/proc/fd.h, vmlinux", u.Path, u.Headers, u.Module)
+		}
+	}
+	if strings.Join(paths, " ") != "fs/proc/base.c fs/proc/fd.c" {
+		t.Fatalf("units = %q, want fs/proc/base.c fs/proc/fd.c", paths)
+	}
+	if !slices.Equal(units.Headers, []string{"fs/proc/fd.h"}) {
+		t.Errorf("Units.Headers = %q", units.Headers)
+	}
+	base, fd := units.List[0], units.List[1]
+	if pre, post := textSection(t, fd.Pre, ".text.proc_fd_link"), textSection(t, fd.Post, ".text.proc_fd_link"); bytes.Equal(pre, post) {
+		t.Errorf("fs/proc/fd.c: proc_fd_link, which calls proc_fd, did not change")
+	}
+	if pre, post := textSection(t, base.Pre, ".text.proc_pid_lookup"), textSection(t, base.Post, ".text.proc_pid_lookup"); !bytes.Equal(pre, post) {
+		t.Errorf("fs/proc/base.c changed, yet it does not call proc_fd")
+	}
+
+	// A header of the core kernel reaches far more units than the limit.
+	wide := "--- a/include/net/route.h\n+++ b/include/net/route.h\n@@ -1,1 +1,2 @@\n /* SPDX-License-Identifier: GPL-2.0-or-later */\n+/* x */\n"
+	start = time.Now()
+	_, err = tree.Compile(ctx, mustParse(t, wide), log)
+	var he *HeaderError
+	if !errors.As(err, &he) {
+		t.Fatalf("Compile of include/net/route.h = %v, want a HeaderError", err)
+	}
+	t.Logf("refused in %.1fs: %v", time.Since(start).Seconds(), err)
 }

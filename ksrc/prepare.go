@@ -1,6 +1,7 @@
 package ksrc
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,6 +35,10 @@ type Options struct {
 	Log io.Writer
 	// Jobs is make's -j. Zero means 2: hosts are shared.
 	Jobs int
+	// MaxHeaderUnits is how many units of the configuration a patched
+	// header may reach before Compile refuses it. Zero means
+	// DefaultMaxHeaderUnits.
+	MaxHeaderUnits int
 }
 
 // Tree is a kernel source tree prepared for the target's configuration in
@@ -53,8 +58,9 @@ type Tree struct {
 	// Reused says the object folder was prepared by an earlier call.
 	Reused bool
 
-	jobs int
-	log  io.Writer
+	jobs           int
+	maxHeaderUnits int
+	log            io.Writer
 }
 
 // kcflags are added to every compile: one section per function and per
@@ -164,6 +170,8 @@ func Prepare(ctx context.Context, opts Options) (*Tree, error) {
 		CC:          cc,
 		jobs:        opts.Jobs,
 		log:         log,
+
+		maxHeaderUnits: cmp.Or(opts.MaxHeaderUnits, DefaultMaxHeaderUnits),
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
@@ -249,6 +257,11 @@ func cacheKey(src string, v kernelVersion, config []byte, ccText, release string
 // release and the section flags; every call passes the same variables,
 // so kbuild never rebuilds because a command line changed.
 func (t *Tree) make(ctx context.Context, log io.Writer, targets ...string) error {
+	return t.makeEnv(ctx, log, nil, targets...)
+}
+
+// makeEnv is make with extra environment variables.
+func (t *Tree) makeEnv(ctx context.Context, log io.Writer, env []string, targets ...string) error {
 	args := []string{
 		"-C", t.Source,
 		"O=" + t.ObjDir,
@@ -257,7 +270,7 @@ func (t *Tree) make(ctx context.Context, log io.Writer, targets ...string) error
 		"KCFLAGS=" + kcflags,
 		fmt.Sprintf("-j%d", t.jobs),
 	}
-	return run(ctx, t.ObjDir, log, nil, "make", append(args, targets...)...)
+	return runEnv(ctx, t.ObjDir, log, nil, env, "make", append(args, targets...)...)
 }
 
 // lock takes an exclusive flock on the object folder's lock file in the

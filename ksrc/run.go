@@ -19,9 +19,14 @@ import (
 // compilers) when ctx ends. The environment is the process's, cleaned of
 // what would change a kernel build behind our back.
 func run(ctx context.Context, dir string, w io.Writer, rewrite []string, name string, args ...string) error {
+	return runEnv(ctx, dir, w, rewrite, nil, name, args...)
+}
+
+// runEnv is run with extra variables added to the cleaned environment.
+func runEnv(ctx context.Context, dir string, w io.Writer, rewrite, env []string, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = buildEnv(os.Environ())
+	cmd.Env = append(buildEnv(os.Environ()), env...)
 	out := &lineRewriter{w: w, r: strings.NewReplacer(rewrite...)}
 	cmd.Stdout = out
 	cmd.Stderr = out // one writer: exec serialises the writes

@@ -42,6 +42,7 @@ func Compare(pre, post *Object) *Result {
 	if c.res.DebugInfo {
 		c.signatures()
 		c.inlines()
+		c.layouts()
 	} else {
 		c.vanished()
 		c.res.Notes = append(c.res.Notes, pre.notes...)
@@ -66,6 +67,43 @@ type comparison struct {
 }
 
 func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p) }
+
+// layouts refuses a struct or union of both objects whose layout
+// changed (a member added, removed, moved or resized): the kernel's
+// objects of the type were laid out by the old code, which keeps
+// running beside the new (a header change shows it in every unit
+// that includes the header).
+func (c *comparison) layouts() {
+	a, b := c.pre.debug.layouts, c.post.debug.layouts
+	for _, name := range sortedKeys(a) {
+		after, ok := b[name]
+		if !ok || a[name] == after {
+			continue
+		}
+		c.problem(Problem{Kind: KindData, Name: name, Reason: "data layout changed (" + layoutChange(a[name], after) +
+			"): the kernel's objects of this type, and all code not replaced, keep the old layout"})
+	}
+}
+
+// layoutChange says how two layouts differ: the size, or the first
+// member that differs.
+func layoutChange(a, b string) string {
+	pa, pb := strings.Split(a, "; "), strings.Split(b, "; ")
+	if pa[0] != pb[0] {
+		return pa[0] + " -> " + strings.TrimPrefix(pb[0], "size ")
+	}
+	for i := 1; i < max(len(pa), len(pb)); i++ {
+		switch {
+		case i >= len(pa):
+			return "member added: " + pb[i]
+		case i >= len(pb):
+			return "member removed: " + pa[i]
+		case pa[i] != pb[i]:
+			return "member " + pa[i] + " -> " + pb[i]
+		}
+	}
+	return "members differ"
+}
 
 func sortedKeys[V any](ms ...map[string]V) []string {
 	set := map[string]bool{}

@@ -491,3 +491,40 @@ void other(int a) { JUMP(yes); return; yes: hit(); }
 	res := diff(t, src, post, false)
 	check(t, res, want{changed: []string{"traced"}})
 }
+
+// TestDiffDataLayout: a member added to a struct (as a header change
+// adds it in every unit that includes the header) is refused as a data
+// layout change, naming the type and the member, while a change that
+// leaves every layout alone is not.
+func TestDiffDataLayout(t *testing.T) {
+	const code = `
+struct conn { int id; %s long bytes; };
+union val { int i; %s };
+long account(struct conn *c, long n) { c->bytes += n; return c->bytes; }
+int get(union val *v) { return v->i; }
+`
+	res := diff(t, fmt.Sprintf(code, "", ""), fmt.Sprintf(code, "long flags;", "char c[16];"), false)
+	check(t, res, want{changed: []string{"account"}, unsafe: []string{"data struct conn", "data union val"}})
+	for _, p := range res.Unsafe {
+		if !strings.Contains(p.Reason, "data layout changed") {
+			t.Errorf("%s: reason %q", p.Name, p.Reason)
+		}
+	}
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "size 16 -> 24") {
+		t.Errorf("struct conn: reason %q, want the size", r)
+	}
+	if r := res.Unsafe[1].Reason; !strings.Contains(r, "size 4 -> 16") {
+		t.Errorf("union val: reason %q, want the size", r)
+	}
+	// Same size, a member moved: the member is named.
+	res = diff(t, "struct p { int a; int b; };\nint f(struct p *p) { return p->a; }\n",
+		"struct p { int b; int a; };\nint f(struct p *p) { return p->a; }\n", false)
+	check(t, res, want{changed: []string{"f"}, unsafe: []string{"data struct p"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "member a at 0: int -> b at 0: int") {
+		t.Errorf("struct p: reason %q", r)
+	}
+	// A code change beside an unchanged struct.
+	res = diff(t, "struct p { int a; };\nint f(struct p *p) { return p->a; }\n",
+		"struct p { int a; };\nint f(struct p *p) { return p->a + 1; }\n", false)
+	check(t, res, want{changed: []string{"f"}})
+}

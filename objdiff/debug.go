@@ -20,7 +20,22 @@ type debugInfo struct {
 	// abstract names the functions the compiler inlined somewhere (DWARF
 	// DW_AT_inline), even where no copy kept an entry of its own.
 	abstract map[string]bool
+	// layouts maps a named struct or union ("struct proc_inode") to its
+	// layout: its size and each member's name, offset, bit field and
+	// type name. Two types of one name in an object (function-local
+	// ones) are joined.
+	layouts map[string]string
 }
+
+// openLayout is a struct or union whose members the walk is reading.
+type openLayout struct {
+	key   string
+	depth int
+	text  strings.Builder
+}
+
+// maxLayout bounds the text of one layout.
+const maxLayout = 64 << 10
 
 type span struct {
 	sec        *section
@@ -85,14 +100,15 @@ func (o *Object) readDebug() error {
 	}
 	w := &walker{
 		o: o, d: d, raw: raw,
-		units:   unitVersions(raw[".debug_info"]),
-		budget:  maxRangeEntries,
-		steps:   maxDebugSteps(len(raw[".debug_info"])),
-		sigs:    map[dwarf.Offset]string{},
-		names:   map[dwarf.Offset]string{},
-		types:   map[dwarf.Offset]string{},
-		ranges:  map[rangeKey][]span{},
-		info:    &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abstract: map[string]bool{}},
+		units:  unitVersions(raw[".debug_info"]),
+		budget: maxRangeEntries,
+		steps:  maxDebugSteps(len(raw[".debug_info"])),
+		sigs:   map[dwarf.Offset]string{},
+		names:  map[dwarf.Offset]string{},
+		types:  map[dwarf.Offset]string{},
+		ranges: map[rangeKey][]span{},
+		info: &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abstract: map[string]bool{},
+			layouts: map[string]string{}},
 		entries: d.Reader(),
 	}
 	if err := w.walk(); err != nil {
@@ -186,6 +202,8 @@ type walker struct {
 	ranges    map[rangeKey][]span
 	info      *debugInfo
 	entries   *dwarf.Reader
+	// open are the structs and unions being read, innermost last.
+	open []*openLayout
 	// The compilation unit being read.
 	version  uint16
 	base     uint64
@@ -206,6 +224,10 @@ func (w *walker) walk() error {
 		if e.Tag == 0 {
 			if len(callers) > 0 {
 				callers = callers[:len(callers)-1]
+			}
+			if n := len(w.open); n > 0 && w.open[n-1].depth == len(callers) {
+				w.closeLayout(w.open[n-1])
+				w.open = w.open[:n-1]
 			}
 			continue
 		}
@@ -237,6 +259,22 @@ func (w *walker) walk() error {
 					w.info.sigs[name] = sig
 				}
 			}
+		case dwarf.TagStructType, dwarf.TagUnionType:
+			name, _ := e.Val(dwarf.AttrName).(string)
+			decl, _ := e.Val(dwarf.AttrDeclaration).(bool)
+			if name != "" && !decl && e.Children {
+				l := &openLayout{key: "struct " + printable(name), depth: len(callers)}
+				if e.Tag == dwarf.TagUnionType {
+					l.key = "union " + printable(name)
+				}
+				size, _ := e.Val(dwarf.AttrByteSize).(int64)
+				fmt.Fprintf(&l.text, "size %d", size)
+				w.open = append(w.open, l)
+			}
+		case dwarf.TagMember:
+			if n := len(w.open); n > 0 && w.open[n-1].depth+1 == len(callers) {
+				w.member(w.open[n-1], e)
+			}
 		case dwarf.TagInlinedSubroutine:
 			if caller == "" {
 				break
@@ -266,6 +304,38 @@ func (w *walker) walk() error {
 			callers = append(callers, caller)
 		}
 	}
+}
+
+// member adds one member of a struct or union to its layout.
+func (w *walker) member(l *openLayout, e *dwarf.Entry) {
+	if l.text.Len() > maxLayout {
+		return
+	}
+	name, _ := e.Val(dwarf.AttrName).(string)
+	at := "?"
+	if off, ok := e.Val(dwarf.AttrDataMemberLoc).(int64); ok {
+		at = fmt.Sprint(off)
+	}
+	if bits, ok := e.Val(dwarf.AttrBitSize).(int64); ok {
+		bitOff, _ := e.Val(dwarf.AttrDataBitOffset).(int64)
+		at += fmt.Sprintf(" bits %d+%d", bitOff, bits)
+	}
+	typ := "?"
+	if off, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+		typ = w.typeName(off, 0)
+	}
+	fmt.Fprintf(&l.text, "; %s at %s: %s", printable(name), at, typ)
+}
+
+// closeLayout records a struct or union whose members were all read.
+func (w *walker) closeLayout(l *openLayout) {
+	text := l.text.String()
+	if old, ok := w.info.layouts[l.key]; ok && old != text {
+		parts := append(strings.Split(old, " | "), text)
+		slices.Sort(parts)
+		text = strings.Join(slices.Compact(parts), " | ")
+	}
+	w.info.layouts[l.key] = text
 }
 
 // next reads an entry, counting the reads against the size of

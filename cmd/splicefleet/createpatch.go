@@ -89,7 +89,14 @@ func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, patch *ksrc.Patc
 	units, err := tree.Compile(ctx, patch, e.stderr)
 	if err != nil {
 		var ae *ksrc.ApplyError
-		if errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) {
+		var he *ksrc.HeaderError
+		switch {
+		case errors.As(err, &he):
+			for _, h := range he.Headers {
+				fmt.Fprintf(e.stderr, "splicefleet: refused: header %s (%s): %v\n", h, hunkOf(patch.File(h), ""), ksrc.ErrHeaderTooWide)
+			}
+			return nil, &refusal{err}
+		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused):
 			return nil, &refusal{err}
 		}
 		return nil, err
@@ -136,7 +143,19 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 			part.ModuleSymbols = modSyms[u.Module]
 			fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
 		}
-		out, fns, err := createPart(e, o, u, patch.File(u.Path), syms, part)
+		// The hunks that may name a symbol: the file's own, then those of
+		// the changed headers it reads.
+		var fps []*ksrc.FilePatch
+		if fp := patch.File(u.Path); fp != nil {
+			fps = append(fps, fp)
+		}
+		for _, h := range u.Headers {
+			fps = append(fps, patch.File(h))
+		}
+		if len(u.Headers) > 0 {
+			fmt.Fprintf(e.stderr, "splicefleet: %s reads %s: compiled before and after the patch\n", u.Path, strings.Join(u.Headers, ", "))
+		}
+		out, fns, err := createPart(e, o, u, fps, syms, part)
 		if err != nil {
 			return nil, err
 		}
@@ -224,7 +243,7 @@ func buildGenerated(ctx context.Context, e *env, o *createOptions, g *generated)
 // createPart compares one compiled file before and after the patch and
 // generates its part of the livepatch module: nil when no function of it
 // changed. It returns the replaced functions.
-func createPart(e *env, o *createOptions, u ksrc.Unit, fp *ksrc.FilePatch, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
+func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
 	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
 	if err != nil {
 		return nil, nil, err
@@ -250,9 +269,10 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fp *ksrc.FilePatch, syms 
 		part.NewData = append(part.NewData, v.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
 	}
-	// The patch touches .c files only (ksrc refuses a header), each
-	// compiled before and after: an inline function's changed copies are
-	// all in functions this bundle replaces.
+	// Every unit the patch reaches is compiled before and after: its own
+	// .c files, and every unit of the configuration that reads a changed
+	// header. An inline function's changed copies are all in these
+	// units, each in a function this bundle replaces.
 	for _, p := range diff.CarryInlined() {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
 	}
@@ -260,7 +280,7 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fp *ksrc.FilePatch, syms 
 		var ue *objdiff.UnsafeError
 		if errors.As(err, &ue) {
 			for _, p := range ue.Problems {
-				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOf(fp, p.Name), p.Reason)
+				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOfAny(fps, p.Name), p.Reason)
 			}
 		}
 		return nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
@@ -375,6 +395,20 @@ func createCacheDir(e *env, flag string) (string, error) {
 	return filepath.Abs(dir)
 }
 
+// hunkOfAny is hunkOf over several files: the first that has a hunk
+// naming the symbol, else what hunkOf says of the first.
+func hunkOfAny(fps []*ksrc.FilePatch, name string) string {
+	for _, fp := range fps {
+		if h := hunkOf(fp, name); strings.HasPrefix(h, "hunk ") {
+			return h
+		}
+	}
+	if len(fps) == 0 {
+		return hunkOf(nil, name)
+	}
+	return hunkOf(fps[0], name)
+}
+
 // hunkOf names the hunk of fp that changes symbol name: the first whose
 // changed lines name it, else the first whose section (the function
 // diff -u names after @@) does, else the first whose context does (a
@@ -391,6 +425,9 @@ func hunkOf(fp *ksrc.FilePatch, name string) string {
 			at += " " + strings.TrimSpace(h.Section)
 		}
 		return at
+	}
+	if name == "" && len(fp.Hunks) > 0 {
+		return describe(0, fp.Hunks[0]) // the file as a whole: its first hunk
 	}
 	for i, h := range fp.Hunks {
 		for _, l := range h.Lines {

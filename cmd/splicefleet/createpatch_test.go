@@ -77,3 +77,37 @@ func TestHunkOf(t *testing.T) {
 		}
 	}
 }
+
+// TestHunkOfAny: a unit compiled for a changed header names the header's
+// hunk, and a refusal of the header as a whole names its first hunk.
+func TestHunkOfAny(t *testing.T) {
+	p, err := ksrc.ParsePatch([]byte(`--- a/fs/proc/fd.h
++++ b/fs/proc/fd.h
+@@ -15,3 +15,3 @@ extern int proc_fd_permission(struct user_namespace *mnt_userns,
+ {
+-	return PROC_I(inode)->fd;
++	return PROC_I(inode)->fd + 0;
+ }
+@@ -30,3 +30,3 @@
+ struct x {
+-	int a;
++	long a;
+ };
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fps := []*ksrc.FilePatch{p.File("fs/proc/fd.h")}
+	if got, want := hunkOfAny(fps, "PROC_I"), "hunk 1 of fs/proc/fd.h, @@ -15,3 +15,3 @@ extern int proc_fd_permission(struct user_namespace *mnt_userns,"; got != want {
+		t.Errorf("hunkOfAny(PROC_I) = %q, want %q", got, want)
+	}
+	if got, want := hunkOfAny(fps, "struct x"), "hunk 2 of fs/proc/fd.h, @@ -30,3 +30,3 @@"; got != want {
+		t.Errorf("hunkOfAny(struct x) = %q, want %q", got, want)
+	}
+	if got := hunkOf(fps[0], ""); !strings.HasPrefix(got, "hunk 1 of fs/proc/fd.h") {
+		t.Errorf("hunkOf of the whole file = %q", got)
+	}
+	if got := hunkOfAny(nil, "x"); got != "no hunk of the patch names it" {
+		t.Errorf("hunkOfAny(nil) = %q", got)
+	}
+}

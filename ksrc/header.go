@@ -1,0 +1,223 @@
+package ksrc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A patch to a header changes every unit that reads it. Compile finds
+// them in three steps, each narrowing the last:
+//
+//  1. the text: the include closure of the changed headers over the
+//     tree's #include lines (includes.go), every .c file it reaches;
+//  2. the configuration: kbuild itself evaluates the Makefiles of those
+//     files' folders (obj-y, obj-m, lib-y under the target's .config)
+//     and prints what it would build there, for every folder it reaches
+//     from the top, so a file of a folder the configuration never
+//     enters is left out as well;
+//  3. the dependencies: kbuild builds what is left, recording in
+//     O/dir/.file.o.cmd every header the compiler read (deps_...), and a
+//     unit is kept when that list names a changed header.
+//
+// Step 2 bounds the work: more than MaxHeaderUnits units is refused
+// before anything is compiled (a header of the core kernel reaches
+// thousands).
+
+// DefaultMaxHeaderUnits is how many units the configuration may build
+// from the files that include a changed header before a patch to it is
+// refused: each is compiled three times (by kbuild, then before and after
+// the patch).
+const DefaultMaxHeaderUnits = 64
+
+// maxIncludeClosure bounds the files of the tree that may include a
+// changed header, directly or not, before kbuild is even asked.
+const maxIncludeClosure = 4000
+
+// ErrHeaderTooWide: a changed header reaches more units than the limit.
+var ErrHeaderTooWide = errors.New("header included by too many units")
+
+// HeaderError says that a changed header reaches too many units.
+type HeaderError struct {
+	Headers []string
+	Units   int // units the configuration builds that may read them; 0 when not counted
+	Files   int // files of the tree that include them, when Units was not counted
+	Limit   int
+}
+
+func (e *HeaderError) Error() string {
+	what := strings.Join(e.Headers, ", ")
+	if e.Units > 0 {
+		return fmt.Sprintf("%s: %v: %d units the configuration builds include it, more than the limit of %d; "+
+			"each would be compiled before and after the patch (a change to a widely included header, "+
+			"such as a struct or a macro of the core kernel, is rarely carried by replacing functions)",
+			what, ErrHeaderTooWide, e.Units, e.Limit)
+	}
+	return fmt.Sprintf("%s: %v: more than %d files of the tree include it, directly or through other headers "+
+		"(a change to a header of the core kernel reaches most of it)", what, ErrHeaderTooWide, e.Files)
+}
+
+func (e *HeaderError) Unwrap() error { return ErrHeaderTooWide }
+
+// srcArch is kbuild's SRCARCH for this host (Prepare refuses another
+// target architecture).
+func srcArch() string {
+	switch runtime.GOARCH {
+	case "amd64", "386":
+		return "x86"
+	}
+	return runtime.GOARCH
+}
+
+// headerCandidates returns the units the configuration builds whose
+// include closure may reach one of headers (steps 1 and 2), and the
+// unchanged headers that must be copied beside the changed ones.
+func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []string) (units, beside []string, err error) {
+	start := time.Now()
+	fmt.Fprintf(log, "ksrc: reading the #include lines of %s to find what includes %s…\n", t.Source, strings.Join(headers, ", "))
+	g, err := scanIncludes(t.Source, srcArch())
+	if err != nil {
+		return nil, nil, fmt.Errorf("compile: %w", err)
+	}
+	for _, h := range headers {
+		if _, ok := g.files[h]; !ok {
+			return nil, nil, fmt.Errorf("compile: %s: %w: a header of another architecture, or of a folder "+
+				"that holds no kernel code", h, ErrUnsupportedFile)
+		}
+	}
+	cands, beside, err := g.includers(headers, maxIncludeClosure)
+	if err != nil {
+		return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+	}
+	fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
+		len(cands), len(g.files), time.Since(start).Seconds())
+	if len(cands) == 0 {
+		return nil, beside, nil
+	}
+	units, err = t.configured(ctx, log, cands)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(units) > t.maxHeaderUnits {
+		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Limit: t.maxHeaderUnits}
+	}
+	return units, beside, nil
+}
+
+// listGoal is the file name Compile asks kbuild to "make" in a folder for
+// it to print what the configuration builds there; listRule makes it
+// from the makefile kbuild reads in every folder (MAKEFILES), once
+// kbuild has evaluated the folder's Makefile.
+const (
+	listGoal   = ".splicefleet-objs.lst"
+	listPrefix = "splicefleet-objs "
+	listRule   = `%/` + listGoal + `:
+	@$(if $(filter $(obj)/` + listGoal + `,$@),echo '` + listPrefix + `$(obj) $(sort $(real-obj-y) $(real-obj-m) $(lib-y))',:)
+`
+)
+
+// configured returns the files of cands (.c files of the tree) that the
+// configuration builds: kbuild descends from the top only into the
+// folders the configuration enables, and in each evaluates obj-y, obj-m
+// and lib-y; a file counts when the folder it is in, or one above it
+// (obj-y += sub/file.o), lists its object.
+func (t *Tree) configured(ctx context.Context, log io.Writer, cands []string) ([]string, error) {
+	dirs := map[string]bool{}
+	for _, c := range cands {
+		for d := path.Dir(c); d != "." && d != "/"; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	var goals []string
+	for d := range dirs {
+		goals = append(goals, d+"/"+listGoal)
+	}
+	slices.Sort(goals)
+	mk, err := os.CreateTemp("", "splicefleet-objs-*.mk")
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	defer func() { _ = os.Remove(mk.Name()) }()
+	if _, err := mk.WriteString(listRule); err != nil {
+		mk.Close()
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if err := mk.Close(); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	var out bytes.Buffer
+	unlock, err := t.lock()
+	if err != nil {
+		return nil, err
+	}
+	err = t.makeEnv(ctx, &out, []string{"MAKEFILES=" + mk.Name()}, append([]string{"-s"}, goals...)...)
+	unlock()
+	if err != nil {
+		_, _ = log.Write(out.Bytes())
+		return nil, fmt.Errorf("compile: kbuild listing what the configuration builds in %d folders: %w", len(goals), err)
+	}
+	built := map[string]bool{}
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), listPrefix)
+		if !ok {
+			continue
+		}
+		for _, o := range strings.Fields(rest)[1:] {
+			built[path.Clean(o)] = true
+		}
+	}
+	var units []string
+	for _, c := range cands {
+		if built[objectOf(c)] {
+			units = append(units, c)
+		}
+	}
+	return units, nil
+}
+
+// depsNames reports whether the deps_ record of a kbuild .cmd file names
+// one of headers (tree-relative), and which.
+func depsNames(cmd []byte, target, source string, headers []string) []string {
+	want := map[string]string{}
+	for _, h := range headers {
+		want[filepath.Join(source, filepath.FromSlash(h))] = h
+	}
+	var found []string
+	in := false
+	sc := bufio.NewScanner(bytes.NewReader(cmd))
+	sc.Buffer(make([]byte, 64<<10), maxCmdFileSize)
+	for sc.Scan() {
+		line := sc.Text()
+		if !in {
+			in = strings.HasPrefix(line, "deps_"+target+" :=")
+			continue
+		}
+		f := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(line), `\`))
+		if f == "" && !strings.HasSuffix(line, `\`) {
+			break
+		}
+		if strings.HasPrefix(f, "$(") {
+			continue
+		}
+		if h, ok := want[filepath.Clean(f)]; ok && !slices.Contains(found, h) {
+			found = append(found, h)
+		}
+		if !strings.HasSuffix(strings.TrimSpace(line), `\`) {
+			break
+		}
+	}
+	slices.Sort(found)
+	return found
+}

@@ -1,0 +1,111 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fdHeaderPatch changes proc_fd, the static inline of the private header
+// fs/proc/fd.h, so that fd 2 of /proc/PID/fd names fd 1. Two units of
+// the lab kernel read the header: fs/proc/fd.c, whose callers of proc_fd
+// change, and fs/proc/base.c, which does not call it and contributes
+// nothing.
+const fdHeaderPatch = `--- a/fs/proc/fd.h
++++ b/fs/proc/fd.h
+@@ -15,7 +15,9 @@ extern int proc_fd_permission(struct user_namespace *mnt_userns,
+ 
+ static inline unsigned int proc_fd(struct inode *inode)
+ {
+-	return PROC_I(inode)->fd;
++	unsigned int fd = PROC_I(inode)->fd;
++
++	return fd == 2 ? 1 : fd;
+ }
+ 
+ #endif /* __PROCFS_FD_H__ */
+`
+
+// TestScenarioCreatePatchHeader builds a bundle from a patch to a header
+// alone and applies it in a guest of the lab kernel: while it is
+// applied, /proc/self/fd/2 of a process whose fd 2 is /dev/null and fd 1
+// a pipe reads as the pipe; undone, as /dev/null again.
+func TestScenarioCreatePatchHeader(t *testing.T) {
+	note := scenario(t)
+	k := fetchKernel(t)
+	bin := splicefleetBinary(t)
+	b := labFixture(t)
+	opts := FetchOptions{Log: logWriter{t}}
+	src, err := FetchSource(context.Background(), opts, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sysmap, err := FetchSystemMap(context.Background(), opts, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	patch := filepath.Join(dir, "fdheader.patch")
+	if err := os.WriteFile(patch, []byte(fdHeaderPatch), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "fdheader.splice")
+	var log bytes.Buffer
+	start := time.Now()
+	err = sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
+		"--system-map", sysmap, "--modules", filepath.Join(k.Root, "lib", "modules", k.Release),
+		"--cache-dir", filepath.Join(root, ".cache", "ksrc"),
+		"--id", "fdheader", "--version", "1", "--description", "lab: create --patch of fs/proc/fd.h", "-o", out)
+	took := time.Since(start)
+	t.Logf("create --patch of a header took %s:\n%s", took.Round(time.Millisecond), log.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"fs/proc/base.c reads fs/proc/fd.h: compiled before and after the patch",
+		"fs/proc/fd.c reads fs/proc/fd.h: compiled before and after the patch",
+		"fs/proc/fd.c: proc_fd_link changed",
+		"inline proc_fd changed: carried by replacing",
+	} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("create --patch output lacks %q", w)
+		}
+	}
+	if regexp.MustCompile(`fs/proc/base\.c: \S+ changed`).MatchString(log.String()) {
+		t.Errorf("create --patch changed functions of fs/proc/base.c, which does not call proc_fd")
+	}
+	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), out); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bootScenario(t, note, Guest{}, `
+mark hdr-before "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
+try hdr-apply sf apply /lab/extra/fdheader.splice
+mark hdr-enabled "$(cat /sys/kernel/livepatch/lp_fdheader_v1/enabled)"
+mark hdr-applied "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
+try hdr-undo sfv undo fdheader
+mark hdr-undone "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
+mark hdr-oops "$(dmesg | grep -ci 'BUG:\|Oops\|WARNING:')"
+`, File{Path: "lab/extra/fdheader.splice", Data: bundle, Mode: 0o644})
+	want(t, r, "hdr-before", "/dev/null")
+	want(t, r, "hdr-apply-exit", "0")
+	want(t, r, "hdr-enabled", "1")
+	want(t, r, "hdr-applied", "pipe:")
+	want(t, r, "hdr-undo-exit", "0")
+	want(t, r, "hdr-undone", "/dev/null")
+	want(t, r, "hdr-oops", "0")
+	*note += fmt.Sprintf("; create --patch of a header %.1fs; bundle %d bytes", took.Seconds(), len(bundle))
+}
