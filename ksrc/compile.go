@@ -52,6 +52,14 @@ func (u *Units) Cleanup() error {
 	return os.RemoveAll(u.dir)
 }
 
+// Earlier is an update that the hosts run already, which a later patch
+// is built on top of (create --patch --on-top-of).
+type Earlier struct {
+	// Name says which update it is in errors, e.g. its patch file.
+	Name  string
+	Patch *Patch
+}
+
 // Compile builds every compilation unit the patch touches twice, before
 // and after the patch, exactly as the target kernel's build compiles it
 // plus -ffunction-sections -fdata-sections. kbuild builds the pristine
@@ -68,6 +76,20 @@ func (u *Units) Cleanup() error {
 // that includes it. The patch must apply exactly (see Apply) before
 // anything is built.
 func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units, error) {
+	return t.CompileOnTop(ctx, nil, patch, log)
+}
+
+// CompileOnTop is Compile for a patch made on top of earlier updates,
+// applied in order: the "before" side of each unit is the pristine file
+// with the earlier updates' changes to it, and the "after" side that
+// plus the patch. A function that an earlier update replaced and the
+// patch changes again is then compiled with both changes, and Pre and
+// Post still differ only by the patch. The earlier updates' other files
+// are not compiled: their functions stay with the earlier bundles. Each
+// earlier patch is checked as the patch is (only .c files), and one
+// that does not apply, to the source or on top of those before it, is
+// an *ApplyError naming it.
+func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch, log io.Writer) (*Units, error) {
 	if log == nil {
 		log = t.log
 	}
@@ -77,32 +99,9 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 	if patch == nil || len(patch.files) == 0 {
 		return nil, errors.New("compile: no patch")
 	}
-	if err := checkUnits(patch.Files()); err != nil {
+	sources, err := t.unitSources(earlier, patch)
+	if err != nil {
 		return nil, err
-	}
-	type unitSource struct {
-		path          string
-		before, after []byte
-	}
-	var sources []unitSource
-	for _, fp := range patch.files {
-		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
-		fi, err := os.Lstat(name)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %s is not in the kernel source: %w", fp.Path, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("compile: %s in the kernel source is not a regular file", fp.Path)
-		}
-		before, err := readBounded(name, MaxSourceSize)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
-		}
-		after, err := Apply(before, fp)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
-		}
-		sources = append(sources, unitSource{fp.Path, before, after})
 	}
 
 	work, err := os.MkdirTemp("", "splicefleet-units-")
@@ -145,6 +144,67 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 	}
 	ok = true
 	return units, nil
+}
+
+// unitSource is one unit's text before and after the patch.
+type unitSource struct {
+	path          string
+	before, after []byte
+}
+
+// unitSources reads each file the patch touches from the source tree,
+// applies the earlier updates' changes to it in order (the "before"
+// text), then the patch (the "after" text). The source tree is only read.
+func (t *Tree) unitSources(earlier []Earlier, patch *Patch) ([]unitSource, error) {
+	if err := checkUnits(patch.Files()); err != nil {
+		return nil, err
+	}
+	for _, e := range earlier {
+		if e.Patch == nil || len(e.Patch.files) == 0 {
+			return nil, fmt.Errorf("compile: earlier update %s: no patch", e.Name)
+		}
+		if err := checkUnits(e.Patch.Files()); err != nil {
+			return nil, fmt.Errorf("earlier update %s: %w", e.Name, err)
+		}
+	}
+	var sources []unitSource
+	for _, fp := range patch.files {
+		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
+		fi, err := os.Lstat(name)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %s is not in the kernel source: %w", fp.Path, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("compile: %s in the kernel source is not a regular file", fp.Path)
+		}
+		before, err := readBounded(name, MaxSourceSize)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		for _, e := range earlier {
+			efp := e.Patch.File(fp.Path)
+			if efp == nil {
+				continue
+			}
+			if before, err = Apply(before, efp); err != nil {
+				var ae *ApplyError
+				if errors.As(err, &ae) {
+					ae.Earlier = e.Name
+				}
+				return nil, fmt.Errorf("compile: %w", err)
+			}
+		}
+		after, err := Apply(before, fp)
+		if err != nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) && len(earlier) > 0 {
+				ae.OnTop = true
+			}
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		sources = append(sources, unitSource{fp.Path, before, after})
+	}
+	return sources, nil
 }
 
 // checkUnits refuses files that are not C compilation units, naming them
@@ -238,7 +298,7 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 		fmt.Fprintf(log, "ksrc: compiling %s (%s)…\n", rel, side.name)
 		rewrite := []string{srcRoot + "/", side.dir + "/"}
 		if err := run(ctx, t.ObjDir, log, rewrite, argv[0], argv[1:]...); err != nil {
-			what := "the pristine file"
+			what := "the file before the patch"
 			if side.name == "after" {
 				what = "the patched file"
 			}
