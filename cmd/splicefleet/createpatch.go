@@ -14,6 +14,7 @@ import (
 	"github.com/splicefleet/splicefleet/klpgen"
 	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/objdiff"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // maxPatchFile bounds the source patch create --patch reads.
@@ -37,6 +38,11 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	if err != nil {
 		return &refusal{fmt.Errorf("%s: %w", o.patch, err)}
 	}
+	o.sourcePatch = patch.Digest()
+	earlier, err := readEarlier(e, o)
+	if err != nil {
+		return err
+	}
 	cache, err := createCacheDir(e, o.cacheDir)
 	if err != nil {
 		return err
@@ -47,7 +53,7 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		return err
 	}
 	prepared := time.Since(start)
-	units, err := tree.Compile(ctx, patch, e.stderr)
+	units, err := tree.CompileOnTop(ctx, earlier, patch, e.stderr)
 	if err != nil {
 		var ae *ksrc.ApplyError
 		if errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) {
@@ -155,6 +161,33 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	fmt.Fprintf(e.stdout, "built %s from %s: replaces %s in %s; %d bytes; %.1fs (tree preparation %.1fs)\n",
 		built.File, o.patch, strings.Join(changed, ", "), strings.Join(paths, ", "), len(module), time.Since(start).Seconds(), prepared.Seconds())
 	return wrapModule(e, o, fmt.Sprintf("%s (generated from %s)", built.File, o.patch), module)
+}
+
+// readEarlier reads the --on-top-of patches, in order, and records each
+// one's digest for the manifest.
+func readEarlier(e *env, o *createOptions) ([]ksrc.Earlier, error) {
+	var earlier []ksrc.Earlier
+	seen := map[string]string{o.sourcePatch: o.patch}
+	for _, name := range o.onTopOf {
+		raw, err := readFile(name, maxPatchFile)
+		if err != nil {
+			return nil, err
+		}
+		p, err := ksrc.ParsePatch(raw)
+		if err != nil {
+			return nil, &refusal{fmt.Errorf("--on-top-of %s: %w", name, err)}
+		}
+		d := p.Digest()
+		if other, ok := seen[d]; ok {
+			return nil, &refusal{fmt.Errorf("--on-top-of %s: the same change as %s", name, other)}
+		}
+		seen[d] = name
+		earlier = append(earlier, ksrc.Earlier{Name: name, Patch: p})
+		o.earlier = append(o.earlier, splice.UpdateRef{SourcePatch: d, Name: filepath.Base(name)})
+		fmt.Fprintf(e.stderr, "splicefleet: built on top of %s (%s, source patch %s): hosts apply this bundle only where that update is applied\n",
+			name, strings.Join(p.Files(), ", "), d[:16])
+	}
+	return earlier, nil
 }
 
 // createPart compares one compiled file before and after the patch and
