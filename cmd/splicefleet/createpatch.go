@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -241,10 +244,41 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fp *ksrc.FilePatch, syms 
 		return nil, nil, nil
 	}
 	out, err := klpgen.Generate(post, changed, added, syms, part)
+	// A function an earlier update added (--on-top-of) is in that
+	// update's module, not in the kernel: the new code that calls it
+	// gets a copy of its own. Functions only: a copy of a variable
+	// would not share the earlier module's value.
+	for tries := 0; err != nil && len(o.earlier) > 0 && tries < 64; tries++ {
+		var me *klpgen.MissingSymbolError
+		if !errors.As(err, &me) || slices.Contains(added, me.Name) || !definesFunction(post, me.Name) {
+			break
+		}
+		if slices.Contains(changed, me.Name) {
+			return nil, nil, &refusal{fmt.Errorf("%s: %s: %s changed, but it is not in the kernel: an earlier update added it, and its callers in that update's module would still call the copy there; add the new version under another name and change the callers that should call it, or make one update of both", o.patch, u.Path, me.Name)}
+		}
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is not in the kernel (an earlier update added it): the module carries its own copy\n", u.Path, me.Name)
+		added = append(added, me.Name)
+		out, err = klpgen.Generate(post, changed, added, syms, part)
+	}
 	if err != nil {
 		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}
 	return out, changed, nil
+}
+
+// definesFunction reports whether the object defines a function name.
+func definesFunction(obj []byte, name string) bool {
+	f, err := elf.NewFile(bytes.NewReader(obj))
+	if err != nil {
+		return false
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(syms, func(s elf.Symbol) bool {
+		return s.Name == name && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Section != elf.SHN_UNDEF && s.Section < elf.SHN_LORESERVE
+	})
 }
 
 // loadModuleSymbols reads the symbols of the target's module named
