@@ -6,20 +6,28 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// fix1Patch is a first update to cmdline_proc_show of fs/proc/cmdline.c:
-// /proc/cmdline starts with "fix1 ".
+// fix1Patch is a first update to cmdline_proc_show of fs/proc/cmdline.c,
+// through a new helper: /proc/cmdline starts with "fix1 ".
 const fix1Patch = `--- a/fs/proc/cmdline.c
 +++ b/fs/proc/cmdline.c
-@@ -6,6 +6,7 @@
+@@ -4,8 +4,14 @@
+ #include <linux/proc_fs.h>
+ #include <linux/seq_file.h>
  
++static noinline void cmdline_fix1(struct seq_file *m)
++{
++	seq_puts(m, "fix1 ");
++}
++
  static int cmdline_proc_show(struct seq_file *m, void *v)
  {
-+	seq_puts(m, "fix1 ");
++	cmdline_fix1(m);
  	seq_puts(m, saved_command_line);
  	seq_putc(m, '\n');
  	return 0;
@@ -27,13 +35,14 @@ const fix1Patch = `--- a/fs/proc/cmdline.c
 
 // fix2Patch is a later update to the same function, made on the source
 // with fix1 applied (its context holds fix1's line): /proc/cmdline ends
-// with " fix2" as well.
+// with " fix2" as well. Its new cmdline_proc_show still calls fix1's
+// helper, which is not in the kernel but in fix1's module: the bundle
+// carries a copy of its own.
 const fix2Patch = `--- a/fs/proc/cmdline.c
 +++ b/fs/proc/cmdline.c
-@@ -7,7 +7,8 @@
- static int cmdline_proc_show(struct seq_file *m, void *v)
+@@ -13,6 +13,7 @@
  {
- 	seq_puts(m, "fix1 ");
+ 	cmdline_fix1(m);
  	seq_puts(m, saved_command_line);
 +	seq_puts(m, " fix2");
  	seq_putc(m, '\n');
@@ -110,18 +119,27 @@ func TestScenarioCreatePatchOnTopOf(t *testing.T) {
 		t.Fatalf("create fix2 --on-top-of fix1: %v\n%s", err, out)
 	}
 	t.Logf("create fix2 --on-top-of fix1 took %s:\n%s", took2.Round(time.Millisecond), out)
-	for _, w := range []string{"built on top of " + p("fix1.patch") + " (fs/proc/cmdline.c, source patch ", "cmdline_proc_show changed", "replaces cmdline_proc_show"} {
+	for _, w := range []string{"built on top of " + p("fix1.patch") + " (fs/proc/cmdline.c, source patch ", "cmdline_proc_show changed",
+		"cmdline_fix1 is not in the kernel (an earlier update added it): the module carries its own copy", "replaces cmdline_proc_show"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("create --on-top-of output lacks %q", w)
 		}
 	}
 	fix2 := sign("fix2")
-	var inspect bytes.Buffer
-	if err := sfRun(bin, &inspect, "inspect", p("fix2.splice")); err != nil {
+	// fix2's manifest names fix1's by the digest fix1's manifest records.
+	var inspect1, inspect2 bytes.Buffer
+	if err := sfRun(bin, &inspect1, "inspect", p("fix1.splice")); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(inspect.String(), "on top of") || !strings.Contains(inspect.String(), "fix1.patch (source patch ") {
-		t.Errorf("inspect does not show what the bundle is built on top of:\n%s", inspect.String())
+	if err := sfRun(bin, &inspect2, "inspect", p("fix2.splice")); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`source patch\s+sha256 ([0-9a-f]{64})`).FindStringSubmatch(inspect1.String())
+	if m == nil {
+		t.Fatalf("inspect shows no source patch for fix1:\n%s", inspect1.String())
+	}
+	if !regexp.MustCompile(`on top of\s+fix1\.patch \(source patch ` + m[1] + `\)`).MatchString(inspect2.String()) {
+		t.Errorf("inspect does not show fix2 built on top of fix1's source patch %s:\n%s", m[1], inspect2.String())
 	}
 
 	r := bootScenario(t, note, Guest{}, `
@@ -140,6 +158,7 @@ mark fix2-undone "$(cat /proc/cmdline)"
 try fix1-undo sfv undo fix1
 mark fix1-undone "$(cat /proc/cmdline)"
 mark undone-livepatches "$(ls /sys/kernel/livepatch | tr '\n' ' ')"
+mark oops "$(dmesg | grep -c 'Oops\|BUG:\|WARNING:\|Call Trace')"
 `, File{Path: "lab/extra/fix1.splice", Data: fix1, Mode: 0o644},
 		File{Path: "lab/extra/fix2.splice", Data: fix2, Mode: 0o644})
 	orig, _ := r.Marks.Get("orig")
@@ -165,5 +184,6 @@ mark undone-livepatches "$(ls /sys/kernel/livepatch | tr '\n' ' ')"
 	want(t, r, "fix1-undo-exit", "0")
 	want(t, r, "fix1-undone", orig)
 	want(t, r, "undone-livepatches", "")
+	want(t, r, "oops", "0")
 	*note += fmt.Sprintf("; create fix1 %.1fs, fix2 --on-top-of fix1 %.1fs; bundles %d and %d bytes", took1.Seconds(), took2.Seconds(), len(fix1), len(fix2))
 }
