@@ -41,7 +41,9 @@
 //     Unit.After) then runs on both, so they carry the ORC unwind tables
 //     and site lists a livepatch module needs for its new code. Only .c
 //     files are accepted: a header change may change every unit that
-//     includes it.
+//     includes it. CompileOnTop does the same for a patch made on top of
+//     earlier updates: both sides start from the files with those
+//     updates applied, so they still differ only by the patch.
 //   - BuildModule builds an out-of-tree module (create --source's, or the
 //     livepatch module create --patch generated) against the target's
 //     build folder, in a copy of its source, and returns the .ko: the
