@@ -59,6 +59,14 @@ func (u *Units) Cleanup() error {
 	return os.RemoveAll(u.dir)
 }
 
+// Earlier is an update that the hosts run already, which a later patch
+// is built on top of (create --patch --on-top-of).
+type Earlier struct {
+	// Name says which update it is in errors, e.g. its patch file.
+	Name  string
+	Patch *Patch
+}
+
 // Compile builds every compilation unit the patch touches twice, before
 // and after the patch, exactly as the target kernel's build compiles it
 // plus -ffunction-sections -fdata-sections. kbuild builds the pristine
@@ -80,6 +88,20 @@ func (u *Units) Cleanup() error {
 // as is a header no unit of the configuration reads (ErrHeaderUnused).
 // The patch must apply exactly (see Apply) before anything is built.
 func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units, error) {
+	return t.CompileOnTop(ctx, nil, patch, log)
+}
+
+// CompileOnTop is Compile for a patch made on top of earlier updates,
+// applied in order: the "before" side of each unit is the pristine file
+// with the earlier updates' changes to it, and the "after" side that
+// plus the patch. A function that an earlier update replaced and the
+// patch changes again is then compiled with both changes, and Pre and
+// Post still differ only by the patch. The earlier updates' other files
+// are not compiled: their functions stay with the earlier bundles. Each
+// earlier patch is checked as the patch is (only .c files), and one
+// that does not apply, to the source or on top of those before it, is
+// an *ApplyError naming it.
+func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch, log io.Writer) (*Units, error) {
 	if log == nil {
 		log = t.log
 	}
@@ -89,42 +111,29 @@ func (t *Tree) Compile(ctx context.Context, patch *Patch, log io.Writer) (*Units
 	if patch == nil || len(patch.files) == 0 {
 		return nil, errors.New("compile: no patch")
 	}
-	if err := checkUnits(patch.Files()); err != nil {
+	patched, err := t.unitSources(earlier, patch)
+	if err != nil {
 		return nil, err
-	}
-	type unitSource struct {
-		path          string
-		before, after []byte
 	}
 	var sources []unitSource
 	overlay := map[string][]byte{} // header -> its text after the patch
 	var headers []string
-	for _, fp := range patch.files {
-		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
-		fi, err := os.Lstat(name)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %s is not in the kernel source: %w", fp.Path, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("compile: %s in the kernel source is not a regular file", fp.Path)
-		}
-		before, err := readBounded(name, MaxSourceSize)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
-		}
-		after, err := Apply(before, fp)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
-		}
-		if strings.HasSuffix(fp.Path, ".h") {
-			overlay[fp.Path] = after
-			headers = append(headers, fp.Path)
+	for _, u := range patched {
+		if strings.HasSuffix(u.path, ".h") {
+			overlay[u.path] = u.after
+			headers = append(headers, u.path)
 			continue
 		}
-		sources = append(sources, unitSource{fp.Path, before, after})
+		sources = append(sources, u)
 	}
 	// The units that may read a changed header, beyond the patch's own.
 	var readers []string
+	if len(headers) > 0 && len(earlier) > 0 {
+		// The readers' before side would have to carry the earlier
+		// updates too.
+		return nil, fmt.Errorf("compile: %w: a header change (%s) on top of earlier updates is not supported yet",
+			ErrUnsupportedFile, strings.Join(headers, ", "))
+	}
 	if len(headers) > 0 {
 		cands, beside, err := t.headerCandidates(ctx, log, headers)
 		if err != nil {
@@ -234,6 +243,91 @@ func (t *Tree) cmdFile(obj string) string {
 	return filepath.Join(t.ObjDir, filepath.FromSlash(path.Dir(obj)), "."+path.Base(obj)+".cmd")
 }
 
+// unitSource is one unit's text before and after the patch.
+type unitSource struct {
+	path          string
+	before, after []byte
+}
+
+// unitSources reads each file the patch touches from the source tree,
+// applies the earlier updates' changes to it in order (the "before"
+// text), then the patch (the "after" text). The source tree is only read.
+func (t *Tree) unitSources(earlier []Earlier, patch *Patch) ([]unitSource, error) {
+	if err := checkUnits(patch.Files()); err != nil {
+		return nil, err
+	}
+	if err := checkEarlier(earlier); err != nil {
+		return nil, err
+	}
+	var out []unitSource
+	for _, fp := range patch.files {
+		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
+		fi, err := os.Lstat(name)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %s is not in the kernel source: %w", fp.Path, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("compile: %s in the kernel source is not a regular file", fp.Path)
+		}
+		before, err := readBounded(name, MaxSourceSize)
+		if err != nil {
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		if before, err = applyEarlier(before, earlier, fp.Path); err != nil {
+			return nil, err
+		}
+		after, err := Apply(before, fp)
+		if err != nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) && len(earlier) > 0 {
+				ae.OnTop = true
+			}
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+		out = append(out, unitSource{fp.Path, before, after})
+	}
+	return out, nil
+}
+
+// checkEarlier checks the earlier updates a patch is made on top of: each
+// has a patch, of C files only.
+func checkEarlier(earlier []Earlier) error {
+	for _, e := range earlier {
+		if e.Patch == nil || len(e.Patch.files) == 0 {
+			return fmt.Errorf("compile: earlier update %s: no patch", e.Name)
+		}
+		for _, f := range e.Patch.Files() {
+			if !strings.HasSuffix(f, ".c") {
+				return fmt.Errorf("compile: earlier update %s: %w: %s: an earlier update may change only C files", e.Name, ErrUnsupportedFile, f)
+			}
+		}
+		if err := checkUnits(e.Patch.Files()); err != nil {
+			return fmt.Errorf("earlier update %s: %w", e.Name, err)
+		}
+	}
+	return nil
+}
+
+// applyEarlier applies the earlier updates' changes to the file at path,
+// in order: the text the patch is made on top of.
+func applyEarlier(text []byte, earlier []Earlier, path string) ([]byte, error) {
+	for _, e := range earlier {
+		efp := e.Patch.File(path)
+		if efp == nil {
+			continue
+		}
+		var err error
+		if text, err = Apply(text, efp); err != nil {
+			var ae *ApplyError
+			if errors.As(err, &ae) {
+				ae.Earlier = e.Name
+			}
+			return nil, fmt.Errorf("compile: %w", err)
+		}
+	}
+	return text, nil
+}
+
 // checkUnits refuses files that are not C compilation units, naming them
 // all in one error.
 func checkUnits(files []string) error {
@@ -320,7 +414,7 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 		fmt.Fprintf(log, "ksrc: compiling %s (%s)…\n", rel, side.name)
 		rewrite := []string{srcRoot + "/", side.dir + "/"}
 		if err := run(ctx, t.ObjDir, log, rewrite, argv[0], argv[1:]...); err != nil {
-			what := "the pristine file"
+			what := "the file before the patch"
 			if side.name == "after" {
 				what = "the patched file"
 			}

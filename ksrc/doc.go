@@ -45,7 +45,10 @@
 //     Makefiles, then kbuild's dependency records; see header.go), whose
 //     after side reads the patched header from the copy folder, put ahead
 //     of the original on the include path. More than MaxHeaderUnits such
-//     units is refused before anything is compiled.
+//     units is refused before anything is compiled. CompileOnTop does the
+//     same for a patch made on top of earlier updates: both sides start
+//     from the files with those updates applied, so they still differ
+//     only by the patch.
 //   - BuildModule builds an out-of-tree module (create --source's, or the
 //     livepatch module create --patch generated) against the target's
 //     build folder, in a copy of its source, and returns the .ko: the

@@ -72,13 +72,25 @@ type ApplyError struct {
 	Hunk   int // 1-based, as patch(1) counts
 	Line   int // the old line the hunk header names
 	Detail string
+	// Earlier names the earlier update (CompileOnTop) whose hunk it is;
+	// empty for the patch itself.
+	Earlier string
+	// OnTop says the patch's hunk was applied on top of earlier updates.
+	OnTop bool
 }
 
 func (e *ApplyError) Error() string {
-	if e.Hunk == 0 {
-		return fmt.Sprintf("apply patch to %s: %s", e.Path, e.Detail)
+	what := "patch"
+	switch {
+	case e.Earlier != "":
+		what = "earlier update " + e.Earlier
+	case e.OnTop:
+		what = "patch (on top of the earlier updates)"
 	}
-	return fmt.Sprintf("apply patch to %s: hunk #%d (at line %d) does not apply: %s", e.Path, e.Hunk, e.Line, e.Detail)
+	if e.Hunk == 0 {
+		return fmt.Sprintf("apply %s to %s: %s", what, e.Path, e.Detail)
+	}
+	return fmt.Sprintf("apply %s to %s: hunk #%d (at line %d) does not apply: %s", what, e.Path, e.Hunk, e.Line, e.Detail)
 }
 
 // ToolsError lists what the host lacks to build kernel units.

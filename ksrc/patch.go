@@ -2,6 +2,8 @@ package ksrc
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path"
 	"strconv"
@@ -78,6 +80,30 @@ func (p *Patch) File(path string) *FilePatch {
 		}
 	}
 	return nil
+}
+
+// Digest is the hex SHA-256 of the patch's changes in a canonical form:
+// each file's path and each hunk's range and lines, in patch order,
+// without what ParsePatch ignores (a commit message, "index" lines,
+// timestamps, the function diff -p names after @@). The same change
+// written by git diff, git format-patch or diff -u -p has one digest.
+// Bundles record it (a bundle built on top of an earlier update names
+// the earlier update by it).
+func (p *Patch) Digest() string {
+	h := sha256.New()
+	for _, f := range p.files {
+		fmt.Fprintf(h, "--- a/%s\n+++ b/%s\n", f.Path, f.Path)
+		for _, hk := range f.Hunks {
+			fmt.Fprintf(h, "@@ -%d,%d +%d,%d @@\n", hk.OldStart, hk.OldLines, hk.NewStart, hk.NewLines)
+			for _, l := range hk.Lines {
+				fmt.Fprintf(h, "%c%s", l.Op, l.Text)
+				if !strings.HasSuffix(l.Text, "\n") {
+					fmt.Fprint(h, "\n\\ No newline at end of file\n")
+				}
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // ParsePatch parses a unified diff as `git diff`, `git format-patch` or

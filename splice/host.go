@@ -268,6 +268,7 @@ func (h *Host) Apply(ctx context.Context, b *Bundle, v Verifier) (*Patch, error)
 	}
 	p.Module, p.ManifestDigest, p.ModuleDigest = m.Module.Name, verified.ManifestDigest, m.Module.SHA256
 	p.Replace, p.Functions, p.CVEs, p.Description, p.Signers = m.Replace, m.Functions, m.CVEs, m.Description, verified.Signers
+	p.SourcePatch, p.OnTopOf = m.SourcePatch, m.OnTopOf
 	p.VerifiedAt, p.TrustNote = h.cfg.Now().UTC(), ""
 	// What this apply retires is journaled with it, so that a crash
 	// between the load and the retire leaves the intent on disk.
@@ -329,6 +330,9 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 			}
 		}
 	}
+	if err := h.checkOnTopOf(&m); err != nil {
+		return nil, err
+	}
 	for _, p := range h.journal.stack() {
 		switch {
 		case p.ID == m.ID && p.Version == m.Version:
@@ -342,6 +346,10 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 			if !m.Replace && !covers(m.Functions, p.Functions) {
 				return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d replaces %s but not %s, which version %d replaces; undo version %d first or publish an atomic-replace bundle",
 					m.ID, m.Version, strings.Join(m.Functions, ", "), strings.Join(missing(m.Functions, p.Functions), ", "), p.Version, p.Version)}
+			}
+			if q := h.builtOnTopOf(p); q != nil && q.ID != m.ID {
+				return nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d would take off version %d, on top of which %s version %d is built (it carries version %d's changes to the functions it replaces); undo %s first",
+					m.ID, m.Version, p.Version, q.ID, q.Version, p.Version, q.ID)}
 			}
 			supersedes = append(supersedes, p)
 		case p.Module == m.Module.Name:
@@ -357,6 +365,40 @@ func (h *Host) check(v *Verified, info KernelInfo) (supersedes []*Patch, err err
 		}
 	}
 	return supersedes, nil
+}
+
+// checkOnTopOf refuses a bundle built on top of earlier updates on a
+// host where one of them is not applied: its functions carry the earlier
+// updates' changes to them, and applied alone it would drop those
+// changes and run code nobody tested.
+func (h *Host) checkOnTopOf(m *Manifest) error {
+	for _, u := range m.OnTopOf {
+		applied := slices.ContainsFunc(h.journal.stack(), func(p *Patch) bool {
+			return p.State == StateApplied && p.SourcePatch == u.SourcePatch
+		})
+		if !applied {
+			name := u.Name
+			if name == "" {
+				name = "an earlier update"
+			}
+			return &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s version %d is built on top of %s (source patch %s), which is not applied on this host: apply that update first (without it, the functions this bundle replaces would lose its changes)",
+				m.ID, m.Version, name, u.SourcePatch)}
+		}
+	}
+	return nil
+}
+
+// builtOnTopOf returns a live patch built on top of p, or nil.
+func (h *Host) builtOnTopOf(p *Patch) *Patch {
+	if p.SourcePatch == "" {
+		return nil
+	}
+	for _, q := range h.journal.stack() {
+		if q != p && slices.ContainsFunc(q.OnTopOf, func(u UpdateRef) bool { return u.SourcePatch == p.SourcePatch }) {
+			return q
+		}
+	}
+	return nil
 }
 
 // store keeps the verified bundle and module in the host's bundle store
@@ -590,7 +632,11 @@ func (h *Host) undoTop(ctx context.Context, id string, match func(*Patch) bool, 
 		for _, q := range stack[slices.Index(stack, p)+1:] {
 			above = append(above, fmt.Sprintf("%s version %d", q.ID, q.Version))
 		}
-		return nil, nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)", id, strings.Join(above, ", "))}
+		why := ""
+		if q := h.builtOnTopOf(p); q != nil {
+			why = fmt.Sprintf(" (%s version %d is built on top of it: it carries its changes to the functions it replaces)", q.ID, q.Version)
+		}
+		return nil, nil, &RejectError{Reason: ErrStack, Err: fmt.Errorf("%s is not on top of the stack; undo %s first (or use --all)%s", id, strings.Join(above, ", "), why)}
 	}
 	key := patchKey(p)
 	for _, q := range h.journal.Patches {

@@ -59,9 +59,14 @@ type Patch struct {
 	CVEs           []string `json:"cves,omitempty"`
 	Description    string   `json:"description,omitempty"`
 	Signers        []string `json:"signers,omitempty"`
-	State          State    `json:"state"`
-	Reason         string   `json:"reason,omitempty"` // why it failed, was replaced or is not applicable
-	Stack          int      `json:"stack"`            // position in this host's stack, 1 is the oldest
+	// SourcePatch and OnTopOf are the manifest's: the digest of the
+	// source patch the module was made from, and the earlier updates
+	// it was built on top of.
+	SourcePatch string      `json:"source_patch,omitempty"`
+	OnTopOf     []UpdateRef `json:"on_top_of,omitempty"`
+	State       State       `json:"state"`
+	Reason      string      `json:"reason,omitempty"` // why it failed, was replaced or is not applicable
+	Stack       int         `json:"stack"`            // position in this host's stack, 1 is the oldest
 	// ReplacedBy names the patch that replaced this one ("id@version"),
 	// so that undoing that patch puts this one back.
 	ReplacedBy string `json:"replaced_by,omitempty"`

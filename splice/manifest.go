@@ -10,7 +10,9 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/splicefleet/splicefleet/internal/jsonkeys"
 )
@@ -35,6 +37,15 @@ type Manifest struct {
 	Replace bool `json:"replace"`
 	// Functions the module replaces.
 	Functions []string `json:"functions"`
+	// SourcePatch is the digest of the source patch create --patch made
+	// the module from (the hex SHA-256 of its changes, see ksrc's
+	// Patch.Digest): a later bundle built on top of this one names it.
+	SourcePatch string `json:"source_patch,omitempty"`
+	// OnTopOf lists the earlier updates the module was built on top of,
+	// in the order they were applied: its functions carry their changes
+	// too. A host applies the bundle only where each is applied (see
+	// Host.Apply), and undoes none of them while the bundle is applied.
+	OnTopOf []UpdateRef `json:"on_top_of,omitempty"`
 	// Created is when the bundle was made.
 	Created time.Time `json:"created"`
 	// Expires, when set, is the time after which hosts refuse the bundle.
@@ -55,6 +66,14 @@ type ModuleRef struct {
 	Size   int64  `json:"size"`
 }
 
+// UpdateRef names an earlier update by the digest of its source patch,
+// as its bundle's manifest records it in source_patch.
+type UpdateRef struct {
+	SourcePatch string `json:"source_patch"`
+	// Name is the patch file's name when the bundle was made, for people.
+	Name string `json:"name,omitempty"`
+}
+
 var (
 	idPattern       = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 	cvePattern      = regexp.MustCompile(`^CVE-[0-9]{4}-[0-9]{4,7}$`)
@@ -71,6 +90,8 @@ const (
 	maxDescription = 4096
 	maxCVEs        = 64
 	maxFunctions   = 1024
+	maxOnTopOf     = 64
+	maxUpdateName  = 255
 )
 
 // Validate checks every field. Verify calls it on every manifest it reads;
@@ -116,11 +137,45 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("function %q is not a C symbol name", f)
 		}
 	}
+	if err := m.validateOnTopOf(); err != nil {
+		return err
+	}
 	if dup := firstDuplicate(m.Functions); dup != "" {
 		return fmt.Errorf("function %q is listed twice", dup)
 	}
 	if dup := firstDuplicate(m.CVEs); dup != "" {
 		return fmt.Errorf("CVE id %q is listed twice", dup)
+	}
+	return nil
+}
+
+// validateOnTopOf checks source_patch and on_top_of.
+func (m *Manifest) validateOnTopOf() error {
+	if m.SourcePatch != "" && !sha256Pattern.MatchString(m.SourcePatch) {
+		return fmt.Errorf("source_patch %q must be 64 lower-case hex digits", m.SourcePatch)
+	}
+	if len(m.OnTopOf) == 0 {
+		return nil
+	}
+	switch {
+	case len(m.OnTopOf) > maxOnTopOf:
+		return fmt.Errorf("%d earlier updates in on_top_of, limit %d", len(m.OnTopOf), maxOnTopOf)
+	case m.Replace:
+		return fmt.Errorf("an atomic-replace bundle replaces every earlier livepatch, so it cannot be built on top of one (on_top_of)")
+	}
+	seen := map[string]bool{}
+	for _, u := range m.OnTopOf {
+		switch {
+		case !sha256Pattern.MatchString(u.SourcePatch):
+			return fmt.Errorf("on_top_of: source_patch %q must be 64 lower-case hex digits", u.SourcePatch)
+		case len(u.Name) > maxUpdateName || strings.ContainsFunc(u.Name, func(r rune) bool { return !unicode.IsPrint(r) }):
+			return fmt.Errorf("on_top_of: name %q: use at most %d printable characters", u.Name, maxUpdateName)
+		case u.SourcePatch == m.SourcePatch:
+			return fmt.Errorf("on_top_of names the bundle's own source patch %s", u.SourcePatch)
+		case seen[u.SourcePatch]:
+			return fmt.Errorf("on_top_of: source patch %s is listed twice", u.SourcePatch)
+		}
+		seen[u.SourcePatch] = true
 	}
 	return nil
 }

@@ -303,11 +303,20 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 	}
 	var done []*Patch
 	var errs []error
+	// The source patches of the updates in the kernel, for the bundles
+	// built on top of them.
+	present := map[string]bool{}
 	for _, p := range h.journal.stack() {
 		if p.State != StateApplied {
 			continue
 		}
 		if _, ok := kp[p.Module]; ok {
+			present[p.SourcePatch] = true
+			continue
+		}
+		if u, ok := missingBase(p, present); !ok {
+			cause := fmt.Errorf("not loaded at boot: it is built on top of %s (source patch %s), which is not in the kernel", orUnknown(u.Name), u.SourcePatch)
+			errs = append(errs, fmt.Errorf("%s version %d: %w", p.ID, p.Version, h.fail(p, info, cause)))
 			continue
 		}
 		ok, err := h.judgeStored(p, info, "boot")
@@ -325,6 +334,7 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 		if err := h.healthWindow(ctx, info); err != nil {
 			return done, err
 		}
+		present[p.SourcePatch] = true
 		done = append(done, p)
 	}
 	// A patch replaced by one that is no longer live (the crash-loop guard
@@ -332,6 +342,17 @@ func (h *Host) Boot(ctx context.Context) ([]*Patch, error) {
 	// what it had replaced) comes back, as an undo would have put it.
 	back, err := h.restoreOrphans(ctx, info)
 	return append(done, back...), errors.Join(append(errs, err)...)
+}
+
+// missingBase returns the first earlier update p is built on top of that
+// is not present, and false; or true when all are.
+func missingBase(p *Patch, present map[string]bool) (UpdateRef, bool) {
+	for _, u := range p.OnTopOf {
+		if !present[u.SourcePatch] {
+			return u, false
+		}
+	}
+	return UpdateRef{}, true
 }
 
 // restoreOrphans puts back the replaced patches whose replacer is not live.

@@ -106,6 +106,13 @@ func TestReasonLabels(t *testing.T) {
 	}
 }
 
+// Source patch digests for manifests built on top of each other.
+var (
+	digestA = strings.Repeat("a", 64)
+	digestB = strings.Repeat("b", 64)
+	digestC = strings.Repeat("c", 64)
+)
+
 func TestManifestValidation(t *testing.T) {
 	cases := map[string]func(m *splice.Manifest){
 		"empty id":           func(m *splice.Manifest) { m.ID = "" },
@@ -122,6 +129,24 @@ func TestManifestValidation(t *testing.T) {
 		"bad function":       func(m *splice.Manifest) { m.Functions = []string{"rm -rf"} },
 		"duplicate function": func(m *splice.Manifest) { m.Functions = []string{"f", "f"} },
 		"no created":         func(m *splice.Manifest) { m.Created = time.Time{} },
+		"bad source patch":   func(m *splice.Manifest) { m.SourcePatch = "ABC" },
+		"bad on_top_of digest": func(m *splice.Manifest) {
+			m.OnTopOf = []splice.UpdateRef{{SourcePatch: "abc"}}
+		},
+		"on_top_of itself": func(m *splice.Manifest) {
+			m.SourcePatch = digestA
+			m.OnTopOf = []splice.UpdateRef{{SourcePatch: digestA}}
+		},
+		"on_top_of twice": func(m *splice.Manifest) {
+			m.OnTopOf = []splice.UpdateRef{{SourcePatch: digestA}, {SourcePatch: digestA, Name: "again.patch"}}
+		},
+		"on_top_of name with a newline": func(m *splice.Manifest) {
+			m.OnTopOf = []splice.UpdateRef{{SourcePatch: digestA, Name: "fix1.patch\nevil"}}
+		},
+		"replace on_top_of": func(m *splice.Manifest) {
+			m.Replace = true
+			m.OnTopOf = []splice.UpdateRef{{SourcePatch: digestA}}
+		},
 		"expires before created": func(m *splice.Manifest) {
 			e := m.Created.Add(-time.Second)
 			m.Expires = &e
@@ -139,6 +164,13 @@ func TestManifestValidation(t *testing.T) {
 	}
 	if _, err := splice.New(testManifest(), nil); err == nil {
 		t.Fatal("empty module accepted")
+	}
+	// A bundle built on top of two earlier updates is valid.
+	m := testManifest()
+	m.SourcePatch = digestC
+	m.OnTopOf = []splice.UpdateRef{{SourcePatch: digestA, Name: "fix1.patch"}, {SourcePatch: digestB}}
+	if _, err := splice.New(m, module); err != nil {
+		t.Fatalf("on_top_of of two updates: %v", err)
 	}
 	for _, bad := range []string{"", "{", "[]", `{"id":"x"}`, `{} {}`, `{"unknown": 1}`} {
 		if _, err := splice.ParseManifest([]byte(bad)); !errors.Is(err, splice.ErrManifest) {

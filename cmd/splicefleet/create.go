@@ -23,7 +23,13 @@ type createOptions struct {
 	diffext string
 	// patchText is the patch --diffext derived; patch then names it in
 	// messages.
-	patchText    []byte
+	patchText []byte
+	// onTopOf are the earlier updates' patches (--on-top-of), in order.
+	onTopOf []string
+	// sourcePatch and earlier are what create --patch records in the
+	// manifest: its patch's digest and the earlier updates'.
+	sourcePatch  string
+	earlier      []splice.UpdateRef
 	kernelSource string
 	systemMap    string
 	modulesDir   string
@@ -75,7 +81,14 @@ generates a livepatch module that replaces exactly the changed functions:
 their new code, with references to static and unexported kernel symbols
 resolved by the kernel's livepatch relocations (positions from
 --system-map). A patch the livepatch cannot carry safely (changed data,
-init code, inlined functions, ...) is refused with the reasons (exit 1).`,
+init code, inlined functions, ...) is refused with the reasons (exit 1).
+
+With --on-top-of EARLIER.patch (repeatable, in the order the updates were
+applied), the patch is a later fix on top of earlier updates the hosts
+run already: both sides are compiled with the earlier updates applied, so
+a function an earlier update replaced carries both changes. The manifest
+names the earlier updates by their patch digests, and a host applies the
+bundle only where they are applied.`,
 		Example: `  splicefleet create --module livepatch_fix.ko --id cve-2026-1234 --version 1 --cve CVE-2026-1234 -o fix.splice
   splicefleet create --source ./livepatch_fix --kernel-build /lib/modules/6.1.0-56-cloud-amd64/build --id cve-2026-1234 --version 2 -o fix.splice
   splicefleet create --patch fix.patch --kernel-source linux-source-6.1 --kernel-build /usr/src/linux-headers-6.1.0-56-cloud-amd64 --id cve-2026-1234 --version 3 --expires 720h -o fix.splice`,
@@ -91,6 +104,7 @@ init code, inlined functions, ...) is refused with the reasons (exit 1).`,
 	f.StringVar(&o.source, "source", "", "build the module from this folder of C sources (with a Kbuild or Makefile)")
 	f.StringVar(&o.patch, "patch", "", "generate the module from this source patch (unified diff, -p1) to one .c file of the kernel")
 	f.StringVar(&o.diffext, "diffext", "", "generate the module from the changed files under --kernel-source: each FILE.EXT beside its FILE (Ksplice's mode; e.g. --diffext new)")
+	f.StringArrayVar(&o.onTopOf, "on-top-of", nil, "with --patch: an earlier update's patch that the hosts run already (repeatable, in the order they were applied); the patch is built on top of them")
 	f.StringVar(&o.kernelSource, "kernel-source", "", "with --patch: the target kernel's source tree")
 	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
 	f.StringVar(&o.modulesDir, "modules", "", "with --patch: the target's modules folder, /lib/modules/RELEASE (default: that folder on this machine), for a file built into a module")
@@ -124,6 +138,9 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 	if (o.patch != "" || o.diffext != "") && o.kernelSource == "" {
 		return errors.New("--kernel-source is required with --patch and --diffext: the target kernel's source tree")
 	}
+	if o.diffext != "" && len(o.onTopOf) > 0 {
+		return errors.New("--on-top-of only applies with --patch: the FILE.EXT copies of --diffext are compared with the pristine files, which the earlier updates change")
+	}
 	if o.diffext != "" {
 		if o.kernelBuild == "" {
 			return errors.New("--kernel-build is required with --diffext: the target kernel's build folder")
@@ -142,8 +159,11 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 	if (o.source != "" || o.patch != "") && o.kernelBuild == "" {
 		return errors.New("--kernel-build is required with --source and --patch: the target kernel's build folder")
 	}
-	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "" || o.modulesDir != "") {
-		return errors.New("--kernel-source, --system-map, --modules and --cache-dir only apply with --patch")
+	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "" || o.modulesDir != "" || len(o.onTopOf) > 0) {
+		return errors.New("--kernel-source, --system-map, --modules, --cache-dir and --on-top-of only apply with --patch")
+	}
+	if len(o.onTopOf) > 0 && o.replace {
+		return errors.New("--on-top-of and --replace: an atomic-replace bundle takes every earlier livepatch off, so it must carry every earlier fix itself; build it from one patch holding them all, without --on-top-of")
 	}
 	if !o.force {
 		if _, err := os.Stat(o.out); err == nil {
@@ -193,6 +213,8 @@ func wrapModule(e *env, o *createOptions, label string, module []byte) error {
 		Module:      splice.ModuleRef{Name: info.Name},
 		Replace:     o.replace,
 		Functions:   info.Functions,
+		SourcePatch: o.sourcePatch,
+		OnTopOf:     o.earlier,
 		Created:     now,
 	}
 	if o.kernel != "" {

@@ -1,19 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/splicefleet/splicefleet/klpgen"
 	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/objdiff"
+	"github.com/splicefleet/splicefleet/splice"
 )
 
 // maxPatchFile bounds the source patch create --patch reads.
@@ -30,12 +34,17 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 	if err != nil {
 		return err
 	}
+	o.sourcePatch = patch.Digest()
+	earlier, err := readEarlier(e, o)
+	if err != nil {
+		return err
+	}
 	tree, err := prepareTree(ctx, e, o)
 	if err != nil {
 		return err
 	}
 	prepared := time.Since(start)
-	units, err := compileUnits(ctx, e, tree, patch)
+	units, err := compileUnits(ctx, e, tree, earlier, patch)
 	if err != nil {
 		return err
 	}
@@ -82,11 +91,12 @@ func prepareTree(ctx context.Context, e *env, o *createOptions) (*ksrc.Tree, err
 	return ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, Log: e.stderr})
 }
 
-// compileUnits compiles the files the patch touches before and after it;
+// compileUnits compiles the files the patch touches before and after it,
+// on top of the earlier updates;
 // a patch that does not apply, or touches a file that cannot be
 // compiled alone, is a refusal. The caller cleans the units up.
-func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, patch *ksrc.Patch) (*ksrc.Units, error) {
-	units, err := tree.Compile(ctx, patch, e.stderr)
+func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, earlier []ksrc.Earlier, patch *ksrc.Patch) (*ksrc.Units, error) {
+	units, err := tree.CompileOnTop(ctx, earlier, patch, e.stderr)
 	if err != nil {
 		var ae *ksrc.ApplyError
 		var he *ksrc.HeaderError
@@ -240,6 +250,33 @@ func buildGenerated(ctx context.Context, e *env, o *createOptions, g *generated)
 	return built, module, nil
 }
 
+// readEarlier reads the --on-top-of patches, in order, and records each
+// one's digest for the manifest.
+func readEarlier(e *env, o *createOptions) ([]ksrc.Earlier, error) {
+	var earlier []ksrc.Earlier
+	seen := map[string]string{o.sourcePatch: o.patch}
+	for _, name := range o.onTopOf {
+		raw, err := readFile(name, maxPatchFile)
+		if err != nil {
+			return nil, err
+		}
+		p, err := ksrc.ParsePatch(raw)
+		if err != nil {
+			return nil, &refusal{fmt.Errorf("--on-top-of %s: %w", name, err)}
+		}
+		d := p.Digest()
+		if other, ok := seen[d]; ok {
+			return nil, &refusal{fmt.Errorf("--on-top-of %s: the same change as %s", name, other)}
+		}
+		seen[d] = name
+		earlier = append(earlier, ksrc.Earlier{Name: name, Patch: p})
+		o.earlier = append(o.earlier, splice.UpdateRef{SourcePatch: d, Name: filepath.Base(name)})
+		fmt.Fprintf(e.stderr, "splicefleet: built on top of %s (%s, source patch %s): hosts apply this bundle only where that update is applied\n",
+			name, strings.Join(p.Files(), ", "), d[:16])
+	}
+	return earlier, nil
+}
+
 // createPart compares one compiled file before and after the patch and
 // generates its part of the livepatch module: nil when no function of it
 // changed. It returns the replaced functions.
@@ -292,10 +329,41 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 		return nil, nil, nil
 	}
 	out, err := klpgen.Generate(post, changed, added, syms, part)
+	// A function an earlier update added (--on-top-of) is in that
+	// update's module, not in the kernel: the new code that calls it
+	// gets a copy of its own. Functions only: a copy of a variable
+	// would not share the earlier module's value.
+	for tries := 0; err != nil && len(o.earlier) > 0 && tries < 64; tries++ {
+		var me *klpgen.MissingSymbolError
+		if !errors.As(err, &me) || slices.Contains(added, me.Name) || !definesFunction(post, me.Name) {
+			break
+		}
+		if slices.Contains(changed, me.Name) {
+			return nil, nil, &refusal{fmt.Errorf("%s: %s: %s changed, but it is not in the kernel: an earlier update added it, and its callers in that update's module would still call the copy there; add the new version under another name and change the callers that should call it, or make one update of both", o.patch, u.Path, me.Name)}
+		}
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is not in the kernel (an earlier update added it): the module carries its own copy\n", u.Path, me.Name)
+		added = append(added, me.Name)
+		out, err = klpgen.Generate(post, changed, added, syms, part)
+	}
 	if err != nil {
 		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}
 	return out, changed, nil
+}
+
+// definesFunction reports whether the object defines a function name.
+func definesFunction(obj []byte, name string) bool {
+	f, err := elf.NewFile(bytes.NewReader(obj))
+	if err != nil {
+		return false
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(syms, func(s elf.Symbol) bool {
+		return s.Name == name && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Section != elf.SHN_UNDEF && s.Section < elf.SHN_LORESERVE
+	})
 }
 
 // loadModuleSymbols reads the symbols of the target's module named

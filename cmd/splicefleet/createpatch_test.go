@@ -30,6 +30,12 @@ func TestCreatePatchRefusesBadArguments(t *testing.T) {
 		{"diffext without a kernel source", []string{"--diffext", "new", "--kernel-build", c.dir}, exitError, "--kernel-source is required with --patch and --diffext"},
 		{"diffext and patch", []string{"--diffext", "new", "--patch", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "none of the others can be"},
 		{"diffext finds nothing", []string{"--diffext", "new", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "no changed files: " + c.dir + " holds no FILE.new beside its FILE"},
+		{"on-top-of without a patch", []string{"--module", good, "--on-top-of", good}, exitError, "--on-top-of only apply with --patch"},
+		{"on-top-of and replace", []string{"--patch", good, "--on-top-of", good, "--replace", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError,
+			"--on-top-of and --replace: an atomic-replace bundle takes every earlier livepatch off"},
+		{"on-top-of and diffext", []string{"--diffext", "new", "--on-top-of", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "--on-top-of only applies with --patch"},
+		{"on-top-of not a patch", []string{"--patch", good, "--on-top-of", bad, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "--on-top-of " + bad + ": "},
+		{"on-top-of itself", []string{"--patch", good, "--on-top-of", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "--on-top-of " + good + ": the same change as " + good},
 		{"diffext with a slash", []string{"--diffext", "a/b", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "want a file name suffix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -119,6 +119,12 @@ func printInspection(e *env, in *inspection) error {
 		row("target", "%s", target)
 		row("replace", "%v", m.Replace)
 		row("functions", "%s", strings.Join(m.Functions, ", "))
+		if m.SourcePatch != "" {
+			row("source patch", "sha256 %s", m.SourcePatch)
+		}
+		for _, u := range m.OnTopOf {
+			row("on top of", "%s (source patch %s)", orDash(u.Name), u.SourcePatch)
+		}
 		row("created", "%s", m.Created.Format(time.RFC3339))
 		if m.Expires != nil {
 			row("expires", "%s", m.Expires.Format(time.RFC3339))
