@@ -111,15 +111,6 @@ func storeFiles(t testing.TB, s *splice.Store) []string {
 	return out
 }
 
-func encodeBundle(t testing.TB, b *splice.Bundle) []byte {
-	t.Helper()
-	raw, err := b.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
 // testLogger sends logs to t.Log.
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
