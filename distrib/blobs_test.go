@@ -20,8 +20,8 @@ import (
 // storedBundle returns a store holding one verified bundle.
 func storedBundle(t testing.TB, f *distFixture, padding int) (*splice.Store, *splice.Head, []byte, string, string) {
 	t.Helper()
-	b := f.bundle(t, "cve-2024-1086", 3, padding, f.trusted)
-	v := f.verified(t, b)
+	b := f.Bundle(t, "cve-2024-1086", 3, padding, f.Trusted)
+	v := f.Verified(t, b)
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)

@@ -115,7 +115,7 @@ func newTestFetcher(t testing.TB, f *distFixture, clock *fakeClock) (*Fetcher, *
 		clock = &fakeClock{t: distNow}
 	}
 	store := newTestStore(t)
-	fe, err := NewFetcher(FetcherOptions{Store: store, Verifier: f.policy, Now: clock.Now,
+	fe, err := NewFetcher(FetcherOptions{Store: store, Verifier: f.Policy, Now: clock.Now,
 		Retries: 1, Backoff: 5 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func assertNothingStored(t testing.TB, s *splice.Store) {
 
 func TestFetchFromOrigin(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 5000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 5000, f.Trusted))
 	origin := blobPeer(t, v)
 	fe, store := newTestFetcher(t, f, nil)
 
@@ -178,7 +178,7 @@ func TestFetchFromOrigin(t *testing.T) {
 // (large) from peers, the origin only as the last resort.
 func TestFetchPrefersPeersAndSpreadsOverThem(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 20000, f.Trusted))
 	empty, holderA, holderB := blobPeer(t), blobPeer(t, v), blobPeer(t, v)
 	origin := blobPeer(t, v)
 	fe, _ := newTestFetcher(t, f, nil)
@@ -215,9 +215,9 @@ func TestFetchRefusesBadHeadsBeforeTheModule(t *testing.T) {
 		want   []error
 		reason string
 	}{
-		{"unsigned", f.bundle(t, "cve-2024-1086", 3, 0), []error{splice.ErrSignature, signing.ErrNoSignatures}, "signature"},
-		{"untrusted signer", f.bundle(t, "cve-2024-1086", 3, 0, f.stranger), []error{splice.ErrSignature, signing.ErrUnknownSigner}, "signature"},
-		{"expired", f.bundleFrom(t, expired, 0, f.trusted), []error{splice.ErrExpired}, "expired"},
+		{"unsigned", f.Bundle(t, "cve-2024-1086", 3, 0), []error{splice.ErrSignature, signing.ErrNoSignatures}, "signature"},
+		{"untrusted signer", f.Bundle(t, "cve-2024-1086", 3, 0, f.Stranger), []error{splice.ErrSignature, signing.ErrUnknownSigner}, "signature"},
+		{"expired", f.BundleFrom(t, expired, 0, f.Trusted), []error{splice.ErrExpired}, "expired"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,8 +273,8 @@ func TestFetchRefusesBadHeadsBeforeTheModule(t *testing.T) {
 
 func TestFetchSkipsPeerServingWrongHead(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
-	other := f.bundle(t, "cve-2024-9999", 1, 0, f.trusted) // validly signed, but not what was asked for
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
+	other := f.Bundle(t, "cve-2024-9999", 1, 0, f.Trusted) // validly signed, but not what was asked for
 	liar := rawPeer(t, serveBytes(headBytes(t, other)), serveBytes(other.Module))
 	good := blobPeer(t, v)
 	fe, store := newTestFetcher(t, f, nil)
@@ -309,8 +309,8 @@ func TestFetchSkipsPeerServingWrongHead(t *testing.T) {
 
 func TestFetchSkipsPeerServingTamperedModule(t *testing.T) {
 	f := newDistFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 2000, f.trusted)
-	v := f.verified(t, b)
+	b := f.Bundle(t, "cve-2024-1086", 3, 2000, f.Trusted)
+	v := f.Verified(t, b)
 	tampered := bytes.Clone(b.Module)
 	tampered[len(tampered)/2] ^= 0x40
 	// The bad peer has no head, so the module is tried there first (the
@@ -361,8 +361,8 @@ func TestFetchSkipsPeerServingTamperedModule(t *testing.T) {
 
 func TestFetchCutsOffOversizedResponses(t *testing.T) {
 	f := newDistFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 0, f.trusted)
-	v := f.verified(t, b)
+	b := f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted)
+	v := f.Verified(t, b)
 	cases := []struct {
 		name         string
 		head, module http.HandlerFunc
@@ -394,7 +394,7 @@ func TestFetchCutsOffOversizedResponses(t *testing.T) {
 
 func TestFetchRespectsContextWithSlowPeer(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	b := v.Bundle
 	stop := make(chan struct{})
 	defer close(stop)
@@ -430,7 +430,7 @@ func TestFetchRespectsContextWithSlowPeer(t *testing.T) {
 
 func TestFetchRetriesWithBackoff(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	var calls atomic.Int64
 	good := NewBlobServer(func() *splice.Store {
 		s := newTestStore(t)
@@ -457,7 +457,7 @@ func TestFetchRetriesWithBackoff(t *testing.T) {
 
 func TestFetchSharesConcurrentDownloads(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 50000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 50000, f.Trusted))
 	origin := blobPeer(t, v)
 	fe, store := newTestFetcher(t, f, nil)
 	var wg sync.WaitGroup
@@ -541,7 +541,7 @@ func TestFetchNegativeCacheIsBounded(t *testing.T) {
 // most maxAttempts times a fetch.
 func TestFetchDemotesSourcesThatTimeOut(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	stop := make(chan struct{})
 	defer close(stop)
 	slow := rawPeer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -552,7 +552,7 @@ func TestFetchDemotesSourcesThatTimeOut(t *testing.T) {
 	}, nil)
 	missing := blobPeer(t)
 	store := newTestStore(t)
-	fe, err := NewFetcher(FetcherOptions{Store: store, Verifier: f.policy, Now: (&fakeClock{t: distNow}).Now,
+	fe, err := NewFetcher(FetcherOptions{Store: store, Verifier: f.Policy, Now: (&fakeClock{t: distNow}).Now,
 		Retries: 10, Backoff: time.Millisecond, HeadTimeout: 100 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -587,13 +587,13 @@ func TestFetchDemotesSourcesThatTimeOut(t *testing.T) {
 // member advertises are never contacted, and are counted.
 func TestFetchOnlyFromMembers(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	outsider := blobPeer(t, v)
 	referrer := rawPeer(t, serveBytes(headBytes(t, v.Bundle)), func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set(PeersHeader, outsider.addr)
 		http.Error(w, "busy", http.StatusTooManyRequests)
 	})
-	fe, err := NewFetcher(FetcherOptions{Store: newTestStore(t), Verifier: f.policy, Now: (&fakeClock{t: distNow}).Now,
+	fe, err := NewFetcher(FetcherOptions{Store: newTestStore(t), Verifier: f.Policy, Now: (&fakeClock{t: distNow}).Now,
 		Retries: 2, Backoff: time.Millisecond, Logger: testLogger(t), Member: func(addr string) bool { return addr == referrer.addr }})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 // copies uploads before it refers fetchers elsewhere.
 func seedPeer(t *testing.T, f *distFixture, copies int) (*testPeer, string) {
 	t.Helper()
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 20000, f.Trusted))
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestSeedingRefersToPeersServed(t *testing.T) {
 // further copy.
 func TestFetchFollowsReferral(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 20000, f.Trusted))
 	holder := blobPeer(t, v)
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
@@ -138,7 +138,7 @@ func (h *heldUpload) Read(p []byte) (int, error) {
 func heldOrigin(t *testing.T) (*testPeer, string, int, chan *heldUpload) {
 	t.Helper()
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 20000, f.Trusted))
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func waitUploads(t *testing.T, p *testPeer, n uint64) {
 // from its own address counts.
 func TestHolderClaimsMustBeMembers(t *testing.T) {
 	f := newDistFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 20000, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 20000, f.Trusted))
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)

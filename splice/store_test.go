@@ -10,110 +10,20 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/splicefleet/splicefleet/internal/fakemodule"
-	"github.com/splicefleet/splicefleet/signing"
+	"github.com/splicefleet/splicefleet/internal/bundletest"
+
 	"github.com/splicefleet/splicefleet/splice"
 )
 
-// storeNow is the fixed time the distribution tests judge signatures by.
-var storeNow = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+// storeNow is the fixed time the store tests judge signatures by.
+var storeNow = bundletest.Now
 
-// storeFixture holds a trusted signer, a stranger, and a policy trusting
-// only the first.
-type storeFixture struct {
-	trusted, stranger *signing.Signer
-	policy            *signing.Policy
-}
-
-func newStoreFixture(t testing.TB) *storeFixture {
-	t.Helper()
-	f := &storeFixture{}
-	var err error
-	if f.trusted, err = signing.GenerateSigner("Release Signer <release@example.com>", storeNow.Add(-48*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	if f.stranger, err = signing.GenerateSigner("Mallory <mallory@example.com>", storeNow.Add(-48*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	f.policy, err = signing.NewPolicy(signing.NewKeyring(f.trusted.Public()), 1, signing.WithClock(func() time.Time { return storeNow }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-// bundle builds a bundle around a fakemodule livepatch module of about
-// padding bytes more than the minimum, signed by signers.
-func (f *storeFixture) bundle(t testing.TB, id string, version uint64, padding int, signers ...*signing.Signer) *splice.Bundle {
-	t.Helper()
-	return f.bundleFrom(t, storeManifest(id, version), padding, signers...)
-}
-
-func (f *storeFixture) bundleFrom(t testing.TB, m splice.Manifest, padding int, signers ...*signing.Signer) *splice.Bundle {
-	t.Helper()
-	module := fakemodule.Build(fakemodule.Options{Name: m.Module.Name, Livepatch: true, Functions: m.Functions, Padding: padding})
-	b, err := splice.New(m, module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range signers {
-		sig, err := s.Sign(b.Manifest, storeNow.Add(-time.Minute))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.AddSignature(sig); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
-}
-
-func storeManifest(id string, version uint64) splice.Manifest {
-	return splice.Manifest{
-		ID:        id,
-		Version:   version,
-		Target:    splice.Target{Release: "6.1.0-56-cloud-amd64", Arch: "x86_64"},
-		Module:    splice.ModuleRef{Name: "livepatch_" + strings.ReplaceAll(id, "-", "_")},
-		Functions: []string{"nft_verdict_init"},
-		Created:   storeNow.Add(-time.Hour),
-	}
-}
-
-func (f *storeFixture) verified(t testing.TB, b *splice.Bundle) *splice.Verified {
-	t.Helper()
-	v, err := splice.Verify(b, f.policy, storeNow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func newTestStore(t testing.TB) *splice.Store {
-	t.Helper()
-	s, err := splice.OpenStore(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// storeFiles lists every file under the store's folders, relative to it.
-func storeFiles(t testing.TB, s *splice.Store) []string {
-	t.Helper()
-	var out []string
-	for _, d := range []string{"heads", "modules"} {
-		entries, err := os.ReadDir(filepath.Join(s.Dir(), d))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range entries {
-			out = append(out, d+"/"+e.Name())
-		}
-	}
-	return out
-}
+var (
+	newStoreFixture = bundletest.New
+	newTestStore    = bundletest.OpenStore
+	storeFiles      = bundletest.StoreFiles
+)
 
 func encodeBundle(t testing.TB, b *splice.Bundle) []byte {
 	t.Helper()
@@ -126,8 +36,8 @@ func encodeBundle(t testing.TB, b *splice.Bundle) []byte {
 
 func TestStoreRoundTripSurvivesReopen(t *testing.T) {
 	f := newStoreFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 100, f.trusted)
-	v := f.verified(t, b)
+	b := f.Bundle(t, "cve-2024-1086", 3, 100, f.Trusted)
+	v := f.Verified(t, b)
 	dir := t.TempDir()
 	s, err := splice.OpenStore(dir, nil)
 	if err != nil {
@@ -162,7 +72,7 @@ func TestStoreRoundTripSurvivesReopen(t *testing.T) {
 		if !bytes.Equal(encodeBundle(t, got), encodeBundle(t, b)) {
 			t.Fatalf("%s: reassembled bundle differs", name)
 		}
-		if _, err := splice.Verify(got, f.policy, storeNow); err != nil {
+		if _, err := splice.Verify(got, f.Policy, storeNow); err != nil {
 			t.Fatalf("%s: stored bundle does not verify: %v", name, err)
 		}
 		mf, size, err := st.OpenModule(v.Manifest.Module.SHA256)
@@ -187,7 +97,7 @@ func TestStoreRoundTripSurvivesReopen(t *testing.T) {
 
 func TestStoreRemovesUnverifiedAtOpen(t *testing.T) {
 	f := newStoreFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	s := newTestStore(t)
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
@@ -221,7 +131,7 @@ func TestStoreRemovesUnverifiedAtOpen(t *testing.T) {
 
 func TestStoreConcurrentPutOfOneBundle(t *testing.T) {
 	f := newStoreFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 4096, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 4096, f.Trusted))
 	s := newTestStore(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -276,7 +186,7 @@ func TestStoreRefusals(t *testing.T) {
 	}
 
 	// A Verified whose bytes disagree with its digests is not stored.
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 0, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted))
 	bad := *v
 	bad.Module = append([]byte(nil), v.Module...)
 	bad.Module[10] ^= 1
@@ -296,7 +206,7 @@ func TestStoreRefusals(t *testing.T) {
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
 	}
-	other := f.verified(t, f.bundle(t, "cve-2024-9999", 1, 0, f.trusted))
+	other := f.Verified(t, f.Bundle(t, "cve-2024-9999", 1, 0, f.Trusted))
 	raw, _ := splice.EncodeHead(&splice.Head{Manifest: other.Bundle.Manifest, Signatures: other.Bundle.Signatures})
 	if err := os.WriteFile(filepath.Join(s.Dir(), "heads", v.ManifestDigest+".json"), raw, 0o600); err != nil {
 		t.Fatal(err)
@@ -308,7 +218,7 @@ func TestStoreRefusals(t *testing.T) {
 
 func TestHeadWireFormat(t *testing.T) {
 	f := newStoreFixture(t)
-	b := f.bundle(t, "cve-2024-1086", 3, 0, f.trusted)
+	b := f.Bundle(t, "cve-2024-1086", 3, 0, f.Trusted)
 	raw, err := splice.EncodeHead(&splice.Head{Manifest: b.Manifest, Signatures: b.Signatures})
 	if err != nil {
 		t.Fatal(err)
@@ -359,7 +269,7 @@ func TestHeadWireFormat(t *testing.T) {
 // survives another open; one of a dead process does not.
 func TestStoreHostAndDistributionShareOneCopy(t *testing.T) {
 	f := newStoreFixture(t)
-	v := f.verified(t, f.bundle(t, "cve-2024-1086", 3, 100, f.trusted))
+	v := f.Verified(t, f.Bundle(t, "cve-2024-1086", 3, 100, f.Trusted))
 	s := newTestStore(t)
 	if err := s.Keep(v); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 var mustNotLink = map[string][]string{
 	".": {"testing",
 		"github.com/splicefleet/splicefleet/internal/testutil",
+		"github.com/splicefleet/splicefleet/internal/bundletest",
 		"github.com/splicefleet/splicefleet/internal/gpgtest",
 		"github.com/splicefleet/splicefleet/internal/testdisk",
 		"github.com/splicefleet/splicefleet/internal/testuid"},
