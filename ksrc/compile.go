@@ -111,57 +111,15 @@ func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch
 	if patch == nil || len(patch.files) == 0 {
 		return nil, errors.New("compile: no patch")
 	}
-	patched, err := t.unitSources(earlier, patch)
+	plan, err := t.planUnits(ctx, log, earlier, patch)
 	if err != nil {
 		return nil, err
 	}
-	var sources []unitSource
-	overlay := map[string][]byte{} // header -> its text after the patch
-	var headers []string
-	for _, u := range patched {
-		if strings.HasSuffix(u.path, ".h") {
-			overlay[u.path] = u.after
-			headers = append(headers, u.path)
-			continue
-		}
-		sources = append(sources, u)
-	}
-	// The units that may read a changed header, beyond the patch's own.
-	var readers []string
-	if len(headers) > 0 && len(earlier) > 0 {
-		// The readers' before side would have to carry the earlier
-		// updates too.
-		return nil, fmt.Errorf("compile: %w: a header change (%s) on top of earlier updates is not supported yet",
-			ErrUnsupportedFile, strings.Join(headers, ", "))
-	}
-	if len(headers) > 0 {
-		cands, beside, err := t.headerCandidates(ctx, log, headers)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range beside {
-			text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(b)), MaxSourceSize)
-			if err != nil {
-				return nil, fmt.Errorf("compile: %w", err)
-			}
-			overlay[b] = text
-		}
-		for _, c := range cands {
-			if !slices.ContainsFunc(sources, func(s unitSource) bool { return s.path == c }) {
-				readers = append(readers, c)
-			}
-		}
-	}
-
-	if len(sources) == 0 && len(readers) == 0 {
-		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(headers, ", "))
-	}
-
 	work, err := os.MkdirTemp("", "splicefleet-units-")
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
-	units := &Units{dir: work, Headers: headers}
+	units := &Units{dir: work, Headers: plan.headers}
 	ok := false
 	defer func() {
 		if !ok {
@@ -175,67 +133,151 @@ func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch
 	}
 	defer unlock()
 
-	// One make for every unit: each make rechecks `prepare` first.
+	if err := t.kbuildUnits(ctx, log, plan); err != nil {
+		return nil, err
+	}
+	if err := writeOverlay(work, plan.overlay); err != nil {
+		return nil, err
+	}
+	for _, s := range plan.sources {
+		u, err := t.compileUnit(ctx, log, work, s.path, s.before, s.after, plan.headers)
+		if err != nil {
+			return nil, err
+		}
+		units.List = append(units.List, u)
+	}
+	for _, r := range plan.readers {
+		u, err := t.compileReader(ctx, log, work, r, plan.headers)
+		if err != nil {
+			return nil, err
+		}
+		if u != nil {
+			units.List = append(units.List, *u)
+		}
+	}
+	if len(plan.headers) > 0 && len(units.List) == 0 {
+		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(plan.headers, ", "))
+	}
+	ok = true
+	return units, nil
+}
+
+// unitPlan is what a patch makes Compile build: the units it changes,
+// the changed headers with the text the after side reads, and the other
+// units that may read them.
+type unitPlan struct {
+	sources []unitSource
+	headers []string
+	overlay map[string][]byte // header -> the text the after side reads
+	readers []string          // units that may read a changed header
+}
+
+// planUnits reads the patched files and finds the units that may read a
+// changed header.
+func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, patch *Patch) (*unitPlan, error) {
+	patched, err := t.unitSources(earlier, patch)
+	if err != nil {
+		return nil, err
+	}
+	p := &unitPlan{overlay: map[string][]byte{}}
+	for _, u := range patched {
+		if strings.HasSuffix(u.path, ".h") {
+			p.overlay[u.path] = u.after
+			p.headers = append(p.headers, u.path)
+			continue
+		}
+		p.sources = append(p.sources, u)
+	}
+	if len(p.headers) > 0 && len(earlier) > 0 {
+		// The readers' before side would have to carry the earlier
+		// updates too.
+		return nil, fmt.Errorf("compile: %w: a header change (%s) on top of earlier updates is not supported yet",
+			ErrUnsupportedFile, strings.Join(p.headers, ", "))
+	}
+	if len(p.headers) > 0 {
+		cands, beside, err := t.headerCandidates(ctx, log, p.headers)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range beside {
+			text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(b)), MaxSourceSize)
+			if err != nil {
+				return nil, fmt.Errorf("compile: %w", err)
+			}
+			p.overlay[b] = text
+		}
+		for _, c := range cands {
+			if !slices.ContainsFunc(p.sources, func(s unitSource) bool { return s.path == c }) {
+				p.readers = append(p.readers, c)
+			}
+		}
+	}
+	if len(p.sources) == 0 && len(p.readers) == 0 {
+		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(p.headers, ", "))
+	}
+	return p, nil
+}
+
+// kbuildUnits builds every planned unit through kbuild once, in one make
+// (each make rechecks prepare first), so that kbuild records their
+// compiler commands and dependencies.
+func (t *Tree) kbuildUnits(ctx context.Context, log io.Writer, p *unitPlan) error {
 	var targets []string
-	for _, s := range sources {
+	for _, s := range p.sources {
 		targets = append(targets, objectOf(s.path))
 	}
-	for _, r := range readers {
+	for _, r := range p.readers {
 		targets = append(targets, objectOf(r))
 	}
 	start := time.Now()
 	fmt.Fprintf(log, "ksrc: building %s through kbuild to learn the compiler commands…\n", strings.Join(targets, " "))
 	if err := t.make(ctx, log, targets...); err != nil {
-		return nil, fmt.Errorf("compile: make %s: %w (a file the target's configuration does not build, "+
+		return fmt.Errorf("compile: make %s: %w (a file the target's configuration does not build, "+
 			"or one that other files #include, cannot be a unit)", strings.Join(targets, " "), err)
 	}
 	fmt.Fprintf(log, "ksrc: kbuild done in %.1fs\n", time.Since(start).Seconds())
+	return nil
+}
 
-	// The patched headers, and the unchanged ones that include them from
-	// beside them, go where the after side's include path finds them
-	// first.
+// writeOverlay puts the patched headers, and the unchanged ones that
+// include them from beside them, where the after side's include path
+// finds them first.
+func writeOverlay(work string, overlay map[string][]byte) error {
 	for name, text := range overlay {
 		dst := filepath.Join(work, "b", filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
+			return fmt.Errorf("compile: %w", err)
 		}
 		if err := os.WriteFile(dst, text, 0o644); err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
+			return fmt.Errorf("compile: %w", err)
 		}
 	}
-	for _, s := range sources {
-		u, err := t.compileUnit(ctx, log, work, s.path, s.before, s.after, headers)
-		if err != nil {
-			return nil, err
-		}
-		units.List = append(units.List, u)
+	return nil
+}
+
+// compileReader compiles a unit the patch does not touch, which may read
+// a changed header: nil when kbuild's dependency record says it does not
+// (the text includes the header, the preprocessor did not).
+func (t *Tree) compileReader(ctx context.Context, log io.Writer, work, r string, headers []string) (*Unit, error) {
+	obj := objectOf(r)
+	cmd, err := readBounded(t.cmdFile(obj), maxCmdFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: kbuild's record of the command: %w", r, err)
 	}
-	for _, r := range readers {
-		obj := objectOf(r)
-		cmd, err := readBounded(t.cmdFile(obj), maxCmdFileSize)
-		if err != nil {
-			return nil, fmt.Errorf("compile %s: kbuild's record of the command: %w", r, err)
-		}
-		read := depsNames(cmd, obj, t.Source, headers)
-		if len(read) == 0 {
-			continue // the text includes the header, the preprocessor did not
-		}
-		text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(r)), MaxSourceSize)
-		if err != nil {
-			return nil, fmt.Errorf("compile: %w", err)
-		}
-		fmt.Fprintf(log, "ksrc: %s reads %s\n", r, strings.Join(read, ", "))
-		u, err := t.compileUnit(ctx, log, work, r, text, text, headers)
-		if err != nil {
-			return nil, err
-		}
-		units.List = append(units.List, u)
+	read := depsNames(cmd, obj, t.Source, headers)
+	if len(read) == 0 {
+		return nil, nil
 	}
-	if len(headers) > 0 && len(units.List) == 0 {
-		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(headers, ", "))
+	text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(r)), MaxSourceSize)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
 	}
-	ok = true
-	return units, nil
+	fmt.Fprintf(log, "ksrc: %s reads %s\n", r, strings.Join(read, ", "))
+	u, err := t.compileUnit(ctx, log, work, r, text, text, headers)
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
 }
 
 // cmdFile is kbuild's record of how it built obj.
