@@ -75,6 +75,15 @@ func localState(a *Agent, plan string) rollout.HostState {
 	return rollout.StateNone
 }
 
+// recordedOpen says whether the agent's own record of a rollout has stage
+// k open.
+func recordedOpen(a *Agent, plan string, k int) bool {
+	a.ro.mu.Lock()
+	defer a.ro.mu.Unlock()
+	rec, ok := a.ro.recs[plan]
+	return ok && k < len(rec.Rollout.Opened) && !rec.Rollout.Opened[k].IsZero()
+}
+
 func waitRollout(t *testing.T, agents []*Agent, plan, state string, within time.Duration) {
 	t.Helper()
 	eventually(t, within, "every agent sees the rollout "+state, func() error {
@@ -310,9 +319,11 @@ stages:
 gates:
   health_window: 100ms
 `)
+	// Opened by each agent's own loop, which records it (a status read
+	// only judges a copy).
 	eventually(t, 60*time.Second, "every agent opened the second stage", func() error {
 		for _, a := range agents {
-			if s, _ := a.Rollout(st.Digest); s.Open != 1 {
+			if s, _ := a.Rollout(st.Digest); s.Open != 1 || !recordedOpen(a, st.Digest, 1) {
 				return fmt.Errorf("%s: stage %d open: %s", a.Name(), s.Open+1, s.Why)
 			}
 		}

@@ -539,6 +539,9 @@ type cluster struct {
 	http    []string                       // each member's blob service address
 	hints   []map[string]rollout.HostState // each member's reports tag
 	self    int                            // index of this host, -1 when serf does not list it
+	// peerAlive: another member is alive in the list, which only a join
+	// (or a snapshot rejoin) brings.
+	peerAlive bool
 }
 
 // cluster takes the members from gossip for a judgement round of the
@@ -566,13 +569,10 @@ func (r *rollouts) cluster() cluster {
 		r.deps.log.Warn("pinned host keys", "err", err)
 	}
 	c := r.clusterOf(es)
-	for i, m := range c.members {
-		if i != c.self && r.joining != "" && m.Status == "alive" {
-			// Another member is alive in the list: serf exchanged its
-			// full state with a peer (a snapshot rejoin, or a peer
-			// joined this host), which is what a join brings.
-			r.joinedLocked()
-		}
+	if c.peerAlive {
+		// serf exchanged its full state with a peer (a snapshot rejoin,
+		// or a peer joined this host), which is what a join brings.
+		r.joinedLocked()
 	}
 	return c
 }
@@ -614,6 +614,7 @@ func (r *rollouts) clusterOf(es []*cachedMember) cluster {
 		if e.m.Name == r.deps.nodeName {
 			c.self = len(c.members)
 		}
+		c.peerAlive = c.peerAlive || e.m.Name != r.deps.nodeName && e.m.Status == "alive"
 		c.members = append(c.members, e.m)
 		c.http = append(c.http, e.http)
 		c.hints = append(c.hints, e.hints)
@@ -628,7 +629,11 @@ func (r *rollouts) clusterOf(es []*cachedMember) cluster {
 func (r *rollouts) view(rec *rolloutRecord, c cluster) rollout.View {
 	d := rec.Rollout.Digest
 	pins := r.deps.pins
-	v := rollout.View{Self: r.deps.nodeName, Members: c.members, Joining: r.joining,
+	joining := r.joining
+	if c.peerAlive {
+		joining = "" // a reader's view sees the join the loop notes next
+	}
+	v := rollout.View{Self: r.deps.nodeName, Members: c.members, Joining: joining,
 		Reports: r.book.evidence(d, func(node string, key hostkey.PublicKey) bool {
 			p, ok := pins.Lookup(node)
 			return ok && bytes.Equal(p.Key, key)

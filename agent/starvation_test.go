@@ -155,6 +155,20 @@ func TestAttackDocumentFloodDuringRevoke(t *testing.T) {
 		})
 	}
 	unflooded := revoke(quiet.Digest)
+	// Each agent's loop has acted on it too (a status read judges a copy
+	// ahead of the loop), so that the state compared below is settled.
+	settled := func(plan string) {
+		t.Helper()
+		eventually(t, 30*time.Second, "every agent's loop took the revoke", func() error {
+			for _, a := range agents {
+				if st := localState(a, plan); st != rollout.StateHalted {
+					return fmt.Errorf("%s: host state %s", a.Name(), st)
+				}
+			}
+			return nil
+		})
+	}
+	settled(quiet.Digest)
 
 	r := f.joinRogue("flooder")
 	waitMembers(t, agents, 5)
@@ -196,6 +210,7 @@ func TestAttackDocumentFloodDuringRevoke(t *testing.T) {
 	attacked := revoke(flooded.Digest)
 	close(stopFlood)
 	<-flooding
+	settled(flooded.Digest)
 	t.Logf("a signed revoke halted 4 hosts in %s unflooded, %s during a flood of %d trickled document fetches",
 		unflooded.Round(time.Millisecond), attacked.Round(time.Millisecond), tr.served.Load())
 	if attacked > within2x(unflooded) {
