@@ -91,7 +91,7 @@ func TestDebianPackage(t *testing.T) {
 	}
 	checkPackageMetadata(t, root, pkg, deb, contents)
 	agentMan := extract(t, pkg, "./usr/share/man/man1/splicefleet-agent.1.gz")
-	if !bytes.Contains(gunzip(t, agentMan), []byte(".TH \"SPLICEFLEET\" \"1\"")) || !bytes.Contains(gunzip(t, agentMan), []byte(`\fB--config\fP`)) {
+	if !bytes.Contains(gunzip(t, agentMan), []byte(`.TH "SPLICEFLEET\-AGENT" "1"`)) || !bytes.Contains(gunzip(t, agentMan), []byte(`\fB\-\-config\fR`)) {
 		t.Errorf("splicefleet-agent(1) is not a man page of the agent command")
 	}
 
