@@ -390,7 +390,7 @@ func (s *BlobServer) serveModule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f, size, err := s.store.OpenModule(sha)
+	f, size, err := s.store.OpenHeldModule(sha)
 	if err != nil {
 		s.fail(w, r, err)
 		return

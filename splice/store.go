@@ -524,6 +524,24 @@ func (s *Store) OpenModule(sha256 string) (*os.File, int64, error) {
 	return f, st.Size(), nil
 }
 
+// OpenHeldModule is OpenModule for a module that a bundle held for
+// distribution names, as the blob service serves it: the module of a
+// bundle kept for this host alone (applied by hand) is not offered to
+// peers, like its head.
+func (s *Store) OpenHeldModule(sha256 string) (*os.File, int64, error) {
+	if err := CheckDigest(sha256); err != nil {
+		return nil, 0, fmt.Errorf("open module: %w", err)
+	}
+	held, err := s.List()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !slices.ContainsFunc(held, func(e Entry) bool { return e.ModuleSHA256 == sha256 }) {
+		return nil, 0, fmt.Errorf("open module %s: %w", sha256, ErrNotStored)
+	}
+	return s.OpenModule(sha256)
+}
+
 // Bundle reassembles a bundle held for distribution. The module is
 // checked against the manifest's size and digest; the signatures are not
 // judged here (use Verify, since trust can change between store and

@@ -263,7 +263,8 @@ func TestHeadWireFormat(t *testing.T) {
 }
 
 // TestStoreHostAndDistributionShareOneCopy: a bundle kept for the host
-// alone is not held for distribution; a Put of it holds it without a
+// alone is not held for distribution (neither its head nor its module is
+// offered to peers); a Put of it holds it without a
 // second copy; Remove drops it from distribution and, with no journal
 // naming it, its bytes too. A write in progress of a live process
 // survives another open; one of a dead process does not.
@@ -280,8 +281,22 @@ func TestStoreHostAndDistributionShareOneCopy(t *testing.T) {
 	if _, err := s.Head(v.ManifestDigest); !errors.Is(err, splice.ErrNotStored) {
 		t.Fatalf("Head of a local bundle = %v", err)
 	}
+	// Nor is its module offered to peers, though the host loads it.
+	if _, _, err := s.OpenHeldModule(v.Manifest.Module.SHA256); !errors.Is(err, splice.ErrNotStored) {
+		t.Fatalf("OpenHeldModule of a local bundle's module = %v", err)
+	}
+	if f, _, err := s.OpenModule(v.Manifest.Module.SHA256); err != nil {
+		t.Fatalf("the host cannot open its local bundle's module: %v", err)
+	} else {
+		f.Close()
+	}
 	if err := s.Put(v); err != nil {
 		t.Fatal(err)
+	}
+	if f, _, err := s.OpenHeldModule(v.Manifest.Module.SHA256); err != nil {
+		t.Fatalf("OpenHeldModule of a held bundle's module: %v", err)
+	} else {
+		f.Close()
 	}
 	if !s.Has(v.ManifestDigest) {
 		t.Fatal("Put did not hold the bundle")

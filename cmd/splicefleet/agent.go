@@ -562,12 +562,12 @@ everywhere, use it, then remove the old one.`,
 				_, err := fmt.Fprintln(e.stdout, safetext.String(k))
 				return err
 			}
-			names := slices.Sorted(maps.Keys(keys.Installed))
+			primary := keys.PrimaryKey()
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "KEY\tMEMBERS\tPRIMARY ON")
-			for _, k := range names {
+			for _, k := range slices.Sorted(maps.Keys(keys.Installed)) {
 				mark := ""
-				if k == keys.PrimaryKey() {
+				if k == primary {
 					mark = " (primary)"
 				}
 				fmt.Fprintf(w, "%s%s\t%d\t%d\n", safetext.String(k), mark, keys.Installed[k], keys.Primary[k])
