@@ -5,9 +5,14 @@
 // demo fleet, and version. The names signing-key and gossip-key replaced
 // key and keys, kept hidden for a release (deprecatedAlias).
 //
-// Only this package parses flags and reads files: the packages it wires
-// take bytes and documented options. Exit codes are a contract for
-// scripts: 0 success, 1 the input was refused (a bundle failed
+// Only this package parses flags and reads the files a command names (a
+// bundle, a patch, a key): the library packages it wires take bytes and
+// documented options. The one exception is the agent daemon, which owns
+// the files of its own configuration (its keyring of trusted publishers,
+// gossip keys and state directory) and reads the trust policy again on
+// SIGHUP.
+//
+// Exit codes are a contract for scripts: 0 success, 1 the input was refused (a bundle failed
 // verification or is not acceptable; rollout status of a rollout that
 // ended without finishing), 2 usage, configuration or I/O errors (an
 // unknown subcommand of a command group too), 3 rollout status --watch
