@@ -44,7 +44,8 @@ FUZZTIME ?= 20000x
 FUZZ_TARGETS := ./splice:FuzzDecode ./splice:FuzzParseManifest ./kmod:FuzzReadModInfo ./gossip:FuzzDecodeAnnouncement \
 	./rollout:FuzzDecodePlan ./rollout:FuzzDecodeCommand ./rollout:FuzzDecodeRekey ./rollout:FuzzDecodeDocument ./rollout:FuzzDecodeReport \
 	./rollout:FuzzDecodeDocAnnouncement ./rollout:FuzzDecodeReports ./splice:FuzzDecodeHead ./ksrc:FuzzUnifiedDiff \
-	./objdiff:FuzzCompare ./klpgen:FuzzFinalize ./internal/jsonkeys:FuzzCheck ./internal/safetext:FuzzString
+	./objdiff:FuzzCompare ./klpgen:FuzzFinalize ./internal/jsonkeys:FuzzCheck ./internal/safetext:FuzzString \
+	./internal/elf64:FuzzOpen
 # How long make fuzz-soak runs each target.
 FUZZSOAK ?= 60s
 

@@ -150,7 +150,8 @@
 // # Input handling
 //
 // Objects and modules are untrusted input: each is bounded
-// (MaxObjectSize, symbol lists 64 MiB), debug/elf only parses the headers
-// and runs under a recover, and every section, symbol and relocation
-// read is bounds-checked against the file. The package runs no programs.
+// (MaxObjectSize, symbol lists 64 MiB), its headers are checked by hand
+// before debug/elf parses them under a recover (internal/elf64, the
+// reader objdiff and kmod share), and every section, symbol and
+// relocation read is bounds-checked against the file. The package runs no programs.
 package klpgen

@@ -3,21 +3,23 @@ package klpgen
 import (
 	"bytes"
 	"debug/elf"
-	"encoding/binary"
+	"errors"
 	"fmt"
+
+	"github.com/splicefleet/splicefleet/internal/elf64"
 )
 
 // MaxObjectSize is the largest object file or module, in bytes, that
 // Generate and Finalize read.
-const MaxObjectSize = 256 << 20
+const MaxObjectSize = elf64.MaxObjectSize
 
 // ELF64 record sizes and the livepatch constants of the kernel's
 // include/uapi/linux/elf.h.
 const (
-	ehdrSize = 64 // Elf64_Ehdr
-	shdrSize = 64 // Elf64_Shdr
-	symSize  = 24 // Elf64_Sym
-	relaSize = 24 // Elf64_Rela
+	ehdrSize = elf64.EhdrSize
+	shdrSize = elf64.ShdrSize
+	symSize  = elf64.SymSize
+	relaSize = elf64.RelaSize
 
 	// shnLivepatch marks a symbol that livepatch resolves (SHN_LIVEPATCH).
 	shnLivepatch = 0xff20
@@ -43,27 +45,20 @@ const (
 	ehShstrndx  = 0x3e
 )
 
-// openELF parses the ELF and section headers of a relocatable x86-64
-// object. Go's debug/elf is not hardened against hostile input, so a
-// panic inside it becomes an ErrMalformed error. Nothing after this uses
-// debug/elf's lazy readers: section contents are sliced from data with
-// explicit bounds checks (sectionBytes).
-func openELF(data []byte) (f *elf.File, err error) {
-	if len(data) > MaxObjectSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxObjectSize)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			f, err = nil, malformed("elf parser panic: %v", r)
-		}
-	}()
-	f, err = elf.NewFile(bytes.NewReader(data))
+// elfOptions is what openELF accepts: a relocatable x86-64 object of at
+// most MaxObjectSize bytes.
+var elfOptions = elf64.Options{Limits: elf64.Limits{MaxSize: MaxObjectSize}, Machine: elf.EM_X86_64}
+
+// openELF checks and parses the ELF and section headers of a relocatable
+// x86-64 object with internal/elf64: a size over MaxObjectSize is
+// ErrTooLarge, anything else wrong (a panic inside debug/elf included)
+// ErrMalformed. Nothing after this uses debug/elf's lazy readers: section
+// contents are sliced from data with explicit bounds checks
+// (sectionBytes).
+func openELF(data []byte) (*elf.File, error) {
+	f, err := elf64.Open(data, elfOptions)
 	if err != nil {
-		return nil, malformed("%v", err)
-	}
-	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB || f.Type != elf.ET_REL || f.Machine != elf.EM_X86_64 {
-		return nil, malformed("want a relocatable x86-64 ELF64 little-endian object, got %v %v %v %v",
-			f.Class, f.Data, f.Type, f.Machine)
+		return nil, elfError(err)
 	}
 	if len(f.Sections) >= int(elf.SHN_LORESERVE) {
 		return nil, malformed("%d sections: extended section numbering is not supported", len(f.Sections))
@@ -71,21 +66,27 @@ func openELF(data []byte) (f *elf.File, err error) {
 	return f, nil
 }
 
+// elfError gives an error of internal/elf64 this package's sentinel.
+func elfError(err error) error {
+	var e *elf64.Error
+	switch {
+	case !errors.As(err, &e):
+		return malformed("%v", err)
+	case e.Kind == elf64.ErrTooLarge:
+		return e.Wrap(ErrTooLarge)
+	}
+	return e.Wrap(ErrMalformed)
+}
+
 // sectionBytes returns the bytes of a section as stored in the file
 // (nil for SHT_NOBITS), refusing compressed sections and ones that reach
 // past the end of data.
 func sectionBytes(data []byte, s *elf.Section) ([]byte, error) {
-	if s.Type == elf.SHT_NOBITS {
-		return nil, nil
+	b, err := elf64.SectionBytes(data, &s.SectionHeader)
+	if err != nil {
+		return nil, elfError(err)
 	}
-	if s.Flags&elf.SHF_COMPRESSED != 0 {
-		return nil, malformed("section %s is compressed", s.Name)
-	}
-	off, n := s.Offset, s.FileSize
-	if off > uint64(len(data)) || n > uint64(len(data))-off {
-		return nil, malformed("section %s (offset %#x, size %#x) lies outside the file", s.Name, off, n)
-	}
-	return data[off : off+n], nil
+	return b, nil
 }
 
 // cstring returns the NUL-terminated string at off in a string table.
@@ -168,16 +169,10 @@ func readSymtab(data []byte, f *elf.File) (*symtab, error) {
 	n := len(st.raw) / symSize
 	st.syms = make([]symbol, n)
 	for i := range n {
-		b := st.raw[i*symSize : (i+1)*symSize]
-		sym := symbol{
-			info:  b[4],
-			other: b[5],
-			shndx: binary.LittleEndian.Uint16(b[6:]),
-			value: binary.LittleEndian.Uint64(b[8:]),
-			size:  binary.LittleEndian.Uint64(b[16:]),
-		}
-		if nameOff := binary.LittleEndian.Uint32(b[0:]); nameOff != 0 {
-			if sym.name, err = cstring(st.strings, nameOff); err != nil {
+		e := elf64.DecodeSym(st.raw[i*symSize:])
+		sym := symbol{info: e.Info, other: e.Other, shndx: e.Shndx, value: e.Value, size: e.Size}
+		if e.Name != 0 {
+			if sym.name, err = cstring(st.strings, e.Name); err != nil {
 				return nil, fmt.Errorf("symbol %d name: %w", i, err)
 			}
 		}
@@ -200,22 +195,14 @@ func parseRelas(b []byte, name string) ([]rela, error) {
 	}
 	rs := make([]rela, len(b)/relaSize)
 	for i := range rs {
-		e := b[i*relaSize:]
-		info := binary.LittleEndian.Uint64(e[8:])
-		rs[i] = rela{
-			off:    binary.LittleEndian.Uint64(e),
-			sym:    uint32(info >> 32),
-			typ:    uint32(info),
-			addend: int64(binary.LittleEndian.Uint64(e[16:])),
-		}
+		r := elf64.DecodeRela(b[i*relaSize:])
+		rs[i] = rela{off: r.Off, sym: r.Sym, typ: r.Type, addend: r.Addend}
 	}
 	return rs, nil
 }
 
 func appendRela(b []byte, r rela) []byte {
-	b = binary.LittleEndian.AppendUint64(b, r.off)
-	b = binary.LittleEndian.AppendUint64(b, uint64(r.sym)<<32|uint64(r.typ))
-	return binary.LittleEndian.AppendUint64(b, uint64(r.addend))
+	return elf64.AppendRela(b, elf64.Rela{Off: r.off, Sym: r.sym, Type: r.typ, Addend: r.addend})
 }
 
 // relocWidth is how many bytes an x86-64 relocation writes; ok is false

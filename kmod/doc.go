@@ -35,9 +35,13 @@
 //   - Module bytes are untrusted input. [ReadModInfo] parses a module's ELF
 //     metadata only after the caller has checked the bytes against a known
 //     digest, and even then it treats them as hostile: it takes a byte slice,
-//     never a path, refuses input larger than [MaxModuleSize], bounds every
-//     section read by the size of the input, and runs all ELF parsing under
-//     recover so a malformed file yields an error instead of a panic.
+//     never a path, refuses input larger than [MaxModuleSize], checks the
+//     ELF and section headers of an ELF64 little-endian module by hand
+//     before debug/elf parses them (internal/elf64, the reader klpgen and
+//     objdiff share), bounds every section read by the size of the input,
+//     and runs all ELF parsing under recover so a malformed file yields an
+//     error instead of a panic. A module of another class or byte order is
+//     parsed only to report its architecture.
 //
 // Before it touches the kernel, a caller can ask whether it may:
 // [FS.CheckCapSysModule] reads the effective capability set (CapEff in

@@ -3,35 +3,14 @@ package kmod
 import (
 	"bytes"
 	"debug/elf"
-	"encoding/binary"
 	"slices"
+
+	"github.com/splicefleet/splicefleet/internal/elf64"
 )
 
-// Sizes of the ELF64 records parsed by hand here.
-const (
-	sym64Size  = 24 // Elf64_Sym
-	rela64Size = 24 // Elf64_Rela
-	// maxFuncName bounds a replaced function's name (KSYM_NAME_LEN is 512
-	// including the NUL).
-	maxFuncName = 511
-)
-
-// sym64 is the part of an Elf64_Sym the heuristic needs.
-type sym64 struct {
-	info  uint8
-	shndx uint16
-	value uint64
-}
-
-func (s sym64) typ() elf.SymType { return elf.ST_TYPE(s.info) }
-
-// rela64 is one Elf64_Rela entry.
-type rela64 struct {
-	off    uint64
-	sym    uint32
-	typ    uint32
-	addend int64
-}
+// maxFuncName bounds a replaced function's name (KSYM_NAME_LEN is 512
+// including the NUL).
+const maxFuncName = 511
 
 // livepatchFunctions returns the names of the kernel functions a livepatch
 // module replaces, sorted and unique, or nil if none are found.
@@ -67,7 +46,7 @@ func livepatchFunctions(module []byte, f *elf.File) []string {
 	}
 
 	secs := f.Sections
-	symtabs := make(map[uint32][]sym64) // by section index, parsed lazily
+	symtabs := make(map[uint32][]elf64.Sym) // by section index, parsed lazily
 	seen := make(map[string]bool)
 	var names []string
 
@@ -96,11 +75,11 @@ func livepatchFunctions(module []byte, f *elf.File) []string {
 			continue
 		}
 
-		byOff := make(map[uint64]rela64)
-		for i := 0; i+rela64Size <= len(data); i += rela64Size {
-			r := parseRela64(data[i : i+rela64Size])
-			if r.typ == abs64 {
-				byOff[r.off] = r
+		byOff := make(map[uint64]elf64.Rela)
+		for i := 0; i+elf64.RelaSize <= len(data); i += elf64.RelaSize {
+			r := elf64.DecodeRela(data[i:])
+			if r.Type == abs64 {
+				byOff[r.Off] = r
 			}
 		}
 		for off, nameRel := range byOff {
@@ -123,18 +102,8 @@ func livepatchFunctions(module []byte, f *elf.File) []string {
 	return names
 }
 
-func parseRela64(b []byte) rela64 {
-	info := binary.LittleEndian.Uint64(b[8:16])
-	return rela64{
-		off:    binary.LittleEndian.Uint64(b[0:8]),
-		sym:    uint32(info >> 32),
-		typ:    uint32(info),
-		addend: int64(binary.LittleEndian.Uint64(b[16:24])),
-	}
-}
-
 // readSymtab parses the SHT_SYMTAB section at index idx, or returns nil.
-func readSymtab(module []byte, secs []*elf.Section, idx uint32) []sym64 {
+func readSymtab(module []byte, secs []*elf.Section, idx uint32) []elf64.Sym {
 	if int64(idx) <= 0 || int64(idx) >= int64(len(secs)) {
 		return nil
 	}
@@ -146,38 +115,33 @@ func readSymtab(module []byte, secs []*elf.Section, idx uint32) []sym64 {
 	if err != nil {
 		return nil
 	}
-	syms := make([]sym64, 0, len(data)/sym64Size)
-	for i := 0; i+sym64Size <= len(data); i += sym64Size {
-		b := data[i : i+sym64Size]
-		syms = append(syms, sym64{
-			info:  b[4],
-			shndx: binary.LittleEndian.Uint16(b[6:8]),
-			value: binary.LittleEndian.Uint64(b[8:16]),
-		})
+	syms := make([]elf64.Sym, 0, len(data)/elf64.SymSize)
+	for i := 0; i+elf64.SymSize <= len(data); i += elf64.SymSize {
+		syms = append(syms, elf64.DecodeSym(data[i:]))
 	}
 	return syms
 }
 
 // symSection returns the section a relocation's symbol is defined in.
-func symSection(secs []*elf.Section, syms []sym64, r rela64) (sym64, *elf.Section, bool) {
-	if r.sym == 0 || uint64(r.sym) >= uint64(len(syms)) {
-		return sym64{}, nil, false
+func symSection(secs []*elf.Section, syms []elf64.Sym, r elf64.Rela) (elf64.Sym, *elf.Section, bool) {
+	if r.Sym == 0 || uint64(r.Sym) >= uint64(len(syms)) {
+		return elf64.Sym{}, nil, false
 	}
-	s := syms[r.sym]
-	if s.shndx == uint16(elf.SHN_UNDEF) || s.shndx >= uint16(elf.SHN_LORESERVE) || int(s.shndx) >= len(secs) {
-		return sym64{}, nil, false
+	s := syms[r.Sym]
+	if s.Shndx == uint16(elf.SHN_UNDEF) || s.Shndx >= uint16(elf.SHN_LORESERVE) || int(s.Shndx) >= len(secs) {
+		return elf64.Sym{}, nil, false
 	}
-	return s, secs[s.shndx], true
+	return s, secs[s.Shndx], true
 }
 
 // isFunctionTarget reports whether r points at code: an STT_FUNC symbol or
 // the section symbol of an executable section.
-func isFunctionTarget(secs []*elf.Section, syms []sym64, r rela64) bool {
+func isFunctionTarget(secs []*elf.Section, syms []elf64.Sym, r elf64.Rela) bool {
 	s, sec, ok := symSection(secs, syms, r)
 	if !ok {
 		return false
 	}
-	switch s.typ() {
+	switch s.Type() {
 	case elf.STT_FUNC:
 		return true
 	case elf.STT_SECTION:
@@ -188,15 +152,15 @@ func isFunctionTarget(secs []*elf.Section, syms []sym64, r rela64) bool {
 
 // stringTarget returns the NUL-terminated string r points at, if r points
 // into a string section and the string looks like a symbol name.
-func stringTarget(module []byte, secs []*elf.Section, syms []sym64, r rela64) (string, bool) {
+func stringTarget(module []byte, secs []*elf.Section, syms []elf64.Sym, r elf64.Rela) (string, bool) {
 	s, sec, ok := symSection(secs, syms, r)
-	if !ok || sec.Flags&elf.SHF_STRINGS == 0 || r.addend < 0 {
+	if !ok || sec.Flags&elf.SHF_STRINGS == 0 || r.Addend < 0 {
 		return "", false
 	}
 	// Section symbols have value 0 in a relocatable file, so value+addend
 	// covers both "section + addend" and "string symbol + addend".
-	pos := s.value + uint64(r.addend)
-	if pos < s.value { // overflow
+	pos := s.Value + uint64(r.Addend)
+	if pos < s.Value { // overflow
 		return "", false
 	}
 	data, err := sectionBytes(module, &sec.SectionHeader)

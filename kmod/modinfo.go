@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/elf64"
 )
 
 // MaxModuleSize is the largest module, in bytes, that ReadModInfo accepts.
@@ -80,13 +82,49 @@ func notModule(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrNotModule}, args...)...)
 }
 
-func readModInfo(module []byte) (*ModInfo, error) {
-	f, err := elf.NewFile(bytes.NewReader(module))
-	if err != nil {
-		return nil, stepError("open elf", notModule("%v", err))
+// moduleOptions is what ReadModInfo accepts of an ELF64 little-endian
+// module: a relocatable file of any machine, so that a module built for
+// another architecture is read and names it (ModInfo.Arch).
+var moduleOptions = elf64.Options{Limits: elf64.Limits{MaxSize: MaxModuleSize}}
+
+// openModule checks and parses the headers of a module with
+// internal/elf64. A module of another class or byte order (a 32-bit or
+// big-endian one) is parsed without the ELF64 header check, only to read
+// its .modinfo and name its architecture; every section read is bounded
+// all the same (sectionBytes). ReadModInfo has checked the size.
+func openModule(module []byte) (*elf.File, error) {
+	foreign := len(module) >= elf.EI_NIDENT && bytes.HasPrefix(module, []byte(elf.ELFMAG)) &&
+		(elf.Class(module[elf.EI_CLASS]) != elf.ELFCLASS64 || elf.Data(module[elf.EI_DATA]) != elf.ELFDATA2LSB)
+	if foreign {
+		f, err := elf64.Parse(module)
+		if err != nil {
+			return nil, stepError("open elf", elfError(err))
+		}
+		if f.Type != elf.ET_REL {
+			return nil, stepError("check elf type", notModule("elf type %v, want ET_REL", f.Type))
+		}
+		return f, nil
 	}
-	if f.Type != elf.ET_REL {
-		return nil, stepError("check elf type", notModule("elf type %v, want ET_REL", f.Type))
+	f, err := elf64.Open(module, moduleOptions)
+	if err != nil {
+		return nil, stepError("open elf", elfError(err))
+	}
+	return f, nil
+}
+
+// elfError gives an error of internal/elf64 this package's sentinel.
+func elfError(err error) error {
+	var e *elf64.Error
+	if !errors.As(err, &e) {
+		return notModule("%v", err)
+	}
+	return e.Wrap(ErrNotModule)
+}
+
+func readModInfo(module []byte) (*ModInfo, error) {
+	f, err := openModule(module)
+	if err != nil {
+		return nil, err
 	}
 
 	modinfoSec := f.Section(".modinfo")
@@ -182,14 +220,11 @@ func sectionBytes(module []byte, sh *elf.SectionHeader) ([]byte, error) {
 	if sh.Type == elf.SHT_NOBITS {
 		return nil, notModule("section %s has no contents", sh.Name)
 	}
-	if sh.Flags&elf.SHF_COMPRESSED != 0 {
-		return nil, notModule("section %s is compressed", sh.Name)
+	b, err := elf64.SectionBytes(module, sh)
+	if err != nil {
+		return nil, elfError(err)
 	}
-	n := uint64(len(module))
-	if sh.Offset > n || sh.FileSize > n-sh.Offset {
-		return nil, notModule("section %s (offset %d, size %d) exceeds the %d-byte input", sh.Name, sh.Offset, sh.FileSize, n)
-	}
-	return module[sh.Offset : sh.Offset+sh.FileSize], nil
+	return b, nil
 }
 
 // thisModuleName reads the name field of the struct module instance that

@@ -51,7 +51,8 @@
 //     them and no new code uses them.
 //   - Inputs are untrusted. [Limits.Open] takes bytes, never a path; it
 //     checks the ELF and section headers by hand against [Limits] (size,
-//     sections, symbols, relocations) before debug/elf parses anything,
+//     sections, symbols, relocations) with internal/elf64, the reader
+//     klpgen and kmod share, before debug/elf parses anything,
 //     checks every symbol and relocation against its section, and runs
 //     all parsing, ELF and DWARF, under recover, so a malformed object is
 //     an error wrapping [ErrMalformed] that names the file. DWARF work is

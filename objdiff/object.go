@@ -1,18 +1,18 @@
 package objdiff
 
 import (
-	"bytes"
 	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/elf64"
 )
 
 // MaxObjectSize is the largest object, in bytes, that [Open] accepts.
-const MaxObjectSize = 256 << 20
+const MaxObjectSize = elf64.MaxObjectSize
 
 // Limits bound what an object may contain before it is parsed. A zero
 // field means the default of [DefaultLimits].
@@ -139,10 +139,8 @@ type location struct {
 }
 
 const (
-	ehdrSize  = 64 // Elf64_Ehdr
-	shdrSize  = 64 // Elf64_Shdr
-	symSize   = 24 // Elf64_Sym
-	relaSize  = 24 // Elf64_Rela
+	shdrSize  = elf64.ShdrSize // used by the tests
+	relaSize  = elf64.RelaSize
 	maxName   = 4096
 	maxStrKey = 128 // literal bytes kept verbatim in a target description
 )
@@ -160,11 +158,8 @@ func Open(name string, data []byte) (*Object, error) {
 // [ErrTooLarge] or [ErrUnsupported].
 func (l Limits) Open(name string, data []byte) (obj *Object, err error) {
 	l = l.withDefaults()
-	if len(data) > l.MaxSize {
-		return nil, fmt.Errorf("objdiff: open %s: %w: %d bytes, limit %d", name, ErrTooLarge, len(data), l.MaxSize)
-	}
-	if err := checkHeaders(data, l); err != nil {
-		return nil, fmt.Errorf("objdiff: open %s: %w", name, err)
+	if err := elf64.Check(data, elf64.Options{Limits: elf64.Limits(l), Machine: elf.EM_X86_64, RelaOnly: true}); err != nil {
+		return nil, fmt.Errorf("objdiff: open %s: %w", name, elfError(err))
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -191,75 +186,25 @@ func tooLarge(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrTooLarge}, args...)...)
 }
 
-// checkHeaders reads the ELF header and section headers by hand, before
-// debug/elf sees the bytes: the kind of file, and the counts Limits bound.
-func checkHeaders(data []byte, l Limits) error {
-	if len(data) < ehdrSize || !bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
-		return malformed("not an ELF file")
+// elfError gives an error of internal/elf64 this package's sentinel.
+func elfError(err error) error {
+	var e *elf64.Error
+	if !errors.As(err, &e) {
+		return malformed("%v", err)
 	}
-	if elf.Class(data[elf.EI_CLASS]) != elf.ELFCLASS64 || elf.Data(data[elf.EI_DATA]) != elf.ELFDATA2LSB {
-		return unsupported("%v %v, want ELFCLASS64 ELFDATA2LSB", elf.Class(data[elf.EI_CLASS]), elf.Data(data[elf.EI_DATA]))
+	switch e.Kind {
+	case elf64.ErrTooLarge:
+		return e.Wrap(ErrTooLarge)
+	case elf64.ErrUnsupported:
+		return e.Wrap(ErrUnsupported)
 	}
-	le := binary.LittleEndian
-	if t := elf.Type(le.Uint16(data[16:])); t != elf.ET_REL {
-		return unsupported("%v, want a relocatable object (ET_REL)", t)
-	}
-	if m := elf.Machine(le.Uint16(data[18:])); m != elf.EM_X86_64 {
-		return unsupported("machine %v, want EM_X86_64", m)
-	}
-	shoff := le.Uint64(data[40:])
-	shentsize := le.Uint16(data[58:])
-	shnum := uint64(le.Uint16(data[60:]))
-	shstrndx := uint64(le.Uint16(data[62:]))
-	if shoff == 0 || shnum == 0 {
-		if shoff != 0 {
-			return tooLarge("extended section numbering (more than %d sections)", l.MaxSections)
-		}
-		return malformed("no section headers")
-	}
-	if shentsize != shdrSize {
-		return malformed("section header size %d, want %d", shentsize, shdrSize)
-	}
-	if shnum > uint64(l.MaxSections) {
-		return tooLarge("%d sections, limit %d", shnum, l.MaxSections)
-	}
-	if shstrndx >= shnum {
-		return malformed("section name table index %d of %d sections", shstrndx, shnum)
-	}
-	n := uint64(len(data))
-	if shoff > n || shnum*shdrSize > n-shoff {
-		return malformed("section headers (offset %d, %d entries) exceed the %d-byte input", shoff, shnum, n)
-	}
-	var syms, relocs uint64
-	for i := range shnum {
-		h := data[shoff+i*shdrSize:]
-		typ := elf.SectionType(le.Uint32(h[4:]))
-		off, size := le.Uint64(h[24:]), le.Uint64(h[32:])
-		if typ != elf.SHT_NOBITS && typ != elf.SHT_NULL && (off > n || size > n-off) {
-			return malformed("section %d (offset %d, size %d) exceeds the %d-byte input", i, off, size, n)
-		}
-		switch typ {
-		case elf.SHT_SYMTAB:
-			syms += size / symSize
-		case elf.SHT_RELA:
-			relocs += size / relaSize
-		case elf.SHT_REL:
-			return unsupported("section %d has SHT_REL relocations; x86-64 objects use SHT_RELA", i)
-		}
-	}
-	if syms > uint64(l.MaxSymbols) {
-		return tooLarge("%d symbols, limit %d", syms, l.MaxSymbols)
-	}
-	if relocs > uint64(l.MaxRelocations) {
-		return tooLarge("%d relocations, limit %d", relocs, l.MaxRelocations)
-	}
-	return nil
+	return e.Wrap(ErrMalformed)
 }
 
 func parse(name string, data []byte) (*Object, error) {
-	f, err := elf.NewFile(bytes.NewReader(data))
+	f, err := elf64.Parse(data)
 	if err != nil {
-		return nil, malformed("%v", err)
+		return nil, elfError(err)
 	}
 	o := &Object{name: name, size: uint64(len(data))}
 	if err := o.readSections(f, data); err != nil {
@@ -428,7 +373,6 @@ func pcRelative(t elf.R_X86_64) bool {
 }
 
 func (o *Object) readRelocations() error {
-	le := binary.LittleEndian
 	for _, rs := range o.sections {
 		if rs.typ != elf.SHT_RELA {
 			continue
@@ -450,9 +394,8 @@ func (o *Object) readRelocations() error {
 			return malformed("relocation section %s applies to %s, which has no contents", rs.name, target.name)
 		}
 		for p := uint64(0); p < rs.size; p += relaSize {
-			e := rs.data[p : p+relaSize]
-			info := le.Uint64(e[8:])
-			r := reloc{off: le.Uint64(e), sym: uint32(info >> 32), typ: elf.R_X86_64(uint32(info)), addend: int64(le.Uint64(e[16:]))}
+			e := elf64.DecodeRela(rs.data[p:])
+			r := reloc{off: e.Off, sym: e.Sym, typ: elf.R_X86_64(e.Type), addend: e.Addend}
 			if int(r.sym) >= len(o.syms) {
 				return malformed("relocation in %s at %#x names symbol %d of %d", rs.name, r.off, r.sym, len(o.syms))
 			}

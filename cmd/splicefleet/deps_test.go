@@ -12,7 +12,7 @@ import (
 // not link the simulated kernel (cmd/splicefleet opens it and passes it
 // in); splice knows neither the kernel backend, the gossip, the agent nor
 // the network; distrib moves bundles and knows no gossip, rollouts or
-// kernel.
+// kernel; the ELF reader is ground floor, below its three readers.
 var mustNotLink = map[string][]string{
 	".": {"testing",
 		"github.com/splicefleet/splicefleet/internal/testutil",
@@ -36,6 +36,10 @@ var mustNotLink = map[string][]string{
 	"../../rollout": {"testing", "net/http",
 		"github.com/splicefleet/splicefleet/kmod",
 		"github.com/splicefleet/splicefleet/agent"},
+	"../../internal/elf64": {"testing",
+		"github.com/splicefleet/splicefleet/kmod",
+		"github.com/splicefleet/splicefleet/klpgen",
+		"github.com/splicefleet/splicefleet/objdiff"},
 }
 
 func TestLayering(t *testing.T) {
