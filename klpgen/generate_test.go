@@ -109,7 +109,7 @@ func TestGenerateKernelShapedUnit(t *testing.T) {
 	}
 
 	wantKLP := []KLPSymbol{
-		{"vmlinux", "counter", 0}, {"vmlinux", "helper", 0}, {"vmlinux", "table", 0}, {"vmlinux", "unexported_global", 0},
+		{Object: "vmlinux", Name: "counter"}, {Object: "vmlinux", Name: "helper"}, {Object: "vmlinux", Name: "table"}, {Object: "vmlinux", Name: "unexported_global"},
 	}
 	if d := cmp.Diff(wantKLP, out.KLPSymbols); d != "" {
 		t.Errorf("KLPSymbols (-want +got):\n%s", d)
