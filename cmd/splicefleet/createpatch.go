@@ -359,6 +359,11 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 		out, err = klpgen.Generate(post, changed, added, syms, part)
 	}
 	if err != nil {
+		var de *klpgen.DependencyError
+		if errors.As(err, &de) {
+			fmt.Fprintf(e.stderr, "splicefleet: refused: symbol %s (%s): exported by module %s, which %s cannot reach: %s\n",
+				de.Name, hunkOfAny(fps, de.Name), de.Exporter, de.Module, de.Reason)
+		}
 		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}
 	return out, changed, nil
