@@ -332,6 +332,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
 		ends: map[int]map[uint64]uint64{},
 	}
+	changed, added = withoutColdParts(changed), withoutColdParts(added, changed...)
 	if err := g.run(changed, added); err != nil {
 		return nil, fmt.Errorf("klpgen: generate: %w", err)
 	}
@@ -532,6 +533,16 @@ func (g *generator) findFunction(name string, added bool) (*function, error) {
 	}
 	g.funcBySym[fn.sym] = fn
 	return fn, nil
+}
+
+// withoutColdParts drops from names the cold parts (F.cold) of functions
+// listed in names or also: each goes with its function, as objdiff
+// lists a cold part gcc split off anew as an added function of its own.
+func withoutColdParts(names []string, also ...string) []string {
+	all := append(slices.Clone(names), also...)
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool {
+		return slices.ContainsFunc(all, func(f string) bool { return f != n && isColdPart(n, f) })
+	})
 }
 
 func isColdPart(sym, fn string) bool {

@@ -382,6 +382,21 @@ void split(int a)
 	if d := cmp.Diff([]string{".text.split", ".text.unlikely.split"}, out.Functions[0].Sections); d != "" {
 		t.Errorf("Sections (-want +got):\n%s", d)
 	}
+	// objdiff lists a cold part gcc split off anew as added, and one that
+	// changed as changed: each goes with its function, once.
+	for _, tc := range []struct{ changed, added []string }{
+		{[]string{"split"}, []string{"split.cold"}},
+		{[]string{"split", "split.cold"}, nil},
+	} {
+		again, err := Generate(post, tc.changed, tc.added, syms, Options{ModuleName: "lp_test"})
+		if err != nil {
+			t.Errorf("changed %v, added %v: %v", tc.changed, tc.added, err)
+			continue
+		}
+		if len(again.Functions) != 1 || !slices.Equal(again.Functions[0].Sections, out.Functions[0].Sections) {
+			t.Errorf("changed %v, added %v: functions %+v", tc.changed, tc.added, again.Functions)
+		}
+	}
 }
 
 // TestGenerateChangedCallsChangedAndAdded: a replaced function calls
