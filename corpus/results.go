@@ -191,6 +191,8 @@ func ReasonClass(reason string) string {
 		return kind
 	}
 	switch {
+	case strings.Contains(reason, "which the patched module") && strings.Contains(reason, "cannot reach"):
+		return "another module's export, out of reach"
 	case strings.Contains(reason, "is built into module"):
 		return "module code (vmlinux only for now)"
 	case strings.Contains(reason, "a header change"):

@@ -35,11 +35,12 @@ func TestSummaryLine(t *testing.T) {
 
 func TestReasonClass(t *testing.T) {
 	for reason, want := range map[string]string{
-		"/tmp/unit.patch: the patch cannot be carried by a livepatch: objdiff: a before -> a after cannot be livepatched safely: section __bug_table: contents differ; inlined ERR_PTR: x": "section __bug_table",
-		"/tmp/unit.patch: the patch cannot be carried by a livepatch: objdiff: a before -> a after cannot be livepatched safely: inlined ERR_PTR: inline function changed":                 "inlined",
-		"fs/nfsd/nfs4state.c is built into module nfsd; create --patch patches vmlinux only for now":                                                                                       "module code (vmlinux only for now)",
-		"the patch touches 2 files (a.c, b.c); create --patch takes a patch to one .c file for now":                                                                                        "several files",
-		"compile: unsupported file in patch: include/x.h: a header change means every file that includes it may change, which is not supported yet; move it":                               "header change",
+		"/tmp/unit.patch: the patch cannot be carried by a livepatch: objdiff: a before -> a after cannot be livepatched safely: section __bug_table: contents differ; inlined ERR_PTR: x":                     "section __bug_table",
+		"/tmp/unit.patch: the patch cannot be carried by a livepatch: objdiff: a before -> a after cannot be livepatched safely: inlined ERR_PTR: inline function changed":                                     "inlined",
+		"fs/nfsd/nfs4state.c is built into module nfsd; create --patch patches vmlinux only for now":                                                                                                           "module code (vmlinux only for now)",
+		"the patch touches 2 files (a.c, b.c); create --patch takes a patch to one .c file for now":                                                                                                            "several files",
+		`/tmp/unit.patch: fs/x/y.c: klpgen: generate: function y_fill: symbol "z_thing" is exported by module zmod, which the patched module ymod cannot reach: zmod is not among the modules ymod depends on`: "another module's export, out of reach",
+		"compile: unsupported file in patch: include/x.h: a header change means every file that includes it may change, which is not supported yet; move it":                                                   "header change",
 	} {
 		if got := ReasonClass(reason); got != want {
 			t.Errorf("ReasonClass(%.60q) = %q, want %q", reason, got, want)

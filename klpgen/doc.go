@@ -119,8 +119,7 @@
 // function are found by the name gcc gave them in the patched object
 // (count.0); the caller must check that the unpatched object used the
 // same name. Shadow variables for new state in existing structures,
-// symbols other modules export (from a module's new code), and the
-// special sections refused above are future work.
+// and the special sections refused above are future work.
 //
 // # Modules
 //
@@ -131,6 +130,22 @@
 // the module loads; unexported vmlinux symbols stay in .klp.rela.vmlinux.*
 // sections, applied when the livepatch module loads (Linux 6.1 refuses a
 // vmlinux symbol in a module's section).
+//
+// A symbol another module N exports (Module.symvers names the exporter)
+// that the module's new code calls is reached in N, never linked by
+// name: .klp.sym.N.NAME,POS in the patched module's own .klp.rela.MODULE.*
+// sections (KLPSymbol.Section), which kernel/livepatch/core.c
+// klp_resolve_symbols resolves when it patches the module, looking the
+// name up in N's kallsyms (klp_find_object_symbol). That is safe only
+// when N is loaded whenever the module is: N must be among the modules
+// the module depends on, transitively (the depends of each .modinfo;
+// Options.Dependencies, LoadDependencies), which holds for any export
+// the module's unpatched code already used. Otherwise, or for a
+// namespaced export whose namespace the module does not import, it is
+// refused with *DependencyError. POS is 0 when N's symbol table has the
+// name once, else the position of N's global definition among them
+// ([Symbols.GlobalPosition]: a module's kallsyms keep its symbol table's
+// order).
 //
 // # What the kernel requires (Linux 6.1)
 //

@@ -69,7 +69,8 @@ func (e *AmbiguousSymbolError) Error() string {
 }
 
 // MissingSymbolError means a symbol the new code refers to is neither
-// exported (Module.symvers) nor present in System.map: the module could
+// exported (Module.symvers: by vmlinux, or for a module's code by
+// another module) nor present in System.map: the module could
 // not be linked against the running kernel. A new function should be
 // listed as added; new global state is not supported.
 type MissingSymbolError struct {
@@ -86,9 +87,36 @@ type MissingSymbolError struct {
 func (e *MissingSymbolError) Error() string {
 	where := "neither exported by vmlinux nor in System.map"
 	if e.Module != "" {
-		where = fmt.Sprintf("neither a symbol of module %s, nor exported by vmlinux, nor in System.map (a symbol another module exports is not supported yet)", e.Module)
+		where = fmt.Sprintf("neither a symbol of module %s, nor exported by vmlinux or another module, nor in System.map", e.Module)
 	}
 	return fmt.Sprintf("function %s: symbol %q is %s (a new function must be listed as added)", e.Function, e.Name, where)
+}
+
+// DependencyError means the new code of a module refers to a symbol
+// another module exports, and a livepatch cannot reach it safely: the
+// exporting module is not among the modules the patched one depends on
+// (the kernel applies the patched module's livepatch relocations when
+// that module loads, and only its dependencies are sure to be loaded
+// then), or the export's namespace is not one the patched module
+// imports.
+type DependencyError struct {
+	// Name is the symbol.
+	Name string
+	// Function is the changed or added function that refers to it.
+	Function string
+	// Module is the patched module.
+	Module string
+	// Exporter is the module Module.symvers says exports it.
+	Exporter string
+	// Namespace is the export's namespace, "" for none.
+	Namespace string
+	// Reason says why it cannot be reached.
+	Reason string
+}
+
+func (e *DependencyError) Error() string {
+	return fmt.Sprintf("function %s: symbol %q is exported by module %s, which the patched module %s cannot reach: %s",
+		e.Function, e.Name, e.Exporter, e.Module, e.Reason)
 }
 
 func malformed(format string, args ...any) error {

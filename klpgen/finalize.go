@@ -18,6 +18,8 @@ const moduleSigMagic = "~Module signature appended~\n"
 // (PlaceholderPrefix) becomes the livepatch symbol ".klp.sym.OBJ.NAME,POS"
 // with section index SHN_LIVEPATCH, and every relocation against one
 // moves from its .rela.X section into a new ".klp.rela.OBJ.X" section
+// (".klp.rela.SECTION.X" for a symbol with a Section of its own, see
+// KLPSymbol)
 // (SHT_RELA, flags SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH,
 // sh_link the symbol table, sh_info X), which livepatch applies once it
 // has resolved the symbols through kallsyms; .rela.X keeps the rest.
@@ -150,10 +152,11 @@ func finalize(ko []byte) ([]byte, error) {
 				keep = appendRela(keep, r)
 				continue
 			}
-			if _, seen := byObj[k.Object]; !seen {
-				objs = append(objs, k.Object)
+			obj := k.section()
+			if _, seen := byObj[obj]; !seen {
+				objs = append(objs, obj)
 			}
-			byObj[k.Object] = appendRela(byObj[k.Object], r)
+			byObj[obj] = appendRela(byObj[obj], r)
 		}
 		if len(objs) == 0 {
 			continue

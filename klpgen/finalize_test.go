@@ -242,23 +242,32 @@ asm(".pushsection .notes.custom,\"\"\n .quad __klp_sym__vmlinux__v__0\n .popsect
 
 func TestPlaceholderRoundTrip(t *testing.T) {
 	for _, k := range []KLPSymbol{
-		{"vmlinux", "jiffies_lock", 0},
-		{"vmlinux", "__per_cpu_offset", 3},
-		{"vmlinux", "count.0", 0},
-		{"vmlinux", "foo_", 12},
-		{"vmlinux", "a__1", 0},
-		{"vmlinux", "_x__", 0},
+		{Object: "vmlinux", Name: "jiffies_lock"},
+		{Object: "vmlinux", Name: "__per_cpu_offset", Pos: 3},
+		{Object: "vmlinux", Name: "count.0"},
+		{Object: "vmlinux", Name: "foo_", Pos: 12},
+		{Object: "vmlinux", Name: "a__1"},
+		{Object: "vmlinux", Name: "_x__"},
+		// Another module's export, from the patched module's sections.
+		{Object: "fat", Name: "fat_fill_super", Section: "vfat"},
+		{Object: "sunrpc", Name: "svc_x__2", Pos: 2, Section: "nfsd"},
+		{Object: "fat", Name: "a__1__b", Section: "x8021q"},
 	} {
 		got, ok, err := parsePlaceholder(k.Placeholder())
 		if !ok || err != nil || got != k {
 			t.Errorf("%s read back as %+v, %v, %v", k.Placeholder(), got, ok, err)
 		}
 	}
-	if got := (KLPSymbol{"vmlinux", "count.0", 2}).String(); got != ".klp.sym.vmlinux.count.0,2" {
+	if got := (KLPSymbol{Object: "vmlinux", Name: "count.0", Pos: 2}).String(); got != ".klp.sym.vmlinux.count.0,2" {
+		t.Errorf("String() = %s", got)
+	}
+	if got := (KLPSymbol{Object: "fat", Name: "fat_fill_super", Section: "vfat"}).String(); got != ".klp.sym.fat.fat_fill_super,0" {
 		t.Errorf("String() = %s", got)
 	}
 	for _, bad := range []string{"__klp_sym__vmlinux", "__klp_sym__vmlinux__x", "__klp_sym__vmlinux__x__", "__klp_sym__vmlinux__x__1a",
-		"__klp_sym____x__0", "__klp_sym__vmlinux____0", "__klp_sym__vmlinux__a,b__0", "__klp_sym__vmlinux__x__99999999999999999999999"} {
+		"__klp_sym____x__0", "__klp_sym__vmlinux____0", "__klp_sym__vmlinux__a,b__0", "__klp_sym__vmlinux__x__99999999999999999999999",
+		// A section: never vmlinux, nor the symbol's own object, nor for a vmlinux symbol.
+		"__klp_sym__vmlinux__x__0__vfat", "__klp_sym__fat__x__0__vmlinux", "__klp_sym__fat__x__0__fat", "__klp_sym__fat__x__vfat"} {
 		if _, ok, err := parsePlaceholder(bad); !ok || err == nil {
 			t.Errorf("%s: ok %v, err %v; want a malformed placeholder", bad, ok, err)
 		}

@@ -63,6 +63,15 @@ type Options struct {
 	// code refers to are found, as .klp.sym.MODULE.NAME,POS, resolved
 	// when the module loads. Required with Module.
 	ModuleSymbols *Symbols
+	// Dependencies are the symbols of the modules Module depends on
+	// (LoadModuleSymbols), by kernel name: every module the depends of
+	// its .modinfo names, and theirs in turn (LoadDependencies reads
+	// them). A symbol the new code needs that Module does not define and
+	// vmlinux does not export, but a module exports (Module.symvers), is
+	// reached in that module as .klp.sym.N.NAME,POS from Module's own
+	// livepatch relocation sections, when that module is among these;
+	// else it is refused with a *DependencyError.
+	Dependencies map[string]*Symbols
 	// Part numbers this unit in a bundle of several (see Combine): part
 	// 0 is written as patch.o with the symbol names described at
 	// Function; part N > 0 as patchN.o, its copies named __klp_newN_ and
@@ -171,8 +180,80 @@ func (o *Options) check() error {
 		if o.ModuleSymbols == nil {
 			return invalid("module %s: no module symbols", o.Module)
 		}
+		if _, err := dependencyPaths(o.Module, o.ModuleSymbols, o.Dependencies); err != nil {
+			return err
+		}
+	} else if len(o.Dependencies) > 0 {
+		return invalid("dependencies given for vmlinux")
 	}
 	return nil
+}
+
+// dependencyPaths walks the modules module depends on, transitively,
+// through deps: each reachable module to the chain of modules that
+// leads to it from module ("vfat" -> ["fat"]; a transitive one
+// ["nfsd", "lockd", "sunrpc"] for sunrpc reached from nfsd through
+// lockd). Every module reached must be in deps.
+func dependencyPaths(module string, own *Symbols, deps map[string]*Symbols) (map[string][]string, error) {
+	paths := map[string][]string{}
+	type step struct {
+		name  string
+		chain []string
+	}
+	var queue []step
+	for _, d := range own.Depends() {
+		queue = append(queue, step{d, []string{d}})
+	}
+	for len(queue) > 0 {
+		st := queue[0]
+		queue = queue[1:]
+		if _, seen := paths[st.name]; seen || st.name == module {
+			continue
+		}
+		s := deps[st.name]
+		if s == nil {
+			return nil, invalid("module %s depends on %s (through %s), whose symbols were not given", module, st.name, strings.Join(st.chain, " -> "))
+		}
+		paths[st.name] = st.chain
+		for _, d := range s.Depends() {
+			queue = append(queue, step{d, append(slices.Clone(st.chain), d)})
+		}
+	}
+	return paths, nil
+}
+
+// maxDependencies bounds how many modules LoadDependencies reads for
+// one module (Debian's nfsd depends on 7, transitively).
+const maxDependencies = 64
+
+// LoadDependencies reads the symbols of every module mod depends on,
+// transitively (the depends of each one's .modinfo), through load,
+// which returns a module's .ko given its kernel name; at most 64
+// modules. The result is Options.Dependencies.
+func LoadDependencies(module string, mod *Symbols, load func(name string) ([]byte, error)) (map[string]*Symbols, error) {
+	deps := map[string]*Symbols{}
+	queue := mod.Depends()
+	for len(queue) > 0 {
+		name := queue[0]
+		queue = queue[1:]
+		if _, seen := deps[name]; seen || name == module {
+			continue
+		}
+		if len(deps) == maxDependencies {
+			return nil, fmt.Errorf("klpgen: load dependencies of %s: %w: more than %d modules", module, ErrTooLarge, maxDependencies)
+		}
+		ko, err := load(name)
+		if err != nil {
+			return nil, fmt.Errorf("klpgen: load dependencies of %s: %s: %w", module, name, err)
+		}
+		s, err := LoadModuleSymbols(ko)
+		if err != nil {
+			return nil, fmt.Errorf("klpgen: load dependencies of %s: %s: %w", module, name, err)
+		}
+		deps[name] = s
+		queue = append(queue, s.Depends()...)
+	}
+	return deps, nil
 }
 
 // function is a replaced or added function being copied.
@@ -251,6 +332,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
 		ends: map[int]map[uint64]uint64{},
 	}
+	changed, added = withoutColdParts(changed), withoutColdParts(added, changed...)
 	if err := g.run(changed, added); err != nil {
 		return nil, fmt.Errorf("klpgen: generate: %w", err)
 	}
@@ -451,6 +533,16 @@ func (g *generator) findFunction(name string, added bool) (*function, error) {
 	}
 	g.funcBySym[fn.sym] = fn
 	return fn, nil
+}
+
+// withoutColdParts drops from names the cold parts (F.cold) of functions
+// listed in names or also: each goes with its function, as objdiff
+// lists a cold part gcc split off anew as an added function of its own.
+func withoutColdParts(names []string, also ...string) []string {
+	all := append(slices.Clone(names), also...)
+	return slices.DeleteFunc(slices.Clone(names), func(n string) bool {
+		return slices.ContainsFunc(all, func(f string) bool { return f != n && isColdPart(n, f) })
+	})
 }
 
 func isColdPart(sym, fn string) bool {
@@ -755,6 +847,14 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 	if s.bind() != elf.STB_LOCAL && g.syms.Exported(s.name) {
 		return g.extern(s.name), addend, nil
 	}
+	// Another module's export, which the module's unpatched code links
+	// against: reached in that module, before any vmlinux symbol of the
+	// same name.
+	if g.opts.Module != "" && s.bind() != elf.STB_LOCAL && !s.defined() {
+		if e, ok := g.syms.ExportedByModule(s.name); ok && e.Module != g.opts.Module {
+			return g.dependencySymbol(owner, s.name, e, addend)
+		}
+	}
 	if g.syms.Count(s.name) >= 1 {
 		return g.klpSymbol(owner, g.syms, "vmlinux", s.name, addend)
 	}
@@ -797,6 +897,50 @@ func (g *generator) klpSymbol(owner *function, syms *Symbols, obj, name string, 
 		return out, addend, nil
 	}
 	return nil, 0, &MissingSymbolError{Name: name, Function: owner.name, Module: g.opts.Module}
+}
+
+// dependencySymbol reaches a symbol that module e.Module exports from
+// the patched module's livepatch relocation sections: allowed when the
+// patched module depends on e.Module, directly or not, so that the
+// kernel has loaded it whenever it applies those sections, and when the
+// patched module imports the export's namespace.
+func (g *generator) dependencySymbol(owner *function, name string, e ModuleExport, addend int64) (*outSym, int64, error) {
+	refuse := func(why string) error {
+		return &DependencyError{Name: name, Function: owner.name, Module: g.opts.Module, Exporter: e.Module, Namespace: e.Namespace, Reason: why}
+	}
+	paths, err := dependencyPaths(g.opts.Module, g.opts.ModuleSymbols, g.opts.Dependencies)
+	if err != nil {
+		return nil, 0, err
+	}
+	if paths[e.Module] == nil {
+		return nil, 0, refuse(fmt.Sprintf("%s is not among the modules %s depends on, so the kernel may patch %s before %s is loaded, "+
+			"and the symbol could not be found", e.Module, g.opts.Module, g.opts.Module, e.Module))
+	}
+	if e.Namespace != "" && !g.opts.ModuleSymbols.ImportsNamespace(e.Namespace) {
+		return nil, 0, refuse(fmt.Sprintf("the export is in namespace %s, which %s does not import", e.Namespace, g.opts.Module))
+	}
+	dep := g.opts.Dependencies[e.Module]
+	k := KLPSymbol{Object: e.Module, Name: name, Section: g.opts.Module}
+	switch n := dep.Count(name); {
+	case n == 0:
+		return nil, 0, malformed("module %s does not define %s, which Module.symvers says it exports", e.Module, name)
+	case n > 1:
+		pos, ok := dep.GlobalPosition(name)
+		if !ok {
+			return nil, 0, &AmbiguousSymbolError{Name: name, Count: n, Function: owner.name,
+				Reason: fmt.Sprintf("they are symbols of module %s, none of them, or several, global", e.Module)}
+		}
+		k.Pos = pos
+	}
+	if err := validKLPSymbol(k); err != nil {
+		return nil, 0, &UnsupportedError{Function: owner.name, Reason: err.Error()}
+	}
+	out := g.klps[k]
+	if out == nil {
+		out = g.w.addSymbol(&outSym{name: k.Placeholder(), typ: elf.STT_NOTYPE, bind: elf.STB_GLOBAL})
+		g.klps[k] = out
+	}
+	return out, addend, nil
 }
 
 // ownSymbols are the symbols of the object the replaced functions live in.

@@ -109,7 +109,7 @@ func TestGenerateKernelShapedUnit(t *testing.T) {
 	}
 
 	wantKLP := []KLPSymbol{
-		{"vmlinux", "counter", 0}, {"vmlinux", "helper", 0}, {"vmlinux", "table", 0}, {"vmlinux", "unexported_global", 0},
+		{Object: "vmlinux", Name: "counter"}, {Object: "vmlinux", Name: "helper"}, {Object: "vmlinux", Name: "table"}, {Object: "vmlinux", Name: "unexported_global"},
 	}
 	if d := cmp.Diff(wantKLP, out.KLPSymbols); d != "" {
 		t.Errorf("KLPSymbols (-want +got):\n%s", d)
@@ -381,6 +381,21 @@ void split(int a)
 	}
 	if d := cmp.Diff([]string{".text.split", ".text.unlikely.split"}, out.Functions[0].Sections); d != "" {
 		t.Errorf("Sections (-want +got):\n%s", d)
+	}
+	// objdiff lists a cold part gcc split off anew as added, and one that
+	// changed as changed: each goes with its function, once.
+	for _, tc := range []struct{ changed, added []string }{
+		{[]string{"split"}, []string{"split.cold"}},
+		{[]string{"split", "split.cold"}, nil},
+	} {
+		again, err := Generate(post, tc.changed, tc.added, syms, Options{ModuleName: "lp_test"})
+		if err != nil {
+			t.Errorf("changed %v, added %v: %v", tc.changed, tc.added, err)
+			continue
+		}
+		if len(again.Functions) != 1 || !slices.Equal(again.Functions[0].Sections, out.Functions[0].Sections) {
+			t.Errorf("changed %v, added %v: functions %+v", tc.changed, tc.added, again.Functions)
+		}
 	}
 }
 

@@ -69,7 +69,7 @@ func TestKernelBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Generate: %v", err)
 	}
-	if d := cmp.Diff([]KLPSymbol{{"vmlinux", "saved_command_line", 0}}, out.KLPSymbols); d != "" {
+	if d := cmp.Diff([]KLPSymbol{{Object: "vmlinux", Name: "saved_command_line"}}, out.KLPSymbols); d != "" {
 		t.Errorf("KLPSymbols (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff([]string{"__fentry__", "__x86_return_thunk", "seq_putc", "seq_puts"}, out.Exports); d != "" {

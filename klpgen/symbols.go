@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,12 +25,33 @@ const (
 // target, which has the same format). Counting matters because
 // livepatch finds an unexported symbol by name and kallsyms position,
 // and position 0 means "the only one".
+//
+// Symbols of a module (LoadModuleSymbols) count the module's own
+// symbols instead, and carry what its .modinfo says: the modules it
+// depends on and the symbol namespaces it imports.
 type Symbols struct {
 	exports map[string]string // exported by vmlinux: name -> namespace ("" for none)
 	counts  map[string]int    // vmlinux symbols by name
 	total   int
 	order   []string         // vmlinux symbol names in System.map (address) order
 	at      map[string][]int // indices into order of the names that occur more than once
+
+	modExports map[string]ModuleExport // exported by a module (Module.symvers)
+
+	// Of a module: its global definitions' positions among the symbols
+	// of their name (names that occur more than once), and its .modinfo.
+	globalAt map[string]uint64
+	depends  []string
+	imports  []string
+}
+
+// ModuleExport is a symbol a module exports, as Module.symvers lists it.
+type ModuleExport struct {
+	// Module is the exporting module's name as the kernel knows it ("_"
+	// for kbuild's "-"), e.g. "fat" for fs/fat/fat.
+	Module string
+	// Namespace is the export's symbol namespace, "" for none.
+	Namespace string
 }
 
 // neighbourhood is how many System.map entries on each side of a
@@ -94,6 +117,33 @@ func (s *Symbols) Exported(name string) bool {
 // Namespace is the symbol namespace of an exported symbol, "" if none.
 func (s *Symbols) Namespace(name string) string { return s.exports[name] }
 
+// ExportedByModule reports which module exports name, per
+// Module.symvers; ok is false when no module does, or when two modules
+// claim the name (which one a module links against cannot be told).
+func (s *Symbols) ExportedByModule(name string) (e ModuleExport, ok bool) {
+	e, ok = s.modExports[name]
+	return e, ok && e.Module != ""
+}
+
+// Depends are the modules a module depends on, from the "depends" of its
+// .modinfo (kernel names, "_" for "-"): the modules whose exports its
+// code links against, which the kernel loads before it. Nil for vmlinux.
+func (s *Symbols) Depends() []string { return slices.Clone(s.depends) }
+
+// ImportsNamespace reports whether a module's .modinfo imports the
+// symbol namespace ns ("import_ns").
+func (s *Symbols) ImportsNamespace(ns string) bool { return slices.Contains(s.imports, ns) }
+
+// GlobalPosition is the kallsyms position in a module of the global
+// definition of name, for a name its symbol table carries more than
+// once (a static of another unit of the module shares it): the kernel's
+// lookup counts the module's symbols in symbol table order. ok is false
+// when no global symbol, or several, carry the name.
+func (s *Symbols) GlobalPosition(name string) (pos uint64, ok bool) {
+	pos, ok = s.globalAt[name]
+	return pos, ok && pos > 0
+}
+
 // Count is how many vmlinux symbols carry name.
 func (s *Symbols) Count(name string) int { return s.counts[name] }
 
@@ -112,7 +162,7 @@ func (s *Symbols) Len() int { return s.total }
 // exact substitute: it lists the symbols in the order livepatch counts
 // them.
 func LoadSymbols(moduleSymvers, systemMap io.Reader) (*Symbols, error) {
-	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}}
+	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}, modExports: map[string]ModuleExport{}}
 	if err := eachLine(moduleSymvers, "Module.symvers", s.addExport); err != nil {
 		return nil, err
 	}
@@ -184,12 +234,22 @@ func (s *Symbols) addExport(line string) error {
 	if err := checkSymbolName(f[1]); err != nil {
 		return err
 	}
-	if f[2] != "vmlinux" {
-		return nil
-	}
 	ns := ""
 	if len(f) == 5 {
 		ns = f[4]
+	}
+	if f[2] != "vmlinux" {
+		// "fs/fat/fat": the module's path in the build, without .ko.
+		mod := KernelModuleName(path.Base(f[2]))
+		if mod == "" || mod == "." || mod == "/" {
+			return malformed("module %q of export %s", f[2], f[1])
+		}
+		if prev, seen := s.modExports[f[1]]; seen && prev.Module != mod {
+			s.modExports[f[1]] = ModuleExport{} // two exporters: unusable
+			return nil
+		}
+		s.modExports[f[1]] = ModuleExport{Module: mod, Namespace: ns}
+		return nil
 	}
 	s.exports[f[1]] = ns
 	return nil
@@ -247,12 +307,18 @@ func checkSymbolName(name string) error {
 	return nil
 }
 
+// KernelModuleName is a module's name as the kernel knows it: kbuild's
+// name with "-" written "_" (the kernel treats them alike).
+func KernelModuleName(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
 // LoadModuleSymbols reads the symbols of a kernel module (its .ko, as
 // the linux-image package installs it under /lib/modules): the ones the
 // kernel keeps in the loaded module's kallsyms, in their order there,
 // which is the symbol table's. Those are the named symbols defined in
 // sections that stay after the module's init (not .init.*, not
-// unallocated), so positions count as the kernel's lookup counts.
+// unallocated), so positions count as the kernel's lookup counts. It
+// reads the module's .modinfo too: the modules it depends on and the
+// namespaces it imports ([Symbols.Depends], [Symbols.ImportsNamespace]).
 func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -267,7 +333,11 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("klpgen: load module symbols: %w: %v", ErrMalformed, err)
 	}
-	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}}
+	s := &Symbols{exports: map[string]string{}, counts: map[string]int{}, globalAt: map[string]uint64{}}
+	if err := s.readModinfo(ko, f); err != nil {
+		return nil, fmt.Errorf("klpgen: load module symbols: %w", err)
+	}
+	globals := map[string][]uint64{} // name -> positions of its global definitions
 	for _, sym := range syms {
 		typ := elf.ST_TYPE(sym.Info)
 		if sym.Name == "" || typ == elf.STT_SECTION || typ == elf.STT_FILE ||
@@ -284,10 +354,62 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 		s.counts[sym.Name]++
 		s.total++
 		s.order = append(s.order, sym.Name)
+		if b := elf.ST_BIND(sym.Info); b == elf.STB_GLOBAL || b == elf.STB_WEAK {
+			globals[sym.Name] = append(globals[sym.Name], uint64(s.counts[sym.Name]))
+		}
 	}
 	if s.total == 0 {
 		return nil, fmt.Errorf("klpgen: load module symbols: %w: no symbols (a stripped module?)", ErrMalformed)
 	}
+	for name, at := range globals {
+		if len(at) == 1 {
+			s.globalAt[name] = at[0]
+		}
+	}
 	s.indexRepeats()
 	return s, nil
+}
+
+// maxModinfo bounds a module's .modinfo section (a few hundred bytes in
+// practice: license, aliases, depends, vermagic).
+const maxModinfo = 1 << 20
+
+// readModinfo reads the "depends=" and "import_ns=" entries of a
+// module's .modinfo, NUL-separated "key=value" strings.
+func (s *Symbols) readModinfo(ko []byte, f *elf.File) error {
+	sec := f.Section(".modinfo")
+	if sec == nil || sec.Type == elf.SHT_NOBITS {
+		return nil // a module with no dependencies may still have one; an object has none
+	}
+	if sec.Size > maxModinfo {
+		return fmt.Errorf(".modinfo: %w: %d bytes", ErrTooLarge, sec.Size)
+	}
+	b, err := sectionBytes(ko, sec)
+	if err != nil {
+		return err
+	}
+	for _, entry := range strings.Split(string(b), "\x00") {
+		key, value, ok := strings.Cut(entry, "=")
+		if !ok {
+			continue
+		}
+		switch key {
+		case "depends":
+			for _, d := range strings.Split(value, ",") {
+				if d == "" {
+					continue
+				}
+				if err := validKLPSymbol(KLPSymbol{Object: KernelModuleName(d), Name: "x"}); err != nil {
+					return malformed(".modinfo: depends names %q", d)
+				}
+				s.depends = append(s.depends, KernelModuleName(d))
+			}
+		case "import_ns":
+			if value == "" || hasSpaceOrControl(value) {
+				return malformed(".modinfo: import_ns %q", value)
+			}
+			s.imports = append(s.imports, value)
+		}
+	}
+	return nil
 }

@@ -138,19 +138,27 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 	}
 	opts := klpgen.Options{ModuleName: g.name, Description: o.description}
 	modSyms := map[string]*klpgen.Symbols{}
+	modDeps := map[string]map[string]*klpgen.Symbols{}
+	mods := &moduleFiles{o: o, release: release}
 	var parts []*klpgen.Output
 	for i, u := range units.List {
 		part := opts
 		part.Part = i
 		if u.Module != "" {
 			// The kernel names a loaded module with "_" for kbuild's "-".
-			part.Module = strings.ReplaceAll(u.Module, "-", "_")
+			part.Module = klpgen.KernelModuleName(u.Module)
 			if modSyms[u.Module] == nil {
-				if modSyms[u.Module], err = loadModuleSymbols(o, release, u.Module); err != nil {
+				if modSyms[u.Module], err = mods.symbols(u.Module); err != nil {
+					return nil, err
+				}
+				// The modules it depends on, whose exports its code may
+				// call: read from the same folder.
+				if modDeps[u.Module], err = klpgen.LoadDependencies(part.Module, modSyms[u.Module], mods.read); err != nil {
 					return nil, err
 				}
 			}
 			part.ModuleSymbols = modSyms[u.Module]
+			part.Dependencies = modDeps[u.Module]
 			fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
 		}
 		// The hunks that may name a symbol: the file's own, then those of
@@ -204,7 +212,12 @@ func (g *generated) describe(e *env) {
 	}
 	for _, s := range g.out.KLPSymbols {
 		at := ""
-		if s.Pos > 0 {
+		switch {
+		case s.Section != "" && s.Pos > 0:
+			at = fmt.Sprintf(" (exported by %s, a dependency of %s; kallsyms position %d in %s: the name is not unique there, and this is its global definition)", s.Object, s.Section, s.Pos, s.Object)
+		case s.Section != "":
+			at = fmt.Sprintf(" (exported by %s, a dependency of %s)", s.Object, s.Section)
+		case s.Pos > 0:
 			at = fmt.Sprintf(" (kallsyms position %d: the name is not unique, and this is the patched unit's)", s.Pos)
 		}
 		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s of %s%s through a livepatch relocation\n", g.name, s.Name, s.Object, at)
@@ -346,6 +359,11 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 		out, err = klpgen.Generate(post, changed, added, syms, part)
 	}
 	if err != nil {
+		var de *klpgen.DependencyError
+		if errors.As(err, &de) {
+			fmt.Fprintf(e.stderr, "splicefleet: refused: symbol %s (%s): exported by module %s, which %s cannot reach: %s\n",
+				de.Name, hunkOfAny(fps, de.Name), de.Exporter, de.Module, de.Reason)
+		}
 		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}
 	return out, changed, nil
@@ -366,38 +384,67 @@ func definesFunction(obj []byte, name string) bool {
 	})
 }
 
-// loadModuleSymbols reads the symbols of the target's module named
-// module (kbuild's name) from its .ko under --modules.
-func loadModuleSymbols(o *createOptions, release, module string) (*klpgen.Symbols, error) {
-	dir := o.modulesDir
-	if dir == "" {
-		dir = filepath.Join("/lib/modules", release)
-	}
-	var found []string
-	err := filepath.WalkDir(filepath.Join(dir, "kernel"), func(path string, d fs.DirEntry, err error) error {
+// moduleFiles finds the target's modules under --modules by name,
+// indexing the folder once.
+type moduleFiles struct {
+	o       *createOptions
+	release string
+	dir     string
+	index   map[string][]string // kernel name ("_" for "-") -> .ko paths
+}
+
+// find is the one .ko of module (kbuild's or the kernel's name).
+func (m *moduleFiles) find(module string) (string, error) {
+	if m.index == nil {
+		m.dir = m.o.modulesDir
+		if m.dir == "" {
+			m.dir = filepath.Join("/lib/modules", m.release)
+		}
+		index := map[string][]string{}
+		err := filepath.WalkDir(filepath.Join(m.dir, "kernel"), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if name, ok := strings.CutSuffix(d.Name(), ".ko"); ok && !d.IsDir() {
+				index[klpgen.KernelModuleName(name)] = append(index[klpgen.KernelModuleName(name)], path)
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			return "", fmt.Errorf("--modules: the target's modules folder: %w (give /lib/modules/%s of the target, as its linux-image package installs it)", err, m.release)
 		}
-		if !d.IsDir() && d.Name() == module+".ko" {
-			found = append(found, path)
-		}
-		return nil
-	})
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("--modules: the target's modules folder: %w (give /lib/modules/%s of the target, as its linux-image package installs it)", err, release)
-	case len(found) == 0:
-		return nil, fmt.Errorf("--modules: no %s.ko under %s/kernel (compressed modules are not read yet)", module, dir)
-	case len(found) > 1:
-		return nil, fmt.Errorf("--modules: %d files named %s.ko under %s/kernel: %s", len(found), module, dir, strings.Join(found, ", "))
+		m.index = index
 	}
-	ko, err := readFile(found[0], int64(objdiff.MaxObjectSize))
+	found := m.index[klpgen.KernelModuleName(module)]
+	switch {
+	case len(found) == 0:
+		return "", fmt.Errorf("--modules: no %s.ko under %s/kernel (compressed modules are not read yet)", module, m.dir)
+	case len(found) > 1:
+		return "", fmt.Errorf("--modules: %d files named %s.ko under %s/kernel: %s", len(found), module, m.dir, strings.Join(found, ", "))
+	}
+	return found[0], nil
+}
+
+// read is the .ko of module, bounded.
+func (m *moduleFiles) read(module string) ([]byte, error) {
+	path, err := m.find(module)
+	if err != nil {
+		return nil, err
+	}
+	return readFile(path, int64(objdiff.MaxObjectSize))
+}
+
+// symbols reads the symbols of the target's module named module
+// (kbuild's name) from its .ko under --modules.
+func (m *moduleFiles) symbols(module string) (*klpgen.Symbols, error) {
+	ko, err := m.read(module)
 	if err != nil {
 		return nil, err
 	}
 	syms, err := klpgen.LoadModuleSymbols(ko)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", found[0], err)
+		path, _ := m.find(module)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return syms, nil
 }
