@@ -95,8 +95,15 @@ PACKAGE_TESTS := ^TestDebianPackage$$
 # a longer timeout.
 CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches)$$
 
+# RACE_TIMEOUT bounds each package of the race pass. go test's default of
+# ten minutes per package is what an idle machine needs for agent and
+# cmd/splicefleet with room to spare; beside other heavy work the same
+# tests take two to three times as long, and their own waits stretch
+# (testutil.Scale), so the package limit must stretch too.
+RACE_TIMEOUT ?= 45m
+
 test: test-deps ## run every test: unit, adversarial, GnuPG interop, crash, the QEMU lab, create --patch, a corpus sample, the Debian package, race detector, fleets, faults, short fuzzing
-	$(GO) test -race -count=1 -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)|$(CORPUS_TESTS)' ./...
+	$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) -skip '$(FLEET_TESTS)|$(AGENT_CRASH_TESTS)|$(FAULT_TESTS)|$(PACKAGE_TESTS)|$(CORPUS_TESTS)' ./...
 	$(GO) test -count=1 -run '$(PACKAGE_TESTS)' ./cmd/splicefleet
 	$(GO) test -count=1 -timeout 40m -run '$(CORPUS_TESTS)' ./cmd/corpus
 	$(GO) test -count=1 -timeout 30m -run '$(FLEET_TESTS)' ./agent

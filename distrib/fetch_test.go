@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/testutil"
+
 	"github.com/splicefleet/splicefleet/signing"
 	"github.com/splicefleet/splicefleet/splice"
 )
@@ -417,7 +419,7 @@ func TestFetchRespectsContextWithSlowPeer(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("error %v", err)
 			}
-			if d := time.Since(start); d > 2*time.Second {
+			if d := time.Since(start); d > testutil.Within(2*time.Second) {
 				t.Fatalf("Fetch took %v after a 200ms deadline", d)
 			}
 			if st := fe.Stats(); st.BadPeerResponses != 0 {

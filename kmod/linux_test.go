@@ -659,7 +659,7 @@ func TestWaitTransitionCancelled(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitTransition: err = %v, want deadline exceeded", err)
 	}
-	if time.Since(start) > 5*time.Second {
+	if time.Since(start) > testutil.Within(5*time.Second) {
 		t.Errorf("WaitTransition ignored the context for %s", time.Since(start))
 	}
 	if len(f.calls) != 0 {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/internal/testutil"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -56,7 +58,7 @@ func TestFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	if d := time.Since(start); d > testutil.Within(10*time.Second) {
 		t.Errorf("warm Fetch took %v; the cache was not reused", d)
 	}
 	if diff := cmp.Diff(k, again); diff != "" {

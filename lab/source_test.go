@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 func TestKernelSeries(t *testing.T) {
@@ -58,7 +60,7 @@ func TestFetchSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > testutil.Within(5*time.Second) {
 		t.Errorf("warm FetchSource took %v; the cache was not reused", d)
 	}
 	if again != tree {
