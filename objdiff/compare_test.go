@@ -528,3 +528,42 @@ int get(union val *v) { return v->i; }
 		"struct p { int a; };\nint f(struct p *p) { return p->a + 1; }\n", false)
 	check(t, res, want{changed: []string{"f"}})
 }
+
+// uniqueIDs defines the kernel's __UNIQUE_ID (include/linux/compiler.h)
+// and module_init's __ADDRESSABLE(init_module) in .init.data.
+const uniqueIDs = `
+#define PASTE2(a, b) a##b
+#define PASTE(a, b) PASTE2(a, b)
+#define __UNIQUE_ID(p) PASTE(__UNIQUE_ID_, PASTE(p, __COUNTER__))
+__attribute__((section(".init.text"), noinline)) int init_module(void) { return 0; }
+`
+
+func TestDiffRenumberedUniqueIDIsTheSame(t *testing.T) {
+	const tail = `
+static void *__attribute__((used, section(".init.data"))) __UNIQUE_ID(__addressable_init_module) = (void *)&init_module;
+static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+`
+	pre := uniqueIDs + "int run(int x) { return x * 2; }\n" + tail
+	// The fix uses __COUNTER__ once more, before both: each is
+	// renumbered, and neither changed.
+	post := uniqueIDs + "enum { PASTE(fix_, __COUNTER__) = 3 };\nint run(int x) { return x * 3; }\n" + tail
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}})
+	if len(res.AddedData) != 0 {
+		t.Errorf("added data %v: a renumbered variable is not new", names(res.AddedData))
+	}
+}
+
+func TestDiffRenumberedUniqueIDChanged(t *testing.T) {
+	pre := uniqueIDs + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;`
+	post := uniqueIDs + "enum { PASTE(fix_, __COUNTER__) = 3 };\n" + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 6;`
+	res := diff(t, pre, post, false)
+	// Its name in the kernel: the change is to that variable.
+	check(t, res, want{unsafe: []string{"data __UNIQUE_ID_limit_0"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "initial value differs") {
+		t.Errorf("problem %+v", p)
+	}
+	if len(res.AddedData) != 0 {
+		t.Errorf("added data %v: a changed variable under a new number is not new", names(res.AddedData))
+	}
+}
