@@ -567,3 +567,22 @@ func TestDiffRenumberedUniqueIDChanged(t *testing.T) {
 		t.Errorf("added data %v: a changed variable under a new number is not new", names(res.AddedData))
 	}
 }
+
+func TestUniqueStem(t *testing.T) {
+	for _, tt := range []struct {
+		name, stem string
+		n          int
+		ok         bool
+	}{
+		{"__UNIQUE_ID___addressable_init_module676", "__UNIQUE_ID___addressable_init_module", 676, true},
+		{"__UNIQUE_ID_ddebug676.12", "__UNIQUE_ID_ddebug.", 676, true},
+		{"__UNIQUE_ID_676", "", 0, false},
+		{"__UNIQUE_ID_license", "", 0, false},
+		{"count.0", "", 0, false},
+	} {
+		stem, n, ok := uniqueStem(tt.name)
+		if stem != tt.stem || n != tt.n || ok != tt.ok {
+			t.Errorf("uniqueStem(%q) = %q, %d, %t; want %q, %d, %t", tt.name, stem, n, ok, tt.stem, tt.n, tt.ok)
+		}
+	}
+}

@@ -20,11 +20,19 @@ import (
 // uniquePrefix starts every name __UNIQUE_ID makes.
 const uniquePrefix = "__UNIQUE_ID_"
 
-// uniqueStem splits a __UNIQUE_ID name into its stem and counter.
+// uniqueStem splits a __UNIQUE_ID name into its stem and counter. A
+// function-local one carries gcc's number of local statics too
+// (__UNIQUE_ID_ddebug676.12), which shifts as well: the stem then ends
+// in ".".
 func uniqueStem(name string) (stem string, n int, ok bool) {
 	if !strings.HasPrefix(name, uniquePrefix) {
 		return "", 0, false
 	}
+	local := ""
+	if base, ok := localStaticBase(name); ok {
+		name, local = base, "."
+	}
+	defer func() { stem += local }()
 	stem = strings.TrimRight(name, "0123456789")
 	if len(stem) == len(name) || len(stem) == len(uniquePrefix) {
 		return "", 0, false
