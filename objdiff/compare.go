@@ -43,7 +43,7 @@ func Compare(pre, post *Object) *Result {
 	c.renumberedReferences()
 	if c.res.DebugInfo {
 		c.signatures()
-		c.inlines()
+		c.initSideEffects(c.inlines())
 		c.layouts()
 	} else {
 		c.vanished()
@@ -363,7 +363,10 @@ func symbolsOf(o *Object, name string) []string { return o.byBase[name] }
 
 // inlines finds functions whose code is inlined into changed functions
 // and differs there, and functions that became or stopped being inlined.
-func (c *comparison) inlines() {
+// It returns, for each changed function, the inline functions whose
+// copies in it differ.
+func (c *comparison) inlines() map[string]map[string]bool {
+	copies := map[string]map[string]bool{}
 	pre, post := c.pre.debug, c.post.debug
 	names := map[string]bool{}
 	for n := range pre.inlined {
@@ -388,6 +391,10 @@ func (c *comparison) inlines() {
 			callers[caller] = true
 			if !c.sameCopies(pre.inlined[x][caller], post.inlined[x][caller]) {
 				differs = true
+				if copies[caller] == nil {
+					copies[caller] = map[string]bool{}
+				}
+				copies[caller][x] = true
 			}
 		}
 		symPre, symPost := symbolsOf(c.pre, x), symbolsOf(c.post, x)
@@ -420,6 +427,7 @@ func (c *comparison) inlines() {
 		c.problem(Problem{Kind: KindInlined, Name: x, Callers: list,
 			Reason: why + "; copies inlined into other objects (from a header) are not in this diff"})
 	}
+	return copies
 }
 
 func (c *comparison) addChangedReferrers(set map[string]bool, o *Object, syms []string) {

@@ -586,3 +586,53 @@ func TestUniqueStem(t *testing.T) {
 		}
 	}
 }
+
+// initInline is a helper inlined into a function that runs later and
+// into init code; the fix changes the helper.
+const initInline = `
+extern int consume(int);
+extern void note(int);
+static inline int helper(int x) { return (x << 3) ^ (x >> 2); }
+int run(int x) { return consume(helper(x) * 3); }
+__attribute__((section(".init.text"), noinline)) int setup(int x) { note(x); return consume(helper(x)); }
+`
+
+// TestDiffInitInlinedCopyLeftOut: init code whose change is only its
+// copy of a helper the bundle replaces in run is left out for vmlinux,
+// and refused for a module.
+func TestDiffInitInlinedCopyLeftOut(t *testing.T) {
+	res := diff(t, initInline, strings.Replace(initInline, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"run", "setup"}, unsafe: []string{"inlined helper", "init setup"}})
+	if p := res.Unsafe[1]; !slices.Equal(p.Inlined, []string{"helper"}) || !strings.Contains(p.Reason, "only its inlined copies of helper") {
+		t.Fatalf("init problem %+v", p)
+	}
+	module := *res
+	module.Unsafe = slices.Clone(res.Unsafe)
+	module.CarryInlined()
+	if len(module.Unsafe) != 1 || module.Unsafe[0].Name != "setup" {
+		t.Errorf("a module's changed init is refused; unsafe %v", problems(module.Unsafe))
+	}
+
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run"}})
+	if len(left) != 1 || left[0].Name != "setup" || len(res.Carried) != 1 || !slices.Equal(res.Carried[0].Callers, []string{"run"}) {
+		t.Errorf("left out %v, carried %+v", problems(left), res.Carried)
+	}
+}
+
+// TestDiffInitOwnChangeRefused: init code that calls something new
+// beside its copy of the changed helper changes what init does, and
+// stays refused for vmlinux too.
+func TestDiffInitOwnChangeRefused(t *testing.T) {
+	post := strings.Replace(strings.Replace(initInline, "x >> 2", "x >> 5", 1), "note(x);", "note(x); note(x + 1);", 1)
+	res := diff(t, initInline, post, false)
+	if left := res.LeaveOutInit(); len(left) != 0 {
+		t.Fatalf("left out %v", problems(left))
+	}
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run", "setup"}, unsafe: []string{"init setup"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "refers to other things than before") {
+		t.Errorf("init problem %+v", p)
+	}
+}

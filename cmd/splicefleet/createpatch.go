@@ -297,6 +297,16 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 	if err != nil {
 		return nil, nil, err
 	}
+	if u.Module == "" {
+		// vmlinux's init code ran at boot and was freed: a change that is
+		// only its copies of functions the bundle replaces elsewhere
+		// changes nothing that can still run (a module's init runs at
+		// every load, and stays refused).
+		for _, p := range diff.LeaveOutInit() {
+			fmt.Fprintf(e.stderr, "splicefleet: %s: init %s left out: it ran at boot and was freed, and its change is only its inlined copies of %s, which the bundle replaces where they run later\n",
+				u.Path, p.Name, strings.Join(p.Inlined, ", "))
+		}
+	}
 	var changed, added []string
 	for _, f := range diff.Changed {
 		changed = append(changed, f.Name)

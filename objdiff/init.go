@@ -1,0 +1,146 @@
+package objdiff
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Changed init code. Init code ran once, at boot for vmlinux or when a
+// module loaded, and was freed; a livepatch never replaces it. Whether
+// its change may be left out of a bundle depends on where it runs and
+// why it changed:
+//
+//   - The change comes only from inlined copies of functions the bundle
+//     replaces in code that runs later (an inline, or a static function
+//     gcc inlined, whose other, non-init caller changed too or whose own
+//     symbol changed), and the rest of the init function refers to the
+//     same things in the same order. In vmlinux that init code ran at
+//     boot and is gone: leaving it out loses nothing that could still
+//     run, and the runtime copies are replaced ([Result.LeaveOutInit]).
+//   - A module's init code runs whenever the module loads, after
+//     klp_module_coming has patched the module's functions but with its
+//     own code unpatched: a module loaded after the bundle would run the
+//     old init, so any change to it is new init behaviour that the
+//     bundle cannot deliver, and it stays refused.
+//   - Anything else (the init function's own code changed, or a copy of
+//     a function the bundle does not carry) is what the fix changes in
+//     init, and stays refused in both.
+
+// initSideEffects marks, on each init problem of a changed function,
+// the inline functions whose copies explain the change (Problem.Inlined)
+// when the conditions above hold for vmlinux.
+func (c *comparison) initSideEffects(copies map[string]map[string]bool) {
+	if !c.res.DebugInfo {
+		return
+	}
+	for i := range c.res.Unsafe {
+		p := &c.res.Unsafe[i]
+		if p.Kind != KindInit || !c.changed[p.Name] || c.pre.funcs[p.Name] == nil || c.postFuncs[p.Name] == nil {
+			continue
+		}
+		inl := slices.Sorted(maps.Keys(copies[p.Name]))
+		if len(inl) == 0 {
+			p.Reason += "; the change is the init function's own, not a copy of code the bundle replaces"
+			continue
+		}
+		carried := true
+		for _, x := range inl {
+			if !c.carriedOutsideInit(x, copies) {
+				carried = false
+				p.Reason += fmt.Sprintf("; its inlined copy of %s changed, which no function outside init code that the bundle replaces carries", x)
+				break
+			}
+		}
+		if !carried {
+			continue
+		}
+		a, b := c.pre.funcs[p.Name], c.postFuncs[p.Name]
+		ra := outsideCopies(c.pre.entityImage(a), a, c.pre.debug, inl)
+		rb := outsideCopies(c.postImage(b), b, c.post.debug, inl)
+		if !slices.Equal(ra, rb) {
+			p.Reason += fmt.Sprintf("; besides its inlined copies of %s, it refers to other things than before: the fix changes what init does", strings.Join(inl, ", "))
+			continue
+		}
+		p.Inlined = inl
+		p.Reason += fmt.Sprintf("; the change is only its inlined copies of %s, which the bundle replaces where they run later", strings.Join(inl, ", "))
+	}
+}
+
+// carriedOutsideInit reports whether the bundle replaces inline
+// function x where it runs after init: its own symbol changed, in
+// code that is not init, or a changed function outside init holds a
+// changed copy of it.
+func (c *comparison) carriedOutsideInit(x string, copies map[string]map[string]bool) bool {
+	for _, s := range symbolsOf(c.post, x) {
+		if e := c.post.funcs[s]; e != nil && c.changed[s] && !isInit(e.sec.name) {
+			return true
+		}
+	}
+	for caller, xs := range copies {
+		if e := c.postFuncs[caller]; xs[x] && e != nil && !isInit(e.sec.name) {
+			return true
+		}
+	}
+	return false
+}
+
+// outsideCopies lists the references of a function's image, in order,
+// that lie outside the inlined copies of the functions inl.
+func outsideCopies(img image, e *entity, d *debugInfo, inl []string) []string {
+	var spans []span
+	for _, x := range inl {
+		spans = append(spans, d.inlined[x][e.name]...)
+	}
+	var out []string
+	for _, r := range img.relocs {
+		at := e.start + r.off
+		inside := false
+		for _, s := range spans {
+			if s.sec == e.sec && at >= s.start && at < s.end {
+				inside = true
+				break
+			}
+		}
+		if !inside {
+			out = append(out, fmt.Sprintf("%d %s", r.typ, r.target))
+		}
+	}
+	return out
+}
+
+// LeaveOutInit is for a caller whose object is built into vmlinux: its
+// init code ran at boot and was freed. It moves every init problem
+// whose change is only inlined copies of functions the bundle replaces
+// elsewhere (Problem.Inlined) from Unsafe to LeftOut, drops those init
+// functions from Changed (they are not patched) and from the callers of
+// inlined-function problems, and returns them. Never for a module: its
+// init code runs again whenever it loads.
+func (r *Result) LeaveOutInit() []Problem {
+	out := map[string]bool{}
+	var kept, left []Problem
+	for _, p := range r.Unsafe {
+		if p.Kind == KindInit && len(p.Inlined) > 0 {
+			left = append(left, p)
+			out[p.Name] = true
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	r.Unsafe = kept
+	if r.Unsafe == nil {
+		r.Unsafe = []Problem{}
+	}
+	r.Changed = slices.DeleteFunc(r.Changed, func(f Function) bool { return out[f.Name] })
+	for i := range r.Unsafe {
+		if r.Unsafe[i].Kind == KindInlined {
+			r.Unsafe[i].Callers = slices.DeleteFunc(slices.Clone(r.Unsafe[i].Callers), func(c string) bool { return out[c] })
+		}
+	}
+	r.LeftOut = append(r.LeftOut, left...)
+	return left
+}
