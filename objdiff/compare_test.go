@@ -636,3 +636,23 @@ func TestDiffInitOwnChangeRefused(t *testing.T) {
 		t.Errorf("init problem %+v", p)
 	}
 }
+
+// TestDiffInitCopyOfReplacedFunctionLeftOut: a global function, kept
+// out of line and also inlined into init code, changes: for vmlinux the
+// init copy is left out with the inline problem, and the function
+// itself is replaced.
+func TestDiffInitCopyOfReplacedFunctionLeftOut(t *testing.T) {
+	const pre = `
+extern int consume(int);
+int helper(int x) { return (x << 3) ^ (x >> 2); }
+__attribute__((section(".init.text"), noinline)) int setup(int x) { return consume(helper(x)); }
+`
+	res := diff(t, pre, strings.Replace(pre, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"helper", "setup"}, unsafe: []string{"inlined helper", "init setup"}})
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"helper"}})
+	if got := problems(left); !slices.Equal(got, []string{"init setup", "inlined helper"}) {
+		t.Errorf("left out %q", got)
+	}
+}

@@ -115,7 +115,9 @@ func outsideCopies(img image, e *entity, d *debugInfo, inl []string) []string {
 // whose change is only inlined copies of functions the bundle replaces
 // elsewhere (Problem.Inlined) from Unsafe to LeftOut, drops those init
 // functions from Changed (they are not patched) and from the callers of
-// inlined-function problems, and returns them. Never for a module: its
+// inlined-function problems (moving one left without callers to
+// LeftOut too: its copies were only in that init code), and returns
+// them. Never for a module: its
 // init code runs again whenever it loads.
 func (r *Result) LeaveOutInit() []Problem {
 	out := map[string]bool{}
@@ -136,11 +138,20 @@ func (r *Result) LeaveOutInit() []Problem {
 		r.Unsafe = []Problem{}
 	}
 	r.Changed = slices.DeleteFunc(r.Changed, func(f Function) bool { return out[f.Name] })
-	for i := range r.Unsafe {
-		if r.Unsafe[i].Kind == KindInlined {
-			r.Unsafe[i].Callers = slices.DeleteFunc(slices.Clone(r.Unsafe[i].Callers), func(c string) bool { return out[c] })
+	// An inline function whose changed copies were only in the init
+	// code left out (its own symbol is replaced) is left out with it.
+	kept = r.Unsafe[:0]
+	for _, p := range r.Unsafe {
+		if p.Kind == KindInlined && len(p.Callers) > 0 {
+			p.Callers = slices.DeleteFunc(slices.Clone(p.Callers), func(c string) bool { return out[c] })
+			if len(p.Callers) == 0 {
+				left = append(left, p)
+				continue
+			}
 		}
+		kept = append(kept, p)
 	}
+	r.Unsafe = kept
 	r.LeftOut = append(r.LeftOut, left...)
 	return left
 }

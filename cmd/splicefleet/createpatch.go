@@ -303,8 +303,12 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 		// changes nothing that can still run (a module's init runs at
 		// every load, and stays refused).
 		for _, p := range diff.LeaveOutInit() {
-			fmt.Fprintf(e.stderr, "splicefleet: %s: init %s left out: it ran at boot and was freed, and its change is only its inlined copies of %s, which the bundle replaces where they run later\n",
-				u.Path, p.Name, strings.Join(p.Inlined, ", "))
+			if p.Kind == objdiff.KindInit {
+				fmt.Fprintf(e.stderr, "splicefleet: %s: init %s left out: it ran at boot and was freed, and its change is only its inlined copies of %s, which the bundle replaces where they run later\n",
+					u.Path, p.Name, strings.Join(p.Inlined, ", "))
+			} else {
+				fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s: its changed copies were only in init code left out; the bundle replaces its own code\n", u.Path, p.Name)
+			}
 		}
 	}
 	var changed, added []string
