@@ -656,3 +656,18 @@ __attribute__((section(".init.text"), noinline)) int setup(int x) { return consu
 		t.Errorf("left out %q", got)
 	}
 }
+
+// TestDiffInitAliasLeftOut: module_init's init_module is an alias of the
+// init function; DWARF names the inlined copies under one name only, and
+// both names are judged alike.
+func TestDiffInitAliasLeftOut(t *testing.T) {
+	pre := initInline + `int init_module(int) __attribute__((alias("setup")));` + "\n"
+	res := diff(t, pre, strings.Replace(pre, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"init_module", "run", "setup"}, unsafe: []string{"inlined helper", "init init_module", "init setup"}})
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run"}})
+	if got := problems(left); !slices.Equal(got, []string{"init init_module", "init setup"}) {
+		t.Errorf("left out %q", got)
+	}
+}

@@ -40,7 +40,14 @@ func (c *comparison) initSideEffects(copies map[string]map[string]bool) {
 		if p.Kind != KindInit || !c.changed[p.Name] || c.pre.funcs[p.Name] == nil || c.postFuncs[p.Name] == nil {
 			continue
 		}
-		inl := slices.Sorted(maps.Keys(copies[p.Name]))
+		// DWARF names the copies by the function, not by its aliases
+		// (module_init's init_module is an alias of the init function).
+		a, b := c.pre.funcs[p.Name], c.postFuncs[p.Name]
+		set := map[string]bool{}
+		for _, alias := range aliases(b) {
+			maps.Copy(set, copies[alias])
+		}
+		inl := slices.Sorted(maps.Keys(set))
 		if len(inl) == 0 {
 			p.Reason += "; the change is the init function's own, not a copy of code the bundle replaces"
 			continue
@@ -56,9 +63,8 @@ func (c *comparison) initSideEffects(copies map[string]map[string]bool) {
 		if !carried {
 			continue
 		}
-		a, b := c.pre.funcs[p.Name], c.postFuncs[p.Name]
-		ra := outsideCopies(c.pre.entityImage(a), a, c.pre.debug, inl)
-		rb := outsideCopies(c.postImage(b), b, c.post.debug, inl)
+		ra := outsideCopies(c.pre.entityImage(a), a, aliases(a), c.pre.debug, inl)
+		rb := outsideCopies(c.postImage(b), b, aliases(b), c.post.debug, inl)
 		if !slices.Equal(ra, rb) {
 			p.Reason += fmt.Sprintf("; besides its inlined copies of %s, it refers to other things than before: the fix changes what init does", strings.Join(inl, ", "))
 			continue
@@ -86,12 +92,27 @@ func (c *comparison) carriedOutsideInit(x string, copies map[string]map[string]b
 	return false
 }
 
-// outsideCopies lists the references of a function's image, in order,
-// that lie outside the inlined copies of the functions inl.
-func outsideCopies(img image, e *entity, d *debugInfo, inl []string) []string {
+// aliases returns the names of the functions at e's place, e's own
+// among them.
+func aliases(e *entity) []string {
+	var out []string
+	for _, f := range e.sec.funcs {
+		if f.start == e.start {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// outsideCopies lists the references of function e's image, in order,
+// that lie outside the inlined copies of the functions inl. names are
+// e and its aliases, under which DWARF may name the copies.
+func outsideCopies(img image, e *entity, names []string, d *debugInfo, inl []string) []string {
 	var spans []span
 	for _, x := range inl {
-		spans = append(spans, d.inlined[x][e.name]...)
+		for _, n := range names {
+			spans = append(spans, d.inlined[x][n]...)
+		}
 	}
 	var out []string
 	for _, r := range img.relocs {

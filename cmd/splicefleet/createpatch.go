@@ -331,6 +331,14 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 	for _, p := range diff.CarryInlined() {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
 	}
+	if u.Module != "" {
+		for i, p := range diff.Unsafe {
+			if p.Kind == objdiff.KindInit {
+				diff.Unsafe[i].Reason += "; and " + u.Path + " is built into module " + part.Module +
+					", whose init code runs at every load, after the livepatch patched the module's functions but never patched itself: a module loaded later would run the old init"
+			}
+		}
+	}
 	if err := diff.Err(); err != nil {
 		var ue *objdiff.UnsafeError
 		if errors.As(err, &ue) {
