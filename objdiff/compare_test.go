@@ -671,3 +671,23 @@ func TestDiffInitAliasLeftOut(t *testing.T) {
 		t.Errorf("left out %q", got)
 	}
 }
+
+// TestDiffNewCodeRefersToRenumberedUniqueID: the patch module would look
+// the variable up under its new number, which the kernel does not have.
+func TestDiffNewCodeRefersToRenumberedUniqueID(t *testing.T) {
+	pre := uniqueIDs + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+int run(int x) { return x * __UNIQUE_ID_limit_0; }
+`
+	post := uniqueIDs + `enum { PASTE(fix_, __COUNTER__) = 3 };
+static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+int run(int x) { return x * 3 * __UNIQUE_ID_limit_1; }
+`
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}, unsafe: []string{"data run"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "refers to __UNIQUE_ID_limit_1, the kernel's __UNIQUE_ID_limit_0") {
+		t.Errorf("problem %+v", p)
+	}
+	// Unchanged code that refers to it under the new number is the same.
+	same := strings.Replace(post, "x * 3 *", "x *", 1)
+	check(t, diff(t, pre, same, false), want{})
+}
