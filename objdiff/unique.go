@@ -20,6 +20,9 @@ import (
 // uniquePrefix starts every name __UNIQUE_ID makes.
 const uniquePrefix = "__UNIQUE_ID_"
 
+// maxUniqueGroup bounds the symbols of one stem matched by content.
+const maxUniqueGroup = 256
+
 // uniqueStem splits a __UNIQUE_ID name into its stem and counter. A
 // function-local one carries gcc's number of local statics too
 // (__UNIQUE_ID_ddebug676.12), which shifts as well: the stem then ends
@@ -89,6 +92,14 @@ func (c *comparison) matchUnique() {
 	maps.Copy(pre, groups(c.pre.data))
 	post := groups(c.post.funcs)
 	maps.Copy(post, groups(c.post.data))
+	// Matching compares every pair of a group, in rounds: a group larger
+	// than a unit makes (a crafted object) keeps exact names.
+	for k := range post {
+		if len(post[k]) > maxUniqueGroup || len(pre[k]) > maxUniqueGroup {
+			delete(post, k)
+			delete(pre, k)
+		}
+	}
 
 	used := map[*entity]bool{}
 	for round := 0; round < 8; round++ {
