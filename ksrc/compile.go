@@ -21,7 +21,12 @@ type Units struct {
 	List []Unit
 	// Headers are the headers the patch changes.
 	Headers []string
-	dir     string
+	// NotBuilt are the .c files of the patch that the configuration
+	// does not build (kbuild's evaluation of their folders' Makefiles
+	// lists no object of them): nothing of them runs, so they are not
+	// compiled and contribute nothing.
+	NotBuilt []string
+	dir      string
 }
 
 // Unit is one compilation unit built before and after the patch.
@@ -119,7 +124,7 @@ func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
-	units := &Units{dir: work, Headers: plan.headers}
+	units := &Units{dir: work, Headers: plan.headers, NotBuilt: plan.notBuilt}
 	ok := false
 	defer func() {
 		if !ok {
@@ -166,10 +171,11 @@ func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch
 // the changed headers with the text the after side reads, and the other
 // units that may read them.
 type unitPlan struct {
-	sources []unitSource
-	headers []string
-	overlay map[string][]byte // header -> the text the after side reads
-	readers []string          // units that may read a changed header
+	sources  []unitSource
+	notBuilt []string // .c files of the patch the configuration does not build
+	headers  []string
+	overlay  map[string][]byte // header -> the text the after side reads
+	readers  []string          // units that may read a changed header
 }
 
 // planUnits reads the patched files and finds the units that may read a
@@ -187,6 +193,9 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 			continue
 		}
 		p.sources = append(p.sources, u)
+	}
+	if err := t.dropUnbuilt(ctx, log, p); err != nil {
+		return nil, err
 	}
 	if len(p.headers) > 0 && len(earlier) > 0 {
 		// The readers' before side would have to carry the earlier
@@ -218,6 +227,60 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 	return p, nil
 }
 
+// dropUnbuilt takes out of the plan the .c files the configuration does
+// not build, as kbuild itself says (configured): kbuild would compile
+// such a file if asked, or fail to, but no object of the kernel holds
+// its code. Without a built file and without a changed header, there
+// is nothing to patch.
+func (t *Tree) dropUnbuilt(ctx context.Context, log io.Writer, p *unitPlan) error {
+	if len(p.sources) == 0 {
+		return nil
+	}
+	var paths []string
+	for _, s := range p.sources {
+		paths = append(paths, s.path)
+	}
+	built, err := t.configured(ctx, log, paths)
+	if err != nil {
+		return err
+	}
+	var g *includeGraph
+	kept := p.sources[:0]
+	for _, s := range p.sources {
+		if slices.Contains(built, s.path) {
+			kept = append(kept, s)
+			continue
+		}
+		// A .c file that a built one #includes is not an object of its
+		// own, yet its code runs.
+		if g == nil {
+			if g, err = scanIncludes(t.Source, srcArch()); err != nil {
+				return fmt.Errorf("compile: %w", err)
+			}
+		}
+		readers, _, err := g.includers([]string{s.path}, maxIncludeClosure)
+		if err != nil {
+			return fmt.Errorf("compile: %s: %w: %v", s.path, ErrUnsupportedFile, err)
+		}
+		if len(readers) > 0 {
+			if readers, err = t.configured(ctx, log, readers); err != nil {
+				return err
+			}
+		}
+		if len(readers) > 0 {
+			return fmt.Errorf("compile: %s: %w: it is #included by %s, which the configuration builds; "+
+				"a .c file that others include cannot be compiled on its own", s.path, ErrUnsupportedFile, strings.Join(readers, ", "))
+		}
+		p.notBuilt = append(p.notBuilt, s.path)
+		fmt.Fprintf(log, "ksrc: %s: not built by this configuration: nothing of it runs, so it is not compiled\n", s.path)
+	}
+	p.sources = kept
+	if len(p.sources) == 0 && len(p.headers) == 0 {
+		return fmt.Errorf("compile: %w: %s", ErrNotBuilt, strings.Join(p.notBuilt, ", "))
+	}
+	return nil
+}
+
 // kbuildUnits builds every planned unit through kbuild once, in one make
 // (each make rechecks prepare first), so that kbuild records their
 // compiler commands and dependencies.
@@ -232,8 +295,7 @@ func (t *Tree) kbuildUnits(ctx context.Context, log io.Writer, p *unitPlan) erro
 	start := time.Now()
 	fmt.Fprintf(log, "ksrc: building %s through kbuild to learn the compiler commands…\n", strings.Join(targets, " "))
 	if err := t.make(ctx, log, targets...); err != nil {
-		return fmt.Errorf("compile: make %s: %w (a file the target's configuration does not build, "+
-			"or one that other files #include, cannot be a unit)", strings.Join(targets, " "), err)
+		return fmt.Errorf("compile: make %s: %w (a file that other files #include cannot be a unit)", strings.Join(targets, " "), err)
 	}
 	fmt.Fprintf(log, "ksrc: kbuild done in %.1fs\n", time.Since(start).Seconds())
 	return nil

@@ -55,11 +55,13 @@
 //     same runner and the same cleaned environment as the compile stage,
 //     so both stages build for the same target.
 //
-// Known limits: kbuild builds any single object it is asked for, even
-// one the target's configuration leaves out, so a unit's functions must
-// still be found in the running kernel by a later step; a .c file that
-// is only #included by another cannot be a unit; gcc-built kernels only,
-// no cross-building.
+// A changed .c file the configuration does not build (kbuild's own
+// evaluation of its folders' Makefiles lists no object of it) is not
+// compiled: nothing of it runs, and Units.NotBuilt names it; a patch with
+// no built file and no header has nothing to patch (ErrNotBuilt).
+//
+// Known limits: a .c file that is only #included by another cannot be a
+// unit; gcc-built kernels only, no cross-building.
 //
 // Package ksrc runs make and the compiler, which the lint rules otherwise
 // allow only in cmd, the lab and tests: running them is its purpose. Every

@@ -35,6 +35,9 @@ var (
 	// ErrHeaderUnused: the patch changes headers that no unit of the
 	// configuration reads.
 	ErrHeaderUnused = errors.New("no unit the configuration builds reads the changed headers")
+	// ErrNotBuilt: no .c file of the patch is built by the
+	// configuration, and it changes no header: nothing to patch.
+	ErrNotBuilt = errors.New("nothing to patch: the configuration builds none of the changed files")
 	// ErrBuildFailed: make or the compiler failed; its output went to
 	// the log.
 	ErrBuildFailed = errors.New("build failed")

@@ -304,3 +304,73 @@ func TestLabKernelHeaderUnits(t *testing.T) {
 	}
 	t.Logf("refused in %.1fs: %v", time.Since(start).Seconds(), err)
 }
+
+// corpusTree prepares the source of the corpus kernel (Debian's
+// 6.1.0-53-cloud-amd64, which make corpus prepares too) against its
+// headers.
+func corpusTree(t *testing.T, log io.Writer) *Tree {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fetches a kernel source package and builds part of the kernel; go test without -short runs it")
+	}
+	ctx := context.Background()
+	opts := lab.FetchOptions{ABI: "6.1.0-53", Log: log}
+	k, err := lab.Fetch(ctx, opts)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	src, err := lab.FetchSource(ctx, opts, k)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := Prepare(ctx, Options{Source: src, KernelBuild: k.HeadersDir, CacheDir: filepath.Join(root, ".cache", "ksrc"), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// authFix changes drivers/nvme/target/auth.c, which the cloud
+// configuration does not build (CONFIG_NVME_TARGET_AUTH is not set).
+const authFix = `--- a/drivers/nvme/target/auth.c
++++ b/drivers/nvme/target/auth.c
+@@ -1,6 +1,7 @@
+ // SPDX-License-Identifier: GPL-2.0
+ /*
+  * NVMe over Fabrics DH-HMAC-CHAP authentication.
++ * (changed)
+  * Copyright (c) 2020 Hannes Reinecke, SUSE Software Solutions.
+  * All rights reserved.
+  */
+`
+
+// TestCorpusKernelSkipsUnbuiltFile: of a patch to a file the
+// configuration builds and one it does not, only the first is compiled
+// (kbuild's own listing says which); a patch to the second alone has
+// nothing to patch.
+func TestCorpusKernelSkipsUnbuiltFile(t *testing.T) {
+	log := logWriter{t}
+	tree := corpusTree(t, log)
+	ctx := context.Background()
+	both := strings.Replace(cmdlineFix, "diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c\n", "", 1) + authFix
+	units, err := tree.Compile(ctx, mustParse(t, both), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = units.Cleanup() }()
+	if len(units.List) != 1 || units.List[0].Path != "fs/proc/cmdline.c" {
+		t.Errorf("units %+v, want fs/proc/cmdline.c alone", units.List)
+	}
+	if !slices.Equal(units.NotBuilt, []string{"drivers/nvme/target/auth.c"}) {
+		t.Errorf("NotBuilt = %q, want drivers/nvme/target/auth.c", units.NotBuilt)
+	}
+
+	_, err = tree.Compile(ctx, mustParse(t, authFix), log)
+	if !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "drivers/nvme/target/auth.c") {
+		t.Errorf("Compile of auth.c alone = %v, want ErrNotBuilt naming it", err)
+	}
+}

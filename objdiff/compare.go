@@ -35,13 +35,15 @@ func Compare(pre, post *Object) *Result {
 			Unsafe: []Problem{},
 		},
 	}
+	c.matchUnique()
 	c.functions()
 	c.variables()
 	c.specialSections()
 	c.looseCode()
+	c.renumberedReferences()
 	if c.res.DebugInfo {
 		c.signatures()
-		c.inlines()
+		c.initSideEffects(c.inlines())
 		c.layouts()
 	} else {
 		c.vanished()
@@ -64,6 +66,11 @@ type comparison struct {
 	pre, post *Object
 	changed   map[string]bool
 	res       *Result
+	// rename maps renumbered __UNIQUE_ID symbols of Post to their match
+	// in Pre; postFuncs and postData are Post's entities keyed by the
+	// name of their match (matchUnique).
+	rename              map[string]string
+	postFuncs, postData map[string]*entity
 }
 
 func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p) }
@@ -124,8 +131,8 @@ func function(e *entity, reason string) Function {
 }
 
 func (c *comparison) functions() {
-	for _, name := range sortedKeys(c.pre.funcs, c.post.funcs) {
-		a, b := c.pre.funcs[name], c.post.funcs[name]
+	for _, name := range sortedKeys(c.pre.funcs, c.postFuncs) {
+		a, b := c.pre.funcs[name], c.postFuncs[name]
 		switch {
 		case a == nil:
 			f := function(b, "")
@@ -138,7 +145,7 @@ func (c *comparison) functions() {
 		case b == nil:
 			c.res.Removed = append(c.res.Removed, function(a, ""))
 		default:
-			why := diffImages(c.pre.entityImage(a), c.post.entityImage(b), "code")
+			why := diffImages(c.pre.entityImage(a), c.postImage(b), "code")
 			if why == "" && isInit(a.sec.name) != isInit(b.sec.name) {
 				why = fmt.Sprintf("moved from %s to %s", a.sec.name, b.sec.name)
 			}
@@ -165,8 +172,8 @@ func sectionName(e *entity) string {
 func writable(e *entity) bool { return e.sec == nil || e.sec.flags&elf.SHF_WRITE != 0 }
 
 func (c *comparison) variables() {
-	for _, name := range sortedKeys(c.pre.data, c.post.data) {
-		a, b := c.pre.data[name], c.post.data[name]
+	for _, name := range sortedKeys(c.pre.data, c.postData) {
+		a, b := c.pre.data[name], c.postData[name]
 		if b == nil {
 			// Removed: the kernel keeps it, and no new code uses it.
 			continue
@@ -200,7 +207,7 @@ func (c *comparison) variables() {
 			c.res.AddedData = append(c.res.AddedData, function(b, ""))
 			continue
 		}
-		why := diffImages(c.pre.entityImage(a), c.post.entityImage(b), "initial value")
+		why := diffImages(c.pre.entityImage(a), c.postImage(b), "initial value")
 		switch {
 		case why != "":
 		case writable(a) && !writable(b):
@@ -254,7 +261,7 @@ func (c *comparison) specialSections() {
 		default:
 			for i := range a {
 				ia := c.pre.image(a[i], 0, a[i].size, storedTarget)
-				ib := c.post.image(b[i], 0, b[i].size, storedTarget)
+				ib := c.post.image(b[i], 0, b[i].size, c.postTarget)
 				if why = diffImages(ia, ib, "contents"); why != "" {
 					break
 				}
@@ -276,7 +283,7 @@ func (c *comparison) specialSections() {
 // section's alignment (at least 16; alignment padding, which may be
 // multi-byte NOPs) or are all single-byte NOP, int3 or zero fill (such as
 // the NOPs -fpatchable-function-entry puts before each function).
-func (o *Object) loose(s *section) []image {
+func (o *Object) loose(s *section, targetOf func(*reloc) string) []image {
 	var out []image
 	piece := func(start, end uint64) {
 		if start >= end {
@@ -285,7 +292,7 @@ func (o *Object) loose(s *section) []image {
 		if len(s.relocsIn(start, end)) == 0 && (end-start < max(16, s.align) || isFill(s.data[start:end])) {
 			return
 		}
-		out = append(out, o.image(s, start, end, storedTarget))
+		out = append(out, o.image(s, start, end, targetOf))
 	}
 	at := uint64(0)
 	for _, e := range s.funcs {
@@ -310,10 +317,10 @@ func (c *comparison) looseCode() {
 	for _, name := range sortedKeys(as, bs) {
 		var la, lb []image
 		for _, s := range as[name] {
-			la = append(la, c.pre.loose(s)...)
+			la = append(la, c.pre.loose(s, storedTarget)...)
 		}
 		for _, s := range bs[name] {
-			lb = append(lb, c.post.loose(s)...)
+			lb = append(lb, c.post.loose(s, c.postTarget)...)
 		}
 		why := ""
 		if len(la) != len(lb) {
@@ -356,7 +363,10 @@ func symbolsOf(o *Object, name string) []string { return o.byBase[name] }
 
 // inlines finds functions whose code is inlined into changed functions
 // and differs there, and functions that became or stopped being inlined.
-func (c *comparison) inlines() {
+// It returns, for each changed function, the inline functions whose
+// copies in it differ.
+func (c *comparison) inlines() map[string]map[string]bool {
+	copies := map[string]map[string]bool{}
 	pre, post := c.pre.debug, c.post.debug
 	names := map[string]bool{}
 	for n := range pre.inlined {
@@ -381,6 +391,10 @@ func (c *comparison) inlines() {
 			callers[caller] = true
 			if !c.sameCopies(pre.inlined[x][caller], post.inlined[x][caller]) {
 				differs = true
+				if copies[caller] == nil {
+					copies[caller] = map[string]bool{}
+				}
+				copies[caller][x] = true
 			}
 		}
 		symPre, symPost := symbolsOf(c.pre, x), symbolsOf(c.post, x)
@@ -413,6 +427,7 @@ func (c *comparison) inlines() {
 		c.problem(Problem{Kind: KindInlined, Name: x, Callers: list,
 			Reason: why + "; copies inlined into other objects (from a header) are not in this diff"})
 	}
+	return copies
 }
 
 func (c *comparison) addChangedReferrers(set map[string]bool, o *Object, syms []string) {
@@ -433,7 +448,7 @@ func (c *comparison) sameCopies(a, b []span) bool {
 	}
 	for i := range a {
 		ia := c.pre.image(a[i].sec, a[i].start, a[i].end, storedTarget)
-		ib := c.post.image(b[i].sec, b[i].start, b[i].end, storedTarget)
+		ib := c.post.image(b[i].sec, b[i].start, b[i].end, c.postTarget)
 		if diffImages(ia, ib, "code") != "" {
 			return false
 		}
@@ -582,16 +597,16 @@ var entryTables = map[string]entryTable{
 // returns false when the sections do not have the table's layout, for
 // the caller to compare them whole.
 func (c *comparison) entryTable(name string, t entryTable, a, b []*section) bool {
-	pre, ok := entriesByFunction(a, t)
+	pre, ok := entriesByFunction(a, t, func(ref string) string { return ref })
 	if !ok {
 		return false
 	}
-	post, ok := entriesByFunction(b, t)
+	post, ok := entriesByFunction(b, t, c.postRef)
 	if !ok {
 		return false
 	}
 	for _, fn := range sortedKeys(pre, post) {
-		if fn != "" && (c.changed[fn] || c.pre.funcs[fn] == nil || c.post.funcs[fn] == nil) {
+		if fn != "" && (c.changed[fn] || c.pre.funcs[fn] == nil || c.postFuncs[fn] == nil) {
 			// Replaced or added code: its entries go with it. Removed
 			// code: the kernel keeps it, and its entries.
 			continue
@@ -610,7 +625,7 @@ func (c *comparison) entryTable(name string, t entryTable, a, b []*section) bool
 
 // entriesByFunction splits the entries of a table's sections by the
 // function their instruction is in, keeping each entry's kind bytes.
-func entriesByFunction(secs []*section, t entryTable) (map[string][]string, bool) {
+func entriesByFunction(secs []*section, t entryTable, ref func(string) string) (map[string][]string, bool) {
 	out := map[string][]string{}
 	for _, s := range secs {
 		if s.data == nil || s.size%t.Size != 0 {
@@ -619,7 +634,7 @@ func entriesByFunction(secs []*section, t entryTable) (map[string][]string, bool
 		keys := map[uint64]string{}
 		for _, r := range s.relocs {
 			if r.off%t.Size == t.Key {
-				keys[r.off/t.Size] = r.ref
+				keys[r.off/t.Size] = ref(r.ref)
 			}
 		}
 		for i := uint64(0); i < s.size/t.Size; i++ {

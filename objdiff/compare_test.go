@@ -528,3 +528,166 @@ int get(union val *v) { return v->i; }
 		"struct p { int a; };\nint f(struct p *p) { return p->a + 1; }\n", false)
 	check(t, res, want{changed: []string{"f"}})
 }
+
+// uniqueIDs defines the kernel's __UNIQUE_ID (include/linux/compiler.h)
+// and module_init's __ADDRESSABLE(init_module) in .init.data.
+const uniqueIDs = `
+#define PASTE2(a, b) a##b
+#define PASTE(a, b) PASTE2(a, b)
+#define __UNIQUE_ID(p) PASTE(__UNIQUE_ID_, PASTE(p, __COUNTER__))
+__attribute__((section(".init.text"), noinline)) int init_module(void) { return 0; }
+`
+
+func TestDiffRenumberedUniqueIDIsTheSame(t *testing.T) {
+	const tail = `
+static void *__attribute__((used, section(".init.data"))) __UNIQUE_ID(__addressable_init_module) = (void *)&init_module;
+static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+`
+	pre := uniqueIDs + "int run(int x) { return x * 2; }\n" + tail
+	// The fix uses __COUNTER__ once more, before both: each is
+	// renumbered, and neither changed.
+	post := uniqueIDs + "enum { PASTE(fix_, __COUNTER__) = 3 };\nint run(int x) { return x * 3; }\n" + tail
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}})
+	if len(res.AddedData) != 0 {
+		t.Errorf("added data %v: a renumbered variable is not new", names(res.AddedData))
+	}
+}
+
+func TestDiffRenumberedUniqueIDChanged(t *testing.T) {
+	pre := uniqueIDs + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;`
+	post := uniqueIDs + "enum { PASTE(fix_, __COUNTER__) = 3 };\n" + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 6;`
+	res := diff(t, pre, post, false)
+	// Its name in the kernel: the change is to that variable.
+	check(t, res, want{unsafe: []string{"data __UNIQUE_ID_limit_0"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "initial value differs") {
+		t.Errorf("problem %+v", p)
+	}
+	if len(res.AddedData) != 0 {
+		t.Errorf("added data %v: a changed variable under a new number is not new", names(res.AddedData))
+	}
+}
+
+func TestUniqueStem(t *testing.T) {
+	for _, tt := range []struct {
+		name, stem string
+		n          int
+		ok         bool
+	}{
+		{"__UNIQUE_ID___addressable_init_module676", "__UNIQUE_ID___addressable_init_module", 676, true},
+		{"__UNIQUE_ID_ddebug676.12", "__UNIQUE_ID_ddebug.", 676, true},
+		{"__UNIQUE_ID_676", "", 0, false},
+		{"__UNIQUE_ID_license", "", 0, false},
+		{"count.0", "", 0, false},
+	} {
+		stem, n, ok := uniqueStem(tt.name)
+		if stem != tt.stem || n != tt.n || ok != tt.ok {
+			t.Errorf("uniqueStem(%q) = %q, %d, %t; want %q, %d, %t", tt.name, stem, n, ok, tt.stem, tt.n, tt.ok)
+		}
+	}
+}
+
+// initInline is a helper inlined into a function that runs later and
+// into init code; the fix changes the helper.
+const initInline = `
+extern int consume(int);
+extern void note(int);
+static inline int helper(int x) { return (x << 3) ^ (x >> 2); }
+int run(int x) { return consume(helper(x) * 3); }
+__attribute__((section(".init.text"), noinline)) int setup(int x) { note(x); return consume(helper(x)); }
+`
+
+// TestDiffInitInlinedCopyLeftOut: init code whose change is only its
+// copy of a helper the bundle replaces in run is left out for vmlinux,
+// and refused for a module.
+func TestDiffInitInlinedCopyLeftOut(t *testing.T) {
+	res := diff(t, initInline, strings.Replace(initInline, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"run", "setup"}, unsafe: []string{"inlined helper", "init setup"}})
+	if p := res.Unsafe[1]; !slices.Equal(p.Inlined, []string{"helper"}) || !strings.Contains(p.Reason, "only its inlined copies of helper") {
+		t.Fatalf("init problem %+v", p)
+	}
+	module := *res
+	module.Unsafe = slices.Clone(res.Unsafe)
+	module.CarryInlined()
+	if len(module.Unsafe) != 1 || module.Unsafe[0].Name != "setup" {
+		t.Errorf("a module's changed init is refused; unsafe %v", problems(module.Unsafe))
+	}
+
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run"}})
+	if len(left) != 1 || left[0].Name != "setup" || len(res.Carried) != 1 || !slices.Equal(res.Carried[0].Callers, []string{"run"}) {
+		t.Errorf("left out %v, carried %+v", problems(left), res.Carried)
+	}
+}
+
+// TestDiffInitOwnChangeRefused: init code that calls something new
+// beside its copy of the changed helper changes what init does, and
+// stays refused for vmlinux too.
+func TestDiffInitOwnChangeRefused(t *testing.T) {
+	post := strings.Replace(strings.Replace(initInline, "x >> 2", "x >> 5", 1), "note(x);", "note(x); note(x + 1);", 1)
+	res := diff(t, initInline, post, false)
+	if left := res.LeaveOutInit(); len(left) != 0 {
+		t.Fatalf("left out %v", problems(left))
+	}
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run", "setup"}, unsafe: []string{"init setup"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "refers to other things than before") {
+		t.Errorf("init problem %+v", p)
+	}
+}
+
+// TestDiffInitCopyOfReplacedFunctionLeftOut: a global function, kept
+// out of line and also inlined into init code, changes: for vmlinux the
+// init copy is left out with the inline problem, and the function
+// itself is replaced.
+func TestDiffInitCopyOfReplacedFunctionLeftOut(t *testing.T) {
+	const pre = `
+extern int consume(int);
+int helper(int x) { return (x << 3) ^ (x >> 2); }
+__attribute__((section(".init.text"), noinline)) int setup(int x) { return consume(helper(x)); }
+`
+	res := diff(t, pre, strings.Replace(pre, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"helper", "setup"}, unsafe: []string{"inlined helper", "init setup"}})
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"helper"}})
+	if got := problems(left); !slices.Equal(got, []string{"init setup", "inlined helper"}) {
+		t.Errorf("left out %q", got)
+	}
+}
+
+// TestDiffInitAliasLeftOut: module_init's init_module is an alias of the
+// init function; DWARF names the inlined copies under one name only, and
+// both names are judged alike.
+func TestDiffInitAliasLeftOut(t *testing.T) {
+	pre := initInline + `int init_module(int) __attribute__((alias("setup")));` + "\n"
+	res := diff(t, pre, strings.Replace(pre, "x >> 2", "x >> 5", 1), false)
+	check(t, res, want{changed: []string{"init_module", "run", "setup"}, unsafe: []string{"inlined helper", "init init_module", "init setup"}})
+	left := res.LeaveOutInit()
+	res.CarryInlined()
+	check(t, res, want{changed: []string{"run"}})
+	if got := problems(left); !slices.Equal(got, []string{"init init_module", "init setup"}) {
+		t.Errorf("left out %q", got)
+	}
+}
+
+// TestDiffNewCodeRefersToRenumberedUniqueID: the patch module would look
+// the variable up under its new number, which the kernel does not have.
+func TestDiffNewCodeRefersToRenumberedUniqueID(t *testing.T) {
+	pre := uniqueIDs + `static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+int run(int x) { return x * __UNIQUE_ID_limit_0; }
+`
+	post := uniqueIDs + `enum { PASTE(fix_, __COUNTER__) = 3 };
+static int __attribute__((used)) __UNIQUE_ID(limit_) = 5;
+int run(int x) { return x * 3 * __UNIQUE_ID_limit_1; }
+`
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}, unsafe: []string{"data run"}})
+	if p := res.Unsafe[0]; !strings.Contains(p.Reason, "refers to __UNIQUE_ID_limit_1, the kernel's __UNIQUE_ID_limit_0") {
+		t.Errorf("problem %+v", p)
+	}
+	// Unchanged code that refers to it under the new number is the same.
+	same := strings.Replace(post, "x * 3 *", "x *", 1)
+	check(t, diff(t, pre, same, false), want{})
+}

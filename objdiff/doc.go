@@ -80,7 +80,17 @@
 //
 // Functions and variables are matched by symbol name. GCC numbers static
 // locals (count.0) and clones (helper.isra.0, helper.cold); if the
-// numbering shifts, the variable shows as new and is refused. Without
+// numbering shifts, the variable shows as new and is refused. Names the
+// kernel's __UNIQUE_ID macro makes (a stem plus gcc's __COUNTER__) are
+// matched by stem, kind and content instead (unique.go), and references
+// to them compare by the name of their match, so a fix that uses
+// __COUNTER__ once more does not make them new.
+//
+// Changed init code is refused, with what made it change; where it is
+// only inlined copies of functions the bundle replaces elsewhere, and
+// the object is vmlinux (its init code ran at boot and was freed),
+// [Result.LeaveOutInit] leaves it out instead (init.go says why a
+// module's init is not). Without
 // -ffunction-sections, calls between functions of one section are
 // resolved by the assembler without relocations, so a function shows as
 // changed when a neighbour moves.

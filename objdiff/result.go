@@ -72,6 +72,9 @@ type Result struct {
 	// Carried are inlined-function problems that [Result.CarryInlined]
 	// found carried by patching their callers.
 	Carried []Problem `json:"carried,omitempty"`
+	// LeftOut are init problems that [Result.LeaveOutInit] found safe
+	// to leave out of a bundle for vmlinux.
+	LeftOut []Problem `json:"left_out,omitempty"`
 	// Notes say what could not be checked.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -98,6 +101,10 @@ type Problem struct {
 	// Callers are the changed functions that must be patched together
 	// with an inlined function.
 	Callers []string `json:"callers,omitempty"`
+	// Inlined are, for changed init code, the inline functions whose
+	// changed copies are all that changed in it, each replaced by the
+	// bundle where it runs after init (see [Result.LeaveOutInit]).
+	Inlined []string `json:"inlined,omitempty"`
 }
 
 func (p Problem) String() string {

@@ -106,10 +106,14 @@ func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, earlier []ksrc.E
 				fmt.Fprintf(e.stderr, "splicefleet: refused: header %s (%s): %v\n", h, hunkOf(patch.File(h), ""), ksrc.ErrHeaderTooWide)
 			}
 			return nil, &refusal{err}
-		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused):
+		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused) ||
+			errors.Is(err, ksrc.ErrNotBuilt):
 			return nil, &refusal{err}
 		}
 		return nil, err
+	}
+	for _, f := range units.NotBuilt {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: not built by this configuration: nothing of it runs, so the bundle leaves it out\n", f)
 	}
 	return units, nil
 }
@@ -306,6 +310,20 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 	if err != nil {
 		return nil, nil, err
 	}
+	if u.Module == "" {
+		// vmlinux's init code ran at boot and was freed: a change that is
+		// only its copies of functions the bundle replaces elsewhere
+		// changes nothing that can still run (a module's init runs at
+		// every load, and stays refused).
+		for _, p := range diff.LeaveOutInit() {
+			if p.Kind == objdiff.KindInit {
+				fmt.Fprintf(e.stderr, "splicefleet: %s: init %s left out: it ran at boot and was freed, and its change is only its inlined copies of %s, which the bundle replaces where they run later\n",
+					u.Path, p.Name, strings.Join(p.Inlined, ", "))
+			} else {
+				fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s: its changed copies were only in init code left out; the bundle replaces its own code\n", u.Path, p.Name)
+			}
+		}
+	}
 	var changed, added []string
 	for _, f := range diff.Changed {
 		changed = append(changed, f.Name)
@@ -325,6 +343,14 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 	// units, each in a function this bundle replaces.
 	for _, p := range diff.CarryInlined() {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
+	}
+	if u.Module != "" {
+		for i, p := range diff.Unsafe {
+			if p.Kind == objdiff.KindInit {
+				diff.Unsafe[i].Reason += "; and " + u.Path + " is built into module " + part.Module +
+					", whose init code runs at every load, after the livepatch patched the module's functions but never patched itself: a module loaded later would run the old init"
+			}
+		}
 	}
 	if err := diff.Err(); err != nil {
 		var ue *objdiff.UnsafeError

@@ -1,0 +1,240 @@
+package objdiff
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The kernel's __UNIQUE_ID(prefix) macro (include/linux/compiler.h)
+// names a symbol "__UNIQUE_ID_" + prefix + __COUNTER__, and gcc's
+// __COUNTER__ counts every use in the unit so far. A fix that adds or
+// removes one use (a pr_debug, a BUILD_BUG_ON, an __ADDRESSABLE) renumbers
+// every later one: module_init's __ADDRESSABLE(init_module), the
+// modinfo strings, dynamic debug descriptors. Matched by exact name, such
+// a symbol would look new in Post and removed from Pre. Instead, objdiff
+// matches them by stem (the name without the number) and content.
+
+// uniquePrefix starts every name __UNIQUE_ID makes.
+const uniquePrefix = "__UNIQUE_ID_"
+
+// maxUniqueGroup bounds the symbols of one stem matched by content.
+const maxUniqueGroup = 256
+
+// uniqueStem splits a __UNIQUE_ID name into its stem and counter. A
+// function-local one carries gcc's number of local statics too
+// (__UNIQUE_ID_ddebug676.12), which shifts as well: the stem then ends
+// in ".".
+func uniqueStem(name string) (stem string, n int, ok bool) {
+	if !strings.HasPrefix(name, uniquePrefix) {
+		return "", 0, false
+	}
+	local := ""
+	if base, ok := localStaticBase(name); ok {
+		name, local = base, "."
+	}
+	defer func() { stem += local }()
+	stem = strings.TrimRight(name, "0123456789")
+	if len(stem) == len(name) || len(stem) == len(uniquePrefix) {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(name[len(stem):])
+	if err != nil {
+		return "", 0, false
+	}
+	return stem, n, true
+}
+
+// uniqueGroup is what must agree for two __UNIQUE_ID symbols to be the
+// same: stem, function or variable, and the kind of section (init,
+// writable).
+func uniqueGroup(e *entity) (string, bool) {
+	stem, _, ok := uniqueStem(e.name)
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("%s|fn=%t|init=%t|writable=%t", stem, e.fn, isInit(sectionName(e)), writable(e)), true
+}
+
+// matchUnique pairs the __UNIQUE_ID entities of Post with those of Pre.
+// First by content, in rounds (a descriptor that points at another
+// renumbered symbol matches once that one is matched): an entity of
+// Post whose image, references renamed, equals one of Pre is the same,
+// under another number. Those left over in a group are paired in
+// counter order (which is source order) when both sides have as many,
+// and then compared as usual, so a real change under a new number is
+// reported. A group with unequal leftovers on both sides is ambiguous:
+// its leftovers of Post are refused rather than guessed.
+//
+// It sets c.rename (Post name -> Pre name) and the views c.postFuncs
+// and c.postData, Post's entities keyed by the name of their match.
+func (c *comparison) matchUnique() {
+	c.rename = map[string]string{}
+	groups := func(m map[string]*entity) map[string][]*entity {
+		g := map[string][]*entity{}
+		for _, name := range sortedKeys(m) {
+			if k, ok := uniqueGroup(m[name]); ok {
+				g[k] = append(g[k], m[name])
+			}
+		}
+		for _, es := range g {
+			slices.SortFunc(es, func(a, b *entity) int {
+				_, na, _ := uniqueStem(a.name)
+				_, nb, _ := uniqueStem(b.name)
+				return na - nb
+			})
+		}
+		return g
+	}
+	pre := groups(c.pre.funcs)
+	maps.Copy(pre, groups(c.pre.data))
+	post := groups(c.post.funcs)
+	maps.Copy(post, groups(c.post.data))
+	// Matching compares every pair of a group, in rounds: a group larger
+	// than a unit makes (a crafted object) keeps exact names.
+	for k := range post {
+		if len(post[k]) > maxUniqueGroup || len(pre[k]) > maxUniqueGroup {
+			delete(post, k)
+			delete(pre, k)
+		}
+	}
+
+	used := map[*entity]bool{}
+	for round := 0; round < 8; round++ {
+		progress := false
+		for _, k := range sortedKeys(post) {
+			for _, b := range post[k] {
+				if _, done := c.rename[b.name]; done {
+					continue
+				}
+				var match *entity
+				for _, a := range pre[k] {
+					if used[a] || diffImages(c.pre.entityImage(a), c.postImage(b), "") != "" {
+						continue
+					}
+					if match == nil || a.name == b.name {
+						match = a
+					}
+				}
+				if match != nil {
+					used[match] = true
+					c.rename[b.name] = match.name
+					progress = true
+				}
+			}
+		}
+		if !progress {
+			break
+		}
+	}
+	ambiguous := map[string]bool{}
+	for _, k := range sortedKeys(post) {
+		var la, lb []*entity
+		for _, a := range pre[k] {
+			if !used[a] {
+				la = append(la, a)
+			}
+		}
+		for _, b := range post[k] {
+			if _, done := c.rename[b.name]; !done {
+				lb = append(lb, b)
+			}
+		}
+		switch {
+		case len(la) == 0 || len(lb) == 0:
+			// New (Post only) or removed (Pre only): compared as such.
+		case len(la) == len(lb):
+			for i := range lb {
+				c.rename[lb[i].name] = la[i].name
+			}
+		default:
+			for _, b := range lb {
+				ambiguous[b.name] = true
+				c.problem(Problem{Kind: KindData, Name: b.name, Section: sectionName(b), Reason: fmt.Sprintf(
+					"renumbered __UNIQUE_ID symbol: %d symbols of its stem differ from the kernel's %d, and which is which cannot be told; refused rather than guessed", len(lb), len(la))})
+			}
+		}
+	}
+
+	view := func(m map[string]*entity) map[string]*entity {
+		out := map[string]*entity{}
+		for name, e := range m {
+			if ambiguous[name] {
+				continue
+			}
+			if to, ok := c.rename[name]; ok {
+				out[to] = e
+			}
+		}
+		for name, e := range m {
+			if _, ok := c.rename[name]; ok || ambiguous[name] {
+				continue
+			}
+			key := name
+			for out[key] != nil {
+				key += "'"
+			}
+			out[key] = e
+		}
+		return out
+	}
+	c.postFuncs, c.postData = view(c.post.funcs), view(c.post.data)
+	for name, to := range c.rename {
+		if name == to {
+			delete(c.rename, name)
+		}
+	}
+}
+
+// postTarget is the target of a relocation of Post, a renumbered
+// __UNIQUE_ID symbol named as its match in Pre.
+func (c *comparison) postTarget(r *reloc) string {
+	if to, ok := c.rename[r.ref]; ok && strings.HasPrefix(r.target, r.ref) {
+		return to + r.target[len(r.ref):]
+	}
+	return r.target
+}
+
+// postRef is postTarget for the symbol a relocation resolved to.
+func (c *comparison) postRef(ref string) string {
+	if to, ok := c.rename[ref]; ok {
+		return to
+	}
+	return ref
+}
+
+func (c *comparison) postImage(e *entity) image {
+	return c.post.image(e.sec, e.start, e.end, c.postTarget)
+}
+
+// renumberedReferences refuses new code (changed and added functions,
+// added variables) that refers to a renumbered __UNIQUE_ID symbol: the
+// patch module finds the kernel's symbols by name, and under the new
+// number it would find another symbol, or none.
+func (c *comparison) renumberedReferences() {
+	if len(c.rename) == 0 {
+		return
+	}
+	var carried []Function
+	carried = append(carried, c.res.Changed...)
+	carried = append(carried, c.res.Added...)
+	carried = append(carried, c.res.AddedData...)
+	for _, f := range carried {
+		e := c.post.funcs[f.Name]
+		if e == nil {
+			e = c.post.data[f.Name]
+		}
+		if e == nil || e.sec == nil {
+			continue
+		}
+		for _, r := range e.sec.relocsIn(e.start, e.end) {
+			if to, ok := c.rename[r.ref]; ok {
+				c.problem(Problem{Kind: KindData, Name: f.Name, Section: f.Section, Reason: fmt.Sprintf(
+					"refers to %s, the kernel's %s under another __COUNTER__ number: the patch module would look it up by the new name", r.ref, to)})
+				break
+			}
+		}
+	}
+}
