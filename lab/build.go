@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +19,9 @@ var builds struct {
 // (CGO_ENABLED=0 go build ./cmd/splicefleet, from the repository root)
 // into cacheDir (empty: the lab cache) and returns its path. The build
 // runs once per process and cache folder; later calls return the same
-// path.
+// path. The binary is named after the checkout it was built from: two
+// checkouts sharing one lab cache (SPLICEFLEET_LAB_CACHE) each run their
+// own code, never the other's.
 func BuildSplicefleet(ctx context.Context, cacheDir string) (string, error) {
 	cache, err := cacheDir0(cacheDir)
 	if err != nil {
@@ -48,7 +52,8 @@ func BuildSplicefleet(ctx context.Context, cacheDir string) (string, error) {
 	if _, err := runEnv(ctx, root, []string{"CGO_ENABLED=0"}, "go", cmd...); err != nil {
 		return "", fmt.Errorf("build splicefleet: %w", err)
 	}
-	out := filepath.Join(dir, "splicefleet")
+	sum := sha256.Sum256([]byte(root))
+	out := filepath.Join(dir, "splicefleet-"+hex.EncodeToString(sum[:6]))
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", fmt.Errorf("build splicefleet: %w", err)
 	}
