@@ -82,6 +82,8 @@ tags: {role: web}
 		p.cmd = exec.Command(os.Args[0], "agent", "--config", p.config)
 		p.cmd.Env = append(os.Environ(), "SPLICEFLEET_TEST_AS_CLI=1")
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		// An agent outlives no test binary, even one that a timeout ends.
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := p.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
