@@ -69,8 +69,8 @@ type comparison struct {
 	// rename maps renumbered __UNIQUE_ID symbols of Post to their match
 	// in Pre; postFuncs and postData are Post's entities keyed by the
 	// name of their match (matchUnique).
-	rename              map[string]string
-	postFuncs, postData map[string]*entity
+	rename                         map[string]string
+	postFuncs, postData, postDescs map[string]*entity
 }
 
 func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p) }
@@ -249,6 +249,9 @@ func (c *comparison) specialSections() {
 			if c.entryTable(name, t, a, b) {
 				continue
 			}
+		}
+		if name == dyndbgSection && c.descriptors(a, b) {
+			continue
 		}
 		var why string
 		switch {

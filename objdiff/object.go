@@ -63,6 +63,7 @@ type Object struct {
 	syms     []symbol // index 0 is the null symbol
 	funcs    map[string]*entity
 	data     map[string]*entity
+	descs    map[string]*entity  // dynamic debug descriptors (dyndbg.go)
 	funcAt   map[location]string // function entities by start
 	byBase   map[string][]string // function entities by source name (helper for helper.isra.0), sorted
 	size     uint64              // of the input
@@ -131,6 +132,7 @@ type entity struct {
 	sec        *section // nil for SHN_COMMON
 	start, end uint64
 	fn         bool
+	desc       bool // a dynamic debug descriptor in __dyndbg
 }
 
 type location struct {

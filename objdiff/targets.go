@@ -69,6 +69,7 @@ func (s *section) symbolAt(p int64) *symbol {
 func (o *Object) findEntities() error {
 	o.funcs = map[string]*entity{}
 	o.data = map[string]*entity{}
+	o.descs = map[string]*entity{}
 	o.funcAt = map[location]string{}
 	o.byBase = map[string][]string{}
 	for i := 1; i < len(o.syms); i++ {
@@ -94,15 +95,20 @@ func (o *Object) findEntities() error {
 		case (s.typ == elf.STT_OBJECT || s.typ == elf.STT_TLS) && !s.pool &&
 			(o.sections[s.shndx].class == classData || o.sections[s.shndx].class == classPool):
 			e = &entity{sym: s, sec: o.sections[s.shndx], start: s.value, end: s.value + s.size}
+		case s.typ == elf.STT_OBJECT && s.size > 0 && o.sections[s.shndx].name == dyndbgSection:
+			e = &entity{sym: s, sec: o.sections[s.shndx], start: s.value, end: s.value + s.size, desc: true}
 		default:
 			continue
 		}
 		m := o.data
-		if e.fn {
+		switch {
+		case e.fn:
 			m = o.funcs
+		case e.desc:
+			m = o.descs
 		}
 		e.name = s.name
-		for n := 2; m[e.name] != nil || o.funcs[e.name] != nil || o.data[e.name] != nil; n++ {
+		for n := 2; m[e.name] != nil || o.funcs[e.name] != nil || o.data[e.name] != nil || o.descs[e.name] != nil; n++ {
 			// Assembly may define a name twice; C cannot.
 			e.name = fmt.Sprintf("%s#%d", s.name, n)
 		}
@@ -427,5 +433,14 @@ func (o *Object) image(s *section, start, end uint64, targetOf func(*reloc) stri
 func storedTarget(r *reloc) string { return r.target }
 
 func (o *Object) entityImage(e *entity) image {
-	return o.image(e.sec, e.start, e.end, storedTarget)
+	return entityView(e, o.image(e.sec, e.start, e.end, storedTarget))
+}
+
+// entityView is the image of an entity as it is compared: a dynamic
+// debug descriptor's line number is left out (dyndbg.go).
+func entityView(e *entity, img image) image {
+	if e.desc {
+		maskLine(&img)
+	}
+	return img
 }

@@ -90,8 +90,10 @@ func (c *comparison) matchUnique() {
 	}
 	pre := groups(c.pre.funcs)
 	maps.Copy(pre, groups(c.pre.data))
+	maps.Copy(pre, groups(c.pre.descs))
 	post := groups(c.post.funcs)
 	maps.Copy(post, groups(c.post.data))
+	maps.Copy(post, groups(c.post.descs))
 	// Matching compares every pair of a group, in rounds: a group larger
 	// than a unit makes (a crafted object) keeps exact names.
 	for k := range post {
@@ -180,7 +182,7 @@ func (c *comparison) matchUnique() {
 		}
 		return out
 	}
-	c.postFuncs, c.postData = view(c.post.funcs), view(c.post.data)
+	c.postFuncs, c.postData, c.postDescs = view(c.post.funcs), view(c.post.data), view(c.post.descs)
 	for name, to := range c.rename {
 		if name == to {
 			delete(c.rename, name)
@@ -206,7 +208,7 @@ func (c *comparison) postRef(ref string) string {
 }
 
 func (c *comparison) postImage(e *entity) image {
-	return c.post.image(e.sec, e.start, e.end, c.postTarget)
+	return entityView(e, c.post.image(e.sec, e.start, e.end, c.postTarget))
 }
 
 // renumberedReferences refuses new code (changed and added functions,
@@ -230,6 +232,11 @@ func (c *comparison) renumberedReferences() {
 			continue
 		}
 		for _, r := range e.sec.relocsIn(e.start, e.end) {
+			if c.post.descs[r.ref] != nil {
+				// A descriptor goes into the patch module with the
+				// code that uses it (dyndbg.go), never looked up.
+				continue
+			}
 			if to, ok := c.rename[r.ref]; ok {
 				c.problem(Problem{Kind: KindData, Name: f.Name, Section: f.Section, Reason: fmt.Sprintf(
 					"refers to %s, the kernel's %s under another __COUNTER__ number: the patch module would look it up by the new name", r.ref, to)})
