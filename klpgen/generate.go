@@ -288,6 +288,9 @@ type generator struct {
 	externs   map[string]*outSym
 	klps      map[KLPSymbol]*outSym
 	ends      map[int]map[uint64]uint64 // code section -> decoded field ends (fieldEnds)
+	dyndbg    *outSection               // copied dynamic debug descriptors (dyndbg.go)
+	descs     map[int]uint64            // descriptor symbol -> its offset in dyndbg
+	descSize  uint64
 	warnings  []string
 }
 
@@ -330,7 +333,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		relaOf: map[int]int{}, objSyms: map[int][]int{},
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
-		ends: map[int]map[uint64]uint64{},
+		ends: map[int]map[uint64]uint64{}, descs: map[int]uint64{},
 	}
 	changed, added = withoutColdParts(changed), withoutColdParts(added, changed...)
 	if err := g.run(changed, added); err != nil {
@@ -784,6 +787,9 @@ func (g *generator) symbolTarget(job copyJob, idx int, addend int64) (*outSym, i
 	s := &g.st.syms[idx]
 	if fn := g.funcBySym[idx]; fn != nil {
 		return fn.out, addend, nil
+	}
+	if g.isDescriptor(idx) {
+		return g.copyDescriptor(job.owner, idx, addend)
 	}
 	if out := g.copies[int(s.shndx)]; out != nil {
 		return out.sym, addend + int64(s.value), nil
