@@ -93,14 +93,20 @@
 //     debugging information.
 //   - Copied entry by entry with the copied code (tables.go), which the
 //     module loader registers for the module's own code: __bug_table
-//     (WARN, BUG; 12-byte entries) and __ex_table (user access fixups;
-//     12-byte entries), their relocations re-targeted to the copies.
+//     (WARN, BUG; 12-byte entries), __ex_table (user access fixups;
+//     12-byte entries), __jump_table and .static_call_sites (a key of
+//     vmlinux or of the module itself; one of the patched module is
+//     refused), their relocations re-targeted to the copies.
+//   - Dynamic debug descriptors of the copied code (__dyndbg, one
+//     struct _ddebug per pr_debug site) are copied into the module's own
+//     __dyndbg with copies of their strings, and the copied code and its
+//     jump entries point at the copies (dyndbg.go); the kernel registers
+//     them under the livepatch module's name. A classed site is refused.
 //   - Refused with *UnsupportedError naming the function and the section,
 //     because the new code would need them and silently dropping them
-//     would crash the kernel: .altinstructions (alternatives), __jump_table
-//     (static keys, tracepoints), .static_call_sites, .parainstructions,
-//     a __bug_table or __ex_table without the layout above, and any
-//     section not understood.
+//     would crash the kernel: .altinstructions (alternatives),
+//     .parainstructions, an entry table without the layout above, and
+//     any section not understood.
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is

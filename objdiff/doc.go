@@ -32,9 +32,12 @@
 //     ignored. __bug_table and __ex_table are compared function by
 //     function: the entries of changed and added functions go with their
 //     code, those of other functions must say the same as before (line
-//     numbers aside). Every other section (alternatives, __jump_table,
-//     ...) is compared whole, and any difference is refused with a
-//     reason, rather than ignored.
+//     numbers aside). Dynamic debug descriptors (__dyndbg) are compared
+//     by the function that refers to each (dyndbg.go): those of changed
+//     and added functions go with their code, those of other functions
+//     must say the same as before, line number aside. Every other
+//     section (alternatives, ...) is compared whole, and any
+//     difference is refused with a reason, rather than ignored.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their
