@@ -165,10 +165,13 @@ gates:
 
 	// node-02: the agent's apply stalls and is reversed.
 	a2 := agents[2]
-	a2.kernel.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: 5 * time.Millisecond}
+	// Short timeouts on a copy of its kernel: the agent's own engine
+	// may be waiting on a transition of the same kernel right now.
+	stalling := *a2.kernel
+	stalling.Timeouts = kmod.Timeouts{Stall: 50 * time.Millisecond, AfterSignal: 50 * time.Millisecond, Poll: 5 * time.Millisecond}
 	setFaults(t, a2, sim.Faults{sim.AnyModule: {Never: true}})
 	start = time.Now()
-	_, err = applyWith(t, f, a2, a2.kernel, f.bundleFixing(t, "stalls", 1))
+	_, err = applyWith(t, f, a2, &stalling, f.bundleFixing(t, "stalls", 1))
 	a2.Metrics().ObserveApply(metrics.ResultOf(err), time.Since(start))
 	if err == nil {
 		t.Fatal("the stalled apply succeeded")
