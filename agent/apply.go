@@ -102,14 +102,15 @@ func (a *Agent) setWatching(plan string, on bool) {
 
 // apply takes this host into a rollout: it applies the bundle, watches the
 // host for the plan's health window, and reports healthy, or undoes the
-// patch and reports the failure to the fleet.
+// patch and reports the failure to the fleet. It runs in phases: read the
+// bundle and the health baseline, open the host, apply under the probe's
+// watch (applyWatched), judge the outcome (settleApply).
 func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	defer r.done(rec)
 	a := r.deps
 	r.hostMu.Lock()
 	defer r.hostMu.Unlock()
 	ro := rec.Rollout
-	log := a.log.With("rollout", ro.Plan.ID, "patch", rec.Patch, "version", rec.Version)
 	b, probe, err := a.host.bundleAndProbe(ro)
 	if err != nil {
 		r.fail(ctx, rec, nil, err)
@@ -117,15 +118,8 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	}
 	window := ro.Plan.Gates.HealthWindow
 	// The patch itself is checked once the apply made it live.
-	var applied atomic.Bool
-	live := make(chan struct{}) // closed once the patch is applied
-	var appliedAt time.Time     // written before live closes
-	h, err := a.host.openHost(ctx, window, func(step string) {
-		if step == "apply:applied" && !applied.Swap(true) {
-			appliedAt = time.Now()
-			close(live)
-		}
-	})
+	live := newLiveMark()
+	h, err := a.host.openHost(ctx, window, live.step)
 	if err != nil {
 		r.fail(ctx, rec, nil, fmt.Errorf("open the host state: %w", err))
 		return
@@ -135,36 +129,80 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 	a.host.setWatching(ro.Digest, true)
 	defer a.host.setWatching(ro.Digest, false)
 
-	// The host's Apply keeps the crash-loop guard armed for the window;
-	// the probe watches alongside and cuts the window short on a failure,
-	// once the patch is live (the load itself is never interrupted).
+	out := r.applyWatched(ctx, h, b, probe, window, live)
+	r.settleApply(ctx, rec, h, probe, out)
+}
+
+// liveMark hears the host lifecycle's steps and marks when an apply made
+// the patch live.
+type liveMark struct {
+	applied atomic.Bool
+	live    chan struct{} // closed once the patch is applied
+	at      time.Time     // written before live closes
+}
+
+func newLiveMark() *liveMark { return &liveMark{live: make(chan struct{})} }
+
+// step is the lifecycle's step hook.
+func (l *liveMark) step(step string) {
+	if step == "apply:applied" && !l.applied.Swap(true) {
+		l.at = time.Now()
+		close(l.live)
+	}
+}
+
+// applyOutcome is what an apply under the probe's watch came to.
+type applyOutcome struct {
+	patch *splice.Patch
+	err   error     // the host's Apply
+	probe error     // the probe's watch
+	start time.Time // when the apply began
+}
+
+// applyWatched applies the bundle with the probe watching alongside, and
+// counts the apply's own time, without the health window. The host's
+// Apply keeps the crash-loop guard armed for the window; the probe cuts
+// the window short on a failure, once the patch is live (the load itself
+// is never interrupted).
+func (r *rollouts) applyWatched(ctx context.Context, h *splice.Host, b *splice.Bundle, probe *healthProbe, window time.Duration, live *liveMark) applyOutcome {
+	a := r.deps
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	probeDone := make(chan error, 1)
 	go func() {
-		err := probe.watch(wctx, window, applied.Load)
+		err := probe.watch(wctx, window, live.applied.Load)
 		if err != nil {
 			select {
-			case <-live:
+			case <-live.live:
 				cancel(err)
 			case <-wctx.Done():
 			}
 		}
 		probeDone <- err
 	}()
-	start := time.Now()
-	p, err := h.Apply(wctx, b, a.trust())
+	out := applyOutcome{start: time.Now()}
+	out.patch, out.err = h.Apply(wctx, b, a.trust())
 	cancel(nil)
-	perr := <-probeDone
-	// The apply's own time, without the health window.
-	if applied.Load() {
-		a.metrics.ObserveApply(metrics.ResultOf(nil), appliedAt.Sub(start))
+	out.probe = <-probeDone
+	if live.applied.Load() {
+		a.metrics.ObserveApply(metrics.ResultOf(nil), live.at.Sub(out.start))
 	} else {
-		a.metrics.ObserveApply(metrics.ResultOf(err), time.Since(start))
+		a.metrics.ObserveApply(metrics.ResultOf(out.err), time.Since(out.start))
 	}
+	return out
+}
+
+// settleApply judges an apply's outcome: a failure of the probe or of the
+// apply undoes the patch and is reported; an agent stopping inside the
+// window leaves the watch to the next start; a patch already applied (or
+// newer) is healthy; otherwise a last look at the end of the window
+// decides.
+func (r *rollouts) settleApply(ctx context.Context, rec *rolloutRecord, h *splice.Host, probe *healthProbe, out applyOutcome) {
+	log := r.deps.log.With("rollout", rec.Rollout.Plan.ID, "patch", rec.Patch, "version", rec.Version)
+	err := out.err
 	switch {
-	case perr != nil:
-		r.fail(ctx, rec, h, perr)
+	case out.probe != nil:
+		r.fail(ctx, rec, h, out.probe)
 	case ctx.Err() != nil:
 		log.Info("stopped inside the health window; the watch resumes at the next start")
 	case errors.Is(err, splice.ErrAlreadyApplied) || errors.Is(err, splice.ErrDowngrade):
@@ -180,7 +218,8 @@ func (r *rollouts) apply(ctx context.Context, rec *rolloutRecord) {
 			r.fail(ctx, rec, h, err)
 			return
 		}
-		log.Info("healthy after the health window", "window", window, "took", time.Since(start).Round(time.Millisecond), "patch_state", p.State)
+		log.Info("healthy after the health window", "window", rec.Rollout.Plan.Gates.HealthWindow,
+			"took", time.Since(out.start).Round(time.Millisecond), "patch_state", out.patch.State)
 		r.set(rec, rollout.StateHealthy, "")
 	}
 }

@@ -489,10 +489,6 @@ func (f *Fetcher) demotedLast(sources []source) []source {
 	return out
 }
 
-// modulePeersTried is how many peers, picked at random, a module fetch
-// asks before the head's source and the origin.
-const modulePeersTried = 3
-
 // originFirst moves the origin to the front of sources, unless it was
 // demoted lately: then the peers known from membership go first.
 func (f *Fetcher) originFirst(sources []source) []source {
@@ -509,6 +505,10 @@ func (f *Fetcher) originFirst(sources []source) []source {
 	return f.demotedLast(out)
 }
 
+// fetch downloads, checks and stores one bundle, in phases: the head,
+// its checks, the module (unless the store holds it), the whole bundle's
+// checks and the store write. The bundle is stored only once every check
+// passed.
 func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin string) (*splice.Verified, error) {
 	digest := want.ManifestDigest
 	log := f.log.With("digest", digest)
@@ -518,83 +518,115 @@ func (f *Fetcher) fetch(ctx context.Context, want Want, peers []string, origin s
 	}
 	skip := map[string]bool{}
 
-	// 1. The head: manifest and signatures, checked against the digest.
-	// Heads are small, so the origin, which surely has it, goes first
-	// (unless it timed out lately): asking peers that may not have it
-	// yet costs more than it saves. Every request, and the phase as a
-	// whole, is bounded in time.
-	var head *splice.Head
-	var headFrom source
-	hctx, cancel := context.WithTimeout(ctx, f.total)
-	err := f.rounds(hctx, f.originFirst(sources), skip, log, "head", func(ctx context.Context, s source) error {
-		rctx, cancel := context.WithTimeout(ctx, f.headTimeout)
-		defer cancel()
-		h, err := f.getHead(rctx, s, digest)
-		if err == nil {
-			head, headFrom = h, s
-		}
-		return err
-	})
-	cancel()
+	head, headFrom, err := f.fetchHead(ctx, digest, sources, skip, log)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: head: %w", digest, err)
 	}
-	f.stats.heads.Add(1)
-
-	// 2. Verify it before anything else is downloaded.
+	// Verify it before anything else is downloaded.
 	m, err := f.verifyHead(head)
 	if err != nil {
 		return nil, f.refuse(digest, err)
 	}
 	log = log.With("id", m.ID, "version", m.Version)
 
-	// 3. The module, preferably from sources other than the head's.
 	module, err := f.storedModule(m)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", digest, err)
 	}
 	if module == nil {
-		// A few peers other than the head's first (asking every peer
-		// that may not have it yet costs more than it saves), then the
-		// head's, the origin last. A seeding server that refuses names
-		// the peers it served, and those are tried next.
-		spread := make([]source, 0, modulePeersTried+2)
-		for _, s := range sources {
-			if !s.origin && s != headFrom && len(spread) < modulePeersTried {
-				spread = append(spread, s)
-			}
-		}
-		if !headFrom.origin {
-			spread = append(spread, headFrom)
-		}
-		for _, s := range sources {
-			if s.origin {
-				spread = append(spread, s)
-			}
-		}
-		each := f.stall + time.Duration(m.Module.Size)*time.Second/time.Duration(f.minRate)
-		mctx, cancel := context.WithTimeout(ctx, f.total+each)
-		err = f.rounds(mctx, f.demotedLast(spread), skip, log, "module", func(ctx context.Context, s source) error {
-			rctx, cancel := context.WithTimeout(ctx, each)
-			defer cancel()
-			b, err := f.getModule(rctx, s, m.Module.SHA256, m.Module.Size)
-			if err == nil {
-				module = b
-			}
-			return err
-		})
-		cancel()
+		module, err = f.fetchModule(ctx, m, moduleSources(sources, headFrom), skip, log)
 		if err != nil {
 			return nil, fmt.Errorf("fetch %s: module: %w", digest, err)
 		}
-		f.stats.modules.Add(1)
 	}
+	return f.keep(want, head, m, module, log)
+}
 
-	// 4. The whole bundle once more, then store it.
+// fetchHead downloads the head (manifest and signatures), checked against
+// the digest, and says which source served it. Heads are small, so the
+// origin, which surely has it, goes first (unless it timed out lately):
+// asking peers that may not have it yet costs more than it saves. Every
+// request, and the phase as a whole, is bounded in time.
+func (f *Fetcher) fetchHead(ctx context.Context, digest string, sources []source, skip map[string]bool, log *slog.Logger) (*splice.Head, source, error) {
+	var head *splice.Head
+	var from source
+	hctx, cancel := context.WithTimeout(ctx, f.total)
+	defer cancel()
+	err := f.rounds(hctx, f.originFirst(sources), skip, log, "head", func(ctx context.Context, s source) error {
+		rctx, cancel := context.WithTimeout(ctx, f.headTimeout)
+		defer cancel()
+		h, err := f.getHead(rctx, s, digest)
+		if err == nil {
+			head, from = h, s
+		}
+		return err
+	})
+	if err != nil {
+		return nil, source{}, err
+	}
+	f.stats.heads.Add(1)
+	return head, from, nil
+}
+
+// modulePeersTried is how many peers, picked at random, a module fetch
+// asks before the head's source and the origin.
+const modulePeersTried = 3
+
+// moduleSources orders the sources for a module, preferably others than
+// the head's: a few peers other than the head's first (asking every peer
+// that may not have it yet costs more than it saves), then the head's,
+// the origin last.
+func moduleSources(sources []source, headFrom source) []source {
+	spread := make([]source, 0, modulePeersTried+2)
+	for _, s := range sources {
+		if !s.origin && s != headFrom && len(spread) < modulePeersTried {
+			spread = append(spread, s)
+		}
+	}
+	if !headFrom.origin {
+		spread = append(spread, headFrom)
+	}
+	for _, s := range sources {
+		if s.origin {
+			spread = append(spread, s)
+		}
+	}
+	return spread
+}
+
+// fetchModule downloads the module the verified manifest m names, from
+// sources in order (those demoted lately last); a seeding server that
+// refuses names the peers it served, and those are tried next. Each
+// request may take the stall allowance plus the module's size at the
+// minimum rate; the phase as a whole, the fetch's bound plus one request.
+func (f *Fetcher) fetchModule(ctx context.Context, m *splice.Manifest, sources []source, skip map[string]bool, log *slog.Logger) ([]byte, error) {
+	var module []byte
+	each := f.stall + time.Duration(m.Module.Size)*time.Second/time.Duration(f.minRate)
+	mctx, cancel := context.WithTimeout(ctx, f.total+each)
+	defer cancel()
+	err := f.rounds(mctx, f.demotedLast(sources), skip, log, "module", func(ctx context.Context, s source) error {
+		rctx, cancel := context.WithTimeout(ctx, each)
+		defer cancel()
+		b, err := f.getModule(rctx, s, m.Module.SHA256, m.Module.Size)
+		if err == nil {
+			module = b
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.stats.modules.Add(1)
+	return module, nil
+}
+
+// keep verifies the whole bundle once more, then stores it as want says.
+// A module downloaded for a bundle that is not stored in the end goes
+// again, unless a stored bundle names it.
+func (f *Fetcher) keep(want Want, head *splice.Head, m *splice.Manifest, module []byte, log *slog.Logger) (*splice.Verified, error) {
+	digest := want.ManifestDigest
 	b := &splice.Bundle{Major: splice.FormatMajor, Minor: splice.FormatMinor,
 		Manifest: head.Manifest, Module: module, Signatures: head.Signatures}
-	// A module downloaded for a bundle that is not stored in the end
-	// goes again, unless a stored bundle names it.
 	unstored := func() {
 		if err := f.store.RemoveUnusedModule(m.Module.SHA256); err != nil {
 			log.Warn("remove a module downloaded for a bundle not stored", "err", err)

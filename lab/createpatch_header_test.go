@@ -1,11 +1,7 @@
 package lab
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -38,36 +34,12 @@ const fdHeaderPatch = `--- a/fs/proc/fd.h
 // a pipe reads as the pipe; undone, as /dev/null again.
 func TestScenarioCreatePatchHeader(t *testing.T) {
 	note := scenario(t)
-	k := fetchKernel(t)
-	bin := splicefleetBinary(t)
-	b := labFixture(t)
-	opts := FetchOptions{Log: logWriter{t}}
-	src, err := FetchSource(context.Background(), opts, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sysmap, err := FetchSystemMap(context.Background(), opts, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	patch := filepath.Join(dir, "fdheader.patch")
-	if err := os.WriteFile(patch, []byte(fdHeaderPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "fdheader.splice")
-	var log bytes.Buffer
-	start := time.Now()
-	err = sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
-		"--system-map", sysmap, "--modules", filepath.Join(k.Root, "lib", "modules", k.Release),
-		"--cache-dir", filepath.Join(root, ".cache", "ksrc"),
+	c := newPatchCreator(t)
+	patch := c.writePatch("fdheader.patch", fdHeaderPatch)
+	out := c.path("fdheader.splice")
+	log, took, err := c.create("--patch", patch,
 		"--id", "fdheader", "--version", "1", "--description", "lab: create --patch of fs/proc/fd.h", "-o", out)
-	took := time.Since(start)
-	t.Logf("create --patch of a header took %s:\n%s", took.Round(time.Millisecond), log.String())
+	t.Logf("create --patch of a header took %s:\n%s", took.Round(time.Millisecond), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,20 +49,14 @@ func TestScenarioCreatePatchHeader(t *testing.T) {
 		"fs/proc/fd.c: proc_fd_link changed",
 		"inline proc_fd changed: carried by replacing",
 	} {
-		if !strings.Contains(log.String(), w) {
+		if !strings.Contains(log, w) {
 			t.Errorf("create --patch output lacks %q", w)
 		}
 	}
-	if regexp.MustCompile(`fs/proc/base\.c: \S+ changed`).MatchString(log.String()) {
+	if regexp.MustCompile(`fs/proc/base\.c: \S+ changed`).MatchString(log) {
 		t.Errorf("create --patch changed functions of fs/proc/base.c, which does not call proc_fd")
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), out); err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := c.sign(out)
 	r := bootScenario(t, note, Guest{}, `
 mark hdr-before "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
 try hdr-apply sf apply /lab/extra/fdheader.splice

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"bytes"
-	"context"
 	"debug/elf"
 	"fmt"
 	"os"
@@ -167,60 +166,25 @@ const reschedPatch = `--- a/fs/proc/cmdline.c
 // a patch that changes the kernel's data is refused with the reason.
 func TestScenarioCreatePatch(t *testing.T) {
 	note := scenario(t)
-	k := fetchKernel(t)
-	bin := splicefleetBinary(t)
-	b := labFixture(t)
-	src, err := FetchSource(context.Background(), FetchOptions{Log: logWriter{t}}, k)
-	if err != nil {
-		t.Fatal(err)
+	c := newPatchCreator(t)
+	p := c.path
+	for name, text := range map[string]string{
+		"cmdline.patch": cmdlinePatch,
+		"counter.patch": counterPatch,
+		"state.patch":   statePatch,
+		"warn.patch":    warnPatch,
+		"binfmt.patch":  binfmtPatch,
+		"resched.patch": reschedPatch,
+		// Two files in one patch: one of vmlinux, one of a module.
+		"both.patch":   cmdlinePatch + binfmtPatch,
+		"inline.patch": inlinePatch,
+		"fdinfo.patch": fdinfoPatch,
+	} {
+		c.writePatch(name, text)
 	}
-	sysmap, err := FetchSystemMap(context.Background(), FetchOptions{Log: logWriter{t}}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The prepared tree is shared with package ksrc's own test.
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p := func(name string) string { return filepath.Join(dir, name) }
-	if err := os.WriteFile(p("cmdline.patch"), []byte(cmdlinePatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("counter.patch"), []byte(counterPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("state.patch"), []byte(statePatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("warn.patch"), []byte(warnPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("binfmt.patch"), []byte(binfmtPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("resched.patch"), []byte(reschedPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Two files in one patch: one of vmlinux, one of a module.
-	if err := os.WriteFile(p("both.patch"), []byte(cmdlinePatch+binfmtPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("inline.patch"), []byte(inlinePatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p("fdinfo.patch"), []byte(fdinfoPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	modules := filepath.Join(k.Root, "lib", "modules", k.Release)
 	create := func(patch, id, out string) (string, time.Duration, error) {
-		var log bytes.Buffer
-		start := time.Now()
-		err := sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
-			"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
-			"--id", id, "--version", "1", "--description", "lab: create --patch of fs/proc/cmdline.c", "-o", out)
-		return log.String(), time.Since(start), err
+		return c.create("--patch", patch, "--id", id, "--version", "1",
+			"--description", "lab: create --patch of fs/proc/cmdline.c", "-o", out)
 	}
 	out, took, err := create(p("cmdline.patch"), "cmdline-patch", p("cmdline-patch.splice"))
 	if err != nil {
@@ -236,15 +200,9 @@ func TestScenarioCreatePatch(t *testing.T) {
 			t.Errorf("create --patch output lacks %q", w)
 		}
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("cmdline-patch.splice")); err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := os.ReadFile(p("cmdline-patch.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := c.sign(p("cmdline-patch.splice"))
 	var inspect bytes.Buffer
-	if err := sfRun(bin, &inspect, "inspect", p("cmdline-patch.splice")); err != nil {
+	if err := sfRun(c.bin, &inspect, "inspect", p("cmdline-patch.splice")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(inspect.String(), "cmdline_proc_show") || !strings.Contains(inspect.String(), "lp_cmdline_patch_v1") {
@@ -302,7 +260,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	// Ksplice's --diffext: the same change kept as cmdline.c.new beside
 	// cmdline.c in the source tree gives the same replaced functions. The
 	// .new file is removed again (the tree is shared with other tests).
-	cmdline := filepath.Join(src, "fs", "proc", "cmdline.c")
+	cmdline := filepath.Join(c.src, "fs", "proc", "cmdline.c")
 	orig, err := os.ReadFile(cmdline)
 	if err != nil {
 		t.Fatal(err)
@@ -318,17 +276,14 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if err := os.WriteFile(cmdline+".new", changed, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var extLog bytes.Buffer
-	err = sfRun(bin, &extLog, "create", "--diffext", "new", "--kernel-source", src, "--kernel-build", k.HeadersDir,
-		"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
-		"--id", "cmdline-ext", "--version", "1", "-o", p("cmdline-ext.splice"))
+	extLog, _, err := c.create("--diffext", "new", "--id", "cmdline-ext", "--version", "1", "-o", p("cmdline-ext.splice"))
 	_ = os.Remove(cmdline + ".new")
 	if err != nil {
-		t.Fatalf("create --diffext: %v\n%s", err, extLog.String())
+		t.Fatalf("create --diffext: %v\n%s", err, extLog)
 	}
 	for _, w := range []string{"derived from 1 changed file: fs/proc/cmdline.c", "cmdline_proc_show changed", "cmdline_mark added", "replaces cmdline_proc_show"} {
-		if !strings.Contains(extLog.String(), w) {
-			t.Errorf("create --diffext output lacks %q:\n%s", w, extLog.String())
+		if !strings.Contains(extLog, w) {
+			t.Errorf("create --diffext output lacks %q:\n%s", w, extLog)
 		}
 	}
 
@@ -340,26 +295,14 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "new variable cmdline_reads (8 bytes): the module carries its only copy") {
 		t.Errorf("create --patch does not say it carries the new variable:\n%s", out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("counter.splice")); err != nil {
-		t.Fatal(err)
-	}
-	counterBundle, err := os.ReadFile(p("counter.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	counterBundle := c.sign(p("counter.splice"))
 
 	// A new WARN is carried with its bug table entry.
 	out, _, err = create(p("warn.patch"), "warn", p("warn.splice"))
 	if err != nil {
 		t.Fatalf("a patch adding a WARN_ON_ONCE was refused: %v\n%s", err, out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("warn.splice")); err != nil {
-		t.Fatal(err)
-	}
-	warnBundle, err := os.ReadFile(p("warn.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	warnBundle := c.sign(p("warn.splice"))
 
 	// A file built into a module: the bundle patches the module when it
 	// is loaded, before or after the patch.
@@ -372,14 +315,8 @@ func TestScenarioCreatePatch(t *testing.T) {
 			t.Errorf("create --patch output lacks %q:\n%s", w, out)
 		}
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("binfmt.splice")); err != nil {
-		t.Fatal(err)
-	}
-	binfmtBundle, err := os.ReadFile(p("binfmt.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	binfmtKO, err := os.ReadFile(filepath.Join(modules, "kernel", "fs", "binfmt_misc.ko"))
+	binfmtBundle := c.sign(p("binfmt.splice"))
+	binfmtKO, err := os.ReadFile(filepath.Join(c.modules, "kernel", "fs", "binfmt_misc.ko"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,13 +329,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "replaces cmdline_proc_show, bm_status_read in fs/proc/cmdline.c, fs/binfmt_misc.c") {
 		t.Errorf("create --patch does not say it replaces both functions:\n%s", out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("both.splice")); err != nil {
-		t.Fatal(err)
-	}
-	bothBundle, err := os.ReadFile(p("both.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bothBundle := c.sign(p("both.splice"))
 
 	// A static call site goes with the new code, its key in vmlinux.
 	out, _, err = create(p("resched.patch"), "resched", p("resched.splice"))
@@ -408,13 +339,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "reaches __SCK__cond_resched of vmlinux through a livepatch relocation") {
 		t.Errorf("create --patch does not say how it reaches the static call's key:\n%s", out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("resched.splice")); err != nil {
-		t.Fatal(err)
-	}
-	reschedBundle, err := os.ReadFile(p("resched.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	reschedBundle := c.sign(p("resched.splice"))
 
 	// A changed inline function is carried by its caller.
 	out, _, err = create(p("inline.patch"), "inline-patch", p("inline-patch.splice"))
@@ -424,13 +349,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "inline task_core_dumping changed: carried by replacing proc_pid_status") {
 		t.Errorf("create --patch does not say how the inline change is carried:\n%s", out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("inline-patch.splice")); err != nil {
-		t.Fatal(err)
-	}
-	inlineBundle, err := os.ReadFile(p("inline-patch.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inlineBundle := c.sign(p("inline-patch.splice"))
 	// An ambiguous static name is replaced at its kallsyms position.
 	out, _, err = create(p("fdinfo.patch"), "fdinfo-patch", p("fdinfo-patch.splice"))
 	if err != nil {
@@ -439,13 +358,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 	if !strings.Contains(out, "replaces seq_show at kallsyms position 1") {
 		t.Errorf("create --patch does not say which seq_show it replaces:\n%s", out)
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p("fdinfo-patch.splice")); err != nil {
-		t.Fatal(err)
-	}
-	fdinfoBundle, err := os.ReadFile(p("fdinfo-patch.splice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fdinfoBundle := c.sign(p("fdinfo-patch.splice"))
 
 	r := bootScenario(t, note, Guest{}, `
 state before

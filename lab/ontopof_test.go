@@ -2,10 +2,7 @@ package lab
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -58,47 +55,18 @@ const fix2Patch = `--- a/fs/proc/cmdline.c
 // and the second is refused on a host without the first.
 func TestScenarioCreatePatchOnTopOf(t *testing.T) {
 	note := scenario(t)
-	k := fetchKernel(t)
-	bin := splicefleetBinary(t)
-	b := labFixture(t)
-	src, err := FetchSource(context.Background(), FetchOptions{Log: logWriter{t}}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sysmap, err := FetchSystemMap(context.Background(), FetchOptions{Log: logWriter{t}}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p := func(name string) string { return filepath.Join(dir, name) }
+	c := newPatchCreator(t)
+	p := c.path
 	for name, text := range map[string]string{"fix1.patch": fix1Patch, "fix2.patch": fix2Patch} {
-		if err := os.WriteFile(p(name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		c.writePatch(name, text)
 	}
-	modules := filepath.Join(k.Root, "lib", "modules", k.Release)
 	create := func(id string, args ...string) (string, time.Duration, error) {
-		var log bytes.Buffer
-		start := time.Now()
-		err := sfRun(bin, &log, append([]string{"create", "--kernel-source", src, "--kernel-build", k.HeadersDir,
-			"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
-			"--id", id, "--version", "1", "--description", "lab: " + id + " of cmdline_proc_show", "-o", p(id + ".splice")}, args...)...)
-		return log.String(), time.Since(start), err
+		return c.create(append([]string{"--id", id, "--version", "1", "--description", "lab: " + id + " of cmdline_proc_show",
+			"-o", p(id + ".splice")}, args...)...)
 	}
 	sign := func(id string) []byte {
 		t.Helper()
-		if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), p(id+".splice")); err != nil {
-			t.Fatal(err)
-		}
-		bundle, err := os.ReadFile(p(id + ".splice"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bundle
+		return c.sign(p(id + ".splice"))
 	}
 
 	out, took1, err := create("fix1", "--patch", p("fix1.patch"))
@@ -128,10 +96,10 @@ func TestScenarioCreatePatchOnTopOf(t *testing.T) {
 	fix2 := sign("fix2")
 	// fix2's manifest names fix1's by the digest fix1's manifest records.
 	var inspect1, inspect2 bytes.Buffer
-	if err := sfRun(bin, &inspect1, "inspect", p("fix1.splice")); err != nil {
+	if err := sfRun(c.bin, &inspect1, "inspect", p("fix1.splice")); err != nil {
 		t.Fatal(err)
 	}
-	if err := sfRun(bin, &inspect2, "inspect", p("fix2.splice")); err != nil {
+	if err := sfRun(c.bin, &inspect2, "inspect", p("fix2.splice")); err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile(`source patch\s+sha256 ([0-9a-f]{64})`).FindStringSubmatch(inspect1.String())
