@@ -2,7 +2,6 @@ package objdiff
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,28 +71,7 @@ func uniqueGroup(e *entity) (string, bool) {
 // and c.postData, Post's entities keyed by the name of their match.
 func (c *comparison) matchUnique() {
 	c.rename = map[string]string{}
-	groups := func(m map[string]*entity) map[string][]*entity {
-		g := map[string][]*entity{}
-		for _, name := range sortedKeys(m) {
-			if k, ok := uniqueGroup(m[name]); ok {
-				g[k] = append(g[k], m[name])
-			}
-		}
-		for _, es := range g {
-			slices.SortFunc(es, func(a, b *entity) int {
-				_, na, _ := uniqueStem(a.name)
-				_, nb, _ := uniqueStem(b.name)
-				return na - nb
-			})
-		}
-		return g
-	}
-	pre := groups(c.pre.funcs)
-	maps.Copy(pre, groups(c.pre.data))
-	maps.Copy(pre, groups(c.pre.descs))
-	post := groups(c.post.funcs)
-	maps.Copy(post, groups(c.post.data))
-	maps.Copy(post, groups(c.post.descs))
+	pre, post := uniqueGroups(c.pre), uniqueGroups(c.post)
 	// Matching compares every pair of a group, in rounds: a group larger
 	// than a unit makes (a crafted object) keeps exact names.
 	for k := range post {
@@ -102,7 +80,43 @@ func (c *comparison) matchUnique() {
 			delete(pre, k)
 		}
 	}
+	used := c.matchUniqueByContent(pre, post)
+	ambiguous := c.pairUniqueLeftovers(pre, post, used)
+	c.postFuncs, c.postData, c.postDescs = c.renamed(c.post.funcs, ambiguous), c.renamed(c.post.data, ambiguous), c.renamed(c.post.descs, ambiguous)
+	for name, to := range c.rename {
+		if name == to {
+			delete(c.rename, name)
+		}
+	}
+}
 
+// uniqueGroups groups an object's __UNIQUE_ID functions, variables and
+// dynamic debug descriptors by stem, kind and section, each group in
+// counter order.
+func uniqueGroups(o *Object) map[string][]*entity {
+	g := map[string][]*entity{}
+	for _, m := range []map[string]*entity{o.funcs, o.data, o.descs} {
+		for _, name := range sortedKeys(m) {
+			if k, ok := uniqueGroup(m[name]); ok {
+				g[k] = append(g[k], m[name])
+			}
+		}
+	}
+	for _, es := range g {
+		slices.SortFunc(es, func(a, b *entity) int {
+			_, na, _ := uniqueStem(a.name)
+			_, nb, _ := uniqueStem(b.name)
+			return na - nb
+		})
+	}
+	return g
+}
+
+// matchUniqueByContent pairs each Post symbol of a group with a Pre
+// symbol of equal contents (its own name first), in rounds: one that
+// refers to another renumbered symbol matches once that one has. It
+// returns the Pre symbols taken.
+func (c *comparison) matchUniqueByContent(pre, post map[string][]*entity) map[*entity]bool {
 	used := map[*entity]bool{}
 	for round := 0; round < 8; round++ {
 		progress := false
@@ -131,6 +145,13 @@ func (c *comparison) matchUnique() {
 			break
 		}
 	}
+	return used
+}
+
+// pairUniqueLeftovers pairs what content left of each group in counter
+// order when both sides have as many, and refuses the Post symbols of a
+// group whose sides differ in number. It returns those refused.
+func (c *comparison) pairUniqueLeftovers(pre, post map[string][]*entity, used map[*entity]bool) map[string]bool {
 	ambiguous := map[string]bool{}
 	for _, k := range sortedKeys(post) {
 		var la, lb []*entity
@@ -159,35 +180,34 @@ func (c *comparison) matchUnique() {
 			}
 		}
 	}
+	return ambiguous
+}
 
-	view := func(m map[string]*entity) map[string]*entity {
-		out := map[string]*entity{}
-		for name, e := range m {
-			if ambiguous[name] {
-				continue
-			}
-			if to, ok := c.rename[name]; ok {
-				out[to] = e
-			}
+// renamed is a Post entity map under the names of the Pre symbols they
+// matched; a symbol that kept its name but whose name a renumbered one
+// took is kept under the name with primes appended, and the refused
+// ones are left out.
+func (c *comparison) renamed(m map[string]*entity, ambiguous map[string]bool) map[string]*entity {
+	out := map[string]*entity{}
+	for name, e := range m {
+		if ambiguous[name] {
+			continue
 		}
-		for name, e := range m {
-			if _, ok := c.rename[name]; ok || ambiguous[name] {
-				continue
-			}
-			key := name
-			for out[key] != nil {
-				key += "'"
-			}
-			out[key] = e
-		}
-		return out
-	}
-	c.postFuncs, c.postData, c.postDescs = view(c.post.funcs), view(c.post.data), view(c.post.descs)
-	for name, to := range c.rename {
-		if name == to {
-			delete(c.rename, name)
+		if to, ok := c.rename[name]; ok {
+			out[to] = e
 		}
 	}
+	for name, e := range m {
+		if _, ok := c.rename[name]; ok || ambiguous[name] {
+			continue
+		}
+		key := name
+		for out[key] != nil {
+			key += "'"
+		}
+		out[key] = e
+	}
+	return out
 }
 
 // postTarget is the target of a relocation of Post, a renumbered
