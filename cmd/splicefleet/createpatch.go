@@ -298,17 +298,38 @@ func readEarlier(e *env, o *createOptions) ([]ksrc.Earlier, error) {
 // generates its part of the livepatch module: nil when no function of it
 // changed. It returns the replaced functions.
 func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
-	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
+	post, changed, added, err := comparePart(e, o, u, fps, &part)
 	if err != nil {
 		return nil, nil, err
 	}
-	post, err := readFile(u.Post, int64(objdiff.MaxObjectSize))
+	if len(changed) == 0 {
+		if len(added) > 0 || len(part.NewData) > 0 {
+			return nil, nil, &refusal{fmt.Errorf("%s: %s adds functions or variables but changes no function that would use them", o.patch, u.Path)}
+		}
+		return nil, nil, nil
+	}
+	out, err := generatePart(e, o, u, fps, post, changed, added, syms, part)
 	if err != nil {
 		return nil, nil, err
+	}
+	return out, changed, nil
+}
+
+// comparePart compares one compiled file before and after the patch,
+// says on stderr what changed and what is left out or carried, and
+// returns the object after the patch with its changed and added
+// functions (its new variables go into part.NewData), or the refusal.
+func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, part *klpgen.Options) (post []byte, changed, added []string, err error) {
+	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if post, err = readFile(u.Post, int64(objdiff.MaxObjectSize)); err != nil {
+		return nil, nil, nil, err
 	}
 	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if u.Module == "" {
 		// vmlinux's init code ran at boot and was freed: a change that is
@@ -324,7 +345,6 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 			}
 		}
 	}
-	var changed, added []string
 	for _, f := range diff.Changed {
 		changed = append(changed, f.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
@@ -359,14 +379,15 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOfAny(fps, p.Name), p.Reason)
 			}
 		}
-		return nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
+		return nil, nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
 	}
-	if len(changed) == 0 {
-		if len(added) > 0 || len(part.NewData) > 0 {
-			return nil, nil, &refusal{fmt.Errorf("%s: %s adds functions or variables but changes no function that would use them", o.patch, u.Path)}
-		}
-		return nil, nil, nil
-	}
+	return post, changed, added, nil
+}
+
+// generatePart generates the livepatch module's part for one compiled
+// file: its changed and added functions, with a copy of each function an
+// earlier update (--on-top-of) added that the new code calls.
+func generatePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, post []byte, changed, added []string, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, error) {
 	out, err := klpgen.Generate(post, changed, added, syms, part)
 	// A function an earlier update added (--on-top-of) is in that
 	// update's module, not in the kernel: the new code that calls it
@@ -378,7 +399,7 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 			break
 		}
 		if slices.Contains(changed, me.Name) {
-			return nil, nil, &refusal{fmt.Errorf("%s: %s: %s changed, but it is not in the kernel: an earlier update added it, and its callers in that update's module would still call the copy there; add the new version under another name and change the callers that should call it, or make one update of both", o.patch, u.Path, me.Name)}
+			return nil, &refusal{fmt.Errorf("%s: %s: %s changed, but it is not in the kernel: an earlier update added it, and its callers in that update's module would still call the copy there; add the new version under another name and change the callers that should call it, or make one update of both", o.patch, u.Path, me.Name)}
 		}
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is not in the kernel (an earlier update added it): the module carries its own copy\n", u.Path, me.Name)
 		added = append(added, me.Name)
@@ -390,9 +411,9 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 			fmt.Fprintf(e.stderr, "splicefleet: refused: symbol %s (%s): exported by module %s, which %s cannot reach: %s\n",
 				de.Name, hunkOfAny(fps, de.Name), de.Exporter, de.Module, de.Reason)
 		}
-		return nil, nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
+		return nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}
-	return out, changed, nil
+	return out, nil
 }
 
 // definesFunction reports whether the object defines a function name.
