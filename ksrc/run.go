@@ -45,9 +45,9 @@ func runEnv(ctx context.Context, dir string, w io.Writer, rewrite, env []string,
 	case err == nil:
 		return nil
 	case errors.As(err, &exit) && exit.ExitCode() >= 0:
-		return fmt.Errorf("%w: %s exited %d (its output is above)", ErrBuildFailed, name, exit.ExitCode())
+		return fmt.Errorf("%w: %s exited %d%s (its output is above)", ErrBuildFailed, name, exit.ExitCode(), out.firstError())
 	case errors.As(err, &exit):
-		return fmt.Errorf("%w: %s %v (its output is above)", ErrBuildFailed, name, exit.ProcessState)
+		return fmt.Errorf("%w: %s %v%s (its output is above)", ErrBuildFailed, name, exit.ProcessState, out.firstError())
 	default:
 		return fmt.Errorf("%w: run %s: %w", ErrBuildFailed, name, err)
 	}
@@ -95,6 +95,39 @@ type lineRewriter struct {
 	w       io.Writer
 	r       *strings.Replacer
 	partial []byte
+	// first is the first line of the output that reports an error, as
+	// gcc and ld write it ("FILE:LINE:COL: error: ..."), so that the
+	// summary of a failed build says what failed even where the output
+	// itself is not kept (make corpus records only the summary).
+	first string
+}
+
+// maxErrorLine bounds the error line a build failure's summary quotes.
+const maxErrorLine = 300
+
+// note keeps the first error line of rewritten output.
+func (l *lineRewriter) note(s string) {
+	if l.first != "" {
+		return
+	}
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, ": error: ") || strings.Contains(line, ": fatal error: ") || strings.Contains(line, "undefined reference to") {
+			line = strings.TrimSpace(line)
+			if len(line) > maxErrorLine {
+				line = line[:maxErrorLine] + "..."
+			}
+			l.first = strings.ToValidUTF8(line, "?")
+			return
+		}
+	}
+}
+
+// firstError is the first error line, prefixed for a summary, or "".
+func (l *lineRewriter) firstError() string {
+	if l.first == "" {
+		return ""
+	}
+	return ": " + l.first
 }
 
 func (l *lineRewriter) Write(b []byte) (int, error) {
@@ -102,6 +135,7 @@ func (l *lineRewriter) Write(b []byte) (int, error) {
 	if i := bytes.LastIndexByte(l.partial, '\n'); i >= 0 {
 		s := l.r.Replace(string(l.partial[:i+1]))
 		l.partial = append(l.partial[:0], l.partial[i+1:]...)
+		l.note(s)
 		if _, err := io.WriteString(l.w, s); err != nil {
 			return 0, err
 		}
@@ -112,7 +146,9 @@ func (l *lineRewriter) Write(b []byte) (int, error) {
 // flush writes a last line that lacked its newline.
 func (l *lineRewriter) flush() {
 	if len(l.partial) > 0 {
-		_, _ = io.WriteString(l.w, l.r.Replace(string(l.partial))+"\n")
+		s := l.r.Replace(string(l.partial))
+		l.note(s)
+		_, _ = io.WriteString(l.w, s+"\n")
 		l.partial = nil
 	}
 }

@@ -64,7 +64,7 @@ mark hdr-enabled "$(cat /sys/kernel/livepatch/lp_fdheader_v1/enabled)"
 mark hdr-applied "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
 try hdr-undo sfv undo fdheader
 mark hdr-undone "$(readlink /proc/self/fd/2 2>/dev/null | sed 's/\[.*//')"
-mark hdr-oops "$(dmesg | grep -ci 'BUG:\|Oops\|WARNING:')"
+mark hdr-oops "$(dmesg | grep -c 'BUG:\|Oops\|WARNING:')"
 `, File{Path: "lab/extra/fdheader.splice", Data: bundle, Mode: 0o644})
 	want(t, r, "hdr-before", "/dev/null")
 	want(t, r, "hdr-apply-exit", "0")

@@ -1,8 +1,6 @@
 package lab
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,36 +41,12 @@ const vfatPatch = `--- a/fs/fat/namei_vfat.c
 // file system logs the patch's line; undone, it does not.
 func TestScenarioCreatePatchModuleExport(t *testing.T) {
 	note := scenario(t)
-	k := fetchKernel(t)
-	bin := splicefleetBinary(t)
-	b := labFixture(t)
-	opts := FetchOptions{Log: logWriter{t}}
-	src, err := FetchSource(context.Background(), opts, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sysmap, err := FetchSystemMap(context.Background(), opts, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	patch := filepath.Join(dir, "vfat.patch")
-	if err := os.WriteFile(patch, []byte(vfatPatch), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	modules := filepath.Join(k.Root, "lib", "modules", k.Release)
-	out := filepath.Join(dir, "vfat.splice")
-	var log bytes.Buffer
-	start := time.Now()
-	err = sfRun(bin, &log, "create", "--patch", patch, "--kernel-source", src, "--kernel-build", k.HeadersDir,
-		"--system-map", sysmap, "--modules", modules, "--cache-dir", filepath.Join(root, ".cache", "ksrc"),
-		"--id", "vfat", "--version", "1", "--description", "lab: create --patch of fs/fat/namei_vfat.c", "-o", out)
-	took := time.Since(start)
-	t.Logf("create --patch of a module calling another module's export took %s:\n%s", took.Round(time.Millisecond), log.String())
+	c := newPatchCreator(t)
+	patch := c.writePatch("vfat.patch", vfatPatch)
+	out := c.path("vfat.splice")
+	log, took, err := c.create("--patch", patch, "--id", "vfat", "--version", "1",
+		"--description", "lab: create --patch of fs/fat/namei_vfat.c", "-o", out)
+	t.Logf("create --patch of a module calling another module's export took %s:\n%s", took.Round(time.Millisecond), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,27 +55,21 @@ func TestScenarioCreatePatchModuleExport(t *testing.T) {
 		"vfat_fill_super changed",
 		"reaches fat_fill_super of fat (exported by fat, a dependency of vfat) through a livepatch relocation",
 	} {
-		if !strings.Contains(log.String(), w) {
+		if !strings.Contains(log, w) {
 			t.Errorf("create --patch output lacks %q", w)
 		}
 	}
-	if err := sfRun(bin, &bytes.Buffer{}, "sign", "--key", filepath.Join(b.dir, "release.sec.asc"), out); err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bundle := c.sign(out)
 	var extra []File
 	extra = append(extra, File{Path: "lab/extra/vfat.splice", Data: bundle, Mode: 0o644})
 	for _, m := range []string{"fat", "vfat"} {
-		ko, err := os.ReadFile(filepath.Join(modules, "kernel", "fs", "fat", m+".ko"))
+		ko, err := os.ReadFile(filepath.Join(c.modules, "kernel", "fs", "fat", m+".ko"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		extra = append(extra, File{Path: "lab/extra/" + m + ".ko", Data: ko, Mode: 0o644})
 	}
-	disk := filepath.Join(dir, "fat.img")
+	disk := c.path("fat.img")
 	if err := os.WriteFile(disk, make([]byte, 16<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}

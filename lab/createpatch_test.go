@@ -405,7 +405,7 @@ mark both-status "$(cat /bm/status)"
 try both-undo sfv undo both
 try resched-apply sf apply /lab/extra/resched.splice
 mark resched-cmdline "$(grep -c splicefleet.resched=1 /proc/cmdline)"
-mark resched-oops "$(dmesg | grep -ci 'static_call\|BUG:\|Oops')"
+mark resched-oops "$(dmesg | grep -c 'static_call\|BUG:\|Oops')"
 try resched-undo sfv undo resched
 mark both-undone "$(grep -c splicefleet.patched=1 /proc/cmdline) $(cat /bm/status)"
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},

@@ -224,9 +224,15 @@ func TestCreateFromSourceCompileError(t *testing.T) {
 		t.Errorf("stderr lacks the compiler's error:\n%s", errs)
 	}
 	lines := strings.Split(strings.TrimSpace(errs), "\n")
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "splicefleet: build failed: make exited ") ||
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "splicefleet: build failed: make exited ") ||
 		!strings.HasSuffix(last, " (its output is above)") {
 		t.Errorf("last line %q is not the build summary", last)
+	}
+	// The summary quotes the compiler's first error: what failed, where
+	// only the last line is kept (make corpus keeps no more).
+	if !strings.Contains(last, filepath.Join(src, "lp_broken.c")+":4:17: error: expected") {
+		t.Errorf("last line %q does not quote the compiler's error", last)
 	}
 	if !sameFiles(before, c.snapshot()) {
 		t.Error("a failed build wrote files")
