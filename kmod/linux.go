@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strconv"
@@ -175,7 +176,7 @@ func (k *Linux) Disable(ctx context.Context, name string) error {
 	}
 	enabled, err := k.fs.patchBool(name, "enabled")
 	if err != nil {
-		if !exists(k.fs.livepatchDir(name)) {
+		if k.gone(name, err) {
 			return fmt.Errorf("disable %s: %w", name, ErrNoSuchPatch)
 		}
 		return fmt.Errorf("disable %s: %w", name, err)
@@ -248,7 +249,7 @@ func (k *Linux) WaitTransition(ctx context.Context, name string, t Timeouts) err
 	start := time.Now()
 	enabling, err := k.fs.patchBool(name, "enabled")
 	if err != nil {
-		if !exists(k.fs.livepatchDir(name)) {
+		if k.gone(name, err) {
 			return nil
 		}
 		return fmt.Errorf("wait for %s: %w", name, err)
@@ -320,7 +321,7 @@ func (k *Linux) poll(ctx context.Context, name string, limit, interval time.Dura
 	for {
 		in, err := k.fs.patchBool(name, "transition")
 		if err != nil {
-			if !exists(k.fs.livepatchDir(name)) {
+			if k.gone(name, err) {
 				return true, nil
 			}
 			return false, fmt.Errorf("wait for %s: %w", name, err)
@@ -367,6 +368,17 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// gone reports whether a failed read of one of a patch's files means
+// the patch is gone: its folder is, or the file is while the folder is
+// still there. The kernel frees a disabled patch from a work queue once
+// its transition has finished, and sysfs takes the files away before
+// the folder: a reader may find the folder and not its files for a
+// moment. The kernel creates a patch's files with its folder, so a
+// missing file is never a patch on its way in.
+func (k *Linux) gone(name string, err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || !exists(k.fs.livepatchDir(name))
 }
 
 // patchBool reads one flag file of a patch ("enabled", "transition").

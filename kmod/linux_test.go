@@ -527,6 +527,28 @@ func TestWaitTransitionDone(t *testing.T) {
 	}
 }
 
+// TestWaitTransitionPatchGoing: a patch whose disable just finished is
+// freed by the kernel from a work queue, and sysfs takes its files away
+// before its folder. Seen in a guest: undo read the patch's folder, then
+// failed to open its enabled file. That patch is gone, not an error.
+func TestWaitTransitionPatchGoing(t *testing.T) {
+	f, k := newFakeKernel(t, map[string]string{
+		"sys/kernel/livepatch/lp/.keep": "",
+	})
+	if err := k.WaitTransition(context.Background(), "lp", shortTimeouts); err != nil {
+		t.Fatalf("WaitTransition of a patch whose files are gone: %v", err)
+	}
+	if done, err := k.poll(context.Background(), "lp", time.Second, time.Millisecond); !done || err != nil {
+		t.Fatalf("poll of a patch whose files are gone: done %t, err %v", done, err)
+	}
+	if err := k.Disable(context.Background(), "lp"); !errors.Is(err, ErrNoSuchPatch) {
+		t.Fatalf("Disable of a patch whose files are gone: %v, want ErrNoSuchPatch", err)
+	}
+	if len(f.calls) != 0 {
+		t.Errorf("calls = %q, want none", f.calls)
+	}
+}
+
 func TestWaitTransitionSignalHelps(t *testing.T) {
 	f, k := newFakeKernel(t, map[string]string{
 		"sys/kernel/livepatch/lp/enabled":    "1\n",
