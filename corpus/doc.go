@@ -20,7 +20,18 @@
 //     neither the file nor the code end up in one file unit; a change
 //     whose subject names its subsystem but not its files may claim a
 //     neighbour's hunk; and a change no hunk is attributed to makes no
-//     unit.
+//     unit. Then each unit takes along, as copies, the hunks of other
+//     units that newly declare or define an identifier its added lines
+//     use and the older versions of its files do not name (takealong.go:
+//     a line-based reading of C in kernel style, no compiler): a
+//     prototype, static inline, macro, type, enumerator, struct member
+//     (from a header the unit's files include) or a new function, from
+//     hunks that remove nothing and change no existing function's body,
+//     transitively, at most MaxTaken. Unit.Took (and each Record) says
+//     which hunks came from where. A copy rather than a move because each
+//     unit is measured by itself against the older tree: the declaration
+//     belongs to every unit that needs it, and the unit it was grouped
+//     into keeps it.
 //   - IndexDebugInfo says which source files the target configuration
 //     built, and into what (vmlinux or a module), from the compilation
 //     units and line tables of the kernel's and the modules' DWARF debug

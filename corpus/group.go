@@ -3,6 +3,7 @@ package corpus
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"path"
 	"regexp"
 	"slices"
@@ -25,6 +26,9 @@ type Unit struct {
 	Files []string `json:"files"`
 	// Hunks counts the unit's hunks.
 	Hunks int `json:"hunks"`
+	// Took are the hunks the unit took along from other units: the
+	// declarations and new definitions its added lines need (see Group).
+	Took []TakenHunk `json:"took,omitempty"`
 	// Patch is the unit as a unified diff with a/ and b/ paths.
 	Patch []byte `json:"-"`
 }
@@ -171,13 +175,19 @@ func isIdentByte(c byte) bool {
 // constants), when that change scores at least minScore and strictly
 // more than every other. Changes no hunk is attributed to make no unit.
 // Units come in changelog order, then file units by path.
-func Group(files []FileDiff, changes []Change) []Unit {
+//
+// Then every unit takes along, as a copy, the hunks of other units that
+// newly declare or define what its added lines use and the older
+// versions of its files do not name (a prototype, a static inline, a
+// macro, a type, a struct member or enumerator, a new function), so it
+// builds against the older tree by itself; see Unit.Took. old is the
+// older tree (nil: the hunks' diff -p context stands in for the files).
+func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
 	keys := make([]subjectKeys, len(changes))
 	for i, c := range changes {
 		keys[i] = keysOf(c.Subject)
 	}
-	type ref struct{ file, hunk int }
-	byChange := map[int][]ref{}
+	byChange := map[int][]hunkRef{}
 	byFile := map[int][]int{}
 	for fi := range files {
 		f := &files[fi]
@@ -207,7 +217,7 @@ func Group(files []FileDiff, changes []Change) []Unit {
 				}
 			}
 			if best >= minScore && best > second {
-				byChange[who] = append(byChange[who], ref{fi, hi})
+				byChange[who] = append(byChange[who], hunkRef{fi, hi})
 			} else {
 				byFile[fi] = append(byFile[fi], hi)
 			}
@@ -216,21 +226,18 @@ func Group(files []FileDiff, changes []Change) []Unit {
 			byFile[fi] = nil // binary: a unit of its own, with no hunks
 		}
 	}
-	var units []Unit
+	var (
+		ids     []string
+		subject []Change
+		groups  [][]hunkRef
+	)
 	for ci, c := range changes {
-		refs := byChange[ci]
-		if len(refs) == 0 {
+		if len(byChange[ci]) == 0 {
 			continue
 		}
-		perFile := map[int][]int{}
-		var order []int
-		for _, r := range refs {
-			if _, ok := perFile[r.file]; !ok {
-				order = append(order, r.file)
-			}
-			perFile[r.file] = append(perFile[r.file], r.hunk)
-		}
-		units = append(units, makeUnit(fmt.Sprintf("c%04d", ci), c, files, order, perFile))
+		ids = append(ids, fmt.Sprintf("c%04d", ci))
+		subject = append(subject, c)
+		groups = append(groups, byChange[ci])
 	}
 	var rest []int
 	for fi := range byFile {
@@ -238,7 +245,33 @@ func Group(files []FileDiff, changes []Change) []Unit {
 	}
 	sort.Slice(rest, func(i, j int) bool { return files[rest[i]].Path < files[rest[j]].Path })
 	for _, fi := range rest {
-		units = append(units, makeUnit("f:"+files[fi].Path, Change{}, files, []int{fi}, map[int][]int{fi: byFile[fi]}))
+		ids = append(ids, "f:"+files[fi].Path)
+		subject = append(subject, Change{})
+		var g []hunkRef
+		for _, hi := range byFile[fi] {
+			g = append(g, hunkRef{fi, hi})
+		}
+		if g == nil {
+			g = []hunkRef{{fi, -1}} // a binary file
+		}
+		groups = append(groups, g)
+	}
+	taken := takeAlong(files, groups, ids, old)
+	units := make([]Unit, len(groups))
+	for gi, g := range groups {
+		perFile := map[int][]int{}
+		var order []int
+		for _, r := range g {
+			if _, ok := perFile[r.file]; !ok {
+				order = append(order, r.file)
+				perFile[r.file] = nil
+			}
+			if r.hunk >= 0 {
+				perFile[r.file] = append(perFile[r.file], r.hunk)
+			}
+		}
+		units[gi] = makeUnit(ids[gi], subject[gi], files, order, perFile)
+		units[gi].Took = taken[gi]
 	}
 	return units
 }

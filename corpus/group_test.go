@@ -98,7 +98,7 @@ func unitByID(units []Unit, id string) *Unit {
 
 func TestGroup(t *testing.T) {
 	files := readTreeDiff(t)
-	units := Group(files, testChanges)
+	units := Group(files, testChanges, nil)
 	total, got := 0, 0
 	for _, f := range files {
 		total += len(f.Hunks)

@@ -33,6 +33,8 @@ type Record struct {
 	Subject string   `json:"subject,omitempty"`
 	CVEs    []string `json:"cves,omitempty"`
 	Files   []string `json:"files"`
+	// Took are the hunks the unit took along from other units (Unit.Took).
+	Took []TakenHunk `json:"took,omitempty"`
 	// Objects are what the configuration builds the unit's files into
 	// ("vmlinux" first, then module names), at most MaxObjects of them
 	// (a header is in hundreds); ObjectCount is how many there are. Empty
@@ -262,7 +264,7 @@ func Run(ctx context.Context, units []Unit, built Built, resultsFile, kernel str
 			return s, err
 		}
 		objs := built.Objects(u.Files)
-		r := Record{ID: u.ID, Subject: u.Subject, CVEs: u.CVEs, Files: u.Files, Objects: objs[:min(len(objs), MaxObjects)],
+		r := Record{ID: u.ID, Subject: u.Subject, CVEs: u.CVEs, Files: u.Files, Took: u.Took, Objects: objs[:min(len(objs), MaxObjects)],
 			ObjectCount: len(objs), Kernel: kernel, At: time.Now().UTC().Format(time.RFC3339)}
 		if len(r.Objects) == 0 {
 			r.Outcome = NotBuilt
@@ -321,6 +323,9 @@ type Breakdown struct {
 	// of a module, one C file of vmlinux; Other is the rest (built files
 	// that are neither .c nor .h, e.g. an assembler file).
 	Header, SeveralFiles, Module, Vmlinux, Other int
+	// TookAlong counts the built units that took hunks along from other
+	// units (Unit.Took).
+	TookAlong int
 }
 
 // Describe counts units by how they were formed and what is built.
@@ -344,6 +349,9 @@ func Describe(units []Unit, built Built) Breakdown {
 		b.Built++
 		if cve {
 			b.BuiltCVE++
+		}
+		if len(u.Took) > 0 {
+			b.TookAlong++
 		}
 		var headers, cfiles int
 		for _, f := range u.Files {
@@ -372,6 +380,6 @@ func Describe(units []Unit, built Built) Breakdown {
 
 func (b Breakdown) String() string {
 	return fmt.Sprintf("%d units (%d attributed to a change, %d per file; %d name a CVE), %d built by the configuration "+
-		"(%d name a CVE): %d one C file of vmlinux, %d one C file of a module, %d several C files, %d touch a header, %d other",
-		b.Units, b.Attributed, b.PerFile, b.CVE, b.Built, b.BuiltCVE, b.Vmlinux, b.Module, b.SeveralFiles, b.Header, b.Other)
+		"(%d name a CVE): %d one C file of vmlinux, %d one C file of a module, %d several C files, %d touch a header, %d other; %d took declarations along",
+		b.Units, b.Attributed, b.PerFile, b.CVE, b.Built, b.BuiltCVE, b.Vmlinux, b.Module, b.SeveralFiles, b.Header, b.Other, b.TookAlong)
 }

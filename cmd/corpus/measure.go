@@ -179,7 +179,7 @@ func debianUnits(ctx context.Context, opts lab.FetchOptions, series, from, to, f
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", diffFile, err)
 	}
-	units := corpus.Group(files, changes)
+	units := corpus.Group(files, changes, os.DirFS(fromTree))
 	fmt.Fprintf(log, "corpus: %d changed files, %d changes listed, %d units\n", len(files), len(changes), len(units))
 	return units, nil
 }
