@@ -183,6 +183,33 @@ func isIdentByte(c byte) bool {
 // builds against the older tree by itself; see Unit.Took. old is the
 // older tree (nil: the hunks' diff -p context stands in for the files).
 func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
+	byChange, byFile := attribute(files, changes)
+	ids, subject, groups := unitGroups(files, changes, byChange, byFile)
+	taken := takeAlong(files, groups, ids, old)
+	units := make([]Unit, len(groups))
+	for gi, g := range groups {
+		perFile := map[int][]int{}
+		var order []int
+		for _, r := range g {
+			if _, ok := perFile[r.file]; !ok {
+				order = append(order, r.file)
+				perFile[r.file] = nil
+			}
+			if r.hunk >= 0 {
+				perFile[r.file] = append(perFile[r.file], r.hunk)
+			}
+		}
+		units[gi] = makeUnit(ids[gi], subject[gi], files, order, perFile)
+		units[gi].Took = taken[gi]
+	}
+	return units
+}
+
+// attribute gives each hunk to the change whose subject names it best,
+// when one does well enough (byChange, by change index), or leaves it to
+// its file (byFile, by file index; a binary file has an entry with no
+// hunks).
+func attribute(files []FileDiff, changes []Change) (map[int][]hunkRef, map[int][]int) {
 	keys := make([]subjectKeys, len(changes))
 	for i, c := range changes {
 		keys[i] = keysOf(c.Subject)
@@ -226,6 +253,12 @@ func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
 			byFile[fi] = nil // binary: a unit of its own, with no hunks
 		}
 	}
+	return byChange, byFile
+}
+
+// unitGroups orders the units: changes in changelog order, then the
+// files' remainders by path; it returns each unit's id, change and hunks.
+func unitGroups(files []FileDiff, changes []Change, byChange map[int][]hunkRef, byFile map[int][]int) ([]string, []Change, [][]hunkRef) {
 	var (
 		ids     []string
 		subject []Change
@@ -256,24 +289,7 @@ func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
 		}
 		groups = append(groups, g)
 	}
-	taken := takeAlong(files, groups, ids, old)
-	units := make([]Unit, len(groups))
-	for gi, g := range groups {
-		perFile := map[int][]int{}
-		var order []int
-		for _, r := range g {
-			if _, ok := perFile[r.file]; !ok {
-				order = append(order, r.file)
-				perFile[r.file] = nil
-			}
-			if r.hunk >= 0 {
-				perFile[r.file] = append(perFile[r.file], r.hunk)
-			}
-		}
-		units[gi] = makeUnit(ids[gi], subject[gi], files, order, perFile)
-		units[gi].Took = taken[gi]
-	}
-	return units
+	return ids, subject, groups
 }
 
 func makeUnit(id string, c Change, files []FileDiff, order []int, hunks map[int][]int) Unit {

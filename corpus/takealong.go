@@ -6,7 +6,6 @@ import (
 	"path"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -452,86 +451,15 @@ type hunkRef struct{ file, hunk int }
 func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) [][]TakenHunk {
 	tree := &oldTree{fsys: old, files: map[string]string{}}
 	owner := map[hunkRef]int{}
-	decls := map[hunkRef]hunkDecls{}
-	// byName lists, for every identifier some takeable hunk newly
-	// declares, the hunks that do.
-	byName := map[string][]hunkRef{}
 	for gi, g := range groups {
 		for _, r := range g {
 			owner[r] = gi
 		}
 	}
-	var all []hunkRef
-	for fi := range files {
-		for hi := range files[fi].Hunks {
-			all = append(all, hunkRef{fi, hi})
-		}
-	}
-	for _, r := range all {
-		f := &files[r.file]
-		var oldText string
-		if !f.New {
-			oldText = tree.text(f.Path)
-		}
-		d := analyse(f.Path, &f.Hunks[r.hunk], oldText)
-		decls[r] = d
-		if !d.takeable {
-			continue
-		}
-		for name := range d.names {
-			if oldText != "" && containsIdent([]string{oldText}, name) {
-				continue // the old file has it already: not new
-			}
-			byName[name] = append(byName[name], r)
-		}
-	}
-	for _, rs := range byName {
-		sort.Slice(rs, func(i, j int) bool {
-			return rs[i].file < rs[j].file || rs[i].file == rs[j].file && rs[i].hunk < rs[j].hunk
-		})
-	}
+	decls, byName := indexDecls(files, tree)
 	taken := make([][]TakenHunk, len(groups))
 	for gi := range groups {
-		in := map[hunkRef]bool{}
-		fileIn := map[int]bool{}
-		for _, r := range groups[gi] {
-			in[r] = true
-			fileIn[r.file] = true
-		}
-		var todo []hunkRef
-		todo = append(todo, groups[gi]...)
-		tookFor := map[hunkRef][]string{}
-		var order []hunkRef
-		for len(todo) > 0 && len(order) < MaxTaken {
-			r := todo[0]
-			todo = todo[1:]
-			for _, name := range decls[r].uses {
-				cands := byName[name]
-				if len(cands) == 0 || declaredIn(name, r.file, groups[gi], order, decls) || mentionedOld(name, fileIn, files, tree) {
-					continue
-				}
-				for _, c := range cands {
-					if in[c] && !slices.Contains(order, c) {
-						continue
-					}
-					if !reaches(decls[c].names[name], c, fileIn, files, tree) {
-						continue
-					}
-					if !in[c] {
-						if len(order) == MaxTaken {
-							break
-						}
-						in[c] = true
-						fileIn[c.file] = true
-						order = append(order, c)
-						todo = append(todo, c)
-					}
-					if !slices.Contains(tookFor[c], name) {
-						tookFor[c] = append(tookFor[c], name)
-					}
-				}
-			}
-		}
+		order, tookFor := needed(files, groups[gi], decls, byName, tree)
 		for _, c := range order {
 			h := &files[c.file].Hunks[c.hunk]
 			taken[gi] = append(taken[gi], TakenHunk{File: files[c.file].Path,
@@ -540,6 +468,82 @@ func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) []
 		}
 	}
 	return taken
+}
+
+// indexDecls reads what every hunk declares and uses, and lists, for
+// every identifier some takeable hunk newly declares, the hunks that do,
+// in diff order.
+func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[string][]hunkRef) {
+	decls := map[hunkRef]hunkDecls{}
+	byName := map[string][]hunkRef{}
+	for fi := range files {
+		f := &files[fi]
+		var oldText string
+		if !f.New {
+			oldText = tree.text(f.Path)
+		}
+		for hi := range f.Hunks {
+			r := hunkRef{fi, hi}
+			d := analyse(f.Path, &f.Hunks[hi], oldText)
+			decls[r] = d
+			if !d.takeable {
+				continue
+			}
+			for name := range d.names {
+				if oldText != "" && containsIdent([]string{oldText}, name) {
+					continue // the old file has it already: not new
+				}
+				byName[name] = append(byName[name], r)
+			}
+		}
+	}
+	return decls, byName
+}
+
+// needed finds, breadth first from a group's own hunks, the hunks of
+// other groups that declare what they use, at most MaxTaken, and for
+// each the identifiers it was taken for.
+func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byName map[string][]hunkRef, tree *oldTree) ([]hunkRef, map[hunkRef][]string) {
+	in := map[hunkRef]bool{}
+	fileIn := map[int]bool{}
+	for _, r := range group {
+		in[r] = true
+		fileIn[r.file] = true
+	}
+	todo := slices.Clone(group)
+	tookFor := map[hunkRef][]string{}
+	var order []hunkRef
+	for len(todo) > 0 && len(order) < MaxTaken {
+		r := todo[0]
+		todo = todo[1:]
+		for _, name := range decls[r].uses {
+			cands := byName[name]
+			if len(cands) == 0 || declaredIn(name, r.file, group, order, decls) || mentionedOld(name, fileIn, files, tree) {
+				continue
+			}
+			for _, c := range cands {
+				if in[c] && !slices.Contains(order, c) {
+					continue
+				}
+				if !reaches(decls[c].names[name], c, fileIn, files, tree) {
+					continue
+				}
+				if !in[c] {
+					if len(order) == MaxTaken {
+						break
+					}
+					in[c] = true
+					fileIn[c.file] = true
+					order = append(order, c)
+					todo = append(todo, c)
+				}
+				if !slices.Contains(tookFor[c], name) {
+					tookFor[c] = append(tookFor[c], name)
+				}
+			}
+		}
+	}
+	return order, tookFor
 }
 
 func hunkHeaderOf(h *Hunk) string {
