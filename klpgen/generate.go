@@ -553,6 +553,22 @@ func isColdPart(sym, fn string) bool {
 	return ok && (rest == "" || rest[0] == '.')
 }
 
+// ColdParent returns the function F that gcc split a cold part off
+// (F.cold, F.cold.N, in .text.unlikely.F). A cold part is not a function
+// the kernel can redirect (it has no __fentry__ call): only F jumps into
+// it, so a changed cold part is carried by replacing F, whose new copy
+// brings its new cold part along.
+func ColdParent(sym string) (string, bool) {
+	i := strings.LastIndex(sym, ".cold")
+	if i <= 0 {
+		return "", false
+	}
+	if fn := sym[:i]; isColdPart(sym, fn) {
+		return fn, true
+	}
+	return "", false
+}
+
 // checkCodeSection checks that a function's section is ordinary text
 // holding only that function (ours reports the symbols that belong).
 func (g *generator) checkCodeSection(fn *function, sec int, ours func(*symbol) bool) error {

@@ -83,3 +83,23 @@ func TestLoadSymbolsBoundsInput(t *testing.T) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
 	}
 }
+
+// TestColdParent: the cold parts gcc splits off a function name that
+// function; other names, and names that only contain ".cold", do not.
+func TestColdParent(t *testing.T) {
+	for sym, want := range map[string]string{
+		"btrfs_chunk_alloc_add_chunk_item.cold": "btrfs_chunk_alloc_add_chunk_item",
+		"vfat_fill_super.cold.3":                "vfat_fill_super",
+		"helper.isra.0.cold":                    "helper.isra.0",
+		"cold":                                  "",
+		".cold":                                 "",
+		"f.coldness":                            "",
+		"f.cold_start":                          "",
+		"seq_show":                              "",
+	} {
+		got, ok := ColdParent(sym)
+		if got != want || ok != (want != "") {
+			t.Errorf("ColdParent(%q) = %q, %t; want %q", sym, got, ok, want)
+		}
+	}
+}

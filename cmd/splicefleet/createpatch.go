@@ -346,8 +346,15 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 		}
 	}
 	for _, f := range diff.Changed {
-		changed = append(changed, f.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
+		name := f.Name
+		if fn, ok := klpgen.ColdParent(name); ok && !slices.ContainsFunc(diff.Changed, func(g objdiff.Function) bool { return g.Name == fn }) {
+			fmt.Fprintf(e.stderr, "splicefleet: %s: %s is the cold part gcc split off %s: the bundle replaces %s with it\n", u.Path, name, fn, fn)
+			name = fn
+		}
+		if !slices.Contains(changed, name) {
+			changed = append(changed, name)
+		}
 	}
 	for _, f := range diff.Added {
 		added = append(added, f.Name)
