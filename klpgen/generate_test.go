@@ -1019,3 +1019,73 @@ func TestGenerateCopiesJumpEntries(t *testing.T) {
 		})
 	}
 }
+
+// staticCallUnit has a static call site as the kernel's static_call
+// writes it on x86-64: a call to the key's trampoline, and the site's
+// entry (addr, key).
+const staticCallUnit = `
+extern void exported(void);
+extern void __SCT__tp_func_my_event(void);
+extern int __SCK__tp_func_my_event;
+void with_call(int a)
+{
+	exported();
+	asm volatile("1: call __SCT__tp_func_my_event\n"
+		".pushsection .static_call_sites,\"aw\"\n"
+		" .long 1b - .\n .long __SCK__tp_func_my_event - .\n .popsection");
+}
+`
+
+// TestGenerateModuleTracepoints: the kernel registers a livepatch
+// module's jump entries and static call sites before it resolves the
+// symbols of the module it patches. A tracepoint branch of that module
+// compiled off is left out and stays off, with a warning; a static call
+// site of it is left out and calls through the trampoline, with a
+// warning; a tracepoint branch compiled on is still refused.
+func TestGenerateModuleTracepoints(t *testing.T) {
+	mod := func(src string) Options {
+		return Options{ModuleName: "lp_test", Module: "mymod", ModuleSymbols: symbolsOfModule(t, src)}
+	}
+	syms := symbolsFor(t, []string{"exported"})
+
+	off := strings.ReplaceAll(jumpUnit, "KEY", "__tracepoint_my_event")
+	out, err := Generate(compileC(t, off), []string{"with_jump"}, nil, syms, mod(off+"int __tracepoint_my_event;\n"))
+	if err != nil {
+		t.Fatalf("a tracepoint branch compiled off: %v", err)
+	}
+	if s := parseELF(t, out.Object).Section("__jump_table"); s != nil && s.Size > 0 {
+		t.Errorf("the module has a __jump_table of %d bytes, want the tracepoint's entry left out", s.Size)
+	}
+	if !slices.ContainsFunc(out.Warnings, func(w string) bool {
+		return strings.Contains(w, "tracepoint my_event of module mymod stays off")
+	}) {
+		t.Errorf("warnings %q do not say the tracepoint stays off", out.Warnings)
+	}
+
+	on := strings.ReplaceAll(off, `.byte 0x0f,0x1f,0x44,0,0`, `.byte 0xe9,0,0,0,0`)
+	_, err = Generate(compileC(t, on), []string{"with_jump"}, nil, syms, mod(on+"int __tracepoint_my_event;\n"))
+	var u *UnsupportedError
+	if !errors.As(err, &u) || u.Section != "__jump_table" || !strings.Contains(u.Reason, "names __tracepoint_my_event of module mymod") {
+		t.Errorf("a tracepoint branch compiled on: err = %v, want the refusal", err)
+	}
+
+	out, err = Generate(compileC(t, staticCallUnit), []string{"with_call"}, nil, syms,
+		mod(staticCallUnit+"int __SCK__tp_func_my_event;\nvoid __SCT__tp_func_my_event(void) {}\n"))
+	if err != nil {
+		t.Fatalf("a static call site of the module: %v", err)
+	}
+	f := parseELF(t, out.Object)
+	if s := f.Section(".static_call_sites"); s != nil && s.Size > 0 {
+		t.Errorf("the module has .static_call_sites of %d bytes, want the site left out", s.Size)
+	}
+	var calls []string
+	for _, r := range relocsOf(t, f, ".rela.text.with_call") {
+		calls = append(calls, r.Sym)
+	}
+	if !slices.ContainsFunc(calls, func(s string) bool { return strings.Contains(s, "__SCT__tp_func_my_event") }) {
+		t.Errorf("the new code's relocations %v do not reach the trampoline", calls)
+	}
+	if !slices.ContainsFunc(out.Warnings, func(w string) bool { return strings.Contains(w, "goes through the trampoline") }) {
+		t.Errorf("warnings %q do not say the call goes through the trampoline", out.Warnings)
+	}
+}

@@ -1,10 +1,12 @@
 package klpgen
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // entryTable is a kernel table of fixed-size entries, each about one
@@ -34,9 +36,48 @@ var entryTables = map[string]entryTable{
 	// applied its vmlinux livepatch relocations (kernel/module/main.c
 	// applies .klp.rela.vmlinux.* sections with the others), so a key of
 	// vmlinux works, exported or not; a key of a module is resolved only
-	// when that module loads, too late, and is refused.
+	// when that module loads, too late. Such an entry is refused, but
+	// for two that can be left out: a static call site (the call goes
+	// through the key's trampoline, which static_call_update keeps
+	// current) and a tracepoint's branch compiled off (it stays off: the
+	// replaced code emits no events of that tracepoint).
 	"__jump_table":       {size: 16, key: 0, keyed: true},
 	".static_call_sites": {size: 8, key: 0, keyed: true},
+}
+
+// x86 no-ops a static branch site is compiled to when its branch is off
+// by default (arch_static_branch: a 5-byte NOP, or the 2-byte one objtool
+// may shorten it to).
+var (
+	nop5 = []byte{0x0f, 0x1f, 0x44, 0x00, 0x00}
+	nop2 = []byte{0x66, 0x90}
+)
+
+// siteIsNop reports whether the instruction a jump entry names (the
+// relocation at the table's key offset) is a no-op in the object: the
+// branch as compiled, off. A tracepoint's branch is off until someone
+// enables the event; left without its entry, the site stays off.
+func (g *generator) siteIsNop(rs []rela, t entryTable) bool {
+	for _, r := range rs {
+		if r.off%t.size != t.key || r.sym == 0 || int(r.sym) >= len(g.st.syms) {
+			continue
+		}
+		sym := &g.st.syms[r.sym]
+		if !sym.defined() || int(sym.shndx) >= len(g.f.Sections) || r.addend < 0 {
+			return false
+		}
+		code, err := sectionBytes(g.data, g.f.Sections[sym.shndx])
+		if err != nil {
+			return false
+		}
+		at := sym.value + uint64(r.addend)
+		if at > uint64(len(code)) {
+			return false
+		}
+		site := code[at:]
+		return bytes.HasPrefix(site, nop5) || bytes.HasPrefix(site, nop2)
+	}
+	return false
 }
 
 // copyEntryTables copies, for every entry table of the object, the
@@ -86,18 +127,42 @@ func (g *generator) copyEntryTables() error {
 				continue
 			}
 			base := uint64(len(out.data))
-			out.data = append(out.data, data[e*t.size:(e+1)*t.size]...)
+			var relas []outRela
+			dropped := false
 			for _, r := range byEntry[e] {
 				sym, addend, err := g.resolve(copyJob{src: i, owner: fn}, r)
 				if err != nil {
 					return err
 				}
 				if k, ok, _ := parsePlaceholder(sym.name); t.keyed && ok && k.Object != "vmlinux" {
+					if s.Name == ".static_call_sites" {
+						// Unregistered, the site keeps the call to the
+						// key's trampoline that the compiler emitted,
+						// and static_call_update retargets the
+						// trampoline too: the call goes where the
+						// module's own calls go, one jump later.
+						g.warnings = append(g.warnings, fmt.Sprintf("function %s: its static call through %s of module %s goes through the trampoline: "+
+							"the kernel registers the livepatch module's call sites when it loads, before it resolves %s's symbols", fn.name, k.Name, k.Object, k.Object))
+						dropped = true
+						break
+					}
+					if s.Name == "__jump_table" && strings.HasPrefix(k.Name, "__tracepoint_") && g.siteIsNop(byEntry[e], t) {
+						g.warnings = append(g.warnings, fmt.Sprintf("function %s: tracepoint %s of module %s stays off in the new code while the bundle is applied: "+
+							"the kernel registers the livepatch module's jump entries when it loads, before it resolves %s's symbols, so the entry is left out and the site keeps its compiled-in no-op (no events from the replaced code)",
+							fn.name, strings.TrimPrefix(k.Name, "__tracepoint_"), k.Object, k.Object))
+						dropped = true
+						break
+					}
 					return &UnsupportedError{Function: fn.name, Section: s.Name,
 						Reason: fmt.Sprintf("its entry names %s of module %s, which the kernel would look up when it registers the entry, before it resolves that module's symbols", k.Name, k.Object)}
 				}
-				out.relas = append(out.relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
+				relas = append(relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
 			}
+			if dropped {
+				continue
+			}
+			out.data = append(out.data, data[e*t.size:(e+1)*t.size]...)
+			out.relas = append(out.relas, relas...)
 		}
 		g.tables[i] = true
 		if len(out.data) > 0 {
