@@ -127,36 +127,9 @@ func (g *generator) copyEntryTables() error {
 				continue
 			}
 			base := uint64(len(out.data))
-			var relas []outRela
-			dropped := false
-			for _, r := range byEntry[e] {
-				sym, addend, err := g.resolve(copyJob{src: i, owner: fn}, r)
-				if err != nil {
-					return err
-				}
-				if k, ok, _ := parsePlaceholder(sym.name); t.keyed && ok && k.Object != "vmlinux" {
-					if s.Name == ".static_call_sites" {
-						// Unregistered, the site keeps the call to the
-						// key's trampoline that the compiler emitted,
-						// and static_call_update retargets the
-						// trampoline too: the call goes where the
-						// module's own calls go, one jump later.
-						g.warnings = append(g.warnings, fmt.Sprintf("function %s: its static call through %s of module %s goes through the trampoline: "+
-							"the kernel registers the livepatch module's call sites when it loads, before it resolves %s's symbols", fn.name, k.Name, k.Object, k.Object))
-						dropped = true
-						break
-					}
-					if s.Name == "__jump_table" && strings.HasPrefix(k.Name, "__tracepoint_") && g.siteIsNop(byEntry[e], t) {
-						g.warnings = append(g.warnings, fmt.Sprintf("function %s: tracepoint %s of module %s stays off in the new code while the bundle is applied: "+
-							"the kernel registers the livepatch module's jump entries when it loads, before it resolves %s's symbols, so the entry is left out and the site keeps its compiled-in no-op (no events from the replaced code)",
-							fn.name, strings.TrimPrefix(k.Name, "__tracepoint_"), k.Object, k.Object))
-						dropped = true
-						break
-					}
-					return &UnsupportedError{Function: fn.name, Section: s.Name,
-						Reason: fmt.Sprintf("its entry names %s of module %s, which the kernel would look up when it registers the entry, before it resolves that module's symbols", k.Name, k.Object)}
-				}
-				relas = append(relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
+			relas, dropped, err := g.entryRelas(i, s.Name, t, fn, byEntry[e], base)
+			if err != nil {
+				return err
 			}
 			if dropped {
 				continue
@@ -171,4 +144,40 @@ func (g *generator) copyEntryTables() error {
 		}
 	}
 	return nil
+}
+
+// entryRelas resolves the relocations rs of one entry of table name
+// (section index i), copied for fn at base in the module's table. An
+// entry of a module key is refused, or left out (dropped) where that is
+// safe, with a warning: see entryTables.
+func (g *generator) entryRelas(i int, name string, t entryTable, fn *function, rs []rela, base uint64) ([]outRela, bool, error) {
+	var relas []outRela
+	for _, r := range rs {
+		sym, addend, err := g.resolve(copyJob{src: i, owner: fn}, r)
+		if err != nil {
+			return nil, false, err
+		}
+		if k, ok, _ := parsePlaceholder(sym.name); t.keyed && ok && k.Object != "vmlinux" {
+			if name == ".static_call_sites" {
+				// Unregistered, the site keeps the call to the
+				// key's trampoline that the compiler emitted,
+				// and static_call_update retargets the
+				// trampoline too: the call goes where the
+				// module's own calls go, one jump later.
+				g.warnings = append(g.warnings, fmt.Sprintf("function %s: its static call through %s of module %s goes through the trampoline: "+
+					"the kernel registers the livepatch module's call sites when it loads, before it resolves %s's symbols", fn.name, k.Name, k.Object, k.Object))
+				return nil, true, nil
+			}
+			if name == "__jump_table" && strings.HasPrefix(k.Name, "__tracepoint_") && g.siteIsNop(rs, t) {
+				g.warnings = append(g.warnings, fmt.Sprintf("function %s: tracepoint %s of module %s stays off in the new code while the bundle is applied: "+
+					"the kernel registers the livepatch module's jump entries when it loads, before it resolves %s's symbols, so the entry is left out and the site keeps its compiled-in no-op (no events from the replaced code)",
+					fn.name, strings.TrimPrefix(k.Name, "__tracepoint_"), k.Object, k.Object))
+				return nil, true, nil
+			}
+			return nil, false, &UnsupportedError{Function: fn.name, Section: name,
+				Reason: fmt.Sprintf("its entry names %s of module %s, which the kernel would look up when it registers the entry, before it resolves that module's symbols", k.Name, k.Object)}
+		}
+		relas = append(relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
+	}
+	return relas, false, nil
 }
