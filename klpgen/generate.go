@@ -908,17 +908,24 @@ func (g *generator) klpSymbol(owner *function, syms *Symbols, obj, name string, 
 			}
 			k.Pos = pos
 		}
-		if err := validKLPSymbol(k); err != nil {
-			return nil, 0, &UnsupportedError{Function: owner.name, Reason: err.Error()}
-		}
-		out := g.klps[k]
-		if out == nil {
-			out = g.w.addSymbol(&outSym{name: k.Placeholder(), typ: elf.STT_NOTYPE, bind: elf.STB_GLOBAL})
-			g.klps[k] = out
-		}
-		return out, addend, nil
+		out, err := g.placeholder(owner, k)
+		return out, addend, err
 	}
 	return nil, 0, &MissingSymbolError{Name: name, Function: owner.name, Module: g.opts.Module}
+}
+
+// placeholder is the module's one placeholder symbol for k, which the
+// module's livepatch relocations name.
+func (g *generator) placeholder(owner *function, k KLPSymbol) (*outSym, error) {
+	if err := validKLPSymbol(k); err != nil {
+		return nil, &UnsupportedError{Function: owner.name, Reason: err.Error()}
+	}
+	out := g.klps[k]
+	if out == nil {
+		out = g.w.addSymbol(&outSym{name: k.Placeholder(), typ: elf.STT_NOTYPE, bind: elf.STB_GLOBAL})
+		g.klps[k] = out
+	}
+	return out, nil
 }
 
 // dependencySymbol reaches a symbol that module e.Module exports from
@@ -954,15 +961,8 @@ func (g *generator) dependencySymbol(owner *function, name string, e ModuleExpor
 		}
 		k.Pos = pos
 	}
-	if err := validKLPSymbol(k); err != nil {
-		return nil, 0, &UnsupportedError{Function: owner.name, Reason: err.Error()}
-	}
-	out := g.klps[k]
-	if out == nil {
-		out = g.w.addSymbol(&outSym{name: k.Placeholder(), typ: elf.STT_NOTYPE, bind: elf.STB_GLOBAL})
-		g.klps[k] = out
-	}
-	return out, addend, nil
+	out, err := g.placeholder(owner, k)
+	return out, addend, err
 }
 
 // ownSymbols are the symbols of the object the replaced functions live in.
