@@ -99,6 +99,9 @@ type Options struct {
 	// member on an in-memory network instead of sockets; the blob
 	// service stays on TCP.
 	network *gossip.MemNetwork
+	// peerClient, when set (by tests only), is the HTTP client the agent
+	// asks its peers with, in place of distrib.DefaultFetchClient.
+	peerClient *http.Client
 }
 
 // Agent is splicefleet's daemon on one host: a gossip member that hears
@@ -111,6 +114,7 @@ type Agent struct {
 	decodes           uint8
 	now               func() time.Time
 	level             *slog.LevelVar
+	peerClient        *http.Client // nil: distrib.DefaultFetchClient
 
 	policy  atomic.Pointer[signing.Policy]
 	hostKey *hostkey.Key  // signs this host's reports
@@ -182,7 +186,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, version: opts.Version, revision: opts.Revision, now: opts.Now, level: new(slog.LevelVar),
 		bundleQ: newFetchQueue(), docQ: newFetchQueue(), sem: make(chan struct{}, fetchSlots), userTags: cfg.Tags,
-		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, kernelHealth: opts.KernelHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes}
+		watches: map[string]bool{}, pulled: map[string]time.Time{}, tagKick: make(chan struct{}, 1), runHealth: opts.RunHealth, kernelHealth: opts.KernelHealth, tick: opts.RolloutTick, onRollout: opts.OnRollout, decodes: opts.decodes, peerClient: opts.peerClient}
 	if a.tick <= 0 {
 		a.tick = time.Second
 	}
@@ -304,7 +308,7 @@ func (a *Agent) listen() error {
 	// they take seed copies and are referred to.
 	if a.fetcher, err = distrib.NewFetcher(distrib.FetcherOptions{Store: a.store, Verifier: policyVerifier{a}, Now: a.now, Logger: a.log,
 		Self: a.advertisedHTTP(), Retries: 30, Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		OnFetch: a.fetchObserved, Member: a.isMemberHTTP}); err != nil {
+		OnFetch: a.fetchObserved, Member: a.isMemberHTTP, Client: a.peerClient}); err != nil {
 		_ = a.httpLn.Close()
 		return err
 	}

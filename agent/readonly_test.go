@@ -14,18 +14,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splicefleet/splicefleet/distrib"
+
 	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/rollout"
 )
 
 // countingTransport counts the requests that go through it.
+// countingTransport counts the requests to peers while on is set, but
+// for the listings anti-entropy asks for on its own timer (GET /v1/index
+// and /v1/docs).
 type countingTransport struct {
 	base http.RoundTripper
 	n    *atomic.Int64
+	on   *atomic.Bool
 }
 
 func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.n.Add(1)
+	if c.on.Load() && req.URL.Path != "/v1/index" && req.URL.Path != "/v1/docs" {
+		c.n.Add(1)
+	}
 	return c.base.RoundTrip(req)
 }
 
@@ -85,7 +93,20 @@ func changedFiles(before, after map[string]string) []string {
 // effects, and the read leaves them to the engine.
 func TestRolloutStatusOnlyReads(t *testing.T) {
 	f := newTestFleet(t)
+	// a's requests to peers are counted once counting is on, after the
+	// rollout settled: the client is a's from the start, as the engine
+	// and the fetcher share it.
+	var asked atomic.Int64
+	var counting atomic.Bool
+	client := distrib.DefaultFetchClient()
+	client.Transport = countingTransport{base: client.Transport, n: &asked, on: &counting}
+	f.options = func(o *Options) {
+		if o.Config.NodeName == "a" {
+			o.peerClient = client
+		}
+	}
 	a := f.start(f.config("a"))
+	f.options = nil
 	b := f.start(f.config("b"))
 	waitMembers(t, []*Agent{a, b}, 2)
 	_, st := f.publishWithPlan(a, "readonly", 1, "id: ID\nbundle: BUNDLE\nstages:\n  - percent: 100\ngates:\n  health_window: 100ms\n")
@@ -112,12 +133,10 @@ func TestRolloutStatusOnlyReads(t *testing.T) {
 	// machine b's report may still be on its way by gossip and land
 	// inside the window: that round proves nothing about the reads, and
 	// is tried again.
-	var asked atomic.Int64
 	a.ro.mu.Lock()
 	rec := a.ro.recs[st.Digest]
-	base := a.ro.deps.client
-	a.ro.deps.client = &http.Client{Transport: countingTransport{base: base.Transport, n: &asked}, CheckRedirect: base.CheckRedirect, Timeout: base.Timeout}
 	a.ro.mu.Unlock()
+	counting.Store(true)
 	var before map[string]string
 	for round := 1; ; round++ {
 		a.ro.mu.Lock()
