@@ -15,9 +15,12 @@ import (
 // linux-source-6.1 6.1.187-1 and 6.1.190-1: the top Makefile,
 // fs/nfsd/nfs4state.c (eleven hunks of several fixes), lib/ucs2_string.c
 // and a new header.
-func readTreeDiff(t *testing.T) []FileDiff {
+func readTreeDiff(t *testing.T) []FileDiff { return readDiff(t, "testdata/tree.diff") }
+
+// readDiff parses an excerpt of a tree diff kept under testdata.
+func readDiff(t *testing.T, name string) []FileDiff {
 	t.Helper()
-	b, err := os.ReadFile("testdata/tree.diff")
+	b, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}

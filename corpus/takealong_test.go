@@ -2,7 +2,6 @@ package corpus
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,18 +15,7 @@ import (
 // update adds nvmet_auth_sq_destroy (its definition in auth.c, its
 // prototype and its stub in nvmet.h) and calls it in core.c, and
 // drivers/mailbox/pcc.c.
-func readTakeAlongDiff(t *testing.T) []FileDiff {
-	t.Helper()
-	b, err := os.ReadFile("testdata/takealong.diff")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := ParseTreeDiff(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
-}
+func readTakeAlongDiff(t *testing.T) []FileDiff { return readDiff(t, "testdata/takealong.diff") }
 
 // Subjects from Debian's changelog of 6.1.190-1.
 var takeAlongChanges = []Change{
