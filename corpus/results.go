@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
@@ -19,6 +20,14 @@ import (
 const (
 	// NotBuilt: the target configuration compiles none of the unit's files.
 	NotBuilt = "not-built"
+	// Unchanged: the configuration builds the unit's files, but its
+	// change compiles to the same object code (create --patch: it
+	// "changes the object code of no function", and no data either): a
+	// comment, a declaration nothing calls, code under an option the
+	// configuration leaves off, a type spelled differently. The running
+	// kernel already runs what the fixed source compiles to; there is
+	// nothing to carry, so the unit is not counted in U.
+	Unchanged = "unchanged"
 	// Refused: create --patch refused the unit (Record.Reason says why).
 	Refused = "refused"
 	// Failed: a bundle was created and failed the guest check.
@@ -56,8 +65,24 @@ type Record struct {
 // MaxObjects bounds Record.Objects.
 const MaxObjects = 16
 
-// Built says the configuration builds the unit.
-func (r *Record) Built() bool { return r.Outcome != NotBuilt }
+// Built says the configuration builds code the unit changes: the unit
+// counts in U.
+func (r *Record) Built() bool { return r.Outcome != NotBuilt && r.Outcome != Unchanged }
+
+// RefusalOutcome is the outcome of a unit create --patch refused for
+// reason: Unchanged when the reason is that no function's object code
+// changed (create refuses data changes with their own reasons), else
+// Refused.
+func RefusalOutcome(reason string) string {
+	if ReasonClass(reason) == noCodeChange {
+		return Unchanged
+	}
+	return Refused
+}
+
+// noCodeChange is the reason class of create's refusal of a patch that
+// changes no function's object code.
+const noCodeChange = "no function code changed"
 
 // Created says create --patch made a bundle.
 func (r *Record) Created() bool { return r.Outcome == Passed || r.Outcome == Failed }
@@ -126,9 +151,11 @@ func appendRecord(name string, r Record) error {
 // Summary counts the records of one run.
 type Summary struct {
 	// Units is every unit considered; Built those the configuration
-	// builds (U), Created those with a bundle (C), Passed those whose
+	// builds and whose change it compiles to different object code (U);
+	// Unchanged those it builds but compiles to the same code (not in
+	// U); Created those with a bundle (C), Passed those whose
 	// bundle passed the guest check (G).
-	Units, Built, Created, Passed int
+	Units, Built, Unchanged, Created, Passed int
 	// CVEBuilt, CVECreated and CVEPassed count the same for the units
 	// whose change names a CVE.
 	CVEBuilt, CVECreated, CVEPassed int
@@ -139,6 +166,9 @@ type Summary struct {
 // Add counts one record.
 func (s *Summary) Add(r Record) {
 	s.Units++
+	if r.Outcome == Unchanged {
+		s.Unchanged++
+	}
 	if !r.Built() {
 		return
 	}
@@ -221,7 +251,7 @@ func ReasonClass(reason string) string {
 	case strings.Contains(reason, "ambiguous"):
 		return "ambiguous symbol"
 	case strings.Contains(reason, "changes the object code of no function"):
-		return "no function code changed"
+		return noCodeChange
 	case strings.Contains(reason, "does not apply"):
 		return "patch does not apply"
 	case strings.Contains(reason, "binary patches"):
@@ -288,29 +318,47 @@ func firstLine(s string) string {
 	return first
 }
 
-// Sample picks n of the units the configuration builds, with a generator
-// seeded by seed, so the same seed and corpus give the same sample; the
-// units keep their order. n <= 0, or n at least the number of built
+// Sample picks n of the units the configuration builds: those whose
+// keyed hash of seed and id ranks lowest, in the units' order. A unit's
+// rank depends on its id and the seed alone, so the same seed gives the
+// same sample, a larger sample holds the smaller one (a run can grow and
+// resume), and a corpus that gains or loses units elsewhere (a better
+// grouping, a new take-along) keeps the rest of its sample and the
+// records already measured. n <= 0, or n at least the number of built
 // units, gives every unit (built or not).
 func Sample(units []Unit, built Built, n int, seed uint64) []Unit {
-	var idx []int
+	type ranked struct {
+		i    int
+		rank uint64
+	}
+	var rs []ranked
 	for i, u := range units {
 		if len(built.Objects(u.Files)) > 0 {
-			idx = append(idx, i)
+			rs = append(rs, ranked{i, sampleRank(seed, u.ID)})
 		}
 	}
-	if n <= 0 || n >= len(idx) {
+	if n <= 0 || n >= len(rs) {
 		return units
 	}
-	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-	idx = idx[:n]
-	sort.Ints(idx)
+	sort.Slice(rs, func(a, b int) bool { return rs[a].rank < rs[b].rank || rs[a].rank == rs[b].rank && rs[a].i < rs[b].i })
+	rs = rs[:n]
+	sort.Slice(rs, func(a, b int) bool { return rs[a].i < rs[b].i })
 	out := make([]Unit, 0, n)
-	for _, i := range idx {
-		out = append(out, units[i])
+	for _, r := range rs {
+		out = append(out, units[r.i])
 	}
 	return out
+}
+
+// sampleRank is a unit's place in every sample of seed: the first eight
+// bytes of SHA-256 over the seed and the id.
+func sampleRank(seed uint64, id string) uint64 {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], seed)
+	h := sha256.New()
+	h.Write(b[:])
+	h.Write([]byte(id))
+	return binary.BigEndian.Uint64(h.Sum(nil))
 }
 
 // Breakdown describes a corpus before anything runs: how its units were

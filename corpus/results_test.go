@@ -174,6 +174,21 @@ func TestSample(t *testing.T) {
 	if c := ids(Sample(units, built, 5, 8)); slices.Equal(a, c) {
 		t.Errorf("seeds 7 and 8 gave the same sample %v", a)
 	}
+	// A corpus that gains units elsewhere keeps the rest of the sample:
+	// it holds the old sample but where a new unit ranks before it.
+	grown := append(slices.Clone(units), Unit{ID: "new.c", Files: []string{"new.c"}})
+	built["new.c"] = []string{Vmlinux}
+	g := ids(Sample(grown, built, 5, 7))
+	kept := 0
+	for _, id := range a {
+		if slices.Contains(g, id) {
+			kept++
+		}
+	}
+	if want := 5 - btoi(slices.Contains(g, "new.c")); kept != want {
+		t.Errorf("after one unit was added the sample %v keeps %d of %v, want %d", g, kept, a, want)
+	}
+	delete(built, "new.c")
 	if len(Sample(units, built, 0, 7)) != 40 || len(Sample(units, built, 20, 7)) != 40 {
 		t.Error("no sample, or one of every built unit, should give the whole corpus")
 	}
@@ -232,5 +247,38 @@ func TestSummaryCountsCVEs(t *testing.T) {
 	s.Add(Record{ID: "d", CVEs: []string{"CVE-2026-3"}, Outcome: NotBuilt})
 	if s.CVEBuilt != 2 || s.CVECreated != 1 || s.CVEPassed != 1 || s.Built != 3 || s.Passed != 2 {
 		t.Errorf("summary = %+v", s)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// A unit whose change compiles to the same object code is built but not
+// counted in U; a data change create refuses stays a refusal.
+func TestUnchangedIsNotInU(t *testing.T) {
+	same := "f:net/rds/send.c changes the object code of no function in net/rds/send.c"
+	data := "c1: the patch cannot be carried by a livepatch: objdiff: a.c before -> a.c after cannot be livepatched safely: data table: initial value changed"
+	if got := RefusalOutcome(same); got != Unchanged {
+		t.Errorf("RefusalOutcome(%q) = %s, want %s", same, got, Unchanged)
+	}
+	if got := RefusalOutcome(data); got != Refused {
+		t.Errorf("RefusalOutcome(%q) = %s, want %s", data, got, Refused)
+	}
+	var s Summary
+	s.Add(Record{ID: "a", Outcome: Passed})
+	s.Add(Record{ID: "b", Outcome: Unchanged, Reason: same})
+	s.Add(Record{ID: "c", Outcome: Refused, Reason: data})
+	if s.Units != 3 || s.Built != 2 || s.Unchanged != 1 || s.Passed != 1 {
+		t.Errorf("summary = %+v, want 3 units, 2 in U, 1 unchanged", s)
+	}
+	if want := "corpus: 2 units built for this configuration, 1 bundles created, 1 passed the guest check (50.0%)"; s.Line() != want {
+		t.Errorf("line = %q, want %q", s.Line(), want)
+	}
+	if len(s.Reasons) != 1 {
+		t.Errorf("reasons = %v, want only the data refusal", s.Reasons)
 	}
 }

@@ -21,6 +21,7 @@ type config struct {
 	units            []string
 	seed             uint64
 	results          string
+	export           string // write the chosen units' patches here instead of running them
 }
 
 func configFrom(getenv func(string) string) (config, error) {
@@ -34,6 +35,7 @@ func configFrom(getenv func(string) string) (config, error) {
 	c.version = getenv("CORPUS_VERSION")
 	c.patches = getenv("CORPUS_PATCHES")
 	c.results = getenv("CORPUS_RESULTS")
+	c.export = getenv("CORPUS_EXPORT")
 	if v := getenv("CORPUS_SAMPLE"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -63,6 +65,13 @@ func configFrom(getenv func(string) string) (config, error) {
 	}
 	if strings.ContainsAny(c.abi+c.version+c.to, "/ \t") {
 		return c, fmt.Errorf("%w: CORPUS_ABI, CORPUS_VERSION and CORPUS_TO are names, not paths", errUsage)
+	}
+	if c.export != "" {
+		abs, err := filepath.Abs(c.export)
+		if err != nil {
+			return c, err
+		}
+		c.export = abs
 	}
 	if c.patches != "" {
 		abs, err := filepath.Abs(c.patches)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -101,5 +103,35 @@ func TestPatchSubject(t *testing.T) {
 	}
 	if got := patchSubject([]byte("--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-Subject: a\n+b\n"), "fix.patch"); got != "fix.patch" {
 		t.Errorf("subject of a bare diff = %q, want the file name", got)
+	}
+}
+
+func TestExportUnits(t *testing.T) {
+	dir := t.TempDir()
+	units := []corpus.Unit{
+		{ID: "c0029", Patch: []byte("--- a/lib/x.c\n+++ b/lib/x.c\n")},
+		{ID: "f:net/rds/send.c", Patch: []byte("--- a/net/rds/send.c\n+++ b/net/rds/send.c\n")},
+	}
+	var log strings.Builder
+	if err := exportUnits(units, dir, &log); err != nil {
+		t.Fatal(err)
+	}
+	for name, u := range map[string]corpus.Unit{"c0029.patch": units[0], "f_net_rds_send.c.patch": units[1]} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(got) != string(u.Patch) {
+			t.Errorf("%s = %q, %v; want unit %s's patch", name, got, err, u.ID)
+		}
+	}
+	if !strings.Contains(log.String(), "wrote 2 patches") {
+		t.Errorf("log = %q", log.String())
+	}
+	c, err := configFrom(func(k string) string {
+		if k == "CORPUS_EXPORT" {
+			return "out"
+		}
+		return ""
+	})
+	if err != nil || !filepath.IsAbs(c.export) {
+		t.Errorf("CORPUS_EXPORT=out: %+v, %v; want an absolute folder", c, err)
 	}
 }

@@ -26,6 +26,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 var summaryLine = regexp.MustCompile(`^corpus: ([0-9]+) units built for this configuration, ([0-9]+) bundles created, ([0-9]+) passed the guest check \(([0-9]+\.[0-9])%\)$`)
 
+var unchangedRow = regexp.MustCompile(`(?m)^built, object code unchanged \(not in U\)\s+([0-9]+)$`)
+
 // TestCorpusSample runs the public corpus end to end on a small fixed
 // sample: the kernel of 6.1.187-1 (ABI 6.1.0-53) pinned and fetched, both
 // source trees diffed and grouped by Debian's changelog, the sampled
@@ -67,8 +69,12 @@ func TestCorpusSample(t *testing.T) {
 			t.Fatalf("summary %q does not read as the documented line", line)
 		}
 		u, c, g := atoiT(t, m[1]), atoiT(t, m[2]), atoiT(t, m[3])
-		if u != n || c > u || g > c {
-			t.Errorf("summary %q: want %d built units (the sample is drawn from built units), C <= U, G <= C", line, n)
+		un := unchangedRow.FindStringSubmatch(stdout.String())
+		if un == nil {
+			t.Fatalf("the table has no row of unchanged units:\n%s", stdout.String())
+		}
+		if u+atoiT(t, un[1]) != n || c > u || g > c {
+			t.Errorf("summary %q, %s unchanged: want U and the unchanged units to make %d (the sample is drawn from built units), C <= U, G <= C", line, un[1], n)
 		}
 		return line, stderr.String()
 	}
@@ -82,7 +88,7 @@ func TestCorpusSample(t *testing.T) {
 		t.Fatalf("the results file holds %d records after a sample of 2", len(first))
 	}
 	for id, r := range first {
-		if !r.Built() || len(r.Objects) == 0 || r.Kernel != "6.1.0-53-cloud-amd64" {
+		if r.Outcome == corpus.NotBuilt || len(r.Objects) == 0 || r.Kernel != "6.1.0-53-cloud-amd64" {
 			t.Errorf("%s: %+v: want a unit built for 6.1.0-53-cloud-amd64", id, r)
 		}
 		if r.Outcome == corpus.Refused && r.Reason == "" {
@@ -122,7 +128,8 @@ func atoiT(t *testing.T, s string) int {
 // that create --patch turns into a bundle, which must pass the guest check
 // (applied, transition finished, enabled, workload, no Oops or new taint,
 // undone), and one that changes the kernel's data (a table's string),
-// which must be refused with the variable named.
+// which must be refused with the variable named, and one whose change
+// compiles to the same code, which is counted apart from U.
 func TestCorpusPatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a livepatch and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
@@ -157,6 +164,13 @@ func TestCorpusPatches(t *testing.T) {
 	}
 	if r := recs["state.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "task_state_array") {
 		t.Errorf("state.patch: %+v, want refused naming task_state_array", r)
+	}
+	// A change that compiles to the same code is built, but not in U.
+	if r := recs["unchanged.patch"]; r.Outcome != corpus.Unchanged || len(r.Objects) != 1 {
+		t.Errorf("unchanged.patch: %+v, want unchanged, built into vmlinux", r)
+	}
+	if !regexp.MustCompile(`(?m)^built, object code unchanged \(not in U\)\s+1$`).MatchString(stdout.String()) {
+		t.Errorf("the table does not count the unchanged unit apart:\n%s", stdout.String())
 	}
 
 	// A version that is not the pinned kernel's is a usage error.

@@ -24,6 +24,10 @@
 //	CORPUS_UNITS    run only these units, by id, comma-separated (c0029,f:lib/x.c)
 //	CORPUS_RESULTS  the results file (JSON lines); default under docs/corpus/
 //	                for the public corpus, .cache/corpus/ otherwise
+//	CORPUS_EXPORT   write the chosen units' patches to this folder, one
+//	                ID.patch each (":" and "/" of the id as "_"), and run
+//	                nothing: `splicefleet create --patch` reproduces a
+//	                unit's outcome by hand
 //
 // A unit already in the results file is not run again, so a stopped run
 // resumes. The last line printed reads

@@ -82,6 +82,9 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) (string,
 	} else {
 		units = corpus.Sample(units, built, cfg.sample, cfg.seed)
 	}
+	if cfg.export != "" {
+		return "", exportUnits(units, cfg.export, stderr)
+	}
 	fmt.Fprintf(stderr, "corpus: running %d units (results in %s)\n", len(units), results)
 
 	bin, err := lab.BuildSplicefleet(ctx, "")
@@ -272,7 +275,8 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 			return err // the binary did not run: the instrument failed
 		}
 		// The patch is a scratch file: name the unit instead.
-		r.Outcome, r.Reason = corpus.Refused, strings.ReplaceAll(refusalOf(out, ee.ExitCode()), patch, u.ID)
+		r.Reason = strings.ReplaceAll(refusalOf(out, ee.ExitCode()), patch, u.ID)
+		r.Outcome = corpus.RefusalOutcome(r.Reason)
 		return nil
 	}
 	if _, err := sf(ctx, m.bin, "sign", "--key", filepath.Join(m.work, "corpus.sec.asc"), bundle); err != nil {
@@ -345,6 +349,7 @@ func printTable(w io.Writer, s corpus.Summary) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "units\t%d\n", s.Units)
 	fmt.Fprintf(tw, "built for this configuration\t%d\n", s.Built)
+	fmt.Fprintf(tw, "built, object code unchanged (not in U)\t%d\n", s.Unchanged)
 	fmt.Fprintf(tw, "bundles created\t%d\n", s.Created)
 	fmt.Fprintf(tw, "passed the guest check\t%d\n", s.Passed)
 	fmt.Fprintf(tw, "naming a CVE: built, created, passed\t%d, %d, %d\n", s.CVEBuilt, s.CVECreated, s.CVEPassed)
@@ -365,6 +370,27 @@ func printTable(w io.Writer, s corpus.Summary) {
 
 // selectUnits picks the units named by CORPUS_UNITS, in corpus order; a
 // name that is no unit is a usage error.
+// exportUnits writes each unit's patch to dir as ID.patch, the id made a
+// file name.
+func exportUnits(units []corpus.Unit, dir string, log io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, u := range units {
+		name := filepath.Join(dir, exportName(u.ID))
+		if err := os.WriteFile(name, u.Patch, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(log, "corpus: wrote %d patches to %s\n", len(units), dir)
+	return nil
+}
+
+// exportName is a unit's patch file name: its id with ":" and "/" as "_".
+func exportName(id string) string {
+	return strings.NewReplacer(":", "_", "/", "_").Replace(id) + ".patch"
+}
+
 func selectUnits(units []corpus.Unit, ids []string) ([]corpus.Unit, error) {
 	want := map[string]bool{}
 	for _, id := range ids {
