@@ -864,7 +864,7 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 	// a global of another unit of the module. Never linked by name, so
 	// that the livepatch module does not depend on the module it patches.
 	if g.opts.Module != "" && g.opts.ModuleSymbols.Count(s.name) > 0 {
-		return g.klpSymbol(owner, g.opts.ModuleSymbols, g.opts.Module, s.name, addend)
+		return g.orConstantCopy(owner, idx, addend)(g.klpSymbol(owner, g.opts.ModuleSymbols, g.opts.Module, s.name, addend))
 	}
 	if s.bind() != elf.STB_LOCAL && g.syms.Exported(s.name) {
 		return g.extern(s.name), addend, nil
@@ -878,7 +878,7 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		}
 	}
 	if g.syms.Count(s.name) >= 1 {
-		return g.klpSymbol(owner, g.syms, "vmlinux", s.name, addend)
+		return g.orConstantCopy(owner, idx, addend)(g.klpSymbol(owner, g.syms, "vmlinux", s.name, addend))
 	}
 	if s.defined() {
 		sec := g.f.Sections[s.shndx]
@@ -892,6 +892,55 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		}
 	}
 	return nil, 0, &MissingSymbolError{Name: s.name, Function: owner.name, Module: g.opts.Module}
+}
+
+// orConstantCopy passes a lookup's result through, unless the lookup
+// found the name ambiguous and the symbol is a constant of the patched
+// unit that holds no addresses: a static const string or table, such as
+// the __func__ of a function (gcc names each unit's copy "__func__.N",
+// hundreds of them in vmlinux) or ACPICA's _acpi_module_name. Its bytes
+// never change, so the module carries a copy of them and the replaced
+// code reads the same values as the original from it, with a warning.
+// Anything that holds an address (an ops table) or can be written keeps
+// the refusal: code may compare its address, or share its state.
+func (g *generator) orConstantCopy(owner *function, idx int, addend int64) func(*outSym, int64, error) (*outSym, int64, error) {
+	return func(out *outSym, add int64, err error) (*outSym, int64, error) {
+		var amb *AmbiguousSymbolError
+		if !errors.As(err, &amb) || !g.pureConstant(idx) {
+			return out, add, err
+		}
+		s := &g.st.syms[idx]
+		sec, cerr := g.copySection(int(s.shndx), owner)
+		if cerr != nil {
+			return nil, 0, cerr
+		}
+		g.warnings = append(g.warnings, fmt.Sprintf("function %s: %s (%d bytes of constant data) is ambiguous in the running kernel (%d symbols carry the name): the module carries its own copy",
+			owner.name, s.name, s.size, amb.Count))
+		return sec.sym, addend + int64(s.value), nil
+	}
+}
+
+// pureConstant says symbol idx is a local object alone in a read-only
+// data section without relocations.
+func (g *generator) pureConstant(idx int) bool {
+	s := &g.st.syms[idx]
+	if !s.defined() || s.bind() != elf.STB_LOCAL || s.typ() != elf.STT_OBJECT || int(s.shndx) >= len(g.f.Sections) {
+		return false
+	}
+	sec := g.f.Sections[s.shndx]
+	if !copyableData(sec.Name, sec.Flags&elf.SHF_WRITE != 0, sec.Flags&elf.SHF_EXECINSTR != 0,
+		sec.Flags&elf.SHF_ALLOC != 0, sec.Type == elf.SHT_NOBITS) {
+		return false
+	}
+	if _, ok := g.relaOf[int(s.shndx)]; ok {
+		return false
+	}
+	for _, i := range g.objSyms[int(s.shndx)] {
+		if g.st.syms[i].name != s.name {
+			return false
+		}
+	}
+	return true
 }
 
 // klpSymbol reaches a symbol of object obj (vmlinux or the patched

@@ -1089,3 +1089,68 @@ func TestGenerateModuleTracepoints(t *testing.T) {
 		t.Errorf("warnings %q do not say the call goes through the trampoline", out.Warnings)
 	}
 }
+
+const constantUnit = `
+extern int printk_like(const char *fmt, ...);
+static void helper(void) { printk_like("helper\n"); }
+struct ops { void (*f)(void); };
+static const struct ops my_ops = { helper };
+extern void use_ops(const struct ops *o);
+void target(void) { printk_like("%s: done\n", __func__); }
+void with_ops(void) { use_ops(&my_ops); }
+`
+
+// TestGenerateCopiesAmbiguousConstant: a constant without addresses that
+// the running kernel has many of (every unit's __func__.N) is carried as
+// a copy, with a warning; a constant that holds an address (an ops
+// table, whose address code may compare) stays ambiguous and refused.
+func TestGenerateCopiesAmbiguousConstant(t *testing.T) {
+	post := compileC(t, constantUnit)
+	f := parseELF(t, post)
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fn string
+	for _, s := range syms {
+		if strings.HasPrefix(s.Name, "__func__.") {
+			fn = s.Name
+		}
+	}
+	if fn == "" {
+		t.Fatalf("gcc named no __func__ object: %v", syms)
+	}
+	m := slices.Concat(fillers("a", 100), []string{fn, "my_ops"}, fillers("b", 100), []string{fn, "my_ops"}, fillers("c", 100),
+		[]string{"target", "helper", "with_ops"})
+	sm := symbolsFor(t, []string{"printk_like", "use_ops"}, m...)
+	out, err := Generate(post, []string{"target"}, nil, sm, Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatalf("target reads %s, which is ambiguous but constant: %v", fn, err)
+	}
+	mod := parseELF(t, out.Object)
+	sec := ".rodata." + fn
+	if b := sectionData(t, mod, sec); !bytes.Equal(b, []byte("target\x00")) {
+		t.Errorf("%s in the module = %q, want the copied name of the function", sec, b)
+	}
+	found := false
+	for _, r := range relocsOf(t, mod, ".rela.text.target") {
+		found = found || r.Sym == sec
+	}
+	if !found {
+		t.Errorf("the new code does not read its own copy %s", sec)
+	}
+	if !slices.ContainsFunc(out.Warnings, func(w string) bool { return strings.Contains(w, fn) && strings.Contains(w, "its own copy") }) {
+		t.Errorf("warnings = %q, want one naming %s", out.Warnings, fn)
+	}
+	for _, k := range out.KLPSymbols {
+		if k.Name == fn {
+			t.Errorf("%s is reached through livepatch as well: %v", fn, out.KLPSymbols)
+		}
+	}
+
+	_, err = Generate(post, []string{"with_ops"}, nil, sm, Options{ModuleName: "lp_test"})
+	var amb *AmbiguousSymbolError
+	if !errors.As(err, &amb) || amb.Name != "my_ops" {
+		t.Fatalf("with_ops reads my_ops, which holds an address: %v, want *AmbiguousSymbolError for my_ops", err)
+	}
+}
