@@ -223,6 +223,8 @@ func ReasonClass(reason string) string {
 		return kind
 	}
 	switch {
+	case strings.Contains(reason, "could not load a module of the unit"):
+		return "module cannot load in the guest"
 	case strings.Contains(reason, "which the patched module") && strings.Contains(reason, "cannot reach"):
 		return "another module's export, out of reach"
 	case strings.Contains(reason, "is built into module"):

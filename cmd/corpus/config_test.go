@@ -135,3 +135,17 @@ func TestExportUnits(t *testing.T) {
 		t.Errorf("CORPUS_EXPORT=out: %+v, %v; want an absolute folder", c, err)
 	}
 }
+
+// A unit's module that the guest cannot load (a Xen driver outside Xen)
+// is reported with insmod's words, not as a bare exit code.
+func TestModuleLoadFailure(t *testing.T) {
+	console := "[    1.9] xen_gntalloc: loading\n" +
+		"insmod: can't insert 'xen_gntalloc.ko': No such device\r\n" +
+		"lab-init: insmod xen_gntalloc.ko failed\n@@LAB-EXIT 125\n"
+	got := moduleLoadFailure(console)
+	for _, want := range []string{"could not load a module", "insmod xen_gntalloc.ko failed", "No such device"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("reason %q does not say %q", got, want)
+		}
+	}
+}

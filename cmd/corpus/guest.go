@@ -86,7 +86,35 @@ func guestCheck(ctx context.Context, k *lab.DebianKernel, bin string, bundle, tr
 	if err != nil {
 		return "", wall, err
 	}
+	if res.ExitCode == lab.ExitInitModule {
+		return moduleLoadFailure(res.Console), wall, nil
+	}
 	return judge(res.Marks.Map(), res.ExitCode), wall, nil
+}
+
+// moduleLoadFailure is the reason of a guest whose /init could not load
+// one of the unit's modules, so that nothing was checked: the module and
+// insmod's words, e.g. a Xen driver refusing a guest that is not on Xen
+// ("No such device"). Such a module cannot be checked in the lab.
+func moduleLoadFailure(console string) string {
+	var insmod, init string
+	for _, l := range strings.Split(console, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "insmod: ") {
+			insmod = l
+		}
+		if m, ok := strings.CutPrefix(l, "lab-init: "); ok {
+			init = m
+		}
+	}
+	why := "the guest could not load a module of the unit, so nothing was checked"
+	if init != "" {
+		why += ": " + init
+	}
+	if insmod != "" {
+		why += " (" + insmod + ")"
+	}
+	return why
 }
 
 // judge reads a guest's marks; "" is a pass.
