@@ -41,6 +41,13 @@ type hunkDecls struct {
 	takeable  bool
 	uses      []string // identifiers of its added lines
 	bodyLines bool     // it adds lines to the body of a function it does not add
+	// fns are the functions whose bodies its added lines change.
+	fns []string
+	// locals are the local variables it declares, by the function they
+	// are declared in, when that is all the hunk does: it removes
+	// nothing, and adds only declarations without initializers (no code
+	// runs for them), blank lines and comments to existing functions.
+	locals map[string]string
 }
 
 var (
@@ -51,7 +58,33 @@ var (
 	labelRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*:\s*$`)
 	stringRe  = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
 	fnPtrRe   = regexp.MustCompile(`\(\s*\*\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\(`)
+	// localRe is a declaration of local variables without initializer:
+	// "struct pcc_mbox_chan *pcc_mchan;", "int i, *p, buf[4];".
+	localRe = regexp.MustCompile(`^(?:(?:const|volatile|unsigned|signed|struct|union|enum)\s+)*[A-Za-z_]\w*(?:\s+|\s*\*[\s*]*)` +
+		`([A-Za-z_]\w*(?:\s*\[[^\]=]*\])?(?:\s*,\s*\**\s*[A-Za-z_]\w*(?:\s*\[[^\]=]*\])?)*)\s*;$`)
 )
+
+// notTypes are words that start a statement, not a declaration.
+var notTypes = map[string]bool{"return": true, "goto": true, "break": true, "continue": true, "case": true,
+	"default": true, "else": true, "do": true, "sizeof": true}
+
+// localDecl returns the names a line declares when it is a local
+// declaration without initializer.
+func localDecl(l string) []string {
+	t := strings.TrimSpace(l)
+	m := localRe.FindStringSubmatch(t)
+	if m == nil || notTypes[cIdent.FindString(t)] {
+		return nil
+	}
+	var names []string
+	for _, part := range strings.Split(m[1], ",") {
+		part = strings.TrimLeft(strings.TrimSpace(part), "* ")
+		if id := cIdent.FindString(part); id != "" && !cWords[id] {
+			names = append(names, id)
+		}
+	}
+	return names
+}
 
 // cWords are identifiers that name nothing a hunk could declare.
 var cWords = map[string]bool{}
@@ -87,7 +120,8 @@ type scanner struct {
 	comment  bool   // inside /* */
 	macro    bool   // the last line ended in '\'
 	declares map[string]declKind
-	static   bool // the file is a .c file: its names are static to it
+	static   bool   // the file is a .c file: its names are static to it
+	fn       string // the function whose body the scanner is in
 }
 
 // stripLine removes comments (tracking /* */ across lines) and literals.
@@ -221,6 +255,7 @@ func (s *scanner) open(head string, added bool) {
 		}
 	case strings.Contains(head, "("):
 		s.outer = scopeFunc
+		s.fn = declaredName(head)
 		s.newFunc = added || s.stmtNew
 		if s.newFunc {
 			s.funcName(head)
@@ -228,6 +263,20 @@ func (s *scanner) open(head string, added bool) {
 	default:
 		s.outer = scopeData
 	}
+}
+
+// declaredName is the name a function's declarator gives, "" when no
+// type precedes it (EXPORT_SYMBOL(x) is not a function).
+func declaredName(decl string) string {
+	i := strings.Index(decl, "(")
+	if i < 0 {
+		return ""
+	}
+	ids := cIdent.FindAllString(decl[:i], -1)
+	if len(ids) < 2 || ids[0] == "typedef" {
+		return ""
+	}
+	return ids[len(ids)-1]
 }
 
 // funcName declares the function a top-level declarator names, when a
@@ -324,6 +373,13 @@ func (s *scanner) scanOld(text string, n int) {
 	s.declares = saved
 }
 
+// stripCopy is stripLine from a given comment state, leaving the
+// scanner's own state alone.
+func (s *scanner) stripCopy(l string, comment bool) string {
+	c := &scanner{comment: comment}
+	return c.stripLine(l)
+}
+
 // analyse reads a hunk's new side. old is the old file's text ("" when
 // unknown: the hunk's diff -p context then says whether it starts inside
 // a function or an aggregate).
@@ -336,8 +392,14 @@ func analyse(file string, h *Hunk, old string) hunkDecls {
 		s.line(h.Context, false)
 	case strings.Contains(h.Context, "("):
 		s.depth, s.outer = 1, scopeFunc
+		// diff -p's context is the function's header line (cut at 40
+		// characters): its name is the last word before the "(".
+		if ids := cIdent.FindAllString(h.Context[:strings.Index(h.Context, "(")], -1); len(ids) > 0 {
+			s.fn = ids[len(ids)-1]
+		}
 	}
 	d := hunkDecls{takeable: true}
+	locals, onlyLocals := map[string]string{}, true
 	for _, raw := range h.Lines {
 		if raw == "" || raw[0] == '\\' {
 			continue
@@ -345,11 +407,13 @@ func analyse(file string, h *Hunk, old string) hunkDecls {
 		mark, text := raw[0], raw[1:]
 		if mark == '-' {
 			if strings.TrimSpace(text) != "" {
-				d.takeable = false
+				d.takeable, onlyLocals = false, false
 			}
 			continue
 		}
 		added := mark == '+'
+		wasComment := s.comment
+		stripped := s.stripCopy(text, wasComment)
 		at := s.line(text, added)
 		if !added {
 			continue
@@ -358,8 +422,24 @@ func analyse(file string, h *Hunk, old string) hunkDecls {
 			d.takeable = false
 			if at == scopeFunc {
 				d.bodyLines = true
+				if s.fn != "" && !slices.Contains(d.fns, s.fn) {
+					d.fns = append(d.fns, s.fn)
+				}
 			}
 		}
+		switch names := localDecl(stripped); {
+		case at == scopeFunc && !s.newFunc && s.fn != "" && len(names) > 0:
+			for _, n := range names {
+				locals[n] = s.fn
+			}
+		case strings.TrimSpace(stripped) == "":
+			// a comment or a blank line
+		default:
+			onlyLocals = false
+		}
+	}
+	if onlyLocals && len(locals) > 0 {
+		d.locals = locals
 	}
 	d.names = s.declares
 	d.uses = usedIdents(h)
@@ -476,6 +556,25 @@ func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) []
 func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[string][]hunkRef) {
 	decls := map[hunkRef]hunkDecls{}
 	byName := map[string][]hunkRef{}
+	defer func() {
+		// A hunk that only declares local variables is found by name
+		// too; needed takes it only for a hunk of the same function.
+		for r, d := range decls {
+			for name := range d.locals {
+				if t := tree.text(files[r.file].Path); t == "" || !containsIdent([]string{t}, name) {
+					byName[name] = append(byName[name], r)
+				}
+			}
+		}
+		for name := range byName {
+			slices.SortFunc(byName[name], func(a, b hunkRef) int {
+				if a.file != b.file {
+					return a.file - b.file
+				}
+				return a.hunk - b.hunk
+			})
+		}
+	}()
 	for fi := range files {
 		f := &files[fi]
 		var oldText string
@@ -525,7 +624,13 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 				if in[c] && !slices.Contains(order, c) {
 					continue
 				}
-				if !reaches(decls[c].names[name], c, fileIn, files, tree) {
+				if fn, local := decls[c].locals[name]; local {
+					// A local variable: only for a hunk of the same
+					// function of the same file.
+					if c.file != r.file || !slices.Contains(decls[r].fns, fn) {
+						continue
+					}
+				} else if !reaches(decls[c].names[name], c, fileIn, files, tree) {
 					continue
 				}
 				if !in[c] {

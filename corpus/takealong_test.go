@@ -75,27 +75,77 @@ func TestGroupTakesDeclarationsAlong(t *testing.T) {
 }
 
 // A unit whose added lines use only what the older tree has takes
-// nothing; and a hunk that adds a line to the body of a function the
-// hunk does not add is never taken, even when it declares what the unit
-// needs: pcc_mbox_request_channel's new local pcc_mchan, used by the
-// acpi_os_ioremap change, stays where it was grouped.
+// nothing. A hunk that only declares a local variable of a function
+// (pcc_mbox_request_channel's new pcc_mchan, grouped with another pcc
+// change) is taken by the unit whose hunk in that same function uses it
+// (the acpi_os_ioremap change), and by no other.
 func TestGroupTakesNothingUnneededOrFromABody(t *testing.T) {
 	units := Group(readTakeAlongDiff(t), takeAlongChanges, nil)
 	for _, u := range units {
-		if u.ID != "c0003" && len(u.Took) != 0 {
+		if u.ID != "c0003" && u.ID != "c0000" && len(u.Took) != 0 {
 			t.Errorf("%s took %+v", u.ID, u.Took)
 		}
 	}
 	u := unitByID(units, "c0000")
-	if u == nil || !slices.Contains(hunkHeaders(u.Patch), "@@ -383,7 +383,14 @@ pcc_mbox_request_channel(struct mbox_cli") {
+	if u == nil || !slices.Contains(hunkHeaders(u.Patch), "@@ -383,7 +384,14 @@ pcc_mbox_request_channel(struct mbox_cli") {
 		t.Fatalf("acpi_os_ioremap unit = %+v", u)
 	}
-	if slices.ContainsFunc(hunkHeaders(u.Patch), func(h string) bool { return strings.HasPrefix(h, "@@ -365,6 ") }) {
-		t.Errorf("the unit took the hunk adding a local variable to a function body:\n%s", u.Patch)
+	if len(u.Took) != 1 || u.Took[0].Hunk != "@@ -365,6 +376,7 @@" || !slices.Equal(u.Took[0].For, []string{"pcc_mchan"}) {
+		t.Errorf("took %+v, want the hunk declaring pcc_mchan", u.Took)
+	}
+	if !strings.Contains(string(u.Patch), "\n+\tstruct pcc_mbox_chan *pcc_mchan;\n") {
+		t.Errorf("the unit's patch lacks the declaration:\n%s", u.Patch)
+	}
+	if _, err := ksrc.ParsePatch(u.Patch); err != nil {
+		t.Errorf("the unit's patch does not read: %v\n%s", err, u.Patch)
 	}
 	for _, u := range Group(readTreeDiff(t), testChanges, nil) {
 		if len(u.Took) != 0 {
 			t.Errorf("%s took %+v", u.ID, u.Took)
+		}
+	}
+}
+
+// A hunk declaring a local variable is not taken for a hunk of another
+// function that uses the same name, nor is one whose declaration runs
+// code (an initializer).
+func TestTakeAlongLocalOnlyInItsFunction(t *testing.T) {
+	diff := `diff -rupN a/lib/x.c b/lib/x.c
+--- a/lib/x.c
++++ b/lib/x.c
+@@ -1,4 +1,5 @@
+ void a(void)
+ {
++	int count;
+ 	int other;
+ }
+@@ -10,4 +11,5 @@
+ void b(void)
+ {
++	int total = compute();
+ 	int other;
+ }
+@@ -20,3 +22,5 @@
+ void c(void)
+ {
++	count = 1;
++	total = 2;
+ }
+`
+	files, err := ParseTreeDiff([]byte(diff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d []hunkDecls
+	for i := range files[0].Hunks {
+		d = append(d, analyse("lib/x.c", &files[0].Hunks[i], ""))
+	}
+	if d[0].locals["count"] != "a" || d[1].locals != nil || !slices.Equal(d[2].fns, []string{"c"}) {
+		t.Fatalf("locals %v, %v; fns of the third hunk %v: want count of a, nothing for an initializer, c", d[0].locals, d[1].locals, d[2].fns)
+	}
+	for _, u := range Group(files, nil, nil) {
+		if len(u.Took) != 0 {
+			t.Errorf("%s took %+v, want nothing: c's count is not a's", u.ID, u.Took)
 		}
 	}
 }
