@@ -568,6 +568,37 @@ func TestDiffRenumberedUniqueIDChanged(t *testing.T) {
 	}
 }
 
+// btfIDs defines a BTF_ID slot the way include/linux/btf_ids.h does: a
+// local 4-byte object of .BTF_ids named with __COUNTER__, filled in by
+// the kernel's link.
+const btfIDs = `
+#define PASTE2(a, b) a##b
+#define PASTE(a, b) PASTE2(a, b)
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define BTF_SLOT(sym) asm(".pushsection .BTF_ids,\"a\"\n.local " STR(sym) "\n.type " STR(sym) ", STT_OBJECT\n" \
+	".size " STR(sym) ", 4\n" STR(sym) ":\n.zero 4\n.popsection"); extern unsigned int sym[]
+`
+
+// A fix that uses __COUNTER__ once more renumbers the BTF_ID slot an
+// ops table points at: the same slot, not a change of the table.
+func TestDiffRenumberedBTFIDIsTheSame(t *testing.T) {
+	const tail = `
+BTF_SLOT(@ID@);
+struct ops { int (*run)(int); unsigned int *btf_id; };
+int run(int x);
+const struct ops bloom_ops = { run, @ID@ };
+`
+	pre := btfIDs + "int run(int x) { return x * 2; }\n" + strings.ReplaceAll(tail, "@ID@", "__BTF_ID__struct__bloom__7")
+	post := btfIDs + "int run(int x) { return x * 3; }\n" + strings.ReplaceAll(tail, "@ID@", "__BTF_ID__struct__bloom__9")
+	res := diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}})
+	// Two slots of the stem after the fix, one before: not matched.
+	post = btfIDs + "int run(int x) { return x * 3; }\nBTF_SLOT(__BTF_ID__struct__bloom__8);\n" + strings.ReplaceAll(tail, "@ID@", "__BTF_ID__struct__bloom__9")
+	res = diff(t, pre, post, false)
+	check(t, res, want{changed: []string{"run"}, unsafe: []string{"section .BTF_ids", "data bloom_ops"}})
+}
+
 func TestUniqueStem(t *testing.T) {
 	for _, tt := range []struct {
 		name, stem string
@@ -579,6 +610,8 @@ func TestUniqueStem(t *testing.T) {
 		{"__UNIQUE_ID_676", "", 0, false},
 		{"__UNIQUE_ID_license", "", 0, false},
 		{"count.0", "", 0, false},
+		{"__BTF_ID__struct__bpf_bloom_filter__313206", "__BTF_ID__struct__bpf_bloom_filter__", 313206, true},
+		{"__BTF_ID__313206", "", 0, false},
 	} {
 		stem, n, ok := uniqueStem(tt.name)
 		if stem != tt.stem || n != tt.n || ok != tt.ok {

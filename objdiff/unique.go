@@ -16,8 +16,15 @@ import (
 // a symbol would look new in Post and removed from Pre. Instead, objdiff
 // matches them by stem (the name without the number) and content.
 
-// uniquePrefix starts every name __UNIQUE_ID makes.
-const uniquePrefix = "__UNIQUE_ID_"
+// uniquePrefix starts every name __UNIQUE_ID makes. btfIDPrefix starts
+// every symbol BTF_ID (include/linux/btf_ids.h) makes: it pastes
+// __COUNTER__ after the kind and name
+// (__BTF_ID__struct__bpf_bloom_filter__313206), so a fix that adds one
+// use of __COUNTER__ before it renumbers it the same way.
+const (
+	uniquePrefix = "__UNIQUE_ID_"
+	btfIDPrefix  = "__BTF_ID__"
+)
 
 // maxUniqueGroup bounds the symbols of one stem matched by content.
 const maxUniqueGroup = 256
@@ -27,7 +34,11 @@ const maxUniqueGroup = 256
 // (__UNIQUE_ID_ddebug676.12), which shifts as well: the stem then ends
 // in ".".
 func uniqueStem(name string) (stem string, n int, ok bool) {
-	if !strings.HasPrefix(name, uniquePrefix) {
+	prefix := uniquePrefix
+	if strings.HasPrefix(name, btfIDPrefix) {
+		prefix = btfIDPrefix
+	}
+	if !strings.HasPrefix(name, prefix) {
 		return "", 0, false
 	}
 	local := ""
@@ -36,7 +47,7 @@ func uniqueStem(name string) (stem string, n int, ok bool) {
 	}
 	defer func() { stem += local }()
 	stem = strings.TrimRight(name, "0123456789")
-	if len(stem) == len(name) || len(stem) == len(uniquePrefix) {
+	if len(stem) == len(name) || len(stem) == len(prefix) {
 		return "", 0, false
 	}
 	n, err := strconv.Atoi(name[len(stem):])
@@ -80,6 +91,7 @@ func (c *comparison) matchUnique() {
 			delete(pre, k)
 		}
 	}
+	c.matchBTFIDs()
 	used := c.matchUniqueByContent(pre, post)
 	ambiguous := c.pairUniqueLeftovers(pre, post, used)
 	c.postFuncs, c.postData, c.postDescs = c.renamed(c.post.funcs, ambiguous), c.renamed(c.post.data, ambiguous), c.renamed(c.post.descs, ambiguous)
@@ -262,6 +274,55 @@ func (c *comparison) renumberedReferences() {
 					"refers to %s, the kernel's %s under another __COUNTER__ number: the patch module would look it up by the new name", r.ref, to)})
 				break
 			}
+		}
+	}
+}
+
+// matchBTFIDs pairs the BTF_ID symbols of Post with those of Pre. They
+// are not variables of the unit but slots of the .BTF_ids section that
+// the kernel's link fills in (resolve_btfids), so they are matched by
+// place: the symbol of a stem at the same offset of the same section,
+// when the stem has as many symbols on both sides.
+func (c *comparison) matchBTFIDs() {
+	type slot struct {
+		sec string
+		off uint64
+	}
+	index := func(o *Object) map[string]map[slot]string {
+		m := map[string]map[slot]string{}
+		for i := range o.syms {
+			sy := &o.syms[i]
+			if !strings.HasPrefix(sy.name, btfIDPrefix) || sy.shndx == 0 || int(sy.shndx) >= len(o.sections) {
+				continue
+			}
+			stem, _, ok := uniqueStem(sy.name)
+			if !ok {
+				continue
+			}
+			if m[stem] == nil {
+				m[stem] = map[slot]string{}
+			}
+			m[stem][slot{o.sections[sy.shndx].name, sy.value}] = sy.name
+		}
+		return m
+	}
+	pre, post := index(c.pre), index(c.post)
+	for stem, ps := range post {
+		as := pre[stem]
+		if len(as) != len(ps) {
+			continue
+		}
+		pairs := map[string]string{}
+		for at, name := range ps {
+			old, ok := as[at]
+			if !ok {
+				pairs = nil
+				break
+			}
+			pairs[name] = old
+		}
+		for name, old := range pairs {
+			c.rename[name] = old
 		}
 	}
 }
