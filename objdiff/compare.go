@@ -253,6 +253,9 @@ func (c *comparison) specialSections() {
 		if name == dyndbgSection && c.descriptors(a, b) {
 			continue
 		}
+		if name == altSection && c.alternatives(a, b) {
+			continue
+		}
 		var why string
 		switch {
 		case len(a) == 0:
