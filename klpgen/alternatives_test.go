@@ -198,3 +198,33 @@ no:
 		t.Errorf(".altinstructions holds %d bytes, want has's one entry", n)
 	}
 }
+
+// TestGenerateRefusesAlternativeOverModuleRelocation: an instruction an
+// alternative may overwrite that calls a function of the patched module
+// holds a livepatch relocation the kernel would write after it applied
+// the alternative, over the replacement: refused.
+func TestGenerateRefusesAlternativeOverModuleRelocation(t *testing.T) {
+	const src = altMacro + `
+__attribute__((noinline)) void helper(void) { asm volatile(""); }
+void with_alt(void)
+{
+	exported();
+	asm volatile(ALT("call helper", NOP5, 7*32+1));
+}
+`
+	syms := symbolsFor(t, []string{"exported"})
+	_, err := Generate(compileC(t, src), []string{"with_alt"}, nil, syms,
+		Options{ModuleName: "lp_test", Module: "mymod", ModuleSymbols: symbolsOfModule(t, src)})
+	var u *UnsupportedError
+	if !errors.As(err, &u) {
+		t.Fatalf("err = %v, want *UnsupportedError", err)
+	}
+	if u.Function != "with_alt" || u.Section != ".altinstructions" {
+		t.Errorf("UnsupportedError names %s in %s, want with_alt in .altinstructions", u.Function, u.Section)
+	}
+	for _, w := range []string{"written over the replacement", "helper of mymod", "klp_apply_object_relocs"} {
+		if !strings.Contains(u.Reason, w) {
+			t.Errorf("reason %q does not say %q", u.Reason, w)
+		}
+	}
+}
