@@ -93,7 +93,7 @@ func (g *generator) copyAlternatives() error {
 			if err != nil {
 				return err
 			}
-			if err := g.checkAltSite(fn, er[0], uint64(entry[altInstrLen])); err != nil {
+			if err := g.checkSite(fn, altSection, er[0], uint64(entry[altInstrLen])); err != nil {
 				return err
 			}
 			repl, replAddend, err := g.copyReplacement(fn, er[1], uint64(entry[altReplLen]))
@@ -163,22 +163,24 @@ func lateObject(sym *outSym) (KLPSymbol, string, bool) {
 // an alternative.
 func lateReason(k KLPSymbol, obj string) string {
 	return fmt.Sprintf("it refers to %s of %s through a livepatch relocation, which kernel/livepatch/core.c applies only when %s is patched (klp_apply_object_relocs), "+
-		"after module_finalize (arch/x86/kernel/module.c) applied the livepatch module's alternatives with apply_alternatives", k.Name, k.Object, obj)
+		"after module_finalize (arch/x86/kernel/module.c) patched the livepatch module's code with apply_alternatives and apply_paravirt", k.Name, k.Object, obj)
 }
 
-// checkAltSite refuses an alternative whose instruction, in the copy of
-// fn, is covered by a relocation the kernel applies after the
-// alternatives: it would be written over the replacement.
-func (g *generator) checkAltSite(fn *function, r rela, n uint64) error {
+// checkSite refuses an alternative or paravirt site (an entry of table,
+// relocation r, of an n-byte instruction) whose instruction, in the copy
+// of fn, is covered by a relocation the kernel applies after it patched
+// the site in module_finalize: it would be written over the patched
+// instruction.
+func (g *generator) checkSite(fn *function, table string, r rela, n uint64) error {
 	sym := &g.st.syms[r.sym]
 	out := g.copies[int(sym.shndx)]
 	if out == nil || r.addend < 0 {
-		return &UnsupportedError{Function: fn.name, Section: altSection,
+		return &UnsupportedError{Function: fn.name, Section: table,
 			Reason: fmt.Sprintf("an entry at %#x names an instruction outside the copied code", r.off)}
 	}
 	start := sym.value + uint64(r.addend)
 	if start > uint64(len(out.data)) || n > uint64(len(out.data))-start {
-		return malformed("%s entry at %#x: instruction of %d bytes at %s+%#x lies outside the section", altSection, r.off, n, out.name, start)
+		return malformed("%s entry at %#x: instruction of %d bytes at %s+%#x lies outside the section", table, r.off, n, out.name, start)
 	}
 	for _, or := range out.relas {
 		width, _ := relocWidth(or.typ)
@@ -186,8 +188,8 @@ func (g *generator) checkAltSite(fn *function, r rela, n uint64) error {
 			continue
 		}
 		if k, obj, late := lateObject(or.sym); late {
-			return &UnsupportedError{Function: fn.name, Section: altSection,
-				Reason: fmt.Sprintf("the instruction an alternative may replace at %s+%#x holds a relocation that would be written over the replacement: %s", out.name, start, lateReason(k, obj))}
+			return &UnsupportedError{Function: fn.name, Section: table,
+				Reason: fmt.Sprintf("the instruction the kernel may rewrite at %s+%#x holds a relocation that would be written over the new instruction: %s", out.name, start, lateReason(k, obj))}
 		}
 	}
 	return nil

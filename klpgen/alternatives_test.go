@@ -222,9 +222,52 @@ void with_alt(void)
 	if u.Function != "with_alt" || u.Section != ".altinstructions" {
 		t.Errorf("UnsupportedError names %s in %s, want with_alt in .altinstructions", u.Function, u.Section)
 	}
-	for _, w := range []string{"written over the replacement", "helper of mymod", "klp_apply_object_relocs"} {
+	for _, w := range []string{"written over the new instruction", "helper of mymod", "klp_apply_object_relocs"} {
 		if !strings.Contains(u.Reason, w) {
 			t.Errorf("reason %q does not say %q", u.Reason, w)
 		}
+	}
+}
+
+// pvUnit has paravirt sites as the kernel's _paravirt_alt writes them
+// (arch/x86/include/asm/paravirt_types.h): an indirect call through
+// pv_ops and a 16-byte struct paravirt_patch_site.
+const pvUnit = `
+extern void exported(void);
+#define PV(type) asm volatile("771:\n\t call *pv_ops+" #type "*8(%%rip)\n772:\n" \
+	".pushsection .parainstructions,\"a\"\n .balign 8\n .quad 771b\n .byte " #type "\n" \
+	" .byte 772b-771b\n .short 1\n .balign 8\n.popsection\n" ::: "memory")
+void untouched(void) { PV(5); }
+void with_pv(int a) { exported(); if (a) PV(3); }
+`
+
+// TestGenerateCarriesParavirtSites: the paravirt site of a replaced
+// function goes into the module's .parainstructions, pointing at the
+// copy, for the kernel to rewrite when it loads the module; the site of
+// a function not replaced is left out.
+func TestGenerateCarriesParavirtSites(t *testing.T) {
+	syms := symbolsFor(t, []string{"exported", "pv_ops"}, "with_pv", "untouched")
+	out, post := generateUnit(t, pvUnit, []string{"with_pv"}, nil, syms)
+	in, f := parseELF(t, post), parseELF(t, out.Object)
+	var want testReloc
+	var wantData []byte
+	for _, r := range relocsOf(t, in, ".rela.parainstructions") {
+		if r.Sym == ".text.with_pv" {
+			want = testReloc{Off: 0, Type: elf.R_X86_64_64, Sym: ".text.with_pv", Addend: r.Addend}
+			wantData = sectionData(t, in, ".parainstructions")[r.Off : r.Off+16]
+		}
+	}
+	if wantData == nil || wantData[8] != 3 || wantData[9] != 6 {
+		t.Fatalf("the object's site of with_pv is % x, want type 3 and a 6-byte call", wantData)
+	}
+	if got := sectionData(t, f, ".parainstructions"); !bytes.Equal(got, wantData) {
+		t.Errorf(".parainstructions = % x, want with_pv's one site % x", got, wantData)
+	}
+	got := relocsOf(t, f, ".rela.parainstructions")
+	for i := range got {
+		got[i].Shndx = 0
+	}
+	if d := cmp.Diff([]testReloc{want}, got); d != "" {
+		t.Errorf(".parainstructions relocations (-want +got):\n%s", d)
 	}
 }

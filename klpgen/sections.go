@@ -52,7 +52,7 @@ var refused = map[string]string{
 	".altinstr_aux":              "static_cpu_has code the generator did not copy",
 	"__jump_table":               "a static key (jump label) the generator could not copy",
 	".static_call_sites":         "a static call the generator could not copy",
-	".parainstructions":          "a paravirt patch site",
+	".parainstructions":          "a paravirt patch site the generator could not copy",
 	"__kprobe_blacklist":         "a kprobe blacklist entry",
 	"_error_injection_whitelist": "an error injection entry",
 }

@@ -54,3 +54,31 @@ func TestDiffAlternativeFeatureChangedInUnchangedFunction(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 }
+
+// pvUnit has paravirt sites as the kernel's _paravirt_alt writes them:
+// an indirect call through pv_ops and a 16-byte struct
+// paravirt_patch_site (instr, type, len, clobbers).
+const pvUnit = `
+extern void hit(void);
+#define PV(slot, type) asm volatile("771:\n\t call *pv_ops+" #slot "*8(%%rip)\n772:\n" \
+	".pushsection .parainstructions,\"a\"\n .balign 8\n .quad 771b\n .byte " #type "\n" \
+	" .byte 772b-771b\n .short 1\n .balign 8\n.popsection\n" ::: "memory")
+void first(int a) { if (a) PV(3, 3); hit(); }
+void other(void) { PV(5, 5); }
+`
+
+// TestDiffParavirtSitesByFunction: a paravirt site moves with a changed
+// function (fs/exec.c's begin_new_exec site moved from +937 to +985 in
+// Debian's 6.1 update), while one of an unchanged function that now
+// says something else is refused.
+func TestDiffParavirtSitesByFunction(t *testing.T) {
+	moved := strings.Replace(pvUnit, "void first(int a) { if (a) PV(3, 3);", "void first(int a) { hit(); if (a) PV(3, 3);", 1)
+	check(t, diff(t, pvUnit, moved, false), want{changed: []string{"first"}})
+
+	retyped := strings.Replace(pvUnit, "PV(5, 5)", "PV(5, 6)", 1)
+	res := diff(t, pvUnit, retyped, false)
+	check(t, res, want{unsafe: []string{"section .parainstructions"}})
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "paravirt patch sites of function other changed") {
+		t.Errorf("reason %q", r)
+	}
+}

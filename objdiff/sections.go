@@ -118,7 +118,7 @@ func classify(s *section) class {
 // carried, by name prefix.
 var specialReasons = []struct{ prefix, reason string }{
 	{".altinstr", "alternative instructions are chosen and patched in once, at boot or module load; a livepatch cannot re-run that choice for code it does not replace"},
-	{".parainstructions", "paravirt call sites are patched once at boot; a livepatch cannot re-run that"},
+	{".parainstructions", "paravirt call sites are patched once at boot or module load; a livepatch cannot re-run that for code it does not replace"},
 	{"__jump_table", "static-key jump entries are registered when the kernel or module loads; changed or new ones are not"},
 	{".static_call_sites", "static call sites are registered when the kernel or module loads; changed or new ones are not"},
 	{"__ex_table", "exception table entries are sorted and registered at load; a fault in new code would find no fixup"},
