@@ -96,7 +96,9 @@
 //     (WARN, BUG; 12-byte entries), __ex_table (user access fixups;
 //     12-byte entries), __jump_table and .static_call_sites (a key of
 //     vmlinux or of the module itself; one of the patched module is
-//     refused), their relocations re-targeted to the copies.
+//     refused), .parainstructions (paravirt sites, 16-byte entries,
+//     which module_finalize rewrites), their relocations re-targeted to
+//     the copies.
 //   - Dynamic debug descriptors of the copied code (__dyndbg, one
 //     struct _ddebug per pr_debug site) are copied into the module's own
 //     __dyndbg with copies of their strings, and the copied code and its
@@ -114,9 +116,8 @@
 //     the alternatives.
 //   - Refused with *UnsupportedError naming the function and the section,
 //     because the new code would need them and silently dropping them
-//     would crash the kernel: .parainstructions, an entry table or
-//     .altinstructions without the layout above, and any section not
-//     understood.
+//     would crash the kernel: an entry table or .altinstructions
+//     without the layout above, and any section not understood.
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is

@@ -281,11 +281,11 @@ func TestGenerateRefusesMissingSymbol(t *testing.T) {
 }
 
 // TestGenerateRefusesSpecialSections: an entry pointing into a replaced
-// function is refused, naming both, in .parainstructions and in a section
-// nobody taught the generator; so is one of a table the generator copies
-// (__bug_table, __ex_table, .altinstructions, __jump_table,
-// .static_call_sites) that lacks the kernel's entry layout (here a lone
-// 4-byte field), since the generator cannot tell what it says.
+// function is refused, naming both, in a section nobody taught the
+// generator, and in a table the generator copies (__bug_table,
+// __ex_table, .altinstructions, __jump_table, .static_call_sites,
+// .parainstructions) when it lacks the kernel's entry layout (here a
+// lone 4-byte field), since the generator cannot tell what it says.
 func TestGenerateRefusesSpecialSections(t *testing.T) {
 	for _, sec := range []string{"__bug_table", "__ex_table", ".altinstructions", "__jump_table", ".static_call_sites", ".parainstructions", ".mystery"} {
 		t.Run(sec, func(t *testing.T) {

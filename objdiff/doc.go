@@ -40,9 +40,10 @@
 //     (alternatives.go): an entry's instruction, CPU feature, lengths and
 //     replacement code; the replacement and static_cpu_has code
 //     (.altinstr_replacement, .altinstr_aux) only through what refers
-//     to it. Every other section (.parainstructions, ...) is compared
-//     whole, and any difference is refused with a reason, rather than
-//     ignored.
+//     to it. Paravirt patch sites (.parainstructions) are an entry
+//     table like __bug_table. Every other section (.fixup, exports,
+//     ...) is compared whole, and any difference is refused with a
+//     reason, rather than ignored.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their
