@@ -96,17 +96,28 @@
 //     (WARN, BUG; 12-byte entries), __ex_table (user access fixups;
 //     12-byte entries), __jump_table and .static_call_sites (a key of
 //     vmlinux or of the module itself; one of the patched module is
-//     refused), their relocations re-targeted to the copies.
+//     refused), .parainstructions (paravirt sites, 16-byte entries,
+//     which module_finalize rewrites), their relocations re-targeted to
+//     the copies.
 //   - Dynamic debug descriptors of the copied code (__dyndbg, one
 //     struct _ddebug per pr_debug site) are copied into the module's own
 //     __dyndbg with copies of their strings, and the copied code and its
 //     jump entries point at the copies (dyndbg.go); the kernel registers
 //     them under the livepatch module's name. A classed site is refused.
+//   - Alternative instructions of the copied code (.altinstructions,
+//     12-byte struct alt_instr entries) are copied into the module's own
+//     .altinstructions with their replacement bytes
+//     (.altinstr_replacement) and the static_cpu_has code the new code
+//     jumps to (.altinstr_aux), all re-targeted to the copies
+//     (alternatives.go); the kernel applies them when it loads the
+//     module, after the vmlinux livepatch relocations. A relocation
+//     against a module's symbol in a replacement or under an instruction
+//     an alternative may overwrite is refused: it is applied only after
+//     the alternatives.
 //   - Refused with *UnsupportedError naming the function and the section,
 //     because the new code would need them and silently dropping them
-//     would crash the kernel: .altinstructions (alternatives),
-//     .parainstructions, an entry table without the layout above, and
-//     any section not understood.
+//     would crash the kernel: an entry table or .altinstructions
+//     without the layout above, and any section not understood.
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is

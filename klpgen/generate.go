@@ -291,6 +291,8 @@ type generator struct {
 	dyndbg    *outSection               // copied dynamic debug descriptors (dyndbg.go)
 	descs     map[int]uint64            // descriptor symbol -> its offset in dyndbg
 	descSize  uint64
+	alts      map[int]*altCopy // alternative code section -> its copied parts (alternatives.go)
+	auxStarts map[int][]uint64 // .altinstr_aux -> where its pieces begin
 	warnings  []string
 }
 
@@ -334,6 +336,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
 		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
 		ends: map[int]map[uint64]uint64{}, descs: map[int]uint64{},
+		alts: map[int]*altCopy{}, auxStarts: map[int][]uint64{},
 	}
 	changed, added = withoutColdParts(changed), withoutColdParts(added, changed...)
 	if err := g.run(changed, added); err != nil {
@@ -357,6 +360,9 @@ func (g *generator) run(changed, added []string) error {
 		}
 	}
 	if err := g.copyEntryTables(); err != nil {
+		return err
+	}
+	if err := g.copyAlternatives(); err != nil {
 		return err
 	}
 	// Entries may name data (a WARN's file name) not copied yet.
@@ -696,6 +702,9 @@ func (g *generator) sectionTarget(job copyJob, r rela, sec int) (*outSym, int64,
 	if idx >= 0 {
 		return g.symbolTarget(job, idx, r.addend-int64(g.st.syms[idx].value))
 	}
+	if g.f.Sections[sec].Name == altAux {
+		return g.auxTarget(job, r, sec)
+	}
 	out, err := g.copyData(job.owner, sec)
 	if err != nil {
 		return nil, 0, err
@@ -777,6 +786,9 @@ func (g *generator) fieldEnds(sec int) map[uint64]uint64 {
 		return ends
 	}
 	g.ends[sec] = nil
+	if g.copies[sec] == nil {
+		return nil // alternative code, copied in pieces
+	}
 	code := g.copies[sec].data
 	ends, err := fieldEnds(code)
 	if err != nil {
@@ -1095,6 +1107,9 @@ func (g *generator) checkReferences() error {
 			return err
 		}
 		for _, r := range rs {
+			if g.altCopied(target, r.off) {
+				continue
+			}
 			if fn := g.codeTarget(r); fn != nil {
 				return &UnsupportedError{Function: fn.name, Section: name,
 					Reason: "the new code has " + why + ", which is not supported yet"}

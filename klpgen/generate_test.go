@@ -280,10 +280,12 @@ func TestGenerateRefusesMissingSymbol(t *testing.T) {
 	}
 }
 
-// TestGenerateRefusesSpecialSections: an entry of .altinstructions,
-// __jump_table or .static_call_sites pointing into a replaced function
-// is refused, naming both; so is a section nobody taught the generator,
-// and a __bug_table or __ex_table without the kernel's entry layout.
+// TestGenerateRefusesSpecialSections: an entry pointing into a replaced
+// function is refused, naming both, in a section nobody taught the
+// generator, and in a table the generator copies (__bug_table,
+// __ex_table, .altinstructions, __jump_table, .static_call_sites,
+// .parainstructions) when it lacks the kernel's entry layout (here a
+// lone 4-byte field), since the generator cannot tell what it says.
 func TestGenerateRefusesSpecialSections(t *testing.T) {
 	for _, sec := range []string{"__bug_table", "__ex_table", ".altinstructions", "__jump_table", ".static_call_sites", ".parainstructions", ".mystery"} {
 		t.Run(sec, func(t *testing.T) {

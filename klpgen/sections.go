@@ -47,12 +47,12 @@ var dropped = []struct{ prefix, reason string }{
 var refused = map[string]string{
 	"__bug_table":                "a WARN or BUG (bug table entry) the generator could not copy",
 	"__ex_table":                 "an exception table entry (user access or other fixup) the generator could not copy",
-	".altinstructions":           "an alternative instruction",
-	".altinstr_replacement":      "an alternative instruction",
-	".altinstr_aux":              "an alternative instruction (static_cpu_has)",
+	".altinstructions":           "an alternative instruction the generator could not copy",
+	".altinstr_replacement":      "alternative replacement code the generator did not copy",
+	".altinstr_aux":              "static_cpu_has code the generator did not copy",
 	"__jump_table":               "a static key (jump label) the generator could not copy",
 	".static_call_sites":         "a static call the generator could not copy",
-	".parainstructions":          "a paravirt patch site",
+	".parainstructions":          "a paravirt patch site the generator could not copy",
 	"__kprobe_blacklist":         "a kprobe blacklist entry",
 	"_error_injection_whitelist": "an error injection entry",
 }

@@ -22,6 +22,10 @@ type entryTable struct {
 	// keyed tables name a static key or call key the kernel looks up
 	// when it registers the entry: it must not be a module's.
 	keyed bool
+	// siteLen, when not 0, is the offset of the byte that says how long
+	// the instruction is, which the kernel rewrites when it loads the
+	// module (checkSite).
+	siteLen uint64
 }
 
 // entryTables are the tables copied entry by entry (x86-64): struct
@@ -43,6 +47,13 @@ var entryTables = map[string]entryTable{
 	// replaced code emits no events of that tracepoint).
 	"__jump_table":       {size: 16, key: 0, keyed: true},
 	".static_call_sites": {size: 8, key: 0, keyed: true},
+	// struct paravirt_patch_site (instr, type, len, and the clobbers
+	// _paravirt_alt writes, aligned to 8): apply_paravirt
+	// (arch/x86/kernel/alternative.c) rewrites each site for the
+	// hypervisor, or bare metal, the kernel runs on, for a module's own
+	// sites in module_finalize (arch/x86/kernel/module.c), after its
+	// relocations, as it does the alternatives (alternatives.go).
+	".parainstructions": {size: 16, key: 0, siteLen: 9},
 }
 
 // x86 no-ops a static branch site is compiled to when its branch is off
@@ -134,6 +145,11 @@ func (g *generator) copyEntryTables() error {
 			if dropped {
 				continue
 			}
+			if t.siteLen != 0 {
+				if err := g.checkSite(fn, s.Name, keyRela(byEntry[e], t), uint64(data[e*t.size+t.siteLen])); err != nil {
+					return err
+				}
+			}
 			out.data = append(out.data, data[e*t.size:(e+1)*t.size]...)
 			out.relas = append(out.relas, relas...)
 		}
@@ -180,4 +196,14 @@ func (g *generator) entryRelas(i int, name string, t entryTable, fn *function, r
 		relas = append(relas, outRela{off: base + r.off%t.size, typ: r.typ, sym: sym, addend: addend})
 	}
 	return relas, false, nil
+}
+
+// keyRela is the relocation of an entry that names its instruction.
+func keyRela(rs []rela, t entryTable) rela {
+	for _, r := range rs {
+		if r.off%t.size == t.key {
+			return r
+		}
+	}
+	return rela{}
 }

@@ -253,6 +253,9 @@ func (c *comparison) specialSections() {
 		if name == dyndbgSection && c.descriptors(a, b) {
 			continue
 		}
+		if name == altSection && c.alternatives(a, b) {
+			continue
+		}
 		var why string
 		switch {
 		case len(a) == 0:
@@ -591,6 +594,10 @@ var entryTables = map[string]entryTable{
 	"__jump_table": {Size: 16, Key: 0, What: "static-key jump entries"},
 	// struct static_call_site: addr, key (both relocated).
 	".static_call_sites": {Size: 8, Key: 0, What: "static call sites"},
+	// struct paravirt_patch_site as _paravirt_alt writes it: instr (a
+	// 64-bit address), type, len, clobbers, aligned to 8. apply_paravirt
+	// rewrites a module's own sites when it loads.
+	".parainstructions": {Size: 16, Key: 0, Kind: [2]uint64{8, 16}, What: "paravirt patch sites"},
 }
 
 // entryTable compares a table of fixed-size entries function by function:

@@ -35,9 +35,15 @@
 //     numbers aside). Dynamic debug descriptors (__dyndbg) are compared
 //     by the function that refers to each (dyndbg.go): those of changed
 //     and added functions go with their code, those of other functions
-//     must say the same as before, line number aside. Every other
-//     section (alternatives, ...) is compared whole, and any
-//     difference is refused with a reason, rather than ignored.
+//     must say the same as before, line number aside. Alternative
+//     instructions (.altinstructions) are compared by function too
+//     (alternatives.go): an entry's instruction, CPU feature, lengths and
+//     replacement code; the replacement and static_cpu_has code
+//     (.altinstr_replacement, .altinstr_aux) only through what refers
+//     to it. Paravirt patch sites (.parainstructions) are an entry
+//     table like __bug_table. Every other section (.fixup, exports,
+//     ...) is compared whole, and any difference is refused with a
+//     reason, rather than ignored.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their

@@ -3,6 +3,7 @@ package objdiff
 import (
 	"debug/elf"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -98,6 +99,10 @@ func classify(s *section) class {
 		return classMeta
 	}
 	switch {
+	case slices.Contains(alternativeCode, s.name):
+		// Replacement and feature-test code without symbols, compared
+		// through the references to it (alternatives.go).
+		return classPool
 	case s.typ == elf.SHT_PROGBITS && s.flags&elf.SHF_EXECINSTR != 0 && hasPrefix(s.name, codePrefixes):
 		return classCode
 	case (s.typ == elf.SHT_PROGBITS || s.typ == elf.SHT_NOBITS) && s.flags&elf.SHF_EXECINSTR == 0 && hasPrefix(s.name, dataPrefixes):
@@ -112,8 +117,8 @@ func classify(s *section) class {
 // specialReasons say why a change in a well-known kernel section cannot be
 // carried, by name prefix.
 var specialReasons = []struct{ prefix, reason string }{
-	{".altinstr", "alternative instructions are chosen and patched in once, at boot or module load; a livepatch cannot re-run that choice"},
-	{".parainstructions", "paravirt call sites are patched once at boot; a livepatch cannot re-run that"},
+	{".altinstr", "alternative instructions are chosen and patched in once, at boot or module load; a livepatch cannot re-run that choice for code it does not replace"},
+	{".parainstructions", "paravirt call sites are patched once at boot or module load; a livepatch cannot re-run that for code it does not replace"},
 	{"__jump_table", "static-key jump entries are registered when the kernel or module loads; changed or new ones are not"},
 	{".static_call_sites", "static call sites are registered when the kernel or module loads; changed or new ones are not"},
 	{"__ex_table", "exception table entries are sorted and registered at load; a fault in new code would find no fixup"},
