@@ -147,8 +147,13 @@ func shellSplit(s string) (words []string, rest string, err error) {
 // also holds changed headers at their paths in the tree: every -I folder
 // of the tree is preceded by its counterpart under srcRoot, where there
 // is one, and a header forced in with -include is taken from srcRoot
-// when it is there.
-func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overlay bool) ([]string, error) {
+// when it is there. headers (tree paths) are the changed headers the
+// overlay holds: the original folder of each is on the quote include
+// path too, after the unit's own, so that #include "sibling.h" in a
+// patched header finds its unchanged siblings (fs/nfs/internal.h,
+// read by fs/nfs/blocklayout/blocklayout.c as "../internal.h",
+// includes "nfs4_fs.h").
+func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overlay bool, headers ...string) ([]string, error) {
 	var argv []string
 	inputs, outputs := 0, 0
 	// counterpart returns the folder or file under srcRoot that stands
@@ -210,11 +215,18 @@ func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overla
 	if !hasC {
 		return nil, errors.New("the recorded command does not compile with -c")
 	}
-	extra := []string{
-		"-iquote", origDir,
-		"-fmacro-prefix-map=" + srcRoot + "/=",
-		"-fdebug-prefix-map=" + srcRoot + "/=" + origRoot + "/",
+	extra := []string{"-iquote", origDir}
+	seen := map[string]bool{filepath.Clean(origDir): true}
+	for _, h := range headers {
+		if d := filepath.Join(origRoot, filepath.Dir(filepath.FromSlash(h))); overlay && !seen[d] {
+			seen[d] = true
+			extra = append(extra, "-iquote", d)
+		}
 	}
+	extra = append(extra,
+		"-fmacro-prefix-map="+srcRoot+"/=",
+		"-fdebug-prefix-map="+srcRoot+"/="+origRoot+"/",
+	)
 	out := append([]string{argv[0]}, extra...)
 	return append(out, argv[1:]...), nil
 }

@@ -510,7 +510,7 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 		if err := os.WriteFile(src, side.text, 0o644); err != nil {
 			return u, fmt.Errorf("compile %s: %w", rel, err)
 		}
-		argv, err := unitCommand(rec, src, out, srcRoot, origDir, t.Source, side.dir == "b" && len(headers) > 0)
+		argv, err := unitCommand(rec, src, out, srcRoot, origDir, t.Source, side.dir == "b" && len(headers) > 0, headers...)
 		if err != nil {
 			return u, fmt.Errorf("compile %s: %s: %w", rel, cmdFile, err)
 		}

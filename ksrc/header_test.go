@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -151,8 +152,18 @@ func TestUnitCommandOverlay(t *testing.T) {
 	if diff := cmp.Diff(want, argv); diff != "" {
 		t.Errorf("argv (-want +got):\n%s", diff)
 	}
+	// A changed header of another folder: its siblings stay reachable
+	// from the patched copy by a quote include.
+	argv, err = unitCommand(r, b+"/drivers/x/x.c", work+"/post/drivers/x/x.o", b, "/src/drivers/x", "/src", true,
+		"drivers/y.h", "drivers/z.h", "drivers/x/local.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"gcc", "-iquote", "/src/drivers/x", "-iquote", "/src/drivers", "-fmacro-prefix-map=" + b + "/="}; !slices.Equal(argv[:len(want)], want) {
+		t.Errorf("argv starts %q, want %q", argv[:len(want)], want)
+	}
 	// The before side, or a patch without headers: nothing added.
-	argv, err = unitCommand(r, b+"/drivers/x/x.c", work+"/pre/drivers/x/x.o", b, "/src/drivers/x", "/src", false)
+	argv, err = unitCommand(r, b+"/drivers/x/x.c", work+"/pre/drivers/x/x.o", b, "/src/drivers/x", "/src", false, "drivers/y.h")
 	if err != nil {
 		t.Fatal(err)
 	}
