@@ -284,6 +284,7 @@ type generator struct {
 	owner     map[int]*function // copied code section -> its function
 	w         objWriter
 	copies    map[int]*outSection // section of the patched object -> its copy
+	onces     map[int]*outSection // once flag (symbol index) -> the module's own copy
 	queue     []copyJob
 	externs   map[string]*outSym
 	klps      map[KLPSymbol]*outSym
@@ -334,7 +335,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		data: post, f: f, st: st, syms: syms, opts: opts, tables: map[int]bool{},
 		relaOf: map[int]int{}, objSyms: map[int][]int{},
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
-		copies: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
+		copies: map[int]*outSection{}, onces: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
 		ends: map[int]map[uint64]uint64{}, descs: map[int]uint64{},
 		alts: map[int]*altCopy{}, auxStarts: map[int][]uint64{},
 	}
@@ -863,6 +864,13 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 	if s.name == "" {
 		return nil, 0, malformed("relocation against an unnamed symbol %d", idx)
 	}
+	if s.defined() && isOnceFlag(s.name) && s.bind() == elf.STB_LOCAL {
+		out, err := g.copyOnceFlag(owner, idx)
+		if err != nil {
+			return nil, 0, err
+		}
+		return out.sym, addend, nil
+	}
 	// A variable the patch adds is copied even when another unit of the
 	// kernel has a symbol of the same name: that one is not it.
 	if s.defined() && slices.Contains(g.opts.NewData, s.name) {
@@ -953,6 +961,75 @@ func (g *generator) pureConstant(idx int) bool {
 		}
 	}
 	return true
+}
+
+// onceFlags are the function-local statics kernel macros declare to act
+// once: WARN_ONCE, printk_once and DO_ONCE_LITE's __already_done (in
+// .data.once), RCU_LOCKDEP_WARN's __warned, and older kernels'
+// __print_once.
+var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true}
+
+// isOnceFlag says name is gcc's name for a once flag: the base and a
+// number (__already_done.12).
+func isOnceFlag(name string) bool {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 || !onceFlags[name[:i]] {
+		return false
+	}
+	for _, c := range name[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// copyOnceFlag gives a once flag the copied code uses a fresh copy of
+// its own in the module, with the object's initial bytes. gcc numbers
+// the flags of a unit in order, so a fix that adds a WARN_ONCE renumbers
+// those after it and no name says which flag of the running kernel is
+// which; and the flags share one section (.data.once), which the module
+// cannot copy whole. A fresh flag is always the same variable to the
+// new code; the cost is that a warning the kernel already printed once
+// may print once more from the replaced function.
+func (g *generator) copyOnceFlag(owner *function, idx int) (*outSection, error) {
+	if out := g.onces[idx]; out != nil {
+		return out, nil
+	}
+	s := &g.st.syms[idx]
+	sec := g.f.Sections[s.shndx]
+	if sec.Flags&elf.SHF_ALLOC == 0 || sec.Flags&elf.SHF_WRITE == 0 || sec.Flags&elf.SHF_EXECINSTR != 0 ||
+		s.size == 0 || s.size > 64 || s.value > sec.Size || s.size > sec.Size-s.value {
+		return nil, &UnsupportedError{Function: owner.name, Section: sec.Name,
+			Reason: fmt.Sprintf("once flag %s is not a small writable variable", s.name)}
+	}
+	if ri, ok := g.relaOf[int(s.shndx)]; ok {
+		rs, err := g.relas(ri)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if r.off+8 > s.value && r.off < s.value+s.size {
+				return nil, &UnsupportedError{Function: owner.name, Section: sec.Name,
+					Reason: fmt.Sprintf("once flag %s holds a relocation", s.name)}
+			}
+		}
+	}
+	data := make([]byte, s.size)
+	if sec.Type != elf.SHT_NOBITS {
+		b, err := sectionBytes(g.data, sec)
+		if err != nil {
+			return nil, err
+		}
+		copy(data, b[s.value:s.value+s.size])
+	} else {
+		data = nil
+	}
+	out := &outSection{name: sec.Name, typ: sec.Type, flags: sec.Flags &^ elf.SHF_GROUP, align: max(sec.Addralign, 1),
+		size: s.size, data: data}
+	g.w.addSection(out)
+	g.onces[idx] = out
+	return out, nil
 }
 
 // klpSymbol reaches a symbol of object obj (vmlinux or the patched

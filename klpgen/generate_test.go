@@ -1156,3 +1156,54 @@ func TestGenerateCopiesAmbiguousConstant(t *testing.T) {
 		t.Fatalf("with_ops reads my_ops, which holds an address: %v, want *AmbiguousSymbolError for my_ops", err)
 	}
 }
+
+const onceUnit = `
+extern void note(void);
+#define ONCE(c) ({ static _Bool __attribute__((section(".data.once"))) __already_done; \
+	int r_ = !!(c); if (r_ && !__already_done) { __already_done = 1; note(); } r_; })
+int other(int x) { return ONCE(x > 1); }
+int target(int x) { ONCE(x > 3); return ONCE(x > 5); }
+`
+
+// TestGenerateCopiesOnceFlags: every once flag the new code uses (all
+// of a unit's share .data.once, and their numbers shift when a fix adds
+// a WARN_ONCE) gets a fresh one-byte copy of its own in the module, not
+// a lookup of a numbered name in the running kernel.
+func TestGenerateCopiesOnceFlags(t *testing.T) {
+	post := compileC(t, onceUnit)
+	m := slices.Concat(fillers("a", 50), []string{"__already_done.0", "__already_done.1"}, fillers("b", 50),
+		[]string{"__already_done.0", "__already_done.1", "target", "other"})
+	out, err := Generate(post, []string{"target"}, nil, symbolsFor(t, []string{"note"}, m...), Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := parseELF(t, out.Object)
+	var flags []*elf.Section
+	for _, sec := range mod.Sections {
+		if sec.Name == ".data.once" {
+			flags = append(flags, sec)
+		}
+	}
+	if len(flags) != 2 {
+		t.Fatalf("the module has %d .data.once sections, want one per flag target uses (2)", len(flags))
+	}
+	for _, f := range flags {
+		if f.Size != 1 || f.Flags&elf.SHF_WRITE == 0 {
+			t.Errorf(".data.once copy: size %d, flags %v; want one writable byte", f.Size, f.Flags)
+		}
+	}
+	for _, k := range out.KLPSymbols {
+		if strings.HasPrefix(k.Name, "__already_done") {
+			t.Errorf("once flag %s is looked up in the running kernel", k.Name)
+		}
+	}
+	n := 0
+	for _, r := range relocsOf(t, mod, ".rela.text.target") {
+		if r.Sym == ".data.once" {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Errorf("target's code refers to its flags %d times, want both copies used", n)
+	}
+}

@@ -194,7 +194,7 @@ func (c *comparison) variables() {
 				c.problem(p)
 				continue
 			}
-			if base, ok := localStaticBase(name); ok {
+			if base, ok := localStaticBase(name); ok && !onceFlags[base] {
 				if other := c.numberedLike(base); other != "" {
 					p.Reason = fmt.Sprintf("new function-local static beside %s of the same name: gcc numbers them in order, so the numbering may have shifted and the unpatched code's variable may now carry this name; refused rather than guessed", other)
 					c.problem(p)
@@ -544,6 +544,13 @@ func diffImages(a, b image, noun string) string {
 
 // localStaticBase splits a name gcc gives a function-local static
 // ("count.0", "__already_done.12") into its base ("count").
+// onceFlags are the function-local statics kernel macros declare to act
+// once (WARN_ONCE's __already_done, RCU_LOCKDEP_WARN's __warned,
+// __print_once): the generator gives the new code a fresh copy of every
+// one it uses (klpgen copyOnceFlag), so a new one beside others of its
+// name is no guess about gcc's numbering.
+var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true}
+
 func localStaticBase(name string) (string, bool) {
 	i := strings.LastIndexByte(name, '.')
 	if i <= 0 || i == len(name)-1 {

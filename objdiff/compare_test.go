@@ -232,6 +232,18 @@ int count(int x) { static char once; if (!once) { once = 1; calls++; } return x 
 		t.Errorf("added data %q, want %q", got, want)
 	}
 
+	// A new once flag beside others (a WARN_ONCE added to a function
+	// that has one) is carried: the generator gives the new code a
+	// fresh copy of every once flag it uses.
+	const once = "#define ONCE(c) ({ static _Bool __attribute__((section(\".data.once\"))) __already_done; " +
+		"int r_ = !!(c); if (r_ && !__already_done) { __already_done = 1; note(); } r_; })\nextern void note(void);\n"
+	res = diff(t, once+"int other(int x) { return ONCE(x > 1); }\nint target(int x) { return ONCE(x > 5); }\n",
+		once+"int other(int x) { return ONCE(x > 1); }\nint target(int x) { ONCE(x > 3); return ONCE(x > 5); }\n", false)
+	check(t, res, want{changed: []string{"target"}})
+	if len(res.AddedData) != 1 || res.AddedData[0].Name != "__already_done.2" {
+		t.Errorf("added data %+v, want the new once flag", res.AddedData)
+	}
+
 	// A new function-local static beside one of the same name: gcc's
 	// numbering may have shifted (here it did: bump's counter was
 	// count.0 and is count.1 now), so it is refused, not carried.

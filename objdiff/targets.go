@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // index records, per section, the named symbols defined there.
@@ -218,6 +219,13 @@ func (o *Object) resolveTargets() {
 		for i := range src.relocs {
 			r := &src.relocs[i]
 			r.target, r.ref = o.target(src, r, items)
+			// A once flag is compared by its base name: gcc's numbers of
+			// a unit's flags shift when a fix adds one, and the new code
+			// gets fresh copies of those it uses anyway (onceFlags), so
+			// the number says nothing about the code.
+			if base, ok := localStaticBase(r.ref); ok && onceFlags[base] && strings.HasPrefix(r.target, r.ref) {
+				r.target = base + ".N" + r.target[len(r.ref):]
+			}
 		}
 	}
 
