@@ -138,6 +138,16 @@ func TestExportUnits(t *testing.T) {
 
 // A unit's module that the guest cannot load (a Xen driver outside Xen)
 // is reported with insmod's words, not as a bare exit code.
+// A failed apply says what the kernel logged, e.g. why it refused the
+// livepatch module.
+func TestJudgeApplyLog(t *testing.T) {
+	why := judge(map[string]string{"apply-exit": "1", "apply-out": "finit_module: invalid argument|",
+		"apply-log": "[ 3.1] lp_corpus_unit: unknown symbol x|"}, 0)
+	if !strings.Contains(why, "finit_module: invalid argument") || !strings.Contains(why, "kernel log: [ 3.1] lp_corpus_unit: unknown symbol x") {
+		t.Errorf("judge = %q, want apply's words and the kernel's", why)
+	}
+}
+
 func TestModuleLoadFailure(t *testing.T) {
 	console := "[    1.9] xen_gntalloc: loading\n" +
 		"insmod: can't insert 'xen_gntalloc.ko': No such device\r\n" +

@@ -37,7 +37,7 @@ dmesg -c >/dev/null 2>&1
 sf apply /lab/unit.splice >/tmp/apply.out; code=$?
 mark apply-exit $code
 mark apply-out "$(tr '\n' '|' </tmp/apply.out | cut -c1-400)"
-[ $code = 0 ] || exit 0
+[ $code = 0 ] || { mark apply-log "$(dmesg | tail -4 | tr '\n' '|' | cut -c1-400)"; exit 0; }
 i=0; while [ $i -lt 60 ] && [ "$(cat $lp/transition 2>/dev/null)" != 0 ]; do sleep 1; i=$((i+1)); done
 mark transition "$(cat $lp/transition 2>/dev/null)"
 mark enabled "$(cat $lp/enabled 2>/dev/null)"
@@ -123,7 +123,11 @@ func judge(m map[string]string, exit int) string {
 		return fmt.Sprintf("guest script exit %d", exit)
 	}
 	if m["apply-exit"] != "0" {
-		return "apply failed: " + m["apply-out"]
+		why := "apply failed: " + m["apply-out"]
+		if l := strings.TrimSpace(m["apply-log"]); l != "" {
+			why += " kernel log: " + l
+		}
+		return why
 	}
 	if m["transition"] != "0" {
 		return "the livepatch transition did not finish in 60s"
