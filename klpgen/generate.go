@@ -46,6 +46,14 @@ type Options struct {
 	ModuleName string
 	// Description becomes MODULE_DESCRIPTION. Optional.
 	Description string
+	// KernelFlags says the object was compiled with the target kernel's
+	// own flags for its file (create --patch compiles with kbuild's
+	// recorded command). An object that then calls no __fentry__ was
+	// built without ftrace on purpose (kbuild removes -pg for
+	// kernel/trace/ and files marked so): the kernel's copies of its
+	// functions cannot be redirected, and replacing one is refused
+	// rather than only warned about.
+	KernelFlags bool
 	// NewData names variables the patch adds (objdiff's AddedData): the
 	// running kernel has none of them, no code of it refers to them, and
 	// the module carries their only copy, initialized as the patched
@@ -1217,6 +1225,21 @@ func (g *generator) checkTraceable() error {
 	for i := range g.st.syms {
 		if s := &g.st.syms[i]; s.name == "__fentry__" && s.shndx == uint16(elf.SHN_UNDEF) {
 			ftrace = true
+		}
+	}
+	if !ftrace && g.opts.KernelFlags {
+		name := ""
+		for _, fn := range g.funcs {
+			if !fn.added {
+				name = fn.name
+				break
+			}
+		}
+		if name != "" {
+			return &UnsupportedError{Function: name,
+				Reason: "its file is compiled without ftrace (no function of the object calls __fentry__: kbuild removes -pg for it, " +
+					"as kernel/trace/Makefile does for its folder), so livepatch cannot redirect the kernel's copy " +
+					"(kernel/livepatch/patch.c klp_patch_func needs an ftrace location)"}
 		}
 	}
 	if !ftrace {

@@ -1207,3 +1207,21 @@ func TestGenerateCopiesOnceFlags(t *testing.T) {
 		t.Errorf("target's code refers to its flags %d times, want both copies used", n)
 	}
 }
+
+// TestGenerateRefusesObjectWithoutFtrace: compiled with the kernel's own
+// flags, an object that calls no __fentry__ was built without ftrace
+// (kernel/trace/), so the kernel's copy of a replaced function cannot be
+// redirected: refused. Compiled another way, it is only a warning.
+func TestGenerateRefusesObjectWithoutFtrace(t *testing.T) {
+	post := compileC(t, kernelUnit)
+	syms := symbolsFor(t, []string{"printk_like", "unexported_global"}, kernelUnitMap...)
+	_, err := Generate(post, []string{"target"}, nil, syms, Options{ModuleName: "lp_test", KernelFlags: true})
+	var ue *UnsupportedError
+	if !errors.As(err, &ue) || ue.Function != "target" || !strings.Contains(ue.Reason, "compiled without ftrace") {
+		t.Fatalf("err = %v, want target refused: its object is compiled without ftrace", err)
+	}
+	out, err := Generate(post, []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+	if err != nil || !slices.ContainsFunc(out.Warnings, func(w string) bool { return strings.Contains(w, "calls no __fentry__") }) {
+		t.Fatalf("without KernelFlags: %v, warnings %q; want a warning", err, out.Warnings)
+	}
+}

@@ -140,7 +140,7 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 	if g.name == "" {
 		g.name = defaultModuleName(o.id, o.version)
 	}
-	opts := klpgen.Options{ModuleName: g.name, Description: o.description}
+	opts := klpgen.Options{ModuleName: g.name, Description: o.description, KernelFlags: true}
 	modSyms := map[string]*klpgen.Symbols{}
 	modDeps := map[string]map[string]*klpgen.Symbols{}
 	mods := &moduleFiles{o: o, release: release}
