@@ -80,9 +80,14 @@ func srcArch() string {
 }
 
 // headerCandidates returns the units the configuration builds whose
-// include closure may reach one of headers (steps 1 and 2), and the
-// unchanged headers that must be copied beside the changed ones.
-func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []string) (units, beside []string, err error) {
+// include closure may reach one of the changed headers and that may use
+// what the patch changes in them (steps 1 and 2), and the unchanged
+// headers that must be copied beside the changed ones.
+func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []unitSource, patch *Patch) (units, beside []string, err error) {
+	var headers []string
+	for _, c := range changed {
+		headers = append(headers, c.path)
+	}
 	start := time.Now()
 	fmt.Fprintf(log, "ksrc: reading the #include lines of %s to find what includes %s…\n", t.Source, strings.Join(headers, ", "))
 	g, err := scanIncludes(t.Source, srcArch())
@@ -95,12 +100,40 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []st
 				"that holds no kernel code", h, ErrUnsupportedFile)
 		}
 	}
-	cands, beside, err := g.includers(headers, maxIncludeClosure)
-	if err != nil {
-		return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+	names := map[string][]string{}
+	var all []string
+	why := ""
+	for _, c := range changed {
+		ns, w := changedDefs(c.before, c.after, patch.File(c.path))
+		if w != "" {
+			why = c.path + ": " + w
+			break
+		}
+		names[c.path] = ns
+		all = append(all, ns...)
 	}
-	fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
-		len(cands), len(g.files), time.Since(start).Seconds())
+	var cands []string
+	if why != "" {
+		fmt.Fprintf(log, "ksrc: every unit that reads the header counts: %s\n", why)
+		cands, beside, err = g.includers(headers, maxIncludeClosure)
+		if err != nil {
+			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+		}
+		fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
+			len(cands), len(g.files), time.Since(start).Seconds())
+	} else {
+		var readers []string
+		readers, beside, _ = g.includers(headers, len(g.files)+1) // no bound: the tree bounds it
+		if cands, err = g.usersOf(t.Source, readers, names); err != nil {
+			return nil, nil, fmt.Errorf("compile: %w", err)
+		}
+		slices.Sort(all)
+		fmt.Fprintf(log, "ksrc: %s: %d units read it; %d use %s (the changed definitions) (%.1fs); asking kbuild which the configuration builds…\n",
+			strings.Join(headers, ", "), len(readers), len(cands), nameList(slices.Compact(all)), time.Since(start).Seconds())
+		if len(cands) > maxIncludeClosure {
+			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+		}
+	}
 	if len(cands) == 0 {
 		return nil, beside, nil
 	}
