@@ -202,8 +202,9 @@ type cItem struct {
 // hdrScan is a header split into top-level items.
 type hdrScan struct {
 	items  []cItem
-	owners map[int][]int     // line -> the items with a token on it
-	opaque map[int]string    // line -> why a change there cannot be narrowed
+	owners map[int][]int  // line -> the items with a token on it
+	opaque map[int]string // line -> why a change there cannot be narrowed
+	conds  map[string]int // identifier -> a conditional line (#if, #ifdef, #elif) that tests it
 }
 
 // cKeywords are C's keywords and GCC's spellings of them, never a name
@@ -252,7 +253,7 @@ func scanHeader(src []byte) (*hdrScan, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &hdrScan{owners: map[int][]int{}, opaque: map[int]string{}}
+	s := &hdrScan{owners: map[int][]int{}, opaque: map[int]string{}, conds: map[string]int{}}
 	own := func(first, last, item int) {
 		for l := first; l <= last; l++ {
 			if !slices.Contains(s.owners[l], item) {
@@ -302,6 +303,11 @@ func scanHeader(src []byte) (*hdrScan, error) {
 				if name == "if" || name == "ifdef" || name == "ifndef" {
 					conds = append(conds, nil)
 				}
+				tokIdents(dir[1:], func(id string) {
+					if _, ok := s.conds[id]; !ok {
+						s.conds[id] = t.first
+					}
+				})
 				if len(conds) == 0 {
 					return nil, fmt.Errorf("%w: line %d: #%s without #if", errCScan, t.first, name)
 				}
@@ -383,8 +389,9 @@ func scanHeader(src []byte) (*hdrScan, error) {
 		return nil, fmt.Errorf("%w: unbalanced braces, parentheses or #if at the end", errCScan)
 	}
 	if cur >= 0 {
+		last := cur
 		finish(false)
-		s.items[cur].kind = itemOpaque // text after the last ";": a macro invocation
+		s.items[last].kind = itemOpaque // text after the last ";": a macro invocation
 	}
 	return s, nil
 }

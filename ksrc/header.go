@@ -53,10 +53,19 @@ type HeaderError struct {
 	Units   int // units the configuration builds that may read them; 0 when not counted
 	Files   int // files of the tree that include them, when Units was not counted
 	Limit   int
+	// Users is how many units of the tree may use Names, the changed
+	// definitions, when they were too many for kbuild to be asked.
+	Users int
+	Names []string
 }
 
 func (e *HeaderError) Error() string {
 	what := strings.Join(e.Headers, ", ")
+	if e.Users > 0 {
+		return fmt.Sprintf("%s: %v: %d units of the tree use what the patch changes in it (%s, or what other headers "+
+			"make from them), more than %d (a change to a definition the core kernel uses reaches most of it)",
+			what, ErrHeaderTooWide, e.Users, nameList(e.Names), e.Files)
+	}
 	if e.Units > 0 {
 		return fmt.Sprintf("%s: %v: %d units the configuration builds include it, more than the limit of %d; "+
 			"each would be compiled before and after the patch (a change to a widely included header, "+
@@ -124,14 +133,24 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 	} else {
 		var readers []string
 		readers, beside, _ = g.includers(headers, len(g.files)+1) // no bound: the tree bounds it
-		if cands, err = g.usersOf(t.Source, readers, names); err != nil {
+		texts := map[string][][]byte{}
+		for _, c := range changed {
+			texts[c.path] = [][]byte{c.before, c.after}
+		}
+		var derived int
+		if cands, derived, err = g.usersOf(t.Source, readers, names, texts); err != nil {
 			return nil, nil, fmt.Errorf("compile: %w", err)
 		}
 		slices.Sort(all)
-		fmt.Fprintf(log, "ksrc: %s: %d units read it; %d use %s (the changed definitions) (%.1fs); asking kbuild which the configuration builds…\n",
-			strings.Join(headers, ", "), len(readers), len(cands), nameList(slices.Compact(all)), time.Since(start).Seconds())
+		all = slices.Compact(all)
+		made := ""
+		if derived > 0 {
+			made = fmt.Sprintf(", or %d definitions of other headers made from them", derived)
+		}
+		fmt.Fprintf(log, "ksrc: %s: %d units read it; %d use %s (the changed definitions%s) (%.1fs); asking kbuild which the configuration builds…\n",
+			strings.Join(headers, ", "), len(readers), len(cands), nameList(all), made, time.Since(start).Seconds())
 		if len(cands) > maxIncludeClosure {
-			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+			return nil, nil, &HeaderError{Headers: headers, Users: len(cands), Names: all, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
 		}
 	}
 	if len(cands) == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -108,22 +109,11 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 	for grew := true; grew; {
 		grew = false
 		for _, sc := range []*hdrScan{pre, post} {
-			for _, it := range sc.items {
-				if !mentionsAny(it.uses, set) {
-					continue
-				}
-				if it.kind == itemOpaque {
-					return nil, fmt.Sprintf("a macro invocation at line %d mentions a changed definition, "+
-						"and what it defines is unknown", it.first)
-				}
-				if containsAll(set, it.names) {
-					continue
-				}
-				for _, n := range it.names {
-					set[n] = true
-				}
-				grew = true
+			added, why := sc.closeOver(set)
+			if why != "" {
+				return nil, why
 			}
+			grew = grew || len(added) > 0
 		}
 	}
 	for n := range set {
@@ -133,6 +123,43 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 	return names, ""
 }
 
+// closeOver adds to set the names of the items that mention one of it,
+// until none is added, and returns those it added; or says why it
+// cannot: an item that mentions one defines what the scanner cannot see
+// (a macro invocation), or a conditional line tests one.
+func (sc *hdrScan) closeOver(set map[string]bool) (added []string, why string) {
+	for n, line := range sc.conds {
+		if set[n] {
+			return nil, fmt.Sprintf("the conditional at line %d tests %s, a changed definition", line, n)
+		}
+	}
+	for grew := true; grew; {
+		grew = false
+		for _, it := range sc.items {
+			if !mentionsAny(it.uses, set) {
+				continue
+			}
+			if it.kind == itemOpaque {
+				return nil, fmt.Sprintf("a macro invocation at line %d mentions a changed definition, "+
+					"and what it defines is unknown", it.first)
+			}
+			for _, n := range it.names {
+				if !set[n] {
+					set[n] = true
+					added = append(added, n)
+					grew = true
+				}
+			}
+		}
+	}
+	for n, line := range sc.conds {
+		if set[n] {
+			return nil, fmt.Sprintf("the conditional at line %d tests %s, a changed definition", line, n)
+		}
+	}
+	return added, ""
+}
+
 func mentionsAny(uses, names map[string]bool) bool {
 	for n := range names {
 		if uses[n] {
@@ -140,15 +167,6 @@ func mentionsAny(uses, names map[string]bool) bool {
 		}
 	}
 	return false
-}
-
-func containsAll(set map[string]bool, names []string) bool {
-	for _, n := range names {
-		if !set[n] {
-			return false
-		}
-	}
-	return true
 }
 
 // changedLines returns the lines (from 1) of the text before and after a
@@ -201,22 +219,28 @@ func changedLines(fp *FilePatch, at []int) (oldMarks, newMarks map[int]bool, shi
 // may make one by pasting (##) a piece that begins or ends it. A text
 // the scanner cannot read mentions everything.
 func mentions(text []byte, names []string) bool {
+	token, piece := mentionsHow(text, names)
+	return token || piece
+}
+
+// mentionsHow is mentions, saying how: as a token, or as a piece that ##
+// may paste into one (or the text cannot be read).
+func mentionsHow(text []byte, names []string) (token, piece bool) {
 	paste := bytes.Contains(text, []byte("##"))
 	if !paste && !slices.ContainsFunc(names, func(n string) bool { return bytes.Contains(text, []byte(n)) }) {
-		return false
+		return false, false
 	}
 	toks, err := lexC(text)
 	if err != nil {
-		return true
+		return false, true
 	}
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
 	}
-	found := false
-	tokIdents(toks, func(id string) { found = found || want[id] })
-	if found || !paste {
-		return found
+	tokIdents(toks, func(id string) { token = token || want[id] })
+	if !paste {
+		return token, false
 	}
 	// A macro's parameters stand for its arguments: the pieces are the
 	// other identifiers next to a ##.
@@ -233,11 +257,11 @@ func mentions(text []byte, names []string) bool {
 		}
 		for _, j := range []int{i - 1, i + 1} {
 			if j >= 0 && j < len(toks) && toks[j].kind == tIdent && !params[toks[j].text] && isPiece(toks[j].text, names) {
-				return true
+				return token, true
 			}
 		}
 	}
-	return false
+	return token, false
 }
 
 // isPiece reports whether p, pasted to something, may make one of names:
@@ -254,17 +278,34 @@ func isPiece(p string, names []string) bool {
 	return false
 }
 
+// maxNameRounds bounds how many times usersOf reads the files again for
+// the names other headers make from the changed ones; a change that
+// spreads further than that keeps every reader.
+const maxNameRounds = 6
+
 // usersOf returns the units of cands (which include one of the changed
-// headers) that can use one of names: the unit mentions one, or it
-// includes, through any chain of #includes, a file other than the header
-// the name is of that mentions one. A file with an #include of a macro
-// (other than the trace event headers', which include again the header
-// that included them) may read any file, and so mentions every name.
-// names maps each changed header to the names of its changed definitions.
-func (g *includeGraph) usersOf(root string, cands []string, names map[string][]string) ([]string, error) {
-	var all []string
+// headers) that can use a changed definition, and how many definitions
+// of other headers were found made from them. names maps each changed
+// header to the names of its changed definitions; texts holds its text
+// before and after the patch.
+//
+// Every file of the include closure of cands (and of the headers kbuild
+// forces into every unit) is read for the names. A header that mentions
+// one is read as the changed header is: its definitions that mention a
+// name add their own names, and the files are read again for those,
+// until no name is added. A unit is kept when it mentions a name, or
+// includes (through any chain of #includes, the changed headers too) a
+// file whose use of a name the scanner cannot follow: a .c file, a
+// header it cannot read, one whose macro invocation or conditional
+// mentions a name, one that may make a name by pasting (##), one with an
+// #include of a macro (but the trace event headers', which include again
+// the header that included them).
+func (g *includeGraph) usersOf(root string, cands []string, names map[string][]string, texts map[string][][]byte) (kept []string, derived int, err error) {
+	set := map[string]bool{}
 	for _, ns := range names {
-		all = append(all, ns...)
+		for _, n := range ns {
+			set[n] = true
+		}
 	}
 	fwd := map[string][]string{}
 	closure := map[string]bool{}
@@ -286,31 +327,65 @@ func (g *includeGraph) usersOf(root string, cands []string, names map[string][]s
 			}
 		}
 	}
-	mention := map[string]bool{}
+	mention := map[string]bool{} // files whose includers are kept
 	for f := range closure {
-		own, changed := names[f]
-		check := all
-		if changed {
-			check = slices.DeleteFunc(slices.Clone(all), func(n string) bool { return slices.Contains(own, n) })
-		}
 		if g.macroInc[f] && !strings.HasPrefix(f, "include/trace/") {
 			mention[f] = true
-			continue
 		}
-		if len(check) == 0 {
-			continue
+	}
+	scans := map[string][]*hdrScan{}
+	delta := slices.Collect(maps.Keys(set))
+	start := len(set)
+	for round := 0; len(delta) > 0; round++ {
+		if round == maxNameRounds {
+			return slices.Clone(cands), len(set) - start, nil
 		}
-		text, err := readBounded(filepath.Join(root, filepath.FromSlash(f)), maxMentionScan)
-		if errors.Is(err, bounded.ErrTooLarge) {
-			mention[f] = true // unread, it may mention anything
-			continue
+		slices.Sort(delta)
+		var next []string
+		for f := range closure {
+			if mention[f] {
+				continue
+			}
+			var sides [][]byte
+			if t, ok := texts[f]; ok {
+				sides = t
+			} else {
+				text, err := readBounded(filepath.Join(root, filepath.FromSlash(f)), maxMentionScan)
+				if errors.Is(err, bounded.ErrTooLarge) {
+					mention[f] = true // unread, it may mention anything
+					continue
+				}
+				if err != nil {
+					return nil, 0, fmt.Errorf("read %s for the changed definitions: %w", f, err)
+				}
+				sides = [][]byte{text}
+			}
+			for i, text := range sides {
+				token, piece := mentionsHow(text, delta)
+				if !token && !piece {
+					continue
+				}
+				if piece || !strings.HasSuffix(f, ".h") {
+					mention[f] = true
+					break
+				}
+				if len(scans[f]) <= i {
+					sc, err := scanHeader(text)
+					if err != nil {
+						mention[f] = true
+						break
+					}
+					scans[f] = append(scans[f], sc)
+				}
+				added, why := scans[f][i].closeOver(set)
+				if why != "" {
+					mention[f] = true
+					break
+				}
+				next = append(next, added...)
+			}
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s for the changed definitions: %w", f, err)
-		}
-		if mentions(text, check) {
-			mention[f] = true
-		}
+		delta = next
 	}
 	// A file reaches a mention when it is one or includes one that does.
 	rev := map[string][]string{}
@@ -320,7 +395,6 @@ func (g *includeGraph) usersOf(root string, cands []string, names map[string][]s
 		}
 	}
 	reach := map[string]bool{}
-	queue = queue[:0]
 	for f := range mention {
 		queue = append(queue, f)
 	}
@@ -335,16 +409,15 @@ func (g *includeGraph) usersOf(root string, cands []string, names map[string][]s
 	}
 	for _, h := range forcedHeaders {
 		if reach[h] {
-			return slices.Clone(cands), nil // every unit reads it
+			return slices.Clone(cands), len(set) - start, nil // every unit reads it
 		}
 	}
-	var kept []string
 	for _, c := range cands {
 		if reach[c] {
 			kept = append(kept, c)
 		}
 	}
-	return kept, nil
+	return kept, len(set) - start, nil
 }
 
 // nameList shows names in a log line: the first few, then how many more.

@@ -198,9 +198,9 @@ func TestMentions(t *testing.T) {
 		{"int x = demo_hopper(p);\n", false},
 		{"/* demo_hop */ int x;\n// demo_hop\n", false},
 		{`asm("call demo_hop");`, true},
-		{"#define CALL(p) p##_hop(p)\n", true},        // a piece that ends demo_hop
+		{"#define CALL(p) p##_hop(p)\n", true},         // a piece that ends demo_hop
 		{"#define CALL(hop, p) demo_##hop(p)\n", true}, // one that begins it
-		{"#define CAT(demo, b) demo##b\n", false}, // demo is a parameter, not a piece
+		{"#define CAT(demo, b) demo##b\n", false},      // demo is a parameter, not a piece
 	} {
 		if got := mentions([]byte(tt.text), []string{"demo_hop"}); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
@@ -209,20 +209,24 @@ func TestMentions(t *testing.T) {
 }
 
 // TestUsersOf: of the units that read the changed header, those kept
-// mention a changed name or include a file that does, however deep; one
-// that merely includes the header is dropped.
+// mention a changed name, or a name another header makes from one
+// (however deep), or include a header whose use of one the scanner
+// cannot follow; one that merely includes the header is dropped.
 func TestUsersOf(t *testing.T) {
 	tree := map[string]string{
 		"include/linux/demo.h":           hdrBase,
 		"include/linux/user.h":           "#include <linux/demo.h>\nstatic inline int user(struct demo_port *p) { return demo_hop(p); }\n",
-		"include/linux/mid.h":            "#include <linux/user.h>\n",
+		"include/linux/mid.h":            "#include <linux/user.h>\n#define MID(p) user(p)\n",
 		"include/linux/other.h":          "#include <linux/demo.h>\n/* demo_hop */\n",
+		"include/linux/paste.h":          "#include <linux/demo.h>\n#define HOP(p) demo_##p(0)\n",
 		"include/linux/compiler_types.h": "#define __force\n",
 		"drivers/a/direct.c":             "#include <linux/demo.h>\nint f(void) { return demo_hop(0); }\n",
-		"drivers/a/deep.c":               "#include <linux/mid.h>\nint g(void) { return 0; }\n",
+		"drivers/a/deep.c":               "#include <linux/mid.h>\nint g(void) { return MID(0); }\n",
+		"drivers/a/deepunused.c":         "#include <linux/mid.h>\nint g(void) { return 0; }\n",
 		"drivers/a/plain.c":              "#include <linux/demo.h>\nint h(void) { return demo_other(); }\n",
 		"drivers/a/comment.c":            "#include <linux/other.h>\n",
-		"drivers/a/local.c":              "#include \"local.h\"\n",
+		"drivers/a/paste.c":              "#include <linux/paste.h>\n",
+		"drivers/a/local.c":              "#include \"local.h\"\nint l(void) { return L(0); }\n",
 		"drivers/a/local.h":              "#include <linux/demo.h>\n#define L demo_hop\n",
 	}
 	root := testutil.TempTree(t, tree)
@@ -234,20 +238,37 @@ func TestUsersOf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := g.usersOf(root, readers, map[string][]string{"include/linux/demo.h": {"demo_hop"}})
+	kept, derived, err := g.usersOf(root, readers, map[string][]string{"include/linux/demo.h": {"demo_hop"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"drivers/a/deep.c", "drivers/a/direct.c", "drivers/a/local.c"}, kept); diff != "" {
+	if diff := cmp.Diff([]string{"drivers/a/deep.c", "drivers/a/direct.c", "drivers/a/local.c", "drivers/a/paste.c"}, kept); diff != "" {
 		t.Errorf("kept (-want +got):\n%s", diff)
 	}
-	// A name a forced header (-include compiler_types.h) mentions
-	// reaches every unit.
-	kept, err = g.usersOf(root, readers, map[string][]string{"include/linux/demo.h": {"__force"}})
+	if derived != 3 { // user, MID, L
+		t.Errorf("derived = %d, want 3", derived)
+	}
+}
+
+// TestUsersOfForcedHeader: a forced header (-include compiler_types.h)
+// whose use of a changed name the scanner cannot follow reaches every
+// unit.
+func TestUsersOfForcedHeader(t *testing.T) {
+	root := testutil.TempTree(t, map[string]string{
+		"include/linux/demo.h":           hdrBase,
+		"include/linux/compiler_types.h": "#define __force\nDECLARE_THING(demo_hop);\n",
+		"drivers/a/plain.c":              "#include <linux/demo.h>\nint h(void) { return demo_other(); }\n",
+		"drivers/a/other.c":              "#include <linux/demo.h>\n",
+	})
+	g, err := scanIncludes(root, "x86")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(readers, kept); diff != "" {
-		t.Errorf("kept with a forced header's name (-want +got):\n%s", diff)
+	kept, _, err := g.usersOf(root, []string{"drivers/a/other.c", "drivers/a/plain.c"}, map[string][]string{"include/linux/demo.h": {"demo_hop"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"drivers/a/other.c", "drivers/a/plain.c"}, kept); diff != "" {
+		t.Errorf("kept (-want +got):\n%s", diff)
 	}
 }
