@@ -16,23 +16,30 @@ import (
 	"time"
 )
 
-// A patch to a header changes every unit that reads it. Compile finds
-// them in three steps, each narrowing the last:
+// A patch to a header changes every unit that reads it and uses what it
+// changes. Compile finds them in four steps, each narrowing the last:
 //
 //  1. the text: the include closure of the changed headers over the
 //     tree's #include lines (includes.go), every .c file it reaches;
-//  2. the configuration: kbuild itself evaluates the Makefiles of those
+//  2. the use: the definitions the hunks change, closed over every
+//     header the readers include, and the readers that mention one of
+//     them or include a file whose use of one cannot be followed
+//     (narrow.go, with the C scanner of cscan.go); where the scanner
+//     cannot name what a hunk changes, every reader is kept;
+//  3. the configuration: kbuild itself evaluates the Makefiles of those
 //     files' folders (obj-y, obj-m, lib-y under the target's .config)
 //     and prints what it would build there, for every folder it reaches
 //     from the top, so a file of a folder the configuration never
 //     enters is left out as well;
-//  3. the dependencies: kbuild builds what is left, recording in
+//  4. the dependencies: kbuild builds what is left, recording in
 //     O/dir/.file.o.cmd every header the compiler read (deps_...), and a
 //     unit is kept when that list names a changed header.
 //
-// Step 2 bounds the work: more than MaxHeaderUnits units is refused
-// before anything is compiled (a header of the core kernel reaches
-// thousands).
+// Steps 2 and 3 bound the work: more than maxIncludeClosure units that
+// may use the change (or, without step 2, files that include the
+// header), or more than MaxHeaderUnits units the configuration builds,
+// is refused before anything is compiled (a header of the core kernel
+// reaches thousands).
 
 // DefaultMaxHeaderUnits is how many units the configuration may build
 // from the files that include a changed header before a patch to it is
@@ -40,8 +47,9 @@ import (
 // the patch).
 const DefaultMaxHeaderUnits = 64
 
-// maxIncludeClosure bounds the files of the tree that may include a
-// changed header, directly or not, before kbuild is even asked.
+// maxIncludeClosure bounds the units that may use what a patch changes
+// in a header (the files of the tree that include it, directly or not,
+// when that cannot be narrowed) before kbuild is even asked.
 const maxIncludeClosure = 4000
 
 // ErrHeaderTooWide: a changed header reaches more units than the limit.
@@ -65,6 +73,12 @@ func (e *HeaderError) Error() string {
 		return fmt.Sprintf("%s: %v: %d units of the tree use what the patch changes in it (%s, or what other headers "+
 			"make from them), more than %d (a change to a definition the core kernel uses reaches most of it)",
 			what, ErrHeaderTooWide, e.Users, nameList(e.Names), e.Files)
+	}
+	if e.Units > 0 && len(e.Names) > 0 {
+		return fmt.Sprintf("%s: %v: %d units the configuration builds use what the patch changes in it (%s), more than the limit of %d; "+
+			"each would be compiled before and after the patch (a change to a definition of the core kernel, "+
+			"such as a struct or a macro, is rarely carried by replacing functions)",
+			what, ErrHeaderTooWide, e.Units, nameList(e.Names), e.Limit)
 	}
 	if e.Units > 0 {
 		return fmt.Sprintf("%s: %v: %d units the configuration builds include it, more than the limit of %d; "+
@@ -121,7 +135,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		names[c.path] = ns
 		all = append(all, ns...)
 	}
-	var cands []string
+	var cands, used []string // used: the changed names, when the readers were narrowed to their users
 	if why != "" {
 		fmt.Fprintf(log, "ksrc: every unit that reads the header counts: %s\n", why)
 		cands, beside, err = g.includers(headers, maxIncludeClosure)
@@ -143,6 +157,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		}
 		slices.Sort(all)
 		all = slices.Compact(all)
+		used = all
 		made := ""
 		if derived > 0 {
 			made = fmt.Sprintf(", or %d definitions of other headers made from them", derived)
@@ -161,7 +176,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		return nil, nil, err
 	}
 	if len(units) > t.maxHeaderUnits {
-		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Limit: t.maxHeaderUnits}
+		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Names: used, Limit: t.maxHeaderUnits}
 	}
 	return units, beside, nil
 }

@@ -13,19 +13,26 @@ import (
 )
 
 // Narrowing the readers of a changed header to its users. A unit whose
-// text includes a changed header, yet mentions nothing the patch
-// changes there, compiles the same before and after: its preprocessed
-// text differs only in definitions it never uses. So before the limits
-// are applied, changedDefs names the top-level definitions of the header
+// text includes a changed header, yet uses nothing the patch changes
+// there, compiles the same before and after: its preprocessed text
+// differs only in definitions it never uses. So before the limits are
+// applied, changedDefs names the top-level definitions of the header
 // that the hunks touch (a function, a struct, union or enum tag and an
 // enum's enumerators, a typedef, a variable, a macro), closed over the
 // header: a definition of the header that mentions one of them is
-// changed with it. usersOf then keeps the units that mention one of the
-// names, or include (through any chain of #includes, the changed header
-// itself too) a file that does. Where the scanner cannot tell what a
-// changed line defines (a conditional or #include line, a macro
-// invocation that may make names with ##, text it cannot read), nothing
-// is narrowed.
+// changed with it. usersOf closes the names over the other headers the
+// readers include the same way, and keeps the units that mention one,
+// or include a file whose use of one it cannot follow. Where the scanner
+// cannot tell what a changed line defines (a conditional or #include
+// line, a macro invocation that may make names with ##, text it cannot
+// read), nothing is narrowed, and the log says why.
+//
+// Known limits: a name made by pasting (##) pieces that are all
+// arguments written in another file than the macro is not seen; headers
+// kbuild generates (asm-offsets.h from struct layouts) and -include
+// flags of a folder's Makefile (the vDSO's) are not read, as the after
+// side of the build does not regenerate or change them either;
+// __COUNTER__ values a change shifts are not followed.
 
 // forcedHeaders are the headers kbuild puts ahead of every unit with
 // -include (the top Makefile's LINUXINCLUDE, scripts/Makefile.lib's
