@@ -442,6 +442,11 @@ func itemOf(toks []cTok, body bool) cItem {
 		it.names = nil
 		return it // defines nothing
 	}
+	if emitted(top) {
+		// Compiled into every object that reads it, used or not.
+		it.kind = itemOpaque
+		return it
+	}
 	var plain []string
 	typeSeen := false
 	segment := 0
@@ -500,6 +505,30 @@ func itemOf(toks []cTok, body bool) cItem {
 	}
 	slices.Sort(it.names)
 	return it
+}
+
+// emitted reports whether a declaration is compiled into every object
+// that reads it, used or not: a top-level asm statement, or a
+// definition marked used or put in a section.
+func emitted(top []cTok) bool {
+	if len(top) > 0 && (top[0].text == "asm" || top[0].text == "__asm__" || top[0].text == "__asm") {
+		return true
+	}
+	for i, t := range top {
+		switch t.text {
+		case "__used", "__section", "__attribute_used__":
+			return true
+		case "__attribute__", "__attribute":
+			if i+1 < len(top) && top[i+1].text == "(" {
+				for _, u := range top[i+1 : matching(top, i+1)] {
+					if u.text == "used" || u.text == "__used__" || u.text == "section" || u.text == "__section__" {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // skipAttributes returns the index of the first token from i that is

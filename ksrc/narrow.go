@@ -67,15 +67,16 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 		if side == 1 {
 			marks = newMarks
 		}
-		for l := range marks {
+		for _, l := range slices.Sorted(maps.Keys(marks)) {
 			if why, ok := sc.opaque[l]; ok {
 				return nil, fmt.Sprintf("line %d %s is %s", l, [2]string{"before the patch", "after the patch"}[side], why)
 			}
 			for _, i := range sc.owners[l] {
 				it := sc.items[i]
 				if it.kind == itemOpaque {
-					return nil, fmt.Sprintf("line %d %s is in a macro invocation or text the scanner cannot read, "+
-						"which may define names it cannot see", l, [2]string{"before the patch", "after the patch"}[side])
+					return nil, fmt.Sprintf("line %d %s is in a macro invocation, a top-level asm or used definition, "+
+						"or text the scanner cannot read: it may define names it cannot see, or reach every object", l,
+						[2]string{"before the patch", "after the patch"}[side])
 				}
 				hit[side][i] = true
 				for _, n := range it.names {
@@ -147,8 +148,8 @@ func (sc *hdrScan) closeOver(set map[string]bool) (added []string, why string) {
 				continue
 			}
 			if it.kind == itemOpaque {
-				return nil, fmt.Sprintf("a macro invocation at line %d mentions a changed definition, "+
-					"and what it defines is unknown", it.first)
+				return nil, fmt.Sprintf("a macro invocation (or a top-level asm or used definition) at line %d "+
+					"mentions a changed definition: what it defines is unknown, or it reaches every object", it.first)
 			}
 			for _, n := range it.names {
 				if !set[n] {

@@ -133,6 +133,11 @@ func TestChangedDefsFallsBack(t *testing.T) {
 		{"if", "#ifndef _LINUX_DEMO_H", "#if !defined(_LINUX_DEMO_H)", "a conditional"},
 		{"undef", "DECLARE_PER_CPU", "#undef DEMO_MAX\nDECLARE_PER_CPU", "an #undef line"},
 		{"macro invocation", "DECLARE_PER_CPU(int, demo_pcpu);", "DECLARE_PER_CPU(long, demo_pcpu);", "macro invocation"},
+		// Every object that reads them carries them, used or not.
+		{"top-level asm", "extern int demo_count __read_mostly;", "asm(\".pushsection .demo\\n.popsection\");",
+			"line 25 after the patch is in a macro invocation, a top-level asm"},
+		{"used variable", "extern int demo_count __read_mostly;", "static int demo_count __used = 1;",
+			"line 25 after the patch is in a macro invocation, a top-level asm or used definition"},
 		{"a comment left open", "/* A comment about demo_base. */", "/* A comment about demo_base.", "the text after the patch: c scanner: line 18: unbalanced }"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,7 +165,7 @@ func TestChangedDefsRestReadsOtherwise(t *testing.T) {
 func TestChangedDefsInvocationMentions(t *testing.T) {
 	base := strings.Replace(hdrBase, "DECLARE_PER_CPU(int, demo_pcpu);", "DECLARE_PER_CPU(struct demo_port, demo_pcpu);", 1)
 	before, after, fp := patchText(t, base, "\tint flags; /* what it does */", "\tlong flags; /* what it does */")
-	if names, why := changedDefs(before, after, fp); !strings.Contains(why, "a macro invocation at line 39 mentions a changed definition") {
+	if names, why := changedDefs(before, after, fp); !strings.Contains(why, "a macro invocation (or a top-level asm or used definition) at line 39 mentions a changed definition") {
 		t.Errorf("changedDefs = %q, %q; want a fallback for the invocation", names, why)
 	}
 }
