@@ -27,8 +27,9 @@ import (
 // line, a macro invocation that may make names with ##, text it cannot
 // read), nothing is narrowed, and the log says why.
 //
-// Known limits: a name made by pasting (##) pieces that are all
-// arguments written in another file than the macro is not seen; headers
+// Known limits: a name made by pasting (##) pieces that are arguments
+// written in another file than the macro, or literal pieces of one
+// character or of underscores, is not seen; headers
 // kbuild generates (asm-offsets.h from struct layouts) and -include
 // flags of a folder's Makefile (the vDSO's) are not read, as the after
 // side of the build does not regenerate or change them either;
@@ -251,7 +252,8 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 		return token, false
 	}
 	// A macro's parameters stand for its arguments: the pieces are the
-	// other identifiers next to a ##.
+	// other identifiers of a paste a##b##c, the first beginning what it
+	// makes, the last ending it.
 	var params map[string]bool
 	for i, t := range toks {
 		if t.kind == tHash && i+3 < len(toks) && toks[i+1].text == "define" && toks[i+3].text == "(" {
@@ -260,26 +262,43 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 				params[toks[j].text] = true
 			}
 		}
-		if t.text != "##" {
+		if t.kind != tIdent || params[t.text] {
 			continue
 		}
-		for _, j := range []int{i - 1, i + 1} {
-			if j >= 0 && j < len(toks) && toks[j].kind == tIdent && !params[toks[j].text] && isPiece(toks[j].text, names) {
-				return token, true
-			}
+		before := i > 0 && toks[i-1].text == "##"
+		after := i+1 < len(toks) && toks[i+1].text == "##"
+		if (before || after) && isPiece(t.text, names, !before, !after) && !memberPaste(toks, i) {
+			return token, true
 		}
 	}
 	return token, false
 }
 
-// isPiece reports whether p, pasted to something, may make one of names:
-// it begins or ends one, and has more than underscores.
-func isPiece(p string, names []string) bool {
-	if strings.Trim(p, "_") == "" {
+// memberPaste reports whether the paste toks[i] is part of names a
+// member (s.stat##dev, p->x##y): no global definition.
+func memberPaste(toks []cTok, i int) bool {
+	for i >= 2 && toks[i-1].text == "##" {
+		i -= 2
+	}
+	return i >= 1 && (toks[i-1].text == "." || (i >= 2 && toks[i-1].text == ">" && toks[i-2].text == "-"))
+}
+
+// isPiece reports whether p, pasted to something, may make one of
+// names: p begins one (first), ends one (last) or is inside one. A piece
+// of one character or of underscores only is not counted: the rest of
+// the name would come from arguments, written elsewhere (the limit
+// narrow.go's comment states), and `inst##l##x` or `a##_##b` are
+// everywhere.
+func isPiece(p string, names []string, first, last bool) bool {
+	if len(p) < 2 || strings.Trim(p, "_") == "" {
 		return false
 	}
 	for _, n := range names {
-		if len(p) < len(n) && (strings.HasPrefix(n, p) || strings.HasSuffix(n, p)) {
+		if len(p) >= len(n) {
+			continue
+		}
+		switch {
+		case first && strings.HasPrefix(n, p), last && strings.HasSuffix(n, p), !first && !last && strings.Contains(n, p):
 			return true
 		}
 	}

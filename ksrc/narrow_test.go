@@ -203,9 +203,13 @@ func TestMentions(t *testing.T) {
 		{"int x = demo_hopper(p);\n", false},
 		{"/* demo_hop */ int x;\n// demo_hop\n", false},
 		{`asm("call demo_hop");`, true},
-		{"#define CALL(p) p##_hop(p)\n", true},         // a piece that ends demo_hop
-		{"#define CALL(hop, p) demo_##hop(p)\n", true}, // one that begins it
-		{"#define CAT(demo, b) demo##b\n", false},      // demo is a parameter, not a piece
+		{"#define CALL(p) p##_hop(p)\n", true},               // a piece that ends demo_hop
+		{"#define CALL(hop, p) demo_##hop(p)\n", true},       // one that begins it
+		{"#define CAT(demo, b) demo##b\n", false},            // demo is a parameter, not a piece
+		{"#define HOPS(p) p##_hops\n", false},                // demo_hop does not end in _hops
+		{"#define P(p) p##op##_x\n", true},                   // a piece inside it: demo_h|op|...
+		{"#define M(s) (x)->s##_hop + (y).s##_hop\n", false}, // members, not demo_hop
+		{"#define U(p) u##p\n", false},                       // demo_hop does not begin with u
 	} {
 		if got := mentions([]byte(tt.text), []string{"demo_hop"}); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
