@@ -1,6 +1,8 @@
 package ksrc
 
 import (
+	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -279,5 +281,34 @@ func TestUsersOfForcedHeader(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"drivers/a/other.c", "drivers/a/plain.c"}, kept); diff != "" {
 		t.Errorf("kept (-want +got):\n%s", diff)
+	}
+}
+
+// TestCompileNarrowsBeforeTheBound: a header more files include than
+// the bound gets past it when few use what the patch changes (here none:
+// nothing to patch, found before kbuild is run; the tree has none), and
+// is refused, naming the definitions, when too many do.
+func TestCompileNarrowsBeforeTheBound(t *testing.T) {
+	const hdr = "struct wide_a {\n\tint x;\n};\n\nstruct wide_b {\n\tint y;\n};\n"
+	files := map[string]string{"include/linux/wide.h": hdr}
+	for i := 0; i <= maxIncludeClosure; i++ {
+		files[fmt.Sprintf("drivers/d%d/f.c", i)] = "#include <linux/wide.h>\nint f(struct wide_b *b) { return b->y; }\n"
+	}
+	tree := &Tree{Source: testutil.TempTree(t, files), ObjDir: t.TempDir(), maxHeaderUnits: DefaultMaxHeaderUnits}
+	var log strings.Builder
+	_, err := tree.Compile(t.Context(), mustParse(t, "--- a/include/linux/wide.h\n+++ b/include/linux/wide.h\n@@ -1,3 +1,3 @@\n struct wide_a {\n-\tint x;\n+\tlong x;\n };\n"), &log)
+	if !errors.Is(err, ErrHeaderUnused) {
+		t.Fatalf("Compile = %v, want ErrHeaderUnused", err)
+	}
+	if want := fmt.Sprintf("include/linux/wide.h: %d units read it; 0 use wide_a (the changed definitions)", maxIncludeClosure+1); !strings.Contains(log.String(), want) {
+		t.Errorf("log %q does not say %q", log.String(), want)
+	}
+	_, err = tree.Compile(t.Context(), mustParse(t, "--- a/include/linux/wide.h\n+++ b/include/linux/wide.h\n@@ -5,3 +5,3 @@\n struct wide_b {\n-\tint y;\n+\tlong y;\n };\n"), nil)
+	var he *HeaderError
+	if !errors.As(err, &he) || he.Users != maxIncludeClosure+1 {
+		t.Fatalf("Compile = %v, want a HeaderError counting %d users", err, maxIncludeClosure+1)
+	}
+	if want := fmt.Sprintf("%d units of the tree use what the patch changes in it (wide_b, ", maxIncludeClosure+1); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
 	}
 }
