@@ -235,8 +235,9 @@ func mentions(text []byte, names []string) bool {
 // mentionsHow is mentions, saying how: as a token, or as a piece that ##
 // may paste into one (or the text cannot be read).
 func mentionsHow(text []byte, names []string) (token, piece bool) {
-	paste := bytes.Contains(text, []byte("##"))
-	if !paste && !slices.ContainsFunc(names, func(n string) bool { return bytes.Contains(text, []byte(n)) }) {
+	named := slices.ContainsFunc(names, func(n string) bool { return bytes.Contains(text, []byte(n)) })
+	paste := bytes.Contains(text, []byte("##")) && pieceNearPaste(text, names)
+	if !named && !paste {
 		return false, false
 	}
 	toks, err := lexC(text)
@@ -272,6 +273,33 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 		}
 	}
 	return token, false
+}
+
+// pieceNearPaste is a quick look, before the text is read as tokens,
+// for an identifier next to a ## that may be a piece of one of names.
+func pieceNearPaste(text []byte, names []string) bool {
+	for rest := text; ; {
+		i := bytes.Index(rest, []byte("##"))
+		if i < 0 {
+			return false
+		}
+		l := bytes.TrimRight(rest[:i], " \t\\\r\n")
+		start := len(l)
+		for start > 0 && isIdentByte(l[start-1]) {
+			start--
+		}
+		r := bytes.TrimLeft(rest[i+2:], " \t\\\r\n")
+		end := 0
+		for end < len(r) && isIdentByte(r[end]) {
+			end++
+		}
+		for _, id := range [][]byte{l[start:], r[:end]} {
+			if len(id) > 0 && isPiece(string(id), names, false, false) {
+				return true
+			}
+		}
+		rest = rest[i+2:]
+	}
 }
 
 // memberPaste reports whether the paste toks[i] is part of names a
