@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -252,27 +253,64 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 	if !paste {
 		return token, false
 	}
-	// A macro's parameters stand for its arguments: the pieces are the
-	// other identifiers of a paste a##b##c, the first beginning what it
-	// makes, the last ending it.
+	// A paste a##b##c makes one name: its literal pieces in order, a
+	// parameter of the macro standing for any text (its argument).
 	var params map[string]bool
 	for i, t := range toks {
-		if t.kind == tHash && i+3 < len(toks) && toks[i+1].text == "define" && toks[i+3].text == "(" {
-			params = map[string]bool{"__VA_ARGS__": true}
-			for j := i + 4; j < len(toks) && toks[j].text != ")" && toks[j].kind != tEOD; j++ {
-				params[toks[j].text] = true
+		if t.kind == tHash && i+2 < len(toks) && toks[i+1].text == "define" {
+			params = nil
+			if i+3 < len(toks) && toks[i+3].text == "(" {
+				params = map[string]bool{"__VA_ARGS__": true}
+				for j := i + 4; j < len(toks) && toks[j].text != ")" && toks[j].kind != tEOD; j++ {
+					params[toks[j].text] = true
+				}
 			}
 		}
-		if t.kind != tIdent || params[t.text] {
+		if i+1 >= len(toks) || toks[i+1].text != "##" || (i > 0 && toks[i-1].text == "##") || memberPaste(toks, i) {
 			continue
 		}
-		before := i > 0 && toks[i-1].text == "##"
-		after := i+1 < len(toks) && toks[i+1].text == "##"
-		if (before || after) && isPiece(t.text, names, !before, !after) && !memberPaste(toks, i) {
+		var chain []cTok
+		for j := i; j < len(toks); j += 2 {
+			chain = append(chain, toks[j])
+			if j+1 >= len(toks) || toks[j+1].text != "##" {
+				break
+			}
+		}
+		if pasteMakes(chain, params, names) {
 			return token, true
 		}
 	}
 	return token, false
+}
+
+// pasteMakes reports whether the paste of chain may make one of names:
+// its literal pieces, in order, with a parameter's argument for any
+// text between them. A paste whose literal pieces are all of one
+// character or of underscores is not counted: the name would come from
+// arguments, written elsewhere (the limit narrow.go's comment states),
+// and `inst##l##x` or `a##_##b` are everywhere.
+func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
+	var pat strings.Builder
+	telling := false
+	for _, t := range chain {
+		switch {
+		case t.kind == tIdent && params[t.text]:
+			pat.WriteString(".*")
+		case t.kind == tIdent || t.kind == tNum:
+			pat.WriteString(regexp.QuoteMeta(t.text))
+			telling = telling || (len(t.text) >= 2 && strings.Trim(t.text, "_") != "")
+		default:
+			return false // , ##__VA_ARGS__ and the like: no name
+		}
+	}
+	if !telling {
+		return false
+	}
+	re, err := regexp.Compile("^" + pat.String() + "$")
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(names, re.MatchString)
 }
 
 // pieceNearPaste is a quick look, before the text is read as tokens,
@@ -294,7 +332,7 @@ func pieceNearPaste(text []byte, names []string) bool {
 			end++
 		}
 		for _, id := range [][]byte{l[start:], r[:end]} {
-			if len(id) > 0 && isPiece(string(id), names, false, false) {
+			if len(id) > 0 && isPiece(string(id), names) {
 				return true
 			}
 		}
@@ -311,26 +349,13 @@ func memberPaste(toks []cTok, i int) bool {
 	return i >= 1 && (toks[i-1].text == "." || (i >= 2 && toks[i-1].text == ">" && toks[i-2].text == "-"))
 }
 
-// isPiece reports whether p, pasted to something, may make one of
-// names: p begins one (first), ends one (last) or is inside one. A piece
-// of one character or of underscores only is not counted: the rest of
-// the name would come from arguments, written elsewhere (the limit
-// narrow.go's comment states), and `inst##l##x` or `a##_##b` are
-// everywhere.
-func isPiece(p string, names []string, first, last bool) bool {
+// isPiece reports whether p, next to a ##, may be a piece of one of
+// names (see pasteMakes).
+func isPiece(p string, names []string) bool {
 	if len(p) < 2 || strings.Trim(p, "_") == "" {
 		return false
 	}
-	for _, n := range names {
-		if len(p) >= len(n) {
-			continue
-		}
-		switch {
-		case first && strings.HasPrefix(n, p), last && strings.HasSuffix(n, p), !first && !last && strings.Contains(n, p):
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, p) })
 }
 
 // maxNameRounds bounds how many times usersOf reads the files again for

@@ -209,9 +209,12 @@ func TestMentions(t *testing.T) {
 		{"#define CALL(hop, p) demo_##hop(p)\n", true},       // one that begins it
 		{"#define CAT(demo, b) demo##b\n", false},            // demo is a parameter, not a piece
 		{"#define HOPS(p) p##_hops\n", false},                // demo_hop does not end in _hops
-		{"#define P(p) p##op##_x\n", true},                   // a piece inside it: demo_h|op|...
+		{"#define P(p, q) p##op##q\n", true},                 // demo_h, op and nothing
 		{"#define M(s) (x)->s##_hop + (y).s##_hop\n", false}, // members, not demo_hop
-		{"#define U(p) u##p\n", false},                       // demo_hop does not begin with u
+		{"#define U(p) u##p\n", false},
+		{"#define I(s) demo_##s##_iterate\n", false}, // demo_hop does not end in _iterate
+		{"#define J(s) de##s##op\n", true},
+		{"#define K demo_##hop\n", true}, // pieces of an object-like macro are all literal                       // demo_hop does not begin with u
 	} {
 		if got := mentions([]byte(tt.text), []string{"demo_hop"}); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
