@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
