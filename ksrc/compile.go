@@ -186,10 +186,12 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 		return nil, err
 	}
 	p := &unitPlan{overlay: map[string][]byte{}}
+	var changed []unitSource
 	for _, u := range patched {
 		if strings.HasSuffix(u.path, ".h") {
 			p.overlay[u.path] = u.after
 			p.headers = append(p.headers, u.path)
+			changed = append(changed, u)
 			continue
 		}
 		p.sources = append(p.sources, u)
@@ -204,7 +206,7 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 			ErrUnsupportedFile, strings.Join(p.headers, ", "))
 	}
 	if len(p.headers) > 0 {
-		cands, beside, err := t.headerCandidates(ctx, log, p.headers)
+		cands, beside, err := t.headerCandidates(ctx, log, changed, patch)
 		if err != nil {
 			return nil, err
 		}

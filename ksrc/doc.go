@@ -40,9 +40,12 @@
 //     differ only by the patch; kbuild's objtool step (recorded in
 //     Unit.After) then runs on both, so they carry the ORC unwind tables
 //     and site lists a livepatch module needs for its new code. A changed
-//     header adds every unit of the configuration that reads it (found by
-//     the tree's #include lines, then kbuild's evaluation of the folders'
-//     Makefiles, then kbuild's dependency records; see header.go), whose
+//     header adds every unit of the configuration that reads it and may
+//     use what the patch changes there (found by the tree's #include
+//     lines, then by the names of the changed definitions, which a small
+//     C scanner reads from the header and follows through the other
+//     headers, then kbuild's evaluation of the folders' Makefiles, then
+//     kbuild's dependency records; see header.go and narrow.go), whose
 //     after side reads the patched header from the copy folder, put ahead
 //     of the original on the include path. More than MaxHeaderUnits such
 //     units is refused before anything is compiled. CompileOnTop does the

@@ -33,8 +33,9 @@ var (
 	// compiled on its own into a unit (a header, a Makefile, ...).
 	ErrUnsupportedFile = errors.New("unsupported file in patch")
 	// ErrHeaderUnused: the patch changes headers that no unit of the
-	// configuration reads.
-	ErrHeaderUnused = errors.New("no unit the configuration builds reads the changed headers")
+	// configuration reads, or only definitions (or comments) of them
+	// that no unit uses.
+	ErrHeaderUnused = errors.New("no unit the configuration builds reads what the patch changes in the headers")
 	// ErrNotBuilt: no .c file of the patch is built by the
 	// configuration, and it changes no header: nothing to patch.
 	ErrNotBuilt = errors.New("nothing to patch: the configuration builds none of the changed files")

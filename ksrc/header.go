@@ -16,23 +16,30 @@ import (
 	"time"
 )
 
-// A patch to a header changes every unit that reads it. Compile finds
-// them in three steps, each narrowing the last:
+// A patch to a header changes every unit that reads it and uses what it
+// changes. Compile finds them in four steps, each narrowing the last:
 //
 //  1. the text: the include closure of the changed headers over the
 //     tree's #include lines (includes.go), every .c file it reaches;
-//  2. the configuration: kbuild itself evaluates the Makefiles of those
+//  2. the use: the definitions the hunks change, closed over every
+//     header the readers include, and the readers that mention one of
+//     them or include a file whose use of one cannot be followed
+//     (narrow.go, with the C scanner of cscan.go); where the scanner
+//     cannot name what a hunk changes, every reader is kept;
+//  3. the configuration: kbuild itself evaluates the Makefiles of those
 //     files' folders (obj-y, obj-m, lib-y under the target's .config)
 //     and prints what it would build there, for every folder it reaches
 //     from the top, so a file of a folder the configuration never
 //     enters is left out as well;
-//  3. the dependencies: kbuild builds what is left, recording in
+//  4. the dependencies: kbuild builds what is left, recording in
 //     O/dir/.file.o.cmd every header the compiler read (deps_...), and a
 //     unit is kept when that list names a changed header.
 //
-// Step 2 bounds the work: more than MaxHeaderUnits units is refused
-// before anything is compiled (a header of the core kernel reaches
-// thousands).
+// Steps 2 and 3 bound the work: more than maxIncludeClosure units that
+// may use the change (or, without step 2, files that include the
+// header), or more than MaxHeaderUnits units the configuration builds,
+// is refused before anything is compiled (a header of the core kernel
+// reaches thousands).
 
 // DefaultMaxHeaderUnits is how many units the configuration may build
 // from the files that include a changed header before a patch to it is
@@ -40,8 +47,9 @@ import (
 // the patch).
 const DefaultMaxHeaderUnits = 64
 
-// maxIncludeClosure bounds the files of the tree that may include a
-// changed header, directly or not, before kbuild is even asked.
+// maxIncludeClosure bounds the units that may use what a patch changes
+// in a header (the files of the tree that include it, directly or not,
+// when that cannot be narrowed) before kbuild is even asked.
 const maxIncludeClosure = 4000
 
 // ErrHeaderTooWide: a changed header reaches more units than the limit.
@@ -53,10 +61,25 @@ type HeaderError struct {
 	Units   int // units the configuration builds that may read them; 0 when not counted
 	Files   int // files of the tree that include them, when Units was not counted
 	Limit   int
+	// Users is how many units of the tree may use Names, the changed
+	// definitions, when they were too many for kbuild to be asked.
+	Users int
+	Names []string
 }
 
 func (e *HeaderError) Error() string {
 	what := strings.Join(e.Headers, ", ")
+	if e.Users > 0 {
+		return fmt.Sprintf("%s: %v: %d units of the tree use what the patch changes in it (%s, or what other headers "+
+			"make from them), more than %d (a change to a definition the core kernel uses reaches most of it)",
+			what, ErrHeaderTooWide, e.Users, nameList(e.Names), e.Files)
+	}
+	if e.Units > 0 && len(e.Names) > 0 {
+		return fmt.Sprintf("%s: %v: %d units the configuration builds use what the patch changes in it (%s), more than the limit of %d; "+
+			"each would be compiled before and after the patch (a change to a definition of the core kernel, "+
+			"such as a struct or a macro, is rarely carried by replacing functions)",
+			what, ErrHeaderTooWide, e.Units, nameList(e.Names), e.Limit)
+	}
 	if e.Units > 0 {
 		return fmt.Sprintf("%s: %v: %d units the configuration builds include it, more than the limit of %d; "+
 			"each would be compiled before and after the patch (a change to a widely included header, "+
@@ -80,9 +103,14 @@ func srcArch() string {
 }
 
 // headerCandidates returns the units the configuration builds whose
-// include closure may reach one of headers (steps 1 and 2), and the
-// unchanged headers that must be copied beside the changed ones.
-func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []string) (units, beside []string, err error) {
+// include closure may reach one of the changed headers and that may use
+// what the patch changes in them (steps 1 and 2), and the unchanged
+// headers that must be copied beside the changed ones.
+func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []unitSource, patch *Patch) (units, beside []string, err error) {
+	var headers []string
+	for _, c := range changed {
+		headers = append(headers, c.path)
+	}
 	start := time.Now()
 	fmt.Fprintf(log, "ksrc: reading the #include lines of %s to find what includes %s…\n", t.Source, strings.Join(headers, ", "))
 	g, err := scanIncludes(t.Source, srcArch())
@@ -95,12 +123,51 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []st
 				"that holds no kernel code", h, ErrUnsupportedFile)
 		}
 	}
-	cands, beside, err := g.includers(headers, maxIncludeClosure)
-	if err != nil {
-		return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+	names := map[string][]string{}
+	var all []string
+	why := ""
+	for _, c := range changed {
+		ns, w := changedDefs(c.before, c.after, patch.File(c.path))
+		if w != "" {
+			why = c.path + ": " + w
+			break
+		}
+		names[c.path] = ns
+		all = append(all, ns...)
 	}
-	fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
-		len(cands), len(g.files), time.Since(start).Seconds())
+	var cands, used []string // used: the changed names, when the readers were narrowed to their users
+	if why != "" {
+		fmt.Fprintf(log, "ksrc: every unit that reads the header counts: %s\n", why)
+		cands, beside, err = g.includers(headers, maxIncludeClosure)
+		if err != nil {
+			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+		}
+		fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
+			len(cands), len(g.files), time.Since(start).Seconds())
+	} else {
+		var readers []string
+		readers, beside, _ = g.includers(headers, len(g.files)+1) // no bound: the tree bounds it
+		texts := map[string][][]byte{}
+		for _, c := range changed {
+			texts[c.path] = [][]byte{c.before, c.after}
+		}
+		var derived int
+		if cands, derived, err = g.usersOf(t.Source, readers, names, texts); err != nil {
+			return nil, nil, fmt.Errorf("compile: %w", err)
+		}
+		slices.Sort(all)
+		all = slices.Compact(all)
+		used = all
+		made := ""
+		if derived > 0 {
+			made = fmt.Sprintf(", or %d definitions of other headers made from them", derived)
+		}
+		fmt.Fprintf(log, "ksrc: %s: %d units read it; %d use %s (the changed definitions%s) (%.1fs); asking kbuild which the configuration builds…\n",
+			strings.Join(headers, ", "), len(readers), len(cands), nameList(all), made, time.Since(start).Seconds())
+		if len(cands) > maxIncludeClosure {
+			return nil, nil, &HeaderError{Headers: headers, Users: len(cands), Names: all, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+		}
+	}
 	if len(cands) == 0 {
 		return nil, beside, nil
 	}
@@ -109,7 +176,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, headers []st
 		return nil, nil, err
 	}
 	if len(units) > t.maxHeaderUnits {
-		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Limit: t.maxHeaderUnits}
+		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Names: used, Limit: t.maxHeaderUnits}
 	}
 	return units, beside, nil
 }

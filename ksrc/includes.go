@@ -46,13 +46,14 @@ type includeGraph struct {
 	arch     string
 	files    map[string][]include // tree-relative path -> its includes
 	bySuffix map[string][]string  // base name -> headers with that name
+	macroInc map[string]bool      // files with an #include of a macro
 }
 
 // scanIncludes reads the #include lines of every .c and .h file of the
 // tree at root, leaving out other architectures than arch and folders
 // that hold no kernel code.
 func scanIncludes(root, arch string) (*includeGraph, error) {
-	g := &includeGraph{arch: arch, files: map[string][]include{}, bySuffix: map[string][]string{}}
+	g := &includeGraph{arch: arch, files: map[string][]include{}, bySuffix: map[string][]string{}, macroInc: map[string]bool{}}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -75,11 +76,14 @@ func scanIncludes(root, arch string) (*includeGraph, error) {
 		if !d.Type().IsRegular() || (!strings.HasSuffix(rel, ".c") && !strings.HasSuffix(rel, ".h")) {
 			return nil
 		}
-		incs, err := readIncludes(p)
+		incs, macro, err := readIncludes(p)
 		if err != nil {
 			return err
 		}
 		g.files[rel] = incs
+		if macro {
+			g.macroInc[rel] = true
+		}
 		if strings.HasSuffix(rel, ".h") {
 			g.bySuffix[path.Base(rel)] = append(g.bySuffix[path.Base(rel)], rel)
 		}
@@ -91,11 +95,12 @@ func scanIncludes(root, arch string) (*includeGraph, error) {
 	return g, nil
 }
 
-// readIncludes returns the #include lines of a file.
-func readIncludes(name string) ([]include, error) {
+// readIncludes returns the #include lines of a file, and whether one
+// includes a macro (#include TRACE_INCLUDE(...)), which names no file.
+func readIncludes(name string) (_ []include, macro bool, _ error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	var out []include
@@ -121,7 +126,8 @@ func readIncludes(name string) ([]include, error) {
 			closer = '"'
 		case '<':
 		default:
-			continue // a macro: define_trace.h and the like
+			macro = true // define_trace.h and the like
+			continue
 		}
 		end := bytes.IndexByte(rest[1:], closer)
 		if end <= 0 {
@@ -131,7 +137,7 @@ func readIncludes(name string) ([]include, error) {
 	}
 	// A line longer than the buffer ends the scan: the includes before
 	// it are kept.
-	return out, nil
+	return out, macro, nil
 }
 
 // resolve returns the headers an include of file may name.

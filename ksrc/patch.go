@@ -438,12 +438,25 @@ func gitHeaderPath(s string) string {
 // end of the hunk before it. An *ApplyError names the file and hunk that
 // does not apply, and says when the patch looks applied already.
 func Apply(original []byte, fp *FilePatch) ([]byte, error) {
+	out, _, err := applyHunks(original, fp)
+	return out, err
+}
+
+// hunkPositions returns where Apply applies each hunk of fp to original:
+// the index (from 0) of the hunk's first line there.
+func hunkPositions(original []byte, fp *FilePatch) ([]int, error) {
+	_, at, err := applyHunks(original, fp)
+	return at, err
+}
+
+func applyHunks(original []byte, fp *FilePatch) ([]byte, []int, error) {
 	if fp == nil {
-		return nil, &ApplyError{Detail: "no file patch"}
+		return nil, nil, &ApplyError{Detail: "no file patch"}
 	}
 	if len(original) > MaxSourceSize {
-		return nil, &ApplyError{Path: fp.Path, Detail: fmt.Sprintf("file is %d bytes, the limit is %d", len(original), MaxSourceSize)}
+		return nil, nil, &ApplyError{Path: fp.Path, Detail: fmt.Sprintf("file is %d bytes, the limit is %d", len(original), MaxSourceSize)}
 	}
+	var positions []int
 	lines := splitLines(original)
 	var out bytes.Buffer
 	out.Grow(len(original) + 1024)
@@ -466,8 +479,9 @@ func Apply(original []byte, fp *FilePatch) ([]byte, error) {
 		want += delta
 		at, ok := search(lines, oldText, want, next)
 		if !ok {
-			return nil, applyFailure(fp.Path, i, h, lines, oldText, newText, want, next)
+			return nil, nil, applyFailure(fp.Path, i, h, lines, oldText, newText, want, next)
 		}
+		positions = append(positions, at)
 		for _, l := range lines[next:at] {
 			out.WriteString(l)
 		}
@@ -483,7 +497,7 @@ func Apply(original []byte, fp *FilePatch) ([]byte, error) {
 	for _, l := range lines[next:] {
 		out.WriteString(l)
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), positions, nil
 }
 
 // search finds old in lines at want, or at the nearest position at most

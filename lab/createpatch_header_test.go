@@ -11,8 +11,8 @@ import (
 // fdHeaderPatch changes proc_fd, the static inline of the private header
 // fs/proc/fd.h, so that fd 2 of /proc/PID/fd names fd 1. Two units of
 // the lab kernel read the header: fs/proc/fd.c, whose callers of proc_fd
-// change, and fs/proc/base.c, which does not call it and contributes
-// nothing.
+// change, and fs/proc/base.c, which never mentions proc_fd and so is not
+// even compiled.
 const fdHeaderPatch = `--- a/fs/proc/fd.h
 +++ b/fs/proc/fd.h
 @@ -15,7 +15,9 @@ extern int proc_fd_permission(struct user_namespace *mnt_userns,
@@ -43,8 +43,13 @@ func TestScenarioCreatePatchHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !regexp.MustCompile(`fs/proc/fd\.h: [2-9] units read it; 1 use proc_fd \(the changed definitions\)`).MatchString(log) {
+		t.Errorf("create --patch output does not say that one of the units that read fs/proc/fd.h uses proc_fd")
+	}
+	if strings.Contains(log, "fs/proc/base.c reads") {
+		t.Errorf("create --patch compiled fs/proc/base.c, which never mentions proc_fd")
+	}
 	for _, w := range []string{
-		"fs/proc/base.c reads fs/proc/fd.h: compiled before and after the patch",
 		"fs/proc/fd.c reads fs/proc/fd.h: compiled before and after the patch",
 		"fs/proc/fd.c: proc_fd_link changed",
 		"inline proc_fd changed: carried by replacing",

@@ -1,0 +1,510 @@
+package ksrc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/bounded"
+)
+
+// Narrowing the readers of a changed header to its users. A unit whose
+// text includes a changed header, yet uses nothing the patch changes
+// there, compiles the same before and after: its preprocessed text
+// differs only in definitions it never uses. So before the limits are
+// applied, changedDefs names the top-level definitions of the header
+// that the hunks touch (a function, a struct, union or enum tag and an
+// enum's enumerators, a typedef, a variable, a macro), closed over the
+// header: a definition of the header that mentions one of them is
+// changed with it. usersOf closes the names over the other headers the
+// readers include the same way, and keeps the units that mention one,
+// or include a file whose use of one it cannot follow. Where the scanner
+// cannot tell what a changed line defines (a conditional or #include
+// line, a macro invocation that may make names with ##, text it cannot
+// read), nothing is narrowed, and the log says why.
+//
+// Known limits: a name made by pasting (##) pieces that are arguments
+// written in another file than the macro, or literal pieces of one
+// character or of underscores, is not seen; headers
+// kbuild generates (asm-offsets.h from struct layouts) and -include
+// flags of a folder's Makefile (the vDSO's) are not read, as the after
+// side of the build does not regenerate or change them either;
+// __COUNTER__ values a change shifts are not followed.
+
+// forcedHeaders are the headers kbuild puts ahead of every unit with
+// -include (the top Makefile's LINUXINCLUDE, scripts/Makefile.lib's
+// c_flags): a name they mention reaches every unit.
+var forcedHeaders = []string{"include/linux/compiler-version.h", "include/linux/kconfig.h", "include/linux/compiler_types.h"}
+
+// maxMentionScan bounds the bytes read from one file for the names: the
+// largest files of the tree are generated register headers (amdgpu's
+// run to tens of megabytes); a larger file counts as mentioning them.
+const maxMentionScan = 128 << 20
+
+// changedDefs returns the names of the definitions a patch changes in a
+// header, given its text before and after, or why it cannot tell.
+func changedDefs(before, after []byte, fp *FilePatch) (names []string, why string) {
+	pre, err := scanHeader(before)
+	if err != nil {
+		return nil, "the text before the patch: " + err.Error()
+	}
+	post, err := scanHeader(after)
+	if err != nil {
+		return nil, "the text after the patch: " + err.Error()
+	}
+	at, err := hunkPositions(before, fp)
+	if err != nil {
+		return nil, err.Error()
+	}
+	oldMarks, newMarks, shift := changedLines(fp, at)
+	set := map[string]bool{}
+	hit := [2]map[int]bool{{}, {}}
+	for side, sc := range []*hdrScan{pre, post} {
+		marks := oldMarks
+		if side == 1 {
+			marks = newMarks
+		}
+		for _, l := range slices.Sorted(maps.Keys(marks)) {
+			if why, ok := sc.opaque[l]; ok {
+				return nil, fmt.Sprintf("line %d %s is %s", l, [2]string{"before the patch", "after the patch"}[side], why)
+			}
+			for _, i := range sc.owners[l] {
+				it := sc.items[i]
+				if it.kind == itemOpaque {
+					return nil, fmt.Sprintf("line %d %s is in a macro invocation, a top-level asm or used definition, "+
+						"or text the scanner cannot read: it may define names it cannot see, or reach every object", l,
+						[2]string{"before the patch", "after the patch"}[side])
+				}
+				hit[side][i] = true
+				for _, n := range it.names {
+					set[n] = true
+				}
+			}
+		}
+	}
+	// The other items must read the same on both sides: else a change
+	// alters how the rest of the header reads (two definitions merged by
+	// a removed line, a comment or a brace opened), which the changed
+	// lines alone do not show.
+	rest := func(sc *hdrScan, hit map[int]bool) []string {
+		var out []string
+		for i, it := range sc.items {
+			if !hit[i] && !slices.ContainsFunc(it.names, func(n string) bool { return set[n] }) {
+				out = append(out, it.text)
+			}
+		}
+		return out
+	}
+	restPre, restPost := rest(pre, hit[0]), rest(post, hit[1])
+	if !slices.Equal(restPre, restPost) {
+		return nil, "the patch changes how the rest of the header reads (its untouched definitions differ)"
+	}
+	// A change of the line count moves __LINE__ in every function after
+	// it (might_sleep, WARN_ON): they change too.
+	if shift > 0 {
+		for _, it := range post.items {
+			if it.kind == itemDecl && it.body && it.last >= shift {
+				for _, n := range it.names {
+					set[n] = true
+				}
+			}
+		}
+	}
+	// Close over the header: what mentions a changed name changes.
+	for grew := true; grew; {
+		grew = false
+		for _, sc := range []*hdrScan{pre, post} {
+			added, why := sc.closeOver(set)
+			if why != "" {
+				return nil, why
+			}
+			grew = grew || len(added) > 0
+		}
+	}
+	for n := range set {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, ""
+}
+
+// closeOver adds to set the names of the items that mention one of it,
+// until none is added, and returns those it added; or says why it
+// cannot: an item that mentions one defines what the scanner cannot see
+// (a macro invocation), or a conditional line tests one.
+func (sc *hdrScan) closeOver(set map[string]bool) (added []string, why string) {
+	for n, line := range sc.conds {
+		if set[n] {
+			return nil, fmt.Sprintf("the conditional at line %d tests %s, a changed definition", line, n)
+		}
+	}
+	for grew := true; grew; {
+		grew = false
+		for _, it := range sc.items {
+			if !mentionsAny(it.uses, set) {
+				continue
+			}
+			if it.kind == itemOpaque {
+				return nil, fmt.Sprintf("a macro invocation (or a top-level asm or used definition) at line %d "+
+					"mentions a changed definition: what it defines is unknown, or it reaches every object", it.first)
+			}
+			for _, n := range it.names {
+				if !set[n] {
+					set[n] = true
+					added = append(added, n)
+					grew = true
+				}
+			}
+		}
+	}
+	for n, line := range sc.conds {
+		if set[n] {
+			return nil, fmt.Sprintf("the conditional at line %d tests %s, a changed definition", line, n)
+		}
+	}
+	return added, ""
+}
+
+func mentionsAny(uses, names map[string]bool) bool {
+	for n := range names {
+		if uses[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// changedLines returns the lines (from 1) of the text before and after a
+// patch that its hunks remove and add, given where each hunk applied
+// (0-based, as Apply found it). shift is the first line after the patch
+// where the line count changed, 0 when it did not.
+func changedLines(fp *FilePatch, at []int) (oldMarks, newMarks map[int]bool, shift int) {
+	oldMarks, newMarks = map[int]bool{}, map[int]bool{}
+	delta := 0
+	for hi, h := range fp.Hunks {
+		o, n := at[hi], at[hi]+delta
+		var removed, added int
+		blockN := n
+		flush := func() {
+			if removed != added && shift == 0 {
+				shift = blockN + 1
+			}
+			removed, added = 0, 0
+		}
+		for _, l := range h.Lines {
+			switch l.Op {
+			case '-':
+				if removed+added == 0 {
+					blockN = n
+				}
+				removed++
+				o++
+				oldMarks[o] = true
+			case '+':
+				if removed+added == 0 {
+					blockN = n
+				}
+				added++
+				n++
+				newMarks[n] = true
+			default:
+				flush()
+				o++
+				n++
+			}
+		}
+		flush()
+		delta = n - o
+	}
+	return oldMarks, newMarks, shift
+}
+
+// mentions reports whether a file's text mentions one of names as an
+// identifier outside comments (in a literal too: an asm template), or
+// may make one by pasting (##) a piece that begins or ends it. A text
+// the scanner cannot read mentions everything.
+func mentions(text []byte, names []string) bool {
+	token, piece := mentionsHow(text, names)
+	return token || piece
+}
+
+// mentionsHow is mentions, saying how: as a token, or as a piece that ##
+// may paste into one (or the text cannot be read).
+func mentionsHow(text []byte, names []string) (token, piece bool) {
+	named := slices.ContainsFunc(names, func(n string) bool { return bytes.Contains(text, []byte(n)) })
+	paste := bytes.Contains(text, []byte("##")) && pieceNearPaste(text, names)
+	if !named && !paste {
+		return false, false
+	}
+	toks, err := lexC(text)
+	if err != nil {
+		return false, true
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	tokIdents(toks, func(id string) { token = token || want[id] })
+	if !paste {
+		return token, false
+	}
+	// A paste a##b##c makes one name: its literal pieces in order, a
+	// parameter of the macro standing for any text (its argument).
+	var params map[string]bool
+	for i, t := range toks {
+		if t.kind == tHash && i+2 < len(toks) && toks[i+1].text == "define" {
+			params = nil
+			if i+3 < len(toks) && toks[i+3].text == "(" {
+				params = map[string]bool{"__VA_ARGS__": true}
+				for j := i + 4; j < len(toks) && toks[j].text != ")" && toks[j].kind != tEOD; j++ {
+					params[toks[j].text] = true
+				}
+			}
+		}
+		if i+1 >= len(toks) || toks[i+1].text != "##" || (i > 0 && toks[i-1].text == "##") || memberPaste(toks, i) {
+			continue
+		}
+		var chain []cTok
+		for j := i; j < len(toks); j += 2 {
+			chain = append(chain, toks[j])
+			if j+1 >= len(toks) || toks[j+1].text != "##" {
+				break
+			}
+		}
+		if pasteMakes(chain, params, names) {
+			return token, true
+		}
+	}
+	return token, false
+}
+
+// pasteMakes reports whether the paste of chain may make one of names:
+// its literal pieces, in order, with a parameter's argument for any
+// text between them. A paste whose literal pieces are all of one
+// character or of underscores is not counted: the name would come from
+// arguments, written elsewhere (the limit narrow.go's comment states),
+// and `inst##l##x` or `a##_##b` are everywhere.
+func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
+	var pat strings.Builder
+	telling := false
+	for _, t := range chain {
+		switch {
+		case t.kind == tIdent && params[t.text]:
+			pat.WriteString(".*")
+		case t.kind == tIdent || t.kind == tNum:
+			pat.WriteString(regexp.QuoteMeta(t.text))
+			telling = telling || (len(t.text) >= 2 && strings.Trim(t.text, "_") != "")
+		default:
+			return false // , ##__VA_ARGS__ and the like: no name
+		}
+	}
+	if !telling {
+		return false
+	}
+	re, err := regexp.Compile("^" + pat.String() + "$")
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(names, re.MatchString)
+}
+
+// pieceNearPaste is a quick look, before the text is read as tokens,
+// for an identifier next to a ## that may be a piece of one of names.
+func pieceNearPaste(text []byte, names []string) bool {
+	for rest := text; ; {
+		i := bytes.Index(rest, []byte("##"))
+		if i < 0 {
+			return false
+		}
+		l := bytes.TrimRight(rest[:i], " \t\\\r\n")
+		start := len(l)
+		for start > 0 && isIdentByte(l[start-1]) {
+			start--
+		}
+		r := bytes.TrimLeft(rest[i+2:], " \t\\\r\n")
+		end := 0
+		for end < len(r) && isIdentByte(r[end]) {
+			end++
+		}
+		for _, id := range [][]byte{l[start:], r[:end]} {
+			if len(id) > 0 && isPiece(string(id), names) {
+				return true
+			}
+		}
+		rest = rest[i+2:]
+	}
+}
+
+// memberPaste reports whether the paste toks[i] is part of names a
+// member (s.stat##dev, p->x##y): no global definition.
+func memberPaste(toks []cTok, i int) bool {
+	for i >= 2 && toks[i-1].text == "##" {
+		i -= 2
+	}
+	return i >= 1 && (toks[i-1].text == "." || (i >= 2 && toks[i-1].text == ">" && toks[i-2].text == "-"))
+}
+
+// isPiece reports whether p, next to a ##, may be a piece of one of
+// names (see pasteMakes).
+func isPiece(p string, names []string) bool {
+	if len(p) < 2 || strings.Trim(p, "_") == "" {
+		return false
+	}
+	return slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, p) })
+}
+
+// maxNameRounds bounds how many times usersOf reads the files again for
+// the names other headers make from the changed ones; a change that
+// spreads further than that keeps every reader.
+const maxNameRounds = 6
+
+// usersOf returns the units of cands (which include one of the changed
+// headers) that can use a changed definition, and how many definitions
+// of other headers were found made from them. names maps each changed
+// header to the names of its changed definitions; texts holds its text
+// before and after the patch.
+//
+// Every file of the include closure of cands (and of the headers kbuild
+// forces into every unit) is read for the names. A header that mentions
+// one is read as the changed header is: its definitions that mention a
+// name add their own names, and the files are read again for those,
+// until no name is added. A unit is kept when it mentions a name, or
+// includes (through any chain of #includes, the changed headers too) a
+// file whose use of a name the scanner cannot follow: a .c file, a
+// header it cannot read, one whose macro invocation or conditional
+// mentions a name, one that may make a name by pasting (##), one with an
+// #include of a macro (but the trace event headers', which include again
+// the header that included them).
+func (g *includeGraph) usersOf(root string, cands []string, names map[string][]string, texts map[string][][]byte) (kept []string, derived int, err error) {
+	set := map[string]bool{}
+	for _, ns := range names {
+		for _, n := range ns {
+			set[n] = true
+		}
+	}
+	fwd := map[string][]string{}
+	closure := map[string]bool{}
+	queue := append(slices.Clone(cands), forcedHeaders...)
+	for len(queue) > 0 {
+		f := queue[0]
+		queue = queue[1:]
+		if closure[f] {
+			continue
+		}
+		if _, ok := g.files[f]; !ok {
+			continue
+		}
+		closure[f] = true
+		for _, inc := range g.files[f] {
+			for _, h := range g.resolve(f, inc) {
+				fwd[f] = append(fwd[f], h)
+				queue = append(queue, h)
+			}
+		}
+	}
+	mention := map[string]bool{} // files whose includers are kept
+	for f := range closure {
+		if g.macroInc[f] && !strings.HasPrefix(f, "include/trace/") {
+			mention[f] = true
+		}
+	}
+	scans := map[string][]*hdrScan{}
+	delta := slices.Collect(maps.Keys(set))
+	start := len(set)
+	for round := 0; len(delta) > 0; round++ {
+		if round == maxNameRounds {
+			return slices.Clone(cands), len(set) - start, nil
+		}
+		slices.Sort(delta)
+		var next []string
+		for f := range closure {
+			if mention[f] {
+				continue
+			}
+			var sides [][]byte
+			if t, ok := texts[f]; ok {
+				sides = t
+			} else {
+				text, err := readBounded(filepath.Join(root, filepath.FromSlash(f)), maxMentionScan)
+				if errors.Is(err, bounded.ErrTooLarge) {
+					mention[f] = true // unread, it may mention anything
+					continue
+				}
+				if err != nil {
+					return nil, 0, fmt.Errorf("read %s for the changed definitions: %w", f, err)
+				}
+				sides = [][]byte{text}
+			}
+			for i, text := range sides {
+				token, piece := mentionsHow(text, delta)
+				if !token && !piece {
+					continue
+				}
+				if piece || !strings.HasSuffix(f, ".h") {
+					mention[f] = true
+					break
+				}
+				if len(scans[f]) <= i {
+					sc, err := scanHeader(text)
+					if err != nil {
+						mention[f] = true
+						break
+					}
+					scans[f] = append(scans[f], sc)
+				}
+				added, why := scans[f][i].closeOver(set)
+				if why != "" {
+					mention[f] = true
+					break
+				}
+				next = append(next, added...)
+			}
+		}
+		delta = next
+	}
+	// A file reaches a mention when it is one or includes one that does.
+	rev := map[string][]string{}
+	for f, hs := range fwd {
+		for _, h := range hs {
+			rev[h] = append(rev[h], f)
+		}
+	}
+	reach := map[string]bool{}
+	for f := range mention {
+		queue = append(queue, f)
+	}
+	for len(queue) > 0 {
+		f := queue[0]
+		queue = queue[1:]
+		if reach[f] {
+			continue
+		}
+		reach[f] = true
+		queue = append(queue, rev[f]...)
+	}
+	for _, h := range forcedHeaders {
+		if reach[h] {
+			return slices.Clone(cands), len(set) - start, nil // every unit reads it
+		}
+	}
+	for _, c := range cands {
+		if reach[c] {
+			kept = append(kept, c)
+		}
+	}
+	return kept, len(set) - start, nil
+}
+
+// nameList shows names in a log line: the first few, then how many more.
+func nameList(names []string) string {
+	const show = 6
+	if len(names) <= show {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:show], ", "), len(names)-show)
+}
