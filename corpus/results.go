@@ -223,6 +223,10 @@ func ReasonClass(reason string) string {
 		return kind
 	}
 	switch {
+	case strings.Contains(reason, "(after the patch): build failed"):
+		// The unit's hunks alone do not compile against the older tree:
+		// they use what another change of the update adds or changes.
+		return "does not build without another change of the update"
 	case strings.Contains(reason, "compiled without ftrace"):
 		return "file compiled without ftrace"
 	case strings.Contains(reason, "could not load a module of the unit"):

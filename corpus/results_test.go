@@ -282,3 +282,10 @@ func TestUnchangedIsNotInU(t *testing.T) {
 		t.Errorf("reasons = %v, want only the data refusal", s.Reasons)
 	}
 }
+
+func TestReasonClassBuildFailure(t *testing.T) {
+	r := "exit 2: compile net/ipv4/icmp.c (after the patch): build failed: gcc-12 exited 1: b/net/ipv4/icmp.c:481:22: error: implicit declaration of function 'dst_dev'"
+	if got := ReasonClass(r); got != "does not build without another change of the update" {
+		t.Errorf("ReasonClass = %q", got)
+	}
+}
