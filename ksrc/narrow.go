@@ -61,7 +61,7 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 	if err != nil {
 		return nil, err.Error()
 	}
-	oldMarks, newMarks, shift := changedLines(fp, at)
+	oldMarks, newMarks, _ := changedLines(fp, at)
 	set := map[string]bool{}
 	hit := [2]map[int]bool{{}, {}}
 	for side, sc := range []*hdrScan{pre, post} {
@@ -105,16 +105,11 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 		return nil, "the patch changes how the rest of the header reads (its untouched definitions differ)"
 	}
 	// A change of the line count moves __LINE__ in every function after
-	// it (might_sleep, WARN_ON): they change too.
-	if shift > 0 {
-		for _, it := range post.items {
-			if it.kind == itemDecl && it.body && it.last >= shift {
-				for _, n := range it.names {
-					set[n] = true
-				}
-			}
-		}
-	}
+	// it, which changes nothing but the line numbers WARN_ON and
+	// might_sleep print: a reader that uses only such a function keeps
+	// the kernel's copy, which prints the old numbers. kpatch ignores
+	// line-number-only changes for the same reason. (In a unit that is
+	// compiled, objdiff still sees them.)
 	// Close over the header: what mentions a changed name changes.
 	for grew := true; grew; {
 		grew = false
