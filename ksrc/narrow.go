@@ -444,13 +444,18 @@ func (g *includeGraph) usersOf(root string, cands []string, names map[string][]s
 					mention[f] = true
 					break
 				}
-				if len(scans[f]) <= i {
+				if scans[f] == nil {
+					scans[f] = make([]*hdrScan, len(sides))
+				}
+				if scans[f][i] == nil {
+					// Scanned once per side, when it first mentions a
+					// name (the other side may not).
 					sc, err := scanHeader(text)
 					if err != nil {
 						mention[f] = true
 						break
 					}
-					scans[f] = append(scans[f], sc)
+					scans[f][i] = sc
 				}
 				added, why := scans[f][i].closeOver(set)
 				if why != "" {

@@ -266,6 +266,32 @@ func TestUsersOf(t *testing.T) {
 	}
 }
 
+// TestUsersOfSecondSide: another changed header that mentions a
+// changed name only after the patch (its second side) is scanned for
+// that side alone, and its readers are kept.
+func TestUsersOfSecondSide(t *testing.T) {
+	before := "#include <linux/demo.h>\nstatic inline int two(void) { return 0; }\n"
+	after := "#include <linux/demo.h>\nstatic inline int two(void) { return demo_hop(0); }\n"
+	root := testutil.TempTree(t, map[string]string{
+		"include/linux/demo.h": hdrBase,
+		"include/linux/two.h":  before,
+		"drivers/a/two.c":      "#include <linux/two.h>\nint t(void) { return two(); }\n",
+		"drivers/a/plain.c":    "#include <linux/demo.h>\nint h(void) { return demo_other(); }\n",
+	})
+	g, err := scanIncludes(root, "x86")
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := map[string][][]byte{"include/linux/two.h": {[]byte(before), []byte(after)}}
+	kept, _, err := g.usersOf(root, []string{"drivers/a/plain.c", "drivers/a/two.c"}, map[string][]string{"include/linux/demo.h": {"demo_hop"}}, texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"drivers/a/two.c"}, kept); diff != "" {
+		t.Errorf("kept (-want +got):\n%s", diff)
+	}
+}
+
 // TestUsersOfForcedHeader: a forced header (-include compiler_types.h)
 // whose use of a changed name the scanner cannot follow reaches every
 // unit.
