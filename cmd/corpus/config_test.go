@@ -159,3 +159,14 @@ func TestModuleLoadFailure(t *testing.T) {
 		}
 	}
 }
+
+// A crash of create is told from a refusal: its panic line.
+func TestCrashOf(t *testing.T) {
+	out := "splicefleet: preparing the tree\npanic: runtime error: index out of range [1] with length 1\n\ngoroutine 1 [running]:\n"
+	if got := crashOf(out); got != "panic: runtime error: index out of range [1] with length 1" {
+		t.Errorf("crashOf = %q", got)
+	}
+	if got := crashOf("splicefleet: refused: data x\n"); got != "" {
+		t.Errorf("crashOf of a refusal = %q", got)
+	}
+}

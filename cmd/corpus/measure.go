@@ -274,6 +274,11 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 		if !errors.As(err, &ee) {
 			return err // the binary did not run: the instrument failed
 		}
+		if p := crashOf(out); p != "" {
+			// A crash is the instrument's failure, not the unit's: the
+			// run stops, and the unit is not recorded.
+			return fmt.Errorf("create --patch crashed: %s", p)
+		}
 		// The patch is a scratch file: name the unit instead.
 		r.Reason = strings.ReplaceAll(refusalOf(out, ee.ExitCode()), patch, u.ID)
 		r.Outcome = corpus.RefusalOutcome(r.Reason)
@@ -313,6 +318,16 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 		r.Outcome = corpus.Passed
 	}
 	return nil
+}
+
+// crashOf is the panic line of a Go program's crash output, or "".
+func crashOf(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "panic: ") {
+			return l
+		}
+	}
+	return ""
 }
 
 // refusalOf is create's own last word: its final "splicefleet: " line.
