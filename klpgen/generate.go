@@ -486,7 +486,7 @@ func (g *generator) findFunctions(changed, added []string) error {
 				return err
 			}
 			if k == 0 {
-				fn.out = g.w.addSymbol(&outSym{name: prefix + fn.name, typ: elf.STT_FUNC, bind: bind,
+				fn.out = g.w.addSymbol(&outSym{name: prefix + cName(fn.name), typ: elf.STT_FUNC, bind: bind,
 					section: out, value: main.value, size: main.size})
 				fn.size += main.size
 				continue
@@ -970,6 +970,12 @@ func (g *generator) pureConstant(idx int) bool {
 	}
 	return true
 }
+
+// cName makes a function's name a C identifier for the stub, which
+// declares the copy: gcc's clones carry dots ("free_request_key_auth.part.0",
+// "x.isra.0", "y.constprop.0"), each written "__" here. The kernel's
+// name, which klp_func.old_name gives, keeps them.
+func cName(name string) string { return strings.ReplaceAll(name, ".", "__") }
 
 // onceFlags are the function-local statics kernel macros declare to act
 // once: WARN_ONCE, printk_once and DO_ONCE_LITE's __already_done (in

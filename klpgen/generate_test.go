@@ -1225,3 +1225,28 @@ func TestGenerateRefusesObjectWithoutFtrace(t *testing.T) {
 		t.Fatalf("without KernelFlags: %v, warnings %q; want a warning", err, out.Warnings)
 	}
 }
+
+// TestGenerateClonedFunctionName: a gcc clone's name has dots
+// (free_request_key_auth.part.0); its copy gets a C identifier the stub
+// can declare, and the stub replaces the kernel's function by its own
+// name.
+func TestGenerateClonedFunctionName(t *testing.T) {
+	src := `
+extern int printk_like(const char *fmt, ...);
+int part_fn(int x) __asm__("target.part.0");
+int part_fn(int x) { printk_like("%d\\n", x); return x + 1; }
+`
+	post := compileC(t, src)
+	syms := symbolsFor(t, []string{"printk_like"}, "target.part.0")
+	out, err := Generate(post, []string{"target.part.0"}, nil, syms, Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Functions) != 1 || out.Functions[0].Symbol != "__klp_new_target__part__0" {
+		t.Fatalf("functions %+v, want the copy named __klp_new_target__part__0", out.Functions)
+	}
+	stub := string(out.Stub)
+	if !strings.Contains(stub, `.old_name = "target.part.0"`) || !strings.Contains(stub, "__klp_new_target__part__0") || strings.Contains(stub, "__klp_new_target.part") {
+		t.Errorf("the stub does not replace target.part.0 by a C name:\n%s", stub)
+	}
+}
