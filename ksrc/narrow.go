@@ -358,6 +358,13 @@ func isPiece(p string, names []string) bool {
 // spreads further than that keeps every reader.
 const maxNameRounds = 6
 
+// maxChangedNames bounds the changed and derived definitions usersOf
+// looks for: every file of the closure is searched for every name, so
+// a change that spreads to more (a member of a core struct named in
+// every prototype that takes it) keeps every reader at once, and the
+// limits that follow decide, rather than costing minutes of search.
+const maxChangedNames = 400
+
 // usersOf returns the units of cands (which include one of the changed
 // headers) that can use a changed definition, and how many definitions
 // of other headers were found made from them. names maps each changed
@@ -412,7 +419,7 @@ func (g *includeGraph) usersOf(root string, cands []string, names map[string][]s
 	delta := slices.Collect(maps.Keys(set))
 	start := len(set)
 	for round := 0; len(delta) > 0; round++ {
-		if round == maxNameRounds {
+		if round == maxNameRounds || len(set) > maxChangedNames {
 			return slices.Clone(cands), len(set) - start, nil
 		}
 		slices.Sort(delta)

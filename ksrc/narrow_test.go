@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -289,6 +290,27 @@ func TestUsersOfSecondSide(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"drivers/a/two.c"}, kept); diff != "" {
 		t.Errorf("kept (-want +got):\n%s", diff)
+	}
+}
+
+// TestUsersOfTooManyNames: a change that names more definitions than
+// usersOf searches for keeps every reader, without searching.
+func TestUsersOfTooManyNames(t *testing.T) {
+	root := testutil.TempTree(t, map[string]string{
+		"include/linux/demo.h": hdrBase,
+		"drivers/a/plain.c":    "#include <linux/demo.h>\nint h(void) { return 0; }\n",
+	})
+	g, err := scanIncludes(root, "x86")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := 0; i <= maxChangedNames; i++ {
+		names = append(names, fmt.Sprintf("demo_name_%d", i))
+	}
+	kept, _, err := g.usersOf(root, []string{"drivers/a/plain.c"}, map[string][]string{"include/linux/demo.h": names}, nil)
+	if err != nil || !slices.Equal(kept, []string{"drivers/a/plain.c"}) {
+		t.Errorf("kept %q, %v; want every reader", kept, err)
 	}
 }
 
