@@ -223,6 +223,10 @@ func ReasonClass(reason string) string {
 		return kind
 	}
 	switch {
+	case strings.Contains(reason, "header included by too many units"):
+		return "a header reaching too many units"
+	case strings.Contains(reason, "is neither a symbol of"):
+		return "a symbol the running kernel does not have"
 	case strings.Contains(reason, "(after the patch): build failed"):
 		// The unit's hunks alone do not compile against the older tree:
 		// they use what another change of the update adds or changes.

@@ -283,6 +283,17 @@ func TestUnchangedIsNotInU(t *testing.T) {
 	}
 }
 
+func TestReasonClassHeaderAndMissingSymbol(t *testing.T) {
+	for reason, want := range map[string]string{
+		"include/linux/hid.h: header included by too many units: 85 units the configuration builds use what the patch changes in it":                        "a header reaching too many units",
+		`f:fs/nfs/nfs4client.c: klpgen: generate: function nfs4_alloc_client: symbol "nfs_cb_idr_remove" is neither a symbol of module nfsv4, nor exported`: "a symbol the running kernel does not have",
+	} {
+		if got := ReasonClass(reason); got != want {
+			t.Errorf("ReasonClass(%q) = %q, want %q", reason, got, want)
+		}
+	}
+}
+
 func TestReasonClassBuildFailure(t *testing.T) {
 	r := "exit 2: compile net/ipv4/icmp.c (after the patch): build failed: gcc-12 exited 1: b/net/ipv4/icmp.c:481:22: error: implicit declaration of function 'dst_dev'"
 	if got := ReasonClass(r); got != "does not build without another change of the update" {
