@@ -66,17 +66,12 @@ func (g *generator) copyAlternatives() error {
 		if s.Name != altSection {
 			continue
 		}
-		ri, ok := g.relaOf[i]
+		data, rs, ok, err := g.table(i)
+		if err != nil {
+			return err
+		}
 		if !ok {
 			continue
-		}
-		data, err := sectionBytes(g.data, s)
-		if err != nil {
-			return err
-		}
-		rs, err := g.relas(ri)
-		if err != nil {
-			return err
 		}
 		entries, ok := altEntries(data, rs)
 		if !ok {

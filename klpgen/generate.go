@@ -1029,15 +1029,13 @@ func (g *generator) copyOnceFlag(owner *function, idx int) (*outSection, error) 
 			}
 		}
 	}
-	data := make([]byte, s.size)
+	var data []byte // none for SHT_NOBITS
 	if sec.Type != elf.SHT_NOBITS {
 		b, err := sectionBytes(g.data, sec)
 		if err != nil {
 			return nil, err
 		}
-		copy(data, b[s.value:s.value+s.size])
-	} else {
-		data = nil
+		data = slices.Clone(b[s.value : s.value+s.size])
 	}
 	out := &outSection{name: sec.Name, typ: sec.Type, flags: sec.Flags &^ elf.SHF_GROUP, align: max(sec.Addralign, 1),
 		size: s.size, data: data}

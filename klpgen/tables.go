@@ -91,6 +91,23 @@ func (g *generator) siteIsNop(rs []rela, t entryTable) bool {
 	return false
 }
 
+// table reads a table section of the patched object: its bytes and
+// its relocations. ok is false for a table without relocations, which
+// points at nothing the module copies.
+func (g *generator) table(sec int) (data []byte, rs []rela, ok bool, err error) {
+	ri, ok := g.relaOf[sec]
+	if !ok {
+		return nil, nil, false, nil
+	}
+	if data, err = sectionBytes(g.data, g.f.Sections[sec]); err != nil {
+		return nil, nil, false, err
+	}
+	if rs, err = g.relas(ri); err != nil {
+		return nil, nil, false, err
+	}
+	return data, rs, true, nil
+}
+
 // copyEntryTables copies, for every entry table of the object, the
 // entries whose instruction lies in copied code. A table whose size or
 // relocations do not have the layout is not copied (and refused by
@@ -102,17 +119,12 @@ func (g *generator) copyEntryTables() error {
 		if !ok {
 			continue
 		}
-		ri, ok := g.relaOf[i]
+		data, rs, ok, err := g.table(i)
+		if err != nil {
+			return err
+		}
 		if !ok {
 			continue
-		}
-		data, err := sectionBytes(g.data, s)
-		if err != nil {
-			return err
-		}
-		rs, err := g.relas(ri)
-		if err != nil {
-			return err
 		}
 		byEntry := map[uint64][]rela{}
 		owners := map[uint64]*function{}
