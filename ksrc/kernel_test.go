@@ -42,14 +42,6 @@ const cmdlineFix = `diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c
  {
 `
 
-// logWriter sends lines to t.Log.
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // TestLabKernelUnits prepares the Debian source of the lab kernel against
 // its headers and compiles a patch to fs/proc/cmdline.c before and after.
 // The first run prepares the object folder (minutes); later runs reuse it.
@@ -58,7 +50,7 @@ func TestLabKernelUnits(t *testing.T) {
 		t.Skip("fetches a kernel source package and builds part of the kernel; go test without -short runs it")
 	}
 	ctx := context.Background()
-	log := logWriter{t}
+	log := testutil.LogWriter(t)
 	k, err := lab.Fetch(ctx, lab.FetchOptions{Log: log})
 	if err != nil {
 		t.Fatalf("lab: %v", err)
@@ -263,7 +255,7 @@ func labTree(t *testing.T, log io.Writer) *Tree {
 // is compiled before and after and its code changes. A header of the
 // core kernel is refused with the count.
 func TestLabKernelHeaderUnits(t *testing.T) {
-	log := logWriter{t}
+	log := testutil.LogWriter(t)
 	tree := labTree(t, log)
 	ctx := context.Background()
 	start := time.Now()
@@ -352,7 +344,7 @@ const authFix = `--- a/drivers/nvme/target/auth.c
 // (kbuild's own listing says which); a patch to the second alone has
 // nothing to patch.
 func TestCorpusKernelSkipsUnbuiltFile(t *testing.T) {
-	log := logWriter{t}
+	log := testutil.LogWriter(t)
 	tree := corpusTree(t, log)
 	ctx := context.Background()
 	both := strings.Replace(cmdlineFix, "diff --git a/fs/proc/cmdline.c b/fs/proc/cmdline.c\n", "", 1) + authFix

@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // guestLog streams a guest's console to t.Log, so `go test -v` and
 // `make lab` show progress.
-func guestLog(t *testing.T) logWriter { return logWriter{t} }
+func guestLog(t *testing.T) io.Writer { return testutil.LogWriter(t) }
 
 // TestScenarioSmoke boots the real kernel with the static splicefleet
 // inside and checks that splicefleet sees a real kernel with livepatch.

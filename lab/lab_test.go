@@ -10,6 +10,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 var shared struct {
@@ -27,7 +29,7 @@ func fetchKernel(t *testing.T) *DebianKernel {
 	}
 	shared.once.Do(func() {
 		start := time.Now()
-		shared.kernel, shared.err = Fetch(context.Background(), FetchOptions{Log: logWriter{t}})
+		shared.kernel, shared.err = Fetch(context.Background(), FetchOptions{Log: testutil.LogWriter(t)})
 		if shared.err == nil {
 			fmt.Printf("lab: kernel %s (Fetch %.1fs)\n", shared.kernel, time.Since(start).Seconds())
 		}
@@ -46,14 +48,6 @@ func splicefleetBinary(t *testing.T) string {
 		t.Fatalf("lab: %v", err)
 	}
 	return p
-}
-
-// logWriter sends lines to t.Log.
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // scenarioRow is one line of the summary TestMain prints.

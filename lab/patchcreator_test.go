@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // patchCreator is what the create-patch scenarios share: the lab kernel
@@ -34,7 +36,7 @@ func newPatchCreator(t *testing.T) *patchCreator {
 	c := &patchCreator{t: t, kernel: k, bin: splicefleetBinary(t), dir: t.TempDir(),
 		modules: filepath.Join(k.Root, "lib", "modules", k.Release)}
 	c.key = filepath.Join(labFixture(t).dir, "release.sec.asc")
-	opts := FetchOptions{Log: logWriter{t}}
+	opts := FetchOptions{Log: testutil.LogWriter(t)}
 	var err error
 	if c.src, err = FetchSource(context.Background(), opts, k); err != nil {
 		t.Fatal(err)

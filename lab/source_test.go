@@ -36,7 +36,7 @@ func TestFetchSourceNeedsKernel(t *testing.T) {
 func TestFetchSource(t *testing.T) {
 	k := fetchKernel(t)
 	start := time.Now()
-	tree, err := FetchSource(context.Background(), FetchOptions{Log: logWriter{t}}, k)
+	tree, err := FetchSource(context.Background(), FetchOptions{Log: testutil.LogWriter(t)}, k)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,15 +14,9 @@ import (
 	"testing"
 
 	"github.com/splicefleet/splicefleet/corpus"
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/lab"
 )
-
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 var summaryLine = regexp.MustCompile(`^corpus: ([0-9]+) units built for this configuration, ([0-9]+) bundles created, ([0-9]+) passed the guest check \(([0-9]+\.[0-9])%\)$`)
 
@@ -55,7 +49,7 @@ func TestCorpusSample(t *testing.T) {
 		t.Helper()
 		env := map[string]string{"CORPUS_SAMPLE": strconv.Itoa(n), "CORPUS_SEED": "1", "CORPUS_RESULTS": results}
 		var stdout, stderr bytes.Buffer
-		line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, io.MultiWriter(&stderr, logWriter{t}))
+		line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, io.MultiWriter(&stderr, testutil.LogWriter(t)))
 		t.Logf("sample of %d:\n%s", n, stdout.String())
 		if err != nil {
 			t.Fatal(err)
@@ -147,7 +141,7 @@ func TestCorpusPatches(t *testing.T) {
 	}
 	env := map[string]string{"CORPUS_PATCHES": "testdata/patches", "CORPUS_ABI": "6.1.0-53", "CORPUS_VERSION": "6.1.187-1", "CORPUS_RESULTS": results}
 	var stdout bytes.Buffer
-	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, logWriter{t})
+	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
 	t.Logf("\n%s", stdout.String())
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +186,7 @@ func TestModulesForReadsDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := lab.Fetch(context.Background(), lab.FetchOptions{CacheDir: filepath.Join(root, ".cache", "lab"), ABI: "6.1.0-53", Log: logWriter{t}})
+	k, err := lab.Fetch(context.Background(), lab.FetchOptions{CacheDir: filepath.Join(root, ".cache", "lab"), ABI: "6.1.0-53", Log: testutil.LogWriter(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
