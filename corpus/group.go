@@ -31,6 +31,25 @@ type Unit struct {
 	Took []TakenHunk `json:"took,omitempty"`
 	// Patch is the unit as a unified diff with a/ and b/ paths.
 	Patch []byte `json:"-"`
+	// With are the other units of the update this one was put together
+	// with because it does not build without them (see Widen).
+	With []string `json:"with,omitempty"`
+
+	// g is the grouping the unit came from and refs its hunks, its own
+	// and those taken along; nil for a unit read from a patch file.
+	g    *grouping
+	refs []hunkRef
+}
+
+// grouping is what Group knew of the whole update, kept for Widen.
+type grouping struct {
+	files []FileDiff
+	ids   []string
+	// groups are the units' hunks, their own and those taken along;
+	// owner is the unit each hunk was attributed to.
+	groups [][]hunkRef
+	owner  map[hunkRef]int
+	decls  map[hunkRef]hunkDecls
 }
 
 // Attribution scores: how strongly a hunk is taken to belong to a change.
@@ -185,24 +204,38 @@ func isIdentByte(c byte) bool {
 func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
 	byChange, byFile := attribute(files, changes)
 	ids, subject, groups := unitGroups(files, changes, byChange, byFile)
-	taken := takeAlong(files, groups, ids, old)
-	units := make([]Unit, len(groups))
-	for gi, g := range groups {
-		perFile := map[int][]int{}
-		var order []int
-		for _, r := range g {
-			if _, ok := perFile[r.file]; !ok {
-				order = append(order, r.file)
-				perFile[r.file] = nil
-			}
-			if r.hunk >= 0 {
-				perFile[r.file] = append(perFile[r.file], r.hunk)
-			}
+	g := &grouping{files: files, ids: ids, groups: groups, owner: map[hunkRef]int{}}
+	for gi, hs := range groups {
+		for _, r := range hs {
+			g.owner[r] = gi
 		}
-		units[gi] = makeUnit(ids[gi], subject[gi], files, order, perFile)
+	}
+	taken, decls := takeAlong(files, groups, ids, old)
+	g.decls = decls
+	units := make([]Unit, len(groups))
+	for gi, refs := range groups {
+		units[gi] = refsUnit(ids[gi], subject[gi], files, refs)
 		units[gi].Took = taken[gi]
+		units[gi].g, units[gi].refs = g, refs
 	}
 	return units
+}
+
+// refsUnit makes the unit of the given hunks (a hunk of -1: a binary
+// file).
+func refsUnit(id string, c Change, files []FileDiff, refs []hunkRef) Unit {
+	perFile := map[int][]int{}
+	var order []int
+	for _, r := range refs {
+		if _, ok := perFile[r.file]; !ok {
+			order = append(order, r.file)
+			perFile[r.file] = nil
+		}
+		if r.hunk >= 0 && !slices.Contains(perFile[r.file], r.hunk) {
+			perFile[r.file] = append(perFile[r.file], r.hunk)
+		}
+	}
+	return makeUnit(id, c, files, order, perFile)
 }
 
 // attribute gives each hunk to the change whose subject names it best,

@@ -44,6 +44,10 @@ type Record struct {
 	Files   []string `json:"files"`
 	// Took are the hunks the unit took along from other units (Unit.Took).
 	Took []TakenHunk `json:"took,omitempty"`
+	// With are the other units of the update the unit was measured
+	// together with, because it did not build without them (Unit.Widen);
+	// Files and Objects are then those of all of them.
+	With []string `json:"with,omitempty"`
 	// Objects are what the configuration builds the unit's files into
 	// ("vmlinux" first, then module names), at most MaxObjects of them
 	// (a header is in hundreds); ObjectCount is how many there are. Empty
@@ -159,6 +163,9 @@ type Summary struct {
 	// CVEBuilt, CVECreated and CVEPassed count the same for the units
 	// whose change names a CVE.
 	CVEBuilt, CVECreated, CVEPassed int
+	// Together counts the units that passed only together with other
+	// units of the update (Record.With).
+	Together int
 	// Reasons counts refusals and guest failures by reason class.
 	Reasons map[string]int
 }
@@ -185,6 +192,9 @@ func (s *Summary) Add(r Record) {
 	}
 	if r.Outcome == Passed {
 		s.Passed++
+		if len(r.With) > 0 {
+			s.Together++
+		}
 		if cve {
 			s.CVEPassed++
 		}
@@ -209,6 +219,12 @@ func (s Summary) Line() string {
 		s.Built, s.Created, s.Passed, p)
 }
 
+// Reason classes Run widens a unit for (see Unit.Widen).
+const (
+	classMissingSymbol = "a symbol the running kernel does not have"
+	classNeedsOther    = "does not build without another change of the update"
+)
+
 // ReasonClass reduces a reason to its kind for counting: file names,
 // symbol names and numbers are what vary between units of one kind.
 func ReasonClass(reason string) string {
@@ -226,11 +242,11 @@ func ReasonClass(reason string) string {
 	case strings.Contains(reason, "header included by too many units"):
 		return "a header reaching too many units"
 	case strings.Contains(reason, "is neither a symbol of"):
-		return "a symbol the running kernel does not have"
+		return classMissingSymbol
 	case strings.Contains(reason, "(after the patch): build failed"):
 		// The unit's hunks alone do not compile against the older tree:
 		// they use what another change of the update adds or changes.
-		return "does not build without another change of the update"
+		return classNeedsOther
 	case strings.Contains(reason, "compiled without ftrace"):
 		return "file compiled without ftrace"
 	case strings.Contains(reason, "could not load a module of the unit"):
@@ -310,7 +326,7 @@ func Run(ctx context.Context, units []Unit, built Built, resultsFile, kernel str
 			ObjectCount: len(objs), Kernel: kernel, At: time.Now().UTC().Format(time.RFC3339)}
 		if len(r.Objects) == 0 {
 			r.Outcome = NotBuilt
-		} else if err := check(ctx, u, &r); err != nil {
+		} else if r, err = measureWidening(ctx, u, r, built, check, log); err != nil {
 			return s, fmt.Errorf("%s: %w", u.ID, err)
 		}
 		if r.Outcome == "" {
@@ -323,6 +339,39 @@ func Run(ctx context.Context, units []Unit, built Built, resultsFile, kernel str
 		s.Add(r)
 	}
 	return s, nil
+}
+
+// measureWidening checks u and, while its build lacks what other units
+// of the update hold, checks it again together with them (Unit.Widen), at
+// most MaxWidenRounds times. The record is the last check's, with the
+// create time of all of them.
+func measureWidening(ctx context.Context, u Unit, r Record, built Built, check Check, log io.Writer) (Record, error) {
+	base := r
+	if err := check(ctx, u, &r); err != nil {
+		return r, err
+	}
+	spent := r.CreateSeconds
+	for range MaxWidenRounds {
+		if c := ReasonClass(r.Reason); r.Outcome != Refused || c != classNeedsOther && c != classMissingSymbol {
+			break
+		}
+		w, with := u.Widen(MissingNames(r.Reason))
+		if len(with) == 0 {
+			break
+		}
+		fmt.Fprintf(log, "corpus: %s: %s; again together with %s\n", u.ID, firstLine(r.Reason), strings.Join(with, ", "))
+		u = w
+		objs := built.Objects(u.Files)
+		r = base
+		r.Files, r.With = u.Files, u.With
+		r.Objects, r.ObjectCount = objs[:min(len(objs), MaxObjects)], len(objs)
+		if err := check(ctx, u, &r); err != nil {
+			return r, err
+		}
+		spent += r.CreateSeconds
+		r.CreateSeconds = spent
+	}
+	return r, nil
 }
 
 func firstLine(s string) string {

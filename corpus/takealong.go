@@ -527,8 +527,8 @@ type hunkRef struct{ file, hunk int }
 
 // takeAlong adds to each group the hunks of other groups its added lines
 // need (see Group), transitively and at most MaxTaken per group, and says
-// which it took.
-func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) [][]TakenHunk {
+// which it took. It returns what every hunk declares too.
+func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) ([][]TakenHunk, map[hunkRef]hunkDecls) {
 	tree := &oldTree{fsys: old, files: map[string]string{}}
 	owner := map[hunkRef]int{}
 	for gi, g := range groups {
@@ -547,7 +547,7 @@ func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) []
 			groups[gi] = append(groups[gi], c)
 		}
 	}
-	return taken
+	return taken, decls
 }
 
 // indexDecls reads what every hunk declares and uses, and lists, for

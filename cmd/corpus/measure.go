@@ -367,6 +367,7 @@ func printTable(w io.Writer, s corpus.Summary) {
 	fmt.Fprintf(tw, "built, object code unchanged (not in U)\t%d\n", s.Unchanged)
 	fmt.Fprintf(tw, "bundles created\t%d\n", s.Created)
 	fmt.Fprintf(tw, "passed the guest check\t%d\n", s.Passed)
+	fmt.Fprintf(tw, "  of them together with other changes of the update\t%d\n", s.Together)
 	fmt.Fprintf(tw, "naming a CVE: built, created, passed\t%d, %d, %d\n", s.CVEBuilt, s.CVECreated, s.CVEPassed)
 	type kv struct {
 		k string

@@ -1,0 +1,134 @@
+package corpus
+
+import (
+	"regexp"
+	"slices"
+	"sort"
+)
+
+// MaxWith bounds the other units Widen puts together with one. A unit
+// that needs more is measured as it is: its reason says what it lacks.
+const MaxWith = 4
+
+// MaxWidenRounds bounds how often Run widens one unit: each round adds
+// the units the last build's first error named.
+const MaxWidenRounds = 3
+
+// missingRes read the names a failed build lacks from create's reason:
+// gcc's errors for an undeclared function, variable, member or type, and
+// klpgen's for a symbol neither the patched object nor the running
+// kernel has. gcc quotes with ' in the C locale and with ‘’ in others.
+var missingRes = []*regexp.Regexp{
+	regexp.MustCompile(`implicit declaration of function ['‘]([A-Za-z_]\w*)['’]`),
+	regexp.MustCompile(`['‘]([A-Za-z_]\w*)['’] undeclared`),
+	regexp.MustCompile(`has no member named ['‘]([A-Za-z_]\w*)['’]`),
+	regexp.MustCompile(`unknown type name ['‘]([A-Za-z_]\w*)['’]`),
+	regexp.MustCompile(`symbol "([A-Za-z_]\w*)" is neither a symbol of`),
+}
+
+// MissingNames are the identifiers a refusal says the unit's build
+// lacks, in the order it names them, each once.
+func MissingNames(reason string) []string {
+	type at struct {
+		pos  int
+		name string
+	}
+	var found []at
+	for _, re := range missingRes {
+		for _, m := range re.FindAllStringSubmatchIndex(reason, -1) {
+			found = append(found, at{m[2], reason[m[2]:m[3]]})
+		}
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].pos < found[j].pos })
+	var names []string
+	for _, f := range found {
+		if !slices.Contains(names, f.name) {
+			names = append(names, f.name)
+		}
+	}
+	return names
+}
+
+// Widen returns u put together with the other units of its update that
+// hold what its build lacks, and their ids; none when no unit does, or
+// when more than MaxWith would be needed.
+//
+// Grouping an update's hunks into fixes is a heuristic (see Group), and a
+// fix of a stable update may build on another change of the same update
+// (a helper it adds, a member, a renamed function). A unit that does not
+// build alone is measured again together with:
+//   - the units with a hunk in one of its own files whose lines name a
+//     missing identifier: the rest of the same fix, split off by the
+//     attribution (a function removed by one hunk and still called in a
+//     hunk of the same file given to another change), or a local
+//     declaration another hunk adds;
+//   - the units with a hunk anywhere that declares or defines it: a
+//     helper, member or type another change adds.
+//
+// The whole of each such unit comes along, not just the hunk, as a hot
+// update carrying both fixes would. Each of those units is still
+// measured by itself too; the record says which units it was measured
+// with (Record.With).
+func (u Unit) Widen(missing []string) (Unit, []string) {
+	if u.g == nil || len(missing) == 0 {
+		return u, nil
+	}
+	g := u.g
+	own := map[hunkRef]bool{}
+	fileIn := map[int]bool{}
+	for _, r := range u.refs {
+		own[r] = true
+		fileIn[r.file] = true
+	}
+	self := slices.Index(g.ids, u.ID)
+	var with []int
+	add := func(r hunkRef) {
+		gi, ok := g.owner[r]
+		if !ok || gi == self || slices.Contains(with, gi) || slices.Contains(u.With, g.ids[gi]) {
+			return
+		}
+		with = append(with, gi)
+	}
+	for fi := range g.files {
+		f := &g.files[fi]
+		for hi := range f.Hunks {
+			r := hunkRef{fi, hi}
+			if own[r] {
+				continue
+			}
+			var changed []string
+			for _, name := range missing {
+				if _, ok := g.decls[r].names[name]; ok {
+					add(r)
+					break
+				}
+				if fileIn[fi] {
+					if changed == nil {
+						changed = f.Hunks[hi].Changed()
+					}
+					if containsIdent(changed, name) {
+						add(r)
+						break
+					}
+				}
+			}
+		}
+	}
+	if len(with) == 0 || len(with) > MaxWith {
+		return u, nil
+	}
+	refs := slices.Clone(u.refs)
+	ids := make([]string, 0, len(with))
+	for _, gi := range with {
+		ids = append(ids, g.ids[gi])
+		for _, r := range g.groups[gi] {
+			if !slices.Contains(refs, r) {
+				refs = append(refs, r)
+			}
+		}
+	}
+	w := refsUnit(u.ID, Change{Subject: u.Subject, CVEs: u.CVEs}, g.files, refs)
+	w.Took, w.g, w.refs = u.Took, g, refs
+	w.With = append(slices.Clone(u.With), ids...)
+	return w, ids
+}

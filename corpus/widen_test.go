@@ -1,0 +1,141 @@
+package corpus
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// testdata/widen.diff is an excerpt of the public corpus's tree diff
+// (linux-source-6.1 6.1.187-1 to 6.1.190-1): fs/lockd/svcsubs.c, where
+// one fix renames nlm_close_files to nlm_file_release in one hunk and
+// calls it in the next, and fs/nfs/{client.c,internal.h,nfs4client.c},
+// where nfs4client.c calls nfs_cb_idr_remove, a function another hunk
+// adds to client.c.
+var widenChanges = []Change{
+	// The subject names nlm_inspect_file, the second hunk's code: the
+	// first hunk, which renames the helper, stays with its file.
+	{Subject: "lockd: pin next file across nlm_inspect_file lock-drop", CVEs: []string{"CVE-2026-89485"}},
+}
+
+func widenUnits(t *testing.T) []Unit {
+	t.Helper()
+	return Group(readDiff(t, "testdata/widen.diff"), widenChanges, nil)
+}
+
+func TestMissingNames(t *testing.T) {
+	for _, c := range []struct{ reason, want string }{
+		{"exit 2: compile fs/lockd/svcsubs.c (after the patch): build failed: gcc-12 exited 1: b/fs/lockd/svcsubs.c:325:33: error: implicit declaration of function 'nlm_close_files'; did you mean 'nlm_unlock_files'? [-Werror=implicit-function-declaration]", "nlm_close_files"},
+		{"b/net/ipv6/ip6_gre.c:1115:9: error: 'stats' undeclared (first use in this function); did you mean 'statx'?", "stats"},
+		{"b/net/devlink/leftover.c:1288:57: error: 'struct devlink_port' has no member named 'type_eth'", "type_eth"},
+		{"error: unknown type name ‘nlm_fn_t’", "nlm_fn_t"},
+		{`klpgen: generate: function nfs4_alloc_client: symbol "nfs_cb_idr_remove" is neither a symbol of module nfsv4, nor exported by vmlinux`, "nfs_cb_idr_remove"},
+		{"include/net/dst.h: header included by too many units", ""},
+	} {
+		if got := strings.Join(MissingNames(c.reason), ","); got != c.want {
+			t.Errorf("MissingNames(%.60q…) = %q, want %q", c.reason, got, c.want)
+		}
+	}
+}
+
+// The hunk that renames a helper went to its file's unit, the hunk that
+// calls it under the new name to the fix: neither builds alone, and each
+// widens to the other, one patch of both hunks.
+func TestWidenJoinsTheRestOfTheFix(t *testing.T) {
+	units := widenUnits(t)
+	fix, rest := unitByID(units, "c0000"), unitByID(units, "f:fs/lockd/svcsubs.c")
+	if fix == nil || rest == nil || fix.Hunks != 1 || rest.Hunks != 1 {
+		t.Fatalf("units %v: want the fix and its file's rest, one hunk each", ids(units))
+	}
+	w, with := rest.Widen([]string{"nlm_close_files"})
+	if !slices.Equal(with, []string{"c0000"}) || !slices.Equal(w.With, with) {
+		t.Fatalf("Widen(nlm_close_files) with %v (unit says %v), want c0000", with, w.With)
+	}
+	if w.ID != rest.ID || w.Hunks != 2 || !slices.Equal(w.Files, []string{"fs/lockd/svcsubs.c"}) {
+		t.Errorf("widened unit %s: %d hunks of %v, want its own id and both hunks of svcsubs.c", w.ID, w.Hunks, w.Files)
+	}
+	if got := hunkHeaders(w.Patch); len(got) != 2 || !strings.HasPrefix(got[0], "@@ -286,12 +286,10 @@") || !strings.HasPrefix(got[1], "@@ -301,32 +299,41 @@") {
+		t.Errorf("widened patch's hunks %q, want both, the second's new side shifted", got)
+	}
+	if _, with := fix.Widen([]string{"nlm_file_release"}); !slices.Equal(with, []string{"f:fs/lockd/svcsubs.c"}) {
+		t.Errorf("the fix widened for nlm_file_release with %v, want its file's rest", with)
+	}
+}
+
+// A function another file's hunk defines brings that hunk's unit; a name
+// no hunk declares or names brings nothing, and a unit read from a patch
+// file cannot widen.
+func TestWidenFindsTheDefinition(t *testing.T) {
+	units := widenUnits(t)
+	caller := unitByID(units, "f:fs/nfs/nfs4client.c")
+	if caller == nil {
+		t.Fatalf("units %v: no unit of nfs4client.c", ids(units))
+	}
+	w, with := caller.Widen([]string{"nfs_cb_idr_remove"})
+	if !slices.Equal(with, []string{"f:fs/nfs/client.c"}) {
+		t.Fatalf("Widen(nfs_cb_idr_remove) with %v, want the unit of client.c", with)
+	}
+	if !slices.Equal(w.Files, []string{"fs/nfs/client.c", "fs/nfs/internal.h", "fs/nfs/nfs4client.c"}) {
+		t.Errorf("widened files %v", w.Files)
+	}
+	if _, with := caller.Widen([]string{"no_such_helper"}); with != nil {
+		t.Errorf("Widen(no_such_helper) with %v, want none", with)
+	}
+	if _, with := (Unit{ID: "x.patch", Patch: caller.Patch}).Widen([]string{"nfs_cb_idr_remove"}); with != nil {
+		t.Errorf("a unit from a patch file widened with %v", with)
+	}
+	// A second round does not bring what the first already did.
+	if _, again := w.Widen([]string{"nfs_cb_idr_remove"}); again != nil {
+		t.Errorf("a second round for the same name brought %v", again)
+	}
+}
+
+// Run measures a unit that does not build alone again, together with
+// what it lacks, and records that.
+func TestRunWidens(t *testing.T) {
+	units := widenUnits(t)
+	built := Built{"fs/lockd/svcsubs.c": {"lockd"}}
+	results := filepath.Join(t.TempDir(), "results.jsonl")
+	var patches []string
+	check := func(_ context.Context, u Unit, r *Record) error {
+		patches = append(patches, string(u.Patch))
+		r.CreateSeconds = 2
+		if !strings.Contains(string(u.Patch), "nlm_file_release(file);\n") || !strings.Contains(string(u.Patch), "+static void nlm_file_release") {
+			r.Outcome, r.Reason = Refused, "exit 2: compile fs/lockd/svcsubs.c (after the patch): build failed: gcc-12 exited 1: b/fs/lockd/svcsubs.c:325:33: error: implicit declaration of function 'nlm_close_files'"
+			return nil
+		}
+		r.Outcome = Passed
+		return nil
+	}
+	var only []Unit
+	for _, u := range units {
+		if u.ID == "f:fs/lockd/svcsubs.c" {
+			only = append(only, u)
+		}
+	}
+	s, err := Run(context.Background(), only, built, results, "6.1.0-53-cloud-amd64", check, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs["f:fs/lockd/svcsubs.c"]
+	if len(patches) != 2 || r.Outcome != Passed || !slices.Equal(r.With, []string{"c0000"}) || r.CreateSeconds != 4 {
+		t.Errorf("%d checks; record %+v: want passed with c0000 on the second check, 4 s of create", len(patches), r)
+	}
+	if s.Passed != 1 || s.Together != 1 {
+		t.Errorf("summary %+v: want 1 passed, together with another change", s)
+	}
+}
+
+func ids(units []Unit) []string {
+	var out []string
+	for _, u := range units {
+		out = append(out, u.ID)
+	}
+	return out
+}
