@@ -32,6 +32,15 @@
 //     unit is measured by itself against the older tree: the declaration
 //     belongs to every unit that needs it, and the unit it was grouped
 //     into keeps it.
+//   - A unit whose build lacks a name (gcc's undeclared function,
+//     variable, member or type; klpgen's symbol the running kernel does
+//     not have) is measured again, by Run, together with the units of
+//     the update that hold it (Unit.Widen): the rest of the same fix the
+//     attribution split off in the unit's own files, or the change that
+//     defines the helper or member it uses. Whole units come along, at
+//     most MaxWith, for at most MaxWidenRounds rounds; Record.With names
+//     them, and the summary counts the units that passed only together.
+//     Each of those units is measured by itself as well.
 //   - IndexDebugInfo says which source files the target configuration
 //     built, and into what (vmlinux or a module), from the compilation
 //     units and line tables of the kernel's and the modules' DWARF debug
