@@ -32,6 +32,10 @@ type Hunk struct {
 	Func string
 	// Lines are the hunk's lines with their ' ', '-' or '+' marks.
 	Lines []string
+
+	// pieceOf is 1 + the index, in its file, of the hunk this one copies
+	// definitions out of (see pieces.go); 0 for a hunk of the diff.
+	pieceOf int
 }
 
 // ErrDiff is returned for diff output that cannot be read.

@@ -202,6 +202,12 @@ func isIdentByte(c byte) bool {
 // builds against the older tree by itself; see Unit.Took. old is the
 // older tree (nil: the hunks' diff -p context stands in for the files).
 func Group(files []FileDiff, changes []Change, old fs.FS) []Unit {
+	// Pieces (pieces.go) are added to the files' hunks: the caller's
+	// slices stay as they are.
+	files = slices.Clone(files)
+	for i := range files {
+		files[i].Hunks = slices.Clip(files[i].Hunks)
+	}
 	byChange, byFile := attribute(files, changes)
 	ids, subject, groups := unitGroups(files, changes, byChange, byFile)
 	g := &grouping{files: files, ids: ids, groups: groups, owner: map[hunkRef]int{}}
@@ -234,6 +240,17 @@ func refsUnit(id string, c Change, files []FileDiff, refs []hunkRef) Unit {
 		if r.hunk >= 0 && !slices.Contains(perFile[r.file], r.hunk) {
 			perFile[r.file] = append(perFile[r.file], r.hunk)
 		}
+	}
+	// A piece is left out where the unit has the hunk it copies from.
+	for fi, idx := range perFile {
+		has := map[int]bool{}
+		for _, i := range idx {
+			has[i] = true
+		}
+		perFile[fi] = slices.DeleteFunc(idx, func(i int) bool {
+			src := files[fi].Hunks[i].pieceOf - 1
+			return src >= 0 && has[src]
+		})
 	}
 	return makeUnit(id, c, files, order, perFile)
 }
@@ -333,7 +350,14 @@ func makeUnit(id string, c Change, files []FileDiff, order []int, hunks map[int]
 		f := &files[fi]
 		u.Files = append(u.Files, f.Path)
 		idx := slices.Clone(hunks[fi])
-		slices.Sort(idx)
+		// In the order of the old file: a piece comes after the hunks of
+		// the diff.
+		slices.SortFunc(idx, func(a, b int) int {
+			if d := f.Hunks[a].OldStart - f.Hunks[b].OldStart; d != 0 {
+				return d
+			}
+			return a - b
+		})
 		u.Hunks += len(idx)
 		if f.Binary {
 			fmt.Fprintf(&b, "Binary files a/%s and b/%s differ\n", f.Path, f.Path)

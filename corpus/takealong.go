@@ -22,6 +22,9 @@ type TakenHunk struct {
 	From string `json:"from"`
 	// For are the identifiers the unit needed from it.
 	For []string `json:"for"`
+	// Definitions says only the definitions of For were copied out of
+	// the hunk, which changes more than the unit may take (pieces.go).
+	Definitions bool `json:"definitions,omitempty"`
 }
 
 // declKind is what a hunk's added line declares.
@@ -536,14 +539,20 @@ func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) ([
 			owner[r] = gi
 		}
 	}
-	decls, byName := indexDecls(files, tree)
+	decls, byName, partial := indexDecls(files, tree)
 	taken := make([][]TakenHunk, len(groups))
 	for gi := range groups {
-		order, tookFor := needed(files, groups[gi], decls, byName, tree)
+		order, tookFor := needed(files, groups[gi], decls, byName, partial, tree)
 		for _, c := range order {
 			h := &files[c.file].Hunks[c.hunk]
-			taken[gi] = append(taken[gi], TakenHunk{File: files[c.file].Path,
-				Hunk: hunkHeaderOf(h), From: ids[owner[c]], For: tookFor[c]})
+			tk := TakenHunk{File: files[c.file].Path, For: tookFor[c]}
+			if h.pieceOf > 0 {
+				src := hunkRef{c.file, h.pieceOf - 1}
+				tk.Hunk, tk.From, tk.Definitions = hunkHeaderOf(&files[c.file].Hunks[src.hunk]), ids[owner[src]], true
+			} else {
+				tk.Hunk, tk.From = hunkHeaderOf(h), ids[owner[c]]
+			}
+			taken[gi] = append(taken[gi], tk)
 			groups[gi] = append(groups[gi], c)
 		}
 	}
@@ -552,10 +561,12 @@ func takeAlong(files []FileDiff, groups [][]hunkRef, ids []string, old fs.FS) ([
 
 // indexDecls reads what every hunk declares and uses, and lists, for
 // every identifier some takeable hunk newly declares, the hunks that do,
-// in diff order.
-func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[string][]hunkRef) {
+// in diff order; and, in partial, the hunks that cannot be taken whole
+// but newly declare a function or macro a piece may copy.
+func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[string][]hunkRef, map[string][]hunkRef) {
 	decls := map[hunkRef]hunkDecls{}
 	byName := map[string][]hunkRef{}
+	partial := map[string][]hunkRef{}
 	defer func() {
 		// A hunk that only declares local variables is found by name
 		// too; needed takes it only for a hunk of the same function.
@@ -585,39 +596,88 @@ func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[str
 			r := hunkRef{fi, hi}
 			d := analyse(f.Path, &f.Hunks[hi], oldText)
 			decls[r] = d
-			if !d.takeable {
-				continue
-			}
-			for name := range d.names {
+			for name, k := range d.names {
 				if oldText != "" && containsIdent([]string{oldText}, name) {
 					continue // the old file has it already: not new
 				}
-				byName[name] = append(byName[name], r)
+				switch {
+				case d.takeable:
+					byName[name] = append(byName[name], r)
+				case oldText != "" && k != declMember:
+					partial[name] = append(partial[name], r)
+				}
 			}
 		}
 	}
-	return decls, byName
+	for name := range partial {
+		slices.SortFunc(partial[name], func(a, b hunkRef) int {
+			if a.file != b.file {
+				return a.file - b.file
+			}
+			return a.hunk - b.hunk
+		})
+	}
+	return decls, byName, partial
 }
 
 // needed finds, breadth first from a group's own hunks, the hunks of
 // other groups that declare what they use, at most MaxTaken, and for
-// each the identifiers it was taken for.
-func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byName map[string][]hunkRef, tree *oldTree) ([]hunkRef, map[hunkRef][]string) {
+// each the identifiers it was taken for. A name only a hunk that cannot
+// be taken whole declares comes as a piece of it (pieces.go), which is
+// added to its file's hunks.
+func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byName, partial map[string][]hunkRef, tree *oldTree) ([]hunkRef, map[hunkRef][]string) {
 	in := map[hunkRef]bool{}
 	fileIn := map[int]bool{}
 	for _, r := range group {
 		in[r] = true
 		fileIn[r.file] = true
 	}
-	todo := slices.Clone(group)
+	type item struct {
+		r    hunkRef
+		uses []string
+		fns  []string
+	}
+	var todo []item
+	for _, r := range group {
+		todo = append(todo, item{r, decls[r].uses, decls[r].fns})
+	}
 	tookFor := map[hunkRef][]string{}
 	var order []hunkRef
-	for len(todo) > 0 && len(order) < MaxTaken {
-		r := todo[0]
+	// pieces are the hunks definitions are copied out of, and for which
+	// names, in the order they were first needed.
+	var pieces []hunkRef
+	pieceFor := map[hunkRef][]string{}
+	full := func() bool { return len(order)+len(pieces) >= MaxTaken }
+	for len(todo) > 0 && !full() {
+		it := todo[0]
 		todo = todo[1:]
-		for _, name := range decls[r].uses {
+		for _, name := range it.uses {
+			if declaredIn(name, it.r.file, group, order, decls) || slices.ContainsFunc(pieces, func(c hunkRef) bool { return slices.Contains(pieceFor[c], name) }) ||
+				mentionedOld(name, fileIn, files, tree) {
+				continue
+			}
 			cands := byName[name]
-			if len(cands) == 0 || declaredIn(name, r.file, group, order, decls) || mentionedOld(name, fileIn, files, tree) {
+			if len(cands) == 0 {
+				for _, c := range partial[name] {
+					if in[c] || full() || !reaches(decls[c].names[name], c, fileIn, files, tree) {
+						continue
+					}
+					h := &files[c.file].Hunks[c.hunk]
+					uses, ok := pieceUses(h, tree.text(files[c.file].Path), name)
+					if !ok {
+						continue
+					}
+					if _, ok := piece(h, tree.text(files[c.file].Path), append(slices.Clone(pieceFor[c]), name)); !ok {
+						continue
+					}
+					if pieceFor[c] == nil {
+						pieces = append(pieces, c)
+					}
+					pieceFor[c] = append(pieceFor[c], name)
+					fileIn[c.file] = true
+					todo = append(todo, item{r: c, uses: uses})
+					break
+				}
 				continue
 			}
 			for _, c := range cands {
@@ -627,26 +687,34 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 				if fn, local := decls[c].locals[name]; local {
 					// A local variable: only for a hunk of the same
 					// function of the same file.
-					if c.file != r.file || !slices.Contains(decls[r].fns, fn) {
+					if c.file != it.r.file || !slices.Contains(it.fns, fn) {
 						continue
 					}
 				} else if !reaches(decls[c].names[name], c, fileIn, files, tree) {
 					continue
 				}
 				if !in[c] {
-					if len(order) == MaxTaken {
+					if full() {
 						break
 					}
 					in[c] = true
 					fileIn[c.file] = true
 					order = append(order, c)
-					todo = append(todo, c)
+					todo = append(todo, item{c, decls[c].uses, decls[c].fns})
 				}
 				if !slices.Contains(tookFor[c], name) {
 					tookFor[c] = append(tookFor[c], name)
 				}
 			}
 		}
+	}
+	for _, c := range pieces {
+		p, _ := piece(&files[c.file].Hunks[c.hunk], tree.text(files[c.file].Path), pieceFor[c])
+		p.pieceOf = c.hunk + 1
+		files[c.file].Hunks = append(files[c.file].Hunks, p)
+		r := hunkRef{c.file, len(files[c.file].Hunks) - 1}
+		order = append(order, r)
+		tookFor[r] = pieceFor[c]
 	}
 	return order, tookFor
 }
