@@ -79,7 +79,8 @@ func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p)
 // changed (a member added, removed, moved or resized): the kernel's
 // objects of the type were laid out by the old code, which keeps
 // running beside the new (a header change shows it in every unit
-// that includes the header).
+// that includes the header). A type that only the unit's own stacks
+// hold, in both objects, is accepted with a note (stack.go).
 func (c *comparison) layouts() {
 	a, b := c.pre.debug.layouts, c.post.debug.layouts
 	for _, name := range sortedKeys(a) {
@@ -87,8 +88,19 @@ func (c *comparison) layouts() {
 		if !ok || a[name] == after {
 			continue
 		}
-		c.problem(Problem{Kind: KindData, Name: name, Reason: "data layout changed (" + layoutChange(a[name], after) +
-			"): the kernel's objects of this type, and all code not replaced, keep the old layout"})
+		change := layoutChange(a[name], after)
+		why := c.pre.debug.stackOnly(name)
+		if why == "" {
+			why = c.post.debug.stackOnly(name)
+		}
+		if why == "" {
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: data layout changed (%s), accepted: it is defined in the compiled file itself "+
+				"and held only by value in local variables and through pointer parameters of static functions, so only a task's own stack "+
+				"holds it; a task runs wholly old or wholly new code, and every function whose code depends on the layout has changed and is replaced", name, change))
+			continue
+		}
+		c.problem(Problem{Kind: KindData, Name: name, Reason: "data layout changed (" + change +
+			"): the kernel's objects of this type, and all code not replaced, keep the old layout (not only on a stack: " + why + ")"})
 	}
 }
 
