@@ -357,13 +357,22 @@ func (c *comparison) looseCode() {
 	}
 }
 
+// signatures refuses a changed function whose prototype changed, unless
+// no caller can reach the new code with the old arguments (directCalls).
 func (c *comparison) signatures() {
 	for _, f := range c.res.Changed {
 		a, b := c.pre.debug.sigs[f.Name], c.post.debug.sigs[f.Name]
-		if a != "" && b != "" && a != b {
-			c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
-				Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result", a, b)})
+		if a == "" || b == "" || a == b {
+			continue
 		}
+		why := c.directCalls(f.Name)
+		if why == "" {
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: prototype %s -> %s, accepted: it is static, only direct calls reach it, "+
+				"and every function that calls it, before and after, is replaced with it", f.Name, a, b))
+			continue
+		}
+		c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
+			Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result (%s)", a, b, why)})
 	}
 }
 
