@@ -122,7 +122,7 @@ func (o *Object) readDebug() error {
 		info: &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abstract: map[string]bool{},
 			layouts: map[string]string{}, homes: map[string]string{}, uses: map[string]*typeUses{}},
 		mentions: map[dwarf.Offset]mention{},
-		entries: d.Reader(),
+		entries:  d.Reader(),
 	}
 	if err := w.walk(); err != nil {
 		if errors.Is(err, ErrTooLarge) {
