@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/splicefleet/splicefleet/internal/x86insn"
 )
 
 // File names of the generated module source folder.
@@ -799,7 +801,7 @@ func (g *generator) fieldEnds(sec int) map[uint64]uint64 {
 		return nil // alternative code, copied in pieces
 	}
 	code := g.copies[sec].data
-	ends, err := fieldEnds(code)
+	ends, err := x86insn.FieldEnds(code)
 	if err != nil {
 		return nil
 	}

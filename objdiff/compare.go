@@ -79,7 +79,8 @@ func (c *comparison) problem(p Problem) { c.res.Unsafe = append(c.res.Unsafe, p)
 // changed (a member added, removed, moved or resized): the kernel's
 // objects of the type were laid out by the old code, which keeps
 // running beside the new (a header change shows it in every unit
-// that includes the header).
+// that includes the header). A type that only the unit's own stacks
+// hold, in both objects, is accepted with a note (stack.go).
 func (c *comparison) layouts() {
 	a, b := c.pre.debug.layouts, c.post.debug.layouts
 	for _, name := range sortedKeys(a) {
@@ -87,8 +88,19 @@ func (c *comparison) layouts() {
 		if !ok || a[name] == after {
 			continue
 		}
-		c.problem(Problem{Kind: KindData, Name: name, Reason: "data layout changed (" + layoutChange(a[name], after) +
-			"): the kernel's objects of this type, and all code not replaced, keep the old layout"})
+		change := layoutChange(a[name], after)
+		why := c.pre.debug.stackOnly(name)
+		if why == "" {
+			why = c.post.debug.stackOnly(name)
+		}
+		if why == "" {
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: data layout changed (%s), accepted: it is defined in the compiled file itself "+
+				"and held only by value in local variables and through pointer parameters of static functions, so only a task's own stack "+
+				"holds it; a task runs wholly old or wholly new code, and every function whose code depends on the layout has changed and is replaced", name, change))
+			continue
+		}
+		c.problem(Problem{Kind: KindData, Name: name, Reason: "data layout changed (" + change +
+			"): the kernel's objects of this type, and all code not replaced, keep the old layout (not only on a stack: " + why + ")"})
 	}
 }
 
@@ -345,13 +357,22 @@ func (c *comparison) looseCode() {
 	}
 }
 
+// signatures refuses a changed function whose prototype changed, unless
+// no caller can reach the new code with the old arguments (directCalls).
 func (c *comparison) signatures() {
 	for _, f := range c.res.Changed {
 		a, b := c.pre.debug.sigs[f.Name], c.post.debug.sigs[f.Name]
-		if a != "" && b != "" && a != b {
-			c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
-				Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result", a, b)})
+		if a == "" || b == "" || a == b {
+			continue
 		}
+		why := c.directCalls(f.Name)
+		if why == "" {
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: prototype %s -> %s, accepted: it is static, only direct calls reach it, "+
+				"and every function that calls it, before and after, is replaced with it", f.Name, a, b))
+			continue
+		}
+		c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
+			Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result (%s)", a, b, why)})
 	}
 }
 

@@ -350,7 +350,7 @@ int twice(int a) { return a * 2; }
 long twice(long a) { return a * 2; }
 `, false)
 	check(t, res, want{changed: []string{"twice"}, unsafe: []string{"signature twice"}})
-	if r := res.Unsafe[0].Reason; !strings.Contains(r, "int (int) -> long int (long int)") {
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "int (int) -> long int (long int)") || !strings.Contains(r, "it is global") {
 		t.Errorf("reason %q", r)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 )
@@ -25,6 +26,16 @@ type debugInfo struct {
 	// type name. Two types of one name in an object (function-local
 	// ones) are joined.
 	layouts map[string]string
+	// homes maps a struct or union of layouts to "" when every
+	// definition of it is in the unit's own file (DW_AT_decl_file), and
+	// to the file, or why it is unknown, otherwise.
+	homes map[string]string
+	// uses says, for each named struct or union that a variable,
+	// parameter, member or function type refers to, how it is held
+	// (stack.go).
+	uses map[string]*typeUses
+	// unread, if set, says why uses may be incomplete.
+	unread string
 }
 
 // openLayout is a struct or union whose members the walk is reading.
@@ -58,6 +69,7 @@ const (
 var debugSections = []string{
 	".debug_info", ".debug_abbrev", ".debug_str", ".debug_line_str",
 	".debug_addr", ".debug_str_offsets", ".debug_rnglists", ".debug_ranges",
+	".debug_line",
 }
 
 // readDebug reads the inline tree and prototypes from DWARF, if present.
@@ -87,7 +99,7 @@ func (o *Object) readDebug() error {
 	for name, s := range secs {
 		raw[name] = o.relocated(s)
 	}
-	d, err := dwarf.New(raw[".debug_abbrev"], nil, nil, raw[".debug_info"], nil, nil, raw[".debug_ranges"], raw[".debug_str"])
+	d, err := dwarf.New(raw[".debug_abbrev"], nil, nil, raw[".debug_info"], raw[".debug_line"], nil, raw[".debug_ranges"], raw[".debug_str"])
 	if err != nil {
 		return malformed("read debug info: %v", err)
 	}
@@ -108,8 +120,9 @@ func (o *Object) readDebug() error {
 		types:  map[dwarf.Offset]string{},
 		ranges: map[rangeKey][]span{},
 		info: &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abstract: map[string]bool{},
-			layouts: map[string]string{}},
-		entries: d.Reader(),
+			layouts: map[string]string{}, homes: map[string]string{}, uses: map[string]*typeUses{}},
+		mentions: map[dwarf.Offset]mention{},
+		entries:  d.Reader(),
 	}
 	if err := w.walk(); err != nil {
 		if errors.Is(err, ErrTooLarge) {
@@ -204,10 +217,28 @@ type walker struct {
 	entries   *dwarf.Reader
 	// open are the structs and unions being read, innermost last.
 	open []*openLayout
-	// The compilation unit being read.
+	// scopes are the entries enclosing the one being read, innermost
+	// last; mentions caches what a type refers to (stack.go).
+	scopes   []scope
+	mentions map[dwarf.Offset]mention
+	// The compilation unit being read: its DWARF version, base
+	// addresses, and the names of its own source file and of the files
+	// its line table lists (nil if it cannot be read).
 	version  uint16
 	base     uint64
 	addrBase uint64
+	compDir  string
+	own      string
+	files    []*dwarf.LineFile
+}
+
+// sourcePath resolves a file name of the unit against its compilation
+// directory.
+func (w *walker) sourcePath(name string) string {
+	if !path.IsAbs(name) && w.compDir != "" {
+		return path.Join(w.compDir, name)
+	}
+	return path.Clean(name)
 }
 
 func (w *walker) walk() error {
@@ -225,6 +256,9 @@ func (w *walker) walk() error {
 			if len(callers) > 0 {
 				callers = callers[:len(callers)-1]
 			}
+			if len(w.scopes) > 0 {
+				w.scopes = w.scopes[:len(w.scopes)-1]
+			}
 			if n := len(w.open); n > 0 && w.open[n-1].depth == len(callers) {
 				w.closeLayout(w.open[n-1])
 				w.open = w.open[:n-1]
@@ -238,6 +272,7 @@ func (w *walker) walk() error {
 		switch e.Tag {
 		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
 			callers, caller = callers[:0], ""
+			w.scopes = w.scopes[:0]
 			w.startUnit(e)
 		case dwarf.TagSubprogram:
 			if inl, ok := e.Val(dwarf.AttrInline).(int64); ok && (inl == dwInlInlined || inl == dwInlDeclaredInlined) {
@@ -270,6 +305,7 @@ func (w *walker) walk() error {
 				size, _ := e.Val(dwarf.AttrByteSize).(int64)
 				fmt.Fprintf(&l.text, "size %d", size)
 				w.open = append(w.open, l)
+				w.home(l.key, e)
 			}
 		case dwarf.TagMember:
 			if n := len(w.open); n > 0 && w.open[n-1].depth+1 == len(callers) {
@@ -280,8 +316,11 @@ func (w *walker) walk() error {
 				break
 			}
 			name, err := w.originName(e)
-			if err != nil || name == "" {
+			if err != nil {
 				return err
+			}
+			if name == "" {
+				break
 			}
 			spans, err := w.spans(e)
 			if err != nil {
@@ -300,8 +339,12 @@ func (w *walker) walk() error {
 				return tooLarge("inlined copies in debug info cover %d bytes of a %d-byte object", w.copyBytes, w.o.size)
 			}
 		}
+		if err := w.use(e); err != nil {
+			return err
+		}
 		if e.Children {
 			callers = append(callers, caller)
+			w.scopes = append(w.scopes, w.scopeOf(e))
 		}
 	}
 }
@@ -366,6 +409,16 @@ func (w *walker) startUnit(cu *dwarf.Entry) {
 	}
 	if v, ok := cu.Val(dwarf.AttrAddrBase).(int64); ok && v >= 0 {
 		w.addrBase = uint64(v)
+	}
+	w.own, w.files = "", nil
+	w.compDir, _ = cu.Val(dwarf.AttrCompDir).(string)
+	if name, _ := cu.Val(dwarf.AttrName).(string); name != "" {
+		w.own = w.sourcePath(name)
+	}
+	// A line table that cannot be read leaves every type's file
+	// unknown, which keeps its layout changes refused.
+	if lr, err := w.d.LineReader(cu); err == nil && lr != nil {
+		w.files = lr.Files()
 	}
 }
 

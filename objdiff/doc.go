@@ -51,7 +51,10 @@
 //     instead, for the patch module to carry, unless gcc's numbering of
 //     function-local statics may have shifted), changed or new init code or data ([KindInit]; it
 //     ran once and was freed), changed prototypes ([KindSignature];
-//     callers that are not patched pass the old arguments), functions
+//     callers that are not patched pass the old arguments, unless
+//     none can: see below), changed layouts of a struct or union
+//     ([KindData]; the kernel's objects keep the old one, unless only
+//     the unit's stacks hold the type: see below), functions
 //     whose code is inlined into callers that must be patched with them
 //     ([KindInlined]), and changes in sections objdiff does not
 //     understand ([KindSection]). Added functions are not refused: only
@@ -82,10 +85,48 @@
 // its caller's code; such a copy is not seen, though the caller is still
 // reported changed. Prototypes are compared by type names (return type
 // and parameter types, names of parameters ignored); a changed struct
-// layout behind an unchanged name is not detected. Without debug info in
+// layout behind an unchanged name is found by comparing layouts
+// instead. Without debug info in
 // both objects, prototypes are not compared, and the only inlining found
 // is a function gone from POST while its callers changed, refused because
 // objdiff cannot tell inlining from removal; [Result.Notes] says so.
+//
+// Two of these refusals have exceptions, each accepted with a note in
+// [Result.Notes] that says why; kpatch checks neither layouts nor
+// prototypes, so both stay stricter than kpatch:
+//
+//   - A struct or union whose layout changed is accepted when only the
+//     unit's own stacks hold it (stack.go), in both objects: DWARF says
+//     it is defined in the compiled .c file itself (DW_AT_decl_file is
+//     the unit's own file, not a header), no variable of static storage
+//     and no member of any type mentions it, and it is held only by
+//     value in local variables (at least one) and through pointer
+//     parameters of static functions, never through a pointer local
+//     variable (which may point to the heap), a return type or a
+//     function type. The livepatch consistency model runs each task
+//     wholly on old or wholly on new code, switching a task only when
+//     no replaced function is on its stack; an object on a task's
+//     stack is made and used by that task's code, and every function
+//     whose code depends on the layout (one that allocates it, reads a
+//     moved member or takes its size) has different object code and is
+//     replaced, while code that compiles the same is right for both
+//     layouts. What DWARF cannot show stays out of reach: a pointer
+//     cast from an untyped one (void *, container_of through a member)
+//     into a pointer parameter, or a stack object another task reaches
+//     while its owner sleeps, would see objects of the other layout.
+//     kernel/sched/fair.c's struct lb_env is the case it is for.
+//   - A function whose prototype changed is accepted when it is static,
+//     its address is never taken (in both objects, every reference to
+//     it is the rel32 target of a call, jmp or jcc at its entry, decoded
+//     with internal/x86insn, from a function's code; one from data or
+//     from an instruction such as lea or mov is refused), and every
+//     function that calls it, before and after, is replaced by the
+//     patch (calls.go). No other object can name it, no unpatched code
+//     calls it, and a task that runs new code calls it with the new
+//     arguments, so no call reaches the new code with the old ones
+//     through the ftrace redirection. Entries of the instruction tables
+//     (__ex_table, __jump_table, ...) that point inside it describe its
+//     own code and do not count.
 //
 // Functions and variables are matched by symbol name. GCC numbers static
 // locals (count.0) and clones (helper.isra.0, helper.cold); if the

@@ -345,6 +345,12 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 			}
 		}
 	}
+	// Notes say what objdiff accepted although it refuses it in general
+	// (a layout only the unit's stacks hold, a prototype only replaced
+	// callers reach), or what it could not check.
+	for _, n := range diff.Notes {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: note: %s\n", u.Path, n)
+	}
 	for _, f := range diff.Changed {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
 		name := f.Name

@@ -1,20 +1,22 @@
-package klpgen
-
-import "errors"
-
-// An x86-64 instruction length decoder, enough to find where the
-// instruction holding a PC-relative field ends: the relocation's addend
-// folds in the distance from the field to that end (4 bytes, plus the
-// immediate that may follow), and only knowing it tells which of two
-// neighbouring variables "section-4" means. kpatch does the same with
-// the kernel's instruction decoder.
+// Package x86insn decodes the length of x86-64 instructions, enough to
+// find where the instruction holding a relocated field ends and what
+// kind of instruction it is. Package klpgen needs the end: a PC-relative
+// relocation's addend folds in the distance from the field to that end
+// (4 bytes, plus the immediate that may follow), and only knowing it
+// tells which of two neighbouring variables "section-4" means. Package
+// objdiff needs the kind: a relocation that is the target of a direct
+// call or jump (rel32) calls a function, any other takes its address.
+// kpatch does the same with the kernel's instruction decoder.
 //
 // It decodes lengths only, from the opcode maps of the Intel SDM volume
 // 2 (appendix A): legacy and REX prefixes, the one-, two- and
 // three-byte maps, VEX and EVEX prefixes, ModRM, SIB, displacement and
 // immediate sizes. Callers trust its answer only when every relocation
-// of a section lands exactly on a field it decoded (fieldEnds), which an
+// of a section lands exactly on a field it decoded (FieldEnds), which an
 // out-of-step decoding does not survive.
+package x86insn
+
+import "errors"
 
 // Operand flags of an opcode.
 const (
@@ -106,20 +108,38 @@ var twoByte = func() (t [256]uint16) {
 	return t
 }()
 
-// insn is a decoded instruction: its length and where its displacement
-// and immediate fields start (-1 when absent).
-type insn struct {
-	length            int
-	dispOff, dispSize int
-	immOff, immSize   int
+// Insn is a decoded instruction: its length, where its displacement and
+// immediate fields start (-1 when absent) and their sizes, and whether
+// its immediate is the 32-bit target of a direct branch.
+type Insn struct {
+	Len               int
+	DispOff, DispSize int
+	ImmOff, ImmSize   int
+	Branch            Branch
 }
 
-var errDecode = errors.New("cannot decode instruction")
+// Branch is the kind of a direct branch with a 32-bit relative target.
+type Branch uint8
 
-// decodeInsn decodes the length of the x86-64 instruction at the start
+// Branch kinds.
+const (
+	// NoBranch is any instruction other than the two below.
+	NoBranch Branch = iota
+	// Call is call rel32 (e8).
+	Call
+	// Jump is jmp rel32 (e9) or a conditional jump rel32 (0f 80-8f),
+	// which gcc uses for tail calls.
+	Jump
+)
+
+// ErrDecode means the bytes do not start with an instruction the decoder
+// knows, or end before it does.
+var ErrDecode = errors.New("cannot decode instruction")
+
+// Decode decodes the length of the x86-64 instruction at the start
 // of code.
-func decodeInsn(code []byte) (insn, error) {
-	in := insn{dispOff: -1, immOff: -1}
+func Decode(code []byte) (Insn, error) {
+	in := Insn{DispOff: -1, ImmOff: -1}
 	i := 0
 	next := func() (byte, bool) {
 		if i >= len(code) || i >= 15 {
@@ -134,7 +154,7 @@ func decodeInsn(code []byte) (insn, error) {
 	for {
 		var ok bool
 		if op, ok = next(); !ok {
-			return in, errDecode
+			return in, ErrDecode
 		}
 		if isLegacyPrefix(op) {
 			opsize16 = opsize16 || op == 0x66
@@ -154,17 +174,17 @@ func decodeInsn(code []byte) (insn, error) {
 	case 0x0f:
 		b, ok := next()
 		if !ok {
-			return in, errDecode
+			return in, ErrDecode
 		}
 		switch b {
 		case 0x38:
 			if _, ok := next(); !ok {
-				return in, errDecode
+				return in, ErrDecode
 			}
 			flags = opModRM
 		case 0x3a:
 			if _, ok := next(); !ok {
-				return in, errDecode
+				return in, ErrDecode
 			}
 			flags = opModRM | opImm8
 		default:
@@ -173,7 +193,7 @@ func decodeInsn(code []byte) (insn, error) {
 	case 0xc4, 0xc5, 0x62: // VEX3, VEX2, EVEX: the opcode map comes from the prefix
 		n := map[byte]int{0xc4: 2, 0xc5: 1, 0x62: 3}[op]
 		if i+n >= len(code) {
-			return in, errDecode
+			return in, ErrDecode
 		}
 		m := byte(1)
 		switch op {
@@ -185,7 +205,7 @@ func decodeInsn(code []byte) (insn, error) {
 		i += n
 		b, ok := next()
 		if !ok {
-			return in, errDecode
+			return in, ErrDecode
 		}
 		switch m {
 		case 1:
@@ -198,46 +218,46 @@ func decodeInsn(code []byte) (insn, error) {
 		case 3:
 			flags = opModRM | opImm8
 		default:
-			return in, errDecode
+			return in, ErrDecode
 		}
 	default:
 		flags = oneByte[op]
 	}
 	if flags&opBad != 0 {
-		return in, errDecode
+		return in, ErrDecode
 	}
 
 	if flags&opModRM != 0 {
 		modrm, ok := next()
 		if !ok {
-			return in, errDecode
+			return in, ErrDecode
 		}
 		mod, reg, rm := modrm>>6, (modrm>>3)&7, modrm&7
 		if mod != 3 {
 			if rm == 4 {
 				sib, ok := next()
 				if !ok {
-					return in, errDecode
+					return in, ErrDecode
 				}
 				if mod == 0 && sib&7 == 5 {
-					in.dispSize = 4
+					in.DispSize = 4
 				}
 			}
 			switch {
 			case mod == 0 && rm == 5:
-				in.dispSize = 4 // RIP-relative
+				in.DispSize = 4 // RIP-relative
 			case mod == 1:
-				in.dispSize = 1
+				in.DispSize = 1
 			case mod == 2:
-				in.dispSize = 4
+				in.DispSize = 4
 			}
 		}
 		if flags&opGrp3 != 0 && reg > 1 {
 			flags &^= opImm8 | opImmZ
 		}
-		if in.dispSize > 0 {
-			in.dispOff = i
-			i += in.dispSize
+		if in.DispSize > 0 {
+			in.DispOff = i
+			i += in.DispSize
 		}
 	}
 
@@ -247,34 +267,38 @@ func decodeInsn(code []byte) (insn, error) {
 	}
 	switch {
 	case flags&opImm8 != 0:
-		in.immSize = 1
+		in.ImmSize = 1
 	case flags&opImm16 != 0:
-		in.immSize = 2
+		in.ImmSize = 2
 	case flags&opImmZ != 0:
-		in.immSize = z
+		in.ImmSize = z
 	case flags&opRel32 != 0:
-		in.immSize = 4
+		in.ImmSize = 4
+		in.Branch = Jump
+		if op == 0xe8 {
+			in.Branch = Call
+		}
 	case flags&opImmV != 0:
-		in.immSize = z
+		in.ImmSize = z
 		if rexW {
-			in.immSize = 8
+			in.ImmSize = 8
 		}
 	case flags&opMoffs != 0:
-		in.immSize = 8
+		in.ImmSize = 8
 		if addr32 {
-			in.immSize = 4
+			in.ImmSize = 4
 		}
 	case flags&opEnter != 0:
-		in.immSize = 3
+		in.ImmSize = 3
 	}
-	if in.immSize > 0 {
-		in.immOff = i
-		i += in.immSize
+	if in.ImmSize > 0 {
+		in.ImmOff = i
+		i += in.ImmSize
 	}
 	if i > len(code) || i > 15 {
-		return in, errDecode
+		return in, ErrDecode
 	}
-	in.length = i
+	in.Len = i
 	return in, nil
 }
 
@@ -286,24 +310,24 @@ func isLegacyPrefix(b byte) bool {
 	return false
 }
 
-// fieldEnds decodes a function's code from its start and returns, for
+// FieldEnds decodes a function's code from its start and returns, for
 // every 32- or 64-bit displacement or immediate field, where its
 // instruction ends.
-func fieldEnds(code []byte) (map[uint64]uint64, error) {
+func FieldEnds(code []byte) (map[uint64]uint64, error) {
 	ends := map[uint64]uint64{}
 	for off := 0; off < len(code); {
-		in, err := decodeInsn(code[off:])
+		in, err := Decode(code[off:])
 		if err != nil {
 			return nil, err
 		}
-		end := uint64(off + in.length)
-		if in.dispSize == 4 {
-			ends[uint64(off+in.dispOff)] = end
+		end := uint64(off + in.Len)
+		if in.DispSize == 4 {
+			ends[uint64(off+in.DispOff)] = end
 		}
-		if in.immSize >= 4 {
-			ends[uint64(off+in.immOff)] = end
+		if in.ImmSize >= 4 {
+			ends[uint64(off+in.ImmOff)] = end
 		}
-		off += in.length
+		off += in.Len
 	}
 	return ends, nil
 }
