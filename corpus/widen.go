@@ -57,13 +57,13 @@ func MissingNames(reason string) []string {
 // fix of a stable update may build on another change of the same update
 // (a helper it adds, a member, a renamed function). A unit that does not
 // build alone is measured again together with:
-//   - the units with a hunk in one of its own files whose lines name a
-//     missing identifier: the rest of the same fix, split off by the
+//   - the units with a hunk anywhere that declares or defines a missing
+//     identifier: a helper, member or type another change adds;
+//   - failing those, the units with a hunk in one of its own files whose
+//     lines name it: the rest of the same fix, split off by the
 //     attribution (a function removed by one hunk and still called in a
 //     hunk of the same file given to another change), or a local
-//     declaration another hunk adds;
-//   - the units with a hunk anywhere that declares or defines it: a
-//     helper, member or type another change adds.
+//     declaration another hunk adds.
 //
 // The whole of each such unit comes along, not just the hunk, as a hot
 // update carrying both fixes would. Each of those units is still
@@ -89,29 +89,28 @@ func (u Unit) Widen(missing []string) (Unit, []string) {
 		}
 		with = append(with, gi)
 	}
-	for fi := range g.files {
-		f := &g.files[fi]
-		for hi := range f.Hunks {
-			r := hunkRef{fi, hi}
-			if own[r] {
-				continue
-			}
-			var changed []string
-			for _, name := range missing {
-				if _, ok := g.decls[r].names[name]; ok {
-					add(r)
-					break
-				}
-				if fileIn[fi] {
-					if changed == nil {
-						changed = f.Hunks[hi].Changed()
-					}
-					if containsIdent(changed, name) {
-						add(r)
-						break
-					}
+	// For each name, the units that declare or define it; failing those,
+	// the units whose hunks in the unit's files name it.
+	for _, name := range missing {
+		var defs, mentions []hunkRef
+		for fi := range g.files {
+			f := &g.files[fi]
+			for hi := range f.Hunks {
+				r := hunkRef{fi, hi}
+				switch {
+				case own[r]:
+				case hasName(g.decls[r], name):
+					defs = append(defs, r)
+				case fileIn[fi] && containsIdent(f.Hunks[hi].Changed(), name):
+					mentions = append(mentions, r)
 				}
 			}
+		}
+		if len(defs) == 0 {
+			defs = mentions
+		}
+		for _, r := range defs {
+			add(r)
 		}
 	}
 	if len(with) == 0 || len(with) > MaxWith {
@@ -131,4 +130,9 @@ func (u Unit) Widen(missing []string) (Unit, []string) {
 	w.Took, w.g, w.refs = u.Took, g, refs
 	w.With = append(slices.Clone(u.With), ids...)
 	return w, ids
+}
+
+func hasName(d hunkDecls, name string) bool {
+	_, ok := d.names[name]
+	return ok
 }
