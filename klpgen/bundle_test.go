@@ -25,7 +25,7 @@ const (
 // bundleParts generates the two parts of the bundle: ibmod's (part 0,
 // built with the .modinfo entries info) and coremod's (part 1, which
 // replaces nothing and only adds put_thing).
-func bundleParts(t *testing.T, info ...string) (ib *Output, ibErr error, core *Output) {
+func bundleParts(t *testing.T, info ...string) (ib, core *Output, ibErr error) {
 	t.Helper()
 	syms := symbolsFor(t, nil)
 	corePost := compileC(t, coreAfter)
@@ -48,7 +48,7 @@ func bundleParts(t *testing.T, info ...string) (ib *Output, ibErr error, core *O
 	ib, ibErr = Generate(compileC(t, ibAfter), []string{"target"}, nil, syms,
 		Options{ModuleName: "lp_test", Module: "ibmod", ModuleSymbols: symbolsOfModule(t, ibBefore+modinfo(info...)),
 			Dependencies: deps, Bundle: adds})
-	return ib, ibErr, core
+	return ib, core, ibErr
 }
 
 // TestGenerateBindsACallToAFunctionAnotherPartAdds: ibmod depends on
@@ -58,7 +58,7 @@ func bundleParts(t *testing.T, info ...string) (ib *Output, ibErr error, core *O
 // klp_object with no function to replace, which is what makes the
 // kernel resolve the copy's .klp.sym.coremod.core_count.
 func TestGenerateBindsACallToAFunctionAnotherPartAdds(t *testing.T) {
-	ib, err, core := bundleParts(t, "depends=coremod")
+	ib, core, err := bundleParts(t, "depends=coremod")
 	if err != nil {
 		t.Fatalf("ibmod's part: %v", err)
 	}
@@ -122,7 +122,7 @@ func TestGenerateBindsACallToAFunctionAnotherPartAdds(t *testing.T) {
 // is not, and put_thing's copy would use a core_count never resolved:
 // refused, saying which module must be loaded first.
 func TestGenerateRefusesAFunctionOfAModuleNotDependedOn(t *testing.T) {
-	_, err, _ := bundleParts(t, "depends=")
+	_, _, err := bundleParts(t, "depends=")
 	var be *BundleDependencyError
 	if !errors.As(err, &be) || be.Name != "put_thing" || be.Function != "target" || be.Object != "ibmod" || be.Adder != "coremod" {
 		t.Fatalf("err = %v, want a BundleDependencyError for put_thing of coremod called from ibmod", err)
