@@ -164,6 +164,29 @@
 // ([Symbols.GlobalPosition]: a module's kallsyms keep its symbol table's
 // order).
 //
+// # Parts of a bundle that use each other's additions
+//
+// A patch to several files makes one part per file (Combine). A global
+// function or variable one part adds (BundleAdds; the running kernel
+// has none) may be called from another part's new code: mlx4_ib's
+// patched mlx4_ib_qp_event calls mlx4_put_qp, which the same patch adds
+// to mlx4_core. Options.Bundle lists every part's additions; a reference
+// to one of them (an undefined global of the referring part) is bound,
+// before anything else is searched, to the adding part's copy, whose
+// symbol (BundleSymbol.Symbol) the adding part makes global, so that ld
+// links the two parts' objects inside the livepatch module. The copy's
+// own references into its module are livepatch relocations of that
+// module, which the kernel applies only when that module loads and only
+// for a klp_object of the patch: a part that only adds gets a
+// klp_object with an empty klp_func table (stub), and the binding is
+// allowed only when the adding object is loaded whenever the referring
+// code can run: the same object, vmlinux, or a module the referring
+// module depends on, transitively. Otherwise it is a
+// *BundleDependencyError. The new function's export entry
+// (___ksymtab+NAME) is not copied: the section is ordinary (classify),
+// and a livepatch module exports nothing, so only the bundle's own code
+// calls the function.
+//
 // # What the kernel requires (Linux 6.1)
 //
 // kernel/livepatch/core.c scans livepatch symbol names with

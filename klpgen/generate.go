@@ -87,6 +87,18 @@ type Options struct {
 	// Function; part N > 0 as patchN.o, its copies named __klp_newN_ and
 	// __klp_addN_, so that two units' functions of one name do not clash.
 	Part int
+	// Bundle are the global functions and new variables that the parts
+	// of the bundle add (BundleAdds of each part). A reference of this
+	// part's new code to a global name another part adds is bound to
+	// that part's copy in the livepatch module: always when the other
+	// part patches the same object or vmlinux, and when this part
+	// patches a module that depends on the other part's module,
+	// directly or not; otherwise it is refused with a
+	// *BundleDependencyError. This part's own entries get global
+	// symbols (BundleSymbol.Symbol), and its variables among them are
+	// copied whether its own code uses them or not; a part whose own
+	// entries other parts use may replace no function.
+	Bundle []BundleSymbol
 }
 
 // objectFile is the file name of a part's object.
@@ -130,6 +142,10 @@ type Output struct {
 	Exports []string
 	// Namespaces are the symbol namespaces the stub imports, sorted.
 	Namespaces []string
+	// BundleRefs are the functions and variables of other parts of the
+	// bundle (Options.Bundle) that the new code is bound to, sorted by
+	// part and name.
+	BundleRefs []BundleSymbol
 	// Warnings are things the caller should know but that do not stop
 	// the generation.
 	Warnings []string
@@ -195,6 +211,11 @@ func (o *Options) check() error {
 		}
 	} else if len(o.Dependencies) > 0 {
 		return invalid("dependencies given for vmlinux")
+	}
+	for _, b := range o.Bundle {
+		if b.Part < 0 || b.Name == "" || len(b.Name) > maxSymbolName || (b.Object != "vmlinux" && !moduleNameRE.MatchString(b.Object)) {
+			return invalid("bundle symbol %+v", b)
+		}
 	}
 	return nil
 }
@@ -280,31 +301,32 @@ type function struct {
 
 // generator holds the state of one Generate call.
 type generator struct {
-	data      []byte
-	f         *elf.File
-	st        *symtab
-	syms      *Symbols
-	opts      Options
-	tables    map[int]bool  // entry tables copied entry by entry (tables.go)
-	unitNames []string      // the unit's own functions and variables, for positions
-	relaOf    map[int]int   // section -> its SHT_RELA section
-	objSyms   map[int][]int // section -> its function and object symbols
-	funcs     []*function
-	funcBySym map[int]*function
-	owner     map[int]*function // copied code section -> its function
-	w         objWriter
-	copies    map[int]*outSection // section of the patched object -> its copy
-	onces     map[int]*outSection // once flag (symbol index) -> the module's own copy
-	queue     []copyJob
-	externs   map[string]*outSym
-	klps      map[KLPSymbol]*outSym
-	ends      map[int]map[uint64]uint64 // code section -> decoded field ends (fieldEnds)
-	dyndbg    *outSection               // copied dynamic debug descriptors (dyndbg.go)
-	descs     map[int]uint64            // descriptor symbol -> its offset in dyndbg
-	descSize  uint64
-	alts      map[int]*altCopy // alternative code section -> its copied parts (alternatives.go)
-	auxStarts map[int][]uint64 // .altinstr_aux -> where its pieces begin
-	warnings  []string
+	data       []byte
+	f          *elf.File
+	st         *symtab
+	syms       *Symbols
+	opts       Options
+	tables     map[int]bool  // entry tables copied entry by entry (tables.go)
+	unitNames  []string      // the unit's own functions and variables, for positions
+	relaOf     map[int]int   // section -> its SHT_RELA section
+	objSyms    map[int][]int // section -> its function and object symbols
+	funcs      []*function
+	funcBySym  map[int]*function
+	owner      map[int]*function // copied code section -> its function
+	w          objWriter
+	copies     map[int]*outSection // section of the patched object -> its copy
+	onces      map[int]*outSection // once flag (symbol index) -> the module's own copy
+	queue      []copyJob
+	externs    map[string]*outSym
+	klps       map[KLPSymbol]*outSym
+	ends       map[int]map[uint64]uint64 // code section -> decoded field ends (fieldEnds)
+	dyndbg     *outSection               // copied dynamic debug descriptors (dyndbg.go)
+	descs      map[int]uint64            // descriptor symbol -> its offset in dyndbg
+	descSize   uint64
+	alts       map[int]*altCopy         // alternative code section -> its copied parts (alternatives.go)
+	bundleRefs map[BundleSymbol]*outSym // other parts' copies the new code is bound to (bundle.go)
+	auxStarts  map[int][]uint64         // .altinstr_aux -> where its pieces begin
+	warnings   []string
 }
 
 type copyJob struct {
@@ -330,7 +352,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 	if syms == nil {
 		return nil, fmt.Errorf("klpgen: generate: %w: no symbols", ErrInvalidArgument)
 	}
-	if len(changed) == 0 {
+	if len(changed) == 0 && (len(added) == 0 || len(opts.shared()) == 0) {
 		return nil, fmt.Errorf("klpgen: generate: %w: no function to replace", ErrInvalidArgument)
 	}
 	f, err := openELF(post)
@@ -347,7 +369,7 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 		funcBySym: map[int]*function{}, owner: map[int]*function{},
 		copies: map[int]*outSection{}, onces: map[int]*outSection{}, externs: map[string]*outSym{}, klps: map[KLPSymbol]*outSym{},
 		ends: map[int]map[uint64]uint64{}, descs: map[int]uint64{},
-		alts: map[int]*altCopy{}, auxStarts: map[int][]uint64{},
+		alts: map[int]*altCopy{}, auxStarts: map[int][]uint64{}, bundleRefs: map[BundleSymbol]*outSym{},
 	}
 	changed, added = withoutColdParts(changed), withoutColdParts(added, changed...)
 	if err := g.run(changed, added); err != nil {
@@ -361,6 +383,9 @@ func (g *generator) run(changed, added []string) error {
 		return err
 	}
 	if err := g.findFunctions(changed, added); err != nil {
+		return err
+	}
+	if err := g.copySharedData(); err != nil {
 		return err
 	}
 	for len(g.queue) > 0 {
@@ -384,6 +409,7 @@ func (g *generator) run(changed, added []string) error {
 			return err
 		}
 	}
+	g.nameSharedData()
 	if err := g.checkReferences(); err != nil {
 		return err
 	}
@@ -480,6 +506,9 @@ func (g *generator) findFunctions(changed, added []string) error {
 		bind := elf.STB_GLOBAL
 		if fn.added {
 			prefix, bind = "__klp_add"+part+"_", elf.STB_LOCAL
+			if g.isShared(fn.name, false) {
+				bind = elf.STB_GLOBAL // other parts call it (bundle.go)
+			}
 		}
 		main := g.st.syms[fn.sym]
 		for k, sec := range fn.parts {
@@ -890,6 +919,14 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 		}
 		return out.sym, addend + int64(s.value), nil
 	}
+	// A global that another part of the bundle adds: its copy in the
+	// livepatch module, the only one (the running kernel has none), when
+	// its object is loaded whenever this code runs.
+	if !s.defined() && s.bind() != elf.STB_LOCAL {
+		if out, add, ok, err := g.bundleSymbol(owner, s.name, addend); ok {
+			return out, add, err
+		}
+	}
 	// The module's own symbols first: a static of the patched unit, or
 	// a global of another unit of the module. Never linked by name, so
 	// that the livepatch module does not depend on the module it patches.
@@ -1275,6 +1312,7 @@ func (g *generator) output(opts Options) (*Output, error) {
 	for k := range g.klps {
 		out.KLPSymbols = append(out.KLPSymbols, k)
 	}
+	out.BundleRefs = slices.SortedFunc(maps.Keys(g.bundleRefs), compareBundleSymbols)
 	sort.Slice(out.KLPSymbols, func(i, j int) bool { return out.KLPSymbols[i].String() < out.KLPSymbols[j].String() })
 	ns := map[string]bool{}
 	for name := range g.externs {
@@ -1331,11 +1369,17 @@ func Combine(opts Options, parts []*Output) (*Output, error) {
 		for _, n := range p.Namespaces {
 			ns[n] = true
 		}
+		for _, b := range p.BundleRefs {
+			if !slices.Contains(out.BundleRefs, b) {
+				out.BundleRefs = append(out.BundleRefs, b)
+			}
+		}
 		out.Warnings = append(out.Warnings, p.Warnings...)
 	}
 	out.KLPSymbols = slices.SortedFunc(maps.Keys(klps), func(a, b KLPSymbol) int { return strings.Compare(a.String(), b.String()) })
 	out.Exports = slices.Sorted(maps.Keys(exports))
 	out.Namespaces = slices.Sorted(maps.Keys(ns))
+	slices.SortFunc(out.BundleRefs, compareBundleSymbols)
 	out.Stub = stub(opts, out)
 	out.Kbuild = kbuild(opts, files)
 	return out, nil

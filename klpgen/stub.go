@@ -3,6 +3,7 @@ package klpgen
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,21 +29,24 @@ func stub(opts Options, out *Output) []byte {
 		}
 	}
 	// One klp_func table per patched object, in the order the functions
-	// name them.
+	// name them. An object whose part only adds functions that other
+	// parts call (Options.Bundle) gets an empty table: its klp_object
+	// is what makes the kernel apply the livepatch relocations of that
+	// object's new code when the object loads (kernel/livepatch/core.c
+	// klp_apply_object_relocs runs for the objects of the patch only).
 	var objects []string
 	funcs := map[string][]Function{}
 	for _, fn := range out.Functions {
-		if fn.Added {
-			continue
-		}
 		obj := fn.Object
 		if obj == "" {
 			obj = "vmlinux"
 		}
-		if funcs[obj] == nil {
+		if !slices.Contains(objects, obj) {
 			objects = append(objects, obj)
 		}
-		funcs[obj] = append(funcs[obj], fn)
+		if !fn.Added {
+			funcs[obj] = append(funcs[obj], fn)
+		}
 	}
 	for i, obj := range objects {
 		p("\nstatic struct klp_func splicefleet_funcs%s[] = {\n", tableSuffix(i))

@@ -255,8 +255,12 @@ func groupSections(o *Object, cl class) map[string][]*section {
 
 func (c *comparison) specialSections() {
 	as, bs := groupSections(c.pre, classSpecial), groupSections(c.post, classSpecial)
+	exports := c.addedExports(as, bs)
 	for _, name := range sortedKeys(as, bs) {
 		a, b := as[name], bs[name]
+		if exports[name] != "" || name == kstrtabSection && c.onlyNewExportStrings(a, b) {
+			continue
+		}
 		if t, ok := entryTables[name]; ok {
 			if c.entryTable(name, t, a, b) {
 				continue

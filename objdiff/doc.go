@@ -43,7 +43,10 @@
 //     to it. Paravirt patch sites (.parainstructions) are an entry
 //     table like __bug_table. Every other section (.fixup, exports,
 //     ...) is compared whole, and any difference is refused with a
-//     reason, rather than ignored.
+//     reason, rather than ignored; except the export entry of an added
+//     function (___ksymtab+NAME and its strings in __ksymtab_strings,
+//     exports.go), which no running code knows: it is listed in
+//     [Result.AddedExports], and a patch module leaves it out.
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their

@@ -67,6 +67,12 @@ type Result struct {
 	// code of the running kernel refers to them, so a patch module can
 	// carry their only copy (a new once-flag or ratelimit state).
 	AddedData []Function `json:"added_data"`
+	// AddedExports are added functions that Post also exports
+	// (EXPORT_SYMBOL): their export entries are not refused, since no
+	// unpatched code knows the name, but a livepatch module does not
+	// carry the export itself: only the bundle's own new code can call
+	// them.
+	AddedExports []string `json:"added_exports,omitempty"`
 	// Unsafe are the differences a livepatch cannot carry safely.
 	Unsafe []Problem `json:"unsafe"`
 	// Carried are inlined-function problems that [Result.CarryInlined]

@@ -144,7 +144,8 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 	modSyms := map[string]*klpgen.Symbols{}
 	modDeps := map[string]map[string]*klpgen.Symbols{}
 	mods := &moduleFiles{o: o, release: release}
-	var parts []*klpgen.Output
+	var compared []*comparedPart
+	var bundle []klpgen.BundleSymbol
 	for i, u := range units.List {
 		part := opts
 		part.Part = i
@@ -177,17 +178,34 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 		if len(u.Headers) > 0 {
 			fmt.Fprintf(e.stderr, "splicefleet: %s reads %s: compiled before and after the patch\n", u.Path, strings.Join(u.Headers, ", "))
 		}
-		out, fns, err := createPart(e, o, u, fps, syms, part)
+		c := &comparedPart{u: u, fps: fps, part: part}
+		if c.post, c.changed, c.added, err = comparePart(e, o, u, fps, &c.part); err != nil {
+			return nil, err
+		}
+		if len(c.changed) == 0 && len(c.added) == 0 && len(c.part.NewData) == 0 {
+			continue // no function of this file changed
+		}
+		// What the part adds that other parts' new code may use: the
+		// new exported helper of one module that the fix of another
+		// calls.
+		adds, err := klpgen.BundleAdds(c.post, c.added, c.part)
 		if err != nil {
 			return nil, err
 		}
-		if out == nil {
-			continue // no function of this file changed
-		}
-		parts = append(parts, out)
-		g.changed = append(g.changed, fns...)
-		g.paths = append(g.paths, u.Path)
+		bundle = append(bundle, adds...)
+		compared = append(compared, c)
 	}
+	parts, err := generateParts(e, o, syms, compared, bundle)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range compared {
+		if parts[i] != nil {
+			g.changed = append(g.changed, c.changed...)
+			g.paths = append(g.paths, c.u.Path)
+		}
+	}
+	parts = slices.DeleteFunc(parts, func(p *klpgen.Output) bool { return p == nil })
 	if len(parts) == 0 {
 		var all []string
 		for _, u := range units.List {
@@ -226,11 +244,22 @@ func (g *generated) describe(e *env) {
 		}
 		fmt.Fprintf(e.stderr, "splicefleet: %s reaches %s of %s%s through a livepatch relocation\n", g.name, s.Name, s.Object, at)
 	}
+	for _, b := range g.out.BundleRefs {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: a new %s of %s that the bundle adds is called from another object's new code: bound to its copy in %s\n",
+			b.Name, kindOf(b), b.Object, g.name)
+	}
 	for _, f := range g.out.Functions {
 		if f.Sympos > 0 {
 			fmt.Fprintf(e.stderr, "splicefleet: %s replaces %s at kallsyms position %d: the name is not unique, and this is the patched unit's\n", g.name, f.Name, f.Sympos)
 		}
 	}
+}
+
+func kindOf(b klpgen.BundleSymbol) string {
+	if b.Data {
+		return "variable"
+	}
+	return "function"
 }
 
 // buildGenerated builds the generated module against the target's
@@ -294,25 +323,64 @@ func readEarlier(e *env, o *createOptions) ([]ksrc.Earlier, error) {
 	return earlier, nil
 }
 
-// createPart compares one compiled file before and after the patch and
-// generates its part of the livepatch module: nil when no function of it
-// changed. It returns the replaced functions.
-func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, syms *klpgen.Symbols, part klpgen.Options) (*klpgen.Output, []string, error) {
-	post, changed, added, err := comparePart(e, o, u, fps, &part)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(changed) == 0 {
-		if len(added) > 0 || len(part.NewData) > 0 {
-			return nil, nil, &refusal{fmt.Errorf("%s: %s adds functions or variables but changes no function that would use them", o.patch, u.Path)}
+// comparedPart is one compiled file compared before and after the
+// patch, with what it changes and adds.
+type comparedPart struct {
+	u              ksrc.Unit
+	fps            []*ksrc.FilePatch
+	part           klpgen.Options
+	post           []byte
+	changed, added []string
+}
+
+// generateParts generates the livepatch module's part of each compared
+// file (nil where it has none), each bound to what the others add
+// (bundle). A file that changes no function but adds one is a part only
+// when the new code of another part uses what it adds (a new helper one
+// module exports and another calls); otherwise it is refused as before.
+func generateParts(e *env, o *createOptions, syms *klpgen.Symbols, compared []*comparedPart, bundle []klpgen.BundleSymbol) ([]*klpgen.Output, error) {
+	parts := make([]*klpgen.Output, len(compared))
+	used := map[klpgen.BundleSymbol]bool{}
+	generate := func(i int) error {
+		c := compared[i]
+		c.part.Bundle = bundle
+		out, err := generatePart(e, o, c.u, c.fps, c.post, c.changed, c.added, syms, c.part)
+		if err != nil {
+			return err
 		}
-		return nil, nil, nil
+		parts[i] = out
+		for _, b := range out.BundleRefs {
+			used[b] = true
+		}
+		return nil
 	}
-	out, err := generatePart(e, o, u, fps, post, changed, added, syms, part)
-	if err != nil {
-		return nil, nil, err
+	for i, c := range compared {
+		if len(c.changed) > 0 {
+			if err := generate(i); err != nil {
+				return nil, err
+			}
+		}
 	}
-	return out, changed, nil
+	// Parts that only add, as long as another part's code uses them.
+	for more := true; more; {
+		more = false
+		for i, c := range compared {
+			if parts[i] != nil || !slices.ContainsFunc(bundle, func(b klpgen.BundleSymbol) bool { return b.Part == c.part.Part && used[b] }) {
+				continue
+			}
+			if err := generate(i); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(e.stderr, "splicefleet: %s changes no function, but adds what the new code of other files calls: its part of the bundle only carries it\n", c.u.Path)
+			more = true
+		}
+	}
+	for i, c := range compared {
+		if parts[i] == nil {
+			return nil, &refusal{fmt.Errorf("%s: %s adds functions or variables but changes no function that would use them", o.patch, c.u.Path)}
+		}
+	}
+	return parts, nil
 }
 
 // comparePart compares one compiled file before and after the patch,
@@ -365,6 +433,9 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 	for _, f := range diff.Added {
 		added = append(added, f.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s added\n", u.Path, f.Name)
+	}
+	for _, name := range diff.AddedExports {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is exported by the patch: the bundle does not carry the export (a livepatch module exports nothing to other modules); only the bundle's own new code calls it\n", u.Path, name)
 	}
 	for _, v := range diff.AddedData {
 		part.NewData = append(part.NewData, v.Name)
@@ -420,9 +491,14 @@ func generatePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, 
 	}
 	if err != nil {
 		var de *klpgen.DependencyError
-		if errors.As(err, &de) {
+		var be *klpgen.BundleDependencyError
+		switch {
+		case errors.As(err, &de):
 			fmt.Fprintf(e.stderr, "splicefleet: refused: symbol %s (%s): exported by module %s, which %s cannot reach: %s\n",
 				de.Name, hunkOfAny(fps, de.Name), de.Exporter, de.Module, de.Reason)
+		case errors.As(err, &be):
+			fmt.Fprintf(e.stderr, "splicefleet: refused: symbol %s (%s): added by the bundle to %s, which the new code of %s cannot use: %s\n",
+				be.Name, hunkOfAny(fps, be.Name), be.Adder, be.Object, be.Reason)
 		}
 		return nil, &refusal{fmt.Errorf("%s: %s: %w", o.patch, u.Path, err)}
 	}

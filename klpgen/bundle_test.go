@@ -1,0 +1,158 @@
+package klpgen
+
+import (
+	"debug/elf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The shape of mlx4 in Debian's 6.1.190 update: the patch adds put_thing
+// to module coremod (mlx4_core's mlx4_put_qp), whose code uses coremod's
+// own static core_count, and changes target of module ibmod (mlx4_ib's
+// mlx4_ib_qp_event) to call it.
+const (
+	coreBefore = "static int core_count;\nint core_get(void) { return core_count++; }\n"
+	coreAfter  = coreBefore + "int put_thing(int x) { core_count -= x; return core_count; }\n"
+	ibBefore   = "int target(int x) { return x + 1; }\n"
+	ibAfter    = "extern int put_thing(int);\nint target(int x) { return put_thing(x) + 1; }\n"
+)
+
+// bundleParts generates the two parts of the bundle: ibmod's (part 0,
+// built with the .modinfo entries info) and coremod's (part 1, which
+// replaces nothing and only adds put_thing).
+func bundleParts(t *testing.T, info ...string) (ib, core *Output, ibErr error) {
+	t.Helper()
+	syms := symbolsFor(t, nil)
+	corePost := compileC(t, coreAfter)
+	coreOpts := Options{ModuleName: "lp_test", Part: 1, Module: "coremod", ModuleSymbols: symbolsOfModule(t, coreBefore)}
+	adds, err := BundleAdds(corePost, []string{"put_thing"}, coreOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []BundleSymbol{{Name: "put_thing", Object: "coremod", Part: 1}}; !slices.Equal(adds, want) {
+		t.Fatalf("BundleAdds = %+v, want %+v", adds, want)
+	}
+	coreOpts.Bundle = adds
+	if core, err = Generate(corePost, nil, []string{"put_thing"}, syms, coreOpts); err != nil {
+		t.Fatalf("coremod's part: %v", err)
+	}
+	deps := map[string]*Symbols{}
+	if slices.Contains(info, "depends=coremod") {
+		deps["coremod"] = symbolsOfModule(t, coreBefore)
+	}
+	ib, ibErr = Generate(compileC(t, ibAfter), []string{"target"}, nil, syms,
+		Options{ModuleName: "lp_test", Module: "ibmod", ModuleSymbols: symbolsOfModule(t, ibBefore+modinfo(info...)),
+			Dependencies: deps, Bundle: adds})
+	return ib, core, ibErr
+}
+
+// TestGenerateBindsACallToAFunctionAnotherPartAdds: ibmod depends on
+// coremod, so coremod is loaded (and its livepatch relocations applied
+// to put_thing's copy) whenever ibmod's new code runs: the call is bound
+// to part 1's copy, linked within the livepatch module. coremod gets a
+// klp_object with no function to replace, which is what makes the
+// kernel resolve the copy's .klp.sym.coremod.core_count.
+func TestGenerateBindsACallToAFunctionAnotherPartAdds(t *testing.T) {
+	ib, core, err := bundleParts(t, "depends=coremod")
+	if err != nil {
+		t.Fatalf("ibmod's part: %v", err)
+	}
+	if want := []BundleSymbol{{Name: "put_thing", Object: "coremod", Part: 1}}; !slices.Equal(ib.BundleRefs, want) {
+		t.Errorf("BundleRefs = %+v, want %+v", ib.BundleRefs, want)
+	}
+	if len(ib.Exports) != 0 || len(ib.KLPSymbols) != 0 {
+		t.Errorf("put_thing reached outside the module: exports %v, livepatch symbols %v", ib.Exports, ib.KLPSymbols)
+	}
+	out, err := Combine(Options{ModuleName: "lp_test"}, []*Output{ib, core})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stub := string(out.Stub)
+	for _, w := range []string{`.name = "ibmod"`, `.name = "coremod"`, ".new_func = __klp_new_target,",
+		"static struct klp_func splicefleet_funcs_1[] = {\n\t{}\n};"} {
+		if !strings.Contains(stub, w) {
+			t.Errorf("stub lacks %q:\n%s", w, stub)
+		}
+	}
+	if strings.Contains(stub, "put_thing,") {
+		t.Errorf("the stub replaces put_thing:\n%s", stub)
+	}
+	// Linked as kbuild links the parts: the call lands on the copy, and
+	// the copy's use of core_count is a relocation of coremod's.
+	dir := t.TempDir()
+	for name, obj := range out.Parts {
+		if err := os.WriteFile(filepath.Join(dir, name), obj, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("ld", "-r", "-o", "lp_test.ko", "patch.o", "patch1.o")
+	cmd.Dir = dir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ld -r: %v\n%s", err, b)
+	}
+	ko, err := os.ReadFile(filepath.Join(dir, "lp_test.ko"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fin, err := Finalize(ko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := parseELF(t, fin)
+	if s := symbolNamed(t, f, "__klp_add1_put_thing"); s.Section == elf.SHN_UNDEF {
+		t.Errorf("__klp_add1_put_thing is not defined in the linked module: %+v", s)
+	}
+	calls := relocsOf(t, f, ".rela.text.target")
+	if !slices.ContainsFunc(calls, func(r testReloc) bool { return r.Sym == "__klp_add1_put_thing" }) {
+		t.Errorf("target's relocations %v do not call the copy", calls)
+	}
+	uses := relocsOf(t, f, ".klp.rela.coremod..text.put_thing")
+	if !slices.ContainsFunc(uses, func(r testReloc) bool { return r.Sym == ".klp.sym.coremod.core_count,0" }) {
+		t.Errorf("put_thing's livepatch relocations %v do not reach coremod's core_count", uses)
+	}
+}
+
+// TestGenerateRefusesAFunctionOfAModuleNotDependedOn: without depends
+// on coremod, ibmod may be loaded, and its new code run, while coremod
+// is not, and put_thing's copy would use a core_count never resolved:
+// refused, saying which module must be loaded first.
+func TestGenerateRefusesAFunctionOfAModuleNotDependedOn(t *testing.T) {
+	_, _, err := bundleParts(t, "depends=")
+	var be *BundleDependencyError
+	if !errors.As(err, &be) || be.Name != "put_thing" || be.Function != "target" || be.Object != "ibmod" || be.Adder != "coremod" {
+		t.Fatalf("err = %v, want a BundleDependencyError for put_thing of coremod called from ibmod", err)
+	}
+	if !strings.Contains(err.Error(), "ibmod does not depend on coremod") || !strings.Contains(err.Error(), "coremod must be loaded before ibmod") {
+		t.Errorf("the refusal does not say why: %v", err)
+	}
+}
+
+// TestGenerateRefusesVmlinuxCallingAModulesNewFunction: vmlinux's code
+// runs whether coremod is loaded or not.
+func TestGenerateRefusesVmlinuxCallingAModulesNewFunction(t *testing.T) {
+	_, err := Generate(compileC(t, ibAfter), []string{"target"}, nil, symbolsFor(t, nil, "target"),
+		Options{ModuleName: "lp_test", Bundle: []BundleSymbol{{Name: "put_thing", Object: "coremod", Part: 1}}})
+	var be *BundleDependencyError
+	if !errors.As(err, &be) || be.Object != "vmlinux" || be.Adder != "coremod" || !strings.Contains(err.Error(), "whether or not coremod is loaded") {
+		t.Fatalf("err = %v, want vmlinux's call refused", err)
+	}
+}
+
+// TestGenerateBindsAModulesCallToVmlinuxsNewFunction: a function the
+// bundle adds to vmlinux is there for every module.
+func TestGenerateBindsAModulesCallToVmlinuxsNewFunction(t *testing.T) {
+	out, err := Generate(compileC(t, ibAfter), []string{"target"}, nil, symbolsFor(t, nil),
+		Options{ModuleName: "lp_test", Module: "ibmod", ModuleSymbols: symbolsOfModule(t, ibBefore),
+			Bundle: []BundleSymbol{{Name: "put_thing", Object: "vmlinux", Part: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []BundleSymbol{{Name: "put_thing", Object: "vmlinux", Part: 1}}; !slices.Equal(out.BundleRefs, want) {
+		t.Errorf("BundleRefs = %+v, want %+v", out.BundleRefs, want)
+	}
+}
