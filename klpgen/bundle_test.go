@@ -72,6 +72,10 @@ func TestGenerateBindsACallToAFunctionAnotherPartAdds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// put_thing is unreached in coremod's part alone, not in the bundle.
+	if want := []BundleSymbol{{Name: "put_thing", Object: "coremod", Part: 1}}; !slices.Equal(core.Unreached, want) || len(out.Unreached) != 0 {
+		t.Errorf("Unreached: coremod's part %+v (want %+v), the bundle %+v (want none)", core.Unreached, want, out.Unreached)
+	}
 	stub := string(out.Stub)
 	for _, w := range []string{`.name = "ibmod"`, `.name = "coremod"`, ".new_func = __klp_new_target,",
 		"static struct klp_func splicefleet_funcs_1[] = {\n\t{}\n};"} {

@@ -149,6 +149,11 @@ type Output struct {
 	// Warnings are things the caller should know but that do not stop
 	// the generation.
 	Warnings []string
+	// Unreached are the added functions that nothing the module carries
+	// calls or takes the address of (Combine: nothing of any part), by
+	// name and object. Code that uses them is not in the patch: init
+	// code, or another change. The module carries them all the same.
+	Unreached []BundleSymbol
 }
 
 // Files returns the module source folder, file name to contents: the
@@ -297,6 +302,7 @@ type function struct {
 	sympos uint64
 	size   uint64
 	fentry bool // its main section calls __fentry__ at the entry
+	used   bool // other copied code refers to it (an added function)
 }
 
 // generator holds the state of one Generate call.
@@ -688,6 +694,7 @@ func (g *generator) relocate(job copyJob) error {
 		if err != nil {
 			return err
 		}
+		g.markUse(job.owner, sym)
 		if job.owner != nil && job.src == job.owner.parts[0] && (r.off == 1 || r.off == 5) &&
 			g.st.syms[r.sym].name == "__fentry__" && g.st.syms[r.sym].shndx == uint16(elf.SHN_UNDEF) {
 			job.owner.fentry = true
@@ -1300,9 +1307,25 @@ func (g *generator) checkTraceable() error {
 }
 
 // output assembles the Output.
+// markUse notes that code or data copied for owner refers to sym: an
+// added function's copy, other than owner's own, is used.
+func (g *generator) markUse(owner *function, sym *outSym) {
+	for _, fn := range g.funcs {
+		if !fn.added || fn == owner || fn.used {
+			continue
+		}
+		if sym == fn.out || slices.ContainsFunc(fn.parts, func(sec int) bool { c := g.copies[sec]; return c != nil && c.sym == sym }) {
+			fn.used = true
+		}
+	}
+}
+
 func (g *generator) output(opts Options) (*Output, error) {
 	out := &Output{MakeArgs: slices.Clone(MakeArgs), Warnings: g.warnings}
 	for _, fn := range g.funcs {
+		if fn.added && !fn.used {
+			out.Unreached = append(out.Unreached, BundleSymbol{Name: fn.name, Object: opts.target(), Part: opts.Part})
+		}
 		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added, Sympos: fn.sympos, Size: fn.size, Object: opts.target()}
 		for _, sec := range fn.parts {
 			f.Sections = append(f.Sections, g.f.Sections[sec].Name)
@@ -1375,6 +1398,19 @@ func Combine(opts Options, parts []*Output) (*Output, error) {
 			}
 		}
 		out.Warnings = append(out.Warnings, p.Warnings...)
+	}
+	// What one part adds and no code of its own uses, another part's new
+	// code may call.
+	for _, p := range parts {
+		for _, u := range p.Unreached {
+			used := false
+			for _, q := range parts {
+				used = used || slices.ContainsFunc(q.BundleRefs, func(b BundleSymbol) bool { return b.Name == u.Name && b.Object == u.Object })
+			}
+			if !used {
+				out.Unreached = append(out.Unreached, u)
+			}
+		}
 	}
 	out.KLPSymbols = slices.SortedFunc(maps.Keys(klps), func(a, b KLPSymbol) int { return strings.Compare(a.String(), b.String()) })
 	out.Exports = slices.Sorted(maps.Keys(exports))

@@ -432,6 +432,24 @@ int first(int x) { return second(x) + fresh(x); }
 	}
 }
 
+// TestGenerateUnreachedAddedFunction: an added function nothing the
+// module carries calls is listed as unreached (its caller is not in the
+// patch); one a replaced function calls is not.
+func TestGenerateUnreachedAddedFunction(t *testing.T) {
+	src := `
+extern void sink(int);
+static int __attribute__((noinline, used)) fresh(int x) { sink(x); return x + 41; }
+int __attribute__((noinline)) orphan(int x) { sink(x); return fresh(x) - 1; }
+int first(int x) { sink(x); return x + 2; }
+`
+	syms := symbolsFor(t, []string{"sink"}, "first")
+	out, _ := generateUnit(t, src, []string{"first"}, []string{"fresh", "orphan"}, syms)
+	want := []BundleSymbol{{Name: "orphan", Object: "vmlinux"}}
+	if d := cmp.Diff(want, out.Unreached); d != "" {
+		t.Errorf("Unreached (-want +got):\n%s", d)
+	}
+}
+
 // TestGenerateSectionWithSeveralObjects: a relocation against a section
 // holding several variables (gas writes ".data.shared-5" for a static
 // one) goes to the variable the instruction really addresses, whatever

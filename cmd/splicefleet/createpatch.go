@@ -232,6 +232,9 @@ func (g *generated) describe(e *env) {
 	for _, w := range g.out.Warnings {
 		fmt.Fprintf(e.stderr, "splicefleet: warning: %s\n", w)
 	}
+	for _, u := range g.out.Unreached {
+		fmt.Fprintf(e.stderr, "splicefleet: warning: function %s of %s is added by the patch, but nothing the bundle carries calls it or takes its address: what uses it is not in the patch (init code, or another change)\n", u.Name, u.Object)
+	}
 	for _, s := range g.out.KLPSymbols {
 		at := ""
 		switch {
