@@ -40,7 +40,11 @@
 //     defines the helper or member it uses. Whole units come along, at
 //     most MaxWith, for at most MaxWidenRounds rounds; Record.With names
 //     them, and the summary counts the units that passed only together.
-//     Each of those units is measured by itself as well.
+//     Each of those units is measured by itself as well. Likewise a unit
+//     whose bundle adds a function nothing it carries uses (create
+//     warns; Record.Unreached) is measured again together with the
+//     units whose added lines call it (Unit.WidenUsers): a helper whose
+//     caller, in init code say, went to another unit is half a fix.
 //   - IndexDebugInfo says which source files the target configuration
 //     built, and into what (vmlinux or a module), from the compilation
 //     units and line tables of the kernel's and the modules' DWARF debug

@@ -48,6 +48,9 @@ type Record struct {
 	// together with, because it did not build without them (Unit.Widen);
 	// Files and Objects are then those of all of them.
 	With []string `json:"with,omitempty"`
+	// Unreached are the functions the unit's bundle adds that nothing it
+	// carries uses (create's warning; see Unit.WidenUsers).
+	Unreached []string `json:"unreached,omitempty"`
 	// Objects are what the configuration builds the unit's files into
 	// ("vmlinux" first, then module names), at most MaxObjects of them
 	// (a header is in hundreds); ObjectCount is how many there are. Empty
@@ -352,14 +355,23 @@ func measureWidening(ctx context.Context, u Unit, r Record, built Built, check C
 	}
 	spent := r.CreateSeconds
 	for range MaxWidenRounds {
-		if c := ReasonClass(r.Reason); r.Outcome != Refused || c != classNeedsOther && c != classMissingSymbol {
-			break
+		var (
+			w    Unit
+			with []string
+			why  string
+		)
+		switch c := ReasonClass(r.Reason); {
+		case r.Outcome == Refused && (c == classNeedsOther || c == classMissingSymbol):
+			w, with = u.Widen(MissingNames(r.Reason))
+			why = firstLine(r.Reason)
+		case r.Created() && len(r.Unreached) > 0:
+			w, with = u.WidenUsers(r.Unreached)
+			why = "nothing in its bundle uses " + strings.Join(r.Unreached, ", ")
 		}
-		w, with := u.Widen(MissingNames(r.Reason))
 		if len(with) == 0 {
 			break
 		}
-		fmt.Fprintf(log, "corpus: %s: %s; again together with %s\n", u.ID, firstLine(r.Reason), strings.Join(with, ", "))
+		fmt.Fprintf(log, "corpus: %s: %s; again together with %s\n", u.ID, why, strings.Join(with, ", "))
 		u = w
 		objs := built.Objects(u.Files)
 		r = base

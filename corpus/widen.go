@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // MaxWith bounds the other units Widen puts together with one. A unit
@@ -70,6 +71,20 @@ func MissingNames(reason string) []string {
 // measured by itself too; the record says which units it was measured
 // with (Record.With).
 func (u Unit) Widen(missing []string) (Unit, []string) {
+	return u.widen(missing, false)
+}
+
+// WidenUsers returns u put together with the other units of its update
+// whose added lines use what u adds and nothing of u's bundle uses
+// (create's warning of an unreached added function), and their ids;
+// none when no unit does, or more than MaxWith would. A fix that adds a
+// helper and calls it from code a change grouped elsewhere (init code,
+// say) is incomplete without that call: upstream, it came with it.
+func (u Unit) WidenUsers(unreached []string) (Unit, []string) {
+	return u.widen(unreached, true)
+}
+
+func (u Unit) widen(missing []string, users bool) (Unit, []string) {
 	if u.g == nil || len(missing) == 0 {
 		return u, nil
 	}
@@ -99,6 +114,10 @@ func (u Unit) Widen(missing []string) (Unit, []string) {
 				r := hunkRef{fi, hi}
 				switch {
 				case own[r]:
+				case users:
+					if containsIdent(added(&f.Hunks[hi]), name) && !hasName(g.decls[r], name) {
+						defs = append(defs, r)
+					}
 				case hasName(g.decls[r], name):
 					defs = append(defs, r)
 				case fileIn[fi] && containsIdent(f.Hunks[hi].Changed(), name):
@@ -135,4 +154,33 @@ func (u Unit) Widen(missing []string) (Unit, []string) {
 func hasName(d hunkDecls, name string) bool {
 	_, ok := d.names[name]
 	return ok
+}
+
+// added are a hunk's added lines, without their marks.
+func added(h *Hunk) []string {
+	var out []string
+	for _, l := range h.Lines {
+		if strings.HasPrefix(l, "+") {
+			out = append(out, l[1:])
+		}
+	}
+	return out
+}
+
+// unreachedRe reads create's warning of an added function nothing the
+// bundle carries uses.
+var unreachedRe = regexp.MustCompile(`function (\S+) of \S+ is added by the patch, but nothing the bundle carries calls it`)
+
+// UnreachedNames are the functions create's output says the bundle adds
+// and nothing it carries uses; a gcc clone (x.part.0, x.isra.0) is named
+// by its source function.
+func UnreachedNames(out string) []string {
+	var names []string
+	for _, m := range unreachedRe.FindAllStringSubmatch(out, -1) {
+		n, _, _ := strings.Cut(m[1], ".")
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
 }

@@ -139,3 +139,68 @@ func ids(units []Unit) []string {
 	}
 	return out
 }
+
+// testdata/users.diff is the public corpus's change to
+// drivers/infiniband/hw/mlx4: qp.c adds mlx4_ib_qp_event_init, which sets
+// up the workqueue its new event code queues on, and main.c calls it from
+// the module's init. No changelog subject claims the hunks: qp.c and
+// main.c are units of their own, and qp.c's bundle would carry an event
+// path whose workqueue nothing creates.
+func TestWidenUsersBringsTheCaller(t *testing.T) {
+	units := Group(readDiff(t, "testdata/users.diff"), nil, nil)
+	qp := unitByID(units, "f:drivers/infiniband/hw/mlx4/qp.c")
+	if qp == nil {
+		t.Fatalf("units %v: no unit of qp.c", ids(units))
+	}
+	w, with := qp.WidenUsers([]string{"mlx4_ib_qp_event_init"})
+	if !slices.Equal(with, []string{"f:drivers/infiniband/hw/mlx4/main.c"}) {
+		t.Fatalf("WidenUsers(mlx4_ib_qp_event_init) with %v, want main.c's unit", with)
+	}
+	if !strings.Contains(string(w.Patch), "+	err = mlx4_ib_qp_event_init();") {
+		t.Errorf("the widened patch lacks the call in mlx4_ib_init")
+	}
+	// The header that declares it does not count as a user.
+	if _, with := qp.WidenUsers([]string{"no_such_function"}); with != nil {
+		t.Errorf("WidenUsers(no_such_function) with %v", with)
+	}
+}
+
+func TestUnreachedNames(t *testing.T) {
+	out := "splicefleet: warning: function mlx4_ib_qp_event_init of mlx4_ib is added by the patch, but nothing the bundle carries calls it or takes its address: what uses it is not in the patch (init code, or another change)\n" +
+		"splicefleet: warning: function helper.part.0 of vmlinux is added by the patch, but nothing the bundle carries calls it or takes its address: what uses it is not in the patch (init code, or another change)\n" +
+		"splicefleet: wrote x.splice\n"
+	if got := UnreachedNames(out); !slices.Equal(got, []string{"mlx4_ib_qp_event_init", "helper"}) {
+		t.Errorf("UnreachedNames = %v", got)
+	}
+}
+
+// Run measures a unit whose bundle adds a function nothing calls again
+// together with the unit that calls it, and records that outcome.
+func TestRunWidensForUnreached(t *testing.T) {
+	units := Group(readDiff(t, "testdata/users.diff"), nil, nil)
+	qp := *unitByID(units, "f:drivers/infiniband/hw/mlx4/qp.c")
+	built := Built{"drivers/infiniband/hw/mlx4/qp.c": {"mlx4_ib"}, "drivers/infiniband/hw/mlx4/main.c": {"mlx4_ib"}}
+	results := filepath.Join(t.TempDir(), "results.jsonl")
+	checks := 0
+	check := func(_ context.Context, u Unit, r *Record) error {
+		checks++
+		if strings.Contains(string(u.Patch), "mlx4_ib_qp_event_init();") {
+			r.Outcome, r.Reason = Refused, "c: the patch cannot be carried by a livepatch: objdiff: x cannot be livepatched safely: init init_module: init code changed"
+			return nil
+		}
+		r.Outcome, r.Unreached = Passed, []string{"mlx4_ib_qp_event_init"}
+		return nil
+	}
+	s, err := Run(context.Background(), []Unit{qp}, built, results, "6.1.0-53-cloud-amd64", check, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs[qp.ID]
+	if checks != 2 || r.Outcome != Refused || !slices.Equal(r.With, []string{"f:drivers/infiniband/hw/mlx4/main.c"}) || s.Passed != 0 {
+		t.Errorf("%d checks; record %+v: want refused together with main.c's unit, on the second check", checks, r)
+	}
+}

@@ -284,6 +284,7 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 		r.Outcome = corpus.RefusalOutcome(r.Reason)
 		return nil
 	}
+	r.Unreached = corpus.UnreachedNames(out)
 	if _, err := sf(ctx, m.bin, "sign", "--key", filepath.Join(m.work, "corpus.sec.asc"), bundle); err != nil {
 		return err
 	}
