@@ -103,22 +103,44 @@ func definitionAt(h *Hunk, old, name string) (first, last int, ok bool) {
 	return 0, 0, false
 }
 
-// insertionTop says the older file is at top level after the last old
-// line of h, where a piece of h goes.
-func insertionTop(h *Hunk, old string) bool {
+// maxPieceWalk bounds how far past a hunk a piece's place is looked for.
+const maxPieceWalk = 400
+
+// insertionLine is the old line a piece of h goes after: the first place,
+// from the end of h's old lines on, where the older file is at top level
+// between two statements (h's trailing context may open the next
+// function); ok is false when there is none within maxPieceWalk lines or
+// before next, the old line the file's next hunk starts at (0: none).
+func insertionLine(h *Hunk, old string, next int) (int, bool) {
 	if h.OldLines == 0 {
-		return false
+		return 0, false
 	}
+	after := h.OldStart + h.OldLines - 1 // the hunk's last old line
 	s := &scanner{}
-	s.scanOld(old, h.OldStart+h.OldLines)
-	return s.depth == 0 && !s.comment && !s.macro
+	s.scanOld(old, after+1)
+	lines := strings.Split(old, "\n")
+	for n := after; n < len(lines) && n <= after+maxPieceWalk; n++ {
+		if next > 0 && n >= next {
+			return 0, false
+		}
+		if s.depth == 0 && !s.comment && !s.macro && strings.TrimSpace(s.stmt) == "" {
+			return n, true
+		}
+		s.line(lines[n], false) // old line n+1
+	}
+	return 0, false
 }
 
 // piece is the hunk that inserts the definitions of names, in the order
-// h's new side has them, after h's old lines. ok is false when one of
-// them is not a whole definition in h, or the place is not at top level.
-func piece(h *Hunk, old string, names []string) (Hunk, bool) {
-	if old == "" || !insertionTop(h, old) {
+// h's new side has them, at the first top-level place after h's old
+// lines (insertionLine). ok is false when one of them is not a whole
+// definition in h, or there is no such place.
+func piece(h *Hunk, old string, next int, names []string) (Hunk, bool) {
+	if old == "" {
+		return Hunk{}, false
+	}
+	at, ok := insertionLine(h, old, next)
+	if !ok {
 		return Hunk{}, false
 	}
 	lines := newSide(h)
@@ -134,7 +156,6 @@ func piece(h *Hunk, old string, names []string) (Hunk, bool) {
 		}
 	}
 	slices.SortFunc(spans, func(a, b span) int { return a.first - b.first })
-	at := h.OldStart + h.OldLines - 1
 	p := Hunk{OldStart: at, NewStart: at + 1}
 	for _, sp := range spans {
 		p.Lines = append(p.Lines, "+")

@@ -96,28 +96,58 @@ func takenEqual(a, b TakenHunk) bool {
 }
 
 // A piece is only a whole definition, put where the older file is at top
-// level.
+// level, before the file's next hunk.
 func TestPieceRefuses(t *testing.T) {
 	old := "int a(void)\n{\n\treturn 1;\n}\n\nint b(void)\n{\n\tint x = 2;\n\treturn x;\n}\n"
 	whole := &Hunk{OldStart: 1, OldLines: 5, Lines: []string{
 		"-int a(void)", "+int a2(void)", " {", " \treturn 1;", " }", "+", "+static int helper(void)", "+{", "+\treturn 3;", "+}", " ",
 	}}
-	if _, ok := piece(whole, old, []string{"helper"}); !ok {
+	if _, ok := piece(whole, old, 0, []string{"helper"}); !ok {
 		t.Fatal("a whole new function after a hunk ending at top level: no piece")
 	}
 	cut := &Hunk{OldStart: 1, OldLines: 5, Lines: []string{
 		"-int a(void)", "+int a2(void)", " {", " \treturn 1;", " }", "+", "+static int helper(void)", "+{", "+\treturn 3;",
 	}}
-	if _, ok := piece(cut, old, []string{"helper"}); ok {
+	if _, ok := piece(cut, old, 0, []string{"helper"}); ok {
 		t.Error("a definition the hunk cuts off made a piece")
 	}
-	inside := &Hunk{OldStart: 6, OldLines: 3, Lines: []string{
-		" int b(void)", " {", "-\tint x = 2;", "+\tint x = 3;", "+#define HELPER 4",
+	inside := &Hunk{OldStart: 6, OldLines: 2, Lines: []string{
+		"+#define HELPER 4", " int b(void)", " {",
 	}}
-	if _, ok := piece(inside, old, []string{"HELPER"}); ok {
-		t.Error("a piece was put inside a function of the older file")
+	// The hunk ends inside b: the piece goes after b's end (old line 10),
+	// unless the file's next hunk starts before that.
+	if p, ok := piece(inside, old, 0, []string{"HELPER"}); !ok || p.OldStart != 10 {
+		t.Errorf("a hunk ending inside a function: piece %+v, %v; want one after line 10", p, ok)
 	}
-	if _, ok := piece(whole, old, []string{"a2", "nothing"}); ok {
+	if _, ok := piece(inside, old, 9, []string{"HELPER"}); ok {
+		t.Error("a piece was put past the next hunk")
+	}
+	if _, ok := piece(whole, old, 0, []string{"a2", "nothing"}); ok {
 		t.Error("a name the hunk does not define made a piece")
+	}
+}
+
+// nfs4client.c calls nfs_cb_idr_remove, which the update declares in
+// internal.h (a hunk the unit takes whole) and defines in client.c, in a
+// hunk that also changes nfs_cb_idr_remove_locked: the prototype alone
+// would compile, but the module needs the definition, copied as a piece.
+func TestGroupCopiesTheDefinitionBehindAPrototype(t *testing.T) {
+	units := Group(readDiff(t, "testdata/widen.diff"), widenChanges, os.DirFS("testdata/old"))
+	u := unitByID(units, "f:fs/nfs/nfs4client.c")
+	if u == nil {
+		t.Fatalf("units %v: no unit of nfs4client.c", ids(units))
+	}
+	want := []TakenHunk{
+		{File: "fs/nfs/internal.h", Hunk: "@@ -213,6 +213,7 @@", From: "f:fs/nfs/internal.h", For: []string{"nfs_cb_idr_remove"}},
+		{File: "fs/nfs/client.c", Hunk: "@@ -207,9 +207,21 @@", From: "f:fs/nfs/client.c", For: []string{"nfs_cb_idr_remove"}, Definitions: true},
+	}
+	if len(u.Took) != len(want) || !takenEqual(u.Took[0], want[0]) || !takenEqual(u.Took[1], want[1]) {
+		t.Fatalf("took %+v, want %+v", u.Took, want)
+	}
+	got := applyUnit(t, u)
+	c := got["fs/nfs/client.c"]
+	if !strings.Contains(c, "void nfs_cb_idr_remove(struct nfs_client *clp)\n{") || strings.Contains(c, "EXPORT_SYMBOL_GPL(nfs_cb_idr_remove)") ||
+		strings.Contains(c, "clp->cl_cb_ident = 0;") {
+		t.Errorf("client.c should gain nfs_cb_idr_remove alone, not its export nor the change to nfs_cb_idr_remove_locked:\n%s", u.Patch)
 	}
 }

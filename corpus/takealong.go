@@ -657,7 +657,14 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 				continue
 			}
 			cands := byName[name]
-			if len(cands) == 0 {
+			// A new function's prototype alone compiles, but its
+			// definition is what the module links: a piece gives it
+			// where no hunk that can be taken whole does.
+			defined := slices.ContainsFunc(cands, func(c hunkRef) bool {
+				_, _, ok := definitionAt(&files[c.file].Hunks[c.hunk], tree.text(files[c.file].Path), name)
+				return ok
+			})
+			if !defined {
 				for _, c := range partial[name] {
 					if in[c] || full() || !reaches(decls[c].names[name], c, fileIn, files, tree) {
 						continue
@@ -667,7 +674,7 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 					if !ok {
 						continue
 					}
-					if _, ok := piece(h, tree.text(files[c.file].Path), append(slices.Clone(pieceFor[c]), name)); !ok {
+					if _, ok := piece(h, tree.text(files[c.file].Path), nextHunk(&files[c.file], c.hunk), append(slices.Clone(pieceFor[c]), name)); !ok {
 						continue
 					}
 					if pieceFor[c] == nil {
@@ -678,7 +685,9 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 					todo = append(todo, item{r: c, uses: uses})
 					break
 				}
-				continue
+				if len(cands) == 0 {
+					continue
+				}
 			}
 			for _, c := range cands {
 				if in[c] && !slices.Contains(order, c) {
@@ -709,7 +718,7 @@ func needed(files []FileDiff, group []hunkRef, decls map[hunkRef]hunkDecls, byNa
 		}
 	}
 	for _, c := range pieces {
-		p, _ := piece(&files[c.file].Hunks[c.hunk], tree.text(files[c.file].Path), pieceFor[c])
+		p, _ := piece(&files[c.file].Hunks[c.hunk], tree.text(files[c.file].Path), nextHunk(&files[c.file], c.hunk), pieceFor[c])
 		p.pieceOf = c.hunk + 1
 		files[c.file].Hunks = append(files[c.file].Hunks, p)
 		r := hunkRef{c.file, len(files[c.file].Hunks) - 1}
@@ -775,4 +784,15 @@ func reaches(k declKind, c hunkRef, fileIn map[int]bool, files []FileDiff, tree 
 		}
 	}
 	return false
+}
+
+// nextHunk is the old line the hunk of f after hunk i starts at, or 0.
+func nextHunk(f *FileDiff, i int) int {
+	next := 0
+	for _, h := range f.Hunks {
+		if h.pieceOf == 0 && h.OldStart > f.Hunks[i].OldStart && (next == 0 || h.OldStart < next) {
+			next = h.OldStart
+		}
+	}
+	return next
 }
