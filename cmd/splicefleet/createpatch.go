@@ -312,7 +312,17 @@ func createPart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, sy
 	if err != nil {
 		return nil, nil, err
 	}
-	return out, changed, nil
+	var replaced []string
+	for _, f := range out.Functions {
+		if f.Private {
+			fmt.Fprintf(e.stderr, "splicefleet: %s: %s cannot be redirected (it calls no __fentry__: notrace or noinstr), "+
+				"and only functions the bundle replaces call it: the module carries it as a copy their copies call\n", u.Path, f.Name)
+		}
+		if !f.Added {
+			replaced = append(replaced, f.Name)
+		}
+	}
+	return out, replaced, nil
 }
 
 // comparePart compares one compiled file before and after the patch,
@@ -353,6 +363,16 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 	}
 	for _, f := range diff.Changed {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
+		// Whether only replaced code calls it, for klpgen to carry a
+		// function livepatch cannot redirect as a copy.
+		if f.Private {
+			part.Private = append(part.Private, f.Name)
+		} else if f.Exposed != "" {
+			if part.Exposed == nil {
+				part.Exposed = map[string]string{}
+			}
+			part.Exposed[f.Name] = f.Exposed
+		}
 		name := f.Name
 		if fn, ok := klpgen.ColdParent(name); ok && !slices.ContainsFunc(diff.Changed, func(g objdiff.Function) bool { return g.Name == fn }) {
 			fmt.Fprintf(e.stderr, "splicefleet: %s: %s is the cold part gcc split off %s: the bundle replaces %s with it\n", u.Path, name, fn, fn)
