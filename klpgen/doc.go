@@ -42,8 +42,9 @@
 // For each changed function F: its section .text.F and, when gcc split
 // one off, its cold part F.cold in .text.unlikely.F, byte for byte, under
 // the global symbol __klp_new_F that the stub names as klp_func.new_func.
-// Added functions (new helpers the changed ones call) are copied the same
-// way under local symbols __klp_add_F. Read-only data the new code uses
+// Added functions (new helpers the changed ones call), and changed ones
+// livepatch cannot redirect that only replaced code calls (below), are
+// copied the same way under local symbols __klp_add_F. Read-only data the new code uses
 // without a name in the kernel (string literals, .rodata.cst*, jump
 // tables, and constant objects new in the patch) is copied whole: it is
 // private to the new code, so a copy cannot be told from the original.
@@ -121,7 +122,20 @@
 //
 // Replaced functions must be traceable: when the unit calls __fentry__
 // at all, each replaced function must call it at its entry, or it is
-// notrace or noinstr and livepatch could not redirect it. They must sit
+// notrace or noinstr and livepatch could not redirect it. Such a
+// function is still carried when no code the bundle leaves in place
+// can call it (Options.Private, from objdiff's Function.Private: it is
+// static, its address is never taken, and every function that refers
+// to it is changed or added and calls it): it becomes a copy like an
+// added function (__klp_add_F, its cold part with it), the replaced
+// functions' copies call that copy (their relocations to it are bound
+// to the copy, never to the kernel's symbol), and the kernel's copy
+// keeps serving the old callers. A task runs either version only below
+// the frame of a caller livepatch redirects, so its stack check holds
+// the task back while it runs one; a notrace function called by such a
+// copy is carried the same way, if it qualifies too. Otherwise the
+// refusal says why (Options.Exposed: "before: X calls it and is not
+// replaced by the patch"). They must sit
 // alone in ordinary text sections (.text.F): functions the kernel places
 // in .sched.text, .noinstr.text, .init.text and the like share one
 // section per unit and are refused.

@@ -82,6 +82,18 @@ type Options struct {
 	// livepatch relocation sections, when that module is among these;
 	// else it is refused with a *DependencyError.
 	Dependencies map[string]*Symbols
+	// Private names changed functions that only replaced code can call
+	// (objdiff's Function.Private): static, their address never taken,
+	// every function that refers to them changed or added and calling
+	// them. One of them that livepatch cannot redirect (notrace or
+	// noinstr: it does not call __fentry__) is carried as a copy, like
+	// an added function, which the replaced functions' copies call; the
+	// kernel's copy keeps serving the old callers, which a task runs
+	// only until livepatch switches it, never after. Exposed says, for
+	// other changed functions, why not (objdiff's Function.Exposed): the
+	// refusal of one that cannot be redirected names it.
+	Private []string
+	Exposed map[string]string
 	// Part numbers this unit in a bundle of several (see Combine): part
 	// 0 is written as patch.o with the symbol names described at
 	// Function; part N > 0 as patchN.o, its copies named __klp_newN_ and
@@ -179,8 +191,13 @@ type Function struct {
 	// replaced function (global: the stub refers to it), "__klp_add_NAME"
 	// for an added one (local).
 	Symbol string
-	// Added is true for a new function that replaces nothing.
+	// Added is true for a function that replaces nothing: a new one,
+	// or a changed one carried as a copy (Private).
 	Added bool
+	// Private is true for a changed function livepatch cannot redirect
+	// that the module carries as a copy only the replaced functions'
+	// copies call (Options.Private); its Symbol is "__klp_add_NAME".
+	Private bool
 	// Sympos is klp_func.old_sympos (0: the name is unique in vmlinux).
 	Sympos uint64
 	// Object is where the replaced function lives: "vmlinux" or a
@@ -303,6 +320,8 @@ type function struct {
 	size   uint64
 	fentry bool // its main section calls __fentry__ at the entry
 	used   bool // other copied code refers to it (an added function)
+	// private is a changed function carried as a copy (Options.Private)
+	private bool
 }
 
 // generator holds the state of one Generate call.
@@ -316,6 +335,7 @@ type generator struct {
 	unitNames  []string      // the unit's own functions and variables, for positions
 	relaOf     map[int]int   // section -> its SHT_RELA section
 	objSyms    map[int][]int // section -> its function and object symbols
+	ftrace     bool          // the object calls __fentry__: it was compiled for ftrace
 	funcs      []*function
 	funcBySym  map[int]*function
 	owner      map[int]*function // copied code section -> its function
@@ -452,6 +472,9 @@ func (g *generator) index() error {
 		if isObjectSymbol(s) {
 			g.objSyms[int(s.shndx)] = append(g.objSyms[int(s.shndx)], i)
 		}
+		if s.name == "__fentry__" && s.shndx == uint16(elf.SHN_UNDEF) {
+			g.ftrace = true
+		}
 	}
 	return nil
 }
@@ -483,12 +506,20 @@ func (g *generator) findFunctions(changed, added []string) error {
 		if err != nil {
 			return err
 		}
+		if fn.fentry, err = g.callsFentry(fn.parts[0]); err != nil {
+			return err
+		}
+		// A changed function livepatch cannot redirect, which only
+		// replaced code calls, is carried as a copy the replaced
+		// functions' copies call (their relocations to it find the
+		// copy through funcBySym, never the kernel's symbol).
+		fn.private = !fn.added && g.ftrace && !fn.fentry && slices.Contains(g.opts.Private, name)
 		g.funcs = append(g.funcs, fn)
 	}
 	// The replaced functions must be unambiguous in the running kernel
 	// before anything is copied.
 	for _, fn := range g.funcs {
-		if fn.added {
+		if fn.added || fn.private {
 			continue
 		}
 		own := g.ownSymbols()
@@ -510,7 +541,7 @@ func (g *generator) findFunctions(changed, added []string) error {
 		}
 		prefix := "__klp_new" + part + "_"
 		bind := elf.STB_GLOBAL
-		if fn.added {
+		if fn.added || fn.private {
 			prefix, bind = "__klp_add"+part+"_", elf.STB_LOCAL
 			if g.isShared(fn.name, false) {
 				bind = elf.STB_GLOBAL // other parts call it (bundle.go)
@@ -695,10 +726,6 @@ func (g *generator) relocate(job copyJob) error {
 			return err
 		}
 		g.markUse(job.owner, sym)
-		if job.owner != nil && job.src == job.owner.parts[0] && (r.off == 1 || r.off == 5) &&
-			g.st.syms[r.sym].name == "__fentry__" && g.st.syms[r.sym].shndx == uint16(elf.SHN_UNDEF) {
-			job.owner.fentry = true
-		}
 		out.relas = append(out.relas, outRela{off: r.off, typ: r.typ, sym: sym, addend: addend})
 	}
 	return nil
@@ -1271,12 +1298,7 @@ func (g *generator) codeTarget(r rela) *function {
 // replaced function must call it at its entry (after an ENDBR64 or
 // not); notrace and noinstr functions do not.
 func (g *generator) checkTraceable() error {
-	ftrace := false
-	for i := range g.st.syms {
-		if s := &g.st.syms[i]; s.name == "__fentry__" && s.shndx == uint16(elf.SHN_UNDEF) {
-			ftrace = true
-		}
-	}
+	ftrace := g.ftrace
 	if !ftrace && g.opts.KernelFlags {
 		name := ""
 		for _, fn := range g.funcs {
@@ -1298,12 +1320,42 @@ func (g *generator) checkTraceable() error {
 		return nil
 	}
 	for _, fn := range g.funcs {
-		if !fn.added && !fn.fentry {
-			return &UnsupportedError{Function: fn.name, Section: g.f.Sections[fn.parts[0]].Name,
-				Reason: "it does not call __fentry__ at its entry (notrace or noinstr), so livepatch cannot redirect it"}
+		if !fn.added && !fn.private && !fn.fentry {
+			reason := "it does not call __fentry__ at its entry (notrace or noinstr), so livepatch cannot redirect it"
+			if why := g.opts.Exposed[fn.name]; why != "" {
+				reason += ", nor carry it as a copy only the replaced functions call: " + why
+			}
+			return &UnsupportedError{Function: fn.name, Section: g.f.Sections[fn.parts[0]].Name, Reason: reason}
 		}
 	}
-	return nil
+	for _, fn := range g.funcs {
+		if !fn.added && !fn.private {
+			return nil
+		}
+	}
+	return &UnsupportedError{Function: g.funcs[0].name,
+		Reason: "every changed function is carried as a copy only other copies call: the module would redirect no function of the kernel to them"}
+}
+
+// callsFentry reports whether a function's main section calls
+// __fentry__ at its entry: at offset 1 of its call instruction, or 5
+// after an ENDBR64.
+func (g *generator) callsFentry(sec int) (bool, error) {
+	ri, ok := g.relaOf[sec]
+	if !ok {
+		return false, nil
+	}
+	rs, err := g.relas(ri)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rs {
+		if (r.off == 1 || r.off == 5) && int(r.sym) < len(g.st.syms) &&
+			g.st.syms[r.sym].name == "__fentry__" && g.st.syms[r.sym].shndx == uint16(elf.SHN_UNDEF) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // output assembles the Output.
@@ -1326,7 +1378,8 @@ func (g *generator) output(opts Options) (*Output, error) {
 		if fn.added && !fn.used {
 			out.Unreached = append(out.Unreached, BundleSymbol{Name: fn.name, Object: opts.target(), Part: opts.Part})
 		}
-		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added, Sympos: fn.sympos, Size: fn.size, Object: opts.target()}
+		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added || fn.private, Private: fn.private,
+			Sympos: fn.sympos, Size: fn.size, Object: opts.target()}
 		for _, sec := range fn.parts {
 			f.Sections = append(f.Sections, g.f.Sections[sec].Name)
 		}

@@ -9,26 +9,29 @@ import (
 	"github.com/splicefleet/splicefleet/internal/x86insn"
 )
 
-// directCalls returns "" when a function whose prototype changed can
-// only be reached with the new arguments, and says why not otherwise.
-// That takes, in both objects: the function is static, so no other
-// object calls it; every reference to it is the target of a direct call
-// or jump (call, jmp or jcc rel32) at its entry, from a function's code,
-// so its address is never taken (a reference from data, or from an
-// instruction such as lea or mov, could end in an indirect call that
-// passes the old arguments); and every function that calls it is
-// replaced by the patch (changed, or added after), so no unpatched
-// caller reaches the new code through the ftrace redirection. Entries
-// of the kernel's instruction tables (__ex_table, __jump_table, ...)
-// that point inside the function describe its own instructions and do
-// not count as references.
-func (c *comparison) directCalls(name string) string {
+// directCalls returns "" when only code the patch replaces can call a
+// changed function, and says why not otherwise. That takes, in both
+// objects: the function is static, so no other object calls it; every
+// reference to it is the target of a direct call or jump (call, jmp or
+// jcc rel32) at its entry, from a function's code, so its address is
+// never taken (a reference from data, or from an instruction such as
+// lea or mov, could end in an indirect call from anywhere); and every
+// function that calls it is replaced by the patch (changed, or added
+// after). Entries of the kernel's instruction tables (__ex_table,
+// __jump_table, ...) that point inside the function describe its own
+// instructions and do not count as references.
+//
+// A new prototype of such a function is safe: no unpatched caller
+// reaches the new code with the old arguments through the ftrace
+// redirection. tail names, when why is "", a caller that jumps to it
+// (a tail call) rather than calls it, for reach.
+func (c *comparison) directCalls(name string) (why, tail string) {
 	a, b := c.pre.funcs[name], c.postFuncs[name]
 	if a == nil || b == nil {
-		return "it is not a function of both objects"
+		return "it is not a function of both objects", ""
 	}
 	if a.sym.bind != elf.STB_LOCAL || b.sym.bind != elf.STB_LOCAL {
-		return "it is global: other objects may call it"
+		return "it is global: other objects may call it", ""
 	}
 	preReplaced := func(n string) bool { return c.changed[n] }
 	postReplaced := func(n string) bool {
@@ -37,18 +40,50 @@ func (c *comparison) directCalls(name string) string {
 		}
 		return c.changed[n] || c.pre.funcs[n] == nil
 	}
-	if why := callsTo(c.pre, a, preReplaced); why != "" {
-		return "before: " + why
+	preWhy, preTail := callsTo(c.pre, a, preReplaced)
+	if preWhy != "" {
+		return "before: " + preWhy, ""
 	}
-	if why := callsTo(c.post, b, postReplaced); why != "" {
-		return "after: " + why
+	postWhy, postTail := callsTo(c.post, b, postReplaced)
+	if postWhy != "" {
+		return "after: " + postWhy, ""
 	}
-	return ""
+	switch {
+	case preTail != "":
+		tail = "before: " + preTail
+	case postTail != "":
+		tail = "after: " + postTail
+	}
+	return "", tail
+}
+
+// reach marks every changed function but a cold part Private, or says
+// why it is not (Function.Exposed). Private takes directCalls, and
+// that every caller calls it rather than jumps to it: a task then
+// runs either version of it only below a replaced caller's frame,
+// which livepatch's stack check sees (kernel/livepatch/transition.c
+// klp_check_stack), so the task is never switched to the other
+// version while it runs one, and undo never frees the module's copy
+// under it. A tail call leaves no frame of the caller behind.
+func (c *comparison) reach() {
+	for i := range c.res.Changed {
+		f := &c.res.Changed[i]
+		if coldParentOf(f.Name) != "" {
+			continue
+		}
+		why, tail := c.directCalls(f.Name)
+		if why == "" && tail != "" {
+			why = tail + " (a tail call): a task running it has no replaced function on its stack, " +
+				"so livepatch may switch the task, or undo free the module's copy, while it runs"
+		}
+		f.Private, f.Exposed = why == "", why
+	}
 }
 
 // callsTo checks every reference to f in o (see directCalls); replaced
-// says whether the patch replaces a function of o.
-func callsTo(o *Object, f *entity, replaced func(string) bool) string {
+// says whether the patch replaces a function of o. tail says, when why
+// is "", which caller jumps to f rather than calls it, if any.
+func callsTo(o *Object, f *entity, replaced func(string) bool) (why, tail string) {
 	entry := f.sym.name + "-4"
 	branches := map[*entity]map[uint64]x86insn.Branch{}
 	for _, s := range o.sections {
@@ -64,11 +99,11 @@ func callsTo(o *Object, f *entity, replaced func(string) bool) string {
 				if (table || s.name == altSection) && r.target != f.sym.name {
 					continue
 				}
-				return fmt.Sprintf("%s refers to it from %s: its address is taken", nameAt(s, r.off), s.name)
+				return fmt.Sprintf("%s refers to it from %s: its address is taken", nameAt(s, r.off), s.name), ""
 			}
 			caller := s.funcCovering(r.off)
 			if caller == nil {
-				return fmt.Sprintf("code outside any function in %s refers to it", s.name)
+				return fmt.Sprintf("code outside any function in %s refers to it", s.name), ""
 			}
 			if caller == f || coldParentOf(caller.name) == f.name {
 				continue // its own code, replaced with it
@@ -79,25 +114,28 @@ func callsTo(o *Object, f *entity, replaced func(string) bool) string {
 				branches[caller] = br
 			}
 			if br == nil {
-				return fmt.Sprintf("the code of %s, which refers to it, cannot be decoded to tell a call from a use of its address", caller.name)
+				return fmt.Sprintf("the code of %s, which refers to it, cannot be decoded to tell a call from a use of its address", caller.name), ""
 			}
 			kind, ok := br[r.off-caller.start]
 			if !ok {
-				return fmt.Sprintf("%s refers to it at +%#x other than by a direct call or jump: its address is taken", caller.name, r.off-caller.start)
+				return fmt.Sprintf("%s refers to it at +%#x other than by a direct call or jump: its address is taken", caller.name, r.off-caller.start), ""
 			}
 			if r.target != entry || r.typ != elf.R_X86_64_PC32 && r.typ != elf.R_X86_64_PLT32 {
-				return fmt.Sprintf("%s jumps to %s, not to its entry", caller.name, r.target)
+				return fmt.Sprintf("%s jumps to %s, not to its entry", caller.name, r.target), ""
+			}
+			verb := "calls"
+			if kind == x86insn.Jump {
+				verb = "jumps to"
 			}
 			if parent := coldParentOf(caller.name); !replaced(caller.name) && (parent == "" || !replaced(parent)) {
-				verb := "calls"
-				if kind == x86insn.Jump {
-					verb = "jumps to"
-				}
-				return fmt.Sprintf("%s %s it and is not replaced by the patch", caller.name, verb)
+				return fmt.Sprintf("%s %s it and is not replaced by the patch", caller.name, verb), ""
+			}
+			if kind == x86insn.Jump && tail == "" {
+				tail = caller.name + " jumps to it"
 			}
 		}
 	}
-	return ""
+	return "", tail
 }
 
 // decodeBranches decodes a function's code and returns the offsets of

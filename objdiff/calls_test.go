@@ -73,3 +73,71 @@ func TestDiffSignatureAddressInCode(t *testing.T) {
 	res := callsDiff(t, "void *addr(void) { return (void *)lookup; }")
 	refusedSignature(t, res, []string{"lookup", "one", "two"}, "addr refers to it at +0x1 other than by a direct call or jump")
 }
+
+// privateUnit is a unit whose static, notrace stats (like fair.c's
+// update_sd_lb_stats, static inline) is called by find; %[1]s is what
+// stats and find add, here and in the more code each test appends.
+const privateUnit = `
+extern int sink(int);
+static __attribute__((noinline, no_instrument_function)) int stats(int a) { return sink(a * 3 + %[1]s); }
+int find(int x) { return stats(x) + sink(x + %[1]s); }
+`
+
+// privateDiff compares the unit before and after stats changes, and
+// returns stats as the result lists it.
+func privateDiff(t *testing.T, more string, changed ...string) (*Result, Function) {
+	t.Helper()
+	res := diff(t, fmt.Sprintf(privateUnit+more, "1"), fmt.Sprintf(privateUnit+more, "2"), false, "-pg", "-mfentry")
+	check(t, res, want{changed: changed})
+	for _, f := range res.Changed {
+		if f.Name == "stats" {
+			return res, f
+		}
+	}
+	t.Fatalf("stats not among the changed functions %q", names(res.Changed))
+	return nil, Function{}
+}
+
+// TestDiffPrivateOnlyReplacedCallers: stats changes with its only
+// caller, which calls it: no code the patch leaves in place can reach
+// it, and the result says so; the global caller can be reached from
+// anywhere.
+func TestDiffPrivateOnlyReplacedCallers(t *testing.T) {
+	res, stats := privateDiff(t, "int wrap(int x) { return sink(x) - 1; }", "find", "stats")
+	if !stats.Private || stats.Exposed != "" {
+		t.Errorf("stats: Private %v, Exposed %q; want private", stats.Private, stats.Exposed)
+	}
+	find := res.Changed[0]
+	if find.Private || find.Exposed != "it is global: other objects may call it" {
+		t.Errorf("find: Private %v, Exposed %q; want global", find.Private, find.Exposed)
+	}
+}
+
+// TestDiffPrivateUnchangedCaller: other calls stats the same way before
+// and after, is not replaced, and would keep calling the kernel's old
+// stats.
+func TestDiffPrivateUnchangedCaller(t *testing.T) {
+	_, stats := privateDiff(t, "int other(int x) { return stats(x + 5) * 2 + sink(0); }", "find", "stats")
+	if stats.Private || stats.Exposed != "before: other calls it and is not replaced by the patch" {
+		t.Errorf("stats: Private %v, Exposed %q; want the unchanged caller", stats.Private, stats.Exposed)
+	}
+}
+
+// TestDiffPrivateAddressTaken: a pointer to stats can be called from
+// anywhere.
+func TestDiffPrivateAddressTaken(t *testing.T) {
+	_, stats := privateDiff(t, "int (*const hook)(int) = stats;", "find", "stats")
+	if stats.Private || !strings.Contains(stats.Exposed, "hook refers to it from .rodata.hook: its address is taken") {
+		t.Errorf("stats: Private %v, Exposed %q; want its address taken", stats.Private, stats.Exposed)
+	}
+}
+
+// TestDiffPrivateTailCall: a caller that jumps to stats leaves no
+// frame behind it, and a task in stats could be switched to the other
+// version while it runs.
+func TestDiffPrivateTailCall(t *testing.T) {
+	_, stats := privateDiff(t, "int tail(int x) { if (x > 3) return stats(x); return sink(x + %[1]s); }", "find", "stats", "tail")
+	if stats.Private || !strings.Contains(stats.Exposed, "before: tail jumps to it (a tail call)") {
+		t.Errorf("stats: Private %v, Exposed %q; want the tail call", stats.Private, stats.Exposed)
+	}
+}

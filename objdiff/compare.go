@@ -41,6 +41,7 @@ func Compare(pre, post *Object) *Result {
 	c.specialSections()
 	c.looseCode()
 	c.renumberedReferences()
+	c.reach()
 	if c.res.DebugInfo {
 		c.signatures()
 		c.initSideEffects(c.inlines())
@@ -369,7 +370,7 @@ func (c *comparison) signatures() {
 		if a == "" || b == "" || a == b {
 			continue
 		}
-		why := c.directCalls(f.Name)
+		why, _ := c.directCalls(f.Name)
 		if why == "" {
 			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: prototype %s -> %s, accepted: it is static, only direct calls reach it, "+
 				"and every function that calls it, before and after, is replaced with it", f.Name, a, b))

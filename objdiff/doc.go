@@ -131,6 +131,17 @@
 //     (__ex_table, __jump_table, ...) that point inside it describe its
 //     own code and do not count.
 //
+// The same analysis marks every changed function [Function.Private] when
+// only code the patch replaces can call it, and says otherwise why not
+// ([Function.Exposed]): static, its address never taken, every caller
+// replaced, and each caller calls it rather than jumps to it (a tail
+// call leaves no frame of the caller on the stack, which livepatch's
+// consistency model would need to keep a task on one version while it
+// runs the function). A bundle can then carry the new version as a copy
+// only the replaced callers' copies call, which is how klpgen carries a
+// changed function livepatch cannot redirect (notrace, or the kernel's
+// inline, which implies it: fair.c's update_sd_lb_stats.constprop.0).
+//
 // Functions and variables are matched by symbol name. GCC numbers static
 // locals (count.0) and clones (helper.isra.0, helper.cold); if the
 // numbering shifts, the variable shows as new and is refused. Names the

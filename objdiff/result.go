@@ -96,6 +96,18 @@ type Function struct {
 	// Callers are, for an added function, the functions and data that
 	// refer to it in Post.
 	Callers []string `json:"callers,omitempty"`
+	// Private is, for a changed function, true when no code the patch
+	// leaves in place can call it: it is static, its address is never
+	// taken and every function that refers to it, before and after, is
+	// changed or added and calls it (a call, not a tail-call jump,
+	// which leaves no frame of the caller on the stack; calls.go). A
+	// bundle may then carry its new
+	// version as a copy only the replaced callers call, instead of
+	// redirecting the kernel's copy to it. Exposed says, otherwise, why
+	// not ("before: one calls it and is not replaced by the patch").
+	// Neither is set for a cold part (F.cold), which goes with F.
+	Private bool   `json:"private,omitempty"`
+	Exposed string `json:"exposed,omitempty"`
 }
 
 // Problem is one difference a livepatch cannot carry safely.

@@ -200,10 +200,19 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 		return nil, err
 	}
 	for i, c := range compared {
-		if parts[i] != nil {
-			g.changed = append(g.changed, c.changed...)
-			g.paths = append(g.paths, c.u.Path)
+		if parts[i] == nil {
+			continue
 		}
+		for _, f := range parts[i].Functions {
+			if f.Private {
+				fmt.Fprintf(e.stderr, "splicefleet: %s: %s cannot be redirected (it calls no __fentry__: notrace or noinstr), "+
+					"and only functions the bundle replaces call it: the module carries it as a copy their copies call\n", c.u.Path, f.Name)
+			}
+			if !f.Added {
+				g.changed = append(g.changed, f.Name)
+			}
+		}
+		g.paths = append(g.paths, c.u.Path)
 	}
 	parts = slices.DeleteFunc(parts, func(p *klpgen.Output) bool { return p == nil })
 	if len(parts) == 0 {
@@ -424,6 +433,16 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 	}
 	for _, f := range diff.Changed {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
+		// Whether only replaced code calls it, for klpgen to carry a
+		// function livepatch cannot redirect as a copy.
+		if f.Private {
+			part.Private = append(part.Private, f.Name)
+		} else if f.Exposed != "" {
+			if part.Exposed == nil {
+				part.Exposed = map[string]string{}
+			}
+			part.Exposed[f.Name] = f.Exposed
+		}
 		name := f.Name
 		if fn, ok := klpgen.ColdParent(name); ok && !slices.ContainsFunc(diff.Changed, func(g objdiff.Function) bool { return g.Name == fn }) {
 			fmt.Fprintf(e.stderr, "splicefleet: %s: %s is the cold part gcc split off %s: the bundle replaces %s with it\n", u.Path, name, fn, fn)
