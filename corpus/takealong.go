@@ -609,14 +609,7 @@ func indexDecls(files []FileDiff, tree *oldTree) (map[hunkRef]hunkDecls, map[str
 			}
 		}
 	}
-	for name := range partial {
-		slices.SortFunc(partial[name], func(a, b hunkRef) int {
-			if a.file != b.file {
-				return a.file - b.file
-			}
-			return a.hunk - b.hunk
-		})
-	}
+	// partial is in diff order: files and hunks are read in order.
 	return decls, byName, partial
 }
 
