@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // kernelCFlags are the code-generation flags of a kernel unit that
@@ -23,24 +26,7 @@ var kernelCFlags = []string{
 // compileC compiles a C unit with gcc and returns the object.
 func compileC(t testing.TB, src string, extra ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc not found: the tests compile small C units (apt-get install gcc)")
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "unit.c"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append(append(append([]string{}, kernelCFlags...), extra...), "-o", "unit.o", "unit.c")
-	cmd := exec.Command("gcc", args...)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	obj, err := os.ReadFile(filepath.Join(dir, "unit.o"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
+	return testutil.CompileC(t, "unit", src, append(slices.Clone(kernelCFlags), extra...)...)
 }
 
 // symbolsFor builds Symbols from exported names (with an optional

@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 // cflags build objects the way the kernel does for livepatch diffs: one
@@ -17,35 +16,14 @@ import (
 var cflags = []string{"-c", "-O2", "-ffunction-sections", "-fdata-sections", "-fno-asynchronous-unwind-tables", "-fno-pic"}
 
 // compile builds C source into an object with gcc, with debug info
-// unless noDebug. The test fails, and does not skip, without gcc.
+// unless noDebug.
 func compile(t testing.TB, name, src string, noDebug bool, extra ...string) []byte {
 	t.Helper()
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Fatalf("gcc is not installed: run `make test-deps` (or apt-get install gcc); the diff tests compile C: %v", err)
-	}
-	dir := t.TempDir()
-	c := filepath.Join(dir, name+".c")
-	o := filepath.Join(dir, name+".o")
-	if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The folder is mapped away so the same source always makes the
-	// same bytes.
-	args := append(slices.Clone(cflags), "-fdebug-prefix-map="+dir+"=.")
+	args := slices.Clone(cflags)
 	if !noDebug {
 		args = append(args, "-g")
 	}
-	args = append(args, extra...)
-	out, err := exec.Command(gcc, append(args, c, "-o", o)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc %s: %v\n%s", name, err, out)
-	}
-	obj, err := os.ReadFile(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
+	return testutil.CompileC(t, name, src, append(args, extra...)...)
 }
 
 func diff(t *testing.T, pre, post string, noDebug bool, extra ...string) *Result {

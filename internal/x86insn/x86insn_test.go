@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/splicefleet/splicefleet/internal/testutil"
 )
 
 func TestDecodeInsn(t *testing.T) {
@@ -166,26 +168,8 @@ long mixed(long a, long b, int i)
 // a kernel unit that matter here, and returns the object.
 func compileC(t *testing.T, src string, extra ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc not found: the tests compile small C units (apt-get install gcc)")
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "unit.c"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"-c", "-O2", "-ffunction-sections", "-fdata-sections", "-fno-pic", "-mcmodel=kernel",
-		"-mno-red-zone", "-fno-asynchronous-unwind-tables", "-fno-stack-protector"}, extra...)
-	args = append(args, "-o", "unit.o", "unit.c")
-	cmd := exec.Command("gcc", args...)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	obj, err := os.ReadFile(filepath.Join(dir, "unit.o"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj
+	return testutil.CompileC(t, "unit", src, append([]string{"-c", "-O2", "-ffunction-sections", "-fdata-sections", "-fno-pic", "-mcmodel=kernel",
+		"-mno-red-zone", "-fno-asynchronous-unwind-tables", "-fno-stack-protector"}, extra...)...)
 }
 
 func sectionData(t *testing.T, f *elf.File, name string) []byte {
