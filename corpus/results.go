@@ -281,7 +281,10 @@ func ReasonClass(reason string) string {
 		return "function signature changed"
 	case strings.Contains(reason, "ambiguous"):
 		return "ambiguous symbol"
-	case strings.Contains(reason, "changes the object code of no function"):
+	case strings.Contains(reason, "changes the object code of no function"),
+		strings.Contains(reason, "no unit the configuration builds reads what the patch changes"):
+		// No built unit's code differs, or none uses what a header
+		// changes: the running kernel already runs the fixed code.
 		return noCodeChange
 	case strings.Contains(reason, "does not apply"):
 		return "patch does not apply"

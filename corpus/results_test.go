@@ -265,6 +265,11 @@ func TestUnchangedIsNotInU(t *testing.T) {
 	if got := RefusalOutcome(same); got != Unchanged {
 		t.Errorf("RefusalOutcome(%q) = %s, want %s", same, got, Unchanged)
 	}
+	// A header change no built unit reads reaches no code either.
+	unread := "compile: no unit the configuration builds reads what the patch changes in the headers: kernel/time/tick-internal.h"
+	if got := RefusalOutcome(unread); got != Unchanged {
+		t.Errorf("RefusalOutcome(%q) = %s, want %s", unread, got, Unchanged)
+	}
 	if got := RefusalOutcome(data); got != Refused {
 		t.Errorf("RefusalOutcome(%q) = %s, want %s", data, got, Refused)
 	}

@@ -1328,12 +1328,21 @@ func (g *generator) checkTraceable() error {
 			return &UnsupportedError{Function: fn.name, Section: g.f.Sections[fn.parts[0]].Name, Reason: reason}
 		}
 	}
+	// A part that replaces nothing but only adds is another matter: it
+	// carries what other parts' new code calls (bundle.go).
+	var private *function
 	for _, fn := range g.funcs {
 		if !fn.added && !fn.private {
 			return nil
 		}
+		if fn.private && private == nil {
+			private = fn
+		}
 	}
-	return &UnsupportedError{Function: g.funcs[0].name,
+	if private == nil {
+		return nil
+	}
+	return &UnsupportedError{Function: private.name,
 		Reason: "every changed function is carried as a copy only other copies call: the module would redirect no function of the kernel to them"}
 }
 
