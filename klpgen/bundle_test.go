@@ -3,9 +3,6 @@ package klpgen
 import (
 	"debug/elf"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -91,21 +88,7 @@ func TestGenerateBindsACallToAFunctionAnotherPartAdds(t *testing.T) {
 	}
 	// Linked as kbuild links the parts: the call lands on the copy, and
 	// the copy's use of core_count is a relocation of coremod's.
-	dir := t.TempDir()
-	for name, obj := range out.Parts {
-		if err := os.WriteFile(filepath.Join(dir, name), obj, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ld", "-r", "-o", "lp_test.ko", "patch.o", "patch1.o")
-	cmd.Dir = dir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ld -r: %v\n%s", err, b)
-	}
-	ko, err := os.ReadFile(filepath.Join(dir, "lp_test.ko"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ko := linkObjects(t, namedObject{"patch.o", out.Parts["patch.o"]}, namedObject{"patch1.o", out.Parts["patch1.o"]})
 	fin, err := Finalize(ko)
 	if err != nil {
 		t.Fatal(err)

@@ -113,16 +113,33 @@ func TestGenerateReachesADependencysExport(t *testing.T) {
 // enough for Finalize.
 func linkAsModule(t *testing.T, obj []byte) []byte {
 	t.Helper()
+	return linkObjects(t, namedObject{"patch.o", obj})
+}
+
+// namedObject is an object file's name and contents.
+type namedObject struct {
+	name string
+	obj  []byte
+}
+
+// linkObjects links objects, in order, into one relocatable object with
+// ld -r, as kbuild's final link of a module does.
+func linkObjects(t *testing.T, objs ...namedObject) []byte {
+	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "patch.o"), obj, 0o644); err != nil {
-		t.Fatal(err)
+	args := []string{"-r", "-o", "linked.ko"}
+	for _, o := range objs {
+		if err := os.WriteFile(filepath.Join(dir, o.name), o.obj, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, o.name)
 	}
-	cmd := exec.Command("ld", "-r", "-o", "mod.ko", "patch.o")
+	cmd := exec.Command("ld", args...)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ld -r: %v\n%s", err, out)
+		t.Fatalf("ld %v: %v\n%s", args, err, out)
 	}
-	ko, err := os.ReadFile(filepath.Join(dir, "mod.ko"))
+	ko, err := os.ReadFile(filepath.Join(dir, "linked.ko"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,23 +207,9 @@ func TestGenerateRefusesAnUnimportedNamespace(t *testing.T) {
 // as ld puts locals first), so the export is at kallsyms position 2 of
 // the module, the position of its global definition.
 func TestGenerateFindsADependencysExportAtItsPosition(t *testing.T) {
-	dir := t.TempDir()
 	a := compileC(t, "static __attribute__((noinline, used)) int fat_thing(int x) { return x * 3; }\nint a_user(int x) { return fat_thing(x); }\n")
 	b := compileC(t, "int fat_thing(int x) { return x; }\n"+modinfo("name=fatmod"))
-	for name, obj := range map[string][]byte{"a.o": a, "b.o": b} {
-		if err := os.WriteFile(filepath.Join(dir, name), obj, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ld", "-r", "-o", "fatmod.ko", "a.o", "b.o")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ld -r: %v\n%s", err, out)
-	}
-	ko, err := os.ReadFile(filepath.Join(dir, "fatmod.ko"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ko := linkObjects(t, namedObject{"a.o", a}, namedObject{"b.o", b})
 	fat, err := LoadModuleSymbols(ko)
 	if err != nil {
 		t.Fatal(err)
