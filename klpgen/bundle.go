@@ -46,13 +46,9 @@ func (b BundleSymbol) Symbol() string {
 // another unit). Give the lists of every part to each part as
 // Options.Bundle.
 func BundleAdds(post []byte, added []string, opts Options) ([]BundleSymbol, error) {
-	f, err := openELF(post)
+	_, st, err := readObject(post)
 	if err != nil {
-		return nil, fmt.Errorf("klpgen: bundle adds: read object: %w", err)
-	}
-	st, err := readSymtab(post, f)
-	if err != nil {
-		return nil, fmt.Errorf("klpgen: bundle adds: read object: %w", err)
+		return nil, fmt.Errorf("klpgen: bundle adds: %w", err)
 	}
 	var out []BundleSymbol
 	for i := range st.syms {

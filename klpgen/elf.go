@@ -133,6 +133,19 @@ type symtab struct {
 	strings []byte
 }
 
+// readObject opens a relocatable object and reads its symbol table.
+func readObject(data []byte) (*elf.File, *symtab, error) {
+	f, err := openELF(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read object: %w", err)
+	}
+	st, err := readSymtab(data, f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read object: %w", err)
+	}
+	return f, st, nil
+}
+
 // readSymtab finds the one SHT_SYMTAB of f and parses it.
 func readSymtab(data []byte, f *elf.File) (*symtab, error) {
 	st := &symtab{index: -1}

@@ -381,13 +381,9 @@ func Generate(post []byte, changed, added []string, syms *Symbols, opts Options)
 	if len(changed) == 0 && (len(added) == 0 || len(opts.shared()) == 0) {
 		return nil, fmt.Errorf("klpgen: generate: %w: no function to replace", ErrInvalidArgument)
 	}
-	f, err := openELF(post)
+	f, st, err := readObject(post)
 	if err != nil {
-		return nil, fmt.Errorf("klpgen: generate: read object: %w", err)
-	}
-	st, err := readSymtab(post, f)
-	if err != nil {
-		return nil, fmt.Errorf("klpgen: generate: read object: %w", err)
+		return nil, fmt.Errorf("klpgen: generate: %w", err)
 	}
 	g := &generator{
 		data: post, f: f, st: st, syms: syms, opts: opts, tables: map[int]bool{},
@@ -725,7 +721,9 @@ func (g *generator) relocate(job copyJob) error {
 		if err != nil {
 			return err
 		}
-		g.markUse(job.owner, sym)
+		if fn := g.codeTarget(r); fn != nil && fn.added && fn != job.owner {
+			fn.used = true // an added function other copied code calls or points at
+		}
 		out.relas = append(out.relas, outRela{off: r.off, typ: r.typ, sym: sym, addend: addend})
 	}
 	return nil
@@ -1368,19 +1366,6 @@ func (g *generator) callsFentry(sec int) (bool, error) {
 }
 
 // output assembles the Output.
-// markUse notes that code or data copied for owner refers to sym: an
-// added function's copy, other than owner's own, is used.
-func (g *generator) markUse(owner *function, sym *outSym) {
-	for _, fn := range g.funcs {
-		if !fn.added || fn == owner || fn.used {
-			continue
-		}
-		if sym == fn.out || slices.ContainsFunc(fn.parts, func(sec int) bool { c := g.copies[sec]; return c != nil && c.sym == sym }) {
-			fn.used = true
-		}
-	}
-}
-
 func (g *generator) output(opts Options) (*Output, error) {
 	out := &Output{MakeArgs: slices.Clone(MakeArgs), Warnings: g.warnings}
 	for _, fn := range g.funcs {
