@@ -181,13 +181,16 @@ func listeningPorts() (map[string]bool, error) {
 	return ports, nil
 }
 
-// goroutineStacks lists the running goroutines' stacks, but for the one
-// os/signal starts for good at the first signal.Notify.
+// goroutineStacks lists the running goroutines' stacks, but for those
+// that are not the demo's: the one os/signal starts for good at the first
+// signal.Notify, and the runtime's own cleanup and finalizer goroutines,
+// which the stack dump shows while they run a cleanup (a busy machine
+// catches them at it).
 func goroutineStacks() []string {
 	buf := make([]byte, 4<<20)
 	var out []string
 	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if !strings.Contains(g, "os/signal.loop") {
+		if !strings.Contains(g, "os/signal.loop") && !strings.Contains(g, "runtime.runCleanups") && !strings.Contains(g, "runtime.runfinq") {
 			out = append(out, g)
 		}
 	}
