@@ -357,7 +357,9 @@ func (s *scanner) member(l string) {
 	if j := strings.IndexAny(t, "[:"); j >= 0 {
 		t = t[:j]
 	}
-	if ids := cIdent.FindAllString(t, -1); len(ids) >= 2 {
+	// "} type_eth;" closes a nested struct or union and names the member
+	// it is.
+	if ids := cIdent.FindAllString(t, -1); len(ids) >= 2 || len(ids) == 1 && strings.HasPrefix(t, "}") {
 		s.declare(ids[len(ids)-1], declMember)
 	}
 }

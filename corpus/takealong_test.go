@@ -290,3 +290,33 @@ func TestTakeAlongStaticHelper(t *testing.T) {
 		t.Errorf("patch hunks %q", h)
 	}
 }
+
+// A member of a nested struct is named after its closing brace; the
+// scanner declares it as it does any member.
+func TestAnalyseNestedMember(t *testing.T) {
+	diff := `diff -rupN a/include/net/devlink.h b/include/net/devlink.h
+--- a/include/net/devlink.h
++++ b/include/net/devlink.h
+@@ -1,5 +1,9 @@
+ struct devlink_port {
+ 	unsigned int index;
+-	void *type_dev;
++	union {
++		struct {
++			struct net_device *netdev;
++		} type_eth;
++	};
+ 	int rest;
+ };
+`
+	files, err := ParseTreeDiff([]byte(diff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := analyse("include/net/devlink.h", &files[0].Hunks[0], "")
+	for _, name := range []string{"type_eth", "netdev"} {
+		if d.names[name] != declMember {
+			t.Errorf("names %v: want %s declared as a member", d.names, name)
+		}
+	}
+}

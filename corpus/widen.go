@@ -16,14 +16,19 @@ const MaxWith = 4
 const MaxWidenRounds = 3
 
 // missingRes read the names a failed build lacks from create's reason:
-// gcc's errors for an undeclared function, variable, member or type, and
+// gcc's errors for an undeclared function, variable, member or type, for
+// a call or definition that no longer matches a changed prototype, and
 // klpgen's for a symbol neither the patched object nor the running
 // kernel has. gcc quotes with ' in the C locale and with ‘’ in others.
+// A call through a member names an expression ('ops->syn_recv_sock'):
+// its last identifier, the member, is the name.
 var missingRes = []*regexp.Regexp{
 	regexp.MustCompile(`implicit declaration of function ['‘]([A-Za-z_]\w*)['’]`),
 	regexp.MustCompile(`['‘]([A-Za-z_]\w*)['’] undeclared`),
 	regexp.MustCompile(`has no member named ['‘]([A-Za-z_]\w*)['’]`),
 	regexp.MustCompile(`unknown type name ['‘]([A-Za-z_]\w*)['’]`),
+	regexp.MustCompile(`too (?:many|few) arguments to function ['‘][^'’]*?([A-Za-z_]\w*)['’]`),
+	regexp.MustCompile(`(?:conflicting types|redefinition) (?:for|of) ['‘]([A-Za-z_]\w*)['’]`),
 	regexp.MustCompile(`symbol "([A-Za-z_]\w*)" is neither a symbol of`),
 }
 
@@ -64,7 +69,10 @@ func MissingNames(reason string) []string {
 //     lines name it: the rest of the same fix, split off by the
 //     attribution (a function removed by one hunk and still called in a
 //     hunk of the same file given to another change), or a local
-//     declaration another hunk adds.
+//     declaration another hunk adds;
+//   - failing those too, the units with a hunk in any other file whose
+//     lines name it: a header's changed prototype, or a static inline
+//     a header drops for the definition the unit adds.
 //
 // The whole of each such unit comes along, not just the hunk, as a hot
 // update carrying both fixes would. Each of those units is still
@@ -107,7 +115,7 @@ func (u Unit) widen(missing []string, users bool) (Unit, []string) {
 	// For each name, the units that declare or define it; failing those,
 	// the units whose hunks in the unit's files name it.
 	for _, name := range missing {
-		var defs, mentions []hunkRef
+		var defs, mentions, elsewhere []hunkRef
 		for fi := range g.files {
 			f := &g.files[fi]
 			for hi := range f.Hunks {
@@ -120,13 +128,21 @@ func (u Unit) widen(missing []string, users bool) (Unit, []string) {
 					}
 				case hasName(g.decls[r], name):
 					defs = append(defs, r)
-				case fileIn[fi] && containsIdent(f.Hunks[hi].Changed(), name):
-					mentions = append(mentions, r)
+				case containsIdent(f.Hunks[hi].Changed(), name):
+					if fileIn[fi] {
+						mentions = append(mentions, r)
+					} else {
+						elsewhere = append(elsewhere, r)
+					}
 				}
 			}
 		}
-		if len(defs) == 0 {
+		switch {
+		case len(defs) > 0:
+		case len(mentions) > 0:
 			defs = mentions
+		default:
+			defs = elsewhere
 		}
 		for _, r := range defs {
 			add(r)

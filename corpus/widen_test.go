@@ -32,6 +32,10 @@ func TestMissingNames(t *testing.T) {
 		{"b/net/devlink/leftover.c:1288:57: error: 'struct devlink_port' has no member named 'type_eth'", "type_eth"},
 		{"error: unknown type name ‘nlm_fn_t’", "nlm_fn_t"},
 		{`klpgen: generate: function nfs4_alloc_client: symbol "nfs_cb_idr_remove" is neither a symbol of module nfsv4, nor exported by vmlinux`, "nfs_cb_idr_remove"},
+		{"b/drivers/infiniband/core/nldev.c:432:24: error: too many arguments to function 'rdma_restrack_count'", "rdma_restrack_count"},
+		{"b/net/ipv4/tcp_minisocks.c:782:17: error: too many arguments to function 'inet_csk((const struct sock *)sk)->icsk_af_ops->syn_recv_sock'", "syn_recv_sock"},
+		{"b/net/dccp/ipv4.c:407:14: error: conflicting types for 'dccp_v4_request_recv_sock'; have 'struct sock *(const struct sock *, struct sk_buff *)'", "dccp_v4_request_recv_sock"},
+		{"b/net/ipv4/inet_connection_sock.c:1255:6: error: redefinition of 'inet_csk_prepare_for_destroy_sock'", "inet_csk_prepare_for_destroy_sock"},
 		{"include/net/dst.h: header included by too many units", ""},
 	} {
 		if got := strings.Join(MissingNames(c.reason), ","); got != c.want {
@@ -202,5 +206,43 @@ func TestRunWidensForUnreached(t *testing.T) {
 	r := recs[qp.ID]
 	if checks != 2 || r.Outcome != Refused || !slices.Equal(r.With, []string{"f:drivers/infiniband/hw/mlx4/main.c"}) || s.Passed != 0 {
 		t.Errorf("%d checks; record %+v: want refused together with main.c's unit, on the second check", checks, r)
+	}
+}
+
+// A definition that clashes with what a header of another change drops
+// or changes: no hunk defines the name and none of the unit's own files
+// names it, so the unit widens to the header's hunk that does.
+func TestWidenFindsAnotherFilesHunk(t *testing.T) {
+	diff := `diff -rupN a/include/net/sock.h b/include/net/sock.h
+--- a/include/net/sock.h
++++ b/include/net/sock.h
+@@ -1,5 +1,2 @@
+ #include <linux/types.h>
+-static inline void sock_prepare(struct sock *sk)
+-{
+-}
+ int sock_other(void);
+diff -rupN a/net/core/sock.c b/net/core/sock.c
+--- a/net/core/sock.c
++++ b/net/core/sock.c
+@@ -1,2 +1,5 @@
+ #include <net/sock.h>
++void sock_prepare(struct sock *sk)
++{
++}
+ int sock_other(void) { return 0; }
+`
+	files, err := ParseTreeDiff([]byte(diff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	units := Group(files, nil, nil)
+	u := unitByID(units, "f:net/core/sock.c")
+	if u == nil {
+		t.Fatalf("units %v: want one for sock.c", ids(units))
+	}
+	w, with := u.Widen(MissingNames("b/net/core/sock.c:2:6: error: redefinition of 'sock_prepare'"))
+	if !slices.Equal(with, []string{"f:include/net/sock.h"}) || !slices.Equal(w.Files, []string{"include/net/sock.h", "net/core/sock.c"}) {
+		t.Errorf("widened with %v, files %v: want the header's unit and both files", with, w.Files)
 	}
 }
