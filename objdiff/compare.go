@@ -67,10 +67,14 @@ type comparison struct {
 	pre, post *Object
 	changed   map[string]bool
 	res       *Result
-	// rename maps renumbered __UNIQUE_ID symbols of Post to their match
-	// in Pre; postFuncs and postData are Post's entities keyed by the
-	// name of their match (matchUnique).
-	rename                         map[string]string
+	// rename maps renumbered __UNIQUE_ID symbols and function-local
+	// statics of Post to their match in Pre; postFuncs and postData are
+	// Post's entities keyed by the name of their match (matchUnique).
+	rename map[string]string
+	// localMatched are the function-local statics of Pre that a static of
+	// Post was paired with by the functions referring to them
+	// (matchLocalStatics), under its own name or another.
+	localMatched                   map[string]bool
 	postFuncs, postData, postDescs map[string]*entity
 }
 
@@ -207,7 +211,7 @@ func (c *comparison) variables() {
 				c.problem(p)
 				continue
 			}
-			if base, ok := localStaticBase(name); ok && !onceFlags[base] {
+			if base, ok := localStaticBase(strings.TrimRight(name, "'")); ok && !onceFlags[base] {
 				if other := c.numberedLike(base); other != "" {
 					p.Reason = fmt.Sprintf("new function-local static beside %s of the same name: gcc numbers them in order, so the numbering may have shifted and the unpatched code's variable may now carry this name; refused rather than guessed", other)
 					c.problem(p)
@@ -591,10 +595,10 @@ func localStaticBase(name string) (string, bool) {
 }
 
 // numberedLike returns a variable of Pre that gcc numbered under the same
-// base name, or "".
+// base name and that no static of Post was paired with, or "".
 func (c *comparison) numberedLike(base string) string {
 	for _, name := range sortedKeys(c.pre.data) {
-		if b, ok := localStaticBase(name); ok && b == base {
+		if b, ok := localStaticBase(name); ok && b == base && !c.localMatched[name] {
 			return name
 		}
 	}

@@ -217,23 +217,44 @@ int count(int x) { static char once; if (!once) { once = 1; calls++; } return x 
 		"int r_ = !!(c); if (r_ && !__already_done) { __already_done = 1; note(); } r_; })\nextern void note(void);\n"
 	res = diff(t, once+"int other(int x) { return ONCE(x > 1); }\nint target(int x) { return ONCE(x > 5); }\n",
 		once+"int other(int x) { return ONCE(x > 1); }\nint target(int x) { ONCE(x > 3); return ONCE(x > 5); }\n", false)
+	// gcc renumbers the flags: other's is __already_done.1 now, which
+	// other's reference pairs with the kernel's __already_done.0, so
+	// other is unchanged; target refers to two flags where it had one,
+	// so neither is paired, and both are target's fresh copies.
 	check(t, res, want{changed: []string{"target"}})
-	if len(res.AddedData) != 1 || res.AddedData[0].Name != "__already_done.2" {
-		t.Errorf("added data %+v, want the new once flag", res.AddedData)
+	if got := names(res.AddedData); !slices.Equal(got, []string{"__already_done.0", "__already_done.2"}) {
+		t.Errorf("added data %q, want target's two once flags", got)
 	}
 
-	// A new function-local static beside one of the same name: gcc's
-	// numbering may have shifted (here it did: bump's counter was
-	// count.0 and is count.1 now), so it is refused, not carried.
+	// A function-local static renumbered: probe, added before bump,
+	// takes count.0, and bump's count.0 becomes count.1. bump refers to
+	// one count on both sides, so they are the same variable: bump is
+	// unchanged, and probe's count is new, carried as the patch's own.
 	res = diff(t, `
 int bump(void) { static int count; return ++count; }
 `, `
-int probe(void) { static int count = 5; return count--; }
 int bump(void) { static int count; return ++count; }
+int probe(void) { static int count = 5; return count--; }
 `, false)
-	if !slices.Contains(problems(res.Unsafe), "data count.1") || len(res.AddedData) != 0 {
-		t.Errorf("a shifted local static: unsafe %q, added data %+v", problems(res.Unsafe), res.AddedData)
-	} else if p := res.Unsafe[slices.Index(problems(res.Unsafe), "data count.1")]; !strings.Contains(p.Reason, "numbering may have shifted") {
+	check(t, res, want{added: []string{"probe"}})
+	if got := names(res.AddedData); !slices.Equal(got, []string{"count.0"}) {
+		t.Errorf("a renumbered local static: added data %q, want probe's count.0", got)
+	}
+
+	// A new function-local static beside others of the same name in the
+	// same function: which of bump's is which cannot be told by the
+	// function, so the new one is refused, not guessed.
+	res = diff(t, `
+int bump(int x) { if (x) { static int count; return ++count; } else { static int count; return --count; } }
+`, `
+int bump(int x) {
+	if (x > 1) { static int count = 7; return count++; }
+	if (x) { static int count; return ++count; } else { static int count; return --count; }
+}
+`, false)
+	if !slices.Contains(problems(res.Unsafe), "data count.2") || len(res.AddedData) != 0 {
+		t.Errorf("an ambiguous local static: unsafe %q, added data %+v", problems(res.Unsafe), res.AddedData)
+	} else if p := res.Unsafe[slices.Index(problems(res.Unsafe), "data count.2")]; !strings.Contains(p.Reason, "numbering may have shifted") {
 		t.Errorf("reason %q", p.Reason)
 	}
 
@@ -713,4 +734,36 @@ int run(int x) { return x * 3 * __UNIQUE_ID_limit_1; }
 	// Unchanged code that refers to it under the new number is the same.
 	same := strings.Replace(post, "x * 3 *", "x *", 1)
 	check(t, diff(t, pre, same, false), want{})
+}
+
+// A lock class key (a zero-size static each spin_lock_init makes when
+// lockdep is off) renumbered by a new one before it: the init function
+// that refers to it is unchanged, not refused as changed init code.
+func TestDiffRenumberedLockKey(t *testing.T) {
+	const key = "struct lock_class_key { };\nextern void reg(void *k);\n#define LOCK_INIT() ({ static struct lock_class_key __key; reg(&__key); })\n"
+	res := diff(t, key+`
+__attribute__((section(".init.text"))) int setup(void) { LOCK_INIT(); return 0; }
+`, key+`
+__attribute__((section(".init.text"))) int setup(void) { LOCK_INIT(); return 0; }
+int later(void) { LOCK_INIT(); return 1; }
+`, false)
+	check(t, res, want{added: []string{"later"}})
+}
+
+// A changed function that refers to a renumbered static would find
+// another variable, or none, under the new name: it is refused.
+func TestDiffChangedCodeUsesRenumberedStatic(t *testing.T) {
+	res := diff(t, `
+int bump(void) { static int count; return ++count; }
+`, `
+int bump(void) { static int count; return count += 2; }
+int probe(void) { static int count = 5; return count--; }
+`, false)
+	i := slices.Index(problems(res.Unsafe), "data bump")
+	if i < 0 {
+		t.Fatalf("unsafe %q, want bump refused", problems(res.Unsafe))
+	}
+	if r := res.Unsafe[i].Reason; !strings.Contains(r, "the kernel's count.0 under another number") {
+		t.Errorf("reason %q", r)
+	}
 }

@@ -94,6 +94,7 @@ func (c *comparison) matchUnique() {
 	c.matchBTFIDs()
 	used := c.matchUniqueByContent(pre, post)
 	ambiguous := c.pairUniqueLeftovers(pre, post, used)
+	c.matchLocalStatics()
 	c.postFuncs, c.postData, c.postDescs = c.renamed(c.post.funcs, ambiguous), c.renamed(c.post.data, ambiguous), c.renamed(c.post.descs, ambiguous)
 	for name, to := range c.rename {
 		if name == to {
@@ -244,7 +245,8 @@ func (c *comparison) postImage(e *entity) image {
 }
 
 // renumberedReferences refuses new code (changed and added functions,
-// added variables) that refers to a renumbered __UNIQUE_ID symbol: the
+// added variables) that refers to a renumbered __UNIQUE_ID symbol or
+// function-local static: the
 // patch module finds the kernel's symbols by name, and under the new
 // number it would find another symbol, or none.
 func (c *comparison) renumberedReferences() {
@@ -271,7 +273,7 @@ func (c *comparison) renumberedReferences() {
 			}
 			if to, ok := c.rename[r.ref]; ok {
 				c.problem(Problem{Kind: KindData, Name: f.Name, Section: f.Section, Reason: fmt.Sprintf(
-					"refers to %s, the kernel's %s under another __COUNTER__ number: the patch module would look it up by the new name", r.ref, to)})
+					"refers to %s, the kernel's %s under another number (gcc's count of __COUNTER__ or of function-local statics): the patch module would look it up by the new name", r.ref, to)})
 				break
 			}
 		}
