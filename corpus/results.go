@@ -262,6 +262,8 @@ func ReasonClass(reason string) string {
 		return "header change"
 	case strings.Contains(reason, "touches") && strings.Contains(reason, "files"):
 		return "several files"
+	case strings.Contains(reason, "a Kconfig change concerns this kernel"):
+		return "Kconfig change to this kernel's configuration"
 	case strings.Contains(reason, "only C files"):
 		return "not a C file"
 	case strings.Contains(reason, "new files") || strings.Contains(reason, "deleting files"):

@@ -26,6 +26,10 @@ type Units struct {
 	// lists no object of them): nothing of them runs, so they are not
 	// compiled and contribute nothing.
 	NotBuilt []string
+	// Kconfig says, for each Kconfig file of the patch, which options its
+	// change is to: options the configuration leaves unset, so it
+	// concerns other kernels and the bundle leaves it out (kconfig.go).
+	Kconfig []string
 	dir      string
 }
 
@@ -124,7 +128,7 @@ func (t *Tree) CompileOnTop(ctx context.Context, earlier []Earlier, patch *Patch
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
-	units := &Units{dir: work, Headers: plan.headers, NotBuilt: plan.notBuilt}
+	units := &Units{dir: work, Headers: plan.headers, NotBuilt: plan.notBuilt, Kconfig: plan.kconfig}
 	ok := false
 	defer func() {
 		if !ok {
@@ -176,16 +180,21 @@ type unitPlan struct {
 	headers  []string
 	overlay  map[string][]byte // header -> the text the after side reads
 	readers  []string          // units that may read a changed header
+	kconfig  []string          // notes on Kconfig changes left out
 }
 
 // planUnits reads the patched files and finds the units that may read a
 // changed header.
 func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, patch *Patch) (*unitPlan, error) {
+	kconfig, err := t.kconfigNotes(patch)
+	if err != nil {
+		return nil, err
+	}
 	patched, err := t.unitSources(earlier, patch)
 	if err != nil {
 		return nil, err
 	}
-	p := &unitPlan{overlay: map[string][]byte{}}
+	p := &unitPlan{overlay: map[string][]byte{}, kconfig: kconfig}
 	var changed []unitSource
 	for _, u := range patched {
 		if strings.HasSuffix(u.path, ".h") {
@@ -359,7 +368,8 @@ type unitSource struct {
 // applies the earlier updates' changes to it in order (the "before"
 // text), then the patch (the "after" text). The source tree is only read.
 func (t *Tree) unitSources(earlier []Earlier, patch *Patch) ([]unitSource, error) {
-	if err := checkUnits(patch.Files()); err != nil {
+	files := slices.DeleteFunc(patch.Files(), isKconfig) // kconfigNotes judged them
+	if err := checkUnits(files); err != nil {
 		return nil, err
 	}
 	if err := checkEarlier(earlier); err != nil {
@@ -367,6 +377,9 @@ func (t *Tree) unitSources(earlier []Earlier, patch *Patch) ([]unitSource, error
 	}
 	var out []unitSource
 	for _, fp := range patch.files {
+		if isKconfig(fp.Path) {
+			continue
+		}
 		name := filepath.Join(t.Source, filepath.FromSlash(fp.Path))
 		fi, err := os.Lstat(name)
 		if err != nil {

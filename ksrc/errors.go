@@ -39,6 +39,9 @@ var (
 	// ErrNotBuilt: no .c file of the patch is built by the
 	// configuration, and it changes no header: nothing to patch.
 	ErrNotBuilt = errors.New("nothing to patch: the configuration builds none of the changed files")
+	// ErrKconfig: the patch changes a Kconfig file in a way that
+	// concerns the running kernel's configuration (kconfig.go).
+	ErrKconfig = errors.New("a Kconfig change concerns this kernel")
 	// ErrBuildFailed: make or the compiler failed; its output went to
 	// the log.
 	ErrBuildFailed = errors.New("build failed")

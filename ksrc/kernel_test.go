@@ -365,3 +365,38 @@ func TestCorpusKernelSkipsUnbuiltFile(t *testing.T) {
 		t.Errorf("Compile of auth.c alone = %v, want ErrNotBuilt naming it", err)
 	}
 }
+
+// hvcKconfigFix is Debian's change to drivers/tty/hvc/Kconfig from
+// 6.1.187-1 to 6.1.190-1.
+const hvcKconfigFix = `diff --git a/drivers/tty/hvc/Kconfig b/drivers/tty/hvc/Kconfig
+--- a/drivers/tty/hvc/Kconfig
++++ b/drivers/tty/hvc/Kconfig
+@@ -79,7 +79,7 @@
+ 
+ config HVC_DCC
+ 	bool "ARM JTAG DCC console"
+-	depends on ARM || ARM64
++	depends on (ARM && (CPU_V6 || CPU_V6K || CPU_V7)) || ARM64
+ 	select HVC_DRIVER
+ 	select SERIAL_CORE_CONSOLE
+ 	help
+`
+
+// TestCorpusKernelLeavesOutUnsetKconfig: against the cloud kernel's own
+// configuration, which leaves HVC_DCC unset, a fix's Kconfig change to
+// it is left out with a note, and the fix's C file is compiled.
+func TestCorpusKernelLeavesOutUnsetKconfig(t *testing.T) {
+	log := testutil.LogWriter(t)
+	tree := corpusTree(t, log)
+	units, err := tree.Compile(context.Background(), mustParse(t, hvcKconfigFix+cmdlineFix), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = units.Cleanup() }()
+	if len(units.List) != 1 || units.List[0].Path != "fs/proc/cmdline.c" {
+		t.Errorf("units %+v, want fs/proc/cmdline.c alone", units.List)
+	}
+	if len(units.Kconfig) != 1 || !strings.Contains(units.Kconfig[0], "CONFIG_HVC_DCC, which this kernel's configuration leaves unset") {
+		t.Errorf("Kconfig notes %q, want one for CONFIG_HVC_DCC", units.Kconfig)
+	}
+}

@@ -106,11 +106,14 @@ func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, earlier []ksrc.E
 				fmt.Fprintf(e.stderr, "splicefleet: refused: header %s (%s): %v\n", h, hunkOf(patch.File(h), ""), ksrc.ErrHeaderTooWide)
 			}
 			return nil, &refusal{err}
-		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused) ||
+		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused) || errors.Is(err, ksrc.ErrKconfig) ||
 			errors.Is(err, ksrc.ErrNotBuilt):
 			return nil, &refusal{err}
 		}
 		return nil, err
+	}
+	for _, n := range units.Kconfig {
+		fmt.Fprintf(e.stderr, "splicefleet: %s\n", n)
 	}
 	for _, f := range units.NotBuilt {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: not built by this configuration: nothing of it runs, so the bundle leaves it out\n", f)
