@@ -30,7 +30,7 @@ type Units struct {
 	// change is to: options the configuration leaves unset, so it
 	// concerns other kernels and the bundle leaves it out (kconfig.go).
 	Kconfig []string
-	dir      string
+	dir     string
 }
 
 // Unit is one compilation unit built before and after the patch.
