@@ -71,8 +71,9 @@ func MissingNames(reason string) []string {
 //     hunk of the same file given to another change), or a local
 //     declaration another hunk adds;
 //   - failing those too, the units with a hunk in any other file whose
-//     lines name it: a header's changed prototype, or a static inline
-//     a header drops for the definition the unit adds.
+//     changed lines, or the line that leads them, name it: a header's
+//     changed prototype or callback, or a static inline a header drops
+//     for the definition the unit adds.
 //
 // The whole of each such unit comes along, not just the hunk, as a hot
 // update carrying both fixes would. Each of those units is still
@@ -128,12 +129,10 @@ func (u Unit) widen(missing []string, users bool) (Unit, []string) {
 					}
 				case hasName(g.decls[r], name):
 					defs = append(defs, r)
-				case containsIdent(f.Hunks[hi].Changed(), name):
-					if fileIn[fi] {
-						mentions = append(mentions, r)
-					} else {
-						elsewhere = append(elsewhere, r)
-					}
+				case fileIn[fi] && containsIdent(f.Hunks[hi].Changed(), name):
+					mentions = append(mentions, r)
+				case !fileIn[fi] && containsIdent(changedWithLead(&f.Hunks[hi]), name):
+					elsewhere = append(elsewhere, r)
 				}
 			}
 		}
@@ -165,6 +164,24 @@ func (u Unit) widen(missing []string, users bool) (Unit, []string) {
 	w.Took, w.g, w.refs = u.Took, g, refs
 	w.With = append(slices.Clone(u.With), ids...)
 	return w, ids
+}
+
+// changedWithLead are a hunk's changed lines, each run of them with the
+// context line before it: a declaration that spans lines (a callback's
+// parameters) names what it declares on its first line, which a change
+// to its parameters leaves as context.
+func changedWithLead(h *Hunk) []string {
+	var out []string
+	for i, l := range h.Lines {
+		if l == "" || l[0] != '-' && l[0] != '+' {
+			continue
+		}
+		if i > 0 && strings.HasPrefix(h.Lines[i-1], " ") {
+			out = append(out, h.Lines[i-1][1:])
+		}
+		out = append(out, l[1:])
+	}
+	return out
 }
 
 func hasName(d hunkDecls, name string) bool {

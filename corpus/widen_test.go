@@ -246,3 +246,41 @@ diff -rupN a/net/core/sock.c b/net/core/sock.c
 		t.Errorf("widened with %v, files %v: want the header's unit and both files", with, w.Files)
 	}
 }
+
+// A callback whose parameters another change alters: the member's name
+// is on the line before the changed ones, and the unit calling it with
+// the new arguments widens to that header's change.
+func TestWidenFindsAChangedCallback(t *testing.T) {
+	diff := `diff -rupN a/include/net/conn.h b/include/net/conn.h
+--- a/include/net/conn.h
++++ b/include/net/conn.h
+@@ -1,5 +1,6 @@
+ struct conn_ops {
+ 	struct sock *(*syn_recv_sock)(const struct sock *sk,
+-				      struct sk_buff *skb);
++				      struct sk_buff *skb,
++				      bool *own_req);
+ 	int other;
+ };
+diff -rupN a/net/ipv4/mini.c b/net/ipv4/mini.c
+--- a/net/ipv4/mini.c
++++ b/net/ipv4/mini.c
+@@ -1,3 +1,3 @@
+ #include <net/conn.h>
+-struct sock *f(struct conn_ops *o, struct sock *sk, struct sk_buff *skb) { return o->syn_recv_sock(sk, skb); }
++struct sock *f(struct conn_ops *o, struct sock *sk, struct sk_buff *skb, bool *own) { return o->syn_recv_sock(sk, skb, own); }
+ int g(void) { return 0; }
+`
+	files, err := ParseTreeDiff([]byte(diff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := unitByID(Group(files, nil, nil), "f:net/ipv4/mini.c")
+	if u == nil {
+		t.Fatal("no unit for mini.c")
+	}
+	names := MissingNames("b/net/ipv4/mini.c:2:92: error: too many arguments to function 'o->syn_recv_sock'")
+	if _, with := u.Widen(names); !slices.Equal(with, []string{"f:include/net/conn.h"}) {
+		t.Errorf("widened with %v, want the header's unit", with)
+	}
+}
