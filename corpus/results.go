@@ -242,6 +242,8 @@ func ReasonClass(reason string) string {
 		return kind
 	}
 	switch {
+	case strings.Contains(reason, "header included by too many units") && strings.Contains(reason, "a data layout change"):
+		return "a header reaching too many units, changing a struct's layout"
 	case strings.Contains(reason, "header included by too many units"):
 		return "a header reaching too many units"
 	case strings.Contains(reason, "is neither a symbol of"):

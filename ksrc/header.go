@@ -65,9 +65,22 @@ type HeaderError struct {
 	// definitions, when they were too many for kbuild to be asked.
 	Users int
 	Names []string
+	// Layout are the structs and unions whose members the patch changes
+	// in the headers (layoutChanges): a change no livepatch carries, which
+	// the refusal names beside the count.
+	Layout []string
 }
 
 func (e *HeaderError) Error() string {
+	msg := e.message()
+	if len(e.Layout) > 0 {
+		msg += fmt.Sprintf("; and the patch changes the members of %s: a data layout change, which the running kernel's "+
+			"objects of the type and all code not replaced would not follow, so no livepatch carries it", nameList(e.Layout))
+	}
+	return msg
+}
+
+func (e *HeaderError) message() string {
 	what := strings.Join(e.Headers, ", ")
 	if e.Users > 0 {
 		return fmt.Sprintf("%s: %v: %d units of the tree use what the patch changes in it (%s, or what other headers "+
@@ -135,12 +148,20 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		names[c.path] = ns
 		all = append(all, ns...)
 	}
+	var layout []string
+	for _, c := range changed {
+		for _, l := range layoutChanges(c.before, c.after, patch.File(c.path)) {
+			if !slices.Contains(layout, l) {
+				layout = append(layout, l)
+			}
+		}
+	}
 	var cands, used []string // used: the changed names, when the readers were narrowed to their users
 	if why != "" {
 		fmt.Fprintf(log, "ksrc: every unit that reads the header counts: %s\n", why)
 		cands, beside, err = g.includers(headers, maxIncludeClosure)
 		if err != nil {
-			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+			return nil, nil, &HeaderError{Headers: headers, Files: maxIncludeClosure, Limit: t.maxHeaderUnits, Layout: layout}
 		}
 		fmt.Fprintf(log, "ksrc: %d files of %d include it as the text says (%.1fs); asking kbuild which the configuration builds…\n",
 			len(cands), len(g.files), time.Since(start).Seconds())
@@ -165,7 +186,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		fmt.Fprintf(log, "ksrc: %s: %d units read it; %d use %s (the changed definitions%s) (%.1fs); asking kbuild which the configuration builds…\n",
 			strings.Join(headers, ", "), len(readers), len(cands), nameList(all), made, time.Since(start).Seconds())
 		if len(cands) > maxIncludeClosure {
-			return nil, nil, &HeaderError{Headers: headers, Users: len(cands), Names: all, Files: maxIncludeClosure, Limit: t.maxHeaderUnits}
+			return nil, nil, &HeaderError{Headers: headers, Users: len(cands), Names: all, Files: maxIncludeClosure, Limit: t.maxHeaderUnits, Layout: layout}
 		}
 	}
 	if len(cands) == 0 {
@@ -176,7 +197,7 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 		return nil, nil, err
 	}
 	if len(units) > t.maxHeaderUnits {
-		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Names: used, Limit: t.maxHeaderUnits}
+		return nil, nil, &HeaderError{Headers: headers, Units: len(units), Names: used, Limit: t.maxHeaderUnits, Layout: layout}
 	}
 	return units, beside, nil
 }

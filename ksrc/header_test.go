@@ -77,18 +77,22 @@ func TestIncluders(t *testing.T) {
 // TestCompileRefusesAWideHeader: a header that more files include than
 // the bound is refused before kbuild is run (the tree has no kbuild).
 func TestCompileRefusesAWideHeader(t *testing.T) {
-	files := map[string]string{"include/linux/wide.h": "a\n"}
+	files := map[string]string{"include/linux/wide.h": "struct wide {\n\tint a;\n};\n"}
 	for i := 0; i <= maxIncludeClosure; i++ {
-		files[fmt.Sprintf("drivers/d%d/f.c", i)] = "#include <linux/wide.h>\n"
+		files[fmt.Sprintf("drivers/d%d/f.c", i)] = "#include <linux/wide.h>\nint f(struct wide *w) { return w->a; }\n"
 	}
 	tree := &Tree{Source: testutil.TempTree(t, files), ObjDir: t.TempDir(), maxHeaderUnits: DefaultMaxHeaderUnits}
-	_, err := tree.Compile(t.Context(), mustParse(t, "--- a/include/linux/wide.h\n+++ b/include/linux/wide.h\n@@ -1 +1 @@\n-a\n+b\n"), nil)
+	_, err := tree.Compile(t.Context(), mustParse(t, "--- a/include/linux/wide.h\n+++ b/include/linux/wide.h\n@@ -1,3 +1,4 @@\n struct wide {\n+\tlong b;\n \tint a;\n };\n"), nil)
 	var he *HeaderError
 	if !errors.As(err, &he) || !errors.Is(err, ErrHeaderTooWide) {
 		t.Fatalf("Compile = %v, want a HeaderError", err)
 	}
-	if !strings.Contains(err.Error(), "include/linux/wide.h") || !strings.Contains(err.Error(), fmt.Sprintf("more than %d files", maxIncludeClosure)) {
+	if !strings.Contains(err.Error(), "include/linux/wide.h") || !strings.Contains(err.Error(), fmt.Sprintf("more than %d ", maxIncludeClosure)) {
 		t.Errorf("error %q does not name the header and the bound", err)
+	}
+	// The member the hunk adds is named as what no livepatch carries.
+	if !strings.Contains(err.Error(), "the patch changes the members of struct wide: a data layout change") {
+		t.Errorf("error %q does not name the layout change", err)
 	}
 	he = &HeaderError{Headers: []string{"include/net/route.h"}, Units: 612, Limit: 64}
 	if !strings.Contains(he.Error(), "612 units the configuration builds include it, more than the limit of 64") {
