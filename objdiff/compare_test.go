@@ -767,3 +767,27 @@ int probe(void) { static int count = 5; return count--; }
 		t.Errorf("reason %q", r)
 	}
 }
+
+// Two lock class keys in one function, both renumbered: empty, they
+// pair in order, and the function is unchanged. Two counters would not.
+func TestDiffRenumberedLockKeysInOrder(t *testing.T) {
+	const key = "struct lock_class_key { };\nextern void reg(void *k, int n);\n#define LOCK_INIT(n) ({ static struct lock_class_key __key; reg(&__key, n); })\n"
+	res := diff(t, key+`
+int setup(void) { LOCK_INIT(1); LOCK_INIT(2); return 0; }
+`, key+`
+int setup(void) { LOCK_INIT(1); LOCK_INIT(2); return 0; }
+int later(void) { LOCK_INIT(3); return 1; }
+`, false)
+	check(t, res, want{added: []string{"later"}})
+
+	const count = "extern void reg(void *k, int n);\n#define COUNT(n) ({ static int __count; reg(&__count, n); })\n"
+	res = diff(t, count+`
+int setup(void) { COUNT(1); COUNT(2); return 0; }
+`, count+`
+int setup(void) { COUNT(1); COUNT(2); return 0; }
+int later(void) { COUNT(3); return 1; }
+`, false)
+	if len(res.Unsafe) == 0 && len(res.Changed) == 0 {
+		t.Errorf("two renumbered counters of one function paired by order: changed %v, unsafe %q", names(res.Changed), problems(res.Unsafe))
+	}
+}

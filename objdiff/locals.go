@@ -1,6 +1,10 @@
 package objdiff
 
-import "strings"
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // gcc names a function-local static after the variable and a number it
 // counts across the unit ("count.1", "__key.66"): a fix that adds one
@@ -12,7 +16,8 @@ import "strings"
 // matchLocalStatics pairs them as kpatch does, by the function that
 // refers to them: when a function of Post refers to exactly one static
 // of a base name, and the function of the same name in Pre refers to
-// exactly one static of that base name too, they are the same variable.
+// exactly one static of that base name too, they are the same variable
+// (for empty statics, as many on each side pair in order: twin).
 // Every function of Post that refers to the static must agree on its
 // match, and each static of Pre is taken once; anything else keeps its
 // own name and is judged as before. A static of Post left unpaired is
@@ -41,13 +46,14 @@ func (c *comparison) matchLocalStatics() {
 		for _, f := range c.post.referrer[name] {
 			mine := post[f][base]
 			theirs := pre[c.postRef(f)][base]
-			if len(mine) != 1 || len(theirs) != 1 {
+			twin := c.twin(name, mine, theirs)
+			if twin == "" {
 				continue
 			}
-			if match != "" && match != theirs[0] {
+			if match != "" && match != twin {
 				agreed = false
 			}
-			match = theirs[0]
+			match = twin
 		}
 		if match == "" || !agreed || taken[match] {
 			continue
@@ -56,6 +62,43 @@ func (c *comparison) matchLocalStatics() {
 		c.localMatched[match] = true
 		c.rename[name] = match
 	}
+}
+
+// twin returns which of theirs (Pre's statics of a base name one
+// function refers to) is the twin of name among mine (Post's), or "":
+// the one, when each side has one; else, when each side has as many and
+// all of them are empty (a lock class key without lockdep: no state, so
+// no value to keep), the one at its place in gcc's numbering, which
+// follows their order in the function.
+func (c *comparison) twin(name string, mine, theirs []string) string {
+	switch {
+	case len(mine) == 1 && len(theirs) == 1:
+		return theirs[0]
+	case len(mine) != len(theirs):
+		return ""
+	}
+	for _, n := range mine {
+		if e := c.post.data[n]; e.end != e.start {
+			return ""
+		}
+	}
+	for _, n := range theirs {
+		if e := c.pre.data[n]; e.end != e.start {
+			return ""
+		}
+	}
+	byNumber := func(names []string) []string {
+		out := slices.Clone(names)
+		slices.SortFunc(out, func(a, b string) int { return staticNumber(a) - staticNumber(b) })
+		return out
+	}
+	return byNumber(theirs)[slices.Index(byNumber(mine), name)]
+}
+
+// staticNumber is the number gcc gave a function-local static.
+func staticNumber(name string) int {
+	n, _ := strconv.Atoi(name[strings.LastIndexByte(name, '.')+1:])
+	return n
 }
 
 // plainLocalStatic returns the base name of a function-local static
