@@ -211,7 +211,9 @@ func (c *comparison) variables() {
 				c.problem(p)
 				continue
 			}
-			if base, ok := localStaticBase(strings.TrimRight(name, "'")); ok && !onceFlags[base] {
+			// A read-only one holds no state: a copy reads the same as
+			// the kernel's, whatever its number.
+			if base, ok := localStaticBase(strings.TrimRight(name, "'")); ok && !onceFlags[base] && writable(b) {
 				if other := c.numberedLike(base); other != "" {
 					p.Reason = fmt.Sprintf("new function-local static beside %s of the same name: gcc numbers them in order, so the numbering may have shifted and the unpatched code's variable may now carry this name; refused rather than guessed", other)
 					c.problem(p)
@@ -225,6 +227,12 @@ func (c *comparison) variables() {
 			continue
 		}
 		why := diffImages(c.pre.entityImage(a), c.postImage(b), "initial value")
+		if why != "" && c.unpairedConstant(name, a, b) {
+			// Two constants that only share gcc's number: Post's is new,
+			// and the code that uses it carries its copy.
+			c.res.AddedData = append(c.res.AddedData, function(b, ""))
+			continue
+		}
 		switch {
 		case why != "":
 		case writable(a) && !writable(b):

@@ -791,3 +791,20 @@ int later(void) { COUNT(3); return 1; }
 		t.Errorf("two renumbered counters of one function paired by order: changed %v, unsafe %q", names(res.Changed), problems(res.Unsafe))
 	}
 }
+
+// An error message's text, a function-local constant, renumbered or new
+// beside others of its name: it holds no state, so the changed function
+// carries its own copies instead of being refused.
+func TestDiffRenumberedConstantCopied(t *testing.T) {
+	const msg = "extern void report(const char *m);\n#define ERR(m) ({ static const char __msg[] = m; report(__msg); })\n"
+	res := diff(t, msg+`
+int check(int x) { if (x) ERR("bad x"); return x; }
+`, msg+`
+int check(int x) { if (x > 1) ERR("too big"); if (x) ERR("bad x"); return x; }
+int probe(void) { ERR("probe"); return 0; }
+`, false)
+	check(t, res, want{changed: []string{"check"}, added: []string{"probe"}})
+	if len(res.AddedData) != 3 {
+		t.Errorf("added data %q, want the three messages the new code uses", names(res.AddedData))
+	}
+}

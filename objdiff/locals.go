@@ -17,7 +17,7 @@ import (
 // refers to them: when a function of Post refers to exactly one static
 // of a base name, and the function of the same name in Pre refers to
 // exactly one static of that base name too, they are the same variable
-// (for empty statics, as many on each side pair in order: twin).
+// (statics without state, as many on each side, pair in order: twin).
 // Every function of Post that refers to the static must agree on its
 // match, and each static of Pre is taken once; anything else keeps its
 // own name and is judged as before. A static of Post left unpaired is
@@ -67,9 +67,9 @@ func (c *comparison) matchLocalStatics() {
 // twin returns which of theirs (Pre's statics of a base name one
 // function refers to) is the twin of name among mine (Post's), or "":
 // the one, when each side has one; else, when each side has as many and
-// all of them are empty (a lock class key without lockdep: no state, so
-// no value to keep), the one at its place in gcc's numbering, which
-// follows their order in the function.
+// all of them hold no state (a lock class key without lockdep is empty,
+// an error message read-only), the one at its place in gcc's numbering,
+// which follows their order in the function.
 func (c *comparison) twin(name string, mine, theirs []string) string {
 	switch {
 	case len(mine) == 1 && len(theirs) == 1:
@@ -78,12 +78,12 @@ func (c *comparison) twin(name string, mine, theirs []string) string {
 		return ""
 	}
 	for _, n := range mine {
-		if e := c.post.data[n]; e.end != e.start {
+		if !stateless(c.post.data[n]) {
 			return ""
 		}
 	}
 	for _, n := range theirs {
-		if e := c.pre.data[n]; e.end != e.start {
+		if !stateless(c.pre.data[n]) {
 			return ""
 		}
 	}
@@ -93,6 +93,20 @@ func (c *comparison) twin(name string, mine, theirs []string) string {
 		return out
 	}
 	return byNumber(theirs)[slices.Index(byNumber(mine), name)]
+}
+
+// stateless reports whether a variable holds no state a copy would
+// lose: it is empty, or read-only.
+func stateless(e *entity) bool {
+	return e.end == e.start || e.sec != nil && !writable(e)
+}
+
+// unpairedConstant reports whether name is a read-only function-local
+// static of Pre that no static of Post was paired with: one of Post
+// under the same name only shares gcc's number with it.
+func (c *comparison) unpairedConstant(name string, a, b *entity) bool {
+	_, ok := plainLocalStatic(name)
+	return ok && c.localMatched != nil && !c.localMatched[name] && a.sec != nil && b.sec != nil && !writable(a) && !writable(b)
 }
 
 // staticNumber is the number gcc gave a function-local static.

@@ -246,9 +246,10 @@ func (c *comparison) postImage(e *entity) image {
 
 // renumberedReferences refuses new code (changed and added functions,
 // added variables) that refers to a renumbered __UNIQUE_ID symbol or
-// function-local static: the
-// patch module finds the kernel's symbols by name, and under the new
-// number it would find another symbol, or none.
+// function-local static: the patch module finds the kernel's symbols by
+// name, and under the new number it would find another symbol, or none.
+// A constant that refers to nothing (an error message's text) is carried
+// as the module's own copy instead, which reads the same.
 func (c *comparison) renumberedReferences() {
 	if len(c.rename) == 0 {
 		return
@@ -271,7 +272,16 @@ func (c *comparison) renumberedReferences() {
 				// code that uses it (dyndbg.go), never looked up.
 				continue
 			}
-			if to, ok := c.rename[r.ref]; ok {
+			to, ok := c.rename[r.ref]
+			if d := c.post.data[r.ref]; ok && d != nil && d.sec != nil && !writable(d) && len(d.sec.relocsIn(d.start, d.end)) == 0 {
+				// A constant: the patch module carries its own copy,
+				// which reads the same as the kernel's.
+				if !slices.ContainsFunc(c.res.AddedData, func(a Function) bool { return a.Name == r.ref }) {
+					c.res.AddedData = append(c.res.AddedData, function(d, ""))
+				}
+				continue
+			}
+			if ok {
 				c.problem(Problem{Kind: KindData, Name: f.Name, Section: f.Section, Reason: fmt.Sprintf(
 					"refers to %s, the kernel's %s under another number (gcc's count of __COUNTER__ or of function-local statics): the patch module would look it up by the new name", r.ref, to)})
 				break
