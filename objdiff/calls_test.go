@@ -2,6 +2,7 @@ package objdiff
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -114,12 +115,27 @@ func TestDiffPrivateOnlyReplacedCallers(t *testing.T) {
 }
 
 // TestDiffPrivateUnchangedCaller: other calls stats the same way before
-// and after, is not replaced, and would keep calling the kernel's old
-// stats.
+// and after, and would keep calling the kernel's old stats, which
+// cannot be redirected: it is replaced too, so that its copy calls the
+// new stats, which only replaced functions call now.
 func TestDiffPrivateUnchangedCaller(t *testing.T) {
-	_, stats := privateDiff(t, "int other(int x) { return stats(x + 5) * 2 + sink(0); }", "find", "stats")
-	if stats.Private || stats.Exposed != "before: other calls it and is not replaced by the patch" {
-		t.Errorf("stats: Private %v, Exposed %q; want the unchanged caller", stats.Private, stats.Exposed)
+	res, stats := privateDiff(t, "int other(int x) { return stats(x + 5) * 2 + sink(0); }", "find", "other", "stats")
+	if !stats.Private || stats.Exposed != "" {
+		t.Errorf("stats: Private %v, Exposed %q; want private", stats.Private, stats.Exposed)
+	}
+	other := res.Changed[slices.IndexFunc(res.Changed, func(f Function) bool { return f.Name == "other" })]
+	if !strings.Contains(other.Reason, "calls stats, which changed and cannot be redirected") {
+		t.Errorf("other replaced for %q", other.Reason)
+	}
+}
+
+// TestDiffPrivateUnchangedInitCaller: init code that calls stats is not
+// replaced (it ran, and a module's runs again unpatched at every load):
+// stats stays reachable from code left in place.
+func TestDiffPrivateUnchangedInitCaller(t *testing.T) {
+	_, stats := privateDiff(t, "__attribute__((section(\".init.text\"))) int boot(int x) { return stats(x + 5) * 2 + sink(0); }", "find", "stats")
+	if stats.Private || stats.Exposed != "before: boot calls it and is not replaced by the patch" {
+		t.Errorf("stats: Private %v, Exposed %q; want the init caller", stats.Private, stats.Exposed)
 	}
 }
 

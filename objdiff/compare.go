@@ -37,6 +37,7 @@ func Compare(pre, post *Object) *Result {
 	}
 	c.matchUnique()
 	c.functions()
+	c.replaceCallers()
 	c.variables()
 	c.specialSections()
 	c.looseCode()

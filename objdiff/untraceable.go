@@ -1,0 +1,88 @@
+package objdiff
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// A function that does not call __fentry__ at its entry (notrace,
+// noinstr, or an inline function gcc still emitted out of line, such as
+// virtio_net_hdr_to_skb.constprop.0) cannot be redirected: livepatch
+// redirects through ftrace. When it changed, its callers in the kernel
+// keep calling the kernel's copy, however identical their own code is.
+// kpatch leaves it to the patch author to change a caller; here the
+// callers are replaced too, so that their copies call the module's copy
+// of the changed function (reach then finds it called only by replaced
+// functions, and klpgen carries it as a copy only they call). A caller
+// that cannot be redirected itself brings its own callers, in turn.
+// Init code is not replaced this way: its refusal stands.
+
+// maxCallerRounds bounds how far up the call graph replaceCallers goes.
+const maxCallerRounds = 8
+
+// replaceCallers marks changed the functions of both objects that
+// call a changed function that cannot be redirected.
+func (c *comparison) replaceCallers() {
+	if !callsFentry(c.pre) {
+		return // not compiled for ftrace: nothing to tell traceable from not
+	}
+	for round := 0; round < maxCallerRounds; round++ {
+		var add []Function
+		for _, f := range c.res.Changed {
+			a := c.pre.funcs[f.Name]
+			if a == nil || a.sec == nil || isInit(a.sec.name) || coldParentOf(f.Name) != "" || entryCallsFentry(a) {
+				continue
+			}
+			for _, caller := range c.pre.referrer[a.sym.name] {
+				g, b := c.pre.funcs[caller], c.postFuncs[caller]
+				if g == nil || b == nil || g == a || c.changed[caller] || isInit(g.sec.name) || coldParentOf(caller) != "" ||
+					slices.ContainsFunc(add, func(x Function) bool { return x.Name == caller }) {
+					continue
+				}
+				add = append(add, function(b, fmt.Sprintf("calls %s, which changed and cannot be redirected (no __fentry__ call at its entry): "+
+					"replaced so that its copy calls the new %s", f.Name, f.Name)))
+			}
+		}
+		if len(add) == 0 {
+			return
+		}
+		for _, f := range add {
+			c.changed[f.Name] = true
+		}
+		c.res.Changed = append(c.res.Changed, add...)
+	}
+}
+
+// callsFentry reports whether any code of o calls __fentry__: o was
+// compiled for ftrace.
+func callsFentry(o *Object) bool {
+	for _, s := range o.sections {
+		if s.class != classCode {
+			continue
+		}
+		for _, r := range s.relocs {
+			if isFentry(r) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// entryCallsFentry reports whether a function calls __fentry__ at its
+// entry: a call whose operand is at offset 1, or 5 after an ENDBR64.
+func entryCallsFentry(e *entity) bool {
+	for _, r := range e.sec.relocsIn(e.start, e.start+6) {
+		if isFentry(r) && (r.off-e.start == 1 || r.off-e.start == 5) {
+			return true
+		}
+	}
+	return false
+}
+
+// isFentry reports whether a relocation is a call to __fentry__, which
+// the kernel defines.
+func isFentry(r reloc) bool {
+	return strings.HasPrefix(r.target, "extern __fentry__")
+}
