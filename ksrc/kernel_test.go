@@ -366,21 +366,9 @@ func TestCorpusKernelSkipsUnbuiltFile(t *testing.T) {
 	}
 }
 
-// hvcKconfigFix is Debian's change to drivers/tty/hvc/Kconfig from
-// 6.1.187-1 to 6.1.190-1.
-const hvcKconfigFix = `diff --git a/drivers/tty/hvc/Kconfig b/drivers/tty/hvc/Kconfig
---- a/drivers/tty/hvc/Kconfig
-+++ b/drivers/tty/hvc/Kconfig
-@@ -79,7 +79,7 @@
- 
- config HVC_DCC
- 	bool "ARM JTAG DCC console"
--	depends on ARM || ARM64
-+	depends on (ARM && (CPU_V6 || CPU_V6K || CPU_V7)) || ARM64
- 	select HVC_DRIVER
- 	select SERIAL_CORE_CONSOLE
- 	help
-`
+// hvcKconfigFix is Debian's change to drivers/tty/hvc/Kconfig (see
+// hvcDCCFix) at its place in the real file.
+var hvcKconfigFix = strings.Replace(hvcDCCFix, "@@ -18,7 +18,7 @@", "@@ -79,7 +79,7 @@", 1)
 
 // TestCorpusKernelLeavesOutUnsetKconfig: against the cloud kernel's own
 // configuration, which leaves HVC_DCC unset, a fix's Kconfig change to
