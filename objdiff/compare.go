@@ -245,13 +245,20 @@ func (c *comparison) variables() {
 		default:
 			continue
 		}
+		var hint string
+		if kind == KindData {
+			var carried bool
+			if carried, hint = c.carriedConstant(name, a, b, why); carried {
+				continue
+			}
+		}
 		switch {
 		case kind == KindInit:
 			p.Reason = why + ": init data was used at boot or module load and freed"
 		case writable(b):
 			p.Reason = why + ": the kernel keeps the variable it has, with its current value, so the new initial value never takes effect"
 		default:
-			p.Reason = why + ": functions that are not patched keep reading the kernel's copy"
+			p.Reason = why + ": functions that are not patched keep reading the kernel's copy" + hint
 		}
 		c.problem(p)
 	}
