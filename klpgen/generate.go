@@ -1005,7 +1005,11 @@ func (g *generator) original(owner *function, idx int, addend int64) (*outSym, i
 func (g *generator) orConstantCopy(owner *function, idx int, addend int64) func(*outSym, int64, error) (*outSym, int64, error) {
 	return func(out *outSym, add int64, err error) (*outSym, int64, error) {
 		var amb *AmbiguousSymbolError
-		if !errors.As(err, &amb) || !g.pureConstant(idx) {
+		if !errors.As(err, &amb) {
+			return out, add, err
+		}
+		empty := g.emptyObject(idx)
+		if !empty && !g.pureConstant(idx) {
 			return out, add, err
 		}
 		s := &g.st.syms[idx]
@@ -1013,10 +1017,39 @@ func (g *generator) orConstantCopy(owner *function, idx int, addend int64) func(
 		if cerr != nil {
 			return nil, 0, cerr
 		}
-		g.warnings = append(g.warnings, fmt.Sprintf("function %s: %s (%d bytes of constant data) is ambiguous in the running kernel (%d symbols carry the name): the module carries its own copy",
-			owner.name, s.name, s.size, amb.Count))
+		if empty {
+			g.warnings = append(g.warnings, fmt.Sprintf("function %s: %s is ambiguous in the running kernel (%d symbols carry the name) and holds no bytes (an empty lock class key, as a kernel without lockdep has): the module carries its own",
+				owner.name, s.name, amb.Count))
+		} else {
+			g.warnings = append(g.warnings, fmt.Sprintf("function %s: %s (%d bytes of constant data) is ambiguous in the running kernel (%d symbols carry the name): the module carries its own copy",
+				owner.name, s.name, s.size, amb.Count))
+		}
 		return sec.sym, addend + int64(s.value), nil
 	}
+}
+
+// emptyObject says symbol idx is a local object of no bytes alone in a
+// section of no bytes: it holds no state, so only its address matters,
+// and only as a name (a static struct lock_class_key, empty without
+// lockdep, which mutex_init and spin_lock_init pass along and ignore).
+func (g *generator) emptyObject(idx int) bool {
+	s := &g.st.syms[idx]
+	if !s.defined() || s.bind() != elf.STB_LOCAL || s.typ() != elf.STT_OBJECT || s.size != 0 || int(s.shndx) >= len(g.f.Sections) {
+		return false
+	}
+	sec := g.f.Sections[s.shndx]
+	if sec.Size != 0 || sec.Flags&elf.SHF_ALLOC == 0 || sec.Flags&elf.SHF_EXECINSTR != 0 {
+		return false
+	}
+	if _, ok := g.relaOf[int(s.shndx)]; ok {
+		return false
+	}
+	for _, i := range g.objSyms[int(s.shndx)] {
+		if g.st.syms[i].name != s.name {
+			return false
+		}
+	}
+	return true
 }
 
 // pureConstant says symbol idx is a local object alone in a read-only

@@ -1268,3 +1268,53 @@ int part_fn(int x) { printk_like("%d\\n", x); return x + 1; }
 		t.Errorf("the stub does not replace target.part.0 by a C name:\n%s", stub)
 	}
 }
+
+const lockKeyUnit = `
+struct lock_class_key { };
+struct mutex { int owner; };
+extern void __mutex_init(struct mutex *m, const char *name, struct lock_class_key *key);
+static int counter;
+void target(struct mutex *m) { static struct lock_class_key __key; __mutex_init(m, "m", &__key); }
+void counted(struct mutex *m) { static struct lock_class_key __key; __mutex_init(m, "c", &__key); counter++; }
+`
+
+// TestGenerateCarriesAmbiguousEmptyLockKey: a static lock class key,
+// empty in a kernel without lockdep, that the running kernel has many
+// of under one name (__key.N) holds no state: the module carries its
+// own, with a warning. A writable static with bytes keeps the refusal.
+func TestGenerateCarriesAmbiguousEmptyLockKey(t *testing.T) {
+	post := compileC(t, lockKeyUnit)
+	syms, err := parseELF(t, post).Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, s := range syms {
+		if strings.HasPrefix(s.Name, "__key.") {
+			keys = append(keys, s.Name)
+		}
+	}
+	if len(keys) != 2 {
+		t.Fatalf("gcc named %d __key objects, want 2: %v", len(keys), syms)
+	}
+	m := slices.Concat(fillers("a", 100), keys, []string{"counter"}, fillers("b", 100), keys, []string{"counter"}, fillers("c", 100),
+		[]string{"target", "counted"})
+	sm := symbolsFor(t, []string{"__mutex_init"}, m...)
+	out, err := Generate(post, []string{"target"}, nil, sm, Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatalf("target passes an empty, ambiguous lock key: %v", err)
+	}
+	if !slices.ContainsFunc(out.Warnings, func(w string) bool { return strings.Contains(w, "holds no bytes") }) {
+		t.Errorf("warnings = %q, want one saying the key holds no bytes", out.Warnings)
+	}
+	for _, k := range out.KLPSymbols {
+		if strings.HasPrefix(k.Name, "__key.") {
+			t.Errorf("the key is reached through livepatch as well: %v", out.KLPSymbols)
+		}
+	}
+	_, err = Generate(post, []string{"counted"}, nil, sm, Options{ModuleName: "lp_test"})
+	var amb *AmbiguousSymbolError
+	if !errors.As(err, &amb) || amb.Name != "counter" {
+		t.Fatalf("counted writes counter, which holds state: %v, want *AmbiguousSymbolError for counter", err)
+	}
+}
