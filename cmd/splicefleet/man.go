@@ -24,7 +24,7 @@ import (
 // docs/config.md by package configdoc and embedded here.
 
 // configPage is splicefleet-agent.yaml(5), written by
-// go test ./internal/configdoc -update.
+// go test ./cmd/splicefleet/internal/configdoc -update.
 //
 //go:embed splicefleet-agent.yaml.5
 var configPage []byte

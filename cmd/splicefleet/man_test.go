@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splicefleet/splicefleet/agent"
-	"github.com/splicefleet/splicefleet/internal/configdoc"
+	"github.com/splicefleet/splicefleet/cmd/splicefleet/internal/configdoc"
 )
 
 // renderMan renders a page as man(1) shows it, as plain text, failing

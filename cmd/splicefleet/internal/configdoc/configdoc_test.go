@@ -24,11 +24,11 @@ var update = flag.Bool("update", false, "rewrite docs/config.md, dist/agent.yaml
 
 // Paths from this package's folder, where go test runs.
 var (
-	sourcePath    = filepath.Join("..", "..", "agent", "config.go")
-	referencePath = filepath.Join("..", "..", "docs", "config.md")
-	examplePath   = filepath.Join("..", "..", "dist", "agent.yaml")
+	sourcePath    = filepath.Join("..", "..", "..", "..", "agent", "config.go")
+	referencePath = filepath.Join("..", "..", "..", "..", "docs", "config.md")
+	examplePath   = filepath.Join("..", "..", "..", "..", "dist", "agent.yaml")
 	// The man page is embedded in the binary, whose gendocs installs it.
-	manPath = filepath.Join("..", "..", "cmd", "splicefleet", ManName+".5")
+	manPath = filepath.Join("..", "..", "..", "..", "cmd", "splicefleet", ManName+".5")
 )
 
 func agentKeys(t *testing.T) []Key {
@@ -64,11 +64,11 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 		}
 		want, err := os.ReadFile(path)
 		if err != nil {
-			t.Errorf("%v (run go test ./internal/configdoc -update)", err)
+			t.Errorf("%v (run go test ./cmd/splicefleet/internal/configdoc -update)", err)
 			continue
 		}
 		if diff := cmp.Diff(string(want), string(got)); diff != "" {
-			t.Errorf("%s is out of date with agent/config.go; run go test ./internal/configdoc -update and review the diff (-committed +generated):\n%s", path, diff)
+			t.Errorf("%s is out of date with agent/config.go; run go test ./cmd/splicefleet/internal/configdoc -update and review the diff (-committed +generated):\n%s", path, diff)
 		}
 	}
 }
@@ -78,7 +78,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 func TestExampleIsTheDefaults(t *testing.T) {
 	f, err := os.Open(examplePath)
 	if err != nil {
-		t.Fatalf("%v (run go test ./internal/configdoc -update)", err)
+		t.Fatalf("%v (run go test ./cmd/splicefleet/internal/configdoc -update)", err)
 	}
 	defer f.Close()
 	got, err := agent.DecodeConfig(f)

@@ -25,7 +25,7 @@
 // a placeholder, and the package checks that it still does.
 //
 // The tests regenerate both files in memory and fail when the committed
-// ones differ; go test ./internal/configdoc -update rewrites them. Only the
+// ones differ; go test ./cmd/splicefleet/internal/configdoc -update rewrites them. Only the
 // standard library is used to generate; the tests decode the example with
 // the agent's own decoder.
 package configdoc

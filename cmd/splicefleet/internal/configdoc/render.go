@@ -69,7 +69,7 @@ var exampleTemplate = template.Must(template.New("example").Funcs(funcs).Parse(
 #
 # The reference, docs/config.md, is generated with this file from the
 # agent's source (agent/config.go); in the source tree, change the doc
-# comments there and run "go test ./internal/configdoc -update".
+# comments there and run "go test ./cmd/splicefleet/internal/configdoc -update".
 {{range .}}
 {{yamlComment .Doc -}}
 {{if .Required}}# Required: the agent does not start without it.
@@ -81,7 +81,7 @@ var exampleTemplate = template.Must(template.New("example").Funcs(funcs).Parse(
 var markdownTemplate = template.Must(template.New("markdown").Funcs(funcs).Parse(
 	`# Agent configuration reference
 
-<!-- Generated from agent/config.go by "go test ./internal/configdoc -update"; edit the doc comments there, not this file. -->
+<!-- Generated from agent/config.go by "go test ./cmd/splicefleet/internal/configdoc -update"; edit the doc comments there, not this file. -->
 
 ` + "`splicefleet agent --config FILE`" + ` reads its configuration from one YAML
 file. The Debian package installs the [example file](#example-file) at the
