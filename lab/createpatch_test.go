@@ -62,8 +62,10 @@ const counterPatch = `--- a/fs/proc/cmdline.c
  
 `
 
-// statePatch changes an existing table's contents: functions that are
-// not patched keep reading the kernel's copy, so it is refused.
+// statePatch changes an existing table's contents. Only functions of
+// fs/proc/array.c read it (through the inline get_task_state), so the
+// bundle carries the new table and replaces every one of them:
+// /proc/PID/status then says "R (runnable)".
 const statePatch = `--- a/fs/proc/array.c
 +++ b/fs/proc/array.c
 @@ -125,7 +125,7 @@
@@ -75,6 +77,22 @@ const statePatch = `--- a/fs/proc/array.c
  	"S (sleeping)",		/* 0x01 */
  	"D (disk sleep)",	/* 0x02 */
  	"T (stopped)",		/* 0x04 */
+`
+
+// opsPatch points an ops table at other code: children_seq_open stores
+// the table's address in every open file, which would keep calling
+// through the kernel's copy, so it is refused.
+const opsPatch = `--- a/fs/proc/array.c
++++ b/fs/proc/array.c
+@@ -795,7 +795,7 @@
+ static const struct seq_operations children_seq_ops = {
+ 	.start	= children_seq_start,
+ 	.next	= children_seq_next,
+-	.stop	= children_seq_stop,
++	.stop	= NULL,
+ 	.show	= children_seq_show,
+ };
+ 
 `
 
 // inlinePatch changes task_core_dumping, a static inline function of
@@ -172,6 +190,7 @@ func TestScenarioCreatePatch(t *testing.T) {
 		"cmdline.patch": cmdlinePatch,
 		"counter.patch": counterPatch,
 		"state.patch":   statePatch,
+		"ops.patch":     opsPatch,
 		"warn.patch":    warnPatch,
 		"binfmt.patch":  binfmtPatch,
 		"resched.patch": reschedPatch,
@@ -241,19 +260,32 @@ func TestScenarioCreatePatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A change to the kernel's data is refused, with the reason, and no
-	// bundle is written.
+	// A changed table only the file's functions read is carried, with
+	// every function that reads it replaced.
 	out, _, err = create(p("state.patch"), "state", p("state.splice"))
-	if err == nil {
-		t.Fatalf("a patch changing task_state_array was accepted:\n%s", out)
+	if err != nil {
+		t.Fatalf("a patch changing task_state_array was refused: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "task_state_array") || !strings.Contains(out, "cannot be carried by a livepatch") {
+	for _, w := range []string{"task_state_array: constant changed", "new variable task_state_array", "proc_pid_status"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("create --patch output lacks %q:\n%s", w, out)
+		}
+	}
+	stateBundle := c.sign(p("state.splice"))
+
+	// A change to an ops table is refused, with the reason, and no
+	// bundle is written.
+	out, _, err = create(p("ops.patch"), "ops", p("ops.splice"))
+	if err == nil {
+		t.Fatalf("a patch changing children_seq_ops was accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "children_seq_ops") || !strings.Contains(out, "cannot be carried by a livepatch") || !strings.Contains(out, "as an ops table does") {
 		t.Errorf("the refusal does not name the variable and the reason:\n%s", out)
 	}
-	if !strings.Contains(out, "refused: data task_state_array (hunk 1 of fs/proc/array.c, @@ -125,7 +125,7 @@)") {
+	if !strings.Contains(out, "refused: data children_seq_ops (hunk 1 of fs/proc/array.c, @@ -795,7 +795,7 @@)") {
 		t.Errorf("the refusal does not name its kind and the hunk that caused it:\n%s", out)
 	}
-	if _, err := os.Stat(p("state.splice")); err == nil {
+	if _, err := os.Stat(p("ops.splice")); err == nil {
 		t.Error("a refused patch left a bundle behind")
 	}
 
@@ -372,6 +404,11 @@ try inline-apply sf apply /lab/extra/inline-patch.splice
 mark inline-applied "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
 try inline-undo sfv undo inline-patch
 mark inline-undone "$(grep CoreDumping /proc/self/status | tr '\t' ' ')"
+mark state-before "$(grep State /proc/self/status | tr '\t' ' ')"
+try state-apply sf apply /lab/extra/state.splice
+mark state-applied "$(grep State /proc/self/status | tr '\t' ' ')"
+try state-undo sfv undo state
+mark state-undone "$(grep State /proc/self/status | tr '\t' ' ')"
 try fdinfo-apply sf apply /lab/extra/fdinfo-patch.splice
 mark fdinfo-applied "$(grep -c splicefleet /proc/self/fdinfo/0)"
 try fdinfo-undo sfv undo fdinfo-patch
@@ -411,6 +448,7 @@ mark both-undone "$(grep -c splicefleet.patched=1 /proc/cmdline) $(cat /bm/statu
 `, File{Path: "lab/extra/cmdline-patch.splice", Data: bundle, Mode: 0o644},
 		File{Path: "lab/extra/inline-patch.splice", Data: inlineBundle, Mode: 0o644},
 		File{Path: "lab/extra/fdinfo-patch.splice", Data: fdinfoBundle, Mode: 0o644},
+		File{Path: "lab/extra/state.splice", Data: stateBundle, Mode: 0o644},
 		File{Path: "lab/extra/counter.splice", Data: counterBundle, Mode: 0o644},
 		File{Path: "lab/extra/warn.splice", Data: warnBundle, Mode: 0o644},
 		File{Path: "lab/extra/binfmt.splice", Data: binfmtBundle, Mode: 0o644},
@@ -429,6 +467,11 @@ mark both-undone "$(grep -c splicefleet.patched=1 /proc/cmdline) $(cat /bm/statu
 	want(t, r, "inline-applied", "CoreDumping: 0 splicefleet-inline")
 	want(t, r, "inline-undo-exit", "0")
 	want(t, r, "inline-undone", "CoreDumping: 0")
+	want(t, r, "state-before", "State: R (running)")
+	want(t, r, "state-apply-exit", "0")
+	want(t, r, "state-applied", "State: R (runnable)")
+	want(t, r, "state-undo-exit", "0")
+	want(t, r, "state-undone", "State: R (running)")
 	want(t, r, "fdinfo-apply-exit", "0")
 	want(t, r, "fdinfo-applied", "1")
 	want(t, r, "fdinfo-undo-exit", "0")
