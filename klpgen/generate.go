@@ -1084,8 +1084,13 @@ func cName(name string) string { return strings.ReplaceAll(name, ".", "__") }
 // onceFlags are the function-local statics kernel macros declare to act
 // once: WARN_ONCE, printk_once and DO_ONCE_LITE's __already_done (in
 // .data.once), RCU_LOCKDEP_WARN's __warned, and older kernels'
-// __print_once.
-var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true}
+// __print_once; and the ratelimit state printk_ratelimited and the
+// pr_*_ratelimited family declare (_rs, 40 bytes, no pointers without
+// lockdep). A fresh copy starts the new code's count of a message
+// afresh: at worst one more burst of it is printed. kpatch treats these
+// the same way: its create-diff-object never correlates such "special
+// statics" and includes a fresh one with each function that uses it.
+var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true, "_rs": true}
 
 // isOnceFlag says name is gcc's name for a once flag: the base and a
 // number (__already_done.12).

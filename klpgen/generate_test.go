@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -1223,6 +1224,50 @@ func TestGenerateCopiesOnceFlags(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("target's code refers to its flags %d times, want both copies used", n)
+	}
+}
+
+const ratelimitUnit = `
+struct ratelimit_state { int lock; int interval; int burst; int printed; int missed; unsigned long begin; unsigned long flags; };
+extern int ___ratelimit(struct ratelimit_state *rs, const char *func);
+extern void say(const char *m);
+#define SAY_RATELIMITED(m) do { static struct ratelimit_state _rs = { .interval = 1250, .burst = 10 }; \
+	if (___ratelimit(&_rs, "f")) say(m); } while (0)
+void other(int x) { if (x) SAY_RATELIMITED("other"); }
+void target(int x) { if (x > 1) SAY_RATELIMITED("one"); if (x > 2) SAY_RATELIMITED("two"); }
+`
+
+// TestGenerateCopiesRatelimitStates: a ratelimit state the new code uses
+// (printk_ratelimited's _rs, renumbered by any fix that adds one) gets a
+// fresh copy in the module with its initial interval and burst, not a
+// lookup of a numbered name in the running kernel.
+func TestGenerateCopiesRatelimitStates(t *testing.T) {
+	post := compileC(t, ratelimitUnit)
+	m := slices.Concat(fillers("a", 50), []string{"_rs.0", "_rs.1", "_rs.2"}, fillers("b", 50),
+		[]string{"_rs.0", "_rs.1", "_rs.2", "target", "other"})
+	out, err := Generate(post, []string{"target"}, nil, symbolsFor(t, []string{"___ratelimit", "say"}, m...), Options{ModuleName: "lp_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range out.KLPSymbols {
+		if strings.HasPrefix(k.Name, "_rs.") {
+			t.Errorf("ratelimit state %s is looked up in the running kernel", k.Name)
+		}
+	}
+	mod := parseELF(t, out.Object)
+	var states int
+	for _, sec := range mod.Sections {
+		if !strings.HasPrefix(sec.Name, ".data._rs.") {
+			continue
+		}
+		states++
+		b := sectionData(t, mod, sec.Name)
+		if len(b) != 40 || binary.LittleEndian.Uint32(b[4:]) != 1250 || binary.LittleEndian.Uint32(b[8:]) != 10 {
+			t.Errorf("%s = %x, want the 40-byte state with interval 1250 and burst 10", sec.Name, b)
+		}
+	}
+	if states != 2 {
+		t.Errorf("the module has %d ratelimit states, want target's 2", states)
 	}
 }
 

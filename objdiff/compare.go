@@ -588,15 +588,17 @@ func diffImages(a, b image, noun string) string {
 	return why
 }
 
-// localStaticBase splits a name gcc gives a function-local static
-// ("count.0", "__already_done.12") into its base ("count").
 // onceFlags are the function-local statics kernel macros declare to act
 // once (WARN_ONCE's __already_done, RCU_LOCKDEP_WARN's __warned,
-// __print_once): the generator gives the new code a fresh copy of every
-// one it uses (klpgen copyOnceFlag), so a new one beside others of its
-// name is no guess about gcc's numbering.
-var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true}
+// __print_once) or to limit a message's rate (printk_ratelimited's and
+// the pr_*_ratelimited family's _rs): the generator gives the new code a
+// fresh copy of every one it uses (klpgen copyOnceFlag), so a new one
+// beside others of its name is no guess about gcc's numbering, and a
+// renumbered one does not make the code that uses it look changed.
+var onceFlags = map[string]bool{"__already_done": true, "__warned": true, "__print_once": true, "_rs": true}
 
+// localStaticBase splits a name gcc gives a function-local static
+// ("count.0", "__already_done.12") into its base ("count").
 func localStaticBase(name string) (string, bool) {
 	i := strings.LastIndexByte(name, '.')
 	if i <= 0 || i == len(name)-1 {

@@ -272,6 +272,11 @@ func (c *comparison) renumberedReferences() {
 				// code that uses it (dyndbg.go), never looked up.
 				continue
 			}
+			if base, ok := localStaticBase(r.ref); ok && onceFlags[base] {
+				// A once flag or ratelimit state: the new code gets a
+				// fresh copy, never the kernel's looked up by name.
+				continue
+			}
 			to, ok := c.rename[r.ref]
 			if d := c.post.data[r.ref]; ok && d != nil && d.sec != nil && !writable(d) && len(d.sec.relocsIn(d.start, d.end)) == 0 {
 				// A constant: the patch module carries its own copy,
