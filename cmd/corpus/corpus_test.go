@@ -121,8 +121,8 @@ func atoiT(t *testing.T, s string) int {
 // (CORPUS_PATCHES) against the pinned kernel: a patch to fs/proc/cmdline.c
 // that create --patch turns into a bundle, which must pass the guest check
 // (applied, transition finished, enabled, workload, no Oops or new taint,
-// undone), and one that changes the kernel's data (a table's string),
-// which must be refused with the variable named, and one whose change
+// undone), and one that changes the kernel's data (an ops table's
+// callback), which must be refused with the variable named, and one whose change
 // compiles to the same code, which is counted apart from U.
 func TestCorpusPatches(t *testing.T) {
 	if testing.Short() {
@@ -156,8 +156,8 @@ func TestCorpusPatches(t *testing.T) {
 	if r := recs["cmdline.patch"]; r.Outcome != corpus.Passed || len(r.Objects) != 1 || r.Objects[0] != corpus.Vmlinux || r.GuestSeconds <= 0 {
 		t.Errorf("cmdline.patch: %+v, want passed in vmlinux after a guest ran", r)
 	}
-	if r := recs["state.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "task_state_array") {
-		t.Errorf("state.patch: %+v, want refused naming task_state_array", r)
+	if r := recs["ops.patch"]; r.Outcome != corpus.Refused || !strings.Contains(r.Reason, "children_seq_ops") {
+		t.Errorf("ops.patch: %+v, want refused naming children_seq_ops", r)
 	}
 	// A change that compiles to the same code is built, but not in U.
 	if r := recs["unchanged.patch"]; r.Outcome != corpus.Unchanged || len(r.Objects) != 1 {
