@@ -148,11 +148,13 @@ func shellSplit(s string) (words []string, rest string, err error) {
 // of the tree is preceded by its counterpart under srcRoot, where there
 // is one, and a header forced in with -include is taken from srcRoot
 // when it is there. headers (tree paths) are the changed headers the
-// overlay holds: the original folder of each is on the quote include
-// path too, after the unit's own, so that #include "sibling.h" in a
-// patched header finds its unchanged siblings (fs/nfs/internal.h,
-// read by fs/nfs/blocklayout/blocklayout.c as "../internal.h",
-// includes "nfs4_fs.h").
+// overlay holds: the folder of each one's patched copy, then its
+// original folder, are on the quote include path too, after the unit's
+// own, so that a quote include of the header from another folder finds
+// the patched copy, and #include "sibling.h" in a patched header finds
+// its unchanged siblings (fs/nfs/internal.h, read by
+// fs/nfs/blocklayout/blocklayout.c as "../internal.h", includes
+// "nfs4_fs.h").
 func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overlay bool, headers ...string) ([]string, error) {
 	var argv []string
 	inputs, outputs := 0, 0
@@ -217,6 +219,19 @@ func unitCommand(r recorded, src, obj, srcRoot, origDir, origRoot string, overla
 	}
 	extra := []string{"-iquote", origDir}
 	seen := map[string]bool{filepath.Clean(origDir): true}
+	if overlay {
+		// A patched header's copy before its original folder: gcc
+		// searches the quote path before the -I folders, so the
+		// original folder alone would hand #include "security.h" of
+		// security/selinux/ss/services.c the unpatched header of
+		// security/selinux/include.
+		for _, h := range headers {
+			if c, ok := counterpart(filepath.Join(origRoot, filepath.FromSlash(h)), false); ok && !seen[filepath.Dir(c)] {
+				seen[filepath.Dir(c)] = true
+				extra = append(extra, "-iquote", filepath.Dir(c))
+			}
+		}
+	}
 	for _, h := range headers {
 		if d := filepath.Join(origRoot, filepath.Dir(filepath.FromSlash(h))); overlay && !seen[d] {
 			seen[d] = true

@@ -132,7 +132,7 @@ $(deps_fs/proc/base.o):
 // folders without a changed header keep their place alone.
 func TestUnitCommandOverlay(t *testing.T) {
 	work := t.TempDir()
-	for _, f := range []string{"b/include/linux/foo.h", "b/drivers/x/priv.h", "b/include/linux/kconfig.h"} {
+	for _, f := range []string{"b/include/linux/foo.h", "b/drivers/x/priv.h", "b/include/linux/kconfig.h", "b/drivers/y/sec.h"} {
 		if err := os.MkdirAll(filepath.Join(work, filepath.Dir(f)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +164,19 @@ func TestUnitCommandOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := []string{"gcc", "-iquote", "/src/drivers/x", "-iquote", "/src/drivers", "-fmacro-prefix-map=" + b + "/="}; !slices.Equal(argv[:len(want)], want) {
+		t.Errorf("argv starts %q, want %q", argv[:len(want)], want)
+	}
+	// A changed header of another folder that the unit reads by a quote
+	// include through -I (security/selinux/ss/services.c reads
+	// "security.h" of security/selinux/include): its patched copy comes
+	// before its original folder on the quote path, which gcc searches
+	// before the -I folders.
+	argv, err = unitCommand(r, b+"/drivers/x/x.c", work+"/post/drivers/x/x.o", b, "/src/drivers/x", "/src", true,
+		"drivers/y/sec.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"gcc", "-iquote", "/src/drivers/x", "-iquote", b + "/drivers/y", "-iquote", "/src/drivers/y", "-fmacro-prefix-map=" + b + "/="}; !slices.Equal(argv[:len(want)], want) {
 		t.Errorf("argv starts %q, want %q", argv[:len(want)], want)
 	}
 	// The before side, or a patch without headers: nothing added.
