@@ -49,13 +49,17 @@ func TestDiffSignatureAllCallersReplaced(t *testing.T) {
 // after the fix is not replaced, and its calls reach the new code
 // through the ftrace redirection with the old arguments.
 func TestDiffSignatureCallerNotReplaced(t *testing.T) {
+	// A struct passed by value under another name: the caller's code
+	// stays the same, and only a prototype of the same registers under
+	// the same names is accepted for a caller that is not replaced.
 	const unit = `
-static __attribute__((noipa)) int lookup(%s a) { return a / 4; }
-int one(int x) { return lookup(x); }
+struct %[1]s { int v; };
+static __attribute__((noipa)) int lookup(struct %[1]s a) { return a.v / %[2]s; }
+int one(int x) { struct %[1]s a = { x }; return lookup(a); }
 `
-	res := diff(t, fmt.Sprintf(unit, "int"), fmt.Sprintf(unit, "unsigned int"), false)
+	res := diff(t, fmt.Sprintf(unit, "pa", "4"), fmt.Sprintf(unit, "pb", "8"), false)
 	check(t, res, want{changed: []string{"lookup"}, unsafe: []string{"signature lookup"}})
-	if r := res.Unsafe[0].Reason; !strings.Contains(r, "prototype int (int) -> int (unsigned int)") || !strings.Contains(r, "one jumps to it and is not replaced") {
+	if r := res.Unsafe[0].Reason; !strings.Contains(r, "prototype int (struct pa) -> int (struct pb)") || !strings.Contains(r, "one jumps to it and is not replaced") {
 		t.Errorf("reason %q, want the prototypes and the caller", r)
 	}
 }
@@ -156,4 +160,38 @@ func TestDiffPrivateTailCall(t *testing.T) {
 	if stats.Private || !strings.Contains(stats.Exposed, "before: tail jumps to it (a tail call)") {
 		t.Errorf("stats: Private %v, Exposed %q; want the tail call", stats.Private, stats.Exposed)
 	}
+}
+
+// TestDiffSignatureSameRegisters: a global function whose parameters
+// only gain a const or change signedness at 4 bytes or more (a typical
+// stable fix: int *count -> u32 *count, char * -> const char *) takes the
+// same registers with the same bits: callers that are not patched pass
+// what a caller compiled against the new prototype would. A parameter
+// of another size, or a char that changes signedness (the caller
+// extends it to a register as its own type says), stays refused.
+func TestDiffSignatureSameRegisters(t *testing.T) {
+	const unit = `
+typedef unsigned int u32;
+int classes(%s *names, %s *count, %s flag, int n) { *count = n; return names[0] + flag; }
+`
+	// The fix changes the code too: n counts one more.
+	pre := fmt.Sprintf(unit, "char", "int", "int")
+	fix := func(s string) string { return strings.Replace(s, "*count = n;", "*count = n + 1;", 1) }
+	res := diff(t, pre, fix(fmt.Sprintf(unit, "const char", "u32", "unsigned int")), false)
+	check(t, res, want{changed: []string{"classes"}})
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "classes: prototype int (char*, int*, int, int) -> int (const char*, u32*, unsigned int, int), accepted: every parameter and the result keep their size and register class") {
+		t.Errorf("notes %q", res.Notes)
+	}
+	for _, c := range []struct{ flag, why string }{
+		{"long", "int (char*, int*, int, int) -> int (char*, int*, long int, int)"},
+		{"unsigned char", "int (char*, int*, int, int) -> int (char*, int*, unsigned char, int)"},
+	} {
+		res = diff(t, pre, fix(fmt.Sprintf(unit, "char", "int", c.flag)), false)
+		check(t, res, want{changed: []string{"classes"}, unsafe: []string{"signature classes"}})
+		if r := res.Unsafe[0].Reason; !strings.Contains(r, c.why) {
+			t.Errorf("%s: reason %q", c.flag, r)
+		}
+	}
+	res = diff(t, fmt.Sprintf(unit, "char", "int", "signed char"), fix(fmt.Sprintf(unit, "char", "int", "unsigned char")), false)
+	check(t, res, want{changed: []string{"classes"}, unsafe: []string{"signature classes"}})
 }

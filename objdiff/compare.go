@@ -396,6 +396,17 @@ func (c *comparison) signatures() {
 				"and every function that calls it, before and after, is replaced with it", f.Name, a, b))
 			continue
 		}
+		if abi := c.pre.debug.abis[f.Name]; abi != "" && !strings.Contains(abi, "?") && abi == c.post.debug.abis[f.Name] {
+			// Only a qualifier, a typedef or the signedness of a type of
+			// 4 bytes or more changed: a caller compiled against either
+			// prototype passes the same bits in the same registers and
+			// reads the result from the same one. A caller whose code
+			// the new prototype changes is a unit compiled before and
+			// after (every reader of a changed header is), and replaced.
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: prototype %s -> %s, accepted: every parameter and the result keep their size "+
+				"and register class (%s), so a caller that is not patched passes the same bits and reads the same register", f.Name, a, b, abi))
+			continue
+		}
 		c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
 			Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result (%s)", a, b, why)})
 	}

@@ -18,6 +18,10 @@ type debugInfo struct {
 	inlined map[string]map[string][]span
 	// sigs maps a function symbol to its prototype, by type names.
 	sigs map[string]string
+	// abis maps a function symbol to its prototype as the calling
+	// convention sees it (abiType): what registers or stack slots of
+	// what size each parameter and the result take.
+	abis map[string]string
 	// abstract names the functions the compiler inlined somewhere (DWARF
 	// DW_AT_inline), even where no copy kept an entry of its own.
 	abstract map[string]bool
@@ -116,10 +120,11 @@ func (o *Object) readDebug() error {
 		budget: maxRangeEntries,
 		steps:  maxDebugSteps(len(raw[".debug_info"])),
 		sigs:   map[dwarf.Offset]string{},
+		abis:   map[dwarf.Offset]string{},
 		names:  map[dwarf.Offset]string{},
 		types:  map[dwarf.Offset]string{},
 		ranges: map[rangeKey][]span{},
-		info: &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abstract: map[string]bool{},
+		info: &debugInfo{inlined: map[string]map[string][]span{}, sigs: map[string]string{}, abis: map[string]string{}, abstract: map[string]bool{},
 			layouts: map[string]string{}, homes: map[string]string{}, uses: map[string]*typeUses{}},
 		mentions: map[dwarf.Offset]mention{},
 		entries:  d.Reader(),
@@ -210,6 +215,7 @@ type walker struct {
 	// copyBytes is the code of all inlined copies, which Compare reads.
 	copyBytes uint64
 	sigs      map[dwarf.Offset]string
+	abis      map[dwarf.Offset]string
 	names     map[dwarf.Offset]string
 	types     map[dwarf.Offset]string
 	ranges    map[rangeKey][]span
@@ -292,6 +298,7 @@ func (w *walker) walk() error {
 				}
 				if sig != "" {
 					w.info.sigs[name] = sig
+					w.info.abis[name] = w.abis[w.declOf(e)]
 				}
 			}
 		case dwarf.TagStructType, dwarf.TagUnionType:
@@ -733,11 +740,11 @@ func (w *walker) signature(e *dwarf.Entry) (string, error) {
 	if sig, ok := w.sigs[decl.Offset]; ok {
 		return sig, nil
 	}
-	ret := "void"
+	ret, abiRet := "void", "void"
 	if off, ok := decl.Val(dwarf.AttrType).(dwarf.Offset); ok {
-		ret = w.typeName(off, 0)
+		ret, abiRet = w.typeName(off, 0), w.abiType(off, 0)
 	}
-	var params []string
+	var params, abiParams []string
 	if decl.Children {
 		r := w.d.Reader()
 		r.Seek(decl.Offset)
@@ -767,13 +774,15 @@ func (w *walker) signature(e *dwarf.Entry) (string, error) {
 							return "", err
 						}
 					}
-					t := "?"
+					t, abi := "?", "?"
 					if off, ok := p.Val(dwarf.AttrType).(dwarf.Offset); ok {
-						t = w.typeName(off, 0)
+						t, abi = w.typeName(off, 0), w.abiType(off, 0)
 					}
 					params = append(params, t)
+					abiParams = append(abiParams, abi)
 				case dwarf.TagUnspecifiedParameters:
 					params = append(params, "...")
+					abiParams = append(abiParams, "...")
 				}
 			}
 			if c.Children {
@@ -788,8 +797,73 @@ func (w *walker) signature(e *dwarf.Entry) (string, error) {
 	}
 	sig := ret + " (" + strings.Join(params, ", ") + ")"
 	w.sigs[decl.Offset] = sig
+	w.abis[decl.Offset] = abiRet + " (" + strings.Join(abiParams, ", ") + ")"
 	return sig, nil
 }
+
+// declOf returns the offset of the entry that declares e's prototype
+// (signature has read it, so it is cached).
+func (w *walker) declOf(e *dwarf.Entry) dwarf.Offset {
+	if decl, err := w.origin(e); err == nil {
+		return decl.Offset
+	}
+	return e.Offset
+}
+
+// abiType spells a type as the x86-64 calling convention passes it:
+// qualifiers and typedefs are seen through; an integer, enum or bool is
+// its size, and below 4 bytes its signedness too (the caller extends it
+// to a register as its own type says); every pointer, array or
+// function is "ptr"; a float is its size; a struct or union, passed by
+// value, keeps its name and size. Two prototypes that spell the same
+// take the same registers and stack slots with the same bits: a
+// caller compiled against either passes the same values.
+func (w *walker) abiType(off dwarf.Offset, depth int) string {
+	if depth > maxTypeDepth {
+		return "?"
+	}
+	e, err := w.entry(off)
+	if err != nil {
+		return "?"
+	}
+	size, _ := e.Val(dwarf.AttrByteSize).(int64)
+	switch e.Tag {
+	case dwarf.TagTypedef, dwarf.TagConstType, dwarf.TagVolatileType, dwarf.TagRestrictType, dwarf.TagAtomicType:
+		if t, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+			return w.abiType(t, depth+1)
+		}
+		return "void"
+	case dwarf.TagPointerType, dwarf.TagReferenceType, dwarf.TagArrayType, dwarf.TagSubroutineType:
+		return "ptr"
+	case dwarf.TagEnumerationType:
+		if size >= 4 {
+			return fmt.Sprintf("int%d", size)
+		}
+		return fmt.Sprintf("enum%d", size)
+	case dwarf.TagBaseType:
+		enc, _ := e.Val(dwarf.AttrEncoding).(int64)
+		switch {
+		case enc == dwarfEncodingFloat:
+			return fmt.Sprintf("float%d", size)
+		case size >= 4:
+			return fmt.Sprintf("int%d", size)
+		case enc == dwarfEncodingSigned || enc == dwarfEncodingSignedChar:
+			return fmt.Sprintf("sint%d", size)
+		}
+		return fmt.Sprintf("uint%d", size)
+	case dwarf.TagStructType, dwarf.TagUnionType:
+		name, _ := e.Val(dwarf.AttrName).(string)
+		return fmt.Sprintf("%v %s %d", e.Tag, printable(name), size)
+	}
+	return fmt.Sprintf("<%v>", e.Tag)
+}
+
+// DWARF base type encodings (DW_ATE_*) that abiType tells apart.
+const (
+	dwarfEncodingFloat      = 0x04
+	dwarfEncodingSigned     = 0x05
+	dwarfEncodingSignedChar = 0x06
+)
 
 // typeName spells a type by name, following at most maxTypeDepth
 // modifiers: struct layouts are not compared, only names.
