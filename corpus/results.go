@@ -254,6 +254,8 @@ func ReasonClass(reason string) string {
 		return classNeedsOther
 	case strings.Contains(reason, "compiled without ftrace"):
 		return "file compiled without ftrace"
+	case strings.Contains(reason, "does not call __fentry__ at its entry"):
+		return "a changed function livepatch cannot redirect (notrace)"
 	case strings.Contains(reason, "could not load a module of the unit"):
 		return "module cannot load in the guest"
 	case strings.Contains(reason, "which the patched module") && strings.Contains(reason, "cannot reach"):

@@ -290,9 +290,10 @@ func TestUnchangedIsNotInU(t *testing.T) {
 
 func TestReasonClassHeaderAndMissingSymbol(t *testing.T) {
 	for reason, want := range map[string]string{
-		"include/linux/hid.h: header included by too many units: 85 units the configuration builds use what the patch changes in it":                         "a header reaching too many units",
-		"include/linux/hid.h: header included by too many units: 85 units ...; and the patch changes the members of struct hid_device: a data layout change": "a header reaching too many units, changing a struct's layout",
-		`f:fs/nfs/nfs4client.c: klpgen: generate: function nfs4_alloc_client: symbol "nfs_cb_idr_remove" is neither a symbol of module nfsv4, nor exported`:  "a symbol the running kernel does not have",
+		"include/linux/hid.h: header included by too many units: 85 units the configuration builds use what the patch changes in it":                                                                                                           "a header reaching too many units",
+		"include/linux/hid.h: header included by too many units: 85 units ...; and the patch changes the members of struct hid_device: a data layout change":                                                                                   "a header reaching too many units, changing a struct's layout",
+		`f:fs/nfs/nfs4client.c: klpgen: generate: function nfs4_alloc_client: symbol "nfs_cb_idr_remove" is neither a symbol of module nfsv4, nor exported`:                                                                                    "a symbol the running kernel does not have",
+		"f:security/selinux/ss/services.c: klpgen: generate: not supported: function __security_genfs_sid: section .text.__security_genfs_sid: it does not call __fentry__ at its entry (notrace or noinstr), so livepatch cannot redirect it": "a changed function livepatch cannot redirect (notrace)",
 	} {
 		if got := ReasonClass(reason); got != want {
 			t.Errorf("ReasonClass(%q) = %q, want %q", reason, got, want)
