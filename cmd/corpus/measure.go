@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/splicefleet/splicefleet/corpus"
+	"github.com/splicefleet/splicefleet/internal/atomicfile"
 	"github.com/splicefleet/splicefleet/ksrc"
 	"github.com/splicefleet/splicefleet/lab"
 )
@@ -133,10 +134,7 @@ func builtIndex(dbg, release, src string, log io.Writer) (corpus.Built, error) {
 	if _, err := b.WriteTo(&buf); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(name+".tmp", buf.Bytes(), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(name+".tmp", name); err != nil {
+	if err := atomicfile.WriteFile(name, buf.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "corpus: %d source files indexed in %.1fs\n", len(b), time.Since(start).Seconds())
@@ -170,10 +168,7 @@ func debianUnits(ctx context.Context, opts lab.FetchOptions, series, from, to, f
 		if diff, err = treeDiff(ctx, fromTree, toTree); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(diffFile+".tmp", diff, 0o644); err != nil {
-			return nil, err
-		}
-		if err := os.Rename(diffFile+".tmp", diffFile); err != nil {
+		if err := atomicfile.WriteFile(diffFile, diff, 0o644); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(log, "corpus: tree diff done in %.1fs\n", time.Since(start).Seconds())
