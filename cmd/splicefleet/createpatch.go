@@ -144,9 +144,41 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 		g.name = defaultModuleName(o.id, o.version)
 	}
 	opts := klpgen.Options{ModuleName: g.name, Description: o.description, KernelFlags: true}
+	compared, bundle, err := compareUnits(e, o, release, patch, units, opts)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := generateParts(e, o, syms, compared, bundle)
+	if err != nil {
+		return nil, err
+	}
+	parts = g.keep(e, compared, parts)
+	if len(parts) == 0 {
+		var all []string
+		for _, u := range units.List {
+			all = append(all, u.Path)
+		}
+		return nil, &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, strings.Join(all, ", "))}
+	}
+	// A part keeps its file's number in its symbol names (unique, with
+	// gaps where a file changed nothing); Combine names the objects.
+	g.out = parts[0]
+	if len(parts) > 1 {
+		if g.out, err = klpgen.Combine(opts, parts); err != nil {
+			return nil, &refusal{fmt.Errorf("%s: %w", o.patch, err)}
+		}
+	}
+	return g, nil
+}
+
+// compareUnits compares each compiled unit before and after the patch,
+// keeping those whose functions or data changed, with what their new
+// code adds that the other parts may use (the new exported helper of
+// one module that the fix of another calls).
+func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units, opts klpgen.Options) ([]*comparedPart, []klpgen.BundleSymbol, error) {
+	mods := &moduleFiles{o: o, release: release}
 	modSyms := map[string]*klpgen.Symbols{}
 	modDeps := map[string]map[string]*klpgen.Symbols{}
-	mods := &moduleFiles{o: o, release: release}
 	var compared []*comparedPart
 	var bundle []klpgen.BundleSymbol
 	for i, u := range units.List {
@@ -156,13 +188,14 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 			// The kernel names a loaded module with "_" for kbuild's "-".
 			part.Module = klpgen.KernelModuleName(u.Module)
 			if modSyms[u.Module] == nil {
+				var err error
 				if modSyms[u.Module], err = mods.symbols(u.Module); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				// The modules it depends on, whose exports its code may
 				// call: read from the same folder.
 				if modDeps[u.Module], err = klpgen.LoadDependencies(part.Module, modSyms[u.Module], mods.read); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			}
 			part.ModuleSymbols = modSyms[u.Module]
@@ -182,26 +215,26 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 			fmt.Fprintf(e.stderr, "splicefleet: %s reads %s: compiled before and after the patch\n", u.Path, strings.Join(u.Headers, ", "))
 		}
 		c := &comparedPart{u: u, fps: fps, part: part}
+		var err error
 		if c.post, c.changed, c.added, err = comparePart(e, o, u, fps, &c.part); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(c.changed) == 0 && len(c.added) == 0 && len(c.part.NewData) == 0 {
 			continue // no function of this file changed
 		}
-		// What the part adds that other parts' new code may use: the
-		// new exported helper of one module that the fix of another
-		// calls.
 		adds, err := klpgen.BundleAdds(c.post, c.added, c.part)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		bundle = append(bundle, adds...)
 		compared = append(compared, c)
 	}
-	parts, err := generateParts(e, o, syms, compared, bundle)
-	if err != nil {
-		return nil, err
-	}
+	return compared, bundle, nil
+}
+
+// keep records what the generated parts replace, and the files they
+// come from, and returns the parts that replace something.
+func (g *generated) keep(e *env, compared []*comparedPart, parts []*klpgen.Output) []*klpgen.Output {
 	for i, c := range compared {
 		if parts[i] == nil {
 			continue
@@ -217,23 +250,7 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 		}
 		g.paths = append(g.paths, c.u.Path)
 	}
-	parts = slices.DeleteFunc(parts, func(p *klpgen.Output) bool { return p == nil })
-	if len(parts) == 0 {
-		var all []string
-		for _, u := range units.List {
-			all = append(all, u.Path)
-		}
-		return nil, &refusal{fmt.Errorf("%s changes the object code of no function in %s", o.patch, strings.Join(all, ", "))}
-	}
-	// A part keeps its file's number in its symbol names (unique, with
-	// gaps where a file changed nothing); Combine names the objects.
-	g.out = parts[0]
-	if len(parts) > 1 {
-		if g.out, err = klpgen.Combine(opts, parts); err != nil {
-			return nil, &refusal{fmt.Errorf("%s: %w", o.patch, err)}
-		}
-	}
-	return g, nil
+	return slices.DeleteFunc(parts, func(p *klpgen.Output) bool { return p == nil })
 }
 
 // describe tells the user what the generated module does beyond
@@ -434,6 +451,39 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 	for _, n := range diff.Notes {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: note: %s\n", u.Path, n)
 	}
+	changed, added = takeDiff(e, u, diff, part)
+	// Every unit the patch reaches is compiled before and after: its own
+	// .c files, and every unit of the configuration that reads a changed
+	// header. An inline function's changed copies are all in these
+	// units, each in a function this bundle replaces.
+	for _, p := range diff.CarryInlined() {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
+	}
+	if u.Module != "" {
+		for i, p := range diff.Unsafe {
+			if p.Kind == objdiff.KindInit {
+				diff.Unsafe[i].Reason += "; and " + u.Path + " is built into module " + part.Module +
+					", whose init code runs at every load, after the livepatch patched the module's functions but never patched itself: a module loaded later would run the old init"
+			}
+		}
+	}
+	if err := diff.Err(); err != nil {
+		var ue *objdiff.UnsafeError
+		if errors.As(err, &ue) {
+			for _, p := range ue.Problems {
+				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOfAny(fps, p.Name), p.Reason)
+			}
+		}
+		return nil, nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
+	}
+	return post, changed, added, nil
+}
+
+// takeDiff says what changed and was added in one compiled file, and
+// returns the functions its part replaces and adds; its new variables
+// go into part.NewData, and how each changed function is reached into
+// part.Private and part.Exposed.
+func takeDiff(e *env, u ksrc.Unit, diff *objdiff.Result, part *klpgen.Options) (changed, added []string) {
 	for _, f := range diff.Changed {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
 		// Whether only replaced code calls it, for klpgen to carry a
@@ -466,31 +516,7 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 		part.NewData = append(part.NewData, v.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
 	}
-	// Every unit the patch reaches is compiled before and after: its own
-	// .c files, and every unit of the configuration that reads a changed
-	// header. An inline function's changed copies are all in these
-	// units, each in a function this bundle replaces.
-	for _, p := range diff.CarryInlined() {
-		fmt.Fprintf(e.stderr, "splicefleet: %s: inline %s changed: carried by replacing %s\n", u.Path, p.Name, strings.Join(p.Callers, ", "))
-	}
-	if u.Module != "" {
-		for i, p := range diff.Unsafe {
-			if p.Kind == objdiff.KindInit {
-				diff.Unsafe[i].Reason += "; and " + u.Path + " is built into module " + part.Module +
-					", whose init code runs at every load, after the livepatch patched the module's functions but never patched itself: a module loaded later would run the old init"
-			}
-		}
-	}
-	if err := diff.Err(); err != nil {
-		var ue *objdiff.UnsafeError
-		if errors.As(err, &ue) {
-			for _, p := range ue.Problems {
-				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOfAny(fps, p.Name), p.Reason)
-			}
-		}
-		return nil, nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
-	}
-	return post, changed, added, nil
+	return changed, added
 }
 
 // generatePart generates the livepatch module's part for one compiled
