@@ -245,6 +245,9 @@ func (c *comparison) variables() {
 		default:
 			continue
 		}
+		if kind == KindData && c.freshOnceFlag(name, b, why) {
+			continue
+		}
 		var hint string
 		if kind == KindData {
 			var carried bool

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // A fix often changes a table that only its file's functions read: a
@@ -72,6 +73,40 @@ func (c *comparison) carriedConstant(name string, a, b *entity, why string) (boo
 	c.res.AddedData = append(c.res.AddedData, function(b, ""))
 	c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: constant changed (%s), carried: only functions of this unit read it, and each is replaced with a copy that reads the module's copy of the new value", name, why))
 	return true, ""
+}
+
+// freshOnceFlag reports whether a once flag or ratelimit state
+// (onceFlags) whose initial value differs is carried. Such a state is
+// never shared between functions: each replaced function gets a fresh
+// copy in the module, with the new initial value, as kpatch does with
+// its special statics. gcc numbers them in order, so Pre's and Post's of
+// one name may belong to different functions, and the value seems to
+// change; either way, the functions of this unit that refer to Post's
+// are replaced, so that they use the fresh copy. Data or init code that
+// refers to it keeps the kernel's, and stays refused.
+func (c *comparison) freshOnceFlag(name string, b *entity, why string) bool {
+	base, ok := localStaticBase(strings.TrimRight(name, "'"))
+	if !ok || !onceFlags[base] || b.sec == nil || b.sym.bind != elf.STB_LOCAL || isInit(b.sec.name) {
+		return false
+	}
+	readers, ok := functionReaders(c.post, b.sym.name)
+	if !ok || len(readers) == 0 {
+		return false
+	}
+	for _, r := range readers {
+		pre := r
+		if n, ok := c.rename[r]; ok {
+			pre = n
+		}
+		e := c.postFuncs[pre]
+		if e == nil || c.pre.funcs[pre] == nil || c.changed[pre] {
+			continue // new or already replaced: it gets the fresh copy
+		}
+		c.changed[pre] = true
+		c.res.Changed = append(c.res.Changed, function(e, fmt.Sprintf("uses %s, whose initial value the patch changes: replaced so that it uses a fresh copy", b.sym.name)))
+	}
+	c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: %s, carried: a once flag or ratelimit state is per function, and the module gives each function it replaces a fresh copy with the new value", name, why))
+	return true
 }
 
 // matchName is the name an entity of Post is compared under: its own,
