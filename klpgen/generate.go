@@ -1033,46 +1033,36 @@ func (g *generator) orConstantCopy(owner *function, idx int, addend int64) func(
 // and only as a name (a static struct lock_class_key, empty without
 // lockdep, which mutex_init and spin_lock_init pass along and ignore).
 func (g *generator) emptyObject(idx int) bool {
-	s := &g.st.syms[idx]
-	if !s.defined() || s.bind() != elf.STB_LOCAL || s.typ() != elf.STT_OBJECT || s.size != 0 || int(s.shndx) >= len(g.f.Sections) {
-		return false
-	}
-	sec := g.f.Sections[s.shndx]
-	if sec.Size != 0 || sec.Flags&elf.SHF_ALLOC == 0 || sec.Flags&elf.SHF_EXECINSTR != 0 {
-		return false
-	}
-	if _, ok := g.relaOf[int(s.shndx)]; ok {
-		return false
-	}
-	for _, i := range g.objSyms[int(s.shndx)] {
-		if g.st.syms[i].name != s.name {
-			return false
-		}
-	}
-	return true
+	sec, ok := g.loneLocalObject(idx)
+	return ok && g.st.syms[idx].size == 0 && sec.Size == 0 &&
+		sec.Flags&elf.SHF_ALLOC != 0 && sec.Flags&elf.SHF_EXECINSTR == 0
 }
 
 // pureConstant says symbol idx is a local object alone in a read-only
 // data section without relocations.
 func (g *generator) pureConstant(idx int) bool {
+	sec, ok := g.loneLocalObject(idx)
+	return ok && copyableData(sec.Name, sec.Flags&elf.SHF_WRITE != 0, sec.Flags&elf.SHF_EXECINSTR != 0,
+		sec.Flags&elf.SHF_ALLOC != 0, sec.Type == elf.SHT_NOBITS)
+}
+
+// loneLocalObject returns the section of symbol idx when it is a
+// defined local object, the only one of its name in a section without
+// relocations.
+func (g *generator) loneLocalObject(idx int) (*elf.Section, bool) {
 	s := &g.st.syms[idx]
 	if !s.defined() || s.bind() != elf.STB_LOCAL || s.typ() != elf.STT_OBJECT || int(s.shndx) >= len(g.f.Sections) {
-		return false
-	}
-	sec := g.f.Sections[s.shndx]
-	if !copyableData(sec.Name, sec.Flags&elf.SHF_WRITE != 0, sec.Flags&elf.SHF_EXECINSTR != 0,
-		sec.Flags&elf.SHF_ALLOC != 0, sec.Type == elf.SHT_NOBITS) {
-		return false
+		return nil, false
 	}
 	if _, ok := g.relaOf[int(s.shndx)]; ok {
-		return false
+		return nil, false
 	}
 	for _, i := range g.objSyms[int(s.shndx)] {
 		if g.st.syms[i].name != s.name {
-			return false
+			return nil, false
 		}
 	}
-	return true
+	return g.f.Sections[s.shndx], true
 }
 
 // cName makes a function's name a C identifier for the stub, which
