@@ -51,25 +51,13 @@ func (c *comparison) carriedConstant(name string, a, b *entity, why string) (boo
 	// The readers of both sides, by their name in Pre where they were
 	// renamed, and each one's entity in Post (a reader Post removed is
 	// reached only from code that changed; one Post adds is new code).
-	var replace []*entity
-	for _, r := range postReaders {
-		pre := r
-		if n, ok := c.rename[r]; ok {
-			pre = n
-		}
-		if e := c.postFuncs[pre]; e != nil && c.pre.funcs[pre] != nil && !c.changed[pre] && !slices.Contains(replace, e) {
-			replace = append(replace, e)
-		}
-	}
+	replace := c.unchangedReaders(postReaders)
 	for _, r := range preReaders {
 		if e := c.postFuncs[r]; e != nil && !c.changed[r] && !slices.Contains(replace, e) {
 			replace = append(replace, e)
 		}
 	}
-	for _, e := range replace {
-		c.changed[c.matchName(e)] = true
-		c.res.Changed = append(c.res.Changed, function(e, fmt.Sprintf("reads %s, a constant the patch changes: replaced so that it reads the module's copy", b.sym.name)))
-	}
+	c.replace(replace, fmt.Sprintf("reads %s, a constant the patch changes: replaced so that it reads the module's copy", b.sym.name))
 	c.res.AddedData = append(c.res.AddedData, function(b, ""))
 	c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: constant changed (%s), carried: only functions of this unit read it, and each is replaced with a copy that reads the module's copy of the new value", name, why))
 	return true, ""
@@ -93,20 +81,34 @@ func (c *comparison) freshOnceFlag(name string, b *entity, why string) bool {
 	if !ok || len(readers) == 0 {
 		return false
 	}
-	for _, r := range readers {
+	// A new or an already replaced reader gets the fresh copy anyway.
+	c.replace(c.unchangedReaders(readers), fmt.Sprintf("uses %s, whose initial value the patch changes: replaced so that it uses a fresh copy", b.sym.name))
+	c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: %s, carried: a once flag or ratelimit state is per function, and the module gives each function it replaces a fresh copy with the new value", name, why))
+	return true
+}
+
+// unchangedReaders returns the entities of Post's functions named, by
+// their Post names, that Pre has too and that are not replaced yet.
+func (c *comparison) unchangedReaders(postNames []string) []*entity {
+	var es []*entity
+	for _, r := range postNames {
 		pre := r
 		if n, ok := c.rename[r]; ok {
 			pre = n
 		}
-		e := c.postFuncs[pre]
-		if e == nil || c.pre.funcs[pre] == nil || c.changed[pre] {
-			continue // new or already replaced: it gets the fresh copy
+		if e := c.postFuncs[pre]; e != nil && c.pre.funcs[pre] != nil && !c.changed[pre] && !slices.Contains(es, e) {
+			es = append(es, e)
 		}
-		c.changed[pre] = true
-		c.res.Changed = append(c.res.Changed, function(e, fmt.Sprintf("uses %s, whose initial value the patch changes: replaced so that it uses a fresh copy", b.sym.name)))
 	}
-	c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: %s, carried: a once flag or ratelimit state is per function, and the module gives each function it replaces a fresh copy with the new value", name, why))
-	return true
+	return es
+}
+
+// replace marks functions of Post changed, for the reason given.
+func (c *comparison) replace(es []*entity, why string) {
+	for _, e := range es {
+		c.changed[c.matchName(e)] = true
+		c.res.Changed = append(c.res.Changed, function(e, why))
+	}
 }
 
 // matchName is the name an entity of Post is compared under: its own,
