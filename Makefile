@@ -91,10 +91,11 @@ FAULT_TESTS := ^(TestPartitionDuringRollout|TestRolloutUnderPacketLoss|TestLinkE
 PACKAGE_TESTS := ^TestDebianPackage$$
 
 # CORPUS_TESTS run make corpus's pipeline on a small fixed sample of the
-# public corpus and on two patches (cmd/corpus): the first run fetches
+# public corpus, on one unit of it chosen for what it proves, and on
+# three patches (cmd/corpus): the first run fetches
 # about 600 MB and prepares a kernel tree, so they run on their own with
 # a longer timeout.
-CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches)$$
+CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches|TestCorpusForkedPrototype)$$
 
 # RACE_TIMEOUT bounds each package of the race pass. go test's default of
 # ten minutes per package is what an idle machine needs for agent and

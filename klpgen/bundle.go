@@ -41,7 +41,9 @@ func (b BundleSymbol) Symbol() string {
 }
 
 // BundleAdds lists what a part adds that the bundle's other parts may
-// refer to: the functions of added, and the variables of opts.NewData,
+// refer to: the functions of added and of opts.Forked (a changed function
+// carried beside the kernel's copy: the bundle's callers of it in other
+// parts must call the new one), and the variables of opts.NewData,
 // that post defines as globals (a static one cannot be named from
 // another unit). Give the lists of every part to each part as
 // Options.Bundle.
@@ -57,7 +59,7 @@ func BundleAdds(post []byte, added []string, opts Options) ([]BundleSymbol, erro
 			continue
 		}
 		switch {
-		case s.typ() == elf.STT_FUNC && slices.Contains(added, s.name):
+		case s.typ() == elf.STT_FUNC && (slices.Contains(added, s.name) || slices.Contains(opts.Forked, s.name)):
 			out = append(out, BundleSymbol{Name: s.name, Object: opts.target(), Part: opts.Part})
 		case s.typ() == elf.STT_OBJECT && slices.Contains(opts.NewData, s.name):
 			out = append(out, BundleSymbol{Name: s.name, Object: opts.target(), Part: opts.Part, Data: true})

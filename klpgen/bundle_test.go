@@ -146,3 +146,75 @@ func TestGenerateBindsAModulesCallToVmlinuxsNewFunction(t *testing.T) {
 		t.Errorf("BundleRefs = %+v, want %+v", out.BundleRefs, want)
 	}
 }
+
+// The shape of rdma's restrack fix in Debian's 6.1.190 update: the patch
+// gives module ibcore's exported count (rdma_restrack_count) a third
+// parameter and changes its code, and fill, in another file of ibcore
+// (nldev.c), calls it with the new argument. Livepatch would redirect
+// callers the bundle leaves in place, compiled for two arguments, to
+// the new code: the bundle carries count as a new function beside the
+// kernel's copy instead, which the copy of fill calls.
+const (
+	countBefore = "int count(int dev, int type) { return dev + type; }\n"
+	countAfter  = "int count(int dev, int type, int details) { return details ? dev + type : dev; }\n"
+	fillBefore  = "extern int count(int, int);\nint fill(int dev) { return count(dev, 1) * 2; }\n"
+	fillAfter   = "extern int count(int, int, int);\nint fill(int dev) { return count(dev, 1, 0) * 2; }\n"
+)
+
+// TestGenerateForkedFunction: count is copied under the bundle's name,
+// global so that fill's part calls it, never redirected by the stub; the
+// kernel's count is not reached at all.
+func TestGenerateForkedFunction(t *testing.T) {
+	syms := symbolsFor(t, []string{"__fentry__"})
+	modSyms := symbolsOfModule(t, countBefore+fillBefore)
+	countPost := compileC(t, countAfter, "-pg", "-mfentry")
+	countOpts := Options{ModuleName: "lp_test", Part: 1, Module: "ibcore", ModuleSymbols: modSyms, Forked: []string{"count"}}
+	adds, err := BundleAdds(countPost, nil, countOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []BundleSymbol{{Name: "count", Object: "ibcore", Part: 1}}; !slices.Equal(adds, want) {
+		t.Fatalf("BundleAdds = %+v, want %+v", adds, want)
+	}
+	countOpts.Bundle = adds
+	core, err := Generate(countPost, []string{"count"}, nil, syms, countOpts)
+	if err != nil {
+		t.Fatalf("count's part: %v", err)
+	}
+	if f := core.Functions[0]; f.Name != "count" || !f.Forked || !f.Added || f.Symbol != "__klp_add1_count" {
+		t.Errorf("count = %+v, want a forked copy", f)
+	}
+	if s := symbolNamed(t, parseELF(t, core.Object), "__klp_add1_count"); elf.ST_BIND(s.Info) != elf.STB_GLOBAL || s.Section == elf.SHN_UNDEF {
+		t.Errorf("__klp_add1_count = %+v, want a global definition", s)
+	}
+	// Alone, nothing calls it: the caller of createpatch refuses that.
+	if want := []BundleSymbol{{Name: "count", Object: "ibcore", Part: 1}}; !slices.Equal(core.Unreached, want) {
+		t.Errorf("Unreached = %+v, want %+v", core.Unreached, want)
+	}
+	fill, err := Generate(compileC(t, fillAfter, "-pg", "-mfentry"), []string{"fill"}, nil, syms,
+		Options{ModuleName: "lp_test", Module: "ibcore", ModuleSymbols: modSyms, Bundle: adds})
+	if err != nil {
+		t.Fatalf("fill's part: %v", err)
+	}
+	if !slices.Equal(fill.BundleRefs, adds) || len(fill.KLPSymbols) != 0 {
+		t.Errorf("fill reaches BundleRefs %+v and livepatch symbols %v, want count's copy alone", fill.BundleRefs, fill.KLPSymbols)
+	}
+	out, err := Combine(Options{ModuleName: "lp_test"}, []*Output{fill, core})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Unreached) != 0 {
+		t.Errorf("the bundle's Unreached = %+v, want none", out.Unreached)
+	}
+	if stub := string(out.Stub); strings.Contains(stub, `"count"`) || !strings.Contains(stub, `.old_name = "fill"`) {
+		t.Errorf("the stub must redirect fill alone:\n%s", stub)
+	}
+	ko := linkObjects(t, namedObject{"patch.o", out.Parts["patch.o"]}, namedObject{"patch1.o", out.Parts["patch1.o"]})
+	fin, err := Finalize(ko)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := relocsOf(t, parseELF(t, fin), ".rela.text.fill"); !slices.ContainsFunc(calls, func(r testReloc) bool { return r.Sym == "__klp_add1_count" }) {
+		t.Errorf("fill's relocations %v do not call the new count", calls)
+	}
+}

@@ -135,7 +135,12 @@
 // the task back while it runs one; a notrace function called by such a
 // copy is carried the same way, if it qualifies too. Otherwise the
 // refusal says why (Options.Exposed: "before: X calls it and is not
-// replaced by the patch"). They must sit
+// replaced by the patch"). A changed function whose new prototype only
+// the bundle's replaced code calls (Options.Forked, from objdiff's
+// Function.Forked) is copied the same way whether ftrace could redirect
+// it or not, and never redirected: the kernel's copy keeps serving the
+// callers compiled for the old prototype, and the copy is global when
+// another part's code calls it (BundleAdds lists it). They must sit
 // alone in ordinary text sections (.text.F): functions the kernel places
 // in .sched.text, .noinstr.text, .init.text and the like share one
 // section per unit and are refused.

@@ -94,6 +94,14 @@ type Options struct {
 	// refusal of one that cannot be redirected names it.
 	Private []string
 	Exposed map[string]string
+	// Forked names changed functions carried as new functions beside
+	// the kernel's copies, which the module does not redirect (objdiff's
+	// Function.Forked: a prototype change whose every caller after the
+	// patch is a function the bundle replaces or adds). Each is copied
+	// like an added function, under the same name (its Symbol is
+	// __klp_addN_NAME, global when other parts call it: list it in
+	// BundleAdds), whether or not livepatch could redirect it.
+	Forked []string
 	// Part numbers this unit in a bundle of several (see Combine): part
 	// 0 is written as patch.o with the symbol names described at
 	// Function; part N > 0 as patchN.o, its copies named __klp_newN_ and
@@ -197,7 +205,9 @@ type Function struct {
 	// Private is true for a changed function livepatch cannot redirect
 	// that the module carries as a copy only the replaced functions'
 	// copies call (Options.Private); its Symbol is "__klp_add_NAME".
-	Private bool
+	// Forked is true, with Private, for one carried as a new function
+	// beside the kernel's copy (Options.Forked).
+	Private, Forked bool
 	// Sympos is klp_func.old_sympos (0: the name is unique in vmlinux).
 	Sympos uint64
 	// Object is where the replaced function lives: "vmlinux" or a
@@ -320,8 +330,9 @@ type function struct {
 	size   uint64
 	fentry bool // its main section calls __fentry__ at the entry
 	used   bool // other copied code refers to it (an added function)
-	// private is a changed function carried as a copy (Options.Private)
-	private bool
+	// private is a changed function carried as a copy (Options.Private,
+	// or Options.Forked, which also sets forked)
+	private, forked bool
 }
 
 // generator holds the state of one Generate call.
@@ -510,6 +521,10 @@ func (g *generator) findFunctions(changed, added []string) error {
 		// functions' copies call (their relocations to it find the
 		// copy through funcBySym, never the kernel's symbol).
 		fn.private = !fn.added && g.ftrace && !fn.fentry && slices.Contains(g.opts.Private, name)
+		// A changed function whose new prototype only the bundle's calls
+		// use is carried beside the kernel's copy, never in its place.
+		fn.forked = !fn.added && slices.Contains(g.opts.Forked, name)
+		fn.private = fn.private || fn.forked
 		g.funcs = append(g.funcs, fn)
 	}
 	// The replaced functions must be unambiguous in the running kernel
@@ -721,8 +736,8 @@ func (g *generator) relocate(job copyJob) error {
 		if err != nil {
 			return err
 		}
-		if fn := g.codeTarget(r); fn != nil && fn.added && fn != job.owner {
-			fn.used = true // an added function other copied code calls or points at
+		if fn := g.codeTarget(r); fn != nil && (fn.added || fn.forked) && fn != job.owner {
+			fn.used = true // an added or forked function other copied code calls or points at
 		}
 		out.relas = append(out.relas, outRela{off: r.off, typ: r.typ, sym: sym, addend: addend})
 	}
@@ -1361,8 +1376,8 @@ func (g *generator) checkTraceable() error {
 		if !fn.added && !fn.private {
 			return nil
 		}
-		if fn.private && private == nil {
-			private = fn
+		if fn.private && !fn.forked && private == nil {
+			private = fn // a forked one is there for other parts' calls (Unreached)
 		}
 	}
 	if private == nil {
@@ -1397,10 +1412,10 @@ func (g *generator) callsFentry(sec int) (bool, error) {
 func (g *generator) output(opts Options) (*Output, error) {
 	out := &Output{MakeArgs: slices.Clone(MakeArgs), Warnings: g.warnings}
 	for _, fn := range g.funcs {
-		if fn.added && !fn.used {
+		if (fn.added || fn.forked) && !fn.used {
 			out.Unreached = append(out.Unreached, BundleSymbol{Name: fn.name, Object: opts.target(), Part: opts.Part})
 		}
-		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added || fn.private, Private: fn.private,
+		f := Function{Name: fn.name, Symbol: fn.out.name, Added: fn.added || fn.private, Private: fn.private, Forked: fn.forked,
 			Sympos: fn.sympos, Size: fn.size, Object: opts.target()}
 		for _, sec := range fn.parts {
 			f.Sections = append(f.Sections, g.f.Sections[sec].Name)

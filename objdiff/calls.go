@@ -34,17 +34,11 @@ func (c *comparison) directCalls(name string) (why, tail string) {
 		return "it is global: other objects may call it", ""
 	}
 	preReplaced := func(n string) bool { return c.changed[n] }
-	postReplaced := func(n string) bool {
-		if m, ok := c.rename[n]; ok {
-			n = m
-		}
-		return c.changed[n] || c.pre.funcs[n] == nil
-	}
 	preWhy, preTail := callsTo(c.pre, a, preReplaced)
 	if preWhy != "" {
 		return "before: " + preWhy, ""
 	}
-	postWhy, postTail := callsTo(c.post, b, postReplaced)
+	postWhy, postTail := callsTo(c.post, b, c.postReplaced)
 	if postWhy != "" {
 		return "after: " + postWhy, ""
 	}
@@ -82,60 +76,158 @@ func (c *comparison) reach() {
 
 // callsTo checks every reference to f in o (see directCalls); replaced
 // says whether the patch replaces a function of o. tail says, when why
-// is "", which caller jumps to f rather than calls it, if any.
+// is "", which caller jumps to f rather than calls it, if any. f may be
+// a function another object defines (a symbol of SHN_UNDEF), named by
+// its symbol.
 func callsTo(o *Object, f *entity, replaced func(string) bool) (why, tail string) {
-	entry := f.sym.name + "-4"
-	branches := map[*entity]map[uint64]x86insn.Branch{}
+	rc := refChecker{o: o, replaced: replaced}
+	extern := f.sym.shndx == elf.SHN_UNDEF
 	for _, s := range o.sections {
 		if s.class == classMeta {
 			continue
 		}
-		for _, r := range s.relocs {
-			if r.ref != f.sym.name {
+		for i := range s.relocs {
+			r := &s.relocs[i]
+			if extern && rc.externName(r) != f.sym.name || !extern && r.ref != f.sym.name {
 				continue
 			}
-			if s.class != classCode {
-				_, table := entryTables[s.name]
-				if (table || s.name == altSection) && r.target != f.sym.name {
-					continue
-				}
-				return fmt.Sprintf("%s refers to it from %s: its address is taken", nameAt(s, r.off), s.name), ""
+			why, jumps := rc.check(s, r, f)
+			if why != "" {
+				return why, ""
 			}
-			caller := s.funcCovering(r.off)
-			if caller == nil {
-				return fmt.Sprintf("code outside any function in %s refers to it", s.name), ""
-			}
-			if caller == f || coldParentOf(caller.name) == f.name {
-				continue // its own code, replaced with it
-			}
-			br, ok := branches[caller]
-			if !ok {
-				br = decodeBranches(caller)
-				branches[caller] = br
-			}
-			if br == nil {
-				return fmt.Sprintf("the code of %s, which refers to it, cannot be decoded to tell a call from a use of its address", caller.name), ""
-			}
-			kind, ok := br[r.off-caller.start]
-			if !ok {
-				return fmt.Sprintf("%s refers to it at +%#x other than by a direct call or jump: its address is taken", caller.name, r.off-caller.start), ""
-			}
-			if r.target != entry || r.typ != elf.R_X86_64_PC32 && r.typ != elf.R_X86_64_PLT32 {
-				return fmt.Sprintf("%s jumps to %s, not to its entry", caller.name, r.target), ""
-			}
-			verb := "calls"
-			if kind == x86insn.Jump {
-				verb = "jumps to"
-			}
-			if parent := coldParentOf(caller.name); !replaced(caller.name) && (parent == "" || !replaced(parent)) {
-				return fmt.Sprintf("%s %s it and is not replaced by the patch", caller.name, verb), ""
-			}
-			if kind == x86insn.Jump && tail == "" {
-				tail = caller.name + " jumps to it"
+			if jumps != "" && tail == "" {
+				tail = jumps + " jumps to it"
 			}
 		}
 	}
 	return "", tail
+}
+
+// externCalls says, for every function another object defines that o
+// refers to, why a reference to it is not a direct call at its entry
+// from a function the patch replaces (replaced), or that a replaced
+// function jumps to it (a tail call); names whose every reference is a
+// call from a replaced function are absent. It keeps these few words
+// instead of the objects for [Result.CallsFromReplaced].
+func externCalls(o *Object, replaced func(string) bool) map[string]string {
+	rc := refChecker{o: o, replaced: replaced}
+	out := map[string]string{}
+	for _, s := range o.sections {
+		if s.class == classMeta {
+			continue
+		}
+		for i := range s.relocs {
+			r := &s.relocs[i]
+			name := rc.externName(r)
+			if _, done := out[name]; done || name == "" {
+				continue
+			}
+			why, jumps := rc.check(s, r, &entity{name: name, sym: &symbol{name: name, shndx: elf.SHN_UNDEF}})
+			if why == "" && jumps != "" {
+				why = jumps + " jumps to it (a tail call): a task running the copy would have no replaced function on its stack"
+			}
+			if why != "" {
+				out[name] = why
+			}
+		}
+	}
+	return out
+}
+
+// refChecker tells a direct call from a replaced function from other
+// references, decoding each calling function once.
+type refChecker struct {
+	o        *Object
+	replaced func(string) bool
+	branches map[*entity]map[uint64]x86insn.Branch
+}
+
+// externName is the name of the undefined symbol r refers to, or "".
+func (rc *refChecker) externName(r *reloc) string {
+	if r.sym == 0 {
+		return ""
+	}
+	if s := &rc.o.syms[r.sym]; s.shndx == elf.SHN_UNDEF {
+		return s.name
+	}
+	return ""
+}
+
+// check judges one reference r in s to f: why it is not a direct call
+// at f's entry from a replaced function, or, when it is one by a jump
+// (a tail call), the caller that jumps.
+func (rc *refChecker) check(s *section, r *reloc, f *entity) (why, jumps string) {
+	entry := f.sym.name + "-4"
+	if f.sym.shndx == elf.SHN_UNDEF {
+		entry = "extern " + entry // as targets.go describes it
+	}
+	if s.class != classCode {
+		_, table := entryTables[s.name]
+		if (table || s.name == altSection) && r.target != f.sym.name {
+			return "", "" // an entry about its own code
+		}
+		if isExportOf(s.name, f.sym.name) {
+			return "", "" // the kernel's export entry, which no patch changes
+		}
+		return fmt.Sprintf("%s refers to it from %s: its address is taken", nameAt(s, r.off), s.name), ""
+	}
+	caller := s.funcCovering(r.off)
+	if caller == nil {
+		return fmt.Sprintf("code outside any function in %s refers to it", s.name), ""
+	}
+	if caller == f || coldParentOf(caller.name) == f.name {
+		return "", "" // its own code, replaced with it
+	}
+	if rc.branches == nil {
+		rc.branches = map[*entity]map[uint64]x86insn.Branch{}
+	}
+	br, ok := rc.branches[caller]
+	if !ok {
+		br = decodeBranches(caller)
+		rc.branches[caller] = br
+	}
+	if br == nil {
+		return fmt.Sprintf("the code of %s, which refers to it, cannot be decoded to tell a call from a use of its address", caller.name), ""
+	}
+	kind, ok := br[r.off-caller.start]
+	if !ok {
+		return fmt.Sprintf("%s refers to it at +%#x other than by a direct call or jump: its address is taken", caller.name, r.off-caller.start), ""
+	}
+	if r.target != entry || r.typ != elf.R_X86_64_PC32 && r.typ != elf.R_X86_64_PLT32 {
+		return fmt.Sprintf("%s jumps to %s, not to its entry", caller.name, r.target), ""
+	}
+	verb := "calls"
+	if kind == x86insn.Jump {
+		verb = "jumps to"
+	}
+	if parent := coldParentOf(caller.name); !rc.replaced(caller.name) && (parent == "" || !rc.replaced(parent)) {
+		return fmt.Sprintf("%s %s it and is not replaced by the patch", caller.name, verb), ""
+	}
+	if kind == x86insn.Jump {
+		return "", caller.name
+	}
+	return "", ""
+}
+
+// CallsFromReplaced says whether Post's every reference to name, a
+// function another object of the bundle defines and carries as a new
+// function ([Function.Forked]), is a direct call at its entry from a
+// function the patch replaces or adds, and not a tail call: it returns
+// "" when it is (or Post does not refer to name), and why not
+// otherwise. A reference of another kind, such as the function's address
+// in a table, would reach the kernel's copy, which the bundle leaves in
+// place, from code that passes the new arguments.
+func (r *Result) CallsFromReplaced(name string) string {
+	return r.externs[name]
+}
+
+// postReplaced says whether the patch replaces or adds the function of
+// Post named n.
+func (c *comparison) postReplaced(n string) bool {
+	if m, ok := c.rename[n]; ok {
+		n = m
+	}
+	return c.changed[n] || c.pre.funcs[n] == nil
 }
 
 // decodeBranches decodes a function's code and returns the offsets of

@@ -182,16 +182,111 @@ int classes(%s *names, %s *count, %s flag, int n) { *count = n; return names[0] 
 	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "classes: prototype int (char*, int*, int, int) -> int (const char*, u32*, unsigned int, int), accepted: every parameter and the result keep their size and register class") {
 		t.Errorf("notes %q", res.Notes)
 	}
+	// A table holds its address, so that it cannot be carried as a new
+	// function beside the kernel's either (TestDiffSignatureForked).
+	const table = "void *const hooks[] = { (void *)classes };\n"
 	for _, c := range []struct{ flag, why string }{
 		{"long", "int (char*, int*, int, int) -> int (char*, int*, long int, int)"},
 		{"unsigned char", "int (char*, int*, int, int) -> int (char*, int*, unsigned char, int)"},
 	} {
-		res = diff(t, pre, fix(fmt.Sprintf(unit, "char", "int", c.flag)), false)
+		res = diff(t, pre+table, fix(fmt.Sprintf(unit, "char", "int", c.flag))+table, false)
 		check(t, res, want{changed: []string{"classes"}, unsafe: []string{"signature classes"}})
 		if r := res.Unsafe[0].Reason; !strings.Contains(r, c.why) {
 			t.Errorf("%s: reason %q", c.flag, r)
 		}
 	}
-	res = diff(t, fmt.Sprintf(unit, "char", "int", "signed char"), fix(fmt.Sprintf(unit, "char", "int", "unsigned char")), false)
+	res = diff(t, fmt.Sprintf(unit, "char", "int", "signed char")+table, fix(fmt.Sprintf(unit, "char", "int", "unsigned char"))+table, false)
 	check(t, res, want{changed: []string{"classes"}, unsafe: []string{"signature classes"}})
+}
+
+// forkUnit is a unit whose global, exported lookup takes one more
+// argument after the fix, as drivers/infiniband/core/restrack.c's
+// rdma_restrack_count did: %[1]s are lookup's parameters, %[2]s what one
+// and two pass after x, %[3]s more code.
+const forkUnit = `
+__attribute__((noipa)) int lookup(%[1]s) { return a / 4 + %[4]s; }
+static void *const __ksymtab_lookup __attribute__((section("___ksymtab+lookup"), used)) = (void *)lookup;
+int one(int x) { return lookup(x%[2]s) + 1; }
+int two(int x) { return lookup(x + 1%[2]s) * 3; }
+%[3]s
+`
+
+func forkDiff(t *testing.T, more string) (*Result, Function) {
+	t.Helper()
+	res := diff(t, fmt.Sprintf(forkUnit, "int a", "", more, "1"), fmt.Sprintf(forkUnit, "int a, int b", ", 3", more, "b"), false)
+	i := slices.IndexFunc(res.Changed, func(f Function) bool { return f.Name == "lookup" })
+	if i < 0 {
+		t.Fatalf("lookup not among the changed functions %q", names(res.Changed))
+	}
+	return res, res.Changed[i]
+}
+
+// TestDiffSignatureForked: a global function that takes another
+// argument, which after the patch only replaced functions call, is
+// carried as a new function beside the kernel's: the kernel's copy is
+// not redirected, so its callers outside the bundle keep passing it the
+// arguments it was built for. Its export entry is no call.
+func TestDiffSignatureForked(t *testing.T) {
+	res, lookup := forkDiff(t, "")
+	check(t, res, want{changed: []string{"lookup", "one", "two"}})
+	if !lookup.Forked || lookup.Private {
+		t.Errorf("lookup: Forked %v, Private %v; want forked", lookup.Forked, lookup.Private)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "lookup: prototype int (int) -> int (int, int), carried as a new function") ||
+		!strings.Contains(res.Notes[0], "the kernel's copy stays as it is") {
+		t.Errorf("notes %q, want the new function", res.Notes)
+	}
+}
+
+// TestDiffSignatureForkedRefused: a new function beside the kernel's is
+// reached only by the bundle's own calls; a caller the patch leaves in
+// place, a table that holds its address, or a tail call from a replaced
+// function keep the prototype change refused.
+func TestDiffSignatureForkedRefused(t *testing.T) {
+	for _, c := range []struct{ more, why string }{
+		{"void *const hooks[] = { (void *)lookup };", "nor can it be carried as a new function beside the kernel's: after: hooks refers to it from .rodata.hooks: its address is taken"},
+		{"int tail(int x) { if (x > 3) return lookup(x%[2]s); return x * 7 + %[4]s; }", "after: tail jumps to it (a tail call)"},
+	} {
+		pre := strings.NewReplacer("%[2]s", "", "%[4]s", "1").Replace(c.more)
+		post := strings.NewReplacer("%[2]s", ", 3", "%[4]s", "2").Replace(c.more)
+		res := diff(t, fmt.Sprintf(forkUnit, "int a", "", pre, "1"), fmt.Sprintf(forkUnit, "int a, int b", ", 3", post, "b"), false)
+		if !slices.Contains(problems(res.Unsafe), "signature lookup") {
+			t.Fatalf("%s: unsafe %q, want the signature refused", c.more, problems(res.Unsafe))
+		}
+		for _, p := range res.Unsafe {
+			if p.Name == "lookup" && !strings.Contains(p.Reason, c.why) {
+				t.Errorf("%s: reason %q, want %q", c.more, p.Reason, c.why)
+			}
+		}
+	}
+}
+
+// TestCallsFromReplaced: another object of the bundle that calls the new
+// function must reach it only by direct calls from functions the patch
+// replaces: a table that holds its address, or a tail call, would reach
+// the kernel's copy, or leave no replaced frame on the stack.
+func TestCallsFromReplaced(t *testing.T) {
+	const unit = `
+extern int lookup(%[1]s);
+int use(int x) { return lookup(x%[2]s) + 1; }
+%[3]s
+`
+	run := func(more string) string {
+		pre := fmt.Sprintf(unit, "int a", "", strings.ReplaceAll(more, "%[2]s", ""))
+		post := fmt.Sprintf(unit, "int a, int b", ", 3", strings.ReplaceAll(more, "%[2]s", ", 3"))
+		res := diff(t, pre, post, false)
+		return res.CallsFromReplaced("lookup")
+	}
+	if why := run(""); why != "" {
+		t.Errorf("direct calls from a replaced function: %q, want none", why)
+	}
+	if why := run("int (*const hook)(int) = (void *)lookup;"); !strings.Contains(why, "hook refers to it from .rodata.hook: its address is taken") {
+		t.Errorf("a table: %q", why)
+	}
+	if why := run("int tail(int x) { if (x > 2) return lookup(x * 5%[2]s); return x; }"); !strings.Contains(why, "tail jumps to it (a tail call)") {
+		t.Errorf("a tail call: %q", why)
+	}
+	if why := run("int other(int x) { return x; }"); why != "" {
+		t.Errorf("an unrelated function: %q, want none", why)
+	}
 }

@@ -54,6 +54,7 @@ func Compare(pre, post *Object) *Result {
 		c.res.Notes = append(c.res.Notes, "without debug info (-g) in both objects, an inlined function is found only when its symbol disappears, and prototypes are not compared")
 	}
 	r := c.res
+	r.externs = externCalls(post, c.postReplaced)
 	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
 	slices.SortFunc(r.Changed, byName)
 	slices.SortFunc(r.Added, byName)
@@ -388,7 +389,7 @@ func (c *comparison) looseCode() {
 // signatures refuses a changed function whose prototype changed, unless
 // no caller can reach the new code with the old arguments (directCalls).
 func (c *comparison) signatures() {
-	for _, f := range c.res.Changed {
+	for i, f := range c.res.Changed {
 		a, b := c.pre.debug.sigs[f.Name], c.post.debug.sigs[f.Name]
 		if a == "" || b == "" || a == b {
 			continue
@@ -410,9 +411,41 @@ func (c *comparison) signatures() {
 				"and register class (%s), so a caller that is not patched passes the same bits and reads the same register", f.Name, a, b, abi))
 			continue
 		}
+		fork := c.forkable(f.Name)
+		if fork == "" {
+			f := &c.res.Changed[i]
+			f.Forked, f.Private, f.Exposed = true, false, ""
+			c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s: prototype %s -> %s, carried as a new function: every call to it after the patch "+
+				"is a direct call from a function the bundle replaces or adds, which calls the bundle's copy; the kernel's copy stays as it is "+
+				"for code the bundle leaves in place (%s), which keeps passing the old arguments to it and keeps its old behaviour", f.Name, a, b, why))
+			continue
+		}
 		c.problem(Problem{Kind: KindSignature, Name: f.Name, Section: f.Section,
-			Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result (%s)", a, b, why)})
+			Reason: fmt.Sprintf("prototype %s -> %s: callers that are not patched, in this object or others, would pass the old arguments or read the old result (%s); "+
+				"nor can it be carried as a new function beside the kernel's: after: %s", a, b, why, fork)})
 	}
+}
+
+// forkable returns "" when a changed function can be carried as a new
+// function of the bundle, beside the kernel's copy instead of in its
+// place (Function.Forked), and says why not otherwise. That takes, in
+// Post only, what directCalls takes of Pre and Post: every reference to
+// it is a direct call at its entry, from a function the patch replaces
+// or adds (not a tail call: the caller's frame must stay on the stack
+// while the copy runs, as for Private), apart from its own export entry.
+// The kernel's copy is never redirected, so its callers in Pre, and in
+// objects the patch does not reach, keep calling it with the arguments
+// it was compiled for.
+func (c *comparison) forkable(name string) string {
+	b := c.postFuncs[name]
+	if b == nil {
+		return "it is not a function of both objects"
+	}
+	why, tail := callsTo(c.post, b, c.postReplaced)
+	if why == "" && tail != "" {
+		why = tail + " (a tail call): a task running the copy would have no replaced function on its stack"
+	}
+	return why
 }
 
 // baseName strips the suffix GCC gives clones and parts of a function

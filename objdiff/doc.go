@@ -131,6 +131,16 @@
 //     (__ex_table, __jump_table, ...) that point inside it describe its
 //     own code and do not count.
 //
+//   - A global function whose prototype changed, and that after the
+//     patch only functions the patch replaces or adds call (direct
+//     calls at its entry, no tail call, no reference but its export
+//     entry), is marked [Function.Forked]: a bundle carries it as a new
+//     function beside the kernel's copy, which it does not redirect, so
+//     callers it leaves in place keep the arguments they were compiled
+//     for. The other objects of the bundle must reach it the same way:
+//     [Result.CallsFromReplaced] says, for a function another object
+//     defines, whether every reference to it is such a call.
+//
 // The same analysis marks every changed function [Function.Private] when
 // only code the patch replaces can call it, and says otherwise why not
 // ([Function.Exposed]): static, its address never taken, every caller

@@ -28,10 +28,7 @@ func (c *comparison) addedExports(pre, post map[string][]*section) map[string]st
 	}
 	out := map[string]string{}
 	for name, secs := range post {
-		fn, ok := strings.CutPrefix(name, "___ksymtab+")
-		if !ok {
-			fn, ok = strings.CutPrefix(name, "___ksymtab_gpl+")
-		}
+		fn, ok := exportedBy(name)
 		if !ok || len(secs) != 1 || len(pre[name]) > 0 || !added[fn] {
 			continue
 		}
@@ -47,6 +44,21 @@ func (c *comparison) addedExports(pre, post map[string][]*section) map[string]st
 		})
 	}
 	return out
+}
+
+// exportedBy returns the function whose export entry a section named
+// name is (___ksymtab+NAME or ___ksymtab_gpl+NAME).
+func exportedBy(name string) (string, bool) {
+	if fn, ok := strings.CutPrefix(name, "___ksymtab+"); ok {
+		return fn, true
+	}
+	return strings.CutPrefix(name, "___ksymtab_gpl+")
+}
+
+// isExportOf reports whether section is the export entry of fn.
+func isExportOf(section, fn string) bool {
+	got, ok := exportedBy(section)
+	return ok && got == fn
 }
 
 // onlyNewExportStrings reports whether __ksymtab_strings changed only by

@@ -83,6 +83,8 @@ type Result struct {
 	LeftOut []Problem `json:"left_out,omitempty"`
 	// Notes say what could not be checked.
 	Notes []string `json:"notes,omitempty"`
+
+	externs map[string]string // for CallsFromReplaced (externCalls)
 }
 
 // Function is one function symbol.
@@ -108,6 +110,19 @@ type Function struct {
 	// Neither is set for a cold part (F.cold), which goes with F.
 	Private bool   `json:"private,omitempty"`
 	Exposed string `json:"exposed,omitempty"`
+	// Forked is, for a changed function whose prototype changed so that
+	// callers compiled against the old one would pass other bits, true
+	// when every reference to it in Post is a direct call from a
+	// function the patch replaces or adds (not a tail call), apart from
+	// its export entry. A bundle then carries its new version as a new
+	// function beside the kernel's copy, which it does not redirect: the
+	// replaced callers, in this object and in the other objects of the
+	// bundle, call the new one with the new arguments, and every caller
+	// the bundle leaves in place (in Pre, in objects the patch does not
+	// reach, in other modules linked to its export) keeps calling the
+	// kernel's copy with the arguments it was compiled for, and keeps
+	// its old behaviour. Private is then false.
+	Forked bool `json:"forked,omitempty"`
 }
 
 // Problem is one difference a livepatch cannot carry safely.

@@ -108,6 +108,50 @@ func TestCorpusSample(t *testing.T) {
 	}
 }
 
+// TestCorpusForkedPrototype runs one unit of the public corpus whose fix
+// gives an exported function of module ib_core a new parameter:
+// rdma_restrack_count (drivers/infiniband/core/restrack.c), which
+// nldev.c, a file of the same module, calls with the new argument. The
+// kernel's copy cannot be redirected to the new code, since callers the
+// bundle leaves in place would pass two arguments to a function that
+// reads three; the bundle carries it as a new function that the
+// replaced nldev.c functions call, beside the kernel's. The bundle must
+// pass the guest check with ib_core loaded.
+func TestCorpusForkedPrototype(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches two kernel source trees and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
+	}
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(root, ".cache", "corpus", "test-forked.jsonl")
+	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CORPUS_UNITS": "c0640", "CORPUS_RESULTS": results}
+	var stdout bytes.Buffer
+	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
+	t.Logf("\n%s", stdout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "corpus: 1 units built for this configuration, 1 bundles created, 1 passed the guest check (100.0%)"; line != want {
+		t.Errorf("summary %q, want %q", line, want)
+	}
+	recs, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs["c0640"]
+	if r.Outcome != corpus.Passed || !slices.Contains(r.Objects, "ib_core") || !slices.Contains(r.Files, "drivers/infiniband/core/nldev.c") {
+		t.Errorf("c0640: %+v, want passed in ib_core, measured with nldev.c's change", r)
+	}
+}
+
 func atoiT(t *testing.T, s string) int {
 	t.Helper()
 	n, err := strconv.Atoi(s)

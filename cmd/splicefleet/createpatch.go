@@ -168,6 +168,17 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 			return nil, &refusal{fmt.Errorf("%s: %w", o.patch, err)}
 		}
 	}
+	// A new function beside the kernel's that nothing calls would drop
+	// its change: the callers that pass the new arguments are not in
+	// the bundle.
+	for _, u := range g.out.Unreached {
+		for _, c := range compared {
+			if c.part.Part == u.Part && slices.Contains(c.part.Forked, u.Name) {
+				return nil, &refusal{fmt.Errorf("%s: %s: signature %s: its prototype changed, and no function the bundle replaces calls it: "+
+					"the code that calls it with the new arguments is not in the patch, so carrying it beside the kernel's copy would carry nothing", o.patch, c.u.Path, u.Name)}
+			}
+		}
+	}
 	return g, nil
 }
 
@@ -179,7 +190,7 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 	mods := &moduleFiles{o: o, release: release}
 	modSyms := map[string]*klpgen.Symbols{}
 	modDeps := map[string]map[string]*klpgen.Symbols{}
-	var compared []*comparedPart
+	var compared, all []*comparedPart
 	var bundle []klpgen.BundleSymbol
 	for i, u := range units.List {
 		part := opts
@@ -215,10 +226,10 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 			fmt.Fprintf(e.stderr, "splicefleet: %s reads %s: compiled before and after the patch\n", u.Path, strings.Join(u.Headers, ", "))
 		}
 		c := &comparedPart{u: u, fps: fps, part: part}
-		var err error
-		if c.post, c.changed, c.added, err = comparePart(e, o, u, fps, &c.part); err != nil {
+		if err := comparePart(e, o, c); err != nil {
 			return nil, nil, err
 		}
+		all = append(all, c)
 		if len(c.changed) == 0 && len(c.added) == 0 && len(c.part.NewData) == 0 {
 			continue // no function of this file changed
 		}
@@ -229,7 +240,40 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 		bundle = append(bundle, adds...)
 		compared = append(compared, c)
 	}
+	if err := checkForked(o, compared, all); err != nil {
+		return nil, nil, err
+	}
 	return compared, bundle, nil
+}
+
+// checkForked refuses a global function carried as a new function
+// beside the kernel's copy (objdiff's Function.Forked) when a unit of
+// the bundle other than its own reaches it other than by a direct call
+// from a function the bundle replaces: that reference would reach the
+// kernel's copy, left in place, with the new arguments. all are every
+// compiled unit, those that changed nothing included (a table of
+// function pointers in one of them changes nothing, and still points
+// at the kernel's copy). Every unit that can name the function is among
+// them: it reads the header whose prototype changed, so it is compiled
+// before and after.
+func checkForked(o *createOptions, compared, all []*comparedPart) error {
+	for _, c := range compared {
+		for _, name := range c.part.Forked {
+			if i := slices.IndexFunc(c.diff.Changed, func(f objdiff.Function) bool { return f.Name == name }); i < 0 || c.diff.Changed[i].Binding == "local" {
+				continue // a static one: no other unit can name it
+			}
+			for _, d := range all {
+				if d == c {
+					continue
+				}
+				if why := d.diff.CallsFromReplaced(name); why != "" {
+					return &refusal{fmt.Errorf("%s: %s: signature %s: its prototype changed, and %s reaches it other than by a call from a function the bundle replaces (%s): "+
+						"carried as a new function beside the kernel's copy, that code would reach the kernel's copy with the new arguments", o.patch, c.u.Path, name, d.u.Path, why)}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // keep records what the generated parts replace, and the files they
@@ -240,7 +284,11 @@ func (g *generated) keep(e *env, compared []*comparedPart, parts []*klpgen.Outpu
 			continue
 		}
 		for _, f := range parts[i].Functions {
-			if f.Private {
+			switch {
+			case f.Forked:
+				fmt.Fprintf(e.stderr, "splicefleet: %s: %s: its prototype changed, and only functions the bundle replaces call it after the patch: "+
+					"the module carries it as a new function their copies call, and leaves the kernel's copy in place, unpatched, for the callers it leaves in place\n", c.u.Path, f.Name)
+			case f.Private:
 				fmt.Fprintf(e.stderr, "splicefleet: %s: %s cannot be redirected (it calls no __fentry__: notrace or noinstr), "+
 					"and only functions the bundle replaces call it: the module carries it as a copy their copies call\n", c.u.Path, f.Name)
 			}
@@ -363,6 +411,7 @@ type comparedPart struct {
 	part           klpgen.Options
 	post           []byte
 	changed, added []string
+	diff           *objdiff.Result
 }
 
 // generateParts generates the livepatch module's part of each compared
@@ -417,19 +466,22 @@ func generateParts(e *env, o *createOptions, syms *klpgen.Symbols, compared []*c
 
 // comparePart compares one compiled file before and after the patch,
 // says on stderr what changed and what is left out or carried, and
-// returns the object after the patch with its changed and added
-// functions (its new variables go into part.NewData), or the refusal.
-func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, part *klpgen.Options) (post []byte, changed, added []string, err error) {
+// records in c the object after the patch with its changed and added
+// functions (its new variables go into c.part.NewData) and the
+// comparison, or returns the refusal.
+func comparePart(e *env, o *createOptions, c *comparedPart) error {
+	u, fps, part := c.u, c.fps, &c.part
 	pre, err := readFile(u.Pre, int64(objdiff.MaxObjectSize))
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
-	if post, err = readFile(u.Post, int64(objdiff.MaxObjectSize)); err != nil {
-		return nil, nil, nil, err
+	post, err := readFile(u.Post, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return err
 	}
 	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
 	if u.Module == "" {
 		// vmlinux's init code ran at boot and was freed: a change that is
@@ -451,7 +503,7 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 	for _, n := range diff.Notes {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: note: %s\n", u.Path, n)
 	}
-	changed, added = takeDiff(e, u, diff, part)
+	changed, added := takeDiff(e, u, diff, part)
 	// Every unit the patch reaches is compiled before and after: its own
 	// .c files, and every unit of the configuration that reads a changed
 	// header. An inline function's changed copies are all in these
@@ -474,9 +526,10 @@ func comparePart(e *env, o *createOptions, u ksrc.Unit, fps []*ksrc.FilePatch, p
 				fmt.Fprintf(e.stderr, "splicefleet: refused: %s %s (%s): %s\n", p.Kind, p.Name, hunkOfAny(fps, p.Name), p.Reason)
 			}
 		}
-		return nil, nil, nil, &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
+		return &refusal{fmt.Errorf("%s: the patch cannot be carried by a livepatch: %w", o.patch, err)}
 	}
-	return post, changed, added, nil
+	c.post, c.changed, c.added, c.diff = post, changed, added, diff
+	return nil
 }
 
 // takeDiff says what changed and was added in one compiled file, and
@@ -488,9 +541,12 @@ func takeDiff(e *env, u ksrc.Unit, diff *objdiff.Result, part *klpgen.Options) (
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s changed (%s)\n", u.Path, f.Name, f.Reason)
 		// Whether only replaced code calls it, for klpgen to carry a
 		// function livepatch cannot redirect as a copy.
-		if f.Private {
+		switch {
+		case f.Forked:
+			part.Forked = append(part.Forked, f.Name)
+		case f.Private:
 			part.Private = append(part.Private, f.Name)
-		} else if f.Exposed != "" {
+		case f.Exposed != "":
 			if part.Exposed == nil {
 				part.Exposed = map[string]string{}
 			}
