@@ -19,7 +19,11 @@ type Units struct {
 	// List has one Unit per .c file of the patch, in patch order, then
 	// one per unit that reads a changed header, in path order.
 	List []Unit
-	// Headers are the headers the patch changes.
+	// Headers are the headers the patch changes, and the .c files it
+	// changes that the configuration does not build on their own but
+	// #includes into built units (arch/x86/mm/ident_map.c into
+	// init_64.c), which are compiled through those units as a header's
+	// readers are.
 	Headers []string
 	// NotBuilt are the .c files of the patch that the configuration
 	// does not build (kbuild's evaluation of their folders' Makefiles
@@ -214,7 +218,7 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 		return nil, fmt.Errorf("compile: %w: a header change (%s) on top of earlier updates is not supported yet",
 			ErrUnsupportedFile, strings.Join(p.headers, ", "))
 	}
-	if len(p.headers) > 0 {
+	if len(changed) > 0 {
 		cands, beside, err := t.headerCandidates(ctx, log, changed, patch)
 		if err != nil {
 			return nil, err
@@ -227,10 +231,11 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 			p.overlay[b] = text
 		}
 		for _, c := range cands {
-			if !slices.ContainsFunc(p.sources, func(s unitSource) bool { return s.path == c }) {
+			if !slices.ContainsFunc(p.sources, func(s unitSource) bool { return s.path == c }) && !slices.Contains(p.readers, c) {
 				p.readers = append(p.readers, c)
 			}
 		}
+		slices.Sort(p.readers)
 	}
 	if len(p.sources) == 0 && len(p.readers) == 0 {
 		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(p.headers, ", "))
@@ -279,13 +284,36 @@ func (t *Tree) dropUnbuilt(ctx context.Context, log io.Writer, p *unitPlan) erro
 			}
 		}
 		if len(readers) > 0 {
-			return fmt.Errorf("compile: %s: %w: it is #included by %s, which the configuration builds; "+
-				"a .c file that others include cannot be compiled on its own", s.path, ErrUnsupportedFile, strings.Join(readers, ", "))
+			// Its code is in the objects of the built files that include
+			// it: it is compiled through each of them, as a header is.
+			// The after side's copy of an includer finds the patched
+			// text beside it (writeOverlay puts it at its path in the
+			// tree, the folder of the includer's copy when it includes
+			// it by a quoted relative name), the before side the
+			// original through the original folder.
+			if len(readers) > t.maxHeaderUnits {
+				return fmt.Errorf("compile: %s: %w: it is #included by %d units the configuration builds, more than the limit of %d",
+					s.path, ErrHeaderTooWide, len(readers), t.maxHeaderUnits)
+			}
+			fmt.Fprintf(log, "ksrc: %s is #included by %s, which the configuration builds: compiled through %s\n",
+				s.path, strings.Join(readers, ", "), map[bool]string{true: "it", false: "them"}[len(readers) == 1])
+			p.headers = append(p.headers, s.path)
+			p.overlay[s.path] = s.after
+			for _, r := range readers {
+				if !slices.Contains(p.readers, r) {
+					p.readers = append(p.readers, r)
+				}
+			}
+			continue
 		}
 		p.notBuilt = append(p.notBuilt, s.path)
 		fmt.Fprintf(log, "ksrc: %s: not built by this configuration: nothing of it runs, so it is not compiled\n", s.path)
 	}
 	p.sources = kept
+	// An includer that the patch changes too is compiled as its source.
+	p.readers = slices.DeleteFunc(p.readers, func(r string) bool {
+		return slices.ContainsFunc(p.sources, func(s unitSource) bool { return s.path == r })
+	})
 	if len(p.sources) == 0 && len(p.headers) == 0 {
 		return fmt.Errorf("compile: %w: %s", ErrNotBuilt, strings.Join(p.notBuilt, ", "))
 	}

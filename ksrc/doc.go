@@ -61,10 +61,13 @@
 // A changed .c file the configuration does not build (kbuild's own
 // evaluation of its folders' Makefiles lists no object of it) is not
 // compiled: nothing of it runs, and Units.NotBuilt names it; a patch with
-// no built file and no header has nothing to patch (ErrNotBuilt).
+// no built file and no header has nothing to patch (ErrNotBuilt). One
+// that built files #include (arch/x86/mm/ident_map.c, which init_64.c
+// includes) is compiled through them, as a changed header is through
+// its readers: the includers are units, and the after side of each
+// reads the patched text.
 //
-// Known limits: a .c file that is only #included by another cannot be a
-// unit; gcc-built kernels only, no cross-building.
+// Known limits: gcc-built kernels only, no cross-building.
 //
 // Package ksrc runs make and the compiler, which the lint rules otherwise
 // allow only in cmd, the lab and tests: running them is its purpose. Every

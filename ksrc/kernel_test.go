@@ -388,3 +388,61 @@ func TestCorpusKernelLeavesOutUnsetKconfig(t *testing.T) {
 		t.Errorf("Kconfig notes %q, want one for CONFIG_HVC_DCC", units.Kconfig)
 	}
 }
+
+// identMapFix changes arch/x86/mm/ident_map.c, which no Makefile builds:
+// arch/x86/mm/init_64.c #includes it, so its code is in init_64.o.
+const identMapFix = `--- a/arch/x86/mm/ident_map.c
++++ b/arch/x86/mm/ident_map.c
+@@ -107,7 +107,7 @@ int kernel_ident_mapping_init(struct x86_mapping_info *info, pgd_t *pgd_page,
+ 		info->kernpg_flag = _KERNPG_TABLE;
+ 
+ 	/* Filter out unsupported __PAGE_KERNEL_* bits: */
+-	info->kernpg_flag &= __default_kernel_pte_mask;
++	info->kernpg_flag &= __default_kernel_pte_mask & ~_PAGE_GLOBAL;
+ 
+ 	for (; addr < end; addr = next) {
+ 		pgd_t *pgd = pgd_page + pgd_index(addr);
+`
+
+// TestCorpusKernelIncludedCFile: a .c file that a built file #includes
+// is compiled through it, as a header through its readers: the unit is
+// init_64.c, its after side reads the patched ident_map.c, and only
+// kernel_ident_mapping_init's code differs.
+func TestCorpusKernelIncludedCFile(t *testing.T) {
+	log := testutil.LogWriter(t)
+	tree := corpusTree(t, log)
+	units, err := tree.Compile(context.Background(), mustParse(t, identMapFix), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = units.Cleanup() }()
+	if len(units.List) != 1 || units.List[0].Path != "arch/x86/mm/init_64.c" || !slices.Equal(units.List[0].Headers, []string{"arch/x86/mm/ident_map.c"}) {
+		t.Fatalf("units %+v, want arch/x86/mm/init_64.c reading ident_map.c", units.List)
+	}
+	if !slices.Equal(units.Headers, []string{"arch/x86/mm/ident_map.c"}) || len(units.NotBuilt) != 0 {
+		t.Errorf("Headers %q, NotBuilt %q: want ident_map.c compiled through its includer", units.Headers, units.NotBuilt)
+	}
+	u := units.List[0]
+	text := func(name, fn string) []byte {
+		f, err := elf.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = f.Close() }()
+		s := f.Section(".text." + fn)
+		if s == nil {
+			t.Fatalf("%s has no .text.%s", name, fn)
+		}
+		b, err := s.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if bytes.Equal(text(u.Pre, "kernel_ident_mapping_init"), text(u.Post, "kernel_ident_mapping_init")) {
+		t.Error("kernel_ident_mapping_init compiles to the same code after the patch: the after side did not read the patched file")
+	}
+	if !bytes.Equal(text(u.Pre, "add_pages"), text(u.Post, "add_pages")) {
+		t.Error("add_pages, which the patch does not touch, changed")
+	}
+}

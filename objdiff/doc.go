@@ -118,6 +118,7 @@
 //     into a pointer parameter, or a stack object another task reaches
 //     while its owner sleeps, would see objects of the other layout.
 //     kernel/sched/fair.c's struct lb_env is the case it is for.
+//
 //   - A function whose prototype changed is accepted when it is static,
 //     its address is never taken (in both objects, every reference to
 //     it is the rel32 target of a call, jmp or jcc at its entry, decoded
