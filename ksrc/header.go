@@ -136,11 +136,18 @@ func (t *Tree) headerCandidates(ctx context.Context, log io.Writer, changed []un
 				"that holds no kernel code", h, ErrUnsupportedFile)
 		}
 	}
+	// The configuration's macros, for the conditionals around a change.
+	var macros map[string]string
+	if text, err := readBounded(filepath.Join(t.ObjDir, "include", "generated", "autoconf.h"), maxConfigSize); err == nil {
+		macros = autoconfMacros(text)
+	} else {
+		fmt.Fprintf(log, "ksrc: the configuration's macros cannot be read (%v): every conditional around a change counts as read\n", err)
+	}
 	names := map[string][]string{}
 	var all []string
 	why := ""
 	for _, c := range changed {
-		ns, w := changedDefs(c.before, c.after, patch.File(c.path))
+		ns, w := changedDefs(c.before, c.after, patch.File(c.path), macros)
 		if w != "" {
 			why = c.path + ": " + w
 			break

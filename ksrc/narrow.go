@@ -47,8 +47,12 @@ var forcedHeaders = []string{"include/linux/compiler-version.h", "include/linux/
 const maxMentionScan = 128 << 20
 
 // changedDefs returns the names of the definitions a patch changes in a
-// header, given its text before and after, or why it cannot tell.
-func changedDefs(before, after []byte, fp *FilePatch) (names []string, why string) {
+// header, given its text before and after, or why it cannot tell. Under
+// macros, the configuration's (nil: none judged), a change the
+// preprocessor skips in every unit changes nothing (condition.go): a
+// changed line in a skipped branch, or a conditional line whose outcome
+// is known, when no definition that is read holds it.
+func changedDefs(before, after []byte, fp *FilePatch, macros map[string]string) (names []string, why string) {
 	pre, err := scanHeader(before)
 	if err != nil {
 		return nil, "the text before the patch: " + err.Error()
@@ -62,6 +66,19 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 		return nil, err.Error()
 	}
 	oldMarks, newMarks, _ := changedLines(fp, at)
+	var off, known [2]map[int]bool
+	off[0], known[0] = condLines(before, macros)
+	off[1], known[1] = condLines(after, macros)
+	// skippedItem: every line of the item is in a branch the
+	// preprocessor skips.
+	skippedItem := func(side int, it cItem) bool {
+		for l := it.first; l <= it.last; l++ {
+			if !off[side][l] {
+				return false
+			}
+		}
+		return true
+	}
 	set := map[string]bool{}
 	hit := [2]map[int]bool{{}, {}}
 	for side, sc := range []*hdrScan{pre, post} {
@@ -70,6 +87,9 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 			marks = newMarks
 		}
 		for _, l := range slices.Sorted(maps.Keys(marks)) {
+			if (off[side][l] || known[side][l]) && !slices.ContainsFunc(sc.owners[l], func(i int) bool { return !skippedItem(side, sc.items[i]) }) {
+				continue // skipped under the configuration, or a conditional it judges
+			}
 			if why, ok := sc.opaque[l]; ok {
 				return nil, fmt.Sprintf("line %d %s is %s", l, [2]string{"before the patch", "after the patch"}[side], why)
 			}
@@ -91,16 +111,17 @@ func changedDefs(before, after []byte, fp *FilePatch) (names []string, why strin
 	// alters how the rest of the header reads (two definitions merged by
 	// a removed line, a comment or a brace opened), which the changed
 	// lines alone do not show.
-	rest := func(sc *hdrScan, hit map[int]bool) []string {
+	// Items the configuration skips are not read, on either side.
+	rest := func(side int, sc *hdrScan) []string {
 		var out []string
 		for i, it := range sc.items {
-			if !hit[i] && !slices.ContainsFunc(it.names, func(n string) bool { return set[n] }) {
+			if !hit[side][i] && !slices.ContainsFunc(it.names, func(n string) bool { return set[n] }) && !skippedItem(side, it) {
 				out = append(out, it.text)
 			}
 		}
 		return out
 	}
-	restPre, restPost := rest(pre, hit[0]), rest(post, hit[1])
+	restPre, restPost := rest(0, pre), rest(1, post)
 	if !slices.Equal(restPre, restPost) {
 		return nil, "the patch changes how the rest of the header reads (its untouched definitions differ)"
 	}

@@ -103,7 +103,7 @@ func TestChangedDefs(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before, after, fp := patchHeader(t, tt.from, tt.to)
-			names, why := changedDefs(before, after, fp)
+			names, why := changedDefs(before, after, fp, nil)
 			if why != "" {
 				t.Fatalf("changedDefs did not narrow: %s", why)
 			}
@@ -119,7 +119,7 @@ func TestChangedDefs(t *testing.T) {
 // printed, and names none of them.
 func TestChangedDefsLineShift(t *testing.T) {
 	before, after, fp := patchHeader(t, "\tint flags; /* what it does */\n", "\tint flags; /* what it does */\n\tint more;\n")
-	names, why := changedDefs(before, after, fp)
+	names, why := changedDefs(before, after, fp, nil)
 	if why != "" {
 		t.Fatal(why)
 	}
@@ -147,7 +147,7 @@ func TestChangedDefsFallsBack(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before, after, fp := patchHeader(t, tt.from, tt.to)
-			names, why := changedDefs(before, after, fp)
+			names, why := changedDefs(before, after, fp, nil)
 			if !strings.Contains(why, tt.why) {
 				t.Errorf("changedDefs = %q, %q; want a fallback saying %q", names, why, tt.why)
 			}
@@ -160,7 +160,7 @@ func TestChangedDefsFallsBack(t *testing.T) {
 func TestChangedDefsRestReadsOtherwise(t *testing.T) {
 	base := "/* one */\nint a;\nint b; /* two */\nint c;\n"
 	before, after, fp := patchText(t, base, "/* one */", "/* one")
-	if names, why := changedDefs(before, after, fp); !strings.Contains(why, "how the rest of the header reads") {
+	if names, why := changedDefs(before, after, fp, nil); !strings.Contains(why, "how the rest of the header reads") {
 		t.Errorf("changedDefs = %q, %q; want a fallback", names, why)
 	}
 }
@@ -170,7 +170,7 @@ func TestChangedDefsRestReadsOtherwise(t *testing.T) {
 func TestChangedDefsInvocationMentions(t *testing.T) {
 	base := strings.Replace(hdrBase, "DECLARE_PER_CPU(int, demo_pcpu);", "DECLARE_PER_CPU(struct demo_port, demo_pcpu);", 1)
 	before, after, fp := patchText(t, base, "\tint flags; /* what it does */", "\tlong flags; /* what it does */")
-	if names, why := changedDefs(before, after, fp); !strings.Contains(why, "a macro invocation (or a top-level asm or used definition) at line 39 mentions a changed definition") {
+	if names, why := changedDefs(before, after, fp, nil); !strings.Contains(why, "a macro invocation (or a top-level asm or used definition) at line 39 mentions a changed definition") {
 		t.Errorf("changedDefs = %q, %q; want a fallback for the invocation", names, why)
 	}
 }
