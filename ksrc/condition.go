@@ -230,7 +230,7 @@ func directive(line string) (dir, rest string, ok bool) {
 		return "", "", false
 	}
 	s = strings.TrimSpace(s)
-	end := strings.IndexFunc(s, func(r rune) bool { return !(r >= 'a' && r <= 'z') })
+	end := strings.IndexFunc(s, func(r rune) bool { return r < 'a' || r > 'z' })
 	if end < 0 {
 		end = len(s)
 	}
@@ -261,9 +261,10 @@ func commentStarts(lines [][]byte) []bool {
 					j++
 				}
 			case inString:
-				if l[j] == '\\' {
+				switch l[j] {
+				case '\\':
 					j++
-				} else if l[j] == '"' {
+				case '"':
 					inString = false
 				}
 			case l[j] == '"':
