@@ -164,6 +164,7 @@ bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	$(GO) test ./splice -run '^$$' -bench . -benchmem -count 10 | tee bench.out
 	$(GO) test ./agent -run '^$$' -bench 'Scrape' -benchmem -count 10 | tee -a bench.out
 	$(GO) test ./rollout -run '^$$' -bench 'Evaluate' -benchmem -count 10 | tee -a bench.out
+	$(GO) test ./objdiff -run '^$$' -bench 'DiffLargeUnit' -benchmem -count 10 | tee -a bench.out
 	PATH="$(GOBIN):$$PATH" benchstat bench.out
 
 .PHONY: bench-fleet
