@@ -284,3 +284,41 @@ printf written > /dev/vda
 		t.Errorf("the guest's write did not reach the image: %q", b[:20])
 	}
 }
+
+// TestBootUEFI boots the kernel under OVMF through its EFI stub: the
+// guest has EFI runtime services, and efivarfs, which refuses to load
+// without them (No such device), loads and mounts. Under the default
+// BIOS, /init cannot load it.
+func TestBootUEFI(t *testing.T) {
+	note := scenario(t)
+	k := fetchKernel(t)
+	guest := func(uefi bool) *Result {
+		res, err := Boot(context.Background(), Guest{
+			Name: "uefi", Kernel: k, Log: guestLog(t), UEFI: uefi,
+			Initramfs: Initramfs{Modules: []string{"efivarfs"}, Script: `mark efi "$(test -d /sys/firmware/efi && echo yes || echo no)"
+mkdir -p /mnt/efivars
+mark mount "$(mount -t efivarfs efivarfs /mnt/efivars 2>&1 && echo mounted)"
+`},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := guest(true)
+	*note = bootTimes(res)
+	if res.ExitCode != 0 {
+		t.Fatalf("under UEFI: exit %d; console tail:\n%s", res.ExitCode, res.ConsoleTail(15))
+	}
+	for key, want := range map[string]string{"efi": "yes", "mount": "mounted"} {
+		if got, _ := res.Marks.Get(key); got != want {
+			t.Errorf("under UEFI, %s = %q, want %q", key, got, want)
+		}
+	}
+	t.Logf("under UEFI: user space at %.2fs guest uptime, %.1fs wall", res.BootToUser.Seconds(), res.Wall.Seconds())
+	res = guest(false)
+	if res.ExitCode != ExitInitModule || !strings.Contains(res.Console, "No such device") {
+		t.Errorf("under the default BIOS: exit %d, want %d (efivarfs: No such device); console tail:\n%s", res.ExitCode, ExitInitModule, res.ConsoleTail(10))
+	}
+	t.Logf("under BIOS: %.1fs wall", res.Wall.Seconds())
+}

@@ -29,7 +29,7 @@ const Busybox = "/bin/busybox"
 const Qemu = "qemu-system-x86_64"
 
 // Host packages the lab needs; installed by Fetch when running as root.
-var hostPackages = []string{"qemu-system-x86", "busybox-static"}
+var hostPackages = []string{"qemu-system-x86", "busybox-static", "ovmf"}
 
 // FetchOptions configures Fetch. The zero value is ready to use.
 type FetchOptions struct {
@@ -284,6 +284,9 @@ func MissingTools() []string {
 	}
 	if _, err := os.Stat(Busybox); err != nil {
 		missing = append(missing, Busybox+" (Debian package busybox-static)")
+	}
+	if _, err := os.Stat(OVMF); err != nil {
+		missing = append(missing, OVMF+" (Debian package ovmf)")
 	}
 	for _, tool := range []string{"apt-get", "apt-cache", "dpkg"} {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -12,6 +12,8 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # and kbuild's needs for building livepatch modules.
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+# UEFI firmware, for guests whose modules need EFI (efivarfs).
+[ -e /usr/share/ovmf/OVMF.fd ] || missing+=(ovmf)
 command -v strip >/dev/null || missing+=(binutils)
 [ -e /usr/include/stdio.h ] || missing+=(libc6-dev)
 command -v make >/dev/null || missing+=(make)
