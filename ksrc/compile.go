@@ -1,10 +1,13 @@
 package ksrc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -240,7 +243,51 @@ func (t *Tree) planUnits(ctx context.Context, log io.Writer, earlier []Earlier, 
 	if len(p.sources) == 0 && len(p.readers) == 0 {
 		return nil, fmt.Errorf("compile: %w: %s", ErrHeaderUnused, strings.Join(p.headers, ", "))
 	}
+	if err := t.overlayRelatives(p.overlay); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// maxOverlayRelatives bounds the unchanged files overlayRelatives copies.
+const maxOverlayRelatives = 256
+
+// overlayRelatives copies into the overlay, unchanged, every file of the
+// tree that a file of the overlay includes by a quoted name relative to
+// its own folder ("../ntlmssp.h" in fs/smb/server/mgmt/user_session.h),
+// and theirs in turn: the after side reads the overlay's copy of a
+// changed header, and the compiler looks for such a name beside that
+// copy first, where the original folder's neighbours are not.
+func (t *Tree) overlayRelatives(overlay map[string][]byte) error {
+	queue := slices.Sorted(maps.Keys(overlay))
+	copied := 0
+	for len(queue) > 0 {
+		name := queue[0]
+		queue = queue[1:]
+		incs, _ := scanIncludeLines(bytes.NewReader(overlay[name]))
+		for _, inc := range incs {
+			if !inc.quote {
+				continue
+			}
+			rel := path.Join(path.Dir(name), inc.name)
+			if _, done := overlay[rel]; done || strings.HasPrefix(rel, "../") {
+				continue
+			}
+			text, err := readBounded(filepath.Join(t.Source, filepath.FromSlash(rel)), MaxSourceSize)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // found elsewhere on the include path
+			}
+			if err != nil {
+				return fmt.Errorf("compile: %w", err)
+			}
+			if copied++; copied > maxOverlayRelatives {
+				return fmt.Errorf("compile: the changed files include more than %d files beside them", maxOverlayRelatives)
+			}
+			overlay[rel] = text
+			queue = append(queue, rel)
+		}
+	}
+	return nil
 }
 
 // dropUnbuilt takes out of the plan the .c files the configuration does

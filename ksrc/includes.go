@@ -103,8 +103,15 @@ func readIncludes(name string) (_ []include, macro bool, _ error) {
 		return nil, false, err
 	}
 	defer f.Close()
+	incs, macro := scanIncludeLines(f)
+	return incs, macro, nil
+}
+
+// scanIncludeLines reads the #include lines of a text (see
+// readIncludes).
+func scanIncludeLines(r io.Reader) (_ []include, macro bool) {
 	var out []include
-	sc := bufio.NewScanner(io.LimitReader(f, maxIncludeScan))
+	sc := bufio.NewScanner(io.LimitReader(r, maxIncludeScan))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := bytes.TrimLeft(sc.Bytes(), " \t")
@@ -137,7 +144,7 @@ func readIncludes(name string) (_ []include, macro bool, _ error) {
 	}
 	// A line longer than the buffer ends the scan: the includes before
 	// it are kept.
-	return out, macro, nil
+	return out, macro
 }
 
 // resolve returns the headers an include of file may name.
