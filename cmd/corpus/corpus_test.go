@@ -34,17 +34,7 @@ func TestCorpusSample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fetches two kernel source trees and boots guests under QEMU; make test and make corpus run it (make check passes -short)")
 	}
-	root, err := lab.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	results := filepath.Join(root, ".cache", "corpus", "test-sample.jsonl")
-	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
+	results := freshResults(t, "test-sample.jsonl")
 	runSample := func(n int) (string, string) {
 		t.Helper()
 		env := map[string]string{"CORPUS_SAMPLE": strconv.Itoa(n), "CORPUS_SEED": "1", "CORPUS_RESULTS": results}
@@ -121,17 +111,7 @@ func TestCorpusForkedPrototype(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fetches two kernel source trees and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
 	}
-	root, err := lab.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	results := filepath.Join(root, ".cache", "corpus", "test-forked.jsonl")
-	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
+	results := freshResults(t, "test-forked.jsonl")
 	env := map[string]string{"CORPUS_UNITS": "c0640", "CORPUS_RESULTS": results}
 	var stdout bytes.Buffer
 	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
@@ -150,6 +130,24 @@ func TestCorpusForkedPrototype(t *testing.T) {
 	if r.Outcome != corpus.Passed || !slices.Contains(r.Objects, "ib_core") || !slices.Contains(r.Files, "drivers/infiniband/core/nldev.c") {
 		t.Errorf("c0640: %+v, want passed in ib_core, measured with nldev.c's change", r)
 	}
+}
+
+// freshResults returns the path of a results file under .cache/corpus
+// that does not exist yet, so that the test runs every unit.
+func freshResults(t *testing.T, name string) string {
+	t.Helper()
+	root, err := lab.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(root, ".cache", "corpus", name)
+	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return results
 }
 
 func atoiT(t *testing.T, s string) int {
@@ -172,17 +170,7 @@ func TestCorpusPatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a livepatch and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
 	}
-	root, err := lab.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	results := filepath.Join(root, ".cache", "corpus", "test-patches.jsonl")
-	if err := os.MkdirAll(filepath.Dir(results), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(results); err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
+	results := freshResults(t, "test-patches.jsonl")
 	env := map[string]string{"CORPUS_PATCHES": "testdata/patches", "CORPUS_ABI": "6.1.0-53", "CORPUS_VERSION": "6.1.187-1", "CORPUS_RESULTS": results}
 	var stdout bytes.Buffer
 	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
