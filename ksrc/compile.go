@@ -342,8 +342,12 @@ func (t *Tree) dropUnbuilt(ctx context.Context, log io.Writer, p *unitPlan) erro
 				return fmt.Errorf("compile: %s: %w: it is #included by %d units the configuration builds, more than the limit of %d",
 					s.path, ErrHeaderTooWide, len(readers), t.maxHeaderUnits)
 			}
+			through := "them"
+			if len(readers) == 1 {
+				through = "it"
+			}
 			fmt.Fprintf(log, "ksrc: %s is #included by %s, which the configuration builds: compiled through %s\n",
-				s.path, strings.Join(readers, ", "), map[bool]string{true: "it", false: "them"}[len(readers) == 1])
+				s.path, strings.Join(readers, ", "), through)
 			p.headers = append(p.headers, s.path)
 			p.overlay[s.path] = s.after
 			for _, r := range readers {

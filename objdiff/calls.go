@@ -124,7 +124,7 @@ func externCalls(o *Object, replaced func(string) bool) map[string]string {
 			}
 			why, jumps := rc.check(s, r, &entity{name: name, sym: &symbol{name: name, shndx: elf.SHN_UNDEF}})
 			if why == "" && jumps != "" {
-				why = jumps + " jumps to it (a tail call): a task running the copy would have no replaced function on its stack"
+				why = jumps + " jumps to it" + tailToCopy
 			}
 			if why != "" {
 				out[name] = why
@@ -133,6 +133,10 @@ func externCalls(o *Object, replaced func(string) bool) map[string]string {
 	}
 	return out
 }
+
+// tailToCopy says why a tail call to a function the bundle carries as a
+// new function beside the kernel's (Function.Forked) is refused.
+const tailToCopy = " (a tail call): a task running the copy would have no replaced function on its stack"
 
 // refChecker tells a direct call from a replaced function from other
 // references, decoding each calling function once.

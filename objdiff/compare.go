@@ -443,7 +443,7 @@ func (c *comparison) forkable(name string) string {
 	}
 	why, tail := callsTo(c.post, b, c.postReplaced)
 	if why == "" && tail != "" {
-		why = tail + " (a tail call): a task running the copy would have no replaced function on its stack"
+		why = tail + tailToCopy
 	}
 	return why
 }
