@@ -293,6 +293,9 @@ func TestLabKernelHeaderUnits(t *testing.T) {
 	if !errors.As(err, &he) {
 		t.Fatalf("Compile of include/net/route.h = %v, want a HeaderError", err)
 	}
+	if he.Limit != DefaultMaxHeaderUnits || he.Units <= he.Limit {
+		t.Errorf("route.h: %d units against a limit of %d, want more than the default %d", he.Units, he.Limit, DefaultMaxHeaderUnits)
+	}
 	t.Logf("refused in %.1fs: %v", time.Since(start).Seconds(), err)
 }
 

@@ -22,6 +22,9 @@ type config struct {
 	seed             uint64
 	results          string
 	export           string // write the chosen units' patches here instead of running them
+	// maxHeaderUnits is create's --max-header-units; 0 leaves create's
+	// default.
+	maxHeaderUnits int
 }
 
 func configFrom(getenv func(string) string) (config, error) {
@@ -42,6 +45,13 @@ func configFrom(getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("%w: CORPUS_SAMPLE=%q is not a count", errUsage, v)
 		}
 		c.sample = n
+	}
+	if v := getenv("CORPUS_MAX_HEADER_UNITS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("%w: CORPUS_MAX_HEADER_UNITS=%q is not a count of at least 1", errUsage, v)
+		}
+		c.maxHeaderUnits = n
 	}
 	if v := getenv("CORPUS_SEED"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)

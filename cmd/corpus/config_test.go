@@ -26,6 +26,10 @@ func TestConfigFrom(t *testing.T) {
 	if err != nil || c.sample != 3 || c.seed != 9 {
 		t.Errorf("sample = %+v, %v", c, err)
 	}
+	c, err = configFrom(env("CORPUS_MAX_HEADER_UNITS", "512"))
+	if err != nil || c.maxHeaderUnits != 512 {
+		t.Errorf("CORPUS_MAX_HEADER_UNITS=512 = %+v, %v", c, err)
+	}
 	for _, bad := range []struct {
 		env  func(string) string
 		want string
@@ -33,6 +37,7 @@ func TestConfigFrom(t *testing.T) {
 		{env("CORPUS_SAMPLE", "three"), "CORPUS_SAMPLE"},
 		{env("CORPUS_SAMPLE", "-1"), "CORPUS_SAMPLE"},
 		{env("CORPUS_SEED", "x"), "CORPUS_SEED"},
+		{env("CORPUS_MAX_HEADER_UNITS", "0"), "CORPUS_MAX_HEADER_UNITS"},
 		{env("CORPUS_PATCHES", "fixes"), "CORPUS_ABI"},
 		{env("CORPUS_ABI", "../6.1.0-53"), "names, not paths"},
 	} {

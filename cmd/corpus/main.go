@@ -24,6 +24,7 @@
 //	CORPUS_UNITS    run only these units, by id, comma-separated (c0029,f:lib/x.c)
 //	CORPUS_RESULTS  the results file (JSON lines); default under docs/corpus/
 //	                for the public corpus, .cache/corpus/ otherwise
+//	CORPUS_MAX_HEADER_UNITS  create's --max-header-units (default: create's)
 //	CORPUS_EXPORT   write the chosen units' patches to this folder, one
 //	                ID.patch each (":" and "/" of the id as "_"), and run
 //	                nothing: `splicefleet create --patch` reproduces a

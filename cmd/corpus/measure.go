@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -105,7 +106,7 @@ func measure(ctx context.Context, cfg config, stdout, stderr io.Writer) (string,
 		return "", err
 	}
 	m := &measurer{k: k, bin: bin, src: src, sysmap: sysmap, work: work, trusted: trusted,
-		ksrcCache: filepath.Join(root, ".cache", "ksrc"), built: built, log: stderr}
+		ksrcCache: filepath.Join(root, ".cache", "ksrc"), built: built, log: stderr, maxHeaderUnits: cfg.maxHeaderUnits}
 	sum, err := corpus.Run(ctx, units, built, results, k.Release, m.check, stderr)
 	printTable(stdout, sum)
 	line := sum.Line()
@@ -244,6 +245,7 @@ type measurer struct {
 	trusted          []byte
 	built            corpus.Built
 	log              io.Writer
+	maxHeaderUnits   int // create's --max-header-units; 0 is its default
 }
 
 // check runs one unit through create --patch and, with a bundle, the
@@ -257,9 +259,13 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 	}
 	fmt.Fprintf(m.log, "corpus: %s %s (%s; %s)\n", u.ID, u.Subject, strings.Join(u.Files, ", "), strings.Join(r.Objects, ", "))
 	start := time.Now()
-	out, err := sf(ctx, m.bin, "create", "--patch", patch, "--kernel-source", m.src, "--kernel-build", m.k.HeadersDir,
+	args := []string{"create", "--patch", patch, "--kernel-source", m.src, "--kernel-build", m.k.HeadersDir,
 		"--system-map", m.sysmap, "--modules", filepath.Join(m.k.Root, "lib", "modules", m.k.Release), "--cache-dir", m.ksrcCache, "--id", guestID, "--version", "1",
-		"--module-name", guestModule, "--description", "corpus unit "+u.ID, "-o", bundle)
+		"--module-name", guestModule, "--description", "corpus unit " + u.ID, "-o", bundle}
+	if m.maxHeaderUnits > 0 {
+		args = append(args, "--max-header-units", strconv.Itoa(m.maxHeaderUnits))
+	}
+	out, err := sf(ctx, m.bin, args...)
 	r.CreateSeconds = time.Since(start).Seconds()
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -35,19 +35,22 @@ type createOptions struct {
 	modulesDir   string
 	cacheDir     string
 	kernelBuild  string
-	moduleName   string
-	strip        bool
-	id           string
-	version      uint64
-	kernel       string
-	buildID      string
-	cves         []string
-	description  string
-	functions    []string
-	replace      bool
-	expires      string
-	out          string
-	force        bool
+	// maxHeaderUnits bounds the units a changed header may reach
+	// (--max-header-units); 0 is ksrc's default.
+	maxHeaderUnits int
+	moduleName     string
+	strip          bool
+	id             string
+	version        uint64
+	kernel         string
+	buildID        string
+	cves           []string
+	description    string
+	functions      []string
+	replace        bool
+	expires        string
+	out            string
+	force          bool
 }
 
 func newCreateCmd(e *env) *cobra.Command {
@@ -109,6 +112,7 @@ bundle only where they are applied.`,
 	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
 	f.StringVar(&o.modulesDir, "modules", "", "with --patch: the target's modules folder, /lib/modules/RELEASE (default: that folder on this machine), for a file built into a module")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "with --patch: where prepared source trees are kept (default ~/.cache/splicefleet)")
+	f.IntVar(&o.maxHeaderUnits, "max-header-units", ksrc.DefaultMaxHeaderUnits, "with --patch: how many units the configuration builds a changed header may reach before the patch is refused (each is compiled before and after it)")
 	f.StringVar(&o.kernelBuild, "kernel-build", "", "with --source or --patch: the target kernel's build folder (what make -C takes)")
 	f.StringVar(&o.moduleName, "module-name", "", "with --source: the module to wrap when the build makes several; with --patch: the generated module's name (default lp_ID_vVERSION)")
 	f.BoolVar(&o.strip, "strip", true, "with --source or --patch: strip debug info from the built module (strip --strip-debug)")
@@ -161,6 +165,9 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 	}
 	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.cacheDir != "" || o.modulesDir != "" || len(o.onTopOf) > 0) {
 		return errors.New("--kernel-source, --system-map, --modules, --cache-dir and --on-top-of only apply with --patch")
+	}
+	if o.maxHeaderUnits < 1 {
+		return fmt.Errorf("--max-header-units %d: give a count of at least 1", o.maxHeaderUnits)
 	}
 	if len(o.onTopOf) > 0 && o.replace {
 		return errors.New("--on-top-of and --replace: an atomic-replace bundle takes every earlier livepatch off, so it must carry every earlier fix itself; build it from one patch holding them all, without --on-top-of")

@@ -88,7 +88,7 @@ func prepareTree(ctx context.Context, e *env, o *createOptions) (*ksrc.Tree, err
 		return nil, err
 	}
 	fmt.Fprintf(e.stderr, "splicefleet: preparing %s for the configuration of %s (once; cached in %s)\n", o.kernelSource, o.kernelBuild, cache)
-	return ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, Log: e.stderr})
+	return ksrc.Prepare(ctx, ksrc.Options{Source: o.kernelSource, KernelBuild: o.kernelBuild, CacheDir: cache, MaxHeaderUnits: o.maxHeaderUnits, Log: e.stderr})
 }
 
 // compileUnits compiles the files the patch touches before and after it,
@@ -104,6 +104,9 @@ func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, earlier []ksrc.E
 		case errors.As(err, &he):
 			for _, h := range he.Headers {
 				fmt.Fprintf(e.stderr, "splicefleet: refused: header %s (%s): %v\n", h, hunkOf(patch.File(h), ""), ksrc.ErrHeaderTooWide)
+			}
+			if he.Units > 0 && len(he.Layout) == 0 {
+				fmt.Fprintf(e.stderr, "splicefleet: --max-header-units %d would compile them all (about %d compilations)\n", he.Units, 2*he.Units)
 			}
 			return nil, &refusal{err}
 		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused) || errors.Is(err, ksrc.ErrKconfig) ||

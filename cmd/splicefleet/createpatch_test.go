@@ -36,6 +36,7 @@ func TestCreatePatchRefusesBadArguments(t *testing.T) {
 		{"on-top-of and diffext", []string{"--diffext", "new", "--on-top-of", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitError, "--on-top-of only applies with --patch"},
 		{"on-top-of not a patch", []string{"--patch", good, "--on-top-of", bad, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "--on-top-of " + bad + ": "},
 		{"on-top-of itself", []string{"--patch", good, "--on-top-of", good, "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "--on-top-of " + good + ": the same change as " + good},
+		{"no header units", []string{"--patch", good, "--kernel-source", c.dir, "--kernel-build", c.dir, "--max-header-units", "0"}, exitError, "--max-header-units 0: give a count of at least 1"},
 		{"diffext with a slash", []string{"--diffext", "a/b", "--kernel-source", c.dir, "--kernel-build", c.dir}, exitRefused, "want a file name suffix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
