@@ -125,6 +125,11 @@ func changedDefs(before, after []byte, fp *FilePatch, macros map[string]string) 
 	if !slices.Equal(restPre, restPost) {
 		return nil, "the patch changes how the rest of the header reads (its untouched definitions differ)"
 	}
+	// What the patch adds (a helper, a type) no unit could use before:
+	// the units are not sought for it, nor what mentions it.
+	for _, n := range newDecls(pre, post, hit[1]) {
+		delete(set, n)
+	}
 	// A change of the line count moves __LINE__ in every function after
 	// it, which changes nothing but the line numbers WARN_ON and
 	// might_sleep print: a reader that uses only such a function keeps
@@ -147,6 +152,56 @@ func changedDefs(before, after []byte, fp *FilePatch, macros map[string]string) 
 	}
 	slices.Sort(names)
 	return names, ""
+}
+
+// newDecls returns the names that the changed items of post (hit)
+// declare and that the header did not define before, in C declarations
+// (a function, variable, type, tag or enumerator), not in macros. A unit
+// the patch does not change cannot have used such a name as this
+// header's definition: the identifier was undeclared where the unit
+// wrote it (an error, with the kernel's -Werror=implicit-function-declaration),
+// or the unit's own local, member, tag or static of that name, which the
+// new declaration either leaves in force (scopes and member names are
+// apart) or collides with at compile time. So the name changes no code
+// of an unchanged unit, and seeking it would only find the unrelated
+// locals and members that share it (a new dst_dev() of dst.h reached
+// every file with a variable named dst_dev). A macro is another matter:
+// it rewrites every token of its name, so a new macro still counts. A
+// name that the text before mentions anywhere (an item, a macro, the
+// arguments of a macro invocation that may define it) is not new.
+func newDecls(pre, post *hdrScan, hit map[int]bool) []string {
+	old := map[string]bool{}
+	for _, it := range pre.items {
+		for _, n := range it.names {
+			old[n] = true
+		}
+		for n := range it.uses {
+			old[n] = true
+		}
+	}
+	for n := range pre.conds {
+		old[n] = true
+	}
+	macro := map[string]bool{}
+	for _, it := range post.items {
+		if it.kind != itemDecl {
+			for _, n := range it.names {
+				macro[n] = true
+			}
+		}
+	}
+	var out []string
+	for i, it := range post.items {
+		if !hit[i] || it.kind != itemDecl {
+			continue
+		}
+		for _, n := range it.names {
+			if !old[n] && !macro[n] && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 // closeOver adds to set the names of the items that mention one of it,

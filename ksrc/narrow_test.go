@@ -95,6 +95,19 @@ func TestChangedDefs(t *testing.T) {
 		{"typedef chain", "typedef unsigned int demo_base_t;", "typedef unsigned long demo_base_t;",
 			[]string{"demo_base_t", "demo_hop", "demo_id_t", "demo_port"}},
 		{"variable", "extern int demo_count __read_mostly;", "extern long demo_count __read_mostly;", []string{"demo_count"}},
+		// A helper the patch adds is used only by what changed with it:
+		// an unchanged unit cannot have called it, so only demo_hop
+		// counts; a struct the patch adds likewise.
+		{"new helper", "\treturn h + 1;\n}\n", "\treturn demo_twice(h);\n}\n\nstatic inline int demo_twice(int x)\n{\n\treturn 2 * x;\n}\n",
+			[]string{"demo_hop"}},
+		{"new struct", "enum demo_state {", "struct demo_pair {\n\tint a, b;\n};\n\nenum demo_state {", nil},
+		// A new macro rewrites every token of its name, wherever it is.
+		{"new macro", "typedef unsigned int demo_base_t;", "#define DEMO_NEW 3\ntypedef unsigned int demo_base_t;", []string{"DEMO_NEW"}},
+		// A new function named as a member the header already had
+		// (flags) is not new: the name is sought, and so is what
+		// mentions it.
+		{"new name the header mentioned", "\treturn h + 1;\n}\n", "\treturn h + 1;\n}\n\nstatic inline int flags(void)\n{\n\treturn 1;\n}\n",
+			[]string{"demo_hop", "demo_port", "flags"}},
 		{"comment only", "/* A comment about demo_base. */", "/* A comment about demo_base_t. */", nil},
 		// The lines below it move: __LINE__ in demo_other, which only
 		// ever prints, does not make it a change.
