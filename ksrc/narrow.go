@@ -327,13 +327,26 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 	// A paste a##b##c makes one name: its literal pieces in order, a
 	// parameter of the macro standing for any text (its argument).
 	var params map[string]bool
+	var order []string   // the parameters in order
+	var calls [][]string // the arguments of a local generator's invocations
+	local := false
 	for i, t := range toks {
 		if t.kind == tHash && i+2 < len(toks) && toks[i+1].text == "define" {
-			params = nil
+			params, order, calls, local = nil, nil, nil, false
 			if i+3 < len(toks) && toks[i+3].text == "(" {
 				params = map[string]bool{"__VA_ARGS__": true}
+				variadic := false
 				for j := i + 4; j < len(toks) && toks[j].text != ")" && toks[j].kind != tEOD; j++ {
-					params[toks[j].text] = true
+					switch {
+					case toks[j].kind == tIdent:
+						params[toks[j].text] = true
+						order = append(order, toks[j].text)
+					case toks[j].text == ".":
+						variadic = true
+					}
+				}
+				if !variadic {
+					calls, local = localCalls(toks, i+2)
 				}
 			}
 		}
@@ -346,6 +359,12 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 			if j+1 >= len(toks) || toks[j+1].text != "##" {
 				break
 			}
+		}
+		if local {
+			if slices.ContainsFunc(calls, func(args []string) bool { return pasteMade(chain, order, args, names) }) {
+				return token, true
+			}
+			continue
 		}
 		if pasteMakes(chain, params, names) {
 			return token, true
@@ -382,6 +401,125 @@ func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
 		return true
 	}
 	return slices.ContainsFunc(names, re.MatchString)
+}
+
+// localCalls reads a generator macro: a function-like macro, defined at
+// toks[at] (its name), that the file #undefs after invoking it, as
+// asm/io.h's BUILDIO makes outb_p, inw_p and their kind. Its only
+// expansions are then its invocations in the file, and the names its
+// pastes make are theirs alone: local says so, and calls holds each
+// invocation's arguments, each one identifier, one number or nothing.
+// Anything else (no #undef, an invocation inside another directive,
+// whose arguments another macro's parameters may be, or an argument of
+// several tokens) is not local, and a parameter stands for any text.
+func localCalls(toks []cTok, at int) (calls [][]string, local bool) {
+	name := toks[at].text
+	// Another macro that names it, before or after, may expand it with
+	// arguments of its own.
+	inDirective, directive := false, ""
+	for j, t := range toks {
+		switch {
+		case t.kind == tHash:
+			inDirective, directive = true, ""
+			if j+1 < len(toks) {
+				directive = toks[j+1].text
+			}
+		case t.kind == tEOD:
+			inDirective = false
+		case inDirective && t.kind == tIdent && t.text == name && j != at:
+			if directive != "undef" && directive != "ifdef" && directive != "ifndef" {
+				return nil, false
+			}
+		}
+	}
+	i := at
+	for i < len(toks) && toks[i].kind != tEOD {
+		i++
+	}
+	inDirective = false
+	for ; i < len(toks); i++ {
+		t := toks[i]
+		switch {
+		case t.kind == tHash:
+			if i+2 < len(toks) && toks[i+1].text == "undef" && toks[i+2].text == name {
+				return calls, true
+			}
+			inDirective = true
+		case t.kind == tEOD:
+			inDirective = false
+		case t.kind == tIdent && t.text == name:
+			if inDirective || i+1 >= len(toks) || toks[i+1].text != "(" {
+				return nil, false
+			}
+			args, end, ok := callArgs(toks, i+1)
+			if !ok {
+				return nil, false
+			}
+			calls = append(calls, args)
+			i = end
+		}
+	}
+	return nil, false
+}
+
+// callArgs reads the arguments of an invocation whose "(" is toks[open]:
+// each must be one identifier or number, or empty. end is the index of
+// the closing ")".
+func callArgs(toks []cTok, open int) (args []string, end int, ok bool) {
+	var cur []cTok
+	flush := func() bool {
+		switch {
+		case len(cur) == 0:
+			args = append(args, "")
+		case len(cur) == 1 && (cur[0].kind == tIdent || cur[0].kind == tNum):
+			args = append(args, cur[0].text)
+		default:
+			return false
+		}
+		cur = nil
+		return true
+	}
+	for j := open + 1; j < len(toks); j++ {
+		t := toks[j]
+		switch {
+		case t.kind == tHash || t.kind == tEOD || t.text == "(":
+			return nil, 0, false
+		case t.text == ",":
+			if !flush() {
+				return nil, 0, false
+			}
+		case t.text == ")":
+			if !flush() {
+				return nil, 0, false
+			}
+			return args, j, true
+		default:
+			cur = append(cur, t)
+		}
+	}
+	return nil, 0, false
+}
+
+// pasteMade reports whether the paste of chain, in one invocation of a
+// generator macro (localCalls) with these arguments for the parameters
+// in order, makes one of names.
+func pasteMade(chain []cTok, order, args []string, names []string) bool {
+	var made strings.Builder
+	for _, t := range chain {
+		switch {
+		case t.kind == tIdent && slices.Contains(order, t.text):
+			k := slices.Index(order, t.text)
+			if k >= len(args) {
+				return true // fewer arguments than parameters: not read, so counted
+			}
+			made.WriteString(args[k])
+		case t.kind == tIdent || t.kind == tNum:
+			made.WriteString(t.text)
+		default:
+			return false
+		}
+	}
+	return slices.Contains(names, made.String())
 }
 
 // pieceNearPaste is a quick look, before the text is read as tokens,

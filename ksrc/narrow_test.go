@@ -231,6 +231,19 @@ func TestMentions(t *testing.T) {
 		{"#define I(s) demo_##s##_iterate\n", false}, // demo_hop does not end in _iterate
 		{"#define J(s) de##s##op\n", true},
 		{"#define K demo_##hop\n", true}, // pieces of an object-like macro are all literal                       // demo_hop does not begin with u
+		// A generator the file #undefs after its invocations makes
+		// exactly their names (asm/io.h's BUILDIO: inb_p, outw, ...).
+		{"#define GEN(x) de##x(void);\nGEN(mo_hip)\nGEN(mo_hap)\n#undef GEN\n", false},
+		{"#define GEN(x) de##x(void);\nGEN(mo_hip)\nGEN(mo_hop)\n#undef GEN\n", true},
+		{"#define GEN(x, y) de##x##y(void);\nGEN(mo_, hop)\n#undef GEN\n", true},
+		{"#define GEN(x, y) de##x##y(void);\nGEN(mo_h, )\nGEN(mo_, hip)\n#undef GEN\n", false},
+		{"#define GEN(x, y) de##x##y(void);\nGEN(mo_h, )\nGEN(, mo_hop)\n#undef GEN\n", true},
+		// Not #undef'd, invoked by another macro, with an argument of
+		// several tokens, or variadic: any argument may make it.
+		{"#define GEN(x) de##x(void);\nGEN(mo_hip)\n", true},
+		{"#define GEN(x) de##x(void);\n#define TWICE(x) GEN(x)\nGEN(mo_hip)\n#undef GEN\n", true},
+		{"#define GEN(x) de##x(void);\nGEN(mo_hip + 1)\n#undef GEN\n", true},
+		{"#define GEN(x...) de##x(void);\nGEN(mo_hip)\n#undef GEN\n", true},
 	} {
 		if got := mentions([]byte(tt.text), []string{"demo_hop"}); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
