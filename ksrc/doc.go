@@ -47,8 +47,13 @@
 //     headers, then kbuild's evaluation of the folders' Makefiles, then
 //     kbuild's dependency records; see header.go and narrow.go), whose
 //     after side reads the patched header from the copy folder, put ahead
-//     of the original on the include path. More than MaxHeaderUnits such
-//     units is refused before anything is compiled. CompileOnTop does the
+//     of the original on the include path. The names sought leave out
+//     declarations the patch adds (no unchanged unit could use them), and
+//     a macro's ## pastes count as making a name only where its arguments
+//     may (a generator the file #undefs makes just its invocations'
+//     names). More than MaxHeaderUnits such units (256 by default, a
+//     quarter of an hour of compiling) is refused before anything is
+//     compiled. CompileOnTop does the
 //     same for a patch made on top of earlier updates: both sides start
 //     from the files with those updates applied, so they still differ
 //     only by the patch.
