@@ -327,15 +327,16 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 	// A paste a##b##c makes one name: its literal pieces in order, a
 	// parameter of the macro standing for any text (its argument).
 	var params map[string]bool
-	var order []string   // the parameters in order
-	var calls [][]string // the arguments of a local generator's invocations
-	local := false
+	var order []string // the parameters in order
+	defAt, variadic := 0, false
+	var calls [][]string // the arguments of a generator's invocations (localCalls)
+	read, local := false, false
+	var idx map[string][]identUse // built when a generator is first read
 	for i, t := range toks {
 		if t.kind == tHash && i+2 < len(toks) && toks[i+1].text == "define" {
-			params, order, calls, local = nil, nil, nil, false
+			params, order, defAt, variadic, calls, read, local = nil, nil, i+2, false, nil, false, false
 			if i+3 < len(toks) && toks[i+3].text == "(" {
 				params = map[string]bool{"__VA_ARGS__": true}
-				variadic := false
 				for j := i + 4; j < len(toks) && toks[j].text != ")" && toks[j].kind != tEOD; j++ {
 					switch {
 					case toks[j].kind == tIdent:
@@ -344,9 +345,6 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 					case toks[j].text == ".":
 						variadic = true
 					}
-				}
-				if !variadic {
-					calls, local = localCalls(toks, i+2)
 				}
 			}
 		}
@@ -360,13 +358,19 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 				break
 			}
 		}
-		if local {
-			if slices.ContainsFunc(calls, func(args []string) bool { return pasteMade(chain, order, args, names) }) {
-				return token, true
-			}
+		if !pasteMakes(chain, params, names) {
 			continue
 		}
-		if pasteMakes(chain, params, names) {
+		// It may make one with some argument; a generator's own
+		// invocations tell which it does make.
+		if params != nil && !variadic && !read {
+			if idx == nil {
+				idx = identIndex(toks)
+			}
+			calls, local = localCalls(toks, idx, defAt)
+			read = true
+		}
+		if !local || slices.ContainsFunc(calls, func(args []string) bool { return pasteMade(chain, order, args, names) }) {
 			return token, true
 		}
 	}
@@ -412,54 +416,71 @@ func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
 // Anything else (no #undef, an invocation inside another directive,
 // whose arguments another macro's parameters may be, or an argument of
 // several tokens) is not local, and a parameter stands for any text.
-func localCalls(toks []cTok, at int) (calls [][]string, local bool) {
+func localCalls(toks []cTok, idx map[string][]identUse, at int) (calls [][]string, local bool) {
 	name := toks[at].text
-	// Another macro that names it, before or after, may expand it with
-	// arguments of its own.
-	inDirective, directive := false, ""
+	undef := -1
+	for _, u := range idx[name] {
+		switch {
+		case u.at == at || u.directive == "ifdef" || u.directive == "ifndef":
+		case u.directive == "undef":
+			if u.at > at && undef < 0 {
+				undef = u.at
+			}
+		case u.directive != "":
+			// Another macro that names it may expand it with
+			// arguments of its own.
+			return nil, false
+		}
+	}
+	if undef < 0 {
+		return nil, false
+	}
+	for _, u := range idx[name] {
+		if u.directive != "" || u.at < at || u.at > undef {
+			continue
+		}
+		if u.at+1 >= len(toks) || toks[u.at+1].text != "(" {
+			return nil, false
+		}
+		args, _, ok := callArgs(toks, u.at+1)
+		if !ok {
+			return nil, false
+		}
+		calls = append(calls, args)
+	}
+	return calls, true
+}
+
+// identUse is where an identifier occurs: its token's index, and the
+// directive it sits in ("define", "undef", ...; "" outside one, "#"
+// in a directive with no name).
+type identUse struct {
+	at        int
+	directive string
+}
+
+// identIndex indexes the identifiers of a file's tokens, for localCalls.
+func identIndex(toks []cTok) map[string][]identUse {
+	idx := map[string][]identUse{}
+	in, dir := false, ""
 	for j, t := range toks {
 		switch {
 		case t.kind == tHash:
-			inDirective, directive = true, ""
-			if j+1 < len(toks) {
-				directive = toks[j+1].text
+			in, dir = true, "#"
+			if j+1 < len(toks) && toks[j+1].kind == tIdent {
+				dir = toks[j+1].text
 			}
 		case t.kind == tEOD:
-			inDirective = false
-		case inDirective && t.kind == tIdent && t.text == name && j != at:
-			if directive != "undef" && directive != "ifdef" && directive != "ifndef" {
-				return nil, false
+			in = false
+		case t.kind == tIdent:
+			d := ""
+			if in {
+				d = dir
 			}
+			idx[t.text] = append(idx[t.text], identUse{at: j, directive: d})
 		}
 	}
-	i := at
-	for i < len(toks) && toks[i].kind != tEOD {
-		i++
-	}
-	inDirective = false
-	for ; i < len(toks); i++ {
-		t := toks[i]
-		switch {
-		case t.kind == tHash:
-			if i+2 < len(toks) && toks[i+1].text == "undef" && toks[i+2].text == name {
-				return calls, true
-			}
-			inDirective = true
-		case t.kind == tEOD:
-			inDirective = false
-		case t.kind == tIdent && t.text == name:
-			if inDirective || i+1 >= len(toks) || toks[i+1].text != "(" {
-				return nil, false
-			}
-			args, end, ok := callArgs(toks, i+1)
-			if !ok {
-				return nil, false
-			}
-			calls = append(calls, args)
-			i = end
-		}
-	}
-	return nil, false
+	return idx
 }
 
 // callArgs reads the arguments of an invocation whose "(" is toks[open]:
