@@ -414,8 +414,9 @@ func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
 // pastes make are theirs alone: local says so, and calls holds each
 // invocation's arguments, each one identifier, one number or nothing.
 // Anything else (no #undef, an invocation inside another directive,
-// whose arguments another macro's parameters may be, or an argument of
-// several tokens) is not local, and a parameter stands for any text.
+// whose arguments another macro's parameters may be, an #include between
+// the #define and the #undef, whose file may invoke it, or an argument
+// of several tokens) is not local, and a parameter stands for any text.
 func localCalls(toks []cTok, idx map[string][]identUse, at int) (calls [][]string, local bool) {
 	name := toks[at].text
 	undef := -1
@@ -434,6 +435,14 @@ func localCalls(toks []cTok, idx map[string][]identUse, at int) (calls [][]strin
 	}
 	if undef < 0 {
 		return nil, false
+	}
+	// A file included between them may invoke it (an X-macro list).
+	for _, kw := range []string{"include", "include_next"} {
+		for _, u := range idx[kw] {
+			if u.directive == kw && u.at > at && u.at < undef {
+				return nil, false
+			}
+		}
 	}
 	for _, u := range idx[name] {
 		if u.directive != "" || u.at < at || u.at > undef {

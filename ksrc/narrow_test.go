@@ -244,6 +244,7 @@ func TestMentions(t *testing.T) {
 		{"#define GEN(x) de##x(void);\n#define TWICE(x) GEN(x)\nGEN(mo_hip)\n#undef GEN\n", true},
 		{"#define GEN(x) de##x(void);\nGEN(mo_hip + 1)\n#undef GEN\n", true},
 		{"#define GEN(x...) de##x(void);\nGEN(mo_hip)\n#undef GEN\n", true},
+		{"#define GEN(x) de##x(void);\nGEN(mo_hip)\n#include \"gen_list.h\"\n#undef GEN\n", true}, // the list may hold mo_hop
 	} {
 		if got := mentions([]byte(tt.text), []string{"demo_hop"}); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
