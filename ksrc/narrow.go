@@ -332,6 +332,7 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 	var calls [][]string // the arguments of a generator's invocations (localCalls)
 	read, local := false, false
 	var idx map[string][]identUse // built when a generator is first read
+	seen := map[string]bool{}     // pasteMakes's answers by pattern
 	for i, t := range toks {
 		if t.kind == tHash && i+2 < len(toks) && toks[i+1].text == "define" {
 			params, order, defAt, variadic, calls, read, local = nil, nil, i+2, false, nil, false, false
@@ -358,7 +359,7 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 				break
 			}
 		}
-		if !pasteMakes(chain, params, names) {
+		if !pasteMakes(chain, params, names, seen) {
 			continue
 		}
 		// It may make one with some argument; a generator's own
@@ -382,8 +383,10 @@ func mentionsHow(text []byte, names []string) (token, piece bool) {
 // text between them. A paste whose literal pieces are all of one
 // character or of underscores is not counted: the name would come from
 // arguments, written elsewhere (the limit narrow.go's comment states),
-// and `inst##l##x` or `a##_##b` are everywhere.
-func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
+// and `inst##l##x` or `a##_##b` are everywhere. seen keeps the answers
+// of one file by pattern (a generator's pastes repeat in every macro of
+// its kind).
+func pasteMakes(chain []cTok, params map[string]bool, names []string, seen map[string]bool) bool {
 	var pat strings.Builder
 	telling := false
 	for _, t := range chain {
@@ -391,6 +394,9 @@ func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
 		case t.kind == tIdent && params[t.text]:
 			pat.WriteString(".*")
 		case t.kind == tIdent || t.kind == tNum:
+			if !slices.ContainsFunc(names, func(n string) bool { return strings.Contains(n, t.text) }) {
+				return false // a piece no name holds: no regular expression needed
+			}
 			pat.WriteString(regexp.QuoteMeta(t.text))
 			telling = telling || (len(t.text) >= 2 && strings.Trim(t.text, "_") != "")
 		default:
@@ -400,11 +406,16 @@ func pasteMakes(chain []cTok, params map[string]bool, names []string) bool {
 	if !telling {
 		return false
 	}
-	re, err := regexp.Compile("^" + pat.String() + "$")
-	if err != nil {
-		return true
+	key := pat.String()
+	if made, ok := seen[key]; ok {
+		return made
 	}
-	return slices.ContainsFunc(names, re.MatchString)
+	made := true
+	if re, err := regexp.Compile("^" + key + "$"); err == nil {
+		made = slices.ContainsFunc(names, re.MatchString)
+	}
+	seen[key] = made
+	return made
 }
 
 // localCalls reads a generator macro: a function-like macro, defined at
