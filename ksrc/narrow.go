@@ -484,15 +484,15 @@ func identIndex(toks []cTok) map[string][]identUse {
 	idx := map[string][]identUse{}
 	in, dir := false, ""
 	for j, t := range toks {
-		switch {
-		case t.kind == tHash:
+		switch t.kind {
+		case tHash:
 			in, dir = true, "#"
 			if j+1 < len(toks) && toks[j+1].kind == tIdent {
 				dir = toks[j+1].text
 			}
-		case t.kind == tEOD:
+		case tEOD:
 			in = false
-		case t.kind == tIdent:
+		case tIdent:
 			d := ""
 			if in {
 				d = dir
