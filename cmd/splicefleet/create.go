@@ -36,7 +36,7 @@ type createOptions struct {
 	cacheDir     string
 	kernelBuild  string
 	// maxHeaderUnits bounds the units a changed header may reach
-	// (--max-header-units); 0 is ksrc's default.
+	// (--max-header-units, ksrc's default unless given; at least 1).
 	maxHeaderUnits int
 	moduleName     string
 	strip          bool

@@ -106,7 +106,7 @@ func compileUnits(ctx context.Context, e *env, tree *ksrc.Tree, earlier []ksrc.E
 				fmt.Fprintf(e.stderr, "splicefleet: refused: header %s (%s): %v\n", h, hunkOf(patch.File(h), ""), ksrc.ErrHeaderTooWide)
 			}
 			if he.Units > 0 && len(he.Layout) == 0 {
-				fmt.Fprintf(e.stderr, "splicefleet: --max-header-units %d would compile them all (about %d compilations)\n", he.Units, 2*he.Units)
+				fmt.Fprintf(e.stderr, "splicefleet: --max-header-units %d would compile them all (%d units, each compiled by kbuild, then before and after the patch)\n", he.Units, he.Units)
 			}
 			return nil, &refusal{err}
 		case errors.As(err, &ae) || errors.Is(err, ksrc.ErrUnsupportedFile) || errors.Is(err, ksrc.ErrHeaderUnused) || errors.Is(err, ksrc.ErrKconfig) ||
