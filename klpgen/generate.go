@@ -1343,17 +1343,23 @@ func (g *generator) checkTraceable() error {
 	if !ftrace && g.opts.KernelFlags {
 		name := ""
 		for _, fn := range g.funcs {
-			if !fn.added {
+			if !fn.added && !fn.private {
 				name = fn.name
 				break
 			}
 		}
 		if name != "" {
-			return &UnsupportedError{Function: name,
-				Reason: "its file is compiled without ftrace (no function of the object calls __fentry__: kbuild removes -pg for it, " +
-					"as kernel/trace/Makefile does for its folder), so livepatch cannot redirect the kernel's copy " +
-					"(kernel/livepatch/patch.c klp_patch_func needs an ftrace location)"}
+			reason := "its file is compiled without ftrace (no function of the object calls __fentry__: kbuild removes -pg for it, " +
+				"as kernel/trace/Makefile does for its folder), so livepatch cannot redirect the kernel's copy " +
+				"(kernel/livepatch/patch.c klp_patch_func needs an ftrace location)"
+			if why := g.opts.Exposed[name]; why != "" {
+				reason += ", nor carry it as a copy only the replaced functions call: " + why
+			}
+			return &UnsupportedError{Function: name, Reason: reason}
 		}
+		// Every function is a copy that other parts' replaced code
+		// calls (Options.Forked): nothing of the object is redirected.
+		return nil
 	}
 	if !ftrace {
 		g.warnings = append(g.warnings, "the object calls no __fentry__: it was not compiled with the kernel's "+

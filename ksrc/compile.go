@@ -554,7 +554,8 @@ func objectOf(src string) string {
 	return strings.TrimSuffix(src, ".c") + ".o"
 }
 
-// compileUnit compiles one unit before and after from copies under work.
+// compileUnit compiles one unit before and after from copies under work;
+// a nil after compiles it once, unchanged, for both.
 func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string, before, after []byte, headers []string) (Unit, error) {
 	u := Unit{Path: rel, Dir: t.ObjDir}
 	obj := objectOf(rel)
@@ -593,6 +594,12 @@ func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string,
 		{"before", "a", "pre", before, &u.Pre, &u.PreCommand},
 		{"after", "b", "post", after, &u.Post, &u.Command},
 	} {
+		if side.dir == "b" && after == nil {
+			// An unchanged unit (CompileCallers): one object serves as
+			// both.
+			u.Post, u.Command = u.Pre, u.PreCommand
+			break
+		}
 		srcRoot := filepath.Join(work, side.dir)
 		src := filepath.Join(srcRoot, filepath.FromSlash(rel))
 		out := filepath.Join(work, side.label, filepath.FromSlash(obj))

@@ -449,3 +449,52 @@ func TestCorpusKernelIncludedCFile(t *testing.T) {
 		t.Error("add_pages, which the patch does not touch, changed")
 	}
 }
+
+// TestCorpusKernelCallers: the units that may call a global function of
+// lib/ (built without ftrace, so livepatch cannot redirect it) are found
+// over the whole tree and compiled once, unchanged, each object serving
+// as before and after: of them, exactly mm/filemap.c and
+// mm/huge_memory.c call xas_split_alloc (lib/test_xarray.c does too, and
+// the configuration does not build it). Past the bound on units, the
+// search is refused before anything is compiled.
+func TestCorpusKernelCallers(t *testing.T) {
+	log := testutil.LogWriter(t)
+	tree := corpusTree(t, log)
+	ctx := context.Background()
+	units, err := tree.CompileCallers(ctx, []string{"xas_split_alloc"}, []string{"lib/xarray.c"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = units.Cleanup() }()
+	var paths, calling []string
+	for _, u := range units.List {
+		paths = append(paths, u.Path)
+		if u.Pre != u.Post || !slices.Equal(u.Command, u.PreCommand) {
+			t.Errorf("%s: Pre %s, Post %s: want one object compiled once", u.Path, u.Pre, u.Post)
+		}
+		f, err := elf.Open(u.Post)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syms, err := f.Symbols()
+		_ = f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(syms, func(s elf.Symbol) bool { return s.Name == "xas_split_alloc" && s.Section == elf.SHN_UNDEF }) {
+			calling = append(calling, u.Path)
+		}
+	}
+	if !slices.Equal(calling, []string{"mm/filemap.c", "mm/huge_memory.c"}) {
+		t.Errorf("of the units compiled (%q), %q call xas_split_alloc; want mm/filemap.c and mm/huge_memory.c", paths, calling)
+	}
+	if slices.Contains(paths, "lib/test_xarray.c") || slices.Contains(paths, "lib/xarray.c") {
+		t.Errorf("units %q: want neither the unbuilt test nor the skipped file", paths)
+	}
+	narrow := *tree
+	narrow.maxHeaderUnits = 1
+	if _, err := narrow.CompileCallers(ctx, []string{"xas_split_alloc"}, []string{"lib/xarray.c"}, log); !errors.Is(err, ErrTooManyCallers) ||
+		!strings.Contains(err.Error(), "more than the limit of 1") {
+		t.Errorf("with a bound of 1 unit: %v, want ErrTooManyCallers naming the bound", err)
+	}
+}

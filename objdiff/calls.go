@@ -34,11 +34,11 @@ func (c *comparison) directCalls(name string) (why, tail string) {
 		return "it is global: other objects may call it", ""
 	}
 	preReplaced := func(n string) bool { return c.changed[n] }
-	preWhy, preTail := callsTo(c.pre, a, preReplaced)
+	preWhy, preTail := callsTo(c.pre, a, preReplaced, c.opts.InitRan)
 	if preWhy != "" {
 		return "before: " + preWhy, ""
 	}
-	postWhy, postTail := callsTo(c.post, b, c.postReplaced)
+	postWhy, postTail := callsTo(c.post, b, c.postReplaced, c.opts.InitRan)
 	if postWhy != "" {
 		return "after: " + postWhy, ""
 	}
@@ -79,8 +79,8 @@ func (c *comparison) reach() {
 // is "", which caller jumps to f rather than calls it, if any. f may be
 // a function another object defines (a symbol of SHN_UNDEF), named by
 // its symbol.
-func callsTo(o *Object, f *entity, replaced func(string) bool) (why, tail string) {
-	rc := refChecker{o: o, replaced: replaced}
+func callsTo(o *Object, f *entity, replaced func(string) bool, initRan bool) (why, tail string) {
+	rc := refChecker{o: o, replaced: replaced, initRan: initRan}
 	extern := f.sym.shndx == elf.SHN_UNDEF
 	for _, s := range o.sections {
 		if s.class == classMeta {
@@ -109,8 +109,8 @@ func callsTo(o *Object, f *entity, replaced func(string) bool) (why, tail string
 // function jumps to it (a tail call); names whose every reference is a
 // call from a replaced function are absent. It keeps these few words
 // instead of the objects for [Result.CallsFromReplaced].
-func externCalls(o *Object, replaced func(string) bool) map[string]string {
-	rc := refChecker{o: o, replaced: replaced}
+func externCalls(o *Object, replaced func(string) bool, initRan bool) map[string]string {
+	rc := refChecker{o: o, replaced: replaced, initRan: initRan}
 	out := map[string]string{}
 	for _, s := range o.sections {
 		if s.class == classMeta {
@@ -143,6 +143,9 @@ const tailToCopy = " (a tail call): a task running the copy would have no replac
 type refChecker struct {
 	o        *Object
 	replaced func(string) bool
+	// initRan: the object's init code ran at boot and was freed
+	// (Options.InitRan), so its references reach nothing.
+	initRan  bool
 	branches map[*entity]map[uint64]x86insn.Branch
 }
 
@@ -174,6 +177,11 @@ func (rc *refChecker) check(s *section, r *reloc, f *entity) (why, jumps string)
 			return "", "" // the kernel's export entry, which no patch changes
 		}
 		return fmt.Sprintf("%s refers to it from %s: its address is taken", nameAt(s, r.off), s.name), ""
+	}
+	if rc.initRan && strings.HasPrefix(s.name, ".init.") {
+		// vmlinux's init code ran at boot and was freed (not
+		// .meminit.text, which memory hotplug keeps).
+		return "", ""
 	}
 	caller := s.funcCovering(r.off)
 	if caller == nil {

@@ -11,6 +11,31 @@ import (
 
 // Diff opens two objects under [DefaultLimits] and compares them.
 func Diff(preName string, pre []byte, postName string, post []byte) (*Result, error) {
+	return DiffWith(preName, pre, postName, post, Options{})
+}
+
+// Options change what Compare takes as changed.
+type Options struct {
+	// Kernel says that both objects were built by the kernel's build with
+	// its flags, so that an object calling no __fentry__ was built
+	// without ftrace on purpose (kbuild removes -pg for lib/ and
+	// kernel/trace/ in 6.1) rather than without the kernel's flags: none
+	// of its functions can be redirected (Function.Unredirectable).
+	Kernel bool
+	// CallersOf are global functions of other objects that the bundle
+	// carries as new functions (Function.Unredirectable there): every
+	// function of this object that refers to one is taken as changed, so
+	// that the bundle replaces it and its copy calls the bundle's.
+	CallersOf []string
+	// InitRan says that the objects are of vmlinux, whose init code
+	// ran at boot and was freed: a call from it reaches nothing that
+	// can run again, so it need not be replaced (a module's init code
+	// runs at every load, and stays a reference left in place).
+	InitRan bool
+}
+
+// DiffWith is Diff with Options.
+func DiffWith(preName string, pre []byte, postName string, post []byte, opts Options) (*Result, error) {
 	a, err := Open(preName, pre)
 	if err != nil {
 		return nil, err
@@ -19,14 +44,17 @@ func Diff(preName string, pre []byte, postName string, post []byte) (*Result, er
 	if err != nil {
 		return nil, err
 	}
-	return Compare(a, b), nil
+	return CompareWith(a, b, opts), nil
 }
 
 // Compare reports how post differs from pre: the functions changed, added
 // and removed, and the differences a livepatch cannot carry.
-func Compare(pre, post *Object) *Result {
+func Compare(pre, post *Object) *Result { return CompareWith(pre, post, Options{}) }
+
+// CompareWith is Compare with Options.
+func CompareWith(pre, post *Object, opts Options) *Result {
 	c := &comparison{
-		pre: pre, post: post,
+		pre: pre, post: post, opts: opts,
 		changed: map[string]bool{},
 		res: &Result{
 			Pre: pre.name, Post: post.name,
@@ -37,12 +65,14 @@ func Compare(pre, post *Object) *Result {
 	}
 	c.matchUnique()
 	c.functions()
+	c.callersOf()
 	c.replaceCallers()
 	c.variables()
 	c.specialSections()
 	c.looseCode()
 	c.renumberedReferences()
 	c.reach()
+	c.forkUnredirectable()
 	if c.res.DebugInfo {
 		c.signatures()
 		c.initSideEffects(c.inlines())
@@ -54,7 +84,7 @@ func Compare(pre, post *Object) *Result {
 		c.res.Notes = append(c.res.Notes, "without debug info (-g) in both objects, an inlined function is found only when its symbol disappears, and prototypes are not compared")
 	}
 	r := c.res
-	r.externs = externCalls(post, c.postReplaced)
+	r.externs = externCalls(post, c.postReplaced, c.opts.InitRan)
 	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
 	slices.SortFunc(r.Changed, byName)
 	slices.SortFunc(r.Added, byName)
@@ -67,6 +97,7 @@ func Compare(pre, post *Object) *Result {
 
 type comparison struct {
 	pre, post *Object
+	opts      Options
 	changed   map[string]bool
 	res       *Result
 	// rename maps renumbered __UNIQUE_ID symbols and function-local
@@ -441,7 +472,7 @@ func (c *comparison) forkable(name string) string {
 	if b == nil {
 		return "it is not a function of both objects"
 	}
-	why, tail := callsTo(c.post, b, c.postReplaced)
+	why, tail := callsTo(c.post, b, c.postReplaced, c.opts.InitRan)
 	if why == "" && tail != "" {
 		why = tail + tailToCopy
 	}

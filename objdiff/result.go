@@ -123,6 +123,16 @@ type Function struct {
 	// kernel's copy with the arguments it was compiled for, and keeps
 	// its old behaviour. Private is then false.
 	Forked bool `json:"forked,omitempty"`
+	// Unredirectable is, for a Forked function, true when it is forked
+	// not for its prototype but because it is global and livepatch cannot
+	// redirect the kernel's copy: it calls no __fentry__ at its entry
+	// (notrace, or its file is built without ftrace, as all of lib/ is
+	// in 6.1). Every function of the kernel and its modules that calls
+	// it must then be replaced, so that their copies call the bundle's
+	// copy; another object's callers are found by comparing it with
+	// Options.CallersOf naming the function. A caller left in place
+	// would keep running the kernel's copy, without the fix.
+	Unredirectable bool `json:"unredirectable,omitempty"`
 }
 
 // Problem is one difference a livepatch cannot carry safely.

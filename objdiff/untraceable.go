@@ -1,7 +1,9 @@
 package objdiff
 
 import (
+	"debug/elf"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -85,4 +87,71 @@ func entryCallsFentry(e *entity) bool {
 // the kernel defines.
 func isFentry(r reloc) bool {
 	return strings.HasPrefix(r.target, "extern __fentry__")
+}
+
+// callersOf takes as changed every function of the objects that refers
+// to a function Options.CallersOf names: another object's global
+// function that the bundle carries as a new function, because
+// livepatch cannot redirect the kernel's copy (Function.Unredirectable).
+// Their code is the same before and after; the bundle replaces them so
+// that their copies call its copy. Init code is not taken: it is left
+// calling the kernel's copy, and CallsFromReplaced says so.
+func (c *comparison) callersOf() {
+	if len(c.opts.CallersOf) == 0 {
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.pre.funcs)) {
+		a, b := c.pre.funcs[name], c.postFuncs[name]
+		if b == nil || a.sec == nil || c.changed[name] || isInit(a.sec.name) {
+			continue
+		}
+		callee := ""
+		for _, r := range a.sec.relocsIn(a.start, a.end) {
+			if r.sym == 0 || int(r.sym) >= len(c.pre.syms) {
+				continue
+			}
+			if s := &c.pre.syms[r.sym]; s.shndx == elf.SHN_UNDEF && slices.Contains(c.opts.CallersOf, s.name) {
+				callee = s.name
+				break
+			}
+		}
+		if callee == "" {
+			continue
+		}
+		c.changed[name] = true
+		c.res.Changed = append(c.res.Changed, function(b, fmt.Sprintf("refers to %s, which the bundle carries as a new function "+
+			"because livepatch cannot redirect the kernel's copy: replaced so that its copy calls the bundle's", callee)))
+	}
+}
+
+// forkUnredirectable marks Forked and Unredirectable every changed
+// global function livepatch cannot redirect (no __fentry__ call at its
+// entry) whose every reference in Post is a direct call from a function
+// the patch replaces or adds, as forkable checks for a new prototype.
+// The bundle carries it as a new function beside the kernel's copy; the
+// other objects' callers are then compiled and replaced (callersOf).
+// Only an object of the kernel's build says which functions cannot be
+// redirected: one that calls __fentry__, or any with Options.Kernel.
+func (c *comparison) forkUnredirectable() {
+	if !c.opts.Kernel && !callsFentry(c.pre) {
+		return
+	}
+	for i := range c.res.Changed {
+		f := &c.res.Changed[i]
+		if f.Private || f.Forked || f.Binding != "global" || coldParentOf(f.Name) != "" {
+			continue
+		}
+		a := c.pre.funcs[f.Name]
+		if a == nil || a.sec == nil || isInit(a.sec.name) || entryCallsFentry(a) {
+			continue
+		}
+		if why := c.forkable(f.Name); why != "" {
+			f.Exposed = "it is global, and it cannot be carried as a new function beside the kernel's copy that only replaced code calls: " + why
+			continue
+		}
+		f.Forked, f.Unredirectable, f.Exposed = true, true, ""
+		c.res.Notes = append(c.res.Notes, fmt.Sprintf("%s cannot be redirected (no __fentry__ call at its entry) and is global: "+
+			"carried as a new function beside the kernel's copy; every function of this object that calls it is replaced, "+
+			"and every other object's callers must be too", f.Name))
+	}
 }

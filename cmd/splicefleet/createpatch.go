@@ -49,7 +49,20 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		return err
 	}
 	defer func() { _ = units.Cleanup() }()
-	gen, err := generateModule(e, o, tree.Release, patch, units)
+	var more []*ksrc.Units
+	defer func() {
+		for _, u := range more {
+			_ = u.Cleanup()
+		}
+	}()
+	callers := func(names, skip []string) (*ksrc.Units, error) {
+		u, err := tree.CompileCallers(ctx, names, skip, e.stderr)
+		if u != nil {
+			more = append(more, u)
+		}
+		return u, err
+	}
+	gen, err := generateModule(e, o, tree.Release, patch, units, callers)
 	if err != nil {
 		return err
 	}
@@ -137,7 +150,7 @@ type generated struct {
 // module: its changed functions replace those of vmlinux or of the
 // module it is built into. A patch that changes no function is a
 // refusal.
-func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units) (*generated, error) {
+func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units, callers compileCallers) (*generated, error) {
 	syms, err := loadKernelSymbols(o, release)
 	if err != nil {
 		return nil, err
@@ -147,7 +160,7 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 		g.name = defaultModuleName(o.id, o.version)
 	}
 	opts := klpgen.Options{ModuleName: g.name, Description: o.description, KernelFlags: true}
-	compared, bundle, err := compareUnits(e, o, release, patch, units, opts)
+	compared, bundle, err := compareUnits(e, o, release, patch, units, opts, callers)
 	if err != nil {
 		return nil, err
 	}
@@ -177,6 +190,10 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 	for _, u := range g.out.Unreached {
 		for _, c := range compared {
 			if c.part.Part == u.Part && slices.Contains(c.part.Forked, u.Name) {
+				if slices.ContainsFunc(c.diff.Changed, func(f objdiff.Function) bool { return f.Name == u.Name && f.Unredirectable }) {
+					return nil, &refusal{fmt.Errorf("%s: %s: %s cannot be redirected (no __fentry__ call at its entry), and no function of the kernel or its modules "+
+						"that the bundle could replace calls it: carried beside the kernel's copy, its change would reach no caller", o.patch, c.u.Path, u.Name)}
+				}
 				return nil, &refusal{fmt.Errorf("%s: %s: signature %s: its prototype changed, and no function the bundle replaces calls it: "+
 					"the code that calls it with the new arguments is not in the patch, so carrying it beside the kernel's copy would carry nothing", o.patch, c.u.Path, u.Name)}
 			}
@@ -188,33 +205,44 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 // compareUnits compares each compiled unit before and after the patch,
 // keeping those whose functions or data changed, with what their new
 // code adds that the other parts may use (the new exported helper of
-// one module that the fix of another calls).
-func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units, opts klpgen.Options) ([]*comparedPart, []klpgen.BundleSymbol, error) {
+// one module that the fix of another calls). A changed global function
+// that livepatch cannot redirect, carried as a new function
+// (objdiff's Function.Unredirectable), brings every unit of the
+// configuration that may call it (callers), compiled unchanged, whose
+// calling functions the bundle replaces.
+func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, units *ksrc.Units, opts klpgen.Options, callers compileCallers) ([]*comparedPart, []klpgen.BundleSymbol, error) {
 	mods := &moduleFiles{o: o, release: release}
 	modSyms := map[string]*klpgen.Symbols{}
 	modDeps := map[string]map[string]*klpgen.Symbols{}
-	var compared, all []*comparedPart
-	var bundle []klpgen.BundleSymbol
-	for i, u := range units.List {
+	setup := func(i int, u ksrc.Unit) (klpgen.Options, error) {
 		part := opts
 		part.Part = i
-		if u.Module != "" {
-			// The kernel names a loaded module with "_" for kbuild's "-".
-			part.Module = klpgen.KernelModuleName(u.Module)
-			if modSyms[u.Module] == nil {
-				var err error
-				if modSyms[u.Module], err = mods.symbols(u.Module); err != nil {
-					return nil, nil, err
-				}
-				// The modules it depends on, whose exports its code may
-				// call: read from the same folder.
-				if modDeps[u.Module], err = klpgen.LoadDependencies(part.Module, modSyms[u.Module], mods.read); err != nil {
-					return nil, nil, err
-				}
+		if u.Module == "" {
+			return part, nil
+		}
+		// The kernel names a loaded module with "_" for kbuild's "-".
+		part.Module = klpgen.KernelModuleName(u.Module)
+		if modSyms[u.Module] == nil {
+			var err error
+			if modSyms[u.Module], err = mods.symbols(u.Module); err != nil {
+				return part, err
 			}
-			part.ModuleSymbols = modSyms[u.Module]
-			part.Dependencies = modDeps[u.Module]
-			fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
+			// The modules it depends on, whose exports its code may
+			// call: read from the same folder.
+			if modDeps[u.Module], err = klpgen.LoadDependencies(part.Module, modSyms[u.Module], mods.read); err != nil {
+				return part, err
+			}
+		}
+		part.ModuleSymbols = modSyms[u.Module]
+		part.Dependencies = modDeps[u.Module]
+		fmt.Fprintf(e.stderr, "splicefleet: %s is built into module %s: the bundle patches it when it is loaded, now or later\n", u.Path, part.Module)
+		return part, nil
+	}
+	var all []*comparedPart
+	for i, u := range units.List {
+		part, err := setup(i, u)
+		if err != nil {
+			return nil, nil, err
 		}
 		// The hunks that may name a symbol: the file's own, then those of
 		// the changed headers it reads.
@@ -228,11 +256,22 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 		if len(u.Headers) > 0 {
 			fmt.Fprintf(e.stderr, "splicefleet: %s reads %s: compiled before and after the patch\n", u.Path, strings.Join(u.Headers, ", "))
 		}
-		c := &comparedPart{u: u, fps: fps, part: part}
+		c := &comparedPart{u: u, fps: fps, part: part, base: part}
 		if err := comparePart(e, o, c); err != nil {
 			return nil, nil, err
 		}
 		all = append(all, c)
+	}
+	if forks := unredirectable(all); len(forks) > 0 {
+		more, err := compareCallers(e, o, units, all, forks, callers, setup)
+		if err != nil {
+			return nil, nil, err
+		}
+		all = append(all, more...)
+	}
+	var compared []*comparedPart
+	var bundle []klpgen.BundleSymbol
+	for _, c := range all {
 		if len(c.changed) == 0 && len(c.added) == 0 && len(c.part.NewData) == 0 {
 			continue // no function of this file changed
 		}
@@ -249,6 +288,99 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 	return compared, bundle, nil
 }
 
+// compileCallers compiles, unchanged, the units of the configuration
+// that may call names, leaving out skip (ksrc's Tree.CompileCallers).
+type compileCallers func(names, skip []string) (*ksrc.Units, error)
+
+// unredirectable lists the changed global functions of the compared
+// units that the bundle carries as new functions because livepatch
+// cannot redirect the kernel's copy.
+func unredirectable(all []*comparedPart) []string {
+	var names []string
+	for _, c := range all {
+		if c.diff == nil {
+			continue
+		}
+		for _, f := range c.diff.Changed {
+			if f.Unredirectable && !slices.Contains(names, f.Name) {
+				names = append(names, f.Name)
+			}
+		}
+	}
+	return names
+}
+
+// compareCallers makes the bundle replace every function that calls
+// forks: the compared units that refer to one are compared again, taking
+// their callers as changed, and every other unit of the configuration
+// that may call one is compiled and compared the same way.
+func compareCallers(e *env, o *createOptions, units *ksrc.Units, all []*comparedPart, forks []string, callers compileCallers,
+	setup func(int, ksrc.Unit) (klpgen.Options, error)) ([]*comparedPart, error) {
+	fmt.Fprintf(e.stderr, "splicefleet: %s cannot be redirected (no __fentry__ call at its entry: notrace, or its file is built without ftrace), "+
+		"and is global: the bundle carries it as a new function, and replaces every function of the kernel and its modules that calls it, "+
+		"so that their copies call the new one\n", strings.Join(forks, ", "))
+	for _, c := range all {
+		refers, err := refersTo(c.u.Post, forks)
+		if err != nil {
+			return nil, err
+		}
+		if !refers {
+			continue
+		}
+		c.callersOf, c.part = forks, c.base
+		if err := comparePart(e, o, c); err != nil {
+			return nil, err
+		}
+	}
+	if callers == nil {
+		return nil, &refusal{fmt.Errorf("%s: %s cannot be redirected, and the units that may call it cannot be compiled here", o.patch, strings.Join(forks, ", "))}
+	}
+	var skip []string
+	for _, u := range units.List {
+		skip = append(skip, u.Path)
+	}
+	more, err := callers(forks, skip)
+	if err != nil {
+		if errors.Is(err, ksrc.ErrTooManyCallers) {
+			return nil, &refusal{fmt.Errorf("%s: %s cannot be redirected, so every function that calls it must be replaced: %w", o.patch, strings.Join(forks, ", "), err)}
+		}
+		return nil, err
+	}
+	var out []*comparedPart
+	for j, u := range more.List {
+		part, err := setup(len(units.List)+j, u)
+		if err != nil {
+			return nil, err
+		}
+		c := &comparedPart{u: u, part: part, base: part, callersOf: forks}
+		if err := comparePart(e, o, c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// refersTo says whether an object has an undefined symbol named in
+// names: code of its own that calls another object's function.
+func refersTo(obj string, names []string) (bool, error) {
+	f, err := elf.Open(obj)
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = f.Close() }()
+	syms, err := f.Symbols()
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", obj, err)
+	}
+	for _, s := range syms {
+		if s.Section == elf.SHN_UNDEF && slices.Contains(names, s.Name) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // checkForked refuses a global function carried as a new function
 // beside the kernel's copy (objdiff's Function.Forked) when a unit of
 // the bundle other than its own reaches it other than by a direct call
@@ -262,14 +394,21 @@ func compareUnits(e *env, o *createOptions, release string, patch *ksrc.Patch, u
 func checkForked(o *createOptions, compared, all []*comparedPart) error {
 	for _, c := range compared {
 		for _, name := range c.part.Forked {
-			if i := slices.IndexFunc(c.diff.Changed, func(f objdiff.Function) bool { return f.Name == name }); i < 0 || c.diff.Changed[i].Binding == "local" {
+			i := slices.IndexFunc(c.diff.Changed, func(f objdiff.Function) bool { return f.Name == name })
+			if i < 0 || c.diff.Changed[i].Binding == "local" {
 				continue // a static one: no other unit can name it
 			}
 			for _, d := range all {
 				if d == c {
 					continue
 				}
-				if why := d.diff.CallsFromReplaced(name); why != "" {
+				why := d.diff.CallsFromReplaced(name)
+				switch {
+				case why == "":
+				case c.diff.Changed[i].Unredirectable:
+					return &refusal{fmt.Errorf("%s: %s: %s cannot be redirected, and %s reaches it other than by a call from a function the bundle replaces (%s): "+
+						"carried as a new function beside the kernel's copy, that code would keep running the kernel's copy, without the change", o.patch, c.u.Path, name, d.u.Path, why)}
+				default:
 					return &refusal{fmt.Errorf("%s: %s: signature %s: its prototype changed, and %s reaches it other than by a call from a function the bundle replaces (%s): "+
 						"carried as a new function beside the kernel's copy, that code would reach the kernel's copy with the new arguments", o.patch, c.u.Path, name, d.u.Path, why)}
 				}
@@ -288,6 +427,9 @@ func (g *generated) keep(e *env, compared []*comparedPart, parts []*klpgen.Outpu
 		}
 		for _, f := range parts[i].Functions {
 			switch {
+			case f.Forked && slices.ContainsFunc(c.diff.Changed, func(d objdiff.Function) bool { return d.Name == f.Name && d.Unredirectable }):
+				fmt.Fprintf(e.stderr, "splicefleet: %s: %s cannot be redirected, and only functions the bundle replaces call it: "+
+					"the module carries it as a new function their copies call; the kernel's copy stays in place, and nothing calls it while the bundle is applied\n", c.u.Path, f.Name)
 			case f.Forked:
 				fmt.Fprintf(e.stderr, "splicefleet: %s: %s: its prototype changed, and only functions the bundle replaces call it after the patch: "+
 					"the module carries it as a new function their copies call, and leaves the kernel's copy in place, unpatched, for the callers it leaves in place\n", c.u.Path, f.Name)
@@ -412,6 +554,8 @@ type comparedPart struct {
 	u              ksrc.Unit
 	fps            []*ksrc.FilePatch
 	part           klpgen.Options
+	base           klpgen.Options // part before takeDiff filled it in
+	callersOf      []string       // objdiff.Options.CallersOf
 	post           []byte
 	changed, added []string
 	diff           *objdiff.Result
@@ -482,7 +626,7 @@ func comparePart(e *env, o *createOptions, c *comparedPart) error {
 	if err != nil {
 		return err
 	}
-	diff, err := objdiff.Diff(u.Path+" before", pre, u.Path+" after", post)
+	diff, err := objdiff.DiffWith(u.Path+" before", pre, u.Path+" after", post, objdiff.Options{Kernel: true, CallersOf: c.callersOf, InitRan: u.Module == ""})
 	if err != nil {
 		return err
 	}
