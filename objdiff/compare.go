@@ -311,10 +311,10 @@ func groupSections(o *Object, cl class) map[string][]*section {
 
 func (c *comparison) specialSections() {
 	as, bs := groupSections(c.pre, classSpecial), groupSections(c.post, classSpecial)
-	exports := c.addedExports(as, bs)
+	exports, gone := c.addedExports(as, bs), c.removedExports(as, bs)
 	for _, name := range sortedKeys(as, bs) {
 		a, b := as[name], bs[name]
-		if exports[name] != "" || name == kstrtabSection && c.onlyNewExportStrings(a, b) {
+		if exports[name] != "" || gone[name] != "" || name == kstrtabSection && c.onlyNewExportStrings(a, b) {
 			continue
 		}
 		if t, ok := entryTables[name]; ok {

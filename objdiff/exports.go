@@ -2,6 +2,7 @@ package objdiff
 
 import (
 	"bytes"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -46,6 +47,35 @@ func (c *comparison) addedExports(pre, post map[string][]*section) map[string]st
 	return out
 }
 
+// removedExports finds the export entries of removed functions: a
+// section ___ksymtab+NAME or ___ksymtab_gpl+NAME that only Pre has, for
+// a function NAME that only Pre defines (a rename, or an API a fix
+// retires). It records them in Result.RemovedExports and returns
+// section name to function name.
+//
+// A livepatch removes nothing from the running kernel: NAME keeps its
+// code and its export, unpatched, and modules already bound to it, or
+// loaded later, keep calling it as they were built to. Only the code
+// the bundle replaces stops calling it, as the patch says.
+func (c *comparison) removedExports(pre, post map[string][]*section) map[string]string {
+	removed := map[string]bool{}
+	for _, f := range c.res.Removed {
+		removed[f.Name] = true
+	}
+	out := map[string]string{}
+	for name, secs := range pre {
+		fn, ok := exportedBy(name)
+		if !ok || len(secs) != 1 || len(post[name]) > 0 || !removed[fn] {
+			continue
+		}
+		out[name] = fn
+	}
+	if len(out) > 0 {
+		c.res.RemovedExports = slices.Sorted(maps.Values(out))
+	}
+	return out
+}
+
 // exportedBy returns the function whose export entry a section named
 // name is (___ksymtab+NAME or ___ksymtab_gpl+NAME).
 func exportedBy(name string) (string, bool) {
@@ -62,41 +92,50 @@ func isExportOf(section, fn string) bool {
 }
 
 // onlyNewExportStrings reports whether __ksymtab_strings changed only by
-// the strings of added exports: Post holds every string of Pre, and
-// besides them exactly two for each added export, its name and its
-// namespace ("" for none), as ___EXPORT_SYMBOL writes them.
+// the strings of added and removed exports. ___EXPORT_SYMBOL writes two
+// strings for each export, its name and its namespace ("" for none):
+// the strings only Pre has must be each removed export's name and the
+// strings only Post has each added export's, besides namespaces, one
+// for each of them that the other side does not share.
 func (c *comparison) onlyNewExportStrings(pre, post []*section) bool {
-	if len(c.res.AddedExports) == 0 || len(pre) > 1 || len(post) != 1 {
+	if len(c.res.AddedExports)+len(c.res.RemovedExports) == 0 || len(pre) > 1 || len(post) > 1 {
 		return false
 	}
-	count := map[string]int{}
-	if len(pre) == 1 {
-		for _, s := range cStrings(pre[0].data) {
+	strs := func(secs []*section) []string {
+		if len(secs) == 0 {
+			return nil
+		}
+		return cStrings(secs[0].data)
+	}
+	// minus is a - b, as multisets.
+	minus := func(a, b []string) []string {
+		count := map[string]int{}
+		for _, s := range b {
 			count[s]++
 		}
-	}
-	var extra []string
-	for _, s := range cStrings(post[0].data) {
-		if count[s] > 0 {
-			count[s]--
-			continue
+		var out []string
+		for _, s := range a {
+			if count[s] > 0 {
+				count[s]--
+				continue
+			}
+			out = append(out, s)
 		}
-		extra = append(extra, s)
+		return out
 	}
-	for _, n := range count {
-		if n > 0 {
-			return false // a string of Pre is gone
-		}
+	gone, extra := minus(strs(pre), strs(post)), minus(strs(post), strs(pre))
+	gone = minus(gone, c.res.RemovedExports)
+	extra = minus(extra, c.res.AddedExports)
+	if len(minus(c.res.RemovedExports, strs(pre))) > 0 || len(minus(c.res.AddedExports, strs(post))) > 0 {
+		return false // a name is not where it should be
 	}
-	if len(extra) != 2*len(c.res.AddedExports) {
+	if len(gone)-len(extra) != len(c.res.RemovedExports)-len(c.res.AddedExports) {
 		return false
 	}
-	for _, fn := range c.res.AddedExports {
-		i := slices.Index(extra, fn)
-		if i < 0 {
-			return false
+	for _, ns := range slices.Concat(gone, extra) {
+		if strings.ContainsFunc(ns, notIdentRune) {
+			return false // not a namespace
 		}
-		extra = slices.Delete(extra, i, i+1)
 	}
 	return true
 }
@@ -115,4 +154,10 @@ func cStrings(b []byte) []string {
 		b = b[i+1:]
 	}
 	return out
+}
+
+// notIdentRune says whether r cannot be part of a C identifier, as an
+// export's namespace is.
+func notIdentRune(r rune) bool {
+	return r != '_' && (r < '0' || r > '9') && (r < 'A' || r > 'Z') && (r < 'a' || r > 'z')
 }

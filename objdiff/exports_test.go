@@ -52,3 +52,41 @@ EXPORT_SYMBOL_GPL(old_api);
 		t.Errorf("AddedExports = %q, want none", res.AddedExports)
 	}
 }
+
+// A renamed exported function (rcu_momentary_dyntick_idle, which
+// Debian's 6.1.190 update renames rcu_momentary_eqs) loses its export
+// entry and strings with it: the running kernel keeps both, so that is
+// not refused; Result.RemovedExports names it, and the new name is an
+// added export.
+func TestDiffRenamedExportedFunction(t *testing.T) {
+	res := diff(t, exportMacro+`
+extern int sink(int);
+__attribute__((noinline)) int old_name(int x) { return sink(x + 1); }
+EXPORT_SYMBOL_GPL(old_name);
+int user(int x) { return old_name(x) * 2; }
+`, exportMacro+`
+extern int sink(int);
+__attribute__((noinline)) int new_name(int x) { return sink(x + 1); }
+EXPORT_SYMBOL_GPL(new_name);
+int user(int x) { return new_name(x) * 2; }
+`, false)
+	check(t, res, want{changed: []string{"user"}, added: []string{"new_name"}, removed: []string{"old_name"}})
+	if !slices.Equal(res.RemovedExports, []string{"old_name"}) || !slices.Equal(res.AddedExports, []string{"new_name"}) {
+		t.Errorf("RemovedExports = %q, AddedExports = %q; want [old_name] and [new_name]", res.RemovedExports, res.AddedExports)
+	}
+}
+
+// An export removed from a function the patch keeps changes what other
+// modules can bind to: still refused.
+func TestDiffRemovedExportOfKeptFunction(t *testing.T) {
+	res := diff(t, exportMacro+`
+int api(int x) { return x + 1; }
+EXPORT_SYMBOL_GPL(api);
+`, exportMacro+`
+int api(int x) { return x + 1; }
+`, false)
+	check(t, res, want{unsafe: []string{"section ___ksymtab_gpl+api", "section __ksymtab_strings"}})
+	if len(res.RemovedExports) != 0 {
+		t.Errorf("RemovedExports = %q, want none", res.RemovedExports)
+	}
+}

@@ -73,6 +73,11 @@ type Result struct {
 	// carry the export itself: only the bundle's own new code can call
 	// them.
 	AddedExports []string `json:"added_exports,omitempty"`
+	// RemovedExports are removed functions that Pre exported: the
+	// running kernel keeps them and their exports, unpatched (a
+	// livepatch removes nothing), for the modules bound to them; only
+	// the code the bundle replaces stops calling them.
+	RemovedExports []string `json:"removed_exports,omitempty"`
 	// Unsafe are the differences a livepatch cannot carry safely.
 	Unsafe []Problem `json:"unsafe"`
 	// Carried are inlined-function problems that [Result.CarryInlined]

@@ -715,6 +715,9 @@ func takeDiff(e *env, u ksrc.Unit, diff *objdiff.Result, part *klpgen.Options) (
 	for _, name := range diff.AddedExports {
 		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is exported by the patch: the bundle does not carry the export (a livepatch module exports nothing to other modules); only the bundle's own new code calls it\n", u.Path, name)
 	}
+	for _, name := range diff.RemovedExports {
+		fmt.Fprintf(e.stderr, "splicefleet: %s: %s is removed by the patch with its export: the running kernel keeps both, unpatched (a livepatch removes nothing), for the modules bound to it; the functions the bundle replaces no longer call it\n", u.Path, name)
+	}
 	for _, v := range diff.AddedData {
 		part.NewData = append(part.NewData, v.Name)
 		fmt.Fprintf(e.stderr, "splicefleet: %s: new variable %s (%d bytes): the module carries its only copy\n", u.Path, v.Name, v.Size)
