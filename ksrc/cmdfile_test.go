@@ -135,7 +135,7 @@ func TestCompileRefusals(t *testing.T) {
 		{"header no unit reads", "--- a/fs/proc/internal.h\n+++ b/fs/proc/internal.h\n@@ -1 +1 @@\n-a\n+b\n", ErrHeaderUnused,
 			"fs/proc/internal.h"},
 		{"makefile", "--- a/fs/Makefile\n+++ b/fs/Makefile\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile, "fs/Makefile: only C files"},
-		{"tools", "--- a/tools/x.c\n+++ b/tools/x.c\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile, "tools/x.c (not kernel code)"},
+		{"tools", "--- a/tools/x.c\n+++ b/tools/x.c\n@@ -1 +1 @@\n-a\n+b\n", ErrUnsupportedFile, "tools/x.c (not kernel code, and no kernel Makefile builds an object from it)"},
 		{"does not apply", "--- a/fs/proc/cmdline.c\n+++ b/fs/proc/cmdline.c\n@@ -2 +2 @@\n-x\n+y\n", nil, "fs/proc/cmdline.c: hunk #1"},
 		{"missing file", "--- a/fs/proc/nope.c\n+++ b/fs/proc/nope.c\n@@ -1 +1 @@\n-a\n+b\n", nil, "not in the kernel source"},
 	} {
@@ -152,6 +152,37 @@ func TestCompileRefusals(t *testing.T) {
 				t.Errorf("error %q lacks %q", err, tt.text)
 			}
 		})
+	}
+}
+
+// TestForeignObjects: a .c file outside the kernel's folders is a unit
+// when a kernel Makefile builds an object from it by a rule of its own
+// (kernel/bpf/Makefile's relo_core.o from tools/lib/bpf/relo_core.c);
+// kbuild then lists that object, and the unit's command is its.
+func TestForeignObjects(t *testing.T) {
+	src := testutil.TempTree(t, map[string]string{
+		"kernel/bpf/Makefile": "obj-$(CONFIG_BPF_SYSCALL) += relo_core.o\n" +
+			"$(obj)/relo_core.o: $(srctree)/tools/lib/bpf/relo_core.c FORCE\n\t$(call if_changed_rule,cc_o_c)\n",
+		"tools/lib/bpf/relo_core.c": "int x;\n",
+		"tools/lib/bpf/Makefile":    "$(obj)/other.o: $(srctree)/tools/lib/bpf/other.c\n",
+		"tools/lib/bpf/other.c":     "int y;\n",
+		"fs/proc/cmdline.c":         "int z;\n",
+	})
+	tree := &Tree{Source: src}
+	got, err := tree.foreignObjects([]string{"tools/lib/bpf/relo_core.c", "tools/lib/bpf/other.c", "fs/proc/cmdline.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tools/'s own Makefiles build no kernel object.
+	if len(got) != 1 || got["tools/lib/bpf/relo_core.c"] != "kernel/bpf/relo_core.o" {
+		t.Errorf("foreign objects %v, want relo_core.c built as kernel/bpf/relo_core.o alone", got)
+	}
+	tree.foreign = got
+	if o := tree.objectOf("tools/lib/bpf/relo_core.c"); o != "kernel/bpf/relo_core.o" {
+		t.Errorf("objectOf = %s", o)
+	}
+	if o := tree.objectOf("fs/proc/cmdline.c"); o != "fs/proc/cmdline.o" {
+		t.Errorf("objectOf = %s", o)
 	}
 }
 

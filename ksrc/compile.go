@@ -377,7 +377,7 @@ func (t *Tree) dropUnbuilt(ctx context.Context, log io.Writer, p *unitPlan) erro
 func (t *Tree) kbuildUnits(ctx context.Context, log io.Writer, p *unitPlan) error {
 	var targets []string
 	for _, s := range p.sources {
-		targets = append(targets, objectOf(s.path))
+		targets = append(targets, t.objectOf(s.path))
 	}
 	for _, r := range p.readers {
 		targets = append(targets, objectOf(r))
@@ -448,7 +448,12 @@ type unitSource struct {
 // text), then the patch (the "after" text). The source tree is only read.
 func (t *Tree) unitSources(earlier []Earlier, patch *Patch) ([]unitSource, error) {
 	files := slices.DeleteFunc(patch.Files(), isKconfig) // kconfigNotes judged them
-	if err := checkUnits(files); err != nil {
+	foreign, err := t.foreignObjects(files)
+	if err != nil {
+		return nil, err
+	}
+	t.foreign = foreign
+	if err := checkUnits(slices.DeleteFunc(files, func(f string) bool { return foreign[f] != "" })); err != nil {
 		return nil, err
 	}
 	if err := checkEarlier(earlier); err != nil {
@@ -539,7 +544,7 @@ func checkUnits(files []string) error {
 		case !strings.HasSuffix(f, ".c"):
 			other = append(other, f)
 		case top == "tools" || top == "scripts" || top == "Documentation":
-			other = append(other, f+" (not kernel code)")
+			other = append(other, f+" (not kernel code, and no kernel Makefile builds an object from it)")
 		}
 	}
 	if len(other) > 0 {
@@ -558,7 +563,7 @@ func objectOf(src string) string {
 // a nil after compiles it once, unchanged, for both.
 func (t *Tree) compileUnit(ctx context.Context, log io.Writer, work, rel string, before, after []byte, headers []string) (Unit, error) {
 	u := Unit{Path: rel, Dir: t.ObjDir}
-	obj := objectOf(rel)
+	obj := t.objectOf(rel)
 	cmdFile := t.cmdFile(obj)
 	b, err := readBounded(cmdFile, maxCmdFileSize)
 	if err != nil {

@@ -234,7 +234,7 @@ const (
 func (t *Tree) configured(ctx context.Context, log io.Writer, cands []string) ([]string, error) {
 	dirs := map[string]bool{}
 	for _, c := range cands {
-		for d := path.Dir(c); d != "." && d != "/"; d = path.Dir(d) {
+		for d := path.Dir(t.objectOf(c)); d != "." && d != "/"; d = path.Dir(d) {
 			dirs[d] = true
 		}
 	}
@@ -280,7 +280,7 @@ func (t *Tree) configured(ctx context.Context, log io.Writer, cands []string) ([
 	}
 	var units []string
 	for _, c := range cands {
-		if built[objectOf(c)] {
+		if built[t.objectOf(c)] {
 			units = append(units, c)
 		}
 	}

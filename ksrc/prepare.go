@@ -61,6 +61,9 @@ type Tree struct {
 	jobs           int
 	maxHeaderUnits int
 	log            io.Writer
+	// foreign maps the patch's .c files outside the kernel's folders to
+	// the objects Makefile rules build from them (foreign.go).
+	foreign map[string]string
 }
 
 // kcflags are added to every compile: one section per function and per
