@@ -95,7 +95,7 @@ PACKAGE_TESTS := ^TestDebianPackage$$
 # three patches (cmd/corpus): the first run fetches
 # about 600 MB and prepares a kernel tree, so they run on their own with
 # a longer timeout.
-CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches|TestCorpusForkedPrototype)$$
+CORPUS_TESTS := ^(TestCorpusSample|TestCorpusPatches|TestCorpusForkedPrototype|TestCorpusUnredirectable)$$
 
 # RACE_TIMEOUT bounds each package of the race pass. go test's default of
 # ten minutes per package is what an idle machine needs for agent and

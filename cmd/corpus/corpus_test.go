@@ -132,6 +132,36 @@ func TestCorpusForkedPrototype(t *testing.T) {
 	}
 }
 
+// TestCorpusUnredirectable runs the CVE fix of the public corpus to
+// lib/ucs2_string.c (ucs2_strnlen reads past the string's end). All of
+// lib/ is built without ftrace in 6.1, so livepatch cannot redirect
+// ucs2_strnlen, nor the three functions it is inlined into: the bundle
+// carries them as new functions and replaces their callers in vmlinux
+// and in five modules. The bundle must pass the guest check.
+func TestCorpusUnredirectable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches two kernel source trees and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
+	}
+	results := freshResults(t, "test-unredirectable.jsonl")
+	env := map[string]string{"CORPUS_UNITS": "c0029", "CORPUS_RESULTS": results}
+	var stdout bytes.Buffer
+	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
+	t.Logf("\n%s", stdout.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "corpus: 1 units built for this configuration, 1 bundles created, 1 passed the guest check (100.0%)"; line != want {
+		t.Errorf("summary %q, want %q", line, want)
+	}
+	recs, err := corpus.ReadResults(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs["c0029"]; r.Outcome != corpus.Passed || len(r.CVEs) == 0 || !slices.Equal(r.Files, []string{"lib/ucs2_string.c"}) {
+		t.Errorf("c0029: %+v, want the CVE fix to lib/ucs2_string.c passed", r)
+	}
+}
+
 // freshResults returns the path of a results file under .cache/corpus
 // that does not exist yet, so that the test runs every unit.
 func freshResults(t *testing.T, name string) string {
