@@ -46,7 +46,10 @@
 //     reason, rather than ignored; except the export entry of an added
 //     function (___ksymtab+NAME and its strings in __ksymtab_strings,
 //     exports.go), which no running code knows: it is listed in
-//     [Result.AddedExports], and a patch module leaves it out.
+//     [Result.AddedExports], and a patch module leaves it out; and the
+//     export entry of a removed function, which the running kernel keeps
+//     with the function ([Result.RemovedExports]: a livepatch removes
+//     nothing).
 //   - Refuse what a livepatch cannot carry ([Result.Unsafe], and
 //     [Result.Err], an [*UnsafeError] wrapping [ErrUnsafe]): changed
 //     data ([KindData]; the kernel keeps its variables and their
@@ -141,6 +144,18 @@
 //     for. The other objects of the bundle must reach it the same way:
 //     [Result.CallsFromReplaced] says, for a function another object
 //     defines, whether every reference to it is such a call.
+//
+//   - A changed global function livepatch cannot redirect (no __fentry__
+//     call at its entry: notrace, or a file built without ftrace, which
+//     only [Options.Kernel] tells from a test object), whose every
+//     reference in its own object is such a call, is marked Forked and
+//     [Function.Unredirectable] (untraceable.go): carried beside the
+//     kernel's copy, it reaches the other objects' callers only if they
+//     are replaced too. Comparing those objects with [Options.CallersOf]
+//     naming it takes every function that refers to it as changed, so
+//     that the bundle replaces it and its copy calls the bundle's. With
+//     [Options.InitRan] (vmlinux), a reference from init code, which ran
+//     at boot and was freed, counts as none.
 //
 // The same analysis marks every changed function [Function.Private] when
 // only code the patch replaces can call it, and says otherwise why not
