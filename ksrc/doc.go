@@ -70,7 +70,16 @@
 // that built files #include (arch/x86/mm/ident_map.c, which init_64.c
 // includes) is compiled through them, as a changed header is through
 // its readers: the includers are units, and the after side of each
-// reads the patched text.
+// reads the patched text. One outside the kernel's folders that a kernel
+// Makefile builds by a rule of its own (tools/lib/bpf/relo_core.c, built
+// as kernel/bpf/relo_core.o) is compiled as that object (foreign.go).
+//
+// CompileCallers compiles, once and unchanged, every unit of the
+// configuration that may call given functions: the callers of a changed
+// function livepatch cannot redirect, which a bundle carries as a new
+// function and must replace (callers.go). They are found as a header's
+// users are, with the functions' names as the changed definitions and
+// every .c file of the tree as a reader, bounded like a header's reach.
 //
 // Known limits: gcc-built kernels only, no cross-building.
 //
