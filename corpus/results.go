@@ -252,6 +252,10 @@ func ReasonClass(reason string) string {
 		// The unit's hunks alone do not compile against the older tree:
 		// they use what another change of the update adds or changes.
 		return classNeedsOther
+	case strings.Contains(reason, "cannot be redirected, and") && strings.Contains(reason, "other than by a call from a function the bundle replaces"),
+		strings.Contains(reason, "too many units may call a function that cannot be redirected"):
+		// Carried as a new function, its callers must all be replaced.
+		return "a function livepatch cannot redirect, reached by code the bundle cannot replace"
 	case strings.Contains(reason, "compiled without ftrace"):
 		return "file compiled without ftrace"
 	case strings.Contains(reason, "does not call __fentry__ at its entry"):
