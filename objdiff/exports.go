@@ -23,26 +23,9 @@ const kstrtabSection = "__ksymtab_strings"
 // other modules' code would then bind to for good), so a bundle leaves
 // it out, and only the bundle's own new code calls NAME.
 func (c *comparison) addedExports(pre, post map[string][]*section) map[string]string {
-	added := map[string]bool{}
-	for _, f := range c.res.Added {
-		added[f.Name] = true
-	}
-	out := map[string]string{}
-	for name, secs := range post {
-		fn, ok := exportedBy(name)
-		if !ok || len(secs) != 1 || len(pre[name]) > 0 || !added[fn] {
-			continue
-		}
-		out[name] = fn
-	}
+	out := exportEntries(post, pre, c.res.Added)
 	if len(out) > 0 {
-		c.res.AddedExports = slices.Sorted(func(yield func(string) bool) {
-			for _, fn := range out {
-				if !yield(fn) {
-					return
-				}
-			}
-		})
+		c.res.AddedExports = slices.Sorted(maps.Values(out))
 	}
 	return out
 }
@@ -58,20 +41,26 @@ func (c *comparison) addedExports(pre, post map[string][]*section) map[string]st
 // loaded later, keep calling it as they were built to. Only the code
 // the bundle replaces stops calling it, as the patch says.
 func (c *comparison) removedExports(pre, post map[string][]*section) map[string]string {
-	removed := map[string]bool{}
-	for _, f := range c.res.Removed {
-		removed[f.Name] = true
+	out := exportEntries(pre, post, c.res.Removed)
+	if len(out) > 0 {
+		c.res.RemovedExports = slices.Sorted(maps.Values(out))
 	}
+	return out
+}
+
+// exportEntries returns, as section name to function name, the export
+// entries of one side (sides) that the other side (others) lacks, each
+// in a section of its own, for functions of fns: the added functions'
+// entries in Post, or the removed functions' in Pre.
+func exportEntries(sides, others map[string][]*section, fns []Function) map[string]string {
 	out := map[string]string{}
-	for name, secs := range pre {
+	for name, secs := range sides {
 		fn, ok := exportedBy(name)
-		if !ok || len(secs) != 1 || len(post[name]) > 0 || !removed[fn] {
+		if !ok || len(secs) != 1 || len(others[name]) > 0 ||
+			!slices.ContainsFunc(fns, func(f Function) bool { return f.Name == fn }) {
 			continue
 		}
 		out[name] = fn
-	}
-	if len(out) > 0 {
-		c.res.RemovedExports = slices.Sorted(maps.Values(out))
 	}
 	return out
 }

@@ -108,25 +108,7 @@ func TestCorpusSample(t *testing.T) {
 // replaced nldev.c functions call, beside the kernel's. The bundle must
 // pass the guest check with ib_core loaded.
 func TestCorpusForkedPrototype(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fetches two kernel source trees and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
-	}
-	results := freshResults(t, "test-forked.jsonl")
-	env := map[string]string{"CORPUS_UNITS": "c0640", "CORPUS_RESULTS": results}
-	var stdout bytes.Buffer
-	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
-	t.Logf("\n%s", stdout.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "corpus: 1 units built for this configuration, 1 bundles created, 1 passed the guest check (100.0%)"; line != want {
-		t.Errorf("summary %q, want %q", line, want)
-	}
-	recs, err := corpus.ReadResults(results)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := recs["c0640"]
+	r := runOneUnit(t, "c0640", "test-forked.jsonl")
 	if r.Outcome != corpus.Passed || !slices.Contains(r.Objects, "ib_core") || !slices.Contains(r.Files, "drivers/infiniband/core/nldev.c") {
 		t.Errorf("c0640: %+v, want passed in ib_core, measured with nldev.c's change", r)
 	}
@@ -139,11 +121,22 @@ func TestCorpusForkedPrototype(t *testing.T) {
 // carries them as new functions and replaces their callers in vmlinux
 // and in five modules. The bundle must pass the guest check.
 func TestCorpusUnredirectable(t *testing.T) {
+	r := runOneUnit(t, "c0029", "test-unredirectable.jsonl")
+	if r.Outcome != corpus.Passed || len(r.CVEs) == 0 || !slices.Equal(r.Files, []string{"lib/ucs2_string.c"}) {
+		t.Errorf("c0029: %+v, want the CVE fix to lib/ucs2_string.c passed", r)
+	}
+}
+
+// runOneUnit runs one unit of the public corpus, from a fresh results
+// file named name, checks that the summary line counts it built,
+// created and passed, and returns its record.
+func runOneUnit(t *testing.T, id, name string) corpus.Record {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("fetches two kernel source trees and boots a guest under QEMU; make test and make corpus run it (make check passes -short)")
 	}
-	results := freshResults(t, "test-unredirectable.jsonl")
-	env := map[string]string{"CORPUS_UNITS": "c0029", "CORPUS_RESULTS": results}
+	results := freshResults(t, name)
+	env := map[string]string{"CORPUS_UNITS": id, "CORPUS_RESULTS": results}
 	var stdout bytes.Buffer
 	line, err := run(context.Background(), func(k string) string { return env[k] }, &stdout, testutil.LogWriter(t))
 	t.Logf("\n%s", stdout.String())
@@ -157,9 +150,7 @@ func TestCorpusUnredirectable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := recs["c0029"]; r.Outcome != corpus.Passed || len(r.CVEs) == 0 || !slices.Equal(r.Files, []string{"lib/ucs2_string.c"}) {
-		t.Errorf("c0029: %+v, want the CVE fix to lib/ucs2_string.c passed", r)
-	}
+	return recs[id]
 }
 
 // freshResults returns the path of a results file under .cache/corpus
