@@ -27,12 +27,28 @@ const nextArgPatch = `--- a/lib/cmdline.c
  }
 `
 
+// paramsPatch is an earlier update to kernel/params.c, whose parse_args
+// calls next_arg: it logs every module's parameters.
+const paramsPatch = `--- a/kernel/params.c
++++ b/kernel/params.c
+@@ -176,7 +176,7 @@
+ 	args = skip_spaces(args);
+ 
+ 	if (*args)
+-		pr_debug("doing %s, parsing ARGS: '%s'\n", doing, args);
++		pr_info("doing %s, parsing ARGS: '%s'\n", doing, args);
+ 
+ 	while (*args) {
+ 		int ret;
+`
+
 // TestScenarioCreatePatchUnredirectable: a fix to a global function of
 // a file built without ftrace goes through create --patch to a bundle
 // that carries the function beside the kernel's copy and replaces every
 // caller; in a guest, while it is applied, loading a module with a
 // parameter runs the new code (the kernel logs the parameter), and
-// undone, it does not.
+// undone, it does not. On top of an earlier update to a caller's file,
+// it is refused.
 func TestScenarioCreatePatchUnredirectable(t *testing.T) {
 	note := scenario(t)
 	c := newPatchCreator(t)
@@ -52,6 +68,13 @@ func TestScenarioCreatePatchUnredirectable(t *testing.T) {
 		if !strings.Contains(log, w) {
 			t.Errorf("create --patch output lacks %q", w)
 		}
+	}
+	// On top of an earlier update that changes a caller's file, the
+	// callers, compiled from the pristine tree, would undo it: refused.
+	earlier := c.writePatch("params.patch", paramsPatch)
+	log, _, err = c.create("--patch", patch, "--on-top-of", earlier, "--id", "nextarg2", "--version", "1", "-o", c.path("nextarg2.splice"))
+	if err == nil || !strings.Contains(log, "kernel/params.c calls next_arg, which cannot be redirected, and the earlier update") {
+		t.Errorf("create --patch on top of an update to a caller's file: %v, want refused naming kernel/params.c:\n%s", err, log)
 	}
 	bundle := c.sign(out)
 	ko, err := os.ReadFile(filepath.Join(c.modules, "kernel", "fs", "binfmt_misc.ko"))

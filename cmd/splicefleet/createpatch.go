@@ -60,7 +60,21 @@ func createFromPatch(ctx context.Context, e *env, o *createOptions) error {
 		if u != nil {
 			more = append(more, u)
 		}
-		return u, err
+		if err != nil {
+			return nil, err
+		}
+		// The callers are compiled from the pristine tree: a caller an
+		// earlier update changed would be replaced by its unfixed code.
+		for _, c := range u.List {
+			for _, ea := range earlier {
+				if ea.Patch.File(c.Path) != nil {
+					return nil, &refusal{fmt.Errorf("%s: %s calls %s, which cannot be redirected, and the earlier update %s changes it: "+
+						"the callers of such a function are compiled without the earlier updates, so replacing them would undo that update's change there",
+						o.patch, c.Path, strings.Join(names, ", "), ea.Name)}
+				}
+			}
+		}
+		return u, nil
 	}
 	gen, err := generateModule(e, o, tree.Release, patch, units, callers)
 	if err != nil {
