@@ -25,17 +25,29 @@ import (
 type agentProc struct {
 	name, dir, socket, config string
 	cmd                       *exec.Cmd
-	out                       *bytes.Buffer
+	out                       *syncBuffer
+	bind                      string
 }
 
+// freeAddr finds a loopback port free for TCP and for UDP, which serf
+// binds both of. It may still be taken before the caller binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err == nil {
+			_ = u.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no loopback port free for both TCP and UDP")
+	return ""
 }
 
 // startAgents starts n agents that form one cluster, the first being the
@@ -53,16 +65,32 @@ func startAgents(t *testing.T, c *cli, n int) []*agentProc {
 	var procs []*agentProc
 	seed := ""
 	for i := range n {
-		p := &agentProc{name: fmt.Sprintf("host-%d", i), dir: c.path(fmt.Sprintf("host-%d", i)), out: &bytes.Buffer{}}
-		p.socket = filepath.Join(p.dir, "ctl.sock")
-		bind := freeAddr(t)
-		join := ""
-		if seed != "" {
-			join = "join: [" + seed + "]\n"
-		} else {
-			seed = bind
+		p := startAgent(t, c, fmt.Sprintf("host-%d", i), seed, keyFile)
+		if seed == "" {
+			seed = p.bind
 		}
-		p.config = filepath.Join(c.dir, p.name+".yaml")
+		procs = append(procs, p)
+	}
+	return procs
+}
+
+// startAgent starts one agent and waits until its control socket answers,
+// so that every one of its ports is bound. A port that freeAddr found free
+// may be taken before the agent binds it (another test's connection, or
+// serf's UDP side, which freeAddr does not try): the agent then exits, and
+// it is started again on other ports. Any other exit fails the test with
+// the agent's output, and so does a failed test, for each agent it ran.
+func startAgent(t *testing.T, c *cli, name, seed, keyFile string) *agentProc {
+	t.Helper()
+	p := &agentProc{name: name, dir: c.path(name)}
+	p.socket = filepath.Join(p.dir, "ctl.sock")
+	p.config = filepath.Join(c.dir, p.name+".yaml")
+	join := ""
+	if seed != "" {
+		join = "join: [" + seed + "]\n"
+	}
+	for attempt := 1; ; attempt++ {
+		p.bind = freeAddr(t)
 		conf := fmt.Sprintf(`node_name: %s
 bind: %s
 http: %s
@@ -75,25 +103,58 @@ control_socket: %s
 anti_entropy: 1s
 log_level: info
 tags: {role: web}
-`, p.name, bind, freeAddr(t), join, keyFile, c.path("trusted.asc"), filepath.Join(p.dir, "state"), filepath.Join(p.dir, "kernel"), p.socket)
+`, p.name, p.bind, freeAddr(t), join, keyFile, c.path("trusted.asc"), filepath.Join(p.dir, "state"), filepath.Join(p.dir, "kernel"), p.socket)
 		if err := os.WriteFile(p.config, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p.cmd = exec.Command(os.Args[0], "agent", "--config", p.config)
-		p.cmd.Env = append(os.Environ(), "SPLICEFLEET_TEST_AS_CLI=1")
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		out := &syncBuffer{}
+		cmd := exec.Command(os.Args[0], "agent", "--config", p.config)
+		cmd.Env = append(os.Environ(), "SPLICEFLEET_TEST_AS_CLI=1")
+		cmd.Stdout, cmd.Stderr = out, out
 		// An agent outlives no test binary, even one that a timeout ends.
-		p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := p.cmd.Start(); err != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		procs = append(procs, p)
+		p.cmd, p.out = cmd, out
 		t.Cleanup(func() {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("%s output (attempt %d):\n%s", name, attempt, lastLines(out.String(), 40))
+			}
 		})
+		exited := false
+		waitFor(t, 60*time.Second, name+" answers on its control socket", func() error {
+			if exited = processExited(cmd); exited {
+				return nil
+			}
+			if code, _, errs := c.run("members", "--control-socket", p.socket); code != 0 {
+				return fmt.Errorf("members: exit %d: %s", code, errs)
+			}
+			return nil
+		})
+		if !exited {
+			return p
+		}
+		err := cmd.Wait()
+		if attempt >= 5 || !strings.Contains(out.String(), "address already in use") {
+			t.Fatalf("%s exited at start (%v):\n%s", name, err, lastLines(out.String(), 40))
+		}
+		t.Logf("%s: a port was taken before it bound it, starting it again: %s", name, lastLines(out.String(), 1))
 	}
-	return procs
+}
+
+// processExited says whether a started child has exited (a zombie that
+// nobody waited for yet), without reaping it.
+func processExited(cmd *exec.Cmd) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	if err != nil {
+		return true
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
 }
 
 // waitFor retries check until it passes, or fails the test after within,

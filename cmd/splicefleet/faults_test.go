@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -61,7 +60,7 @@ func startNetFleet(t *testing.T, c *cli, lab *netLab) *netFleet {
 	}
 	f := &netFleet{t: t, c: c, lab: lab}
 	for i, h := range lab.hosts {
-		p := &agentProc{name: fmt.Sprintf("host-%d", i), dir: c.path(fmt.Sprintf("host-%d", i)), out: &bytes.Buffer{}}
+		p := &agentProc{name: fmt.Sprintf("host-%d", i), dir: c.path(fmt.Sprintf("host-%d", i)), out: &syncBuffer{}}
 		p.socket = filepath.Join(p.dir, "ctl.sock")
 		var join []string
 		for _, s := range seeds {

@@ -88,7 +88,7 @@ func TestAgentKeepsAnsweringUnderAConnectionFlood(t *testing.T) {
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &agentProc{name: "host-0", dir: c.path("host-0"), out: &bytes.Buffer{}}
+	p := &agentProc{name: "host-0", dir: c.path("host-0"), out: &syncBuffer{}}
 	p.socket = filepath.Join(p.dir, "ctl.sock")
 	httpAddr := freeAddr(t)
 	p.config = c.write("host-0.yaml", []byte(fmt.Sprintf(`node_name: host-0
