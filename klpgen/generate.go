@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -344,6 +345,7 @@ type generator struct {
 	opts       Options
 	tables     map[int]bool  // entry tables copied entry by entry (tables.go)
 	unitNames  []string      // the unit's own functions and variables, for positions
+	unitFile   string        // the unit's source file (its STT_FILE symbol), for positions
 	relaOf     map[int]int   // section -> its SHT_RELA section
 	objSyms    map[int][]int // section -> its function and object symbols
 	ftrace     bool          // the object calls __fentry__: it was compiled for ftrace
@@ -921,8 +923,9 @@ func (g *generator) symbolTarget(job copyJob, idx int, addend int64) (*outSym, i
 }
 
 // position is the kallsyms position of an ambiguous vmlinux name: the
-// copy the patched unit defined (Symbols.Position), judged by the unit's
-// own functions and variables.
+// copy the patched unit defined, or the global it links against
+// (Symbols.Position), judged by the unit's own functions, variables and
+// source file.
 func (g *generator) position(syms *Symbols, name, function string) (uint64, error) {
 	if g.unitNames == nil {
 		g.unitNames = []string{}
@@ -931,12 +934,26 @@ func (g *generator) position(syms *Symbols, name, function string) (uint64, erro
 			if s.name != "" && s.defined() && (s.typ() == elf.STT_FUNC || s.typ() == elf.STT_OBJECT) {
 				g.unitNames = append(g.unitNames, s.name)
 			}
+			if s.typ() == elf.STT_FILE && g.unitFile == "" {
+				g.unitFile = path.Base(s.name)
+			}
 		}
 	}
-	pos, err := syms.Position(name, g.unitNames)
+	global := true
+	for i := range g.st.syms {
+		if s := &g.st.syms[i]; s.name == name && s.defined() && s.bind() == elf.STB_LOCAL {
+			global = false
+			break
+		}
+	}
+	pos, err := syms.Position(name, Definer{Names: g.unitNames, File: g.unitFile, Global: global})
 	var amb *AmbiguousSymbolError
 	if errors.As(err, &amb) {
 		amb.Function = function
+	}
+	if err == nil && !syms.HasSourceFiles() && syms.Count(name) > 1 {
+		g.warnings = append(g.warnings, fmt.Sprintf("%s: %d kernel symbols are called %s, and position %d was judged by System.map's address order alone, "+
+			"which chooses another unit's copy for about 1 in 100 such names: give the kernel's unstripped vmlinux to place it by its source file", function, syms.Count(name), name, pos))
 	}
 	return pos, err
 }

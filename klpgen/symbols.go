@@ -34,7 +34,9 @@ type Symbols struct {
 	counts  map[string]int    // vmlinux symbols by name
 	total   int
 	order   []string         // vmlinux symbol names in System.map (address) order
+	addr    []uint64         // their addresses
 	at      map[string][]int // indices into order of the names that occur more than once
+	files   map[int]string   // source file of each index in at, from vmlinux (LoadSourceFiles)
 
 	modExports map[string]ModuleExport // exported by a module (Module.symvers)
 
@@ -59,24 +61,52 @@ type ModuleExport struct {
 const neighbourhood = 64
 
 // Position is the kallsyms position (klp_func.old_sympos, the POS of
-// .klp.sym.vmlinux.NAME,POS) of the vmlinux symbol called name that the
-// compilation unit defining the symbols unit (its other functions and
-// variables) defined: 0 when the name is unique, else 1 for the first
-// symbol of that name in address order, 2 for the second, and so on.
+// .klp.sym.vmlinux.NAME,POS) of the vmlinux symbol called name that u
+// means: 0 when the name is unique, else 1 for the first symbol of that
+// name in address order, 2 for the second, and so on.
 //
-// The linker lays a unit's functions out together, and its variables
-// together, so the unit's own copy is the candidate whose neighbourhood
-// in address order holds the most of the unit's other symbols; only
-// names unique in vmlinux count, so that another unit's copies of the
-// same static helpers do not vote. A tie, or no neighbour at all, is an
-// *AmbiguousSymbolError: guessing would patch or reach another unit's
-// symbol. Neither System.map nor kallsyms names the unit a symbol came
-// from; this is the evidence they hold.
-func (s *Symbols) Position(name string, unit []string) (uint64, error) {
+// With the vmlinux's source files loaded ([Symbols.LoadSourceFiles]),
+// a static symbol's candidates are the copies defined in u's file, and a
+// global's the global copies: one left is the answer, none is an
+// *AmbiguousSymbolError. Several are left when units of the same base
+// name (two main.c) define it; they, or without the source files every
+// copy, are then told apart by address: the linker lays a unit's
+// functions out together, and its variables together, so the unit's own
+// copy is the candidate whose neighbourhood in address order holds the
+// most of the unit's other symbols. Only names unique in vmlinux count,
+// so that another unit's copies of the same static helpers do not vote.
+// A tie, or no neighbour at all, is an *AmbiguousSymbolError: guessing
+// would patch or reach another unit's symbol.
+func (s *Symbols) Position(name string, u Definer) (uint64, error) {
 	idx := s.at[name]
 	if len(idx) == 0 {
 		return 0, nil // unique or missing: the caller checks Count
 	}
+	cand := make([]int, len(idx)) // positions - 1
+	for i := range idx {
+		cand[i] = i
+	}
+	if want := u.File; s.files != nil && (u.Global || want != "") {
+		if u.Global {
+			want = globalFile
+		}
+		cand = cand[:0]
+		for i, at := range idx {
+			if s.files[at] == want {
+				cand = append(cand, i)
+			}
+		}
+		switch {
+		case len(cand) == 0 && u.Global:
+			return 0, &AmbiguousSymbolError{Name: name, Count: len(idx), Reason: "vmlinux's symbol table has no global symbol of the name"}
+		case len(cand) == 0:
+			return 0, &AmbiguousSymbolError{Name: name, Count: len(idx),
+				Reason: fmt.Sprintf("vmlinux's symbol table says none of them was defined in %s", want)}
+		case len(cand) == 1:
+			return uint64(cand[0] + 1), nil
+		}
+	}
+	unit := u.Names
 	own := map[string]bool{}
 	for _, u := range unit {
 		if u != name && s.counts[u] == 1 {
@@ -84,7 +114,8 @@ func (s *Symbols) Position(name string, unit []string) (uint64, error) {
 		}
 	}
 	best, bestScore, tie := -1, 0, false
-	for i, at := range idx {
+	for _, i := range cand {
+		at := idx[i]
 		score := 0
 		for j := max(0, at-neighbourhood); j <= min(len(s.order)-1, at+neighbourhood); j++ {
 			if own[s.order[j]] {
@@ -103,9 +134,28 @@ func (s *Symbols) Position(name string, unit []string) (uint64, error) {
 		if tie {
 			why = "several of them lie equally close to the patched unit's other symbols"
 		}
+		if s.files == nil {
+			why += " (give the kernel's unstripped vmlinux, which names the source file of each)"
+		}
 		return 0, &AmbiguousSymbolError{Name: name, Count: len(idx), Reason: why}
 	}
 	return uint64(best + 1), nil
+}
+
+// HasSourceFiles says whether LoadSourceFiles read a vmlinux.
+func (s *Symbols) HasSourceFiles() bool { return s.files != nil }
+
+// Definer is what Position knows of the compilation unit whose symbol
+// it places.
+type Definer struct {
+	// Names are the unit's functions and variables.
+	Names []string
+	// File is the base name of the unit's source file, as its object's
+	// STT_FILE symbol gives it ("" when the object has none).
+	File string
+	// Global says the symbol is a global: one the unit defines, or links
+	// against. A static one is the unit's own.
+	Global bool
 }
 
 // Exported reports whether vmlinux exports name.
@@ -284,9 +334,11 @@ func (s *Symbols) addSymbol(line string) error {
 		}
 		return nil // a module's symbol
 	}
+	addr, _ := strconv.ParseUint(f[0], 16, 64)
 	s.counts[f[2]]++
 	s.total++
 	s.order = append(s.order, f[2])
+	s.addr = append(s.addr, addr)
 	return nil
 }
 
@@ -338,9 +390,18 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 		return nil, fmt.Errorf("klpgen: load module symbols: %w", err)
 	}
 	globals := map[string][]uint64{} // name -> positions of its global definitions
+	// A module is linked with ld -r, which keeps each object's STT_FILE
+	// symbol ahead of its local symbols, as in vmlinux: the module's
+	// own table says where each static came from.
+	var fileOf []string
+	file, files := "", false
 	for _, sym := range syms {
 		typ := elf.ST_TYPE(sym.Info)
-		if sym.Name == "" || typ == elf.STT_SECTION || typ == elf.STT_FILE ||
+		if typ == elf.STT_FILE {
+			file, files = path.Base(sym.Name), true
+			continue
+		}
+		if sym.Name == "" || typ == elf.STT_SECTION ||
 			sym.Section == elf.SHN_UNDEF || sym.Section >= elf.SHN_LORESERVE || int(sym.Section) >= len(f.Sections) {
 			continue
 		}
@@ -356,6 +417,9 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 		s.order = append(s.order, sym.Name)
 		if b := elf.ST_BIND(sym.Info); b == elf.STB_GLOBAL || b == elf.STB_WEAK {
 			globals[sym.Name] = append(globals[sym.Name], uint64(s.counts[sym.Name]))
+			fileOf = append(fileOf, globalFile)
+		} else {
+			fileOf = append(fileOf, file)
 		}
 	}
 	if s.total == 0 {
@@ -367,6 +431,14 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 		}
 	}
 	s.indexRepeats()
+	if files {
+		s.files = map[int]string{}
+		for _, idx := range s.at {
+			for _, i := range idx {
+				s.files[i] = fileOf[i]
+			}
+		}
+	}
 	return s, nil
 }
 

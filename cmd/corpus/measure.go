@@ -260,7 +260,7 @@ func (m *measurer) check(ctx context.Context, u corpus.Unit, r *corpus.Record) e
 	fmt.Fprintf(m.log, "corpus: %s %s (%s; %s)\n", u.ID, u.Subject, strings.Join(u.Files, ", "), strings.Join(r.Objects, ", "))
 	start := time.Now()
 	args := []string{"create", "--patch", patch, "--kernel-source", m.src, "--kernel-build", m.k.HeadersDir,
-		"--system-map", m.sysmap, "--modules", filepath.Join(m.k.Root, "lib", "modules", m.k.Release), "--cache-dir", m.ksrcCache, "--id", guestID, "--version", "1",
+		"--system-map", m.sysmap, "--vmlinux", filepath.Join(filepath.Dir(m.sysmap), "vmlinux-"+m.k.Release), "--modules", filepath.Join(m.k.Root, "lib", "modules", m.k.Release), "--cache-dir", m.ksrcCache, "--id", guestID, "--version", "1",
 		"--module-name", guestModule, "--description", "corpus unit " + u.ID, "-o", bundle}
 	if m.maxHeaderUnits > 0 {
 		args = append(args, "--max-header-units", strconv.Itoa(m.maxHeaderUnits))

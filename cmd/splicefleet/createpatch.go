@@ -885,7 +885,44 @@ func loadKernelSymbols(o *createOptions, release string) (*klpgen.Symbols, error
 	if err != nil {
 		return nil, fmt.Errorf("%s, %s: %w", symvers.Name(), mapPath, err)
 	}
+	if err := loadSourceFiles(o, release, mapPath, syms); err != nil {
+		return nil, err
+	}
 	return syms, nil
+}
+
+// loadSourceFiles reads the source file of each repeated static symbol
+// from the kernel's unstripped vmlinux: --vmlinux, or the first of the
+// default places that holds one. Without it, positions are judged by
+// System.map's address order alone, which refuses a static symbol two
+// neighbouring units define.
+func loadSourceFiles(o *createOptions, release, mapPath string, syms *klpgen.Symbols) error {
+	p := o.vmlinux
+	if p == "" {
+		for _, c := range []string{filepath.Join(filepath.Dir(mapPath), "vmlinux-"+release), filepath.Join(o.kernelBuild, "vmlinux"),
+			"/usr/lib/debug/boot/vmlinux-" + release} {
+			if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+				p = c
+				break
+			}
+		}
+		if p == "" {
+			return nil
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("--vmlinux: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("--vmlinux: %w", err)
+	}
+	if err := syms.LoadSourceFiles(f, st.Size()); err != nil {
+		return fmt.Errorf("%s (with %s): %w", p, mapPath, err)
+	}
+	return nil
 }
 
 var notModuleChar = regexp.MustCompile(`[^A-Za-z0-9_]`)
