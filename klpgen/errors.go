@@ -61,6 +61,10 @@ type AmbiguousSymbolError struct {
 	Function string
 	// Reason says why no position was chosen.
 	Reason string
+	// NeedsSourceFiles says the target's source files (the unstripped
+	// vmlinux or module) would have placed it, or Options.PositionsByOrder
+	// accepted a judgement by the symbols' order.
+	NeedsSourceFiles bool
 }
 
 func (e *AmbiguousSymbolError) Error() string {

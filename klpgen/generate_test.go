@@ -197,11 +197,9 @@ func fillers(prefix string, n int) []string {
 	return out
 }
 
-// TestGeneratePositionsAmbiguousSymbols: a static variable and the
-// replaced function whose names other units use too are found at the
-// kallsyms position of the copy among the unit's own symbols, not
-// another unit's: .klp.sym.vmlinux.counter,2 and old_sympos 1.
-func TestGeneratePositionsAmbiguousSymbols(t *testing.T) {
+// ambiguousMap is a System.map where another unit's static counter and
+// target lie far from this unit's, whose counter is the second.
+func ambiguousMap() []string {
 	var m []string
 	m = append(m, fillers("early", 100)...)
 	m = append(m, "counter") // another unit's static counter
@@ -210,7 +208,26 @@ func TestGeneratePositionsAmbiguousSymbols(t *testing.T) {
 	m = append(m, fillers("late", 100)...)
 	m = append(m, "target") // another unit's static target
 	m = append(m, fillers("end", 100)...)
-	out, _ := generateUnit(t, kernelUnit, []string{"target"}, nil, symbolsFor(t, []string{"printk_like"}, m...))
+	return m
+}
+
+// TestGeneratePositionsAmbiguousSymbols: with PositionsByOrder, a static
+// variable and the replaced function whose names other units use too are
+// found at the kallsyms position of the copy among the unit's own
+// symbols in address order, not another unit's:
+// .klp.sym.vmlinux.counter,2 and old_sympos 1, with a warning for each.
+func TestGeneratePositionsAmbiguousSymbols(t *testing.T) {
+	out, _ := generateUnitOpts(t, kernelUnit, []string{"target"}, symbolsFor(t, []string{"printk_like"}, ambiguousMap()...),
+		Options{ModuleName: "lp_test", PositionsByOrder: true})
+	byOrder := 0
+	for _, w := range out.Warnings {
+		if strings.Contains(w, "judged by the symbols' order alone") {
+			byOrder++
+		}
+	}
+	if byOrder != 2 {
+		t.Errorf("warnings %q, want one for counter and one for target", out.Warnings)
+	}
 	if !slices.Contains(out.KLPSymbols, KLPSymbol{Object: "vmlinux", Name: "counter", Pos: 2}) {
 		t.Errorf("KLPSymbols = %v, want counter at position 2", out.KLPSymbols)
 	}
@@ -219,6 +236,18 @@ func TestGeneratePositionsAmbiguousSymbols(t *testing.T) {
 	}
 	if len(out.Functions) != 1 || out.Functions[0].Sympos != 1 {
 		t.Errorf("Functions = %+v, want target at position 1", out.Functions)
+	}
+}
+
+// TestGenerateRefusesPositionByOrder: without PositionsByOrder, and with
+// no unstripped vmlinux read, the same unit is refused: the order's
+// judgement can be another unit's copy.
+func TestGenerateRefusesPositionByOrder(t *testing.T) {
+	syms := symbolsFor(t, []string{"printk_like"}, ambiguousMap()...)
+	_, err := Generate(compileC(t, kernelUnit), []string{"target"}, nil, syms, Options{ModuleName: "lp_test"})
+	var amb *AmbiguousSymbolError
+	if !errors.As(err, &amb) || !amb.NeedsSourceFiles || !strings.Contains(err.Error(), "-dbg package") {
+		t.Fatalf("err = %v, want *AmbiguousSymbolError naming the -dbg package", err)
 	}
 }
 

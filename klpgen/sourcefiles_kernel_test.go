@@ -1,9 +1,11 @@
 package klpgen
 
 import (
+	"bytes"
 	"context"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -167,4 +169,123 @@ func TestCorpusKernelSourceFiles(t *testing.T) {
 func isAmbiguous(err error) bool {
 	var amb *AmbiguousSymbolError
 	return errors.As(err, &amb)
+}
+
+// TestCorpusKernelModuleSourceFiles does the same for every module of
+// the corpus kernel: the installed module (stripped of its STT_FILE
+// symbols, as Debian installs it) is read with the -dbg package's
+// unstripped copy, and every static copy of a repeated name is placed
+// at its own position. The test reports how often the symbol table's
+// order alone would have chosen another unit's copy.
+func TestCorpusKernelModuleSourceFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fetches the corpus kernel's -dbg package; go test without -short runs it")
+	}
+	ctx := context.Background()
+	opts := lab.FetchOptions{ABI: "6.1.0-53", Log: testLog{t}}
+	k, err := lab.Fetch(ctx, opts)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	installed := filepath.Join(k.Root, "lib", "modules", k.Release)
+	debugDir := filepath.Join(dbg, "usr", "lib", "debug", "lib", "modules", k.Release)
+	modules, placed, agree, wrong, undecided := 0, 0, 0, 0, 0
+	err = filepath.WalkDir(filepath.Join(installed, "kernel"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(p) != ".ko" {
+			return err
+		}
+		rel, _ := filepath.Rel(installed, p)
+		ko, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		dko, err := os.ReadFile(filepath.Join(debugDir, rel))
+		if err != nil {
+			return err
+		}
+		syms, err := LoadModuleSymbols(ko)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		if syms.HasSourceFiles() {
+			return fmt.Errorf("%s: the installed module has STT_FILE symbols", rel)
+		}
+		if err := syms.LoadModuleSourceFiles(dko); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		modules++
+		// The units of the module, as its unstripped table groups them.
+		raw, err := elf.NewFile(bytes.NewReader(dko))
+		if err != nil {
+			return err
+		}
+		all, err := raw.Symbols()
+		if err != nil {
+			return err
+		}
+		type unit struct {
+			file  string
+			names []string
+		}
+		var cur *unit
+		unitAt := map[int]*unit{} // index among kept symbols
+		kept, _, _ := keptModuleSymbols(raw, all)
+		i := 0
+		for _, s := range all {
+			if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+				cur = &unit{file: s.Name}
+				continue
+			}
+			if i < len(kept) && s.Name == kept[i].Name && s.Value == kept[i].Value && s.Section == kept[i].Section {
+				if cur != nil && elf.ST_BIND(s.Info) == elf.STB_LOCAL {
+					cur.names = append(cur.names, s.Name)
+					unitAt[i] = cur
+				}
+				i++
+			}
+		}
+		withFiles := syms.files
+		for name, idx := range syms.at {
+			for _, at := range idx {
+				u := unitAt[at]
+				if u == nil {
+					continue
+				}
+				d := Definer{Names: u.names, File: u.file}
+				pos, err := syms.Position(name, d)
+				if err != nil {
+					continue // two units of that file name define it
+				}
+				placed++
+				if idx[pos-1] != at {
+					t.Errorf("%s: %s of %s: position %d is another copy", rel, name, u.file, pos)
+				}
+				syms.files = nil
+				orderPos, err := syms.Position(name, d)
+				syms.files = withFiles
+				switch {
+				case err != nil:
+					undecided++
+				case orderPos == pos:
+					agree++
+				default:
+					wrong++
+					t.Logf("%s: %s of %s: the symbol order alone chooses copy %d, another unit's; it is %d", rel, name, u.file, orderPos, pos)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d modules; %d static copies of repeated names placed by their file; the symbol order alone chose the same copy for %d, another unit's for %d, and none for %d",
+		modules, placed, agree, wrong, undecided)
+	if modules < 1000 || placed < 100 {
+		t.Errorf("only %d modules, %d copies placed by file", modules, placed)
+	}
 }

@@ -135,7 +135,7 @@ func (s *Symbols) Position(name string, u Definer) (uint64, error) {
 			why = "several of them lie equally close to the patched unit's other symbols"
 		}
 		if s.files == nil {
-			why += " (give the kernel's unstripped vmlinux, which names the source file of each)"
+			why += " (give the kernel's unstripped vmlinux and modules, which name the source file of each)"
 		}
 		return 0, &AmbiguousSymbolError{Name: name, Count: len(idx), Reason: why}
 	}
@@ -144,6 +144,90 @@ func (s *Symbols) Position(name string, u Definer) (uint64, error) {
 
 // HasSourceFiles says whether LoadSourceFiles read a vmlinux.
 func (s *Symbols) HasSourceFiles() bool { return s.files != nil }
+
+// keptModuleSymbols are the symbols of a module the kernel keeps in its
+// kallsyms, in symbol table order: named, defined in an allocated section
+// that stays after init. fileOf gives each one's source file (globalFile
+// for a global or weak one), and files says whether the table has
+// STT_FILE symbols at all: a module is linked with ld -r, which keeps
+// each object's STT_FILE symbol ahead of its local symbols, as in
+// vmlinux, but Debian's installed modules are stripped of them (the
+// -dbg package's copies keep them).
+func keptModuleSymbols(f *elf.File, syms []elf.Symbol) (kept []elf.Symbol, fileOf []string, files bool) {
+	file := ""
+	for _, sym := range syms {
+		typ := elf.ST_TYPE(sym.Info)
+		if typ == elf.STT_FILE {
+			file, files = path.Base(sym.Name), true
+			continue
+		}
+		if sym.Name == "" || typ == elf.STT_SECTION ||
+			sym.Section == elf.SHN_UNDEF || sym.Section >= elf.SHN_LORESERVE || int(sym.Section) >= len(f.Sections) {
+			continue
+		}
+		sec := f.Sections[sym.Section]
+		if sec.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sec.Name, ".init") {
+			continue
+		}
+		kept = append(kept, sym)
+		if b := elf.ST_BIND(sym.Info); b == elf.STB_GLOBAL || b == elf.STB_WEAK {
+			fileOf = append(fileOf, globalFile)
+		} else {
+			fileOf = append(fileOf, file)
+		}
+	}
+	return kept, fileOf, files
+}
+
+// setFiles records the source file of every copy of a repeated name,
+// from fileOf, which follows order.
+func (s *Symbols) setFiles(fileOf []string) {
+	s.files = map[int]string{}
+	for _, idx := range s.at {
+		for _, i := range idx {
+			s.files[i] = fileOf[i]
+		}
+	}
+}
+
+// LoadModuleSourceFiles reads the source files of a module's repeated
+// static names from its unstripped copy (the -dbg package's
+// /usr/lib/debug/lib/modules/<release>/...), for Symbols that
+// LoadModuleSymbols read from the installed module, whose STT_FILE
+// symbols strip removed. Stripping keeps the order of the other
+// symbols, so the copies' tables must list the same names in the same
+// order, or the load fails and nothing is recorded.
+func (s *Symbols) LoadModuleSourceFiles(debugKo []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("klpgen: load module source files: %w: %v", ErrMalformed, r)
+		}
+	}()
+	f, err := openELF(debugKo)
+	if err != nil {
+		return fmt.Errorf("klpgen: load module source files: %w", err)
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return fmt.Errorf("klpgen: load module source files: %w: %v", ErrMalformed, err)
+	}
+	kept, fileOf, files := keptModuleSymbols(f, syms)
+	if !files {
+		return fmt.Errorf("klpgen: load module source files: %w: the unstripped module has no STT_FILE symbols", ErrMalformed)
+	}
+	if len(kept) != len(s.order) {
+		return fmt.Errorf("klpgen: load module source files: %w: the unstripped module keeps %d symbols and the installed one %d: is it the same build?",
+			ErrMalformed, len(kept), len(s.order))
+	}
+	for i, sym := range kept {
+		if sym.Name != s.order[i] {
+			return fmt.Errorf("klpgen: load module source files: %w: symbol %d is %s in the unstripped module and %s in the installed one: is it the same build?",
+				ErrMalformed, i, sym.Name, s.order[i])
+		}
+	}
+	s.setFiles(fileOf)
+	return nil
+}
 
 // Definer is what Position knows of the compilation unit whose symbol
 // it places.
@@ -390,36 +474,16 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 		return nil, fmt.Errorf("klpgen: load module symbols: %w", err)
 	}
 	globals := map[string][]uint64{} // name -> positions of its global definitions
-	// A module is linked with ld -r, which keeps each object's STT_FILE
-	// symbol ahead of its local symbols, as in vmlinux: the module's
-	// own table says where each static came from.
-	var fileOf []string
-	file, files := "", false
-	for _, sym := range syms {
-		typ := elf.ST_TYPE(sym.Info)
-		if typ == elf.STT_FILE {
-			file, files = path.Base(sym.Name), true
-			continue
-		}
-		if sym.Name == "" || typ == elf.STT_SECTION ||
-			sym.Section == elf.SHN_UNDEF || sym.Section >= elf.SHN_LORESERVE || int(sym.Section) >= len(f.Sections) {
-			continue
-		}
-		sec := f.Sections[sym.Section]
-		if sec.Flags&elf.SHF_ALLOC == 0 || strings.HasPrefix(sec.Name, ".init") {
-			continue
-		}
+	kept, fileOf, files := keptModuleSymbols(f, syms)
+	for i, sym := range kept {
 		if err := checkSymbolName(sym.Name); err != nil {
 			return nil, err
 		}
 		s.counts[sym.Name]++
 		s.total++
 		s.order = append(s.order, sym.Name)
-		if b := elf.ST_BIND(sym.Info); b == elf.STB_GLOBAL || b == elf.STB_WEAK {
+		if fileOf[i] == globalFile {
 			globals[sym.Name] = append(globals[sym.Name], uint64(s.counts[sym.Name]))
-			fileOf = append(fileOf, globalFile)
-		} else {
-			fileOf = append(fileOf, file)
 		}
 	}
 	if s.total == 0 {
@@ -432,12 +496,7 @@ func LoadModuleSymbols(ko []byte) (_ *Symbols, err error) {
 	}
 	s.indexRepeats()
 	if files {
-		s.files = map[int]string{}
-		for _, idx := range s.at {
-			for _, i := range idx {
-				s.files[i] = fileOf[i]
-			}
-		}
+		s.setFiles(fileOf)
 	}
 	return s, nil
 }

@@ -24,8 +24,9 @@
 //     FetchSourceVersion does the same for any version of the series,
 //     FetchChangelog reads the package's Debian changelog, and
 //     FetchDebugInfo unpacks the kernel's -dbg package (System.map, and
-//     vmlinux and the modules with their DWARF debug info), for the
-//     corpus (cmd/corpus).
+//     vmlinux and the modules unstripped, with their DWARF debug info), for
+//     the corpus (cmd/corpus) and for create --patch, which places the
+//     kernel's static symbols by the source files their tables name.
 //   - WriteInitramfs writes a newc cpio archive (gzip, fixed mtimes, so the
 //     same inputs give the same bytes) with busybox as the userland, an
 //     /init shell script, /dev/console, the static splicefleet binary

@@ -41,9 +41,14 @@ func newPatchCreator(t *testing.T) *patchCreator {
 	if c.src, err = FetchSource(context.Background(), opts, k); err != nil {
 		t.Fatal(err)
 	}
-	if c.sysmap, err = FetchSystemMap(context.Background(), opts, k); err != nil {
+	// The -dbg package: the real System.map, and the unstripped vmlinux
+	// and modules beside it, which create reads for the source file of
+	// each static symbol.
+	dbg, err := FetchDebugInfo(context.Background(), opts, k)
+	if err != nil {
 		t.Fatal(err)
 	}
+	c.sysmap = filepath.Join(dbg, "usr", "lib", "debug", "boot", "System.map-"+k.Release)
 	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)

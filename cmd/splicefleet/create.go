@@ -33,9 +33,11 @@ type createOptions struct {
 	kernelSource string
 	systemMap    string
 	vmlinux      string
-	modulesDir   string
-	cacheDir     string
-	kernelBuild  string
+	// positionsByOrder: klpgen.Options.PositionsByOrder.
+	positionsByOrder bool
+	modulesDir       string
+	cacheDir         string
+	kernelBuild      string
 	// maxHeaderUnits bounds the units a changed header may reach
 	// (--max-header-units, ksrc's default unless given; at least 1).
 	maxHeaderUnits int
@@ -112,6 +114,7 @@ bundle only where they are applied.`,
 	f.StringVar(&o.kernelSource, "kernel-source", "", "with --patch: the target kernel's source tree")
 	f.StringVar(&o.systemMap, "system-map", "", "with --patch: the target kernel's System.map (default: in --kernel-build, or /boot/System.map-RELEASE)")
 	f.StringVar(&o.vmlinux, "vmlinux", "", "with --patch: the target kernel's unstripped vmlinux (the -dbg package's /usr/lib/debug/boot/vmlinux-RELEASE), which says the source file of each static symbol System.map lists twice (default: beside --system-map, in --kernel-build, or that path)")
+	f.BoolVar(&o.positionsByOrder, "positions-by-order", false, "with --patch: when no unstripped vmlinux or module says which unit defined a static symbol whose name other units use too, accept the copy the symbols' order suggests (it can be another unit's; create warns)")
 	f.StringVar(&o.modulesDir, "modules", "", "with --patch: the target's modules folder, /lib/modules/RELEASE (default: that folder on this machine), for a file built into a module")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "with --patch: where prepared source trees are kept (default ~/.cache/splicefleet)")
 	f.IntVar(&o.maxHeaderUnits, "max-header-units", ksrc.DefaultMaxHeaderUnits, "with --patch: how many units the configuration builds a changed header may reach before the patch is refused (each is compiled before and after it)")
@@ -165,8 +168,8 @@ func create(ctx context.Context, e *env, o *createOptions) error {
 	if (o.source != "" || o.patch != "") && o.kernelBuild == "" {
 		return errors.New("--kernel-build is required with --source and --patch: the target kernel's build folder")
 	}
-	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.vmlinux != "" || o.cacheDir != "" || o.modulesDir != "" || len(o.onTopOf) > 0) {
-		return errors.New("--kernel-source, --system-map, --vmlinux, --modules, --cache-dir and --on-top-of only apply with --patch")
+	if o.patch == "" && (o.kernelSource != "" || o.systemMap != "" || o.vmlinux != "" || o.positionsByOrder || o.cacheDir != "" || o.modulesDir != "" || len(o.onTopOf) > 0) {
+		return errors.New("--kernel-source, --system-map, --vmlinux, --positions-by-order, --modules, --cache-dir and --on-top-of only apply with --patch")
 	}
 	if o.maxHeaderUnits < 1 {
 		return fmt.Errorf("--max-header-units %d: give a count of at least 1", o.maxHeaderUnits)

@@ -173,7 +173,7 @@ func generateModule(e *env, o *createOptions, release string, patch *ksrc.Patch,
 	if g.name == "" {
 		g.name = defaultModuleName(o.id, o.version)
 	}
-	opts := klpgen.Options{ModuleName: g.name, Description: o.description, KernelFlags: true}
+	opts := klpgen.Options{ModuleName: g.name, Description: o.description, KernelFlags: true, PositionsByOrder: o.positionsByOrder}
 	compared, bundle, err := compareUnits(e, o, release, patch, units, opts, callers)
 	if err != nil {
 		return nil, err
@@ -848,12 +848,44 @@ func (m *moduleFiles) symbols(module string) (*klpgen.Symbols, error) {
 	if err != nil {
 		return nil, err
 	}
+	path, _ := m.find(module)
 	syms, err := klpgen.LoadModuleSymbols(ko)
 	if err != nil {
-		path, _ := m.find(module)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// The unstripped copy names the source file of each static symbol.
+	rel, err := filepath.Rel(m.dir, path)
+	if err != nil {
+		return syms, nil
+	}
+	debug := filepath.Join(debugModulesDir(m.o, m.release), rel)
+	if st, err := os.Stat(debug); err != nil || !st.Mode().IsRegular() {
+		return syms, nil
+	}
+	dko, err := readFile(debug, int64(objdiff.MaxObjectSize))
+	if err != nil {
+		return nil, err
+	}
+	if err := syms.LoadModuleSourceFiles(dko); err != nil {
+		return nil, fmt.Errorf("%s (with %s): %w", debug, path, err)
+	}
 	return syms, nil
+}
+
+// debugModulesDir is where the unstripped modules of the -dbg package
+// are: lib/modules/RELEASE of the debug tree that --vmlinux (or the
+// System.map beside it) comes from, else /usr/lib/debug/lib/modules.
+func debugModulesDir(o *createOptions, release string) string {
+	for _, p := range []string{o.vmlinux, o.systemMap} {
+		if p == "" {
+			continue
+		}
+		boot := filepath.Dir(p)
+		if filepath.Base(boot) == "boot" {
+			return filepath.Join(filepath.Dir(boot), "lib", "modules", release)
+		}
+	}
+	return filepath.Join("/usr/lib/debug/lib/modules", release)
 }
 
 // loadKernelSymbols reads the target's exported symbols (Module.symvers in
