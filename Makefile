@@ -166,6 +166,7 @@ bench: ## benchmarks with their baselines, 10 runs each, summarised by benchstat
 	$(GO) test ./rollout -run '^$$' -bench 'Evaluate' -benchmem -count 10 | tee -a bench.out
 	$(GO) test ./objdiff -run '^$$' -bench 'DiffLargeUnit' -benchmem -count 10 | tee -a bench.out
 	$(GO) test ./ksrc -run '^$$' -bench 'MentionsPastes' -benchmem -count 10 | tee -a bench.out
+	$(GO) test ./klpgen -run '^$$' -bench 'CorpusKernelSymbols' -benchmem -count 10 | tee -a bench.out
 	PATH="$(GOBIN):$$PATH" benchstat bench.out
 
 .PHONY: bench-fleet

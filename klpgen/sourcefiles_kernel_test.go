@@ -289,3 +289,57 @@ func TestCorpusKernelModuleSourceFiles(t *testing.T) {
 		t.Errorf("only %d modules, %d copies placed by file", modules, placed)
 	}
 }
+
+// BenchmarkCorpusKernelSymbols measures what create spends on the corpus
+// kernel's symbols: System.map and Module.symvers alone (the baseline),
+// and with the unstripped vmlinux's source files.
+func BenchmarkCorpusKernelSymbols(b *testing.B) {
+	ctx := context.Background()
+	opts := lab.FetchOptions{ABI: "6.1.0-53"}
+	k, err := lab.Fetch(ctx, opts)
+	if err != nil {
+		b.Fatalf("lab: %v", err)
+	}
+	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
+	if err != nil {
+		b.Fatalf("lab: %v", err)
+	}
+	boot := filepath.Join(dbg, "usr", "lib", "debug", "boot")
+	symvers, err := os.ReadFile(filepath.Join(k.HeadersDir, "Module.symvers"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sysmap, err := os.ReadFile(filepath.Join(boot, "System.map-"+k.Release))
+	if err != nil {
+		b.Fatal(err)
+	}
+	load := func(b *testing.B) *Symbols {
+		s, err := LoadSymbols(bytes.NewReader(symvers), bytes.NewReader(sysmap))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	b.Run("system-map", func(b *testing.B) {
+		for b.Loop() {
+			load(b)
+		}
+	})
+	b.Run("system-map+vmlinux", func(b *testing.B) {
+		for b.Loop() {
+			s := load(b)
+			f, err := os.Open(filepath.Join(boot, "vmlinux-"+k.Release))
+			if err != nil {
+				b.Fatal(err)
+			}
+			st, err := f.Stat()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.LoadSourceFiles(f, st.Size()); err != nil {
+				b.Fatal(err)
+			}
+			_ = f.Close()
+		}
+	})
+}
