@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/splicefleet/splicefleet/internal/testutil"
 	"github.com/splicefleet/splicefleet/lab"
 )
 
@@ -22,19 +23,7 @@ import (
 // groups the units: it must be that very copy. The test reports how often
 // the address order alone would have chosen another unit's copy.
 func TestCorpusKernelSourceFiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fetches the corpus kernel's -dbg package; go test without -short runs it")
-	}
-	ctx := context.Background()
-	opts := lab.FetchOptions{ABI: "6.1.0-53", Log: testLog{t}}
-	k, err := lab.Fetch(ctx, opts)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
+	k, dbg := corpusDebugInfo(t)
 	boot := filepath.Join(dbg, "usr", "lib", "debug", "boot")
 	symvers, err := os.Open(filepath.Join(k.HeadersDir, "Module.symvers"))
 	if err != nil {
@@ -166,6 +155,26 @@ func TestCorpusKernelSourceFiles(t *testing.T) {
 	}
 }
 
+// corpusDebugInfo fetches the corpus kernel (Debian's 6.1.0-53) and
+// unpacks its -dbg package, once into the lab cache.
+func corpusDebugInfo(tb testing.TB) (*lab.DebianKernel, string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("fetches the corpus kernel's -dbg package; go test without -short runs it")
+	}
+	ctx := context.Background()
+	opts := lab.FetchOptions{ABI: "6.1.0-53", Log: testutil.LogWriter(tb)}
+	k, err := lab.Fetch(ctx, opts)
+	if err != nil {
+		tb.Fatalf("lab: %v", err)
+	}
+	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
+	if err != nil {
+		tb.Fatalf("lab: %v", err)
+	}
+	return k, dbg
+}
+
 func isAmbiguous(err error) bool {
 	var amb *AmbiguousSymbolError
 	return errors.As(err, &amb)
@@ -178,23 +187,11 @@ func isAmbiguous(err error) bool {
 // at its own position. The test reports how often the symbol table's
 // order alone would have chosen another unit's copy.
 func TestCorpusKernelModuleSourceFiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fetches the corpus kernel's -dbg package; go test without -short runs it")
-	}
-	ctx := context.Background()
-	opts := lab.FetchOptions{ABI: "6.1.0-53", Log: testLog{t}}
-	k, err := lab.Fetch(ctx, opts)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
-	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
-	if err != nil {
-		t.Fatalf("lab: %v", err)
-	}
+	k, dbg := corpusDebugInfo(t)
 	installed := filepath.Join(k.Root, "lib", "modules", k.Release)
 	debugDir := filepath.Join(dbg, "usr", "lib", "debug", "lib", "modules", k.Release)
 	modules, placed, agree, wrong, undecided := 0, 0, 0, 0, 0
-	err = filepath.WalkDir(filepath.Join(installed, "kernel"), func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(installed, "kernel"), func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || filepath.Ext(p) != ".ko" {
 			return err
 		}
@@ -294,16 +291,7 @@ func TestCorpusKernelModuleSourceFiles(t *testing.T) {
 // kernel's symbols: System.map and Module.symvers alone (the baseline),
 // and with the unstripped vmlinux's source files.
 func BenchmarkCorpusKernelSymbols(b *testing.B) {
-	ctx := context.Background()
-	opts := lab.FetchOptions{ABI: "6.1.0-53"}
-	k, err := lab.Fetch(ctx, opts)
-	if err != nil {
-		b.Fatalf("lab: %v", err)
-	}
-	dbg, err := lab.FetchDebugInfo(ctx, opts, k)
-	if err != nil {
-		b.Fatalf("lab: %v", err)
-	}
+	k, dbg := corpusDebugInfo(b)
 	boot := filepath.Join(dbg, "usr", "lib", "debug", "boot")
 	symvers, err := os.ReadFile(filepath.Join(k.HeadersDir, "Module.symvers"))
 	if err != nil {
