@@ -1,6 +1,7 @@
 package klpgen
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
@@ -134,14 +135,14 @@ func readSourceFiles(r io.ReaderAt, size int64, want func(string) bool) (map[add
 		if uint64(off) >= uint64(len(strtab)) {
 			return "", malformed("symbol name at %d beyond the string table's %d bytes", off, len(strtab))
 		}
-		end := off
-		for end < uint32(len(strtab)) && strtab[end] != 0 {
-			end++
+		// A name is at most maxSymbolName bytes: the search for its end
+		// is bounded, however many symbols share one unterminated name.
+		rest := strtab[off:min(uint64(len(strtab)), uint64(off)+maxSymbolName+1)]
+		end := bytes.IndexByte(rest, 0)
+		if end < 0 {
+			return "", malformed("symbol name at %d is longer than %d bytes or not terminated", off, maxSymbolName)
 		}
-		if end == uint32(len(strtab)) {
-			return "", malformed("symbol name at %d is not terminated", off)
-		}
-		return string(strtab[off:end]), nil
+		return string(rest[:end]), nil
 	}
 	out := map[addrName]string{}
 	file := ""

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -139,6 +140,8 @@ func TestLoadSourceFilesRefuses(t *testing.T) {
 	le.PutUint32(stripped[symtabHeader+4:], uint32(elf.SHT_PROGBITS))
 	huge := bytes.Clone(good)
 	le.PutUint64(huge[symtabHeader+32:], 24<<35) // the symbol table's size
+	unterminated := bytes.Clone(good)
+	unterminated[le.Uint64(good[40:])-1] = 'x' // the string table's last NUL, just before the section headers
 	noHeaders := bytes.Clone(good)
 	le.PutUint16(noHeaders[60:], 0)
 	for _, tc := range []struct {
@@ -152,6 +155,8 @@ func TestLoadSourceFilesRefuses(t *testing.T) {
 		{"stripped", stripped, "stripped"},
 		{"no section headers", noHeaders, "section header table of 0 entries"},
 		{"too large", huge, "too large"},
+		{"name too long", fakeVmlinux(append(slices.Clone(twoUnitsSyms), fakeSym{strings.Repeat("x", 600), elf.STT_FUNC, elf.STB_LOCAL, 0})), "longer than 511 bytes"},
+		{"name not terminated", unterminated, "not terminated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := twoUnits(t)

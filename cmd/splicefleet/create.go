@@ -35,9 +35,12 @@ type createOptions struct {
 	vmlinux      string
 	// positionsByOrder: klpgen.Options.PositionsByOrder.
 	positionsByOrder bool
-	modulesDir       string
-	cacheDir         string
-	kernelBuild      string
+	// vmlinuxRead is the unstripped vmlinux create read (--vmlinux or a
+	// default place), beside which the unstripped modules are sought.
+	vmlinuxRead string
+	modulesDir  string
+	cacheDir    string
+	kernelBuild string
 	// maxHeaderUnits bounds the units a changed header may reach
 	// (--max-header-units, ksrc's default unless given; at least 1).
 	maxHeaderUnits int

@@ -858,9 +858,13 @@ func (m *moduleFiles) symbols(module string) (*klpgen.Symbols, error) {
 	if err != nil {
 		return syms, nil
 	}
-	debug := filepath.Join(debugModulesDir(m.o, m.release), rel)
-	if st, err := os.Stat(debug); err != nil || !st.Mode().IsRegular() {
+	debug := filepath.Join(debugModulesDir(m.o.vmlinuxRead, m.release), rel)
+	st, err := os.Stat(debug)
+	if err != nil || !st.Mode().IsRegular() {
 		return syms, nil
+	}
+	if inst, err := os.Stat(path); err == nil && os.SameFile(st, inst) {
+		return syms, nil // the installed module itself: stripped
 	}
 	dko, err := readFile(debug, int64(objdiff.MaxObjectSize))
 	if err != nil {
@@ -873,17 +877,13 @@ func (m *moduleFiles) symbols(module string) (*klpgen.Symbols, error) {
 }
 
 // debugModulesDir is where the unstripped modules of the -dbg package
-// are: lib/modules/RELEASE of the debug tree that --vmlinux (or the
-// System.map beside it) comes from, else /usr/lib/debug/lib/modules.
-func debugModulesDir(o *createOptions, release string) string {
-	for _, p := range []string{o.vmlinux, o.systemMap} {
-		if p == "" {
-			continue
-		}
-		boot := filepath.Dir(p)
-		if filepath.Base(boot) == "boot" {
-			return filepath.Join(filepath.Dir(boot), "lib", "modules", release)
-		}
+// are: lib/modules/RELEASE of the debug tree (…/debug) whose
+// boot/vmlinux-RELEASE create read, else /usr/lib/debug/lib/modules.
+// A vmlinux elsewhere (a build folder's) says nothing of the modules.
+func debugModulesDir(vmlinux, release string) string {
+	boot := filepath.Dir(vmlinux)
+	if debug := filepath.Dir(boot); filepath.Base(vmlinux) == "vmlinux-"+release && filepath.Base(boot) == "boot" && filepath.Base(debug) == "debug" {
+		return filepath.Join(debug, "lib", "modules", release)
 	}
 	return filepath.Join("/usr/lib/debug/lib/modules", release)
 }
@@ -925,9 +925,10 @@ func loadKernelSymbols(o *createOptions, release string) (*klpgen.Symbols, error
 
 // loadSourceFiles reads the source file of each repeated static symbol
 // from the kernel's unstripped vmlinux: --vmlinux, or the first of the
-// default places that holds one. Without it, positions are judged by
-// System.map's address order alone, which refuses a static symbol two
-// neighbouring units define.
+// default places that holds one, and records which it read (the
+// unstripped modules are beside it). Without it, a static symbol that
+// other units share is refused unless --positions-by-order lets the
+// symbols' order judge it.
 func loadSourceFiles(o *createOptions, release, mapPath string, syms *klpgen.Symbols) error {
 	p := o.vmlinux
 	if p == "" {
@@ -954,6 +955,7 @@ func loadSourceFiles(o *createOptions, release, mapPath string, syms *klpgen.Sym
 	if err := syms.LoadSourceFiles(f, st.Size()); err != nil {
 		return fmt.Errorf("%s (with %s): %w", p, mapPath, err)
 	}
+	o.vmlinuxRead = p
 	return nil
 }
 

@@ -118,3 +118,21 @@ func TestHunkOfAny(t *testing.T) {
 		t.Errorf("hunkOfAny(nil) = %q", got)
 	}
 }
+
+// TestDebugModulesDir: the unstripped modules are sought in the debug tree
+// of the vmlinux create read when it has the -dbg package's layout, and
+// at the package's own place otherwise: never in /lib/modules, whose
+// modules are stripped, for a System.map or vmlinux in /boot.
+func TestDebugModulesDir(t *testing.T) {
+	const r = "6.1.0-53-cloud-amd64"
+	for _, tc := range []struct{ vmlinux, want string }{
+		{"/cache/dbg/usr/lib/debug/boot/vmlinux-" + r, "/cache/dbg/usr/lib/debug/lib/modules/" + r},
+		{"/boot/vmlinux-" + r, "/usr/lib/debug/lib/modules/" + r},
+		{"/src/linux/vmlinux", "/usr/lib/debug/lib/modules/" + r},
+		{"", "/usr/lib/debug/lib/modules/" + r},
+	} {
+		if got := debugModulesDir(tc.vmlinux, r); got != tc.want {
+			t.Errorf("debugModulesDir(%q) = %q, want %q", tc.vmlinux, got, tc.want)
+		}
+	}
+}
